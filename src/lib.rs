@@ -1,0 +1,23 @@
+//! homelab: a Terraform-like plan/apply for a self-hosted homelab.
+//!
+//! The tree follows the pipeline: `model` (load, validate) → `graph` → `render`. The binary
+//! (`main.rs`) parses the command line and calls [`run`]; exit codes come from
+//! [`Error::code`].
+
+// Diagnostics are large on purpose (file, line, field, message, fix) and only on the cold
+// error path; boxing them would buy nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod cli;
+pub mod error;
+pub mod graph;
+pub mod model;
+pub mod render;
+
+pub use cli::Cli;
+pub use error::Error;
+
+/// Runs one command, writing its data output to `out`.
+pub fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<(), Error> {
+    cli::run(cli, out)
+}

@@ -1,0 +1,16 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = homelab::Cli::parse();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match homelab::run(cli, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.code() as u8)
+        }
+    }
+}

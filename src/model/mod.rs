@@ -1,0 +1,225 @@
+//! The homelab model: what the repository says should run where.
+//!
+//! `load` reads the repository into raw serde types (`raw`) and validation (`validate`) turns
+//! them into these types, collecting every problem as a `Diagnostic`. Code past this module
+//! only sees validated values; it never reads the repository itself.
+
+pub mod diag;
+pub mod load;
+pub mod names;
+pub mod raw;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use names::{NodeName, ServiceName};
+
+/// Loads and validates the homelab definition at `repo`: every problem, sorted, or the model.
+pub fn load(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
+    validate::load(repo)
+}
+
+#[derive(Debug, Clone)]
+pub struct Homelab {
+    pub mesh: String,
+    pub nodes: BTreeMap<NodeName, Node>,
+    pub services: BTreeMap<ServiceName, Service>,
+    pub policy: Policy,
+    /// `inventory/allowed_signers` as written.
+    pub allowed_signers: String,
+    /// Shared templates from `templates/`, by path relative to that folder.
+    pub templates: BTreeMap<String, String>,
+    /// Every service instance with the instances it depends on.
+    pub instances: BTreeMap<Instance, Vec<Instance>>,
+}
+
+/// A service placed on a node: `service@node`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Instance {
+    pub service: ServiceName,
+    pub node: NodeName,
+}
+
+impl fmt::Display for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.service, self.node)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: NodeName,
+    pub display_name: String,
+    pub roles: Vec<String>,
+    pub site: String,
+    pub uplink: String,
+    pub offline_first: bool,
+    pub ssh: SshTarget,
+    pub runtime_root: String,
+    pub capabilities: BTreeSet<String>,
+    pub services: BTreeMap<ServiceName, HostService>,
+    /// Compose override templates, `hosts/<node>/runtime/<svc>/docker-compose.override.yml`.
+    pub overrides: BTreeMap<ServiceName, Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    pub address: String,
+    pub user: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostService {
+    pub exposure: Exposure,
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+/// A file of the repository, with the path it is shown under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub path: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exposure {
+    Internal,
+    Lan,
+    Tailnet,
+    Public,
+}
+
+impl Exposure {
+    pub const ALL: [(&'static str, Exposure); 4] = [
+        ("internal", Exposure::Internal),
+        ("lan", Exposure::Lan),
+        ("tailnet", Exposure::Tailnet),
+        ("public", Exposure::Public),
+    ];
+
+    pub fn parse(s: &str) -> Option<Exposure> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, e)| *e)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(_, e)| *e == self).map(|(n, _)| *n).unwrap_or("internal")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Node(NodeName),
+    /// A per-node service, such as the stability agent.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: ServiceName,
+    pub description: String,
+    pub owner: Owner,
+    pub exposure: Exposure,
+    pub restart_policy: String,
+    pub healthcheck: Healthcheck,
+    pub persistence_paths: Vec<String>,
+    pub env_vars: Vec<EnvVar>,
+    pub requires: BTreeSet<String>,
+    pub backup_sets: Vec<BackupSet>,
+    pub zigbee: Option<Zigbee>,
+    pub vars: BTreeMap<String, serde_json::Value>,
+    pub compose: Source,
+    pub healthcheck_script: Source,
+    pub env_example: Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Healthcheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub secret: bool,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSet {
+    pub name: String,
+    pub paths: Vec<String>,
+    pub critical: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zigbee {
+    pub coordinator: String,
+    pub port: String,
+    pub adapter: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub plan_ttl: Duration,
+    pub default: ApprovalRule,
+    pub nodes: BTreeMap<NodeName, ApprovalRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    pub required: u32,
+    pub approvers: BTreeSet<String>,
+}
+
+impl Policy {
+    pub fn rule_for(&self, node: &NodeName) -> &ApprovalRule {
+        self.nodes.get(node).unwrap_or(&self.default)
+    }
+}
+
+impl Homelab {
+    /// Resolves a node as the CLI accepts it (id or display name).
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        NodeName::from_cli(name).ok().and_then(|n| self.nodes.get(&n))
+    }
+}
+
+/// Parses `30s`, `5m`, `1h`, `2d` (one unit, a whole number).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172800)));
+        for bad in ["", "s", "30", "1.5h", "-1s", "10 parsecs", "99999999999999999999d"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+}

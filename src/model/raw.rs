@@ -1,0 +1,259 @@
+//! Raw serde types that mirror the YAML files one to one.
+//!
+//! Nothing here is validated beyond YAML types: validation (`validate.rs`) turns these into
+//! the model. Fields that a semantic check may point at are `Spanned`, so the diagnostic can
+//! name their line. Unknown fields are refused so a typo is never silently ignored.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub mesh: S<String>,
+    #[serde(default)]
+    pub runtime_root: Option<S<String>>,
+    pub sites: BTreeMap<String, S<Site>>,
+    pub nodes: BTreeMap<String, S<Node>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub uplink: S<String>,
+    #[serde(default)]
+    pub offline_first: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub display_name: S<String>,
+    #[serde(default)]
+    pub roles: Vec<S<String>>,
+    pub site: S<String>,
+    pub ssh: Ssh,
+    #[serde(default)]
+    pub runtime_root: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    pub address: S<String>,
+    #[serde(default = "default_user")]
+    pub user: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_user() -> String {
+    "homelab".to_owned()
+}
+
+fn default_port() -> u16 {
+    22
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub plan_ttl: S<String>,
+    pub approvals: Approvals,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approvals {
+    pub default: S<ApprovalRule>,
+    #[serde(default)]
+    pub nodes: BTreeMap<String, S<ApprovalRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRule {
+    pub required: S<u32>,
+    pub approvers: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    pub node: S<String>,
+    pub arch: S<String>,
+    pub cpu: Cpu,
+    pub memory_mb: u64,
+    #[serde(default)]
+    pub gpu: Option<Gpu>,
+    #[serde(default)]
+    pub devices: Vec<S<String>>,
+    pub docker: Docker,
+    #[serde(default)]
+    pub capabilities: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cpu {
+    pub cores: u32,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gpu {
+    pub vendor: String,
+    pub model: String,
+    #[serde(default)]
+    pub vram_mb: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Docker {
+    pub engine: String,
+    pub compose: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostServices {
+    pub node: S<String>,
+    #[serde(default)]
+    pub services: Vec<S<HostService>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostService {
+    pub name: S<String>,
+    pub exposure: S<String>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contract {
+    pub name: S<String>,
+    #[serde(default)]
+    pub description: String,
+    pub owner_node: S<String>,
+    pub exposure: S<String>,
+    #[serde(default)]
+    pub dependencies: Vec<S<Dependency>>,
+    #[serde(default = "default_restart")]
+    pub restart_policy: S<String>,
+    pub healthcheck: S<Healthcheck>,
+    #[serde(default)]
+    pub persistence: Persistence,
+    #[serde(default)]
+    pub runtime: Runtime,
+    #[serde(default)]
+    pub requires: Vec<S<String>>,
+    #[serde(default)]
+    pub backup: Backup,
+    #[serde(default)]
+    pub zigbee: Option<S<Zigbee>>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+fn default_restart() -> S<String> {
+    Spanned::new(
+        "unless-stopped".to_owned(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    pub service: S<String>,
+    #[serde(default)]
+    pub node: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Healthcheck {
+    pub interval: S<String>,
+    pub timeout: S<String>,
+    pub retries: S<u32>,
+    #[serde(default)]
+    pub start_period: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persistence {
+    #[serde(default)]
+    pub paths: Vec<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    #[serde(default)]
+    pub env_vars: Vec<S<EnvVar>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: S<String>,
+    #[serde(default)]
+    pub secret: bool,
+    #[serde(default = "default_true")]
+    pub required: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    #[serde(default)]
+    pub sets: Vec<S<BackupSet>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSet {
+    pub name: S<String>,
+    pub paths: Vec<S<String>>,
+    #[serde(default)]
+    pub critical: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zigbee {
+    pub coordinator: S<String>,
+    pub port: S<String>,
+    pub adapter: S<String>,
+}
+
+/// The part of a compose file that validation reads; the rest is passed through untouched.
+#[derive(Debug, Deserialize)]
+pub struct Compose {
+    #[serde(default)]
+    pub services: BTreeMap<String, S<ComposeService>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ComposeService {
+    #[serde(default)]
+    pub container_name: Option<S<String>>,
+    #[serde(default)]
+    pub restart: Option<S<String>>,
+}

@@ -1,0 +1,228 @@
+//! Rendering: the exact bytes each service instance will have on its node.
+//!
+//! Pure and deterministic: the same model gives the same bytes on any machine, whatever the
+//! order of files on disk (the model holds sorted maps). Secrets are never rendered: compose
+//! files point at `<root>/config/<svc>/` on the node, which homelab never reads.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::{Homelab, Instance};
+
+pub const COMPOSE: &str = "docker-compose.yml";
+pub const OVERRIDE: &str = "docker-compose.override.yml";
+pub const HEALTHCHECK: &str = "healthcheck.sh";
+pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub name: &'static str,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+}
+
+impl Artifact {
+    pub fn sha256(&self) -> String {
+        sha256_hex(&self.bytes)
+    }
+}
+
+/// One instance's artifacts, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub instance: Instance,
+    pub artifacts: Vec<Artifact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub service: String,
+    pub node: String,
+    /// The compose project name: the service name.
+    pub project: String,
+    pub artifacts: Vec<ManifestEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ManifestEntry {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub mode: String,
+}
+
+impl Rendered {
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            service: self.instance.service.to_string(),
+            node: self.instance.node.to_string(),
+            project: self.instance.service.to_string(),
+            artifacts: self
+                .artifacts
+                .iter()
+                .map(|a| ManifestEntry {
+                    name: a.name.to_owned(),
+                    sha256: a.sha256(),
+                    size: a.bytes.len() as u64,
+                    mode: format!("{:04o}", a.mode),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn manifest_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(&self.manifest()).expect("manifest serializes");
+        out.push(b'\n');
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Template { file: String, line: Option<u64>, message: String },
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Serialize)]
+struct Ctx<'a> {
+    root: &'a str,
+    node: NodeCtx<'a>,
+    service: ServiceCtx<'a>,
+    config_dir: String,
+    data_dir: String,
+    logs_dir: String,
+    vars: BTreeMap<&'a str, &'a serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct NodeCtx<'a> {
+    id: &'a str,
+    display_name: &'a str,
+    site: &'a str,
+    address: &'a str,
+    roles: &'a [String],
+}
+
+#[derive(Serialize)]
+struct ServiceCtx<'a> {
+    name: &'a str,
+    exposure: &'a str,
+}
+
+/// Renders one instance: compose file, override (when the host has one), healthcheck.
+pub fn render_instance(lab: &Homelab, inst: &Instance) -> Result<Rendered, RenderError> {
+    let svc = &lab.services[&inst.service];
+    let node = &lab.nodes[&inst.node];
+    let host = &node.services[&inst.service];
+    let root = node.runtime_root.as_str();
+    let mut vars: BTreeMap<&str, &serde_json::Value> =
+        svc.vars.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    vars.extend(host.vars.iter().map(|(k, v)| (k.as_str(), v)));
+    let ctx = Ctx {
+        root,
+        node: NodeCtx {
+            id: node.id.as_str(),
+            display_name: &node.display_name,
+            site: &node.site,
+            address: &node.ssh.address,
+            roles: &node.roles,
+        },
+        service: ServiceCtx { name: svc.name.as_str(), exposure: svc.exposure.as_str() },
+        config_dir: format!("{root}/config/{}", svc.name),
+        data_dir: format!("{root}/data/{}", svc.name),
+        logs_dir: format!("{root}/logs/{}", svc.name),
+        vars,
+    };
+
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    for (name, text) in &lab.templates {
+        env.add_template_owned(name.clone(), text.clone()).map_err(|e| template_error(&e, None))?;
+    }
+    let mut sources = vec![(COMPOSE, &svc.compose)];
+    if let Some(o) = node.overrides.get(&inst.service) {
+        sources.push((OVERRIDE, o));
+    }
+    let mut artifacts = Vec::new();
+    for (name, src) in sources {
+        env.add_template_owned(src.path.clone(), src.text.clone())
+            .map_err(|e| template_error(&e, Some(&src.path)))?;
+        let tmpl = env.get_template(&src.path).map_err(|e| template_error(&e, Some(&src.path)))?;
+        let text = tmpl.render(&ctx).map_err(|e| template_error(&e, Some(&src.path)))?;
+        artifacts.push(Artifact { name, bytes: text.into_bytes(), mode: 0o644 });
+    }
+    artifacts.push(Artifact {
+        name: HEALTHCHECK,
+        bytes: svc.healthcheck_script.text.clone().into_bytes(),
+        mode: 0o755,
+    });
+    artifacts.sort_by(|a, b| a.name.cmp(b.name));
+    Ok(Rendered { instance: inst.clone(), artifacts })
+}
+
+fn template_error(e: &minijinja::Error, fallback: Option<&str>) -> RenderError {
+    let file =
+        e.name()
+            .map(|n| {
+                if fallback.is_some_and(|f| f == n) {
+                    n.to_owned()
+                } else {
+                    format!("templates/{n}")
+                }
+            })
+            .or_else(|| fallback.map(str::to_owned))
+            .unwrap_or_else(|| "templates".to_owned());
+    let message = match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    RenderError::Template { file, line: e.line().map(|l| l as u64), message }
+}
+
+/// Renders the instances selected by `keep`, in name order.
+pub fn render_all(
+    lab: &Homelab,
+    keep: impl Fn(&Instance) -> bool,
+) -> Result<Vec<Rendered>, RenderError> {
+    lab.instances.keys().filter(|i| keep(i)).map(|i| render_instance(lab, i)).collect()
+}
+
+/// Writes `<out>/<node>/<svc>/<artifact>` and its `manifest.json`. Files of an earlier render
+/// that are no longer artifacts are removed, so the folder is exactly what the node gets.
+pub fn write_tree(out: &Path, rendered: &[Rendered]) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for r in rendered {
+        let dir = out.join(r.instance.node.as_str()).join(r.instance.service.as_str());
+        fs::create_dir_all(&dir)?;
+        let mut keep: Vec<&str> = r.artifacts.iter().map(|a| a.name).collect();
+        keep.push(MANIFEST);
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if !keep.iter().any(|k| entry.file_name() == *k) && entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        for a in &r.artifacts {
+            let path = dir.join(a.name);
+            fs::write(&path, &a.bytes)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(a.mode))?;
+        }
+        fs::write(dir.join(MANIFEST), r.manifest_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! `homelab validate`: the repository's own homelab, the base fixture, one broken tree per
+//! rule (snapshots pin the exact messages), and hostile files.
+
+use std::fs;
+
+use crate::support::{fixtures, homelab_in, repo_root, Tree};
+
+#[test]
+fn the_repositorys_own_homelab_is_valid() {
+    let out = homelab_in(&repo_root(), &["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "homelab is valid: 6 nodes, 10 services, 15 service instances\n");
+}
+
+#[test]
+fn the_base_fixture_is_valid() {
+    let out = Tree::base().homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// Every folder of `tests/fixtures/broken/` is the base fixture with one rule broken (or, for
+/// `many-problems`, many): each reports its problems with file and line, pinned by a snapshot.
+#[test]
+fn broken_fixtures_report_every_problem_with_file_and_line() {
+    let mut cases: Vec<String> = fs::read_dir(fixtures().join("broken"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 10, "expected a broken fixture per rule, found {cases:?}");
+    for case in cases {
+        let out = Tree::broken(&case).homelab(&["validate"]);
+        assert_eq!(out.code, 1, "{case}: expected exit 1\n{}", out.stderr);
+        assert!(out.stdout.is_empty(), "{case}: errors go to stderr");
+        for l in
+            out.stderr.lines().filter(|l| l.starts_with("error[") || l.starts_with("error: error["))
+        {
+            let located = l.split(": ").nth(1).or_else(|| l.split(": ").nth(2));
+            assert!(located.is_some(), "{case}: no file in {l}");
+        }
+        insta::assert_snapshot!(format!("broken-{case}"), out.stderr);
+    }
+}
+
+#[test]
+fn json_output_lists_the_problems() {
+    let out = Tree::broken("owner-node").homelab(&["validate", "--format", "json"]);
+    assert_eq!(out.code, 1);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["valid"], false);
+    assert!(doc["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["file"].is_string() && p["rule"].is_string()));
+}
+
+#[test]
+fn a_yaml_bomb_is_refused_not_expanded() {
+    let tree = Tree::base();
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let names = ["b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    let mut prev = "a";
+    for n in names {
+        bomb.push_str(&format!(
+            "{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+        prev = n;
+    }
+    tree.write("inventory/policy.yaml", bomb);
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("error[yaml]: inventory/policy.yaml"), "{}", out.stderr);
+}
+
+#[test]
+fn a_huge_file_is_refused_without_reading_it_all() {
+    let tree = Tree::base();
+    let f = fs::File::create(tree.path().join("services/web/README.md")).unwrap();
+    f.set_len(50 * 1024 * 1024).unwrap();
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(
+            "error[file]: services/web/README.md: expected at most 1048576 bytes, found 52428800"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_non_utf8_file_names_its_line() {
+    let tree = Tree::base();
+    tree.write("services/web/service.yaml", b"name: web\ndescription: caf\xe9\n".as_slice());
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("error[file]: services/web/service.yaml:2: expected UTF-8 text"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_symlink_out_of_the_repository_is_refused() {
+    let tree = Tree::base();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("env.example"), "X=1\n").unwrap();
+    fs::remove_file(tree.path().join("services/web/env.example")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("env.example"),
+        tree.path().join("services/web/env.example"),
+    )
+    .unwrap();
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("services/web/env.example: is a symlink to"), "{}", out.stderr);
+    assert!(out.stderr.contains("outside the repository"), "{}", out.stderr);
+}
+
+#[test]
+fn a_fifo_is_refused_instead_of_blocking() {
+    let tree = Tree::base();
+    let p = tree.path().join("services/web/README.md");
+    fs::remove_file(&p).unwrap();
+    let status = std::process::Command::new("mkfifo").arg(&p).status().unwrap();
+    assert!(status.success());
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("services/web/README.md: expected a regular file"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_missing_folder_is_named() {
+    let tree = Tree::base();
+    fs::remove_dir_all(tree.path().join("hosts")).unwrap();
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("error[layout]: hosts: expected the folder `hosts/`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_repository_that_does_not_exist_is_named() {
+    let out = homelab_in(std::path::Path::new("/nonexistent/homelab"), &["validate"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("cannot open the repository folder"), "{}", out.stderr);
+}
