@@ -12,7 +12,10 @@ pub mod cli;
 pub mod error;
 pub mod graph;
 pub mod model;
+pub mod observe;
+pub mod plan;
 pub mod render;
+pub mod transport;
 
 pub use cli::Cli;
 pub use error::Error;

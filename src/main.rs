@@ -9,7 +9,11 @@ fn main() -> ExitCode {
     match homelab::run(cli, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Diagnostics carry their own `error[rule]:` prefix.
+            match e {
+                homelab::Error::Invalid { .. } => eprintln!("{e}"),
+                _ => eprintln!("error: {e}"),
+            }
             ExitCode::from(e.code() as u8)
         }
     }

@@ -20,6 +20,8 @@ pub const OVERRIDE: &str = "docker-compose.override.yml";
 pub const HEALTHCHECK: &str = "healthcheck.sh";
 pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_FORMAT: u32 = 1;
+/// Every artifact a service instance may have on its node (the manifest aside).
+pub const ARTIFACT_NAMES: [&str; 3] = [COMPOSE, OVERRIDE, HEALTHCHECK];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
@@ -176,6 +178,14 @@ pub fn render_instance(lab: &Homelab, inst: &Instance) -> Result<Rendered, Rende
 }
 
 fn template_error(e: &minijinja::Error, fallback: Option<&str>) -> RenderError {
+    // An error inside an included template is wrapped: report the innermost one, which
+    // names the fragment, its line and the cause.
+    let mut e = e;
+    while let Some(inner) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<minijinja::Error>())
+    {
+        e = inner;
+    }
     let file =
         e.name()
             .map(|n| {

@@ -83,7 +83,8 @@ impl Repo {
         self.resolve(rel).map(|p| p.is_dir()).unwrap_or(false)
     }
 
-    /// The entries of a folder, sorted by name, so results never depend on disk order.
+    /// The entries of a folder (hidden ones too), sorted by name, so results never depend on
+    /// disk order.
     pub fn list_dir(&self, rel: &Path) -> Result<Vec<String>, Diagnostic> {
         let dir = self.resolve(rel)?;
         let read = fs::read_dir(&dir)
@@ -94,8 +95,7 @@ impl Repo {
                 Diagnostic::new("file", rel, None, "", format!("cannot list: {e}"), "")
             })?;
             match entry.file_name().into_string() {
-                Ok(name) if !name.starts_with('.') => names.push(name),
-                Ok(_) => {}
+                Ok(name) => names.push(name),
                 Err(raw) => {
                     return Err(Diagnostic::new(
                         "file",

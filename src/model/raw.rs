@@ -46,13 +46,17 @@ pub struct Node {
 pub struct Ssh {
     pub address: S<String>,
     #[serde(default = "default_user")]
-    pub user: String,
+    pub user: S<String>,
     #[serde(default = "default_port")]
     pub port: u16,
 }
 
-fn default_user() -> String {
-    "homelab".to_owned()
+fn default_user() -> S<String> {
+    Spanned::new(
+        "homelab".to_owned(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
 }
 
 fn default_port() -> u16 {

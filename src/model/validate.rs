@@ -28,7 +28,13 @@ fn line<T>(s: &Spanned<T>) -> Option<u64> {
 
 pub(super) fn load(path: &Path) -> Result<Homelab, Vec<Diagnostic>> {
     let repo = Repo::open(path).map_err(|d| vec![d])?;
-    let mut v = Validator { repo, diags: Diagnostics::default() };
+    let mut v = Validator {
+        repo,
+        diags: Diagnostics::default(),
+        service_dirs: BTreeSet::new(),
+        caps_loaded: BTreeSet::new(),
+        services_loaded: BTreeSet::new(),
+    };
     let lab = v.run();
     if v.diags.is_empty() {
         if let Some(lab) = lab {
@@ -41,6 +47,13 @@ pub(super) fn load(path: &Path) -> Result<Homelab, Vec<Diagnostic>> {
 struct Validator {
     repo: Repo,
     diags: Diagnostics,
+    /// Every folder under `services/`, loaded or not: a broken one is reported where it
+    /// breaks, not again wherever its name is used.
+    service_dirs: BTreeSet<String>,
+    /// Nodes whose `capabilities.yaml` / `services.yaml` were read: checks against a file that
+    /// failed to load would only repeat that failure.
+    caps_loaded: BTreeSet<NodeName>,
+    services_loaded: BTreeSet<NodeName>,
 }
 
 struct RawService {
@@ -84,7 +97,14 @@ impl Validator {
         }
     }
 
+    /// Entries of a folder, hidden ones (`.gitkeep`, editor files) left out.
     fn list(&mut self, rel: &str) -> Vec<String> {
+        let mut names = self.list_all(rel);
+        names.retain(|n| !n.starts_with('.'));
+        names
+    }
+
+    fn list_all(&mut self, rel: &str) -> Vec<String> {
         match self.repo.list_dir(Path::new(rel)) {
             Ok(names) => names,
             Err(d) => {
@@ -136,7 +156,7 @@ impl Validator {
             instances,
         };
         if self.diags.is_empty() {
-            self.cycles(&lab);
+            self.cycles(&lab, &raw_services);
         }
         if self.diags.is_empty() {
             self.rendering(&lab);
@@ -284,13 +304,13 @@ impl Validator {
                     "set the node's address on the mesh",
                 );
             }
-            if let Some(p) = user_problem(&n.ssh.user) {
+            if let Some(p) = user_problem(&n.ssh.user.value) {
                 self.err(
                     "topology",
                     FILE,
-                    line(&n.ssh.address),
+                    line(&n.ssh.user),
                     field("ssh.user"),
-                    format!("expected {p}, found `{}`", n.ssh.user),
+                    format!("expected {p}, found `{}`", n.ssh.user.value),
                     "set a plain Unix user name",
                 );
             }
@@ -313,7 +333,7 @@ impl Validator {
                         offline_first: site.map(|s| s.value.offline_first).unwrap_or(false),
                         ssh: SshTarget {
                             address: n.ssh.address.value.clone(),
-                            user: n.ssh.user.clone(),
+                            user: n.ssh.user.value.clone(),
                             port: n.ssh.port,
                         },
                         runtime_root: root,
@@ -361,6 +381,7 @@ impl Validator {
                 );
                 continue;
             }
+            self.service_dirs.insert(dir.clone());
             let mut complete = true;
             for file in SERVICE_FILES {
                 if !self.repo.exists(Path::new(&format!("{base}/{file}"))) {
@@ -728,6 +749,7 @@ impl Validator {
             }
             let caps_file = format!("{base}/capabilities.yaml");
             if let Some(caps) = self.yaml::<raw::Capabilities>(&caps_file) {
+                self.caps_loaded.insert(id.clone());
                 self.node_field(&caps_file, &caps.node, &id);
                 if !["x86_64", "aarch64", "armv7"].contains(&caps.arch.value.as_str()) {
                     self.err(
@@ -776,16 +798,20 @@ impl Validator {
                 nodes.get_mut(&id).expect("id from nodes").capabilities = set;
             }
             let svc_file = format!("{base}/services.yaml");
+            // Every name the file lists, including services that failed to load.
+            let mut listed_names = BTreeSet::new();
             if let Some(hs) = self.yaml::<raw::HostServices>(&svc_file) {
+                self.services_loaded.insert(id.clone());
                 self.node_field(&svc_file, &hs.node, &id);
                 let mut wanted = BTreeMap::new();
                 for (i, s) in hs.services.iter().enumerate() {
                     let field = format!("services[{i}].name");
                     let name = &s.value.name;
+                    listed_names.insert(name.value.clone());
                     let Some(svc) =
                         ServiceName::parse(&name.value).ok().and_then(|n| services.get(&n))
                     else {
-                        if !raws.contains_key(&name.value) {
+                        if !self.service_dirs.contains(&name.value) {
                             self.err(
                                 "dependency",
                                 &svc_file,
@@ -852,11 +878,13 @@ impl Validator {
                 for svc_dir in self.list(&runtime) {
                     let path = format!("{runtime}/{svc_dir}");
                     let listed = nodes[&id].services.keys().any(|s| s.as_str() == svc_dir);
-                    if !listed {
+                    if !listed_names.contains(&svc_dir) && self.services_loaded.contains(&id) {
                         self.err("override", &path, None, "", format!("expected an override for a service listed in {base}/services.yaml, found `{svc_dir}`"), "list the service on the node or remove the override");
+                    }
+                    if !listed {
                         continue;
                     }
-                    for f in self.list(&path) {
+                    for f in self.list_all(&path) {
                         if f != OVERRIDE_FILE {
                             self.err("override", format!("{path}/{f}"), None, "", format!("expected only `{OVERRIDE_FILE}` here, found `{f}`"), "host-local secrets live on the node under <root>/config/<svc>/, never in Git");
                         }
@@ -882,14 +910,17 @@ impl Validator {
                         .get(owner)
                         .map(|n| n.services.contains_key(&svc.name))
                         .unwrap_or(false);
-                    if !listed && dirs.contains(&owner.to_string()) {
+                    if !listed && self.services_loaded.contains(owner) {
                         self.err("owner-node", &file, l, "owner_node", format!("`{owner}` is the owner but hosts/{owner}/services.yaml does not list `{}`", svc.name), format!("add `{}` to hosts/{owner}/services.yaml", svc.name));
                     }
                 }
                 Owner::All => {
                     let missing: Vec<_> = nodes
                         .values()
-                        .filter(|n| !n.services.contains_key(&svc.name))
+                        .filter(|n| {
+                            self.services_loaded.contains(&n.id)
+                                && !n.services.contains_key(&svc.name)
+                        })
                         .map(|n| n.id.to_string())
                         .collect();
                     if !missing.is_empty() {
@@ -1022,7 +1053,7 @@ impl Validator {
                 let file = format!("services/{svc_name}/service.yaml");
                 let me = Instance { service: svc_name.clone(), node: node.id.clone() };
                 for cap in &svc.requires {
-                    if !node.capabilities.contains(cap) {
+                    if self.caps_loaded.contains(&node.id) && !node.capabilities.contains(cap) {
                         let l = raw.requires.iter().find(|r| &r.value == cap).and_then(line);
                         self.err(
                             "capability",
@@ -1041,14 +1072,16 @@ impl Validator {
                     let Some(dep) =
                         ServiceName::parse(&dname.value).ok().and_then(|n| services.get(&n))
                     else {
-                        self.err(
-                            "dependency",
-                            &file,
-                            line(dname),
-                            format!("{field}.service"),
-                            format!("expected a service of services/, found `{}`", dname.value),
-                            "fix the name or add the service",
-                        );
+                        if !self.service_dirs.contains(&dname.value) {
+                            self.err(
+                                "dependency",
+                                &file,
+                                line(dname),
+                                format!("{field}.service"),
+                                format!("expected a service of services/, found `{}`", dname.value),
+                                "fix the name or add the service",
+                            );
+                        }
                         continue;
                     };
                     let target = match (&d.value.node, &dep.owner) {
@@ -1080,7 +1113,9 @@ impl Validator {
                     }
                     let runs_there = nodes[&target].services.contains_key(&dep.name);
                     if !runs_there {
-                        self.err("dependency", &file, line(dname), field.clone(), format!("`{me}` depends on `{}@{target}`, but hosts/{target}/services.yaml does not list `{}`", dep.name, dep.name), "depend on a node that runs the service (`node:`), or place the service there");
+                        if self.services_loaded.contains(&target) {
+                            self.err("dependency", &file, line(dname), field.clone(), format!("`{me}` depends on `{}@{target}`, but hosts/{target}/services.yaml does not list `{}`", dep.name, dep.name), "depend on a node that runs the service (`node:`), or place the service there");
+                        }
                         continue;
                     }
                     let target_node = &nodes[&target];
@@ -1201,16 +1236,31 @@ impl Validator {
         }
     }
 
-    fn cycles(&mut self, lab: &Homelab) {
+    fn cycles(&mut self, lab: &Homelab, raws: &BTreeMap<String, RawService>) {
         if let Err(cycle) = crate::graph::DeployGraph::build(lab) {
             let first = &cycle.path[0];
             let file = format!("services/{}/service.yaml", first.service);
             let shown: Vec<String> = cycle.path.iter().map(ToString::to_string).collect();
+            // The dependency entry of the first instance that leads to the next one.
+            let entry = cycle.path.get(1).and_then(|next| {
+                raws.get(first.service.as_str())?.contract.dependencies.iter().enumerate().find(
+                    |(_, d)| {
+                        d.value.service.value == next.service.as_str()
+                            && d.value.node.as_ref().is_none_or(|n| {
+                                NodeName::from_cli(&n.value).ok().as_ref() == Some(&next.node)
+                            })
+                    },
+                )
+            });
+            let (l, field) = match entry {
+                Some((i, d)) => (line(&d.value.service), format!("dependencies[{i}]")),
+                None => (None, "dependencies".to_owned()),
+            };
             self.err(
                 "cycle",
                 file,
-                None,
-                "dependencies",
+                l,
+                field,
                 format!("dependency cycle: {}", shown.join(" -> ")),
                 "break the cycle: one of these services must not depend on the next",
             );
@@ -1224,7 +1274,25 @@ impl Validator {
             match crate::render::render_instance(lab, inst) {
                 Ok(rendered) => self.compose_rules(lab, inst, &rendered),
                 Err(crate::render::RenderError::Template { file, line, message }) => {
-                    self.err("template", file, line, "", message, "define the variable under `vars:` in service.yaml or the host's services.yaml, or fix the template")
+                    let undefined = message
+                        .starts_with("undefined value")
+                        .then(|| undefined_var(lab, inst, &file, line))
+                        .flatten();
+                    match undefined {
+                        Some(expr) => {
+                            let svc = &inst.service;
+                            let key = expr.trim_start_matches("vars.");
+                            self.err(
+                                "template",
+                                &file,
+                                line,
+                                expr.clone(),
+                                format!("undefined value: `{key}` is not among the `vars:` of services/{svc}/service.yaml or of the host"),
+                                format!("define `{key}` under `vars:` in services/{svc}/service.yaml (or per node in hosts/<node>/services.yaml), or fix the name"),
+                            )
+                        }
+                        None => self.err("template", file, line, "", message, "define the variable under `vars:` in service.yaml or the host's services.yaml, or fix the template"),
+                    }
                 }
             }
         }
@@ -1383,6 +1451,34 @@ impl Validator {
             }
         }
     }
+}
+
+/// The first `{{ vars.<key> }}` on `line` of the template `file` whose key neither the contract
+/// nor the host defines: what a strict "undefined value" render error is about.
+fn undefined_var(lab: &Homelab, inst: &Instance, file: &str, line: Option<u64>) -> Option<String> {
+    let svc = &lab.services[&inst.service];
+    let node = &lab.nodes[&inst.node];
+    let text = if file == svc.compose.path {
+        &svc.compose.text
+    } else if let Some(o) = node.overrides.get(&inst.service).filter(|o| o.path == file) {
+        &o.text
+    } else {
+        lab.templates.get(file.strip_prefix("templates/")?)?
+    };
+    let src = text.lines().nth(usize::try_from(line?).ok()?.checked_sub(1)?)?;
+    let host = &node.services.get(&inst.service)?.vars;
+    src.split("{{")
+        .skip(1)
+        .filter_map(|s| s.split_once("}}").map(|(e, _)| e.split('|').next().unwrap_or("").trim()))
+        .find(|e| {
+            e.strip_prefix("vars.").is_some_and(|k| {
+                !k.is_empty()
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !svc.vars.contains_key(k)
+                    && !host.contains_key(k)
+            })
+        })
+        .map(str::to_owned)
 }
 
 fn user_problem(user: &str) -> Option<&'static str> {

@@ -1,0 +1,268 @@
+//! How a plan reads: colour text for a terminal, Markdown for a Forgejo pull-request comment,
+//! JSON for machines (schema in docs/plan-json.md). Writers are generic over `io::Write` so
+//! tests compare exact output.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+
+use console::Style;
+use serde_json::json;
+
+use super::{Action, Plan, PlannedStatus};
+
+/// Forgejo refuses comments over 65 535 characters; stay well under it.
+pub const MARKDOWN_BUDGET: usize = 60_000;
+
+fn style(color: bool, s: Style) -> Style {
+    if color {
+        s.force_styling(true)
+    } else {
+        Style::new().force_styling(false)
+    }
+}
+
+fn action_style(color: bool, a: Action) -> Style {
+    let s = match a {
+        Action::Create => Style::new().green(),
+        Action::Update => Style::new().yellow(),
+        Action::Replace => Style::new().magenta(),
+        Action::Delete => Style::new().red(),
+        Action::NoOp => Style::new().dim(),
+    };
+    style(color, s)
+}
+
+pub fn write_text<W: Write + ?Sized>(
+    w: &mut W,
+    id: &str,
+    plan: &Plan,
+    color: bool,
+) -> io::Result<()> {
+    let bold = style(color, Style::new().bold());
+    writeln!(w, "{} {id}", bold.apply_to("plan"))?;
+    writeln!(w, "  created  {}  expires {}", plan.created, plan.expires)?;
+    writeln!(w, "  planner  {}", plan.planner)?;
+    writeln!(
+        w,
+        "  commit   {}{}",
+        plan.commit,
+        if plan.dirty { " (uncommitted changes)" } else { "" }
+    )?;
+    writeln!(w, "  summary  {}", plan.summary())?;
+    for n in &plan.nodes {
+        writeln!(w)?;
+        match &n.status {
+            PlannedStatus::Unreachable { reason } => {
+                let red = style(color, Style::new().red().bold());
+                writeln!(
+                    w,
+                    "{} {}: {reason}",
+                    bold.apply_to(n.node.display_name()),
+                    red.apply_to("unreachable")
+                )?;
+                writeln!(w, "  nothing planned for this node; plan again when it is back")?;
+                continue;
+            }
+            PlannedStatus::Reachable { .. } => {
+                writeln!(w, "{}", bold.apply_to(n.node.display_name()))?
+            }
+        }
+        if n.changes.is_empty() {
+            writeln!(w, "  no services")?;
+        }
+        for c in &n.changes {
+            let s = action_style(color, c.action);
+            writeln!(
+                w,
+                "  {} {:<8} {}  {}",
+                s.apply_to(format!("{:>3}", c.action.symbol())),
+                s.apply_to(c.action.as_str()),
+                c.instance,
+                c.reason
+            )?;
+            if !c.after.is_empty() {
+                let after: Vec<String> = c.after.iter().map(ToString::to_string).collect();
+                writeln!(w, "      after {}", after.join(", "))?;
+            }
+            if c.action == Action::Create || c.action == Action::Replace {
+                for a in &c.artifacts {
+                    writeln!(w, "      {} {:04o} {} bytes", a.name, a.mode, a.text.len())?;
+                }
+            }
+            for (_, d) in &c.diffs {
+                for line in d.lines() {
+                    let s = if line.starts_with("+++") || line.starts_with("---") {
+                        style(color, Style::new().bold())
+                    } else if line.starts_with('+') {
+                        style(color, Style::new().green())
+                    } else if line.starts_with('-') {
+                        style(color, Style::new().red())
+                    } else if line.starts_with("@@") {
+                        style(color, Style::new().cyan())
+                    } else {
+                        style(color, Style::new())
+                    };
+                    writeln!(w, "      {}", s.apply_to(line))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mermaid_id(s: &str) -> String {
+    s.replace('@', "__").replace('-', "_")
+}
+
+/// Markdown for a PR comment: summary table, a Mermaid graph of what changes, and one folded
+/// section per node. Past the budget, full contents give way to a pointer to the plan file.
+pub fn write_markdown<W: Write + ?Sized>(w: &mut W, id: &str, plan: &Plan) -> io::Result<()> {
+    let mut out = String::new();
+    out.push_str(&format!("### homelab plan `{id}`\n\n"));
+    out.push_str(&format!(
+        "Created {} · expires {} · planner `{}` · commit `{}`{}\n\n",
+        plan.created,
+        plan.expires,
+        plan.planner,
+        plan.commit,
+        if plan.dirty { " (uncommitted changes)" } else { "" }
+    ));
+    out.push_str("| node | create | update | replace | delete | no-op | status |\n|---|---|---|---|---|---|---|\n");
+    for n in &plan.nodes {
+        let count = |a: Action| n.changes.iter().filter(|c| c.action == a).count();
+        let status = match &n.status {
+            PlannedStatus::Reachable { .. } => "reachable".to_owned(),
+            PlannedStatus::Unreachable { reason } => {
+                format!("**unreachable**: {}", reason.replace('|', "\\|"))
+            }
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            n.node.display_name(),
+            count(Action::Create),
+            count(Action::Update),
+            count(Action::Replace),
+            count(Action::Delete),
+            count(Action::NoOp),
+            status
+        ));
+    }
+    let changing: Vec<_> =
+        plan.nodes.iter().flat_map(|n| &n.changes).filter(|c| c.action != Action::NoOp).collect();
+    if !changing.is_empty() {
+        out.push_str("\n```mermaid\nflowchart LR\n");
+        let names: BTreeSet<String> = changing.iter().map(|c| c.instance.to_string()).collect();
+        for c in &changing {
+            out.push_str(&format!(
+                "  {}[\"{} {}\"]\n",
+                mermaid_id(&c.instance.to_string()),
+                c.action.symbol().trim(),
+                c.instance
+            ));
+        }
+        for c in &changing {
+            for dep in &c.after {
+                if names.contains(&dep.to_string()) {
+                    out.push_str(&format!(
+                        "  {} --> {}\n",
+                        mermaid_id(&c.instance.to_string()),
+                        mermaid_id(&dep.to_string())
+                    ));
+                }
+            }
+        }
+        out.push_str("```\n");
+    }
+    let mut full = true;
+    for pass in 0..2 {
+        let mut body = String::new();
+        for n in &plan.nodes {
+            let changes: Vec<_> = n.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+            if changes.is_empty() {
+                continue;
+            }
+            body.push_str(&format!(
+                "\n<details><summary><b>{}</b>: {} change{}</summary>\n\n",
+                n.node.display_name(),
+                changes.len(),
+                if changes.len() == 1 { "" } else { "s" }
+            ));
+            for c in changes {
+                body.push_str(&format!(
+                    "- `{} {}` {}\n",
+                    c.action.symbol().trim(),
+                    c.instance,
+                    c.reason
+                ));
+                for (name, d) in &c.diffs {
+                    if full {
+                        body.push_str(&format!("\n  `{name}`\n\n  ```diff\n"));
+                        for l in d.lines() {
+                            body.push_str(&format!("  {}\n", l.replace("```", "`\u{200b}``")));
+                        }
+                        body.push_str("  ```\n");
+                    }
+                }
+            }
+            body.push_str("\n</details>\n");
+        }
+        if out.len() + body.len() <= MARKDOWN_BUDGET || pass == 1 {
+            if !full {
+                body.push_str(&format!("\n_Diffs left out to stay under Forgejo's comment size; read them in `plans/{id}.plan`._\n"));
+            }
+            out.push_str(&body);
+            break;
+        }
+        full = false;
+    }
+    w.write_all(out.as_bytes())
+}
+
+/// JSON for machines; schema in docs/plan-json.md.
+pub fn to_json(id: &str, plan: &Plan) -> serde_json::Value {
+    let nodes: Vec<_> = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut v = json!({
+                "node": n.node,
+                "changes": n.changes.iter().map(|c| json!({
+                    "instance": c.instance.to_string(),
+                    "service": c.instance.service,
+                    "action": c.action,
+                    "reason": c.reason,
+                    "after": c.after.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "artifacts": c.artifacts.iter().map(|a| json!({
+                        "name": a.name, "mode": format!("{:04o}", a.mode), "sha256": a.sha256, "size": a.text.len(),
+                    })).collect::<Vec<_>>(),
+                    "diffs": c.diffs.iter().map(|(name, text)| json!({"name": name, "text": text})).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            });
+            match &n.status {
+                PlannedStatus::Reachable { fingerprint, .. } => {
+                    v["status"] = json!("reachable");
+                    v["fingerprint"] = json!(fingerprint);
+                }
+                PlannedStatus::Unreachable { reason } => {
+                    v["status"] = json!("unreachable");
+                    v["reason"] = json!(reason);
+                }
+            }
+            v
+        })
+        .collect();
+    let summary: serde_json::Map<String, serde_json::Value> =
+        Action::ALL.iter().map(|a| (a.as_str().to_owned(), json!(plan.count(*a)))).collect();
+    json!({
+        "format_version": super::file::FORMAT_VERSION,
+        "id": id,
+        "created": plan.created,
+        "expires": plan.expires,
+        "planner": plan.planner,
+        "commit": plan.commit,
+        "dirty": plan.dirty,
+        "summary": summary,
+        "unreachable": plan.unreachable(),
+        "nodes": nodes,
+    })
+}

@@ -1,0 +1,470 @@
+//! The plan file format, version 1: the only module that reads or writes it.
+//!
+//! A plan file is text a reviewer reads in a pull request: every artifact's full content and
+//! every diff line appears as a line of its own (prefixed `|`), never as an escaped string.
+//! The file is the *signed bytes* followed by one armored SSHSIG block; the signed bytes are
+//! everything up to and including the newline before `-----BEGIN SSH SIGNATURE-----`. The
+//! plan's id is the first 16 hex digits of the SHA-256 of the signed bytes.
+//!
+//! ```text
+//! homelab-plan 1
+//! created 2026-11-25T23:30:00Z
+//! expires 2026-11-26T23:30:00Z
+//! planner owner@saturn SHA256:...
+//! commit 6ef54a2... clean
+//! summary 2 create, 1 update, 0 replace, 0 delete, 3 no-op
+//!
+//! node chelsty-infra reachable
+//! fingerprint sha256:...
+//! actual mosquitto manifest <sha256>
+//! actual mosquitto file docker-compose.yml <sha256>
+//!
+//! change update mosquitto@chelsty-infra
+//! reason changed: docker-compose.yml
+//! after zigbee2mqtt@chelsty-infra
+//! artifact docker-compose.yml 0644 <sha256>
+//! |services:
+//! |  mosquitto:
+//! end
+//! diff docker-compose.yml
+//! |--- a/docker-compose.yml
+//! |+++ b/docker-compose.yml
+//! end
+//! ```
+//!
+//! A content block whose text has no final newline ends with a line `\` before `end`.
+
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use super::{Action, Change, NodePlan, Plan, PlannedArtifact, PlannedStatus};
+use crate::model::{Instance, NodeName, ServiceName};
+
+pub const FORMAT_VERSION: u32 = 1;
+const MAGIC: &str = "homelab-plan";
+pub const SIGNATURE_BEGIN: &str = "-----BEGIN SSH SIGNATURE-----";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct PlanFileError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// The id of a plan: the first 16 hex digits of the SHA-256 of its signed bytes.
+pub fn plan_id(signed: &[u8]) -> String {
+    let d = Sha256::digest(signed);
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Splits a plan file into its signed bytes and its armored signature.
+pub fn split_signed<'a>(text: &'a str, file: &str) -> Result<(&'a str, &'a str), PlanFileError> {
+    let at = text
+        .match_indices(SIGNATURE_BEGIN)
+        .find(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n')
+        .map(|(i, _)| i)
+        .ok_or_else(|| PlanFileError {
+            file: file.to_owned(),
+            line: text.lines().count(),
+            message: format!("expected a signature block (`{SIGNATURE_BEGIN}`) after the plan, found none: the plan is unsigned or truncated; re-run `homelab plan`"),
+        })?;
+    Ok((&text[..at], &text[at..]))
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+fn block(out: &mut String, text: &str) {
+    for line in text.split_inclusive('\n') {
+        out.push('|');
+        out.push_str(line.strip_suffix('\n').unwrap_or(line));
+        out.push('\n');
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        out.push_str("\\\n");
+    }
+    out.push_str("end\n");
+}
+
+/// The canonical bytes of a plan (what is signed).
+pub fn encode(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{MAGIC} {FORMAT_VERSION}");
+    let _ = writeln!(
+        out,
+        "# Review every change below. Approve with `homelab approve plans/<id>.plan`."
+    );
+    let _ = writeln!(out, "created {}", plan.created);
+    let _ = writeln!(out, "expires {}", plan.expires);
+    let _ = writeln!(out, "planner {}", one_line(&plan.planner));
+    let _ = writeln!(out, "commit {} {}", plan.commit, if plan.dirty { "dirty" } else { "clean" });
+    let _ = writeln!(out, "summary {}", plan.summary());
+    for n in &plan.nodes {
+        out.push('\n');
+        match &n.status {
+            PlannedStatus::Unreachable { reason } => {
+                let _ = writeln!(out, "node {} unreachable", n.node);
+                let _ = writeln!(out, "reason {}", one_line(reason));
+            }
+            PlannedStatus::Reachable { fingerprint, actual } => {
+                let _ = writeln!(out, "node {} reachable", n.node);
+                let _ = writeln!(out, "fingerprint {fingerprint}");
+                for a in actual {
+                    let _ = writeln!(out, "actual {}", one_line(a));
+                }
+            }
+        }
+        for c in &n.changes {
+            out.push('\n');
+            let _ = writeln!(out, "change {} {}", c.action, c.instance);
+            let _ = writeln!(out, "reason {}", one_line(&c.reason));
+            if !c.after.is_empty() {
+                let after: Vec<String> = c.after.iter().map(ToString::to_string).collect();
+                let _ = writeln!(out, "after {}", after.join(" "));
+            }
+            for a in &c.artifacts {
+                let _ = writeln!(out, "artifact {} {:04o} {}", a.name, a.mode, a.sha256);
+                block(&mut out, &a.text);
+            }
+            for (name, d) in &c.diffs {
+                let _ = writeln!(out, "diff {name}");
+                block(&mut out, d);
+            }
+        }
+    }
+    out
+}
+
+struct Parser<'a> {
+    file: &'a str,
+    lines: Vec<&'a str>,
+    at: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn err(&self, message: impl Into<String>) -> PlanFileError {
+        PlanFileError { file: self.file.to_owned(), line: self.at.max(1), message: message.into() }
+    }
+
+    /// The next line that is not blank or a comment, with its 1-based number in `self.at`.
+    fn next(&mut self) -> Option<&'a str> {
+        while self.at < self.lines.len() {
+            let l = self.lines[self.at];
+            self.at += 1;
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            return Some(l);
+        }
+        None
+    }
+
+    fn peek(&self) -> Option<&'a str> {
+        self.lines[self.at..].iter().copied().find(|l| !l.is_empty() && !l.starts_with('#'))
+    }
+
+    fn expect(&mut self, key: &str) -> Result<&'a str, PlanFileError> {
+        match self.next() {
+            Some(l) => match l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')) {
+                Some(rest) => Ok(rest),
+                None => Err(self.err(format!("expected `{key} ...`, found `{}`", shorten(l)))),
+            },
+            None => {
+                Err(self
+                    .err(format!("expected `{key} ...`, found the end of the plan (truncated?)")))
+            }
+        }
+    }
+
+    fn content(&mut self) -> Result<String, PlanFileError> {
+        let mut out = String::new();
+        loop {
+            let Some(&l) = self.lines.get(self.at) else {
+                return Err(self.err(
+                    "expected `end` after a content block, found the end of the plan (truncated?)",
+                ));
+            };
+            self.at += 1;
+            if l == "end" {
+                return Ok(out);
+            }
+            if l == "\\" {
+                if !out.ends_with('\n') {
+                    return Err(self.err("`\\` must follow a content line"));
+                }
+                out.pop();
+                if self.lines.get(self.at) != Some(&"end") {
+                    return Err(self.err("expected `end` after `\\`"));
+                }
+                continue;
+            }
+            match l.strip_prefix('|') {
+                Some(text) => {
+                    out.push_str(text);
+                    out.push('\n');
+                }
+                None => {
+                    return Err(self.err(format!(
+                        "expected a content line starting with `|` or `end`, found `{}`",
+                        shorten(l)
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn shorten(l: &str) -> String {
+    let mut s: String = l.chars().take(60).collect();
+    if s.len() < l.len() {
+        s.push('…');
+    }
+    s
+}
+
+fn parse_instance(s: &str) -> Option<Instance> {
+    let (svc, node) = s.split_once('@')?;
+    Some(Instance { service: ServiceName::parse(svc).ok()?, node: NodeName::parse(node).ok()? })
+}
+
+/// Parses the signed bytes of a plan. `file` is the name shown in errors.
+pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
+    let mut p = Parser { file, lines: body.split('\n').collect(), at: 0 };
+    if p.lines.last() == Some(&"") {
+        p.lines.pop();
+    }
+    let first = p.next().ok_or_else(|| p.err("expected `homelab-plan 1`, found an empty file"))?;
+    match first.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
+        Some(v) if v == FORMAT_VERSION.to_string() => {}
+        Some(v) => {
+            return Err(p.err(format!(
+                "this plan has format version {v}; this homelab reads version {FORMAT_VERSION}: plan again with this version of homelab"
+            )))
+        }
+        None => return Err(p.err(format!("expected `{MAGIC} {FORMAT_VERSION}` (a homelab plan), found `{}`", shorten(first)))),
+    }
+    let created = p.expect("created")?.to_owned();
+    let expires = p.expect("expires")?.to_owned();
+    for (t, what) in [(&created, "created"), (&expires, "expires")] {
+        if humantime::parse_rfc3339(t).is_err() {
+            return Err(p.err(format!("expected an RFC 3339 time in `{what}`, found `{t}`")));
+        }
+    }
+    let planner = p.expect("planner")?.to_owned();
+    let commit_line = p.expect("commit")?;
+    let (commit, state) =
+        commit_line.rsplit_once(' ').ok_or_else(|| p.err("expected `commit <id> clean|dirty`"))?;
+    let dirty = match state {
+        "clean" => false,
+        "dirty" => true,
+        _ => return Err(p.err(format!("expected `clean` or `dirty`, found `{state}`"))),
+    };
+    let summary = p.expect("summary")?.to_owned();
+    let summary_line = p.at;
+    let mut nodes: Vec<NodePlan> = Vec::new();
+    while let Some(l) = p.next() {
+        if let Some(rest) = l.strip_prefix("node ") {
+            let (name, status) = rest
+                .split_once(' ')
+                .ok_or_else(|| p.err("expected `node <id> reachable|unreachable`"))?;
+            let node = NodeName::parse(name)
+                .map_err(|e| p.err(format!("expected a node id ({e}), found `{name}`")))?;
+            if nodes.last().is_some_and(|n| n.node >= node) {
+                return Err(p.err(format!("node `{node}` is out of order or repeated")));
+            }
+            let status = match status {
+                "reachable" => {
+                    let fingerprint = p.expect("fingerprint")?.to_owned();
+                    let mut actual = Vec::new();
+                    while p.peek().is_some_and(|l| l.starts_with("actual ")) {
+                        actual.push(p.expect("actual")?.to_owned());
+                    }
+                    PlannedStatus::Reachable { fingerprint, actual }
+                }
+                "unreachable" => {
+                    PlannedStatus::Unreachable { reason: p.expect("reason")?.to_owned() }
+                }
+                other => {
+                    return Err(
+                        p.err(format!("expected `reachable` or `unreachable`, found `{other}`"))
+                    )
+                }
+            };
+            nodes.push(NodePlan { node, status, changes: Vec::new() });
+        } else if let Some(rest) = l.strip_prefix("change ") {
+            let node = nodes.last_mut().ok_or_else(|| p.err("a `change` before any `node`"))?;
+            let (action, inst) = rest
+                .split_once(' ')
+                .ok_or_else(|| p.err("expected `change <action> <service>@<node>`"))?;
+            let action = Action::parse(action).ok_or_else(|| {
+                p.err(format!(
+                    "expected create, update, replace, delete or no-op, found `{action}`"
+                ))
+            })?;
+            let instance = parse_instance(inst)
+                .ok_or_else(|| p.err(format!("expected `<service>@<node>`, found `{inst}`")))?;
+            if instance.node != node.node {
+                let msg = format!("`{instance}` is listed under node `{}`", node.node);
+                return Err(p.err(msg));
+            }
+            node.changes.push(Change {
+                instance,
+                action,
+                reason: String::new(),
+                after: Vec::new(),
+                artifacts: Vec::new(),
+                diffs: Vec::new(),
+            });
+            let reason = p.expect("reason")?.to_owned();
+            let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("just pushed");
+            change.reason = reason;
+        } else {
+            if nodes.last().and_then(|n| n.changes.last()).is_none() {
+                return Err(p.err(format!("expected `node` or `change`, found `{}`", shorten(l))));
+            }
+            if let Some(rest) = l.strip_prefix("after ") {
+                for s in rest.split(' ') {
+                    let i = parse_instance(s).ok_or_else(|| {
+                        p.err(format!("expected `<service>@<node>`, found `{s}`"))
+                    })?;
+                    let change =
+                        nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                    change.after.push(i);
+                }
+            } else if let Some(rest) = l.strip_prefix("artifact ") {
+                let parts: Vec<&str> = rest.split(' ').collect();
+                let [name, mode, sha] = parts[..] else {
+                    return Err(p.err("expected `artifact <name> <mode> <sha256>`"));
+                };
+                if !crate::render::ARTIFACT_NAMES.contains(&name) {
+                    return Err(p.err(format!(
+                        "expected an artifact name ({}), found `{name}`",
+                        crate::render::ARTIFACT_NAMES.join(", ")
+                    )));
+                }
+                let mode = match mode {
+                    "0644" => 0o644,
+                    "0755" => 0o755,
+                    _ => return Err(p.err(format!("expected mode 0644 or 0755, found `{mode}`"))),
+                };
+                let (name, sha) = (name.to_owned(), sha.to_owned());
+                let text = p.content()?;
+                if crate::render::sha256_hex(text.as_bytes()) != sha {
+                    return Err(p.err(format!(
+                        "the content of `{name}` does not match its sha256: the plan was edited"
+                    )));
+                }
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                change.artifacts.push(PlannedArtifact { name, mode, sha256: sha, text });
+            } else if let Some(name) = l.strip_prefix("diff ") {
+                let name = name.to_owned();
+                let text = p.content()?;
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                change.diffs.push((name, text));
+            } else {
+                return Err(p.err(format!(
+                    "expected `after`, `artifact`, `diff`, `change` or `node`, found `{}`",
+                    shorten(l)
+                )));
+            }
+        }
+    }
+    let plan = Plan { created, expires, planner, commit: commit.to_owned(), dirty, nodes };
+    if plan.summary() != summary {
+        return Err(PlanFileError {
+            file: file.to_owned(),
+            line: summary_line,
+            message: format!(
+                "the summary says `{summary}` but the changes add up to `{}`: the plan was edited",
+                plan.summary()
+            ),
+        });
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Plan {
+        let inst = |s: &str, n: &str| Instance {
+            service: ServiceName::parse(s).unwrap(),
+            node: NodeName::parse(n).unwrap(),
+        };
+        Plan {
+            created: "2026-11-25T10:00:00Z".into(),
+            expires: "2026-11-26T10:00:00Z".into(),
+            planner: "owner@saturn SHA256:abc".into(),
+            commit: "0123abcd".into(),
+            dirty: true,
+            nodes: vec![
+                NodePlan {
+                    node: NodeName::parse("edge-a").unwrap(),
+                    status: PlannedStatus::Reachable {
+                        fingerprint: "sha256:00".into(),
+                        actual: vec!["broker manifest none".into()],
+                    },
+                    changes: vec![Change {
+                        instance: inst("broker", "edge-a"),
+                        action: Action::Update,
+                        reason: "changed: docker-compose.yml".into(),
+                        after: vec![inst("agent", "edge-a")],
+                        artifacts: vec![
+                            PlannedArtifact {
+                                name: "docker-compose.yml".into(),
+                                mode: 0o644,
+                                sha256: crate::render::sha256_hex(b"a: |\n  end\n|x\n"),
+                                text: "a: |\n  end\n|x\n".into(),
+                            },
+                            PlannedArtifact {
+                                name: "healthcheck.sh".into(),
+                                mode: 0o755,
+                                sha256: crate::render::sha256_hex(b"exit 0"),
+                                text: "exit 0".into(),
+                            },
+                        ],
+                        diffs: vec![("docker-compose.yml".into(), "--- a\n+++ b\n-x\n+y\n".into())],
+                    }],
+                },
+                NodePlan {
+                    node: NodeName::parse("edge-b").unwrap(),
+                    status: PlannedStatus::Unreachable { reason: "link down".into() },
+                    changes: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_every_byte() {
+        let plan = sample();
+        let text = encode(&plan);
+        assert!(text.contains("\n|  end\n"), "content lines are readable: {text}");
+        assert_eq!(decode(&text, "p").unwrap(), plan);
+    }
+
+    #[test]
+    fn other_versions_are_refused_naming_both() {
+        let text = encode(&sample()).replacen("homelab-plan 1", "homelab-plan 7", 1);
+        let e = decode(&text, "p").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("format version 7; this homelab reads version 1"), "{e}");
+    }
+
+    #[test]
+    fn an_edited_artifact_is_refused() {
+        let text = encode(&sample()).replace("|exit 0", "|exit 1");
+        assert!(decode(&text, "p").unwrap_err().message.contains("does not match its sha256"));
+    }
+
+    #[test]
+    fn truncation_is_refused() {
+        let text = encode(&sample());
+        let cut = &text[..text.find("diff docker").unwrap() + 30];
+        assert!(decode(cut, "p").is_err());
+    }
+}
