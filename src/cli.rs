@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::command::show::ShowFormat;
 use crate::error::Error;
 use crate::graph::DeployGraph;
 use crate::model::{self, Homelab, NodeName, ServiceName};
@@ -15,7 +16,10 @@ const EXAMPLES: &str = "\
 Examples:
   homelab validate                      check the homelab in the current folder
   homelab graph --format mermaid        the dependency graph, for a Forgejo PR
-  homelab render --node chelsty-infra --out out/   what would be deployed on CHELSTY-INFRA";
+  homelab render --node chelsty-infra --out out/   what would be deployed on CHELSTY-INFRA
+  homelab plan --key ~/.ssh/id_ed25519  plan every node over SSH; writes plans/<id>.plan
+  homelab approve plans/<id>.plan       sign the plan as an approver
+  homelab apply plans/<id>.approved     apply an approved plan";
 
 #[derive(Debug, Parser)]
 #[command(name = "homelab", version, about = "Plan/apply for a self-hosted homelab", after_help = EXAMPLES)]
@@ -59,6 +63,108 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Diff desired against actual state and write a signed plan: `plans/<id>.plan`.
+    #[command(
+        after_help = "Examples:\n  homelab plan --transport local --root /tmp/homelab-runtime\n  homelab plan --node chelsty-infra --key ~/.ssh/id_ed25519 --detailed-exitcode\n\nThe signing key is `--key`, else $HOMELAB_SIGNING_KEY, else Git's `user.signingkey`;\nan encrypted key takes its passphrase from $HOMELAB_KEY_PASSPHRASE."
+    )]
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        /// OpenSSH private key that signs the plan.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Folder for plan files (default: the repository's `plans/`).
+        #[arg(long, value_name = "DIR")]
+        plans_dir: Option<PathBuf>,
+        /// Exit 0 when nothing changes, 2 when the plan has changes (as Terraform).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Show a plan file: colour text, Markdown for a Forgejo comment, or JSON.
+    #[command(
+        after_help = "Examples:\n  homelab show plans/1a2b3c4d5e6f7a8b.plan\n  homelab show plans/1a2b3c4d5e6f7a8b.plan --format markdown > comment.md"
+    )]
+    Show {
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
+        format: ShowFormat,
+    },
+    /// Approve a plan with your SSH key: writes `plans/<id>.approved`.
+    #[command(
+        after_help = "Example:\n  homelab approve plans/1a2b3c4d5e6f7a8b.plan --key ~/.ssh/id_ed25519 --yes"
+    )]
+    Approve {
+        plan: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Approve without asking (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        controller: Controller,
+    },
+    /// Reject a plan: apply will refuse it.
+    #[command(
+        after_help = "Example:\n  homelab reject plans/1a2b3c4d5e6f7a8b.plan --reason \"mosquitto upgrade waits for the weekend\""
+    )]
+    Reject {
+        plan: PathBuf,
+        #[arg(long)]
+        reason: String,
+        /// Your key, to record who rejected (optional).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        controller: Controller,
+    },
+    /// Apply an approved plan, per node.
+    #[command(
+        after_help = "Examples:\n  homelab apply plans/1a2b3c4d5e6f7a8b.approved\n  homelab apply --node chelsty-infra --transport local plans/1a2b3c4d5e6f7a8b.approved"
+    )]
+    Apply {
+        approved: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which nodes, and how to reach them.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// How to reach nodes: `ssh`, or `local` (runtime roots on this machine).
+    #[arg(long, value_enum, default_value_t = TransportKind::Ssh)]
+    pub transport: TransportKind,
+    /// With `--transport local`: node `<id>` lives at `DIR/<id>/` (default: its runtime root).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Only these nodes (repeatable; id or display name).
+    #[arg(long = "node", value_name = "NODE")]
+    pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub controller: Controller,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Controller {
+    /// The controller's runtime root (pending actions, consumed and rejected plan records).
+    /// Default: `--root DIR` with the local transport, else /opt/homelab.
+    #[arg(long, value_name = "DIR", env = "HOMELAB_ROOT")]
+    pub controller_root: Option<PathBuf>,
+}
+
+impl Controller {
+    pub fn root(&self, local_root: Option<&PathBuf>) -> PathBuf {
+        self.controller_root
+            .clone()
+            .or_else(|| local_root.cloned())
+            .unwrap_or_else(|| PathBuf::from("/opt/homelab"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    Ssh,
+    Local,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,7 +184,7 @@ fn load(cli: &Cli) -> Result<Homelab, Error> {
     model::load(&cli.repo).map_err(|diagnostics| Error::Invalid { diagnostics })
 }
 
-pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
     let io = |e: std::io::Error| Error::Write { path: PathBuf::from("<stdout>"), source: e };
     match &cli.command {
         Command::Validate { format } => {
@@ -89,7 +195,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
                     let doc = serde_json::json!({ "valid": result.is_ok(), "problems": diags });
                     writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))
                         .map_err(io)?;
-                    result.map(|_| ()).map_err(|diagnostics| Error::Invalid { diagnostics })
+                    result.map(|_| 0).map_err(|diagnostics| Error::Invalid { diagnostics })
                 }
                 (DataFormat::Text, Ok(lab)) => writeln!(
                     out,
@@ -98,7 +204,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
                     lab.services.len(),
                     lab.instances.len()
                 )
-                .map_err(io),
+                .map_err(io)
+                .map(|()| 0),
                 (DataFormat::Text, Err(diagnostics)) => Err(Error::Invalid { diagnostics }),
             }
         }
@@ -111,6 +218,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
                 GraphFormat::Text => graph.write_text(out),
             }
             .map_err(io)
+            .map(|()| 0)
         }
         Command::Render { node, service, out: dir } => {
             let lab = load(&cli)?;
@@ -133,9 +241,78 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
                 )
                 .map_err(io)?;
             }
-            Ok(())
+            Ok(0)
+        }
+        Command::Plan { target, key, plans_dir, detailed_exitcode } => {
+            let lab = load(&cli)?;
+            crate::command::plan::run(
+                &cli.repo,
+                &lab,
+                target,
+                key.as_ref(),
+                plans_dir.as_ref(),
+                *detailed_exitcode,
+                out,
+            )
+        }
+        Command::Show { plan, format } => crate::command::show::run(plan, *format, out).map(|()| 0),
+        Command::Approve { plan, key, yes, controller } => {
+            let lab = load(&cli)?;
+            crate::command::approve::run_approve(
+                &cli.repo,
+                &lab,
+                plan,
+                key.as_ref(),
+                *yes,
+                controller,
+                out,
+            )
+        }
+        Command::Reject { plan, reason, key, controller } => {
+            let lab = load(&cli)?;
+            crate::command::approve::run_reject(
+                &cli.repo,
+                &lab,
+                plan,
+                reason,
+                key.as_ref(),
+                controller,
+                out,
+            )
+        }
+        Command::Apply { approved, target } => {
+            let lab = load(&cli)?;
+            crate::command::apply::run(&lab, approved, target, out)
         }
     }
+}
+
+/// The transport a `Target` asks for.
+pub fn transport_for(target: &Target) -> Result<Box<dyn crate::observe::Transport>, Error> {
+    match target.transport {
+        TransportKind::Local => {
+            Ok(Box::new(crate::transport::local::LocalTransport::new(target.root.clone())))
+        }
+        TransportKind::Ssh => Err(Error::Unsupported {
+            message: "the SSH transport is not built yet: use `--transport local` (on the node itself, or with `--root DIR`)".to_owned(),
+        }),
+    }
+}
+
+/// The nodes a `Target` selects: all by default.
+pub fn nodes_for(lab: &Homelab, target: &Target) -> Result<Vec<NodeName>, Error> {
+    if target.nodes.is_empty() {
+        return Ok(lab.nodes.keys().cloned().collect());
+    }
+    let mut out = Vec::new();
+    for n in &target.nodes {
+        let id = resolve_node(lab, n)?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 pub fn resolve_node(lab: &Homelab, name: &str) -> Result<NodeName, Error> {

@@ -21,6 +21,16 @@ pub enum Error {
 
     #[error("cannot write `{}`: {source}", .path.display())]
     Write { path: PathBuf, source: std::io::Error },
+
+    #[error("{message}")]
+    Key { message: String },
+
+    #[error("{message}")]
+    Unsupported { message: String },
+
+    /// Apply (or approve) refused the plan: nothing was changed.
+    #[error("refused: {message}\nnothing was changed")]
+    Refused { message: String },
 }
 
 fn list(d: &[Diagnostic]) -> String {
@@ -34,7 +44,10 @@ impl Error {
             | Error::UnknownNode { .. }
             | Error::UnknownService { .. }
             | Error::Render { .. }
-            | Error::Write { .. } => 1,
+            | Error::Write { .. }
+            | Error::Key { .. }
+            | Error::Unsupported { .. } => 1,
+            Error::Refused { .. } => 3,
         }
     }
 }

@@ -8,7 +8,9 @@
 // error path; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod approve;
 pub mod cli;
+pub mod command;
 pub mod error;
 pub mod graph;
 pub mod model;
@@ -21,6 +23,8 @@ pub use cli::Cli;
 pub use error::Error;
 
 /// Runs one command, writing its data output to `out`.
-pub fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<(), Error> {
+/// `Ok` carries the exit code of a command that succeeded (2: `plan --detailed-exitcode` found
+/// changes).
+pub fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<u8, Error> {
     cli::run(cli, out)
 }

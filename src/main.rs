@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match homelab::run(cli, &mut out) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Diagnostics carry their own `error[rule]:` prefix.
             match e {
