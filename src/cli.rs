@@ -125,7 +125,53 @@ pub enum Command {
         approved: PathBuf,
         #[command(flatten)]
         target: Target,
+        /// Only these services (repeatable); the rest of the plan stays pending.
+        #[arg(long = "service", value_name = "SERVICE")]
+        services: Vec<String>,
+        /// Run only this stage of the pipeline.
+        #[arg(long, value_enum)]
+        stage: Option<StageArg>,
+        /// Continue an apply that stopped (dropped link, killed process) where it stopped.
+        #[arg(long)]
+        resume: bool,
+        /// Wait up to this many seconds for a node locked by another apply (default: refuse).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_wait: u64,
+        /// How many nodes to apply at once.
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        parallel: usize,
+        /// Progress as plain lines (default) or JSON lines.
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        format: DataFormat,
     },
+    /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
+    #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
+    Unlock {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StageArg {
+    Prepare,
+    Validate,
+    Deploy,
+    Verify,
+    Complete,
+}
+
+impl StageArg {
+    pub fn stage(self) -> crate::apply::journal::Stage {
+        use crate::apply::journal::Stage;
+        match self {
+            StageArg::Prepare => Stage::Prepared,
+            StageArg::Validate => Stage::Validated,
+            StageArg::Deploy => Stage::Deployed,
+            StageArg::Verify => Stage::Verified,
+            StageArg::Complete => Stage::Completed,
+        }
+    }
 }
 
 /// Which nodes, and how to reach them.
@@ -140,6 +186,13 @@ pub struct Target {
     /// Only these nodes (repeatable; id or display name).
     #[arg(long = "node", value_name = "NODE")]
     pub nodes: Vec<String>,
+    /// SSH: the known_hosts file host keys are checked against (default:
+    /// inventory/known_hosts of the repository).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// SSH: the private key to log in to nodes with (default: ssh's own).
+    #[arg(long, value_name = "FILE", env = "HOMELAB_SSH_KEY")]
+    pub ssh_key: Option<PathBuf>,
     #[command(flatten)]
     pub controller: Controller,
 }
@@ -280,22 +333,53 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
                 out,
             )
         }
-        Command::Apply { approved, target } => {
+        Command::Apply {
+            approved,
+            target,
+            services,
+            stage,
+            resume,
+            lock_wait,
+            parallel,
+            format,
+        } => {
             let lab = load(&cli)?;
-            crate::command::apply::run(&lab, approved, target, out)
+            let args = crate::command::apply::ApplyArgs {
+                approved,
+                target,
+                services,
+                stage: stage.map(StageArg::stage),
+                resume: *resume,
+                lock_wait: *lock_wait,
+                parallel: *parallel,
+                json: matches!(format, DataFormat::Json),
+            };
+            crate::command::apply::run(&cli.repo, &lab, &args, out)
+        }
+        Command::Unlock { target } => {
+            let lab = load(&cli)?;
+            crate::command::apply::unlock(&cli.repo, &lab, target, out)
         }
     }
 }
 
 /// The transport a `Target` asks for.
-pub fn transport_for(target: &Target) -> Result<Box<dyn crate::observe::Transport>, Error> {
+pub fn transport_for(
+    repo: &std::path::Path,
+    target: &Target,
+) -> Result<Box<dyn crate::transport::Transport>, Error> {
     match target.transport {
         TransportKind::Local => {
             Ok(Box::new(crate::transport::local::LocalTransport::new(target.root.clone())))
         }
-        TransportKind::Ssh => Err(Error::Unsupported {
-            message: "the SSH transport is not built yet: use `--transport local` (on the node itself, or with `--root DIR`)".to_owned(),
-        }),
+        TransportKind::Ssh => {
+            let known_hosts =
+                target.known_hosts.clone().unwrap_or_else(|| repo.join("inventory/known_hosts"));
+            Ok(Box::new(crate::transport::ssh::SshTransport::new(
+                known_hosts,
+                target.ssh_key.clone(),
+            )))
+        }
     }
 }
 

@@ -8,10 +8,12 @@
 // error path; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod apply;
 pub mod approve;
 pub mod cli;
 pub mod command;
 pub mod error;
+pub mod events;
 pub mod graph;
 pub mod model;
 pub mod observe;

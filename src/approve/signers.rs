@@ -18,7 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, HashAlg, PublicKey, SshSig};
 
-use super::sshsig::{parse_armored, public_key_openssh, split_armored};
+use super::sshsig::{
+    certificate_refusal, parse_armored, public_key_openssh, rsa_bits, split_armored, CERT_SUFFIX,
+    MIN_RSA_BITS,
+};
 
 /// Why an allowed-signers file could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +196,7 @@ impl AllowedSigners {
                 reason: format!("expected exactly one signature block, found {}", blocks.len()),
             });
         }
-        let sig = parse_armored(&blocks[0]).map_err(|reason| VerifyError::Malformed { reason })?;
+        let sig = parse_armored(&blocks[0])?;
         check_supported(&sig)?;
 
         if sig.namespace() != namespace {
@@ -280,6 +283,11 @@ fn check_supported(sig: &SshSig) -> Result<(), VerifyError> {
     let key = sig.public_key();
     let name = key.algorithm().as_str().to_string();
     let reason = match key {
+        KeyData::Rsa(rsa) if rsa_bits(&rsa.n) < MIN_RSA_BITS => format!(
+            "it was made with a {}-bit RSA key, and homelab accepts RSA keys of at least \
+             {MIN_RSA_BITS} bits; sign with a stronger key",
+            rsa_bits(&rsa.n)
+        ),
         KeyData::Ed25519(_) | KeyData::Ecdsa(_) | KeyData::Rsa(_) => {
             if matches!(sig.algorithm(), Algorithm::Rsa { hash: None }) {
                 "the signature is RSA over SHA-1 (`ssh-rsa`); sign again with `rsa-sha2-512` \
@@ -289,11 +297,7 @@ fn check_supported(sig: &SshSig) -> Result<(), VerifyError> {
                 return Ok(());
             }
         }
-        _ if name.ends_with("-cert-v01@openssh.com") => format!(
-            "it was made with an OpenSSH certificate (`{name}`), and homelab does not support \
-             certificates or `cert-authority`; sign with the plain key and list its public key \
-             in the allowed signers file"
-        ),
+        _ if name.ends_with(CERT_SUFFIX) => certificate_refusal(&name),
         KeyData::SkEd25519(_) | KeyData::SkEcdsaSha2NistP256(_) => format!(
             "it was made with a hardware-backed `{name}` key, which homelab does not support yet; \
              sign with an `ssh-ed25519`, `ecdsa-sha2-nistp*` or `ssh-rsa` key"

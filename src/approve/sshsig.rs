@@ -8,8 +8,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ssh_key::private::KeypairData;
-use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
+use ssh_key::private::{KeypairData, RsaKeypair};
+use ssh_key::public::KeyData;
+use ssh_key::{Algorithm, HashAlg, LineEnding, Mpint, PrivateKey, PublicKey, SshSig};
 
 use super::signers::VerifyError;
 
@@ -63,6 +64,13 @@ pub enum SignError {
     )]
     UnsupportedKey { path: PathBuf, algorithm: String },
 
+    #[error(
+        "the signing key `{}` is a {bits}-bit RSA key, and homelab needs at least {MIN_RSA_BITS} \
+         bits: generate a new key, e.g. `ssh-keygen -t ed25519`",
+        .path.display()
+    )]
+    WeakKey { path: PathBuf, bits: usize },
+
     #[error("cannot sign in namespace `{namespace}`: {reason}")]
     Sign { namespace: String, reason: String },
 }
@@ -87,26 +95,38 @@ impl SigningKey {
     /// refused with [`SignError::Encrypted`], which says how to proceed. A passphrase given for
     /// an unencrypted key is ignored.
     pub fn load(path: &Path, passphrase: Option<&str>) -> Result<SigningKey, SignError> {
-        let key = PrivateKey::read_openssh_file(path).map_err(|e| match e {
-            ssh_key::Error::Io(kind) => {
-                SignError::Read { path: path.to_path_buf(), source: kind.into() }
-            }
-            other => SignError::NotAKey { path: path.to_path_buf(), reason: other.to_string() },
-        })?;
+        let file = Secret(
+            std::fs::read(path)
+                .map_err(|source| SignError::Read { path: path.to_path_buf(), source })?,
+        );
+        let not_a_key = |reason: String| SignError::NotAKey { path: path.to_path_buf(), reason };
+        let pem = std::str::from_utf8(&file.0).map_err(|_| not_a_key("not text".to_string()))?;
+        let key = match PrivateKey::from_openssh(pem) {
+            Ok(key) => key,
+            Err(e) => short_ecdsa::load(pem, None).ok_or_else(|| not_a_key(e.to_string()))?,
+        };
         let key = if key.is_encrypted() {
             let Some(passphrase) = passphrase else {
                 return Err(SignError::Encrypted { path: path.to_path_buf() });
             };
-            key.decrypt(passphrase).map_err(|e| match e {
+            match key.decrypt(passphrase) {
+                Ok(decrypted) => decrypted,
                 // A wrong passphrase derives a wrong key: the check integers or the
                 // authentication tag do not match.
-                ssh_key::Error::Crypto => SignError::WrongPassphrase { path: path.to_path_buf() },
-                other => SignError::Decrypt { path: path.to_path_buf(), reason: other.to_string() },
-            })?
+                Err(ssh_key::Error::Crypto) => {
+                    return Err(SignError::WrongPassphrase { path: path.to_path_buf() })
+                }
+                Err(e) => short_ecdsa::load(pem, Some((&key, passphrase))).ok_or_else(|| {
+                    SignError::Decrypt { path: path.to_path_buf(), reason: e.to_string() }
+                })?,
+            }
         } else {
             key
         };
         match key.key_data() {
+            KeypairData::Rsa(rsa) if rsa_bits(&rsa.public.n) < MIN_RSA_BITS => {
+                Err(SignError::WeakKey { path: path.to_path_buf(), bits: rsa_bits(&rsa.public.n) })
+            }
             KeypairData::Ed25519(_) | KeypairData::Ecdsa(_) | KeypairData::Rsa(_) => {
                 Ok(SigningKey { key })
             }
@@ -121,12 +141,15 @@ impl SigningKey {
     /// (`-----BEGIN SSH SIGNATURE-----` … `-----END SSH SIGNATURE-----\n`), hashing the message
     /// with SHA-512 as `ssh-keygen -Y sign` does (RSA keys sign with `rsa-sha2-512`).
     pub fn sign(&self, namespace: &str, message: &[u8]) -> Result<String, SignError> {
-        let fail = |e: ssh_key::Error| SignError::Sign {
-            namespace: namespace.to_string(),
-            reason: e.to_string(),
-        };
-        let sig = self.key.sign(namespace, HashAlg::Sha512, message).map_err(fail)?;
-        let mut armored = sig.to_pem(LineEnding::LF).map_err(fail)?;
+        let fail = |reason: String| SignError::Sign { namespace: namespace.to_string(), reason };
+        let sig = match self.key.key_data() {
+            KeypairData::Rsa(keypair) => {
+                sign_rsa(keypair, self.key.public_key().key_data(), namespace, message)
+            }
+            _ => self.key.sign(namespace, HashAlg::Sha512, message).map_err(|e| e.to_string()),
+        }
+        .map_err(fail)?;
+        let mut armored = sig.to_pem(LineEnding::LF).map_err(|e| fail(e.to_string()))?;
         if !armored.ends_with('\n') {
             armored.push('\n');
         }
@@ -145,8 +168,58 @@ impl SigningKey {
     }
 }
 
+/// Signs as `ssh-keygen -Y sign` does with an RSA key: RSASSA-PKCS1-v1_5 over SHA-512
+/// (`rsa-sha2-512`) of the SSHSIG signed data.
+///
+/// Done here rather than by `ssh-key` 0.6.7, whose conversion to `rsa::RsaPrivateKey` passes the
+/// prime `p` twice (fixed upstream by RustCrypto/SSH#217, unreleased in 0.6), so that every RSA
+/// signature fails. Drop this once `ssh-key` signs RSA keys again.
+fn sign_rsa(
+    keypair: &RsaKeypair,
+    public: &KeyData,
+    namespace: &str,
+    message: &[u8],
+) -> Result<SshSig, String> {
+    use rsa::signature::{SignatureEncoding, Signer};
+
+    let big = |m: &Mpint| {
+        m.as_positive_bytes()
+            .map(rsa::BigUint::from_bytes_be)
+            .ok_or_else(|| "the RSA key has a negative component".to_string())
+    };
+    let private = &keypair.private;
+    let key = rsa::RsaPrivateKey::from_components(
+        big(&keypair.public.n)?,
+        big(&keypair.public.e)?,
+        big(&private.d)?,
+        vec![big(&private.p)?, big(&private.q)?],
+    )
+    .map_err(|e| format!("the RSA key is inconsistent ({e})"))?;
+    let signed =
+        SshSig::signed_data(namespace, HashAlg::Sha512, message).map_err(|e| e.to_string())?;
+    let signature = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha512>::new(key)
+        .try_sign(&signed)
+        .map_err(|e| e.to_string())?;
+    let signature =
+        ssh_key::Signature::new(Algorithm::Rsa { hash: Some(HashAlg::Sha512) }, signature.to_vec())
+            .map_err(|e| e.to_string())?;
+    SshSig::new(public.clone(), namespace, HashAlg::Sha512, signature).map_err(|e| e.to_string())
+}
+
+/// The smallest RSA modulus homelab signs with or accepts (as `ssh-key` verifies).
+pub(crate) const MIN_RSA_BITS: usize = 2048;
+
+/// The size in bits of an RSA modulus.
+pub(crate) fn rsa_bits(n: &Mpint) -> usize {
+    let bytes = n.as_positive_bytes().unwrap_or_default();
+    match bytes.iter().position(|&b| b != 0) {
+        Some(i) => (bytes.len() - i) * 8 - bytes[i].leading_zeros() as usize,
+        None => 0,
+    }
+}
+
 /// `type base64` of a public key, without comment.
-pub(crate) fn public_key_openssh(key: &ssh_key::public::KeyData) -> String {
+pub(crate) fn public_key_openssh(key: &KeyData) -> String {
     PublicKey::from(key.clone())
         .to_openssh()
         .map(|s| s.trim_end().to_string())
@@ -176,8 +249,11 @@ pub fn split_armored(text: &str) -> Result<Vec<String>, VerifyError> {
             Some((start, _)) if line == BEGIN => return Err(truncated(*start, Some(n))),
             Some((start, body)) if line == END => {
                 let block = armor(body);
-                parse_armored(&block).map_err(|reason| {
-                    malformed(format!("the block starting at line {start}: {reason}"))
+                parse_armored(&block).map_err(|e| match e {
+                    VerifyError::Malformed { reason } => {
+                        malformed(format!("the block starting at line {start}: {reason}"))
+                    }
+                    other => other,
                 })?;
                 blocks.push(block);
                 open = None;
@@ -194,9 +270,230 @@ pub fn split_armored(text: &str) -> Result<Vec<String>, VerifyError> {
     Ok(blocks)
 }
 
-/// Decodes one armored block into its SSHSIG structure.
-pub(crate) fn parse_armored(block: &str) -> Result<SshSig, String> {
-    SshSig::from_pem(block).map_err(|e| format!("it does not decode as an SSH signature ({e})"))
+/// Decodes one armored block into its SSHSIG structure. A signature made with an OpenSSH
+/// certificate (which `ssh-key` cannot decode) is [`VerifyError::Unsupported`].
+pub(crate) fn parse_armored(block: &str) -> Result<SshSig, VerifyError> {
+    SshSig::from_pem(block).map_err(|e| match embedded_key_type(block) {
+        Some(name) if name.ends_with(CERT_SUFFIX) => {
+            VerifyError::Unsupported { reason: certificate_refusal(&name) }
+        }
+        _ => malformed(format!("it does not decode as an SSH signature ({e})")),
+    })
+}
+
+pub(crate) const CERT_SUFFIX: &str = "-cert-v01@openssh.com";
+
+/// Why a certificate signature is refused.
+pub(crate) fn certificate_refusal(name: &str) -> String {
+    format!(
+        "it was made with an OpenSSH certificate (`{name}`), and homelab does not support \
+         certificates or `cert-authority`; sign with the plain key and list its public key in \
+         the allowed signers file"
+    )
+}
+
+/// The key type named inside an armored SSHSIG block, read from the start of its binary form
+/// (`"SSHSIG"`, version, then the public key blob, which starts with its type name).
+fn embedded_key_type(block: &str) -> Option<String> {
+    let body: String = block.lines().filter(|l| !l.starts_with("-----")).collect();
+    let bytes = base64_prefix(&body, 200)?;
+    let rest = bytes.strip_prefix(b"SSHSIG")?.get(4..)?; // version
+    let rest = rest.get(4..)?; // length of the public key blob
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let name = rest.get(4..4 + len)?;
+    String::from_utf8(name.to_vec()).ok()
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Decodes up to `max` leading base64 characters (whole quads only).
+fn base64_prefix(text: &str, max: usize) -> Option<Vec<u8>> {
+    let text = text.as_bytes();
+    base64_decode(&text[..text.len().min(max) / 4 * 4])
+}
+
+/// Decodes padded base64 (`text.len()` a multiple of 4).
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    if text.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    for quad in text.chunks(4) {
+        let mut acc = 0u32;
+        let mut pad = 0;
+        for &c in quad {
+            let v = match c {
+                b'=' => {
+                    pad += 1;
+                    0
+                }
+                _ if pad > 0 => return None,
+                _ => BASE64.iter().position(|&a| a == c)? as u32,
+            };
+            acc = acc << 6 | v;
+        }
+        if pad > 2 {
+            return None;
+        }
+        out.extend(&acc.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let mut b = [0u8; 3];
+        b[..chunk.len()].copy_from_slice(chunk);
+        let acc = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(BASE64[(acc >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Bytes holding private key material, overwritten with zeros when dropped.
+struct Secret(Vec<u8>);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            // SAFETY: `b` is a valid, aligned, exclusive reference to a byte of the vector.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Works around `ssh-key` 0.6.7 refusing ("length invalid") an ECDSA private key whose scalar
+/// encodes shorter than the field: about one P-256 or P-384 key in 256, and one P-521 key in
+/// two (RustCrypto/SSH#350, fixed upstream by #351 and #356, unreleased in 0.6). The key's
+/// private section (decrypted first if needed) is rewritten with the scalar zero-padded to the
+/// field size, as an unencrypted OpenSSH key held only in memory, and parsed again. Drop this
+/// once `ssh-key` reads such keys.
+mod short_ecdsa {
+    use ssh_key::PrivateKey;
+
+    use super::{base64_decode, base64_encode, Secret};
+
+    const MAGIC: &[u8] = b"openssh-key-v1\0";
+
+    /// The key in `pem`, if it is an OpenSSH ECDSA key with a short scalar. `encrypted` is the
+    /// already parsed (still encrypted) key and its passphrase, for an encrypted file.
+    pub(super) fn load(pem: &str, encrypted: Option<(&PrivateKey, &str)>) -> Option<PrivateKey> {
+        let body = Secret(
+            pem.lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with("-----"))
+                .flat_map(str::bytes)
+                .collect(),
+        );
+        let blob = Secret(base64_decode(&body.0)?);
+        let mut r = Reader(&blob.0);
+        if r.take(MAGIC.len())? != MAGIC {
+            return None;
+        }
+        let cipher = r.string()?;
+        let (_kdf, _kdf_options) = (r.string()?, r.string()?);
+        if r.u32()? != 1 {
+            return None;
+        }
+        let public = r.string()?;
+        let mut private = Secret(r.string()?.to_vec());
+        let tag = r.0;
+        match encrypted {
+            None if cipher == b"none" => {}
+            None => return None,
+            Some((key, passphrase)) => {
+                let (k, iv) = key.kdf().derive_key_and_iv(key.cipher(), passphrase).ok()?;
+                let tag = match key.cipher().has_tag() {
+                    true => Some(<[u8; 16]>::try_from(tag).ok()?),
+                    false => None,
+                };
+                key.cipher().decrypt(&k, &iv, &mut private.0, tag).ok()?;
+            }
+        }
+        let private = pad_scalar(&private.0)?;
+
+        let mut out = Secret(MAGIC.to_vec());
+        put_string(&mut out.0, b"none"); // cipher
+        put_string(&mut out.0, b"none"); // KDF
+        put_string(&mut out.0, b""); // KDF options
+        out.0.extend(1u32.to_be_bytes()); // one key
+        put_string(&mut out.0, public);
+        put_string(&mut out.0, &private.0);
+        let text = Secret(base64_encode(&out.0).into_bytes());
+        let mut pem = Secret(b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec());
+        for line in text.0.chunks(70) {
+            pem.0.extend(line);
+            pem.0.push(b'\n');
+        }
+        pem.0.extend(b"-----END OPENSSH PRIVATE KEY-----\n");
+        PrivateKey::from_openssh(std::str::from_utf8(&pem.0).ok()?).ok()
+    }
+
+    /// The decrypted private section with an ECDSA scalar shorter than its field zero-padded to
+    /// the field size; `None` for any other key.
+    fn pad_scalar(private: &[u8]) -> Option<Secret> {
+        let mut r = Reader(private);
+        let check = r.take(8)?;
+        let key_type = r.string()?;
+        let size = match key_type {
+            b"ecdsa-sha2-nistp256" => 32,
+            b"ecdsa-sha2-nistp384" => 48,
+            b"ecdsa-sha2-nistp521" => 66,
+            _ => return None,
+        };
+        let (curve, point, scalar, comment) = (r.string()?, r.string()?, r.string()?, r.string()?);
+        if scalar.is_empty() || scalar.len() >= size {
+            return None;
+        }
+        let mut out = Secret(check.to_vec());
+        for field in [key_type, curve, point] {
+            put_string(&mut out.0, field);
+        }
+        out.0.extend((size as u32).to_be_bytes());
+        out.0.resize(out.0.len() + size - scalar.len(), 0);
+        out.0.extend(scalar);
+        put_string(&mut out.0, comment);
+        // Padding to the block size of the `none` cipher (8): 1, 2, 3, …
+        let mut pad = 1u8;
+        while out.0.len() % 8 != 0 {
+            out.0.push(pad);
+            pad += 1;
+        }
+        Some(out)
+    }
+
+    fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend((s.len() as u32).to_be_bytes());
+        out.extend(s);
+    }
+
+    /// Reads the SSH wire format.
+    struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+            self.0 = rest;
+            Some(head)
+        }
+
+        fn u32(&mut self) -> Option<u32> {
+            Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+        }
+
+        fn string(&mut self) -> Option<&'a [u8]> {
+            let n = self.u32()? as usize;
+            self.take(n)
+        }
+    }
 }
 
 fn armor(body: &str) -> String {
@@ -236,5 +533,27 @@ fn abbreviate(line: &str) -> String {
     match line.char_indices().nth(MAX) {
         Some((i, _)) => format!("{}…", &line[..i]),
         None => line.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for (bytes, text) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+        ] {
+            assert_eq!(base64_encode(bytes), text);
+            assert_eq!(base64_decode(text.as_bytes()).as_deref(), Some(bytes));
+        }
+        for bad in ["Zg=", "Z===", "====", "Zg=a", "Zm9!"] {
+            assert_eq!(base64_decode(bad.as_bytes()), None, "{bad}");
+        }
     }
 }

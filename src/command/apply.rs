@@ -1,27 +1,30 @@
 //! `homelab apply plans/<id>.approved`: pre-flight (every refusal, nothing changed), then
-//! execution per node.
+//! execution per node, then the record of what happened.
 
 use std::io::Write;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use crate::apply::{self, journal::Stage, NodeOutcome, Options};
 use crate::error::Error;
 use crate::model::Homelab;
 
 use super::approve::{
-    check_approvals, check_fresh, check_not_consumed_or_rejected, check_not_expired, read_plan,
-    verify_planner, LoadedPlan, Records,
+    check_approvals, check_not_consumed_or_rejected, check_not_expired, read_plan, verify_planner,
+    LoadedPlan, Records,
 };
 
 fn refused(message: impl Into<String>) -> Error {
     Error::Refused { message: message.into() }
 }
 
-/// Every check that must pass before anything is written anywhere. Read-only.
+/// Every check that does not need a node, before anything is written anywhere. Read-only.
+/// Per node, staleness and replay are checked right before that node's first stage.
 pub fn preflight(
     lab: &Homelab,
     approved: &Path,
-    target: &crate::cli::Target,
+    records: &Records,
+    resume: bool,
 ) -> Result<LoadedPlan, Error> {
     let name = approved.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let Some(id) = name.strip_suffix(".approved") else {
@@ -46,30 +49,172 @@ pub fn preflight(
     let now = SystemTime::now();
     let signers = super::plan::allowed_signers(lab)?;
     verify_planner(&loaded, &signers, now)?;
-    check_not_expired(&loaded, now)?;
-    let records = Records { root: target.controller.root(target.root.as_ref()) };
-    check_not_consumed_or_rejected(&loaded, &records)?;
-    check_approvals(&loaded, &approved_text, approved, &signers, lab, now)?;
-    let transport = crate::cli::transport_for(target)?;
-    let only = crate::cli::nodes_for(lab, target)?;
-    let fresh = check_fresh(&loaded.id, &loaded.plan, lab, transport.as_ref(), Some(&only));
-    let bad: Vec<String> = fresh
-        .iter()
-        .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("node `{n}`: {e}")))
-        .collect();
-    if !bad.is_empty() {
-        return Err(refused(bad.join("\n")));
+    let started = records.consumed(&loaded.id);
+    if resume && started.exists() {
+        // Finishing an apply that already started is allowed past the plan's expiry: every
+        // service is at its old or new version, and the approvals below still must hold.
+        let record = std::fs::read_to_string(&started).unwrap_or_default();
+        if record.contains("\"state\": \"completed\"") {
+            return Err(refused(format!(
+                "plan `{}` was already applied completely ({})",
+                loaded.id,
+                started.display()
+            )));
+        }
+        for p in [
+            loaded.path.with_file_name(format!("{}.rejected", loaded.id)),
+            records.rejected(&loaded.id),
+        ] {
+            if p.exists() {
+                return Err(refused(format!(
+                    "plan `{}` was rejected ({})",
+                    loaded.id,
+                    p.display()
+                )));
+            }
+        }
+    } else {
+        check_not_expired(&loaded, now)?;
+        check_not_consumed_or_rejected(&loaded, records)?;
     }
+    check_approvals(&loaded, &approved_text, approved, &signers, lab, now)?;
     Ok(loaded)
 }
 
+pub struct ApplyArgs<'a> {
+    pub approved: &'a Path,
+    pub target: &'a crate::cli::Target,
+    pub services: &'a [String],
+    pub stage: Option<Stage>,
+    pub resume: bool,
+    pub lock_wait: u64,
+    pub parallel: usize,
+    pub json: bool,
+}
+
 pub fn run(
+    repo: &Path,
     lab: &Homelab,
-    approved: &Path,
+    args: &ApplyArgs<'_>,
+    out: &mut dyn Write,
+) -> Result<u8, Error> {
+    let target = args.target;
+    let records = Records { root: target.controller.root(target.root.as_ref()) };
+    let loaded = preflight(lab, args.approved, &records, args.resume)?;
+    eprintln!("pre-flight passed for plan {}: {}", loaded.id, loaded.plan.summary());
+    let transport = crate::cli::transport_for(repo, target)?;
+    let nodes =
+        if target.nodes.is_empty() { None } else { Some(crate::cli::nodes_for(lab, target)?) };
+    let services = if args.services.is_empty() {
+        None
+    } else {
+        let mut v = Vec::new();
+        for s in args.services {
+            v.push(crate::cli::resolve_service(lab, s, None)?);
+        }
+        Some(v)
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let opts = Options {
+        nodes,
+        services,
+        stage: args.stage,
+        resume: args.resume,
+        lock_wait: Duration::from_secs(args.lock_wait),
+        parallel: args.parallel,
+        holder: format!("{user}@{host} pid {}", std::process::id()),
+    };
+    // The controller's record: from here on, a plain second apply of this plan is a replay.
+    let consumed = records.consumed(&loaded.id);
+    let first = !consumed.exists();
+    let record = |state: &str, outcomes: &serde_json::Value| {
+        let v = serde_json::json!({"plan": loaded.id, "state": state, "updated": super::now_rfc3339(), "by": opts.holder, "nodes": outcomes});
+        format!("{}\n", serde_json::to_string_pretty(&v).expect("json"))
+    };
+    if first {
+        super::write_atomic(&consumed, record("started", &serde_json::json!({})).as_bytes())?;
+    }
+    let outcomes = if args.json {
+        let sink = apply::sink::Json::new(std::io::stdout());
+        apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
+    } else {
+        let sink = apply::sink::Plain::new(std::io::stderr());
+        apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
+    };
+    let summary: serde_json::Map<String, serde_json::Value> = outcomes
+        .iter()
+        .map(|(n, o)| {
+            (n.to_string(), serde_json::json!({"outcome": o.label(), "detail": o.detail()}))
+        })
+        .collect();
+    let summary = serde_json::Value::Object(summary);
+    let code = apply::exit_code(&outcomes);
+    let whole = opts.nodes.is_none() && opts.services.is_none() && opts.stage.is_none();
+    if first && !outcomes.values().any(NodeOutcome::touched) {
+        // Nothing was done anywhere: the plan is not consumed.
+        let _ = std::fs::remove_file(&consumed);
+    } else {
+        let state = if code == 0 && whole { "completed" } else { "partial" };
+        super::write_atomic(&consumed, record(state, &summary).as_bytes())?;
+        let pending = records.pending(&loaded.id);
+        if pending.exists() && state == "completed" {
+            let done = records.root.join("actions/completed").join(format!("{}.json", loaded.id));
+            super::write_atomic(&done, record(state, &summary).as_bytes())?;
+            let _ = std::fs::remove_file(pending);
+        }
+    }
+    let io = |e| Error::Write { path: "<stdout>".into(), source: e };
+    if !args.json {
+        writeln!(out, "apply of plan {}:", loaded.id).map_err(io)?;
+        for (n, o) in &outcomes {
+            let d = o.detail();
+            if d.is_empty() {
+                writeln!(out, "  {:<16} {}", n.display_name(), o.label()).map_err(io)?;
+            } else {
+                writeln!(out, "  {:<16} {}: {d}", n.display_name(), o.label()).map_err(io)?;
+            }
+        }
+        if code != 0 {
+            writeln!(
+                out,
+                "not everything was applied; after fixing the cause: homelab apply --resume {}",
+                args.approved.display()
+            )
+            .map_err(io)?;
+        }
+    } else {
+        writeln!(out, "{}", serde_json::json!({"event": "summary", "plan": loaded.id, "exit_code": code, "nodes": summary})).map_err(io)?;
+    }
+    Ok(code)
+}
+
+/// `homelab unlock --node N`: shows the holder, then removes the lock. Explicit on purpose:
+/// a lock is never broken silently.
+pub fn unlock(
+    repo: &Path,
+    lab: &Homelab,
     target: &crate::cli::Target,
     out: &mut dyn Write,
 ) -> Result<u8, Error> {
-    let loaded = preflight(lab, approved, target)?;
-    let _ = writeln!(out, "pre-flight passed for plan {}: {}", loaded.id, loaded.plan.summary());
-    Err(Error::Unsupported { message: "execution of an approved plan is not built yet".to_owned() })
+    let transport = crate::cli::transport_for(repo, target)?;
+    let io = |e| Error::Write { path: "<stdout>".into(), source: e };
+    for n in crate::cli::nodes_for(lab, target)? {
+        let node = &lab.nodes[&n];
+        let exec = transport
+            .connect(node)
+            .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
+        let lock = format!("{}/state/lock", exec.root());
+        let holder = apply::remote::break_lock(exec.as_ref(), &lock)
+            .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
+        writeln!(
+            out,
+            "{n}: removed the lock held by {}",
+            holder.split_whitespace().collect::<Vec<_>>().join(" ")
+        )
+        .map_err(io)?;
+    }
+    Ok(0)
 }

@@ -9,9 +9,10 @@ use std::time::SystemTime;
 use crate::approve::{split_armored, AllowedSigners, Verified, APPROVE_NAMESPACE, PLAN_NAMESPACE};
 use crate::error::Error;
 use crate::model::{Homelab, NodeName};
-use crate::observe::{paths, NodeStatus, Transport};
+use crate::observe::{paths, NodeStatus};
 use crate::plan::file::{self, plan_id};
 use crate::plan::{Plan, PlannedStatus};
+use crate::transport::Transport;
 
 /// A plan file is large only if something is wrong; never read more than this.
 const MAX_PLAN_BYTES: u64 = 64 * 1024 * 1024;
@@ -51,6 +52,7 @@ fn read_bounded(path: &Path) -> Result<String, Error> {
 pub fn read_plan(path: &Path) -> Result<LoadedPlan, Error> {
     let text = read_bounded(path)?;
     let shown = path.display().to_string();
+    file::check_version(&text, &shown).map_err(|e| refused(e.to_string()))?;
     let (body, signature) =
         file::split_signed(&text, &shown).map_err(|e| refused(e.to_string()))?;
     let id = plan_id(body.as_bytes());

@@ -8,10 +8,11 @@ use crate::approve::{AllowedSigners, SigningKey, PLAN_NAMESPACE};
 use crate::error::Error;
 use crate::graph::DeployGraph;
 use crate::model::{Homelab, NodeName};
-use crate::observe::{self, Transport};
+use crate::observe;
 use crate::plan::{self, file, Header, Plan};
 use crate::render;
 use crate::transport::local::LocalTransport;
+use crate::transport::Transport;
 
 /// Where a signing key comes from, in the order they are tried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +196,7 @@ pub fn run(
     out: &mut dyn std::io::Write,
 ) -> Result<u8, Error> {
     let nodes = crate::cli::nodes_for(lab, target)?;
-    let transport = crate::cli::transport_for(target)?;
+    let transport = crate::cli::transport_for(repo, target)?;
     let source = find_key(repo, key_flag)?;
     let key = source.as_ref().map(load_key).transpose()?;
     let planner = match &key {

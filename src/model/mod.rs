@@ -60,6 +60,8 @@ pub struct Node {
     pub offline_first: bool,
     pub ssh: SshTarget,
     pub runtime_root: String,
+    /// Path of the node's Docker Engine socket, on the node.
+    pub docker_socket: String,
     pub capabilities: BTreeSet<String>,
     pub services: BTreeMap<ServiceName, HostService>,
     /// Compose override templates, `hosts/<node>/runtime/<svc>/docker-compose.override.yml`.

@@ -39,6 +39,9 @@ pub struct Node {
     pub ssh: Ssh,
     #[serde(default)]
     pub runtime_root: Option<S<String>>,
+    /// The node's Docker Engine socket (default `/var/run/docker.sock`).
+    #[serde(default)]
+    pub docker_socket: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

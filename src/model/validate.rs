@@ -321,6 +321,13 @@ impl Validator {
                 }
                 None => default_root.clone().unwrap_or_else(|| "/opt/homelab".to_owned()),
             };
+            let docker_socket = match &n.docker_socket {
+                Some(s) => {
+                    self.check_root(FILE, s, &field("docker_socket"));
+                    s.value.clone()
+                }
+                None => "/var/run/docker.sock".to_owned(),
+            };
             if let Some(name) = name {
                 nodes.insert(
                     name.clone(),
@@ -337,6 +344,7 @@ impl Validator {
                             port: n.ssh.port,
                         },
                         runtime_root: root,
+                        docker_socket,
                         capabilities: BTreeSet::new(),
                         services: BTreeMap::new(),
                         overrides: BTreeMap::new(),
@@ -350,7 +358,7 @@ impl Validator {
     fn check_root(&mut self, file: &str, r: &Spanned<String>, field: &str) {
         let ok = r.value.starts_with('/')
             && !r.value.split('/').any(|c| c == ".." || c == ".")
-            && r.value.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+            && r.value.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+@,=~ ".contains(c));
         if !ok {
             self.err(
                 "topology",
@@ -358,7 +366,7 @@ impl Validator {
                 line(r),
                 field,
                 format!(
-                    "expected an absolute path of letters, digits, `/._-`, found `{}`",
+                    "expected an absolute path of letters, digits, spaces and `/._-+@,=~`, found `{}`",
                     r.value
                 ),
                 "use a plain absolute path such as `/opt/homelab`",

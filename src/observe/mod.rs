@@ -42,6 +42,8 @@ pub struct NodeState {
     pub services: BTreeMap<String, DeployedService>,
     /// Plan ids already applied on this node.
     pub consumed: BTreeSet<String>,
+    /// Plan ids with an apply journal on this node (started, maybe not finished).
+    pub journals: BTreeSet<String>,
     pub engine: Engine,
 }
 
@@ -69,6 +71,8 @@ pub struct Container {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployedService {
     pub manifest: ManifestState,
+    /// The release the service folder points at, when it is a symlink (see `apply`).
+    pub release: Option<String>,
     /// Every file in the service's folder except the manifest.
     pub files: BTreeMap<String, FileState>,
 }
@@ -150,21 +154,184 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads the actual state of nodes. Implementations: `transport::local` (a runtime root on
-/// this machine) and `transport::ssh` (a node over SSH).
-pub trait Transport: Sync {
-    /// Reads one node. Never fails: a node that cannot be read is `Unreachable`.
-    fn refresh(&self, node: &crate::model::Node) -> ActualNode;
+/// One round trip that prints everything refresh needs about a runtime root: consumed plan
+/// ids, and per service folder its files (content framed by length, so any bytes survive).
+/// The root is passed as `$1`, never interpolated into the script. `config/` is never read.
+const REFRESH_SCRIPT: &str = r#"set -u
+root=$1
+echo "homelab-refresh 1"
+if [ -e "$root" ] && [ ! -d "$root" ]; then echo "runtime root $root is not a folder" >&2; exit 3; fi
+for f in "$root"/state/consumed/*.json; do
+  [ -e "$f" ] || continue
+  b=${f##*/}; echo "consumed ${b%.json}"
+done
+for j in "$root"/state/deploy/*/journal.json; do
+  [ -f "$j" ] || continue
+  p=${j%/journal.json}; echo "journal ${p##*/}"
+done
+for d in "$root"/state/services/*; do
+  [ -d "$d" ] || continue
+  echo "service ${d##*/}"
+  if [ -L "$d" ]; then echo "release $(readlink "$d")"; fi
+  for f in "$d"/* "$d"/.[!.]*; do
+    n=${f##*/}
+    if [ -L "$f" ]; then echo "symlink $(readlink "$f" | sha256sum | cut -c1-64) $n"; continue; fi
+    [ -f "$f" ] || continue
+    size=$(wc -c < "$f")
+    if [ "$size" -le 1048576 ]; then echo "file $size $n"; cat "$f"; echo; else echo "big $(sha256sum < "$f" | cut -c1-64) $n"; fi
+  done
+done
+echo "end"
+"#;
+
+/// Reads a node through `exec`. Never fails: a node that cannot be read is `Unreachable`.
+pub fn refresh(node: &crate::model::Node, exec: &dyn crate::transport::NodeExec) -> ActualNode {
+    let status = match exec.run(
+        &["sh", "-c", REFRESH_SCRIPT, "sh", exec.root()],
+        b"",
+        std::time::Duration::from_secs(30),
+    ) {
+        Err(e) => NodeStatus::Unreachable { reason: e.to_string() },
+        Ok(out) if !out.success() => NodeStatus::Unreachable {
+            reason: format!("cannot read the runtime root: {}", out.stderr_text()),
+        },
+        Ok(out) => match parse_refresh(&out.stdout) {
+            Ok(mut state) => {
+                state.engine = match exec.containers() {
+                    Ok(containers) => Engine::Available { containers },
+                    Err(reason) => Engine::Unavailable { reason },
+                };
+                NodeStatus::Reachable(state)
+            }
+            Err(reason) => NodeStatus::Unreachable {
+                reason: format!("unexpected answer from the node: {reason}"),
+            },
+        },
+    };
+    ActualNode { node: node.id.clone(), status }
+}
+
+fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
+    let mut state = NodeState::default();
+    let mut at = 0;
+    let line = |at: &mut usize| -> Result<String, String> {
+        let rest = &bytes[*at..];
+        let end = rest.iter().position(|b| *b == b'\n').ok_or("truncated")?;
+        *at += end + 1;
+        String::from_utf8(rest[..end].to_vec()).map_err(|_| "a name is not UTF-8".to_owned())
+    };
+    if line(&mut at)? != "homelab-refresh 1" {
+        return Err("not a refresh answer".to_owned());
+    }
+    let mut current: Option<(String, DeployedService, Option<Vec<u8>>)> = None;
+    let finish = |state: &mut NodeState,
+                  cur: Option<(String, DeployedService, Option<Vec<u8>>)>| {
+        if let Some((name, mut svc, manifest)) = cur {
+            svc.manifest = match manifest {
+                None => ManifestState::Missing,
+                Some(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
+                    Ok(manifest) => ManifestState::Present {
+                        manifest,
+                        sha256: crate::render::sha256_hex(&bytes),
+                    },
+                    Err(e) => ManifestState::Corrupt { reason: format!("manifest.json: {e}") },
+                },
+            };
+            // Keep content only where it is what homelab wrote (see `FileState::content`).
+            if let ManifestState::Present { manifest, .. } = &svc.manifest {
+                for (n, f) in svc.files.iter_mut() {
+                    if !manifest.artifacts.iter().any(|a| &a.name == n && a.sha256 == f.sha256) {
+                        f.content = None;
+                    }
+                }
+            } else {
+                svc.files.values_mut().for_each(|f| f.content = None);
+            }
+            state.services.insert(name, svc);
+        }
+    };
+    loop {
+        let l = line(&mut at)?;
+        if l == "end" {
+            finish(&mut state, current.take());
+            return Ok(state);
+        }
+        let (kind, rest) = l.split_once(' ').ok_or_else(|| format!("unexpected line `{l}`"))?;
+        match kind {
+            "consumed" => {
+                state.consumed.insert(rest.to_owned());
+            }
+            "journal" => {
+                state.journals.insert(rest.to_owned());
+            }
+            "service" => {
+                finish(&mut state, current.take());
+                current = Some((
+                    rest.to_owned(),
+                    DeployedService {
+                        manifest: ManifestState::Missing,
+                        files: BTreeMap::new(),
+                        release: None,
+                    },
+                    None,
+                ));
+            }
+            "release" => {
+                let (_, svc, _) = current.as_mut().ok_or("release outside a service")?;
+                svc.release = Some(rest.to_owned());
+            }
+            "symlink" | "big" => {
+                let (sha, name) = rest.split_once(' ').ok_or("bad entry")?;
+                let (_, svc, _) = current.as_mut().ok_or("file outside a service")?;
+                let marker = format!("{kind}:{sha}");
+                svc.files.insert(
+                    name.to_owned(),
+                    FileState {
+                        sha256: crate::render::sha256_hex(marker.as_bytes()),
+                        content: None,
+                    },
+                );
+            }
+            "file" => {
+                let (size, name) = rest.split_once(' ').ok_or("bad file entry")?;
+                let size: usize = size.trim().parse().map_err(|_| "bad size")?;
+                let content = bytes.get(at..at + size).ok_or("truncated file")?.to_vec();
+                at += size + 1;
+                let (_, svc, manifest) = current.as_mut().ok_or("file outside a service")?;
+                if name == crate::render::MANIFEST {
+                    *manifest = Some(content);
+                    continue;
+                }
+                let sha256 = crate::render::sha256_hex(&content);
+                svc.files.insert(
+                    name.to_owned(),
+                    FileState { sha256, content: String::from_utf8(content).ok() },
+                );
+            }
+            _ => return Err(format!("unexpected line `{l}`")),
+        }
+    }
 }
 
 /// Refreshes every node in parallel, one thread each (nodes are a handful).
 pub fn refresh_all<'a>(
-    transport: &dyn Transport,
+    transport: &dyn crate::transport::Transport,
     nodes: impl IntoIterator<Item = &'a crate::model::Node>,
 ) -> Vec<ActualNode> {
     let nodes: Vec<_> = nodes.into_iter().collect();
     std::thread::scope(|s| {
-        let handles: Vec<_> = nodes.iter().map(|n| s.spawn(move || transport.refresh(n))).collect();
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                s.spawn(move || match transport.connect(n) {
+                    Ok(exec) => refresh(n, exec.as_ref()),
+                    Err(e) => ActualNode {
+                        node: n.id.clone(),
+                        status: NodeStatus::Unreachable { reason: e.to_string() },
+                    },
+                })
+            })
+            .collect();
         handles
             .into_iter()
             .zip(&nodes)

@@ -125,6 +125,20 @@ pub fn encode(plan: &Plan) -> String {
                 let after: Vec<String> = c.after.iter().map(ToString::to_string).collect();
                 let _ = writeln!(out, "after {}", after.join(" "));
             }
+            if let Some(rt) = &c.runtime {
+                let h = &rt.healthcheck;
+                let _ = writeln!(
+                    out,
+                    "healthcheck interval={} timeout={} retries={} start_period={}",
+                    h.interval.as_secs(),
+                    h.timeout.as_secs(),
+                    h.retries,
+                    h.start_period.as_secs()
+                );
+                if !rt.secrets.is_empty() {
+                    let _ = writeln!(out, "secrets {}", rt.secrets.join(" "));
+                }
+            }
             for a in &c.artifacts {
                 let _ = writeln!(out, "artifact {} {:04o} {}", a.name, a.mode, a.sha256);
                 block(&mut out, &a.text);
@@ -230,22 +244,35 @@ fn parse_instance(s: &str) -> Option<Instance> {
     Some(Instance { service: ServiceName::parse(svc).ok()?, node: NodeName::parse(node).ok()? })
 }
 
+/// Checks the first line of a plan file, `homelab-plan <version>`, before anything else: the
+/// layout, the signed bytes and the id of another version may differ, so a file of another
+/// version is refused naming both versions, never as a changed or corrupt plan.
+pub fn check_version(text: &str, file: &str) -> Result<(), PlanFileError> {
+    let err = |message: String| PlanFileError { file: file.to_owned(), line: 1, message };
+    let first = text.split('\n').next().unwrap_or_default();
+    if text.is_empty() {
+        return Err(err(format!("expected `{MAGIC} {FORMAT_VERSION}`, found an empty file")));
+    }
+    match first.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
+        Some(v) if v == FORMAT_VERSION.to_string() => Ok(()),
+        Some(v) => Err(err(format!(
+            "this plan has format version {v}; this homelab reads version {FORMAT_VERSION}: plan again with this version of homelab"
+        ))),
+        None => Err(err(format!(
+            "expected `{MAGIC} {FORMAT_VERSION}` (a homelab plan), found `{}`",
+            shorten(first)
+        ))),
+    }
+}
+
 /// Parses the signed bytes of a plan. `file` is the name shown in errors.
 pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
     let mut p = Parser { file, lines: body.split('\n').collect(), at: 0 };
     if p.lines.last() == Some(&"") {
         p.lines.pop();
     }
-    let first = p.next().ok_or_else(|| p.err("expected `homelab-plan 1`, found an empty file"))?;
-    match first.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
-        Some(v) if v == FORMAT_VERSION.to_string() => {}
-        Some(v) => {
-            return Err(p.err(format!(
-                "this plan has format version {v}; this homelab reads version {FORMAT_VERSION}: plan again with this version of homelab"
-            )))
-        }
-        None => return Err(p.err(format!("expected `{MAGIC} {FORMAT_VERSION}` (a homelab plan), found `{}`", shorten(first)))),
-    }
+    check_version(body, file)?;
+    p.next();
     let created = p.expect("created")?.to_owned();
     let expires = p.expect("expires")?.to_owned();
     for (t, what) in [(&created, "created"), (&expires, "expires")] {
@@ -317,6 +344,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 after: Vec::new(),
                 artifacts: Vec::new(),
                 diffs: Vec::new(),
+                runtime: None,
             });
             let reason = p.expect("reason")?.to_owned();
             let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("just pushed");
@@ -325,7 +353,37 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             if nodes.last().and_then(|n| n.changes.last()).is_none() {
                 return Err(p.err(format!("expected `node` or `change`, found `{}`", shorten(l))));
             }
-            if let Some(rest) = l.strip_prefix("after ") {
+            if let Some(rest) = l.strip_prefix("healthcheck ") {
+                let mut f = std::collections::BTreeMap::new();
+                for kv in rest.split(' ') {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| p.err(format!("expected `key=seconds`, found `{kv}`")))?;
+                    let v: u64 = v
+                        .parse()
+                        .map_err(|_| p.err(format!("expected whole seconds in `{kv}`")))?;
+                    f.insert(k, v);
+                }
+                let get = |k: &str| {
+                    f.get(k).copied().ok_or_else(|| p.err(format!("`healthcheck` lacks `{k}=`")))
+                };
+                let healthcheck = crate::model::Healthcheck {
+                    interval: std::time::Duration::from_secs(get("interval")?),
+                    timeout: std::time::Duration::from_secs(get("timeout")?),
+                    retries: u32::try_from(get("retries")?)
+                        .map_err(|_| p.err("too many retries"))?,
+                    start_period: std::time::Duration::from_secs(get("start_period")?),
+                };
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                change.runtime = Some(super::Runtime { healthcheck, secrets: Vec::new() });
+            } else if let Some(rest) = l.strip_prefix("secrets ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let rt = change
+                    .runtime
+                    .as_mut()
+                    .ok_or_else(|| p.err("`secrets` must follow `healthcheck`"))?;
+                rt.secrets = rest.split(' ').map(str::to_owned).collect();
+            } else if let Some(rest) = l.strip_prefix("after ") {
                 for s in rest.split(' ') {
                     let i = parse_instance(s).ok_or_else(|| {
                         p.err(format!("expected `<service>@<node>`, found `{s}`"))
@@ -428,6 +486,15 @@ mod tests {
                             },
                         ],
                         diffs: vec![("docker-compose.yml".into(), "--- a\n+++ b\n-x\n+y\n".into())],
+                        runtime: Some(crate::plan::Runtime {
+                            healthcheck: crate::model::Healthcheck {
+                                interval: std::time::Duration::from_secs(30),
+                                timeout: std::time::Duration::from_secs(5),
+                                retries: 3,
+                                start_period: std::time::Duration::from_secs(0),
+                            },
+                            secrets: vec!["BROKER_PASSWORD".into()],
+                        }),
                     }],
                 },
                 NodePlan {

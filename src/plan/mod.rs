@@ -107,6 +107,15 @@ pub struct Change {
     pub artifacts: Vec<PlannedArtifact>,
     /// Unified diffs against what homelab deployed before (update), by artifact name.
     pub diffs: Vec<(String, String)>,
+    /// What apply needs from the contract (create, update, replace): healthcheck and the
+    /// names of the secrets that must be on the node. Part of what is reviewed and signed.
+    pub runtime: Option<Runtime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    pub healthcheck: crate::model::Healthcheck,
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +188,20 @@ pub fn diff(
             let Some(rendered) = desired.get(inst) else { continue };
             let after = graph.dependencies(inst).into_iter().cloned().collect();
             let deployed = state.services.get(inst.service.as_str());
-            changes.push(change_for(inst, rendered, deployed, after));
+            let mut change = change_for(inst, rendered, deployed, after);
+            if change.action != Action::NoOp {
+                let svc = &lab.services[&inst.service];
+                change.runtime = Some(Runtime {
+                    healthcheck: svc.healthcheck,
+                    secrets: svc
+                        .env_vars
+                        .iter()
+                        .filter(|e| e.secret && e.required)
+                        .map(|e| e.name.clone())
+                        .collect(),
+                });
+            }
+            changes.push(change);
         }
         // Deployed on the node but no longer desired there: delete, after everything else.
         for (name, svc) in &state.services {
@@ -204,6 +226,7 @@ pub fn diff(
                 after: Vec::new(),
                 artifacts: Vec::new(),
                 diffs: Vec::new(),
+                runtime: None,
             });
         }
         nodes.push(NodePlan {
@@ -249,6 +272,7 @@ fn change_for(
         after: after.clone(),
         artifacts,
         diffs,
+        runtime: None,
     };
     let Some(deployed) = deployed else {
         return mk(Action::Create, "not deployed on the node yet".to_owned(), all, Vec::new());

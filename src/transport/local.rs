@@ -1,23 +1,18 @@
-//! The local transport: a node's runtime root is a folder on this machine.
+//! The local transport: commands run on this machine.
 //!
-//! With `--root DIR`, node `<id>` lives at `DIR/<id>/` (one machine standing in for the whole
-//! homelab); without it, at the node's own `runtime_root` (homelab running on the node).
-//! Reads are bounded and never follow a symlink out of a service folder.
+//! With `--root DIR`, node `<id>` has its runtime root at `DIR/<id>/` (one machine standing in
+//! for the whole homelab); without it, at the node's own `runtime_root` (homelab running on
+//! the node itself, e.g. `apply --node chelsty-infra` on CHELSTY-INFRA).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use super::{ExecError, NodeExec, Output, Transport};
 use crate::model::Node;
-use crate::observe::{
-    paths, ActualNode, DeployedService, Engine, FileState, ManifestState, NodeState, NodeStatus,
-    Transport,
-};
-use crate::render::{Manifest, MANIFEST};
-
-/// Files larger than this in a service folder are not homelab's; hash them, never keep them.
-const MAX_READ: u64 = 1024 * 1024;
+use crate::observe::Container;
 
 #[derive(Debug, Clone)]
 pub struct LocalTransport {
@@ -39,123 +34,90 @@ impl LocalTransport {
 }
 
 impl Transport for LocalTransport {
-    fn refresh(&self, node: &Node) -> ActualNode {
+    fn connect(&self, node: &Node) -> Result<Box<dyn NodeExec>, ExecError> {
         let root = self.root_of(node);
-        let status = match read_state(&root) {
-            Ok(state) => NodeStatus::Reachable(state),
-            Err(reason) => NodeStatus::Unreachable { reason },
-        };
-        ActualNode { node: node.id.clone(), status }
+        let root = root.to_str().ok_or_else(|| {
+            ExecError::Other(format!("runtime root {} is not UTF-8", root.display()))
+        })?;
+        Ok(Box::new(LocalExec { root: root.to_owned(), docker_socket: node.docker_socket.clone() }))
     }
 }
 
-/// Reads a runtime root. A root that does not exist yet is a fresh node with nothing deployed.
-pub fn read_state(root: &Path) -> Result<NodeState, String> {
-    let mut state = NodeState {
-        engine: Engine::Unavailable {
-            reason: "the local transport does not read containers yet".to_owned(),
-        },
-        ..NodeState::default()
-    };
-    match fs::metadata(root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("runtime root {} is not a folder", root.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
-        Err(e) => return Err(format!("cannot read runtime root {}: {e}", root.display())),
-    }
-    let services = root.join(paths::SERVICES);
-    for name in list(&services)? {
-        let dir = services.join(&name);
-        if !fs::symlink_metadata(&dir).map(|m| m.is_dir()).unwrap_or(false) {
-            continue;
-        }
-        state.services.insert(name, read_service(&dir)?);
-    }
-    state.consumed = list(&root.join(paths::CONSUMED))?
-        .into_iter()
-        .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
-        .collect::<BTreeSet<_>>();
-    Ok(state)
+pub struct LocalExec {
+    root: String,
+    docker_socket: String,
 }
 
-fn list(dir: &Path) -> Result<Vec<String>, String> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
-    };
-    let mut names = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-        names.push(e.file_name().to_string_lossy().into_owned());
+impl NodeExec for LocalExec {
+    fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
+        run_local(argv, stdin, timeout)
     }
-    names.sort();
-    Ok(names)
+
+    fn containers(&self) -> Result<Vec<Container>, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        super::docker::containers(&rt, &self.docker_socket, Duration::from_secs(10))
+    }
+
+    fn root(&self) -> &str {
+        &self.root
+    }
+
+    fn docker_host(&self) -> String {
+        format!("unix://{}", self.docker_socket)
+    }
 }
 
-fn read_service(dir: &Path) -> Result<DeployedService, String> {
-    let mut files = BTreeMap::new();
-    let mut manifest_bytes = None;
-    for name in list(dir)? {
-        let path = dir.join(&name);
-        let meta = fs::symlink_metadata(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if meta.file_type().is_symlink() {
-            let target = fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
-            files.insert(
-                name,
-                FileState {
-                    sha256: crate::render::sha256_hex(format!("symlink:{target}").as_bytes()),
-                    content: None,
-                },
-            );
-            continue;
-        }
-        if !meta.is_file() {
-            continue;
-        }
-        let bytes = read_bounded(&path)?;
-        if name == MANIFEST {
-            manifest_bytes = Some(bytes);
-            continue;
-        }
-        let sha256 = crate::render::sha256_hex(&bytes);
-        files.insert(name, FileState { sha256, content: String::from_utf8(bytes).ok() });
-    }
-    let manifest = match manifest_bytes {
-        None => ManifestState::Missing,
-        Some(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
-            Ok(manifest) => {
-                ManifestState::Present { manifest, sha256: crate::render::sha256_hex(&bytes) }
+/// Runs a process in its own process group; on timeout the whole group is killed, so a hung
+/// `docker compose` takes its children with it.
+pub fn run_local(argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
+    let (program, args) =
+        argv.split_first().ok_or_else(|| ExecError::Other("empty command".to_owned()))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| ExecError::Other(format!("cannot run `{program}`: {e}")))?;
+    let mut input = child.stdin.take().expect("piped");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let mut out_pipe = child.stdout.take().expect("piped");
+    let mut err_pipe = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out_pipe.read_to_end(&mut b);
+        b
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err_pipe.read_to_end(&mut b);
+        b
+    });
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() >= timeout => {
+                // SAFETY: kill(2) on our own child's process group id; no memory is touched.
+                unsafe {
+                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+                }
+                let _ = child.wait();
+                return Err(ExecError::Timeout { what: program.to_string(), after: timeout });
             }
-            Err(e) => ManifestState::Corrupt { reason: format!("manifest.json: {e}") },
-        },
-    };
-    // Keep content only where it is what homelab wrote (see `FileState::content`).
-    for (name, f) in files.iter_mut() {
-        let ours = match &manifest {
-            ManifestState::Present { manifest, .. } => {
-                manifest.artifacts.iter().any(|a| &a.name == name && a.sha256 == f.sha256)
-            }
-            _ => false,
-        };
-        if !ours {
-            f.content = None;
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(ExecError::Other(format!("waiting for `{program}`: {e}"))),
         }
-    }
-    Ok(DeployedService { manifest, files })
-}
-
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let f = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_READ + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_READ {
-        // Too large to be an artifact: hash what was read plus a marker so it is drift.
-        let digest = crate::render::sha256_hex(&bytes);
-        return Ok(format!("<file larger than {MAX_READ} bytes: {digest}>").into_bytes());
-    }
-    Ok(bytes)
+    };
+    let _ = writer.join();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(Output { status: status.code(), stdout, stderr })
 }

@@ -1,4 +1,66 @@
-//! Transports: how homelab reaches a node's runtime root. `local` reads and writes a folder
-//! on this machine (the node itself, or a stand-in for every node with `--root DIR`).
+//! Transports: how homelab reaches a node. A transport opens a `NodeExec` per node; all node
+//! work (refresh, upload, compose, journal) is argument vectors run through it, so the SSH
+//! and local transports share one pipeline and differ only in how a command is carried.
+//!
+//! - `local`: commands run on this machine (homelab on the node itself, or `--root DIR`
+//!   standing in for every node).
+//! - `ssh`: the openssh crate over the system `ssh`, one multiplexed connection per node,
+//!   host keys checked strictly, keepalives, a timeout on every step; the Docker Engine API
+//!   through a forwarded socket.
 
+pub mod docker;
 pub mod local;
+pub mod quote;
+pub mod ssh;
+
+use std::time::Duration;
+
+use crate::model::Node;
+use crate::observe::Container;
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The exit status; `None` when killed by a signal.
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// The node cannot be reached (or stopped answering): the link, not the command.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("`{what}` did not finish within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs commands on one node.
+pub trait NodeExec: Send + Sync {
+    /// Runs `argv` with `stdin`, killing it after `timeout`.
+    fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError>;
+    /// The node's containers of compose projects, through the Docker Engine API.
+    fn containers(&self) -> Result<Vec<Container>, String>;
+    /// The runtime root on the node.
+    fn root(&self) -> &str;
+    /// `DOCKER_HOST` for commands on the node.
+    fn docker_host(&self) -> String;
+}
+
+/// Opens connections to nodes.
+pub trait Transport: Sync {
+    fn connect(&self, node: &Node) -> Result<Box<dyn NodeExec>, ExecError>;
+}

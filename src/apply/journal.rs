@@ -1,0 +1,73 @@
+//! The apply journal of one node for one plan: `<root>/state/deploy/<plan-id>/journal.json`,
+//! written durably after every stage so `--resume` (from the controller or from the node
+//! itself) continues exactly where an apply stopped.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a service instance is in the pipeline. Order matters: a later stage implies every
+/// earlier one is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    Pending,
+    Prepared,
+    Validated,
+    /// The live link was (or is being) switched and `compose up` run; on resume, run it again.
+    Deploying,
+    Deployed,
+    Verified,
+    Completed,
+    /// A step failed before anything live changed (prepare, validate).
+    Failed,
+    /// Deploy or verify failed; the previous version was restored.
+    RolledBack,
+    /// Not run: a dependency failed or was skipped.
+    Skipped,
+}
+
+impl Stage {
+    pub fn is_final(self) -> bool {
+        matches!(self, Stage::Completed | Stage::Failed | Stage::RolledBack | Stage::Skipped)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub action: String,
+    pub stage: Stage,
+    /// The release the live link pointed at before this apply (`None`: not deployed before).
+    pub previous: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub format: u32,
+    pub plan: String,
+    pub node: String,
+    pub updated: String,
+    /// Set when every service of the node reached a final stage.
+    pub finished: bool,
+    pub services: BTreeMap<String, Entry>,
+}
+
+impl Journal {
+    pub fn new(plan: &str, node: &str) -> Journal {
+        Journal {
+            format: 1,
+            plan: plan.to_owned(),
+            node: node.to_owned(),
+            updated: crate::command::now_rfc3339(),
+            finished: false,
+            services: BTreeMap::new(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = serde_json::to_vec_pretty(self).expect("journal serializes");
+        b.push(b'\n');
+        b
+    }
+}

@@ -1,0 +1,229 @@
+//! The SSH transport: the openssh crate over the system `ssh`, one multiplexed connection
+//! (ControlMaster) per node.
+//!
+//! - Host keys are checked strictly against `inventory/known_hosts` (or the file given).
+//! - Keepalives every 2 s, three missed ones drop the link: a dead LTE link is noticed in
+//!   about 6 s, and every remote step also has its own timeout.
+//! - Commands are argument vectors quoted by `quote::argv`; nothing is built with `format!`.
+//! - The Docker Engine API is reached with bollard through a forwarded unix socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
+use tokio::io::AsyncWriteExt;
+
+use super::{quote, ExecError, NodeExec, Output, Transport};
+use crate::model::Node;
+use crate::observe::Container;
+
+/// How homelab connects to nodes over SSH.
+#[derive(Debug, Clone)]
+pub struct SshTransport {
+    pub known_hosts: PathBuf,
+    /// The private key to log in with (`-i`); `None` uses ssh's defaults and agent.
+    pub identity: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Where control sockets and forwarded sockets live (short paths: unix sockets are limited
+    /// to about 100 bytes).
+    pub control_dir: PathBuf,
+}
+
+impl SshTransport {
+    pub fn new(known_hosts: PathBuf, identity: Option<PathBuf>) -> Self {
+        SshTransport {
+            known_hosts,
+            identity,
+            connect_timeout: Duration::from_secs(10),
+            control_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+impl Transport for SshTransport {
+    fn connect(&self, node: &Node) -> Result<Box<dyn NodeExec>, ExecError> {
+        Ok(Box::new(SshExec::connect(self, node)?))
+    }
+}
+
+pub struct SshExec {
+    rt: tokio::runtime::Runtime,
+    session: Option<Session>,
+    root: String,
+    docker_socket: String,
+    /// The local end of the forwarded Docker socket, once requested.
+    forwarded: std::sync::Mutex<Option<PathBuf>>,
+    dir: tempfile::TempDir,
+    label: String,
+}
+
+impl SshExec {
+    pub fn connect(t: &SshTransport, node: &Node) -> Result<SshExec, ExecError> {
+        if !t.known_hosts.exists() {
+            return Err(ExecError::Other(format!(
+                "no known_hosts file at {}: homelab checks host keys strictly; add the node's key with \
+                 `ssh-keyscan -p {} {} >> {}` after checking its fingerprint",
+                t.known_hosts.display(),
+                node.ssh.port,
+                node.ssh.address,
+                t.known_hosts.display()
+            )));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ExecError::Other(format!("cannot start the async runtime: {e}")))?;
+        let dir = tempfile::Builder::new()
+            .prefix("hl-ssh-")
+            .tempdir_in(&t.control_dir)
+            .map_err(|e| ExecError::Other(format!("cannot create a control folder: {e}")))?;
+        let config = dir.path().join("config");
+        // Options the builder has no method for; everything else goes through the builder.
+        std::fs::write(
+            &config,
+            "BatchMode yes\nServerAliveCountMax 3\nIdentitiesOnly yes\nLogLevel ERROR\nConnectionAttempts 1\n",
+        )
+        .map_err(|e| ExecError::Other(format!("cannot write ssh config: {e}")))?;
+        let mut b = SessionBuilder::default();
+        b.user(node.ssh.user.clone())
+            .port(node.ssh.port)
+            .known_hosts_check(KnownHosts::Strict)
+            .user_known_hosts_file(&t.known_hosts)
+            .connect_timeout(t.connect_timeout)
+            .server_alive_interval(Duration::from_secs(2))
+            .control_directory(dir.path())
+            .config_file(&config);
+        if let Some(key) = &t.identity {
+            b.keyfile(key);
+        }
+        let label = format!("{}@{}:{}", node.ssh.user, node.ssh.address, node.ssh.port);
+        let session = rt
+            .block_on(async {
+                tokio::time::timeout(
+                    t.connect_timeout + Duration::from_secs(5),
+                    b.connect(&node.ssh.address),
+                )
+                .await
+            })
+            .map_err(|_| {
+                ExecError::Unreachable(format!("{label}: no answer within {:?}", t.connect_timeout))
+            })?
+            .map_err(|e| ExecError::Unreachable(format!("{label}: {}", error_text(&e))))?;
+        Ok(SshExec {
+            rt,
+            session: Some(session),
+            root: node.runtime_root.clone(),
+            docker_socket: node.docker_socket.clone(),
+            forwarded: std::sync::Mutex::new(None),
+            dir,
+            label,
+        })
+    }
+
+    fn session(&self) -> &Session {
+        self.session.as_ref().expect("open until drop")
+    }
+
+    fn forward_docker(&self) -> Result<PathBuf, String> {
+        let mut guard = self.forwarded.lock().map_err(|_| "poisoned".to_owned())?;
+        if let Some(p) = guard.as_ref() {
+            return Ok(p.clone());
+        }
+        let local = self.dir.path().join("docker.sock");
+        let remote = Path::new(&self.docker_socket);
+        self.rt
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    self.session().request_port_forward(
+                        ForwardType::Local,
+                        Socket::from(local.as_path()),
+                        Socket::from(remote),
+                    ),
+                )
+                .await
+            })
+            .map_err(|_| "forwarding the Docker socket timed out".to_owned())?
+            .map_err(|e| {
+                format!(
+                    "cannot forward the Docker socket {}: {}",
+                    self.docker_socket,
+                    error_text(&e)
+                )
+            })?;
+        *guard = Some(local.clone());
+        Ok(local)
+    }
+}
+
+fn error_text(e: &openssh::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s.trim().to_owned()
+}
+
+impl NodeExec for SshExec {
+    fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
+        let line = quote::argv(argv).map_err(|e| ExecError::Other(e.to_string()))?;
+        let what = argv.first().copied().unwrap_or_default().to_owned();
+        let result = self.rt.block_on(async {
+            tokio::time::timeout(timeout, async {
+                let mut cmd = self.session().raw_command(&line);
+                cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                let mut child = cmd.spawn().await?;
+                if let Some(mut input) = child.stdin().take() {
+                    // A node that hangs up early is seen in the exit status below.
+                    let _ = input.write_all(stdin).await;
+                    let _ = input.shutdown().await;
+                }
+                child.wait_with_output().await
+            })
+            .await
+        });
+        match result {
+            Err(_) => Err(ExecError::Timeout { what, after: timeout }),
+            Ok(Err(e)) => {
+                Err(ExecError::Unreachable(format!("{}: {}", self.label, error_text(&e))))
+            }
+            // ssh exits 255 when the connection itself failed.
+            Ok(Ok(out))
+                if out.status.code() == Some(255)
+                    && self.rt.block_on(self.session().check()).is_err() =>
+            {
+                Err(ExecError::Unreachable(format!("{}: the connection dropped", self.label)))
+            }
+            Ok(Ok(out)) => {
+                Ok(Output { status: out.status.code(), stdout: out.stdout, stderr: out.stderr })
+            }
+        }
+    }
+
+    fn containers(&self) -> Result<Vec<Container>, String> {
+        let local = self.forward_docker()?;
+        let path = local.to_str().ok_or("socket path is not UTF-8")?;
+        super::docker::containers(&self.rt, path, Duration::from_secs(10))
+    }
+
+    fn root(&self) -> &str {
+        &self.root
+    }
+
+    fn docker_host(&self) -> String {
+        format!("unix://{}", self.docker_socket)
+    }
+}
+
+impl Drop for SshExec {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(3), s.close()).await });
+        }
+    }
+}
