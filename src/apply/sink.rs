@@ -74,3 +74,60 @@ impl<W: Write + Send> Sink for Json<W> {
         let _ = writeln!(self.out.lock().expect("sink"), "{v}");
     }
 }
+
+/// A spinner per node on a terminal (indicatif); the last step of each node stays visible.
+pub struct Progress {
+    multi: indicatif::MultiProgress,
+    bars: Mutex<std::collections::BTreeMap<NodeName, indicatif::ProgressBar>>,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Progress { multi: indicatif::MultiProgress::new(), bars: Mutex::new(Default::default()) }
+    }
+
+    fn bar(&self, node: &NodeName) -> indicatif::ProgressBar {
+        let mut bars = self.bars.lock().expect("bars");
+        bars.entry(node.clone())
+            .or_insert_with(|| {
+                let b = self.multi.add(indicatif::ProgressBar::new_spinner());
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {prefix:16} {wide_msg}")
+                        .expect("template"),
+                );
+                b.set_prefix(node.display_name());
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                b
+            })
+            .clone()
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sink for Progress {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::Step { node, service, stage, message } => {
+                let b = self.bar(node);
+                match service {
+                    Some(s) => b.set_message(format!("{s} {stage}: {message}")),
+                    None => b.set_message(format!("{stage}: {message}")),
+                }
+            }
+            Event::NodeDone { node, outcome } => {
+                let b = self.bar(node);
+                let d = outcome.detail();
+                b.finish_with_message(if d.is_empty() {
+                    outcome.label().to_owned()
+                } else {
+                    format!("{}: {d}", outcome.label())
+                });
+            }
+        }
+    }
+}

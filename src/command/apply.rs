@@ -140,6 +140,9 @@ pub fn run(
     let outcomes = if args.json {
         let sink = apply::sink::Json::new(std::io::stdout());
         apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let sink = apply::sink::Progress::new();
+        apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
     } else {
         let sink = apply::sink::Plain::new(std::io::stderr());
         apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
