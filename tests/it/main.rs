@@ -6,4 +6,5 @@ mod support;
 mod cli;
 mod graph;
 mod render;
+mod signing;
 mod validate;
