@@ -109,6 +109,26 @@ pub fn exit_code(outcomes: &BTreeMap<NodeName, NodeOutcome>) -> u8 {
     }
 }
 
+/// Whether the apply that holds a lock (`"holder": "user@host pid N"`) is gone: it ran on this
+/// host and its process no longer exists. A holder on another host is never presumed gone.
+fn holder_gone(lock: &str, me: &str) -> bool {
+    let field = |s: &str| -> Option<(String, u32)> {
+        let (who, pid) = s.rsplit_once(" pid ")?;
+        let host = who.rsplit_once('@')?.1.to_owned();
+        let pid: String = pid.chars().take_while(char::is_ascii_digit).collect();
+        Some((host, pid.parse().ok()?))
+    };
+    let holder =
+        lock.split("\"holder\": \"").nth(1).and_then(|r| r.split('"').next()).and_then(field);
+    let mine = field(me);
+    match (holder, mine) {
+        (Some((host, pid)), Some((my_host, _))) => {
+            host == my_host && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}
+
 /// Cross-node waiting: each service instance's final state, published as nodes progress.
 #[derive(Default)]
 struct Board {
@@ -199,12 +219,14 @@ pub fn execute(
                             NodeRun { id, node, np, opts, sink, board, in_run }.run(transport)
                         }
                     };
-                    // Whatever happened, nothing on this node will settle later in this run.
+                    // Whatever happened, nothing on this node will settle later in this run; a
+                    // node applied by an earlier run has every service at its new version.
+                    let done = outcome == NodeOutcome::AlreadyApplied;
                     for c in &np.changes {
                         if in_run.contains(&c.instance)
                             && !board.state.lock().expect("board").contains_key(&c.instance)
                         {
-                            board.publish(&c.instance, false);
+                            board.publish(&c.instance, done);
                         }
                     }
                     slots.give();
@@ -312,7 +334,7 @@ impl NodeRun<'_> {
         let paths = Paths { root: exec.root().to_owned() };
         // Read-only checks first, so a stale or replayed node is refused without a single write;
         // they are repeated under the lock below.
-        if let Err(outcome) = self.check(exec) {
+        if let Err(outcome) = self.check(exec, false) {
             return outcome;
         }
         match self.lock(exec, &paths) {
@@ -344,7 +366,7 @@ impl NodeRun<'_> {
                 Ok(remote::Lock::Acquired) => return Ok(()),
                 Ok(remote::Lock::Held(by)) => {
                     let ours = by.contains(&self.lock_token());
-                    if ours && self.opts.resume {
+                    if ours && self.opts.resume && holder_gone(&by, &self.opts.holder) {
                         // Our own plan's lock, left by a run whose link dropped or that was killed.
                         self.say(
                             None,
@@ -357,19 +379,23 @@ impl NodeRun<'_> {
                         continue;
                     }
                     if Instant::now() >= deadline {
-                        let by = by.split_whitespace().collect::<Vec<_>>().join(" ");
-                        return Err(NodeOutcome::Refused {
-                            reason: format!(
-                                "the node is locked by {by}; wait with `--lock-wait SECONDS`, or if that holder is gone, \
-                                 `homelab unlock --node {}` (it shows the holder first)",
-                                self.node.id
-                            ),
-                        });
+                        return Err(self.locked_by(&by));
                     }
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => return Err(self.step_error(e)),
             }
+        }
+    }
+
+    fn locked_by(&self, holder: &str) -> NodeOutcome {
+        let by = holder.split_whitespace().collect::<Vec<_>>().join(" ");
+        NodeOutcome::Refused {
+            reason: format!(
+                "the node is locked by {by}; wait with `--lock-wait SECONDS`, or if that holder is gone, \
+                 `homelab unlock --node {}` (it shows the holder first)",
+                self.node.id
+            ),
         }
     }
 
@@ -382,12 +408,23 @@ impl NodeRun<'_> {
 
     /// Where this node stands: `Ok(true)` when an apply of this plan already started here
     /// (resume), `Ok(false)` for a fresh start; `Err` refuses the node (stale, replay, ...).
-    fn check(&self, exec: &dyn NodeExec) -> Result<bool, NodeOutcome> {
+    fn check(&self, exec: &dyn NodeExec, under_lock: bool) -> Result<bool, NodeOutcome> {
         let actual = observe::refresh(self.node, exec);
         let state = match actual.status {
             NodeStatus::Unreachable { reason } => return Err(NodeOutcome::Unreachable { reason }),
             NodeStatus::Reachable(s) => s,
         };
+        if let Some(holder) = &state.lock {
+            let ours = holder.contains(&self.lock_token());
+            let taking_over = ours && self.opts.resume;
+            if !taking_over && !under_lock {
+                if self.opts.lock_wait.is_zero() {
+                    return Err(self.locked_by(holder));
+                }
+                // Wait for the lock; every check runs again once it is ours.
+                return Ok(false);
+            }
+        }
         if state.consumed.contains(self.id) {
             return Err(if self.opts.resume {
                 NodeOutcome::AlreadyApplied
@@ -431,7 +468,7 @@ impl NodeRun<'_> {
     }
 
     fn locked(&self, exec: &dyn NodeExec, paths: &Paths, changes: &[&Change]) -> NodeOutcome {
-        let resuming = match self.check(exec) {
+        let resuming = match self.check(exec, true) {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
@@ -458,6 +495,16 @@ impl NodeRun<'_> {
         } else {
             Journal::new(self.id, self.node.id.as_str())
         };
+        if resuming {
+            // A service skipped for a dependency, or stopped before anything live changed
+            // (prepare, validate), is tried again; a rolled-back one needs a new plan.
+            for e in journal.services.values_mut() {
+                if matches!(e.stage, Stage::Skipped | Stage::Failed) {
+                    e.stage = Stage::Pending;
+                    e.error = None;
+                }
+            }
+        }
         for c in changes {
             journal.services.entry(c.instance.service.to_string()).or_insert(Entry {
                 action: c.action.to_string(),

@@ -103,8 +103,10 @@ pub struct Records {
 }
 
 impl Records {
+    /// The controller's record of an apply (distinct from the nodes' `state/consumed/`: the
+    /// controller may be a node itself, and applies on a node record there too).
     pub fn consumed(&self, id: &str) -> PathBuf {
-        self.root.join(paths::CONSUMED).join(format!("{id}.json"))
+        self.root.join("state/applied").join(format!("{id}.json"))
     }
 
     pub fn rejected(&self, id: &str) -> PathBuf {

@@ -44,6 +44,8 @@ pub struct NodeState {
     pub consumed: BTreeSet<String>,
     /// Plan ids with an apply journal on this node (started, maybe not finished).
     pub journals: BTreeSet<String>,
+    /// The holder of the node's apply lock, when it is held.
+    pub lock: Option<String>,
     pub engine: Engine,
 }
 
@@ -169,6 +171,9 @@ for j in "$root"/state/deploy/*/journal.json; do
   [ -f "$j" ] || continue
   p=${j%/journal.json}; echo "journal ${p##*/}"
 done
+if [ -d "$root/state/lock" ]; then
+  printf 'lock '; tr '\n' ' ' < "$root/state/lock/holder.json" 2>/dev/null; echo
+fi
 for d in "$root"/state/services/*; do
   [ -d "$d" ] || continue
   echo "service ${d##*/}"
@@ -260,6 +265,9 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
         match kind {
             "consumed" => {
                 state.consumed.insert(rest.to_owned());
+            }
+            "lock" => {
+                state.lock = Some(rest.split_whitespace().collect::<Vec<_>>().join(" "));
             }
             "journal" => {
                 state.journals.insert(rest.to_owned());

@@ -1,10 +1,15 @@
 //! The one integration test binary: each module drives the real `homelab` binary against
 //! fixture homelab trees copied into a temporary folder.
 
+mod lab;
 mod support;
 
+mod apply;
+mod approve;
 mod cli;
 mod graph;
+mod lab_smoke;
+mod plan;
 mod render;
 mod signing;
 mod validate;

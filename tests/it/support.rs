@@ -107,3 +107,377 @@ pub fn homelab_in(repo: &Path, args: &[&str]) -> Output {
         stderr: clean(&out.stderr),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Plan, approve, apply: a lab of a homelab repository, a runtime root standing in for every
+// node, and SSH keys made by the real `ssh-keygen`, driven the way an operator would.
+
+/// What an external program did.
+pub struct Ran {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real `ssh-keygen` (Debian openssh-client) with `stdin`. A missing binary fails the
+/// test, never skips it.
+pub fn ssh_keygen(args: &[&str], stdin: &[u8]) -> Ran {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("ssh-keygen")
+        .args(args)
+        .env("TZ", "UTC")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run `ssh-keygen`: these tests need the real binary (install the Debian package `openssh-client`)");
+    // ssh-keygen may exit without reading its input (a malformed signature): not an error.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    Ran {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An unencrypted ed25519 key made by `ssh-keygen -t ed25519 -N ''`.
+#[derive(Clone)]
+pub struct Key {
+    pub name: String,
+    pub path: PathBuf,
+    /// `ssh-ed25519 AAAA…`, without comment.
+    pub public: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+}
+
+impl Key {
+    /// The key file as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// `ssh-keygen -Y sign` of `message` in `namespace`: the armored signature.
+    pub fn ssh_sign(&self, namespace: &str, message: &[u8]) -> String {
+        let ran = ssh_keygen(&["-Y", "sign", "-f", self.arg(), "-n", namespace], message);
+        assert!(ran.ok, "ssh-keygen -Y sign failed: {}", ran.stderr);
+        ran.stdout
+    }
+}
+
+/// A plan file split as the format says: the signed bytes, and the armored signature after
+/// them (from the line `-----BEGIN SSH SIGNATURE-----`).
+pub fn split_plan(text: &str) -> (&str, &str) {
+    let at = text.find("\n-----BEGIN SSH SIGNATURE-----\n").expect("a signature block") + 1;
+    (&text[..at], &text[at..])
+}
+
+/// The first 16 hex digits of the SHA-256 of `bytes`.
+pub fn id_of(bytes: &[u8]) -> String {
+    sha256_hex(bytes)[..16].to_owned()
+}
+
+/// The SHA-256 of `bytes` in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every path under a folder with its mode and content (symlinks by target): compared before
+/// and after a command that must change nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot(pub std::collections::BTreeMap<String, (u32, Vec<u8>)>);
+
+impl Snapshot {
+    pub fn of(dir: &Path) -> Snapshot {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let meta = fs::symlink_metadata(&p).unwrap();
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                let mode = meta.permissions().mode();
+                let bytes = if meta.file_type().is_symlink() {
+                    fs::read_link(&p).unwrap().display().to_string().into_bytes()
+                } else if meta.is_dir() {
+                    stack.push(p.clone());
+                    b"<dir>".to_vec()
+                } else {
+                    fs::read(&p).unwrap()
+                };
+                out.insert(rel, (mode, bytes));
+            }
+        }
+        Snapshot(out)
+    }
+
+    /// The entries under `prefix` (a path relative to the snapshot's folder).
+    pub fn under(&self, prefix: &str) -> Snapshot {
+        let inside = |k: &String| k == prefix || k.starts_with(&format!("{prefix}/"));
+        Snapshot(
+            self.0.iter().filter(|(k, _)| inside(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        )
+    }
+
+    /// Panics with the paths that differ.
+    pub fn assert_same(&self, after: &Snapshot, what: &str) {
+        if self == after {
+            return;
+        }
+        let keys: std::collections::BTreeSet<&String> =
+            self.0.keys().chain(after.0.keys()).collect();
+        let changed: Vec<&String> =
+            keys.into_iter().filter(|k| self.0.get(*k) != after.0.get(*k)).collect();
+        panic!("{what}: the tree changed at {changed:?}");
+    }
+}
+
+/// A lab in a temporary folder: `repo/` (a copy of the base fixture), `rt/` (the runtime root:
+/// node `<id>` at `rt/<id>/`, the controller at `rt/`), `keys/`, and an empty `home/` so that
+/// neither the user's Git configuration nor their keys leak in. Commands run in the lab with
+/// relative paths, so outputs are the same on every machine.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Lab::new()
+    }
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(&fixtures().join("base"), &dir.path().join("repo"));
+        for d in ["keys", "home"] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        fs::write(dir.path().join("home/.gitconfig"), "").unwrap();
+        Lab { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    pub fn write(&self, rel: &str, text: impl AsRef<[u8]>) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    /// `ssh-keygen -t ed25519 -N '' -f keys/<name>`.
+    pub fn keygen(&self, name: &str) -> Key {
+        let path = self.path(&format!("keys/{name}"));
+        let ran = ssh_keygen(
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                &format!("{name}@lab"),
+                "-f",
+                path.to_str().unwrap(),
+            ],
+            b"",
+        );
+        assert!(ran.ok, "ssh-keygen could not make a key: {}", ran.stderr);
+        let public: String = fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let ran = ssh_keygen(
+            &["-l", "-E", "sha256", "-f", path.with_extension("pub").to_str().unwrap()],
+            b"",
+        );
+        assert!(ran.ok, "{}", ran.stderr);
+        let fingerprint = ran.stdout.split_whitespace().nth(1).unwrap().to_owned();
+        Key { name: name.to_owned(), path, public, fingerprint }
+    }
+
+    /// Writes `repo/inventory/allowed_signers`: one line per `(principal, options, key)`;
+    /// empty options mean `namespaces="homelab-plan,homelab-approve"`.
+    pub fn allow(&self, lines: &[(&str, &str, &Key)]) {
+        let mut text = String::from("# written by the test\n");
+        for (principal, options, key) in lines {
+            let options = if options.is_empty() {
+                "namespaces=\"homelab-plan,homelab-approve\""
+            } else {
+                options
+            };
+            text.push_str(&format!("{principal} {options} {}\n", key.public));
+        }
+        self.write("repo/inventory/allowed_signers", text);
+    }
+
+    /// Writes `repo/inventory/policy.yaml`: `required` distinct approvers of `approvers` for
+    /// every node, plans living `ttl`.
+    pub fn policy(&self, ttl: &str, required: u32, approvers: &[&str]) {
+        self.write(
+            "repo/inventory/policy.yaml",
+            format!(
+                "plan_ttl: {ttl}\napprovals:\n  default:\n    required: {required}\n    approvers: [{}]\n",
+                approvers.join(", ")
+            ),
+        );
+    }
+
+    /// Runs `homelab --repo repo <args>` in the lab, with nothing of the user's environment
+    /// but `PATH` (plus `env`).
+    pub fn homelab_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_homelab"));
+        cmd.current_dir(self.dir.path())
+            .arg("--repo")
+            .arg("repo")
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1");
+        self.git_env(&mut cmd);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("run homelab");
+        let lab = self.dir.path().display().to_string();
+        let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&lab, "<lab>");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: clean(&out.stdout),
+            stderr: clean(&out.stderr),
+        }
+    }
+
+    pub fn homelab(&self, args: &[&str]) -> Output {
+        self.homelab_env(args, &[])
+    }
+
+    /// Git sees only the lab: an empty global configuration, no system one, and no repository
+    /// above the lab.
+    fn git_env(&self, cmd: &mut Command) {
+        cmd.env("HOME", self.path("home"))
+            .env("GIT_CONFIG_GLOBAL", self.path("home/.gitconfig"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CEILING_DIRECTORIES", self.dir.path());
+    }
+
+    /// Makes `repo/` a Git repository with one commit of everything; returns the commit.
+    pub fn git_commit(&self) -> String {
+        let git = |args: &[&str]| {
+            let mut cmd = Command::new("git");
+            cmd.current_dir(self.path("repo")).args(args).env_remove("GIT_DIR");
+            self.git_env(&mut cmd);
+            let out = cmd.output().expect("cannot run `git`");
+            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&["add", "-A"]);
+        git(&[
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@lab",
+            "commit",
+            "-q",
+            "-m",
+            "homelab",
+        ]);
+        git(&["rev-parse", "HEAD"])
+    }
+
+    /// `homelab plan --transport local --root rt --controller-root rt [--key KEY] <extra>`.
+    pub fn plan_with(&self, key: Option<&Key>, extra: &[&str]) -> Output {
+        let mut args =
+            vec!["plan", "--transport", "local", "--root", "rt", "--controller-root", "rt"];
+        if let Some(k) = key {
+            args.extend(["--key", k.arg()]);
+        }
+        args.extend(extra);
+        self.homelab(&args)
+    }
+
+    /// Plans, signed by `key`, and returns the id of the plan written.
+    pub fn plan(&self, key: &Key) -> String {
+        let out = self.plan_with(Some(key), &[]);
+        assert_eq!(out.code, 0, "plan failed:\n{}{}", out.stdout, out.stderr);
+        let first = out.stdout.lines().next().unwrap_or_default();
+        let id = first.strip_prefix("plan ").unwrap_or_else(|| panic!("no id in {first:?}"));
+        assert!(self.path(&format!("repo/plans/{id}.plan")).is_file());
+        id.to_owned()
+    }
+
+    /// `homelab approve repo/plans/<id>.plan --key KEY --yes --controller-root rt`.
+    pub fn approve(&self, id: &str, key: &Key) -> Output {
+        self.homelab(&[
+            "approve",
+            &format!("repo/plans/{id}.plan"),
+            "--key",
+            key.arg(),
+            "--yes",
+            "--controller-root",
+            "rt",
+        ])
+    }
+
+    /// `homelab apply repo/plans/<id>.approved --transport local --root rt --controller-root rt`.
+    pub fn apply(&self, id: &str) -> Output {
+        self.apply_with(id, &[])
+    }
+
+    /// `apply`, with more arguments (`--stage prepare` runs no `docker` on this machine).
+    pub fn apply_with(&self, id: &str, extra: &[&str]) -> Output {
+        let approved = format!("repo/plans/{id}.approved");
+        let mut args = vec![
+            "apply",
+            approved.as_str(),
+            "--transport",
+            "local",
+            "--root",
+            "rt",
+            "--controller-root",
+            "rt",
+        ];
+        args.extend(extra);
+        self.homelab(&args)
+    }
+
+    pub fn plan_file(&self, id: &str) -> String {
+        self.read(&format!("repo/plans/{id}.plan"))
+    }
+
+    /// Deploys what the repository renders, as apply will: `homelab render --out stage`, then
+    /// each `stage/<node>/<svc>/` copied to `rt/<node>/state/services/<svc>/`.
+    pub fn deploy_all(&self) {
+        let out = self.homelab(&["render", "--out", "stage"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        for node in fs::read_dir(self.path("stage")).unwrap() {
+            let node = node.unwrap();
+            for svc in fs::read_dir(node.path()).unwrap() {
+                let svc = svc.unwrap();
+                let to = self
+                    .path("rt")
+                    .join(node.file_name())
+                    .join("state/services")
+                    .join(svc.file_name());
+                copy_tree(&svc.path(), &to);
+            }
+        }
+        fs::remove_dir_all(self.path("stage")).unwrap();
+    }
+
+    /// Every path, mode and byte of the lab.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::of(self.dir.path())
+    }
+}

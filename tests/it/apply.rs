@@ -1,0 +1,552 @@
+//! `homelab apply` on real nodes: the lab's network namespaces, each with its own sshd and
+//! Docker Engine, reached over real SSH with Compose v2. Labs are started one at a time (they
+//! are heavy on 2 cores) and torn down when each test ends.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use crate::lab::Lab;
+use crate::support::{copy_tree, fixtures, Output};
+
+/// One lab at a time.
+static LAB: Mutex<()> = Mutex::new(());
+
+const NODES: [&str; 3] = ["alpha", "edge-a", "edge-b"];
+
+/// The base fixture pointed at a lab: addresses, roots, engines, host keys, an operator key.
+struct Site {
+    lab: Lab,
+    repo: tempfile::TempDir,
+    ctl: PathBuf,
+    key: PathBuf,
+}
+
+impl Site {
+    fn new(lab: Lab) -> Site {
+        Site::with_roots(lab, |n| n.root())
+    }
+
+    /// `root_of` picks each node's runtime root (a folder of the shared filesystem).
+    fn with_roots(lab: Lab, root_of: impl Fn(&crate::lab::LabNode) -> PathBuf) -> Site {
+        let repo = tempfile::tempdir().unwrap();
+        copy_tree(&fixtures().join("base"), repo.path());
+        let mut topo = String::from(
+            "mesh: tailscale\nsites:\n  home:\n    uplink: fiber\n    offline_first: false\n  remote:\n    uplink: lte\n    offline_first: true\nnodes:\n",
+        );
+        for name in NODES {
+            let n = lab.node(name);
+            let root = root_of(n);
+            fs::create_dir_all(&root).unwrap();
+            let site = if name == "alpha" { "home" } else { "remote" };
+            topo.push_str(&format!(
+                "  {name}:\n    display_name: {}\n    roles: [edge]\n    site: {site}\n    ssh:\n      address: {}\n      user: root\n      port: 22\n    runtime_root: \"{}\"\n    docker_socket: \"{}\"\n",
+                name.to_uppercase(),
+                n.address,
+                root.display(),
+                n.docker_socket.display()
+            ));
+        }
+        let site = Site {
+            ctl: repo.path().join(".controller"),
+            key: repo.path().join(".operator_key"),
+            lab,
+            repo,
+        };
+        site.write("inventory/topology.yaml", &topo);
+        fs::copy(site.lab.known_hosts(), site.repo.path().join("inventory/known_hosts")).unwrap();
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "operator@test", "-f"])
+            .arg(&site.key)
+            .output()
+            .expect("ssh-keygen (Debian openssh-client) must be installed");
+        assert!(out.status.success());
+        let public = fs::read_to_string(site.key.with_extension("pub")).unwrap();
+        let public: Vec<&str> = public.split_whitespace().take(2).collect();
+        site.write(
+            "inventory/allowed_signers",
+            &format!(
+                "operator@test namespaces=\"homelab-plan,homelab-approve\" {}\n",
+                public.join(" ")
+            ),
+        );
+        // Quick healthchecks keep the lab fast; a fifth service on alpha.
+        for svc in ["agent", "broker", "app", "web"] {
+            site.edit(&format!("services/{svc}/service.yaml"), |s| {
+                s.replace("interval: 5s", "interval: 1s").replace("timeout: 2s", "timeout: 1s")
+            });
+        }
+        copy_tree(&fixtures().join("base/services/web"), &site.repo.path().join("services/cache"));
+        site.edit("services/cache/service.yaml", |s| {
+            s.replace("name: web", "name: cache")
+                .replace("dependencies:\n  - service: agent\n", "dependencies: []\n")
+        });
+        site.edit("services/cache/docker-compose.yml", |s| {
+            s.replace("  web:", "  cache:")
+                .replace("container_name: web", "container_name: cache")
+                .replace("\"8080\"", "\"8081\"")
+        });
+        site.edit("hosts/alpha/services.yaml", |s| {
+            format!("{s}  - name: cache\n    exposure: tailnet\n")
+        });
+        // The broker's secret, on its node only.
+        let env = root_of(site.lab.node("edge-a")).join("config/broker/.env");
+        fs::create_dir_all(env.parent().unwrap()).unwrap();
+        fs::write(env, "BROKER_PASSWORD=not-in-git-4711\n").unwrap();
+        let v = site.homelab(&["validate"]);
+        assert_eq!(v.code, 0, "{}", v.stderr);
+        site
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.repo.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
+        let p = self.repo.path().join(rel);
+        let s = fs::read_to_string(&p).unwrap();
+        fs::write(p, f(s)).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_homelab"));
+        c.arg("--repo")
+            .arg(self.repo.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("HOMELAB_SSH_KEY", self.lab.client_key())
+            .env("HOMELAB_ROOT", &self.ctl)
+            .env_remove("HOMELAB_SIGNING_KEY")
+            .env_remove("HOMELAB_REPO");
+        c
+    }
+
+    fn homelab(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Plans and approves; the plan's id.
+    fn plan_and_approve(&self) -> String {
+        let key = self.key.to_str().unwrap();
+        let out = self.homelab(&["plan", "--key", key]);
+        assert_eq!(out.code, 0, "plan failed:\n{}\n{}", out.stdout, out.stderr);
+        let id = out
+            .stdout
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("plan "))
+            .expect("plan id")
+            .trim()
+            .to_owned();
+        let plan = self.plan_path(&id);
+        let a = self.homelab(&["approve", plan.to_str().unwrap(), "--key", key, "--yes"]);
+        assert_eq!(a.code, 0, "approve failed: {}", a.stderr);
+        id
+    }
+
+    fn plan_path(&self, id: &str) -> PathBuf {
+        self.repo.path().join(format!("plans/{id}.plan"))
+    }
+
+    fn approved(&self, id: &str) -> String {
+        self.repo.path().join(format!("plans/{id}.approved")).display().to_string()
+    }
+
+    fn apply(&self, id: &str, extra: &[&str]) -> Output {
+        let approved = self.approved(id);
+        let mut args = vec!["apply"];
+        args.extend(extra);
+        args.push(&approved);
+        self.homelab(&args)
+    }
+
+    fn spawn_apply(&self, id: &str, extra: &[&str]) -> Child {
+        let approved = self.approved(id);
+        let mut args = vec!["apply"];
+        args.extend(extra);
+        args.push(&approved);
+        self.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+
+    fn detailed(&self) -> i32 {
+        let out =
+            self.homelab(&["plan", "--key", self.key.to_str().unwrap(), "--detailed-exitcode"]);
+        assert!(out.code == 0 || out.code == 2, "{}", out.stderr);
+        out.code
+    }
+
+    fn root(&self, node: &str) -> PathBuf {
+        self.lab.node(node).root()
+    }
+
+    fn running(&self, node: &str, container: &str) -> bool {
+        let out = self.lab.docker(node, &["inspect", "-f", "{{.State.Running}}", container]);
+        String::from_utf8_lossy(&out.stdout).trim() == "true"
+    }
+
+    fn env_of(&self, node: &str, container: &str) -> Vec<String> {
+        let out = self.lab.docker(node, &["inspect", "-f", "{{json .Config.Env}}", container]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn live(&self, root: &Path, svc: &str) -> Option<String> {
+        fs::read_link(root.join("state/services").join(svc)).ok().map(|p| p.display().to_string())
+    }
+}
+
+/// Reads an apply's progress lines until one contains `needle`; returns the lines so far.
+fn wait_for_line(
+    child: &mut Child,
+    needle: &str,
+) -> (Vec<String>, BufReader<std::process::ChildStderr>) {
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        let n = reader.read_line(&mut l).unwrap();
+        assert!(n > 0, "apply ended before `{needle}`:\n{}", lines.join(""));
+        lines.push(l.clone());
+        if l.contains(needle) {
+            return (lines, reader);
+        }
+    }
+}
+
+fn finish(mut child: Child, mut rest: BufReader<std::process::ChildStderr>) -> (i32, String) {
+    let mut tail = String::new();
+    let _ = std::io::Read::read_to_string(&mut rest, &mut tail);
+    let status = child.wait().unwrap();
+    (status.code().unwrap_or(-1), tail)
+}
+
+#[test]
+fn fresh_apply_then_no_op_then_update_and_rollback_then_stale() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+
+    // A fresh apply brings every container up and healthy.
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for (node, c) in [
+        ("alpha", "agent"),
+        ("alpha", "web"),
+        ("alpha", "cache"),
+        ("edge-a", "agent"),
+        ("edge-a", "broker"),
+        ("edge-b", "agent"),
+        ("edge-b", "app"),
+    ] {
+        assert!(site.running(node, c), "{c} on {node} is not running");
+    }
+    assert!(site.env_of("edge-b", "app").contains(&"APP_GREETING=hello from edge-b".to_owned()));
+    // The cross-node dependency: broker@edge-a completed before app@edge-b started.
+    let broker_done = out.stderr.find("[edge-a] broker complete").expect("broker completed");
+    let app_start = out.stderr.find("[edge-b] app prepare").expect("app prepared");
+    assert!(broker_done < app_start, "{}", out.stderr);
+    // A second apply of the same plan is a replay.
+    let again = site.apply(&id, &[]);
+    assert_eq!(again.code, 3, "{}", again.stderr);
+    assert!(again.stderr.contains("already applied"), "{}", again.stderr);
+    // A second plan is all no-op.
+    assert_eq!(site.detailed(), 0);
+
+    // A changed compose file updates exactly the services it touches.
+    site.edit("services/cache/docker-compose.yml", |s| {
+        s.replace(
+            "restart: unless-stopped\n",
+            "restart: unless-stopped\n    environment:\n      CACHE_SIZE: \"64\"\n",
+        )
+    });
+    site.edit("services/cache/service.yaml", |s| {
+        s.replace("  env_vars: []", "  env_vars:\n    - name: CACHE_SIZE")
+    });
+    site.write("services/cache/env.example", "CACHE_SIZE=64\n");
+    let web_before = site.live(&site.root("alpha"), "web");
+    let id2 = site.plan_and_approve();
+    let plan = fs::read_to_string(site.plan_path(&id2)).unwrap();
+    assert!(plan.contains("change update cache@alpha"), "{plan}");
+    assert_eq!(
+        plan.matches("\nchange update ").count() + plan.matches("\nchange create ").count(),
+        1,
+        "{plan}"
+    );
+    let out = site.apply(&id2, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.env_of("alpha", "cache").contains(&"CACHE_SIZE=64".to_owned()));
+    assert_eq!(site.live(&site.root("alpha"), "web"), web_before, "web was not touched");
+
+    // A failing healthcheck rolls that service back to its previous version and containers.
+    let broker_before = site.live(&site.root("edge-a"), "broker").unwrap();
+    site.edit("services/broker/healthcheck.sh", |s| s.replace("exit 0", "exit 1"));
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker", "BROKER_USER: broker2")
+    });
+    let id3 = site.plan_and_approve();
+    let out = site.apply(&id3, &[]);
+    assert_eq!(out.code, 1, "a rollback is never success:\n{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("EDGE-A           rolled back"), "{}", out.stdout);
+    assert_eq!(site.live(&site.root("edge-a"), "broker").unwrap(), broker_before);
+    assert!(site.running("edge-a", "broker"));
+    assert!(
+        site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()),
+        "previous containers are back"
+    );
+    let journal =
+        fs::read_to_string(site.root("edge-a").join(format!("state/deploy/{id3}/journal.json")))
+            .unwrap();
+    assert!(journal.contains("\"stage\": \"rolled-back\""), "{journal}");
+    let events = fs::read_dir(site.root("edge-a").join("events"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("edge-a/events.jsonl");
+    let events = fs::read_to_string(events).unwrap();
+    assert!(
+        events.contains("\"type\":\"deployment_failed\"")
+            && events.contains("\"type\":\"remediation_completed\""),
+        "{events}"
+    );
+    assert!(!events.contains("not-in-git-4711"), "no secret in events");
+    site.edit("services/broker/healthcheck.sh", |s| s.replace("exit 1", "exit 0"));
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker2", "BROKER_USER: broker")
+    });
+
+    // A node edited by hand between plan and apply is refused as stale; the others go on.
+    site.edit("services/web/docker-compose.yml", |s| s.replace("\"8080\"]", "\"8082\"]"));
+    site.edit("services/agent/docker-compose.yml", |s| s.replace("\"86400\"]", "\"86401\"]"));
+    let id4 = site.plan_and_approve();
+    let hand = site.root("edge-b").join("state/services/agent/docker-compose.yml");
+    let mut text = fs::read_to_string(&hand).unwrap();
+    text.push_str("# edited by hand\n");
+    fs::write(&hand, text).unwrap();
+    let out = site.apply(&id4, &[]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("EDGE-B           stale"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("agent file docker-compose.yml"),
+        "names the change: {}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("ALPHA            applied"), "{}", out.stdout);
+    assert!(
+        !site.root("edge-b").join(format!("state/deploy/{id4}")).exists(),
+        "nothing done on the stale node"
+    );
+}
+
+/// Every service on a node is at its old or its new version: its live link points at a sealed
+/// release whose files match that release's manifest.
+fn assert_whole_versions(root: &Path) {
+    let services = root.join("state/services");
+    let Ok(rd) = fs::read_dir(&services) else { return };
+    for e in rd {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if name.ends_with(".new") {
+            continue;
+        }
+        let target =
+            fs::read_link(e.path()).unwrap_or_else(|_| panic!("{name} is not a release link"));
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(target.join("manifest.json")).unwrap()).unwrap();
+        for a in manifest["artifacts"].as_array().unwrap() {
+            let bytes = fs::read(target.join(a["name"].as_str().unwrap())).unwrap();
+            assert_eq!(
+                homelab::render::sha256_hex(&bytes),
+                a["sha256"].as_str().unwrap(),
+                "{name} is between versions"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let id = site.plan_and_approve();
+    assert_eq!(site.apply(&id, &[]).code, 0);
+
+    // Cut EDGE-A at a different stage each round: the link dies like LTE (packets dropped).
+    for (round, stage) in ["prepare", "deploy", "verify"].into_iter().enumerate() {
+        site.edit("services/broker/docker-compose.yml", |s| {
+            let from = if round == 0 {
+                "BROKER_USER: broker\n".to_owned()
+            } else {
+                format!("BROKER_USER: broker{round}\n")
+            };
+            s.replace(&from, &format!("BROKER_USER: broker{}\n", round + 1))
+        });
+        site.edit("services/web/docker-compose.yml", |s| {
+            s.replace(&format!("\"{}\"]", 8080 + round), &format!("\"{}\"]", 8081 + round))
+        });
+        let id = site.plan_and_approve();
+        let mut child = site.spawn_apply(&id, &[]);
+        let (seen, rest) = wait_for_line(&mut child, &format!("[edge-a] broker {stage}:"));
+        site.lab.blackhole("edge-a");
+        let (code, tail) = finish(child, rest);
+        let all = format!("{}{tail}", seen.join(""));
+        assert_ne!(code, 0, "round {round}: {all}");
+        assert!(all.contains("[alpha] applied"), "round {round}: alpha was held up: {all}");
+        assert!(all.contains("[edge-a] unreachable"), "round {round}: {all}");
+        assert_whole_versions(&site.root("edge-a"));
+        site.lab.restore("edge-a");
+        let out = site.apply(&id, &["--resume"]);
+        assert_eq!(out.code, 0, "round {round} resume:\n{}\n{}", out.stdout, out.stderr);
+        assert!(site.running("edge-a", "broker"));
+        assert!(
+            site.env_of("edge-a", "broker").contains(&format!("BROKER_USER=broker{}", round + 1)),
+            "round {round}"
+        );
+        assert_whole_versions(&site.root("edge-a"));
+        assert_eq!(site.detailed(), 0, "round {round}: everything applied");
+    }
+
+    // The apply process killed mid-deploy, then resumed: the same outcome.
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker3\n", "BROKER_USER: killed\n")
+    });
+    let id = site.plan_and_approve();
+    let mut child = site.spawn_apply(&id, &[]);
+    let (_seen, _rest) = wait_for_line(&mut child, "[edge-a] broker deploy:");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_whole_versions(&site.root("edge-a"));
+    let plain = site.apply(&id, &[]);
+    assert_eq!(plain.code, 3, "a second plain apply is refused: {}", plain.stderr);
+    let out = site.apply(&id, &["--resume"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=killed".to_owned()));
+    assert_eq!(site.detailed(), 0);
+}
+
+#[test]
+fn a_second_apply_on_a_locked_node_waits_or_refuses() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    // A slow first deploy: the web healthcheck starts after a while.
+    site.edit("services/web/service.yaml", |s| {
+        s.replace("retries: 3\n", "retries: 3\n  start_period: 8s\n")
+    });
+    let id = site.plan_and_approve();
+    let mut first = site.spawn_apply(&id, &["--node", "alpha"]);
+    let (_seen, rest) = wait_for_line(&mut first, "[alpha] web verify:");
+    // Other controllers (their own records) apply the same plan meanwhile.
+    let other = |records: &str, extra: &[&str]| {
+        let approved = site.approved(&id);
+        let mut args = vec!["apply", "--node", "alpha"];
+        args.extend(extra);
+        args.push(&approved);
+        let mut c = site.command(&args);
+        c.env("HOMELAB_ROOT", site.repo.path().join(records));
+        c
+    };
+    let refused = other(".controller-2", &[]).output().unwrap();
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("locked by") && text.contains(&id),
+        "names the holder and its plan: {text}"
+    );
+    let waiting = other(".controller-3", &["--lock-wait", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, tail) = finish(first, rest);
+    assert_eq!(code, 0, "{tail}");
+    let waited = waiting.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&waited.stdout);
+    // It waited for the lock, then found the plan applied: nothing interleaved.
+    assert_eq!(waited.status.code(), Some(3), "{text}");
+    assert!(text.contains("already applied on this node"), "{text}");
+    // The journal shows one run only.
+    let journal =
+        fs::read_to_string(site.root("alpha").join(format!("state/deploy/{id}/journal.json")))
+            .unwrap();
+    assert!(journal.contains("\"finished\": true"), "{journal}");
+}
+
+#[test]
+fn shell_metacharacters_arrive_intact_and_nothing_runs() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&NODES);
+    let canary = lab.dir().join("pwned");
+    // Runtime roots with spaces and quotes-in-names; values with every kind of metacharacter.
+    let site = Site::with_roots(lab, |n| n.dir.join("root with spaces, and =signs"));
+    let hostile = format!(
+        "$(touch {0}) `touch {0}`; touch {0} && echo 'single' \"double\" | cat > {0}",
+        canary.display()
+    );
+    let yaml_value = hostile.replace('\\', "\\\\").replace('"', "\\\"").replace('$', "$$");
+    site.edit("services/app/docker-compose.yml", |s| {
+        format!("{s}    environment:\n      APP_HOSTILE: \"{yaml_value}\"\n      APP_DASH: \"-n --version\"\n    volumes:\n      - \"{{{{ data_dir }}}}/a folder with spaces:/data\"\n")
+    });
+    site.edit("services/app/service.yaml", |s| s.replace("    - name: APP_NODE\n      secret: false\n", "    - name: APP_NODE\n      secret: false\n    - name: APP_HOSTILE\n    - name: APP_DASH\n"));
+    site.edit("services/app/env.example", |s| format!("{s}APP_HOSTILE=x\nAPP_DASH=-n\n"));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let env = site.env_of("edge-b", "app");
+    assert!(env.contains(&format!("APP_HOSTILE={hostile}")), "{env:?}");
+    assert!(env.contains(&"APP_DASH=-n --version".to_owned()), "{env:?}");
+    assert!(!canary.exists(), "a value was executed");
+    let root = site.root_with_spaces("edge-b");
+    assert!(root.join("data/app/a folder with spaces").is_dir());
+    assert!(root.join("state/services/app").exists());
+}
+
+impl Site {
+    fn root_with_spaces(&self, node: &str) -> PathBuf {
+        self.lab.node(node).dir.join("root with spaces, and =signs")
+    }
+}
+
+#[test]
+fn apply_on_the_node_itself_with_the_controller_unreachable() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let id = site.plan_and_approve();
+    // On EDGE-A, inside its network namespace, through the local transport: the controller's
+    // network is not needed.
+    let ns = site.lab.node("edge-a").ns.clone();
+    let node_records = site.root("edge-a");
+    let mut on_node = Command::new("ip");
+    on_node
+        .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_homelab"), "--repo"])
+        .arg(site.repo.path())
+        .args(["apply", "--transport", "local", "--node", "edge-a", &site.approved(&id)])
+        .env("NO_COLOR", "1")
+        .env("HOMELAB_ROOT", &node_records);
+    let out = on_node.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(site.running("edge-a", "broker"));
+    let journal =
+        fs::read_to_string(site.root("edge-a").join(format!("state/deploy/{id}/journal.json")))
+            .unwrap();
+    assert!(journal.contains("\"finished\": true"), "{journal}");
+    // Later, the controller continues the plan: EDGE-A was applied on the node, the rest now.
+    let out = site.apply(&id, &["--resume"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("EDGE-A           applied earlier"), "{}", out.stdout);
+    assert!(site.running("edge-b", "app") && site.running("alpha", "web"));
+}

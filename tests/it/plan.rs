@@ -1,0 +1,536 @@
+//! `homelab plan` and `homelab show` with the local transport: the runtime root `rt/` of a lab
+//! stands in for every node, keys are made by the real `ssh-keygen`, and the plan file is checked
+//! with `ssh-keygen -Y verify` as a reviewer would.
+
+use std::fs;
+
+use crate::support::{id_of, sha256_hex, split_plan, ssh_keygen, Key, Lab, Output};
+
+/// A lab whose only signer is `operator@test` (the base fixture's approver).
+fn lab_with_operator() -> (Lab, Key) {
+    let lab = Lab::new();
+    let key = lab.keygen("operator");
+    lab.allow(&[("operator@test", "", &key)]);
+    (lab, key)
+}
+
+fn ok(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.code, code,
+        "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
+        out.code, out.stdout, out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
+}
+
+/// Every artifact `homelab render` writes for the base fixture, as `(node, service, name, mode,
+/// text)`.
+fn rendered(lab: &Lab) -> Vec<(String, String, String, u32, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    ok(&lab.homelab(&["render", "--out", "expected"]), 0, "render");
+    let mut out = Vec::new();
+    for node in fs::read_dir(lab.path("expected")).unwrap() {
+        let node = node.unwrap();
+        for svc in fs::read_dir(node.path()).unwrap() {
+            let svc = svc.unwrap();
+            for f in fs::read_dir(svc.path()).unwrap() {
+                let f = f.unwrap();
+                let name = f.file_name().into_string().unwrap();
+                if name == "manifest.json" {
+                    continue;
+                }
+                let mode = f.metadata().unwrap().permissions().mode() & 0o777;
+                out.push((
+                    node.file_name().into_string().unwrap(),
+                    svc.file_name().into_string().unwrap(),
+                    name,
+                    mode,
+                    fs::read_to_string(f.path()).unwrap(),
+                ));
+            }
+        }
+    }
+    fs::remove_dir_all(lab.path("expected")).unwrap();
+    out.sort();
+    assert_eq!(out.len(), 13, "6 instances with compose and healthcheck, 1 override");
+    out
+}
+
+#[test]
+fn a_plan_of_an_empty_runtime_root_is_readable_signed_and_pending() {
+    let (lab, key) = lab_with_operator();
+    let out = lab.plan_with(Some(&key), &[]);
+    ok(&out, 0, "plan");
+    let id = out.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().to_owned();
+
+    // Readable: every instance of every node, created.
+    assert!(
+        out.stdout.contains("summary  6 create, 0 update, 0 replace, 0 delete, 0 no-op"),
+        "{}",
+        out.stdout
+    );
+    for (node, inst) in [
+        ("ALPHA", "agent@alpha"),
+        ("ALPHA", "web@alpha"),
+        ("EDGE-A", "broker@edge-a"),
+        ("EDGE-B", "app@edge-b"),
+    ] {
+        assert!(out.stdout.contains(&format!("\n{node}\n")), "{node}:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(&format!("+ create   {inst}  not deployed on the node yet")),
+            "{inst}:\n{}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout.contains("after broker@edge-a"),
+        "cross-node dependency shown:\n{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains(&format!("saved repo/plans/{id}.plan")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("homelab approve repo/plans/{id}.plan")),
+        "{}",
+        out.stderr
+    );
+
+    // The file: signed bytes, then one signature block; its id is the digest of the signed bytes.
+    let text = lab.plan_file(&id);
+    assert!(text.starts_with("homelab-plan 1\n"), "{text}");
+    let (body, sig) = split_plan(&text);
+    assert!(body.ends_with('\n'));
+    assert_eq!(
+        id_of(body.as_bytes()),
+        id,
+        "id = first 16 hex digits of SHA-256 of the signed bytes"
+    );
+    assert!(
+        sig.starts_with("-----BEGIN SSH SIGNATURE-----\n")
+            && sig.ends_with("-----END SSH SIGNATURE-----\n"),
+        "{sig}"
+    );
+    assert_eq!(sig.matches("-----BEGIN SSH SIGNATURE-----").count(), 1);
+
+    // The README's recipe: ssh-keygen verifies the planner's signature.
+    lab.write("sig", sig);
+    let signers = lab.path("repo/inventory/allowed_signers");
+    let sig_path = lab.path("sig");
+    let verify = |ns: &str| {
+        ssh_keygen(
+            &[
+                "-Y",
+                "verify",
+                "-f",
+                signers.to_str().unwrap(),
+                "-I",
+                "operator@test",
+                "-n",
+                ns,
+                "-s",
+                sig_path.to_str().unwrap(),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let ran = verify("homelab-plan");
+    assert!(ran.ok, "ssh-keygen -Y verify refused the plan: {}{}", ran.stdout, ran.stderr);
+    assert!(!verify("homelab-approve").ok, "a plan signature is no approval");
+    let ran = ssh_keygen(
+        &[
+            "-Y",
+            "verify",
+            "-f",
+            signers.to_str().unwrap(),
+            "-I",
+            "operator@test",
+            "-n",
+            "homelab-plan",
+            "-s",
+            sig_path.to_str().unwrap(),
+        ],
+        format!("{body} ").as_bytes(),
+    );
+    assert!(!ran.ok, "ssh-keygen accepted changed bytes");
+
+    // What it records.
+    assert!(body.contains(&format!("planner operator@test {}\n", key.fingerprint)), "{body}");
+    assert!(body.contains("\ncommit none dirty\n"), "not a Git repository: {body}");
+    assert!(body.contains("\ncreated ") && body.contains("\nexpires "));
+    for node in ["alpha", "edge-a", "edge-b"] {
+        assert!(
+            body.contains(&format!("\nnode {node} reachable\nfingerprint sha256:")),
+            "{node}: {body}"
+        );
+    }
+
+    // Every line of every artifact is a readable `|` line, with its name, mode and digest.
+    for (node, svc, name, mode, content) in rendered(&lab) {
+        let mut block = format!("artifact {name} {mode:04o} {}\n", sha256_hex(content.as_bytes()));
+        for line in content.lines() {
+            block.push_str(&format!("|{line}\n"));
+        }
+        block.push_str("end\n");
+        let change = format!("\nchange create {svc}@{node}\n");
+        let at = body.find(&change).unwrap_or_else(|| panic!("no {change} in the plan"));
+        let next = body[at + change.len()..]
+            .find("\nchange ")
+            .map_or(body.len(), |n| at + change.len() + n);
+        assert!(
+            body[at..next].contains(&block),
+            "{svc}@{node} {name} is not written whole:\n{block}\nin\n{}",
+            &body[at..next]
+        );
+    }
+    assert!(!body.contains("\\n") && !body.contains("\\\""), "no escaped strings:\n{body}");
+
+    // The pending action, on the controller.
+    let action: serde_json::Value =
+        serde_json::from_str(&lab.read(&format!("rt/actions/pending/{id}.json"))).unwrap();
+    assert_eq!(action["id"], id.as_str());
+    assert_eq!(action["state"], "pending");
+    assert_eq!(action["plan"], format!("repo/plans/{id}.plan"));
+    assert_eq!(action["summary"], "6 create, 0 update, 0 replace, 0 delete, 0 no-op");
+}
+
+#[test]
+fn detailed_exitcode_is_2_with_changes_and_0_once_everything_is_deployed() {
+    let (lab, key) = lab_with_operator();
+    let out = lab.plan_with(Some(&key), &["--detailed-exitcode"]);
+    ok(&out, 2, "plan with changes");
+
+    lab.deploy_all();
+    let out = lab.plan_with(Some(&key), &["--detailed-exitcode"]);
+    ok(&out, 0, "plan of a deployed homelab");
+    assert!(
+        out.stdout.contains("summary  0 create, 0 update, 0 replace, 0 delete, 6 no-op"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stdout.matches("no-op    ").count(), 6, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("no-op    broker@edge-a  deployed artifacts match"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_hand_edit_on_a_node_is_drift_and_a_changed_compose_file_is_a_unified_diff() {
+    let (lab, key) = lab_with_operator();
+    lab.deploy_all();
+    let deployed = lab.path("rt/alpha/state/services/web/docker-compose.yml");
+    let mut text = fs::read_to_string(&deployed).unwrap();
+    text.push_str("    privileged: true\n");
+    fs::write(&deployed, text).unwrap();
+    let compose = lab.read("repo/services/broker/docker-compose.yml");
+    lab.write(
+        "repo/services/broker/docker-compose.yml",
+        compose.replace("command: [\"sleep\", \"86400\"]", "command: [\"sleep\", \"3600\"]"),
+    );
+
+    let out = lab.plan_with(Some(&key), &["--detailed-exitcode"]);
+    ok(&out, 2, "plan");
+    assert!(
+        out.stdout.contains("summary  0 create, 2 update, 0 replace, 0 delete, 4 no-op"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("~ update   web@alpha  changed: docker-compose.yml; drift on the node: docker-compose.yml was edited on the node"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("privileged"),
+        "a hand edit is never copied into a plan:\n{}",
+        out.stdout
+    );
+    let diff = "      --- a/docker-compose.yml\n      +++ b/docker-compose.yml\n      @@ -3,7 +3,7 @@\n           image: \"homelab-test/busybox:1\"\n           container_name: broker\n           restart: unless-stopped\n      -    command: [\"sleep\", \"86400\"]\n      +    command: [\"sleep\", \"3600\"]\n";
+    assert!(
+        out.stdout.contains("~ update   broker@edge-a  changed: docker-compose.yml\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(diff), "{}", out.stdout);
+
+    let id = out.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap();
+    let body = lab.plan_file(id);
+    assert!(
+        body.contains("diff docker-compose.yml\n|--- a/docker-compose.yml\n|+++ b/docker-compose.yml\n|@@ -3,7 +3,7 @@\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "\n|-    command: [\"sleep\", \"86400\"]\n|+    command: [\"sleep\", \"3600\"]\n"
+        ),
+        "{body}"
+    );
+    assert!(!body.contains("privileged"), "{body}");
+}
+
+#[test]
+fn without_a_key_the_plan_is_printed_nothing_is_written_and_the_user_is_told_how_to_sign() {
+    let (lab, _key) = lab_with_operator();
+    let before = lab.snapshot();
+    let out = lab.plan_with(None, &["--detailed-exitcode"]);
+    lab.snapshot().assert_same(&before, "plan without a key");
+    ok(&out, 2, "plan without a key");
+    assert!(out.stdout.starts_with("plan (not saved)\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("+ create   broker@edge-a"), "{}", out.stdout);
+    for needle in [
+        "NOT saved",
+        "ssh-keygen -t ed25519",
+        "--key",
+        "HOMELAB_SIGNING_KEY",
+        "git config user.signingkey",
+        "namespaces=\"homelab-plan,homelab-approve\"",
+        "inventory/allowed_signers",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle}:\n{}", out.stderr);
+    }
+    assert!(!lab.path("rt").exists(), "nothing under the runtime root");
+    let plans: Vec<_> =
+        fs::read_dir(lab.path("repo/plans")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(plans, ["README.md"], "nothing under plans/");
+}
+
+#[test]
+fn the_key_comes_from_homelab_signing_key_or_gits_user_signingkey() {
+    let (lab, key) = lab_with_operator();
+    let base = ["plan", "--transport", "local", "--root", "rt", "--controller-root", "rt"];
+    let out = lab.homelab_env(&base, &[("HOMELAB_SIGNING_KEY", key.arg())]);
+    ok(&out, 0, "plan with HOMELAB_SIGNING_KEY");
+    assert!(
+        out.stdout.contains(&format!("planner  operator@test {}", key.fingerprint)),
+        "{}",
+        out.stdout
+    );
+
+    lab.write("home/.gitconfig", format!("[user]\n\tsigningkey = {}\n", key.arg()));
+    let out = lab.homelab(&base);
+    ok(&out, 0, "plan with Git's user.signingkey");
+    assert!(
+        out.stdout.contains(&format!("planner  operator@test {}", key.fingerprint)),
+        "{}",
+        out.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets: what is in `<root>/config/` or in the environment never leaves.
+
+const SECRET: &str = "SUPERSECRET-4711";
+
+#[test]
+fn a_secret_on_the_node_or_in_the_environment_appears_in_no_plan_action_approval_or_output() {
+    let (lab, key) = lab_with_operator();
+    lab.deploy_all();
+    // The secret where it belongs, and where it does not: a hand edit of a deployed file and
+    // a stray copy of the .env in the service folder.
+    lab.write("rt/edge-a/config/broker/.env", format!("BROKER_PASSWORD={SECRET}\n"));
+    lab.write("rt/edge-a/state/services/broker/.env", format!("BROKER_PASSWORD={SECRET}\n"));
+    let deployed = "rt/edge-a/state/services/broker/docker-compose.yml";
+    lab.write(deployed, format!("{}      BROKER_PASSWORD: {SECRET}\n", lab.read(deployed)));
+    let planted = [
+        "rt/edge-a/config/broker/.env",
+        "rt/edge-a/state/services/broker/.env",
+        "rt/edge-a/state/services/broker/docker-compose.yml",
+    ];
+    let env = [("BROKER_PASSWORD", SECRET), ("HOMELAB_TEST_TOKEN", SECRET), ("RUST_LOG", "trace")];
+
+    let run = |args: &[&str]| {
+        let out = lab.homelab_env(args, &env);
+        assert!(!out.stdout.contains(SECRET), "{args:?} printed the secret:\n{}", out.stdout);
+        assert!(!out.stderr.contains(SECRET), "{args:?} printed the secret:\n{}", out.stderr);
+        out
+    };
+    let plan = [
+        "plan",
+        "--transport",
+        "local",
+        "--root",
+        "rt",
+        "--controller-root",
+        "rt",
+        "--key",
+        key.arg(),
+    ];
+    let out = run(&plan);
+    ok(&out, 0, "plan");
+    assert!(out.stdout.contains("~ update   broker@edge-a  changed: docker-compose.yml; drift on the node: docker-compose.yml was edited on the node; .env is not homelab's\n"), "{}", out.stdout);
+    let id = out.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().to_owned();
+    let plan_path = format!("repo/plans/{id}.plan");
+    for format in ["text", "markdown", "json"] {
+        ok(&run(&["show", &plan_path, "--format", format]), 0, format);
+    }
+    ok(
+        &run(&["approve", &plan_path, "--key", key.arg(), "--yes", "--controller-root", "rt"]),
+        0,
+        "approve",
+    );
+    let out = run(&[
+        "apply",
+        &format!("repo/plans/{id}.approved"),
+        "--transport",
+        "local",
+        "--root",
+        "rt",
+        "--controller-root",
+        "rt",
+        "--stage",
+        "prepare",
+    ]);
+    assert!(out.stderr.contains("pre-flight passed"), "{}{}", out.stdout, out.stderr);
+
+    // Only the planted files hold it: no plan, pending action, approval or record.
+    let holding: Vec<String> = lab
+        .snapshot()
+        .0
+        .into_iter()
+        .filter(|(_, (_, bytes))| bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()))
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(holding, planted, "the secret leaked into a file");
+    assert!(lab.path(format!("repo/plans/{id}.approved").as_str()).is_file());
+    assert!(lab.path(format!("rt/actions/pending/{id}.json").as_str()).is_file());
+}
+
+// ---------------------------------------------------------------------------------------------
+// `homelab show`.
+
+/// Replaces what changes from run to run (times, ids, commit, node and key fingerprints) by
+/// names, with plain string replacement of the values the JSON form reports.
+struct Redact(Vec<(String, &'static str)>);
+
+impl Redact {
+    fn from_json(json: &serde_json::Value, key: &Key) -> Redact {
+        let s = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+        let mut pairs = vec![
+            (s(&json["id"]), "<id>"),
+            (s(&json["created"]), "<created>"),
+            (s(&json["expires"]), "<expires>"),
+            (s(&json["commit"]), "<commit>"),
+            (key.fingerprint.clone(), "<key-fingerprint>"),
+        ];
+        for n in json["nodes"].as_array().unwrap() {
+            if let Some(fp) = n["fingerprint"].as_str() {
+                pairs.push((fp.to_owned(), "<node-fingerprint>"));
+            }
+        }
+        Redact(pairs)
+    }
+
+    fn apply(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (from, to) in &self.0 {
+            out = out.replace(from, to);
+        }
+        out
+    }
+}
+
+/// One plan with every kind of line: create (web@alpha, removed from the node), update with a
+/// diff (broker@edge-a), delete (legacy@alpha), no-op (agent@*), and an unreachable node
+/// (edge-b's runtime root is a file), in a clean Git repository.
+fn scenario() -> (Lab, Key, String, String) {
+    let (lab, key) = lab_with_operator();
+    lab.deploy_all();
+    fs::remove_dir_all(lab.path("rt/alpha/state/services/web")).unwrap();
+    crate::support::copy_tree(
+        &lab.path("rt/alpha/state/services/agent"),
+        &lab.path("rt/alpha/state/services/legacy"),
+    );
+    fs::remove_dir_all(lab.path("rt/edge-b")).unwrap();
+    lab.write("rt/edge-b", "not a folder\n");
+    let compose = lab.read("repo/services/broker/docker-compose.yml");
+    lab.write(
+        "repo/services/broker/docker-compose.yml",
+        compose.replace(
+            "    environment:\n      BROKER_USER: broker\n",
+            "    environment:\n      BROKER_USER: broker\n      BROKER_LOG: debug\n",
+        ),
+    );
+    let commit = lab.git_commit();
+    let id = lab.plan(&key);
+    (lab, key, id, commit)
+}
+
+#[test]
+fn show_pins_text_markdown_and_json() {
+    let (lab, key, id, commit) = scenario();
+    let plan_path = format!("repo/plans/{id}.plan");
+    let json = lab.homelab(&["show", &plan_path, "--format", "json"]);
+    ok(&json, 0, "show json");
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["id"], id.as_str());
+    assert_eq!(doc["commit"], commit.as_str());
+    assert_eq!(doc["dirty"], false);
+    let redact = Redact::from_json(&doc, &key);
+
+    let text = lab.homelab(&["show", &plan_path]);
+    ok(&text, 0, "show text");
+    assert!(!text.stdout.contains('\u{1b}'), "no colour with NO_COLOR and no terminal");
+    let markdown = lab.homelab(&["show", &plan_path, "--format", "markdown"]);
+    ok(&markdown, 0, "show markdown");
+    insta::assert_snapshot!("show-text", redact.apply(&text.stdout));
+    insta::assert_snapshot!("show-markdown", redact.apply(&markdown.stdout));
+    insta::assert_snapshot!("show-json", redact.apply(&json.stdout));
+}
+
+#[test]
+fn show_markdown_of_a_large_plan_stays_under_forgejos_limit_and_folds_per_node() {
+    let (lab, key) = lab_with_operator();
+    lab.deploy_all();
+    // agent runs on every node: 2 000 new lines each, about 80 000 characters of diff per node.
+    let mut compose = lab.read("repo/services/agent/docker-compose.yml");
+    for i in 0..2000 {
+        compose
+            .push_str(&format!("    # padding {i:04}: a long comment that makes the diff large\n"));
+    }
+    lab.write("repo/services/agent/docker-compose.yml", compose);
+    let id = lab.plan(&key);
+    let plan_path = format!("repo/plans/{id}.plan");
+    let text = lab.homelab(&["show", &plan_path]);
+    ok(&text, 0, "show text");
+    assert!(text.stdout.contains("+    # padding 1999:"), "text shows every line");
+    assert!(text.stdout.len() > 3 * 100_000, "{}", text.stdout.len());
+
+    let md = lab.homelab(&["show", &plan_path, "--format", "markdown"]);
+    ok(&md, 0, "show markdown");
+    let chars = md.stdout.chars().count();
+    assert!(chars < 60_000, "{chars} characters: Forgejo refuses comments over 65 535");
+    for node in ["ALPHA", "EDGE-A", "EDGE-B"] {
+        assert!(
+            md.stdout.contains(&format!("<details><summary><b>{node}</b>: 1 change</summary>")),
+            "{node}:\n{}",
+            md.stdout
+        );
+    }
+    assert_eq!(md.stdout.matches("<details>").count(), 3);
+    assert_eq!(md.stdout.matches("</details>").count(), 3);
+    assert!(md.stdout.contains("```mermaid\n"), "{}", md.stdout);
+    assert!(md.stdout.contains(&format!("read them in `plans/{id}.plan`")), "{}", md.stdout);
+}
+
+#[test]
+fn show_refuses_another_format_version_naming_both() {
+    let (lab, key) = lab_with_operator();
+    let id = lab.plan(&key);
+    let text = lab.plan_file(&id);
+    let v2 = text.replacen("homelab-plan 1\n", "homelab-plan 2\n", 1);
+    let (body, _) = split_plan(&v2);
+    let new_id = id_of(body.as_bytes());
+
+    // Edited in place, and as a version 2 homelab would name it.
+    for name in [id.clone(), new_id] {
+        lab.write(&format!("repo/plans/{name}.plan"), &v2);
+        let out = lab.homelab(&["show", &format!("repo/plans/{name}.plan")]);
+        assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+        assert!(out.stdout.is_empty(), "{}", out.stdout);
+        assert!(
+            out.stderr.contains("format version 2; this homelab reads version 1"),
+            "{name}: {}",
+            out.stderr
+        );
+    }
+}
