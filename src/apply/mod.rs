@@ -44,8 +44,10 @@ pub struct Options {
 /// How a node's apply ended. The exit code comes from these (see `exit_code`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeOutcome {
-    /// Every selected service is at its new version (or nothing was to do).
+    /// Every selected service is at its new version.
     Applied,
+    /// The plan changes nothing on this node (for the selection).
+    NoChanges,
     /// Applied on this node by an earlier run (resume found it complete).
     AlreadyApplied,
     /// Some services were rolled back to their previous version.
@@ -64,6 +66,7 @@ impl NodeOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             NodeOutcome::Applied => "applied",
+            NodeOutcome::NoChanges => "no changes",
             NodeOutcome::AlreadyApplied => "applied earlier",
             NodeOutcome::RolledBack { .. } => "rolled back",
             NodeOutcome::Partial { .. } => "partial",
@@ -75,7 +78,9 @@ impl NodeOutcome {
 
     pub fn detail(&self) -> String {
         match self {
-            NodeOutcome::Applied | NodeOutcome::AlreadyApplied => String::new(),
+            NodeOutcome::Applied | NodeOutcome::AlreadyApplied | NodeOutcome::NoChanges => {
+                String::new()
+            }
             NodeOutcome::RolledBack { services } => format!("rolled back: {}", services.join(", ")),
             NodeOutcome::Partial { reason }
             | NodeOutcome::Refused { reason }
@@ -88,7 +93,10 @@ impl NodeOutcome {
     pub fn touched(&self) -> bool {
         !matches!(
             self,
-            NodeOutcome::Stale { .. } | NodeOutcome::Refused { .. } | NodeOutcome::AlreadyApplied
+            NodeOutcome::Stale { .. }
+                | NodeOutcome::Refused { .. }
+                | NodeOutcome::AlreadyApplied
+                | NodeOutcome::NoChanges
         )
     }
 }
@@ -96,7 +104,9 @@ impl NodeOutcome {
 /// 0 only when every node applied; 3 when something was refused (stale, replay, locked) and
 /// nothing failed; 1 otherwise. Never success when anything was rolled back or skipped.
 pub fn exit_code(outcomes: &BTreeMap<NodeName, NodeOutcome>) -> u8 {
-    let ok = |o: &NodeOutcome| matches!(o, NodeOutcome::Applied | NodeOutcome::AlreadyApplied);
+    let ok = |o: &NodeOutcome| {
+        matches!(o, NodeOutcome::Applied | NodeOutcome::AlreadyApplied | NodeOutcome::NoChanges)
+    };
     if outcomes.values().all(ok) {
         0
     } else if outcomes
@@ -323,7 +333,7 @@ impl NodeRun<'_> {
             .collect();
         if changes.is_empty() {
             self.say(None, "complete", "nothing to do".to_owned());
-            return NodeOutcome::Applied;
+            return NodeOutcome::NoChanges;
         }
         self.say(None, "connect", format!("{} change(s)", changes.len()));
         let exec = match transport.connect(self.node) {

@@ -97,7 +97,8 @@ pub fn check_not_expired(loaded: &LoadedPlan, now: SystemTime) -> Result<(), Err
     Ok(())
 }
 
-/// Controller-side records: `<controller root>/state/{consumed,rejected}/<id>.json`.
+/// Controller-side records: `<controller root>/state/{applied,rejected}/<id>.json` and the
+/// pending action.
 pub struct Records {
     pub root: PathBuf,
 }
@@ -125,12 +126,16 @@ fn rejected_path(loaded: &LoadedPlan) -> PathBuf {
 pub fn check_not_consumed_or_rejected(loaded: &LoadedPlan, records: &Records) -> Result<(), Error> {
     for p in [rejected_path(loaded), records.rejected(&loaded.id)] {
         if p.exists() {
-            let why = fs::read_to_string(&p).unwrap_or_default();
+            let record: serde_json::Value =
+                fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            let field = |k: &str| record[k].as_str().unwrap_or("?").to_owned();
             return Err(refused(format!(
-                "plan `{}` was rejected ({}): {}",
+                "plan `{}` was rejected by {} at {}: {} ({})",
                 loaded.id,
-                p.display(),
-                why.trim()
+                field("by"),
+                field("rejected_at"),
+                field("reason"),
+                p.display()
             )));
         }
     }

@@ -90,6 +90,8 @@ pub enum ManifestState {
 pub struct FileState {
     /// SHA-256 of the bytes, or of `symlink:<target>` for a symlink.
     pub sha256: String,
+    /// Permission bits as four octal digits (`0755`); empty for a symlink or a large file.
+    pub mode: String,
     /// The text, kept only when it is exactly what the manifest says homelab wrote: a file
     /// edited by hand on a node may hold anything, a secret included, and never enters a plan.
     pub content: Option<String>,
@@ -105,6 +107,10 @@ impl DeployedService {
         for entry in &manifest.artifacts {
             match self.files.get(&entry.name) {
                 None => out.push(format!("{} is missing", entry.name)),
+                Some(f) if f.sha256 == entry.sha256 && f.mode != entry.mode => out.push(format!(
+                    "{} has mode {} on the node, not {}",
+                    entry.name, f.mode, entry.mode
+                )),
                 Some(f) if f.sha256 != entry.sha256 => {
                     out.push(format!("{} was edited on the node", entry.name))
                 }
@@ -145,7 +151,7 @@ impl NodeState {
             };
             out.push(format!("{name} manifest {manifest}"));
             for (file, state) in &svc.files {
-                out.push(format!("{name} file {file} {}", state.sha256));
+                out.push(format!("{name} file {file} {} {}", state.sha256, state.mode));
             }
         }
         out
@@ -183,7 +189,8 @@ for d in "$root"/state/services/*; do
     if [ -L "$f" ]; then echo "symlink $(readlink "$f" | sha256sum | cut -c1-64) $n"; continue; fi
     [ -f "$f" ] || continue
     size=$(wc -c < "$f")
-    if [ "$size" -le 1048576 ]; then echo "file $size $n"; cat "$f"; echo; else echo "big $(sha256sum < "$f" | cut -c1-64) $n"; fi
+    mode=$(stat -c %a -- "$f")
+    if [ "$size" -le 1048576 ]; then echo "file $size $mode $n"; cat "$f"; echo; else echo "big $(sha256sum < "$f" | cut -c1-64) $n"; fi
   done
 done
 echo "end"
@@ -296,13 +303,18 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                     name.to_owned(),
                     FileState {
                         sha256: crate::render::sha256_hex(marker.as_bytes()),
+                        mode: String::new(),
                         content: None,
                     },
                 );
             }
             "file" => {
-                let (size, name) = rest.split_once(' ').ok_or("bad file entry")?;
+                let (size, rest) = rest.split_once(' ').ok_or("bad file entry")?;
+                let (mode, name) = rest.split_once(' ').ok_or("bad file entry")?;
                 let size: usize = size.trim().parse().map_err(|_| "bad size")?;
+                let mode = u32::from_str_radix(mode, 8)
+                    .map(|m| format!("{m:04o}"))
+                    .map_err(|_| "bad mode")?;
                 let content = bytes.get(at..at + size).ok_or("truncated file")?.to_vec();
                 at += size + 1;
                 let (_, svc, manifest) = current.as_mut().ok_or("file outside a service")?;
@@ -313,7 +325,7 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 let sha256 = crate::render::sha256_hex(&content);
                 svc.files.insert(
                     name.to_owned(),
-                    FileState { sha256, content: String::from_utf8(content).ok() },
+                    FileState { sha256, mode, content: String::from_utf8(content).ok() },
                 );
             }
             _ => return Err(format!("unexpected line `{l}`")),

@@ -305,14 +305,17 @@ fn change_for(
         let on_disk = deployed.files.get(&a.name);
         let same = before
             .is_some_and(|m| m.sha256 == a.sha256 && format!("{:04o}", a.mode) == m.mode)
-            && on_disk.is_some_and(|f| f.sha256 == a.sha256);
+            && on_disk.is_some_and(|f| f.sha256 == a.sha256 && f.mode == format!("{:04o}", a.mode));
         if same {
             continue;
         }
         changed.push(a.name.clone());
         let old = on_disk.and_then(|f| f.content.as_deref());
         match old {
-            Some(old) => diffs.push((a.name.clone(), unified(&a.name, old, &a.text))),
+            Some(old) if old != a.text => {
+                diffs.push((a.name.clone(), unified(&a.name, old, &a.text)))
+            }
+            Some(_) => {}
             None if before.is_none() => diffs.push((a.name.clone(), unified(&a.name, "", &a.text))),
             // Edited by hand on the node: its content may hold anything and is not shown.
             None => {}

@@ -22,6 +22,8 @@ pub struct LocalTransport {
 impl LocalTransport {
     /// `base`: `Some(DIR)` for `DIR/<node>/`, `None` for each node's own runtime root.
     pub fn new(base: Option<PathBuf>) -> Self {
+        // Scripts `cd` and link by path: a relative root would point elsewhere from there.
+        let base = base.map(|b| std::path::absolute(&b).unwrap_or(b));
         LocalTransport { base }
     }
 

@@ -534,3 +534,19 @@ fn show_refuses_another_format_version_naming_both() {
         );
     }
 }
+
+/// Regression: a permission change on a node (`chmod 0644 healthcheck.sh`) used to be no-op.
+#[test]
+fn a_mode_change_on_a_node_is_drift() {
+    let (lab, key) = lab_with_operator();
+    lab.deploy_all();
+    let script = lab.path("rt/edge-a/state/services/broker/healthcheck.sh");
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = lab.plan_with(Some(&key), &["--detailed-exitcode"]);
+    ok(&out, 2, "plan");
+    assert!(
+        out.stdout.contains("~ update   broker@edge-a  changed: healthcheck.sh; drift on the node: healthcheck.sh has mode 0644 on the node, not 0755"),
+        "{}",
+        out.stdout
+    );
+}
