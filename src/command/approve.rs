@@ -277,7 +277,7 @@ pub fn check_fresh(
 pub fn approve(
     lab: &Homelab,
     loaded: &LoadedPlan,
-    key: &crate::approve::SigningKey,
+    key: &crate::approve::Signer,
     records: &Records,
 ) -> Result<(PathBuf, Vec<String>, bool), Error> {
     let now = SystemTime::now();

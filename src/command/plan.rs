@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-use crate::approve::{AllowedSigners, SigningKey, PLAN_NAMESPACE};
+use crate::approve::{AllowedSigners, Signer, PLAN_NAMESPACE};
 use crate::error::Error;
 use crate::graph::DeployGraph;
 use crate::model::{Homelab, NodeName};
@@ -20,14 +20,8 @@ pub enum KeySource {
     Flag(PathBuf),
     Env(PathBuf),
     GitConfig(PathBuf),
-}
-
-impl KeySource {
-    pub fn path(&self) -> &Path {
-        match self {
-            KeySource::Flag(p) | KeySource::Env(p) | KeySource::GitConfig(p) => p,
-        }
-    }
+    /// Git's `user.signingkey = key::ssh-ed25519 AAAA…`: a key held by ssh-agent.
+    GitConfigPublic(String),
 }
 
 /// `--key`, then `HOMELAB_SIGNING_KEY`, then Git's `user.signingkey` (a private key path).
@@ -48,13 +42,11 @@ pub fn find_key(repo: &Path, flag: Option<&PathBuf>) -> Result<Option<KeySource>
     if value.is_empty() {
         return Ok(None);
     }
-    if value.starts_with("key::") || value.starts_with("ssh-") || value.ends_with(".pub") {
-        return Err(Error::Key {
-            message: format!(
-                "Git's `user.signingkey` names a public key (`{value}`), which needs ssh-agent; \
-                 homelab signs with a private key file: pass `--key ~/.ssh/id_ed25519` or set `HOMELAB_SIGNING_KEY`"
-            ),
-        });
+    if let Some(public) = value.strip_prefix("key::") {
+        return Ok(Some(KeySource::GitConfigPublic(public.to_owned())));
+    }
+    if value.starts_with("ssh-") || value.starts_with("ecdsa-") {
+        return Ok(Some(KeySource::GitConfigPublic(value)));
     }
     let path = match value.strip_prefix("~/") {
         Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
@@ -63,10 +55,16 @@ pub fn find_key(repo: &Path, flag: Option<&PathBuf>) -> Result<Option<KeySource>
     Ok(Some(KeySource::GitConfig(path)))
 }
 
-pub fn load_key(source: &KeySource) -> Result<SigningKey, Error> {
+/// Loads a key: a private key file, or a public key whose private half ssh-agent holds.
+pub fn load_key(source: &KeySource) -> Result<Signer, Error> {
     let passphrase = std::env::var("HOMELAB_KEY_PASSPHRASE").ok();
-    SigningKey::load(source.path(), passphrase.as_deref())
-        .map_err(|e| Error::Key { message: e.to_string() })
+    match source {
+        KeySource::Flag(p) | KeySource::Env(p) | KeySource::GitConfig(p) => {
+            Signer::load(p, passphrase.as_deref())
+        }
+        KeySource::GitConfigPublic(text) => Signer::from_public(text),
+    }
+    .map_err(|e| Error::Key { message: e.to_string() })
 }
 
 pub fn allowed_signers(lab: &Homelab) -> Result<AllowedSigners, Error> {
@@ -77,7 +75,7 @@ pub fn allowed_signers(lab: &Homelab) -> Result<AllowedSigners, Error> {
 /// The principals `key` may sign as in `namespace`: a probe signature verified like any other,
 /// so planner identity and apply's checks can never disagree.
 pub fn principals_of(
-    key: &SigningKey,
+    key: &Signer,
     signers: &AllowedSigners,
     namespace: &str,
 ) -> Result<Vec<String>, Error> {
@@ -153,7 +151,7 @@ pub struct SignedPlan {
     pub text: String,
 }
 
-pub fn sign(plan: &Plan, key: &SigningKey) -> Result<SignedPlan, Error> {
+pub fn sign(plan: &Plan, key: &Signer) -> Result<SignedPlan, Error> {
     let body = file::encode(plan);
     let sig = key
         .sign(PLAN_NAMESPACE, body.as_bytes())

@@ -64,7 +64,10 @@ pub fn write_text<W: Write + ?Sized>(
                 continue;
             }
             PlannedStatus::Reachable { .. } => {
-                writeln!(w, "{}", bold.apply_to(n.node.display_name()))?
+                writeln!(w, "{}", bold.apply_to(n.node.display_name()))?;
+                if let Some(e) = &n.engine {
+                    writeln!(w, "  engine: {e}")?;
+                }
             }
         }
         if n.changes.is_empty() {
@@ -242,6 +245,7 @@ pub fn to_json(id: &str, plan: &Plan) -> serde_json::Value {
                 PlannedStatus::Reachable { fingerprint, .. } => {
                     v["status"] = json!("reachable");
                     v["fingerprint"] = json!(fingerprint);
+                    v["engine"] = json!(n.engine);
                 }
                 PlannedStatus::Unreachable { reason } => {
                     v["status"] = json!("unreachable");

@@ -115,6 +115,9 @@ pub fn encode(plan: &Plan) -> String {
                 for a in actual {
                     let _ = writeln!(out, "actual {}", one_line(a));
                 }
+                if let Some(e) = &n.engine {
+                    let _ = writeln!(out, "engine {}", one_line(e));
+                }
             }
         }
         for c in &n.changes {
@@ -320,7 +323,12 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     )
                 }
             };
-            nodes.push(NodePlan { node, status, changes: Vec::new() });
+            let engine = if p.peek().is_some_and(|l| l.starts_with("engine ")) {
+                Some(p.expect("engine")?.to_owned())
+            } else {
+                None
+            };
+            nodes.push(NodePlan { node, status, changes: Vec::new(), engine });
         } else if let Some(rest) = l.strip_prefix("change ") {
             let node = nodes.last_mut().ok_or_else(|| p.err("a `change` before any `node`"))?;
             let (action, inst) = rest
@@ -496,11 +504,13 @@ mod tests {
                             secrets: vec!["BROKER_PASSWORD".into()],
                         }),
                     }],
+                    engine: Some("2 container(s), 2 running".into()),
                 },
                 NodePlan {
                     node: NodeName::parse("edge-b").unwrap(),
                     status: PlannedStatus::Unreachable { reason: "link down".into() },
                     changes: vec![],
+                    engine: None,
                 },
             ],
         }

@@ -14,7 +14,7 @@ use similar::TextDiff;
 
 use crate::graph::DeployGraph;
 use crate::model::{Homelab, Instance, NodeName};
-use crate::observe::{ActualNode, DeployedService, ManifestState, NodeStatus};
+use crate::observe::{ActualNode, DeployedService, Engine, ManifestState, NodeStatus};
 use crate::render::{Artifact, Rendered};
 
 /// What happens to one service instance. The glyphs users see come from `symbol` only.
@@ -82,6 +82,9 @@ pub struct NodePlan {
     pub node: NodeName,
     pub status: PlannedStatus,
     pub changes: Vec<Change>,
+    /// What the node's Docker Engine said (containers and their state), for the reviewer; not
+    /// part of the fingerprint.
+    pub engine: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +181,7 @@ pub fn diff(
                     node: a.node.clone(),
                     status: PlannedStatus::Unreachable { reason: reason.clone() },
                     changes: Vec::new(),
+                    engine: None,
                 });
                 continue;
             }
@@ -189,6 +193,13 @@ pub fn diff(
             let after = graph.dependencies(inst).into_iter().cloned().collect();
             let deployed = state.services.get(inst.service.as_str());
             let mut change = change_for(inst, rendered, deployed, after);
+            if change.action == Action::NoOp {
+                if let Some(why) = containers_not_up(&state.engine, inst.service.as_str()) {
+                    change.action = Action::Update;
+                    change.reason = format!("artifacts match, but {why}");
+                    change.artifacts = rendered.artifacts.iter().map(planned).collect();
+                }
+            }
             if change.action != Action::NoOp {
                 let svc = &lab.services[&inst.service];
                 change.runtime = Some(Runtime {
@@ -236,6 +247,7 @@ pub fn diff(
                 actual: state.fingerprint_lines(),
             },
             changes,
+            engine: Some(engine_summary(&state.engine)),
         });
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
@@ -247,6 +259,48 @@ pub fn diff(
         dirty: header.dirty,
         nodes,
     }
+}
+
+/// One line on the node's containers, for the reviewer.
+fn engine_summary(engine: &Engine) -> String {
+    match engine {
+        Engine::Unavailable { reason } => format!("unavailable: {reason}"),
+        Engine::Available { containers } => {
+            let running = containers.iter().filter(|c| c.state == "running").count();
+            let mut s = format!("{} container(s), {running} running", containers.len());
+            let odd: Vec<String> = containers
+                .iter()
+                .filter(|c| c.state != "running" || c.health.as_deref() == Some("unhealthy"))
+                .map(|c| format!("{} {}", c.name, c.health.as_deref().unwrap_or(&c.state)))
+                .collect();
+            if !odd.is_empty() {
+                s.push_str(&format!("; not up: {}", odd.join(", ")));
+            }
+            s
+        }
+    }
+}
+
+/// Why a deployed service whose files match is still not up: no container of its compose
+/// project, or one that is not running or unhealthy. `None` when the engine could not be read.
+fn containers_not_up(engine: &Engine, project: &str) -> Option<String> {
+    let Engine::Available { containers } = engine else { return None };
+    let mine: Vec<_> = containers.iter().filter(|c| c.project == project).collect();
+    if mine.is_empty() {
+        return Some(format!("no container of project `{project}` exists"));
+    }
+    let bad: Vec<String> = mine
+        .iter()
+        .filter(|c| c.state != "running" || c.health.as_deref() == Some("unhealthy"))
+        .map(|c| {
+            format!(
+                "`{}` is {}",
+                c.name,
+                c.health.as_deref().filter(|h| *h == "unhealthy").unwrap_or(&c.state)
+            )
+        })
+        .collect();
+    (!bad.is_empty()).then(|| bad.join(", "))
 }
 
 fn planned(a: &Artifact) -> PlannedArtifact {

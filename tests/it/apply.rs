@@ -259,6 +259,24 @@ fn fresh_apply_then_no_op_then_update_and_rollback_then_stale() {
     assert!(again.stderr.contains("already applied"), "{}", again.stderr);
     // A second plan is all no-op.
     assert_eq!(site.detailed(), 0);
+    // Container state comes from the Docker Engine API over the SSH connection: a stopped
+    // container makes its service an update even though its files match.
+    let stop = site.lab.docker("alpha", &["stop", "web"]);
+    assert!(stop.status.success());
+    let out = site.homelab(&["plan", "--key", site.key.to_str().unwrap()]);
+    assert!(
+        out.stdout.contains("~ update   web@alpha  artifacts match, but `web` is exited"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("engine: 3 container(s), 2 running; not up: web exited"),
+        "{}",
+        out.stdout
+    );
+    let start = site.lab.docker("alpha", &["start", "web"]);
+    assert!(start.status.success());
+    assert_eq!(site.detailed(), 0);
 
     // A changed compose file updates exactly the services it touches.
     site.edit("services/cache/docker-compose.yml", |s| {

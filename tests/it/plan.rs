@@ -416,6 +416,9 @@ impl Redact {
             if let Some(fp) = n["fingerprint"].as_str() {
                 pairs.push((fp.to_owned(), "<node-fingerprint>"));
             }
+            if let Some(e) = n["engine"].as_str() {
+                pairs.push((e.to_owned(), "<engine>"));
+            }
         }
         Redact(pairs)
     }
@@ -549,4 +552,91 @@ fn a_mode_change_on_a_node_is_drift() {
         "{}",
         out.stdout
     );
+}
+
+/// A key held only by a real ssh-agent signs the plan and an approval; ssh-keygen verifies both.
+#[test]
+fn a_key_held_by_ssh_agent_signs_plans_and_approvals() {
+    let (lab, key) = lab_with_operator();
+    let sock = lab.path("agent.sock");
+    let agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (Debian openssh-client) must be installed");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pubkey = format!("{}.pub", key.arg());
+    let env = [("SSH_AUTH_SOCK", sock.to_str().unwrap())];
+    // Before `ssh-add`, the agent does not hold the key: a clear refusal, nothing written.
+    let out =
+        lab.homelab_env(&["plan", "--transport", "local", "--root", "rt", "--key", &pubkey], &env);
+    ok(&out, 1, "plan with a key the agent lacks");
+    assert!(out.stderr.contains("ssh-agent does not hold the key"), "{}", out.stderr);
+    let add = std::process::Command::new("ssh-add")
+        .arg(key.arg())
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    // The private key file is out of reach: only the agent can sign.
+    let private = std::fs::read(&key.path).unwrap();
+    std::fs::remove_file(&key.path).unwrap();
+    let out =
+        lab.homelab_env(&["plan", "--transport", "local", "--root", "rt", "--key", &pubkey], &env);
+    ok(&out, 0, "plan with the agent");
+    let id = out.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().to_owned();
+    let text = lab.plan_file(&id);
+    let (body, sig) = crate::support::split_plan(&text);
+    lab.write("sig", sig);
+    let verify = |ns: &str, sig: &str| {
+        std::process::Command::new("ssh-keygen")
+            .args([
+                "-Y",
+                "verify",
+                "-f",
+                lab.path("repo/inventory/allowed_signers").to_str().unwrap(),
+                "-I",
+                "operator@test",
+                "-n",
+                ns,
+                "-s",
+                sig,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(body.as_bytes())?;
+                c.wait()
+            })
+            .unwrap()
+            .success()
+    };
+    assert!(verify("homelab-plan", lab.path("sig").to_str().unwrap()));
+    let plan = format!("repo/plans/{id}.plan");
+    let out = lab.homelab_env(
+        &["approve", &plan, "--key", &pubkey, "--yes", "--controller-root", "rt"],
+        &env,
+    );
+    ok(&out, 0, "approve with the agent");
+    assert!(verify(
+        "homelab-approve",
+        lab.path(&format!("repo/plans/{id}.approved")).to_str().unwrap()
+    ));
+    std::fs::write(&key.path, private).unwrap();
 }

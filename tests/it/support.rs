@@ -258,6 +258,14 @@ impl Lab {
             fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         fs::write(dir.path().join("home/.gitconfig"), "").unwrap();
+        // No Docker Engine for these nodes, whatever this machine runs: plans over the local
+        // transport must not depend on the machine's own containers.
+        let topology = dir.path().join("repo/inventory/topology.yaml");
+        let text = fs::read_to_string(&topology).unwrap();
+        let none = dir.path().join("no-engine/docker.sock");
+        let text = text
+            .replace("    ssh:\n", &format!("    docker_socket: {}\n    ssh:\n", none.display()));
+        fs::write(&topology, text).unwrap();
         Lab { dir }
     }
 
