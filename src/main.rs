@@ -2,7 +2,24 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `RUST_LOG=debug` (or error, warn, info, trace) turns on tracing to stderr.
+fn init_tracing() {
+    let level = match std::env::var("RUST_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "info" => tracing::Level::INFO,
+        "warn" => tracing::Level::WARN,
+        _ => tracing::Level::ERROR,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_tracing();
     let cli = homelab::Cli::parse();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

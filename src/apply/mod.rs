@@ -308,6 +308,7 @@ impl Paths {
 
 impl NodeRun<'_> {
     fn say(&self, service: Option<&ServiceName>, stage: &str, message: String) {
+        tracing::info!(node = %self.node.id, service = service.map(|s| s.as_str()).unwrap_or("-"), stage, %message);
         self.sink.event(&Event::Step {
             node: self.node.id.clone(),
             service: service.cloned(),

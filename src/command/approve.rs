@@ -8,11 +8,10 @@ use std::time::SystemTime;
 
 use crate::approve::{split_armored, AllowedSigners, Verified, APPROVE_NAMESPACE, PLAN_NAMESPACE};
 use crate::error::Error;
-use crate::model::{Homelab, NodeName};
-use crate::observe::{paths, NodeStatus};
+use crate::model::Homelab;
+use crate::observe::paths;
 use crate::plan::file::{self, plan_id};
-use crate::plan::{Plan, PlannedStatus};
-use crate::transport::Transport;
+use crate::plan::Plan;
 
 /// A plan file is large only if something is wrong; never read more than this.
 const MAX_PLAN_BYTES: u64 = 64 * 1024 * 1024;
@@ -219,58 +218,6 @@ pub fn check_approvals(
         }
     }
     Ok(Approvals { by_key })
-}
-
-/// A node whose actual state no longer matches what the plan was computed against.
-#[derive(Debug, Clone)]
-pub struct Stale {
-    pub node: NodeName,
-    pub what: Vec<String>,
-}
-
-/// Compares each node's fingerprint now with the plan's. Unreachable nodes are reported as
-/// such (`Err` with the reason), stale ones with what changed.
-pub fn check_fresh(
-    id: &str,
-    plan: &Plan,
-    lab: &Homelab,
-    transport: &dyn Transport,
-    only: Option<&[NodeName]>,
-) -> BTreeMap<NodeName, Result<(), String>> {
-    let nodes: Vec<_> = plan
-        .nodes
-        .iter()
-        .filter(|n| only.is_none_or(|o| o.contains(&n.node)))
-        .filter(|n| matches!(n.status, PlannedStatus::Reachable { .. }))
-        .collect();
-    let actual =
-        crate::observe::refresh_all(transport, nodes.iter().filter_map(|n| lab.nodes.get(&n.node)));
-    let mut out = BTreeMap::new();
-    for (planned, actual) in nodes.iter().zip(actual) {
-        let PlannedStatus::Reachable { fingerprint, actual: lines } = &planned.status else {
-            continue;
-        };
-        let result = match actual.status {
-            NodeStatus::Unreachable { reason } => Err(format!("unreachable: {reason}")),
-            NodeStatus::Reachable(state) if state.consumed.contains(id) => {
-                Err(format!("plan `{id}` was already applied on this node (replay refused)"))
-            }
-            NodeStatus::Reachable(state) if state.fingerprint() == *fingerprint => Ok(()),
-            NodeStatus::Reachable(state) => {
-                let now: BTreeSet<String> = state.fingerprint_lines().into_iter().collect();
-                let then: BTreeSet<String> = lines.iter().cloned().collect();
-                let mut what: Vec<String> =
-                    then.difference(&now).map(|l| format!("was: {l}")).collect();
-                what.extend(now.difference(&then).map(|l| format!("now: {l}")));
-                Err(format!(
-                    "stale: the node changed since the plan was made ({}); plan again",
-                    what.join("; ")
-                ))
-            }
-        };
-        out.insert(planned.node.clone(), result);
-    }
-    out
 }
 
 /// `homelab approve`: verify, show, sign in `homelab-approve`, append to `<id>.approved`.

@@ -198,6 +198,7 @@ echo "end"
 
 /// Reads a node through `exec`. Never fails: a node that cannot be read is `Unreachable`.
 pub fn refresh(node: &crate::model::Node, exec: &dyn crate::transport::NodeExec) -> ActualNode {
+    let _span = tracing::debug_span!("refresh", node = %node.id).entered();
     let status = match exec.run(
         &["sh", "-c", REFRESH_SCRIPT, "sh", exec.root()],
         b"",

@@ -77,6 +77,8 @@ impl NodeExec for LocalExec {
 pub fn run_local(argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
     let (program, args) =
         argv.split_first().ok_or_else(|| ExecError::Other("empty command".to_owned()))?;
+    // The program and its argument count, never stdin (artifact bytes) nor argument values.
+    tracing::debug!(target: "homelab::transport", program, args = args.len(), "local command");
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())

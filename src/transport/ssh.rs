@@ -171,6 +171,7 @@ impl NodeExec for SshExec {
     fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
         let line = quote::argv(argv).map_err(|e| ExecError::Other(e.to_string()))?;
         let what = argv.first().copied().unwrap_or_default().to_owned();
+        tracing::debug!(target: "homelab::transport", node = %self.label, program = %what, args = argv.len() - 1, "ssh command");
         let result = self.rt.block_on(async {
             tokio::time::timeout(timeout, async {
                 let mut cmd = self.session().raw_command(&line);

@@ -4,7 +4,19 @@ use crate::support::{homelab_in, repo_root};
 
 #[test]
 fn every_command_has_an_example_in_its_help() {
-    for cmd in [vec![], vec!["validate"], vec!["graph"], vec!["render"]] {
+    let commands = [
+        vec![],
+        vec!["validate"],
+        vec!["graph"],
+        vec!["render"],
+        vec!["plan"],
+        vec!["show"],
+        vec!["approve"],
+        vec!["reject"],
+        vec!["apply"],
+        vec!["unlock"],
+    ];
+    for cmd in commands {
         let mut args = cmd.clone();
         args.push("--help");
         let out = homelab_in(&repo_root(), &args);
