@@ -21,8 +21,8 @@ fn init_tracing() {
 fn main() -> ExitCode {
     init_tracing();
     let cli = homelab::Cli::parse();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Not locked for the whole run: apply's JSON sink writes to stdout from node threads.
+    let mut out = std::io::stdout();
     match homelab::run(cli, &mut out) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

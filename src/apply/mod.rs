@@ -48,6 +48,8 @@ pub enum NodeOutcome {
     Applied,
     /// The plan changes nothing on this node (for the selection).
     NoChanges,
+    /// `--stage`: every selected service went through that stage; the rest is pending.
+    Staged { stage: String },
     /// Applied on this node by an earlier run (resume found it complete).
     AlreadyApplied,
     /// Some services were rolled back to their previous version.
@@ -67,6 +69,7 @@ impl NodeOutcome {
         match self {
             NodeOutcome::Applied => "applied",
             NodeOutcome::NoChanges => "no changes",
+            NodeOutcome::Staged { .. } => "stage done",
             NodeOutcome::AlreadyApplied => "applied earlier",
             NodeOutcome::RolledBack { .. } => "rolled back",
             NodeOutcome::Partial { .. } => "partial",
@@ -86,6 +89,9 @@ impl NodeOutcome {
             | NodeOutcome::Refused { reason }
             | NodeOutcome::Unreachable { reason } => reason.clone(),
             NodeOutcome::Stale { what } => what.clone(),
+            NodeOutcome::Staged { stage } => {
+                format!("through `{stage}`; the later stages are pending (`--resume`)")
+            }
         }
     }
 
@@ -105,7 +111,13 @@ impl NodeOutcome {
 /// nothing failed; 1 otherwise. Never success when anything was rolled back or skipped.
 pub fn exit_code(outcomes: &BTreeMap<NodeName, NodeOutcome>) -> u8 {
     let ok = |o: &NodeOutcome| {
-        matches!(o, NodeOutcome::Applied | NodeOutcome::AlreadyApplied | NodeOutcome::NoChanges)
+        matches!(
+            o,
+            NodeOutcome::Applied
+                | NodeOutcome::AlreadyApplied
+                | NodeOutcome::NoChanges
+                | NodeOutcome::Staged { .. }
+        )
     };
     if outcomes.values().all(ok) {
         0
@@ -116,6 +128,21 @@ pub fn exit_code(outcomes: &BTreeMap<NodeName, NodeOutcome>) -> u8 {
         3
     } else {
         1
+    }
+}
+
+/// The stage as `--stage` names it.
+fn stage_name(s: Stage) -> &'static str {
+    match s {
+        Stage::Pending => "pending",
+        Stage::Prepared => "prepare",
+        Stage::Validated => "validate",
+        Stage::Deploying | Stage::Deployed => "deploy",
+        Stage::Verified => "verify",
+        Stage::Completed => "complete",
+        Stage::Failed => "failed",
+        Stage::RolledBack => "rolled back",
+        Stage::Skipped => "skipped",
     }
 }
 
@@ -564,7 +591,13 @@ impl NodeRun<'_> {
                     if stage == Stage::RolledBack {
                         rolled_back.push(svc.to_owned());
                     } else if let Some(only) = self.opts.stage {
-                        if only != stage {
+                        if stage < only {
+                            problems.push(format!(
+                                "{svc}: at `{}`, the stages before `{}` come first",
+                                stage_name(stage),
+                                stage_name(only)
+                            ));
+                        } else if stage != only {
                             problems.push(format!("{svc}: {e}"));
                         }
                     } else {
@@ -600,8 +633,10 @@ impl NodeRun<'_> {
             NodeOutcome::RolledBack { services: rolled_back }
         } else if !problems.is_empty() {
             NodeOutcome::Partial { reason: problems.join("; ") }
+        } else if let (false, Some(only)) = (all_done, self.opts.stage) {
+            NodeOutcome::Staged { stage: stage_name(only).to_owned() }
         } else if !all_done {
-            NodeOutcome::Partial { reason: "stopped after the selected stage".to_owned() }
+            NodeOutcome::Partial { reason: "not every service finished".to_owned() }
         } else {
             NodeOutcome::Applied
         }

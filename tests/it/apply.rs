@@ -496,6 +496,67 @@ fn a_second_apply_on_a_locked_node_waits_or_refuses() {
         fs::read_to_string(site.root("alpha").join(format!("state/deploy/{id}/journal.json")))
             .unwrap();
     assert!(journal.contains("\"finished\": true"), "{journal}");
+
+    // A lock whose holder is gone (another machine's apply that died) is never broken
+    // silently: apply refuses naming it, `homelab unlock` shows it and removes it.
+    let lock = site.root("alpha").join("state/lock");
+    fs::create_dir_all(&lock).unwrap();
+    fs::write(
+        lock.join("holder.json"),
+        "{\n  \"holder\": \"root@elsewhere pid 1\",\n  \"plan\": \"0000000000000000\"\n}\n",
+    )
+    .unwrap();
+    site.edit("services/web/service.yaml", |s| s.replace("  start_period: 8s\n", ""));
+    site.edit("services/cache/docker-compose.yml", |s| s.replace("\"8081\"]", "\"8091\"]"));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("locked by { \"holder\": \"root@elsewhere pid 1\""),
+        "{}",
+        out.stdout
+    );
+    let unlock = site.homelab(&["unlock", "--node", "alpha"]);
+    assert_eq!(unlock.code, 0, "{}", unlock.stderr);
+    assert!(
+        unlock.stdout.contains("removed the lock held by { \"holder\": \"root@elsewhere pid 1\""),
+        "{}",
+        unlock.stdout
+    );
+
+    // Part of a plan: one service, one stage at a time; the rest stays pending. (EDGE-A and
+    // EDGE-B were applied by the refused run above, so this continues that plan.)
+    let journal = || {
+        fs::read_to_string(site.root("alpha").join(format!("state/deploy/{id}/journal.json")))
+            .unwrap()
+    };
+    let out = site.apply(&id, &["--resume", "--service", "cache", "--stage", "prepare"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ALPHA            stage done"), "{}", out.stdout);
+    assert!(journal().contains("\"stage\": \"prepared\""), "{}", journal());
+    assert!(!journal().contains("\"web\""), "web is not touched: {}", journal());
+    let out = site.apply(&id, &["--resume", "--service", "cache", "--stage", "verify"]);
+    assert_eq!(out.code, 1, "verify needs validate and deploy first: {}", out.stdout);
+    assert!(out.stdout.contains("the stages before `verify` come first"), "{}", out.stdout);
+    let out = site.apply(&id, &["--resume", "--service", "cache"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.running("alpha", "cache"));
+    // The rest, with progress as JSON lines.
+    let out = site.apply(&id, &["--resume", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let events: Vec<serde_json::Value> =
+        out.stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "node-done"
+            && e["node"] == "alpha"
+            && e["outcome"] == "applied"),
+        "{}",
+        out.stdout
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "summary");
+    assert_eq!(last["exit_code"], 0);
+    assert_eq!(site.detailed(), 0);
 }
 
 #[test]
