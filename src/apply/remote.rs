@@ -18,12 +18,16 @@ use crate::transport::{ExecError, NodeExec, Output};
 pub const SHORT: Duration = Duration::from_secs(30);
 pub const LONG: Duration = Duration::from_secs(300);
 
-/// Writes stdin to `$1` durably: temporary file, fsync, rename, fsync the folder.
+/// Writes stdin to `$1` durably: temporary file, fsync, rename, fsync the folder. Stdin is
+/// checked against its SHA-256 (`$3`) first: a controller killed mid-write closes stdin early,
+/// and a truncated journal must never replace a whole one.
 const WRITE_DURABLE: &str = r#"set -eu
-f=$1; m=$2
+f=$1; m=$2; want=$3
 d=$(dirname -- "$f")
 mkdir -p -- "$d"
 cat > "$f.tmp"
+got=$(sha256sum < "$f.tmp" | cut -c1-64)
+if [ "$got" != "$want" ]; then rm -f -- "$f.tmp"; echo "$f: the upload was cut short (sha256 $got)" >&2; exit 6; fi
 chmod "$m" -- "$f.tmp"
 sync -- "$f.tmp"
 mv -f -- "$f.tmp" "$f"
@@ -213,7 +217,9 @@ pub fn write_durable(
     mode: &str,
     bytes: &[u8],
 ) -> Result<(), StepError> {
-    ok(sh(exec, WRITE_DURABLE, &[path, mode], bytes, SHORT, false)?, "writing a file").map(|_| ())
+    let sha = crate::render::sha256_hex(bytes);
+    ok(sh(exec, WRITE_DURABLE, &[path, mode, &sha], bytes, SHORT, false)?, "writing a file")
+        .map(|_| ())
 }
 
 pub fn seal_release(

@@ -449,6 +449,17 @@ fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=killed".to_owned()));
     assert_eq!(site.detailed(), 0);
+
+    // A slow, lossy LTE link: plan and apply still go through.
+    site.lab.slow("edge-a", "delay 150ms loss 3%");
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: killed\n", "BROKER_USER: lte\n")
+    });
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    site.lab.unslow("edge-a");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=lte".to_owned()));
 }
 
 #[test]
