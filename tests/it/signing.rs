@@ -6,11 +6,10 @@
 
 use std::cell::Cell;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
+use crate::support::{ssh_keygen, Ran};
 use homelab::approve::{
     split_armored, AllowedSigners, SignError, SignersError, SigningKey, VerifyError,
     APPROVE_NAMESPACE, PLAN_NAMESPACE,
@@ -51,34 +50,6 @@ impl Kind {
     /// `ssh-keygen`'s byte for byte. ECDSA in OpenSSH uses a random nonce.
     fn deterministic(self) -> bool {
         !matches!(self, Kind::Ecdsa(_))
-    }
-}
-
-/// What `ssh-keygen` did.
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the real `ssh-keygen` with `stdin`; a missing binary fails the test (never skips it).
-fn ssh_keygen(args: &[&str], stdin: &[u8]) -> Ran {
-    let mut child = Command::new("ssh-keygen")
-        .args(args)
-        // Times without `Z` are UTC for homelab; make them UTC for ssh-keygen too.
-        .env("TZ", "UTC")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run `ssh-keygen`: the signing tests need the real binary (install the Debian package `openssh-client`)");
-    // ssh-keygen may exit before reading its input (e.g. on a malformed signature).
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let out = child.wait_with_output().unwrap();
-    Ran {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
