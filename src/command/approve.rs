@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use crate::approve::{split_armored, AllowedSigners, Verified, APPROVE_NAMESPACE, PLAN_NAMESPACE};
 use crate::error::Error;
 use crate::model::Homelab;
-use crate::observe::paths;
 use crate::plan::file::{self, plan_id};
 use crate::plan::Plan;
 
@@ -114,7 +113,7 @@ impl Records {
     }
 
     pub fn pending(&self, id: &str) -> PathBuf {
-        self.root.join(paths::ACTIONS).join("pending").join(format!("{id}.json"))
+        self.root.join("actions/pending").join(format!("{id}.json"))
     }
 }
 
@@ -284,8 +283,7 @@ pub fn reject(
     super::write_atomic(&records.rejected(&loaded.id), bytes.as_bytes())?;
     let pending = records.pending(&loaded.id);
     if pending.exists() {
-        let failed =
-            records.root.join(paths::ACTIONS).join("failed").join(format!("{}.json", loaded.id));
+        let failed = records.root.join("actions/failed").join(format!("{}.json", loaded.id));
         super::write_atomic(&failed, bytes.as_bytes())?;
         let _ = fs::remove_file(&pending);
     }

@@ -11,7 +11,6 @@ use crate::model::{Homelab, NodeName};
 use crate::observe;
 use crate::plan::{self, file, Header, Plan};
 use crate::render;
-use crate::transport::local::LocalTransport;
 use crate::transport::Transport;
 
 /// Where a signing key comes from, in the order they are tried.
@@ -176,11 +175,6 @@ pub fn pending_action(id: &str, plan: &Plan, plan_path: &Path) -> serde_json::Va
         "nodes": plan.nodes.iter().map(|n| n.node.to_string()).collect::<Vec<_>>(),
         "approve": format!("homelab approve {}", plan_path.display()),
     })
-}
-
-/// The transport a command was asked for.
-pub fn local_transport(root: Option<&PathBuf>) -> LocalTransport {
-    LocalTransport::new(root.cloned())
 }
 
 /// `homelab plan`.

@@ -13,17 +13,6 @@ use sha2::{Digest, Sha256};
 use crate::model::NodeName;
 use crate::render::Manifest;
 
-/// Layout of a runtime root on a node (DESIGN.md §6), relative to `<root>`.
-pub mod paths {
-    /// The live compose project of a service: its artifacts and `manifest.json`.
-    pub const SERVICES: &str = "state/services";
-    /// Applied plan ids, one file each (replay protection).
-    pub const CONSUMED: &str = "state/consumed";
-    /// Stage journal of an apply, per plan id.
-    pub const DEPLOY: &str = "state/deploy";
-    pub const ACTIONS: &str = "actions";
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActualNode {
     pub node: NodeName,
