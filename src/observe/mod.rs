@@ -35,6 +35,9 @@ pub struct NodeState {
     pub journals: BTreeSet<String>,
     /// The holder of the node's apply lock, when it is held.
     pub lock: Option<String>,
+    /// Services an apply switched to a new release but did not finish (link dropped, killed):
+    /// service → (plan id, stage). Their containers may not match their files.
+    pub interrupted: BTreeMap<String, (String, String)>,
     pub engine: Engine,
 }
 
@@ -164,7 +167,9 @@ for f in "$root"/state/consumed/*.json; do
 done
 for j in "$root"/state/deploy/*/journal.json; do
   [ -f "$j" ] || continue
-  p=${j%/journal.json}; echo "journal ${p##*/}"
+  p=${j%/journal.json}
+  size=$(wc -c < "$j")
+  if [ "$size" -le 1048576 ]; then echo "journal $size ${p##*/}"; cat "$j"; echo; fi
 done
 if [ -d "$root/state/lock" ]; then
   printf 'lock '; tr '\n' ' ' < "$root/state/lock/holder.json" 2>/dev/null; echo
@@ -267,7 +272,24 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 state.lock = Some(rest.split_whitespace().collect::<Vec<_>>().join(" "));
             }
             "journal" => {
-                state.journals.insert(rest.to_owned());
+                let (size, id) = rest.split_once(' ').ok_or("bad journal entry")?;
+                let size: usize = size.trim().parse().map_err(|_| "bad size")?;
+                let content = bytes.get(at..at + size).ok_or("truncated journal")?;
+                at += size + 1;
+                state.journals.insert(id.to_owned());
+                // Services whose live link was switched by that apply but not confirmed.
+                let journal: serde_json::Value =
+                    serde_json::from_slice(content).unwrap_or_default();
+                if let Some(services) = journal["services"].as_object() {
+                    for (svc, e) in services {
+                        let stage = e["stage"].as_str().unwrap_or_default();
+                        if matches!(stage, "deploying" | "deployed" | "verified") {
+                            state
+                                .interrupted
+                                .insert(svc.clone(), (id.to_owned(), stage.to_owned()));
+                        }
+                    }
+                }
             }
             "service" => {
                 finish(&mut state, current.take());

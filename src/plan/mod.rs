@@ -194,7 +194,20 @@ pub fn diff(
             let deployed = state.services.get(inst.service.as_str());
             let mut change = change_for(inst, rendered, deployed, after);
             if change.action == Action::NoOp {
-                if let Some(why) = containers_not_up(&state.engine, inst.service.as_str()) {
+                let svc = inst.service.as_str();
+                let interrupted = state.interrupted.get(svc).filter(|(id, _)| {
+                    // Only while the live link still points at that apply's release.
+                    deployed
+                        .and_then(|d| d.release.as_deref())
+                        .is_some_and(|r| r.ends_with(&format!("/{id}")))
+                });
+                if let Some((id, stage)) = interrupted {
+                    change.action = Action::Update;
+                    change.reason = format!(
+                        "the apply of plan {id} stopped at `{stage}`: the containers may not match the files (or resume that plan)"
+                    );
+                    change.artifacts = rendered.artifacts.iter().map(planned).collect();
+                } else if let Some(why) = containers_not_up(&state.engine, svc) {
                     change.action = Action::Update;
                     change.reason = format!("artifacts match, but {why}");
                     change.artifacts = rendered.artifacts.iter().map(planned).collect();

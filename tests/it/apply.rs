@@ -422,6 +422,17 @@ fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
         assert!(all.contains("[edge-a] unreachable"), "round {round}: {all}");
         assert_whole_versions(&site.root("edge-a"));
         site.lab.restore("edge-a");
+        if stage == "verify" {
+            // Switched but never confirmed: a plan made now says so instead of a no-op.
+            let out = site.homelab(&["plan", "--key", site.key.to_str().unwrap()]);
+            assert!(
+                out.stdout.contains(&format!(
+                    "~ update   broker@edge-a  the apply of plan {id} stopped at `deployed`"
+                )),
+                "{}",
+                out.stdout
+            );
+        }
         let out = site.apply(&id, &["--resume"]);
         assert_eq!(out.code, 0, "round {round} resume:\n{}\n{}", out.stdout, out.stderr);
         assert!(site.running("edge-a", "broker"));
