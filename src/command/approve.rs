@@ -327,6 +327,22 @@ pub fn run_approve(
     }
     let records = Records { root: controller.root(None) };
     let (path, principals, added) = approve(lab, &loaded, &key, &records)?;
+    // Say so when this approval will not count for some node (inventory/policy.yaml).
+    let not_counted: Vec<String> = loaded
+        .plan
+        .nodes
+        .iter()
+        .filter(|n| n.changes.iter().any(|c| c.action != crate::plan::Action::NoOp))
+        .filter(|n| !principals.iter().any(|p| lab.policy.rule_for(&n.node).approvers.contains(p)))
+        .map(|n| n.node.to_string())
+        .collect();
+    if !not_counted.is_empty() {
+        eprintln!(
+            "warning: {} may not approve {} per inventory/policy.yaml: this approval does not count there",
+            principals.join(", "),
+            not_counted.join(", ")
+        );
+    }
     if added {
         eprintln!(
             "approved by {} ({}): {}",

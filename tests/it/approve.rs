@@ -511,3 +511,21 @@ fn a_stale_node_is_refused_and_left_untouched_among_nodes_that_go_on() {
         &["stale", "agent file docker-compose.yml", "plan again"],
     );
 }
+
+#[test]
+fn an_approver_the_policy_does_not_list_is_told_the_approval_does_not_count() {
+    let p = Planned::new();
+    let outsider = p.lab.keygen("outsider");
+    p.lab.allow(&[
+        ("planner@test", "namespaces=\"homelab-plan\"", &p.planner),
+        ("operator@test", "", &p.operator),
+        ("outsider@test", "", &outsider),
+    ]);
+    let out = p.approve(&outsider);
+    assert!(
+        out.stderr.contains("warning: outsider@test may not approve alpha, edge-a, edge-b per inventory/policy.yaml"),
+        "{}",
+        out.stderr
+    );
+    p.refused(&["needs 1 approval from distinct keys", "it has 0", "approvals by `outsider@test`"]);
+}
