@@ -59,11 +59,52 @@ pub fn load_key(source: &KeySource) -> Result<Signer, Error> {
     let passphrase = std::env::var("HOMELAB_KEY_PASSPHRASE").ok();
     match source {
         KeySource::Flag(p) | KeySource::Env(p) | KeySource::GitConfig(p) => {
-            Signer::load(p, passphrase.as_deref())
+            match Signer::load(p, passphrase.as_deref()) {
+                // Encrypted and no passphrase given: ask on the terminal, if there is one.
+                Err(crate::approve::SignError::Encrypted { .. }) if passphrase.is_none() => {
+                    match ask_passphrase(p) {
+                        Some(typed) => Signer::load(p, Some(&typed)),
+                        None => Signer::load(p, None),
+                    }
+                }
+                other => other,
+            }
         }
         KeySource::GitConfigPublic(text) => Signer::from_public(text),
     }
     .map_err(|e| Error::Key { message: e.to_string() })
+}
+
+/// Reads a passphrase from the terminal with echo off; `None` without a terminal.
+fn ask_passphrase(path: &Path) -> Option<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return None;
+    }
+    // Echo goes off before the prompt appears, so nothing typed after it is ever echoed.
+    // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own; restored before returning.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) != 0 {
+            return None;
+        }
+        let saved = t;
+        t.c_lflag &= !libc::ECHO;
+        libc::tcsetattr(0, libc::TCSANOW, &t);
+        saved
+    };
+    eprint!("passphrase for {}: ", path.display());
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    // SAFETY: as above.
+    unsafe {
+        libc::tcsetattr(0, libc::TCSANOW, &saved);
+    }
+    eprintln!();
+    read.ok()?;
+    Some(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 pub fn allowed_signers(lab: &Homelab) -> Result<AllowedSigners, Error> {

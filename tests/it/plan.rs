@@ -640,3 +640,63 @@ fn a_key_held_by_ssh_agent_signs_plans_and_approvals() {
     ));
     std::fs::write(&key.path, private).unwrap();
 }
+
+/// An encrypted key: refused clearly without a terminal; asked for (echo off) on a terminal,
+/// here a pseudo-terminal from util-linux's `script`.
+#[test]
+fn an_encrypted_key_is_asked_for_on_a_terminal_and_refused_without_one() {
+    let lab = Lab::new();
+    let enc = lab.path("keys/encrypted");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "open sesame 4711", "-C", "enc", "-f"])
+        .arg(&enc)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let public = fs::read_to_string(enc.with_extension("pub")).unwrap();
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    lab.write("repo/inventory/allowed_signers", format!("operator@test {}\n", public.join(" ")));
+    let key = enc.to_str().unwrap();
+    let out = lab.homelab(&["plan", "--transport", "local", "--root", "rt", "--key", key]);
+    ok(&out, 1, "plan without a terminal");
+    assert!(
+        out.stderr.contains("encrypted") && out.stderr.contains("HOMELAB_KEY_PASSPHRASE"),
+        "{}",
+        out.stderr
+    );
+
+    let cmd = format!(
+        "{} --repo repo plan --transport local --root rt --key {key}",
+        env!("CARGO_BIN_EXE_homelab")
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(lab.path(""))
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) must be installed");
+    // Type the passphrase only once the prompt is up (echo is off from then on).
+    let mut seen = Vec::new();
+    let mut stdout = script.stdout.take().unwrap();
+    while !String::from_utf8_lossy(&seen).contains("passphrase for") {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    {
+        use std::io::Write;
+        script.stdin.take().unwrap().write_all(b"open sesame 4711\n").unwrap();
+    }
+    std::io::Read::read_to_end(&mut stdout, &mut seen).unwrap();
+    let done = script.wait_with_output().unwrap();
+    let all =
+        format!("{}{}", String::from_utf8_lossy(&seen), String::from_utf8_lossy(&done.stderr));
+    assert!(done.status.success(), "{all}");
+    assert!(all.contains("passphrase for"), "{all}");
+    assert!(all.contains("saved "), "{all}");
+    assert!(!all.contains("open sesame"), "the passphrase is never echoed: {all}");
+}
