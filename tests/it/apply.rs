@@ -363,6 +363,38 @@ fn fresh_apply_then_no_op_then_update_and_rollback_then_stale() {
         !site.root("edge-b").join(format!("state/deploy/{id4}")).exists(),
         "nothing done on the stale node"
     );
+
+    // Host keys are checked strictly: ALPHA answering with another host's key is refused.
+    let known = fs::read_to_string(site.lab.known_hosts()).unwrap();
+    let key_of = |addr: &str| {
+        known
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(addr))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("{addr} not in {known}"))
+    };
+    let (alpha, edge) =
+        (site.lab.node("alpha").address.clone(), site.lab.node("edge-a").address.clone());
+    let forged: String = known
+        .lines()
+        .map(|l| {
+            if l.split_whitespace().next() == Some(alpha.as_str()) {
+                format!("{alpha} {}\n", key_of(&edge))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    site.write("inventory/known_hosts", &forged);
+    let out = site.homelab(&["plan", "--key", site.key.to_str().unwrap()]);
+    assert!(out.stdout.contains("ALPHA unreachable"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("Host key verification failed")
+            || out.stdout.contains("IDENTIFICATION HAS CHANGED"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 /// Every service on a node is at its old or its new version: its live link points at a sealed
