@@ -382,7 +382,9 @@ impl NodeRun<'_> {
         let outcome = self.locked(exec, &paths, &changes);
         // Release the lock unless the link is gone (then `--resume` takes it over).
         if !matches!(outcome, NodeOutcome::Unreachable { .. }) {
-            let _ = remote::unlock(exec, &paths.lock(), &self.lock_token());
+            // Only our own lock: the token names this process, not just the plan.
+            let token = format!("\"holder\": \"{}\"", self.opts.holder);
+            let _ = remote::unlock(exec, &paths.lock(), &token);
         }
         outcome
     }
