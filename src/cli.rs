@@ -144,12 +144,63 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DataFormat::Text)]
         format: DataFormat,
     },
+    /// Emit or read events (append-only JSON lines under <root>/events/).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  homelab events emit deployment_started info my-script.sh mosquitto cid-123 '{}'\n  homelab events tail --node chelsty-infra"
+    )]
+    Events(EventsCommand),
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
         #[command(flatten)]
         target: Target,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Append one event, with the guide's argument order (`emit_event` of scripts/lib/events.sh).
+    #[command(
+        after_help = "Example:\n  homelab events emit service_unhealthy error monitor.py ollama cid-123 '{\"error\": \"OOM\"}'"
+    )]
+    Emit {
+        /// One of the normalized types (deployment_started, service_unhealthy, ...).
+        kind: String,
+        /// debug, info, warning, error or critical.
+        severity: String,
+        /// Who emits it (a script, an agent).
+        source: String,
+        /// The service it is about (`-` for none).
+        service: String,
+        /// Correlation id tying related events together.
+        correlation_id: String,
+        /// A JSON object with details (never a secret value).
+        #[arg(default_value = "{}")]
+        data: String,
+        #[command(flatten)]
+        at: EventsAt,
+    },
+    /// Print events, oldest first; `--follow` keeps printing new ones.
+    #[command(after_help = "Example:\n  homelab events tail --node chelsty-infra --follow")]
+    Tail {
+        #[command(flatten)]
+        at: EventsAt,
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        format: DataFormat,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsAt {
+    /// The runtime root holding `events/`.
+    #[arg(long, value_name = "DIR", env = "HOMELAB_ROOT", default_value = "/opt/homelab")]
+    pub root: PathBuf,
+    /// The node the events are about (default: $HOMELAB_NODE, else this host's name).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -356,6 +407,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
             };
             crate::command::apply::run(&cli.repo, &lab, &args, out)
         }
+        Command::Events(cmd) => crate::command::events::run(cmd, out),
         Command::Unlock { target } => {
             let lab = load(&cli)?;
             crate::command::apply::unlock(&cli.repo, &lab, target, out)

@@ -3,7 +3,7 @@
 //! Events never carry a secret: callers put names and states in `data`, never values.
 
 /// The guide's normalized event types.
-pub const TYPES: [&str; 11] = [
+pub const TYPES: [&str; 10] = [
     "deployment_started",
     "deployment_completed",
     "deployment_failed",
@@ -14,8 +14,9 @@ pub const TYPES: [&str; 11] = [
     "healthcheck_failed",
     "remediation_started",
     "remediation_completed",
-    "incident",
 ];
+
+pub const SEVERITIES: [&str; 5] = ["debug", "info", "warning", "error", "critical"];
 
 /// One event as a JSON line (with the trailing newline).
 pub fn line(
@@ -38,4 +39,52 @@ pub fn line(
         "data": data,
     });
     format!("{v}\n")
+}
+
+/// Where a node's events of a day are.
+pub fn path(root: &std::path::Path, day: &str, node: &str) -> std::path::PathBuf {
+    root.join("events").join(day).join(node).join("events.jsonl")
+}
+
+/// Appends one line in one `write(2)` with `O_APPEND`, then fsyncs: concurrent writers never
+/// interleave inside a line, and a crash can only tear the last line.
+pub fn append(file: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file)?;
+    f.write_all(line.as_bytes())?;
+    f.sync_data()
+}
+
+/// Every event under `<root>/events/`, oldest day first, optionally of one node. Lines that do
+/// not parse (a torn last line after a crash or a full disk) are skipped and counted.
+pub fn read_all(root: &std::path::Path, node: Option<&str>) -> (Vec<serde_json::Value>, usize) {
+    let mut events = Vec::new();
+    let mut torn = 0;
+    let list = |p: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    for day in list(&root.join("events")) {
+        for dir in list(&day) {
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if node.is_some_and(|n| n != name) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(dir.join("events.jsonl")) else { continue };
+            for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                match serde_json::from_str::<serde_json::Value>(l) {
+                    Ok(v) if v.is_object() => events.push(v),
+                    _ => torn += 1,
+                }
+            }
+        }
+    }
+    events.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
+    (events, torn)
 }

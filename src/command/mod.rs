@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod approve;
+pub mod events;
 pub mod plan;
 pub mod show;
 

@@ -15,6 +15,9 @@ fn every_command_has_an_example_in_its_help() {
         vec!["reject"],
         vec!["apply"],
         vec!["unlock"],
+        vec!["events"],
+        vec!["events", "emit"],
+        vec!["events", "tail"],
     ];
     for cmd in commands {
         let mut args = cmd.clone();

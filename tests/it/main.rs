@@ -7,6 +7,7 @@ mod support;
 mod apply;
 mod approve;
 mod cli;
+mod events;
 mod graph;
 mod lab_smoke;
 mod plan;
