@@ -375,12 +375,23 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 let get = |k: &str| {
                     f.get(k).copied().ok_or_else(|| p.err(format!("`healthcheck` lacks `{k}=`")))
                 };
+                // Bounded as validation bounds the contract: apply sleeps these.
+                let secs = |k: &str| -> Result<std::time::Duration, PlanFileError> {
+                    let v = get(k)?;
+                    if v > 86_400 {
+                        return Err(p.err(format!("`{k}={v}` is more than a day")));
+                    }
+                    Ok(std::time::Duration::from_secs(v))
+                };
+                let retries = get("retries")?;
+                if !(1..=100).contains(&retries) {
+                    return Err(p.err(format!("expected 1 to 100 retries, found {retries}")));
+                }
                 let healthcheck = crate::model::Healthcheck {
-                    interval: std::time::Duration::from_secs(get("interval")?),
-                    timeout: std::time::Duration::from_secs(get("timeout")?),
-                    retries: u32::try_from(get("retries")?)
-                        .map_err(|_| p.err("too many retries"))?,
-                    start_period: std::time::Duration::from_secs(get("start_period")?),
+                    interval: secs("interval")?,
+                    timeout: secs("timeout")?,
+                    retries: retries as u32,
+                    start_period: secs("start_period")?,
                 };
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 change.runtime = Some(super::Runtime { healthcheck, secrets: Vec::new() });
@@ -391,6 +402,15 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     .as_mut()
                     .ok_or_else(|| p.err("`secrets` must follow `healthcheck`"))?;
                 rt.secrets = rest.split(' ').map(str::to_owned).collect();
+                // Names only, as validation allows them: they reach a script on the node.
+                if let Some(bad) = rt.secrets.iter().find(|n| {
+                    n.is_empty()
+                        || n.as_bytes()[0].is_ascii_digit()
+                        || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                }) {
+                    let msg = format!("expected environment variable names, found `{bad}`");
+                    return Err(p.err(msg));
+                }
             } else if let Some(rest) = l.strip_prefix("after ") {
                 for s in rest.split(' ') {
                     let i = parse_instance(s).ok_or_else(|| {
@@ -536,6 +556,21 @@ mod tests {
     fn an_edited_artifact_is_refused() {
         let text = encode(&sample()).replace("|exit 0", "|exit 1");
         assert!(decode(&text, "p").unwrap_err().message.contains("does not match its sha256"));
+    }
+
+    #[test]
+    fn values_that_reach_the_node_are_bounded() {
+        let text = encode(&sample());
+        let bad_secret =
+            text.replace("secrets BROKER_PASSWORD", "secrets BROKER_PASSWORD $(reboot)");
+        assert!(decode(&bad_secret, "p")
+            .unwrap_err()
+            .message
+            .contains("environment variable names"));
+        let forever = text.replace("interval=30 ", "interval=99999999 ");
+        assert!(decode(&forever, "p").unwrap_err().message.contains("more than a day"));
+        let no_retry = text.replace("retries=3 ", "retries=0 ");
+        assert!(decode(&no_retry, "p").unwrap_err().message.contains("1 to 100 retries"));
     }
 
     #[test]
