@@ -1,3 +1,5 @@
+//! The `homelab` binary: parses the command line, runs it, maps an error to its exit code.
+
 use std::process::ExitCode;
 
 use clap::Parser;
