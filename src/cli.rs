@@ -359,7 +359,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
                 out,
             )
         }
-        Command::Show { plan, format } => crate::command::show::run(plan, *format, out).map(|()| 0),
+        Command::Show { plan, format } => {
+            crate::command::show::run(&cli.repo, plan, *format, out).map(|()| 0)
+        }
         Command::Approve { plan, key, yes, controller } => {
             let lab = load(&cli)?;
             crate::command::approve::run_approve(

@@ -21,6 +21,11 @@ fn init_tracing() {
 }
 
 fn main() -> ExitCode {
+    // `homelab show ... | head` ends quietly when the reader goes away, as CLIs do.
+    // SAFETY: restores the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     init_tracing();
     let cli = homelab::Cli::parse();
     // Not locked for the whole run: apply's JSON sink writes to stdout from node threads.

@@ -38,10 +38,24 @@ pub fn write_text<W: Write + ?Sized>(
     plan: &Plan,
     color: bool,
 ) -> io::Result<()> {
+    write_text_checked(w, id, plan, color, None)
+}
+
+/// As `write_text`, with the outcome of checking the planner's signature (for reviewers).
+pub fn write_text_checked<W: Write + ?Sized>(
+    w: &mut W,
+    id: &str,
+    plan: &Plan,
+    color: bool,
+    signature: Option<&str>,
+) -> io::Result<()> {
     let bold = style(color, Style::new().bold());
     writeln!(w, "{} {id}", bold.apply_to("plan"))?;
     writeln!(w, "  created  {}  expires {}", plan.created, plan.expires)?;
     writeln!(w, "  planner  {}", plan.planner)?;
+    if let Some(s) = signature {
+        writeln!(w, "  signature {s}")?;
+    }
     writeln!(
         w,
         "  commit   {}{}",
@@ -120,6 +134,16 @@ fn mermaid_id(s: &str) -> String {
 /// Markdown for a PR comment: summary table, a Mermaid graph of what changes, and one folded
 /// section per node. Past the budget, full contents give way to a pointer to the plan file.
 pub fn write_markdown<W: Write + ?Sized>(w: &mut W, id: &str, plan: &Plan) -> io::Result<()> {
+    write_markdown_checked(w, id, plan, None)
+}
+
+/// As `write_markdown`, with the outcome of checking the planner's signature.
+pub fn write_markdown_checked<W: Write + ?Sized>(
+    w: &mut W,
+    id: &str,
+    plan: &Plan,
+    signature: Option<&str>,
+) -> io::Result<()> {
     let mut out = String::new();
     out.push_str(&format!("### homelab plan `{id}`\n\n"));
     out.push_str(&format!(
@@ -130,6 +154,9 @@ pub fn write_markdown<W: Write + ?Sized>(w: &mut W, id: &str, plan: &Plan) -> io
         plan.commit,
         if plan.dirty { " (uncommitted changes)" } else { "" }
     ));
+    if let Some(sig) = signature {
+        out.push_str(&format!("Signature: {sig}\n\n"));
+    }
     out.push_str("| node | create | update | replace | delete | no-op | status |\n|---|---|---|---|---|---|---|\n");
     for n in &plan.nodes {
         let count = |a: Action| n.changes.iter().filter(|c| c.action == a).count();

@@ -700,3 +700,25 @@ fn an_encrypted_key_is_asked_for_on_a_terminal_and_refused_without_one() {
     assert!(all.contains("saved "), "{all}");
     assert!(!all.contains("open sesame"), "the passphrase is never echoed: {all}");
 }
+
+/// A reviewer sees whether the planner's signature holds against the repository's signers.
+#[test]
+fn show_checks_the_planners_signature() {
+    let (lab, key) = lab_with_operator();
+    let id = lab.plan(&key);
+    let plan = format!("repo/plans/{id}.plan");
+    let out = lab.homelab(&["show", &plan]);
+    ok(&out, 0, "show");
+    assert!(
+        out.stdout
+            .contains(&format!("  signature valid: made by operator@test ({})", key.fingerprint)),
+        "{}",
+        out.stdout
+    );
+    // The planner's key is no longer allowed: show still shows the plan, and says so.
+    let other = lab.keygen("other");
+    lab.allow(&[("operator@test", "", &other)]);
+    let out = lab.homelab(&["show", &plan, "--format", "markdown"]);
+    ok(&out, 0, "show");
+    assert!(out.stdout.contains("Signature: NOT VALID: key "), "{}", out.stdout);
+}
