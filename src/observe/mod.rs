@@ -222,7 +222,7 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
     let mut state = NodeState::default();
     let mut at = 0;
     let line = |at: &mut usize| -> Result<String, String> {
-        let rest = &bytes[*at..];
+        let rest = bytes.get(*at..).ok_or("truncated")?;
         let end = rest.iter().position(|b| *b == b'\n').ok_or("truncated")?;
         *at += end + 1;
         String::from_utf8(rest[..end].to_vec()).map_err(|_| "a name is not UTF-8".to_owned())
@@ -274,8 +274,9 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
             "journal" => {
                 let (size, id) = rest.split_once(' ').ok_or("bad journal entry")?;
                 let size: usize = size.trim().parse().map_err(|_| "bad size")?;
-                let content = bytes.get(at..at + size).ok_or("truncated journal")?;
-                at += size + 1;
+                let end = at.checked_add(size).ok_or("bad size")?;
+                let content = bytes.get(at..end).ok_or("truncated journal")?;
+                at = end + 1;
                 state.journals.insert(id.to_owned());
                 // Services whose live link was switched by that apply but not confirmed.
                 let journal: serde_json::Value =
@@ -327,8 +328,9 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 let mode = u32::from_str_radix(mode, 8)
                     .map(|m| format!("{m:04o}"))
                     .map_err(|_| "bad mode")?;
-                let content = bytes.get(at..at + size).ok_or("truncated file")?.to_vec();
-                at += size + 1;
+                let end = at.checked_add(size).ok_or("bad size")?;
+                let content = bytes.get(at..end).ok_or("truncated file")?.to_vec();
+                at = end + 1;
                 let (_, svc, manifest) = current.as_mut().ok_or("file outside a service")?;
                 if name == crate::render::MANIFEST {
                     *manifest = Some(content);
@@ -375,4 +377,40 @@ pub fn refresh_all<'a>(
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &[u8] =
+        b"homelab-refresh 1\nconsumed abc\nservice web\nfile 5 644 healthcheck.sh\nexit\n\nend\n";
+
+    #[test]
+    fn a_refresh_answer_parses() {
+        let state = parse_refresh(GOOD).unwrap();
+        assert!(state.consumed.contains("abc"));
+        let web = &state.services["web"];
+        assert_eq!(web.files["healthcheck.sh"].mode, "0644");
+        assert_eq!(web.manifest, ManifestState::Missing);
+    }
+
+    /// Whatever a node answers (a hostile or broken one), refresh errs, it never panics.
+    #[test]
+    fn hostile_refresh_answers_never_panic() {
+        for bad in [
+            &b"homelab-refresh 1\nservice web\nfile 18446744073709551615 644 x\n"[..],
+            b"homelab-refresh 1\njournal 99999999999999999999 id\n",
+            b"homelab-refresh 1\nfile 3 644 x\nabc\nend\n",
+            b"homelab-refresh 1\nservice web\nfile 3 999 x\nabc\nend\n",
+            b"homelab-refresh 1\nservice web\nfile 100 644 x\nabc\n",
+            b"homelab-refresh 1\n\xff\xfe\n",
+            b"",
+        ] {
+            assert!(parse_refresh(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        for cut in 0..GOOD.len() {
+            let _ = parse_refresh(&GOOD[..cut]);
+        }
+    }
 }

@@ -573,6 +573,36 @@ mod tests {
         assert!(decode(&no_retry, "p").unwrap_err().message.contains("1 to 100 retries"));
     }
 
+    /// Any edit or cut of a plan file is an error or a valid plan, never a panic.
+    #[test]
+    fn mutated_and_cut_plans_never_panic() {
+        let text = encode(&sample());
+        let bytes = text.as_bytes();
+        for cut in 0..bytes.len() {
+            if let Ok(t) = std::str::from_utf8(&bytes[..cut]) {
+                let _ = decode(t, "p");
+            }
+        }
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b" |\\\n=@-_:0123456789abcdefz";
+        for _ in 0..5000 {
+            let mut b = bytes.to_vec();
+            for _ in 0..(next() % 3 + 1) {
+                let i = (next() as usize) % b.len();
+                b[i] = alphabet[(next() as usize) % alphabet.len()];
+            }
+            if let Ok(t) = std::str::from_utf8(&b) {
+                let _ = decode(t, "p");
+            }
+        }
+    }
+
     #[test]
     fn truncation_is_refused() {
         let text = encode(&sample());
