@@ -776,3 +776,51 @@ fn split_armored_separates_blocks_and_names_the_line_of_a_broken_one() {
     let err = signers.verify(PLAN_NAMESPACE, b"one", &text, now()).unwrap_err();
     assert!(err.to_string().contains("expected exactly one signature block, found 2"), "{err}");
 }
+
+/// Any edit of an allowed-signers file or an armored signature is an error or a value, never a
+/// panic.
+#[test]
+fn mutated_signers_files_and_signatures_never_panic() {
+    let lab = Lab::new();
+    let key = lab.keygen("alice", Kind::Ed25519, "");
+    let signers = format!(
+        "alice@test,bob@* namespaces=\"homelab-plan,homelab-approve\",valid-after=\"20260101\",valid-before=\"20301231235959Z\" {} c\n",
+        key.public
+    );
+    let sig = homelab::approve::SigningKey::load(&key.path, None)
+        .unwrap()
+        .sign("homelab-plan", b"m")
+        .unwrap();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let alphabet = b" \",=*!?-\nAZaz09+/Z";
+    for text in [signers.as_str(), sig.as_str()] {
+        let bytes = text.as_bytes();
+        for cut in 0..bytes.len() {
+            let t = std::str::from_utf8(&bytes[..cut]).unwrap();
+            let _ = AllowedSigners::parse(t, "f");
+            let _ = homelab::approve::split_armored(t);
+        }
+        for _ in 0..800 {
+            let mut b = bytes.to_vec();
+            for _ in 0..(next() % 3 + 1) {
+                let i = (next() as usize) % b.len();
+                b[i] = alphabet[(next() as usize) % alphabet.len()];
+            }
+            let t = String::from_utf8_lossy(&b);
+            if let Ok(s) = AllowedSigners::parse(&t, "f") {
+                let _ = s.verify("homelab-plan", b"m", &sig, SystemTime::now());
+            }
+            for block in homelab::approve::split_armored(&t).unwrap_or_default() {
+                if let Ok(s) = AllowedSigners::parse(&signers, "f") {
+                    let _ = s.verify("homelab-plan", b"m", &block, SystemTime::now());
+                }
+            }
+        }
+    }
+}
