@@ -156,3 +156,37 @@ fn a_repository_that_does_not_exist_is_named() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("cannot open the repository folder"), "{}", out.stderr);
 }
+
+/// Edits anywhere in the definition give diagnostics or a valid homelab, never a panic.
+#[test]
+fn mutated_definitions_never_panic() {
+    let tree = Tree::base();
+    let files = [
+        "inventory/topology.yaml",
+        "services/app/service.yaml",
+        "hosts/edge-b/services.yaml",
+        "services/web/docker-compose.yml",
+    ];
+    let originals: Vec<Vec<u8>> =
+        files.iter().map(|f| fs::read(tree.path().join(f)).unwrap()).collect();
+    let mut seed: u64 = 0x853c_49e6_748f_ea9b;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let alphabet = b" :-\n[]{}&*!|>'\"#@%{}0aZ\t";
+    for round in 0..400 {
+        let which = round % files.len();
+        let mut b = originals[which].clone();
+        for _ in 0..(next() % 4 + 1) {
+            let i = (next() as usize) % b.len();
+            b[i] = alphabet[(next() as usize) % alphabet.len()];
+        }
+        fs::write(tree.path().join(files[which]), &b).unwrap();
+        let _ = homelab::model::load(tree.path());
+        fs::write(tree.path().join(files[which]), &originals[which]).unwrap();
+    }
+    assert!(homelab::model::load(tree.path()).is_ok());
+}
