@@ -210,6 +210,8 @@ pub enum StageArg {
     Deploy,
     Verify,
     Complete,
+    /// Status and recent logs of the selected services (logs stay on the node); changes nothing.
+    Diagnose,
 }
 
 impl StageArg {
@@ -220,7 +222,7 @@ impl StageArg {
             StageArg::Validate => Stage::Validated,
             StageArg::Deploy => Stage::Deployed,
             StageArg::Verify => Stage::Verified,
-            StageArg::Complete => Stage::Completed,
+            StageArg::Complete | StageArg::Diagnose => Stage::Completed,
         }
     }
 }
@@ -401,7 +403,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
                 approved,
                 target,
                 services,
-                stage: stage.map(StageArg::stage),
+                stage: stage.filter(|s| !matches!(s, StageArg::Diagnose)).map(StageArg::stage),
+                diagnose: matches!(stage, Some(StageArg::Diagnose)),
                 resume: *resume,
                 lock_wait: *lock_wait,
                 parallel: *parallel,

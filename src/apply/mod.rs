@@ -39,6 +39,8 @@ pub struct Options {
     pub parallel: usize,
     /// Who applies, recorded in the lock (`user@host pid`).
     pub holder: String,
+    /// `--stage diagnose`: status and logs of the selected services, nothing changed.
+    pub diagnose: bool,
 }
 
 /// How a node's apply ended. The exit code comes from these (see `exit_code`).
@@ -89,6 +91,9 @@ impl NodeOutcome {
             | NodeOutcome::Refused { reason }
             | NodeOutcome::Unreachable { reason } => reason.clone(),
             NodeOutcome::Stale { what } => what.clone(),
+            NodeOutcome::Staged { stage } if stage == "diagnose" => {
+                "diagnosed; nothing changed".to_owned()
+            }
             NodeOutcome::Staged { stage } => {
                 format!("through `{stage}`; the later stages are pending (`--resume`)")
             }
@@ -345,6 +350,9 @@ impl NodeRun<'_> {
     }
 
     fn run(&self, transport: &dyn Transport) -> NodeOutcome {
+        if self.opts.diagnose {
+            return self.diagnose(transport);
+        }
         if let PlannedStatus::Unreachable { reason } = &self.np.status {
             return NodeOutcome::Unreachable {
                 reason: format!("unreachable when planned ({reason}): plan again"),
@@ -387,6 +395,41 @@ impl NodeRun<'_> {
             let _ = remote::unlock(exec, &paths.lock(), &token);
         }
         outcome
+    }
+
+    /// The guide's `--stage diagnose`: for each selected service of the node, its containers'
+    /// status, and recent logs kept in `<root>/logs/<svc>/` on the node (they may hold secrets).
+    fn diagnose(&self, transport: &dyn Transport) -> NodeOutcome {
+        let exec = match transport.connect(self.node) {
+            Ok(e) => e,
+            Err(e) => return NodeOutcome::Unreachable { reason: e.to_string() },
+        };
+        let exec = exec.as_ref();
+        let paths = Paths { root: exec.root().to_owned() };
+        for c in
+            self.np.changes.iter().filter(|c| {
+                self.opts.services.as_ref().is_none_or(|s| s.contains(&c.instance.service))
+            })
+        {
+            let svc = c.instance.service.as_str();
+            let log = format!("{}/logs/{svc}/diagnose-{}.log", paths.root, self.id);
+            match remote::diagnose(exec, &paths.root, svc, &log) {
+                Ok(status) => {
+                    let status = if status.is_empty() {
+                        "no containers".to_owned()
+                    } else {
+                        status.replace('\n', "; ")
+                    };
+                    self.say(
+                        Some(&c.instance.service),
+                        "diagnose",
+                        format!("{status} (logs: {log})"),
+                    );
+                }
+                Err(e) => return self.step_error(e),
+            }
+        }
+        NodeOutcome::Staged { stage: "diagnose".to_owned() }
     }
 
     fn lock_token(&self) -> String {

@@ -20,11 +20,14 @@ fn refused(message: impl Into<String>) -> Error {
 
 /// Every check that does not need a node, before anything is written anywhere. Read-only.
 /// Per node, staleness and replay are checked right before that node's first stage.
+/// `inspect`: `--stage diagnose`, which changes nothing; an applied or expired plan may be
+/// inspected, but only an approved one.
 pub fn preflight(
     lab: &Homelab,
     approved: &Path,
     records: &Records,
     resume: bool,
+    inspect: bool,
 ) -> Result<LoadedPlan, Error> {
     let name = approved.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let Some(id) = name.strip_suffix(".approved") else {
@@ -50,7 +53,9 @@ pub fn preflight(
     let signers = super::plan::allowed_signers(lab)?;
     verify_planner(&loaded, &signers, now)?;
     let started = records.consumed(&loaded.id);
-    if resume && started.exists() {
+    if inspect {
+        // Read-only: signatures and approvals below are all that matters.
+    } else if resume && started.exists() {
         // Finishing an apply that already started is allowed past the plan's expiry: every
         // service is at its old or new version, and the approvals below still must hold.
         let record = std::fs::read_to_string(&started).unwrap_or_default();
@@ -86,6 +91,8 @@ pub struct ApplyArgs<'a> {
     pub target: &'a crate::cli::Target,
     pub services: &'a [String],
     pub stage: Option<Stage>,
+    /// `--stage diagnose`: inspect only.
+    pub diagnose: bool,
     pub resume: bool,
     pub lock_wait: u64,
     pub parallel: usize,
@@ -100,7 +107,7 @@ pub fn run(
 ) -> Result<u8, Error> {
     let target = args.target;
     let records = Records { root: target.controller.root(target.root.as_ref()) };
-    let loaded = preflight(lab, args.approved, &records, args.resume)?;
+    let loaded = preflight(lab, args.approved, &records, args.resume, args.diagnose)?;
     eprintln!("pre-flight passed for plan {}: {}", loaded.id, loaded.plan.summary());
     let transport = crate::cli::transport_for(repo, target)?;
     let nodes =
@@ -126,6 +133,7 @@ pub fn run(
         lock_wait: Duration::from_secs(args.lock_wait),
         parallel: args.parallel,
         holder: format!("{user}@{host} pid {}", std::process::id()),
+        diagnose: args.diagnose,
     };
     // The controller's record: from here on, a plain second apply of this plan is a replay.
     let consumed = records.consumed(&loaded.id);
@@ -134,6 +142,8 @@ pub fn run(
         let v = serde_json::json!({"plan": loaded.id, "state": state, "updated": super::now_rfc3339(), "by": opts.holder, "nodes": outcomes});
         format!("{}\n", serde_json::to_string_pretty(&v).expect("json"))
     };
+    // Diagnosing changes nothing, so it leaves no record either.
+    let first = first && !args.diagnose;
     if first {
         super::write_atomic(&consumed, record("started", &serde_json::json!({})).as_bytes())?;
     }
@@ -156,7 +166,9 @@ pub fn run(
     let summary = serde_json::Value::Object(summary);
     let code = apply::exit_code(&outcomes);
     let whole = opts.nodes.is_none() && opts.services.is_none() && opts.stage.is_none();
-    if first && !outcomes.values().any(NodeOutcome::touched) {
+    if args.diagnose {
+        // Nothing to record.
+    } else if first && !outcomes.values().any(NodeOutcome::touched) {
         // Nothing was done anywhere: the plan is not consumed.
         let _ = std::fs::remove_file(&consumed);
     } else {

@@ -337,6 +337,16 @@ fn fresh_apply_then_no_op_then_update_and_rollback_then_stale() {
         "{events}"
     );
     assert!(!events.contains("not-in-git-4711"), "no secret in events");
+    // The guide's `--stage diagnose`: status now, logs kept on the node, nothing changed.
+    let out = site.apply(&id3, &["--stage", "diagnose", "--service", "broker"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("[edge-a] broker diagnose: broker running"), "{}", out.stderr);
+    assert!(site.root("edge-a").join(format!("logs/broker/diagnose-{id3}.log")).is_file());
+    assert!(
+        out.stdout.contains("EDGE-A           stage done: diagnosed; nothing changed"),
+        "{}",
+        out.stdout
+    );
     site.edit("services/broker/healthcheck.sh", |s| s.replace("exit 1", "exit 0"));
     site.edit("services/broker/docker-compose.yml", |s| {
         s.replace("BROKER_USER: broker2", "BROKER_USER: broker")
