@@ -367,16 +367,17 @@ pub fn run_reject(
     _out: &mut dyn std::io::Write,
 ) -> Result<u8, Error> {
     let loaded = read_plan(plan_path)?;
-    let by = match key_flag {
-        Some(k) => {
-            let key = super::plan::load_key(&super::plan::KeySource::Flag(k.clone()))?;
+    // Who rejects: the same key search as approve (`--key`, HOMELAB_SIGNING_KEY, Git's
+    // user.signingkey); without one, the local user name.
+    let by = match super::plan::find_key(repo, key_flag)? {
+        Some(source) => {
+            let key = super::plan::load_key(&source)?;
             let signers = super::plan::allowed_signers(lab)?;
             let principals = super::plan::principals_of(&key, &signers, APPROVE_NAMESPACE)?;
             format!("{} {}", principals.join(","), key.fingerprint())
         }
         None => std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
     };
-    let _ = repo;
     let records = Records { root: controller.root(None) };
     let path = reject(&loaded, reason, &by, &records)?;
     eprintln!("rejected plan {}: {}", loaded.id, path.display());
