@@ -190,3 +190,17 @@ fn mutated_definitions_never_panic() {
     }
     assert!(homelab::model::load(tree.path()).is_ok());
 }
+
+/// A `.env` beside an override (made here, not committed: no secret-looking file is tracked)
+/// is refused: host-local secrets live on the node.
+#[test]
+fn a_dotenv_file_under_a_hosts_runtime_folder_is_refused() {
+    let tree = Tree::base();
+    tree.write("hosts/edge-b/runtime/app/.env", "APP_SECRET=hunter2\n");
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr,
+        "error[override]: hosts/edge-b/runtime/app/.env: expected only `docker-compose.override.yml` here, found `.env`\n  fix: host-local secrets live on the node under <root>/config/<svc>/, never in Git\n1 problem found in the homelab definition\n"
+    );
+}
