@@ -765,17 +765,14 @@ impl NodeRun<'_> {
                 serde_json::json!({"action": "delete"}),
             );
             remote::down_and_unlink(exec, &paths.root, svc)?;
-            self.set(exec, paths, journal, svc, Stage::Completed, None)?;
-            self.event(
+            return self.complete(
                 exec,
                 paths,
-                "deployment_completed",
-                "info",
-                svc,
+                journal,
+                c,
                 serde_json::json!({"action": "delete"}),
+                "removed",
             );
-            say("complete", "removed".to_owned());
-            return Ok(Stage::Completed);
         }
         let Some(rt) = &c.runtime else {
             self.set(
@@ -916,19 +913,27 @@ impl NodeRun<'_> {
             if !runs(Stage::Completed) {
                 return Ok(stage);
             }
-            self.set(exec, paths, journal, svc, Stage::Completed, None)?;
-            self.event(
-                exec,
-                paths,
-                "deployment_completed",
-                "info",
-                svc,
-                serde_json::json!({"release": release}),
-            );
-            say("complete", "at the new version".to_owned());
-            stage = Stage::Completed;
+            let data = serde_json::json!({"release": release});
+            stage = self.complete(exec, paths, journal, c, data, "at the new version")?;
         }
         Ok(stage)
+    }
+
+    /// The last stage of a service: journal, event, progress.
+    fn complete(
+        &self,
+        exec: &dyn NodeExec,
+        paths: &Paths,
+        journal: &mut Journal,
+        c: &Change,
+        data: serde_json::Value,
+        message: &str,
+    ) -> Result<Stage, StepError> {
+        let svc = c.instance.service.as_str();
+        self.set(exec, paths, journal, svc, Stage::Completed, None)?;
+        self.event(exec, paths, "deployment_completed", "info", svc, data);
+        self.say(Some(&c.instance.service), "complete", message.to_owned());
+        Ok(Stage::Completed)
     }
 
     /// Prepare or validate failed: nothing live changed.

@@ -10,7 +10,7 @@
 
 use std::fs;
 
-use crate::support::{id_of, split_plan, ssh_keygen, Key, Lab, Output, Ran, Snapshot};
+use crate::support::{id_of, split_plan, Key, Lab, Output, Ran, Snapshot};
 
 /// Apply's pre-flight passed (execution itself may still be missing or fail).
 const PASSED: &str = "pre-flight passed";
@@ -63,19 +63,11 @@ impl Planned {
         self.lab.write("check.sig", sig);
         let signers = self.lab.path("repo/inventory/allowed_signers");
         let sig = self.lab.path("check.sig");
-        let ran = ssh_keygen(
-            &[
-                "-Y",
-                "verify",
-                "-f",
-                signers.to_str().unwrap(),
-                "-I",
-                principal,
-                "-n",
-                namespace,
-                "-s",
-                sig.to_str().unwrap(),
-            ],
+        let ran = crate::support::ssh_verify(
+            &signers,
+            principal,
+            namespace,
+            &sig,
             self.body().as_bytes(),
         );
         fs::remove_file(self.lab.path("check.sig")).unwrap();

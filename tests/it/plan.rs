@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use crate::support::{id_of, sha256_hex, split_plan, ssh_keygen, Key, Lab, Output};
+use crate::support::{id_of, sha256_hex, split_plan, ssh_verify, Key, Lab, Output};
 
 /// A lab whose only signer is `operator@test` (the base fixture's approver).
 fn lab_with_operator() -> (Lab, Key) {
@@ -115,39 +115,15 @@ fn a_plan_of_an_empty_runtime_root_is_readable_signed_and_pending() {
     lab.write("sig", sig);
     let signers = lab.path("repo/inventory/allowed_signers");
     let sig_path = lab.path("sig");
-    let verify = |ns: &str| {
-        ssh_keygen(
-            &[
-                "-Y",
-                "verify",
-                "-f",
-                signers.to_str().unwrap(),
-                "-I",
-                "operator@test",
-                "-n",
-                ns,
-                "-s",
-                sig_path.to_str().unwrap(),
-            ],
-            body.as_bytes(),
-        )
-    };
+    let verify = |ns: &str| ssh_verify(&signers, "operator@test", ns, &sig_path, body.as_bytes());
     let ran = verify("homelab-plan");
     assert!(ran.ok, "ssh-keygen -Y verify refused the plan: {}{}", ran.stdout, ran.stderr);
     assert!(!verify("homelab-approve").ok, "a plan signature is no approval");
-    let ran = ssh_keygen(
-        &[
-            "-Y",
-            "verify",
-            "-f",
-            signers.to_str().unwrap(),
-            "-I",
-            "operator@test",
-            "-n",
-            "homelab-plan",
-            "-s",
-            sig_path.to_str().unwrap(),
-        ],
+    let ran = ssh_verify(
+        &signers,
+        "operator@test",
+        "homelab-plan",
+        &sig_path,
         format!("{body} ").as_bytes(),
     );
     assert!(!ran.ok, "ssh-keygen accepted changed bytes");
@@ -603,29 +579,9 @@ fn a_key_held_by_ssh_agent_signs_plans_and_approvals() {
     let text = lab.plan_file(&id);
     let (body, sig) = crate::support::split_plan(&text);
     lab.write("sig", sig);
+    let signers = lab.path("repo/inventory/allowed_signers");
     let verify = |ns: &str, sig: &str| {
-        std::process::Command::new("ssh-keygen")
-            .args([
-                "-Y",
-                "verify",
-                "-f",
-                lab.path("repo/inventory/allowed_signers").to_str().unwrap(),
-                "-I",
-                "operator@test",
-                "-n",
-                ns,
-                "-s",
-                sig,
-            ])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(body.as_bytes())?;
-                c.wait()
-            })
-            .unwrap()
-            .success()
+        ssh_verify(&signers, "operator@test", ns, std::path::Path::new(sig), body.as_bytes()).ok
     };
     assert!(verify("homelab-plan", lab.path("sig").to_str().unwrap()));
     let plan = format!("repo/plans/{id}.plan");

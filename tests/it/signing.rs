@@ -791,13 +791,7 @@ fn mutated_signers_files_and_signatures_never_panic() {
         .unwrap()
         .sign("homelab-plan", b"m")
         .unwrap();
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = crate::support::Mutator::new(0x2545_f491_4f6c_dd1d);
     let alphabet = b" \",=*!?-\nAZaz09+/Z";
     for text in [signers.as_str(), sig.as_str()] {
         let bytes = text.as_bytes();
@@ -807,11 +801,7 @@ fn mutated_signers_files_and_signatures_never_panic() {
             let _ = homelab::approve::split_armored(t);
         }
         for _ in 0..800 {
-            let mut b = bytes.to_vec();
-            for _ in 0..(next() % 3 + 1) {
-                let i = (next() as usize) % b.len();
-                b[i] = alphabet[(next() as usize) % alphabet.len()];
-            }
+            let b = rng.mutate(bytes, alphabet, 3);
             let t = String::from_utf8_lossy(&b);
             if let Ok(s) = AllowedSigners::parse(&t, "f") {
                 let _ = s.verify("homelab-plan", b"m", &sig, SystemTime::now());

@@ -489,3 +489,55 @@ impl Lab {
         Snapshot::of(self.dir.path())
     }
 }
+
+/// `ssh-keygen -Y verify -f <signers> -I <principal> -n <namespace> -s <signature file>` of
+/// `message`, with the real binary.
+pub fn ssh_verify(
+    signers: &Path,
+    principal: &str,
+    namespace: &str,
+    sig: &Path,
+    message: &[u8],
+) -> Ran {
+    ssh_keygen(
+        &[
+            "-Y",
+            "verify",
+            "-f",
+            signers.to_str().unwrap(),
+            "-I",
+            principal,
+            "-n",
+            namespace,
+            "-s",
+            sig.to_str().unwrap(),
+        ],
+        message,
+    )
+}
+
+/// A small deterministic generator (xorshift64) for mutation tests: the same seed, the same edits.
+pub struct Mutator(u64);
+
+impl Mutator {
+    pub fn new(seed: u64) -> Mutator {
+        Mutator(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `bytes` with 1 to `max_edits` bytes replaced by bytes of `alphabet`.
+    pub fn mutate(&mut self, bytes: &[u8], alphabet: &[u8], max_edits: u64) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        for _ in 0..(self.next() % max_edits + 1) {
+            let i = (self.next() as usize) % b.len();
+            b[i] = alphabet[(self.next() as usize) % alphabet.len()];
+        }
+        b
+    }
+}

@@ -169,21 +169,11 @@ fn mutated_definitions_never_panic() {
     ];
     let originals: Vec<Vec<u8>> =
         files.iter().map(|f| fs::read(tree.path().join(f)).unwrap()).collect();
-    let mut seed: u64 = 0x853c_49e6_748f_ea9b;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = crate::support::Mutator::new(0x853c_49e6_748f_ea9b);
     let alphabet = b" :-\n[]{}&*!|>'\"#@%{}0aZ\t";
     for round in 0..400 {
         let which = round % files.len();
-        let mut b = originals[which].clone();
-        for _ in 0..(next() % 4 + 1) {
-            let i = (next() as usize) % b.len();
-            b[i] = alphabet[(next() as usize) % alphabet.len()];
-        }
+        let b = rng.mutate(&originals[which], alphabet, 4);
         fs::write(tree.path().join(files[which]), &b).unwrap();
         let _ = homelab::model::load(tree.path());
         fs::write(tree.path().join(files[which]), &originals[which]).unwrap();
