@@ -42,7 +42,7 @@ fn main() {
         || {
             for p in &all {
                 let b = std::fs::read(p).unwrap();
-                std::hint::black_box(homelab::render::sha256_hex(&b));
+                std::hint::black_box(homelab::digest::sha256_hex(&b));
             }
         },
         50,

@@ -215,8 +215,8 @@ pub enum StageArg {
 }
 
 impl StageArg {
-    pub fn stage(self) -> crate::apply::journal::Stage {
-        use crate::apply::journal::Stage;
+    pub fn stage(self) -> crate::node::journal::Stage {
+        use crate::node::journal::Stage;
         match self {
             StageArg::Prepare => Stage::Prepared,
             StageArg::Validate => Stage::Validated,

@@ -11,11 +11,15 @@
 pub mod apply;
 pub mod approve;
 pub mod cli;
+pub mod clock;
 pub mod command;
+pub mod digest;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod graph;
 pub mod model;
+pub mod node;
 pub mod observe;
 pub mod plan;
 pub mod render;

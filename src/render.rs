@@ -11,15 +11,14 @@ use std::path::Path;
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::model::{Homelab, Instance};
+use crate::node::manifest::{Manifest, MANIFEST};
+use crate::node::Layout;
 
 pub const COMPOSE: &str = "docker-compose.yml";
 pub const OVERRIDE: &str = "docker-compose.override.yml";
 pub const HEALTHCHECK: &str = "healthcheck.sh";
-pub const MANIFEST: &str = "manifest.json";
-pub const MANIFEST_FORMAT: u32 = 1;
 /// Every artifact a service instance may have on its node (the manifest aside).
 pub const ARTIFACT_NAMES: [&str; 3] = [COMPOSE, OVERRIDE, HEALTHCHECK];
 
@@ -32,7 +31,7 @@ pub struct Artifact {
 
 impl Artifact {
     pub fn sha256(&self) -> String {
-        sha256_hex(&self.bytes)
+        crate::digest::sha256_hex(&self.bytes)
     }
 }
 
@@ -43,48 +42,17 @@ pub struct Rendered {
     pub artifacts: Vec<Artifact>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Manifest {
-    pub format: u32,
-    pub service: String,
-    pub node: String,
-    /// The compose project name: the service name.
-    pub project: String,
-    pub artifacts: Vec<ManifestEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ManifestEntry {
-    pub name: String,
-    pub sha256: String,
-    pub size: u64,
-    pub mode: String,
-}
-
 impl Rendered {
     pub fn manifest(&self) -> Manifest {
-        Manifest {
-            format: MANIFEST_FORMAT,
-            service: self.instance.service.to_string(),
-            node: self.instance.node.to_string(),
-            project: self.instance.service.to_string(),
-            artifacts: self
-                .artifacts
-                .iter()
-                .map(|a| ManifestEntry {
-                    name: a.name.to_owned(),
-                    sha256: a.sha256(),
-                    size: a.bytes.len() as u64,
-                    mode: format!("{:04o}", a.mode),
-                })
-                .collect(),
-        }
+        Manifest::of(
+            self.instance.service.as_str(),
+            self.instance.node.as_str(),
+            self.artifacts.iter().map(|a| (a.name, a.bytes.as_slice(), a.mode)),
+        )
     }
 
     pub fn manifest_bytes(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(&self.manifest()).expect("manifest serializes");
-        out.push(b'\n');
-        out
+        self.manifest().to_bytes()
     }
 }
 
@@ -92,11 +60,6 @@ impl Rendered {
 pub enum RenderError {
     #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Template { file: String, line: Option<u64>, message: String },
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Serialize)]
@@ -131,6 +94,7 @@ pub fn render_instance(lab: &Homelab, inst: &Instance) -> Result<Rendered, Rende
     let node = &lab.nodes[&inst.node];
     let host = &node.services[&inst.service];
     let root = node.runtime_root.as_str();
+    let layout = Layout::new(root);
     let mut vars: BTreeMap<&str, &serde_json::Value> =
         svc.vars.iter().map(|(k, v)| (k.as_str(), v)).collect();
     vars.extend(host.vars.iter().map(|(k, v)| (k.as_str(), v)));
@@ -144,9 +108,9 @@ pub fn render_instance(lab: &Homelab, inst: &Instance) -> Result<Rendered, Rende
             roles: &node.roles,
         },
         service: ServiceCtx { name: svc.name.as_str(), exposure: svc.exposure.as_str() },
-        config_dir: format!("{root}/config/{}", svc.name),
-        data_dir: format!("{root}/data/{}", svc.name),
-        logs_dir: format!("{root}/logs/{}", svc.name),
+        config_dir: layout.config(svc.name.as_str()),
+        data_dir: layout.data(svc.name.as_str()),
+        logs_dir: layout.logs(svc.name.as_str()),
         vars,
     };
 

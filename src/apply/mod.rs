@@ -9,7 +9,6 @@
 //!   switches back to the previous release and brings it up again.
 //! - It never re-renders: it uploads exactly the bytes of the reviewed plan.
 
-pub mod journal;
 pub mod remote;
 pub mod sink;
 
@@ -17,14 +16,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use journal::{Entry, Journal, Stage};
+use crate::node::journal::{Entry, Journal, Stage};
 use remote::StepError;
 pub use sink::{Event, Sink};
 
 use crate::model::{Homelab, Instance, Node, NodeName, ServiceName};
+use crate::node::manifest::{Manifest, MANIFEST};
 use crate::observe::{self, NodeStatus};
 use crate::plan::{Action, Change, Plan, PlannedStatus};
-use crate::render::{Manifest, ManifestEntry, MANIFEST, MANIFEST_FORMAT};
 use crate::transport::{NodeExec, Transport};
 
 /// What the operator asked for beyond the plan itself.
@@ -572,11 +571,13 @@ impl NodeRun<'_> {
                         }
                     }
                 },
-                Ok(None) => Journal::new(self.id, self.node.id.as_str()),
+                Ok(None) => {
+                    Journal::new(self.id, self.node.id.as_str(), std::time::SystemTime::now())
+                }
                 Err(e) => return self.step_error(e),
             }
         } else {
-            Journal::new(self.id, self.node.id.as_str())
+            Journal::new(self.id, self.node.id.as_str(), std::time::SystemTime::now())
         };
         if resuming {
             // A service skipped for a dependency, or stopped before anything live changed
@@ -810,26 +811,14 @@ impl NodeRun<'_> {
                 )?;
                 hashes.push((a.name.clone(), a.sha256.clone()));
             }
-            let manifest = Manifest {
-                format: MANIFEST_FORMAT,
-                service: svc.to_owned(),
-                node: self.node.id.to_string(),
-                project: svc.to_owned(),
-                artifacts: c
-                    .artifacts
-                    .iter()
-                    .map(|a| ManifestEntry {
-                        name: a.name.clone(),
-                        sha256: a.sha256.clone(),
-                        size: a.text.len() as u64,
-                        mode: format!("{:04o}", a.mode),
-                    })
-                    .collect(),
-            };
-            let mut mbytes = serde_json::to_vec_pretty(&manifest).expect("manifest");
-            mbytes.push(b'\n');
+            let manifest = Manifest::of(
+                svc,
+                self.node.id.as_str(),
+                c.artifacts.iter().map(|a| (a.name.as_str(), a.text.as_bytes(), a.mode)),
+            );
+            let mbytes = manifest.to_bytes();
             remote::write_durable(exec, &format!("{staging}/{MANIFEST}"), "0644", &mbytes)?;
-            hashes.push((MANIFEST.to_owned(), crate::render::sha256_hex(&mbytes)));
+            hashes.push((MANIFEST.to_owned(), crate::digest::sha256_hex(&mbytes)));
             if let Err(e) = remote::seal_release(exec, &staging, &release, &hashes) {
                 return self.fail_early(exec, paths, journal, svc, e);
             }

@@ -217,7 +217,7 @@ pub fn write_durable(
     mode: &str,
     bytes: &[u8],
 ) -> Result<(), StepError> {
-    let sha = crate::render::sha256_hex(bytes);
+    let sha = crate::digest::sha256_hex(bytes);
     ok(sh(exec, WRITE_DURABLE, &[path, mode, &sha], bytes, SHORT, false)?, "writing a file")
         .map(|_| ())
 }

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::apply::{self, journal::Stage, NodeOutcome, Options};
+use crate::apply::{self, NodeOutcome, Options};
 use crate::error::Error;
 use crate::model::Homelab;
+use crate::node::journal::Stage;
 
 use super::approve::{
     check_approvals, check_not_consumed_or_rejected, check_not_expired, read_plan, verify_planner,

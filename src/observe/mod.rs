@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::NodeName;
-use crate::render::Manifest;
+use crate::node::manifest::Manifest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActualNode {
@@ -128,7 +128,7 @@ impl NodeState {
             h.update(line.as_bytes());
             h.update(b"\n");
         }
-        format!("sha256:{}", hex(&h.finalize()))
+        format!("sha256:{}", crate::digest::hex(&h.finalize()))
     }
 
     /// The lines the fingerprint is made of, also recorded in the plan so a stale plan can say
@@ -148,10 +148,6 @@ impl NodeState {
         }
         out
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One round trip that prints everything refresh needs about a runtime root: consumed plan
@@ -239,7 +235,7 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 Some(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
                     Ok(manifest) => ManifestState::Present {
                         manifest,
-                        sha256: crate::render::sha256_hex(&bytes),
+                        sha256: crate::digest::sha256_hex(&bytes),
                     },
                     Err(e) => ManifestState::Corrupt { reason: format!("manifest.json: {e}") },
                 },
@@ -315,7 +311,7 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 svc.files.insert(
                     name.to_owned(),
                     FileState {
-                        sha256: crate::render::sha256_hex(marker.as_bytes()),
+                        sha256: crate::digest::sha256_hex(marker.as_bytes()),
                         mode: String::new(),
                         content: None,
                     },
@@ -332,11 +328,11 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 let content = bytes.get(at..end).ok_or("truncated file")?.to_vec();
                 at = end + 1;
                 let (_, svc, manifest) = current.as_mut().ok_or("file outside a service")?;
-                if name == crate::render::MANIFEST {
+                if name == crate::node::manifest::MANIFEST {
                     *manifest = Some(content);
                     continue;
                 }
-                let sha256 = crate::render::sha256_hex(&content);
+                let sha256 = crate::digest::sha256_hex(&content);
                 svc.files.insert(
                     name.to_owned(),
                     FileState { sha256, mode, content: String::from_utf8(content).ok() },

@@ -438,7 +438,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 };
                 let (name, sha) = (name.to_owned(), sha.to_owned());
                 let text = p.content()?;
-                if crate::render::sha256_hex(text.as_bytes()) != sha {
+                if crate::digest::sha256_hex(text.as_bytes()) != sha {
                     return Err(p.err(format!(
                         "the content of `{name}` does not match its sha256: the plan was edited"
                     )));
@@ -503,13 +503,13 @@ mod tests {
                             PlannedArtifact {
                                 name: "docker-compose.yml".into(),
                                 mode: 0o644,
-                                sha256: crate::render::sha256_hex(b"a: |\n  end\n|x\n"),
+                                sha256: crate::digest::sha256_hex(b"a: |\n  end\n|x\n"),
                                 text: "a: |\n  end\n|x\n".into(),
                             },
                             PlannedArtifact {
                                 name: "healthcheck.sh".into(),
                                 mode: 0o755,
-                                sha256: crate::render::sha256_hex(b"exit 0"),
+                                sha256: crate::digest::sha256_hex(b"exit 0"),
                                 text: "exit 0".into(),
                             },
                         ],

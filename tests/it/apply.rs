@@ -425,7 +425,7 @@ fn assert_whole_versions(root: &Path) {
         for a in manifest["artifacts"].as_array().unwrap() {
             let bytes = fs::read(target.join(a["name"].as_str().unwrap())).unwrap();
             assert_eq!(
-                homelab::render::sha256_hex(&bytes),
+                homelab::digest::sha256_hex(&bytes),
                 a["sha256"].as_str().unwrap(),
                 "{name} is between versions"
             );

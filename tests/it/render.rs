@@ -93,7 +93,7 @@ fn artifacts_and_manifest_of_one_instance() {
         serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     for a in manifest["artifacts"].as_array().unwrap() {
         let bytes = fs::read(dir.join(a["name"].as_str().unwrap())).unwrap();
-        assert_eq!(a["sha256"].as_str().unwrap(), homelab::render::sha256_hex(&bytes));
+        assert_eq!(a["sha256"].as_str().unwrap(), homelab::digest::sha256_hex(&bytes));
         assert_eq!(a["size"].as_u64().unwrap(), bytes.len() as u64);
     }
     use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,7 @@
 //! The apply journal of one node for one plan: `<root>/state/deploy/<plan-id>/journal.json`,
 //! written durably after every stage so `--resume` (from the controller or from the node
-//! itself) continues exactly where an apply stopped.
+//! itself) continues exactly where an apply stopped. The shape of the record and the stage
+//! order live here; `apply` decides the transitions.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,27 @@ impl Stage {
     pub fn is_final(self) -> bool {
         matches!(self, Stage::Completed | Stage::Failed | Stage::RolledBack | Stage::Skipped)
     }
+
+    /// The stage as `--stage` and progress lines name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Pending => "pending",
+            Stage::Prepared => "prepare",
+            Stage::Validated => "validate",
+            Stage::Deploying | Stage::Deployed => "deploy",
+            Stage::Verified => "verify",
+            Stage::Completed => "complete",
+            Stage::Failed => "failed",
+            Stage::RolledBack => "rolled back",
+            Stage::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the service's live link was (or may have been) switched to the new release but
+    /// the apply did not finish: its containers may not match its files.
+    pub fn switched_unconfirmed(self) -> bool {
+        matches!(self, Stage::Deploying | Stage::Deployed | Stage::Verified)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,12 +76,12 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn new(plan: &str, node: &str) -> Journal {
+    pub fn new(plan: &str, node: &str, now: std::time::SystemTime) -> Journal {
         Journal {
             format: 1,
             plan: plan.to_owned(),
             node: node.to_owned(),
-            updated: crate::command::now_rfc3339(),
+            updated: crate::clock::rfc3339(now),
             finished: false,
             services: BTreeMap::new(),
         }

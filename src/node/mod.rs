@@ -1,0 +1,206 @@
+//! A node's runtime root (`<root>`, `/opt/homelab` by default; DESIGN.md §6) and the records
+//! kept there. [`Layout`] is the one place a path under `<root>` is spelled; the serde types of
+//! [`journal`], [`records`] and [`manifest`] are the one place a record's shape is. `apply`,
+//! `observe`, `events`, the approval records and the agents use only these.
+//!
+//! This module does no IO: it names paths and (de)serializes records. It imports nothing of
+//! homelab's above `model`'s names.
+
+pub mod journal;
+pub mod manifest;
+pub mod records;
+
+/// The runtime root of a node (or of the controller) and every path under it. Paths are POSIX
+/// strings: on a node they are arguments of remote commands, never parsed by a shell.
+///
+/// ```text
+/// <root>/data/<svc>/                     persistent volumes
+/// <root>/config/<svc>/.env               secrets (never read into a plan)
+/// <root>/logs/<svc>/                     service logs, incident and diagnose logs
+/// <root>/state/services/<svc>            -> releases/<svc>/<plan>/ (the live compose project)
+/// <root>/state/releases/<svc>/<plan>/    artifacts and manifest.json of one version
+/// <root>/state/deploy/<plan>/journal.json  stage state of an apply
+/// <root>/state/lock/holder.json          the node lock and who holds it
+/// <root>/state/consumed/<plan>.json      plans applied on this node (replay protection)
+/// <root>/state/applied/<plan>.json       the controller's record of an apply
+/// <root>/state/rejected/<plan>.json      a rejection
+/// <root>/events/<day>/<node>/events.jsonl  append-only events
+/// <root>/actions/<state>/<plan>.json     pending / approved / running / completed / failed
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: String,
+}
+
+/// The folders of the guide's action flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionState {
+    Pending,
+    Approved,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl ActionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Pending => "pending",
+            ActionState::Approved => "approved",
+            ActionState::Running => "running",
+            ActionState::Completed => "completed",
+            ActionState::Failed => "failed",
+        }
+    }
+}
+
+impl Layout {
+    pub fn new(root: impl Into<String>) -> Layout {
+        let mut root = root.into();
+        while root.len() > 1 && root.ends_with('/') {
+            root.pop();
+        }
+        Layout { root }
+    }
+
+    /// A root on this machine (the controller's, or a node's with the local transport).
+    pub fn local(root: &std::path::Path) -> Layout {
+        Layout::new(root.to_string_lossy())
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    fn at(&self, rel: &str) -> String {
+        if self.root == "/" {
+            format!("/{rel}")
+        } else {
+            format!("{}/{rel}", self.root)
+        }
+    }
+
+    // Service folders.
+
+    pub fn data(&self, svc: &str) -> String {
+        self.at(&format!("data/{svc}"))
+    }
+
+    pub fn config(&self, svc: &str) -> String {
+        self.at(&format!("config/{svc}"))
+    }
+
+    /// The service's secrets: names are checked by validate, values never leave the node.
+    pub fn env_file(&self, svc: &str) -> String {
+        self.at(&format!("config/{svc}/.env"))
+    }
+
+    pub fn logs(&self, svc: &str) -> String {
+        self.at(&format!("logs/{svc}"))
+    }
+
+    pub fn incident_log(&self, svc: &str, plan: &str) -> String {
+        self.at(&format!("logs/{svc}/incident-{plan}.log"))
+    }
+
+    pub fn diagnose_log(&self, svc: &str, plan: &str) -> String {
+        self.at(&format!("logs/{svc}/diagnose-{plan}.log"))
+    }
+
+    // Releases.
+
+    /// The folder of live links, one per deployed service.
+    pub fn services(&self) -> String {
+        self.at("state/services")
+    }
+
+    /// The live link of a service: a symlink to its current release.
+    pub fn live(&self, svc: &str) -> String {
+        self.at(&format!("state/services/{svc}"))
+    }
+
+    pub fn releases(&self, svc: &str) -> String {
+        self.at(&format!("state/releases/{svc}"))
+    }
+
+    pub fn release(&self, svc: &str, plan: &str) -> String {
+        self.at(&format!("state/releases/{svc}/{plan}"))
+    }
+
+    /// Where prepare uploads a release before it is checked and sealed.
+    pub fn staging(&self, svc: &str, plan: &str) -> String {
+        self.at(&format!("state/releases/{svc}/.staging-{plan}"))
+    }
+
+    // Apply records on a node.
+
+    pub fn deploy(&self, plan: &str) -> String {
+        self.at(&format!("state/deploy/{plan}"))
+    }
+
+    pub fn journal(&self, plan: &str) -> String {
+        self.at(&format!("state/deploy/{plan}/journal.json"))
+    }
+
+    /// The node lock: a folder (`mkdir` is atomic) holding `holder.json`.
+    pub fn lock(&self) -> String {
+        self.at("state/lock")
+    }
+
+    pub fn lock_holder(&self) -> String {
+        self.at("state/lock/holder.json")
+    }
+
+    pub fn consumed(&self, plan: &str) -> String {
+        self.at(&format!("state/consumed/{plan}.json"))
+    }
+
+    // Controller records.
+
+    /// The controller's record of an apply (distinct from the nodes' `consumed`: the
+    /// controller may be a node itself, and applies on a node record there too).
+    pub fn applied(&self, plan: &str) -> String {
+        self.at(&format!("state/applied/{plan}.json"))
+    }
+
+    pub fn rejected(&self, plan: &str) -> String {
+        self.at(&format!("state/rejected/{plan}.json"))
+    }
+
+    pub fn action(&self, state: ActionState, plan: &str) -> String {
+        self.at(&format!("actions/{}/{plan}.json", state.as_str()))
+    }
+
+    // Events.
+
+    /// A node's events of one day (`YYYY-MM-DD`).
+    pub fn events(&self, day: &str, node: &str) -> String {
+        self.at(&format!("events/{day}/{node}/events.jsonl"))
+    }
+
+    pub fn events_root(&self) -> String {
+        self.at("events")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_sit_under_the_root() {
+        let l = Layout::new("/opt/homelab/");
+        assert_eq!(l.root(), "/opt/homelab");
+        assert_eq!(l.live("mosquitto"), "/opt/homelab/state/services/mosquitto");
+        assert_eq!(l.journal("ab12"), "/opt/homelab/state/deploy/ab12/journal.json");
+        assert_eq!(
+            l.events("2026-11-30", "chelsty-infra"),
+            "/opt/homelab/events/2026-11-30/chelsty-infra/events.jsonl"
+        );
+        assert_eq!(
+            l.action(ActionState::Pending, "ab12"),
+            "/opt/homelab/actions/pending/ab12.json"
+        );
+        assert_eq!(Layout::new("/").live("x"), "/state/services/x");
+    }
+}
