@@ -1,16 +1,17 @@
-//! The command line: clap types and dispatch. Commands parse into plain values here and call
-//! into the library; nothing below this file prints to the terminal on its own.
+//! The command line: the clap types of every command, and one `match` that hands each to its
+//! file under `command/`. Nothing else lives here; nothing but `lib.rs` imports it.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::command::show::ShowFormat;
-use crate::error::Error;
-use crate::graph::DeployGraph;
-use crate::model::{self, Homelab, NodeName, ServiceName};
-use crate::render;
+use crate::command::args::{
+    Controller, DataFormat, EventsAt, GraphFormat, ShowFormat, StageArg, Target,
+};
+use crate::command::{self, apply::ApplyArgs, events::Emit, plan::PlanArgs};
+use crate::error::{Error, Report};
+use crate::node::journal::Stage;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -193,200 +194,41 @@ pub enum EventsCommand {
     },
 }
 
-#[derive(Debug, clap::Args)]
-pub struct EventsAt {
-    /// The runtime root holding `events/`.
-    #[arg(long, value_name = "DIR", env = "HOMELAB_ROOT", default_value = "/opt/homelab")]
-    pub root: PathBuf,
-    /// The node the events are about (default: $HOMELAB_NODE, else this host's name).
-    #[arg(long, value_name = "NODE")]
-    pub node: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum StageArg {
-    Prepare,
-    Validate,
-    Deploy,
-    Verify,
-    Complete,
-    /// Status and recent logs of the selected services (logs stay on the node); changes nothing.
-    Diagnose,
-}
-
-impl StageArg {
-    pub fn stage(self) -> crate::node::journal::Stage {
-        use crate::node::journal::Stage;
-        match self {
-            StageArg::Prepare => Stage::Prepared,
-            StageArg::Validate => Stage::Validated,
-            StageArg::Deploy => Stage::Deployed,
-            StageArg::Verify => Stage::Verified,
-            StageArg::Complete | StageArg::Diagnose => Stage::Completed,
-        }
+/// The stage `--stage` names (diagnose is a mode of its own, see `ApplyArgs`).
+fn stage_of(arg: StageArg) -> Stage {
+    match arg {
+        StageArg::Prepare => Stage::Prepared,
+        StageArg::Validate => Stage::Validated,
+        StageArg::Deploy => Stage::Deployed,
+        StageArg::Verify => Stage::Verified,
+        StageArg::Complete | StageArg::Diagnose => Stage::Completed,
     }
 }
 
-/// Which nodes, and how to reach them.
-#[derive(Debug, clap::Args)]
-pub struct Target {
-    /// How to reach nodes: `ssh`, or `local` (runtime roots on this machine).
-    #[arg(long, value_enum, default_value_t = TransportKind::Ssh)]
-    pub transport: TransportKind,
-    /// With `--transport local`: node `<id>` lives at `DIR/<id>/` (default: its runtime root).
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// Only these nodes (repeatable; id or display name).
-    #[arg(long = "node", value_name = "NODE")]
-    pub nodes: Vec<String>,
-    /// SSH: the known_hosts file host keys are checked against (default:
-    /// inventory/known_hosts of the repository).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
-    /// SSH: the private key to log in to nodes with (default: ssh's own).
-    #[arg(long, value_name = "FILE", env = "HOMELAB_SSH_KEY")]
-    pub ssh_key: Option<PathBuf>,
-    #[command(flatten)]
-    pub controller: Controller,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct Controller {
-    /// The controller's runtime root (pending actions, consumed and rejected plan records).
-    /// Default: `--root DIR` with the local transport, else /opt/homelab.
-    #[arg(long, value_name = "DIR", env = "HOMELAB_ROOT")]
-    pub controller_root: Option<PathBuf>,
-}
-
-impl Controller {
-    pub fn root(&self, local_root: Option<&PathBuf>) -> PathBuf {
-        self.controller_root
-            .clone()
-            .or_else(|| local_root.cloned())
-            .unwrap_or_else(|| PathBuf::from("/opt/homelab"))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TransportKind {
-    Ssh,
-    Local,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DataFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum GraphFormat {
-    Text,
-    Dot,
-    Mermaid,
-}
-
-fn load(cli: &Cli) -> Result<Homelab, Error> {
-    model::load(&cli.repo).map_err(|diagnostics| Error::Invalid { diagnostics })
-}
-
-pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
-    let io = |e: std::io::Error| Error::Write { path: PathBuf::from("<stdout>"), source: e };
+/// Runs one command, writing its data output to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
+    let repo = &cli.repo;
     match &cli.command {
-        Command::Validate { format } => {
-            let result = model::load(&cli.repo);
-            match (format, result) {
-                (DataFormat::Json, result) => {
-                    let diags = result.as_ref().err().cloned().unwrap_or_default();
-                    let doc = serde_json::json!({ "valid": result.is_ok(), "problems": diags });
-                    writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))
-                        .map_err(io)?;
-                    result.map(|_| 0).map_err(|diagnostics| Error::Invalid { diagnostics })
-                }
-                (DataFormat::Text, Ok(lab)) => writeln!(
-                    out,
-                    "homelab is valid: {} nodes, {} services, {} service instances",
-                    lab.nodes.len(),
-                    lab.services.len(),
-                    lab.instances.len()
-                )
-                .map_err(io)
-                .map(|()| 0),
-                (DataFormat::Text, Err(diagnostics)) => Err(Error::Invalid { diagnostics }),
-            }
-        }
-        Command::Graph { format } => {
-            let lab = load(&cli)?;
-            let graph = DeployGraph::build(&lab).expect("validation rejects cycles");
-            match format {
-                GraphFormat::Dot => graph.write_dot(out),
-                GraphFormat::Mermaid => graph.write_mermaid(out),
-                GraphFormat::Text => graph.write_text(out),
-            }
-            .map_err(io)
-            .map(|()| 0)
-        }
+        Command::Validate { format } => command::validate::run(repo, *format, out),
+        Command::Graph { format } => command::graph::run(repo, *format, out),
         Command::Render { node, service, out: dir } => {
-            let lab = load(&cli)?;
-            let node = node.as_deref().map(|n| resolve_node(&lab, n)).transpose()?;
-            let service =
-                service.as_deref().map(|s| resolve_service(&lab, s, node.as_ref())).transpose()?;
-            let rendered = render::render_all(&lab, |i| {
-                node.as_ref().is_none_or(|n| &i.node == n)
-                    && service.as_ref().is_none_or(|s| &i.service == s)
-            })
-            .map_err(|e| Error::Render { message: e.to_string() })?;
-            render::write_tree(dir, &rendered)
-                .map_err(|e| Error::Write { path: dir.clone(), source: e })?;
-            for r in &rendered {
-                writeln!(
-                    out,
-                    "rendered {} -> {}",
-                    r.instance,
-                    dir.join(r.instance.node.as_str()).join(r.instance.service.as_str()).display()
-                )
-                .map_err(io)?;
-            }
-            Ok(0)
+            command::render::run(repo, node.as_deref(), service.as_deref(), dir, out)
         }
         Command::Plan { target, key, plans_dir, detailed_exitcode } => {
-            let lab = load(&cli)?;
-            crate::command::plan::run(
-                &cli.repo,
-                &lab,
+            let args = PlanArgs {
                 target,
-                key.as_ref(),
-                plans_dir.as_ref(),
-                *detailed_exitcode,
-                out,
-            )
+                key: key.as_ref(),
+                plans_dir: plans_dir.as_ref(),
+                detailed_exitcode: *detailed_exitcode,
+            };
+            command::plan::run(repo, &args, out)
         }
-        Command::Show { plan, format } => {
-            crate::command::show::run(&cli.repo, plan, *format, out).map(|()| 0)
-        }
+        Command::Show { plan, format } => command::show::run(repo, plan, *format, out),
         Command::Approve { plan, key, yes, controller } => {
-            let lab = load(&cli)?;
-            crate::command::approve::run_approve(
-                &cli.repo,
-                &lab,
-                plan,
-                key.as_ref(),
-                *yes,
-                controller,
-                out,
-            )
+            command::approve::approve(repo, plan, key.as_ref(), *yes, controller, out)
         }
         Command::Reject { plan, reason, key, controller } => {
-            let lab = load(&cli)?;
-            crate::command::approve::run_reject(
-                &cli.repo,
-                &lab,
-                plan,
-                reason,
-                key.as_ref(),
-                controller,
-                out,
-            )
+            command::approve::reject(repo, plan, reason, key.as_ref(), controller)
         }
         Command::Apply {
             approved,
@@ -398,85 +240,34 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
             parallel,
             format,
         } => {
-            let lab = load(&cli)?;
-            let args = crate::command::apply::ApplyArgs {
+            let args = ApplyArgs {
                 approved,
                 target,
                 services,
-                stage: stage.filter(|s| !matches!(s, StageArg::Diagnose)).map(StageArg::stage),
+                stage: stage.filter(|s| !matches!(s, StageArg::Diagnose)).map(stage_of),
                 diagnose: matches!(stage, Some(StageArg::Diagnose)),
                 resume: *resume,
                 lock_wait: *lock_wait,
                 parallel: *parallel,
                 json: matches!(format, DataFormat::Json),
             };
-            crate::command::apply::run(&cli.repo, &lab, &args, out)
+            command::apply::run(repo, &args, out)
         }
-        Command::Events(cmd) => crate::command::events::run(cmd, out),
-        Command::Unlock { target } => {
-            let lab = load(&cli)?;
-            crate::command::apply::unlock(&cli.repo, &lab, target, out)
+        Command::Events(EventsCommand::Emit {
+            kind,
+            severity,
+            source,
+            service,
+            correlation_id,
+            data,
+            at,
+        }) => {
+            let emit = Emit { kind, severity, source, service, correlation_id, data };
+            command::events::emit(&emit, at)
         }
+        Command::Events(EventsCommand::Tail { at, follow, format }) => {
+            command::events::tail(at, *follow, *format, out)
+        }
+        Command::Unlock { target } => command::apply::unlock(repo, target, out),
     }
-}
-
-/// The transport a `Target` asks for.
-pub fn transport_for(
-    repo: &std::path::Path,
-    target: &Target,
-) -> Result<Box<dyn crate::transport::Transport>, Error> {
-    match target.transport {
-        TransportKind::Local => {
-            Ok(Box::new(crate::transport::local::LocalTransport::new(target.root.clone())))
-        }
-        TransportKind::Ssh => {
-            let known_hosts =
-                target.known_hosts.clone().unwrap_or_else(|| repo.join("inventory/known_hosts"));
-            Ok(Box::new(crate::transport::ssh::SshTransport::new(
-                known_hosts,
-                target.ssh_key.clone(),
-            )))
-        }
-    }
-}
-
-/// The nodes a `Target` selects: all by default.
-pub fn nodes_for(lab: &Homelab, target: &Target) -> Result<Vec<NodeName>, Error> {
-    if target.nodes.is_empty() {
-        return Ok(lab.nodes.keys().cloned().collect());
-    }
-    let mut out = Vec::new();
-    for n in &target.nodes {
-        let id = resolve_node(lab, n)?;
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-pub fn resolve_node(lab: &Homelab, name: &str) -> Result<NodeName, Error> {
-    lab.node(name).map(|n| n.id.clone()).ok_or_else(|| Error::UnknownNode {
-        name: name.to_owned(),
-        known: lab.nodes.keys().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
-    })
-}
-
-pub fn resolve_service(
-    lab: &Homelab,
-    name: &str,
-    node: Option<&NodeName>,
-) -> Result<ServiceName, Error> {
-    let candidates: Vec<&ServiceName> = match node {
-        Some(n) => lab.nodes[n].services.keys().collect(),
-        None => lab.services.keys().collect(),
-    };
-    candidates.iter().find(|s| s.as_str() == name).map(|s| (*s).clone()).ok_or_else(|| {
-        Error::UnknownService {
-            name: name.to_owned(),
-            node: node.map(ToString::to_string),
-            known: candidates.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
-        }
-    })
 }

@@ -1,9 +1,16 @@
-//! The errors the CLI reports, and the one place exit codes are decided (DESIGN.md §8):
+//! The errors a command ends with, and the one place exit codes are decided (DESIGN.md §8):
 //! 0 success, 1 error, 2 plan has changes (with `--detailed-exitcode`), 3 refused.
+//!
+//! Each layer has its own typed error (`KeyError`, `Refusal`, `RenderError`, ...); this enum
+//! wraps them without flattening them to text, and [`exit_code`] maps an error or a command's
+//! [`Report`] to the status the process exits with.
 
 use std::path::PathBuf;
 
+use crate::approve::keys::KeyError;
+use crate::approve::policy::{ApproveError, Refusal};
 use crate::model::Diagnostic;
+use crate::render::RenderError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,21 +23,35 @@ pub enum Error {
     #[error("unknown service `{name}`{}: expected one of {known}", .node.as_ref().map(|n| format!(" on `{n}`")).unwrap_or_default())]
     UnknownService { name: String, node: Option<String>, known: String },
 
-    #[error("{message}")]
-    Render { message: String },
+    #[error(transparent)]
+    Render(#[from] RenderError),
 
     #[error("cannot write `{}`: {source}", .path.display())]
     Write { path: PathBuf, source: std::io::Error },
 
-    #[error("{message}")]
-    Key { message: String },
+    #[error(transparent)]
+    Key(#[from] KeyError),
 
     #[error("{message}")]
     Unsupported { message: String },
 
+    /// The operator declined (or could not be asked) to approve.
+    #[error("{message}")]
+    NotConfirmed { message: String },
+
     /// Apply (or approve) refused the plan: nothing was changed.
-    #[error("refused: {message}\nnothing was changed")]
-    Refused { message: String },
+    #[error("refused: {0}\nnothing was changed")]
+    Refused(#[from] Refusal),
+}
+
+impl From<ApproveError> for Error {
+    fn from(e: ApproveError) -> Error {
+        match e {
+            ApproveError::Refused(r) => Error::Refused(r),
+            ApproveError::Sign(s) => Error::Key(KeyError::Load(s)),
+            ApproveError::Write { path, source } => Error::Write { path, source },
+        }
+    }
 }
 
 fn list(d: &[Diagnostic]) -> String {
@@ -38,16 +59,42 @@ fn list(d: &[Diagnostic]) -> String {
 }
 
 impl Error {
-    pub fn code(&self) -> i32 {
-        match self {
+    /// Writing data to stdout failed (a closed pipe is handled by SIGPIPE before this).
+    pub fn stdout(source: std::io::Error) -> Error {
+        Error::Write { path: PathBuf::from("<stdout>"), source }
+    }
+}
+
+/// How a command that ran to its end went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// Done; nothing to report beyond the output.
+    Success,
+    /// `plan --detailed-exitcode` found changes.
+    Changes,
+    /// Some of the work was refused (stale, replay, locked), nothing failed.
+    Refused,
+    /// Some of the work failed, was rolled back or skipped.
+    Failed,
+}
+
+/// The process exit status of a command's result: the only place exit codes are decided.
+pub fn exit_code(result: &Result<Report, Error>) -> u8 {
+    match result {
+        Ok(Report::Success) => 0,
+        Ok(Report::Changes) => 2,
+        Ok(Report::Refused) => 3,
+        Ok(Report::Failed) => 1,
+        Err(Error::Refused(_)) => 3,
+        Err(
             Error::Invalid { .. }
             | Error::UnknownNode { .. }
             | Error::UnknownService { .. }
-            | Error::Render { .. }
+            | Error::Render(_)
             | Error::Write { .. }
-            | Error::Key { .. }
-            | Error::Unsupported { .. } => 1,
-            Error::Refused { .. } => 3,
-        }
+            | Error::Key(_)
+            | Error::Unsupported { .. }
+            | Error::NotConfirmed { .. },
+        ) => 1,
     }
 }

@@ -1,8 +1,26 @@
 //! homelab: a Terraform-like plan/apply for a self-hosted homelab.
 //!
-//! The tree follows the pipeline: `model` (load, validate) → `graph` → `render`. The binary
-//! (`main.rs`) parses the command line and calls [`run`]; exit codes come from
-//! [`Error::code`].
+//! The tree is the pipeline (docs/architecture.md tells it in full):
+//!
+//! ```text
+//! cli ─ command/<verb>            parse, build a Selection, own the terminal and the clock
+//!   │
+//!   ├─ check ─ model              load (the only repository IO) → validate (pure rules) → build
+//!   │          graph, render      pure: the dependency graph, the exact artifacts per instance
+//!   ├─ observe ─ transport        actual state of each node, over ssh or locally
+//!   ├─ plan (diff, display, file) pure diff of desired and actual; the plan file's one owner
+//!   ├─ approve (sshsig, signers,  signatures, which key signs, who may approve, pre-flight
+//!   │           keys, policy)
+//!   ├─ apply (schedule, node,     per node over a transport: stages, journal, lock, rollback
+//!   │         service, outcome)
+//!   └─ events                     append-only event lines
+//! node (Layout, records)          every path under a runtime root and every record kept there
+//! clock, digest, files, git       time formatting, SHA-256, atomic local writes, the Git tree
+//! error                           typed errors and the one place exit codes are decided
+//! ```
+//!
+//! The binary (`main.rs`) parses the command line and calls [`run`]; its exit code comes from
+//! [`exit_code`]. Lower modules never import `command` or `cli` (tests/it/architecture.rs).
 
 // Diagnostics are large on purpose (file, line, field, message, fix) and only on the cold
 // error path; boxing them would buy nothing.
@@ -17,6 +35,7 @@ pub mod digest;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod git;
 pub mod graph;
 pub mod model;
 pub mod node;
@@ -26,11 +45,11 @@ pub mod render;
 pub mod transport;
 
 pub use cli::Cli;
-pub use error::Error;
+pub use error::{exit_code, Error, Report};
 
 /// Runs one command, writing its data output to `out`.
 /// `Ok` carries the exit code of a command that succeeded (2: `plan --detailed-exitcode` found
 /// changes).
-pub fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<u8, Error> {
+pub fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<Report, Error> {
     cli::run(cli, out)
 }

@@ -30,15 +30,12 @@ fn main() -> ExitCode {
     let cli = homelab::Cli::parse();
     // Not locked for the whole run: apply's JSON sink writes to stdout from node threads.
     let mut out = std::io::stdout();
-    match homelab::run(cli, &mut out) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            // Diagnostics carry their own `error[rule]:` prefix.
-            match e {
-                homelab::Error::Invalid { .. } => eprintln!("{e}"),
-                _ => eprintln!("error: {e}"),
-            }
-            ExitCode::from(e.code() as u8)
-        }
+    let result = homelab::run(cli, &mut out);
+    match &result {
+        Ok(_) => {}
+        // Diagnostics carry their own `error[rule]:` prefix.
+        Err(e @ homelab::Error::Invalid { .. }) => eprintln!("{e}"),
+        Err(e) => eprintln!("error: {e}"),
     }
+    ExitCode::from(homelab::exit_code(&result))
 }

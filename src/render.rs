@@ -5,15 +5,12 @@
 //! files point at `<root>/config/<svc>/` on the node, which homelab never reads.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
-use std::path::Path;
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::model::{Homelab, Instance};
-use crate::node::manifest::{Manifest, MANIFEST};
+use crate::node::manifest::Manifest;
 use crate::node::Layout;
 
 pub const COMPOSE: &str = "docker-compose.yml";
@@ -174,29 +171,4 @@ pub fn render_all(
     keep: impl Fn(&Instance) -> bool,
 ) -> Result<Vec<Rendered>, RenderError> {
     lab.instances.keys().filter(|i| keep(i)).map(|i| render_instance(lab, i)).collect()
-}
-
-/// Writes `<out>/<node>/<svc>/<artifact>` and its `manifest.json`. Files of an earlier render
-/// that are no longer artifacts are removed, so the folder is exactly what the node gets.
-pub fn write_tree(out: &Path, rendered: &[Rendered]) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for r in rendered {
-        let dir = out.join(r.instance.node.as_str()).join(r.instance.service.as_str());
-        fs::create_dir_all(&dir)?;
-        let mut keep: Vec<&str> = r.artifacts.iter().map(|a| a.name).collect();
-        keep.push(MANIFEST);
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            if !keep.iter().any(|k| entry.file_name() == *k) && entry.file_type()?.is_file() {
-                fs::remove_file(entry.path())?;
-            }
-        }
-        for a in &r.artifacts {
-            let path = dir.join(a.name);
-            fs::write(&path, &a.bytes)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(a.mode))?;
-        }
-        fs::write(dir.join(MANIFEST), r.manifest_bytes())?;
-    }
-    Ok(())
 }

@@ -7,13 +7,17 @@
 //! signatures); [`signers`] owns the verifying side (the allowed-signers file and the checks a
 //! signature must pass).
 
+pub mod error;
 pub mod signers;
 pub mod sshsig;
 
-pub use signers::{AllowedSigners, SignersError, Verified, VerifyError};
+pub use error::{SignersError, VerifyError};
+pub use signers::{AllowedSigners, Verified};
 pub use sshsig::{split_armored, SignError, SigningKey, APPROVE_NAMESPACE, PLAN_NAMESPACE};
 
 pub mod agent;
+pub mod keys;
+pub mod policy;
 
 /// A key that signs plans and approvals: a private key file, or a key held by ssh-agent.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use ssh_key::private::{KeypairData, RsaKeypair};
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, HashAlg, LineEnding, Mpint, PrivateKey, PublicKey, SshSig};
 
-use super::signers::VerifyError;
+use super::error::VerifyError;
 
 /// The namespace plans are signed in (`homelab plan`).
 pub const PLAN_NAMESPACE: &str = "homelab-plan";

@@ -6,90 +6,18 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::apply::{self, NodeOutcome, Options};
-use crate::error::Error;
+use crate::approve::keys;
+use crate::approve::policy::{self, Preflight};
+use crate::error::{Error, Report};
 use crate::model::Homelab;
 use crate::node::journal::Stage;
+use crate::node::ActionState;
 
-use super::approve::{
-    check_approvals, check_not_consumed_or_rejected, check_not_expired, read_plan, verify_planner,
-    LoadedPlan, Records,
-};
-
-fn refused(message: impl Into<String>) -> Error {
-    Error::Refused { message: message.into() }
-}
-
-/// Every check that does not need a node, before anything is written anywhere. Read-only.
-/// Per node, staleness and replay are checked right before that node's first stage.
-/// `inspect`: `--stage diagnose`, which changes nothing; an applied or expired plan may be
-/// inspected, but only an approved one.
-pub fn preflight(
-    lab: &Homelab,
-    approved: &Path,
-    records: &Records,
-    resume: bool,
-    inspect: bool,
-) -> Result<LoadedPlan, Error> {
-    let name = approved.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let Some(id) = name.strip_suffix(".approved") else {
-        return Err(refused(format!(
-            "`{}` is not an approval: apply takes `plans/<id>.approved`, written by `homelab approve plans/<id>.plan`",
-            approved.display()
-        )));
-    };
-    let plan_path = approved.with_file_name(format!("{id}.plan"));
-    let approved_text = match std::fs::read_to_string(approved) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(refused(format!(
-                "no approval: `{}` does not exist; an approver runs `homelab approve {}`",
-                approved.display(),
-                plan_path.display()
-            )))
-        }
-        Err(e) => return Err(refused(format!("cannot read `{}`: {e}", approved.display()))),
-    };
-    let loaded = read_plan(&plan_path)?;
-    let now = SystemTime::now();
-    let signers = super::plan::allowed_signers(lab)?;
-    verify_planner(&loaded, &signers, now)?;
-    let started = records.consumed(&loaded.id);
-    if inspect {
-        // Read-only: signatures and approvals below are all that matters.
-    } else if resume && started.exists() {
-        // Finishing an apply that already started is allowed past the plan's expiry: every
-        // service is at its old or new version, and the approvals below still must hold.
-        let record = std::fs::read_to_string(&started).unwrap_or_default();
-        if record.contains("\"state\": \"completed\"") {
-            return Err(refused(format!(
-                "plan `{}` was already applied completely ({})",
-                loaded.id,
-                started.display()
-            )));
-        }
-        for p in [
-            loaded.path.with_file_name(format!("{}.rejected", loaded.id)),
-            records.rejected(&loaded.id),
-        ] {
-            if p.exists() {
-                return Err(refused(format!(
-                    "plan `{}` was rejected ({})",
-                    loaded.id,
-                    p.display()
-                )));
-            }
-        }
-    } else {
-        check_not_expired(&loaded, now)?;
-        check_not_consumed_or_rejected(&loaded, records)?;
-    }
-    check_approvals(&loaded, &approved_text, approved, &signers, lab, now)?;
-    Ok(loaded)
-}
+use super::Selection;
 
 pub struct ApplyArgs<'a> {
     pub approved: &'a Path,
-    pub target: &'a crate::cli::Target,
+    pub target: &'a super::args::Target,
     pub services: &'a [String],
     pub stage: Option<Stage>,
     /// `--stage diagnose`: inspect only.
@@ -100,25 +28,26 @@ pub struct ApplyArgs<'a> {
     pub json: bool,
 }
 
-pub fn run(
-    repo: &Path,
-    lab: &Homelab,
-    args: &ApplyArgs<'_>,
-    out: &mut dyn Write,
-) -> Result<u8, Error> {
-    let target = args.target;
-    let records = Records { root: target.controller.root(target.root.as_ref()) };
-    let loaded = preflight(lab, args.approved, &records, args.resume, args.diagnose)?;
+pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Report, Error> {
+    let lab = &super::load(repo)?;
+    let sel = Selection::of(repo, lab, args.target)?;
+    let records = &sel.records;
+    let signers = keys::allowed_signers(&lab.allowed_signers)?;
+    let kind = match (args.diagnose, args.resume) {
+        (true, _) => Preflight::Inspect,
+        (false, true) => Preflight::Resume,
+        (false, false) => Preflight::Fresh,
+    };
+    let loaded = policy::preflight(lab, &signers, args.approved, records, kind, SystemTime::now())?;
     eprintln!("pre-flight passed for plan {}: {}", loaded.id, loaded.plan.summary());
-    let transport = crate::cli::transport_for(repo, target)?;
-    let nodes =
-        if target.nodes.is_empty() { None } else { Some(crate::cli::nodes_for(lab, target)?) };
+    let transport = &sel.transport;
+    let nodes = if sel.explicit_nodes { Some(sel.nodes.clone()) } else { None };
     let services = if args.services.is_empty() {
         None
     } else {
         let mut v = Vec::new();
         for s in args.services {
-            v.push(crate::cli::resolve_service(lab, s, None)?);
+            v.push(super::resolve_service(lab, s, None)?);
         }
         Some(v)
     };
@@ -137,7 +66,7 @@ pub fn run(
         diagnose: args.diagnose,
     };
     // The controller's record: from here on, a plain second apply of this plan is a replay.
-    let consumed = records.consumed(&loaded.id);
+    let consumed = records.applied(&loaded.id);
     let first = !consumed.exists();
     let record = |state: &str, outcomes: &serde_json::Value| {
         let v = serde_json::json!({"plan": loaded.id, "state": state, "updated": super::now_rfc3339(), "by": opts.holder, "nodes": outcomes});
@@ -146,7 +75,7 @@ pub fn run(
     // Diagnosing changes nothing, so it leaves no record either.
     let first = first && !args.diagnose;
     if first {
-        super::write_atomic(&consumed, record("started", &serde_json::json!({})).as_bytes())?;
+        super::write(&consumed, record("started", &serde_json::json!({})).as_bytes())?;
     }
     let outcomes = if args.json {
         let sink = apply::sink::Json::new(std::io::stdout());
@@ -174,15 +103,15 @@ pub fn run(
         let _ = std::fs::remove_file(&consumed);
     } else {
         let state = if code == 0 && whole { "completed" } else { "partial" };
-        super::write_atomic(&consumed, record(state, &summary).as_bytes())?;
-        let pending = records.pending(&loaded.id);
+        super::write(&consumed, record(state, &summary).as_bytes())?;
+        let pending = records.action(ActionState::Pending, &loaded.id);
         if pending.exists() && state == "completed" {
-            let done = records.root.join("actions/completed").join(format!("{}.json", loaded.id));
-            super::write_atomic(&done, record(state, &summary).as_bytes())?;
+            let done = records.action(ActionState::Completed, &loaded.id);
+            super::write(&done, record(state, &summary).as_bytes())?;
             let _ = std::fs::remove_file(pending);
         }
     }
-    let io = |e| Error::Write { path: "<stdout>".into(), source: e };
+    let io = Error::stdout;
     if !args.json {
         writeln!(out, "apply of plan {}:", loaded.id).map_err(io)?;
         for (n, o) in &outcomes {
@@ -204,22 +133,27 @@ pub fn run(
     } else {
         writeln!(out, "{}", serde_json::json!({"event": "summary", "plan": loaded.id, "exit_code": code, "nodes": summary})).map_err(io)?;
     }
-    Ok(code)
+    Ok(match code {
+        0 => Report::Success,
+        3 => Report::Refused,
+        _ => Report::Failed,
+    })
 }
 
 /// `homelab unlock --node N`: shows the holder, then removes the lock. Explicit on purpose:
 /// a lock is never broken silently.
 pub fn unlock(
     repo: &Path,
-    lab: &Homelab,
-    target: &crate::cli::Target,
+    target: &super::args::Target,
     out: &mut dyn Write,
-) -> Result<u8, Error> {
-    let transport = crate::cli::transport_for(repo, target)?;
-    let io = |e| Error::Write { path: "<stdout>".into(), source: e };
-    for n in crate::cli::nodes_for(lab, target)? {
+) -> Result<Report, Error> {
+    let lab: &Homelab = &super::load(repo)?;
+    let sel = Selection::of(repo, lab, target)?;
+    let io = Error::stdout;
+    for n in sel.nodes {
         let node = &lab.nodes[&n];
-        let exec = transport
+        let exec = sel
+            .transport
             .connect(node)
             .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
         let lock = format!("{}/state/lock", exec.root());
@@ -232,5 +166,5 @@ pub fn unlock(
         )
         .map_err(io)?;
     }
-    Ok(0)
+    Ok(Report::Success)
 }

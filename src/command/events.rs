@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::cli::{DataFormat, EventsAt, EventsCommand};
-use crate::error::Error;
+use super::args::{DataFormat, EventsAt};
+use crate::error::{Error, Report};
 use crate::events;
 
 fn node_of(at: &EventsAt, emitting: bool) -> Result<Option<String>, Error> {
@@ -46,61 +46,70 @@ fn show(out: &mut dyn Write, e: &serde_json::Value, json: bool) -> std::io::Resu
     )
 }
 
-pub fn run(cmd: &EventsCommand, out: &mut dyn Write) -> Result<u8, Error> {
-    let io = |e| Error::Write { path: "<stdout>".into(), source: e };
-    match cmd {
-        EventsCommand::Emit { kind, severity, source, service, correlation_id, data, at } => {
-            if !events::TYPES.contains(&kind.as_str()) {
-                return Err(Error::Unsupported {
-                    message: format!(
-                        "unknown event type `{kind}`: expected one of {}",
-                        events::TYPES.join(", ")
-                    ),
-                });
-            }
-            if !events::SEVERITIES.contains(&severity.as_str()) {
-                return Err(Error::Unsupported {
-                    message: format!(
-                        "unknown severity `{severity}`: expected one of {}",
-                        events::SEVERITIES.join(", ")
-                    ),
-                });
-            }
-            let data: serde_json::Value = serde_json::from_str(data)
-                .ok()
-                .filter(serde_json::Value::is_object)
-                .ok_or_else(|| Error::Unsupported {
-                    message: format!("expected a JSON object as data, found `{data}`"),
-                })?;
-            let node = node_of(at, true)?.unwrap_or_else(|| "unknown".to_owned());
-            let line = events::line(kind, severity, source, service, correlation_id, &node, data);
-            let today = &crate::command::now_rfc3339()[..10];
-            let file = events::path(&at.root, today, &node);
-            events::append(&file, &line)
-                .map_err(|e| Error::Write { path: file.clone(), source: e })?;
-            Ok(0)
+/// The arguments of `homelab events emit`, in `emit_event`'s order.
+pub struct Emit<'a> {
+    pub kind: &'a str,
+    pub severity: &'a str,
+    pub source: &'a str,
+    pub service: &'a str,
+    pub correlation_id: &'a str,
+    pub data: &'a str,
+}
+
+pub fn emit(e: &Emit<'_>, at: &EventsAt) -> Result<Report, Error> {
+    let Emit { kind, severity, source, service, correlation_id, data } = *e;
+    if !events::TYPES.contains(&kind) {
+        return Err(Error::Unsupported {
+            message: format!(
+                "unknown event type `{kind}`: expected one of {}",
+                events::TYPES.join(", ")
+            ),
+        });
+    }
+    if !events::SEVERITIES.contains(&severity) {
+        return Err(Error::Unsupported {
+            message: format!(
+                "unknown severity `{severity}`: expected one of {}",
+                events::SEVERITIES.join(", ")
+            ),
+        });
+    }
+    let data: serde_json::Value = serde_json::from_str(data)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .ok_or_else(|| Error::Unsupported {
+            message: format!("expected a JSON object as data, found `{data}`"),
+        })?;
+    let node = node_of(at, true)?.unwrap_or_else(|| "unknown".to_owned());
+    let line = events::line(kind, severity, source, service, correlation_id, &node, data);
+    let today = crate::clock::day(std::time::SystemTime::now());
+    let file = events::path(&at.root, &today, &node);
+    events::append(&file, &line).map_err(|e| Error::Write { path: file.clone(), source: e })?;
+    Ok(Report::Success)
+}
+
+pub fn tail(
+    at: &EventsAt,
+    follow: bool,
+    format: DataFormat,
+    out: &mut dyn Write,
+) -> Result<Report, Error> {
+    let node = node_of(at, false)?;
+    let json = matches!(format, DataFormat::Json);
+    let mut shown = 0;
+    loop {
+        let (all, torn) = events::read_all(&at.root, node.as_deref());
+        for e in all.iter().skip(shown) {
+            show(out, e, json).map_err(Error::stdout)?;
         }
-        EventsCommand::Tail { at, follow, format } => {
-            let node = node_of(at, false)?;
-            let json = matches!(format, DataFormat::Json);
-            let mut shown = 0;
-            loop {
-                let (all, torn) = events::read_all(&at.root, node.as_deref());
-                for e in all.iter().skip(shown) {
-                    show(out, e, json).map_err(io)?;
-                }
-                if shown == 0 && torn > 0 {
-                    eprintln!(
-                        "skipped {torn} torn line(s) (a write cut by a crash or a full disk)"
-                    );
-                }
-                shown = all.len();
-                if !follow {
-                    return Ok(0);
-                }
-                out.flush().map_err(io)?;
-                std::thread::sleep(Duration::from_secs(1));
-            }
+        if shown == 0 && torn > 0 {
+            eprintln!("skipped {torn} torn line(s) (a write cut by a crash or a full disk)");
         }
+        shown = all.len();
+        if !follow {
+            return Ok(Report::Success);
+        }
+        out.flush().map_err(Error::stdout)?;
+        std::thread::sleep(Duration::from_secs(1));
     }
 }

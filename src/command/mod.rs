@@ -1,45 +1,138 @@
-//! Subcommands that do I/O around the pure core: `plan`, `show`, `approve`, `reject`, `apply`.
-//! Each reads what it needs, calls pure functions, and writes its results atomically.
+//! One file per verb. Each turns parsed arguments (`args`) into built values (a [`Selection`]
+//! of transport, nodes and records; a loaded homelab; a key) and calls the domain: `check`,
+//! `graph`, `render`, `observe`, `plan`, `approve`, `apply`, `events`. Commands own the
+//! terminal (prompts, colour, messages on stderr) and the clock: they pass `now` down.
+//!
+//! Nothing below this module imports it; `cli` is its only caller.
 
 pub mod apply;
 pub mod approve;
+pub mod args;
 pub mod events;
+pub mod graph;
 pub mod plan;
+pub mod render;
 pub mod show;
+pub mod validate;
 
-use std::fs;
-use std::io::Write;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+use crate::approve::policy::Records;
 use crate::error::Error;
+use crate::model::{Homelab, NodeName, ServiceName};
+use crate::transport::Transport;
 
-/// Writes a file atomically: a temporary file in the same folder, fsync, rename, fsync the
-/// folder. A crash leaves either the old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let io = |e: std::io::Error| Error::Write { path: path.to_path_buf(), source: e };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+use args::{Target, TransportKind};
+
+/// Loads and fully checks the homelab definition at `repo`.
+pub fn load(repo: &Path) -> Result<Homelab, Error> {
+    crate::model::load(repo).map_err(|diagnostics| Error::Invalid { diagnostics })
+}
+
+/// What a `Target` selects, built: how to reach nodes, which nodes, where the controller's
+/// records are.
+pub struct Selection {
+    pub transport: Box<dyn Transport>,
+    /// The nodes named with `--node`, sorted; all nodes when none was named.
+    pub nodes: Vec<NodeName>,
+    /// Whether `--node` named any (a part of the plan, not all of it).
+    pub explicit_nodes: bool,
+    pub records: Records,
+}
+
+impl Selection {
+    pub fn of(repo: &Path, lab: &Homelab, target: &Target) -> Result<Selection, Error> {
+        let transport: Box<dyn Transport> = match target.transport {
+            TransportKind::Local => {
+                Box::new(crate::transport::local::LocalTransport::new(target.root.clone()))
+            }
+            TransportKind::Ssh => {
+                let known_hosts = target
+                    .known_hosts
+                    .clone()
+                    .unwrap_or_else(|| repo.join("inventory/known_hosts"));
+                Box::new(crate::transport::ssh::SshTransport::new(
+                    known_hosts,
+                    target.ssh_key.clone(),
+                ))
+            }
+        };
+        let mut nodes = Vec::new();
+        for n in &target.nodes {
+            let id = resolve_node(lab, n)?;
+            if !nodes.contains(&id) {
+                nodes.push(id);
+            }
+        }
+        nodes.sort();
+        let explicit_nodes = !nodes.is_empty();
+        if !explicit_nodes {
+            nodes = lab.nodes.keys().cloned().collect();
+        }
+        let records = Records::at(&target.controller.root(target.root.as_ref()));
+        Ok(Selection { transport, nodes, explicit_nodes, records })
     }
-    result.map_err(io)
 }
 
-/// Now, as RFC 3339 UTC with seconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+/// A node as the CLI accepts it (id or display name).
+pub fn resolve_node(lab: &Homelab, name: &str) -> Result<NodeName, Error> {
+    lab.node(name).map(|n| n.id.clone()).ok_or_else(|| Error::UnknownNode {
+        name: name.to_owned(),
+        known: lab.nodes.keys().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+    })
 }
 
-/// The repository's `plans/` folder, or `--plans DIR`.
+/// A service, of the whole homelab or of one node.
+pub fn resolve_service(
+    lab: &Homelab,
+    name: &str,
+    node: Option<&NodeName>,
+) -> Result<ServiceName, Error> {
+    let candidates: Vec<&ServiceName> = match node {
+        Some(n) => lab.nodes[n].services.keys().collect(),
+        None => lab.services.keys().collect(),
+    };
+    candidates.iter().find(|s| s.as_str() == name).map(|s| (*s).clone()).ok_or_else(|| {
+        Error::UnknownService {
+            name: name.to_owned(),
+            node: node.map(ToString::to_string),
+            known: candidates.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+        }
+    })
+}
+
+/// Colour only on a terminal, and never with `NO_COLOR` set (https://no-color.org).
+pub fn use_color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+/// The repository's `plans/` folder, or `--plans-dir DIR`.
 pub fn plans_dir(repo: &Path, explicit: Option<&PathBuf>) -> PathBuf {
     explicit.cloned().unwrap_or_else(|| repo.join("plans"))
+}
+
+/// Writes a local file atomically, as an `Error` naming it.
+pub fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    crate::files::write_atomic(path, bytes)
+        .map_err(|source| Error::Write { path: path.to_path_buf(), source })
+}
+
+/// `user@host pid N`: who runs this command, for locks and records.
+pub fn whoami() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    format!("{user}@{} pid {}", hostname(), std::process::id())
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Now, as RFC 3339 UTC with seconds. Kept only while `apply` and `events` still read the clock
+/// themselves; they take a `Clock` once they are moved onto `crate::clock`.
+pub fn now_rfc3339() -> String {
+    crate::clock::rfc3339(std::time::SystemTime::now())
 }

@@ -36,6 +36,9 @@
 
 use std::fmt::Write as _;
 
+use std::fs;
+use std::path::{Path, PathBuf};
+
 use sha2::{Digest, Sha256};
 
 use super::{Action, Change, NodePlan, Plan, PlannedArtifact, PlannedStatus};
@@ -51,6 +54,79 @@ pub struct PlanFileError {
     pub file: String,
     pub line: usize,
     pub message: String,
+}
+
+/// A plan file is large only if something is wrong; never read more than this.
+pub const MAX_PLAN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Why a plan file could not be read as a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read `{}`: {source}", .path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+
+    #[error("`{}` is {size} bytes, more than a plan can be", .path.display())]
+    TooLarge { path: PathBuf, size: u64 },
+
+    #[error("`{}` is not UTF-8 text: it is not a homelab plan", .path.display())]
+    NotUtf8 { path: PathBuf },
+
+    #[error(transparent)]
+    Format(#[from] PlanFileError),
+
+    #[error(
+        "`{}`: its signed bytes hash to id `{id}`, not the id in its name: the plan was changed after it was made; plan again",
+        .path.display()
+    )]
+    IdMismatch { path: PathBuf, id: String },
+}
+
+/// A plan file as read from disk: its id (from its signed bytes), the signed bytes, the
+/// planner's signature and the plan. The signature is not verified here.
+#[derive(Debug)]
+pub struct LoadedPlan {
+    pub path: PathBuf,
+    pub id: String,
+    pub body: String,
+    pub signature: String,
+    pub plan: Plan,
+}
+
+/// Reads a text file of at most `MAX_PLAN_BYTES` (plans and approvals).
+pub fn read_bounded(path: &Path) -> Result<String, ReadError> {
+    let unreadable = |source| ReadError::Unreadable { path: path.to_path_buf(), source };
+    let meta = fs::metadata(path).map_err(unreadable)?;
+    if meta.len() > MAX_PLAN_BYTES {
+        return Err(ReadError::TooLarge { path: path.to_path_buf(), size: meta.len() });
+    }
+    let bytes = fs::read(path).map_err(unreadable)?;
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8 { path: path.to_path_buf() })
+}
+
+/// Reads a plan file and checks that its name is its id. Does not verify the signature.
+pub fn read(path: &Path) -> Result<LoadedPlan, ReadError> {
+    let text = read_bounded(path)?;
+    let shown = path.display().to_string();
+    check_version(&text, &shown)?;
+    let (body, signature) = split_signed(&text, &shown)?;
+    let id = plan_id(body.as_bytes());
+    let stem = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".plan"));
+    if stem != Some(id.as_str()) {
+        return Err(ReadError::IdMismatch { path: path.to_path_buf(), id });
+    }
+    let plan = decode(body, &shown)?;
+    Ok(LoadedPlan {
+        path: path.to_path_buf(),
+        id,
+        body: body.to_owned(),
+        signature: signature.to_owned(),
+        plan,
+    })
+}
+
+/// A signed plan file: the signed bytes followed by the armored signature over them.
+pub fn join(body: &str, signature: &str) -> String {
+    format!("{body}{signature}")
 }
 
 /// The id of a plan: the first 16 hex digits of the SHA-256 of its signed bytes.

@@ -1,0 +1,398 @@
+//! Whether a plan may run: `inventory/policy.yaml` (who approves which nodes, how many), the
+//! pre-flight of `apply` (every refusal that needs no node), and the records that make a plan
+//! run once: approvals appended beside the plan, rejections, the controller's apply record.
+//!
+//! Pre-flight is read-only: a refusal changes nothing anywhere. The time is passed in. Nothing
+//! here reaches a node; per-node staleness and replay are `apply`'s, right before a node's
+//! first write.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::{
+    split_armored, AllowedSigners, Signer, VerifyError, APPROVE_NAMESPACE, PLAN_NAMESPACE,
+};
+use crate::model::{Homelab, NodeName};
+use crate::node::records::{Applied, ApplyState, Rejection};
+use crate::node::{ActionState, Layout};
+use crate::plan::file::{self, LoadedPlan, ReadError};
+use crate::plan::{Action, Plan};
+
+/// Why a plan may not be approved or applied. Nothing was changed when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Plan(#[from] ReadError),
+
+    #[error(
+        "`{}` is not an approval: apply takes `plans/<id>.approved`, written by `homelab approve plans/<id>.plan`",
+        .path.display()
+    )]
+    NotAnApproval { path: PathBuf },
+
+    #[error(
+        "no approval: `{}` does not exist; an approver runs `homelab approve {}`",
+        .approved.display(), .plan.display()
+    )]
+    NoApprovalFile { approved: PathBuf, plan: PathBuf },
+
+    #[error("`{}` holds no approval: approve with `homelab approve {}`", .approved.display(), .plan.display())]
+    NoApproval { approved: PathBuf, plan: PathBuf },
+
+    #[error("`{}`: {source}", .path.display())]
+    MalformedApprovals { path: PathBuf, source: VerifyError },
+
+    #[error("`{}`: approval {index} of {of}: {source}", .path.display())]
+    BadApproval { path: PathBuf, index: usize, of: usize, source: VerifyError },
+
+    #[error("the plan's signature is not valid: {source}")]
+    BadPlanSignature { source: VerifyError },
+
+    #[error("the plan's expiry time is unreadable")]
+    ExpiryUnreadable,
+
+    #[error("plan `{id}` expired at {expires} (it is now {now}): plan again")]
+    Expired { id: String, expires: String, now: String },
+
+    #[error("plan `{id}` was rejected by {by} at {at}: {reason} ({})", .record.display())]
+    Rejected { id: String, by: String, at: String, reason: String, record: PathBuf },
+
+    #[error(
+        "plan `{id}` was already applied (recorded in {}): a plan runs once; plan again for new changes",
+        .record.display()
+    )]
+    AlreadyApplied { id: String, record: PathBuf },
+
+    #[error("plan `{id}` was already applied completely ({})", .record.display())]
+    AppliedCompletely { id: String, record: PathBuf },
+
+    #[error(
+        "node `{node}` needs {required} approval{} from distinct keys of {}; it has {have} (approvals by {}; two signatures by one key count once)",
+        if *.required == 1 { "" } else { "s" },
+        list(.approvers),
+        if .by.is_empty() { "nobody".to_owned() } else { list(.by) }
+    )]
+    NotEnoughApprovals {
+        node: NodeName,
+        required: u32,
+        approvers: BTreeSet<String>,
+        have: usize,
+        by: BTreeSet<String>,
+    },
+}
+
+fn list(names: &BTreeSet<String>) -> String {
+    names.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Where the controller keeps its records of plans: its runtime root.
+#[derive(Debug, Clone)]
+pub struct Records {
+    layout: Layout,
+}
+
+impl Records {
+    pub fn at(root: &Path) -> Records {
+        Records { layout: Layout::local(root) }
+    }
+
+    pub fn applied(&self, id: &str) -> PathBuf {
+        PathBuf::from(self.layout.applied(id))
+    }
+
+    pub fn rejected(&self, id: &str) -> PathBuf {
+        PathBuf::from(self.layout.rejected(id))
+    }
+
+    pub fn action(&self, state: ActionState, id: &str) -> PathBuf {
+        PathBuf::from(self.layout.action(state, id))
+    }
+
+    /// The controller's record of an apply of `id`, when there is a readable one.
+    pub fn applied_record(&self, id: &str) -> Option<Applied> {
+        std::fs::read(self.applied(id)).ok().and_then(|b| Applied::parse(&b))
+    }
+}
+
+/// `<id>.rejected` beside the plan file.
+pub fn rejected_beside(plan: &LoadedPlan) -> PathBuf {
+    plan.path.with_file_name(format!("{}.rejected", plan.id))
+}
+
+/// `<id>.approved` beside the plan file.
+pub fn approved_beside(plan: &LoadedPlan) -> PathBuf {
+    plan.path.with_file_name(format!("{}.approved", plan.id))
+}
+
+/// Verifies the planner's signature: made in `homelab-plan` by a key of allowed_signers.
+pub fn verify_planner(
+    loaded: &LoadedPlan,
+    signers: &AllowedSigners,
+    now: SystemTime,
+) -> Result<super::Verified, Refusal> {
+    signers
+        .verify(PLAN_NAMESPACE, loaded.body.as_bytes(), &loaded.signature, now)
+        .map_err(|source| Refusal::BadPlanSignature { source })
+}
+
+pub fn check_not_expired(loaded: &LoadedPlan, now: SystemTime) -> Result<(), Refusal> {
+    let expires =
+        humantime::parse_rfc3339(&loaded.plan.expires).map_err(|_| Refusal::ExpiryUnreadable)?;
+    if now >= expires {
+        return Err(Refusal::Expired {
+            id: loaded.id.clone(),
+            expires: loaded.plan.expires.clone(),
+            now: crate::clock::rfc3339(now),
+        });
+    }
+    Ok(())
+}
+
+/// A rejection of the plan, beside it or on the controller.
+pub fn check_not_rejected(loaded: &LoadedPlan, records: &Records) -> Result<(), Refusal> {
+    for p in [rejected_beside(loaded), records.rejected(&loaded.id)] {
+        if p.exists() {
+            let record = std::fs::read(&p).ok().and_then(|b| Rejection::parse(&b));
+            let field = |f: fn(&Rejection) -> &String| {
+                record.as_ref().map(f).cloned().unwrap_or_else(|| "?".to_owned())
+            };
+            return Err(Refusal::Rejected {
+                id: loaded.id.clone(),
+                by: field(|r| &r.by),
+                at: field(|r| &r.rejected_at),
+                reason: field(|r| &r.reason),
+                record: p,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn check_not_consumed_or_rejected(
+    loaded: &LoadedPlan,
+    records: &Records,
+) -> Result<(), Refusal> {
+    check_not_rejected(loaded, records)?;
+    let consumed = records.applied(&loaded.id);
+    if consumed.exists() {
+        return Err(Refusal::AlreadyApplied { id: loaded.id.clone(), record: consumed });
+    }
+    Ok(())
+}
+
+/// The nodes a plan changes (a node with only no-ops needs no approval).
+pub fn changed_nodes(plan: &Plan) -> impl Iterator<Item = &NodeName> {
+    plan.nodes
+        .iter()
+        .filter(|n| n.changes.iter().any(|c| c.action != Action::NoOp))
+        .map(|n| &n.node)
+}
+
+/// The outcome of checking the approvals against the policy.
+#[derive(Debug)]
+pub struct Approvals {
+    /// Principals of each distinct approving key, by key fingerprint.
+    pub by_key: BTreeMap<String, Vec<String>>,
+}
+
+/// Verifies every approval block and checks the policy for every node the plan changes.
+pub fn check_approvals(
+    loaded: &LoadedPlan,
+    approved_text: &str,
+    approved_path: &Path,
+    signers: &AllowedSigners,
+    lab: &Homelab,
+    now: SystemTime,
+) -> Result<Approvals, Refusal> {
+    let blocks = split_armored(approved_text).map_err(|source| Refusal::MalformedApprovals {
+        path: approved_path.to_path_buf(),
+        source,
+    })?;
+    if blocks.is_empty() {
+        return Err(Refusal::NoApproval {
+            approved: approved_path.to_path_buf(),
+            plan: loaded.path.clone(),
+        });
+    }
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let v = signers.verify(APPROVE_NAMESPACE, loaded.body.as_bytes(), block, now).map_err(
+            |source| Refusal::BadApproval {
+                path: approved_path.to_path_buf(),
+                index: i + 1,
+                of: blocks.len(),
+                source,
+            },
+        )?;
+        by_key.entry(v.fingerprint).or_default().extend(v.principals);
+    }
+    for node in changed_nodes(&loaded.plan) {
+        let rule = lab.policy.rule_for(node);
+        let approving: BTreeSet<&String> = by_key
+            .iter()
+            .filter(|(_, principals)| principals.iter().any(|p| rule.approvers.contains(p)))
+            .map(|(fp, _)| fp)
+            .collect();
+        if (approving.len() as u32) < rule.required {
+            return Err(Refusal::NotEnoughApprovals {
+                node: node.clone(),
+                required: rule.required,
+                approvers: rule.approvers.clone(),
+                have: approving.len(),
+                by: by_key.values().flatten().cloned().collect(),
+            });
+        }
+    }
+    Ok(Approvals { by_key })
+}
+
+/// How `apply` treats the plan's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preflight {
+    /// A first apply: not expired, not applied, not rejected.
+    Fresh,
+    /// `--resume`: an apply that already started may finish past expiry.
+    Resume,
+    /// `--stage diagnose`: read-only; only signatures and approvals matter.
+    Inspect,
+}
+
+/// Every check of `apply` that does not need a node, before anything is written anywhere.
+pub fn preflight(
+    lab: &Homelab,
+    signers: &AllowedSigners,
+    approved: &Path,
+    records: &Records,
+    kind: Preflight,
+    now: SystemTime,
+) -> Result<LoadedPlan, Refusal> {
+    let name = approved.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let Some(id) = name.strip_suffix(".approved") else {
+        return Err(Refusal::NotAnApproval { path: approved.to_path_buf() });
+    };
+    let plan_path = approved.with_file_name(format!("{id}.plan"));
+    let approved_text = match file::read_bounded(approved) {
+        Ok(t) => t,
+        Err(ReadError::Unreadable { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Err(Refusal::NoApprovalFile {
+                approved: approved.to_path_buf(),
+                plan: plan_path,
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let loaded = file::read(&plan_path)?;
+    verify_planner(&loaded, signers, now)?;
+    let started = records.applied(&loaded.id);
+    match kind {
+        Preflight::Inspect => {}
+        Preflight::Resume if started.exists() => {
+            // Finishing an apply that already started is allowed past the plan's expiry: every
+            // service is at its old or new version, and the approvals below still must hold.
+            if records.applied_record(&loaded.id).is_some_and(|r| r.state == ApplyState::Completed)
+            {
+                return Err(Refusal::AppliedCompletely { id: loaded.id.clone(), record: started });
+            }
+            check_not_rejected(&loaded, records)?;
+        }
+        Preflight::Resume | Preflight::Fresh => {
+            check_not_expired(&loaded, now)?;
+            check_not_consumed_or_rejected(&loaded, records)?;
+        }
+    }
+    check_approvals(&loaded, &approved_text, approved, signers, lab, now)?;
+    Ok(loaded)
+}
+
+/// What `approve` did.
+#[derive(Debug)]
+pub struct Approval {
+    pub path: PathBuf,
+    /// Whether a signature was added (`false`: this key had approved already).
+    pub added: bool,
+}
+
+/// Signs the plan in `homelab-approve` and appends the block to `<id>.approved`, unless this
+/// key approved it already. The caller has verified the plan and shown it.
+pub fn approve(
+    loaded: &LoadedPlan,
+    key: &Signer,
+    signers: &AllowedSigners,
+    records: &Records,
+    now: SystemTime,
+) -> Result<Approval, ApproveError> {
+    verify_planner(loaded, signers, now)?;
+    check_not_expired(loaded, now)?;
+    check_not_consumed_or_rejected(loaded, records)?;
+    let path = approved_beside(loaded);
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(ApproveError::Write { path, source }),
+    };
+    let blocks = if existing.trim().is_empty() {
+        Vec::new()
+    } else {
+        split_armored(&existing)
+            .map_err(|source| Refusal::MalformedApprovals { path: path.clone(), source })?
+    };
+    for block in blocks {
+        if let Ok(v) = signers.verify(APPROVE_NAMESPACE, loaded.body.as_bytes(), &block, now) {
+            if v.fingerprint == key.fingerprint() {
+                return Ok(Approval { path, added: false });
+            }
+        }
+    }
+    let sig = key.sign(APPROVE_NAMESPACE, loaded.body.as_bytes())?;
+    let mut text = existing;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&sig);
+    crate::files::write_atomic(&path, text.as_bytes())
+        .map_err(|source| ApproveError::Write { path: path.clone(), source })?;
+    Ok(Approval { path, added: true })
+}
+
+/// Why `approve` or `reject` did not record anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+
+    #[error(transparent)]
+    Sign(#[from] super::SignError),
+
+    #[error("cannot write `{}`: {source}", .path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Records a refusal beside the plan and on the controller; the pending action moves to
+/// `actions/failed/`. Apply refuses a rejected plan.
+pub fn reject(
+    loaded: &LoadedPlan,
+    reason: &str,
+    by: &str,
+    records: &Records,
+    now: SystemTime,
+) -> Result<PathBuf, ApproveError> {
+    let record =
+        Rejection::new(&loaded.id, crate::clock::rfc3339(now), by.to_owned(), reason.to_owned());
+    let bytes = record.to_bytes();
+    let write = |path: &Path| {
+        crate::files::write_atomic(path, &bytes)
+            .map_err(|source| ApproveError::Write { path: path.to_path_buf(), source })
+    };
+    let beside = rejected_beside(loaded);
+    write(&beside)?;
+    write(&records.rejected(&loaded.id))?;
+    let pending = records.action(ActionState::Pending, &loaded.id);
+    if pending.exists() {
+        write(&records.action(ActionState::Failed, &loaded.id))?;
+        let _ = std::fs::remove_file(&pending);
+    }
+    Ok(beside)
+}

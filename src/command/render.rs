@@ -1,0 +1,62 @@
+//! `homelab render`: writes, per selected instance, the exact artifacts its node will get and
+//! their manifest, to a folder for review or diffing. Rendering itself is `crate::render`
+//! (pure); this command owns the writing.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::error::{Error, Report};
+use crate::render::{self, Rendered};
+
+pub fn run(
+    repo: &Path,
+    node: Option<&str>,
+    service: Option<&str>,
+    dir: &Path,
+    out: &mut dyn Write,
+) -> Result<Report, Error> {
+    let lab = super::load(repo)?;
+    let node = node.map(|n| super::resolve_node(&lab, n)).transpose()?;
+    let service = service.map(|s| super::resolve_service(&lab, s, node.as_ref())).transpose()?;
+    let rendered = render::render_all(&lab, |i| {
+        node.as_ref().is_none_or(|n| &i.node == n)
+            && service.as_ref().is_none_or(|s| &i.service == s)
+    })?;
+    write_tree(dir, &rendered).map_err(|e| Error::Write { path: dir.to_path_buf(), source: e })?;
+    for r in &rendered {
+        writeln!(
+            out,
+            "rendered {} -> {}",
+            r.instance,
+            dir.join(r.instance.node.as_str()).join(r.instance.service.as_str()).display()
+        )
+        .map_err(Error::stdout)?;
+    }
+    Ok(Report::Success)
+}
+
+/// Writes `<out>/<node>/<svc>/<artifact>` and its `manifest.json`. Files of an earlier render
+/// that are no longer artifacts are removed, so the folder is exactly what the node gets.
+fn write_tree(out: &Path, rendered: &[Rendered]) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for r in rendered {
+        let dir = out.join(r.instance.node.as_str()).join(r.instance.service.as_str());
+        fs::create_dir_all(&dir)?;
+        let mut keep: Vec<&str> = r.artifacts.iter().map(|a| a.name).collect();
+        keep.push(crate::node::manifest::MANIFEST);
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if !keep.iter().any(|k| entry.file_name() == *k) && entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        for a in &r.artifacts {
+            let path = dir.join(a.name);
+            fs::write(&path, &a.bytes)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(a.mode))?;
+        }
+        fs::write(dir.join(crate::node::manifest::MANIFEST), r.manifest_bytes())?;
+    }
+    Ok(())
+}
