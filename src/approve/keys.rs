@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-use super::{AllowedSigners, SignError, Signer, SignersError, VerifyError};
+use super::{AllowedSigners, SignError, Signer, SignersError, Verified, VerifyError};
 
 /// Where a signing key comes from, in the order they are tried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,22 +131,20 @@ pub fn allowed_signers(text: &str) -> Result<AllowedSigners, KeyError> {
     Ok(AllowedSigners::parse(text, "inventory/allowed_signers")?)
 }
 
-/// The principals `key` may sign as in `namespace`: a probe signature verified like any other,
-/// so planner identity and apply's checks can never disagree.
+/// What `key` may sign as in `namespace`: a probe signature verified like any other, so planner
+/// identity and apply's checks can never disagree.
 pub fn principals_of(
     key: &Signer,
     signers: &AllowedSigners,
     namespace: &str,
     now: SystemTime,
-) -> Result<Vec<String>, KeyError> {
+) -> Result<Verified, KeyError> {
     let probe = b"homelab: which principals is this key?";
     let sig = key.sign(namespace, probe)?;
-    signers.verify(namespace, probe, &sig, now).map(|v| v.principals).map_err(|source| {
-        KeyError::NotAllowed {
-            fingerprint: key.fingerprint(),
-            namespace: namespace.to_owned(),
-            public_key: key.public_key_openssh(),
-            source,
-        }
+    signers.verify(namespace, probe, &sig, now).map_err(|source| KeyError::NotAllowed {
+        fingerprint: key.fingerprint(),
+        namespace: namespace.to_owned(),
+        public_key: key.public_key_openssh(),
+        source,
     })
 }

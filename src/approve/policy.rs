@@ -68,7 +68,7 @@ pub enum Refusal {
     AppliedCompletely { id: String, record: PathBuf },
 
     #[error(
-        "node `{node}` needs {required} approval{} from distinct keys of {}; it has {have} (approvals by {}; two signatures by one key count once)",
+        "node `{node}` needs {required} approval{} from distinct keys of {}; it has {have} (approvals by {}; two signatures by one key count once, and so do two keys of one principal)",
         if *.required == 1 { "" } else { "s" },
         list(.approvers),
         if .by.is_empty() { "nobody".to_owned() } else { list(.by) }
@@ -192,8 +192,39 @@ pub fn changed_nodes(plan: &Plan) -> impl Iterator<Item = &NodeName> {
 /// The outcome of checking the approvals against the policy.
 #[derive(Debug)]
 pub struct Approvals {
-    /// Principals of each distinct approving key, by key fingerprint.
-    pub by_key: BTreeMap<String, Vec<String>>,
+    /// What each distinct approving key proved, by key fingerprint.
+    pub by_key: BTreeMap<String, super::Verified>,
+}
+
+/// How many of `approvers` approved: each approver counts once, with a key of its own (a key
+/// allowed as several principals, or as `*`, stands for one of them, never for all). The size
+/// of a maximum matching between approvers and keys, by augmenting paths (both are a handful).
+pub fn count_approvers(approvers: &BTreeSet<String>, keys: &[&super::Verified]) -> usize {
+    let approvers: Vec<&String> = approvers.iter().collect();
+    // owner[k] = the approver key k is matched to.
+    let mut owner: Vec<Option<usize>> = vec![None; keys.len()];
+    fn augment(
+        a: usize,
+        approvers: &[&String],
+        keys: &[&super::Verified],
+        owner: &mut Vec<Option<usize>>,
+        seen: &mut Vec<bool>,
+    ) -> bool {
+        for k in 0..keys.len() {
+            if seen[k] || !keys[k].allows(approvers[a]) {
+                continue;
+            }
+            seen[k] = true;
+            if owner[k].is_none_or(|b| augment(b, approvers, keys, owner, seen)) {
+                owner[k] = Some(a);
+                return true;
+            }
+        }
+        false
+    }
+    (0..approvers.len())
+        .filter(|&a| augment(a, &approvers, keys, &mut owner, &mut vec![false; keys.len()]))
+        .count()
 }
 
 /// Verifies every approval block and checks the policy for every node the plan changes.
@@ -215,7 +246,7 @@ pub fn check_approvals(
             plan: loaded.path.clone(),
         });
     }
-    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, super::Verified> = BTreeMap::new();
     for (i, block) in blocks.iter().enumerate() {
         let v = signers.verify(APPROVE_NAMESPACE, loaded.body.as_bytes(), block, now).map_err(
             |source| Refusal::BadApproval {
@@ -225,22 +256,19 @@ pub fn check_approvals(
                 source,
             },
         )?;
-        by_key.entry(v.fingerprint).or_default().extend(v.principals);
+        by_key.insert(v.fingerprint.clone(), v);
     }
+    let keys: Vec<&super::Verified> = by_key.values().collect();
     for node in changed_nodes(&loaded.plan) {
         let rule = lab.policy.rule_for(node);
-        let approving: BTreeSet<&String> = by_key
-            .iter()
-            .filter(|(_, principals)| principals.iter().any(|p| rule.approvers.contains(p)))
-            .map(|(fp, _)| fp)
-            .collect();
-        if (approving.len() as u32) < rule.required {
+        let have = count_approvers(&rule.approvers, &keys);
+        if (have as u32) < rule.required {
             return Err(Refusal::NotEnoughApprovals {
                 node: node.clone(),
                 required: rule.required,
                 approvers: rule.approvers.clone(),
-                have: approving.len(),
-                by: by_key.values().flatten().cloned().collect(),
+                have,
+                by: keys.iter().flat_map(|v| v.principals.iter().cloned()).collect(),
             });
         }
     }

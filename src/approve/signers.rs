@@ -2,10 +2,13 @@
 //! `man ssh-keygen`, section ALLOWED SIGNERS) and the checks a signature must pass before a plan
 //! or an approval is trusted, with the same outcome as `ssh-keygen -Y verify` on the same file.
 //!
+//! As in `ssh-keygen`: `valid-after`/`valid-before` times with a `Z` (or `UTC`) suffix are UTC,
+//! times without one are the checking machine's local time (standard time, as OpenSSH's
+//! `mktime` call with `tm_isdst = 0` reads them); write the `Z` to mean the same instant on
+//! every machine. A principal negated on its own line (`a,!a`) is not allowed as `a`.
+//!
 //! Differences from `ssh-keygen`, on purpose:
-//! - `valid-after`/`valid-before` times without a `Z` suffix are taken as UTC (`ssh-keygen` uses
-//!   the local time zone; CI and the nodes run in UTC, and a signature must not change meaning
-//!   with the machine checking it). Write the `Z` to mean the same thing everywhere.
+//! - Impossible dates (`20260230`) are refused where `ssh-keygen` normalises them.
 //! - `cert-authority` lines are parsed but authorise nothing (as in `ssh-keygen`, they never
 //!   authorise the CA key itself), and signatures made with a certificate are refused as
 //!   unsupported. Hardware-backed `sk-` keys are refused as unsupported too.
@@ -27,9 +30,15 @@ use super::sshsig::{
 /// What a valid signature proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// The principals (as written, possibly `*`/`?` patterns) of every line allowing the key,
-    /// in file order, without duplicates.
+    /// The principals (as written, possibly `*`/`?` patterns) of every line allowing the key
+    /// that the line's own negations (`!name`) do not take back, in file order, without
+    /// duplicates: what to show a person.
     pub principals: Vec<String>,
+    /// The principals field of every line allowing the key, as written: what [`allows`]
+    /// matches against, as `ssh-keygen -Y verify -I` does.
+    ///
+    /// [`allows`]: Verified::allows
+    pub lists: Vec<String>,
     /// `SHA256:…` of the signing key.
     pub fingerprint: String,
     /// The signing key in OpenSSH form, without comment (`ssh-ed25519 AAAA…`).
@@ -40,7 +49,7 @@ impl Verified {
     /// Whether `identity` (e.g. `alice@example.com`) matches one of the principal patterns, as
     /// `ssh-keygen -Y verify -I <identity>` would match them.
     pub fn allows(&self, identity: &str) -> bool {
-        self.principals.iter().any(|p| match_pattern(identity, p))
+        self.lists.iter().any(|list| match_pattern_list(identity, list))
     }
 }
 
@@ -141,6 +150,7 @@ impl AllowedSigners {
 
         let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut principals: Vec<String> = Vec::new();
+        let mut lists: Vec<String> = Vec::new();
         let mut refusal = None;
         let mut cert_authority_line = None;
         for e in self.entries.iter().filter(|e| &e.key == key) {
@@ -152,14 +162,24 @@ impl AllowedSigners {
                 refusal.get_or_insert(reason);
                 continue;
             }
+            // `a,!a` allows nobody as `a`: show only what the line really allows.
             for p in e.principals.split(',') {
-                if !principals.iter().any(|q| q == p) {
+                if !p.starts_with('!')
+                    && match_pattern_list(p, &e.principals)
+                    && !principals.iter().any(|q| q == p)
+                {
                     principals.push(p.to_string());
                 }
             }
+            lists.push(e.principals.clone());
         }
-        if !principals.is_empty() {
-            return Ok(Verified { principals, fingerprint, public_key: public_key_openssh(key) });
+        if !lists.is_empty() {
+            return Ok(Verified {
+                principals,
+                lists,
+                fingerprint,
+                public_key: public_key_openssh(key),
+            });
         }
         Err(refusal.unwrap_or_else(|| VerifyError::NotAllowed {
             fingerprint,
@@ -380,7 +400,8 @@ fn dequote<'a>(text: &'a str, option: &str) -> Result<(String, &'a str), String>
 }
 
 /// An OpenSSH absolute time, `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, optionally followed
-/// by `Z` (or `UTC`); always UTC (see the module doc). Returns seconds since the Unix epoch.
+/// by `Z` (or `UTC`) for UTC, else local time (see the module doc). Returns seconds since the
+/// Unix epoch.
 fn parse_time(value: &str, option: &str) -> Result<u64, String> {
     let invalid = || {
         format!(
@@ -388,14 +409,11 @@ fn parse_time(value: &str, option: &str) -> Result<u64, String> {
              `YYYYMMDDHHMMSS`, optionally followed by `Z` (times are UTC), e.g. `20260101Z`"
         )
     };
-    let digits = value
-        .strip_suffix(['Z', 'z'])
-        .filter(|d| !d.is_empty())
-        .or_else(|| {
-            let cut = value.len().checked_sub(3)?;
-            (cut > 0 && value.get(cut..)?.eq_ignore_ascii_case("UTC")).then(|| &value[..cut])
-        })
-        .unwrap_or(value);
+    let utc = value.strip_suffix(['Z', 'z']).filter(|d| !d.is_empty()).or_else(|| {
+        let cut = value.len().checked_sub(3)?;
+        (cut > 0 && value.get(cut..)?.eq_ignore_ascii_case("UTC")).then(|| &value[..cut])
+    });
+    let digits = utc.unwrap_or(value);
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());
     }
@@ -408,11 +426,37 @@ fn parse_time(value: &str, option: &str) -> Result<u64, String> {
     };
     let rfc3339 = format!("{}-{}-{}T{hh}:{mm}:{ss}Z", &d[..4], &d[4..6], &d[6..8]);
     let t = humantime::parse_rfc3339(&rfc3339).map_err(|_| invalid())?;
-    match t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()) {
-        // ssh-keygen refuses the epoch itself (0 means "unset" there).
-        Ok(secs) if secs > 0 => Ok(secs),
-        _ => Err(invalid()),
+    let as_utc = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).map_err(|_| invalid())?;
+    let secs = match utc {
+        Some(_) => as_utc,
+        None => local_time(&d[..4], &d[4..6], &d[6..8], hh, mm, ss).ok_or_else(invalid)?,
+    };
+    // ssh-keygen refuses the epoch itself (0 means "unset" there) and times before it.
+    if secs > 0 {
+        Ok(secs)
+    } else {
+        Err(invalid())
     }
+}
+
+/// A wall-clock time in this machine's time zone (`TZ`), as seconds since the epoch: what
+/// OpenSSH's `mktime` with `tm_isdst = 0` gives for a time without `Z`.
+fn local_time(y: &str, mo: &str, d: &str, h: &str, mi: &str, s: &str) -> Option<u64> {
+    let n = |v: &str| v.parse::<libc::c_int>().ok();
+    // SAFETY: `tm` is a plain C struct we own, zeroed then filled; mktime only reads the time
+    // zone and normalises `tm` in place.
+    let t = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = n(y)? - 1900;
+        tm.tm_mon = n(mo)? - 1;
+        tm.tm_mday = n(d)?;
+        tm.tm_hour = n(h)?;
+        tm.tm_min = n(mi)?;
+        tm.tm_sec = n(s)?;
+        tm.tm_isdst = 0;
+        libc::mktime(&mut tm)
+    };
+    u64::try_from(t).ok()
 }
 
 fn format_time(secs: u64) -> String {
@@ -497,10 +541,12 @@ mod tests {
 
     #[test]
     fn times() {
-        assert_eq!(parse_time("19700102", "t"), Ok(86400));
         assert_eq!(parse_time("19700102Z", "t"), Ok(86400));
         assert_eq!(parse_time("19700102utc", "t"), Ok(86400));
-        assert_eq!(parse_time("197001020001", "t"), Ok(86460));
+        assert_eq!(parse_time("197001020001Z", "t"), Ok(86460));
+        // Local time: within a day of the UTC reading, whatever this machine's zone.
+        let local = parse_time("20260102", "t").unwrap();
+        assert!(local.abs_diff(parse_time("20260102Z", "t").unwrap()) <= 14 * 3600);
         assert_eq!(parse_time("19700102000101z", "t"), Ok(86461));
         for bad in ["", "Z", "1970010", "19700100", "19700230", "2026-01-01", "19700101Z"] {
             assert!(parse_time(bad, "t").is_err(), "{bad}");

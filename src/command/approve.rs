@@ -46,11 +46,12 @@ pub fn approve(
     policy::verify_planner(&loaded, &signers, now)?;
     policy::check_not_expired(&loaded, now)?;
     policy::check_not_consumed_or_rejected(&loaded, &records)?;
-    let principals = keys::principals_of(&key, &signers, APPROVE_NAMESPACE, now)?;
+    let verified = keys::principals_of(&key, &signers, APPROVE_NAMESPACE, now)?;
+    let principals = &verified.principals;
     let done = policy::approve(&loaded, &key, &signers, &records, now)?;
     // Say so when this approval will not count for some node (inventory/policy.yaml).
     let not_counted: Vec<String> = policy::changed_nodes(&loaded.plan)
-        .filter(|n| !principals.iter().any(|p| lab.policy.rule_for(n).approvers.contains(p)))
+        .filter(|n| !lab.policy.rule_for(n).approvers.iter().any(|a| verified.allows(a)))
         .map(ToString::to_string)
         .collect();
     if !not_counted.is_empty() {
@@ -89,7 +90,8 @@ pub fn reject(
         Some(source) => {
             let key = keys::load(&source)?;
             let signers = keys::allowed_signers(&lab.allowed_signers)?;
-            let principals = keys::principals_of(&key, &signers, APPROVE_NAMESPACE, now)?;
+            let principals =
+                keys::principals_of(&key, &signers, APPROVE_NAMESPACE, now)?.principals;
             format!("{} {}", principals.join(","), key.fingerprint())
         }
         None => std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),

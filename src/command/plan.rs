@@ -73,7 +73,7 @@ pub fn run(repo: &Path, args: &PlanArgs<'_>, out: &mut dyn Write) -> Result<Repo
     let planner = match &key {
         Some(k) => {
             let signers = keys::allowed_signers(&lab.allowed_signers)?;
-            let principals = keys::principals_of(k, &signers, PLAN_NAMESPACE, now)?;
+            let principals = keys::principals_of(k, &signers, PLAN_NAMESPACE, now)?.principals;
             format!("{} {}", principals.join(","), k.fingerprint())
         }
         None => "unsigned".to_owned(),

@@ -380,6 +380,44 @@ fn two_signatures_by_one_key_count_once_and_two_distinct_approvers_pass() {
     p.passes();
 }
 
+/// `required: 2` counts people, not keys: two keys of `operator@test` are one approver, and
+/// `second@test` never approved (issue 8, finding 4).
+#[test]
+fn two_keys_of_one_principal_count_as_one_approver() {
+    let p = Planned::new();
+    let spare = p.lab.keygen("spare");
+    let second = p.lab.keygen("second");
+    p.lab.allow(&[
+        ("planner@test", "namespaces=\"homelab-plan\"", &p.planner),
+        ("operator@test", "", &p.operator),
+        ("operator@test", "", &spare),
+        ("second@test", "", &second),
+    ]);
+    p.lab.policy("24h", 2, &["operator@test", "second@test"]);
+    p.approve(&p.operator);
+    p.approve(&spare);
+    assert_eq!(blocks(&p.lab.read(&p.approved_rel())).len(), 2);
+    p.refused(&["needs 2 approvals from distinct keys", "it has 1", "two keys of one principal"]);
+    p.approve(&second);
+    p.passes();
+}
+
+/// A line that names a principal and takes it back (`a,!a`) allows nobody as `a`, as
+/// `ssh-keygen -Y verify -I a` says (issue 8, finding 8).
+#[test]
+fn a_negated_principal_does_not_approve() {
+    let p = Planned::new();
+    p.lab.allow(&[
+        ("planner@test", "namespaces=\"homelab-plan\"", &p.planner),
+        ("operator@test,!operator@test", "", &p.operator),
+    ]);
+    p.lab.policy("24h", 1, &["operator@test"]);
+    let sig = p.operator.ssh_sign("homelab-approve", p.body().as_bytes());
+    assert!(!p.ssh_verify("operator@test", "homelab-approve", &sig).ok);
+    p.write_approved(&sig);
+    p.refused(&["needs 1 approval from distinct keys", "it has 0"]);
+}
+
 #[test]
 fn an_expired_plan_is_refused() {
     let lab = Lab::new();

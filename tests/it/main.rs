@@ -12,5 +12,6 @@ mod graph;
 mod lab_smoke;
 mod plan;
 mod render;
+mod signers;
 mod signing;
 mod validate;
