@@ -1,6 +1,12 @@
 //! How a plan reads: colour text for a terminal, Markdown for a Forgejo pull-request comment,
 //! JSON for machines (schema in docs/plan-json.md). Writers are generic over `io::Write` so
 //! tests compare exact output.
+//!
+//! Everything shown comes from a file someone else wrote (a plan, a node's answer), so it is
+//! escaped for where it lands: control characters (ESC, BEL, CR, …) and bidirectional
+//! overrides become visible `\x1b`/`\u{202e}` escapes in text; Markdown text is HTML-escaped, and
+//! code goes in spans and fences longer than any backtick run inside them, so a plan cannot
+//! close a `<details>`, open a comment or rewrite the reviewer's terminal.
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -12,6 +18,65 @@ use super::{Action, Plan, PlannedStatus};
 
 /// Forgejo refuses comments over 65 535 characters; stay well under it.
 pub const MARKDOWN_BUDGET: usize = 60_000;
+
+/// Whether `c` must not reach a terminal or a page as itself: C0/C1 controls (but tab), DEL,
+/// and the bidirectional controls that make text read differently from what it is.
+fn hidden(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every hidden character written as an escape (`\x1b`, `\u{202e}`).
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !hidden(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Markdown text (outside code): escaped, then HTML-escaped, with `|` escaped for tables.
+pub fn md_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in escape(s).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '|' => out.push_str("\\|"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The longest run of backticks in `s`.
+fn longest_backtick_run(s: &str) -> usize {
+    s.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+/// An inline code span holding `s` literally, whatever backticks it contains.
+pub fn md_code(s: &str) -> String {
+    let s = escape(s).replace('\n', " ");
+    let ticks = "`".repeat(longest_backtick_run(&s) + 1);
+    let pad = if s.starts_with('`') || s.ends_with('`') { " " } else { "" };
+    format!("{ticks}{pad}{s}{pad}{ticks}")
+}
+
+/// A fence for a code block holding `s`: longer than any backtick run inside, at least three.
+fn md_fence(s: &str) -> String {
+    "`".repeat((longest_backtick_run(s) + 1).max(3))
+}
 
 fn style(color: bool, s: Style) -> Style {
     if color {
@@ -52,14 +117,14 @@ pub fn write_text_checked<W: Write + ?Sized>(
     let bold = style(color, Style::new().bold());
     writeln!(w, "{} {id}", bold.apply_to("plan"))?;
     writeln!(w, "  created  {}  expires {}", plan.created, plan.expires)?;
-    writeln!(w, "  planner  {}", plan.planner)?;
+    writeln!(w, "  planner  {}", escape(&plan.planner))?;
     if let Some(s) = signature {
-        writeln!(w, "  signature {s}")?;
+        writeln!(w, "  signature {}", escape(s))?;
     }
     writeln!(
         w,
         "  commit   {}{}",
-        plan.commit,
+        escape(&plan.commit),
         if plan.dirty { " (uncommitted changes)" } else { "" }
     )?;
     writeln!(w, "  summary  {}", plan.summary())?;
@@ -70,9 +135,10 @@ pub fn write_text_checked<W: Write + ?Sized>(
                 let red = style(color, Style::new().red().bold());
                 writeln!(
                     w,
-                    "{} {}: {reason}",
+                    "{} {}: {}",
                     bold.apply_to(n.node.display_name()),
-                    red.apply_to("unreachable")
+                    red.apply_to("unreachable"),
+                    escape(reason)
                 )?;
                 writeln!(w, "  nothing planned for this node; plan again when it is back")?;
                 continue;
@@ -80,7 +146,7 @@ pub fn write_text_checked<W: Write + ?Sized>(
             PlannedStatus::Reachable { .. } => {
                 writeln!(w, "{}", bold.apply_to(n.node.display_name()))?;
                 if let Some(e) = &n.engine {
-                    writeln!(w, "  engine: {e}")?;
+                    writeln!(w, "  engine: {}", escape(e))?;
                 }
             }
         }
@@ -95,7 +161,7 @@ pub fn write_text_checked<W: Write + ?Sized>(
                 s.apply_to(format!("{:>3}", c.action.symbol())),
                 s.apply_to(c.action.as_str()),
                 c.instance,
-                c.reason
+                escape(&c.reason)
             )?;
             if !c.after.is_empty() {
                 let after: Vec<String> = c.after.iter().map(ToString::to_string).collect();
@@ -103,11 +169,11 @@ pub fn write_text_checked<W: Write + ?Sized>(
             }
             if c.action == Action::Create || c.action == Action::Replace {
                 for a in &c.artifacts {
-                    writeln!(w, "      {} {:04o} {} bytes", a.name, a.mode, a.text.len())?;
+                    writeln!(w, "      {} {:04o} {} bytes", escape(&a.name), a.mode, a.text.len())?;
                 }
             }
             for (_, d) in &c.diffs {
-                for line in d.lines() {
+                for line in d.split_terminator('\n') {
                     let s = if line.starts_with("+++") || line.starts_with("---") {
                         style(color, Style::new().bold())
                     } else if line.starts_with('+') {
@@ -119,7 +185,7 @@ pub fn write_text_checked<W: Write + ?Sized>(
                     } else {
                         style(color, Style::new())
                     };
-                    writeln!(w, "      {}", s.apply_to(line))?;
+                    writeln!(w, "      {}", s.apply_to(escape(line)))?;
                 }
             }
         }
@@ -147,15 +213,15 @@ pub fn write_markdown_checked<W: Write + ?Sized>(
     let mut out = String::new();
     out.push_str(&format!("### homelab plan `{id}`\n\n"));
     out.push_str(&format!(
-        "Created {} · expires {} · planner `{}` · commit `{}`{}\n\n",
-        plan.created,
-        plan.expires,
-        plan.planner,
-        plan.commit,
+        "Created {} · expires {} · planner {} · commit {}{}\n\n",
+        md_text(&plan.created),
+        md_text(&plan.expires),
+        md_code(&plan.planner),
+        md_code(&plan.commit),
         if plan.dirty { " (uncommitted changes)" } else { "" }
     ));
     if let Some(sig) = signature {
-        out.push_str(&format!("Signature: {sig}\n\n"));
+        out.push_str(&format!("Signature: {}\n\n", md_text(sig)));
     }
     out.push_str("| node | create | update | replace | delete | no-op | status |\n|---|---|---|---|---|---|---|\n");
     for n in &plan.nodes {
@@ -163,12 +229,12 @@ pub fn write_markdown_checked<W: Write + ?Sized>(
         let status = match &n.status {
             PlannedStatus::Reachable { .. } => "reachable".to_owned(),
             PlannedStatus::Unreachable { reason } => {
-                format!("**unreachable**: {}", reason.replace('|', "\\|"))
+                format!("**unreachable**: {}", md_text(reason))
             }
         };
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} |\n",
-            n.node.display_name(),
+            md_text(&n.node.display_name()),
             count(Action::Create),
             count(Action::Update),
             count(Action::Replace),
@@ -213,24 +279,25 @@ pub fn write_markdown_checked<W: Write + ?Sized>(
             }
             body.push_str(&format!(
                 "\n<details><summary><b>{}</b>: {} change{}</summary>\n\n",
-                n.node.display_name(),
+                md_text(&n.node.display_name()),
                 changes.len(),
                 if changes.len() == 1 { "" } else { "s" }
             ));
             for c in changes {
                 body.push_str(&format!(
-                    "- `{} {}` {}\n",
-                    c.action.symbol().trim(),
-                    c.instance,
-                    c.reason
+                    "- {} {}\n",
+                    md_code(&format!("{} {}", c.action.symbol().trim(), c.instance)),
+                    md_text(&c.reason)
                 ));
                 for (name, d) in &c.diffs {
                     if full {
-                        body.push_str(&format!("\n  `{name}`\n\n  ```diff\n"));
-                        for l in d.lines() {
-                            body.push_str(&format!("  {}\n", l.replace("```", "`\u{200b}``")));
+                        let fence = md_fence(d);
+                        body.push_str(&format!("\n  {}\n\n  {fence}diff\n", md_code(name)));
+                        // Split on LF only, so a CR in a line shows as `\x0d`.
+                        for l in d.split_terminator('\n') {
+                            body.push_str(&format!("  {}\n", escape(l)));
                         }
-                        body.push_str("  ```\n");
+                        body.push_str(&format!("  {fence}\n"));
                     }
                 }
             }

@@ -37,6 +37,16 @@ impl Planned {
         Planned { lab, planner, operator, id }
     }
 
+    /// A hostile planner's plan: this plan's body edited by `edit`, signed again with the
+    /// (allowed) planner key as `ssh-keygen -Y sign` does, saved under its new id.
+    fn resigned(&self, edit: impl Fn(&str) -> String) -> String {
+        let body = edit(&self.body());
+        let sig = self.planner.ssh_sign("homelab-plan", body.as_bytes());
+        let id = crate::support::id_of(body.as_bytes());
+        self.lab.write(&format!("repo/plans/{id}.plan"), format!("{body}{sig}"));
+        id
+    }
+
     /// The plan's signed bytes.
     fn body(&self) -> String {
         split_plan(&self.lab.plan_file(&self.id)).0.to_owned()
@@ -558,4 +568,60 @@ fn an_approver_the_policy_does_not_list_is_told_the_approval_does_not_count() {
         out.stderr
     );
     p.refused(&["needs 1 approval from distinct keys", "it has 0", "approvals by `outsider@test`"]);
+}
+
+/// Raw terminal escapes and raw HTML from a plan never reach the reviewer: `show` and
+/// `approve` print control characters as `\x1b`-style escapes, Markdown HTML-escapes text and
+/// fences content longer than any backtick run (issue 8, finding 7).
+#[test]
+fn terminal_escapes_and_html_in_a_plan_are_shown_escaped() {
+    let p = Planned::new();
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\rok </details><!-- ```` <img src=x>";
+    let id =
+        p.resigned(|body| {
+            body.lines()
+                .map(|l| {
+                    if l.starts_with("reason ") {
+                        format!("reason {hostile}")
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n"
+        });
+    let plan = format!("repo/plans/{id}.plan");
+    let text = p.lab.homelab(&["show", &plan]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("\\x1b]0;owned\\x07\\x1b[2J\\x0dok"), "{}", text.stdout);
+    for c in ['\u{1b}', '\u{7}', '\r'] {
+        assert!(!text.stdout.contains(c), "raw {c:?} in text output:\n{}", text.stdout);
+    }
+    let md = p.lab.homelab(&["show", &plan, "--format", "markdown"]);
+    assert_eq!(md.code, 0, "{}", md.stderr);
+    assert!(!md.stdout.contains("</details><!--"), "{}", md.stdout);
+    assert!(!md.stdout.contains("<img"), "{}", md.stdout);
+    assert!(md.stdout.contains("&lt;/details&gt;&lt;!--"), "{}", md.stdout);
+    assert_eq!(md.stdout.matches("</details>").count(), md.stdout.matches("<details>").count());
+    let json = p.lab.homelab(&["show", &plan, "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let reasons: Vec<&str> = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["changes"].as_array().unwrap())
+        .map(|c| c["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&hostile), "JSON carries the text as JSON: {reasons:?}");
+    let approve = p.lab.homelab(&[
+        "approve",
+        &plan,
+        "--key",
+        p.operator.arg(),
+        "--yes",
+        "--controller-root",
+        "rt",
+    ]);
+    assert!(!approve.stdout.contains('\u{1b}'), "{}", approve.stdout);
 }
