@@ -19,6 +19,11 @@ use crate::node::{ActionState, Layout};
 use crate::plan::file::{self, LoadedPlan, ReadError};
 use crate::plan::{Action, Plan};
 
+/// An approvals file holds a few signatures of a few hundred bytes each; never read more.
+pub const MAX_APPROVED_BYTES: u64 = 256 * 1024;
+/// More approval blocks than any policy needs is an error, not work to do.
+pub const MAX_APPROVAL_BLOCKS: usize = 64;
+
 /// Why a plan may not be approved or applied. Nothing was changed when one is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -43,8 +48,23 @@ pub enum Refusal {
     #[error("`{}`: {source}", .path.display())]
     MalformedApprovals { path: PathBuf, source: VerifyError },
 
+    #[error(
+        "`{}` holds {size} bytes, more than {MAX_APPROVED_BYTES} (a few approvals): it is not an approvals file",
+        .path.display()
+    )]
+    ApprovalsTooLarge { path: PathBuf, size: u64 },
+
+    #[error(
+        "`{}` holds {blocks} signature blocks, more than {MAX_APPROVAL_BLOCKS}: approve with `homelab approve` once per approver",
+        .path.display()
+    )]
+    TooManyApprovals { path: PathBuf, blocks: usize },
+
     #[error("`{}`: approval {index} of {of}: {source}", .path.display())]
     BadApproval { path: PathBuf, index: usize, of: usize, source: VerifyError },
+
+    #[error("cannot check signatures: {source}")]
+    Signers { source: super::SignersError },
 
     #[error("the plan's signature is not valid: {source}")]
     BadPlanSignature { source: VerifyError },
@@ -113,6 +133,13 @@ impl Records {
     pub fn applied_record(&self, id: &str) -> Option<Applied> {
         std::fs::read(self.applied(id)).ok().and_then(|b| Applied::parse(&b))
     }
+}
+
+/// The repository's allowed signers, for a check that decides whether a plan may run: a file
+/// that does not parse refuses (exit 3), like a bad signature would.
+pub fn signers(text: &str) -> Result<AllowedSigners, Refusal> {
+    AllowedSigners::parse(text, "inventory/allowed_signers")
+        .map_err(|source| Refusal::Signers { source })
 }
 
 /// `<id>.rejected` beside the plan file.
@@ -246,8 +273,19 @@ pub fn check_approvals(
             plan: loaded.path.clone(),
         });
     }
+    if blocks.len() > MAX_APPROVAL_BLOCKS {
+        return Err(Refusal::TooManyApprovals {
+            path: approved_path.to_path_buf(),
+            blocks: blocks.len(),
+        });
+    }
+    // A block copied twice is verified once.
+    let mut seen = BTreeSet::new();
     let mut by_key: BTreeMap<String, super::Verified> = BTreeMap::new();
     for (i, block) in blocks.iter().enumerate() {
+        if !seen.insert(block.as_str()) {
+            continue;
+        }
         let v = signers.verify(APPROVE_NAMESPACE, loaded.body.as_bytes(), block, now).map_err(
             |source| Refusal::BadApproval {
                 path: approved_path.to_path_buf(),
@@ -300,6 +338,10 @@ pub fn preflight(
         return Err(Refusal::NotAnApproval { path: approved.to_path_buf() });
     };
     let plan_path = approved.with_file_name(format!("{id}.plan"));
+    let size = std::fs::metadata(approved).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_APPROVED_BYTES {
+        return Err(Refusal::ApprovalsTooLarge { path: approved.to_path_buf(), size });
+    }
     let approved_text = match file::read_bounded(approved) {
         Ok(t) => t,
         Err(ReadError::Unreadable { source, .. })
@@ -356,6 +398,10 @@ pub fn approve(
     check_not_expired(loaded, now)?;
     check_not_consumed_or_rejected(loaded, records)?;
     let path = approved_beside(loaded);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_APPROVED_BYTES {
+        return Err(Refusal::ApprovalsTooLarge { path, size }.into());
+    }
     let existing = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::apply::{self, NodeOutcome, Options};
-use crate::approve::keys;
 use crate::approve::policy::{self, Preflight};
 use crate::error::{Error, Report};
 use crate::model::Homelab;
@@ -32,7 +31,7 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
     let lab = &super::load(repo)?;
     let sel = Selection::of(repo, lab, args.target)?;
     let records = &sel.records;
-    let signers = keys::allowed_signers(&lab.allowed_signers)?;
+    let signers = policy::signers(&lab.allowed_signers)?;
     let kind = match (args.diagnose, args.resume) {
         (true, _) => Preflight::Inspect,
         (false, true) => Preflight::Resume,

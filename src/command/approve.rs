@@ -42,7 +42,7 @@ pub fn approve(
     }
     let now = SystemTime::now();
     let records = Records::at(&controller.root(None));
-    let signers = keys::allowed_signers(&lab.allowed_signers)?;
+    let signers = policy::signers(&lab.allowed_signers)?;
     policy::verify_planner(&loaded, &signers, now)?;
     policy::check_not_expired(&loaded, now)?;
     policy::check_not_consumed_or_rejected(&loaded, &records)?;

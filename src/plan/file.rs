@@ -47,6 +47,7 @@ use crate::model::{Instance, NodeName, ServiceName};
 pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: &str = "homelab-plan";
 pub const SIGNATURE_BEGIN: &str = "-----BEGIN SSH SIGNATURE-----";
+const SIGNATURE_END: &str = "-----END SSH SIGNATURE-----";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
@@ -135,18 +136,58 @@ pub fn plan_id(signed: &[u8]) -> String {
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Splits a plan file into its signed bytes and its armored signature.
+/// Splits a plan file into its signed bytes and its armored signature, exactly as the README's
+/// `sed` recipe does: at the first line that is `-----BEGIN SSH SIGNATURE-----` and nothing else
+/// (no trailing blank, no CR). The signature must be one armored block and the file must end
+/// with it: nothing unsigned may follow what a reviewer reads as signed.
 pub fn split_signed<'a>(text: &'a str, file: &str) -> Result<(&'a str, &'a str), PlanFileError> {
     let at = text
         .match_indices(SIGNATURE_BEGIN)
-        .find(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n')
+        .find(|(i, _)| {
+            (*i == 0 || text.as_bytes()[i - 1] == b'\n')
+                && text.as_bytes().get(i + SIGNATURE_BEGIN.len()) == Some(&b'\n')
+        })
         .map(|(i, _)| i)
         .ok_or_else(|| PlanFileError {
             file: file.to_owned(),
             line: text.lines().count(),
             message: format!("expected a signature block (`{SIGNATURE_BEGIN}`) after the plan, found none: the plan is unsigned or truncated; re-run `homelab plan`"),
         })?;
-    Ok((&text[..at], &text[at..]))
+    let signature = &text[at..];
+    let start_line = text[..at].matches('\n').count() + 1;
+    let mut lines = signature.split('\n').enumerate().skip(1);
+    let mut ended = false;
+    for (n, l) in lines.by_ref() {
+        if l == SIGNATURE_END {
+            ended = true;
+            break;
+        }
+        if l.is_empty() || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) {
+            return Err(PlanFileError {
+                file: file.to_owned(),
+                line: start_line + n,
+                message: format!(
+                    "expected base64 or `{SIGNATURE_END}` in the signature, found `{}`",
+                    shorten(l)
+                ),
+            });
+        }
+    }
+    let rest: Vec<(usize, &str)> = lines.collect();
+    if !ended || rest.iter().any(|(_, l)| !l.is_empty()) || rest.len() > 1 {
+        let line =
+            rest.iter().find(|(_, l)| !l.is_empty()).map_or(start_line, |(n, _)| start_line + n);
+        return Err(PlanFileError {
+            file: file.to_owned(),
+            line,
+            message: if ended {
+                "unexpected text after the signature: nothing may follow the signed plan's signature; re-run `homelab plan`".to_owned()
+            } else {
+                format!("the signature has no `{SIGNATURE_END}` line: the plan is truncated; re-run `homelab plan`")
+            },
+        });
+    }
+    Ok((&text[..at], signature))
 }
 
 fn one_line(s: &str) -> String {
@@ -239,7 +280,11 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn err(&self, message: impl Into<String>) -> PlanFileError {
-        PlanFileError { file: self.file.to_owned(), line: self.at.max(1), message: message.into() }
+        PlanFileError {
+            file: self.file.to_owned(),
+            line: self.at.max(1),
+            message: bounded(message.into()),
+        }
     }
 
     /// The next line that is not blank or a comment, with its 1-based number in `self.at`.
@@ -310,6 +355,69 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// Apply runs a node's changes in plan order, each waiting for its `after` instances: a change
+/// that waits for a later change of its own node, or a circle of waits across nodes, would hold
+/// the node lock forever. Both are refused here, before anything runs.
+fn check_order(
+    plan: &Plan,
+    file: &str,
+    lines: &std::collections::BTreeMap<Instance, usize>,
+) -> Result<(), PlanFileError> {
+    let err = |inst: &Instance, message: String| PlanFileError {
+        file: file.to_owned(),
+        line: lines.get(inst).copied().unwrap_or(1),
+        message: bounded(message),
+    };
+    let mut graph = petgraph::graph::DiGraph::<&Instance, ()>::new();
+    let index: std::collections::BTreeMap<&Instance, _> = plan
+        .nodes
+        .iter()
+        .flat_map(|n| &n.changes)
+        .map(|c| (&c.instance, graph.add_node(&c.instance)))
+        .collect();
+    for n in &plan.nodes {
+        for (i, c) in n.changes.iter().enumerate() {
+            for dep in &c.after {
+                if dep == &c.instance {
+                    return Err(err(&c.instance, format!("`{dep}` waits for itself")));
+                }
+                let later = n.changes[i + 1..].iter().any(|d| &d.instance == dep);
+                if later {
+                    return Err(err(
+                        &c.instance,
+                        format!(
+                            "`{}` waits for `{dep}`, which comes after it on the same node: apply would wait forever; the plan was edited",
+                            c.instance
+                        ),
+                    ));
+                }
+                if let (Some(&from), Some(&to)) = (index.get(&c.instance), index.get(dep)) {
+                    graph.add_edge(from, to, ());
+                }
+            }
+        }
+    }
+    if let Err(cycle) = petgraph::algo::toposort(&graph, None) {
+        let at = graph[cycle.node_id()];
+        return Err(err(
+            at,
+            format!("`{at}` is in a circle of `after` waits across nodes: apply would wait forever; the plan was edited"),
+        ));
+    }
+    Ok(())
+}
+
+/// An error message names what it found, but a hostile file must not make it megabytes long.
+fn bounded(message: String) -> String {
+    const MAX: usize = 300;
+    if message.chars().count() <= MAX {
+        return message;
+    }
+    let mut s: String = message.chars().take(MAX).collect();
+    s.push('…');
+    s
+}
+
 fn shorten(l: &str) -> String {
     let mut s: String = l.chars().take(60).collect();
     if s.len() < l.len() {
@@ -327,7 +435,11 @@ fn parse_instance(s: &str) -> Option<Instance> {
 /// layout, the signed bytes and the id of another version may differ, so a file of another
 /// version is refused naming both versions, never as a changed or corrupt plan.
 pub fn check_version(text: &str, file: &str) -> Result<(), PlanFileError> {
-    let err = |message: String| PlanFileError { file: file.to_owned(), line: 1, message };
+    let err = |message: String| PlanFileError {
+        file: file.to_owned(),
+        line: 1,
+        message: bounded(message),
+    };
     let first = text.split('\n').next().unwrap_or_default();
     if text.is_empty() {
         return Err(err(format!("expected `{MAGIC} {FORMAT_VERSION}`, found an empty file")));
@@ -335,7 +447,8 @@ pub fn check_version(text: &str, file: &str) -> Result<(), PlanFileError> {
     match first.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
         Some(v) if v == FORMAT_VERSION.to_string() => Ok(()),
         Some(v) => Err(err(format!(
-            "this plan has format version {v}; this homelab reads version {FORMAT_VERSION}: plan again with this version of homelab"
+            "this plan has format version {}; this homelab reads version {FORMAT_VERSION}: plan again with this version of homelab",
+            shorten(v)
         ))),
         None => Err(err(format!(
             "expected `{MAGIC} {FORMAT_VERSION}` (a homelab plan), found `{}`",
@@ -371,6 +484,8 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
     let summary = p.expect("summary")?.to_owned();
     let summary_line = p.at;
     let mut nodes: Vec<NodePlan> = Vec::new();
+    // The line of every change, to name it when the changes do not hold together.
+    let mut change_lines: std::collections::BTreeMap<Instance, usize> = Default::default();
     while let Some(l) = p.next() {
         if let Some(rest) = l.strip_prefix("node ") {
             let (name, status) = rest
@@ -420,6 +535,11 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             if instance.node != node.node {
                 let msg = format!("`{instance}` is listed under node `{}`", node.node);
                 return Err(p.err(msg));
+            }
+            if let Some(first) = change_lines.insert(instance.clone(), p.at) {
+                return Err(p.err(format!(
+                    "`{instance}` is changed twice (first on line {first}): a plan has one change per service per node; the plan was edited"
+                )));
             }
             node.changes.push(Change {
                 instance,
@@ -535,6 +655,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
         }
     }
     let plan = Plan { created, expires, planner, commit: commit.to_owned(), dirty, nodes };
+    check_order(&plan, file, &change_lines)?;
     if plan.summary() != summary {
         return Err(PlanFileError {
             file: file.to_owned(),

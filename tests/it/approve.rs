@@ -39,11 +39,15 @@ impl Planned {
 
     /// A hostile planner's plan: this plan's body edited by `edit`, signed again with the
     /// (allowed) planner key as `ssh-keygen -Y sign` does, saved under its new id.
+    /// The operator's approval of it is written too (by `ssh-keygen -Y sign`), so what apply
+    /// says is about the plan, not a missing approval.
     fn resigned(&self, edit: impl Fn(&str) -> String) -> String {
         let body = edit(&self.body());
         let sig = self.planner.ssh_sign("homelab-plan", body.as_bytes());
         let id = crate::support::id_of(body.as_bytes());
         self.lab.write(&format!("repo/plans/{id}.plan"), format!("{body}{sig}"));
+        let approval = self.operator.ssh_sign("homelab-approve", body.as_bytes());
+        self.lab.write(&format!("repo/plans/{id}.approved"), approval);
         id
     }
 
@@ -624,4 +628,112 @@ fn terminal_escapes_and_html_in_a_plan_are_shown_escaped() {
         "rt",
     ]);
     assert!(!approve.stdout.contains('\u{1b}'), "{}", approve.stdout);
+}
+
+/// The `change` lines of a plan body: (line index, instance, node).
+fn change_lines(body: &str) -> Vec<(usize, String, String)> {
+    body.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let inst = l.strip_prefix("change ")?.split(' ').nth(1)?.to_owned();
+            let node = inst.split('@').nth(1)?.to_owned();
+            Some((i, inst, node))
+        })
+        .collect()
+}
+
+/// A body with `line` inserted after line `after` (0-based).
+fn insert_line(body: &str, after: usize, line: &str) -> String {
+    let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
+    lines.insert(after + 1, line.to_owned());
+    lines.join("\n") + "\n"
+}
+
+/// Bounded work (issue 8, finding 9): an `after` that points at a later change of the same
+/// node, or a circle of waits, would hold the node lock forever; a service changed twice in
+/// one node would have its second change ignored. Each is refused when the plan is read.
+#[test]
+fn waits_that_never_end_and_a_service_changed_twice_are_refused() {
+    let p = Planned::new();
+    let body = p.body();
+    let changes = change_lines(&body);
+    let (first, second) = changes
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| changes[i + 1..].iter().find(|b| b.2 == a.2).map(|b| (a, b)))
+        .expect("a node with two changes in the fixture");
+    // `after` goes right after the change's `reason` line.
+    let id = p.resigned(|b| insert_line(b, first.0 + 1, &format!("after {}", second.1)));
+    let out = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("comes after it on the same node"), "{}", out.stderr);
+    p.refused_id(&id, &["comes after it on the same node"]);
+
+    // A circle across two nodes.
+    let other = changes.iter().find(|c| c.2 != first.2).expect("two nodes with changes");
+    let id = p.resigned(|b| {
+        let b = insert_line(b, other.0 + 1, &format!("after {}", first.1));
+        // `other` may sit before or after `first`: find `first` again in the edited body.
+        let at = change_lines(&b).into_iter().find(|c| c.1 == first.1).unwrap().0;
+        insert_line(&b, at + 1, &format!("after {}", other.1))
+    });
+    p.refused_id(&id, &["circle of `after` waits"]);
+
+    // The same service twice on one node.
+    let id = p.resigned(|b| {
+        let lines: Vec<&str> = b.lines().collect();
+        let end = (first.0 + 1..lines.len())
+            .find(|&i| lines[i].starts_with("change ") || lines[i].starts_with("node "))
+            .unwrap_or(lines.len());
+        let block = lines[first.0..end].join("\n");
+        insert_line(b, end - 1, &block)
+    });
+    p.refused_id(&id, &["is changed twice"]);
+}
+
+/// `.approved` is bounded like the plan: a huge file or thousands of blocks are refused at
+/// once; a block copied several times is verified once and still counts once.
+#[test]
+fn an_approvals_file_is_bounded_and_duplicates_count_once() {
+    let p = Planned::new();
+    p.lab.policy("24h", 1, &["operator@test"]);
+    let sig = p.operator.ssh_sign("homelab-approve", p.body().as_bytes());
+    p.write_approved(&sig.repeat(1000));
+    p.refused(&["holds", "more than 262144"]);
+    p.write_approved(&sig.repeat(100));
+    p.refused(&["100 signature blocks, more than 64"]);
+    p.write_approved(&sig.repeat(3));
+    p.passes();
+}
+
+/// Smaller findings of issue 8 (10): nothing unsigned may follow a plan's signature; a bad
+/// version line is quoted, not echoed whole; a malformed allowed_signers refuses (3).
+#[test]
+fn unsigned_text_after_the_signature_a_huge_version_line_and_a_broken_signers_file_refuse() {
+    let p = Planned::new();
+    p.approve(&p.operator);
+    let path = format!("repo/plans/{}.plan", p.id);
+    let original = p.lab.read(&path);
+    p.lab.write(&path, format!("{original}# approved by everyone, trust me\n"));
+    p.refused(&["unexpected text after the signature"]);
+    p.lab.write(
+        &path,
+        original.replacen("-----BEGIN SSH SIGNATURE-----\n", "-----BEGIN SSH SIGNATURE----- \n", 1),
+    );
+    p.refused(&["expected a signature block"]);
+    p.lab.write(&path, &original);
+    p.passes();
+
+    let huge = format!("homelab-plan {}\n", "9".repeat(10 * 1024 * 1024));
+    p.lab.write("repo/plans/0000000000000000.plan", &huge);
+    let out = p.lab.homelab(&["show", "repo/plans/0000000000000000.plan"]);
+    assert_eq!(out.code, 3, "{}", out.stderr.len());
+    assert!(out.stderr.len() < 1000, "an error of {} bytes", out.stderr.len());
+
+    let signers = p.lab.read("repo/inventory/allowed_signers");
+    p.lab.write(
+        "repo/inventory/allowed_signers",
+        format!("{signers}broken@test ssh-ed25519 AAAA-not-base64\n"),
+    );
+    p.refused(&["cannot check signatures", "allowed_signers"]);
 }
