@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::command::show::ShowFormat;
 use crate::error::Error;
 use crate::graph::DeployGraph;
-use crate::model::{self, Homelab, NodeName, ServiceName};
+use crate::model::{Homelab, NodeName, ServiceName};
 use crate::render;
 
 const EXAMPLES: &str = "\
@@ -287,14 +287,14 @@ pub enum GraphFormat {
 }
 
 fn load(cli: &Cli) -> Result<Homelab, Error> {
-    model::load(&cli.repo).map_err(|diagnostics| Error::Invalid { diagnostics })
+    crate::check::homelab(&cli.repo).map_err(|diagnostics| Error::Invalid { diagnostics })
 }
 
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
     let io = |e: std::io::Error| Error::Write { path: PathBuf::from("<stdout>"), source: e };
     match &cli.command {
         Command::Validate { format } => {
-            let result = model::load(&cli.repo);
+            let result = crate::check::homelab(&cli.repo);
             match (format, result) {
                 (DataFormat::Json, result) => {
                     let diags = result.as_ref().err().cloned().unwrap_or_default();

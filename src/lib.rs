@@ -1,8 +1,8 @@
 //! homelab: a Terraform-like plan/apply for a self-hosted homelab.
 //!
-//! The tree follows the pipeline: `model` (load, validate) → `graph` → `render`. The binary
-//! (`main.rs`) parses the command line and calls [`run`]; exit codes come from
-//! [`Error::code`].
+//! The tree follows the pipeline: `model` (load, validate) → `graph` → `render`; `check` is
+//! the full validation on top of them. The binary (`main.rs`) parses the command line and
+//! calls [`run`]; exit codes come from [`Error::code`].
 
 // Diagnostics are large on purpose (file, line, field, message, fix) and only on the cold
 // error path; boxing them would buy nothing.
@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod approve;
+pub mod check;
 pub mod cli;
 pub mod command;
 pub mod error;

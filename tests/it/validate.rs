@@ -175,10 +175,10 @@ fn mutated_definitions_never_panic() {
         let which = round % files.len();
         let b = rng.mutate(&originals[which], alphabet, 4);
         fs::write(tree.path().join(files[which]), &b).unwrap();
-        let _ = homelab::model::load(tree.path());
+        let _ = homelab::check::homelab(tree.path());
         fs::write(tree.path().join(files[which]), &originals[which]).unwrap();
     }
-    assert!(homelab::model::load(tree.path()).is_ok());
+    assert!(homelab::check::homelab(tree.path()).is_ok());
 }
 
 /// A `.env` beside an override (made here, not committed: no secret-looking file is tracked)
