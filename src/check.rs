@@ -5,7 +5,9 @@
 //!
 //! It sits above `model`, `graph` and `render` and below the commands, so `model` stays the
 //! bottom layer: nothing under `model` may import this. It reads nothing itself; every
-//! diagnostic is merged with the model's and sorted the same way.
+//! diagnostic is merged with the model's and sorted the same way. These checks run on the
+//! model of the sound parts even when other parts have problems, so a broken env.example in
+//! one service never hides a broken compose file in another.
 
 use std::path::Path;
 
@@ -21,12 +23,10 @@ use crate::render::{self, RenderError};
 pub fn homelab(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
     let Loaded { raw, lab, mut diagnostics } = crate::model::load_partial(repo);
     let (Some(raw), Some(lab)) = (raw, lab) else { return Err(diagnostics.into_sorted()) };
-    if diagnostics.is_empty() {
-        cycles(&lab, &raw, &mut diagnostics);
-    }
-    if diagnostics.is_empty() {
-        rendering(&lab, &mut diagnostics);
-    }
+    // Run on the sound parts even when other parts are broken: one run shows every problem.
+    // The partial model leaves out what is broken, so nothing here repeats a model problem.
+    cycles(&lab, &raw, &mut diagnostics);
+    rendering(&lab, &mut diagnostics);
     if diagnostics.is_empty() {
         Ok(lab)
     } else {

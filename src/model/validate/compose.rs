@@ -11,7 +11,7 @@ use super::super::diag::Diagnostics;
 use super::super::load::parse_yaml;
 use super::super::raw::{self, line};
 use super::super::{Instance, Service};
-use super::literal_assignment;
+use super::{is_tcp_endpoint, literal_assignment, RESTART_POLICIES};
 
 /// Which of an instance's compose files `check` looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,10 @@ pub fn check(
         }
     };
     let is_override = kind == ComposeFile::Override;
+    // A restart policy or Zigbee port the contract gets wrong is reported on the contract;
+    // comparing the compose file with it would only repeat that problem.
+    let restart_known = RESTART_POLICIES.contains(&svc.restart_policy.as_str());
+    let zigbee = svc.zigbee.as_ref().filter(|z| is_tcp_endpoint(&z.port));
     if !is_override && !compose.services.contains_key(name) {
         d.err(
             "container-name",
@@ -79,7 +83,7 @@ pub fn check(
                     );
                 }
             }
-            if let Some(r) = &cs.value.restart {
+            if let Some(r) = cs.value.restart.as_ref().filter(|_| restart_known) {
                 if r.value != svc.restart_policy {
                     d.err(
                         "restart",
@@ -115,6 +119,9 @@ pub fn check(
                 format!("add `container_name: {key}`"),
             ),
         }
+        if !restart_known {
+            continue;
+        }
         match &cs.value.restart {
             Some(r) if r.value == svc.restart_policy => {}
             Some(r) => d.err(
@@ -141,7 +148,7 @@ pub fn check(
             ),
         }
     }
-    if let Some(z) = &svc.zigbee {
+    if let Some(z) = zigbee {
         for (n, l) in text.lines().enumerate() {
             if let Some(v) = literal_assignment(l, "ZIGBEE2MQTT_CONFIG_SERIAL_PORT") {
                 if v != z.port {
