@@ -47,8 +47,8 @@ fn main() {
         },
         50,
     );
-    let load = median(|| drop(std::hint::black_box(homelab::model::load(&repo).unwrap())), 20);
-    let lab = homelab::model::load(&repo).unwrap();
+    let load = median(|| drop(std::hint::black_box(homelab::check::homelab(&repo).unwrap())), 20);
+    let lab = homelab::check::homelab(&repo).unwrap();
     let render = median(
         || drop(std::hint::black_box(homelab::render::render_all(&lab, |_| true).unwrap())),
         20,

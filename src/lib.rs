@@ -28,6 +28,7 @@
 
 pub mod apply;
 pub mod approve;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod command;

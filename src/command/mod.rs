@@ -25,9 +25,10 @@ use crate::transport::Transport;
 
 use args::{Target, TransportKind};
 
-/// Loads and fully checks the homelab definition at `repo`.
+/// Loads and fully checks the homelab definition at `repo` (`check`: the model's rules, the
+/// graph and every render).
 pub fn load(repo: &Path) -> Result<Homelab, Error> {
-    crate::model::load(repo).map_err(|diagnostics| Error::Invalid { diagnostics })
+    crate::check::homelab(repo).map_err(|diagnostics| Error::Invalid { diagnostics })
 }
 
 /// What a `Target` selects, built: how to reach nodes, which nodes, where the controller's

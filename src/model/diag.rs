@@ -72,6 +72,19 @@ impl Diagnostics {
         self.0.push(d);
     }
 
+    /// Pushes a new diagnostic: the checks' shorthand for `push(Diagnostic::new(..))`.
+    pub fn err(
+        &mut self,
+        rule: &'static str,
+        file: impl AsRef<Path>,
+        line: Option<u64>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.0.push(Diagnostic::new(rule, file, line, field, message, fix));
+    }
+
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
     }

@@ -1,15 +1,275 @@
-//! Reading the repository safely: bounded sizes, UTF-8 only, no symlink out of the tree,
-//! regular files only, YAML parsed under a budget (no alias bomb, no runaway nesting).
+//! Reading the repository: the only module of `model` that touches the filesystem.
 //!
-//! Every failure is a `Diagnostic` naming the file, never a panic or a hang.
+//! It reads the tree into a `RawRepo` (raw serde values with their spans, and the text of
+//! every other file) safely: bounded sizes, UTF-8 only, no symlink out of the tree, regular
+//! files only, YAML parsed under a budget (no alias bomb, no runaway nesting). Every failure
+//! is a `Diagnostic` naming the file, never a panic or a hang. It judges nothing beyond
+//! "could the file be read and parsed": the rules live in `validate/`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::diag::{slash_path, Diagnostic};
+use super::diag::{slash_path, Diagnostic, Diagnostics};
+use super::names::NodeName;
+use super::{raw, Source};
+
+/// The five files every service folder has (DESIGN.md §2).
+pub const SERVICE_FILES: [&str; 5] =
+    ["docker-compose.yml", "service.yaml", "README.md", "env.example", "healthcheck.sh"];
+/// The one file a `hosts/<node>/runtime/<svc>/` folder may hold.
+pub const OVERRIDE_FILE: &str = "docker-compose.override.yml";
+/// The folders a homelab repository must have.
+pub const TOP_FOLDERS: [&str; 3] = ["inventory", "hosts", "services"];
+
+/// The repository as read from disk, before any rule is checked.
+#[derive(Debug, Default)]
+pub struct RawRepo {
+    /// Folders of `TOP_FOLDERS` that are missing; when any is, nothing else is read.
+    pub missing_folders: Vec<&'static str>,
+    /// `inventory/topology.yaml`; when it cannot be read, neither `services/` nor `hosts/` is:
+    /// every check there needs the nodes.
+    pub topology: Option<raw::Topology>,
+    pub policy: Option<raw::Policy>,
+    pub allowed_signers: Option<Source>,
+    /// Shared templates from `templates/`, by path relative to that folder.
+    pub templates: BTreeMap<String, String>,
+    /// Entries of `services/` (hidden ones left out), sorted.
+    pub service_dirs: Vec<ServiceDir>,
+    /// Entries of `hosts/` (hidden ones left out), sorted.
+    pub host_dirs: Vec<String>,
+    /// The folders of `hosts/` named after a (well-named) node of the topology.
+    pub hosts: BTreeMap<NodeName, RawHost>,
+}
+
+/// One entry of `services/`.
+#[derive(Debug)]
+pub struct ServiceDir {
+    pub name: String,
+    /// False when the entry is a file: nothing under it is read.
+    pub is_dir: bool,
+    /// The `SERVICE_FILES` that do not exist.
+    pub missing_files: Vec<&'static str>,
+    /// The files, when all exist and could be read and parsed.
+    pub files: Option<RawService>,
+}
+
+/// The files of a complete service folder.
+#[derive(Debug)]
+pub struct RawService {
+    pub contract: raw::Contract,
+    /// `service.yaml` as text, for the checks that read it line by line.
+    pub contract_source: Source,
+    pub compose: Source,
+    pub healthcheck: Source,
+    pub env_example: Source,
+}
+
+/// The files of `hosts/<node>/`.
+#[derive(Debug, Default)]
+pub struct RawHost {
+    /// `capabilities.yaml`, when it could be read and parsed.
+    pub capabilities: Option<raw::Capabilities>,
+    /// `services.yaml`, when it could be read and parsed.
+    pub services: Option<raw::HostServices>,
+    /// The folders of `runtime/` (empty when there is none).
+    pub runtime: Vec<RuntimeDir>,
+}
+
+/// `hosts/<node>/runtime/<name>/`. Its problems are kept, not reported: only the override of a
+/// service the node lists is looked at, so validation decides whether they matter.
+#[derive(Debug)]
+pub struct RuntimeDir {
+    pub name: String,
+    /// Every entry of the folder, hidden ones too (a `.env` here is a problem).
+    pub files: Result<Vec<String>, Diagnostic>,
+    /// The override file, when it exists.
+    pub override_file: Option<Result<Source, Diagnostic>>,
+}
+
+impl RawRepo {
+    /// The complete service folders, by folder name.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &RawService)> {
+        self.service_dirs.iter().filter_map(|s| Some((s.name.as_str(), s.files.as_ref()?)))
+    }
+
+    pub fn service(&self, name: &str) -> Option<&RawService> {
+        self.service_dirs.iter().find(|s| s.name == name)?.files.as_ref()
+    }
+
+    /// Whether `services/<name>/` is a folder, loaded or not: a broken one is reported where it
+    /// breaks, not again wherever its name is used.
+    pub fn has_service_dir(&self, name: &str) -> bool {
+        self.service_dirs.iter().any(|s| s.is_dir && s.name == name)
+    }
+
+    /// Whether the node's `capabilities.yaml` was read: checks against a file that failed to
+    /// load would only repeat that failure.
+    pub fn capabilities_loaded(&self, node: &NodeName) -> bool {
+        self.hosts.get(node).is_some_and(|h| h.capabilities.is_some())
+    }
+
+    /// Whether the node's `services.yaml` was read (same reason).
+    pub fn services_loaded(&self, node: &NodeName) -> bool {
+        self.hosts.get(node).is_some_and(|h| h.services.is_some())
+    }
+}
+
+/// Reads the repository at `path`. Problems reading it land in `diags`; `None` when the
+/// repository folder itself cannot be opened.
+pub fn read(path: &Path, diags: &mut Diagnostics) -> Option<RawRepo> {
+    let repo = match Repo::open(path) {
+        Ok(repo) => repo,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let mut r = Reader { repo, diags };
+    Some(r.read())
+}
+
+struct Reader<'a> {
+    repo: Repo,
+    diags: &'a mut Diagnostics,
+}
+
+impl Reader<'_> {
+    fn keep<T>(&mut self, result: Result<T, Diagnostic>) -> Option<T> {
+        result.map_err(|d| self.diags.push(d)).ok()
+    }
+
+    fn yaml<T: DeserializeOwned>(&mut self, rel: &str) -> Option<(T, String)> {
+        let result = self.repo.read_yaml::<T>(Path::new(rel));
+        self.keep(result)
+    }
+
+    fn source(&mut self, rel: String) -> Option<Source> {
+        let result = self.repo.read_text(Path::new(&rel)).map(|text| Source { path: rel, text });
+        self.keep(result)
+    }
+
+    /// Entries of a folder, hidden ones (`.gitkeep`, editor files) left out.
+    fn list(&mut self, rel: &str) -> Vec<String> {
+        let result = self.repo.list_dir(Path::new(rel));
+        let mut names = self.keep(result).unwrap_or_default();
+        names.retain(|n| !n.starts_with('.'));
+        names
+    }
+
+    fn read(&mut self) -> RawRepo {
+        let mut out = RawRepo::default();
+        for dir in TOP_FOLDERS {
+            if !self.repo.is_dir(Path::new(dir)) {
+                out.missing_folders.push(dir);
+            }
+        }
+        if !out.missing_folders.is_empty() {
+            return out;
+        }
+        out.topology = self.yaml::<raw::Topology>("inventory/topology.yaml").map(|(t, _)| t);
+        out.policy = self.yaml::<raw::Policy>("inventory/policy.yaml").map(|(p, _)| p);
+        out.allowed_signers = self.source("inventory/allowed_signers".into());
+        out.templates = self.templates();
+        let Some(topology) = &out.topology else { return out };
+        out.service_dirs = self.service_dirs();
+        out.host_dirs = self.list("hosts");
+        let ids: Vec<NodeName> =
+            topology.nodes.keys().filter_map(|id| NodeName::parse(id).ok()).collect();
+        for id in ids {
+            if out.host_dirs.contains(&id.to_string()) {
+                let host = self.host(&id);
+                out.hosts.insert(id, host);
+            }
+        }
+        out
+    }
+
+    fn templates(&mut self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if !self.repo.exists(Path::new("templates")) {
+            return out;
+        }
+        let mut stack = vec![PathBuf::from("templates")];
+        while let Some(dir) = stack.pop() {
+            for name in self.list(&slash_path(&dir)) {
+                let rel = dir.join(&name);
+                if self.repo.is_dir(&rel) {
+                    stack.push(rel);
+                } else if name != "README.md" {
+                    if let Some(src) = self.source(slash_path(&rel)) {
+                        let key = slash_path(rel.strip_prefix("templates").unwrap_or(&rel));
+                        out.insert(key, src.text);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn service_dirs(&mut self) -> Vec<ServiceDir> {
+        let mut out = Vec::new();
+        for name in self.list("services") {
+            let base = format!("services/{name}");
+            if !self.repo.is_dir(Path::new(&base)) {
+                out.push(ServiceDir { name, is_dir: false, missing_files: vec![], files: None });
+                continue;
+            }
+            let missing_files: Vec<&'static str> = SERVICE_FILES
+                .into_iter()
+                .filter(|f| !self.repo.exists(Path::new(&format!("{base}/{f}"))))
+                .collect();
+            let files = if missing_files.is_empty() { self.service_files(&base) } else { None };
+            out.push(ServiceDir { name, is_dir: true, missing_files, files });
+        }
+        out
+    }
+
+    fn service_files(&mut self, base: &str) -> Option<RawService> {
+        let contract_path = format!("{base}/service.yaml");
+        let contract = self.yaml::<raw::Contract>(&contract_path);
+        let compose = self.source(format!("{base}/docker-compose.yml"));
+        let healthcheck = self.source(format!("{base}/healthcheck.sh"));
+        let env_example = self.source(format!("{base}/env.example"));
+        // README.md only has to exist and be readable text: its problem is reported, but the
+        // service is still checked.
+        let _ = self.source(format!("{base}/README.md"));
+        let ((contract, text), compose, healthcheck, env_example) =
+            (contract?, compose?, healthcheck?, env_example?);
+        Some(RawService {
+            contract,
+            contract_source: Source { path: contract_path, text },
+            compose,
+            healthcheck,
+            env_example,
+        })
+    }
+
+    fn host(&mut self, id: &NodeName) -> RawHost {
+        let base = format!("hosts/{id}");
+        let capabilities =
+            self.yaml::<raw::Capabilities>(&format!("{base}/capabilities.yaml")).map(|(c, _)| c);
+        let services =
+            self.yaml::<raw::HostServices>(&format!("{base}/services.yaml")).map(|(s, _)| s);
+        let runtime_path = format!("{base}/runtime");
+        let mut runtime = Vec::new();
+        if self.repo.exists(Path::new(&runtime_path)) {
+            for name in self.list(&runtime_path) {
+                let path = format!("{runtime_path}/{name}");
+                let files = self.repo.list_dir(Path::new(&path));
+                let file = format!("{path}/{OVERRIDE_FILE}");
+                let override_file = self.repo.exists(Path::new(&file)).then(|| {
+                    self.repo.read_text(Path::new(&file)).map(|text| Source { path: file, text })
+                });
+                runtime.push(RuntimeDir { name, files, override_file });
+            }
+        }
+        RawHost { capabilities, services, runtime }
+    }
+}
 
 /// No file of a homelab definition is anywhere near this; a larger one is a mistake.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;

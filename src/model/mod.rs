@@ -1,14 +1,18 @@
-//! The homelab model: what the repository says should run where.
+//! The homelab model: what the repository says should run where. The bottom layer: nothing
+//! here may use `graph`, `render`, `check`, `command`, `cli` or anything else above it.
 //!
-//! `load` reads the repository into raw serde types (`raw`) and validation (`validate`) turns
-//! them into these types, collecting every problem as a `Diagnostic`. Code past this module
-//! only sees validated values; it never reads the repository itself.
+//! The pipeline inside: `load` reads the repository (the only IO of this module) into raw
+//! serde values (`raw`), `validate/` checks them, rule family by rule family, collecting every
+//! problem as a `Diagnostic`, and `build` turns them into these types. Code past this module
+//! only sees validated values; it never reads the repository itself. Checks that need the
+//! dependency graph or a render are `crate::check`'s, which most callers want instead.
 
+mod build;
 pub mod diag;
 pub mod load;
 pub mod names;
 pub mod raw;
-mod validate;
+pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -18,9 +22,40 @@ use std::time::Duration;
 pub use diag::{Diagnostic, Diagnostics};
 pub use names::{NodeName, ServiceName};
 
-/// Loads and validates the homelab definition at `repo`: every problem, sorted, or the model.
+/// Loads and validates the homelab definition at `repo` as far as the model can: every problem,
+/// sorted, or the model. Cycles and render problems are not looked for: use
+/// `crate::check::homelab` for the full validation.
 pub fn load(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
-    validate::load(repo)
+    let Loaded { lab, diagnostics, .. } = load_partial(repo);
+    match lab {
+        Some(lab) if diagnostics.is_empty() => Ok(lab),
+        _ => Err(diagnostics.into_sorted()),
+    }
+}
+
+/// Everything the model layer can say about a repository, problems or not.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The repository as read; `None` when its folder cannot be opened.
+    pub raw: Option<load::RawRepo>,
+    /// The model of the repository's sound parts; `None` when there is no topology. With
+    /// diagnostics it is partial (broken parts left out, a broken policy stood in for) and is
+    /// only fit for further checks, never to plan or apply.
+    pub lab: Option<Homelab>,
+    /// Every problem found, unsorted.
+    pub diagnostics: Diagnostics,
+}
+
+/// Loads, validates and builds what can be built, keeping the model even when there are
+/// problems, so checks above the model can look at the parts that are sound.
+pub fn load_partial(repo: &Path) -> Loaded {
+    let mut diagnostics = Diagnostics::default();
+    let raw = load::read(repo, &mut diagnostics);
+    let lab = raw.as_ref().and_then(build::homelab);
+    if let Some(raw) = &raw {
+        validate::all(raw, lab.as_ref(), &mut diagnostics);
+    }
+    Loaded { raw, lab, diagnostics }
 }
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! Raw serde types that mirror the YAML files one to one.
 //!
-//! Nothing here is validated beyond YAML types: validation (`validate.rs`) turns these into
-//! the model. Fields that a semantic check may point at are `Spanned`, so the diagnostic can
+//! Nothing here is validated beyond YAML types: validation (`validate/`) checks them and
+//! `build.rs` turns them into the model. No IO here: `load.rs` fills these in. Fields that a semantic check may point at are `Spanned`, so the diagnostic can
 //! name their line. Unknown fields are refused so a typo is never silently ignored.
 
 use std::collections::BTreeMap;
@@ -10,6 +10,11 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 pub type S<T> = Spanned<T>;
+
+/// The line a value sits on, when it came from the file (defaults have no line).
+pub fn line<T>(s: &Spanned<T>) -> Option<u64> {
+    Some(s.referenced.line()).filter(|l| *l > 0)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -175,10 +175,10 @@ fn mutated_definitions_never_panic() {
         let which = round % files.len();
         let b = rng.mutate(&originals[which], alphabet, 4);
         fs::write(tree.path().join(files[which]), &b).unwrap();
-        let _ = homelab::model::load(tree.path());
+        let _ = homelab::check::homelab(tree.path());
         fs::write(tree.path().join(files[which]), &originals[which]).unwrap();
     }
-    assert!(homelab::model::load(tree.path()).is_ok());
+    assert!(homelab::check::homelab(tree.path()).is_ok());
 }
 
 /// A `.env` beside an override (made here, not committed: no secret-looking file is tracked)
@@ -193,4 +193,31 @@ fn a_dotenv_file_under_a_hosts_runtime_folder_is_refused() {
         out.stderr,
         "error[override]: hosts/edge-b/runtime/app/.env: expected only `docker-compose.override.yml` here, found `.env`\n  fix: host-local secrets live on the node under <root>/config/<svc>/, never in Git\n1 problem found in the homelab definition\n"
     );
+}
+
+/// Regression: a compose file with both a wrong `container_name` and a `/dev/ttyUSB0` device
+/// reported only the device, and any problem anywhere (an env.example here, a policy there)
+/// hid every compose-rule and template problem, because those checks only ran on an otherwise
+/// valid tree. Now every rule runs on every file it can read; the snapshot
+/// `broken-every-problem-in-one-run` pins the whole list.
+#[test]
+fn one_run_reports_compose_and_template_problems_beside_unrelated_ones() {
+    let out = Tree::broken("every-problem-in-one-run").homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    for expected in [
+        // Two rules broken in the same compose file.
+        "error[container-name]: services/broker/docker-compose.yml:4: `services.broker.container_name`",
+        "error[zigbee]: services/broker/docker-compose.yml:11:",
+        // An env.example problem in one service, compose and template problems in others.
+        "error[secret]: services/broker/env.example:2: `BROKER_PASSWORD`",
+        "error[secret]: services/app/env.example:3: `APP_DEBUG`",
+        "error[restart]: services/web/docker-compose.yml:5: `services.web.restart`",
+        "error[template]: hosts/edge-b/runtime/app/docker-compose.override.yml:4: `vars.greting`",
+        // Unrelated rules elsewhere, including a broken policy.
+        "error[policy]: inventory/policy.yaml:1: `plan_ttl`",
+        "error[naming]: inventory/topology.yaml:27: `nodes.edge-b.display_name`",
+        "error[healthcheck]: services/web/service.yaml:10: `healthcheck.timeout`",
+    ] {
+        assert!(out.stderr.contains(expected), "missing {expected:?} in\n{}", out.stderr);
+    }
 }

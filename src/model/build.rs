@@ -1,0 +1,287 @@
+//! Building the model: a `RawRepo` in, a `Homelab` out.
+//!
+//! Silent on purpose: it reports nothing, it leaves out what is broken (a node or service whose
+//! name, owner or exposure is invalid, a dependency that cannot be resolved) and the checks of
+//! `validate/` say why. So a tree with problems still gives the model of its sound parts, which
+//! lets later checks (the graph and render checks in `crate::check`) look at those parts too.
+//! A model built from a tree with problems must never be planned or applied: `model::load`
+//! only returns one when there is no diagnostic. No IO here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::load::{RawRepo, RawService};
+use super::names::{NodeName, ServiceName};
+use super::{raw, *};
+
+/// The model of the sound parts of `r`; `None` when there is no topology to build it on.
+pub(super) fn homelab(r: &RawRepo) -> Option<Homelab> {
+    let topology = r.topology.as_ref()?;
+    let mut nodes = nodes(topology);
+    let services = services(r, &nodes);
+    hosts(r, &mut nodes, &services);
+    let instances = instances(r, &nodes, &services);
+    let policy = r.policy.as_ref().and_then(|p| policy(p, &nodes)).unwrap_or_else(|| Policy {
+        // Stands in for a policy that is broken: it is reported, so this lab is never used
+        // to plan or approve.
+        plan_ttl: Duration::ZERO,
+        default: ApprovalRule { required: 0, approvers: BTreeSet::new() },
+        nodes: BTreeMap::new(),
+    });
+    Some(Homelab {
+        mesh: topology.mesh.value.clone(),
+        nodes,
+        services,
+        policy,
+        allowed_signers: r.allowed_signers.as_ref().map(|s| s.text.clone()).unwrap_or_default(),
+        templates: r.templates.clone(),
+        instances,
+    })
+}
+
+fn nodes(t: &raw::Topology) -> BTreeMap<NodeName, Node> {
+    let default_root = t.runtime_root.as_ref().map(|r| r.value.clone());
+    let mut nodes = BTreeMap::new();
+    for (id, raw) in &t.nodes {
+        let Ok(name) = NodeName::parse(id) else { continue };
+        let n = &raw.value;
+        let site = t.sites.get(&n.site.value);
+        let runtime_root = match &n.runtime_root {
+            Some(r) => r.value.clone(),
+            None => default_root.clone().unwrap_or_else(|| "/opt/homelab".to_owned()),
+        };
+        let docker_socket = match &n.docker_socket {
+            Some(s) => s.value.clone(),
+            None => "/var/run/docker.sock".to_owned(),
+        };
+        nodes.insert(
+            name.clone(),
+            Node {
+                id: name,
+                display_name: n.display_name.value.clone(),
+                roles: n.roles.iter().map(|r| r.value.clone()).collect(),
+                site: n.site.value.clone(),
+                uplink: site.map(|s| s.value.uplink.value.clone()).unwrap_or_default(),
+                offline_first: site.map(|s| s.value.offline_first).unwrap_or(false),
+                ssh: SshTarget {
+                    address: n.ssh.address.value.clone(),
+                    user: n.ssh.user.value.clone(),
+                    port: n.ssh.port,
+                },
+                runtime_root,
+                docker_socket,
+                capabilities: BTreeSet::new(),
+                services: BTreeMap::new(),
+                overrides: BTreeMap::new(),
+            },
+        );
+    }
+    nodes
+}
+
+/// The owner a contract names, when it is `all` or a node of the topology.
+pub(super) fn owner(c: &raw::Contract, nodes: &BTreeMap<NodeName, Node>) -> Option<Owner> {
+    if c.owner_node.value == "all" {
+        return Some(Owner::All);
+    }
+    NodeName::parse(&c.owner_node.value).ok().filter(|n| nodes.contains_key(n)).map(Owner::Node)
+}
+
+/// A duration of the healthcheck; a broken one (reported by `validate::contract`) stands in as
+/// one second so the rest of the service can still be checked.
+pub(super) fn healthcheck_duration(s: &str, may_be_zero: bool) -> Option<Duration> {
+    parse_duration(s).filter(|d| !d.is_zero() || may_be_zero)
+}
+
+fn healthcheck(h: &raw::Healthcheck) -> Healthcheck {
+    let dur = |s: &raw::S<String>, zero| {
+        healthcheck_duration(&s.value, zero).unwrap_or(Duration::from_secs(1))
+    };
+    Healthcheck {
+        interval: dur(&h.interval, false),
+        timeout: dur(&h.timeout, false),
+        retries: h.retries.value,
+        start_period: h.start_period.as_ref().map(|s| dur(s, true)).unwrap_or_default(),
+    }
+}
+
+fn services(r: &RawRepo, nodes: &BTreeMap<NodeName, Node>) -> BTreeMap<ServiceName, Service> {
+    let mut out = BTreeMap::new();
+    for (dir, rs) in r.services() {
+        let c = &rs.contract;
+        let (Ok(name), Some(owner), Some(exposure)) =
+            (ServiceName::parse(dir), owner(c, nodes), Exposure::parse(&c.exposure.value))
+        else {
+            continue;
+        };
+        out.insert(name.clone(), service(name, owner, exposure, rs));
+    }
+    out
+}
+
+fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) -> Service {
+    let c = &r.contract;
+    Service {
+        name,
+        description: c.description.clone(),
+        owner,
+        exposure,
+        restart_policy: c.restart_policy.value.clone(),
+        healthcheck: healthcheck(&c.healthcheck.value),
+        persistence_paths: c.persistence.paths.iter().map(|p| p.value.clone()).collect(),
+        env_vars: c
+            .runtime
+            .env_vars
+            .iter()
+            .map(|e| EnvVar {
+                name: e.value.name.value.clone(),
+                secret: e.value.secret,
+                required: e.value.required,
+            })
+            .collect(),
+        requires: c.requires.iter().map(|r| r.value.clone()).collect(),
+        backup_sets: c
+            .backup
+            .sets
+            .iter()
+            .map(|s| BackupSet {
+                name: s.value.name.value.clone(),
+                paths: s.value.paths.iter().map(|p| p.value.clone()).collect(),
+                critical: s.value.critical,
+            })
+            .collect(),
+        zigbee: c.zigbee.as_ref().map(|z| Zigbee {
+            coordinator: z.value.coordinator.value.clone(),
+            port: z.value.port.value.clone(),
+            adapter: z.value.adapter.value.clone(),
+        }),
+        vars: c.vars.clone(),
+        compose: r.compose.clone(),
+        healthcheck_script: r.healthcheck.clone(),
+        env_example: r.env_example.clone(),
+    }
+}
+
+/// Capabilities, wanted services and overrides of each node, from `hosts/`.
+fn hosts(
+    r: &RawRepo,
+    nodes: &mut BTreeMap<NodeName, Node>,
+    services: &BTreeMap<ServiceName, Service>,
+) {
+    for (id, host) in &r.hosts {
+        let Some(node) = nodes.get_mut(id) else { continue };
+        if let Some(caps) = &host.capabilities {
+            node.capabilities = caps.capabilities.iter().map(|c| c.value.clone()).collect();
+        }
+        if let Some(hs) = &host.services {
+            for s in &hs.services {
+                let Some(svc) =
+                    ServiceName::parse(&s.value.name.value).ok().and_then(|n| services.get(&n))
+                else {
+                    continue;
+                };
+                // A service listed twice is reported by `validate::naming`; the last one wins.
+                node.services.insert(
+                    svc.name.clone(),
+                    HostService { exposure: svc.exposure, vars: s.value.vars.clone() },
+                );
+            }
+        }
+        for dir in &host.runtime {
+            let Some(svc) = node.services.keys().find(|s| s.as_str() == dir.name).cloned() else {
+                continue;
+            };
+            if let Some(Ok(src)) = &dir.override_file {
+                node.overrides.insert(svc, src.clone());
+            }
+        }
+    }
+}
+
+fn policy(p: &raw::Policy, nodes: &BTreeMap<NodeName, Node>) -> Option<Policy> {
+    let rule = |r: &raw::S<raw::ApprovalRule>| ApprovalRule {
+        required: r.value.required.value,
+        approvers: r.value.approvers.iter().map(|a| a.value.clone()).collect(),
+    };
+    let per_node = p
+        .approvals
+        .nodes
+        .iter()
+        .filter_map(|(name, r)| {
+            NodeName::parse(name).ok().filter(|n| nodes.contains_key(n)).map(|n| (n, rule(r)))
+        })
+        .collect();
+    Some(Policy {
+        plan_ttl: parse_duration(&p.plan_ttl.value).filter(|d| !d.is_zero())?,
+        default: rule(&p.approvals.default),
+        nodes: per_node,
+    })
+}
+
+/// Where a dependency of `svc@node` leads, or why it leads nowhere. Shared by the build and by
+/// `validate::dependencies`, so both read a dependency the same way.
+pub(super) enum Resolved<'a> {
+    /// No loaded service has that name.
+    UnknownService,
+    /// `node:` names no node of the topology.
+    UnknownNode,
+    /// The instance depends on itself.
+    Itself,
+    /// The target node does not list the service.
+    NotOnNode(&'a Service, NodeName),
+    To(&'a Service, Instance),
+}
+
+pub(super) fn resolve<'a>(
+    nodes: &BTreeMap<NodeName, Node>,
+    services: &'a BTreeMap<ServiceName, Service>,
+    svc: &ServiceName,
+    node: &NodeName,
+    d: &raw::Dependency,
+) -> Resolved<'a> {
+    let Some(dep) = ServiceName::parse(&d.service.value).ok().and_then(|n| services.get(&n)) else {
+        return Resolved::UnknownService;
+    };
+    let target = match (&d.node, &dep.owner) {
+        (Some(n), _) => match NodeName::from_cli(&n.value).ok().filter(|n| nodes.contains_key(n)) {
+            Some(n) => n,
+            None => return Resolved::UnknownNode,
+        },
+        (None, Owner::Node(owner)) => owner.clone(),
+        (None, Owner::All) => node.clone(),
+    };
+    if dep.name == *svc && target == *node {
+        return Resolved::Itself;
+    }
+    if !nodes[&target].services.contains_key(&dep.name) {
+        return Resolved::NotOnNode(dep, target);
+    }
+    Resolved::To(dep, Instance { service: dep.name.clone(), node: target })
+}
+
+/// Places every service on its nodes and resolves its dependencies to instances.
+fn instances(
+    r: &RawRepo,
+    nodes: &BTreeMap<NodeName, Node>,
+    services: &BTreeMap<ServiceName, Service>,
+) -> BTreeMap<Instance, Vec<Instance>> {
+    let mut out = BTreeMap::new();
+    for node in nodes.values() {
+        for svc in node.services.keys() {
+            let Some(rs) = r.service(svc.as_str()) else { continue };
+            let mut deps: Vec<Instance> = rs
+                .contract
+                .dependencies
+                .iter()
+                .filter_map(|d| match resolve(nodes, services, svc, &node.id, &d.value) {
+                    Resolved::To(_, inst) => Some(inst),
+                    _ => None,
+                })
+                .collect();
+            deps.sort();
+            deps.dedup();
+            out.insert(Instance { service: svc.clone(), node: node.id.clone() }, deps);
+        }
+    }
+    out
+}

@@ -1,0 +1,118 @@
+//! The rules of a service's contract (`service.yaml`) that concern it alone: exposure class,
+//! restart policy, healthcheck, and the relative paths of persistence and backups.
+//!
+//! Naming, ownership, dependencies and capabilities of a contract have their own families.
+//! No IO here.
+
+use super::super::build::healthcheck_duration;
+use super::super::diag::Diagnostics;
+use super::super::raw::{line, S};
+use super::{contract_file, exposure, Input, RESTART_POLICIES};
+
+pub(super) fn check(i: &Input, d: &mut Diagnostics) {
+    for (dir, rs) in i.raw.services() {
+        let file = contract_file(dir);
+        let c = &rs.contract;
+        exposure(d, &file, &c.exposure, "exposure");
+        if !RESTART_POLICIES.contains(&c.restart_policy.value.as_str()) {
+            d.err(
+                "restart",
+                &file,
+                line(&c.restart_policy),
+                "restart_policy",
+                format!(
+                    "expected one of {}, found `{}`",
+                    RESTART_POLICIES.join(", "),
+                    c.restart_policy.value
+                ),
+                "the guide's default is `unless-stopped`",
+            );
+        }
+        healthcheck(d, &file, &c.healthcheck.value);
+        for (i, p) in c.persistence.paths.iter().enumerate() {
+            relative_path(d, &file, p, &format!("persistence.paths[{i}]"));
+        }
+        for (i, set) in c.backup.sets.iter().enumerate() {
+            if set.value.paths.is_empty() {
+                d.err(
+                    "backup",
+                    &file,
+                    line(set),
+                    format!("backup.sets[{i}].paths"),
+                    "expected at least one path",
+                    "list what the set backs up",
+                );
+            }
+            for (j, p) in set.value.paths.iter().enumerate() {
+                relative_path(d, &file, p, &format!("backup.sets[{i}].paths[{j}]"));
+            }
+        }
+    }
+}
+
+fn healthcheck(d: &mut Diagnostics, file: &str, h: &super::raw::Healthcheck) {
+    let mut dur = |s: &S<String>, f: &str| {
+        let parsed = healthcheck_duration(&s.value, f == "healthcheck.start_period");
+        if parsed.is_none() {
+            d.err(
+                "healthcheck",
+                file,
+                line(s),
+                f,
+                format!("expected a duration such as `30s` or `5m`, found `{}`", s.value),
+                "write a whole number followed by s, m, h or d",
+            );
+        }
+        parsed
+    };
+    let interval = dur(&h.interval, "healthcheck.interval");
+    let timeout = dur(&h.timeout, "healthcheck.timeout");
+    if let Some(s) = &h.start_period {
+        dur(s, "healthcheck.start_period");
+    }
+    // A broken duration counts as one second, as the model holds it.
+    let one = std::time::Duration::from_secs(1);
+    if timeout.unwrap_or(one) > interval.unwrap_or(one) {
+        d.err(
+            "healthcheck",
+            file,
+            line(&h.timeout),
+            "healthcheck.timeout",
+            format!(
+                "expected a timeout no longer than the interval ({}), found `{}`",
+                h.interval.value, h.timeout.value
+            ),
+            "shorten the timeout or lengthen the interval",
+        );
+    }
+    let retries = h.retries.value;
+    if retries == 0 || retries > 100 {
+        d.err(
+            "healthcheck",
+            file,
+            line(&h.retries),
+            "healthcheck.retries",
+            format!("expected 1 to 100 retries, found {retries}"),
+            "retry a failing check a few times",
+        );
+    }
+}
+
+fn relative_path(d: &mut Diagnostics, file: &str, p: &S<String>, field: &str) {
+    let v = &p.value;
+    let ok = !v.is_empty()
+        && !v.starts_with('/')
+        && !v.split('/').any(|c| c == ".." || c.is_empty() || c == ".");
+    if !ok {
+        d.err(
+            "persistence",
+            file,
+            line(p),
+            field,
+            format!(
+                "expected a path relative to the runtime root (e.g. `data/<svc>`), found `{v}`"
+            ),
+            "write the path relative to the node's runtime root, without `..`",
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! The layout rule: the folders a homelab has, the five files of a service, a folder per node
+//! under `hosts/`, and only overrides under `hosts/<node>/runtime/`.
+//!
+//! Reads what `load.rs` found on disk; no IO here.
+
+use super::super::diag::Diagnostics;
+use super::super::load::{RawRepo, OVERRIDE_FILE, SERVICE_FILES};
+use super::super::names::NodeName;
+use super::Input;
+
+/// The top folders: without them nothing else was read, so this runs on its own.
+pub(super) fn folders(raw: &RawRepo, d: &mut Diagnostics) {
+    for dir in &raw.missing_folders {
+        d.err(
+            "layout",
+            dir,
+            None,
+            "",
+            format!("expected the folder `{dir}/` in the repository, found none"),
+            "run homelab from the root of the homelab repository (or pass `--repo`); \
+             a homelab needs `inventory/`, `hosts/` and `services/`",
+        );
+    }
+}
+
+pub(super) fn check(i: &Input, d: &mut Diagnostics) {
+    for s in &i.raw.service_dirs {
+        let base = format!("services/{}", s.name);
+        if !s.is_dir {
+            d.err(
+                "layout",
+                &base,
+                None,
+                "",
+                "expected a service folder, found a file",
+                "move it into a folder `services/<service>/`",
+            );
+        }
+        for file in &s.missing_files {
+            d.err(
+                "layout",
+                format!("{base}/{file}"),
+                None,
+                "",
+                format!("expected the service file `{file}`, found none"),
+                format!("every service has {}; add `{file}`", SERVICE_FILES.join(", ")),
+            );
+        }
+    }
+    let nodes = &i.lab.nodes;
+    for dir in &i.raw.host_dirs {
+        if NodeName::parse(dir).map(|n| !nodes.contains_key(&n)).unwrap_or(true) {
+            d.err("layout", format!("hosts/{dir}"), None, "", format!("expected a folder named after a node of inventory/topology.yaml, found `{dir}`"), "declare the node in inventory/topology.yaml or remove the folder");
+        }
+    }
+    for id in nodes.keys() {
+        if !i.raw.hosts.contains_key(id) {
+            let base = format!("hosts/{id}");
+            d.err(
+                "layout",
+                &base,
+                None,
+                "",
+                format!("expected the folder `{base}/` for node `{id}`, found none"),
+                format!("add {base}/capabilities.yaml and {base}/services.yaml"),
+            );
+        }
+    }
+    overrides(i, d);
+}
+
+/// `hosts/<node>/runtime/<svc>/` holds the override of a service the node lists, nothing else.
+fn overrides(i: &Input, d: &mut Diagnostics) {
+    for (id, host) in &i.raw.hosts {
+        let base = format!("hosts/{id}");
+        // Every name the node's services.yaml lists, including services that failed to load.
+        let listed_names: Vec<&str> = host
+            .services
+            .iter()
+            .flat_map(|hs| &hs.services)
+            .map(|s| s.value.name.value.as_str())
+            .collect();
+        for dir in &host.runtime {
+            let path = format!("{base}/runtime/{}", dir.name);
+            let listed = i.lab.nodes[id].services.keys().any(|s| s.as_str() == dir.name);
+            if !listed_names.contains(&dir.name.as_str()) && host.services.is_some() {
+                d.err("override", &path, None, "", format!("expected an override for a service listed in {base}/services.yaml, found `{}`", dir.name), "list the service on the node or remove the override");
+            }
+            // The folder of a service the node does not run is reported above as a whole;
+            // what is inside it does not matter.
+            if !listed {
+                continue;
+            }
+            match &dir.files {
+                Ok(files) => {
+                    for f in files.iter().filter(|f| *f != OVERRIDE_FILE) {
+                        d.err("override", format!("{path}/{f}"), None, "", format!("expected only `{OVERRIDE_FILE}` here, found `{f}`"), "host-local secrets live on the node under <root>/config/<svc>/, never in Git");
+                    }
+                }
+                Err(e) => d.push(e.clone()),
+            }
+            if let Some(Err(e)) = &dir.override_file {
+                d.push(e.clone());
+            }
+        }
+    }
+}

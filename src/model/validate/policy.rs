@@ -1,0 +1,95 @@
+//! The rules of `inventory/policy.yaml`: a plan lifetime, at least one and at most as many
+//! approvals as approvers, approvers that are principals of `inventory/allowed_signers`, and
+//! per-node rules for nodes that exist.
+//!
+//! Reads `allowed_signers` as text; verifying signatures is `crate::approve`'s job. No IO here.
+
+use std::collections::BTreeSet;
+
+use super::super::diag::Diagnostics;
+use super::super::names::NodeName;
+use super::super::parse_duration;
+use super::super::raw::{self, line, S};
+use super::Input;
+
+const FILE: &str = "inventory/policy.yaml";
+
+pub(super) fn check(i: &Input, d: &mut Diagnostics) {
+    let Some(p) = &i.raw.policy else { return };
+    let principals =
+        i.raw.allowed_signers.as_ref().map(|s| signer_principals(&s.text)).unwrap_or_default();
+    if parse_duration(&p.plan_ttl.value).filter(|d| !d.is_zero()).is_none() {
+        d.err(
+            "policy",
+            FILE,
+            line(&p.plan_ttl),
+            "plan_ttl",
+            format!("expected a duration such as `24h`, found `{}`", p.plan_ttl.value),
+            "set how long a plan stays valid",
+        );
+    }
+    rule(d, &p.approvals.default, "approvals.default", &principals);
+    for (name, r) in &p.approvals.nodes {
+        let field = format!("approvals.nodes.{name}");
+        rule(d, r, &field, &principals);
+        if NodeName::parse(name).ok().filter(|n| i.lab.nodes.contains_key(n)).is_none() {
+            d.err(
+                "policy",
+                FILE,
+                line(r),
+                field,
+                format!("expected a node of inventory/topology.yaml, found `{name}`"),
+                "fix the node id",
+            );
+        }
+    }
+}
+
+fn rule(d: &mut Diagnostics, r: &S<raw::ApprovalRule>, field: &str, principals: &BTreeSet<String>) {
+    let required = r.value.required.value;
+    let approvers: BTreeSet<&String> = r.value.approvers.iter().map(|a| &a.value).collect();
+    if required == 0 {
+        d.err(
+            "policy",
+            FILE,
+            line(&r.value.required),
+            format!("{field}.required"),
+            "expected at least 1 approval",
+            "every apply needs a human approval",
+        );
+    } else if required as usize > approvers.len() {
+        d.err(
+            "policy",
+            FILE,
+            line(&r.value.required),
+            format!("{field}.required"),
+            format!(
+                "expected at most {} (the number of approvers), found {required}",
+                approvers.len()
+            ),
+            "add approvers or lower `required`",
+        );
+    }
+    for a in &r.value.approvers {
+        if !principals.contains(&a.value) {
+            d.err(
+                "policy",
+                FILE,
+                line(a),
+                format!("{field}.approvers"),
+                format!("expected a principal of inventory/allowed_signers, found `{}`", a.value),
+                "add the approver's key to inventory/allowed_signers",
+            );
+        }
+    }
+}
+
+/// Principals named in an allowed-signers file (first field, comma-separated).
+fn signer_principals(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .flat_map(|p| p.split(',').map(|s| s.trim_matches('"').to_owned()).collect::<Vec<_>>())
+        .collect()
+}

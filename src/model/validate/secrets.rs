@@ -1,0 +1,86 @@
+//! No secret value in Git: a variable of `runtime.env_vars` marked secret appears in
+//! `env.example` only as a placeholder and never as a literal in a compose file or override;
+//! `env.example` and the contract declare the same variables.
+//!
+//! Reads the files as written (a secret is in Git whether or not it renders). No IO here.
+
+use std::collections::BTreeMap;
+
+use super::super::diag::Diagnostics;
+use super::super::raw::line;
+use super::{contract_file, literal_assignment, Input};
+
+pub(super) fn check(i: &Input, d: &mut Diagnostics) {
+    for svc in i.lab.services.values() {
+        let Some(raw) = i.raw.service(svc.name.as_str()) else { continue };
+        let example = parse_env_example(&svc.env_example.text);
+        for (name, (l, value)) in &example {
+            match svc.env_vars.iter().find(|e| &e.name == name) {
+                None => d.err("secret", &svc.env_example.path, Some(*l), name.clone(), format!("`{name}` is not declared in services/{}/service.yaml", svc.name), "declare it under `runtime.env_vars` (with `secret: true` if it is one)"),
+                Some(e) if e.secret && !is_placeholder(value) => d.err(
+                    "secret",
+                    &svc.env_example.path,
+                    Some(*l),
+                    name.clone(),
+                    format!("`{name}` is a secret, but env.example gives it a value"),
+                    format!("write `{name}=<set in /opt/homelab/config/{}/.env>` and rotate the value that was committed", svc.name),
+                ),
+                Some(_) => {}
+            }
+        }
+        for (e, spanned) in svc.env_vars.iter().zip(&raw.contract.runtime.env_vars) {
+            if !example.contains_key(&e.name) {
+                d.err(
+                    "secret",
+                    contract_file(svc.name.as_str()),
+                    line(&spanned.value.name),
+                    "runtime.env_vars",
+                    format!("`{}` is not in env.example", e.name),
+                    format!("add `{}=` to services/{}/env.example", e.name, svc.name),
+                );
+            }
+        }
+        let secrets: Vec<&str> =
+            svc.env_vars.iter().filter(|e| e.secret).map(|e| e.name.as_str()).collect();
+        let mut files = vec![&svc.compose];
+        files.extend(i.lab.nodes.values().filter_map(|n| n.overrides.get(&svc.name)));
+        for src in files {
+            for (n, text) in src.text.lines().enumerate() {
+                for name in &secrets {
+                    let Some(value) = literal_assignment(text, name) else { continue };
+                    if !value.starts_with("${") && !is_placeholder(&value) {
+                        d.err(
+                            "secret",
+                            &src.path,
+                            Some(n as u64 + 1),
+                            (*name).to_owned(),
+                            format!("the secret `{name}` is set to a literal value in Git"),
+                            format!("remove it here and put it in /opt/homelab/config/{}/.env on the node (loaded with `env_file`); rotate the committed value", svc.name),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `NAME=value` lines of an env.example, with their line numbers.
+fn parse_env_example(text: &str) -> BTreeMap<String, (u64, String)> {
+    let mut out = BTreeMap::new();
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let l = l.strip_prefix("export ").unwrap_or(l);
+        let (name, value) = l.split_once('=').unwrap_or((l, ""));
+        out.insert(name.trim().to_owned(), (i as u64 + 1, value.trim().to_owned()));
+    }
+    out
+}
+
+/// Empty, or `<...>`: what env.example writes instead of a value.
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim().trim_matches(|c| c == '"' || c == '\'');
+    v.is_empty() || (v.starts_with('<') && v.ends_with('>'))
+}

@@ -1,0 +1,124 @@
+//! The rules of `inventory/topology.yaml` beyond naming: the mesh, site uplinks, each node's
+//! site, SSH address and user, and the absolute paths a node uses.
+//!
+//! Nodes with a broken id are still checked here (their fields are independent of the id).
+//! No IO here.
+
+use super::super::diag::Diagnostics;
+use super::super::raw::{line, S};
+use super::Input;
+
+const FILE: &str = "inventory/topology.yaml";
+const UPLINKS: [&str; 5] = ["fiber", "cable", "dsl", "lte", "other"];
+
+pub(super) fn check(i: &Input, d: &mut Diagnostics) {
+    let t = i.topology;
+    if t.mesh.value != "tailscale" {
+        d.err(
+            "topology",
+            FILE,
+            line(&t.mesh),
+            "mesh",
+            format!("expected `tailscale`, found `{}`", t.mesh.value),
+            "every node is reached over the Tailscale mesh: set `mesh: tailscale`",
+        );
+    }
+    if let Some(r) = &t.runtime_root {
+        absolute_path(d, r, "runtime_root");
+    }
+    for (name, site) in &t.sites {
+        if !UPLINKS.contains(&site.value.uplink.value.as_str()) {
+            d.err(
+                "topology",
+                FILE,
+                line(&site.value.uplink),
+                format!("sites.{name}.uplink"),
+                format!(
+                    "expected one of {}, found `{}`",
+                    UPLINKS.join(", "),
+                    site.value.uplink.value
+                ),
+                "name the kind of uplink the site has",
+            );
+        }
+    }
+    for (id, raw) in &t.nodes {
+        let n = &raw.value;
+        let field = |f: &str| format!("nodes.{id}.{f}");
+        if !t.sites.contains_key(&n.site.value) {
+            let known: Vec<_> = t.sites.keys().map(String::as_str).collect();
+            d.err(
+                "topology",
+                FILE,
+                line(&n.site),
+                field("site"),
+                format!(
+                    "expected one of the sites ({}), found `{}`",
+                    known.join(", "),
+                    n.site.value
+                ),
+                "declare the site under `sites:` or fix the name",
+            );
+        }
+        if n.ssh.address.value.trim().is_empty()
+            || n.ssh.address.value.starts_with('-')
+            || n.ssh.address.value.contains(char::is_whitespace)
+        {
+            d.err(
+                "topology",
+                FILE,
+                line(&n.ssh.address),
+                field("ssh.address"),
+                format!("expected a host name or IP address, found `{}`", n.ssh.address.value),
+                "set the node's address on the mesh",
+            );
+        }
+        if let Some(p) = user_problem(&n.ssh.user.value) {
+            d.err(
+                "topology",
+                FILE,
+                line(&n.ssh.user),
+                field("ssh.user"),
+                format!("expected {p}, found `{}`", n.ssh.user.value),
+                "set a plain Unix user name",
+            );
+        }
+        if let Some(r) = &n.runtime_root {
+            absolute_path(d, r, &field("runtime_root"));
+        }
+        if let Some(s) = &n.docker_socket {
+            absolute_path(d, s, &field("docker_socket"));
+        }
+    }
+}
+
+/// A path that reaches remote commands: absolute, no `..`, and only characters that need no
+/// quoting care.
+fn absolute_path(d: &mut Diagnostics, r: &S<String>, field: &str) {
+    let ok = r.value.starts_with('/')
+        && !r.value.split('/').any(|c| c == ".." || c == ".")
+        && r.value.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+@,=~ ".contains(c));
+    if !ok {
+        d.err(
+            "topology",
+            FILE,
+            line(r),
+            field,
+            format!(
+                "expected an absolute path of letters, digits, spaces and `/._-+@,=~`, found `{}`",
+                r.value
+            ),
+            "use a plain absolute path such as `/opt/homelab`",
+        );
+    }
+}
+
+fn user_problem(user: &str) -> Option<&'static str> {
+    let ok = !user.is_empty()
+        && user.len() <= 32
+        && (user.as_bytes()[0].is_ascii_lowercase() || user.as_bytes()[0] == b'_')
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    (!ok).then_some("a Unix user name (lowercase letters, digits, `_`, `-`)")
+}
