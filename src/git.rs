@@ -34,3 +34,62 @@ pub fn tree_state(repo: &Path) -> TreeState {
         _ => TreeState { commit: "none".to_owned(), dirty: true },
     }
 }
+
+/// Why a commit's tree could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("commit `{commit}` is not in the repository at `{}`: fetch it (`git fetch`), or plan again from a commit this repository has", .repo.display())]
+    UnknownCommit { repo: std::path::PathBuf, commit: String },
+
+    #[error("cannot read commit `{commit}` with git: {reason}")]
+    Export { commit: String, reason: String },
+}
+
+/// Writes the tree of `commit` into `dest` from Git's objects (`git archive`), never from the
+/// work tree: what a plan says it was made from, whatever the checkout holds now.
+pub fn export(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
+    let hex =
+        commit.len() >= 7 && commit.len() <= 64 && commit.bytes().all(|b| b.is_ascii_hexdigit());
+    let known = hex
+        && Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !known {
+        return Err(GitError::UnknownCommit {
+            repo: repo.to_path_buf(),
+            commit: commit.to_owned(),
+        });
+    }
+    let failed = |reason: String| GitError::Export { commit: commit.to_owned(), reason };
+    let archive = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["archive", "--format=tar", commit])
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    if !archive.status.success() {
+        return Err(failed(String::from_utf8_lossy(&archive.stderr).trim().to_owned()));
+    }
+    let mut tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(dest)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("tar: {e}")))?;
+    {
+        use std::io::Write;
+        let mut stdin = tar.stdin.take().expect("piped");
+        stdin.write_all(&archive.stdout).map_err(|e| failed(format!("tar: {e}")))?;
+    }
+    let out = tar.wait_with_output().map_err(|e| failed(format!("tar: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!("tar: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
+}

@@ -43,6 +43,7 @@ pub mod node;
 pub mod observe;
 pub mod plan;
 pub mod render;
+pub mod review;
 pub mod transport;
 
 pub use cli::Cli;

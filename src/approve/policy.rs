@@ -63,6 +63,27 @@ pub enum Refusal {
     #[error("`{}`: approval {index} of {of}: {source}", .path.display())]
     BadApproval { path: PathBuf, index: usize, of: usize, source: VerifyError },
 
+    #[error(transparent)]
+    Commit(#[from] crate::git::GitError),
+
+    #[error("the plan's commit `{commit}` is not a valid homelab: {problems}")]
+    CommitInvalid { commit: String, problems: String },
+
+    #[error(
+        "plan `{id}` was made from uncommitted changes (commit `{commit}`): its artifacts cannot be checked against Git, and inventory/policy.yaml does not allow approving such plans (`allow_uncommitted`); commit, then plan again"
+    )]
+    Uncommitted { id: String, commit: String },
+
+    #[error(
+        "`{instance}`: {what} differs from the render of commit `{commit}` (first difference: {detail}): the plan does not deploy what its commit says; plan again"
+    )]
+    Differs { instance: String, what: String, commit: String, detail: String },
+
+    #[error(
+        "the plan claims it was made by `{claimed}`, but its signature was made by `{actual}`: the planner line is not the signer; plan again"
+    )]
+    PlannerMismatch { claimed: String, actual: String },
+
     #[error("cannot check signatures: {source}")]
     Signers { source: super::SignersError },
 
@@ -158,9 +179,16 @@ pub fn verify_planner(
     signers: &AllowedSigners,
     now: SystemTime,
 ) -> Result<super::Verified, Refusal> {
-    signers
+    let v = signers
         .verify(PLAN_NAMESPACE, loaded.body.as_bytes(), &loaded.signature, now)
-        .map_err(|source| Refusal::BadPlanSignature { source })
+        .map_err(|source| Refusal::BadPlanSignature { source })?;
+    // The planner a reviewer reads is the signer, never a claim: `principals fingerprint` as
+    // `plan` writes it from the same verification.
+    let actual = format!("{} {}", v.principals.join(","), v.fingerprint);
+    if loaded.plan.planner != actual {
+        return Err(Refusal::PlannerMismatch { claimed: loaded.plan.planner.clone(), actual });
+    }
+    Ok(v)
 }
 
 pub fn check_not_expired(loaded: &LoadedPlan, now: SystemTime) -> Result<(), Refusal> {

@@ -38,7 +38,9 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
         (false, false) => Preflight::Fresh,
     };
     let loaded = policy::preflight(lab, &signers, args.approved, records, kind, SystemTime::now())?;
+    let provenance = crate::review::verify(repo, lab, &loaded)?;
     eprintln!("pre-flight passed for plan {}: {}", loaded.id, loaded.plan.summary());
+    eprintln!("review: {}", provenance.describe());
     let transport = &sel.transport;
     let nodes = if sel.explicit_nodes { Some(sel.nodes.clone()) } else { None };
     let services = if args.services.is_empty() {

@@ -24,7 +24,18 @@ pub fn approve(
     let loaded = file::read(plan_path).map_err(Refusal::from)?;
     let source = keys::find(repo, key_flag).ok_or(KeyError::Missing { action: "approve" })?;
     let key = keys::load(&source)?;
-    display::write_text(out, &loaded.id, &loaded.plan, super::use_color())
+    let signers = policy::signers(&lab.allowed_signers)?;
+    let now = SystemTime::now();
+    let planner = policy::verify_planner(&loaded, &signers, now)?;
+    // Recomputed by this binary from the plan's commit before anything is shown as approvable.
+    let provenance = crate::review::verify(repo, &lab, &loaded)?;
+    let checked = format!(
+        "valid: made by {} ({}); {}",
+        planner.principals.join(", "),
+        planner.fingerprint,
+        provenance.describe()
+    );
+    display::write_text_checked(out, &loaded.id, &loaded.plan, super::use_color(), Some(&checked))
         .map_err(Error::stdout)?;
     if !yes {
         if !std::io::stdin().is_terminal() {
@@ -40,10 +51,7 @@ pub fn approve(
             return Err(Error::NotConfirmed { message: "not approved".to_owned() });
         }
     }
-    let now = SystemTime::now();
     let records = Records::at(&controller.root(None));
-    let signers = policy::signers(&lab.allowed_signers)?;
-    policy::verify_planner(&loaded, &signers, now)?;
     policy::check_not_expired(&loaded, now)?;
     policy::check_not_consumed_or_rejected(&loaded, &records)?;
     let verified = keys::principals_of(&key, &signers, APPROVE_NAMESPACE, now)?;

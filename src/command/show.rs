@@ -34,7 +34,23 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<Report, Error> {
     let loaded = file::read(path).map_err(Refusal::from)?;
-    let sig = signature(repo, &loaded, SystemTime::now());
+    let mut sig = signature(repo, &loaded, SystemTime::now());
+    // Whether the content is what the plan's commit renders, by this binary.
+    let review = super::load(repo)
+        .map_err(|e| e.to_string())
+        .and_then(|lab| crate::review::verify(repo, &lab, &loaded).map_err(|e| e.to_string()));
+    let report = match &review {
+        Ok(p) => {
+            sig.push_str("; ");
+            sig.push_str(&p.describe());
+            Report::Success
+        }
+        Err(why) => {
+            sig.push_str("; REFUSED: ");
+            sig.push_str(why);
+            Report::Refused
+        }
+    };
     match format {
         ShowFormat::Text => display::write_text_checked(
             out,
@@ -53,5 +69,8 @@ pub fn run(
         }
     }
     .map_err(Error::stdout)?;
-    Ok(Report::Success)
+    if let Err(why) = &review {
+        eprintln!("error: refused: {}", display::escape(why));
+    }
+    Ok(report)
 }

@@ -25,6 +25,7 @@ pub(super) fn homelab(r: &RawRepo) -> Option<Homelab> {
         // Stands in for a policy that is broken: it is reported, so this lab is never used
         // to plan or approve.
         plan_ttl: Duration::ZERO,
+        allow_uncommitted: false,
         default: ApprovalRule { required: 0, approvers: BTreeSet::new() },
         nodes: BTreeMap::new(),
     });
@@ -213,6 +214,7 @@ fn policy(p: &raw::Policy, nodes: &BTreeMap<NodeName, Node>) -> Option<Policy> {
         .collect();
     Some(Policy {
         plan_ttl: parse_duration(&p.plan_ttl.value).filter(|d| !d.is_zero())?,
+        allow_uncommitted: p.allow_uncommitted,
         default: rule(&p.approvals.default),
         nodes: per_node,
     })

@@ -207,6 +207,9 @@ pub struct Zigbee {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub plan_ttl: Duration,
+    /// Plans from uncommitted trees may be approved (their artifacts are then the planner's
+    /// word, and reviewers are told so).
+    pub allow_uncommitted: bool,
     pub default: ApprovalRule,
     pub nodes: BTreeMap<NodeName, ApprovalRule>,
 }

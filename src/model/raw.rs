@@ -75,6 +75,10 @@ fn default_port() -> u16 {
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     pub plan_ttl: S<String>,
+    /// Whether a plan made from a tree with uncommitted changes (or outside Git) may be
+    /// approved: its artifacts cannot be checked against a commit.
+    #[serde(default)]
+    pub allow_uncommitted: bool,
     pub approvals: Approvals,
 }
 

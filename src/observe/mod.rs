@@ -123,12 +123,7 @@ impl NodeState {
     /// hash of every file. Container states are left out on purpose: a restart or a health flap
     /// must not make every plan stale.
     pub fn fingerprint(&self) -> String {
-        let mut h = Sha256::new();
-        for line in self.fingerprint_lines() {
-            h.update(line.as_bytes());
-            h.update(b"\n");
-        }
-        format!("sha256:{}", crate::digest::hex(&h.finalize()))
+        fingerprint_of(&self.fingerprint_lines())
     }
 
     /// The lines the fingerprint is made of, also recorded in the plan so a stale plan can say
@@ -148,6 +143,17 @@ impl NodeState {
         }
         out
     }
+}
+
+/// The digest of a node's state lines (`NodeState::fingerprint_lines`): what a plan records and
+/// apply compares with the node right before its first write.
+pub fn fingerprint_of(lines: &[String]) -> String {
+    let mut h = Sha256::new();
+    for line in lines {
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    format!("sha256:{}", crate::digest::hex(&h.finalize()))
 }
 
 /// One round trip that prints everything refresh needs about a runtime root: consumed plan

@@ -289,15 +289,27 @@ pub fn write_markdown_checked<W: Write + ?Sized>(
                     md_code(&format!("{} {}", c.action.symbol().trim(), c.instance)),
                     md_text(&c.reason)
                 ));
+                // A new service's files are shown whole, folded so the comment stays readable.
+                let fold = matches!(c.action, Action::Create | Action::Replace);
                 for (name, d) in &c.diffs {
                     if full {
                         let fence = md_fence(d);
+                        if fold {
+                            body.push_str(&format!(
+                                "\n  <details><summary><code>{}</code>: {} lines</summary>\n",
+                                md_text(name),
+                                d.lines().count().saturating_sub(3)
+                            ));
+                        }
                         body.push_str(&format!("\n  {}\n\n  {fence}diff\n", md_code(name)));
                         // Split on LF only, so a CR in a line shows as `\x0d`.
                         for l in d.split_terminator('\n') {
                             body.push_str(&format!("  {}\n", escape(l)));
                         }
                         body.push_str(&format!("  {fence}\n"));
+                        if fold {
+                            body.push_str("\n  </details>\n");
+                        }
                     }
                 }
             }

@@ -44,7 +44,7 @@ use sha2::{Digest, Sha256};
 use super::{Action, Change, NodePlan, Plan, PlannedArtifact, PlannedStatus};
 use crate::model::{Instance, NodeName, ServiceName};
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &str = "homelab-plan";
 pub const SIGNATURE_BEGIN: &str = "-----BEGIN SSH SIGNATURE-----";
 const SIGNATURE_END: &str = "-----END SSH SIGNATURE-----";
@@ -263,9 +263,9 @@ pub fn encode(plan: &Plan) -> String {
                 let _ = writeln!(out, "artifact {} {:04o} {}", a.name, a.mode, a.sha256);
                 block(&mut out, &a.text);
             }
-            for (name, d) in &c.diffs {
-                let _ = writeln!(out, "diff {name}");
-                block(&mut out, d);
+            for a in &c.prior {
+                let _ = writeln!(out, "prior {} {:04o} {}", a.name, a.mode, a.sha256);
+                block(&mut out, &a.text);
             }
         }
     }
@@ -503,6 +503,13 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     while p.peek().is_some_and(|l| l.starts_with("actual ")) {
                         actual.push(p.expect("actual")?.to_owned());
                     }
+                    // The fingerprint is the digest of these lines: check it here, so the lines
+                    // a reviewer is shown are the ones apply compares with the node.
+                    if crate::observe::fingerprint_of(&actual) != fingerprint {
+                        return Err(p.err(format!(
+                            "the fingerprint of node `{node}` is not the digest of its `actual` lines: the plan was edited"
+                        )));
+                    }
                     PlannedStatus::Reachable { fingerprint, actual }
                 }
                 "unreachable" => {
@@ -547,6 +554,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 reason: String::new(),
                 after: Vec::new(),
                 artifacts: Vec::new(),
+                prior: Vec::new(),
                 diffs: Vec::new(),
                 runtime: None,
             });
@@ -641,21 +649,56 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 }
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 change.artifacts.push(PlannedArtifact { name, mode, sha256: sha, text });
-            } else if let Some(name) = l.strip_prefix("diff ") {
-                let name = name.to_owned();
+            } else if let Some(rest) = l.strip_prefix("prior ") {
+                let parts: Vec<&str> = rest.split(' ').collect();
+                let [name, mode, sha] = parts[..] else {
+                    return Err(p.err("expected `prior <name> <mode> <sha256>`"));
+                };
+                let mode_bits = match mode {
+                    "0644" => 0o644,
+                    "0755" => 0o755,
+                    _ => return Err(p.err(format!("expected mode 0644 or 0755, found `{mode}`"))),
+                };
+                let (name, sha) = (name.to_owned(), sha.to_owned());
+                let node = nodes.last().expect("checked");
+                let svc = node.changes.last().expect("checked").instance.service.to_string();
+                // The prior content is what the node holds, bound by its hash to the node's
+                // fingerprint (which apply checks again): never the planner's say-so.
+                let on_node = format!("{svc} file {name} {sha} {mode}");
+                let bound = matches!(&node.status, PlannedStatus::Reachable { actual, .. } if actual.contains(&on_node));
+                if !bound {
+                    return Err(p.err(format!(
+                        "the prior content of `{name}` of `{svc}` is not what the node's state (`actual` lines) says is there: the plan was edited"
+                    )));
+                }
                 let text = p.content()?;
+                if crate::digest::sha256_hex(text.as_bytes()) != sha {
+                    return Err(p.err(format!(
+                        "the prior content of `{name}` does not match its sha256: the plan was edited"
+                    )));
+                }
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
-                change.diffs.push((name, text));
+                change.prior.push(PlannedArtifact { name, mode: mode_bits, sha256: sha, text });
             } else {
                 return Err(p.err(format!(
-                    "expected `after`, `artifact`, `diff`, `change` or `node`, found `{}`",
+                    "expected `after`, `artifact`, `prior`, `change` or `node`, found `{}`",
                     shorten(l)
                 )));
             }
         }
     }
-    let plan = Plan { created, expires, planner, commit: commit.to_owned(), dirty, nodes };
+    let mut plan = Plan { created, expires, planner, commit: commit.to_owned(), dirty, nodes };
     check_order(&plan, file, &change_lines)?;
+    // What a reviewer sees is computed here from bound content, never read from the file.
+    for n in &mut plan.nodes {
+        let actual = match &n.status {
+            PlannedStatus::Reachable { actual, .. } => actual.clone(),
+            PlannedStatus::Unreachable { .. } => Vec::new(),
+        };
+        for c in &mut n.changes {
+            c.diffs = super::diffs_of(c, &actual);
+        }
+    }
     if plan.summary() != summary {
         return Err(PlanFileError {
             file: file.to_owned(),
@@ -678,7 +721,15 @@ mod tests {
             service: ServiceName::parse(s).unwrap(),
             node: NodeName::parse(n).unwrap(),
         };
-        Plan {
+        let old = "a: |\n  end\n|y\n";
+        let actual = vec![
+            "broker manifest 00".to_owned(),
+            format!(
+                "broker file docker-compose.yml {} 0644",
+                crate::digest::sha256_hex(old.as_bytes())
+            ),
+        ];
+        let mut plan = Plan {
             created: "2026-11-25T10:00:00Z".into(),
             expires: "2026-11-26T10:00:00Z".into(),
             planner: "owner@saturn SHA256:abc".into(),
@@ -688,8 +739,8 @@ mod tests {
                 NodePlan {
                     node: NodeName::parse("edge-a").unwrap(),
                     status: PlannedStatus::Reachable {
-                        fingerprint: "sha256:00".into(),
-                        actual: vec!["broker manifest none".into()],
+                        fingerprint: crate::observe::fingerprint_of(&actual),
+                        actual: actual.clone(),
                     },
                     changes: vec![Change {
                         instance: inst("broker", "edge-a"),
@@ -710,7 +761,13 @@ mod tests {
                                 text: "exit 0".into(),
                             },
                         ],
-                        diffs: vec![("docker-compose.yml".into(), "--- a\n+++ b\n-x\n+y\n".into())],
+                        prior: vec![PlannedArtifact {
+                            name: "docker-compose.yml".into(),
+                            mode: 0o644,
+                            sha256: crate::digest::sha256_hex(old.as_bytes()),
+                            text: old.into(),
+                        }],
+                        diffs: Vec::new(),
                         runtime: Some(crate::plan::Runtime {
                             healthcheck: crate::model::Healthcheck {
                                 interval: std::time::Duration::from_secs(30),
@@ -730,7 +787,11 @@ mod tests {
                     engine: None,
                 },
             ],
-        }
+        };
+        let c = &mut plan.nodes[0].changes[0];
+        c.diffs = crate::plan::diffs_of(c, &actual);
+        assert!(!c.diffs.is_empty());
+        plan
     }
 
     #[test]
@@ -743,10 +804,10 @@ mod tests {
 
     #[test]
     fn other_versions_are_refused_naming_both() {
-        let text = encode(&sample()).replacen("homelab-plan 1", "homelab-plan 7", 1);
+        let text = encode(&sample()).replacen("homelab-plan 2", "homelab-plan 7", 1);
         let e = decode(&text, "p").unwrap_err();
         assert_eq!(e.line, 1);
-        assert!(e.message.contains("format version 7; this homelab reads version 1"), "{e}");
+        assert!(e.message.contains("format version 7; this homelab reads version 2"), "{e}");
     }
 
     #[test]
@@ -803,7 +864,7 @@ mod tests {
     #[test]
     fn truncation_is_refused() {
         let text = encode(&sample());
-        let cut = &text[..text.find("diff docker").unwrap() + 30];
+        let cut = &text[..text.find("prior docker").unwrap() + 30];
         assert!(decode(cut, "p").is_err());
     }
 }

@@ -108,7 +108,12 @@ pub struct Change {
     pub after: Vec<Instance>,
     /// The full new content of every artifact to write (create, update, replace).
     pub artifacts: Vec<PlannedArtifact>,
-    /// Unified diffs against what homelab deployed before (update), by artifact name.
+    /// What homelab deployed before (update), for every artifact whose bytes on the node are
+    /// still what its manifest says: bound by hash to the node's `actual` lines. A file edited
+    /// by hand on the node is never carried (it may hold a secret).
+    pub prior: Vec<PlannedArtifact>,
+    /// Unified diffs by artifact name, computed from `prior` and `artifacts` by [`diffs_of`]
+    /// (never read from a plan file): what a reviewer is shown.
     pub diffs: Vec<(String, String)>,
     /// What apply needs from the contract (create, update, replace): healthcheck and the
     /// names of the secrets that must be on the node. Part of what is reviewed and signed.
@@ -249,16 +254,18 @@ pub fn diff(
                 ),
                 after: Vec::new(),
                 artifacts: Vec::new(),
+                prior: Vec::new(),
                 diffs: Vec::new(),
                 runtime: None,
             });
         }
+        let actual = state.fingerprint_lines();
+        for c in &mut changes {
+            c.diffs = diffs_of(c, &actual);
+        }
         nodes.push(NodePlan {
             node: a.node.clone(),
-            status: PlannedStatus::Reachable {
-                fingerprint: state.fingerprint(),
-                actual: state.fingerprint_lines(),
-            },
+            status: PlannedStatus::Reachable { fingerprint: state.fingerprint(), actual },
             changes,
             engine: Some(engine_summary(&state.engine)),
         });
@@ -332,13 +339,14 @@ fn change_for(
     after: Vec<Instance>,
 ) -> Change {
     let all: Vec<PlannedArtifact> = rendered.artifacts.iter().map(planned).collect();
-    let mk = |action, reason: String, artifacts, diffs| Change {
+    let mk = |action, reason: String, artifacts, prior| Change {
         instance: inst.clone(),
         action,
         reason,
         after: after.clone(),
         artifacts,
-        diffs,
+        prior,
+        diffs: Vec::new(),
         runtime: None,
     };
     let Some(deployed) = deployed else {
@@ -366,35 +374,19 @@ fn change_for(
     };
     let drift = deployed.drift();
     let mut changed = Vec::new();
-    let mut diffs = Vec::new();
     for a in &all {
         let before = manifest.artifacts.iter().find(|m| m.name == a.name);
         let on_disk = deployed.files.get(&a.name);
         let same = before
             .is_some_and(|m| m.sha256 == a.sha256 && format!("{:04o}", a.mode) == m.mode)
             && on_disk.is_some_and(|f| f.sha256 == a.sha256 && f.mode == format!("{:04o}", a.mode));
-        if same {
-            continue;
-        }
-        changed.push(a.name.clone());
-        let old = on_disk.and_then(|f| f.content.as_deref());
-        match old {
-            Some(old) if old != a.text => {
-                diffs.push((a.name.clone(), unified(&a.name, old, &a.text)))
-            }
-            Some(_) => {}
-            None if before.is_none() => diffs.push((a.name.clone(), unified(&a.name, "", &a.text))),
-            // Edited by hand on the node: its content may hold anything and is not shown.
-            None => {}
+        if !same {
+            changed.push(a.name.clone());
         }
     }
     for m in &manifest.artifacts {
         if !all.iter().any(|a| a.name == m.name) {
             changed.push(m.name.clone());
-            let old = deployed.files.get(&m.name).and_then(|f| f.content.as_deref());
-            if let Some(old) = old {
-                diffs.push((m.name.clone(), unified(&m.name, old, "")));
-            }
         }
     }
     if changed.is_empty() && drift.is_empty() {
@@ -407,7 +399,71 @@ fn change_for(
     if !drift.is_empty() {
         reason.push(format!("drift on the node: {}", drift.join("; ")));
     }
-    mk(Action::Update, reason.join("; "), all, diffs)
+    mk(Action::Update, reason.join("; "), all, prior_of(deployed))
+}
+
+/// The node's copies of homelab's artifacts whose content is known (exactly what the manifest
+/// says homelab wrote) and whose mode a plan can carry.
+fn prior_of(deployed: &DeployedService) -> Vec<PlannedArtifact> {
+    deployed
+        .files
+        .iter()
+        .filter_map(|(name, f)| {
+            let text = f.content.clone()?;
+            let mode = match f.mode.as_str() {
+                "0644" => 0o644,
+                "0755" => 0o755,
+                _ => return None,
+            };
+            Some(PlannedArtifact { name: name.clone(), mode, sha256: f.sha256.clone(), text })
+        })
+        .collect()
+}
+
+/// What a reviewer is shown for a change, computed from content the plan binds: a create or
+/// replace shows every artifact whole; an update diffs the prior content (what the node holds,
+/// by hash) against the new; a file on the node whose content homelab does not know (edited by
+/// hand) is said to be so, and its new content shown whole.
+pub fn diffs_of(c: &Change, actual: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match c.action {
+        Action::NoOp | Action::Delete => {}
+        Action::Create | Action::Replace => {
+            for a in &c.artifacts {
+                out.push((a.name.clone(), unified(&a.name, "", &a.text)));
+            }
+        }
+        Action::Update => {
+            let names: std::collections::BTreeSet<&str> =
+                c.artifacts.iter().chain(&c.prior).map(|a| a.name.as_str()).collect();
+            let svc = c.instance.service.as_str();
+            for name in names {
+                let before = c.prior.iter().find(|a| a.name == name).map(|a| a.text.as_str());
+                let after = c.artifacts.iter().find(|a| a.name == name).map(|a| a.text.as_str());
+                let on_node = actual.iter().any(|l| l.starts_with(&format!("{svc} file {name} ")));
+                match (before, after) {
+                    (Some(b), Some(a)) if b != a => {
+                        out.push((name.to_owned(), unified(name, b, a)))
+                    }
+                    (Some(b), None) => out.push((name.to_owned(), unified(name, b, ""))),
+                    (None, Some(a)) if on_node => out.push((
+                        name.to_owned(),
+                        TextDiff::from_lines("", a)
+                            .unified_diff()
+                            .context_radius(3)
+                            .header(
+                                &format!("a/{name} (on the node, edited by hand: not shown)"),
+                                &format!("b/{name}"),
+                            )
+                            .to_string(),
+                    )),
+                    (None, Some(a)) => out.push((name.to_owned(), unified(name, "", a))),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A unified diff with three lines of context, `a/` and `b/` headers as Git writes them.

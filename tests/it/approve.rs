@@ -737,3 +737,146 @@ fn unsigned_text_after_the_signature_a_huge_version_line_and_a_broken_signers_fi
     );
     p.refused(&["cannot check signatures", "allowed_signers"]);
 }
+
+/// A repository committed to Git with a policy that approves only committed plans, and a plan
+/// made from that commit.
+fn committed() -> Planned {
+    let lab = Lab::new();
+    let planner = lab.keygen("planner");
+    let operator = lab.keygen("operator");
+    lab.allow(&[
+        ("planner@test", "namespaces=\"homelab-plan\"", &planner),
+        ("operator@test", "", &operator),
+    ]);
+    lab.write(
+        "repo/inventory/policy.yaml",
+        "plan_ttl: 24h\napprovals:\n  default:\n    required: 1\n    approvers: [operator@test]\n",
+    );
+    lab.git_commit();
+    let id = lab.plan(&planner);
+    Planned { lab, planner, operator, id }
+}
+
+/// `body` with the content of the first `artifact <name>` block edited by `edit` and its
+/// `artifact` line's sha256 fixed to match: a plan that decodes, by a planner key that is
+/// allowed, whose content is not what its commit renders.
+fn with_artifact_edited(body: &str, name: &str, edit: impl Fn(&str) -> String) -> String {
+    let lines: Vec<&str> = body.split_inclusive('\n').collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("artifact {name} ")))
+        .unwrap_or_else(|| panic!("no artifact {name} in the plan"));
+    let end = start + lines[start..].iter().position(|l| *l == "end\n").unwrap();
+    let content: String =
+        lines[start + 1..end].iter().map(|l| l.strip_prefix('|').unwrap()).collect();
+    let edited = edit(&content);
+    let header: Vec<&str> = lines[start].trim_end().split(' ').collect();
+    let mut out: String = lines[..start].concat();
+    out.push_str(&format!(
+        "artifact {} {} {}\n",
+        header[1],
+        header[2],
+        crate::support::sha256_hex(edited.as_bytes())
+    ));
+    for l in edited.split_inclusive('\n') {
+        out.push('|');
+        out.push_str(l);
+    }
+    out.push_str("end\n");
+    out.push_str(&lines[end + 1..].concat());
+    out
+}
+
+/// What the approver sees is what the node gets (issue 8, findings 1 and 2): a plan whose
+/// compose file differs by one line from its commit's render is refused by `approve` (naming
+/// the file), `show` says why, and `apply` refuses it; the honest plan passes all three.
+#[test]
+fn a_plan_whose_artifacts_differ_from_its_commit_is_refused_everywhere() {
+    let p = committed();
+    let honest = p.lab.homelab(&["show", &format!("repo/plans/{}.plan", p.id)]);
+    assert_eq!(honest.code, 0, "{}{}", honest.stdout, honest.stderr);
+    assert!(
+        honest.stdout.contains("verified: every artifact is the render of commit"),
+        "{}",
+        honest.stdout
+    );
+
+    let id = p.resigned(|body| {
+        with_artifact_edited(body, "docker-compose.yml", |c| {
+            c.replacen(
+                "restart: unless-stopped\n",
+                "restart: unless-stopped\n    privileged: true\n",
+                1,
+            )
+        })
+    });
+    let plan = format!("repo/plans/{id}.plan");
+    let before = p.lab.snapshot();
+    let approve = p.lab.homelab(&[
+        "approve",
+        &plan,
+        "--key",
+        p.operator.arg(),
+        "--yes",
+        "--controller-root",
+        "rt",
+    ]);
+    p.lab.snapshot().assert_same(&before, "a refused approval");
+    assert_eq!(approve.code, 3, "{}{}", approve.stdout, approve.stderr);
+    assert!(
+        approve.stderr.contains("docker-compose.yml differs from the render of commit"),
+        "{}",
+        approve.stderr
+    );
+    assert!(approve.stderr.contains("line 6"), "{}", approve.stderr);
+    let show = p.lab.homelab(&["show", &plan]);
+    assert_eq!(show.code, 3, "{}", show.stderr);
+    assert!(show.stdout.contains("REFUSED"), "{}", show.stdout);
+    assert!(show.stderr.contains("differs from the render of commit"), "{}", show.stderr);
+    // resigned() wrote an approval made by ssh-keygen: apply still refuses.
+    p.refused_id(&id, &["docker-compose.yml differs from the render of commit"]);
+
+    // A service no commit places on the node.
+    let id = p.resigned(|body| body.replace("web@alpha", "evil@alpha"));
+    p.refused_id(&id, &["the commit does not place it on this node"]);
+
+    // A commit the repository does not have.
+    let id = p.resigned(|body| {
+        let line = body.lines().find(|l| l.starts_with("commit ")).unwrap();
+        body.replacen(line, &format!("commit {} clean", "ab".repeat(20)), 1)
+    });
+    p.refused_id(&id, &["is not in the repository", "git fetch"]);
+
+    let approve = p.approve(&p.operator);
+    assert!(approve.stderr.contains("approved by operator@test"), "{}", approve.stderr);
+    p.passes();
+}
+
+/// The planner shown is the signer (issue 8, finding 3): a plan that names another planner
+/// than the key that signed it is refused.
+#[test]
+fn a_plan_naming_another_planner_than_its_signer_is_refused() {
+    let p = Planned::new();
+    let id = p.resigned(|body| {
+        let line = body.lines().find(|l| l.starts_with("planner ")).unwrap();
+        body.replacen(line, "planner owner@saturn SHA256:someone-else", 1)
+    });
+    p.refused_id(
+        &id,
+        &["claims it was made by `owner@saturn SHA256:someone-else`", "planner@test"],
+    );
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert!(show.stdout.contains("NOT VALID"), "{}", show.stdout);
+}
+
+/// A plan made from uncommitted changes is approvable only where the policy says so.
+#[test]
+fn an_uncommitted_plan_is_refused_unless_the_policy_allows_it() {
+    let p = committed();
+    p.lab.write("repo/services/web/README.md", "edited, not committed\n");
+    let id = p.lab.plan(&p.planner);
+    let approve = p.lab.approve(&id, &p.operator);
+    assert_eq!(approve.code, 3, "{}", approve.stderr);
+    assert!(approve.stderr.contains("made from uncommitted changes"), "{}", approve.stderr);
+    assert!(approve.stderr.contains("allow_uncommitted"), "{}", approve.stderr);
+}

@@ -96,7 +96,7 @@ fn a_plan_of_an_empty_runtime_root_is_readable_signed_and_pending() {
 
     // The file: signed bytes, then one signature block; its id is the digest of the signed bytes.
     let text = lab.plan_file(&id);
-    assert!(text.starts_with("homelab-plan 1\n"), "{text}");
+    assert!(text.starts_with("homelab-plan 2\n"), "{text}");
     let (body, sig) = split_plan(&text);
     assert!(body.ends_with('\n'));
     assert_eq!(
@@ -229,19 +229,18 @@ fn a_hand_edit_on_a_node_is_drift_and_a_changed_compose_file_is_a_unified_diff()
     );
     assert!(out.stdout.contains(diff), "{}", out.stdout);
 
+    // The file carries what the node holds (bound by hash to its state), never a diff: the
+    // diff above is computed by the reader.
     let id = out.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap();
     let body = lab.plan_file(id);
-    assert!(
-        body.contains("diff docker-compose.yml\n|--- a/docker-compose.yml\n|+++ b/docker-compose.yml\n|@@ -3,7 +3,7 @@\n"),
-        "{body}"
-    );
-    assert!(
-        body.contains(
-            "\n|-    command: [\"sleep\", \"86400\"]\n|+    command: [\"sleep\", \"3600\"]\n"
-        ),
-        "{body}"
-    );
+    assert!(!body.contains("\ndiff "), "{body}");
+    assert!(body.contains("\nprior docker-compose.yml 0644 "), "{body}");
+    assert!(body.contains("\n|    command: [\"sleep\", \"86400\"]\n"), "{body}");
+    assert!(body.contains("\n|    command: [\"sleep\", \"3600\"]\n"), "{body}");
     assert!(!body.contains("privileged"), "{body}");
+    let shown = lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert!(shown.stdout.contains(diff), "{}", shown.stdout);
+    assert!(!shown.stdout.contains("privileged"), "{}", shown.stdout);
 }
 
 #[test]
@@ -496,18 +495,18 @@ fn show_refuses_another_format_version_naming_both() {
     let (lab, key) = lab_with_operator();
     let id = lab.plan(&key);
     let text = lab.plan_file(&id);
-    let v2 = text.replacen("homelab-plan 1\n", "homelab-plan 2\n", 1);
+    let v2 = text.replacen("homelab-plan 2\n", "homelab-plan 3\n", 1);
     let (body, _) = split_plan(&v2);
     let new_id = id_of(body.as_bytes());
 
-    // Edited in place, and as a version 2 homelab would name it.
+    // Edited in place, and as a version 3 homelab would name it.
     for name in [id.clone(), new_id] {
         lab.write(&format!("repo/plans/{name}.plan"), &v2);
         let out = lab.homelab(&["show", &format!("repo/plans/{name}.plan")]);
         assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
         assert!(out.stdout.is_empty(), "{}", out.stdout);
         assert!(
-            out.stderr.contains("format version 2; this homelab reads version 1"),
+            out.stderr.contains("format version 3; this homelab reads version 2"),
             "{name}: {}",
             out.stderr
         );

@@ -337,7 +337,7 @@ impl Lab {
         self.write(
             "repo/inventory/policy.yaml",
             format!(
-                "plan_ttl: {ttl}\napprovals:\n  default:\n    required: {required}\n    approvers: [{}]\n",
+                "plan_ttl: {ttl}\nallow_uncommitted: true\napprovals:\n  default:\n    required: {required}\n    approvers: [{}]\n",
                 approvers.join(", ")
             ),
         );
