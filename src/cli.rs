@@ -403,8 +403,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
                 approved,
                 target,
                 services,
-                stage: stage.filter(|s| !matches!(s, StageArg::Diagnose)).map(StageArg::stage),
-                diagnose: matches!(stage, Some(StageArg::Diagnose)),
+                mode: match stage {
+                    Some(StageArg::Diagnose) => crate::apply::Mode::Diagnose,
+                    _ => crate::apply::Mode::Run { only: stage.map(StageArg::stage) },
+                },
                 resume: *resume,
                 lock_wait: *lock_wait,
                 parallel: *parallel,

@@ -1,14 +1,16 @@
 //! `homelab apply plans/<id>.approved`: pre-flight (every refusal, nothing changed), then
 //! execution per node, then the record of what happened.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::apply::{self, NodeOutcome, Options};
+use crate::apply::{self, Mode, NodeOutcome, Options, Verdict};
 use crate::error::Error;
 use crate::model::Homelab;
-use crate::node::journal::Stage;
+use crate::node::records::{Applied, ApplyState, NodeSummary};
+use crate::node::{ActionState, Layout};
 
 use super::approve::{
     check_approvals, check_not_consumed_or_rejected, check_not_expired, read_plan, verify_planner,
@@ -91,13 +93,19 @@ pub struct ApplyArgs<'a> {
     pub approved: &'a Path,
     pub target: &'a crate::cli::Target,
     pub services: &'a [String],
-    pub stage: Option<Stage>,
-    /// `--stage diagnose`: inspect only.
-    pub diagnose: bool,
+    /// The stages to run, or `--stage diagnose` (inspect only).
+    pub mode: Mode,
     pub resume: bool,
     pub lock_wait: u64,
     pub parallel: usize,
     pub json: bool,
+}
+
+/// Writes one of the controller's records atomically.
+fn write_record(path: &str, bytes: &[u8]) -> Result<(), Error> {
+    let path = Path::new(path);
+    crate::files::write_atomic(path, bytes)
+        .map_err(|source| Error::Write { path: path.to_path_buf(), source })
 }
 
 pub fn run(
@@ -108,7 +116,8 @@ pub fn run(
 ) -> Result<u8, Error> {
     let target = args.target;
     let records = Records { root: target.controller.root(target.root.as_ref()) };
-    let loaded = preflight(lab, args.approved, &records, args.resume, args.diagnose)?;
+    let diagnose = args.mode == Mode::Diagnose;
+    let loaded = preflight(lab, args.approved, &records, args.resume, diagnose)?;
     eprintln!("pre-flight passed for plan {}: {}", loaded.id, loaded.plan.summary());
     let transport = crate::cli::transport_for(repo, target)?;
     let nodes =
@@ -126,30 +135,41 @@ pub fn run(
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
+    let pid = std::process::id();
+    let clock: crate::clock::Clock = SystemTime::now;
     let opts = Options {
         nodes,
         services,
-        stage: args.stage,
+        mode: args.mode,
         resume: args.resume,
         lock_wait: Duration::from_secs(args.lock_wait),
         parallel: args.parallel,
-        holder: format!("{user}@{host} pid {}", std::process::id()),
-        diagnose: args.diagnose,
+        holder: format!("{user}@{host} pid {pid}"),
+        host,
+        pid,
+        clock,
     };
     // The controller's record: from here on, a plain second apply of this plan is a replay.
-    let consumed = records.consumed(&loaded.id);
-    let first = !consumed.exists();
-    let record = |state: &str, outcomes: &serde_json::Value| {
-        let v = serde_json::json!({"plan": loaded.id, "state": state, "updated": super::now_rfc3339(), "by": opts.holder, "nodes": outcomes});
-        format!("{}\n", serde_json::to_string_pretty(&v).expect("json"))
+    let controller = Layout::local(&records.root);
+    let applied = controller.applied(&loaded.id);
+    let first = !Path::new(&applied).exists();
+    let record = |state: ApplyState, nodes: BTreeMap<String, NodeSummary>| {
+        Applied {
+            plan: loaded.id.clone(),
+            state,
+            updated: crate::clock::rfc3339(clock()),
+            by: opts.holder.clone(),
+            nodes,
+        }
+        .to_bytes()
     };
     // Diagnosing changes nothing, so it leaves no record either.
-    let first = first && !args.diagnose;
+    let first = first && !diagnose;
     if first {
-        super::write_atomic(&consumed, record("started", &serde_json::json!({})).as_bytes())?;
+        write_record(&applied, &record(ApplyState::Started, BTreeMap::new()))?;
     }
     let outcomes = if args.json {
-        let sink = apply::sink::Json::new(std::io::stdout());
+        let sink = apply::sink::Json::new(std::io::stdout(), clock);
         apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
     } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let sink = apply::sink::Progress::new();
@@ -158,27 +178,31 @@ pub fn run(
         let sink = apply::sink::Plain::new(std::io::stderr());
         apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
     };
-    let summary: serde_json::Map<String, serde_json::Value> = outcomes
+    let summary: BTreeMap<String, NodeSummary> = outcomes
         .iter()
         .map(|(n, o)| {
-            (n.to_string(), serde_json::json!({"outcome": o.label(), "detail": o.detail()}))
+            (n.to_string(), NodeSummary { outcome: o.label().to_owned(), detail: o.detail() })
         })
         .collect();
-    let summary = serde_json::Value::Object(summary);
-    let code = apply::exit_code(&outcomes);
-    let whole = opts.nodes.is_none() && opts.services.is_none() && opts.stage.is_none();
-    if args.diagnose {
+    // Until the lead moves it to the one place exit codes are decided.
+    let code = match apply::verdict(&outcomes) {
+        Verdict::Success => 0,
+        Verdict::Refused => 3,
+        Verdict::Failed => 1,
+    };
+    let whole = opts.nodes.is_none() && opts.services.is_none() && opts.mode.only().is_none();
+    if diagnose {
         // Nothing to record.
     } else if first && !outcomes.values().any(NodeOutcome::touched) {
         // Nothing was done anywhere: the plan is not consumed.
-        let _ = std::fs::remove_file(&consumed);
+        let _ = std::fs::remove_file(&applied);
     } else {
-        let state = if code == 0 && whole { "completed" } else { "partial" };
-        super::write_atomic(&consumed, record(state, &summary).as_bytes())?;
-        let pending = records.pending(&loaded.id);
-        if pending.exists() && state == "completed" {
-            let done = records.root.join("actions/completed").join(format!("{}.json", loaded.id));
-            super::write_atomic(&done, record(state, &summary).as_bytes())?;
+        let state = if code == 0 && whole { ApplyState::Completed } else { ApplyState::Partial };
+        write_record(&applied, &record(state, summary.clone()))?;
+        let pending = controller.action(ActionState::Pending, &loaded.id);
+        if Path::new(&pending).exists() && state == ApplyState::Completed {
+            let done = controller.action(ActionState::Completed, &loaded.id);
+            write_record(&done, &record(state, summary.clone()))?;
             let _ = std::fs::remove_file(pending);
         }
     }
@@ -222,8 +246,7 @@ pub fn unlock(
         let exec = transport
             .connect(node)
             .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
-        let lock = format!("{}/state/lock", exec.root());
-        let holder = apply::remote::break_lock(exec.as_ref(), &lock)
+        let holder = apply::remote::break_lock(exec.as_ref(), &Layout::new(exec.root()))
             .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
         writeln!(
             out,
