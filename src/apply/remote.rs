@@ -324,11 +324,8 @@ pub enum Lock {
 
 /// Takes the node lock for `holder` (the exact bytes [`unlock`] compares later).
 pub fn lock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<Lock, StepError> {
-    let args = [layout.lock(), layout.lock_holder()];
-    let out = ok(
-        sh(exec, LOCK, &args.each_ref().map(String::as_str), holder, SHORT, false)?,
-        "taking the node lock",
-    )?;
+    let (l, h) = (layout.lock(), layout.lock_holder());
+    let out = ok(sh(exec, LOCK, &[&l, &h], holder, SHORT, false)?, "taking the node lock")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     match text.split_once('\n') {
         Some(("acquired", _)) => Ok(Lock::Acquired),
@@ -340,21 +337,14 @@ pub fn lock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<Lock,
 
 /// Releases the lock if `holder` (the bytes given to [`lock`]) still holds it.
 pub fn unlock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<(), StepError> {
-    let args = [layout.lock(), layout.lock_holder()];
-    ok(
-        sh(exec, UNLOCK, &args.each_ref().map(String::as_str), holder, SHORT, false)?,
-        "releasing the node lock",
-    )
-    .map(|_| ())
+    let (l, h) = (layout.lock(), layout.lock_holder());
+    ok(sh(exec, UNLOCK, &[&l, &h], holder, SHORT, false)?, "releasing the node lock").map(|_| ())
 }
 
 /// Removes the lock whoever holds it; returns what its `holder.json` said (`{}` if nothing).
 pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<String, StepError> {
-    let args = [layout.lock(), layout.lock_holder()];
-    let out = ok(
-        sh(exec, BREAK_LOCK, &args.each_ref().map(String::as_str), b"", SHORT, false)?,
-        "breaking the node lock",
-    )?;
+    let (l, h) = (layout.lock(), layout.lock_holder());
+    let out = ok(sh(exec, BREAK_LOCK, &[&l, &h], b"", SHORT, false)?, "breaking the node lock")?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 

@@ -392,6 +392,7 @@ pub fn refresh_all<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::journal::{Entry, Stage};
 
     const GOOD: &[u8] =
         b"homelab-refresh 1\nconsumed abc\nservice web\nfile 5 644 healthcheck.sh\nexit\n\nend\n";
@@ -403,6 +404,37 @@ mod tests {
         let web = &state.services["web"];
         assert_eq!(web.files["healthcheck.sh"].mode, "0644");
         assert_eq!(web.manifest, ManifestState::Missing);
+    }
+
+    /// A lock is held even when its `holder.json` is not ours to read: its holder is unknown,
+    /// shown as found, and never taken for this plan's nor for gone.
+    #[test]
+    fn an_unparseable_lock_holder_is_still_a_holder() {
+        let state =
+            parse_refresh(b"homelab-refresh 1\nlock { \"holder\": \"root@x pid 1\" } \nend\n")
+                .unwrap();
+        let holder = state.lock.expect("held");
+        assert_eq!(holder.holder, "{ \"holder\": \"root@x pid 1\" }");
+        assert!(holder.plan.is_empty() && !holder.is_gone_from(""));
+    }
+
+    /// A journal's switched but unconfirmed services are interrupted, named by the stage the
+    /// journal records.
+    #[test]
+    fn a_journal_stopped_after_the_switch_marks_its_service_interrupted() {
+        let mut j = Journal::new("p1", "n", std::time::UNIX_EPOCH);
+        for (svc, stage) in [("a", Stage::Deployed), ("b", Stage::Prepared)] {
+            let e = Entry { action: "update".into(), stage, previous: None, error: None };
+            j.services.insert(svc.into(), e);
+        }
+        let bytes = j.to_bytes();
+        let mut answer = format!("homelab-refresh 1\njournal {} p1\n", bytes.len()).into_bytes();
+        answer.extend(&bytes);
+        answer.extend(b"\nend\n");
+        let state = parse_refresh(&answer).unwrap();
+        assert!(state.journals.contains("p1"));
+        let want = [("a".to_owned(), ("p1".to_owned(), "deployed".to_owned()))];
+        assert_eq!(state.interrupted, want.into_iter().collect());
     }
 
     /// Whatever a node answers (a hostile or broken one), refresh errs, it never panics.
