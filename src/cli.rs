@@ -244,8 +244,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
                 approved,
                 target,
                 services,
-                stage: stage.filter(|s| !matches!(s, StageArg::Diagnose)).map(stage_of),
-                diagnose: matches!(stage, Some(StageArg::Diagnose)),
+                mode: match stage {
+                    Some(StageArg::Diagnose) => crate::apply::Mode::Diagnose,
+                    _ => crate::apply::Mode::Run { only: stage.map(stage_of) },
+                },
                 resume: *resume,
                 lock_wait: *lock_wait,
                 parallel: *parallel,

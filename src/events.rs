@@ -1,6 +1,10 @@
 //! Events: append-only JSON lines at `<root>/events/YYYY-MM-DD/<node>/events.jsonl`, with the
 //! guide's fields (type, severity, source, service, correlation id, data) plus time and node.
 //! Events never carry a secret: callers put names and states in `data`, never values.
+//! Paths come from `node::Layout`; the time of an event is given by the caller (this module
+//! reads no clock), and it imports nothing of `command` or `cli`.
+
+use crate::node::Layout;
 
 /// The guide's normalized event types.
 pub const TYPES: [&str; 10] = [
@@ -18,8 +22,10 @@ pub const TYPES: [&str; 10] = [
 
 pub const SEVERITIES: [&str; 5] = ["debug", "info", "warning", "error", "critical"];
 
-/// One event as a JSON line (with the trailing newline).
+/// One event as a JSON line (with the trailing newline), at `time` (RFC 3339).
+#[allow(clippy::too_many_arguments)] // the guide's fields, in `emit_event`'s order
 pub fn line(
+    time: &str,
     kind: &str,
     severity: &str,
     source: &str,
@@ -29,7 +35,7 @@ pub fn line(
     data: serde_json::Value,
 ) -> String {
     let v = serde_json::json!({
-        "time": crate::command::now_rfc3339(),
+        "time": time,
         "node": node,
         "type": kind,
         "severity": severity,
@@ -43,7 +49,7 @@ pub fn line(
 
 /// Where a node's events of a day are.
 pub fn path(root: &std::path::Path, day: &str, node: &str) -> std::path::PathBuf {
-    root.join("events").join(day).join(node).join("events.jsonl")
+    Layout::local(root).events(day, node).into()
 }
 
 /// Appends one line in one `write(2)` with `O_APPEND`, then fsyncs: concurrent writers never
@@ -70,7 +76,8 @@ pub fn read_all(root: &std::path::Path, node: Option<&str>) -> (Vec<serde_json::
         v.sort();
         v
     };
-    for day in list(&root.join("events")) {
+    let events_root = std::path::PathBuf::from(Layout::local(root).events_root());
+    for day in list(&events_root) {
         for dir in list(&day) {
             let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if node.is_some_and(|n| n != name) {

@@ -9,10 +9,11 @@
 //!   │          graph, render      pure: the dependency graph, the exact artifacts per instance
 //!   ├─ observe ─ transport        actual state of each node, over ssh or locally
 //!   ├─ plan (diff, display, file) pure diff of desired and actual; the plan file's one owner
+//!   ├─ review                     the plan's artifacts against the render of its commit
 //!   ├─ approve (sshsig, signers,  signatures, which key signs, who may approve, pre-flight
 //!   │           keys, policy)
-//!   ├─ apply (schedule, node,     per node over a transport: stages, journal, lock, rollback
-//!   │         service, outcome)
+//!   ├─ apply (schedule, board,    per node over a transport: stages, journal, lock, rollback
+//!   │         node, service, outcome)
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
 //! clock, digest, files, git       time formatting, SHA-256, atomic local writes, the Git tree

@@ -2,16 +2,14 @@
 //! script as a positional argument (`"$1"`), never inside the script text, and the argument
 //! vector is quoted by `transport::quote` on the way (SSH) or passed as-is (local).
 //!
-//! Layout under `<root>/state/` (DESIGN.md §6):
-//! - `services/<svc>` → symlink to `releases/<svc>/<plan-id>/`: the live compose project;
-//!   switching versions is one atomic `rename(2)` of a symlink.
-//! - `releases/<svc>/<plan-id>/`: artifacts and `manifest.json` of one version.
-//! - `deploy/<plan-id>/journal.json`: stage state of an apply, written durably.
-//! - `lock/`: the node lock (`mkdir` is atomic), `holder.json` names holder and plan.
-//! - `consumed/<plan-id>.json`: plans applied on this node (replay protection).
+//! Scripts are given every path they touch, computed by `node::Layout` (DESIGN.md §6); they
+//! never spell a path under `<root>` themselves. This module decides nothing: which step runs
+//! when, and what its result means, is the rest of `apply`'s.
 
 use std::time::Duration;
 
+use crate::node::records::LockHolder;
+use crate::node::Layout;
 use crate::transport::{ExecError, NodeExec, Output};
 
 /// Short steps (file writes, renames) and long ones (pulling, starting containers).
@@ -67,20 +65,20 @@ else
 fi
 "#;
 
-/// Points `services/<svc>` at a release (atomic symlink rename) and brings the project up.
-/// Idempotent: running it again after a dropped link converges to the same state.
+/// Points the live link of a service at a release (atomic symlink rename) and brings the
+/// project up. Idempotent: running it again after a dropped link converges to the same state.
+/// A live folder that is not a link (deployed by hand) is kept among the releases.
 const SWITCH_AND_UP: &str = r#"set -eu
-root=$1; svc=$2; rel=$3
-live="$root/state/services/$svc"
-mkdir -p -- "$root/state/services" "$root/data/$svc" "$root/logs/$svc"
+svc=$1; rel=$2; live=$3; services=$4; data=$5; logs=$6; releases=$7
+mkdir -p -- "$services" "$data" "$logs"
 if [ -d "$live" ] && [ ! -L "$live" ]; then
-  mkdir -p -- "$root/state/releases/$svc"
-  mv -- "$live" "$root/state/releases/$svc/adopted-$(date +%s)"
+  mkdir -p -- "$releases"
+  mv -- "$live" "$releases/adopted-$(date +%s)"
 fi
 rm -f -- "$live.new"
 ln -s -- "$rel" "$live.new"
 mv -fT -- "$live.new" "$live"
-sync -- "$root/state/services"
+sync -- "$services"
 cd -- "$live"
 if [ -f docker-compose.override.yml ]; then
   docker compose -p "$svc" -f docker-compose.yml -f docker-compose.override.yml up -d --remove-orphans
@@ -91,8 +89,7 @@ fi
 
 /// Takes a project down and removes its live link (releases are kept for rollback).
 const DOWN_AND_UNLINK: &str = r#"set -eu
-root=$1; svc=$2
-live="$root/state/services/$svc"
+svc=$1; live=$2; services=$3
 if [ -e "$live" ]; then
   cd -- "$live"
   if [ -f docker-compose.override.yml ]; then
@@ -103,7 +100,7 @@ if [ -e "$live" ]; then
   cd /
 fi
 rm -f -- "$live"
-sync -- "$root/state/services" 2>/dev/null || true
+sync -- "$services" 2>/dev/null || true
 "#;
 
 /// Runs the contract's healthcheck once, with its timeout.
@@ -116,9 +113,9 @@ timeout -k 2 "$secs" sh ./healthcheck.sh
 /// What a failing service looks like, for the incident: status and recent logs, written to
 /// `logs/<svc>/` on the node (logs may hold secrets: they stay on the node).
 const DIAGNOSE: &str = r#"set -u
-root=$1; svc=$2; out=$3
+svc=$1; live=$2; out=$3
 mkdir -p -- "$(dirname -- "$out")"
-cd -- "$root/state/services/$svc" 2>/dev/null || cd /
+cd -- "$live" 2>/dev/null || cd /
 {
   echo "== docker compose ps"; docker compose -p "$svc" ps -a 2>&1
   echo "== docker compose logs (last 100 lines)"; docker compose -p "$svc" logs --no-color --tail 100 2>&1
@@ -126,25 +123,28 @@ cd -- "$root/state/services/$svc" 2>/dev/null || cd /
 docker compose -p "$svc" ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20
 "#;
 
-/// Takes the node lock, or prints the holder.
+/// Takes the node lock (`mkdir` is atomic) and writes stdin as its holder, or prints the
+/// holder there is.
 const LOCK: &str = r#"set -u
-l=$1
+l=$1; h=$2
 mkdir -p -- "$(dirname -- "$l")"
 if mkdir -- "$l" 2>/dev/null; then
-  cat > "$l/holder.json"; sync -- "$l/holder.json"; echo acquired
+  cat > "$h"; sync -- "$h"; echo acquired
 else
-  echo held; cat -- "$l/holder.json" 2>/dev/null || echo '{}'
+  echo held; cat -- "$h" 2>/dev/null || echo '{}'
 fi
 "#;
 
+/// Releases the lock only when its holder is byte for byte the one on stdin: ours, never
+/// another run's that took it meanwhile.
 const UNLOCK: &str = r#"set -eu
-l=$1; want=$2
-if [ -f "$l/holder.json" ] && grep -qF -- "$want" "$l/holder.json"; then rm -rf -- "$l"; fi
+l=$1; h=$2
+if [ -f "$h" ] && cmp -s - "$h"; then rm -rf -- "$l"; fi
 "#;
 
 const BREAK_LOCK: &str = r#"set -eu
-l=$1
-cat -- "$l/holder.json" 2>/dev/null || echo '{}'
+l=$1; h=$2
+cat -- "$h" 2>/dev/null || echo '{}'
 rm -rf -- "$l"
 "#;
 
@@ -162,17 +162,36 @@ cat -- "$f"
 
 const READLINK: &str = r#"readlink -- "$1" || true"#;
 
-/// A failed remote step: the link, a timeout, or the step itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A failed remote step: the link (a timeout counts: a dead link looks like one), or the step.
+#[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    Link(String),
-    Failed(String),
+    /// The node was lost; the journal on it says where the apply stopped.
+    #[error("{reason}")]
+    Link { reason: String },
+    /// The step ran and failed.
+    #[error("{step} failed (exit {}): {stderr}", exit_text(*.status))]
+    Failed { step: &'static str, status: Option<i32>, stderr: String },
+    /// The step could not be started (on this machine).
+    #[error(transparent)]
+    Exec(ExecError),
+    #[error("unexpected answer to the lock: {answer}")]
+    LockAnswer { answer: String },
+    #[error("reading {path}: {stderr}")]
+    Read { path: String, stderr: String },
 }
 
-impl std::fmt::Display for StepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StepError::Link(s) | StepError::Failed(s) => f.write_str(s),
+fn exit_text(status: Option<i32>) -> String {
+    status.map(|c| c.to_string()).unwrap_or("signal".into())
+}
+
+impl From<ExecError> for StepError {
+    fn from(e: ExecError) -> StepError {
+        match e {
+            ExecError::Unreachable { node, reason } => {
+                StepError::Link { reason: format!("{node}: {reason}") }
+            }
+            e @ ExecError::Timeout { .. } => StepError::Link { reason: e.to_string() },
+            e => StepError::Exec(e),
         }
     }
 }
@@ -192,22 +211,14 @@ fn sh(
     }
     argv.extend(["sh", "-c", script, "homelab"]);
     argv.extend(args);
-    exec.run(&argv, stdin, timeout).map_err(|e| match e {
-        ExecError::Unreachable(s) => StepError::Link(s),
-        ExecError::Timeout { .. } => StepError::Link(e.to_string()),
-        ExecError::Other(s) => StepError::Failed(s),
-    })
+    Ok(exec.run(&argv, stdin, timeout)?)
 }
 
-fn ok(out: Output, what: &str) -> Result<Output, StepError> {
+fn ok(out: Output, step: &'static str) -> Result<Output, StepError> {
     if out.success() {
         Ok(out)
     } else {
-        Err(StepError::Failed(format!(
-            "{what} failed (exit {}): {}",
-            out.status.map(|c| c.to_string()).unwrap_or("signal".into()),
-            out.stderr_text()
-        )))
+        Err(StepError::Failed { step, status: out.status, stderr: out.stderr_text() })
     }
 }
 
@@ -251,30 +262,39 @@ pub fn validate(
 
 pub fn switch_and_up(
     exec: &dyn NodeExec,
-    root: &str,
+    layout: &Layout,
     svc: &str,
     release: &str,
 ) -> Result<(), StepError> {
-    ok(sh(exec, SWITCH_AND_UP, &[root, svc, release], b"", LONG, true)?, "docker compose up")
-        .map(|_| ())
+    let args = [
+        svc,
+        release,
+        &layout.live(svc),
+        &layout.services(),
+        &layout.data(svc),
+        &layout.logs(svc),
+        &layout.releases(svc),
+    ];
+    ok(sh(exec, SWITCH_AND_UP, &args, b"", LONG, true)?, "docker compose up").map(|_| ())
 }
 
-pub fn down_and_unlink(exec: &dyn NodeExec, root: &str, svc: &str) -> Result<(), StepError> {
-    ok(sh(exec, DOWN_AND_UNLINK, &[root, svc], b"", LONG, true)?, "docker compose down").map(|_| ())
+pub fn down_and_unlink(exec: &dyn NodeExec, layout: &Layout, svc: &str) -> Result<(), StepError> {
+    let args = [svc, &layout.live(svc), &layout.services()];
+    ok(sh(exec, DOWN_AND_UNLINK, &args, b"", LONG, true)?, "docker compose down").map(|_| ())
 }
 
 /// One healthcheck attempt: `Ok(true)` healthy, `Ok(false)` unhealthy.
 pub fn healthcheck(
     exec: &dyn NodeExec,
-    root: &str,
+    layout: &Layout,
     node: &str,
     svc: &str,
     timeout: Duration,
 ) -> Result<bool, StepError> {
-    let live = format!("{root}/state/services/{svc}");
+    let live = layout.live(svc);
     let secs = timeout.as_secs().max(1).to_string();
     let env = [
-        format!("HOMELAB_ROOT={root}"),
+        format!("HOMELAB_ROOT={}", layout.root()),
         format!("HOMELAB_NODE={node}"),
         format!("HOMELAB_SERVICE={svc}"),
     ];
@@ -282,46 +302,49 @@ pub fn healthcheck(
     let mut argv: Vec<&str> = vec!["env", host.as_str()];
     argv.extend(env.iter().map(String::as_str));
     argv.extend(["sh", "-c", HEALTHCHECK, "homelab", live.as_str(), secs.as_str()]);
-    match exec.run(&argv, b"", timeout + Duration::from_secs(10)) {
-        Ok(out) => Ok(out.success()),
-        Err(ExecError::Unreachable(s)) => Err(StepError::Link(s)),
-        Err(e @ ExecError::Timeout { .. }) => Err(StepError::Link(e.to_string())),
-        Err(ExecError::Other(s)) => Err(StepError::Failed(s)),
-    }
+    Ok(exec.run(&argv, b"", timeout + Duration::from_secs(10))?.success())
 }
 
+/// Status and logs of a service into `out` on the node; returns the short status lines.
 pub fn diagnose(
     exec: &dyn NodeExec,
-    root: &str,
+    layout: &Layout,
     svc: &str,
     out: &str,
 ) -> Result<String, StepError> {
-    let o = sh(exec, DIAGNOSE, &[root, svc, out], b"", LONG, true)?;
+    let o = sh(exec, DIAGNOSE, &[svc, &layout.live(svc), out], b"", LONG, true)?;
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
 }
 
 pub enum Lock {
     Acquired,
-    Held(String),
+    /// Held by this holder (one whose `holder.json` does not parse is an unknown holder).
+    Held(LockHolder),
 }
 
-pub fn lock(exec: &dyn NodeExec, path: &str, holder: &[u8]) -> Result<Lock, StepError> {
-    let out = ok(sh(exec, LOCK, &[path], holder, SHORT, false)?, "taking the node lock")?;
+/// Takes the node lock for `holder` (the exact bytes [`unlock`] compares later).
+pub fn lock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<Lock, StepError> {
+    let (l, h) = (layout.lock(), layout.lock_holder());
+    let out = ok(sh(exec, LOCK, &[&l, &h], holder, SHORT, false)?, "taking the node lock")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     match text.split_once('\n') {
         Some(("acquired", _)) => Ok(Lock::Acquired),
-        Some(("held", rest)) => Ok(Lock::Held(rest.trim().to_owned())),
+        Some(("held", rest)) => Ok(Lock::Held(crate::observe::lock_holder(rest))),
         _ if text.trim() == "acquired" => Ok(Lock::Acquired),
-        _ => Err(StepError::Failed(format!("unexpected answer to the lock: {text}"))),
+        _ => Err(StepError::LockAnswer { answer: text }),
     }
 }
 
-pub fn unlock(exec: &dyn NodeExec, path: &str, token: &str) -> Result<(), StepError> {
-    ok(sh(exec, UNLOCK, &[path, token], b"", SHORT, false)?, "releasing the node lock").map(|_| ())
+/// Releases the lock if `holder` (the bytes given to [`lock`]) still holds it.
+pub fn unlock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<(), StepError> {
+    let (l, h) = (layout.lock(), layout.lock_holder());
+    ok(sh(exec, UNLOCK, &[&l, &h], holder, SHORT, false)?, "releasing the node lock").map(|_| ())
 }
 
-pub fn break_lock(exec: &dyn NodeExec, path: &str) -> Result<String, StepError> {
-    let out = ok(sh(exec, BREAK_LOCK, &[path], b"", SHORT, false)?, "breaking the node lock")?;
+/// Removes the lock whoever holds it; returns what its `holder.json` said (`{}` if nothing).
+pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<String, StepError> {
+    let (l, h) = (layout.lock(), layout.lock_holder());
+    let out = ok(sh(exec, BREAK_LOCK, &[&l, &h], b"", SHORT, false)?, "breaking the node lock")?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
@@ -335,7 +358,7 @@ pub fn read_file(exec: &dyn NodeExec, path: &str) -> Result<Option<Vec<u8>>, Ste
     match out.status {
         Some(0) => Ok(Some(out.stdout)),
         Some(44) => Ok(None),
-        _ => Err(StepError::Failed(format!("reading {path}: {}", out.stderr_text()))),
+        _ => Err(StepError::Read { path: path.to_owned(), stderr: out.stderr_text() }),
     }
 }
 

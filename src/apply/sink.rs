@@ -1,10 +1,12 @@
 //! Where apply's progress goes: plain lines (not a TTY), JSON lines (`--format json`), or
-//! progress bars per node (a TTY). Apply sends events; it never prints.
+//! progress bars per node (a TTY). Apply sends events; it never prints. A sink renders what
+//! it is given and decides nothing; the time it stamps comes from the clock it was built with.
 
 use std::io::Write;
 use std::sync::Mutex;
 
 use super::NodeOutcome;
+use crate::clock::{rfc3339, Clock};
 use crate::model::{NodeName, ServiceName};
 
 #[derive(Debug, Clone)]
@@ -48,27 +50,29 @@ impl<W: Write + Send> Sink for Plain<W> {
     }
 }
 
-/// One JSON object per line.
+/// One JSON object per line, each with its time.
 pub struct Json<W: Write + Send> {
     out: Mutex<W>,
+    clock: Clock,
 }
 
 impl<W: Write + Send> Json<W> {
-    pub fn new(out: W) -> Self {
-        Json { out: Mutex::new(out) }
+    pub fn new(out: W, clock: Clock) -> Self {
+        Json { out: Mutex::new(out), clock }
     }
 }
 
 impl<W: Write + Send> Sink for Json<W> {
     fn event(&self, e: &Event) {
+        let time = rfc3339((self.clock)());
         let v = match e {
             Event::Step { node, service, stage, message } => serde_json::json!({
                 "event": "step", "node": node, "service": service, "stage": stage, "message": message,
-                "time": crate::command::now_rfc3339(),
+                "time": time,
             }),
             Event::NodeDone { node, outcome } => serde_json::json!({
                 "event": "node-done", "node": node, "outcome": outcome.label(), "detail": outcome.detail(),
-                "time": crate::command::now_rfc3339(),
+                "time": time,
             }),
         };
         let _ = writeln!(self.out.lock().expect("sink"), "{v}");

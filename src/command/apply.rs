@@ -1,16 +1,18 @@
-//! `homelab apply plans/<id>.approved`: pre-flight (every refusal, nothing changed), then
-//! execution per node, then the record of what happened.
+//! `homelab apply plans/<id>.approved`: pre-flight (every refusal, nothing changed), the
+//! review of the plan against its commit, then execution per node, then the record of what
+//! happened. `homelab unlock` lives here too: it is the operator's way out of a stuck apply.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::apply::{self, NodeOutcome, Options};
+use crate::apply::{self, Mode, NodeOutcome, Options, Verdict};
 use crate::approve::policy::{self, Preflight};
 use crate::error::{Error, Report};
 use crate::model::Homelab;
-use crate::node::journal::Stage;
-use crate::node::ActionState;
+use crate::node::records::{Applied, ApplyState, NodeSummary};
+use crate::node::{ActionState, Layout};
 
 use super::Selection;
 
@@ -18,13 +20,21 @@ pub struct ApplyArgs<'a> {
     pub approved: &'a Path,
     pub target: &'a super::args::Target,
     pub services: &'a [String],
-    pub stage: Option<Stage>,
-    /// `--stage diagnose`: inspect only.
-    pub diagnose: bool,
+    /// The stages to run, or `--stage diagnose` (inspect only).
+    pub mode: Mode,
     pub resume: bool,
     pub lock_wait: u64,
     pub parallel: usize,
     pub json: bool,
+}
+
+/// How an apply went, for the exit code (`error::exit_code`).
+fn report_of(verdict: Verdict) -> Report {
+    match verdict {
+        Verdict::Success => Report::Success,
+        Verdict::Refused => Report::Refused,
+        Verdict::Failed => Report::Failed,
+    }
 }
 
 pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Report, Error> {
@@ -32,7 +42,8 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
     let sel = Selection::of(repo, lab, args.target)?;
     let records = &sel.records;
     let signers = policy::signers(&lab.allowed_signers)?;
-    let kind = match (args.diagnose, args.resume) {
+    let diagnose = args.mode == Mode::Diagnose;
+    let kind = match (diagnose, args.resume) {
         (true, _) => Preflight::Inspect,
         (false, true) => Preflight::Resume,
         (false, false) => Preflight::Fresh,
@@ -41,7 +52,6 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
     let provenance = crate::review::verify(repo, lab, &loaded)?;
     eprintln!("pre-flight passed for plan {}: {}", loaded.id, loaded.plan.summary());
     eprintln!("review: {}", provenance.describe());
-    let transport = &sel.transport;
     let nodes = if sel.explicit_nodes { Some(sel.nodes.clone()) } else { None };
     let services = if args.services.is_empty() {
         None
@@ -52,63 +62,74 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
         }
         Some(v)
     };
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
+    let host = super::hostname();
+    let pid = std::process::id();
+    let clock: crate::clock::Clock = SystemTime::now;
     let opts = Options {
         nodes,
         services,
-        stage: args.stage,
+        mode: args.mode,
         resume: args.resume,
         lock_wait: Duration::from_secs(args.lock_wait),
         parallel: args.parallel,
-        holder: format!("{user}@{host} pid {}", std::process::id()),
-        diagnose: args.diagnose,
+        holder: super::whoami(),
+        host,
+        pid,
+        clock,
     };
     // The controller's record: from here on, a plain second apply of this plan is a replay.
-    let consumed = records.applied(&loaded.id);
-    let first = !consumed.exists();
-    let record = |state: &str, outcomes: &serde_json::Value| {
-        let v = serde_json::json!({"plan": loaded.id, "state": state, "updated": super::now_rfc3339(), "by": opts.holder, "nodes": outcomes});
-        format!("{}\n", serde_json::to_string_pretty(&v).expect("json"))
+    let applied = records.applied(&loaded.id);
+    let first = !applied.exists();
+    let record = |state: ApplyState, nodes: BTreeMap<String, NodeSummary>| {
+        Applied {
+            plan: loaded.id.clone(),
+            state,
+            updated: crate::clock::rfc3339(clock()),
+            by: opts.holder.clone(),
+            nodes,
+        }
+        .to_bytes()
     };
     // Diagnosing changes nothing, so it leaves no record either.
-    let first = first && !args.diagnose;
+    let first = first && !diagnose;
     if first {
-        super::write(&consumed, record("started", &serde_json::json!({})).as_bytes())?;
+        super::write(&applied, &record(ApplyState::Started, BTreeMap::new()))?;
     }
+    let transport = sel.transport.as_ref();
     let outcomes = if args.json {
-        let sink = apply::sink::Json::new(std::io::stdout());
-        apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
+        let sink = apply::sink::Json::new(std::io::stdout(), clock);
+        apply::execute(lab, &loaded.id, &loaded.plan, transport, &opts, &sink)
     } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let sink = apply::sink::Progress::new();
-        apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
+        apply::execute(lab, &loaded.id, &loaded.plan, transport, &opts, &sink)
     } else {
         let sink = apply::sink::Plain::new(std::io::stderr());
-        apply::execute(lab, &loaded.id, &loaded.plan, transport.as_ref(), &opts, &sink)
+        apply::execute(lab, &loaded.id, &loaded.plan, transport, &opts, &sink)
     };
-    let summary: serde_json::Map<String, serde_json::Value> = outcomes
+    let summary: BTreeMap<String, NodeSummary> = outcomes
         .iter()
         .map(|(n, o)| {
-            (n.to_string(), serde_json::json!({"outcome": o.label(), "detail": o.detail()}))
+            (n.to_string(), NodeSummary { outcome: o.label().to_owned(), detail: o.detail() })
         })
         .collect();
-    let summary = serde_json::Value::Object(summary);
-    let code = apply::exit_code(&outcomes);
-    let whole = opts.nodes.is_none() && opts.services.is_none() && opts.stage.is_none();
-    if args.diagnose {
+    let report = report_of(apply::verdict(&outcomes));
+    let whole = opts.nodes.is_none() && opts.services.is_none() && opts.mode.only().is_none();
+    if diagnose {
         // Nothing to record.
     } else if first && !outcomes.values().any(NodeOutcome::touched) {
         // Nothing was done anywhere: the plan is not consumed.
-        let _ = std::fs::remove_file(&consumed);
+        let _ = std::fs::remove_file(&applied);
     } else {
-        let state = if code == 0 && whole { "completed" } else { "partial" };
-        super::write(&consumed, record(state, &summary).as_bytes())?;
+        let state = if report == Report::Success && whole {
+            ApplyState::Completed
+        } else {
+            ApplyState::Partial
+        };
+        super::write(&applied, &record(state, summary.clone()))?;
         let pending = records.action(ActionState::Pending, &loaded.id);
-        if pending.exists() && state == "completed" {
+        if pending.exists() && state == ApplyState::Completed {
             let done = records.action(ActionState::Completed, &loaded.id);
-            super::write(&done, record(state, &summary).as_bytes())?;
+            super::write(&done, &record(state, summary.clone()))?;
             let _ = std::fs::remove_file(pending);
         }
     }
@@ -123,7 +144,7 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
                 writeln!(out, "  {:<16} {}: {d}", n.display_name(), o.label()).map_err(io)?;
             }
         }
-        if code != 0 {
+        if report != Report::Success {
             writeln!(
                 out,
                 "not everything was applied; after fixing the cause: homelab apply --resume {}",
@@ -132,13 +153,10 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
             .map_err(io)?;
         }
     } else {
+        let code = crate::error::exit_code(&Ok(report));
         writeln!(out, "{}", serde_json::json!({"event": "summary", "plan": loaded.id, "exit_code": code, "nodes": summary})).map_err(io)?;
     }
-    Ok(match code {
-        0 => Report::Success,
-        3 => Report::Refused,
-        _ => Report::Failed,
-    })
+    Ok(report)
 }
 
 /// `homelab unlock --node N`: shows the holder, then removes the lock. Explicit on purpose:
@@ -150,22 +168,20 @@ pub fn unlock(
 ) -> Result<Report, Error> {
     let lab: &Homelab = &super::load(repo)?;
     let sel = Selection::of(repo, lab, target)?;
-    let io = Error::stdout;
     for n in sel.nodes {
         let node = &lab.nodes[&n];
         let exec = sel
             .transport
             .connect(node)
             .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
-        let lock = format!("{}/state/lock", exec.root());
-        let holder = apply::remote::break_lock(exec.as_ref(), &lock)
+        let holder = apply::remote::break_lock(exec.as_ref(), &Layout::new(exec.root()))
             .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
         writeln!(
             out,
             "{n}: removed the lock held by {}",
             holder.split_whitespace().collect::<Vec<_>>().join(" ")
         )
-        .map_err(io)?;
+        .map_err(Error::stdout)?;
     }
     Ok(Report::Success)
 }

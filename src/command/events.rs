@@ -81,9 +81,10 @@ pub fn emit(e: &Emit<'_>, at: &EventsAt) -> Result<Report, Error> {
             message: format!("expected a JSON object as data, found `{data}`"),
         })?;
     let node = node_of(at, true)?.unwrap_or_else(|| "unknown".to_owned());
-    let line = events::line(kind, severity, source, service, correlation_id, &node, data);
-    let today = crate::clock::day(std::time::SystemTime::now());
-    let file = events::path(&at.root, &today, &node);
+    let now = std::time::SystemTime::now();
+    let time = crate::clock::rfc3339(now);
+    let line = events::line(&time, kind, severity, source, service, correlation_id, &node, data);
+    let file = events::path(&at.root, &crate::clock::day(now), &node);
     events::append(&file, &line).map_err(|e| Error::Write { path: file.clone(), source: e })?;
     Ok(Report::Success)
 }

@@ -131,9 +131,3 @@ pub fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()
 }
-
-/// Now, as RFC 3339 UTC with seconds. Kept only while `apply` and `events` still read the clock
-/// themselves; they take a `Clock` once they are moved onto `crate::clock`.
-pub fn now_rfc3339() -> String {
-    crate::clock::rfc3339(std::time::SystemTime::now())
-}

@@ -3,15 +3,18 @@
 //! For each node: the artifacts homelab last deployed and their manifest, the hashes of what
 //! is really on disk (a hand edit is drift), and what the node has consumed (applied plan
 //! ids). A node that cannot be read is *unreachable*; that is a value, not an error, so the
-//! rest of a plan goes on. This module never reads `<root>/config/` (secrets).
+//! rest of a plan goes on. This module never reads `<root>/config/` (secrets), never writes to
+//! a node, and reads records through `node`'s types, never by searching their text.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::NodeName;
+use crate::node::journal::Journal;
 use crate::node::manifest::Manifest;
+use crate::node::records::LockHolder;
+pub use crate::transport::Container;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActualNode {
@@ -19,6 +22,8 @@ pub struct ActualNode {
     pub status: NodeStatus,
 }
 
+// One per node per run: boxing the state would buy nothing but a deref at every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeStatus {
     Reachable(NodeState),
@@ -33,8 +38,9 @@ pub struct NodeState {
     pub consumed: BTreeSet<String>,
     /// Plan ids with an apply journal on this node (started, maybe not finished).
     pub journals: BTreeSet<String>,
-    /// The holder of the node's apply lock, when it is held.
-    pub lock: Option<String>,
+    /// The holder of the node's apply lock, when it is held (see [`lock_holder`] for a
+    /// `holder.json` that does not parse).
+    pub lock: Option<LockHolder>,
     /// Services an apply switched to a new release but did not finish (link dropped, killed):
     /// service → (plan id, stage). Their containers may not match their files.
     pub interrupted: BTreeMap<String, (String, String)>,
@@ -51,15 +57,6 @@ impl Default for Engine {
     fn default() -> Self {
         Engine::Unavailable { reason: "not checked".to_owned() }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Container {
-    pub name: String,
-    pub project: String,
-    pub state: String,
-    pub health: Option<String>,
-    pub image: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +156,8 @@ pub fn fingerprint_of(lines: &[String]) -> String {
 /// One round trip that prints everything refresh needs about a runtime root: consumed plan
 /// ids, and per service folder its files (content framed by length, so any bytes survive).
 /// The root is passed as `$1`, never interpolated into the script. `config/` is never read.
+/// The script globs under `$root` itself (one argument cannot name every journal); the paths it
+/// walks are the ones `node::Layout` documents, and must move with it.
 const REFRESH_SCRIPT: &str = r#"set -u
 root=$1
 echo "homelab-refresh 1"
@@ -192,6 +191,25 @@ done
 echo "end"
 "#;
 
+/// The stage as the journal records it (`deployed`), which plans quote.
+fn journal_name(stage: crate::node::journal::Stage) -> String {
+    serde_json::to_value(stage).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// The holder of a lock from the text of its `holder.json` (newlines may have become spaces). A
+/// holder that does not parse is still a holder: an unknown one, whose text is kept in
+/// `holder` for operators to read, with no plan, host or pid, so it is never taken for ours
+/// nor for gone.
+pub fn lock_holder(text: &str) -> LockHolder {
+    LockHolder::parse(text).unwrap_or_else(|| LockHolder {
+        holder: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        plan: String::new(),
+        since: String::new(),
+        host: String::new(),
+        pid: 0,
+    })
+}
+
 /// Reads a node through `exec`. Never fails: a node that cannot be read is `Unreachable`.
 pub fn refresh(node: &crate::model::Node, exec: &dyn crate::transport::NodeExec) -> ActualNode {
     let _span = tracing::debug_span!("refresh", node = %node.id).entered();
@@ -208,7 +226,7 @@ pub fn refresh(node: &crate::model::Node, exec: &dyn crate::transport::NodeExec)
             Ok(mut state) => {
                 state.engine = match exec.containers() {
                     Ok(containers) => Engine::Available { containers },
-                    Err(reason) => Engine::Unavailable { reason },
+                    Err(e) => Engine::Unavailable { reason: e.to_string() },
                 };
                 NodeStatus::Reachable(state)
             }
@@ -271,7 +289,7 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 state.consumed.insert(rest.to_owned());
             }
             "lock" => {
-                state.lock = Some(rest.split_whitespace().collect::<Vec<_>>().join(" "));
+                state.lock = Some(lock_holder(rest));
             }
             "journal" => {
                 let (size, id) = rest.split_once(' ').ok_or("bad journal entry")?;
@@ -280,16 +298,12 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 let content = bytes.get(at..end).ok_or("truncated journal")?;
                 at = end + 1;
                 state.journals.insert(id.to_owned());
-                // Services whose live link was switched by that apply but not confirmed.
-                let journal: serde_json::Value =
-                    serde_json::from_slice(content).unwrap_or_default();
-                if let Some(services) = journal["services"].as_object() {
-                    for (svc, e) in services {
-                        let stage = e["stage"].as_str().unwrap_or_default();
-                        if matches!(stage, "deploying" | "deployed" | "verified") {
-                            state
-                                .interrupted
-                                .insert(svc.clone(), (id.to_owned(), stage.to_owned()));
+                // Services whose live link was switched by that apply but not confirmed. A
+                // journal that does not parse marks nothing: its apply refuses to resume it.
+                if let Ok(journal) = serde_json::from_slice::<Journal>(content) {
+                    for (svc, e) in journal.services {
+                        if e.stage.switched_unconfirmed() {
+                            state.interrupted.insert(svc, (id.to_owned(), journal_name(e.stage)));
                         }
                     }
                 }
@@ -384,6 +398,7 @@ pub fn refresh_all<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::journal::{Entry, Stage};
 
     const GOOD: &[u8] =
         b"homelab-refresh 1\nconsumed abc\nservice web\nfile 5 644 healthcheck.sh\nexit\n\nend\n";
@@ -395,6 +410,37 @@ mod tests {
         let web = &state.services["web"];
         assert_eq!(web.files["healthcheck.sh"].mode, "0644");
         assert_eq!(web.manifest, ManifestState::Missing);
+    }
+
+    /// A lock is held even when its `holder.json` is not ours to read: its holder is unknown,
+    /// shown as found, and never taken for this plan's nor for gone.
+    #[test]
+    fn an_unparseable_lock_holder_is_still_a_holder() {
+        let state =
+            parse_refresh(b"homelab-refresh 1\nlock { \"holder\": \"root@x pid 1\" } \nend\n")
+                .unwrap();
+        let holder = state.lock.expect("held");
+        assert_eq!(holder.holder, "{ \"holder\": \"root@x pid 1\" }");
+        assert!(holder.plan.is_empty() && !holder.is_gone_from(""));
+    }
+
+    /// A journal's switched but unconfirmed services are interrupted, named by the stage the
+    /// journal records.
+    #[test]
+    fn a_journal_stopped_after_the_switch_marks_its_service_interrupted() {
+        let mut j = Journal::new("p1", "n", std::time::UNIX_EPOCH);
+        for (svc, stage) in [("a", Stage::Deployed), ("b", Stage::Prepared)] {
+            let e = Entry { action: "update".into(), stage, previous: None, error: None };
+            j.services.insert(svc.into(), e);
+        }
+        let bytes = j.to_bytes();
+        let mut answer = format!("homelab-refresh 1\njournal {} p1\n", bytes.len()).into_bytes();
+        answer.extend(&bytes);
+        answer.extend(b"\nend\n");
+        let state = parse_refresh(&answer).unwrap();
+        assert!(state.journals.contains("p1"));
+        let want = [("a".to_owned(), ("p1".to_owned(), "deployed".to_owned()))];
+        assert_eq!(state.interrupted, want.into_iter().collect());
     }
 
     /// Whatever a node answers (a hostile or broken one), refresh errs, it never panics.

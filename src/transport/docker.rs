@@ -1,45 +1,75 @@
 //! The Docker Engine API (bollard) over a unix socket: the node's own, or one forwarded over
-//! SSH. State is read as typed values, never by parsing `docker ps` text.
+//! SSH. State is read as typed values, never by parsing `docker ps` text. It owns the
+//! [`Container`] value refresh reports; what a container means for a plan is `observe`'s.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
-
-use crate::observe::Container;
+use serde::{Deserialize, Serialize};
 
 pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
+
+/// A container of a compose project, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub project: String,
+    pub state: String,
+    pub health: Option<String>,
+    pub image: String,
+}
+
+/// Why the engine's containers could not be listed. The node may still be reachable: refresh
+/// reports the engine as unavailable and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("no Docker Engine at {socket}: {source}")]
+    Connect { socket: String, source: bollard::errors::Error },
+    #[error("the Docker Engine at {socket} did not answer within {after:?}")]
+    NoAnswer { socket: String, after: Duration },
+    #[error("cannot list containers: {source}")]
+    List { source: bollard::errors::Error },
+    /// The async runtime the client needs could not start on this machine.
+    #[error("{source}")]
+    Runtime { source: std::io::Error },
+    #[error("cannot forward the Docker socket {socket}: {reason}")]
+    Forward { socket: String, reason: String },
+    #[error("forwarding the Docker socket timed out")]
+    ForwardTimeout,
+    #[error("poisoned")]
+    Poisoned,
+    #[error("socket path is not UTF-8")]
+    SocketNotUtf8,
+}
 
 /// Lists the containers of compose projects on the engine at `socket`.
 pub fn containers(
     rt: &tokio::runtime::Runtime,
     socket: &str,
     timeout: Duration,
-) -> Result<Vec<Container>, String> {
+) -> Result<Vec<Container>, DockerError> {
     rt.block_on(async {
         let docker = Docker::connect_with_unix(
             socket,
             timeout.as_secs().max(1),
             bollard::API_DEFAULT_VERSION,
         )
-        .map_err(|e| format!("no Docker Engine at {socket}: {e}"))?;
+        .map_err(|source| DockerError::Connect { socket: socket.to_owned(), source })?;
+        let no_answer = || DockerError::NoAnswer { socket: socket.to_owned(), after: timeout };
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())
             .await
-            .map_err(|_| {
-                format!("the Docker Engine at {socket} did not answer within {timeout:?}")
-            })?
-            .map_err(|e| format!("no Docker Engine at {socket}: {e}"))?;
+            .map_err(|_| no_answer())?
+            .map_err(|source| DockerError::Connect { socket: socket.to_owned(), source })?;
         let mut filters = HashMap::new();
         filters.insert("label".to_owned(), vec![COMPOSE_PROJECT_LABEL.to_owned()]);
         let opts =
             ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let list = tokio::time::timeout(timeout, docker.list_containers(Some(opts)))
             .await
-            .map_err(|_| {
-                format!("the Docker Engine at {socket} did not answer within {timeout:?}")
-            })?
-            .map_err(|e| format!("cannot list containers: {e}"))?;
+            .map_err(|_| no_answer())?
+            .map_err(|source| DockerError::List { source })?;
         let mut out: Vec<Container> = list
             .into_iter()
             .map(|c| {

@@ -2,7 +2,8 @@
 //!
 //! With `--root DIR`, node `<id>` has its runtime root at `DIR/<id>/` (one machine standing in
 //! for the whole homelab); without it, at the node's own `runtime_root` (homelab running on
-//! the node itself, e.g. `apply --node chelsty-infra` on CHELSTY-INFRA).
+//! the node itself, e.g. `apply --node chelsty-infra` on CHELSTY-INFRA). It runs argument
+//! vectors as given (no shell in between) and knows nothing of what they do.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -10,9 +11,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ExecError, NodeExec, Output, Transport};
+use super::{Container, DockerError, ExecError, NodeExec, Output, Transport};
 use crate::model::Node;
-use crate::observe::Container;
 
 #[derive(Debug, Clone)]
 pub struct LocalTransport {
@@ -38,9 +38,7 @@ impl LocalTransport {
 impl Transport for LocalTransport {
     fn connect(&self, node: &Node) -> Result<Box<dyn NodeExec>, ExecError> {
         let root = self.root_of(node);
-        let root = root.to_str().ok_or_else(|| {
-            ExecError::Other(format!("runtime root {} is not UTF-8", root.display()))
-        })?;
+        let root = root.to_str().ok_or_else(|| ExecError::RootNotUtf8 { root: root.clone() })?;
         Ok(Box::new(LocalExec { root: root.to_owned(), docker_socket: node.docker_socket.clone() }))
     }
 }
@@ -55,11 +53,11 @@ impl NodeExec for LocalExec {
         run_local(argv, stdin, timeout)
     }
 
-    fn containers(&self) -> Result<Vec<Container>, String> {
+    fn containers(&self) -> Result<Vec<Container>, DockerError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| DockerError::Runtime { source })?;
         super::docker::containers(&rt, &self.docker_socket, Duration::from_secs(10))
     }
 
@@ -75,8 +73,7 @@ impl NodeExec for LocalExec {
 /// Runs a process in its own process group; on timeout the whole group is killed, so a hung
 /// `docker compose` takes its children with it.
 pub fn run_local(argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
-    let (program, args) =
-        argv.split_first().ok_or_else(|| ExecError::Other("empty command".to_owned()))?;
+    let (program, args) = argv.split_first().ok_or(ExecError::EmptyCommand)?;
     // The program and its argument count, never stdin (artifact bytes) nor argument values.
     tracing::debug!(target: "homelab::transport", program, args = args.len(), "local command");
     let mut child = Command::new(program)
@@ -86,7 +83,7 @@ pub fn run_local(argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Outpu
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|e| ExecError::Other(format!("cannot run `{program}`: {e}")))?;
+        .map_err(|source| ExecError::Spawn { program: program.to_string(), source })?;
     let mut input = child.stdin.take().expect("piped");
     let data = stdin.to_vec();
     let writer = std::thread::spawn(move || {
@@ -117,7 +114,7 @@ pub fn run_local(argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Outpu
                 return Err(ExecError::Timeout { what: program.to_string(), after: timeout });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(ExecError::Other(format!("waiting for `{program}`: {e}"))),
+            Err(source) => return Err(ExecError::Wait { program: program.to_string(), source }),
         }
     };
     let _ = writer.join();

@@ -7,6 +7,9 @@
 //! - `ssh`: the openssh crate over the system `ssh`, one multiplexed connection per node,
 //!   host keys checked strictly, keepalives, a timeout on every step; the Docker Engine API
 //!   through a forwarded socket.
+//!
+//! This layer carries commands and reads the engine; it knows nothing of plans, stages or the
+//! runtime root's layout, and imports nothing above `model` (the nodes it connects to).
 
 pub mod docker;
 pub mod local;
@@ -16,7 +19,7 @@ pub mod ssh;
 use std::time::Duration;
 
 use crate::model::Node;
-use crate::observe::Container;
+pub use docker::{Container, DockerError};
 
 /// What a command printed and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,15 +40,36 @@ impl Output {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a command did not run to an exit status. Only `Unreachable` and `Timeout` are about the
+/// link; the others are about this machine or the command itself.
+#[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The node cannot be reached (or stopped answering): the link, not the command.
-    #[error("unreachable: {0}")]
-    Unreachable(String),
+    #[error("unreachable: {node}: {reason}")]
+    Unreachable { node: String, reason: String },
     #[error("`{what}` did not finish within {after:?}")]
     Timeout { what: String, after: Duration },
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot run `{program}`: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("waiting for `{program}`: {source}")]
+    Wait { program: String, source: std::io::Error },
+    #[error("empty command")]
+    EmptyCommand,
+    #[error(transparent)]
+    Quote(#[from] quote::QuoteError),
+    #[error("runtime root {} is not UTF-8", root.display())]
+    RootNotUtf8 { root: std::path::PathBuf },
+    /// Host keys are checked strictly: without the file, no node is trusted.
+    #[error(
+        "no known_hosts file at {}: homelab checks host keys strictly; add the node's key with \
+         `ssh-keyscan -p {port} {address} >> {}` after checking its fingerprint",
+        known_hosts.display(),
+        known_hosts.display()
+    )]
+    NoKnownHosts { known_hosts: std::path::PathBuf, port: u16, address: String },
+    /// Setting up the local side of a connection (runtime, control folder, ssh config).
+    #[error("cannot {what}: {source}")]
+    Setup { what: &'static str, source: std::io::Error },
 }
 
 /// Runs commands on one node.
@@ -53,7 +77,7 @@ pub trait NodeExec: Send + Sync {
     /// Runs `argv` with `stdin`, killing it after `timeout`.
     fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError>;
     /// The node's containers of compose projects, through the Docker Engine API.
-    fn containers(&self) -> Result<Vec<Container>, String>;
+    fn containers(&self) -> Result<Vec<Container>, DockerError>;
     /// The runtime root on the node.
     fn root(&self) -> &str;
     /// `DOCKER_HOST` for commands on the node.

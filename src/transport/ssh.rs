@@ -6,6 +6,8 @@
 //!   about 6 s, and every remote step also has its own timeout.
 //! - Commands are argument vectors quoted by `quote::argv`; nothing is built with `format!`.
 //! - The Docker Engine API is reached with bollard through a forwarded unix socket.
+//!
+//! It carries commands; it never builds one from a string, nor knows what one does.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,9 +15,8 @@ use std::time::Duration;
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
 use tokio::io::AsyncWriteExt;
 
-use super::{quote, ExecError, NodeExec, Output, Transport};
+use super::{quote, Container, DockerError, ExecError, NodeExec, Output, Transport};
 use crate::model::Node;
-use crate::observe::Container;
 
 /// How homelab connects to nodes over SSH.
 #[derive(Debug, Clone)]
@@ -60,30 +61,27 @@ pub struct SshExec {
 impl SshExec {
     pub fn connect(t: &SshTransport, node: &Node) -> Result<SshExec, ExecError> {
         if !t.known_hosts.exists() {
-            return Err(ExecError::Other(format!(
-                "no known_hosts file at {}: homelab checks host keys strictly; add the node's key with \
-                 `ssh-keyscan -p {} {} >> {}` after checking its fingerprint",
-                t.known_hosts.display(),
-                node.ssh.port,
-                node.ssh.address,
-                t.known_hosts.display()
-            )));
+            return Err(ExecError::NoKnownHosts {
+                known_hosts: t.known_hosts.clone(),
+                port: node.ssh.port,
+                address: node.ssh.address.clone(),
+            });
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ExecError::Other(format!("cannot start the async runtime: {e}")))?;
+            .map_err(|source| ExecError::Setup { what: "start the async runtime", source })?;
         let dir = tempfile::Builder::new()
             .prefix("hl-ssh-")
             .tempdir_in(&t.control_dir)
-            .map_err(|e| ExecError::Other(format!("cannot create a control folder: {e}")))?;
+            .map_err(|source| ExecError::Setup { what: "create a control folder", source })?;
         let config = dir.path().join("config");
         // Options the builder has no method for; everything else goes through the builder.
         std::fs::write(
             &config,
             "BatchMode yes\nServerAliveCountMax 3\nIdentitiesOnly yes\nLogLevel ERROR\nConnectionAttempts 1\n",
         )
-        .map_err(|e| ExecError::Other(format!("cannot write ssh config: {e}")))?;
+        .map_err(|source| ExecError::Setup { what: "write ssh config", source })?;
         let mut b = SessionBuilder::default();
         b.user(node.ssh.user.clone())
             .port(node.ssh.port)
@@ -105,10 +103,11 @@ impl SshExec {
                 )
                 .await
             })
-            .map_err(|_| {
-                ExecError::Unreachable(format!("{label}: no answer within {:?}", t.connect_timeout))
+            .map_err(|_| ExecError::Unreachable {
+                node: label.clone(),
+                reason: format!("no answer within {:?}", t.connect_timeout),
             })?
-            .map_err(|e| ExecError::Unreachable(format!("{label}: {}", error_text(&e))))?;
+            .map_err(|e| ExecError::Unreachable { node: label.clone(), reason: error_text(&e) })?;
         Ok(SshExec {
             rt,
             session: Some(session),
@@ -124,8 +123,8 @@ impl SshExec {
         self.session.as_ref().expect("open until drop")
     }
 
-    fn forward_docker(&self) -> Result<PathBuf, String> {
-        let mut guard = self.forwarded.lock().map_err(|_| "poisoned".to_owned())?;
+    fn forward_docker(&self) -> Result<PathBuf, DockerError> {
+        let mut guard = self.forwarded.lock().map_err(|_| DockerError::Poisoned)?;
         if let Some(p) = guard.as_ref() {
             return Ok(p.clone());
         }
@@ -143,13 +142,10 @@ impl SshExec {
                 )
                 .await
             })
-            .map_err(|_| "forwarding the Docker socket timed out".to_owned())?
-            .map_err(|e| {
-                format!(
-                    "cannot forward the Docker socket {}: {}",
-                    self.docker_socket,
-                    error_text(&e)
-                )
+            .map_err(|_| DockerError::ForwardTimeout)?
+            .map_err(|e| DockerError::Forward {
+                socket: self.docker_socket.clone(),
+                reason: error_text(&e),
             })?;
         *guard = Some(local.clone());
         Ok(local)
@@ -169,7 +165,7 @@ fn error_text(e: &openssh::Error) -> String {
 
 impl NodeExec for SshExec {
     fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
-        let line = quote::argv(argv).map_err(|e| ExecError::Other(e.to_string()))?;
+        let line = quote::argv(argv)?;
         let what = argv.first().copied().unwrap_or_default().to_owned();
         tracing::debug!(target: "homelab::transport", node = %self.label, program = %what, args = argv.len() - 1, "ssh command");
         let result = self.rt.block_on(async {
@@ -189,14 +185,17 @@ impl NodeExec for SshExec {
         match result {
             Err(_) => Err(ExecError::Timeout { what, after: timeout }),
             Ok(Err(e)) => {
-                Err(ExecError::Unreachable(format!("{}: {}", self.label, error_text(&e))))
+                Err(ExecError::Unreachable { node: self.label.clone(), reason: error_text(&e) })
             }
             // ssh exits 255 when the connection itself failed.
             Ok(Ok(out))
                 if out.status.code() == Some(255)
                     && self.rt.block_on(self.session().check()).is_err() =>
             {
-                Err(ExecError::Unreachable(format!("{}: the connection dropped", self.label)))
+                Err(ExecError::Unreachable {
+                    node: self.label.clone(),
+                    reason: "the connection dropped".to_owned(),
+                })
             }
             Ok(Ok(out)) => {
                 Ok(Output { status: out.status.code(), stdout: out.stdout, stderr: out.stderr })
@@ -204,9 +203,9 @@ impl NodeExec for SshExec {
         }
     }
 
-    fn containers(&self) -> Result<Vec<Container>, String> {
+    fn containers(&self) -> Result<Vec<Container>, DockerError> {
         let local = self.forward_docker()?;
-        let path = local.to_str().ok_or("socket path is not UTF-8")?;
+        let path = local.to_str().ok_or(DockerError::SocketNotUtf8)?;
         super::docker::containers(&self.rt, path, Duration::from_secs(10))
     }
 

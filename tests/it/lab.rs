@@ -33,6 +33,8 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use homelab::transport::quote;
+
 /// The test image loaded into every node's engine: `FROM scratch` with Debian's static busybox
 /// and its applets (`sh`, `sleep`, `httpd`, `wget`, `nc`, ...) linked in `/bin`, `/sbin`,
 /// `/usr/bin`, `/usr/sbin`. `CMD ["sh"]`, `STOPSIGNAL SIGKILL` (busybox as PID 1 ignores
@@ -315,7 +317,8 @@ impl Lab {
     /// it arrives as one argument, intact.
     pub fn ssh(&self, node: &str, argv: &[&str]) -> Output {
         let mut c = self.ssh_command(node);
-        c.arg("--").arg(argv.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" "));
+        let line = quote::argv(argv).unwrap_or_else(|e| panic!("lab: {e}"));
+        c.arg("--").arg(line);
         c.output().unwrap_or_else(|e| panic!("lab: cannot run ssh: {e}"))
     }
 
@@ -1253,19 +1256,13 @@ fn preflight() {
     );
 }
 
-fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./:@%+,-".contains(&b)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
+/// The command as a shell would read it, for error messages (quoted by the crate's one
+/// quoting function, like every command line in the tree).
 fn cmd_line(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
-        s.push_str(&sh_quote(&a.to_string_lossy()));
+        s.push_str(&quote::word(&a.to_string_lossy()));
     }
     s
 }

@@ -6,6 +6,7 @@ mod support;
 
 mod apply;
 mod approve;
+mod architecture;
 mod cli;
 mod events;
 mod graph;

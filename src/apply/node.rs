@@ -1,0 +1,455 @@
+//! One node of a run: connect, the read-only checks (lock, replay, staleness), the lock, and
+//! the journal, read on resume and written durably on the node after every stage. The stages
+//! of a service are `service`'s; waiting for other nodes is `schedule`'s.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::board::Board;
+use super::remote::{self, StepError};
+use super::{Event, Mode, NodeOutcome, Options, Sink};
+use crate::clock::{day, rfc3339};
+use crate::model::{Instance, Node, ServiceName};
+use crate::node::journal::{Entry, Journal, Stage};
+use crate::node::records::{Consumed, LockHolder};
+use crate::node::Layout;
+use crate::observe::{self, NodeStatus};
+use crate::plan::{Action, Change, NodePlan, PlannedStatus};
+use crate::transport::{NodeExec, Transport};
+
+pub(super) struct NodeRun<'a> {
+    pub(super) id: &'a str,
+    pub(super) node: &'a Node,
+    pub(super) np: &'a NodePlan,
+    pub(super) opts: &'a Options,
+    pub(super) sink: &'a dyn Sink,
+    pub(super) board: &'a Board,
+    pub(super) in_run: &'a BTreeSet<Instance>,
+}
+
+/// A connected node, and where things are on it.
+pub(super) struct At<'e> {
+    pub(super) exec: &'e dyn NodeExec,
+    pub(super) layout: Layout,
+}
+
+impl NodeRun<'_> {
+    pub(super) fn say(&self, service: Option<&ServiceName>, stage: &str, message: String) {
+        tracing::info!(node = %self.node.id, service = service.map(|s| s.as_str()).unwrap_or("-"), stage, %message);
+        self.sink.event(&Event::Step {
+            node: self.node.id.clone(),
+            service: service.cloned(),
+            stage: stage.to_owned(),
+            message,
+        });
+    }
+
+    pub(super) fn now(&self) -> std::time::SystemTime {
+        (self.opts.clock)()
+    }
+
+    pub(super) fn run(&self, transport: &dyn Transport) -> NodeOutcome {
+        if self.opts.mode == Mode::Diagnose {
+            return self.diagnose(transport);
+        }
+        if let PlannedStatus::Unreachable { reason } = &self.np.status {
+            return NodeOutcome::Unreachable {
+                reason: format!("unreachable when planned ({reason}): plan again"),
+            };
+        }
+        let changes: Vec<&Change> = self
+            .np
+            .changes
+            .iter()
+            .filter(|c| {
+                c.action != Action::NoOp
+                    && self.opts.services.as_ref().is_none_or(|s| s.contains(&c.instance.service))
+            })
+            .collect();
+        if changes.is_empty() {
+            self.say(None, "complete", "nothing to do".to_owned());
+            return NodeOutcome::NoChanges;
+        }
+        self.say(None, "connect", format!("{} change(s)", changes.len()));
+        let exec = match transport.connect(self.node) {
+            Ok(e) => e,
+            Err(e) => return NodeOutcome::Unreachable { reason: e.to_string() },
+        };
+        let at = At { exec: exec.as_ref(), layout: Layout::new(exec.root()) };
+        // Read-only checks first, so a stale or replayed node is refused without a single write;
+        // they are repeated under the lock below.
+        if let Err(outcome) = self.check(&at, false) {
+            return outcome;
+        }
+        let holder = match self.lock(&at) {
+            Ok(holder) => holder,
+            Err(outcome) => return outcome,
+        };
+        let outcome = self.locked(&at, &changes);
+        // Release the lock unless the link is gone (then `--resume` takes it over). Only our
+        // own: the holder on the node must be byte for byte the one this run wrote.
+        if !matches!(outcome, NodeOutcome::Unreachable { .. }) {
+            let _ = remote::unlock(at.exec, &at.layout, &holder);
+        }
+        outcome
+    }
+
+    /// The guide's `--stage diagnose`: for each selected service of the node, its containers'
+    /// status, and recent logs kept in `<root>/logs/<svc>/` on the node (they may hold secrets).
+    fn diagnose(&self, transport: &dyn Transport) -> NodeOutcome {
+        let exec = match transport.connect(self.node) {
+            Ok(e) => e,
+            Err(e) => return NodeOutcome::Unreachable { reason: e.to_string() },
+        };
+        let layout = Layout::new(exec.root());
+        for c in
+            self.np.changes.iter().filter(|c| {
+                self.opts.services.as_ref().is_none_or(|s| s.contains(&c.instance.service))
+            })
+        {
+            let svc = c.instance.service.as_str();
+            let log = layout.diagnose_log(svc, self.id);
+            match remote::diagnose(exec.as_ref(), &layout, svc, &log) {
+                Ok(status) => {
+                    let status = if status.is_empty() {
+                        "no containers".to_owned()
+                    } else {
+                        status.replace('\n', "; ")
+                    };
+                    self.say(
+                        Some(&c.instance.service),
+                        "diagnose",
+                        format!("{status} (logs: {log})"),
+                    );
+                }
+                Err(e) => return step_error(e),
+            }
+        }
+        NodeOutcome::Staged { stage: "diagnose".to_owned() }
+    }
+
+    /// Whether a lock is held by an apply of this plan (on any host: not ours to take yet).
+    fn same_plan(&self, holder: &LockHolder) -> bool {
+        holder.plan == self.id
+    }
+
+    /// Takes the node lock; `Ok` carries the exact bytes written as its holder, which alone
+    /// release it.
+    fn lock(&self, at: &At) -> Result<Vec<u8>, NodeOutcome> {
+        let holder = LockHolder {
+            holder: self.opts.holder.clone(),
+            plan: self.id.to_owned(),
+            since: rfc3339(self.now()),
+            host: self.opts.host.clone(),
+            pid: self.opts.pid,
+        }
+        .to_bytes();
+        let deadline = Instant::now() + self.opts.lock_wait;
+        loop {
+            match remote::lock(at.exec, &at.layout, &holder) {
+                Ok(remote::Lock::Acquired) => return Ok(holder),
+                Ok(remote::Lock::Held(by)) => {
+                    if self.same_plan(&by) && self.opts.resume && by.is_gone_from(&self.opts.host) {
+                        // Our own plan's lock, left by a run whose link dropped or that was killed.
+                        self.say(
+                            None,
+                            "lock",
+                            "taking over the lock of the interrupted run of this plan".to_owned(),
+                        );
+                        if let Err(e) = remote::break_lock(at.exec, &at.layout) {
+                            return Err(step_error(e));
+                        }
+                        continue;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(self.locked_by(&by));
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(step_error(e)),
+            }
+        }
+    }
+
+    fn locked_by(&self, holder: &LockHolder) -> NodeOutcome {
+        // What `holder.json` says, on one line; an unknown holder is its text as found.
+        let by = if holder.plan.is_empty() && holder.host.is_empty() {
+            holder.holder.clone()
+        } else {
+            String::from_utf8_lossy(&holder.to_bytes())
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        NodeOutcome::Refused {
+            reason: format!(
+                "the node is locked by {by}; wait with `--lock-wait SECONDS`, or if that holder is gone, \
+                 `homelab unlock --node {}` (it shows the holder first)",
+                self.node.id
+            ),
+        }
+    }
+
+    /// Where this node stands: `Ok(true)` when an apply of this plan already started here
+    /// (resume), `Ok(false)` for a fresh start; `Err` refuses the node (stale, replay, ...).
+    fn check(&self, at: &At, under_lock: bool) -> Result<bool, NodeOutcome> {
+        let actual = observe::refresh(self.node, at.exec);
+        let state = match actual.status {
+            NodeStatus::Unreachable { reason } => return Err(NodeOutcome::Unreachable { reason }),
+            NodeStatus::Reachable(s) => s,
+        };
+        if let Some(holder) = &state.lock {
+            let taking_over = self.same_plan(holder) && self.opts.resume;
+            if !taking_over && !under_lock {
+                if self.opts.lock_wait.is_zero() {
+                    return Err(self.locked_by(holder));
+                }
+                // Wait for the lock; every check runs again once it is ours.
+                return Ok(false);
+            }
+        }
+        if state.consumed.contains(self.id) {
+            return Err(if self.opts.resume {
+                NodeOutcome::AlreadyApplied
+            } else {
+                NodeOutcome::Refused {
+                    reason: format!(
+                        "plan `{}` was already applied on this node (replay refused)",
+                        self.id
+                    ),
+                }
+            });
+        }
+        if state.journals.contains(self.id) {
+            if !self.opts.resume {
+                return Err(NodeOutcome::Refused {
+                    reason: format!("an apply of plan `{}` already started on this node: continue it with `--resume`", self.id),
+                });
+            }
+            return Ok(true);
+        }
+        // The staleness check, right before the first prepare on this node.
+        let PlannedStatus::Reachable { fingerprint, actual: lines } = &self.np.status else {
+            return Err(NodeOutcome::Unreachable {
+                reason: "unreachable when planned: plan again".to_owned(),
+            });
+        };
+        if state.fingerprint() != *fingerprint {
+            let now: BTreeSet<String> = state.fingerprint_lines().into_iter().collect();
+            let then: BTreeSet<&String> = lines.iter().collect();
+            let mut what: Vec<String> =
+                then.iter().filter(|l| !now.contains(**l)).map(|l| format!("was: {l}")).collect();
+            what.extend(now.iter().filter(|l| !then.contains(l)).map(|l| format!("now: {l}")));
+            return Err(NodeOutcome::Stale {
+                what: format!(
+                    "the node changed since the plan was made ({}); plan again",
+                    what.join("; ")
+                ),
+            });
+        }
+        Ok(false)
+    }
+
+    /// The journal to continue: the node's on resume, else a new one.
+    fn open_journal(&self, at: &At, resuming: bool) -> Result<Journal, NodeOutcome> {
+        let fresh = || Journal::new(self.id, self.node.id.as_str(), self.now());
+        if !resuming {
+            return Ok(fresh());
+        }
+        let mut journal = match remote::read_file(at.exec, &at.layout.journal(self.id)) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<Journal>(&bytes) {
+                Ok(j) => {
+                    self.say(None, "resume", "continuing from the journal on the node".to_owned());
+                    j
+                }
+                Err(e) => {
+                    return Err(NodeOutcome::Partial {
+                        reason: format!("the journal on the node is unreadable: {e}"),
+                    })
+                }
+            },
+            Ok(None) => fresh(),
+            Err(e) => return Err(step_error(e)),
+        };
+        // A service skipped for a dependency, or stopped before anything live changed (prepare,
+        // validate), is tried again; a rolled-back one needs a new plan.
+        for e in journal.services.values_mut() {
+            if matches!(e.stage, Stage::Skipped | Stage::Failed) {
+                e.stage = Stage::Pending;
+                e.error = None;
+            }
+        }
+        Ok(journal)
+    }
+
+    fn locked(&self, at: &At, changes: &[&Change]) -> NodeOutcome {
+        let resuming = match self.check(at, true) {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        let mut journal = match self.open_journal(at, resuming) {
+            Ok(j) => j,
+            Err(outcome) => return outcome,
+        };
+        for c in changes {
+            journal.services.entry(c.instance.service.to_string()).or_insert(Entry {
+                action: c.action.to_string(),
+                stage: Stage::Pending,
+                previous: None,
+                error: None,
+            });
+        }
+        if let Err(e) = self.save(at, &mut journal) {
+            return step_error(e);
+        }
+        let only = self.opts.mode.only();
+        let mut rolled_back = Vec::new();
+        let mut problems = Vec::new();
+        for c in changes {
+            let svc = c.instance.service.as_str();
+            let entry = journal.services[svc].clone();
+            if entry.stage.is_final() {
+                self.board.publish(&c.instance, entry.stage == Stage::Completed);
+                continue;
+            }
+            // Dependencies first, on this node or another.
+            let blocked: Vec<&Instance> = c
+                .after
+                .iter()
+                .filter(|d| self.in_run.contains(*d) && !self.board.wait(d))
+                .collect();
+            if !blocked.is_empty() {
+                let names: Vec<String> = blocked.iter().map(ToString::to_string).collect();
+                let reason = format!("skipped: {} did not reach its new version", names.join(", "));
+                self.say(Some(&c.instance.service), "skip", reason.clone());
+                if let Some(e) = journal.services.get_mut(svc) {
+                    e.stage = Stage::Skipped;
+                    e.error = Some(reason.clone());
+                }
+                if let Err(e) = self.save(at, &mut journal) {
+                    return step_error(e);
+                }
+                problems.push(format!("{svc}: {reason}"));
+                self.board.publish(&c.instance, false);
+                continue;
+            }
+            match self.service(at, c, &mut journal) {
+                Ok(Stage::Completed) => self.board.publish(&c.instance, true),
+                Ok(stage) => {
+                    let e = journal.services[svc].error.clone().unwrap_or_default();
+                    if stage == Stage::RolledBack {
+                        rolled_back.push(svc.to_owned());
+                    } else if let Some(only) = only {
+                        if stage < only {
+                            problems.push(format!(
+                                "{svc}: at `{}`, the stages before `{}` come first",
+                                stage.name(),
+                                only.name()
+                            ));
+                        } else if stage != only {
+                            problems.push(format!("{svc}: {e}"));
+                        }
+                    } else {
+                        problems.push(format!("{svc}: {e}"));
+                    }
+                    // `--stage` stops a service on purpose: it is not final, dependents wait for a
+                    // later run.
+                    self.board.publish(&c.instance, false);
+                }
+                Err(StepError::Link { reason }) => {
+                    self.say(Some(&c.instance.service), "link", format!("lost the node: {reason}"));
+                    return NodeOutcome::Unreachable { reason: format!("{reason}; the journal on the node says where it stopped: `homelab apply --resume`") };
+                }
+                Err(e) => return NodeOutcome::Partial { reason: e.to_string() },
+            }
+        }
+        let finished = journal.services.values().all(|e| e.stage.is_final());
+        let all_done = journal.services.values().all(|e| e.stage == Stage::Completed);
+        journal.finished = finished;
+        if let Err(e) = self.save(at, &mut journal) {
+            return step_error(e);
+        }
+        if all_done && self.opts.services.is_none() && only.is_none() {
+            let consumed = Consumed {
+                plan: self.id.to_owned(),
+                node: self.node.id.to_string(),
+                applied_at: rfc3339(self.now()),
+                by: self.opts.holder.clone(),
+            };
+            if let Err(e) = remote::write_durable(
+                at.exec,
+                &at.layout.consumed(self.id),
+                "0644",
+                &consumed.to_bytes(),
+            ) {
+                return step_error(e);
+            }
+        }
+        if !rolled_back.is_empty() {
+            NodeOutcome::RolledBack { services: rolled_back }
+        } else if !problems.is_empty() {
+            NodeOutcome::Partial { reason: problems.join("; ") }
+        } else if let (false, Some(only)) = (all_done, only) {
+            NodeOutcome::Staged { stage: only.name().to_owned() }
+        } else if !all_done {
+            NodeOutcome::Partial { reason: "not every service finished".to_owned() }
+        } else {
+            NodeOutcome::Applied
+        }
+    }
+
+    /// Writes the journal durably on the node: the next stage starts only once this returns.
+    pub(super) fn save(&self, at: &At, journal: &mut Journal) -> Result<(), StepError> {
+        journal.updated = rfc3339(self.now());
+        remote::write_durable(at.exec, &at.layout.journal(self.id), "0644", &journal.to_bytes())
+    }
+
+    /// Moves a service to `stage` in the journal, and saves it.
+    pub(super) fn set(
+        &self,
+        at: &At,
+        journal: &mut Journal,
+        svc: &str,
+        stage: Stage,
+        error: Option<String>,
+    ) -> Result<(), StepError> {
+        if let Some(e) = journal.services.get_mut(svc) {
+            e.stage = stage;
+            e.error = error;
+        }
+        self.save(at, journal)
+    }
+
+    /// Appends an event to the node's event log.
+    pub(super) fn event(
+        &self,
+        at: &At,
+        kind: &str,
+        severity: &str,
+        svc: &str,
+        data: serde_json::Value,
+    ) {
+        let now = self.now();
+        let line = crate::events::line(
+            &rfc3339(now),
+            kind,
+            severity,
+            "homelab apply",
+            svc,
+            self.id,
+            self.node.id.as_str(),
+            data,
+        );
+        let path = at.layout.events(&day(now), self.node.id.as_str());
+        // An event that cannot be written never stops a deploy; the journal is the record.
+        let _ = remote::append_event(at.exec, &path, line.as_bytes());
+    }
+}
+
+/// A step error as the node's outcome: a lost link, or a failure the operator reads.
+pub(super) fn step_error(e: StepError) -> NodeOutcome {
+    match e {
+        StepError::Link { reason } => NodeOutcome::Unreachable { reason },
+        e => NodeOutcome::Partial { reason: e.to_string() },
+    }
+}

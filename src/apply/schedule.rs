@@ -1,0 +1,103 @@
+//! Scheduling a run: which nodes, how many at once, and settling the cross-node [`Board`]
+//! through which a service waits for its dependencies on other nodes. It owns no node work (that is
+//! `node`'s) and never talks to a node itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Condvar, Mutex};
+
+use super::board::Board;
+use super::node::NodeRun;
+use super::{Event, NodeOutcome, Options, Sink};
+use crate::model::{Homelab, Instance, NodeName};
+use crate::plan::{Action, NodePlan, Plan};
+use crate::transport::Transport;
+
+/// A counting semaphore for the node concurrency limit.
+struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Slots {
+    fn take(&self) {
+        let mut f = self.free.lock().expect("slots");
+        while *f == 0 {
+            f = self.cv.wait(f).expect("slots");
+        }
+        *f -= 1;
+    }
+
+    fn give(&self) {
+        *self.free.lock().expect("slots") += 1;
+        self.cv.notify_one();
+    }
+}
+
+/// Applies `plan` (already through pre-flight) on the selected nodes.
+pub fn execute(
+    lab: &Homelab,
+    id: &str,
+    plan: &Plan,
+    transport: &dyn Transport,
+    opts: &Options,
+    sink: &dyn Sink,
+) -> BTreeMap<NodeName, NodeOutcome> {
+    let selected: Vec<&NodePlan> = plan
+        .nodes
+        .iter()
+        .filter(|n| opts.nodes.as_ref().is_none_or(|o| o.contains(&n.node)))
+        .collect();
+    let board = Board::default();
+    // Instances that this run will settle; everything else is treated as satisfied.
+    let mut in_run: BTreeSet<Instance> = BTreeSet::new();
+    for n in &selected {
+        for c in &n.changes {
+            if c.action != Action::NoOp
+                && opts.services.as_ref().is_none_or(|s| s.contains(&c.instance.service))
+            {
+                in_run.insert(c.instance.clone());
+            }
+        }
+    }
+    let slots = Slots { free: Mutex::new(opts.parallel.max(1)), cv: Condvar::new() };
+    let mut outcomes = BTreeMap::new();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = selected
+            .iter()
+            .map(|np| {
+                let (board, slots, in_run) = (&board, &slots, &in_run);
+                s.spawn(move || {
+                    slots.take();
+                    let outcome = match lab.nodes.get(&np.node) {
+                        None => NodeOutcome::Refused {
+                            reason: "the node is not in the inventory any more".to_owned(),
+                        },
+                        Some(node) => {
+                            NodeRun { id, node, np, opts, sink, board, in_run }.run(transport)
+                        }
+                    };
+                    // Whatever happened, nothing on this node will settle later in this run; a
+                    // node applied by an earlier run has every service at its new version.
+                    let done = outcome == NodeOutcome::AlreadyApplied;
+                    for c in &np.changes {
+                        if in_run.contains(&c.instance) {
+                            board.settle(&c.instance, done);
+                        }
+                    }
+                    slots.give();
+                    sink.event(&Event::NodeDone {
+                        node: np.node.clone(),
+                        outcome: outcome.clone(),
+                    });
+                    (np.node.clone(), outcome)
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Ok((n, o)) = h.join() {
+                outcomes.insert(n, o);
+            }
+        }
+    });
+    outcomes
+}

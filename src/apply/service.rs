@@ -1,0 +1,266 @@
+//! The stages of one service on one node, one method each, from where its journal stands:
+//! prepare (upload, seal) → validate → deploy (switch, `compose up`) → verify (healthcheck) →
+//! complete, and the rollback when deploy or verify fails. Each stage saves the journal before
+//! the next one starts. Which services run, and in what order, is `node`'s.
+
+use serde_json::json;
+
+use super::node::{At, NodeRun};
+use super::remote::{self, StepError};
+use crate::model::ServiceName;
+use crate::node::journal::{Journal, Stage};
+use crate::node::manifest::{Manifest, MANIFEST};
+use crate::plan::{Action, Change, Runtime};
+
+/// One service of a node's run.
+struct ServiceRun<'r, 'a, 'e> {
+    run: &'r NodeRun<'a>,
+    at: &'r At<'e>,
+    c: &'r Change,
+    svc: &'r str,
+    /// Where this plan's release of the service is on the node.
+    release: String,
+}
+
+impl NodeRun<'_> {
+    /// Runs the stages of one service from where its journal stands. `Ok` carries the stage it
+    /// ended in; `Err(Link)` means the node was lost mid-way (resume continues).
+    pub(super) fn service(
+        &self,
+        at: &At,
+        c: &Change,
+        journal: &mut Journal,
+    ) -> Result<Stage, StepError> {
+        let svc = c.instance.service.as_str();
+        let s = ServiceRun { run: self, at, c, svc, release: at.layout.release(svc, self.id) };
+        let only = self.opts.mode.only();
+        let runs = |st: Stage| only.is_none_or(|o| o == st);
+        let mut stage = journal.services[svc].stage;
+
+        if c.action == Action::Delete {
+            if !runs(Stage::Deployed) {
+                return Ok(stage);
+            }
+            return s.delete(journal);
+        }
+        let Some(rt) = &c.runtime else {
+            s.set(
+                journal,
+                Stage::Failed,
+                Some("the plan lacks the healthcheck and secrets of this service".into()),
+            )?;
+            return Ok(Stage::Failed);
+        };
+        // Each stage runs when the journal stands right before it; a stage that ends anywhere
+        // but the next one (failed, rolled back) ends the service.
+        let steps: [(Stage, &[Stage], Stage); 5] = [
+            (Stage::Prepared, &[Stage::Pending], Stage::Prepared),
+            (Stage::Validated, &[Stage::Prepared], Stage::Validated),
+            (Stage::Deployed, &[Stage::Validated, Stage::Deploying], Stage::Deployed),
+            (Stage::Verified, &[Stage::Deployed], Stage::Verified),
+            (Stage::Completed, &[Stage::Verified], Stage::Completed),
+        ];
+        for (step, from, next) in steps {
+            if !from.contains(&stage) {
+                continue;
+            }
+            if !runs(step) {
+                return Ok(stage);
+            }
+            stage = match step {
+                Stage::Prepared => s.prepare(journal)?,
+                Stage::Validated => s.validate(journal, rt)?,
+                Stage::Deployed => s.deploy(journal)?,
+                Stage::Verified => s.verify(journal, rt)?,
+                // Stage::Completed, the last of the steps above.
+                _ => s.complete(journal, json!({"release": s.release}), "at the new version")?,
+            };
+            if stage != next {
+                return Ok(stage);
+            }
+        }
+        Ok(stage)
+    }
+}
+
+impl ServiceRun<'_, '_, '_> {
+    fn say(&self, stage: &str, message: String) {
+        self.run.say(Some(&self.c.instance.service), stage, message);
+    }
+
+    fn event(&self, kind: &str, severity: &str, data: serde_json::Value) {
+        self.run.event(self.at, kind, severity, self.svc, data);
+    }
+
+    fn set(
+        &self,
+        journal: &mut Journal,
+        stage: Stage,
+        error: Option<String>,
+    ) -> Result<(), StepError> {
+        self.run.set(self.at, journal, self.svc, stage, error)
+    }
+
+    /// A service the plan removes: down, unlink, complete.
+    fn delete(&self, journal: &mut Journal) -> Result<Stage, StepError> {
+        self.say("deploy", "docker compose down".to_owned());
+        self.event("deployment_started", "info", json!({"action": "delete"}));
+        remote::down_and_unlink(self.at.exec, &self.at.layout, self.svc)?;
+        self.complete(journal, json!({"action": "delete"}), "removed")
+    }
+
+    /// Uploads the artifacts and their manifest to a staging folder, checks every hash on the
+    /// node and seals it as the release; remembers what was live for rollback.
+    fn prepare(&self, journal: &mut Journal) -> Result<Stage, StepError> {
+        let (c, at, svc) = (self.c, self.at, self.svc);
+        self.say("prepare", format!("uploading {} artifact(s)", c.artifacts.len()));
+        self.event("deployment_started", "info", json!({"action": c.action.as_str()}));
+        let staging = at.layout.staging(svc, self.run.id);
+        let mut hashes = Vec::new();
+        for a in &c.artifacts {
+            remote::write_durable(
+                at.exec,
+                &format!("{staging}/{}", a.name),
+                &format!("{:04o}", a.mode),
+                a.text.as_bytes(),
+            )?;
+            hashes.push((a.name.clone(), a.sha256.clone()));
+        }
+        let manifest = Manifest::of(
+            svc,
+            self.run.node.id.as_str(),
+            c.artifacts.iter().map(|a| (a.name.as_str(), a.text.as_bytes(), a.mode)),
+        );
+        let mbytes = manifest.to_bytes();
+        remote::write_durable(at.exec, &format!("{staging}/{MANIFEST}"), "0644", &mbytes)?;
+        hashes.push((MANIFEST.to_owned(), crate::digest::sha256_hex(&mbytes)));
+        if let Err(e) = remote::seal_release(at.exec, &staging, &self.release, &hashes) {
+            return self.fail_early(journal, e);
+        }
+        let previous = remote::readlink(at.exec, &at.layout.live(svc))?;
+        if let Some(entry) = journal.services.get_mut(svc) {
+            entry.previous = previous.filter(|p| *p != self.release);
+        }
+        self.set(journal, Stage::Prepared, None)?;
+        Ok(Stage::Prepared)
+    }
+
+    /// `docker compose config` of the release, and the contract's secrets present.
+    fn validate(&self, journal: &mut Journal, rt: &Runtime) -> Result<Stage, StepError> {
+        self.say("validate", "docker compose config, secrets present".to_owned());
+        let env_file = self.at.layout.env_file(self.svc);
+        if let Err(e) =
+            remote::validate(self.at.exec, &self.release, self.svc, &env_file, &rt.secrets)
+        {
+            return self.fail_early(journal, e);
+        }
+        self.set(journal, Stage::Validated, None)?;
+        Ok(Stage::Validated)
+    }
+
+    /// Switches the live link and brings the release up. `Deploying` is journaled first, so a
+    /// cut here is resumed by running it again.
+    fn deploy(&self, journal: &mut Journal) -> Result<Stage, StepError> {
+        self.say("deploy", "switching to the new release, docker compose up -d".to_owned());
+        self.set(journal, Stage::Deploying, None)?;
+        match remote::switch_and_up(self.at.exec, &self.at.layout, self.svc, &self.release) {
+            Ok(()) => {}
+            Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
+            Err(e) => return self.roll_back(journal, e.to_string()),
+        }
+        self.set(journal, Stage::Deployed, None)?;
+        Ok(Stage::Deployed)
+    }
+
+    /// The contract's healthcheck with its start period, retries, interval and timeout.
+    fn verify(&self, journal: &mut Journal, rt: &Runtime) -> Result<Stage, StepError> {
+        let h = rt.healthcheck;
+        self.say(
+            "verify",
+            format!(
+                "healthcheck: {} tries, every {:?}, timeout {:?}",
+                h.retries, h.interval, h.timeout
+            ),
+        );
+        std::thread::sleep(h.start_period);
+        let mut healthy = false;
+        for attempt in 1..=h.retries {
+            let node = self.run.node.id.as_str();
+            if remote::healthcheck(self.at.exec, &self.at.layout, node, self.svc, h.timeout)? {
+                healthy = true;
+                break;
+            }
+            self.event(
+                "healthcheck_failed",
+                "warning",
+                json!({"attempt": attempt, "of": h.retries}),
+            );
+            if attempt < h.retries {
+                std::thread::sleep(h.interval);
+            }
+        }
+        if !healthy {
+            return self.roll_back(journal, format!("healthcheck failed {} time(s)", h.retries));
+        }
+        self.set(journal, Stage::Verified, None)?;
+        Ok(Stage::Verified)
+    }
+
+    /// The last stage of a service: journal, event, progress.
+    fn complete(
+        &self,
+        journal: &mut Journal,
+        data: serde_json::Value,
+        message: &str,
+    ) -> Result<Stage, StepError> {
+        self.set(journal, Stage::Completed, None)?;
+        self.event("deployment_completed", "info", data);
+        self.say("complete", message.to_owned());
+        Ok(Stage::Completed)
+    }
+
+    /// Prepare or validate failed: nothing live changed.
+    fn fail_early(&self, journal: &mut Journal, e: StepError) -> Result<Stage, StepError> {
+        if matches!(e, StepError::Link { .. }) {
+            return Err(e);
+        }
+        let reason = e.to_string();
+        self.run.say(ServiceName::parse(self.svc).ok().as_ref(), "failed", reason.clone());
+        self.set(journal, Stage::Failed, Some(reason.clone()))?;
+        self.event("deployment_failed", "error", json!({"reason": reason}));
+        Ok(Stage::Failed)
+    }
+
+    /// Diagnose (status, logs kept on the node, an incident event), then switch back to the
+    /// previous release and bring it up; a first deploy is taken down instead.
+    fn roll_back(&self, journal: &mut Journal, reason: String) -> Result<Stage, StepError> {
+        let (at, svc) = (self.at, self.svc);
+        self.say("diagnose", reason.clone());
+        let log = at.layout.incident_log(svc, self.run.id);
+        let status = remote::diagnose(at.exec, &at.layout, svc, &log).unwrap_or_default();
+        self.event(
+            "deployment_failed",
+            "error",
+            json!({"reason": reason, "containers": status, "log": log}),
+        );
+        self.event("remediation_started", "warning", json!({"action": "rollback"}));
+        let previous = journal.services[svc].previous.clone();
+        match &previous {
+            Some(prev) => {
+                self.say("rollback", format!("back to {prev}"));
+                remote::switch_and_up(at.exec, &at.layout, svc, prev)?;
+            }
+            None => {
+                self.say("rollback", "first deploy: taking it down".to_owned());
+                remote::down_and_unlink(at.exec, &at.layout, svc)?;
+            }
+        }
+        let error = format!(
+            "{reason}; rolled back to {}",
+            previous.as_deref().unwrap_or("nothing (first deploy)")
+        );
+        self.set(journal, Stage::RolledBack, Some(error))?;
+        self.event("remediation_completed", "info", json!({"action": "rollback"}));
+        Ok(Stage::RolledBack)
+    }
+}
