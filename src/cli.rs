@@ -115,8 +115,10 @@ pub enum Command {
         /// Your key, to record who rejected (optional).
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
+        /// The nodes the rejection is recorded on (every node of the plan by default), so
+        /// no controller and no copy of the plan can apply it there.
         #[command(flatten)]
-        controller: Controller,
+        target: Target,
     },
     /// Apply an approved plan, per node.
     #[command(
@@ -227,8 +229,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
         Command::Approve { plan, key, yes, controller } => {
             command::approve::approve(repo, plan, key.as_ref(), *yes, controller, out)
         }
-        Command::Reject { plan, reason, key, controller } => {
-            command::approve::reject(repo, plan, reason, key.as_ref(), controller)
+        Command::Reject { plan, reason, key, target } => {
+            command::approve::reject(repo, plan, reason, key.as_ref(), target)
         }
         Command::Apply {
             approved,

@@ -49,6 +49,9 @@ pub struct Options {
     pub pid: u32,
     /// Where the journal, the lock, events and progress read the time.
     pub clock: Clock,
+    /// When the plan expires: a node or service that has not started by then never starts;
+    /// only work already begun may be finished by `--resume`.
+    pub expires: std::time::SystemTime,
 }
 
 /// Run the pipeline, or only look.

@@ -102,6 +102,12 @@ impl NodeRun<'_> {
             Err(e) => return NodeOutcome::Unreachable { reason: e.to_string() },
         };
         let layout = Layout::new(exec.root());
+        // A rejected plan is not looked at through its approval either.
+        if let NodeStatus::Reachable(state) = observe::refresh(self.node, exec.as_ref()).status {
+            if state.rejected.contains(self.id) {
+                return self.rejected_here();
+            }
+        }
         for c in
             self.np.changes.iter().filter(|c| {
                 self.opts.services.as_ref().is_none_or(|s| s.contains(&c.instance.service))
@@ -126,6 +132,20 @@ impl NodeRun<'_> {
             }
         }
         NodeOutcome::Staged { stage: "diagnose".to_owned() }
+    }
+
+    fn rejected_here(&self) -> NodeOutcome {
+        NodeOutcome::Refused {
+            reason: format!(
+                "plan `{}` was rejected (recorded on this node by `homelab reject`): it never runs here",
+                self.id
+            ),
+        }
+    }
+
+    /// Whether the plan expired (by the run's clock).
+    fn expired(&self) -> bool {
+        self.now() >= self.opts.expires
     }
 
     /// Whether a lock is held by an apply of this plan (on any host: not ours to take yet).
@@ -208,6 +228,9 @@ impl NodeRun<'_> {
                 return Ok(false);
             }
         }
+        if state.rejected.contains(self.id) {
+            return Err(self.rejected_here());
+        }
         if state.consumed.contains(self.id) {
             return Err(if self.opts.resume {
                 NodeOutcome::AlreadyApplied
@@ -227,6 +250,17 @@ impl NodeRun<'_> {
                 });
             }
             return Ok(true);
+        }
+        // Expiry binds every start: a node that had not started when the plan expired is left
+        // out (`--resume` may only finish work already begun).
+        if self.expired() {
+            return Err(NodeOutcome::Refused {
+                reason: format!(
+                    "left out: plan `{}` expired at {} before this node started; plan again",
+                    self.id,
+                    rfc3339(self.opts.expires)
+                ),
+            });
         }
         // The staleness check, right before the first prepare on this node.
         let PlannedStatus::Reachable { fingerprint, actual: lines } = &self.np.status else {
@@ -310,6 +344,24 @@ impl NodeRun<'_> {
             let entry = journal.services[svc].clone();
             if entry.stage.is_final() {
                 self.board.publish(&c.instance, entry.stage == Stage::Completed);
+                continue;
+            }
+            // A service that had not begun when the plan expired never begins.
+            if entry.stage == Stage::Pending && self.expired() {
+                let reason = format!(
+                    "left out: the plan expired at {} before it started",
+                    rfc3339(self.opts.expires)
+                );
+                self.say(Some(&c.instance.service), "skip", reason.clone());
+                if let Some(e) = journal.services.get_mut(svc) {
+                    e.stage = Stage::Skipped;
+                    e.error = Some(reason.clone());
+                }
+                if let Err(e) = self.save(at, &mut journal) {
+                    return step_error(e);
+                }
+                problems.push(format!("{svc}: {reason}"));
+                self.board.publish(&c.instance, false);
                 continue;
             }
             // Dependencies first, on this node or another.

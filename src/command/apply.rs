@@ -76,6 +76,8 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
         host,
         pid,
         clock,
+        expires: humantime::parse_rfc3339(&loaded.plan.expires)
+            .map_err(|_| policy::Refusal::ExpiryUnreadable)?,
     };
     // The controller's record: from here on, a plain second apply of this plan is a replay.
     let applied = records.applied(&loaded.id);
@@ -117,8 +119,15 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
     if diagnose {
         // Nothing to record.
     } else if first && !outcomes.values().any(NodeOutcome::touched) {
-        // Nothing was done anywhere: the plan is not consumed.
+        // Nothing was done anywhere: the plan is not consumed, and the folders the record
+        // needed go too when nothing else is in them (a refusal leaves no trace).
         let _ = std::fs::remove_file(&applied);
+        if let Some(dir) = applied.parent() {
+            let _ = std::fs::remove_dir(dir).and_then(|()| match dir.parent() {
+                Some(state) => std::fs::remove_dir(state),
+                None => Ok(()),
+            });
+        }
     } else {
         let state = if report == Report::Success && whole {
             ApplyState::Completed

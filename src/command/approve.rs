@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::args::Controller;
+use super::args::{Controller, Target};
 use crate::approve::keys::{self, KeyError};
 use crate::approve::policy::{self, Records, Refusal};
 use crate::approve::APPROVE_NAMESPACE;
@@ -87,7 +87,7 @@ pub fn reject(
     plan_path: &Path,
     reason: &str,
     key_flag: Option<&PathBuf>,
-    controller: &Controller,
+    target: &Target,
 ) -> Result<Report, Error> {
     let lab = super::load(repo)?;
     let loaded = file::read(plan_path).map_err(Refusal::from)?;
@@ -104,8 +104,46 @@ pub fn reject(
         }
         None => std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
     };
-    let records = Records::at(&controller.root(None));
+    let records = Records::at(&target.controller.root(None));
     let path = policy::reject(&loaded, reason, &by, &records, now)?;
     eprintln!("rejected plan {}: {}", loaded.id, path.display());
+    // The rejection travels with the plan's id: recorded on its nodes, it refuses any
+    // controller and any copy of the plan there.
+    let sel = super::Selection::of(repo, &lab, target)?;
+    let bytes = crate::node::records::Rejection::new(
+        &loaded.id,
+        crate::clock::rfc3339(now),
+        by.clone(),
+        reason.to_owned(),
+    )
+    .to_bytes();
+    let mut missed = Vec::new();
+    for np in loaded.plan.nodes.iter().filter(|n| sel.nodes.contains(&n.node)) {
+        let Some(node) = lab.nodes.get(&np.node) else { continue };
+        let written = sel.transport.connect(node).map_err(|e| e.to_string()).and_then(|exec| {
+            let layout = crate::node::Layout::new(exec.root());
+            crate::apply::remote::write_durable(
+                exec.as_ref(),
+                &layout.rejected(&loaded.id),
+                "0644",
+                &bytes,
+            )
+            .map_err(|e| e.to_string())
+        });
+        match written {
+            Ok(()) => eprintln!("  recorded on {}", node.display_name),
+            Err(e) => {
+                eprintln!("  NOT recorded on {}: {e}", node.display_name);
+                missed.push(node.display_name.clone());
+            }
+        }
+    }
+    if !missed.is_empty() {
+        eprintln!(
+            "warning: the rejection is not on {}: an apply from another controller could still reach them; run `homelab reject` again when they answer",
+            missed.join(", ")
+        );
+        return Ok(Report::Failed);
+    }
     Ok(Report::Success)
 }

@@ -36,6 +36,9 @@ pub struct NodeState {
     pub services: BTreeMap<String, DeployedService>,
     /// Plan ids already applied on this node.
     pub consumed: BTreeSet<String>,
+    /// Plan ids rejected, recorded on the node by `homelab reject`: refused from any
+    /// controller and any copy of the plan.
+    pub rejected: BTreeSet<String>,
     /// Plan ids with an apply journal on this node (started, maybe not finished).
     pub journals: BTreeSet<String>,
     /// The holder of the node's apply lock, when it is held (see [`lock_holder`] for a
@@ -162,6 +165,10 @@ const REFRESH_SCRIPT: &str = r#"set -u
 root=$1
 echo "homelab-refresh 1"
 if [ -e "$root" ] && [ ! -d "$root" ]; then echo "runtime root $root is not a folder" >&2; exit 3; fi
+for f in "$root"/state/rejected/*.json; do
+  [ -e "$f" ] || continue
+  b=${f##*/}; echo "rejected ${b%.json}"
+done
 for f in "$root"/state/consumed/*.json; do
   [ -e "$f" ] || continue
   b=${f##*/}; echo "consumed ${b%.json}"
@@ -285,6 +292,9 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
         }
         let (kind, rest) = l.split_once(' ').ok_or_else(|| format!("unexpected line `{l}`"))?;
         match kind {
+            "rejected" => {
+                state.rejected.insert(rest.to_owned());
+            }
             "consumed" => {
                 state.consumed.insert(rest.to_owned());
             }

@@ -458,6 +458,10 @@ fn a_rejected_plan_is_refused() {
         &format!("repo/plans/{}.plan", p.id),
         "--reason",
         "the broker upgrade waits for the weekend",
+        "--transport",
+        "local",
+        "--root",
+        "rt",
         "--controller-root",
         "rt",
     ]);
@@ -467,6 +471,69 @@ fn a_rejected_plan_is_refused() {
         "no longer pending"
     );
     p.refused(&["was rejected", "the broker upgrade waits for the weekend"]);
+    // `--stage diagnose` does not look at a rejected plan either.
+    let out = p.lab.apply_with(&p.id, &["--stage", "diagnose"]);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("was rejected"), "{}", out.stderr);
+
+    // The rejection travels with the plan's id (issue 8, finding 6): the same plan copied to
+    // another folder and applied from another controller is refused on every node.
+    for f in ["plan", "approved"] {
+        let text = p.lab.read(&format!("repo/plans/{}.{f}", p.id));
+        p.lab.write(&format!("elsewhere/{}.{f}", p.id), text);
+    }
+    let before = p.lab.snapshot();
+    let out = p.lab.homelab(&[
+        "apply",
+        &format!("elsewhere/{}.approved", p.id),
+        "--transport",
+        "local",
+        "--root",
+        "rt",
+        "--controller-root",
+        "rt2",
+    ]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 3, "{all}");
+    assert!(all.contains("recorded on this node by `homelab reject`"), "{all}");
+    p.lab.snapshot().under("rt").assert_same(&before.under("rt"), "the nodes of a rejected plan");
+}
+
+/// Expiry binds every start (issue 8, finding 5): after one node was prepared before expiry,
+/// `apply --resume` after expiry leaves out the nodes that never started, and says so.
+#[test]
+fn after_expiry_resume_finishes_only_nodes_that_started() {
+    let lab = Lab::new();
+    let planner = lab.keygen("planner");
+    let operator = lab.keygen("operator");
+    lab.allow(&[
+        ("planner@test", "namespaces=\"homelab-plan\"", &planner),
+        ("operator@test", "", &operator),
+    ]);
+    lab.policy("20s", 1, &["operator@test"]);
+    let id = lab.plan(&planner);
+    let out = lab.approve(&id, &operator);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = lab.apply_with(&id, &["--node", "edge-a", "--stage", "prepare"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // Wait until the plan has expired (its own `expires` line, not a guess).
+    let text = lab.plan_file(&id);
+    let expires = text.lines().find_map(|l| l.strip_prefix("expires ")).unwrap();
+    let expires = humantime::parse_rfc3339(expires).unwrap();
+    while std::time::SystemTime::now() <= expires + std::time::Duration::from_secs(1) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let before = lab.snapshot();
+    let out = lab.apply_with(&id, &["--resume"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    for node in ["alpha", "edge-b"] {
+        let line = all.lines().find(|l| l.contains(&node.to_uppercase()) && l.contains("left out"));
+        assert!(line.is_some_and(|l| l.contains("expired")), "{node} left out, in:\n{all}");
+        before
+            .under(&format!("rt/{node}"))
+            .assert_same(&lab.snapshot().under(&format!("rt/{node}")), "a node that never started");
+    }
 }
 
 #[test]
@@ -538,6 +605,8 @@ fn a_stale_plan_is_refused_naming_the_node_and_what_changed() {
         p.refused_on_node("edge-b", &[], &["stale", "app file docker-compose.yml", "plan again"]);
     assert_eq!(code, 3, "refused");
     nothing_done(&before, &after, &p.id);
+    // Not even an empty folder is left of the controller's record (issue 8, finding 10).
+    assert!(!p.lab.path("rt/state/applied").exists(), "an empty state/applied/ was left");
 }
 
 #[test]
@@ -879,4 +948,17 @@ fn an_uncommitted_plan_is_refused_unless_the_policy_allows_it() {
     assert_eq!(approve.code, 3, "{}", approve.stderr);
     assert!(approve.stderr.contains("made from uncommitted changes"), "{}", approve.stderr);
     assert!(approve.stderr.contains("allow_uncommitted"), "{}", approve.stderr);
+}
+
+/// An "update" against a node that does not have the service passes for a small change; the
+/// plan reader refuses an action the node's fingerprinted state does not allow (issue 8,
+/// finding 1).
+#[test]
+fn an_update_of_a_service_the_node_does_not_have_is_refused() {
+    let p = Planned::new();
+    let id = p.resigned(|body| {
+        let line = body.lines().find(|l| l.starts_with("change create ")).unwrap();
+        body.replacen(line, &line.replacen("change create ", "change update ", 1), 1)
+    });
+    p.refused_id(&id, &["is planned as `update`", "it has no such service"]);
 }
