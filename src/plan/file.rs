@@ -695,6 +695,37 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             PlannedStatus::Reachable { actual, .. } => actual.clone(),
             PlannedStatus::Unreachable { .. } => Vec::new(),
         };
+        for c in &n.changes {
+            // The action must fit what the node's (fingerprinted) state says is there: an
+            // "update" of a service the node does not have would pass for a small change.
+            let svc = c.instance.service.as_str();
+            let manifest = actual
+                .iter()
+                .find_map(|l| l.strip_prefix(&format!("{svc} manifest ")))
+                .map(str::to_owned);
+            let fits = match c.action {
+                Action::Create => manifest.is_none(),
+                Action::Update | Action::NoOp => {
+                    manifest.as_deref().is_some_and(|m| m != "none" && m != "corrupt")
+                }
+                Action::Replace | Action::Delete => manifest.is_some(),
+            };
+            if !fits {
+                return Err(PlanFileError {
+                    file: file.to_owned(),
+                    line: change_lines.get(&c.instance).copied().unwrap_or(1),
+                    message: bounded(format!(
+                        "`{}` is planned as `{}`, which the node's state does not allow ({}): the plan was edited",
+                        c.instance,
+                        c.action,
+                        match &manifest {
+                            None => "it has no such service".to_owned(),
+                            Some(m) => format!("its manifest is {m}"),
+                        }
+                    )),
+                });
+            }
+        }
         for c in &mut n.changes {
             c.diffs = super::diffs_of(c, &actual);
         }

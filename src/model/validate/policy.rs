@@ -89,7 +89,31 @@ fn signer_principals(text: &str) -> BTreeSet<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().next())
-        .flat_map(|p| p.split(',').map(|s| s.trim_matches('"').to_owned()).collect::<Vec<_>>())
+        .filter_map(principals_field)
+        .flat_map(|p| {
+            // Negated entries take a name away; they name no approver.
+            p.split(',').filter(|s| !s.starts_with('!')).map(str::to_owned).collect::<Vec<_>>()
+        })
         .collect()
+}
+
+/// The principals field of an allowed-signers line, as OpenSSH reads it: in double quotes (a
+/// principal may hold a space) or up to the first blank.
+fn principals_field(line: &str) -> Option<&str> {
+    match line.strip_prefix('"') {
+        Some(quoted) => quoted.find('"').map(|end| &quoted[..end]),
+        None => line.split_whitespace().next(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoted_principals_may_hold_spaces_and_negations_name_nobody() {
+        let p = super::signer_principals(
+            "\"ops team@saturn,!x@y\" ssh-ed25519 AAAA\nowner@saturn ssh-ed25519 AAAA\n",
+        );
+        let want: Vec<&str> = vec!["ops team@saturn", "owner@saturn"];
+        assert_eq!(p.iter().map(String::as_str).collect::<Vec<_>>(), want);
+    }
 }
