@@ -16,12 +16,11 @@ use crate::node::Layout;
 pub const COMPOSE: &str = "docker-compose.yml";
 pub const OVERRIDE: &str = "docker-compose.override.yml";
 pub const HEALTHCHECK: &str = "healthcheck.sh";
-/// Every artifact a service instance may have on its node (the manifest aside).
-pub const ARTIFACT_NAMES: [&str; 3] = [COMPOSE, OVERRIDE, HEALTHCHECK];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
-    pub name: &'static str,
+    /// The path in the release (`docker-compose.yml`, `conf/mosquitto.conf`).
+    pub name: String,
     pub bytes: Vec<u8>,
     pub mode: u32,
 }
@@ -44,7 +43,7 @@ impl Rendered {
         Manifest::of(
             self.instance.service.as_str(),
             self.instance.node.as_str(),
-            self.artifacts.iter().map(|a| (a.name, a.bytes.as_slice(), a.mode)),
+            self.artifacts.iter().map(|a| (a.name.as_str(), a.bytes.as_slice(), a.mode)),
         )
     }
 
@@ -117,25 +116,41 @@ pub fn render_instance(lab: &Homelab, inst: &Instance) -> Result<Rendered, Rende
     for (name, text) in &lab.templates {
         env.add_template_owned(name.clone(), text.clone()).map_err(|e| template_error(&e, None))?;
     }
-    let mut sources = vec![(COMPOSE, &svc.compose)];
+    // Which files are templates is explicit: `templates:` of the contract, else the compose
+    // file and the host's override; a `*.j2` file always is. Any other file ships as written,
+    // so `{{.Name}}` in a Docker option or `$${VAR}` never breaks it.
+    let listed = |name: &str| match &svc.templates {
+        Some(t) => t.iter().any(|n| n == name),
+        None => name == COMPOSE || name == OVERRIDE,
+    };
+    // (name, source, template, mode), later entries of the same name replacing earlier ones:
+    // the host's files over the service's.
+    let mut sources: Vec<(String, &crate::model::Source, bool, u32)> =
+        vec![(COMPOSE.to_owned(), &svc.compose, listed(COMPOSE), 0o644)];
+    sources.push((HEALTHCHECK.to_owned(), &svc.healthcheck_script, false, 0o755));
+    for f in &svc.files {
+        sources.push((f.name.clone(), &f.source, f.template || listed(&f.name), f.mode));
+    }
     if let Some(o) = node.overrides.get(&inst.service) {
-        sources.push((OVERRIDE, o));
+        sources.push((OVERRIDE.to_owned(), o, listed(OVERRIDE), 0o644));
     }
-    let mut artifacts = Vec::new();
-    for (name, src) in sources {
-        env.add_template_owned(src.path.clone(), src.text.clone())
-            .map_err(|e| template_error(&e, Some(&src.path)))?;
-        let tmpl = env.get_template(&src.path).map_err(|e| template_error(&e, Some(&src.path)))?;
-        let text = tmpl.render(&ctx).map_err(|e| template_error(&e, Some(&src.path)))?;
-        artifacts.push(Artifact { name, bytes: text.into_bytes(), mode: 0o644 });
+    for f in node.runtime_files.get(&inst.service).into_iter().flatten() {
+        sources.push((f.name.clone(), &f.source, f.template || listed(&f.name), f.mode));
     }
-    artifacts.push(Artifact {
-        name: HEALTHCHECK,
-        bytes: svc.healthcheck_script.text.clone().into_bytes(),
-        mode: 0o755,
-    });
-    artifacts.sort_by(|a, b| a.name.cmp(b.name));
-    Ok(Rendered { instance: inst.clone(), artifacts })
+    let mut artifacts: BTreeMap<String, Artifact> = BTreeMap::new();
+    for (name, src, template, mode) in sources {
+        let bytes = if template {
+            env.add_template_owned(src.path.clone(), src.text.clone())
+                .map_err(|e| template_error(&e, Some(&src.path)))?;
+            let tmpl =
+                env.get_template(&src.path).map_err(|e| template_error(&e, Some(&src.path)))?;
+            tmpl.render(&ctx).map_err(|e| template_error(&e, Some(&src.path)))?.into_bytes()
+        } else {
+            src.text.clone().into_bytes()
+        };
+        artifacts.insert(name.clone(), Artifact { name, bytes, mode });
+    }
+    Ok(Rendered { instance: inst.clone(), artifacts: artifacts.into_values().collect() })
 }
 
 fn template_error(e: &minijinja::Error, fallback: Option<&str>) -> RenderError {

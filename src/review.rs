@@ -82,7 +82,7 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
     }
     let rendered = crate::render::render_instance(lab, &c.instance)
         .map_err(|e| differs("the render", e.to_string()))?;
-    let want: Vec<&str> = rendered.artifacts.iter().map(|a| a.name).collect();
+    let want: Vec<&str> = rendered.artifacts.iter().map(|a| a.name.as_str()).collect();
     let have: Vec<&str> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
     if want != have {
         return Err(differs(
@@ -92,11 +92,11 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
     }
     for (r, p) in rendered.artifacts.iter().zip(&c.artifacts) {
         if r.mode != p.mode {
-            return Err(differs(r.name, format!("mode {:04o}, not {:04o}", p.mode, r.mode)));
+            return Err(differs(&r.name, format!("mode {:04o}, not {:04o}", p.mode, r.mode)));
         }
         if r.bytes != p.text.as_bytes() {
             let line = first_differing_line(&r.bytes, p.text.as_bytes());
-            return Err(differs(r.name, format!("line {line}")));
+            return Err(differs(&r.name, format!("line {line}")));
         }
     }
     let svc = &lab.services[&c.instance.service];

@@ -81,9 +81,9 @@ mv -fT -- "$live.new" "$live"
 sync -- "$services"
 cd -- "$live"
 if [ -f docker-compose.override.yml ]; then
-  docker compose -p "$svc" -f docker-compose.yml -f docker-compose.override.yml up -d --remove-orphans
+  docker compose -p "$svc" -f docker-compose.yml -f docker-compose.override.yml up -d --remove-orphans --force-recreate
 else
-  docker compose -p "$svc" -f docker-compose.yml up -d --remove-orphans
+  docker compose -p "$svc" -f docker-compose.yml up -d --remove-orphans --force-recreate
 fi
 "#;
 

@@ -43,20 +43,36 @@ fn write_tree(out: &Path, rendered: &[Rendered]) -> io::Result<()> {
     for r in rendered {
         let dir = out.join(r.instance.node.as_str()).join(r.instance.service.as_str());
         fs::create_dir_all(&dir)?;
-        let mut keep: Vec<&str> = r.artifacts.iter().map(|a| a.name).collect();
+        let mut keep: Vec<&str> = r.artifacts.iter().map(|a| a.name.as_str()).collect();
         keep.push(crate::node::manifest::MANIFEST);
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            if !keep.iter().any(|k| entry.file_name() == *k) && entry.file_type()?.is_file() {
-                fs::remove_file(entry.path())?;
-            }
-        }
+        remove_others(&dir, &dir, &keep)?;
         for a in &r.artifacts {
-            let path = dir.join(a.name);
+            let path = dir.join(&a.name);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
             fs::write(&path, &a.bytes)?;
             fs::set_permissions(&path, fs::Permissions::from_mode(a.mode))?;
         }
         fs::write(dir.join(crate::node::manifest::MANIFEST), r.manifest_bytes())?;
+    }
+    Ok(())
+}
+
+/// Removes the files under `dir` whose path below `top` is not in `keep`.
+fn remove_others(top: &Path, dir: &Path, keep: &[&str]) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            remove_others(top, &path, keep)?;
+        } else if kind.is_file() {
+            let rel = path.strip_prefix(top).unwrap_or(&path).to_string_lossy().into_owned();
+            if !keep.contains(&rel.as_str()) {
+                fs::remove_file(&path)?;
+            }
+        }
     }
     Ok(())
 }

@@ -74,6 +74,7 @@ fn nodes(t: &raw::Topology) -> BTreeMap<NodeName, Node> {
                 capabilities: BTreeSet::new(),
                 services: BTreeMap::new(),
                 overrides: BTreeMap::new(),
+                runtime_files: BTreeMap::new(),
             },
         );
     }
@@ -160,6 +161,30 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
         compose: r.compose.clone(),
         healthcheck_script: r.healthcheck.clone(),
         env_example: r.env_example.clone(),
+        templates: c.templates.as_ref().map(|t| t.iter().map(|n| n.value.clone()).collect()),
+        files: r
+            .extra
+            .iter()
+            .map(|(source, executable)| {
+                service_file(source, &format!("services/{}/", r.compose_dir()), *executable)
+            })
+            .collect(),
+    }
+}
+
+/// A file that ships with a service: its name in the release is its path under the service's
+/// folder, without a `.j2` suffix, which marks it a template.
+pub(crate) fn service_file(source: &Source, base: &str, executable: bool) -> ServiceFile {
+    let rel = source.path.strip_prefix(base).unwrap_or(&source.path);
+    let (name, template) = match rel.strip_suffix(".j2") {
+        Some(stem) => (stem.to_owned(), true),
+        None => (rel.to_owned(), false),
+    };
+    ServiceFile {
+        name,
+        source: source.clone(),
+        template,
+        mode: if executable { 0o755 } else { 0o644 },
     }
 }
 
@@ -193,7 +218,17 @@ fn hosts(
                 continue;
             };
             if let Some(Ok(src)) = &dir.override_file {
-                node.overrides.insert(svc, src.clone());
+                node.overrides.insert(svc.clone(), src.clone());
+            }
+            let base = format!("hosts/{id}/runtime/{}/", dir.name);
+            let files: Vec<ServiceFile> = dir
+                .extra
+                .iter()
+                .filter_map(|f| f.as_ref().ok())
+                .map(|(source, executable)| service_file(source, &base, *executable))
+                .collect();
+            if !files.is_empty() {
+                node.runtime_files.insert(svc, files);
             }
         }
     }

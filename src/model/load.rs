@@ -66,6 +66,20 @@ pub struct RawService {
     pub compose: Source,
     pub healthcheck: Source,
     pub env_example: Source,
+    /// Every other file under the folder (hidden ones aside), with whether it is executable:
+    /// configuration that ships with the service.
+    pub extra: Vec<(Source, bool)>,
+}
+
+impl RawService {
+    /// The service's folder name, as its files' paths spell it (`services/<dir>/…`).
+    pub fn compose_dir(&self) -> &str {
+        self.compose
+            .path
+            .strip_prefix("services/")
+            .and_then(|p| p.split('/').next())
+            .unwrap_or_default()
+    }
 }
 
 /// The files of `hosts/<node>/`.
@@ -88,6 +102,9 @@ pub struct RuntimeDir {
     pub files: Result<Vec<String>, Diagnostic>,
     /// The override file, when it exists.
     pub override_file: Option<Result<Source, Diagnostic>>,
+    /// Every other file under the folder (hidden ones aside, they are reported through
+    /// `files`), with whether it is executable: host-specific configuration of the service.
+    pub extra: Vec<Result<(Source, bool), Diagnostic>>,
 }
 
 impl RawRepo {
@@ -150,6 +167,51 @@ impl Reader<'_> {
     fn source(&mut self, rel: String) -> Option<Source> {
         let result = self.repo.read_text(Path::new(&rel)).map(|text| Source { path: rel, text });
         self.keep(result)
+    }
+
+    /// Every file under a folder, as paths relative to it (`conf/a.conf`), hidden entries left
+    /// out, sorted; bounded in depth and count so a huge tree is a problem, not a hang.
+    fn walk(&mut self, rel: &str) -> Vec<String> {
+        const MAX_DEPTH: usize = 8;
+        const MAX_FILES: usize = 500;
+        let mut out = Vec::new();
+        let mut todo = vec![(String::new(), 0)];
+        while let Some((sub, depth)) = todo.pop() {
+            let dir = if sub.is_empty() { rel.to_owned() } else { format!("{rel}/{sub}") };
+            for name in self.list(&dir) {
+                let child = if sub.is_empty() { name } else { format!("{sub}/{name}") };
+                if self.repo.is_dir(Path::new(&format!("{rel}/{child}"))) {
+                    if depth + 1 >= MAX_DEPTH {
+                        self.diags.err(
+                            "layout",
+                            format!("{rel}/{child}"),
+                            None,
+                            "",
+                            format!("expected at most {MAX_DEPTH} levels of folders in a service"),
+                            "flatten the folder",
+                        );
+                        continue;
+                    }
+                    todo.push((child, depth + 1));
+                } else {
+                    out.push(child);
+                }
+            }
+            if out.len() > MAX_FILES {
+                self.diags.err(
+                    "layout",
+                    rel,
+                    None,
+                    "",
+                    format!("expected at most {MAX_FILES} files in a service, found more"),
+                    "ship generated or bulky data another way (a volume under `{ data_dir }` stays on the node)",
+                );
+                out.truncate(MAX_FILES);
+                break;
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Entries of a folder, hidden ones (`.gitkeep`, editor files) left out.
@@ -237,6 +299,17 @@ impl Reader<'_> {
         // README.md only has to exist and be readable text: its problem is reported, but the
         // service is still checked.
         let _ = self.source(format!("{base}/README.md"));
+        let mut extra = Vec::new();
+        for rel in self.walk(base) {
+            if SERVICE_FILES.contains(&rel.as_str()) {
+                continue;
+            }
+            let path = format!("{base}/{rel}");
+            let executable = self.repo.is_executable(Path::new(&path));
+            if let Some(source) = self.source(path) {
+                extra.push((source, executable));
+            }
+        }
         let ((contract, text), compose, healthcheck, env_example) =
             (contract?, compose?, healthcheck?, env_example?);
         Some(RawService {
@@ -245,6 +318,7 @@ impl Reader<'_> {
             compose,
             healthcheck,
             env_example,
+            extra,
         })
     }
 
@@ -264,7 +338,14 @@ impl Reader<'_> {
                 let override_file = self.repo.exists(Path::new(&file)).then(|| {
                     self.repo.read_text(Path::new(&file)).map(|text| Source { path: file, text })
                 });
-                runtime.push(RuntimeDir { name, files, override_file });
+                let mut extra = Vec::new();
+                for rel in self.walk(&path).into_iter().filter(|r| r != OVERRIDE_FILE) {
+                    let f = format!("{path}/{rel}");
+                    let executable = self.repo.is_executable(Path::new(&f));
+                    let read = self.repo.read_text(Path::new(&f));
+                    extra.push(read.map(|text| (Source { path: f, text }, executable)));
+                }
+                runtime.push(RuntimeDir { name, files, override_file, extra });
             }
         }
         RawHost { capabilities, services, runtime }
@@ -341,6 +422,18 @@ impl Repo {
 
     pub fn is_dir(&self, rel: &Path) -> bool {
         self.resolve(rel).map(|p| p.is_dir()).unwrap_or(false)
+    }
+
+    /// Whether a file has an execute bit (Git keeps it): it ships as 0755, else 0644.
+    pub fn is_executable(&self, rel: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        self.resolve(rel)
+            .and_then(|p| {
+                fs::metadata(p).map_err(|e| {
+                    Diagnostic::new("file", rel, None, "", format!("cannot read: {e}"), "")
+                })
+            })
+            .is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
     }
 
     /// The entries of a folder (hidden ones too), sorted by name, so results never depend on

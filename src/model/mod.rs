@@ -101,6 +101,9 @@ pub struct Node {
     pub services: BTreeMap<ServiceName, HostService>,
     /// Compose override templates, `hosts/<node>/runtime/<svc>/docker-compose.override.yml`.
     pub overrides: BTreeMap<ServiceName, Source>,
+    /// Other files of `hosts/<node>/runtime/<svc>/`: host-specific configuration, shipped in
+    /// place of (or beside) the service's own files of the same name.
+    pub runtime_files: BTreeMap<ServiceName, Vec<ServiceFile>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +176,24 @@ pub struct Service {
     pub compose: Source,
     pub healthcheck_script: Source,
     pub env_example: Source,
+    /// `templates:` of the contract: which files are minijinja templates. `None`: the compose
+    /// file and the host's override are (and any `*.j2` file).
+    pub templates: Option<Vec<String>>,
+    /// Every other file of the service folder: configuration that ships with it.
+    pub files: Vec<ServiceFile>,
+}
+
+/// A file that ships with a service to its release on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFile {
+    /// Its path in the release (`conf/mosquitto.conf`): the path under the service's folder,
+    /// without the `.j2` suffix of a template.
+    pub name: String,
+    pub source: Source,
+    /// Rendered with minijinja: a `.j2` file, or one listed in the contract's `templates:`.
+    pub template: bool,
+    /// 0755 when the file is executable in the repository, else 0644.
+    pub mode: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -179,6 +179,10 @@ pub struct Contract {
     pub zigbee: Option<S<Zigbee>>,
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// Which files are minijinja templates (paths under the service folder). Absent: the
+    /// compose file and the host's override; a `*.j2` file always is.
+    #[serde(default)]
+    pub templates: Option<Vec<S<String>>>,
 }
 
 fn default_restart() -> S<String> {

@@ -8,6 +8,22 @@ use serde::{Deserialize, Serialize};
 pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// Whether `name` may be the path of an artifact in a release: relative, `/`-separated, each
+/// part made of letters, digits, `.`, `_`, `-` and not starting with `.`, at most 8 parts and
+/// 255 bytes, and not the manifest. Everything that names a file on a node passes this.
+pub fn is_artifact_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    !name.is_empty()
+        && name.len() <= 255
+        && parts.len() <= 8
+        && name != MANIFEST
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,

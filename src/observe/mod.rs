@@ -186,10 +186,12 @@ for d in "$root"/state/services/*; do
   [ -d "$d" ] || continue
   echo "service ${d##*/}"
   if [ -L "$d" ]; then echo "release $(readlink "$d")"; fi
-  for f in "$d"/* "$d"/.[!.]*; do
-    n=${f##*/}
+  # Every file and symlink below the release, by its path in it (`conf/a.conf`); folders
+  # themselves are not state. Names holding a newline cannot be framed and are skipped.
+  find "$d/" -mindepth 1 \( -type f -o -type l \) ! -name '*
+*' -print | LC_ALL=C sort | while IFS= read -r f; do
+    n=${f#"$d"/}; n=${n#/}
     if [ -L "$f" ]; then echo "symlink $(readlink "$f" | sha256sum | cut -c1-64) $n"; continue; fi
-    [ -f "$f" ] || continue
     size=$(wc -c < "$f")
     mode=$(stat -c %a -- "$f")
     if [ "$size" -le 1048576 ]; then echo "file $size $mode $n"; cat "$f"; echo; else echo "big $(sha256sum < "$f" | cut -c1-64) $n"; fi

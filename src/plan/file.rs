@@ -629,10 +629,10 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 let [name, mode, sha] = parts[..] else {
                     return Err(p.err("expected `artifact <name> <mode> <sha256>`"));
                 };
-                if !crate::render::ARTIFACT_NAMES.contains(&name) {
+                if !crate::node::manifest::is_artifact_name(name) {
                     return Err(p.err(format!(
-                        "expected an artifact name ({}), found `{name}`",
-                        crate::render::ARTIFACT_NAMES.join(", ")
+                        "expected an artifact path (letters, digits, `._-`, `/` between parts, no `..`), found `{}`",
+                        shorten(name)
                     )));
                 }
                 let mode = match mode {

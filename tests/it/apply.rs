@@ -693,3 +693,57 @@ fn apply_on_the_node_itself_with_the_controller_unreachable() {
     assert!(out.stdout.contains("EDGE-A           applied earlier"), "{}", out.stdout);
     assert!(site.running("edge-b", "app") && site.running("alpha", "web"));
 }
+
+/// Service files beyond the five ship with the release (issue 9): a plain config file and a
+/// `.j2` template reach the container through read-only relative mounts, a plan shows a change
+/// to the config file as a diff of that file, and after the update the container reads the
+/// new content (the release is switched and the container recreated, never left on the old
+/// file).
+#[test]
+fn config_files_ship_with_the_service_and_an_update_replaces_them() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    site.write("services/web/conf/motd.txt", "version one\n{{.Name}} stays as written\n");
+    site.write("services/web/greeting.txt.j2", "hello from {{ node.display_name }}\n");
+    site.edit("services/web/docker-compose.yml", |s| {
+        s.replace(
+            "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+            "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n    volumes:\n      - \"./conf/motd.txt:/etc/motd.txt:ro\"\n      - \"./greeting.txt:/etc/greeting.txt:ro\"\n",
+        )
+    });
+    let read = |path: &str| {
+        let out = site.lab.docker("alpha", &["exec", "web", "cat", path]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let id = site.plan_and_approve();
+    let plan = fs::read_to_string(site.plan_path(&id)).unwrap();
+    assert!(plan.contains("\nartifact conf/motd.txt 0644 "), "{plan}");
+    assert!(plan.contains("\nartifact greeting.txt 0644 "), "{plan}");
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(read("/etc/motd.txt"), "version one\n{{.Name}} stays as written\n");
+    assert_eq!(read("/etc/greeting.txt"), "hello from ALPHA\n");
+
+    site.write("services/web/conf/motd.txt", "version two\n{{.Name}} stays as written\n");
+    let key = site.key.to_str().unwrap().to_owned();
+    let planned = site.homelab(&["plan", "--key", &key]);
+    assert_eq!(planned.code, 0, "{}", planned.stderr);
+    assert!(
+        planned.stdout.contains("~ update   web@alpha  changed: conf/motd.txt"),
+        "{}",
+        planned.stdout
+    );
+    assert!(
+        planned.stdout.contains("--- a/conf/motd.txt\n      +++ b/conf/motd.txt\n      @@ -1,2 +1,2 @@\n      -version one\n      +version two\n"),
+        "{}",
+        planned.stdout
+    );
+    let id = planned.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().to_owned();
+    let plan = site.plan_path(&id);
+    let a = site.homelab(&["approve", plan.to_str().unwrap(), "--key", &key, "--yes"]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(read("/etc/motd.txt"), "version two\n{{.Name}} stays as written\n");
+    assert_eq!(site.detailed(), 0, "everything is at its new version");
+}

@@ -55,8 +55,8 @@ fn rendering_is_byte_identical_twice_and_from_a_reordered_copy() {
     let (ta, tb, tc) = (read_tree(&a), read_tree(&b), read_tree(&c));
     assert_eq!(
         ta.len(),
-        15 * 3 + 5,
-        "15 instances, each with compose, healthcheck, manifest; 5 overrides"
+        15 * 3 + 5 + 3,
+        "15 instances, each with compose, healthcheck, manifest; 5 overrides; prometheus.yml, Caddyfile, mosquitto.conf"
     );
     assert_eq!(ta, tb);
     assert_eq!(ta, tc);

@@ -191,7 +191,7 @@ fn a_dotenv_file_under_a_hosts_runtime_folder_is_refused() {
     assert_eq!(out.code, 1);
     assert_eq!(
         out.stderr,
-        "error[override]: hosts/edge-b/runtime/app/.env: expected only `docker-compose.override.yml` here, found `.env`\n  fix: host-local secrets live on the node under <root>/config/<svc>/, never in Git\n1 problem found in the homelab definition\n"
+        "error[override]: hosts/edge-b/runtime/app/.env: expected the host's files of the service here, found the hidden file `.env`\n  fix: host-local secrets live on the node under <root>/config/<svc>/, never in Git\n1 problem found in the homelab definition\n"
     );
 }
 

@@ -69,7 +69,34 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
     overrides(i, d);
 }
 
-/// `hosts/<node>/runtime/<svc>/` holds the override of a service the node lists, nothing else.
+/// A shipped file's path in the release must be one a node can take as is.
+fn file_name(d: &mut Diagnostics, source: &crate::model::Source, base: &str) {
+    let rel = source.path.strip_prefix(base).unwrap_or(&source.path);
+    let name = rel.strip_suffix(".j2").unwrap_or(rel);
+    if !crate::node::manifest::is_artifact_name(name) || name == OVERRIDE_FILE && rel != name {
+        d.err(
+            "layout",
+            &source.path,
+            None,
+            "",
+            format!("expected a file name of letters, digits, `.`, `_` and `-` (parts not starting with `.`, not `manifest.json`), found `{name}`"),
+            "rename the file: it is copied to the node under this name",
+        );
+    }
+}
+
+/// Every shipped file of a service folder has a name a node can take.
+pub(super) fn service_files(i: &Input, d: &mut Diagnostics) {
+    for (dir, svc) in i.raw.services() {
+        let base = format!("services/{dir}/");
+        for (source, _) in &svc.extra {
+            file_name(d, source, &base);
+        }
+    }
+}
+
+/// `hosts/<node>/runtime/<svc>/` holds the override and host-specific files of a service the
+/// node lists.
 fn overrides(i: &Input, d: &mut Diagnostics) {
     for (id, host) in &i.raw.hosts {
         let base = format!("hosts/{id}");
@@ -93,11 +120,19 @@ fn overrides(i: &Input, d: &mut Diagnostics) {
             }
             match &dir.files {
                 Ok(files) => {
-                    for f in files.iter().filter(|f| *f != OVERRIDE_FILE) {
-                        d.err("override", format!("{path}/{f}"), None, "", format!("expected only `{OVERRIDE_FILE}` here, found `{f}`"), "host-local secrets live on the node under <root>/config/<svc>/, never in Git");
+                    // Host-specific files ship with the service; hidden ones (`.env`) are
+                    // secrets' place, which is the node, never Git.
+                    for f in files.iter().filter(|f| f.starts_with('.')) {
+                        d.err("override", format!("{path}/{f}"), None, "", format!("expected the host's files of the service here, found the hidden file `{f}`"), "host-local secrets live on the node under <root>/config/<svc>/, never in Git");
                     }
                 }
                 Err(e) => d.push(e.clone()),
+            }
+            for f in &dir.extra {
+                match f {
+                    Ok((source, _)) => file_name(d, source, &format!("{path}/")),
+                    Err(e) => d.push(e.clone()),
+                }
             }
             if let Some(Err(e)) = &dir.override_file {
                 d.push(e.clone());

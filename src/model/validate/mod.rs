@@ -41,6 +41,7 @@ pub(super) fn all(raw: &RawRepo, lab: Option<&Homelab>, d: &mut Diagnostics) {
     let (Some(topology), Some(lab)) = (&raw.topology, lab) else { return };
     let input = Input { raw, topology, lab };
     layout::check(&input, d);
+    layout::service_files(&input, d);
     naming::check(&input, d);
     topology::check(&input, d);
     contract::check(&input, d);
