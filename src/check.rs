@@ -3,18 +3,24 @@
 //! (undefined template variables, bad templates, the compose rules applied to the rendered
 //! compose files and overrides).
 //!
+//! It also looks across the instances of a node (`validate::conflicts`: ports, container names,
+//! data paths two services both take).
+//!
 //! It sits above `model`, `graph` and `render` and below the commands, so `model` stays the
-//! bottom layer: nothing under `model` may import this. It reads nothing itself; every
+//! bottom layer: nothing under `model` may import this. It reads no file itself: which files a
+//! service ships is asked of `model::load::Repo` (bounded, no symlink out of the tree). Every
 //! diagnostic is merged with the model's and sorted the same way. These checks run on the
 //! model of the sound parts even when other parts have problems, so a broken env.example in
 //! one service never hides a broken compose file in another.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::graph::DeployGraph;
-use crate::model::load::RawRepo;
+use crate::model::load::{RawRepo, Repo};
 use crate::model::raw::line;
 use crate::model::validate::compose::{self, ComposeFile};
+use crate::model::validate::{conflicts, Footprint};
 use crate::model::{Diagnostic, Diagnostics, Homelab, Instance, Loaded, NodeName};
 use crate::render::{self, RenderError};
 
@@ -26,7 +32,8 @@ pub fn homelab(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
     // Run on the sound parts even when other parts are broken: one run shows every problem.
     // The partial model leaves out what is broken, so nothing here repeats a model problem.
     cycles(&lab, &raw, &mut diagnostics);
-    rendering(&lab, &mut diagnostics);
+    let repo = Repo::open(repo).ok();
+    rendering(&lab, repo.as_ref(), &mut diagnostics);
     if diagnostics.is_empty() {
         Ok(lab)
     } else {
@@ -66,11 +73,16 @@ fn cycles(lab: &Homelab, raw: &RawRepo, d: &mut Diagnostics) {
 }
 
 /// Renders every instance: undefined variables, bad templates and compose files that break
-/// the naming rules are found here, with the template's file and line.
-fn rendering(lab: &Homelab, d: &mut Diagnostics) {
+/// the naming rules are found here, with the template's file and line; then what the instances
+/// of each node take is checked for conflicts.
+fn rendering(lab: &Homelab, repo: Option<&Repo>, d: &mut Diagnostics) {
+    let mut footprints: BTreeMap<&Instance, Footprint> = BTreeMap::new();
     for inst in lab.instances.keys() {
         match render::render_instance(lab, inst) {
-            Ok(rendered) => compose_rules(lab, inst, &rendered, d),
+            Ok(rendered) => {
+                let fp = compose_rules(lab, repo, inst, &rendered, d);
+                footprints.insert(inst, fp);
+            }
             Err(RenderError::Template { file, line, message }) => {
                 let undefined = message
                     .starts_with("undefined value")
@@ -94,12 +106,24 @@ fn rendering(lab: &Homelab, d: &mut Diagnostics) {
             }
         }
     }
+    for node in lab.nodes.keys() {
+        let on_node: Vec<(&Instance, &Footprint)> =
+            footprints.iter().filter(|(i, _)| i.node == *node).map(|(i, f)| (*i, f)).collect();
+        conflicts::check(node, &on_node, d);
+    }
 }
 
 /// The compose rules on the rendered compose file and override of `inst`.
-fn compose_rules(lab: &Homelab, inst: &Instance, rendered: &render::Rendered, d: &mut Diagnostics) {
+fn compose_rules(
+    lab: &Homelab,
+    repo: Option<&Repo>,
+    inst: &Instance,
+    rendered: &render::Rendered,
+    d: &mut Diagnostics,
+) -> Footprint {
     let svc = &lab.services[&inst.service];
     let node = &lab.nodes[&inst.node];
+    let mut texts = Vec::new();
     for artifact in &rendered.artifacts {
         let (kind, source) = if artifact.name == render::COMPOSE {
             (ComposeFile::Service, &svc.compose)
@@ -108,9 +132,54 @@ fn compose_rules(lab: &Homelab, inst: &Instance, rendered: &render::Rendered, d:
         } else {
             continue;
         };
-        let text = String::from_utf8_lossy(&artifact.bytes);
-        compose::check(svc, inst, kind, &source.path, &text, d);
+        texts.push((kind, source.path.as_str(), String::from_utf8_lossy(&artifact.bytes)));
     }
+    let files: Vec<compose::Rendered> = texts
+        .iter()
+        .map(|(kind, path, text)| compose::Rendered { kind: *kind, path, text })
+        .collect();
+    let shipped = repo.map(|r| shipped(r, inst)).unwrap_or_default();
+    let exposure = node.services.get(&inst.service).map(|s| s.exposure).unwrap_or(svc.exposure);
+    let ctx = compose::Context { root: &node.runtime_root, exposure, shipped: &shipped };
+    compose::check(svc, inst, &ctx, &files, d)
+}
+
+/// Never descend further than this into a service folder, nor list more entries: a service
+/// folder is small, and this only asks what exists.
+const SHIPPED_DEPTH: usize = 16;
+const SHIPPED_ENTRIES: usize = 10_000;
+
+/// What is shipped with `inst`: every file and folder under `services/<svc>/` and
+/// `hosts/<node>/runtime/<svc>/` (hidden ones left out), relative to that folder, except the
+/// files that describe the service rather than run it.
+fn shipped(repo: &Repo, inst: &Instance) -> BTreeSet<String> {
+    const NOT_SHIPPED: [&str; 3] = ["README.md", "env.example", "service.yaml"];
+    let mut out = BTreeSet::new();
+    let bases = [
+        format!("services/{}", inst.service),
+        format!("hosts/{}/runtime/{}", inst.node, inst.service),
+    ];
+    for base in bases {
+        let mut stack = vec![(String::new(), 0)];
+        while let Some((rel, depth)) = stack.pop() {
+            let dir = if rel.is_empty() { base.clone() } else { format!("{base}/{rel}") };
+            let Ok(names) = repo.list_dir(Path::new(&dir)) else { continue };
+            for name in names {
+                if name.starts_with('.')
+                    || (rel.is_empty() && NOT_SHIPPED.contains(&name.as_str()))
+                    || out.len() >= SHIPPED_ENTRIES
+                {
+                    continue;
+                }
+                let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                if depth < SHIPPED_DEPTH && repo.is_dir(Path::new(&format!("{base}/{path}"))) {
+                    stack.push((path.clone(), depth + 1));
+                }
+                out.insert(path);
+            }
+        }
+    }
+    out
 }
 
 /// The first `{{ vars.<key> }}` on `line` of the template `file` whose key neither the contract

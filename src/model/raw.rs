@@ -179,6 +179,10 @@ pub struct Contract {
     pub zigbee: Option<S<Zigbee>>,
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// Host paths outside the service's runtime folders that its compose file may name (the
+    /// Docker or Tailscale socket, `/etc/localtime`): absolute, or relative to the runtime root.
+    #[serde(default)]
+    pub host_paths: Vec<S<String>>,
 }
 
 fn default_restart() -> S<String> {
@@ -260,10 +264,18 @@ pub struct Zigbee {
 }
 
 /// The part of a compose file that validation reads; the rest is passed through untouched.
+/// Fields Compose lets users spell several ways (short and long syntax) are kept as values and
+/// read by `validate::compose`.
 #[derive(Debug, Deserialize)]
 pub struct Compose {
     #[serde(default)]
     pub services: BTreeMap<String, S<ComposeService>>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, S<serde_json::Value>>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, S<serde_json::Value>>,
+    #[serde(default)]
+    pub include: Vec<S<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,4 +284,18 @@ pub struct ComposeService {
     pub container_name: Option<S<String>>,
     #[serde(default)]
     pub restart: Option<S<String>>,
+    #[serde(default)]
+    pub network_mode: Option<S<String>>,
+    #[serde(default)]
+    pub volumes: Vec<S<serde_json::Value>>,
+    #[serde(default)]
+    pub ports: Vec<S<serde_json::Value>>,
+    #[serde(default)]
+    pub env_file: Option<S<serde_json::Value>>,
+    #[serde(default)]
+    pub build: Option<S<serde_json::Value>>,
+    #[serde(default)]
+    pub extends: Option<S<serde_json::Value>>,
+    #[serde(default)]
+    pub depends_on: Option<S<serde_json::Value>>,
 }
