@@ -3,18 +3,24 @@
 //! (undefined template variables, bad templates, the compose rules applied to the rendered
 //! compose files and overrides).
 //!
+//! It also looks across the instances of a node (`validate::conflicts`: ports, container names,
+//! data paths two services both take).
+//!
 //! It sits above `model`, `graph` and `render` and below the commands, so `model` stays the
-//! bottom layer: nothing under `model` may import this. It reads nothing itself; every
+//! bottom layer: nothing under `model` may import this. It reads no file itself: what a service
+//! ships is what its render holds (the artifacts of its release). Every
 //! diagnostic is merged with the model's and sorted the same way. These checks run on the
 //! model of the sound parts even when other parts have problems, so a broken env.example in
 //! one service never hides a broken compose file in another.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::graph::DeployGraph;
 use crate::model::load::RawRepo;
 use crate::model::raw::line;
 use crate::model::validate::compose::{self, ComposeFile};
+use crate::model::validate::{conflicts, Footprint};
 use crate::model::{Diagnostic, Diagnostics, Homelab, Instance, Loaded, NodeName};
 use crate::render::{self, RenderError};
 
@@ -66,11 +72,16 @@ fn cycles(lab: &Homelab, raw: &RawRepo, d: &mut Diagnostics) {
 }
 
 /// Renders every instance: undefined variables, bad templates and compose files that break
-/// the naming rules are found here, with the template's file and line.
+/// the naming rules are found here, with the template's file and line; then what the instances
+/// of each node take is checked for conflicts.
 fn rendering(lab: &Homelab, d: &mut Diagnostics) {
+    let mut footprints: BTreeMap<&Instance, Footprint> = BTreeMap::new();
     for inst in lab.instances.keys() {
         match render::render_instance(lab, inst) {
-            Ok(rendered) => compose_rules(lab, inst, &rendered, d),
+            Ok(rendered) => {
+                let fp = compose_rules(lab, inst, &rendered, d);
+                footprints.insert(inst, fp);
+            }
             Err(RenderError::Template { file, line, message }) => {
                 let undefined = message
                     .starts_with("undefined value")
@@ -94,12 +105,23 @@ fn rendering(lab: &Homelab, d: &mut Diagnostics) {
             }
         }
     }
+    for node in lab.nodes.keys() {
+        let on_node: Vec<(&Instance, &Footprint)> =
+            footprints.iter().filter(|(i, _)| i.node == *node).map(|(i, f)| (*i, f)).collect();
+        conflicts::check(node, &on_node, d);
+    }
 }
 
 /// The compose rules on the rendered compose file and override of `inst`.
-fn compose_rules(lab: &Homelab, inst: &Instance, rendered: &render::Rendered, d: &mut Diagnostics) {
+fn compose_rules(
+    lab: &Homelab,
+    inst: &Instance,
+    rendered: &render::Rendered,
+    d: &mut Diagnostics,
+) -> Footprint {
     let svc = &lab.services[&inst.service];
     let node = &lab.nodes[&inst.node];
+    let mut texts = Vec::new();
     for artifact in &rendered.artifacts {
         let (kind, source) = if artifact.name == render::COMPOSE {
             (ComposeFile::Service, &svc.compose)
@@ -108,9 +130,34 @@ fn compose_rules(lab: &Homelab, inst: &Instance, rendered: &render::Rendered, d:
         } else {
             continue;
         };
-        let text = String::from_utf8_lossy(&artifact.bytes);
-        compose::check(svc, inst, kind, &source.path, &text, d);
+        texts.push((kind, source.path.as_str(), String::from_utf8_lossy(&artifact.bytes)));
     }
+    let files: Vec<compose::Rendered> = texts
+        .iter()
+        .map(|(kind, path, text)| compose::Rendered { kind: *kind, path, text })
+        .collect();
+    let shipped = shipped(rendered);
+    let exposure = node.services.get(&inst.service).map(|s| s.exposure).unwrap_or(svc.exposure);
+    let ctx = compose::Context { root: &node.runtime_root, exposure, shipped: &shipped };
+    compose::check(svc, inst, &ctx, &files, d)
+}
+
+/// What is shipped with an instance: exactly the artifacts of its release (as rendered, so a
+/// `.j2` file counts under its shipped name), and every folder holding one (a folder may be
+/// mounted whole).
+fn shipped(rendered: &render::Rendered) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for a in &rendered.artifacts {
+        let mut path = String::new();
+        for part in a.name.split('/') {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(part);
+            out.insert(path.clone());
+        }
+    }
+    out
 }
 
 /// The first `{{ vars.<key> }}` on `line` of the template `file` whose key neither the contract

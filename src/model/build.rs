@@ -158,6 +158,7 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
             adapter: z.value.adapter.value.clone(),
         }),
         vars: c.vars.clone(),
+        host_paths: c.host_paths.iter().map(|p| p.value.clone()).collect(),
         compose: r.compose.clone(),
         healthcheck_script: r.healthcheck.clone(),
         env_example: r.env_example.clone(),

@@ -530,11 +530,46 @@ fn too_large(rel: &Path, len: u64) -> Diagnostic {
     )
 }
 
-/// Parses YAML text under serde-saphyr's budget (aliases, depth, node counts bounded).
+/// The most YAML nodes (scalars, sequences, mappings) a file may expand to, aliases replayed.
+/// The budget is on the expanded size, not on how many anchors or aliases a file uses: real
+/// compose files share `x-` blocks through hundreds of aliases, while an alias bomb ("billion
+/// laughs") is a few lines that expand to billions of nodes. No homelab file comes near this.
+pub const MAX_YAML_NODES: usize = 250_000;
+/// The deepest nesting a file may have (sequences and mappings).
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// Parses YAML text under serde-saphyr's budget (expanded size and depth bounded).
 pub fn parse_yaml<T: DeserializeOwned>(rel: &Path, text: &str) -> Result<T, Diagnostic> {
-    let options = serde_saphyr::options! { with_snippet: false };
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 4 * MAX_YAML_NODES;
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        // The alias/anchor ratio heuristic refuses ordinary files (150 aliases of 7 anchors);
+        // the expanded size below is what stops a bomb.
+        budget: serde_saphyr::budget! {
+            enforce_alias_anchor_ratio: false,
+            max_nodes: MAX_YAML_NODES,
+            max_aliases: MAX_YAML_NODES,
+            max_events: 4 * MAX_YAML_NODES,
+            max_depth: MAX_YAML_DEPTH,
+        },
+        alias_limits: alias_limits,
+    };
     serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
+        if let Some(message) = budget_message(&e) {
+            // Where the parser stopped says nothing useful about a bomb (and may lie past the
+            // end of the file): the file is named, no line.
+            return Diagnostic::new(
+                "yaml",
+                rel,
+                None,
+                "",
+                message,
+                "write the repeated parts out or share fewer, smaller anchors",
+            );
+        }
+        let lines = text.lines().count().max(1) as u64;
+        let line = e.location().map(|l| l.line()).filter(|l| *l > 0).map(|l| l.min(lines));
         let mut message = e.to_string();
         // The crate appends its own location; ours is in the diagnostic already.
         if let Some(pos) = message.find(" at line ") {
@@ -549,6 +584,33 @@ pub fn parse_yaml<T: DeserializeOwned>(rel: &Path, text: &str) -> Result<T, Diag
             "fix the YAML at this line (see docs/schema.md for the expected fields)",
         )
     })
+}
+
+/// What a breached budget means, in words: the limit and why it is there.
+fn budget_message(mut e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach;
+    // The breach may be wrapped in where the alias was used, or in a snippet.
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = e
+    {
+        e = error;
+    }
+    let expanded = format!(
+        "expands to more than {MAX_YAML_NODES} YAML nodes once its aliases are replayed; the \
+         limit is on the expanded size, not on the number of anchors or aliases, and stops \
+         alias bombs (\"billion laughs\")"
+    );
+    match e {
+        serde_saphyr::Error::Budget { breach: BudgetBreach::Depth { .. }, .. }
+        | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. } => Some(format!(
+            "nests deeper than {MAX_YAML_DEPTH} levels; the limit keeps the parser's stack bounded"
+        )),
+        serde_saphyr::Error::Budget { .. }
+        | serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+        | serde_saphyr::Error::AliasReplayCounterOverflow { .. }
+        | serde_saphyr::Error::AliasExpansionLimitExceeded { .. } => Some(expanded),
+        _ => None,
+    }
 }
 
 /// Renders `rel` as the repository-relative string diagnostics use.

@@ -173,6 +173,8 @@ pub struct Service {
     pub backup_sets: Vec<BackupSet>,
     pub zigbee: Option<Zigbee>,
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// Host paths outside its runtime folders the compose file may name (`host_paths`).
+    pub host_paths: Vec<String>,
     pub compose: Source,
     pub healthcheck_script: Source,
     pub env_example: Source,

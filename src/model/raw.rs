@@ -183,6 +183,10 @@ pub struct Contract {
     /// compose file and the host's override; a `*.j2` file always is.
     #[serde(default)]
     pub templates: Option<Vec<S<String>>>,
+    /// Host paths outside the service's runtime folders that its compose file may name (the
+    /// Docker or Tailscale socket, `/etc/localtime`): absolute, or relative to the runtime root.
+    #[serde(default)]
+    pub host_paths: Vec<S<String>>,
 }
 
 fn default_restart() -> S<String> {
@@ -264,10 +268,18 @@ pub struct Zigbee {
 }
 
 /// The part of a compose file that validation reads; the rest is passed through untouched.
+/// Fields Compose lets users spell several ways (short and long syntax) are kept as values and
+/// read by `validate::compose`.
 #[derive(Debug, Deserialize)]
 pub struct Compose {
     #[serde(default)]
     pub services: BTreeMap<String, S<ComposeService>>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, S<serde_json::Value>>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, S<serde_json::Value>>,
+    #[serde(default)]
+    pub include: Vec<S<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,4 +288,18 @@ pub struct ComposeService {
     pub container_name: Option<S<String>>,
     #[serde(default)]
     pub restart: Option<S<String>>,
+    #[serde(default)]
+    pub network_mode: Option<S<String>>,
+    #[serde(default)]
+    pub volumes: Vec<S<serde_json::Value>>,
+    #[serde(default)]
+    pub ports: Vec<S<serde_json::Value>>,
+    #[serde(default)]
+    pub env_file: Option<S<serde_json::Value>>,
+    #[serde(default)]
+    pub build: Option<S<serde_json::Value>>,
+    #[serde(default)]
+    pub extends: Option<S<serde_json::Value>>,
+    #[serde(default)]
+    pub depends_on: Option<S<serde_json::Value>>,
 }

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::support::{fixtures, homelab_in, repo_root, Tree};
+use crate::support::{copy_tree, fixtures, homelab_in, repo_root, Tree};
 
 #[test]
 fn the_repositorys_own_homelab_is_valid() {
@@ -73,6 +73,113 @@ fn a_yaml_bomb_is_refused_not_expanded() {
     let out = tree.homelab(&["validate"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("error[yaml]: inventory/policy.yaml"), "{}", out.stderr);
+}
+
+/// The billion-laughs bomb, as a compose file: nine anchors, each nine aliases of the one
+/// before, expanding to 9^9 scalars.
+fn bomb() -> String {
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let mut prev = "a";
+    for n in ["b", "c", "d", "e", "f", "g", "h", "i", "j"] {
+        bomb.push_str(&format!(
+            "{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+        prev = n;
+    }
+    bomb
+}
+
+/// Regression (issue 9): the bomb was refused with the parser's `Debug` text
+/// (`budget breached: Nodes { nodes: 250001 }`); the message now names the file, the limit
+/// and why, with no line (the parser's line may lie past the end of the file).
+#[test]
+fn a_yaml_bomb_in_a_compose_file_is_refused_with_a_clean_message() {
+    let tree = Tree::base();
+    tree.write("services/web/docker-compose.yml", bomb());
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    assert!(!out.stderr.contains('{'), "Debug text in {}", out.stderr);
+    insta::assert_snapshot!("yaml-bomb-compose", out.stderr);
+}
+
+/// Regression (issue 9): a compose file sharing a few `x-` blocks through 300 aliases (real
+/// stacks have 150+) was refused by the alias/anchor ratio heuristic, and its message named a
+/// line past the end of the file. The budget is on the expanded size now.
+#[test]
+fn a_compose_file_with_300_aliases_validates() {
+    let tree = Tree::base();
+    let mut text = String::from(
+        "x-logging: &logging\n  driver: json-file\n  options:\n    max-size: \"10m\"\nx-tz: &tz UTC\nx-restart: &restart unless-stopped\n\nservices:\n  web:\n    image: \"{{ vars.image }}\"\n    container_name: web\n    restart: *restart\n    logging: *logging\n    labels:\n",
+    );
+    // 100 labels with anchors of their own, then 300 aliases of them and of the `x-` blocks.
+    for i in 0..100 {
+        text.push_str(&format!("      l{i}: &l{i} v{i}\n"));
+    }
+    text.push_str("    environment:\n");
+    for i in 0..300 {
+        let alias = if i % 3 == 0 { "tz".to_owned() } else { format!("l{}", i % 100) };
+        text.push_str(&format!("      X{i}: *{alias}\n"));
+    }
+    tree.write("services/web/docker-compose.yml", text);
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// Every folder of `tests/fixtures/valid/` is the base fixture with a real-world shape applied
+/// (a multi-container service with a database, a one-shot init container, a build, reviewed
+/// config files mounted read-only, `${VAR}` interpolation, anchors and merge keys): each
+/// validates.
+#[test]
+fn real_world_shapes_validate() {
+    let mut cases: Vec<String> = fs::read_dir(fixtures().join("valid"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let tree = Tree::base();
+        copy_tree(&fixtures().join("valid").join(&case), tree.path());
+        let out = tree.homelab(&["validate"]);
+        assert_eq!(out.code, 0, "{case}: {}", out.stderr);
+    }
+}
+
+/// The multi-container naming rule is the owner's, not more: a one-container service's
+/// container is `<svc>` whatever its compose key (`WORDPRESS_DB_HOST=db` keeps working).
+#[test]
+fn a_one_container_service_keeps_its_compose_key() {
+    let tree = Tree::base();
+    let text = fs::read_to_string(tree.path().join("services/web/docker-compose.yml")).unwrap();
+    tree.write("services/web/docker-compose.yml", text.replacen("  web:", "  httpd:", 1));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// A host path the contract lists in `host_paths` is allowed; the same path unlisted is not
+/// (the broken fixture `compose-path` pins that message).
+#[test]
+fn a_host_path_listed_in_the_contract_is_allowed() {
+    let tree = Tree::base();
+    let compose =
+        fs::read_to_string(tree.path().join("services/agent/docker-compose.yml")).unwrap();
+    tree.write(
+        "services/agent/docker-compose.yml",
+        format!("{compose}      - \"/var/run/docker.sock:/var/run/docker.sock:ro\"\n      - \"{{{{ root }}}}/events:/events\"\n"),
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("`/var/run/docker.sock` is a host path"), "{}", out.stderr);
+    assert!(out.stderr.contains("`/opt/homelab/events` is a host path"), "{}", out.stderr);
+    let contract = fs::read_to_string(tree.path().join("services/agent/service.yaml")).unwrap();
+    tree.write(
+        "services/agent/service.yaml",
+        format!("{contract}host_paths: [/var/run/docker.sock, events]\n"),
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
 #[test]

@@ -1,19 +1,29 @@
-//! The compose rules, on a compose file as rendered for one instance: the compose services of a
-//! service carry its name, `container_name` equals the compose service name, `restart` follows
-//! the contract's `restart_policy`, and the Zigbee serial port is the contract's.
+//! The compose rules, on the compose files as rendered for one instance: container names follow
+//! the owner's naming rule, `restart` follows the contract's `restart_policy` (one-shot init
+//! containers aside), the Zigbee serial port is the contract's, every path the files name is
+//! shipped or in a runtime folder of the service (`paths`), every variable Compose interpolates
+//! is declared (`variables`), and published ports fit the exposure. What the instance takes on
+//! its node (ports, container names, writable data paths) is returned as a `Footprint` for the
+//! node-wide `conflicts` check.
 //!
 //! Pure: it takes the rendered text and never renders itself (rendering is above `model`;
 //! `crate::check` renders each instance and calls this). No IO here.
 
+mod paths;
+mod variables;
+
+use std::collections::BTreeSet;
 use std::path::Path;
+
+use serde_json::Value;
 
 use super::super::diag::Diagnostics;
 use super::super::load::parse_yaml;
 use super::super::raw::{self, line};
-use super::super::{Instance, Service};
-use super::{is_tcp_endpoint, literal_assignment, RESTART_POLICIES};
+use super::super::{Exposure, Instance, Service};
+use super::{is_tcp_endpoint, literal_assignment, Footprint, Located, Published, RESTART_POLICIES};
 
-/// Which of an instance's compose files `check` looks at.
+/// Which of an instance's compose files a rendered text is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComposeFile {
     /// `services/<svc>/docker-compose.yml`.
@@ -22,146 +32,302 @@ pub enum ComposeFile {
     Override,
 }
 
-/// Checks `text`, the file at `path` as rendered for `inst` of `svc`.
+/// One compose file of an instance, as rendered.
+pub struct Rendered<'a> {
+    pub kind: ComposeFile,
+    /// The template's path in the repository, as diagnostics show it.
+    pub path: &'a str,
+    pub text: &'a str,
+}
+
+/// What the node and the repository say about the instance, beyond its service.
+pub struct Context<'a> {
+    /// The node's runtime root: `{{ root }}` in the templates.
+    pub root: &'a str,
+    /// The exposure the node gives the service.
+    pub exposure: Exposure,
+    /// Every file and folder shipped with the service, relative to its folder with `/`
+    /// separators: what is under `services/<svc>/` or `hosts/<node>/runtime/<svc>/`, except
+    /// `README.md`, `env.example` and `service.yaml`.
+    pub shipped: &'a BTreeSet<String>,
+}
+
+/// Checks the rendered compose files of `inst` of `svc`; returns what the instance takes on
+/// its node.
 pub fn check(
     svc: &Service,
     inst: &Instance,
-    kind: ComposeFile,
-    path: &str,
-    text: &str,
+    ctx: &Context,
+    files: &[Rendered],
     d: &mut Diagnostics,
+) -> Footprint {
+    let mut parsed = Vec::new();
+    for f in files {
+        match parse_yaml::<raw::Compose>(Path::new(f.path), f.text) {
+            Ok(c) => parsed.push((f, c)),
+            Err(mut e) => {
+                e.message = format!("rendered for `{inst}`: {}", e.message);
+                d.push(e);
+            }
+        }
+    }
+    let base = parsed.iter().find(|(f, _)| f.kind == ComposeFile::Service);
+    let multi = base.is_some_and(|(_, c)| c.services.len() > 1);
+    let inits = init_containers(parsed.iter().map(|(_, c)| c));
+    let host_network: BTreeSet<&str> = parsed
+        .iter()
+        .flat_map(|(_, c)| &c.services)
+        .filter(|(_, cs)| cs.value.network_mode.as_ref().is_some_and(|m| m.value == "host"))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut fp = Footprint::default();
+    for (f, c) in &parsed {
+        names_and_restart(svc, f, c, multi, &inits, d, &mut fp);
+        paths::check(svc, inst, ctx, f.path, c, d, &mut fp);
+        variables::check(svc, f.path, f.text, d);
+        zigbee(svc, f, d);
+        for (key, cs) in &c.services {
+            // Published ports are discarded on the host network: the container has no ports
+            // of its own there.
+            if host_network.contains(key.as_str()) {
+                continue;
+            }
+            for (i, p) in cs.value.ports.iter().enumerate() {
+                let at = Located {
+                    file: f.path.to_owned(),
+                    line: line(p),
+                    field: format!("services.{key}.ports[{i}]"),
+                };
+                if let Some(p) = published(&p.value, at) {
+                    exposure(inst, ctx.exposure, &p, d);
+                    fp.ports.push(p);
+                }
+            }
+        }
+    }
+    fp
+}
+
+/// The compose services another one waits for with `condition: service_completed_successfully`:
+/// one-shot init containers, which run once and stop (`restart: "no"`).
+fn init_containers<'a>(files: impl Iterator<Item = &'a raw::Compose>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for c in files {
+        for (key, cs) in &c.services {
+            let Some(Value::Object(deps)) = cs.value.depends_on.as_ref().map(|d| &d.value) else {
+                continue;
+            };
+            for (dep, v) in deps {
+                let done = v.get("condition").and_then(Value::as_str)
+                    == Some("service_completed_successfully");
+                if done && dep != key {
+                    out.insert(dep.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The container name the owner's rule gives the compose service `key`: `<svc>` for the only
+/// one, or for the one named like the service; `<svc>-<key>` for the others.
+pub fn container_name(svc: &str, key: &str, multi: bool) -> String {
+    if !multi || key == svc {
+        svc.to_owned()
+    } else {
+        format!("{svc}-{key}")
+    }
+}
+
+fn naming_fix(svc: &str, expected: &str, multi: bool) -> String {
+    if multi {
+        format!("set `container_name: {expected}`: in a multi-container service the compose service `{svc}` is the container `{svc}` and every other one `{svc}-<key>`; the compose keys stay as written (containers find each other by them)")
+    } else {
+        format!("set `container_name: {expected}`: a one-container service's container is named like the service, whatever its compose key")
+    }
+}
+
+fn names_and_restart(
+    svc: &Service,
+    f: &Rendered,
+    c: &raw::Compose,
+    multi: bool,
+    inits: &BTreeSet<String>,
+    d: &mut Diagnostics,
+    fp: &mut Footprint,
 ) {
     let name = svc.name.as_str();
-    let compose: raw::Compose = match parse_yaml(Path::new(path), text) {
-        Ok(c) => c,
-        Err(mut e) => {
-            e.message = format!("rendered for `{inst}`: {}", e.message);
-            d.push(e);
-            return;
-        }
-    };
-    let is_override = kind == ComposeFile::Override;
-    // A restart policy or Zigbee port the contract gets wrong is reported on the contract;
-    // comparing the compose file with it would only repeat that problem.
+    let path = f.path;
+    let is_override = f.kind == ComposeFile::Override;
+    // A restart policy the contract gets wrong is reported on the contract; comparing the
+    // compose file with it would only repeat that problem.
     let restart_known = RESTART_POLICIES.contains(&svc.restart_policy.as_str());
-    let zigbee = svc.zigbee.as_ref().filter(|z| is_tcp_endpoint(&z.port));
-    if !is_override && !compose.services.contains_key(name) {
+    if !is_override && c.services.is_empty() {
         d.err(
             "container-name",
             path,
             None,
             "services",
-            format!(
-                "expected a compose service named `{name}`, found {}",
-                compose.services.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-            ),
-            format!("name the compose service `{name}`, as the service"),
+            "expected at least one compose service, found none",
+            format!("define the compose service `{name}`"),
         );
     }
-    for (key, cs) in &compose.services {
+    for (key, cs) in &c.services {
         let field = format!("services.{key}");
-        if key != name && !key.starts_with(&format!("{name}-")) {
-            d.err(
-                "container-name",
-                path,
-                line(cs),
-                field.clone(),
-                format!("expected `{name}` or `{name}-<part>`, found `{key}`"),
-                "compose services of a service carry its name",
-            );
-        }
-        if is_override {
-            if let Some(c) = &cs.value.container_name {
-                if c.value != *key {
+        let expected = container_name(name, key, multi);
+        match &cs.value.container_name {
+            Some(c) => {
+                fp.containers.push((
+                    c.value.clone(),
+                    Located {
+                        file: path.to_owned(),
+                        line: line(c),
+                        field: format!("{field}.container_name"),
+                    },
+                ));
+                if c.value != expected {
+                    let fix = if is_override {
+                        format!("an override may not rename the container: remove `container_name` or set it to `{expected}`")
+                    } else {
+                        naming_fix(name, &expected, multi)
+                    };
                     d.err(
                         "container-name",
                         path,
                         line(c),
                         format!("{field}.container_name"),
-                        format!("expected `{key}`, found `{}`", c.value),
-                        "an override may not rename the container",
+                        format!("expected `{expected}`, found `{}`", c.value),
+                        fix,
                     );
                 }
             }
-            if let Some(r) = cs.value.restart.as_ref().filter(|_| restart_known) {
-                if r.value != svc.restart_policy {
-                    d.err(
-                        "restart",
-                        path,
-                        line(r),
-                        format!("{field}.restart"),
-                        format!(
-                            "expected `{}` (the contract's restart_policy), found `{}`",
-                            svc.restart_policy, r.value
-                        ),
-                        "change restart_policy in service.yaml instead",
-                    );
-                }
-            }
-            continue;
-        }
-        match &cs.value.container_name {
-            Some(c) if c.value == *key => {}
-            Some(c) => d.err(
-                "container-name",
-                path,
-                line(c),
-                format!("{field}.container_name"),
-                format!("expected `{key}`, found `{}`", c.value),
-                format!("set `container_name: {key}`: container names match service names"),
-            ),
-            None => d.err(
+            None if !is_override => d.err(
                 "container-name",
                 path,
                 line(cs),
                 format!("{field}.container_name"),
-                format!("expected `container_name: {key}`, found none"),
-                format!("add `container_name: {key}`"),
+                format!("expected `container_name: {expected}`, found none"),
+                naming_fix(name, &expected, multi).replacen("set", "add", 1),
             ),
+            None => {}
         }
         if !restart_known {
             continue;
         }
+        let init = inits.contains(key);
+        let policy = &svc.restart_policy;
         match &cs.value.restart {
-            Some(r) if r.value == svc.restart_policy => {}
+            Some(r) if r.value == *policy || (init && r.value == "no") => {}
+            None if is_override || init => {}
             Some(r) => d.err(
                 "restart",
                 path,
                 line(r),
                 format!("{field}.restart"),
-                format!(
-                    "expected `{}` (the contract's restart_policy), found `{}`",
-                    svc.restart_policy, r.value
-                ),
-                format!(
-                    "set `restart: {}` or change restart_policy in service.yaml",
-                    svc.restart_policy
-                ),
+                format!("expected `{policy}` (the contract's restart_policy), found `{}`", r.value),
+                if is_override {
+                    "change restart_policy in service.yaml instead".to_owned()
+                } else if r.value == "no" {
+                    format!("set `restart: {policy}`; only a one-shot init container, one that another container of the service waits for with `depends_on: {{{key}: {{condition: service_completed_successfully}}}}`, may say `restart: \"no\"`")
+                } else {
+                    format!("set `restart: {policy}` or change restart_policy in service.yaml")
+                },
             ),
             None => d.err(
                 "restart",
                 path,
                 line(cs),
                 format!("{field}.restart"),
-                format!("expected `restart: {}`, found none", svc.restart_policy),
-                format!("add `restart: {}`", svc.restart_policy),
+                format!("expected `restart: {policy}`, found none"),
+                format!("add `restart: {policy}`"),
             ),
         }
     }
-    if let Some(z) = zigbee {
-        for (n, l) in text.lines().enumerate() {
-            if let Some(v) = literal_assignment(l, "ZIGBEE2MQTT_CONFIG_SERIAL_PORT") {
-                if v != z.port {
-                    d.err(
-                        "zigbee",
-                        path,
-                        Some(n as u64 + 1),
-                        "ZIGBEE2MQTT_CONFIG_SERIAL_PORT",
-                        format!("expected `{}` (zigbee.port in service.yaml), found `{v}`", z.port),
-                        "take the port from the contract",
-                    );
-                }
+}
+
+/// The Zigbee serial port is the contract's.
+fn zigbee(svc: &Service, f: &Rendered, d: &mut Diagnostics) {
+    // A Zigbee port the contract gets wrong is reported on the contract.
+    let Some(z) = svc.zigbee.as_ref().filter(|z| is_tcp_endpoint(&z.port)) else { return };
+    for (n, l) in f.text.lines().enumerate() {
+        if let Some(v) = literal_assignment(l, "ZIGBEE2MQTT_CONFIG_SERIAL_PORT") {
+            if v != z.port {
+                d.err(
+                    "zigbee",
+                    f.path,
+                    Some(n as u64 + 1),
+                    "ZIGBEE2MQTT_CONFIG_SERIAL_PORT",
+                    format!("expected `{}` (zigbee.port in service.yaml), found `{v}`", z.port),
+                    "take the port from the contract",
+                );
             }
         }
     }
+}
+
+/// A published port of `ports:`, short (`8080:80`, `127.0.0.1:53:53/udp`, `8000-8010:8000-8010`,
+/// `[::1]:80:80`) or long (`{target, published, host_ip, protocol}`); `None` when the entry
+/// publishes no fixed host port.
+fn published(v: &Value, at: Located) -> Option<Published> {
+    let (ip, host, protocol) = match v {
+        Value::String(s) => {
+            let (spec, protocol) = match s.rsplit_once('/') {
+                Some((spec, p)) => (spec, p.to_owned()),
+                None => (s.as_str(), "tcp".to_owned()),
+            };
+            let (ip, rest) = match spec.strip_prefix('[') {
+                Some(r) => {
+                    let (ip, rest) = r.split_once("]:")?;
+                    (Some(ip.to_owned()), rest)
+                }
+                None => match spec.matches(':').count() {
+                    2 => {
+                        let (ip, rest) = spec.split_once(':')?;
+                        (Some(ip.to_owned()), rest)
+                    }
+                    _ => (None, spec),
+                },
+            };
+            let (host, _container) = rest.split_once(':')?;
+            (ip, host.to_owned(), protocol)
+        }
+        Value::Object(m) => {
+            let host = match m.get("published")? {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            let ip = m.get("host_ip").and_then(Value::as_str).map(str::to_owned);
+            let protocol = m.get("protocol").and_then(Value::as_str).unwrap_or("tcp").to_owned();
+            (ip, host, protocol)
+        }
+        _ => return None,
+    };
+    let (start, end) = match host.split_once('-') {
+        Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+        None => {
+            let p: u16 = host.parse().ok()?;
+            (p, p)
+        }
+    };
+    let host_ip = ip.filter(|ip| !ip.is_empty());
+    Some(Published { host_ip, start, end, protocol: protocol.to_ascii_lowercase(), at })
+}
+
+/// An `internal` service publishes nothing; a `lan` one only on an address written out, so
+/// publishing on every address of the node (tailnet and public interfaces too) is never the
+/// unnoticed default: an explicit `0.0.0.0:` is a reviewed choice.
+fn exposure(inst: &Instance, exposure: Exposure, p: &Published, d: &mut Diagnostics) {
+    let (message, fix) = match (exposure, &p.host_ip) {
+        (Exposure::Internal, _) => (
+            format!("publishes host port {}, but `{}` has exposure `internal` on `{}`: an internal service publishes no port", p.shown(), inst.service, inst.node),
+            "remove the published port (containers reach the service over a Docker network), or change the exposure in service.yaml and the host's services.yaml".to_owned(),
+        ),
+        (Exposure::Lan, None) => (
+            format!("publishes host port {} on every address of the node (0.0.0.0), but `{}` has exposure `lan` on `{}`: a lan service publishes only on an explicit address", p.shown(), inst.service, inst.node),
+            format!("write the node's LAN address before the port (`<lan-address>:{}:<container port>`), or `0.0.0.0:{}:<container port>` to publish on every address on purpose", p.range(), p.range()),
+        ),
+        _ => return,
+    };
+    d.err("exposure-port", &p.at.file, p.at.line, p.at.field.clone(), message, fix);
 }

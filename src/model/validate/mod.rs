@@ -10,6 +10,7 @@
 mod capabilities;
 mod chelsty;
 pub mod compose;
+pub mod conflicts;
 mod contract;
 mod dependencies;
 mod layout;
@@ -69,6 +70,89 @@ fn exposure(d: &mut Diagnostics, file: &str, e: &S<String>, field: &str) -> Opti
         );
     }
     parsed
+}
+
+/// Where a thing sits in a file: what diagnostics about it point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub file: String,
+    pub line: Option<u64>,
+    pub field: String,
+}
+
+impl Located {
+    /// `file:line`, as a message names the other side of a conflict.
+    pub fn shown(&self) -> String {
+        match self.line {
+            Some(l) => format!("{}:{l}", self.file),
+            None => self.file.clone(),
+        }
+    }
+}
+
+/// A host port range an instance publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The host IP as written; `None` when none is (every address of the node).
+    pub host_ip: Option<String>,
+    pub start: u16,
+    pub end: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    pub at: Located,
+}
+
+impl Published {
+    /// `8080` or `8000-8010`.
+    pub fn range(&self) -> String {
+        if self.start == self.end {
+            self.start.to_string()
+        } else {
+            format!("{}-{}", self.start, self.end)
+        }
+    }
+
+    /// `8080/tcp`, `127.0.0.1:53/udp`.
+    pub fn shown(&self) -> String {
+        match &self.host_ip {
+            Some(ip) => format!("{ip}:{}/{}", self.range(), self.protocol),
+            None => format!("{}/{}", self.range(), self.protocol),
+        }
+    }
+
+    /// Whether both take the same host port: same protocol, overlapping ranges, and the same
+    /// address or one of them on every address.
+    pub fn clashes(&self, other: &Published) -> bool {
+        self.protocol == other.protocol
+            && self.start <= other.end
+            && other.start <= self.end
+            && match (self.specific_ip(), other.specific_ip()) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+
+    /// The one address it publishes on; `None` for every address (none, `0.0.0.0`, `::`).
+    pub fn specific_ip(&self) -> Option<&str> {
+        self.host_ip.as_deref().filter(|ip| !matches!(*ip, "0.0.0.0" | "::"))
+    }
+}
+
+/// What one instance takes on its node, from its rendered compose files: what two services of
+/// one node must not both take (`conflicts`).
+#[derive(Debug, Default, Clone)]
+pub struct Footprint {
+    pub ports: Vec<Published>,
+    /// Container names, as written.
+    pub containers: Vec<(String, Located)>,
+    /// Host paths under the runtime root the instance bind-mounts writable, normalized.
+    pub writable_binds: Vec<(String, Located)>,
+}
+
+/// Empty, or `<...>`: what env.example writes instead of a value.
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim().trim_matches(|c| c == '"' || c == '\'');
+    v.is_empty() || (v.starts_with('<') && v.ends_with('>'))
 }
 
 /// The path of a service's contract, as diagnostics show it.

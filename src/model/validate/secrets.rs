@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::super::diag::Diagnostics;
 use super::super::raw::line;
-use super::{contract_file, literal_assignment, Input};
+use super::{contract_file, is_placeholder, literal_assignment, Input};
 
 pub(super) fn check(i: &Input, d: &mut Diagnostics) {
     for svc in i.lab.services.values() {
@@ -77,10 +77,4 @@ fn parse_env_example(text: &str) -> BTreeMap<String, (u64, String)> {
         out.insert(name.trim().to_owned(), (i as u64 + 1, value.trim().to_owned()));
     }
     out
-}
-
-/// Empty, or `<...>`: what env.example writes instead of a value.
-fn is_placeholder(value: &str) -> bool {
-    let v = value.trim().trim_matches(|c| c == '"' || c == '\'');
-    v.is_empty() || (v.starts_with('<') && v.ends_with('>'))
 }

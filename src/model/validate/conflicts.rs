@@ -1,0 +1,77 @@
+//! Conflicts on a node, found before the node finds them: two services publishing the same host
+//! port (protocol and address), one container name in two services, two services writing the
+//! same data path. Each is reported on the later instance, naming the earlier one.
+//!
+//! Reads the `Footprint`s `compose::check` returned for the instances of one node. No IO here.
+
+use super::super::diag::Diagnostics;
+use super::super::{Instance, NodeName};
+use super::Footprint;
+
+/// Checks the instances of `node`, in order.
+pub fn check(node: &NodeName, instances: &[(&Instance, &Footprint)], d: &mut Diagnostics) {
+    for (j, (inst, fp)) in instances.iter().enumerate() {
+        let earlier = &instances[..j];
+        for p in &fp.ports {
+            let other = earlier
+                .iter()
+                .find_map(|(o, ofp)| ofp.ports.iter().find(|q| q.clashes(p)).map(|q| (o, q)));
+            if let Some((o, q)) = other {
+                d.err(
+                    "port-conflict",
+                    &p.at.file,
+                    p.at.line,
+                    p.at.field.clone(),
+                    format!(
+                        "`{}` publishes host port {}, which `{}` publishes too ({} at {}) on node `{node}`",
+                        inst.service,
+                        p.shown(),
+                        o.service,
+                        q.shown(),
+                        q.at.shown()
+                    ),
+                    "publish one of them on another host port or address",
+                );
+            }
+        }
+        for (name, at) in &fp.containers {
+            let other = earlier.iter().find_map(|(o, ofp)| {
+                ofp.containers.iter().find(|(n, _)| n == name).map(|(_, a)| (o, a))
+            });
+            if let Some((o, oat)) = other {
+                d.err(
+                    "container-conflict",
+                    &at.file,
+                    at.line,
+                    at.field.clone(),
+                    format!(
+                        "container name `{name}` is taken by `{}` too ({}) on node `{node}`",
+                        o.service,
+                        oat.shown()
+                    ),
+                    "container names are unique on a node: rename the compose service in one of them",
+                );
+            }
+        }
+        for (path, at) in &fp.writable_binds {
+            let other = earlier.iter().find_map(|(o, ofp)| {
+                ofp.writable_binds.iter().find(|(p, _)| p == path).map(|(_, a)| (o, a))
+            });
+            if let Some((o, oat)) = other {
+                d.err(
+                    "data-conflict",
+                    &at.file,
+                    at.line,
+                    at.field.clone(),
+                    format!(
+                        "`{}` writes `{path}`, which `{}` writes too ({}) on node `{node}`",
+                        inst.service,
+                        o.service,
+                        oat.shown()
+                    ),
+                    "give each service its own data folder (`{{ data_dir }}`), or mount it read-only in all but one",
+                );
+            }
+        }
+    }
+}
