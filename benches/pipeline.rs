@@ -1,6 +1,7 @@
 //! `cargo bench`: how the pipeline's pure core compares with the floor (reading and hashing
 //! the same files, which any tool must do) and with peers run in the same process (OpenSSH's
-//! `ssh-keygen -Y verify` for a signature check). Prints ratios; asserts nothing.
+//! `ssh-keygen -Y verify` for a signature check), on this repository's own homelab and on
+//! generated homelabs of 1,000 and 10,000 services. Prints ratios; asserts nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +31,80 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(e.path());
         }
     }
+}
+
+/// Writes a homelab of `services` services, 100 per node, each with the five files, a compose
+/// template and a dependency on the first service of its node: the shape of a big real one.
+fn generate(dir: &Path, services: usize) {
+    let nodes = services.div_ceil(100);
+    let w = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    let mut topo = String::from(
+        "mesh: tailscale\nruntime_root: /opt/homelab\nsites:\n  home:\n    uplink: fiber\n    offline_first: false\nnodes:\n",
+    );
+    for n in 0..nodes {
+        topo.push_str(&format!(
+            "  node-{n}:\n    display_name: NODE-{n}\n    roles: [edge]\n    site: home\n    ssh:\n      address: 10.0.{}.{}\n",
+            n / 250,
+            n % 250 + 1
+        ));
+    }
+    w("inventory/topology.yaml", &topo);
+    w(
+        "inventory/policy.yaml",
+        "plan_ttl: 24h\napprovals:\n  default:\n    required: 1\n    approvers: [owner@bench]\n",
+    );
+    w("inventory/allowed_signers", "owner@bench ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzrJ4nJqpV3bY4l1ZxH0Zm0xq4u9y6uN5pU8J1c2d3e\n");
+    for n in 0..nodes {
+        let mut listed = format!("node: node-{n}\nservices:\n");
+        let first = format!("svc-{n}-0");
+        for s in 0..100.min(services - n * 100) {
+            let name = format!("svc-{n}-{s}");
+            listed.push_str(&format!("  - name: {name}\n    exposure: internal\n"));
+            let deps = if s == 0 { "[]".to_owned() } else { format!("\n  - service: {first}") };
+            w(&format!("services/{name}/service.yaml"), &format!(
+                "name: {name}\ndescription: generated\nowner_node: node-{n}\nexposure: internal\ndependencies: {deps}\nhealthcheck:\n  interval: 30s\n  timeout: 5s\n  retries: 3\nruntime:\n  env_vars: []\nrequires: [docker]\nvars:\n  image: busybox:1\n"
+            ));
+            w(&format!("services/{name}/docker-compose.yml"), &format!(
+                "services:\n  {name}:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: {name}\n    restart: unless-stopped\n    command: [\"sleep\", \"86400\"]\n    labels:\n      homelab.node: \"{{{{ node.id }}}}\"\n"
+            ));
+            w(&format!("services/{name}/healthcheck.sh"), "#!/bin/sh\nexit 0\n");
+            w(&format!("services/{name}/README.md"), "generated\n");
+            w(&format!("services/{name}/env.example"), "# no settings\n");
+        }
+        w(&format!("hosts/node-{n}/services.yaml"), &listed);
+        w(
+            &format!("hosts/node-{n}/capabilities.yaml"),
+            &format!("node: node-{n}\narch: x86_64\ncpu:\n  cores: 2\nmemory_mb: 2048\ngpu: null\ndevices: []\ndocker:\n  engine: \"20.10\"\n  compose: v2\ncapabilities: [docker, compose-v2]\n"),
+        );
+    }
+}
+
+/// Validate + render + diff against empty nodes (what `plan` computes without the network).
+fn core(repo: &Path) -> usize {
+    let lab = homelab::check::homelab(repo).unwrap_or_else(|d| panic!("{}", d[0]));
+    let graph = homelab::graph::DeployGraph::build(&lab).unwrap();
+    let rendered = homelab::render::render_all(&lab, |_| true).unwrap();
+    let actual: Vec<homelab::observe::ActualNode> = lab
+        .nodes
+        .keys()
+        .map(|n| homelab::observe::ActualNode {
+            node: n.clone(),
+            status: homelab::observe::NodeStatus::Reachable(Default::default()),
+        })
+        .collect();
+    let header = homelab::plan::Header {
+        created: "2026-01-01T00:00:00Z".into(),
+        expires: "2026-01-02T00:00:00Z".into(),
+        planner: "bench".into(),
+        commit: "none".into(),
+        dirty: true,
+    };
+    let plan = homelab::plan::diff(&lab, &graph, &rendered, &actual, header);
+    plan.count(homelab::plan::Action::Create)
 }
 
 fn main() {
@@ -105,6 +180,40 @@ fn main() {
         20,
     );
 
+    // The local core at scale: the owner's homelab, and generated ones of 1,000 and 10,000
+    // services, each against its own floor (reading and hashing its files).
+    let own = median(
+        || {
+            std::hint::black_box(core(&repo));
+        },
+        10,
+    );
+    let mut scaled = Vec::new();
+    for n in [1_000, 10_000] {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), n);
+        let mut gen_files = Vec::new();
+        files(dir.path(), &mut gen_files);
+        let floor = median(
+            || {
+                for p in &gen_files {
+                    let b = std::fs::read(p).unwrap();
+                    std::hint::black_box(homelab::digest::sha256_hex(&b));
+                }
+            },
+            3,
+        );
+        let created = core(dir.path());
+        assert_eq!(created, n, "every generated service is planned");
+        let t = median(
+            || {
+                std::hint::black_box(core(dir.path()));
+            },
+            3,
+        );
+        scaled.push((n, gen_files.len(), t, floor));
+    }
+
     let ratio = |d: Duration, base: Duration| d.as_secs_f64() / base.as_secs_f64();
     println!("homelab pipeline on this repository ({} files)", all.len());
     println!("{:<44} {:>12} {:>10}", "step", "median", "× floor");
@@ -121,4 +230,21 @@ fn main() {
     println!("{:<44} {:>12} {:>10}", "verify a 64 KiB plan signature", "median", "× peer");
     println!("{:<44} {:>12?} {:>10.2}", "homelab (in process)", ours, ratio(ours, peer));
     println!("{:<44} {:>12?} {:>10.2}", "peer: ssh-keygen -Y verify (process)", peer, 1.0);
+    println!();
+    println!(
+        "{:<44} {:>12} {:>10}",
+        "validate + render + diff (plan, no network)", "median", "× floor"
+    );
+    println!("{:<44} {:>12?} {:>10.1}", "this repository's homelab", own, ratio(own, floor));
+    for (n, count, t, floor) in &scaled {
+        println!(
+            "{:<44} {:>12?} {:>10.1}",
+            format!("generated: {n} services ({count} files)"),
+            t,
+            ratio(*t, *floor)
+        );
+    }
+    if let [(_, _, small, _), (_, _, big, _)] = scaled[..] {
+        println!("{:<44} {:>12} {:>10.1}", "10,000 vs 1,000 services", "", ratio(big, small));
+    }
 }
