@@ -142,8 +142,10 @@ l=$1; h=$2
 if [ -f "$h" ] && cmp -s - "$h"; then rm -rf -- "$l"; fi
 "#;
 
+/// Prints the holder and removes the lock; exits 3 when there is no lock.
 const BREAK_LOCK: &str = r#"set -eu
 l=$1; h=$2
+[ -d "$l" ] || exit 3
 cat -- "$h" 2>/dev/null || echo '{}'
 rm -rf -- "$l"
 "#;
@@ -341,11 +343,16 @@ pub fn unlock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<(),
     ok(sh(exec, UNLOCK, &[&l, &h], holder, SHORT, false)?, "releasing the node lock").map(|_| ())
 }
 
-/// Removes the lock whoever holds it; returns what its `holder.json` said (`{}` if nothing).
-pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<String, StepError> {
+/// Removes the lock whoever holds it; returns what its `holder.json` said (`{}` if nothing),
+/// or `None` when the node was not locked.
+pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<Option<String>, StepError> {
     let (l, h) = (layout.lock(), layout.lock_holder());
-    let out = ok(sh(exec, BREAK_LOCK, &[&l, &h], b"", SHORT, false)?, "breaking the node lock")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let out = sh(exec, BREAK_LOCK, &[&l, &h], b"", SHORT, false)?;
+    if out.status == Some(3) {
+        return Ok(None);
+    }
+    let out = ok(out, "breaking the node lock")?;
+    Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 pub fn append_event(exec: &dyn NodeExec, path: &str, line: &[u8]) -> Result<(), StepError> {

@@ -396,8 +396,12 @@ fn fresh_apply_then_no_op_then_update_and_rollback_then_stale() {
         })
         .collect();
     site.write("inventory/known_hosts", &forged);
-    let out = site.homelab(&["plan", "--key", site.key.to_str().unwrap()]);
+    let out = site.homelab(&["plan", "--key", site.key.to_str().unwrap(), "--detailed-exitcode"]);
     assert!(out.stdout.contains("ALPHA unreachable"), "{}", out.stdout);
+    // A node answering with the wrong host key was not read: exit 1 naming it, nothing saved.
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("could not read node `alpha`"), "{}", out.stderr);
+    assert!(!out.stdout.contains("unreachable: unreachable"), "{}", out.stdout);
     assert!(
         out.stdout.contains("Host key verification failed")
             || out.stdout.contains("IDENTIFICATION HAS CHANGED"),
