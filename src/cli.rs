@@ -25,9 +25,11 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "homelab", version, about = "Plan/apply for a self-hosted homelab", after_help = EXAMPLES)]
 pub struct Cli {
-    /// The homelab repository (inventory/, hosts/, services/, templates/).
-    #[arg(long, global = true, env = "HOMELAB_REPO", default_value = ".", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// The homelab repository (inventory/, hosts/, services/, templates/). Default: the first
+    /// folder from the current one upwards holding `inventory/topology.yaml`, as Git finds
+    /// its repository.
+    #[arg(long, global = true, env = "HOMELAB_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -77,9 +79,14 @@ pub enum Command {
         /// Folder for plan files (default: the repository's `plans/`).
         #[arg(long, value_name = "DIR")]
         plans_dir: Option<PathBuf>,
-        /// Exit 0 when nothing changes, 2 when the plan has changes (as Terraform).
+        /// Exit 0 when nothing changes, 2 when the plan has changes (as Terraform); 1 on any
+        /// error, a node that could not be read included.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Save the plan even when some nodes could not be read (nothing is planned for them;
+        /// the exit status is still 1).
+        #[arg(long)]
+        allow_unreachable: bool,
     },
     /// Show a plan file: colour text, Markdown for a Forgejo comment, or JSON.
     #[command(
@@ -125,6 +132,8 @@ pub enum Command {
         after_help = "Examples:\n  homelab apply plans/1a2b3c4d5e6f7a8b.approved\n  homelab apply --node chelsty-infra --transport local plans/1a2b3c4d5e6f7a8b.approved"
     )]
     Apply {
+        /// The approved plan to apply, `plans/<id>.approved`, as `homelab approve` writes it.
+        #[arg(value_name = "APPROVED")]
         approved: PathBuf,
         #[command(flatten)]
         target: Target,
@@ -153,12 +162,28 @@ pub enum Command {
         after_help = "Examples:\n  homelab events emit deployment_started info my-script.sh mosquitto cid-123 '{}'\n  homelab events tail --node chelsty-infra"
     )]
     Events(EventsCommand),
+    /// Print a completion script for a shell.
+    #[command(
+        after_help = "Examples:\n  homelab completions bash > ~/.local/share/bash-completion/completions/homelab\n  homelab completions zsh > ~/.zfunc/_homelab\n  homelab completions fish > ~/.config/fish/completions/homelab.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// The shells `homelab completions` writes a script for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,19 +234,20 @@ fn stage_of(arg: StageArg) -> Stage {
 
 /// Runs one command, writing its data output to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
-    let repo = &cli.repo;
+    let repo = &command::find_repo(cli.repo.as_deref());
     match &cli.command {
         Command::Validate { format } => command::validate::run(repo, *format, out),
         Command::Graph { format } => command::graph::run(repo, *format, out),
         Command::Render { node, service, out: dir } => {
             command::render::run(repo, node.as_deref(), service.as_deref(), dir, out)
         }
-        Command::Plan { target, key, plans_dir, detailed_exitcode } => {
+        Command::Plan { target, key, plans_dir, detailed_exitcode, allow_unreachable } => {
             let args = PlanArgs {
                 target,
                 key: key.as_ref(),
                 plans_dir: plans_dir.as_ref(),
                 detailed_exitcode: *detailed_exitcode,
+                allow_unreachable: *allow_unreachable,
             };
             command::plan::run(repo, &args, out)
         }
@@ -273,5 +299,22 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             command::events::tail(at, *follow, *format, out)
         }
         Command::Unlock { target } => command::apply::unlock(repo, target, out),
+        Command::Completions { shell } => {
+            use clap_complete::Shell as S;
+            let shell = match shell {
+                Shell::Bash => S::Bash,
+                Shell::Zsh => S::Zsh,
+                Shell::Fish => S::Fish,
+            };
+            let mut buf = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "homelab",
+                &mut buf,
+            );
+            out.write_all(&buf).map_err(Error::stdout)?;
+            Ok(Report::Success)
+        }
     }
 }

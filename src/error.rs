@@ -29,11 +29,22 @@ pub enum Error {
     #[error("cannot write `{}`: {source}", .path.display())]
     Write { path: PathBuf, source: std::io::Error },
 
+    #[error("{}", read_text(.path, .source))]
+    Read { path: PathBuf, source: std::io::Error },
+
     #[error(transparent)]
     Key(#[from] KeyError),
 
     #[error("{message}")]
     Unsupported { message: String },
+
+    /// The command line did not parse (clap printed why).
+    #[error("{message}")]
+    Usage { message: String },
+
+    /// `plan`: nodes that could not be read; their state is unknown, so no plan claims them.
+    #[error("could not read {}: {then}", names(.nodes))]
+    Unreachable { nodes: Vec<String>, then: String },
 
     /// The operator declined (or could not be asked) to approve.
     #[error("{message}")]
@@ -52,6 +63,18 @@ impl From<ApproveError> for Error {
             ApproveError::Write { path, source } => Error::Write { path, source },
         }
     }
+}
+
+fn read_text(path: &std::path::Path, source: &std::io::Error) -> String {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => format!("`{}` does not exist", path.display()),
+        _ => format!("cannot read `{}`: {source}", path.display()),
+    }
+}
+
+fn names(nodes: &[String]) -> String {
+    let quoted: Vec<String> = nodes.iter().map(|n| format!("`{n}`")).collect();
+    format!("node{} {}", if nodes.len() == 1 { "" } else { "s" }, quoted.join(", "))
 }
 
 fn list(d: &[Diagnostic]) -> String {
@@ -92,8 +115,11 @@ pub fn exit_code(result: &Result<Report, Error>) -> u8 {
             | Error::UnknownService { .. }
             | Error::Render(_)
             | Error::Write { .. }
+            | Error::Read { .. }
             | Error::Key(_)
             | Error::Unsupported { .. }
+            | Error::Usage { .. }
+            | Error::Unreachable { .. }
             | Error::NotConfirmed { .. },
         ) => 1,
     }

@@ -7,7 +7,7 @@
 use crate::node::Layout;
 
 /// The guide's normalized event types.
-pub const TYPES: [&str; 10] = [
+pub const TYPES: [&str; 11] = [
     "deployment_started",
     "deployment_completed",
     "deployment_failed",
@@ -18,6 +18,7 @@ pub const TYPES: [&str; 10] = [
     "healthcheck_failed",
     "remediation_started",
     "remediation_completed",
+    "remediation_failed",
 ];
 
 pub const SEVERITIES: [&str; 5] = ["debug", "info", "warning", "error", "critical"];
@@ -64,26 +65,31 @@ pub fn append(file: &std::path::Path, line: &str) -> std::io::Result<()> {
     f.sync_data()
 }
 
-/// Every event under `<root>/events/`, oldest day first, optionally of one node. Lines that do
-/// not parse (a torn last line after a crash or a full disk) are skipped and counted.
-pub fn read_all(root: &std::path::Path, node: Option<&str>) -> (Vec<serde_json::Value>, usize) {
+/// Every event under `<root>/events/` (`root` is one node's runtime root), oldest day first,
+/// optionally of one node. Lines that do not parse (a torn last line after a crash or a full
+/// disk) are skipped and counted. A root without `events/` has none; one that cannot be read is
+/// an error, never an empty answer.
+pub fn read_all(
+    root: &std::path::Path,
+    node: Option<&str>,
+) -> std::io::Result<(Vec<serde_json::Value>, usize)> {
     let mut events = Vec::new();
     let mut torn = 0;
-    let list = |p: &std::path::Path| -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
     let events_root = std::path::PathBuf::from(Layout::local(root).events_root());
-    for day in list(&events_root) {
-        for dir in list(&day) {
+    let days = match list(&events_root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        r => r?,
+    };
+    for day in days {
+        for dir in list(&day)? {
             let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if node.is_some_and(|n| n != name) {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(dir.join("events.jsonl")) else { continue };
+            let text = match std::fs::read_to_string(dir.join("events.jsonl")) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                r => r?,
+            };
             for l in text.lines().filter(|l| !l.trim().is_empty()) {
                 match serde_json::from_str::<serde_json::Value>(l) {
                     Ok(v) if v.is_object() => events.push(v),
@@ -93,5 +99,29 @@ pub fn read_all(root: &std::path::Path, node: Option<&str>) -> (Vec<serde_json::
         }
     }
     events.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
-    (events, torn)
+    Ok((events, torn))
+}
+
+/// The nodes with events under `<root>/events/` (any day).
+pub fn nodes(root: &std::path::Path) -> std::io::Result<std::collections::BTreeSet<String>> {
+    let events_root = std::path::PathBuf::from(Layout::local(root).events_root());
+    let days = match list(&events_root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        r => r?,
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for day in days {
+        for dir in list(&day)? {
+            out.extend(dir.file_name().and_then(|n| n.to_str()).map(str::to_owned));
+        }
+    }
+    Ok(out)
+}
+
+/// The entries of a folder, sorted.
+fn list(p: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut v =
+        std::fs::read_dir(p)?.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>()?;
+    v.sort();
+    Ok(v)
 }

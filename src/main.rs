@@ -27,7 +27,19 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     init_tracing();
-    let cli = homelab::Cli::parse();
+    let cli = match homelab::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` are answers, not errors (clap prints them to stdout).
+            let _ = e.print();
+            if !e.use_stderr() {
+                return ExitCode::SUCCESS;
+            }
+            // A usage error is an error (1), never 2: 2 means "the plan has changes".
+            let usage = homelab::Error::Usage { message: e.kind().to_string() };
+            return ExitCode::from(homelab::exit_code(&Err(usage)));
+        }
+    };
     // Not locked for the whole run: apply's JSON sink writes to stdout from node threads.
     let mut out = std::io::stdout();
     let result = homelab::run(cli, &mut out);

@@ -391,6 +391,7 @@ impl NodeRun<'_> {
                     let e = journal.services[svc].error.clone().unwrap_or_default();
                     if stage == Stage::RolledBack {
                         rolled_back.push(svc.to_owned());
+                        problems.push(format!("{svc}: {e}"));
                     } else if let Some(only) = only {
                         if stage < only {
                             problems.push(format!(
@@ -412,7 +413,19 @@ impl NodeRun<'_> {
                     self.say(Some(&c.instance.service), "link", format!("lost the node: {reason}"));
                     return NodeOutcome::Unreachable { reason: format!("{reason}; the journal on the node says where it stopped: `homelab apply --resume`") };
                 }
-                Err(e) => return NodeOutcome::Partial { reason: e.to_string() },
+                Err(e) => {
+                    // A step that could not run (not the link): this service failed, the
+                    // others still get their turn, and the journal says why.
+                    let reason = e.to_string();
+                    self.say(Some(&c.instance.service), "failed", reason.clone());
+                    if let Err(e) =
+                        self.set(at, &mut journal, svc, Stage::Failed, Some(reason.clone()))
+                    {
+                        return step_error(e);
+                    }
+                    problems.push(format!("{svc}: {reason}"));
+                    self.board.publish(&c.instance, false);
+                }
             }
         }
         let finished = journal.services.values().all(|e| e.stage.is_final());
@@ -438,7 +451,7 @@ impl NodeRun<'_> {
             }
         }
         if !rolled_back.is_empty() {
-            NodeOutcome::RolledBack { services: rolled_back }
+            NodeOutcome::RolledBack { services: rolled_back, problems }
         } else if !problems.is_empty() {
             NodeOutcome::Partial { reason: problems.join("; ") }
         } else if let (false, Some(only)) = (all_done, only) {

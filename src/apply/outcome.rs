@@ -17,8 +17,9 @@ pub enum NodeOutcome {
     Staged { stage: String },
     /// Applied on this node by an earlier run (resume found it complete).
     AlreadyApplied,
-    /// Some services were rolled back to their previous version.
-    RolledBack { services: Vec<String> },
+    /// Some services were rolled back to their previous version. `problems` names every
+    /// service that did not finish, the rolled-back ones included, each with its first cause.
+    RolledBack { services: Vec<String>, problems: Vec<String> },
     /// Some services failed or were skipped; the rest is applied. `--resume` continues.
     Partial { reason: String },
     /// The node changed since the plan: nothing was done on it.
@@ -49,7 +50,12 @@ impl NodeOutcome {
             NodeOutcome::Applied | NodeOutcome::AlreadyApplied | NodeOutcome::NoChanges => {
                 String::new()
             }
-            NodeOutcome::RolledBack { services } => format!("rolled back: {}", services.join(", ")),
+            NodeOutcome::RolledBack { services, problems } if problems.is_empty() => {
+                format!("rolled back: {}", services.join(", "))
+            }
+            NodeOutcome::RolledBack { services, problems } => {
+                format!("rolled back: {}; {}", services.join(", "), problems.join("; "))
+            }
             NodeOutcome::Partial { reason }
             | NodeOutcome::Refused { reason }
             | NodeOutcome::Unreachable { reason } => reason.clone(),
@@ -131,6 +137,9 @@ mod tests {
         assert_eq!(run(&[NodeOutcome::Applied, NodeOutcome::NoChanges]), Verdict::Success);
         assert_eq!(run(&[NodeOutcome::Applied, refused.clone()]), Verdict::Refused);
         assert_eq!(run(&[refused, partial]), Verdict::Failed);
-        assert_eq!(run(&[NodeOutcome::RolledBack { services: vec![] }]), Verdict::Failed);
+        assert_eq!(
+            run(&[NodeOutcome::RolledBack { services: vec![], problems: vec![] }]),
+            Verdict::Failed
+        );
     }
 }

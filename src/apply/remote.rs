@@ -46,11 +46,40 @@ mv -- "$staging" "$release"
 sync -- "$(dirname -- "$release")"
 "#;
 
+/// `compose ARGS...` in a release folder: the project named after the service, its compose
+/// file and the host's override, and the node's `config/<svc>/.env` as the project's env file
+/// when it exists, so `${VAR}` is interpolated from the secrets kept on the node. Needs `$svc`
+/// and `$envf`.
+macro_rules! compose_fn {
+    () => {
+        r#"compose() {
+  if [ -f "$envf" ]; then set -- --env-file "$envf" "$@"; fi
+  if [ -f docker-compose.override.yml ]; then
+    set -- -f docker-compose.yml -f docker-compose.override.yml "$@"
+  else
+    set -- -f docker-compose.yml "$@"
+  fi
+  docker compose -p "$svc" "$@"
+}
+# Runs a step; its output is kept in $log on the node, and its last lines go to stderr.
+logged() {
+  mkdir -p -- "$(dirname -- "$log")"
+  if "$@" > "$log" 2>&1; then return 0; else rc=$?; fi
+  tail -n 20 -- "$log" >&2
+  return "$rc"
+}
+"#
+    };
+}
+
 /// `docker compose config` of a release, and the contract's secrets present in the node's
 /// `config/<svc>/.env` (names only are checked; values are never read back).
-const VALIDATE: &str = r#"set -eu
-rel=$1; svc=$2; envf=$3; shift 3
-cd -- "$rel"
+const VALIDATE: &str = concat!(
+    r#"set -eu
+rel=$1; svc=$2; envf=$3; log=$4; shift 4
+"#,
+    compose_fn!(),
+    r#"cd -- "$rel"
 set -- "$@" END
 missing=""
 while [ "$1" != END ]; do
@@ -58,19 +87,19 @@ while [ "$1" != END ]; do
   shift
 done
 if [ -n "$missing" ]; then echo "secrets missing from $envf:$missing" >&2; exit 4; fi
-if [ -f docker-compose.override.yml ]; then
-  docker compose -p "$svc" -f docker-compose.yml -f docker-compose.override.yml config -q
-else
-  docker compose -p "$svc" -f docker-compose.yml config -q
-fi
-"#;
+logged compose config -q
+"#
+);
 
 /// Points the live link of a service at a release (atomic symlink rename) and brings the
 /// project up. Idempotent: running it again after a dropped link converges to the same state.
 /// A live folder that is not a link (deployed by hand) is kept among the releases.
-const SWITCH_AND_UP: &str = r#"set -eu
-svc=$1; rel=$2; live=$3; services=$4; data=$5; logs=$6; releases=$7
-mkdir -p -- "$services" "$data" "$logs"
+const SWITCH_AND_UP: &str = concat!(
+    r#"set -eu
+svc=$1; rel=$2; live=$3; services=$4; data=$5; logs=$6; releases=$7; envf=$8; log=$9
+"#,
+    compose_fn!(),
+    r#"mkdir -p -- "$services" "$data" "$logs"
 if [ -d "$live" ] && [ ! -L "$live" ]; then
   mkdir -p -- "$releases"
   mv -- "$live" "$releases/adopted-$(date +%s)"
@@ -80,47 +109,52 @@ ln -s -- "$rel" "$live.new"
 mv -fT -- "$live.new" "$live"
 sync -- "$services"
 cd -- "$live"
-if [ -f docker-compose.override.yml ]; then
-  docker compose -p "$svc" -f docker-compose.yml -f docker-compose.override.yml up -d --remove-orphans --force-recreate
-else
-  docker compose -p "$svc" -f docker-compose.yml up -d --remove-orphans --force-recreate
-fi
-"#;
+logged compose up -d --remove-orphans --force-recreate
+"#
+);
 
 /// Takes a project down and removes its live link (releases are kept for rollback).
-const DOWN_AND_UNLINK: &str = r#"set -eu
-svc=$1; live=$2; services=$3
-if [ -e "$live" ]; then
+const DOWN_AND_UNLINK: &str = concat!(
+    r#"set -eu
+svc=$1; live=$2; services=$3; envf=$4
+"#,
+    compose_fn!(),
+    r#"if [ -e "$live" ]; then
   cd -- "$live"
-  if [ -f docker-compose.override.yml ]; then
-    docker compose -p "$svc" -f docker-compose.yml -f docker-compose.override.yml down --remove-orphans
-  else
-    docker compose -p "$svc" -f docker-compose.yml down --remove-orphans
-  fi
+  compose down --remove-orphans
   cd /
 fi
 rm -f -- "$live"
 sync -- "$services" 2>/dev/null || true
-"#;
+"#
+);
 
-/// Runs the contract's healthcheck once, with its timeout.
+/// Runs the contract's healthcheck once, with its timeout; its output is kept in `$3` on the
+/// node and its last lines printed.
 const HEALTHCHECK: &str = r#"set -u
-live=$1; secs=$2
+live=$1; secs=$2; log=$3
+mkdir -p -- "$(dirname -- "$log")"
 cd -- "$live" || exit 1
-timeout -k 2 "$secs" sh ./healthcheck.sh
+timeout -k 2 "$secs" sh ./healthcheck.sh > "$log" 2>&1
+rc=$?
+tail -n 20 -- "$log"
+exit "$rc"
 "#;
 
 /// What a failing service looks like, for the incident: status and recent logs, written to
 /// `logs/<svc>/` on the node (logs may hold secrets: they stay on the node).
 const DIAGNOSE: &str = r#"set -u
-svc=$1; live=$2; out=$3
+svc=$1; live=$2; out=$3; envf=$4
 mkdir -p -- "$(dirname -- "$out")"
 cd -- "$live" 2>/dev/null || cd /
+dc() {
+  if [ -f "$envf" ]; then docker compose -p "$svc" --env-file "$envf" "$@"; else docker compose -p "$svc" "$@"; fi
+}
 {
-  echo "== docker compose ps"; docker compose -p "$svc" ps -a 2>&1
-  echo "== docker compose logs (last 100 lines)"; docker compose -p "$svc" logs --no-color --tail 100 2>&1
+  echo "== docker compose ps"; dc ps -a 2>&1
+  echo "== docker compose logs (last 100 lines)"; dc logs --no-color --tail 100 2>&1
 } > "$out"
-docker compose -p "$svc" ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20
+dc ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20
 "#;
 
 /// Takes the node lock (`mkdir` is atomic) and writes stdin as its holder, or prints the
@@ -142,8 +176,10 @@ l=$1; h=$2
 if [ -f "$h" ] && cmp -s - "$h"; then rm -rf -- "$l"; fi
 "#;
 
+/// Prints the holder and removes the lock; exits 3 when there is no lock.
 const BREAK_LOCK: &str = r#"set -eu
 l=$1; h=$2
+[ -d "$l" ] || exit 3
 cat -- "$h" 2>/dev/null || echo '{}'
 rm -rf -- "$l"
 "#;
@@ -248,23 +284,27 @@ pub fn seal_release(
         .map(|_| ())
 }
 
+/// `log`: where the output of `compose config` is kept on the node.
 pub fn validate(
     exec: &dyn NodeExec,
     release: &str,
     svc: &str,
     env_file: &str,
+    log: &str,
     secrets: &[String],
 ) -> Result<(), StepError> {
-    let mut args = vec![release, svc, env_file];
+    let mut args = vec![release, svc, env_file, log];
     args.extend(secrets.iter().map(String::as_str));
     ok(sh(exec, VALIDATE, &args, b"", LONG, true)?, "validate").map(|_| ())
 }
 
+/// `log`: where the output of `compose up` is kept on the node.
 pub fn switch_and_up(
     exec: &dyn NodeExec,
     layout: &Layout,
     svc: &str,
     release: &str,
+    log: &str,
 ) -> Result<(), StepError> {
     let args = [
         svc,
@@ -274,23 +314,27 @@ pub fn switch_and_up(
         &layout.data(svc),
         &layout.logs(svc),
         &layout.releases(svc),
+        &layout.env_file(svc),
+        log,
     ];
     ok(sh(exec, SWITCH_AND_UP, &args, b"", LONG, true)?, "docker compose up").map(|_| ())
 }
 
 pub fn down_and_unlink(exec: &dyn NodeExec, layout: &Layout, svc: &str) -> Result<(), StepError> {
-    let args = [svc, &layout.live(svc), &layout.services()];
+    let args = [svc, &layout.live(svc), &layout.services(), &layout.env_file(svc)];
     ok(sh(exec, DOWN_AND_UNLINK, &args, b"", LONG, true)?, "docker compose down").map(|_| ())
 }
 
-/// One healthcheck attempt: `Ok(true)` healthy, `Ok(false)` unhealthy.
+/// One healthcheck attempt: whether it passed, and the last lines it printed (its whole output
+/// is kept in `log` on the node).
 pub fn healthcheck(
     exec: &dyn NodeExec,
     layout: &Layout,
     node: &str,
     svc: &str,
     timeout: Duration,
-) -> Result<bool, StepError> {
+    log: &str,
+) -> Result<(bool, String), StepError> {
     let live = layout.live(svc);
     let secs = timeout.as_secs().max(1).to_string();
     let env = [
@@ -301,8 +345,9 @@ pub fn healthcheck(
     let host = format!("DOCKER_HOST={}", exec.docker_host());
     let mut argv: Vec<&str> = vec!["env", host.as_str()];
     argv.extend(env.iter().map(String::as_str));
-    argv.extend(["sh", "-c", HEALTHCHECK, "homelab", live.as_str(), secs.as_str()]);
-    Ok(exec.run(&argv, b"", timeout + Duration::from_secs(10))?.success())
+    argv.extend(["sh", "-c", HEALTHCHECK, "homelab", live.as_str(), secs.as_str(), log]);
+    let out = exec.run(&argv, b"", timeout + Duration::from_secs(10))?;
+    Ok((out.success(), String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 /// Status and logs of a service into `out` on the node; returns the short status lines.
@@ -312,8 +357,21 @@ pub fn diagnose(
     svc: &str,
     out: &str,
 ) -> Result<String, StepError> {
-    let o = sh(exec, DIAGNOSE, &[svc, &layout.live(svc), out], b"", LONG, true)?;
+    let args = [svc, &layout.live(svc), out, &layout.env_file(svc)];
+    let o = sh(exec, DIAGNOSE, &args, b"", LONG, true)?;
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+/// The last `lines` lines of `text`, at most `chars` characters: enough of a tool's output to
+/// say why in a summary or an event, never a whole log.
+pub fn last_lines(text: &str, lines: usize, chars: usize) -> String {
+    let all: Vec<&str> = text.trim().lines().collect();
+    let kept = all[all.len().saturating_sub(lines)..].join("\n");
+    if kept.chars().count() <= chars {
+        return kept;
+    }
+    let skip = kept.chars().count() - chars;
+    format!("…{}", kept.chars().skip(skip).collect::<String>())
 }
 
 pub enum Lock {
@@ -341,11 +399,16 @@ pub fn unlock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<(),
     ok(sh(exec, UNLOCK, &[&l, &h], holder, SHORT, false)?, "releasing the node lock").map(|_| ())
 }
 
-/// Removes the lock whoever holds it; returns what its `holder.json` said (`{}` if nothing).
-pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<String, StepError> {
+/// Removes the lock whoever holds it; returns what its `holder.json` said (`{}` if nothing),
+/// or `None` when the node was not locked.
+pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<Option<String>, StepError> {
     let (l, h) = (layout.lock(), layout.lock_holder());
-    let out = ok(sh(exec, BREAK_LOCK, &[&l, &h], b"", SHORT, false)?, "breaking the node lock")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let out = sh(exec, BREAK_LOCK, &[&l, &h], b"", SHORT, false)?;
+    if out.status == Some(3) {
+        return Ok(None);
+    }
+    let out = ok(out, "breaking the node lock")?;
+    Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 pub fn append_event(exec: &dyn NodeExec, path: &str, line: &[u8]) -> Result<(), StepError> {

@@ -135,7 +135,7 @@ impl ServiceRun<'_, '_, '_> {
         remote::write_durable(at.exec, &format!("{staging}/{MANIFEST}"), "0644", &mbytes)?;
         hashes.push((MANIFEST.to_owned(), crate::digest::sha256_hex(&mbytes)));
         if let Err(e) = remote::seal_release(at.exec, &staging, &self.release, &hashes) {
-            return self.fail_early(journal, e);
+            return self.fail_early(journal, e, None);
         }
         let previous = remote::readlink(at.exec, &at.layout.live(svc))?;
         if let Some(entry) = journal.services.get_mut(svc) {
@@ -149,10 +149,11 @@ impl ServiceRun<'_, '_, '_> {
     fn validate(&self, journal: &mut Journal, rt: &Runtime) -> Result<Stage, StepError> {
         self.say("validate", "docker compose config, secrets present".to_owned());
         let env_file = self.at.layout.env_file(self.svc);
+        let log = self.log("validate");
         if let Err(e) =
-            remote::validate(self.at.exec, &self.release, self.svc, &env_file, &rt.secrets)
+            remote::validate(self.at.exec, &self.release, self.svc, &env_file, &log, &rt.secrets)
         {
-            return self.fail_early(journal, e);
+            return self.fail_early(journal, e, Some(&log));
         }
         self.set(journal, Stage::Validated, None)?;
         Ok(Stage::Validated)
@@ -163,10 +164,11 @@ impl ServiceRun<'_, '_, '_> {
     fn deploy(&self, journal: &mut Journal) -> Result<Stage, StepError> {
         self.say("deploy", "switching to the new release, docker compose up -d".to_owned());
         self.set(journal, Stage::Deploying, None)?;
-        match remote::switch_and_up(self.at.exec, &self.at.layout, self.svc, &self.release) {
+        let log = self.log("up");
+        match remote::switch_and_up(self.at.exec, &self.at.layout, self.svc, &self.release, &log) {
             Ok(()) => {}
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
-            Err(e) => return self.roll_back(journal, e.to_string()),
+            Err(e) => return self.roll_back(journal, cause(&e, Some(&log))),
         }
         self.set(journal, Stage::Deployed, None)?;
         Ok(Stage::Deployed)
@@ -184,12 +186,23 @@ impl ServiceRun<'_, '_, '_> {
         );
         std::thread::sleep(h.start_period);
         let mut healthy = false;
+        let log = self.log("healthcheck");
+        let mut said = String::new();
         for attempt in 1..=h.retries {
             let node = self.run.node.id.as_str();
-            if remote::healthcheck(self.at.exec, &self.at.layout, node, self.svc, h.timeout)? {
+            let (ok, output) = remote::healthcheck(
+                self.at.exec,
+                &self.at.layout,
+                node,
+                self.svc,
+                h.timeout,
+                &log,
+            )?;
+            if ok {
                 healthy = true;
                 break;
             }
+            said = output;
             self.event(
                 "healthcheck_failed",
                 "warning",
@@ -200,7 +213,15 @@ impl ServiceRun<'_, '_, '_> {
             }
         }
         if !healthy {
-            return self.roll_back(journal, format!("healthcheck failed {} time(s)", h.retries));
+            let output = if said.is_empty() {
+                "no output".to_owned()
+            } else {
+                remote::last_lines(&said, QUOTED_LINES, QUOTED_CHARS)
+            };
+            return self.roll_back(
+                journal,
+                format!("healthcheck failed {} time(s): {output} (log: {log})", h.retries),
+            );
         }
         self.set(journal, Stage::Verified, None)?;
         Ok(Stage::Verified)
@@ -219,12 +240,22 @@ impl ServiceRun<'_, '_, '_> {
         Ok(Stage::Completed)
     }
 
+    /// Where the output of `step` of this service in this plan is kept on the node.
+    fn log(&self, step: &str) -> String {
+        self.at.layout.step_log(self.svc, self.run.id, step)
+    }
+
     /// Prepare or validate failed: nothing live changed.
-    fn fail_early(&self, journal: &mut Journal, e: StepError) -> Result<Stage, StepError> {
+    fn fail_early(
+        &self,
+        journal: &mut Journal,
+        e: StepError,
+        log: Option<&str>,
+    ) -> Result<Stage, StepError> {
         if matches!(e, StepError::Link { .. }) {
             return Err(e);
         }
-        let reason = e.to_string();
+        let reason = cause(&e, log);
         self.run.say(ServiceName::parse(self.svc).ok().as_ref(), "failed", reason.clone());
         self.set(journal, Stage::Failed, Some(reason.clone()))?;
         self.event("deployment_failed", "error", json!({"reason": reason}));
@@ -232,7 +263,8 @@ impl ServiceRun<'_, '_, '_> {
     }
 
     /// Diagnose (status, logs kept on the node, an incident event), then switch back to the
-    /// previous release and bring it up; a first deploy is taken down instead.
+    /// previous release and bring it up; a first deploy is taken down instead. `reason` is the
+    /// first cause: a rollback that fails adds to it, never replaces it.
     fn roll_back(&self, journal: &mut Journal, reason: String) -> Result<Stage, StepError> {
         let (at, svc) = (self.at, self.svc);
         self.say("diagnose", reason.clone());
@@ -245,22 +277,58 @@ impl ServiceRun<'_, '_, '_> {
         );
         self.event("remediation_started", "warning", json!({"action": "rollback"}));
         let previous = journal.services[svc].previous.clone();
-        match &previous {
+        let rollback_log = self.log("rollback");
+        let done = match &previous {
             Some(prev) => {
                 self.say("rollback", format!("back to {prev}"));
-                remote::switch_and_up(at.exec, &at.layout, svc, prev)?;
+                remote::switch_and_up(at.exec, &at.layout, svc, prev, &rollback_log)
             }
             None => {
                 self.say("rollback", "first deploy: taking it down".to_owned());
-                remote::down_and_unlink(at.exec, &at.layout, svc)?;
+                remote::down_and_unlink(at.exec, &at.layout, svc)
+            }
+        };
+        let to = previous.as_deref().unwrap_or("nothing (first deploy)");
+        match done {
+            Ok(()) => {}
+            Err(e @ StepError::Link { .. }) => return Err(e),
+            Err(e) => {
+                let failed = cause(&e, previous.as_ref().map(|_| rollback_log.as_str()));
+                let error = format!("{reason}; then the rollback to {to} failed: {failed}");
+                self.run.say(ServiceName::parse(svc).ok().as_ref(), "failed", error.clone());
+                self.set(journal, Stage::Failed, Some(error))?;
+                self.event(
+                    "remediation_failed",
+                    "critical",
+                    json!({"action": "rollback", "reason": reason, "error": failed}),
+                );
+                return Ok(Stage::Failed);
             }
         }
-        let error = format!(
-            "{reason}; rolled back to {}",
-            previous.as_deref().unwrap_or("nothing (first deploy)")
-        );
-        self.set(journal, Stage::RolledBack, Some(error))?;
+        self.set(journal, Stage::RolledBack, Some(format!("{reason}; rolled back to {to}")))?;
         self.event("remediation_completed", "info", json!({"action": "rollback"}));
         Ok(Stage::RolledBack)
+    }
+}
+
+/// How many lines of a tool's output a summary or an event quotes, and at most how many
+/// characters: the whole output stays in the log on the node.
+const QUOTED_LINES: usize = 5;
+const QUOTED_CHARS: usize = 600;
+
+/// A failed step as the cause users read: the step, its status and the last lines it printed,
+/// and where its whole output is kept on the node.
+fn cause(e: &StepError, log: Option<&str>) -> String {
+    let text = match e {
+        StepError::Failed { step, status, stderr } => format!(
+            "{step} failed (exit {}): {}",
+            status.map_or("signal".to_owned(), |c| c.to_string()),
+            remote::last_lines(stderr, QUOTED_LINES, QUOTED_CHARS)
+        ),
+        e => e.to_string(),
+    };
+    match log {
+        Some(log) => format!("{text} (log: {log})"),
+        None => text,
     }
 }

@@ -169,7 +169,9 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
 }
 
 /// `homelab unlock --node N`: shows the holder, then removes the lock. Explicit on purpose:
-/// a lock is never broken silently.
+/// a lock is never broken silently. A node that is not locked is said so, and is not an error
+/// (exit 0): what the operator asked for, an unlocked node, holds, so a script may unlock as
+/// its clean-up step whether or not the apply before it left a lock.
 pub fn unlock(
     repo: &Path,
     target: &super::args::Target,
@@ -185,11 +187,14 @@ pub fn unlock(
             .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
         let holder = apply::remote::break_lock(exec.as_ref(), &Layout::new(exec.root()))
             .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
-        writeln!(
-            out,
-            "{n}: removed the lock held by {}",
-            holder.split_whitespace().collect::<Vec<_>>().join(" ")
-        )
+        match holder {
+            Some(holder) => writeln!(
+                out,
+                "{n}: removed the lock held by {}",
+                holder.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+            None => writeln!(out, "{n}: not locked; nothing to remove"),
+        }
         .map_err(Error::stdout)?;
     }
     Ok(Report::Success)

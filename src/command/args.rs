@@ -47,9 +47,10 @@ impl Controller {
 
 #[derive(Debug, clap::Args)]
 pub struct EventsAt {
-    /// The runtime root holding `events/`.
-    #[arg(long, value_name = "DIR", env = "HOMELAB_ROOT", default_value = "/opt/homelab")]
-    pub root: PathBuf,
+    /// As for plan and apply: node `<id>`'s runtime root is `DIR/<id>/`, its events under
+    /// `DIR/<id>/events/` (default: this node's runtime root, $HOMELAB_ROOT else /opt/homelab).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// The node the events are about (default: $HOMELAB_NODE, else this host's name).
     #[arg(long, value_name = "NODE")]
     pub node: Option<String>,

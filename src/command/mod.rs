@@ -25,6 +25,26 @@ use crate::transport::Transport;
 
 use args::{Target, TransportKind};
 
+/// The homelab repository: `--repo`/`$HOMELAB_REPO` when given, else, like Git, the first
+/// folder from the current one upwards that holds `inventory/topology.yaml` (the current folder
+/// itself is `.`, so messages keep their short paths); else `.`, whose load says what is missing.
+pub fn find_repo(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    let here = PathBuf::from(".");
+    if here.join(TOPOLOGY).is_file() {
+        return here;
+    }
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.ancestors().find(|d| d.join(TOPOLOGY).is_file()).map(Path::to_path_buf))
+        .unwrap_or(here)
+}
+
+/// The file that marks a homelab repository's root.
+const TOPOLOGY: &str = "inventory/topology.yaml";
+
 /// Loads and fully checks the homelab definition at `repo` (`check`: the model's rules, the
 /// graph and every render).
 pub fn load(repo: &Path) -> Result<Homelab, Error> {
@@ -103,9 +123,14 @@ pub fn resolve_service(
     })
 }
 
-/// Colour only on a terminal, and never with `NO_COLOR` set (https://no-color.org).
+/// Colour only on a terminal that can show it: never with `NO_COLOR` set
+/// (https://no-color.org), nor with `TERM=dumb` (or no `TERM` at all).
 pub fn use_color() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    let term = std::env::var("TERM").unwrap_or_default();
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && !term.is_empty()
+        && term != "dumb"
+        && std::io::stdout().is_terminal()
 }
 
 /// The repository's `plans/` folder, or `--plans-dir DIR`.

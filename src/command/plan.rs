@@ -13,13 +13,14 @@ use crate::graph::DeployGraph;
 use crate::model::Homelab;
 use crate::node::records::PendingAction;
 use crate::node::ActionState;
-use crate::plan::{self, display, file, Header, Plan};
+use crate::plan::{self, display, file, Header, Plan, PlannedStatus};
 
 pub struct PlanArgs<'a> {
     pub target: &'a Target,
     pub key: Option<&'a PathBuf>,
     pub plans_dir: Option<&'a PathBuf>,
     pub detailed_exitcode: bool,
+    pub allow_unreachable: bool,
 }
 
 /// Refresh and diff: the plan as a value (no signing, no writing).
@@ -80,11 +81,27 @@ pub fn run(repo: &Path, args: &PlanArgs<'_>, out: &mut dyn Write) -> Result<Repo
     };
     let plan = compute(repo, &lab, &sel, planner, now)?;
     let color = super::use_color();
+    // A node that could not be read has an unknown state, not "no changes": the plan is not
+    // saved unless asked, and the exit status says so either way (scripts must not go on).
+    let unreachable: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.status, PlannedStatus::Unreachable { .. }))
+        .map(|n| n.node.to_string())
+        .collect();
+    let unread = |then: &str| Error::Unreachable { nodes: unreachable.clone(), then: then.into() };
     let report = if args.detailed_exitcode && plan.has_changes() {
         Report::Changes
     } else {
         Report::Success
     };
+    if !unreachable.is_empty() && !args.allow_unreachable {
+        display::write_text(out, "(not saved)", &plan, color).map_err(Error::stdout)?;
+        return Err(unread(
+            "the plan was NOT saved; plan again when they answer, leave them out with `--node`, \
+             or save a plan without them with `--allow-unreachable`",
+        ));
+    }
     let Some(key) = key else {
         display::write_text(out, "(not saved)", &plan, color).map_err(Error::stdout)?;
         eprintln!(
@@ -95,6 +112,9 @@ pub fn run(repo: &Path, args: &PlanArgs<'_>, out: &mut dyn Write) -> Result<Repo
              allow it:  add `<you>@<host> namespaces=\"homelab-plan,homelab-approve\" <contents of the .pub>`\n             \
              to inventory/allowed_signers, then plan again"
         );
+        if !unreachable.is_empty() {
+            return Err(unread("their state is unknown"));
+        }
         return Ok(report);
     };
     let body = file::encode(&plan);
@@ -107,5 +127,10 @@ pub fn run(repo: &Path, args: &PlanArgs<'_>, out: &mut dyn Write) -> Result<Repo
     display::write_text(out, &id, &plan, color).map_err(Error::stdout)?;
     eprintln!("\nsaved {} (pending action {})", path.display(), pending.display());
     eprintln!("review it in a pull request, then: homelab approve {}", path.display());
+    if !unreachable.is_empty() {
+        return Err(unread(
+            "saved anyway (--allow-unreachable); nothing is planned for them and apply leaves them out",
+        ));
+    }
     Ok(report)
 }

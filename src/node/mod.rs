@@ -103,6 +103,11 @@ impl Layout {
         self.at(&format!("logs/{svc}/incident-{plan}.log"))
     }
 
+    /// The output of one step of an apply (`validate`, `up`, `healthcheck`), kept on the node.
+    pub fn step_log(&self, svc: &str, plan: &str, step: &str) -> String {
+        self.at(&format!("logs/{svc}/{step}-{plan}.log"))
+    }
+
     pub fn diagnose_log(&self, svc: &str, plan: &str) -> String {
         self.at(&format!("logs/{svc}/diagnose-{plan}.log"))
     }

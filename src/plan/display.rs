@@ -97,6 +97,18 @@ fn action_style(color: bool, a: Action) -> Style {
     style(color, s)
 }
 
+/// The engine line every reachable node shares when none of their engines could be read.
+fn shared_unavailable_engine(plan: &Plan) -> Option<&str> {
+    let mut engines = plan
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.status, PlannedStatus::Reachable { .. }))
+        .map(|n| n.engine.as_deref());
+    let first = engines.next()??;
+    let same = engines.all(|e| e == Some(first));
+    (same && first.starts_with("unavailable: ")).then_some(first)
+}
+
 pub fn write_text<W: Write + ?Sized>(
     w: &mut W,
     id: &str,
@@ -128,6 +140,15 @@ pub fn write_text_checked<W: Write + ?Sized>(
         if plan.dirty { " (uncommitted changes)" } else { "" }
     )?;
     writeln!(w, "  summary  {}", plan.summary())?;
+    // No engine is not a failure: say once that container state was not read, not per node.
+    let unread = shared_unavailable_engine(plan);
+    if let Some(e) = unread {
+        writeln!(
+            w,
+            "  note     container state was not read (engine {}); only files are compared",
+            escape(e)
+        )?;
+    }
     for n in &plan.nodes {
         writeln!(w)?;
         match &n.status {
@@ -145,8 +166,13 @@ pub fn write_text_checked<W: Write + ?Sized>(
             }
             PlannedStatus::Reachable { .. } => {
                 writeln!(w, "{}", bold.apply_to(n.node.display_name()))?;
-                if let Some(e) = &n.engine {
-                    writeln!(w, "  engine: {}", escape(e))?;
+                match &n.engine {
+                    Some(e) if unread.is_some() => debug_assert_eq!(Some(e.as_str()), unread),
+                    Some(e) if e.starts_with("unavailable: ") => {
+                        writeln!(w, "  note: container state was not read (engine {})", escape(e))?;
+                    }
+                    Some(e) => writeln!(w, "  engine: {}", escape(e))?,
+                    None => {}
                 }
             }
         }

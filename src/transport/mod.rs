@@ -45,7 +45,7 @@ impl Output {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The node cannot be reached (or stopped answering): the link, not the command.
-    #[error("unreachable: {node}: {reason}")]
+    #[error("{node}: {reason}")]
     Unreachable { node: String, reason: String },
     #[error("`{what}` did not finish within {after:?}")]
     Timeout { what: String, after: Duration },

@@ -396,8 +396,12 @@ fn fresh_apply_then_no_op_then_update_and_rollback_then_stale() {
         })
         .collect();
     site.write("inventory/known_hosts", &forged);
-    let out = site.homelab(&["plan", "--key", site.key.to_str().unwrap()]);
+    let out = site.homelab(&["plan", "--key", site.key.to_str().unwrap(), "--detailed-exitcode"]);
     assert!(out.stdout.contains("ALPHA unreachable"), "{}", out.stdout);
+    // A node answering with the wrong host key was not read: exit 1 naming it, nothing saved.
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("could not read node `alpha`"), "{}", out.stderr);
+    assert!(!out.stdout.contains("unreachable: unreachable"), "{}", out.stdout);
     assert!(
         out.stdout.contains("Host key verification failed")
             || out.stdout.contains("IDENTIFICATION HAS CHANGED"),
@@ -746,4 +750,74 @@ fn config_files_ship_with_the_service_and_an_update_replaces_them() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(read("/etc/motd.txt"), "version two\n{{.Name}} stays as written\n");
     assert_eq!(site.detailed(), 0, "everything is at its new version");
+}
+
+#[test]
+fn secrets_reach_compose_from_the_nodes_env_and_failures_quote_their_output() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    // `${VAR}` is interpolated on the node from `<root>/config/<svc>/.env`.
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace(
+            "BROKER_USER: broker\n",
+            "BROKER_USER: broker\n      BROKER_SEEN: \"${BROKER_PASSWORD}\"\n",
+        )
+    });
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        site.env_of("edge-a", "broker").contains(&"BROKER_SEEN=not-in-git-4711".to_owned()),
+        "{:?}",
+        site.env_of("edge-a", "broker")
+    );
+
+    // A failing healthcheck: its output is kept on the node and quoted in the summary and the
+    // incident event, and the rollback keeps the first cause.
+    site.edit("services/app/healthcheck.sh", |s| {
+        s.replace("exit 0\n", "echo \"probe: NOPE-4242\"\nexit 1\n")
+    });
+    let id2 = site.plan_and_approve();
+    let out = site.apply(&id2, &[]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("rolled back: app; app: healthcheck failed"), "{}", out.stdout);
+    assert!(out.stdout.contains("probe: NOPE-4242"), "{}", out.stdout);
+    let log = site.root("edge-b").join(format!("logs/app/healthcheck-{id2}.log"));
+    assert!(fs::read_to_string(&log).unwrap().contains("NOPE-4242"));
+    let events = events_of(&site.root("edge-b"), "edge-b");
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("\"type\":\"deployment_failed\"") && l.contains("NOPE-4242")),
+        "{events}"
+    );
+
+    // A required secret missing on the node fails validate with its name, never a value.
+    fs::write(site.root("edge-a").join("config/broker/.env"), "OTHER=still-secret-99\n").unwrap();
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker\n", "BROKER_USER: broker3\n")
+    });
+    let id3 = site.plan_and_approve();
+    let out = site.apply(&id3, &[]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("secrets missing from"), "{}", out.stdout);
+    assert!(out.stdout.contains("BROKER_PASSWORD"), "{}", out.stdout);
+    let all = format!("{}{}{}", out.stdout, out.stderr, events_of(&site.root("edge-a"), "edge-a"));
+    assert!(!all.contains("still-secret-99") && !all.contains("not-in-git-4711"), "{all}");
+    let journal: serde_json::Value = serde_json::from_slice(
+        &fs::read(site.root("edge-a").join(format!("state/deploy/{id3}/journal.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal["services"]["broker"]["stage"], "failed", "{journal}");
+    assert!(journal["services"]["broker"]["error"].is_string(), "{journal}");
+}
+
+/// Every event line a node's runtime root holds.
+fn events_of(root: &Path, node: &str) -> String {
+    let mut all = String::new();
+    for day in fs::read_dir(root.join("events")).unwrap() {
+        let f = day.unwrap().path().join(node).join("events.jsonl");
+        all.push_str(&fs::read_to_string(f).unwrap_or_default());
+    }
+    all
 }

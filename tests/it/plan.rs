@@ -429,7 +429,13 @@ fn scenario() -> (Lab, Key, String, String) {
         ),
     );
     let commit = lab.git_commit();
-    let id = lab.plan(&key);
+    // A node that could not be read is saved only when asked, and the status stays 1.
+    let out = lab.plan_with(Some(&key), &["--allow-unreachable"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("could not read node `edge-b`"), "{}", out.stderr);
+    let first = out.stdout.lines().next().unwrap_or_default();
+    let id = first.strip_prefix("plan ").expect("a saved plan").to_owned();
+    assert!(lab.path(&format!("repo/plans/{id}.plan")).is_file());
     (lab, key, id, commit)
 }
 
