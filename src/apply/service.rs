@@ -174,21 +174,29 @@ impl ServiceRun<'_, '_, '_> {
         Ok(Stage::Deployed)
     }
 
-    /// The contract's healthcheck with its start period, retries, interval and timeout.
+    /// The contract's healthcheck, with Docker's meaning of its fields: it is tried at once and
+    /// a service that passes is verified then; `start_period` is a grace period during which
+    /// failures do not count; `interval` is the pause between tries; `retries` the failures
+    /// tolerated after the grace period.
     fn verify(&self, journal: &mut Journal, rt: &Runtime) -> Result<Stage, StepError> {
         let h = rt.healthcheck;
         self.say(
             "verify",
             format!(
-                "healthcheck: {} tries, every {:?}, timeout {:?}",
-                h.retries, h.interval, h.timeout
+                "healthcheck: at once, then every {:?}; {} failure(s) after a {:?} grace period, timeout {:?}",
+                h.interval, h.retries, h.start_period, h.timeout
             ),
         );
-        std::thread::sleep(h.start_period);
+        let started = std::time::Instant::now();
+        // Never spin on a zero interval: each try is a command on the node.
+        let pause = h.interval.max(std::time::Duration::from_millis(500));
         let mut healthy = false;
         let log = self.log("healthcheck");
         let mut said = String::new();
-        for attempt in 1..=h.retries {
+        let mut attempt = 0u32;
+        let mut failures = 0u32;
+        while failures < h.retries {
+            attempt += 1;
             let node = self.run.node.id.as_str();
             let (ok, output) = remote::healthcheck(
                 self.at.exec,
@@ -203,13 +211,17 @@ impl ServiceRun<'_, '_, '_> {
                 break;
             }
             said = output;
+            let grace = started.elapsed() < h.start_period;
+            if !grace {
+                failures += 1;
+            }
             self.event(
                 "healthcheck_failed",
                 "warning",
-                json!({"attempt": attempt, "of": h.retries}),
+                json!({"attempt": attempt, "failures": failures, "of": h.retries, "grace_period": grace}),
             );
-            if attempt < h.retries {
-                std::thread::sleep(h.interval);
+            if failures < h.retries {
+                std::thread::sleep(pause);
             }
         }
         if !healthy {

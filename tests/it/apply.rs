@@ -821,3 +821,42 @@ fn events_of(root: &Path, node: &str) -> String {
     }
     all
 }
+
+/// Healthy means healthy at once (issue 10, item 1): `start_period` is Docker's grace period
+/// for failures, not a wait. A service whose healthcheck passes is verified on the first try
+/// even with an hour of start period; the guard below only turns a regression (a wait of an
+/// hour) into a failure instead of a hang.
+#[test]
+fn a_healthy_service_is_verified_at_once_whatever_its_start_period() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    site.edit("services/web/service.yaml", |s| {
+        s.replace("  retries: 3\n", "  retries: 3\n  start_period: 1h\n")
+    });
+    let id = site.plan_and_approve();
+    let mut child = site.spawn_apply(&id, &["--node", "alpha"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("verify waited for the start period of a healthy service");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("[alpha] web complete"), "{stderr}");
+    assert!(site.running("alpha", "web"));
+    let root = site.root("alpha");
+    let events = events_of(&root, "alpha");
+    assert!(
+        !events
+            .lines()
+            .any(|l| l.contains("healthcheck_failed") && l.contains("\"service\":\"web\"")),
+        "a healthy service failed no healthcheck:\n{events}"
+    );
+}
