@@ -105,6 +105,12 @@ pub enum Refusal {
     )]
     AlreadyApplied { id: String, record: PathBuf },
 
+    #[error(
+        "an apply of plan `{id}` already started and did not finish (recorded in {}, state `{state}`): continue it with `homelab apply --resume`, which finishes what began and refuses nothing new",
+        .record.display()
+    )]
+    StartedNotFinished { id: String, record: PathBuf, state: String },
+
     #[error("plan `{id}` was already applied completely ({})", .record.display())]
     AppliedCompletely { id: String, record: PathBuf },
 
@@ -231,6 +237,21 @@ pub fn check_not_consumed_or_rejected(
     check_not_rejected(loaded, records)?;
     let consumed = records.applied(&loaded.id);
     if consumed.exists() {
+        // A killed or cut apply is not a replay: say what continues it.
+        if let Some(r) = records.applied_record(&loaded.id) {
+            if r.state != ApplyState::Completed {
+                let state = match r.state {
+                    ApplyState::Started => "started",
+                    ApplyState::Partial => "partial",
+                    ApplyState::Completed => "completed",
+                };
+                return Err(Refusal::StartedNotFinished {
+                    id: loaded.id.clone(),
+                    record: consumed,
+                    state: state.to_owned(),
+                });
+            }
+        }
         return Err(Refusal::AlreadyApplied { id: loaded.id.clone(), record: consumed });
     }
     Ok(())

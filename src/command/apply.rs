@@ -154,12 +154,29 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
             }
         }
         if report != Report::Success {
-            writeln!(
-                out,
-                "not everything was applied; after fixing the cause: homelab apply --resume {}",
-                args.approved.display()
-            )
-            .map_err(io)?;
+            // Suggest what can help: `--resume` finishes work a dropped link or a failure left
+            // pending; a stale node or a rolled-back service needs a new plan.
+            let resumable = outcomes.values().any(|o| {
+                matches!(o, NodeOutcome::Unreachable { .. } | NodeOutcome::Partial { .. })
+            });
+            let replan = outcomes
+                .values()
+                .any(|o| matches!(o, NodeOutcome::Stale { .. } | NodeOutcome::RolledBack { .. }));
+            if resumable {
+                writeln!(
+                    out,
+                    "not everything was applied; after fixing the cause: homelab apply --resume {}",
+                    args.approved.display()
+                )
+                .map_err(io)?;
+            }
+            if replan {
+                writeln!(
+                    out,
+                    "a stale node or a rolled-back service needs a new plan: homelab plan, review, approve, apply"
+                )
+                .map_err(io)?;
+            }
         }
     } else {
         let code = crate::error::exit_code(&Ok(report));

@@ -47,6 +47,40 @@ impl Transport for SshTransport {
     }
 }
 
+/// Removes `hl-ssh-*` folders left by controllers that were killed: older than ten minutes
+/// (a connection being set up right now is never touched), owned by this user, and with no
+/// live master behind their control socket. Once per process.
+fn sweep_stale_control_dirs(dir: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(600));
+            if !name.starts_with("hl-ssh-") || !meta.is_dir() || meta.uid() != me || !old {
+                continue;
+            }
+            let live = std::fs::read_dir(&path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|f| std::os::unix::net::UnixStream::connect(f.path()).is_ok());
+            if !live {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    });
+}
+
 pub struct SshExec {
     rt: tokio::runtime::Runtime,
     session: Option<Session>,
@@ -71,6 +105,7 @@ impl SshExec {
             .enable_all()
             .build()
             .map_err(|source| ExecError::Setup { what: "start the async runtime", source })?;
+        sweep_stale_control_dirs(&t.control_dir);
         let dir = tempfile::Builder::new()
             .prefix("hl-ssh-")
             .tempdir_in(&t.control_dir)
@@ -90,6 +125,11 @@ impl SshExec {
             .connect_timeout(t.connect_timeout)
             .server_alive_interval(Duration::from_secs(2))
             .control_directory(dir.path())
+            // A controller killed mid-apply must not leave a master running forever: idle
+            // masters exit. Ten minutes is longer than any pause of an apply between commands.
+            .control_persist(openssh::ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(600).expect("nonzero"),
+            ))
             .config_file(&config);
         if let Some(key) = &t.identity {
             b.keyfile(key);

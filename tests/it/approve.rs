@@ -607,6 +607,21 @@ fn a_stale_plan_is_refused_naming_the_node_and_what_changed() {
     nothing_done(&before, &after, &p.id);
     // Not even an empty folder is left of the controller's record (issue 8, finding 10).
     assert!(!p.lab.path("rt/state/applied").exists(), "an empty state/applied/ was left");
+    // The summary suggests what can help a stale node (a new plan), not `--resume`.
+    let out = p.lab.apply(&p.id);
+    assert!(out.stdout.contains("needs a new plan"), "{}", out.stdout);
+    assert!(!out.stdout.contains("--resume"), "{}", out.stdout);
+}
+
+/// A plain apply of a plan whose apply started and did not finish (killed, cut, or run one
+/// stage at a time) is not called a replay to plan again: it says `--resume` continues it.
+#[test]
+fn a_plain_apply_of_an_unfinished_apply_points_at_resume() {
+    let p = Planned::new();
+    p.approve(&p.operator);
+    p.passes();
+    let out = p.refused(&["already started and did not finish", "homelab apply --resume"]);
+    assert!(!out.stderr.contains("plan again"), "{}", out.stderr);
 }
 
 #[test]
