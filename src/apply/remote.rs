@@ -72,8 +72,9 @@ logged() {
     };
 }
 
-/// `docker compose config` of a release, and the contract's secrets present in the node's
-/// `config/<svc>/.env` (names only are checked; values are never read back).
+/// `docker compose config` of a release, the contract's secrets present in the node's
+/// `config/<svc>/.env` (names only are checked; values are never read back), and
+/// `docker compose build` when the service builds its image from its shipped context.
 const VALIDATE: &str = concat!(
     r#"set -eu
 rel=$1; svc=$2; envf=$3; log=$4; shift 4
@@ -88,6 +89,11 @@ while [ "$1" != END ]; do
 done
 if [ -n "$missing" ]; then echo "secrets missing from $envf:$missing" >&2; exit 4; fi
 logged compose config -q
+# A service built from its shipped context is built here, on the node, before anything live
+# changes: a build that fails stops the service at validate, with its output kept.
+if grep -qE '^[[:space:]]+build:' docker-compose.yml docker-compose.override.yml 2>/dev/null; then
+  logged compose build
+fi
 "#
 );
 

@@ -860,3 +860,39 @@ fn a_healthy_service_is_verified_at_once_whatever_its_start_period() {
         "a healthy service failed no healthcheck:\n{events}"
     );
 }
+
+/// `build:` works (issue 9, item 2): the build context ships with the service, the node builds
+/// the image in the validate stage (no registry: `FROM` the image the node has), and the
+/// container runs what was built; a context that does not build stops the service at validate
+/// with the build's output quoted, and nothing live changes.
+#[test]
+fn a_service_built_from_its_shipped_context_runs_what_was_built() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    site.write(
+        "services/web/Dockerfile",
+        "FROM homelab-test/busybox:1\nCOPY built.txt /built.txt\n",
+    );
+    site.write("services/web/built.txt", "built on the node\n");
+    site.edit("services/web/docker-compose.yml", |s| {
+        s.replace("    image: \"{{ vars.image }}\"\n", "    image: \"web-built:1\"\n    build: .\n")
+    });
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let cat = site.lab.docker("alpha", &["exec", "web", "cat", "/built.txt"]);
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "built on the node\n");
+
+    site.write("services/web/Dockerfile", "FROM homelab-test/busybox:1\nRUN exit 7\n");
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("web"), "{all}");
+    assert!(all.contains("validate"), "{all}");
+    // Stopped before anything live changed: nothing to roll back.
+    assert!(!all.contains("rolled back") && !all.contains("rollback"), "{all}");
+    // Still the old container, with what was built before.
+    let cat = site.lab.docker("alpha", &["exec", "web", "cat", "/built.txt"]);
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "built on the node\n");
+}
