@@ -123,23 +123,30 @@ pub fn render_instance(lab: &Homelab, inst: &Instance) -> Result<Rendered, Rende
         Some(t) => t.iter().any(|n| n == name),
         None => name == COMPOSE || name == OVERRIDE,
     };
-    // (name, source, template, mode), later entries of the same name replacing earlier ones:
-    // the host's files over the service's.
-    let mut sources: Vec<(String, &crate::model::Source, bool, u32)> =
-        vec![(COMPOSE.to_owned(), &svc.compose, listed(COMPOSE), 0o644)];
-    sources.push((HEALTHCHECK.to_owned(), &svc.healthcheck_script, false, 0o755));
+    // (name, source, template, mode, binary), later entries of the same name replacing earlier
+    // ones: the host's files over the service's.
+    type Entry<'a> = (String, &'a crate::model::Source, bool, u32, Option<&'a Vec<u8>>);
+    let mut sources: Vec<Entry> =
+        vec![(COMPOSE.to_owned(), &svc.compose, listed(COMPOSE), 0o644, None)];
+    sources.push((HEALTHCHECK.to_owned(), &svc.healthcheck_script, false, 0o755, None));
+    fn file<'a>(f: &'a crate::model::ServiceFile, listed: bool) -> Entry<'a> {
+        let template = f.binary.is_none() && (f.template || listed);
+        (f.name.clone(), &f.source, template, f.mode, f.binary.as_ref())
+    }
     for f in &svc.files {
-        sources.push((f.name.clone(), &f.source, f.template || listed(&f.name), f.mode));
+        sources.push(file(f, listed(&f.name)));
     }
     if let Some(o) = node.overrides.get(&inst.service) {
-        sources.push((OVERRIDE.to_owned(), o, listed(OVERRIDE), 0o644));
+        sources.push((OVERRIDE.to_owned(), o, listed(OVERRIDE), 0o644, None));
     }
     for f in node.runtime_files.get(&inst.service).into_iter().flatten() {
-        sources.push((f.name.clone(), &f.source, f.template || listed(&f.name), f.mode));
+        sources.push(file(f, listed(&f.name)));
     }
     let mut artifacts: BTreeMap<String, Artifact> = BTreeMap::new();
-    for (name, src, template, mode) in sources {
-        let bytes = if template {
+    for (name, src, template, mode, binary) in sources {
+        let bytes = if let Some(b) = binary {
+            b.clone()
+        } else if template {
             env.add_template_owned(src.path.clone(), src.text.clone())
                 .map_err(|e| template_error(&e, Some(&src.path)))?;
             let tmpl =

@@ -94,8 +94,8 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
         if r.mode != p.mode {
             return Err(differs(&r.name, format!("mode {:04o}, not {:04o}", p.mode, r.mode)));
         }
-        if r.bytes != p.text.as_bytes() {
-            let line = first_differing_line(&r.bytes, p.text.as_bytes());
+        if r.bytes != p.bytes() {
+            let line = first_differing_line(&r.bytes, p.bytes());
             return Err(differs(&r.name, format!("line {line}")));
         }
     }

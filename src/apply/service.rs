@@ -122,14 +122,14 @@ impl ServiceRun<'_, '_, '_> {
                 at.exec,
                 &format!("{staging}/{}", a.name),
                 &format!("{:04o}", a.mode),
-                a.text.as_bytes(),
+                a.bytes(),
             )?;
             hashes.push((a.name.clone(), a.sha256.clone()));
         }
         let manifest = Manifest::of(
             svc,
             self.run.node.id.as_str(),
-            c.artifacts.iter().map(|a| (a.name.as_str(), a.text.as_bytes(), a.mode)),
+            c.artifacts.iter().map(|a| (a.name.as_str(), a.bytes(), a.mode)),
         );
         let mbytes = manifest.to_bytes();
         remote::write_durable(at.exec, &format!("{staging}/{MANIFEST}"), "0644", &mbytes)?;

@@ -304,59 +304,13 @@ fn embedded_key_type(block: &str) -> Option<String> {
     String::from_utf8(name.to_vec()).ok()
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Decodes up to `max` leading base64 characters (whole quads only).
 fn base64_prefix(text: &str, max: usize) -> Option<Vec<u8>> {
     let text = text.as_bytes();
-    base64_decode(&text[..text.len().min(max) / 4 * 4])
+    crate::digest::base64_decode(&text[..text.len().min(max) / 4 * 4])
 }
 
 /// Decodes padded base64 (`text.len()` a multiple of 4).
-fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 4 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    for quad in text.chunks(4) {
-        let mut acc = 0u32;
-        let mut pad = 0;
-        for &c in quad {
-            let v = match c {
-                b'=' => {
-                    pad += 1;
-                    0
-                }
-                _ if pad > 0 => return None,
-                _ => BASE64.iter().position(|&a| a == c)? as u32,
-            };
-            acc = acc << 6 | v;
-        }
-        if pad > 2 {
-            return None;
-        }
-        out.extend(&acc.to_be_bytes()[1..4 - pad]);
-    }
-    Some(out)
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let mut b = [0u8; 3];
-        b[..chunk.len()].copy_from_slice(chunk);
-        let acc = u32::from_be_bytes([0, b[0], b[1], b[2]]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(BASE64[(acc >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Bytes holding private key material, overwritten with zeros when dropped.
 struct Secret(Vec<u8>);
 
@@ -379,7 +333,8 @@ impl Drop for Secret {
 mod short_ecdsa {
     use ssh_key::PrivateKey;
 
-    use super::{base64_decode, base64_encode, Secret};
+    use super::Secret;
+    use crate::digest::{base64_decode, base64_encode};
 
     const MAGIC: &[u8] = b"openssh-key-v1\0";
 
@@ -533,27 +488,5 @@ fn abbreviate(line: &str) -> String {
     match line.char_indices().nth(MAX) {
         Some((i, _)) => format!("{}…", &line[..i]),
         None => line.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_round_trips() {
-        for (bytes, text) in [
-            (&b""[..], ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (b"foob", "Zm9vYg=="),
-        ] {
-            assert_eq!(base64_encode(bytes), text);
-            assert_eq!(base64_decode(text.as_bytes()).as_deref(), Some(bytes));
-        }
-        for bad in ["Zg=", "Z===", "====", "Zg=a", "Zm9!"] {
-            assert_eq!(base64_decode(bad.as_bytes()), None, "{bad}");
-        }
     }
 }

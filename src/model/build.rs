@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::load::{RawRepo, RawService};
+use super::load::{ExtraFile, RawRepo, RawService};
 use super::names::{NodeName, ServiceName};
 use super::{raw, *};
 
@@ -166,26 +166,26 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
         files: r
             .extra
             .iter()
-            .map(|(source, executable)| {
-                service_file(source, &format!("services/{}/", r.compose_dir()), *executable)
-            })
+            .map(|f| service_file(f, &format!("services/{}/", r.compose_dir())))
             .collect(),
     }
 }
 
 /// A file that ships with a service: its name in the release is its path under the service's
 /// folder, without a `.j2` suffix, which marks it a template.
-pub(crate) fn service_file(source: &Source, base: &str, executable: bool) -> ServiceFile {
-    let rel = source.path.strip_prefix(base).unwrap_or(&source.path);
+pub(crate) fn service_file(f: &ExtraFile, base: &str) -> ServiceFile {
+    let rel = f.source.path.strip_prefix(base).unwrap_or(&f.source.path);
     let (name, template) = match rel.strip_suffix(".j2") {
-        Some(stem) => (stem.to_owned(), true),
-        None => (rel.to_owned(), false),
+        // A binary file is never a template.
+        Some(stem) if f.binary.is_none() => (stem.to_owned(), true),
+        _ => (rel.to_owned(), false),
     };
     ServiceFile {
         name,
-        source: source.clone(),
+        source: f.source.clone(),
         template,
-        mode: if executable { 0o755 } else { 0o644 },
+        mode: if f.executable { 0o755 } else { 0o644 },
+        binary: f.binary.clone(),
     }
 }
 
@@ -226,7 +226,7 @@ fn hosts(
                 .extra
                 .iter()
                 .filter_map(|f| f.as_ref().ok())
-                .map(|(source, executable)| service_file(source, &base, *executable))
+                .map(|f| service_file(f, &base))
                 .collect();
             if !files.is_empty() {
                 node.runtime_files.insert(svc, files);

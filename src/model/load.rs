@@ -66,9 +66,9 @@ pub struct RawService {
     pub compose: Source,
     pub healthcheck: Source,
     pub env_example: Source,
-    /// Every other file under the folder (hidden ones aside), with whether it is executable:
-    /// configuration that ships with the service.
-    pub extra: Vec<(Source, bool)>,
+    /// Every other file under the folder (hidden ones aside): configuration that ships with the
+    /// service.
+    pub extra: Vec<ExtraFile>,
 }
 
 impl RawService {
@@ -103,8 +103,18 @@ pub struct RuntimeDir {
     /// The override file, when it exists.
     pub override_file: Option<Result<Source, Diagnostic>>,
     /// Every other file under the folder (hidden ones aside, they are reported through
-    /// `files`), with whether it is executable: host-specific configuration of the service.
-    pub extra: Vec<Result<(Source, bool), Diagnostic>>,
+    /// `files`): host-specific configuration of the service.
+    pub extra: Vec<Result<ExtraFile, Diagnostic>>,
+}
+
+/// A file that ships with a service as it is in the repository.
+#[derive(Debug, Clone)]
+pub struct ExtraFile {
+    /// Its path; `text` is empty for a binary file.
+    pub source: Source,
+    pub executable: bool,
+    /// The bytes of a file that is not UTF-8 text (an icon, a certificate in DER form).
+    pub binary: Option<Vec<u8>>,
 }
 
 impl RawRepo {
@@ -305,9 +315,9 @@ impl Reader<'_> {
                 continue;
             }
             let path = format!("{base}/{rel}");
-            let executable = self.repo.is_executable(Path::new(&path));
-            if let Some(source) = self.source(path) {
-                extra.push((source, executable));
+            let read = self.repo.read_extra(&path);
+            if let Some(file) = self.keep(read) {
+                extra.push(file);
             }
         }
         let ((contract, text), compose, healthcheck, env_example) =
@@ -340,10 +350,7 @@ impl Reader<'_> {
                 });
                 let mut extra = Vec::new();
                 for rel in self.walk(&path).into_iter().filter(|r| r != OVERRIDE_FILE) {
-                    let f = format!("{path}/{rel}");
-                    let executable = self.repo.is_executable(Path::new(&f));
-                    let read = self.repo.read_text(Path::new(&f));
-                    extra.push(read.map(|text| (Source { path: f, text }, executable)));
+                    extra.push(self.repo.read_extra(&format!("{path}/{rel}")));
                 }
                 runtime.push(RuntimeDir { name, files, override_file, extra });
             }
@@ -422,6 +429,21 @@ impl Repo {
 
     pub fn is_dir(&self, rel: &Path) -> bool {
         self.resolve(rel).map(|p| p.is_dir()).unwrap_or(false)
+    }
+
+    /// A file that ships with a service: text when it is UTF-8, else its bytes.
+    pub fn read_extra(&self, path: &str) -> Result<ExtraFile, Diagnostic> {
+        let bytes = self.read_bytes(Path::new(path))?;
+        let executable = self.is_executable(Path::new(path));
+        let source = |text: String| Source { path: path.to_owned(), text };
+        Ok(match String::from_utf8(bytes) {
+            Ok(text) => ExtraFile { source: source(text), executable, binary: None },
+            Err(e) => ExtraFile {
+                source: source(String::new()),
+                executable,
+                binary: Some(e.into_bytes()),
+            },
+        })
     }
 
     /// Whether a file has an execute bit (Git keeps it): it ships as 0755, else 0644.

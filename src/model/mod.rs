@@ -196,6 +196,8 @@ pub struct ServiceFile {
     pub template: bool,
     /// 0755 when the file is executable in the repository, else 0644.
     pub mode: u32,
+    /// The bytes of a file that is not UTF-8 text (its `source.text` is empty); shipped as is.
+    pub binary: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

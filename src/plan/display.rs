@@ -195,7 +195,13 @@ pub fn write_text_checked<W: Write + ?Sized>(
             }
             if c.action == Action::Create || c.action == Action::Replace {
                 for a in &c.artifacts {
-                    writeln!(w, "      {} {:04o} {} bytes", escape(&a.name), a.mode, a.text.len())?;
+                    writeln!(
+                        w,
+                        "      {} {:04o} {} bytes",
+                        escape(&a.name),
+                        a.mode,
+                        a.bytes().len()
+                    )?;
                 }
             }
             for (_, d) in &c.diffs {
@@ -368,7 +374,7 @@ pub fn to_json(id: &str, plan: &Plan) -> serde_json::Value {
                     "reason": c.reason,
                     "after": c.after.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "artifacts": c.artifacts.iter().map(|a| json!({
-                        "name": a.name, "mode": format!("{:04o}", a.mode), "sha256": a.sha256, "size": a.text.len(),
+                        "name": a.name, "mode": format!("{:04o}", a.mode), "sha256": a.sha256, "size": a.bytes().len(),
                     })).collect::<Vec<_>>(),
                     "diffs": c.diffs.iter().map(|(name, text)| json!({"name": name, "text": text})).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),

@@ -260,8 +260,24 @@ pub fn encode(plan: &Plan) -> String {
                 }
             }
             for a in &c.artifacts {
-                let _ = writeln!(out, "artifact {} {:04o} {}", a.name, a.mode, a.sha256);
-                block(&mut out, &a.text);
+                match &a.binary {
+                    None => {
+                        let _ = writeln!(out, "artifact {} {:04o} {}", a.name, a.mode, a.sha256);
+                        block(&mut out, &a.text);
+                    }
+                    // Bytes that are not text travel as base64 lines, 76 to a line.
+                    Some(b) => {
+                        let _ =
+                            writeln!(out, "artifact {} {:04o} {} base64", a.name, a.mode, a.sha256);
+                        let encoded = crate::digest::base64_encode(b);
+                        let mut lines = String::new();
+                        for chunk in encoded.as_bytes().chunks(76) {
+                            lines.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+                            lines.push('\n');
+                        }
+                        block(&mut out, &lines);
+                    }
+                }
             }
             for a in &c.prior {
                 let _ = writeln!(out, "prior {} {:04o} {}", a.name, a.mode, a.sha256);
@@ -626,8 +642,10 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 }
             } else if let Some(rest) = l.strip_prefix("artifact ") {
                 let parts: Vec<&str> = rest.split(' ').collect();
-                let [name, mode, sha] = parts[..] else {
-                    return Err(p.err("expected `artifact <name> <mode> <sha256>`"));
+                let (name, mode, sha, base64) = match parts[..] {
+                    [name, mode, sha] => (name, mode, sha, false),
+                    [name, mode, sha, "base64"] => (name, mode, sha, true),
+                    _ => return Err(p.err("expected `artifact <name> <mode> <sha256> [base64]`")),
                 };
                 if !crate::node::manifest::is_artifact_name(name) {
                     return Err(p.err(format!(
@@ -641,14 +659,32 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     _ => return Err(p.err(format!("expected mode 0644 or 0755, found `{mode}`"))),
                 };
                 let (name, sha) = (name.to_owned(), sha.to_owned());
-                let text = p.content()?;
-                if crate::digest::sha256_hex(text.as_bytes()) != sha {
+                let mut text = p.content()?;
+                let mut binary = None;
+                if base64 {
+                    let joined: String = text.lines().collect();
+                    let bytes =
+                        crate::digest::base64_decode(joined.as_bytes()).ok_or_else(|| {
+                            p.err(format!("the base64 content of `{name}` does not decode"))
+                        })?;
+                    // Text travels as text: base64 is only for bytes that are not UTF-8.
+                    if std::str::from_utf8(&bytes).is_ok() {
+                        return Err(p.err(format!(
+                            "`{name}` is text, carried as base64: the plan was edited"
+                        )));
+                    }
+                    text = String::new();
+                    binary = Some(bytes);
+                }
+                let artifact = PlannedArtifact { name, mode, sha256: sha, text, binary };
+                if crate::digest::sha256_hex(artifact.bytes()) != artifact.sha256 {
                     return Err(p.err(format!(
-                        "the content of `{name}` does not match its sha256: the plan was edited"
+                        "the content of `{}` does not match its sha256: the plan was edited",
+                        artifact.name
                     )));
                 }
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
-                change.artifacts.push(PlannedArtifact { name, mode, sha256: sha, text });
+                change.artifacts.push(artifact);
             } else if let Some(rest) = l.strip_prefix("prior ") {
                 let parts: Vec<&str> = rest.split(' ').collect();
                 let [name, mode, sha] = parts[..] else {
@@ -678,7 +714,13 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     )));
                 }
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
-                change.prior.push(PlannedArtifact { name, mode: mode_bits, sha256: sha, text });
+                change.prior.push(PlannedArtifact {
+                    name,
+                    mode: mode_bits,
+                    sha256: sha,
+                    text,
+                    binary: None,
+                });
             } else {
                 return Err(p.err(format!(
                     "expected `after`, `artifact`, `prior`, `change` or `node`, found `{}`",
@@ -784,12 +826,21 @@ mod tests {
                                 mode: 0o644,
                                 sha256: crate::digest::sha256_hex(b"a: |\n  end\n|x\n"),
                                 text: "a: |\n  end\n|x\n".into(),
+                                binary: None,
                             },
                             PlannedArtifact {
                                 name: "healthcheck.sh".into(),
                                 mode: 0o755,
                                 sha256: crate::digest::sha256_hex(b"exit 0"),
                                 text: "exit 0".into(),
+                                binary: None,
+                            },
+                            PlannedArtifact {
+                                name: "icon.png".into(),
+                                mode: 0o644,
+                                sha256: crate::digest::sha256_hex(b"\x89PNG\r\n\x1a\n\xff\x00"),
+                                text: String::new(),
+                                binary: Some(b"\x89PNG\r\n\x1a\n\xff\x00".to_vec()),
                             },
                         ],
                         prior: vec![PlannedArtifact {
@@ -797,6 +848,7 @@ mod tests {
                             mode: 0o644,
                             sha256: crate::digest::sha256_hex(old.as_bytes()),
                             text: old.into(),
+                            binary: None,
                         }],
                         diffs: Vec::new(),
                         runtime: Some(crate::plan::Runtime {

@@ -131,7 +131,24 @@ pub struct PlannedArtifact {
     pub name: String,
     pub mode: u32,
     pub sha256: String,
+    /// The content of a text file (empty for a binary one).
     pub text: String,
+    /// The content of a file that is not UTF-8 text: shown by size and hash, never as lines.
+    pub binary: Option<Vec<u8>>,
+}
+
+impl PlannedArtifact {
+    /// The bytes that go to the node.
+    pub fn bytes(&self) -> &[u8] {
+        self.binary.as_deref().unwrap_or(self.text.as_bytes())
+    }
+
+    /// The line a reviewer reads for a binary file.
+    fn binary_line(&self) -> Option<String> {
+        self.binary.as_ref().map(|b| {
+            format!("Binary file {}: {} bytes, sha256 {}\n", self.name, b.len(), self.sha256)
+        })
+    }
 }
 
 impl Plan {
@@ -324,12 +341,11 @@ fn containers_not_up(engine: &Engine, project: &str) -> Option<String> {
 }
 
 fn planned(a: &Artifact) -> PlannedArtifact {
-    PlannedArtifact {
-        name: a.name.to_owned(),
-        mode: a.mode,
-        sha256: a.sha256(),
-        text: String::from_utf8_lossy(&a.bytes).into_owned(),
-    }
+    let (text, binary) = match String::from_utf8(a.bytes.clone()) {
+        Ok(text) => (text, None),
+        Err(e) => (String::new(), Some(e.into_bytes())),
+    };
+    PlannedArtifact { name: a.name.to_owned(), mode: a.mode, sha256: a.sha256(), text, binary }
 }
 
 fn change_for(
@@ -415,7 +431,13 @@ fn prior_of(deployed: &DeployedService) -> Vec<PlannedArtifact> {
                 "0755" => 0o755,
                 _ => return None,
             };
-            Some(PlannedArtifact { name: name.clone(), mode, sha256: f.sha256.clone(), text })
+            Some(PlannedArtifact {
+                name: name.clone(),
+                mode,
+                sha256: f.sha256.clone(),
+                text,
+                binary: None,
+            })
         })
         .collect()
 }
@@ -430,7 +452,8 @@ pub fn diffs_of(c: &Change, actual: &[String]) -> Vec<(String, String)> {
         Action::NoOp | Action::Delete => {}
         Action::Create | Action::Replace => {
             for a in &c.artifacts {
-                out.push((a.name.clone(), unified(&a.name, "", &a.text)));
+                let shown = a.binary_line().unwrap_or_else(|| unified(&a.name, "", &a.text));
+                out.push((a.name.clone(), shown));
             }
         }
         Action::Update => {
@@ -438,8 +461,19 @@ pub fn diffs_of(c: &Change, actual: &[String]) -> Vec<(String, String)> {
                 c.artifacts.iter().chain(&c.prior).map(|a| a.name.as_str()).collect();
             let svc = c.instance.service.as_str();
             for name in names {
+                let new = c.artifacts.iter().find(|a| a.name == name);
+                if let Some(line) = new.and_then(PlannedArtifact::binary_line) {
+                    // A binary file is never diffed: its size and hash say what ships.
+                    let on_node = actual.iter().find_map(|l| {
+                        l.strip_prefix(&format!("{svc} file {name} "))?.split(' ').next()
+                    });
+                    if on_node != new.map(|a| a.sha256.as_str()) {
+                        out.push((name.to_owned(), line));
+                    }
+                    continue;
+                }
                 let before = c.prior.iter().find(|a| a.name == name).map(|a| a.text.as_str());
-                let after = c.artifacts.iter().find(|a| a.name == name).map(|a| a.text.as_str());
+                let after = new.map(|a| a.text.as_str());
                 let on_node = actual.iter().any(|l| l.starts_with(&format!("{svc} file {name} ")));
                 match (before, after) {
                     (Some(b), Some(a)) if b != a => {

@@ -683,3 +683,40 @@ fn show_checks_the_planners_signature() {
     ok(&out, 0, "show");
     assert!(out.stdout.contains("Signature: NOT VALID: key "), "{}", out.stdout);
 }
+
+/// A service file that is not text (an icon, a DER certificate) ships byte for byte: the plan
+/// carries it as base64, a reviewer reads its size and hash (never bytes on a terminal), and
+/// the release on the node holds exactly those bytes (issue 9, item 1).
+#[test]
+fn a_binary_service_file_ships_byte_for_byte_and_is_shown_by_size_and_hash() {
+    let (lab, key) = lab_with_operator();
+    let bytes: Vec<u8> = (0..=255u8).rev().chain([0x1b, b'[', b'2', b'J', 0xff, 0xfe]).collect();
+    lab.write("repo/services/web/static/favicon.ico", &bytes);
+    let id = lab.plan(&key);
+    let text = lab.plan_file(&id);
+    assert!(text.contains("\nartifact static/favicon.ico 0644 "), "{text}");
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("artifact static/favicon.ico ") && l.ends_with(" base64")));
+    let shown = lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    ok(&shown, 0, "show");
+    let line = format!(
+        "Binary file static/favicon.ico: {} bytes, sha256 {}",
+        bytes.len(),
+        sha256_hex(&bytes)
+    );
+    assert!(shown.stdout.contains(&line), "{}", shown.stdout);
+    assert!(!shown.stdout.contains('\u{1b}'), "raw bytes reached the terminal");
+    let out = lab.approve(&id, &key);
+    ok(&out, 0, "approve");
+    let out = lab.apply_with(&id, &["--node", "alpha", "--service", "web", "--stage", "prepare"]);
+    ok(&out, 0, "apply --stage prepare");
+    let shipped = lab.path(&format!("rt/alpha/state/releases/web/{id}/static/favicon.ico"));
+    assert_eq!(fs::read(&shipped).unwrap(), bytes);
+    // One byte changed in the base64 of the plan is refused by the reader.
+    let tampered = text.replacen("\n|/", "\n|+", 1);
+    assert_ne!(tampered, text);
+    lab.write(&format!("repo/plans/{id}.plan"), &tampered);
+    let shown = lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert_eq!(shown.code, 3, "{}", shown.stderr);
+}

@@ -89,8 +89,8 @@ fn file_name(d: &mut Diagnostics, source: &crate::model::Source, base: &str) {
 pub(super) fn service_files(i: &Input, d: &mut Diagnostics) {
     for (dir, svc) in i.raw.services() {
         let base = format!("services/{dir}/");
-        for (source, _) in &svc.extra {
-            file_name(d, source, &base);
+        for f in &svc.extra {
+            file_name(d, &f.source, &base);
         }
     }
 }
@@ -130,7 +130,7 @@ fn overrides(i: &Input, d: &mut Diagnostics) {
             }
             for f in &dir.extra {
                 match f {
-                    Ok((source, _)) => file_name(d, source, &format!("{path}/")),
+                    Ok(f) => file_name(d, &f.source, &format!("{path}/")),
                     Err(e) => d.push(e.clone()),
                 }
             }
