@@ -123,14 +123,21 @@ impl RawRepo {
         self.service_dirs.iter().filter_map(|s| Some((s.name.as_str(), s.files.as_ref()?)))
     }
 
+    /// `service_dirs` is sorted by name (folders are listed sorted): a lookup is a binary
+    /// search, so checks that look services up by name stay linear in the homelab's size.
+    fn dir(&self, name: &str) -> Option<&ServiceDir> {
+        let at = self.service_dirs.binary_search_by(|s| s.name.as_str().cmp(name)).ok()?;
+        self.service_dirs.get(at)
+    }
+
     pub fn service(&self, name: &str) -> Option<&RawService> {
-        self.service_dirs.iter().find(|s| s.name == name)?.files.as_ref()
+        self.dir(name)?.files.as_ref()
     }
 
     /// Whether `services/<name>/` is a folder, loaded or not: a broken one is reported where it
     /// breaks, not again wherever its name is used.
     pub fn has_service_dir(&self, name: &str) -> bool {
-        self.service_dirs.iter().any(|s| s.is_dir && s.name == name)
+        self.dir(name).is_some_and(|s| s.is_dir)
     }
 
     /// Whether the node's `capabilities.yaml` was read: checks against a file that failed to
