@@ -1,7 +1,8 @@
-//! The cross-node board: each service instance's final state (at its new version or not),
-//! published as nodes progress, so a service waits for its dependencies on other nodes. Shared
-//! by the scheduler (which settles what a node left undone) and the node runs (which publish
-//! and wait); it knows nothing of either.
+//! Waiting, for the scheduler and the node runs alike. The board: each service instance's final
+//! state (at its new version or not), published as services progress, so a service waits for
+//! its dependencies, on its own node or another. Shared by the scheduler (which settles what a
+//! node left undone) and the node runs (which publish and wait); it knows nothing of either.
+//! [`Slots`]: how many nodes run at once, and how many services of one node.
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
@@ -40,5 +41,31 @@ impl Board {
             }
             s = self.changed.wait(s).expect("board");
         }
+    }
+}
+
+/// A counting semaphore: nodes at once in a run, services at once on a node.
+pub(super) struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Slots {
+    /// At most `n` at once (at least one).
+    pub(super) fn new(n: usize) -> Slots {
+        Slots { free: Mutex::new(n.max(1)), cv: Condvar::new() }
+    }
+
+    pub(super) fn take(&self) {
+        let mut f = self.free.lock().expect("slots");
+        while *f == 0 {
+            f = self.cv.wait(f).expect("slots");
+        }
+        *f -= 1;
+    }
+
+    pub(super) fn give(&self) {
+        *self.free.lock().expect("slots") += 1;
+        self.cv.notify_one();
     }
 }

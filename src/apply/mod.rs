@@ -4,7 +4,8 @@
 //! - [`schedule`]: nodes in parallel (a concurrency limit), a dependency on another node's
 //!   service waits for it.
 //! - [`node`]: one node: connect, the read-only checks, the lock, the journal, which is written
-//!   durably on the node before the next stage starts, so `--resume` continues at any cut.
+//!   durably on the node before the next stage starts, so `--resume` continues at any cut; its
+//!   independent services in parallel (a few at once), dependents after their dependencies.
 //! - [`service`]: the stages of one service, and its rollback: a service is switched by one
 //!   atomic symlink rename; a failed deploy or healthcheck switches back.
 //! - [`outcome`]: how a node ended, and the [`Verdict`] of a run.

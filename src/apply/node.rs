@@ -1,11 +1,14 @@
 //! One node of a run: connect, the read-only checks (lock, replay, staleness), the lock, and
-//! the journal, read on resume and written durably on the node after every stage. The stages
-//! of a service are `service`'s; waiting for other nodes is `schedule`'s.
+//! the journal, read on resume and written durably on the node after every stage. Its
+//! services run side by side (a few at once), each after its dependencies on the board; the
+//! journal is one record written by one service at a time. The stages of a service are
+//! `service`'s; how many nodes run at once is `schedule`'s.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::board::Board;
+use super::board::{Board, Slots};
 use super::remote::{self, StepError};
 use super::{Event, Mode, NodeOutcome, Options, Sink};
 use crate::clock::{day, rfc3339};
@@ -337,97 +340,46 @@ impl NodeRun<'_> {
             return step_error(e);
         }
         let only = self.opts.mode.only();
-        let mut rolled_back = Vec::new();
-        let mut problems = Vec::new();
-        for c in changes {
-            let svc = c.instance.service.as_str();
-            let entry = journal.services[svc].clone();
-            if entry.stage.is_final() {
-                self.board.publish(&c.instance, entry.stage == Stage::Completed);
-                continue;
+        let journal = Mutex::new(journal);
+        let tally = Tally::default();
+        let slots = Slots::new(SERVICES_AT_ONCE);
+        // One thread per service still to run: it waits for its dependencies on the board
+        // without holding a slot (a slot held while waiting could starve the dependency of one),
+        // then runs its stages in a slot. Whatever happens, it publishes its instance, so its
+        // dependents here and on other nodes never wait for nothing.
+        std::thread::scope(|s| {
+            for (i, c) in changes.iter().enumerate() {
+                let entry =
+                    journal.lock().expect("journal").services[c.instance.service.as_str()].clone();
+                if entry.stage.is_final() {
+                    self.board.publish(&c.instance, entry.stage == Stage::Completed);
+                    continue;
+                }
+                let (journal, tally, slots) = (&journal, &tally, &slots);
+                s.spawn(move || {
+                    let ok = self.one(at, (i, c), journal, tally, slots);
+                    self.board.publish(&c.instance, ok);
+                });
             }
-            // A service that had not begun when the plan expired never begins.
-            if entry.stage == Stage::Pending && self.expired() {
-                let reason = format!(
-                    "left out: the plan expired at {} before it started",
-                    rfc3339(self.opts.expires)
-                );
-                self.say(Some(&c.instance.service), "skip", reason.clone());
-                if let Some(e) = journal.services.get_mut(svc) {
-                    e.stage = Stage::Skipped;
-                    e.error = Some(reason.clone());
-                }
-                if let Err(e) = self.save(at, &mut journal) {
-                    return step_error(e);
-                }
-                problems.push(format!("{svc}: {reason}"));
-                self.board.publish(&c.instance, false);
-                continue;
-            }
-            // Dependencies first, on this node or another.
-            let blocked: Vec<&Instance> = c
-                .after
-                .iter()
-                .filter(|d| self.in_run.contains(*d) && !self.board.wait(d))
-                .collect();
-            if !blocked.is_empty() {
-                let names: Vec<String> = blocked.iter().map(ToString::to_string).collect();
-                let reason = format!("skipped: {} did not reach its new version", names.join(", "));
-                self.say(Some(&c.instance.service), "skip", reason.clone());
-                if let Some(e) = journal.services.get_mut(svc) {
-                    e.stage = Stage::Skipped;
-                    e.error = Some(reason.clone());
-                }
-                if let Err(e) = self.save(at, &mut journal) {
-                    return step_error(e);
-                }
-                problems.push(format!("{svc}: {reason}"));
-                self.board.publish(&c.instance, false);
-                continue;
-            }
-            match self.service(at, c, &mut journal) {
-                Ok(Stage::Completed) => self.board.publish(&c.instance, true),
-                Ok(stage) => {
-                    let e = journal.services[svc].error.clone().unwrap_or_default();
-                    if stage == Stage::RolledBack {
-                        rolled_back.push(svc.to_owned());
-                        problems.push(format!("{svc}: {e}"));
-                    } else if let Some(only) = only {
-                        if stage < only {
-                            problems.push(format!(
-                                "{svc}: at `{}`, the stages before `{}` come first",
-                                stage.name(),
-                                only.name()
-                            ));
-                        } else if stage != only {
-                            problems.push(format!("{svc}: {e}"));
-                        }
-                    } else {
-                        problems.push(format!("{svc}: {e}"));
-                    }
-                    // `--stage` stops a service on purpose: it is not final, dependents wait for a
-                    // later run.
-                    self.board.publish(&c.instance, false);
-                }
-                Err(StepError::Link { reason }) => {
-                    self.say(Some(&c.instance.service), "link", format!("lost the node: {reason}"));
-                    return NodeOutcome::Unreachable { reason: format!("{reason}; the journal on the node says where it stopped: `homelab apply --resume`") };
-                }
-                Err(e) => {
-                    // A step that could not run (not the link): this service failed, the
-                    // others still get their turn, and the journal says why.
-                    let reason = e.to_string();
-                    self.say(Some(&c.instance.service), "failed", reason.clone());
-                    if let Err(e) =
-                        self.set(at, &mut journal, svc, Stage::Failed, Some(reason.clone()))
-                    {
-                        return step_error(e);
-                    }
-                    problems.push(format!("{svc}: {reason}"));
-                    self.board.publish(&c.instance, false);
+        });
+        let Tally { rolled_back, problems, stop } = tally;
+        match stop.into_inner().expect("tally") {
+            Some(Stop::Link(reason)) => {
+                return NodeOutcome::Unreachable {
+                    reason: format!("{reason}; the journal on the node says where it stopped: `homelab apply --resume`"),
                 }
             }
+            Some(Stop::Failed(e)) => return step_error(e),
+            None => {}
         }
+        // In the order of the plan, as a run one service after another would list them.
+        let in_order = |m: Mutex<Vec<(usize, String)>>| {
+            let mut v = m.into_inner().expect("tally");
+            v.sort();
+            v.into_iter().map(|(_, s)| s).collect::<Vec<_>>()
+        };
+        let (rolled_back, problems) = (in_order(rolled_back), in_order(problems));
+        let mut journal = journal.into_inner().expect("journal");
         let finished = journal.services.values().all(|e| e.stage.is_final());
         let all_done = journal.services.values().all(|e| e.stage == Stage::Completed);
         journal.finished = finished;
@@ -463,6 +415,120 @@ impl NodeRun<'_> {
         }
     }
 
+    /// One service of the node, on its own thread, from where its journal stands: the expiry
+    /// rule, its dependencies, a slot, its stages. `true` when it reached its new version. Once
+    /// the node is lost (or its journal cannot be written), nothing new starts.
+    fn one(
+        &self,
+        at: &At,
+        (i, c): (usize, &Change),
+        journal: &Mutex<Journal>,
+        tally: &Tally,
+        slots: &Slots,
+    ) -> bool {
+        let svc = c.instance.service.as_str();
+        let stage = journal.lock().expect("journal").services[svc].stage;
+        // Skips a service (expired, or a dependency did not make it), in the journal too.
+        let skip = |reason: String| {
+            self.say(Some(&c.instance.service), "skip", reason.clone());
+            match self.set(at, journal, svc, Stage::Skipped, Some(reason.clone())) {
+                Ok(()) => tally.problem(i, format!("{svc}: {reason}")),
+                Err(e) => tally.stop(e),
+            }
+            false
+        };
+        // A service that had not begun when the plan expired never begins: checked before it
+        // waits for its dependencies and again right before it starts.
+        let expired = || stage == Stage::Pending && self.expired();
+        let left_out = || {
+            format!(
+                "left out: the plan expired at {} before it started",
+                rfc3339(self.opts.expires)
+            )
+        };
+        if expired() {
+            return skip(left_out());
+        }
+        // Dependencies first, on this node or another.
+        let blocked: Vec<&Instance> =
+            c.after.iter().filter(|d| self.in_run.contains(*d) && !self.board.wait(d)).collect();
+        if tally.stopped() {
+            return false;
+        }
+        if !blocked.is_empty() {
+            let names: Vec<String> = blocked.iter().map(ToString::to_string).collect();
+            return skip(format!("skipped: {} did not reach its new version", names.join(", ")));
+        }
+        slots.take();
+        let ok = if tally.stopped() {
+            false
+        } else if expired() {
+            skip(left_out())
+        } else {
+            self.stages(at, i, c, journal, tally)
+        };
+        slots.give();
+        ok
+    }
+
+    /// The stages of one service, and what its end means for the node's outcome.
+    fn stages(
+        &self,
+        at: &At,
+        i: usize,
+        c: &Change,
+        journal: &Mutex<Journal>,
+        tally: &Tally,
+    ) -> bool {
+        let svc = c.instance.service.as_str();
+        let only = self.opts.mode.only();
+        match self.service(at, c, journal) {
+            Ok(Stage::Completed) => true,
+            Ok(stage) => {
+                let e = journal.lock().expect("journal").services[svc].error.clone();
+                let e = e.unwrap_or_default();
+                if stage == Stage::RolledBack {
+                    tally.rolled_back(i, svc);
+                    tally.problem(i, format!("{svc}: {e}"));
+                } else if let Some(only) = only {
+                    if stage < only {
+                        tally.problem(
+                            i,
+                            format!(
+                                "{svc}: at `{}`, the stages before `{}` come first",
+                                stage.name(),
+                                only.name()
+                            ),
+                        );
+                    } else if stage != only {
+                        tally.problem(i, format!("{svc}: {e}"));
+                    }
+                } else {
+                    tally.problem(i, format!("{svc}: {e}"));
+                }
+                // `--stage` stops a service on purpose: it is not final, dependents wait for a
+                // later run.
+                false
+            }
+            Err(StepError::Link { reason }) => {
+                self.say(Some(&c.instance.service), "link", format!("lost the node: {reason}"));
+                tally.stop(StepError::Link { reason });
+                false
+            }
+            Err(e) => {
+                // A step that could not run (not the link): this service failed, the
+                // others still get their turn, and the journal says why.
+                let reason = e.to_string();
+                self.say(Some(&c.instance.service), "failed", reason.clone());
+                match self.set(at, journal, svc, Stage::Failed, Some(reason.clone())) {
+                    Ok(()) => tally.problem(i, format!("{svc}: {reason}")),
+                    Err(e) => tally.stop(e),
+                }
+                false
+            }
+        }
+    }
+
     /// Writes the journal durably on the node: the next stage starts only once this returns.
     pub(super) fn save(&self, at: &At, journal: &mut Journal) -> Result<(), StepError> {
         journal.updated = rfc3339(self.now());
@@ -473,16 +539,32 @@ impl NodeRun<'_> {
     pub(super) fn set(
         &self,
         at: &At,
-        journal: &mut Journal,
+        journal: &Mutex<Journal>,
         svc: &str,
         stage: Stage,
         error: Option<String>,
     ) -> Result<(), StepError> {
-        if let Some(e) = journal.services.get_mut(svc) {
+        self.update(at, journal, svc, |e| {
             e.stage = stage;
             e.error = error;
+        })
+    }
+
+    /// Changes a service's entry in the journal and saves it. The journal is locked through the
+    /// durable write: services of a node run side by side, but one writes the journal at a time,
+    /// so the file on the node always holds every stage any of them reached.
+    pub(super) fn update(
+        &self,
+        at: &At,
+        journal: &Mutex<Journal>,
+        svc: &str,
+        f: impl FnOnce(&mut Entry),
+    ) -> Result<(), StepError> {
+        let mut journal = journal.lock().expect("journal");
+        if let Some(e) = journal.services.get_mut(svc) {
+            f(e);
         }
-        self.save(at, journal)
+        self.save(at, &mut journal)
     }
 
     /// Appends an event to the node's event log.
@@ -508,6 +590,53 @@ impl NodeRun<'_> {
         let path = at.layout.events(&day(now), self.node.id.as_str());
         // An event that cannot be written never stops a deploy; the journal is the record.
         let _ = remote::append_event(at.exec, &path, line.as_bytes());
+    }
+}
+
+/// How many services of one node run at once. Their commands share the node's one SSH
+/// connection (its sessions are multiplexed), and most of a service's time is spent waiting
+/// on the node (`compose up`, healthchecks), so a few at once go faster without crowding a
+/// small node.
+const SERVICES_AT_ONCE: usize = 4;
+
+/// Why a node stops starting services: the link dropped (the first reason), or the journal
+/// could not be written.
+enum Stop {
+    Link(String),
+    Failed(StepError),
+}
+
+/// What the services of a node ended with, collected from their threads; each entry carries
+/// the service's place in the plan, so the outcome lists them in the plan's order.
+#[derive(Default)]
+struct Tally {
+    rolled_back: Mutex<Vec<(usize, String)>>,
+    problems: Mutex<Vec<(usize, String)>>,
+    stop: Mutex<Option<Stop>>,
+}
+
+impl Tally {
+    fn problem(&self, i: usize, text: String) {
+        self.problems.lock().expect("tally").push((i, text));
+    }
+
+    fn rolled_back(&self, i: usize, svc: &str) {
+        self.rolled_back.lock().expect("tally").push((i, svc.to_owned()));
+    }
+
+    /// Stops the node: the first link error wins over anything else (it decides the outcome).
+    fn stop(&self, e: StepError) {
+        let mut stop = self.stop.lock().expect("tally");
+        match (e, &*stop) {
+            (_, Some(Stop::Link(_))) => {}
+            (StepError::Link { reason }, _) => *stop = Some(Stop::Link(reason)),
+            (e, None) => *stop = Some(Stop::Failed(e)),
+            (_, Some(Stop::Failed(_))) => {}
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.lock().expect("tally").is_some()
     }
 }
 

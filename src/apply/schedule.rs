@@ -2,36 +2,13 @@
 //! through which a service waits for its dependencies on other nodes. It owns no node work (that is
 //! `node`'s) and never talks to a node itself.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Condvar, Mutex};
-
-use super::board::Board;
+use super::board::{Board, Slots};
 use super::node::NodeRun;
 use super::{Event, NodeOutcome, Options, Sink};
 use crate::model::{Homelab, Instance, NodeName};
 use crate::plan::{Action, NodePlan, Plan};
 use crate::transport::Transport;
-
-/// A counting semaphore for the node concurrency limit.
-struct Slots {
-    free: Mutex<usize>,
-    cv: Condvar,
-}
-
-impl Slots {
-    fn take(&self) {
-        let mut f = self.free.lock().expect("slots");
-        while *f == 0 {
-            f = self.cv.wait(f).expect("slots");
-        }
-        *f -= 1;
-    }
-
-    fn give(&self) {
-        *self.free.lock().expect("slots") += 1;
-        self.cv.notify_one();
-    }
-}
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Applies `plan` (already through pre-flight) on the selected nodes.
 pub fn execute(
@@ -59,7 +36,7 @@ pub fn execute(
             }
         }
     }
-    let slots = Slots { free: Mutex::new(opts.parallel.max(1)), cv: Condvar::new() };
+    let slots = Slots::new(opts.parallel);
     let mut outcomes = BTreeMap::new();
     std::thread::scope(|s| {
         let handles: Vec<_> = selected

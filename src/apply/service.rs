@@ -3,6 +3,8 @@
 //! complete, and the rollback when deploy or verify fails. Each stage saves the journal before
 //! the next one starts. Which services run, and in what order, is `node`'s.
 
+use std::sync::Mutex;
+
 use serde_json::json;
 
 use super::node::{At, NodeRun};
@@ -29,13 +31,13 @@ impl NodeRun<'_> {
         &self,
         at: &At,
         c: &Change,
-        journal: &mut Journal,
+        journal: &Mutex<Journal>,
     ) -> Result<Stage, StepError> {
         let svc = c.instance.service.as_str();
         let s = ServiceRun { run: self, at, c, svc, release: at.layout.release(svc, self.id) };
         let only = self.opts.mode.only();
         let runs = |st: Stage| only.is_none_or(|o| o == st);
-        let mut stage = journal.services[svc].stage;
+        let mut stage = journal.lock().expect("journal").services[svc].stage;
 
         if c.action == Action::Delete {
             if !runs(Stage::Deployed) {
@@ -94,7 +96,7 @@ impl ServiceRun<'_, '_, '_> {
 
     fn set(
         &self,
-        journal: &mut Journal,
+        journal: &Mutex<Journal>,
         stage: Stage,
         error: Option<String>,
     ) -> Result<(), StepError> {
@@ -102,7 +104,7 @@ impl ServiceRun<'_, '_, '_> {
     }
 
     /// A service the plan removes: down, unlink, complete.
-    fn delete(&self, journal: &mut Journal) -> Result<Stage, StepError> {
+    fn delete(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
         self.say("deploy", "docker compose down".to_owned());
         self.event("deployment_started", "info", json!({"action": "delete"}));
         remote::down_and_unlink(self.at.exec, &self.at.layout, self.svc)?;
@@ -111,7 +113,7 @@ impl ServiceRun<'_, '_, '_> {
 
     /// Uploads the artifacts and their manifest to a staging folder, checks every hash on the
     /// node and seals it as the release; remembers what was live for rollback.
-    fn prepare(&self, journal: &mut Journal) -> Result<Stage, StepError> {
+    fn prepare(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
         let (c, at, svc) = (self.c, self.at, self.svc);
         self.say("prepare", format!("uploading {} artifact(s)", c.artifacts.len()));
         self.event("deployment_started", "info", json!({"action": c.action.as_str()}));
@@ -138,15 +140,17 @@ impl ServiceRun<'_, '_, '_> {
             return self.fail_early(journal, e, None);
         }
         let previous = remote::readlink(at.exec, &at.layout.live(svc))?;
-        if let Some(entry) = journal.services.get_mut(svc) {
-            entry.previous = previous.filter(|p| *p != self.release);
-        }
-        self.set(journal, Stage::Prepared, None)?;
+        let previous = previous.filter(|p| *p != self.release);
+        self.run.update(at, journal, svc, |e| {
+            e.previous = previous;
+            e.stage = Stage::Prepared;
+            e.error = None;
+        })?;
         Ok(Stage::Prepared)
     }
 
     /// `docker compose config` of the release, and the contract's secrets present.
-    fn validate(&self, journal: &mut Journal, rt: &Runtime) -> Result<Stage, StepError> {
+    fn validate(&self, journal: &Mutex<Journal>, rt: &Runtime) -> Result<Stage, StepError> {
         self.say("validate", "docker compose config, secrets present".to_owned());
         let env_file = self.at.layout.env_file(self.svc);
         let log = self.log("validate");
@@ -161,7 +165,7 @@ impl ServiceRun<'_, '_, '_> {
 
     /// Switches the live link and brings the release up. `Deploying` is journaled first, so a
     /// cut here is resumed by running it again.
-    fn deploy(&self, journal: &mut Journal) -> Result<Stage, StepError> {
+    fn deploy(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
         self.say("deploy", "switching to the new release, docker compose up -d".to_owned());
         self.set(journal, Stage::Deploying, None)?;
         let log = self.log("up");
@@ -178,7 +182,7 @@ impl ServiceRun<'_, '_, '_> {
     /// a service that passes is verified then; `start_period` is a grace period during which
     /// failures do not count; `interval` is the pause between tries; `retries` the failures
     /// tolerated after the grace period.
-    fn verify(&self, journal: &mut Journal, rt: &Runtime) -> Result<Stage, StepError> {
+    fn verify(&self, journal: &Mutex<Journal>, rt: &Runtime) -> Result<Stage, StepError> {
         let h = rt.healthcheck;
         self.say(
             "verify",
@@ -242,7 +246,7 @@ impl ServiceRun<'_, '_, '_> {
     /// The last stage of a service: journal, event, progress.
     fn complete(
         &self,
-        journal: &mut Journal,
+        journal: &Mutex<Journal>,
         data: serde_json::Value,
         message: &str,
     ) -> Result<Stage, StepError> {
@@ -260,7 +264,7 @@ impl ServiceRun<'_, '_, '_> {
     /// Prepare or validate failed: nothing live changed.
     fn fail_early(
         &self,
-        journal: &mut Journal,
+        journal: &Mutex<Journal>,
         e: StepError,
         log: Option<&str>,
     ) -> Result<Stage, StepError> {
@@ -277,7 +281,7 @@ impl ServiceRun<'_, '_, '_> {
     /// Diagnose (status, logs kept on the node, an incident event), then switch back to the
     /// previous release and bring it up; a first deploy is taken down instead. `reason` is the
     /// first cause: a rollback that fails adds to it, never replaces it.
-    fn roll_back(&self, journal: &mut Journal, reason: String) -> Result<Stage, StepError> {
+    fn roll_back(&self, journal: &Mutex<Journal>, reason: String) -> Result<Stage, StepError> {
         let (at, svc) = (self.at, self.svc);
         self.say("diagnose", reason.clone());
         let log = at.layout.incident_log(svc, self.run.id);
@@ -288,7 +292,7 @@ impl ServiceRun<'_, '_, '_> {
             json!({"reason": reason, "containers": status, "log": log}),
         );
         self.event("remediation_started", "warning", json!({"action": "rollback"}));
-        let previous = journal.services[svc].previous.clone();
+        let previous = journal.lock().expect("journal").services[svc].previous.clone();
         let rollback_log = self.log("rollback");
         let done = match &previous {
             Some(prev) => {

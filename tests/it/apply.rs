@@ -896,3 +896,82 @@ fn a_service_built_from_its_shipped_context_runs_what_was_built() {
     let cat = site.lab.docker("alpha", &["exec", "web", "cat", "/built.txt"]);
     assert_eq!(String::from_utf8_lossy(&cat.stdout), "built on the node\n");
 }
+
+/// Independent services of a node run side by side (issue 10, item 2), shown without a clock:
+/// on ALPHA, `agent` and `cache` (independent) are healthy only once the other one's
+/// healthcheck has run too, a rendezvous that a run of one service after another cannot make
+/// (the first one's grace period ends alone, it rolls back). `web` needs `agent`: it still
+/// starts only after `agent` completed, and is skipped when `agent` does not make it, while the
+/// independent `cache` goes on.
+#[test]
+fn independent_services_of_a_node_run_side_by_side_and_dependents_wait() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let rendezvous = r#"#!/bin/sh
+# Healthy when the container runs and the partner's healthcheck has run too.
+state=$(docker inspect -f '{{.State.Running}}' "$HOMELAB_SERVICE" 2>/dev/null) || exit 1
+[ "$state" = "true" ] || exit 1
+[ "$HOMELAB_NODE" = alpha ] || exit 0
+case $HOMELAB_SERVICE in agent) other=cache ;; *) other=agent ;; esac
+mkdir -p "$HOMELAB_ROOT/rendezvous"
+: > "$HOMELAB_ROOT/rendezvous/$HOMELAB_SERVICE"
+[ -f "$HOMELAB_ROOT/rendezvous/$other" ] || { echo "waiting for $other"; exit 1; }
+exit 0
+"#;
+    for svc in ["agent", "cache"] {
+        site.write(&format!("services/{svc}/healthcheck.sh"), rendezvous);
+        // A grace period long enough for the partner to get there, bounded so a run of one
+        // service after another fails (rolls back) instead of hanging.
+        site.edit(&format!("services/{svc}/service.yaml"), |s| {
+            s.replace("  retries: 3\n", "  retries: 3\n  start_period: 30s\n")
+        });
+    }
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ALPHA            applied"), "{}", out.stdout);
+    let at = |line: &str| {
+        out.stderr.find(line).unwrap_or_else(|| panic!("no `{line}` in:\n{}", out.stderr))
+    };
+    // Both verified at the same time: each began verifying before the other completed.
+    assert!(at("[alpha] cache verify:") < at("[alpha] agent complete"), "{}", out.stderr);
+    assert!(at("[alpha] agent verify:") < at("[alpha] cache complete"), "{}", out.stderr);
+    // The dependent waited for its dependency.
+    assert!(at("[alpha] agent complete") < at("[alpha] web prepare:"), "{}", out.stderr);
+    for c in ["agent", "web", "cache"] {
+        assert!(site.running("alpha", c), "{c} is not running");
+    }
+    let journal: serde_json::Value = serde_json::from_slice(
+        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
+    )
+    .unwrap();
+    for svc in ["agent", "web", "cache"] {
+        assert_eq!(journal["services"][svc]["stage"], "completed", "{journal}");
+    }
+    assert_eq!(journal["finished"], true, "{journal}");
+
+    // A dependency that fails still skips its dependent, with the same words; the independent
+    // service is applied all the same.
+    site.write("services/agent/healthcheck.sh", "#!/bin/sh\necho broken\nexit 1\n");
+    site.edit("services/agent/service.yaml", |s| s.replace("  start_period: 30s\n", ""));
+    site.edit("services/web/docker-compose.yml", |s| s.replace("\"8080\"]", "\"8083\"]"));
+    site.edit("services/cache/docker-compose.yml", |s| s.replace("\"8081\"]", "\"8084\"]"));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ALPHA            rolled back"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("[alpha] web skip: skipped: agent@alpha did not reach its new version"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("[alpha] web prepare:"), "{}", out.stderr);
+    assert!(out.stderr.contains("[alpha] cache complete"), "{}", out.stderr);
+    let journal: serde_json::Value = serde_json::from_slice(
+        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal["services"]["agent"]["stage"], "rolled-back", "{journal}");
+    assert_eq!(journal["services"]["web"]["stage"], "skipped", "{journal}");
+    assert_eq!(journal["services"]["cache"]["stage"], "completed", "{journal}");
+}
