@@ -26,6 +26,11 @@ struct Planned {
 
 impl Planned {
     fn new() -> Planned {
+        Planned::with(|_| {})
+    }
+
+    /// A lab with a planner and an operator key, `setup` run on it, then a plan.
+    fn with(setup: impl FnOnce(&Lab)) -> Planned {
         let lab = Lab::new();
         let planner = lab.keygen("planner");
         let operator = lab.keygen("operator");
@@ -33,6 +38,7 @@ impl Planned {
             ("planner@test", "namespaces=\"homelab-plan\"", &planner),
             ("operator@test", "", &operator),
         ]);
+        setup(&lab);
         let id = lab.plan(&planner);
         Planned { lab, planner, operator, id }
     }
@@ -503,28 +509,21 @@ fn a_rejected_plan_is_refused() {
 /// `apply --resume` after expiry leaves out the nodes that never started, and says so.
 #[test]
 fn after_expiry_resume_finishes_only_nodes_that_started() {
-    let lab = Lab::new();
-    let planner = lab.keygen("planner");
-    let operator = lab.keygen("operator");
-    lab.allow(&[
-        ("planner@test", "namespaces=\"homelab-plan\"", &planner),
-        ("operator@test", "", &operator),
-    ]);
-    lab.policy("20s", 1, &["operator@test"]);
-    let id = lab.plan(&planner);
-    let out = lab.approve(&id, &operator);
+    let p = Planned::with(|lab| lab.policy("20s", 1, &["operator@test"]));
+    let (lab, id) = (&p.lab, &p.id);
+    let out = lab.approve(id, &p.operator);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = lab.apply_with(&id, &["--node", "edge-a", "--stage", "prepare"]);
+    let out = lab.apply_with(id, &["--node", "edge-a", "--stage", "prepare"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     // Wait until the plan has expired (its own `expires` line, not a guess).
-    let text = lab.plan_file(&id);
+    let text = lab.plan_file(id);
     let expires = text.lines().find_map(|l| l.strip_prefix("expires ")).unwrap();
     let expires = humantime::parse_rfc3339(expires).unwrap();
     while std::time::SystemTime::now() <= expires + std::time::Duration::from_secs(1) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let before = lab.snapshot();
-    let out = lab.apply_with(&id, &["--resume"]);
+    let out = lab.apply_with(id, &["--resume"]);
     let all = format!("{}{}", out.stdout, out.stderr);
     assert_ne!(out.code, 0, "{all}");
     for node in ["alpha", "edge-b"] {
@@ -702,15 +701,7 @@ fn terminal_escapes_and_html_in_a_plan_are_shown_escaped() {
         .map(|c| c["reason"].as_str().unwrap())
         .collect();
     assert!(reasons.contains(&hostile), "JSON carries the text as JSON: {reasons:?}");
-    let approve = p.lab.homelab(&[
-        "approve",
-        &plan,
-        "--key",
-        p.operator.arg(),
-        "--yes",
-        "--controller-root",
-        "rt",
-    ]);
+    let approve = p.lab.approve(&id, &p.operator);
     assert!(!approve.stdout.contains('\u{1b}'), "{}", approve.stdout);
 }
 
@@ -825,20 +816,13 @@ fn unsigned_text_after_the_signature_a_huge_version_line_and_a_broken_signers_fi
 /// A repository committed to Git with a policy that approves only committed plans, and a plan
 /// made from that commit.
 fn committed() -> Planned {
-    let lab = Lab::new();
-    let planner = lab.keygen("planner");
-    let operator = lab.keygen("operator");
-    lab.allow(&[
-        ("planner@test", "namespaces=\"homelab-plan\"", &planner),
-        ("operator@test", "", &operator),
-    ]);
-    lab.write(
-        "repo/inventory/policy.yaml",
-        "plan_ttl: 24h\napprovals:\n  default:\n    required: 1\n    approvers: [operator@test]\n",
-    );
-    lab.git_commit();
-    let id = lab.plan(&planner);
-    Planned { lab, planner, operator, id }
+    Planned::with(|lab| {
+        lab.write(
+            "repo/inventory/policy.yaml",
+            "plan_ttl: 24h\napprovals:\n  default:\n    required: 1\n    approvers: [operator@test]\n",
+        );
+        lab.git_commit();
+    })
 }
 
 /// `body` with the content of the first `artifact <name>` block edited by `edit` and its
@@ -896,15 +880,7 @@ fn a_plan_whose_artifacts_differ_from_its_commit_is_refused_everywhere() {
     });
     let plan = format!("repo/plans/{id}.plan");
     let before = p.lab.snapshot();
-    let approve = p.lab.homelab(&[
-        "approve",
-        &plan,
-        "--key",
-        p.operator.arg(),
-        "--yes",
-        "--controller-root",
-        "rt",
-    ]);
+    let approve = p.lab.approve(&id, &p.operator);
     p.lab.snapshot().assert_same(&before, "a refused approval");
     assert_eq!(approve.code, 3, "{}{}", approve.stdout, approve.stderr);
     assert!(

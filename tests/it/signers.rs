@@ -20,12 +20,26 @@ fn ssh_verdict(dir: &std::path::Path, line: &str, identity: &str, sig: &str, tz:
     let sig_path = dir.join("msg.sig");
     fs::write(&signers, format!("{line}\n")).unwrap();
     fs::write(&sig_path, sig).unwrap();
-    let out = std::process::Command::new("ssh-keygen")
+    let time = format!("-Overify-time={NOW_SSH}");
+    ssh_verify(&signers, identity, NAMESPACE, &sig_path, MESSAGE, tz, &[&time])
+}
+
+/// `ssh-keygen -Y verify` of `message` in the time zone `tz`, with extra options.
+fn ssh_verify(
+    signers: &std::path::Path,
+    identity: &str,
+    namespace: &str,
+    sig: &std::path::Path,
+    message: &[u8],
+    tz: &str,
+    extra: &[&str],
+) -> bool {
+    std::process::Command::new("ssh-keygen")
         .args(["-Y", "verify", "-f"])
-        .arg(&signers)
-        .args(["-I", identity, "-n", NAMESPACE, "-s"])
-        .arg(&sig_path)
-        .arg(format!("-Overify-time={NOW_SSH}"))
+        .arg(signers)
+        .args(["-I", identity, "-n", namespace, "-s"])
+        .arg(sig)
+        .args(extra)
         .env("TZ", tz)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -33,11 +47,11 @@ fn ssh_verdict(dir: &std::path::Path, line: &str, identity: &str, sig: &str, tz:
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
-            let _ = c.stdin.take().unwrap().write_all(MESSAGE);
+            let _ = c.stdin.take().unwrap().write_all(message);
             c.wait()
         })
-        .expect("cannot run `ssh-keygen`: install openssh-client");
-    out.success()
+        .expect("cannot run `ssh-keygen`: install openssh-client")
+        .success()
 }
 
 fn homelab_verdict(line: &str, identity: &str, sig: &str) -> bool {
@@ -158,22 +172,15 @@ fn a_time_without_z_is_local_time_as_in_ssh_keygen() {
     fs::write(dir.join("allowed_signers"), lab.read("repo/inventory/allowed_signers")).unwrap();
     fs::write(dir.join("plan.sig"), plan_sig).unwrap();
     for (tz, ok) in [("UTC", true), ("XXX-5", false)] {
-        let ran = std::process::Command::new("ssh-keygen")
-            .args(["-Y", "verify", "-f"])
-            .arg(dir.join("allowed_signers"))
-            .args(["-I", "appr@saturn", "-n", "homelab-plan", "-s"])
-            .arg(dir.join("plan.sig"))
-            .env("TZ", tz)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                let _ = c.stdin.take().unwrap().write_all(body.as_bytes());
-                c.wait()
-            })
-            .unwrap();
-        assert_eq!(ran.success(), ok, "ssh-keygen in {tz}");
+        let ran = ssh_verify(
+            &dir.join("allowed_signers"),
+            "appr@saturn",
+            "homelab-plan",
+            &dir.join("plan.sig"),
+            body.as_bytes(),
+            tz,
+            &[],
+        );
+        assert_eq!(ran, ok, "ssh-keygen in {tz}");
     }
 }
