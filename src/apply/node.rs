@@ -28,6 +28,42 @@ pub(super) struct NodeRun<'a> {
     pub(super) sink: &'a dyn Sink,
     pub(super) board: &'a Board,
     pub(super) in_run: &'a BTreeSet<Instance>,
+    /// Commands run on the node by this run: its round trips (issue 10: the number the program
+    /// knows, reported with the node's outcome).
+    pub(super) trips: &'a std::sync::atomic::AtomicUsize,
+}
+
+/// A node's commands, counted: each `run` is one round trip to the node.
+struct Counted<'e> {
+    inner: &'e dyn NodeExec,
+    trips: &'e std::sync::atomic::AtomicUsize,
+}
+
+impl NodeExec for Counted<'_> {
+    fn run(
+        &self,
+        argv: &[&str],
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<crate::transport::Output, crate::transport::ExecError> {
+        self.trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.run(argv, stdin, timeout)
+    }
+
+    fn containers(
+        &self,
+    ) -> Result<Vec<crate::transport::Container>, crate::transport::DockerError> {
+        self.trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.containers()
+    }
+
+    fn root(&self) -> &str {
+        self.inner.root()
+    }
+
+    fn docker_host(&self) -> String {
+        self.inner.docker_host()
+    }
 }
 
 /// A connected node, and where things are on it.
@@ -78,7 +114,8 @@ impl NodeRun<'_> {
             Ok(e) => e,
             Err(e) => return NodeOutcome::Unreachable { reason: e.to_string() },
         };
-        let at = At { exec: exec.as_ref(), layout: Layout::new(exec.root()) };
+        let counted = Counted { inner: exec.as_ref(), trips: self.trips };
+        let at = At { exec: &counted, layout: Layout::new(exec.root()) };
         // Read-only checks first, so a stale or replayed node is refused without a single write;
         // they are repeated under the lock below.
         if let Err(outcome) = self.check(&at, false) {

@@ -32,18 +32,33 @@ mv -f -- "$f.tmp" "$f"
 sync -- "$d"
 "#;
 
-/// Checks the staged files' SHA-256 (`name sha` pairs), then renames the staging folder into
-/// place as the release.
-const SEAL_RELEASE: &str = r#"set -eu
-staging=$1; release=$2; shift 2
+/// Prepare in one round trip: unpacks the release (a tar archive on stdin) into a fresh
+/// staging folder, checks every file's SHA-256 against the plan (`name sha` pairs) and syncs it,
+/// renames the staging folder into place as the release, and prints where the live link
+/// pointed before. A controller killed mid-upload closes stdin early: tar or a hash refuses it,
+/// the staging folder is removed, and the previous release stays untouched.
+const UPLOAD_RELEASE: &str = r#"set -eu
+staging=$1; release=$2; live=$3; shift 3
+rm -rf -- "$staging"
+mkdir -p -- "$staging"
+if ! tar -x -o -C "$staging" 2>"$staging.err"; then
+  echo "the upload was cut short or is not an archive: $(head -c 300 "$staging.err")" >&2
+  rm -rf -- "$staging" "$staging.err"; exit 6
+fi
+rm -f -- "$staging.err"
 while [ $# -gt 0 ]; do
   n=$1; want=$2; shift 2
-  got=$(sha256sum < "$staging/$n" | cut -c1-64)
-  [ "$got" = "$want" ] || { echo "uploaded $n does not match the plan (sha256 $got, expected $want)" >&2; exit 5; }
+  got=$(sha256sum < "$staging/$n" | cut -c1-64) || got=missing
+  if [ "$got" != "$want" ]; then
+    echo "uploaded $n does not match the plan (sha256 $got, expected $want)" >&2
+    rm -rf -- "$staging"; exit 5
+  fi
+  sync -- "$staging/$n"
 done
 rm -rf -- "$release"
 mv -- "$staging" "$release"
 sync -- "$(dirname -- "$release")"
+readlink -- "$live" || true
 "#;
 
 /// `compose ARGS...` in a release folder: the project named after the service, its compose
@@ -202,8 +217,6 @@ const READ_FILE: &str = r#"f=$1
 cat -- "$f"
 "#;
 
-const READLINK: &str = r#"readlink -- "$1" || true"#;
-
 /// A failed remote step: the link (a timeout counts: a dead link looks like one), or the step.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -275,19 +288,43 @@ pub fn write_durable(
         .map(|_| ())
 }
 
-pub fn seal_release(
+/// Uploads a release as one tar stream, checks and seals it (see `UPLOAD_RELEASE`); returns
+/// where the live link pointed before. `files`: (path in the release, mode, bytes).
+pub fn upload_release(
     exec: &dyn NodeExec,
     staging: &str,
     release: &str,
-    hashes: &[(String, String)],
-) -> Result<(), StepError> {
-    let mut args = vec![staging, release];
-    for (n, h) in hashes {
+    live: &str,
+    files: &[(&str, u32, &[u8])],
+) -> Result<Option<String>, StepError> {
+    let mut archive = tar::Builder::new(Vec::new());
+    for (name, mode, bytes) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(*mode);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive.append_data(&mut header, name, *bytes).map_err(|e| StepError::Failed {
+            step: "packing the release",
+            status: None,
+            stderr: e.to_string(),
+        })?;
+    }
+    let archive = archive.into_inner().map_err(|e| StepError::Failed {
+        step: "packing the release",
+        status: None,
+        stderr: e.to_string(),
+    })?;
+    let hashes: Vec<(String, String)> =
+        files.iter().map(|(n, _, b)| ((*n).to_owned(), crate::digest::sha256_hex(b))).collect();
+    let mut args = vec![staging, release, live];
+    for (n, h) in &hashes {
         args.push(n);
         args.push(h);
     }
-    ok(sh(exec, SEAL_RELEASE, &args, b"", SHORT, false)?, "checking the uploaded artifacts")
-        .map(|_| ())
+    let out = ok(sh(exec, UPLOAD_RELEASE, &args, &archive, LONG, false)?, "uploading the release")?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok((!s.is_empty()).then_some(s))
 }
 
 /// `log`: where the output of `compose config` is kept on the node.
@@ -429,10 +466,4 @@ pub fn read_file(exec: &dyn NodeExec, path: &str) -> Result<Option<Vec<u8>>, Ste
         Some(44) => Ok(None),
         _ => Err(StepError::Read { path: path.to_owned(), stderr: out.stderr_text() }),
     }
-}
-
-pub fn readlink(exec: &dyn NodeExec, path: &str) -> Result<Option<String>, StepError> {
-    let out = ok(sh(exec, READLINK, &[path], b"", SHORT, false)?, "reading a link")?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Ok((!s.is_empty()).then_some(s))
 }

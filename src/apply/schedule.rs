@@ -45,12 +45,15 @@ pub fn execute(
                 let (board, slots, in_run) = (&board, &slots, &in_run);
                 s.spawn(move || {
                     slots.take();
+                    let trips = std::sync::atomic::AtomicUsize::new(0);
                     let outcome = match lab.nodes.get(&np.node) {
                         None => NodeOutcome::Refused {
                             reason: "the node is not in the inventory any more".to_owned(),
                         },
                         Some(node) => {
-                            NodeRun { id, node, np, opts, sink, board, in_run }.run(transport)
+                            let trips = &trips;
+                            NodeRun { id, node, np, opts, sink, board, in_run, trips }
+                                .run(transport)
                         }
                     };
                     // Whatever happened, nothing on this node will settle later in this run; a
@@ -62,9 +65,12 @@ pub fn execute(
                         }
                     }
                     slots.give();
+                    let round_trips = trips.load(std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(node = %np.node, round_trips, "node done");
                     sink.event(&Event::NodeDone {
                         node: np.node.clone(),
                         outcome: outcome.clone(),
+                        round_trips,
                     });
                     (np.node.clone(), outcome)
                 })

@@ -118,28 +118,23 @@ impl ServiceRun<'_, '_, '_> {
         self.say("prepare", format!("uploading {} artifact(s)", c.artifacts.len()));
         self.event("deployment_started", "info", json!({"action": c.action.as_str()}));
         let staging = at.layout.staging(svc, self.run.id);
-        let mut hashes = Vec::new();
-        for a in &c.artifacts {
-            remote::write_durable(
-                at.exec,
-                &format!("{staging}/{}", a.name),
-                &format!("{:04o}", a.mode),
-                a.bytes(),
-            )?;
-            hashes.push((a.name.clone(), a.sha256.clone()));
-        }
         let manifest = Manifest::of(
             svc,
             self.run.node.id.as_str(),
             c.artifacts.iter().map(|a| (a.name.as_str(), a.bytes(), a.mode)),
         );
         let mbytes = manifest.to_bytes();
-        remote::write_durable(at.exec, &format!("{staging}/{MANIFEST}"), "0644", &mbytes)?;
-        hashes.push((MANIFEST.to_owned(), crate::digest::sha256_hex(&mbytes)));
-        if let Err(e) = remote::seal_release(at.exec, &staging, &self.release, &hashes) {
-            return self.fail_early(journal, e, None);
-        }
-        let previous = remote::readlink(at.exec, &at.layout.live(svc))?;
+        // One stream, one round trip: every artifact and the manifest, checked against the
+        // plan's hashes on the node, then sealed as the release.
+        let mut files: Vec<(&str, u32, &[u8])> =
+            c.artifacts.iter().map(|a| (a.name.as_str(), a.mode, a.bytes())).collect();
+        files.push((MANIFEST, 0o644, &mbytes));
+        let live = at.layout.live(svc);
+        let previous = match remote::upload_release(at.exec, &staging, &self.release, &live, &files)
+        {
+            Ok(previous) => previous,
+            Err(e) => return self.fail_early(journal, e, None),
+        };
         let previous = previous.filter(|p| *p != self.release);
         self.run.update(at, journal, svc, |e| {
             e.previous = previous;

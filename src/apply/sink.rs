@@ -11,8 +11,18 @@ use crate::model::{NodeName, ServiceName};
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    Step { node: NodeName, service: Option<ServiceName>, stage: String, message: String },
-    NodeDone { node: NodeName, outcome: NodeOutcome },
+    Step {
+        node: NodeName,
+        service: Option<ServiceName>,
+        stage: String,
+        message: String,
+    },
+    /// `round_trips`: the commands this run sent the node.
+    NodeDone {
+        node: NodeName,
+        outcome: NodeOutcome,
+        round_trips: usize,
+    },
 }
 
 pub trait Sink: Sync {
@@ -38,7 +48,7 @@ impl<W: Write + Send> Sink for Plain<W> {
                 Some(s) => writeln!(out, "[{node}] {s} {stage}: {message}"),
                 None => writeln!(out, "[{node}] {stage}: {message}"),
             },
-            Event::NodeDone { node, outcome } => {
+            Event::NodeDone { node, outcome, .. } => {
                 let d = outcome.detail();
                 if d.is_empty() {
                     writeln!(out, "[{node}] {}", outcome.label())
@@ -70,9 +80,9 @@ impl<W: Write + Send> Sink for Json<W> {
                 "event": "step", "node": node, "service": service, "stage": stage, "message": message,
                 "time": time,
             }),
-            Event::NodeDone { node, outcome } => serde_json::json!({
+            Event::NodeDone { node, outcome, round_trips } => serde_json::json!({
                 "event": "node-done", "node": node, "outcome": outcome.label(), "detail": outcome.detail(),
-                "time": time,
+                "round_trips": round_trips, "time": time,
             }),
         };
         let _ = writeln!(self.out.lock().expect("sink"), "{v}");
@@ -123,7 +133,7 @@ impl Sink for Progress {
                     None => b.set_message(format!("{stage}: {message}")),
                 }
             }
-            Event::NodeDone { node, outcome } => {
+            Event::NodeDone { node, outcome, .. } => {
                 let b = self.bar(node);
                 let d = outcome.detail();
                 b.finish_with_message(if d.is_empty() {

@@ -720,3 +720,39 @@ fn a_binary_service_file_ships_byte_for_byte_and_is_shown_by_size_and_hash() {
     let shown = lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
     assert_eq!(shown.code, 3, "{}", shown.stderr);
 }
+
+/// Round trips are a number the program knows (issue 10, item 3): `apply --format json`
+/// reports them per node, and prepare sends a service's artifacts in one stream, so a service
+/// with five more files costs the node no more round trips.
+#[test]
+fn apply_reports_round_trips_and_artifacts_travel_in_one_stream() {
+    let trips = |files: usize| {
+        let (lab, key) = lab_with_operator();
+        for i in 0..files {
+            lab.write(&format!("repo/services/web/conf/extra-{i}.conf"), format!("n = {i}\n"));
+        }
+        let id = lab.plan(&key);
+        ok(&lab.approve(&id, &key), 0, "approve");
+        let out = lab.apply_with(
+            &id,
+            &["--node", "alpha", "--service", "web", "--stage", "prepare", "--format", "json"],
+        );
+        ok(&out, 0, "apply --stage prepare");
+        let done: serde_json::Value = out
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "node-done" && v["node"] == "alpha")
+            .unwrap_or_else(|| panic!("no node-done for alpha in {}", out.stdout));
+        let shipped = lab.path(&format!("rt/alpha/state/releases/web/{id}"));
+        assert_eq!(
+            fs::read_dir(shipped.join("conf")).map(|d| d.count()).unwrap_or(0),
+            files,
+            "every file shipped"
+        );
+        done["round_trips"].as_u64().expect("round_trips in node-done")
+    };
+    let (none, five) = (trips(0), trips(5));
+    assert!(none > 0);
+    assert_eq!(none, five, "five more artifacts, the same round trips");
+}
