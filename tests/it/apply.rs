@@ -975,3 +975,51 @@ exit 0
     assert_eq!(journal["services"]["web"]["stage"], "skipped", "{journal}");
     assert_eq!(journal["services"]["cache"]["stage"], "completed", "{journal}");
 }
+
+/// A rollback that fails adds to the first cause, never replaces it (issue 9, item 7): web is
+/// deployed from image `:1`; that tag is then removed from the node (the running container
+/// keeps its image) and version two, on a tag `:2` of the same layer, fails its healthcheck; the
+/// rollback to version one cannot recreate its container (no `:1` and no registry). The
+/// summary names both causes, the journal says failed with its error, and a
+/// `remediation_failed` event is written.
+#[test]
+fn a_failed_rollback_keeps_the_first_cause_and_says_what_failed_next() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let tag =
+        site.lab.docker("alpha", &["tag", "homelab-test/busybox:1", "homelab-test/busybox:2"]);
+    assert!(tag.status.success(), "{}", String::from_utf8_lossy(&tag.stderr));
+    let rmi = site.lab.docker("alpha", &["rmi", "homelab-test/busybox:1"]);
+    assert!(rmi.status.success(), "{}", String::from_utf8_lossy(&rmi.stderr));
+
+    site.edit("services/web/service.yaml", |s| {
+        s.replace("homelab-test/busybox:1", "homelab-test/busybox:2")
+    });
+    site.edit("services/web/healthcheck.sh", |s| {
+        s.replace("exit 0", "echo broken on purpose; exit 1")
+    });
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha", "--service", "web"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    let summary = all.lines().find(|l| l.contains("ALPHA")).unwrap_or_default().to_owned();
+    assert!(summary.contains("healthcheck failed"), "the first cause stays first:\n{all}");
+    assert!(summary.contains("then the rollback to"), "and the rollback's failure follows:\n{all}");
+    let journal: serde_json::Value = serde_json::from_slice(
+        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal["services"]["web"]["stage"], "failed", "{journal}");
+    let error = journal["services"]["web"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("healthcheck failed") && error.contains("rollback"), "{journal}");
+    let events = events_of(&site.root("alpha"), "alpha");
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("remediation_failed") && l.contains("\"service\":\"web\"")),
+        "{events}"
+    );
+}
