@@ -99,11 +99,9 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
             return Err(differs(&r.name, format!("line {line}")));
         }
     }
-    let svc = &lab.services[&c.instance.service];
-    let secrets: Vec<String> =
-        svc.env_vars.iter().filter(|e| e.secret && e.required).map(|e| e.name.clone()).collect();
+    let want = crate::plan::Runtime::of(&lab.services[&c.instance.service]);
     match &c.runtime {
-        Some(rt) if rt.healthcheck == svc.healthcheck && rt.secrets == secrets => {}
+        Some(rt) if *rt == want => {}
         _ => {
             return Err(differs("the healthcheck or secrets", "the contract says otherwise".into()))
         }

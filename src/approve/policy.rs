@@ -497,13 +497,9 @@ pub enum ApproveError {
 /// `actions/failed/`. Apply refuses a rejected plan.
 pub fn reject(
     loaded: &LoadedPlan,
-    reason: &str,
-    by: &str,
+    record: &Rejection,
     records: &Records,
-    now: SystemTime,
 ) -> Result<PathBuf, ApproveError> {
-    let record =
-        Rejection::new(&loaded.id, crate::clock::rfc3339(now), by.to_owned(), reason.to_owned());
     let bytes = record.to_bytes();
     let write = |path: &Path| {
         crate::files::write_atomic(path, &bytes)

@@ -105,18 +105,19 @@ pub fn reject(
         None => std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
     };
     let records = Records::at(&target.controller.root(None));
-    let path = policy::reject(&loaded, reason, &by, &records, now)?;
+    // One record, written beside the plan, on the controller and on every node.
+    let record = crate::node::records::Rejection::new(
+        &loaded.id,
+        crate::clock::rfc3339(now),
+        by,
+        reason.to_owned(),
+    );
+    let path = policy::reject(&loaded, &record, &records)?;
     eprintln!("rejected plan {}: {}", loaded.id, path.display());
     // The rejection travels with the plan's id: recorded on its nodes, it refuses any
     // controller and any copy of the plan there.
     let sel = super::Selection::of(repo, &lab, target)?;
-    let bytes = crate::node::records::Rejection::new(
-        &loaded.id,
-        crate::clock::rfc3339(now),
-        by.clone(),
-        reason.to_owned(),
-    )
-    .to_bytes();
+    let bytes = record.to_bytes();
     let mut missed = Vec::new();
     for np in loaded.plan.nodes.iter().filter(|n| sel.nodes.contains(&n.node)) {
         let Some(node) = lab.nodes.get(&np.node) else { continue };

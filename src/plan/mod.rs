@@ -126,6 +126,22 @@ pub struct Runtime {
     pub secrets: Vec<String>,
 }
 
+impl Runtime {
+    /// What apply needs from a service's contract: its healthcheck and the names of the
+    /// secrets that must be on the node. The plan and the review both take it from here.
+    pub fn of(svc: &crate::model::Service) -> Runtime {
+        Runtime {
+            healthcheck: svc.healthcheck,
+            secrets: svc
+                .env_vars
+                .iter()
+                .filter(|e| e.secret && e.required)
+                .map(|e| e.name.clone())
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedArtifact {
     pub name: String,
@@ -237,15 +253,7 @@ pub fn diff(
             }
             if change.action != Action::NoOp {
                 let svc = &lab.services[&inst.service];
-                change.runtime = Some(Runtime {
-                    healthcheck: svc.healthcheck,
-                    secrets: svc
-                        .env_vars
-                        .iter()
-                        .filter(|e| e.secret && e.required)
-                        .map(|e| e.name.clone())
-                        .collect(),
-                });
+                change.runtime = Some(Runtime::of(svc));
             }
             changes.push(change);
         }
