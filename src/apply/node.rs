@@ -16,7 +16,7 @@ use crate::model::{Instance, Node, ServiceName};
 use crate::node::journal::{Entry, Journal, Stage};
 use crate::node::records::{Consumed, LockHolder};
 use crate::node::Layout;
-use crate::observe::{self, NodeStatus};
+use crate::observe::{self, NodeState, NodeStatus};
 use crate::plan::{Action, Change, NodePlan, PlannedStatus};
 use crate::transport::{NodeExec, Transport};
 
@@ -31,6 +31,16 @@ pub(super) struct NodeRun<'a> {
     /// Commands run on the node by this run: its round trips (issue 10: the number the program
     /// knows, reported with the node's outcome).
     pub(super) trips: &'a std::sync::atomic::AtomicUsize,
+    /// Journal saves and events waiting for the node's next command.
+    pub(super) outbox: Mutex<Outbox>,
+}
+
+/// What the next command to the node carries (issue 10: records cost no round trip of their
+/// own): the journal's latest save, and events not yet written.
+#[derive(Default)]
+pub(super) struct Outbox {
+    journal: Option<(u64, String)>,
+    events: Vec<(String, String)>,
 }
 
 /// A node's commands, counted: each `run` is one round trip to the node.
@@ -48,6 +58,16 @@ impl NodeExec for Counted<'_> {
     ) -> Result<crate::transport::Output, crate::transport::ExecError> {
         self.trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.run(argv, stdin, timeout)
+    }
+
+    fn run_streaming(
+        &self,
+        argv: &[&str],
+        stdin: &[u8],
+        idle: Duration,
+    ) -> Result<crate::transport::Output, crate::transport::ExecError> {
+        self.trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.run_streaming(argv, stdin, idle)
     }
 
     fn containers(
@@ -116,19 +136,27 @@ impl NodeRun<'_> {
         };
         let counted = Counted { inner: exec.as_ref(), trips: self.trips };
         let at = At { exec: &counted, layout: Layout::new(exec.root()) };
-        // Read-only checks first, so a stale or replayed node is refused without a single write;
-        // they are repeated under the lock below.
-        if let Err(outcome) = self.check(&at, false) {
-            return outcome;
+        let holder = LockHolder {
+            holder: self.opts.holder.clone(),
+            plan: self.id.to_owned(),
+            since: rfc3339(self.now()),
+            host: self.opts.host.clone(),
+            pid: self.opts.pid,
         }
-        let holder = match self.lock(&at) {
-            Ok(holder) => holder,
+        .to_bytes();
+        // The lock and the node's state in one round trip: everything checked below was read
+        // under the lock.
+        let state = match self.lock(&at, &holder) {
+            Ok(state) => state,
             Err(outcome) => return outcome,
         };
-        let outcome = self.locked(&at, &changes);
+        let (outcome, released) = match self.check(&state) {
+            Ok(resuming) => self.locked(&at, &changes, resuming, &holder),
+            Err(outcome) => (outcome, false),
+        };
         // Release the lock unless the link is gone (then `--resume` takes it over). Only our
         // own: the holder on the node must be byte for byte the one this run wrote.
-        if !matches!(outcome, NodeOutcome::Unreachable { .. }) {
+        if !released && !matches!(outcome, NodeOutcome::Unreachable { .. }) {
             let _ = remote::unlock(at.exec, &at.layout, &holder);
         }
         outcome
@@ -155,7 +183,7 @@ impl NodeRun<'_> {
         {
             let svc = c.instance.service.as_str();
             let log = layout.diagnose_log(svc, self.id);
-            match remote::diagnose(exec.as_ref(), &layout, svc, &log) {
+            match remote::diagnose(exec.as_ref(), &remote::Carry::default(), &layout, svc, &log) {
                 Ok(status) => {
                     let status = if status.is_empty() {
                         "no containers".to_owned()
@@ -193,22 +221,25 @@ impl NodeRun<'_> {
         holder.plan == self.id
     }
 
-    /// Takes the node lock; `Ok` carries the exact bytes written as its holder, which alone
-    /// release it.
-    fn lock(&self, at: &At) -> Result<Vec<u8>, NodeOutcome> {
-        let holder = LockHolder {
-            holder: self.opts.holder.clone(),
-            plan: self.id.to_owned(),
-            since: rfc3339(self.now()),
-            host: self.opts.host.clone(),
-            pid: self.opts.pid,
-        }
-        .to_bytes();
+    /// Takes the node lock for `holder` (the exact bytes that alone release it), waiting up to
+    /// `--lock-wait`; `Ok` carries the node's state, read under the lock in the same command.
+    fn lock(&self, at: &At, holder: &[u8]) -> Result<NodeState, NodeOutcome> {
         let deadline = Instant::now() + self.opts.lock_wait;
         loop {
-            match remote::lock(at.exec, &at.layout, &holder) {
-                Ok(remote::Lock::Acquired) => return Ok(holder),
-                Ok(remote::Lock::Held(by)) => {
+            let (lock, answer) =
+                remote::lock_and_refresh(at.exec, &at.layout, holder, observe::refresh_idle())
+                    .map_err(step_error)?;
+            match lock {
+                remote::Lock::Acquired => {
+                    return match observe::answer(self.node, at.exec, answer).status {
+                        NodeStatus::Reachable(state) => Ok(state),
+                        NodeStatus::Unreachable { reason } => {
+                            let _ = remote::unlock(at.exec, &at.layout, holder);
+                            Err(NodeOutcome::Unreachable { reason })
+                        }
+                    };
+                }
+                remote::Lock::Held(by) => {
                     if self.same_plan(&by) && self.opts.resume && by.is_gone_from(&self.opts.host) {
                         // Our own plan's lock, left by a run whose link dropped or that was killed.
                         self.say(
@@ -216,17 +247,23 @@ impl NodeRun<'_> {
                             "lock",
                             "taking over the lock of the interrupted run of this plan".to_owned(),
                         );
-                        if let Err(e) = remote::break_lock(at.exec, &at.layout) {
-                            return Err(step_error(e));
-                        }
+                        remote::break_lock(at.exec, &at.layout).map_err(step_error)?;
                         continue;
+                    }
+                    if self.same_plan(&by) && by.is_gone_from(&self.opts.host) {
+                        // Killed or cut off mid-apply: the lock is its, and so is the answer.
+                        return Err(NodeOutcome::Refused {
+                            reason: format!(
+                                "an apply of plan `{}` was interrupted on this node (its run, {}, is gone): continue it with `--resume`",
+                                self.id, by.holder
+                            ),
+                        });
                     }
                     if Instant::now() >= deadline {
                         return Err(self.locked_by(&by));
                     }
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) => return Err(step_error(e)),
             }
         }
     }
@@ -250,24 +287,10 @@ impl NodeRun<'_> {
         }
     }
 
-    /// Where this node stands: `Ok(true)` when an apply of this plan already started here
-    /// (resume), `Ok(false)` for a fresh start; `Err` refuses the node (stale, replay, ...).
-    fn check(&self, at: &At, under_lock: bool) -> Result<bool, NodeOutcome> {
-        let actual = observe::refresh(self.node, at.exec);
-        let state = match actual.status {
-            NodeStatus::Unreachable { reason } => return Err(NodeOutcome::Unreachable { reason }),
-            NodeStatus::Reachable(s) => s,
-        };
-        if let Some(holder) = &state.lock {
-            let taking_over = self.same_plan(holder) && self.opts.resume;
-            if !taking_over && !under_lock {
-                if self.opts.lock_wait.is_zero() {
-                    return Err(self.locked_by(holder));
-                }
-                // Wait for the lock; every check runs again once it is ours.
-                return Ok(false);
-            }
-        }
+    /// Where this node stands, as read under the lock: `Ok(true)` when an apply of this plan
+    /// already started here (resume), `Ok(false)` for a fresh start; `Err` refuses the node
+    /// (stale, replay, ...).
+    fn check(&self, state: &NodeState) -> Result<bool, NodeOutcome> {
         if state.rejected.contains(self.id) {
             return Err(self.rejected_here());
         }
@@ -356,14 +379,18 @@ impl NodeRun<'_> {
         Ok(journal)
     }
 
-    fn locked(&self, at: &At, changes: &[&Change]) -> NodeOutcome {
-        let resuming = match self.check(at, true) {
-            Ok(r) => r,
-            Err(outcome) => return outcome,
-        };
+    /// The node's run under its lock; the outcome, and whether the lock was released with the
+    /// run's last records (else the caller releases it).
+    fn locked(
+        &self,
+        at: &At,
+        changes: &[&Change],
+        resuming: bool,
+        holder: &[u8],
+    ) -> (NodeOutcome, bool) {
         let mut journal = match self.open_journal(at, resuming) {
             Ok(j) => j,
-            Err(outcome) => return outcome,
+            Err(outcome) => return (outcome, false),
         };
         for c in changes {
             journal.services.entry(c.instance.service.to_string()).or_insert(Entry {
@@ -373,9 +400,8 @@ impl NodeRun<'_> {
                 error: None,
             });
         }
-        if let Err(e) = self.save(at, &mut journal) {
-            return step_error(e);
-        }
+        // Travels with the node's first stage command.
+        self.save(at, &mut journal);
         let only = self.opts.mode.only();
         let journal = Mutex::new(journal);
         let tally = Tally::default();
@@ -402,11 +428,11 @@ impl NodeRun<'_> {
         let Tally { rolled_back, problems, stop } = tally;
         match stop.into_inner().expect("tally") {
             Some(Stop::Link(reason)) => {
-                return NodeOutcome::Unreachable {
+                return (NodeOutcome::Unreachable {
                     reason: format!("{reason}; the journal on the node says where it stopped: `homelab apply --resume`"),
-                }
+                }, false)
             }
-            Some(Stop::Failed(e)) => return step_error(e),
+            Some(Stop::Failed(e)) => return (step_error(e), false),
             None => {}
         }
         // In the order of the plan, as a run one service after another would list them.
@@ -420,26 +446,23 @@ impl NodeRun<'_> {
         let finished = journal.services.values().all(|e| e.stage.is_final());
         let all_done = journal.services.values().all(|e| e.stage == Stage::Completed);
         journal.finished = finished;
-        if let Err(e) = self.save(at, &mut journal) {
-            return step_error(e);
-        }
-        if all_done && self.opts.services.is_none() && only.is_none() {
-            let consumed = Consumed {
+        self.save(at, &mut journal);
+        // The last records, the plan recorded as consumed, and the lock released: one command.
+        let consumed = (all_done && self.opts.services.is_none() && only.is_none()).then(|| {
+            let record = Consumed {
                 plan: self.id.to_owned(),
                 node: self.node.id.to_string(),
                 applied_at: rfc3339(self.now()),
                 by: self.opts.holder.clone(),
-            };
-            if let Err(e) = remote::write_durable(
-                at.exec,
-                &at.layout.consumed(self.id),
-                "0644",
-                &consumed.to_bytes(),
-            ) {
-                return step_error(e);
             }
+            .to_bytes();
+            (at.layout.consumed(self.id), String::from_utf8_lossy(&record).into_owned())
+        });
+        let consumed = consumed.as_ref().map(|(p, r)| (p.as_str(), r.as_str()));
+        if let Err(e) = remote::finish(at.exec, &self.carry(at), &at.layout, consumed, holder) {
+            return (step_error(e), false);
         }
-        if !rolled_back.is_empty() {
+        let outcome = if !rolled_back.is_empty() {
             NodeOutcome::RolledBack { services: rolled_back, problems }
         } else if !problems.is_empty() {
             NodeOutcome::Partial { reason: problems.join("; ") }
@@ -449,7 +472,8 @@ impl NodeRun<'_> {
             NodeOutcome::Partial { reason: "not every service finished".to_owned() }
         } else {
             NodeOutcome::Applied
-        }
+        };
+        (outcome, true)
     }
 
     /// One service of the node, on its own thread, from where its journal stands: the expiry
@@ -468,10 +492,8 @@ impl NodeRun<'_> {
         // Skips a service (expired, or a dependency did not make it), in the journal too.
         let skip = |reason: String| {
             self.say(Some(&c.instance.service), "skip", reason.clone());
-            match self.set(at, journal, svc, Stage::Skipped, Some(reason.clone())) {
-                Ok(()) => tally.problem(i, format!("{svc}: {reason}")),
-                Err(e) => tally.stop(e),
-            }
+            self.set(at, journal, svc, Stage::Skipped, Some(reason.clone()));
+            tally.problem(i, format!("{svc}: {reason}"));
             false
         };
         // A service that had not begun when the plan expired never begins: checked before it
@@ -557,19 +579,51 @@ impl NodeRun<'_> {
                 // others still get their turn, and the journal says why.
                 let reason = e.to_string();
                 self.say(Some(&c.instance.service), "failed", reason.clone());
-                match self.set(at, journal, svc, Stage::Failed, Some(reason.clone())) {
-                    Ok(()) => tally.problem(i, format!("{svc}: {reason}")),
-                    Err(e) => tally.stop(e),
-                }
+                self.set(at, journal, svc, Stage::Failed, Some(reason.clone()));
+                tally.problem(i, format!("{svc}: {reason}"));
                 false
             }
         }
     }
 
-    /// Writes the journal durably on the node: the next stage starts only once this returns.
-    pub(super) fn save(&self, at: &At, journal: &mut Journal) -> Result<(), StepError> {
+    /// Saves the journal: the save travels with the node's next command, written on the node
+    /// before that command's step runs (so a stage recorded as begun, like `deploying`, is on
+    /// the node before the stage does anything).
+    pub(super) fn save(&self, at: &At, journal: &mut Journal) {
         journal.updated = rfc3339(self.now());
-        remote::write_durable(at.exec, &at.layout.journal(self.id), "0644", &journal.to_bytes())
+        journal.seq += 1;
+        let text = String::from_utf8_lossy(&journal.to_bytes()).into_owned();
+        let _ = at;
+        self.outbox.lock().expect("outbox").journal = Some((journal.seq, text));
+    }
+
+    /// The records the node's next command carries, taken out of the outbox: the journal's
+    /// latest save and the events of one day.
+    pub(super) fn carry(&self, at: &At) -> remote::Carry {
+        let mut outbox = self.outbox.lock().expect("outbox");
+        let journal =
+            outbox.journal.take().map(|(seq, text)| (at.layout.journal(self.id), seq, text));
+        let events = match outbox.events.first() {
+            None => None,
+            Some((file, _)) => {
+                let file = file.clone();
+                let (now, later): (Vec<_>, Vec<_>) =
+                    outbox.events.drain(..).partition(|(f, _)| *f == file);
+                outbox.events = later;
+                Some((file, now.into_iter().map(|(_, l)| l).collect::<String>()))
+            }
+        };
+        remote::Carry { journal, events }
+    }
+
+    /// Writes what the outbox holds now, in a command of its own: for records that must not
+    /// wait (a rollback's outcome).
+    pub(super) fn flush(&self, at: &At) -> Result<(), StepError> {
+        let carry = self.carry(at);
+        if carry.is_empty() {
+            return Ok(());
+        }
+        remote::flush(at.exec, &carry)
     }
 
     /// Moves a service to `stage` in the journal, and saves it.
@@ -580,23 +634,23 @@ impl NodeRun<'_> {
         svc: &str,
         stage: Stage,
         error: Option<String>,
-    ) -> Result<(), StepError> {
+    ) {
         self.update(at, journal, svc, |e| {
             e.stage = stage;
             e.error = error;
         })
     }
 
-    /// Changes a service's entry in the journal and saves it. The journal is locked through the
-    /// durable write: services of a node run side by side, but one writes the journal at a time,
-    /// so the file on the node always holds every stage any of them reached.
+    /// Changes a service's entry in the journal and saves it. The journal is one record for
+    /// the node: services running side by side each change their entry and save the whole,
+    /// numbered, so the node keeps the latest.
     pub(super) fn update(
         &self,
         at: &At,
         journal: &Mutex<Journal>,
         svc: &str,
         f: impl FnOnce(&mut Entry),
-    ) -> Result<(), StepError> {
+    ) {
         let mut journal = journal.lock().expect("journal");
         if let Some(e) = journal.services.get_mut(svc) {
             f(e);
@@ -604,7 +658,7 @@ impl NodeRun<'_> {
         self.save(at, &mut journal)
     }
 
-    /// Appends an event to the node's event log.
+    /// Queues an event for the node's event log; it travels with the node's next command.
     pub(super) fn event(
         &self,
         at: &At,
@@ -625,8 +679,7 @@ impl NodeRun<'_> {
             data,
         );
         let path = at.layout.events(&day(now), self.node.id.as_str());
-        // An event that cannot be written never stops a deploy; the journal is the record.
-        let _ = remote::append_event(at.exec, &path, line.as_bytes());
+        self.outbox.lock().expect("outbox").events.push((path, line));
     }
 }
 

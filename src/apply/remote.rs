@@ -12,6 +12,61 @@ use crate::node::records::LockHolder;
 use crate::node::Layout;
 use crate::transport::{ExecError, NodeExec, Output};
 
+/// The apply records that travel with a command, written on the node before the command's
+/// own step runs (issue 10: a stage's journal write and its events cost no round trip of their
+/// own). Empty for commands that carry nothing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Carry {
+    /// The journal: its path, its sequence number and its text.
+    pub journal: Option<(String, u64, String)>,
+    /// Event lines (each ending in a newline) and the file they are appended to.
+    pub events: Option<(String, String)>,
+}
+
+impl Carry {
+    pub fn is_empty(&self) -> bool {
+        self.journal.is_none() && self.events.is_none()
+    }
+
+    /// The five arguments `CARRY` reads.
+    fn args(&self) -> [String; 5] {
+        let (jf, js, jb) = match &self.journal {
+            Some((path, n, text)) => (path.clone(), n.to_string(), text.clone()),
+            None => Default::default(),
+        };
+        let (ef, eb) = self.events.clone().unwrap_or_default();
+        [jf, js, jb, ef, eb]
+    }
+}
+
+/// Runs first in every command, with the five arguments of a [`Carry`] (empty strings for
+/// none): writes the journal durably unless the node already holds a later save (the highest
+/// sequence number wins; saves of services running side by side may arrive in any order;
+/// `flock` on the plan's folder orders writers), then appends the events in one write. A
+/// record that cannot be written stops the command before its step runs (exit 97).
+const CARRY: &str = r#"hl_carry() {
+  jf=$1 js=$2 jb=$3 ef=$4 eb=$5
+  if [ -n "$jf" ]; then
+    jd=$(dirname -- "$jf")
+    mkdir -p -- "$jd" || return 1
+    exec 8<"$jd" || return 1
+    flock 8 || return 1
+    old=$(cat -- "$jf.seq" 2>/dev/null) || old=0
+    if [ "$js" -gt "${old:-0}" ]; then
+      printf '%s' "$jb" > "$jf.tmp" && sync -- "$jf.tmp" && mv -f -- "$jf.tmp" "$jf" || return 1
+      printf '%s\n' "$js" > "$jf.seq.tmp" && mv -f -- "$jf.seq.tmp" "$jf.seq" || return 1
+      sync -- "$jd" || return 1
+    fi
+    exec 8<&-
+  fi
+  if [ -n "$eb" ]; then
+    mkdir -p -- "$(dirname -- "$ef")" && printf '%s' "$eb" >> "$ef" || return 1
+  fi
+}
+hl_carry "$1" "$2" "$3" "$4" "$5" || { echo "cannot write the apply journal or events on the node" >&2; exit 97; }
+shift 5
+"#;
+
 /// Short steps (file writes, renames) and long ones (pulling, starting containers).
 pub const SHORT: Duration = Duration::from_secs(30);
 pub const LONG: Duration = Duration::from_secs(300);
@@ -30,35 +85,6 @@ chmod "$m" -- "$f.tmp"
 sync -- "$f.tmp"
 mv -f -- "$f.tmp" "$f"
 sync -- "$d"
-"#;
-
-/// Prepare in one round trip: unpacks the release (a tar archive on stdin) into a fresh
-/// staging folder, checks every file's SHA-256 against the plan (`name sha` pairs) and syncs it,
-/// renames the staging folder into place as the release, and prints where the live link
-/// pointed before. A controller killed mid-upload closes stdin early: tar or a hash refuses it,
-/// the staging folder is removed, and the previous release stays untouched.
-const UPLOAD_RELEASE: &str = r#"set -eu
-staging=$1; release=$2; live=$3; shift 3
-rm -rf -- "$staging"
-mkdir -p -- "$staging"
-if ! tar -x -o -C "$staging" 2>"$staging.err"; then
-  echo "the upload was cut short or is not an archive: $(head -c 300 "$staging.err")" >&2
-  rm -rf -- "$staging" "$staging.err"; exit 6
-fi
-rm -f -- "$staging.err"
-while [ $# -gt 0 ]; do
-  n=$1; want=$2; shift 2
-  got=$(sha256sum < "$staging/$n" | cut -c1-64) || got=missing
-  if [ "$got" != "$want" ]; then
-    echo "uploaded $n does not match the plan (sha256 $got, expected $want)" >&2
-    rm -rf -- "$staging"; exit 5
-  fi
-  sync -- "$staging/$n"
-done
-rm -rf -- "$release"
-mv -- "$staging" "$release"
-sync -- "$(dirname -- "$release")"
-readlink -- "$live" || true
 "#;
 
 /// `compose ARGS...` in a release folder: the project named after the service, its compose
@@ -89,13 +115,11 @@ logged() {
 
 /// `docker compose config` of a release, the contract's secrets present in the node's
 /// `config/<svc>/.env` (names only are checked; values are never read back), and
-/// `docker compose build` when the service builds its image from its shipped context.
-const VALIDATE: &str = concat!(
-    r#"set -eu
-rel=$1; svc=$2; envf=$3; log=$4; shift 4
-"#,
-    compose_fn!(),
-    r#"cd -- "$rel"
+/// `docker compose build` when the service builds its image from its shipped context. Needs
+/// `$rel`, `$svc`, `$envf`, `$log`, and the secrets' names as the arguments.
+macro_rules! validate_body {
+    () => {
+        r#"cd -- "$rel"
 set -- "$@" END
 missing=""
 while [ "$1" != END ]; do
@@ -110,6 +134,54 @@ if grep -qE '^[[:space:]]+build:' docker-compose.yml docker-compose.override.yml
   logged compose build
 fi
 "#
+    };
+}
+
+const VALIDATE: &str = concat!(
+    r#"set -eu
+rel=$1; svc=$2; envf=$3; log=$4; shift 4
+"#,
+    compose_fn!(),
+    validate_body!()
+);
+
+/// Prepare in one round trip: unpacks the release (a tar archive on stdin) into a fresh
+/// staging folder, checks every file's SHA-256 against the plan (`$5` `name sha` pairs) and
+/// syncs it, renames the staging folder into place as the release, starts the service's jobs of
+/// this plan over, and prints `uploaded` and where the live link pointed before. A controller
+/// killed mid-upload closes stdin early: tar or a hash refuses it, the staging folder is
+/// removed, and the previous release stays untouched. With `validate` after the pairs, the
+/// validate stage runs next in the same command (see `VALIDATE`).
+const PREPARE: &str = concat!(
+    r#"set -eu
+staging=$1; release=$2; live=$3; jobs=$4; n=$5; shift 5
+rm -rf -- "$staging"
+mkdir -p -- "$staging"
+if ! tar -x -o -C "$staging" 2>"$staging.err"; then
+  echo "the upload was cut short or is not an archive: $(head -c 300 "$staging.err")" >&2
+  rm -rf -- "$staging" "$staging.err"; exit 6
+fi
+rm -f -- "$staging.err"
+while [ "$n" -gt 0 ]; do
+  f=$1; want=$2; shift 2; n=$((n - 1))
+  got=$(sha256sum < "$staging/$f" | cut -c1-64) || got=missing
+  if [ "$got" != "$want" ]; then
+    echo "uploaded $f does not match the plan (sha256 $got, expected $want)" >&2
+    rm -rf -- "$staging"; exit 5
+  fi
+  sync -- "$staging/$f"
+done
+rm -rf -- "$release"
+mv -- "$staging" "$release"
+sync -- "$(dirname -- "$release")"
+rm -rf -- "$jobs"
+echo uploaded
+readlink -- "$live" || true
+[ "${1:-}" = validate ] || exit 0
+rel=$release; svc=$2; envf=$3; log=$4; shift 4
+"#,
+    compose_fn!(),
+    validate_body!()
 );
 
 /// Points the live link of a service at a release (atomic symlink rename) and brings the
@@ -178,15 +250,64 @@ dc() {
 dc ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20
 "#;
 
+/// Runs a step (`$2`, a script, with the arguments after it) as a detached job of the node:
+/// in its own session (`setsid`), so a controller that dies or loses the link leaves it
+/// finishing, with its pid, output and exit status kept in the job folder `$1`. A job already
+/// running there (started by a run that died) is waited for, and a finished one's result is
+/// read, instead of starting the step again beside it; a job whose process is gone without a
+/// result (the node rebooted) is started again. Prints the job's output and exits with its
+/// status.
+const JOB: &str = r#"set -u
+j=$1; shift
+if [ ! -f "$j/rc" ]; then
+  pid=$(cat -- "$j/pid" 2>/dev/null) || pid=""
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    rm -rf -- "$j"; mkdir -p -- "$j" || exit 96
+    setsid sh -c 'j=$1; shift; echo $$ > "$j/pid.tmp"; mv -f -- "$j/pid.tmp" "$j/pid"
+      sh -c "$@" > "$j/out" 2> "$j/err"; rc=$?
+      echo "$rc" > "$j/rc.tmp"; sync -- "$j/rc.tmp" "$j/out" "$j/err" 2>/dev/null; mv -f -- "$j/rc.tmp" "$j/rc"' \
+      homelab-job "$j" "$@" < /dev/null > /dev/null 2>&1 &
+    while [ ! -f "$j/pid" ] && [ ! -f "$j/rc" ]; do sleep 0.1; done
+  fi
+  while [ ! -f "$j/rc" ]; do
+    pid=$(cat -- "$j/pid" 2>/dev/null) || pid=""
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && [ ! -f "$j/rc" ]; then
+      sleep 0.2; [ -f "$j/rc" ] && break
+      echo "the job in $j ended without a result" >&2; exit 98
+    fi
+    sleep 0.2
+  done
+fi
+cat -- "$j/out" 2>/dev/null
+cat -- "$j/err" >&2 2>/dev/null
+exit "$(cat -- "$j/rc")"
+"#;
+
+/// The end of a node's run in one command: the records it carries, then the plan recorded as
+/// consumed (`$2`, written to `$1`, when `$1` is not empty), then the lock released if its
+/// holder is still ours (stdin).
+const FINISH: &str = r#"set -eu
+consumed=$1; record=$2; l=$3; h=$4
+if [ -n "$consumed" ]; then
+  d=$(dirname -- "$consumed"); mkdir -p -- "$d"
+  printf '%s' "$record" > "$consumed.tmp"
+  sync -- "$consumed.tmp"; mv -f -- "$consumed.tmp" "$consumed"; sync -- "$d"
+fi
+if [ -f "$h" ] && cmp -s - "$h"; then rm -rf -- "$l"; fi
+"#;
+
+/// Runs nothing: for records that must reach the node now (a rollback's outcome).
+const NOTHING: &str = "true\n";
+
 /// Takes the node lock (`mkdir` is atomic) and writes stdin as its holder, or prints the
-/// holder there is.
-const LOCK: &str = r#"set -u
-l=$1; h=$2
+/// holder there is, on one line. Ends by shifting its two arguments, so the refresh script
+/// can follow it in the same command.
+const LOCK: &str = r#"l=$1; h=$2; shift 2
 mkdir -p -- "$(dirname -- "$l")"
 if mkdir -- "$l" 2>/dev/null; then
   cat > "$h"; sync -- "$h"; echo acquired
 else
-  echo held; cat -- "$h" 2>/dev/null || echo '{}'
+  echo "held $(tr '\n' ' ' < "$h" 2>/dev/null || echo '{}')"
 fi
 "#;
 
@@ -203,13 +324,6 @@ l=$1; h=$2
 [ -d "$l" ] || exit 3
 cat -- "$h" 2>/dev/null || echo '{}'
 rm -rf -- "$l"
-"#;
-
-/// Appends one event line (atomic for a line under PIPE_BUF with O_APPEND).
-const APPEND_EVENT: &str = r#"set -eu
-f=$1
-mkdir -p -- "$(dirname -- "$f")"
-cat >> "$f"
 "#;
 
 const READ_FILE: &str = r#"f=$1
@@ -251,8 +365,11 @@ impl From<ExecError> for StepError {
     }
 }
 
+/// Runs `script` on the node with `args`, after the records `carry` brings (see `CARRY`).
+#[allow(clippy::too_many_arguments)] // the parts of one command, each named at the call
 fn sh(
     exec: &dyn NodeExec,
+    carry: &Carry,
     script: &str,
     args: &[&str],
     stdin: &[u8],
@@ -260,13 +377,30 @@ fn sh(
     docker: bool,
 ) -> Result<Output, StepError> {
     let host = format!("DOCKER_HOST={}", exec.docker_host());
+    let env: &[&str] = if docker { &[&host] } else { &[] };
+    run_sh(carry, script, args, env, |argv| exec.run(argv, stdin, timeout))
+}
+
+/// The command line of `sh`: `env` (`NAME=value`, set for the script), the records, the
+/// script and its arguments, run by `run`.
+fn run_sh(
+    carry: &Carry,
+    script: &str,
+    args: &[&str],
+    env: &[&str],
+    run: impl FnOnce(&[&str]) -> Result<Output, ExecError>,
+) -> Result<Output, StepError> {
+    let text = format!("{CARRY}{script}");
+    let records = carry.args();
     let mut argv: Vec<&str> = Vec::new();
-    if docker {
-        argv.extend(["env", host.as_str()]);
+    if !env.is_empty() {
+        argv.push("env");
+        argv.extend(env);
     }
-    argv.extend(["sh", "-c", script, "homelab"]);
+    argv.extend(["sh", "-c", &text, "homelab"]);
+    argv.extend(records.iter().map(String::as_str));
     argv.extend(args);
-    Ok(exec.run(&argv, stdin, timeout)?)
+    Ok(run(&argv)?)
 }
 
 fn ok(out: Output, step: &'static str) -> Result<Output, StepError> {
@@ -277,6 +411,22 @@ fn ok(out: Output, step: &'static str) -> Result<Output, StepError> {
     }
 }
 
+/// Runs `script` as a detached job of the node in the folder `job` (see `JOB`).
+#[allow(clippy::too_many_arguments)] // as `sh`
+fn job(
+    exec: &dyn NodeExec,
+    carry: &Carry,
+    job: &str,
+    script: &str,
+    args: &[&str],
+    timeout: Duration,
+    step: &'static str,
+) -> Result<Output, StepError> {
+    let mut all = vec![job, script, "homelab"];
+    all.extend(args);
+    ok(sh(exec, carry, JOB, &all, b"", timeout, true)?, step)
+}
+
 pub fn write_durable(
     exec: &dyn NodeExec,
     path: &str,
@@ -284,19 +434,45 @@ pub fn write_durable(
     bytes: &[u8],
 ) -> Result<(), StepError> {
     let sha = crate::digest::sha256_hex(bytes);
-    ok(sh(exec, WRITE_DURABLE, &[path, mode, &sha], bytes, SHORT, false)?, "writing a file")
+    let none = Carry::default();
+    ok(sh(exec, &none, WRITE_DURABLE, &[path, mode, &sha], bytes, SHORT, false)?, "writing a file")
         .map(|_| ())
 }
 
-/// Uploads a release as one tar stream, checks and seals it (see `UPLOAD_RELEASE`); returns
-/// where the live link pointed before. `files`: (path in the release, mode, bytes).
-pub fn upload_release(
+/// Writes the records `carry` brings, and nothing else.
+pub fn flush(exec: &dyn NodeExec, carry: &Carry) -> Result<(), StepError> {
+    ok(sh(exec, carry, NOTHING, &[], b"", SHORT, false)?, "writing the apply journal").map(|_| ())
+}
+
+/// What validate needs, when it runs in the same command as prepare.
+pub struct ValidateArgs<'a> {
+    pub svc: &'a str,
+    pub env_file: &'a str,
+    pub log: &'a str,
+    pub secrets: &'a [String],
+}
+
+/// What the prepare command did: the release is sealed (`previous`: where the live link
+/// pointed before), and, when asked, how validate went.
+pub struct Prepared {
+    pub previous: Option<String>,
+    pub validated: Option<Result<(), StepError>>,
+}
+
+/// Uploads a release as one tar stream, checks and seals it (see `PREPARE`), and validates it
+/// in the same command when `validate` is given. `files`: (path in the release, mode, bytes);
+/// `jobs`: the service's job folder of this plan, started over.
+#[allow(clippy::too_many_arguments)] // the parts of one command, each named at the call
+pub fn prepare(
     exec: &dyn NodeExec,
+    carry: &Carry,
     staging: &str,
     release: &str,
     live: &str,
+    jobs: &str,
     files: &[(&str, u32, &[u8])],
-) -> Result<Option<String>, StepError> {
+    validate: Option<ValidateArgs<'_>>,
+) -> Result<Prepared, StepError> {
     let mut archive = tar::Builder::new(Vec::new());
     for (name, mode, bytes) in files {
         let mut header = tar::Header::new_ustar();
@@ -317,37 +493,55 @@ pub fn upload_release(
     })?;
     let hashes: Vec<(String, String)> =
         files.iter().map(|(n, _, b)| ((*n).to_owned(), crate::digest::sha256_hex(b))).collect();
-    let mut args = vec![staging, release, live];
+    let count = hashes.len().to_string();
+    let mut args = vec![staging, release, live, jobs, count.as_str()];
     for (n, h) in &hashes {
         args.push(n);
         args.push(h);
     }
-    let out = ok(sh(exec, UPLOAD_RELEASE, &args, &archive, LONG, false)?, "uploading the release")?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Ok((!s.is_empty()).then_some(s))
+    if let Some(v) = &validate {
+        args.extend(["validate", v.svc, v.env_file, v.log]);
+        args.extend(v.secrets.iter().map(String::as_str));
+    }
+    let out = sh(exec, carry, PREPARE, &args, &archive, LONG, validate.is_some())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = stdout.lines();
+    if lines.next() != Some("uploaded") {
+        ok(out, "uploading the release")?;
+        return Err(StepError::Failed {
+            step: "uploading the release",
+            status: None,
+            stderr: "the node did not confirm the upload".to_owned(),
+        });
+    }
+    let previous = lines.next().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let validated = validate.map(|_| ok(out, "validate").map(|_| ()));
+    Ok(Prepared { previous, validated })
 }
 
 /// `log`: where the output of `compose config` is kept on the node.
 pub fn validate(
     exec: &dyn NodeExec,
+    carry: &Carry,
     release: &str,
-    svc: &str,
-    env_file: &str,
-    log: &str,
-    secrets: &[String],
+    v: &ValidateArgs<'_>,
 ) -> Result<(), StepError> {
-    let mut args = vec![release, svc, env_file, log];
-    args.extend(secrets.iter().map(String::as_str));
-    ok(sh(exec, VALIDATE, &args, b"", LONG, true)?, "validate").map(|_| ())
+    let mut args = vec![release, v.svc, v.env_file, v.log];
+    args.extend(v.secrets.iter().map(String::as_str));
+    ok(sh(exec, carry, VALIDATE, &args, b"", LONG, true)?, "validate").map(|_| ())
 }
 
+/// Switches the live link to `release` and brings it up, as the detached job `job_dir`.
 /// `log`: where the output of `compose up` is kept on the node.
+#[allow(clippy::too_many_arguments)] // the parts of one command, each named at the call
 pub fn switch_and_up(
     exec: &dyn NodeExec,
+    carry: &Carry,
     layout: &Layout,
     svc: &str,
     release: &str,
     log: &str,
+    job_dir: &str,
 ) -> Result<(), StepError> {
     let args = [
         svc,
@@ -360,18 +554,26 @@ pub fn switch_and_up(
         &layout.env_file(svc),
         log,
     ];
-    ok(sh(exec, SWITCH_AND_UP, &args, b"", LONG, true)?, "docker compose up").map(|_| ())
+    job(exec, carry, job_dir, SWITCH_AND_UP, &args, LONG, "docker compose up").map(|_| ())
 }
 
-pub fn down_and_unlink(exec: &dyn NodeExec, layout: &Layout, svc: &str) -> Result<(), StepError> {
+/// Takes the project down and removes its live link, as the detached job `job_dir`.
+pub fn down_and_unlink(
+    exec: &dyn NodeExec,
+    carry: &Carry,
+    layout: &Layout,
+    svc: &str,
+    job_dir: &str,
+) -> Result<(), StepError> {
     let args = [svc, &layout.live(svc), &layout.services(), &layout.env_file(svc)];
-    ok(sh(exec, DOWN_AND_UNLINK, &args, b"", LONG, true)?, "docker compose down").map(|_| ())
+    job(exec, carry, job_dir, DOWN_AND_UNLINK, &args, LONG, "docker compose down").map(|_| ())
 }
 
 /// One healthcheck attempt: whether it passed, and the last lines it printed (its whole output
 /// is kept in `log` on the node).
 pub fn healthcheck(
     exec: &dyn NodeExec,
+    carry: &Carry,
     layout: &Layout,
     node: &str,
     svc: &str,
@@ -386,22 +588,32 @@ pub fn healthcheck(
         format!("HOMELAB_SERVICE={svc}"),
     ];
     let host = format!("DOCKER_HOST={}", exec.docker_host());
-    let mut argv: Vec<&str> = vec!["env", host.as_str()];
-    argv.extend(env.iter().map(String::as_str));
-    argv.extend(["sh", "-c", HEALTHCHECK, "homelab", live.as_str(), secs.as_str(), log]);
-    let out = exec.run(&argv, b"", timeout + Duration::from_secs(10))?;
+    let mut vars: Vec<&str> = vec![host.as_str()];
+    vars.extend(env.iter().map(String::as_str));
+    let args = [live.as_str(), secs.as_str(), log];
+    let out = run_sh(carry, HEALTHCHECK, &args, &vars, |argv| {
+        exec.run(argv, b"", timeout + Duration::from_secs(10))
+    })?;
+    if out.status == Some(97) {
+        return Err(StepError::Failed {
+            step: "writing the apply journal",
+            status: out.status,
+            stderr: out.stderr_text(),
+        });
+    }
     Ok((out.success(), String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 /// Status and logs of a service into `out` on the node; returns the short status lines.
 pub fn diagnose(
     exec: &dyn NodeExec,
+    carry: &Carry,
     layout: &Layout,
     svc: &str,
     out: &str,
 ) -> Result<String, StepError> {
     let args = [svc, &layout.live(svc), out, &layout.env_file(svc)];
-    let o = sh(exec, DIAGNOSE, &args, b"", LONG, true)?;
+    let o = sh(exec, carry, DIAGNOSE, &args, b"", LONG, true)?;
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
 }
 
@@ -423,30 +635,84 @@ pub enum Lock {
     Held(LockHolder),
 }
 
-/// Takes the node lock for `holder` (the exact bytes [`unlock`] compares later).
-pub fn lock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<Lock, StepError> {
+/// Takes the node lock for `holder` (the exact bytes [`unlock`] compares later) and, in the
+/// same command, reads the node as refresh does (so what is checked is read under the lock
+/// when it was taken): the lock's answer, and the refresh answer for `observe::answer`.
+pub fn lock_and_refresh(
+    exec: &dyn NodeExec,
+    layout: &Layout,
+    holder: &[u8],
+    idle: Duration,
+) -> Result<(Lock, Result<Output, ExecError>), StepError> {
     let (l, h) = (layout.lock(), layout.lock_holder());
-    let out = ok(sh(exec, LOCK, &[&l, &h], holder, SHORT, false)?, "taking the node lock")?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    match text.split_once('\n') {
-        Some(("acquired", _)) => Ok(Lock::Acquired),
-        Some(("held", rest)) => Ok(Lock::Held(crate::observe::lock_holder(rest))),
-        _ if text.trim() == "acquired" => Ok(Lock::Acquired),
-        _ => Err(StepError::LockAnswer { answer: text }),
-    }
+    let script = format!("{LOCK}{}", crate::observe::REFRESH_SCRIPT);
+    let args = [l.as_str(), h.as_str(), exec.root()];
+    let none = Carry::default();
+    // Read as it comes: a node holding many services answers at length, and only a pause
+    // (`idle`) gives up; a refresh that stalls after the lock was taken still says so.
+    let (out, stalled) =
+        match run_sh(&none, &script, &args, &[], |argv| exec.run_streaming(argv, holder, idle)) {
+            Ok(out) => (out, None),
+            Err(StepError::Exec(ExecError::Stalled { what, idle, after, stdout })) => {
+                let out = Output { status: None, stdout: stdout.clone(), stderr: Vec::new() };
+                (out, Some(ExecError::Stalled { what, idle, after, stdout: Vec::new() }))
+            }
+            Err(e) => return Err(e),
+        };
+    let Some(i) = out.stdout.iter().position(|b| *b == b'\n') else {
+        if let Some(e) = stalled {
+            return Err(StepError::Link { reason: e.to_string() });
+        }
+        return Err(StepError::LockAnswer {
+            answer: String::from_utf8_lossy(&out.stdout).into_owned() + &out.stderr_text(),
+        });
+    };
+    let first = String::from_utf8_lossy(&out.stdout[..i]).into_owned();
+    let rest = out.stdout[i + 1..].to_vec();
+    let lock = match first.split_once(' ') {
+        _ if first == "acquired" => Lock::Acquired,
+        Some(("held", holder)) => Lock::Held(crate::observe::lock_holder(holder)),
+        _ => return Err(StepError::LockAnswer { answer: first }),
+    };
+    let answer = match stalled {
+        Some(ExecError::Stalled { what, idle, after, .. }) => {
+            Err(ExecError::Stalled { what, idle, after, stdout: rest })
+        }
+        _ => Ok(Output { status: out.status, stdout: rest, stderr: out.stderr }),
+    };
+    Ok((lock, answer))
 }
 
-/// Releases the lock if `holder` (the bytes given to [`lock`]) still holds it.
+/// Releases the lock if `holder` (the bytes given to [`lock_and_refresh`]) still holds it.
 pub fn unlock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<(), StepError> {
     let (l, h) = (layout.lock(), layout.lock_holder());
-    ok(sh(exec, UNLOCK, &[&l, &h], holder, SHORT, false)?, "releasing the node lock").map(|_| ())
+    let none = Carry::default();
+    ok(sh(exec, &none, UNLOCK, &[&l, &h], holder, SHORT, false)?, "releasing the node lock")
+        .map(|_| ())
+}
+
+/// The end of a node's run in one command: the records `carry` brings, the plan recorded as
+/// consumed on the node (`consumed`: its path and record), and the lock released if `holder`
+/// still holds it.
+pub fn finish(
+    exec: &dyn NodeExec,
+    carry: &Carry,
+    layout: &Layout,
+    consumed: Option<(&str, &str)>,
+    holder: &[u8],
+) -> Result<(), StepError> {
+    let (l, h) = (layout.lock(), layout.lock_holder());
+    let (path, record) = consumed.unwrap_or(("", ""));
+    let args = [path, record, &l, &h];
+    ok(sh(exec, carry, FINISH, &args, holder, SHORT, false)?, "recording the plan as applied")
+        .map(|_| ())
 }
 
 /// Removes the lock whoever holds it; returns what its `holder.json` said (`{}` if nothing),
 /// or `None` when the node was not locked.
 pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<Option<String>, StepError> {
     let (l, h) = (layout.lock(), layout.lock_holder());
-    let out = sh(exec, BREAK_LOCK, &[&l, &h], b"", SHORT, false)?;
+    let out = sh(exec, &Carry::default(), BREAK_LOCK, &[&l, &h], b"", SHORT, false)?;
     if out.status == Some(3) {
         return Ok(None);
     }
@@ -454,13 +720,9 @@ pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<Option<String>
     Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
-pub fn append_event(exec: &dyn NodeExec, path: &str, line: &[u8]) -> Result<(), StepError> {
-    ok(sh(exec, APPEND_EVENT, &[path], line, SHORT, false)?, "writing an event").map(|_| ())
-}
-
 /// Reads a small file; `Ok(None)` when it does not exist.
 pub fn read_file(exec: &dyn NodeExec, path: &str) -> Result<Option<Vec<u8>>, StepError> {
-    let out = sh(exec, READ_FILE, &[path], b"", SHORT, false)?;
+    let out = sh(exec, &Carry::default(), READ_FILE, &[path], b"", SHORT, false)?;
     match out.status {
         Some(0) => Ok(Some(out.stdout)),
         Some(44) => Ok(None),

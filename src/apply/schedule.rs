@@ -52,8 +52,18 @@ pub fn execute(
                         },
                         Some(node) => {
                             let trips = &trips;
-                            NodeRun { id, node, np, opts, sink, board, in_run, trips }
-                                .run(transport)
+                            NodeRun {
+                                id,
+                                node,
+                                np,
+                                opts,
+                                sink,
+                                board,
+                                in_run,
+                                trips,
+                                outbox: Default::default(),
+                            }
+                            .run(transport)
                         }
                     };
                     // Whatever happened, nothing on this node will settle later in this run; a

@@ -50,11 +50,12 @@ impl NodeRun<'_> {
                 journal,
                 Stage::Failed,
                 Some("the plan lacks the healthcheck and secrets of this service".into()),
-            )?;
+            );
             return Ok(Stage::Failed);
         };
-        // Each stage runs when the journal stands right before it; a stage that ends anywhere
-        // but the next one (failed, rolled back) ends the service.
+        // Each stage runs when the journal stands right before it; a stage that ends short of
+        // the next one, or in a final stage (failed, rolled back), ends the service. Prepare
+        // also validates when the whole pipeline runs (one command for both).
         let steps: [(Stage, &[Stage], Stage); 5] = [
             (Stage::Prepared, &[Stage::Pending], Stage::Prepared),
             (Stage::Validated, &[Stage::Prepared], Stage::Validated),
@@ -70,14 +71,14 @@ impl NodeRun<'_> {
                 return Ok(stage);
             }
             stage = match step {
-                Stage::Prepared => s.prepare(journal)?,
+                Stage::Prepared => s.prepare(journal, only.is_none().then_some(rt))?,
                 Stage::Validated => s.validate(journal, rt)?,
                 Stage::Deployed => s.deploy(journal)?,
                 Stage::Verified => s.verify(journal, rt)?,
                 // Stage::Completed, the last of the steps above.
                 _ => s.complete(journal, json!({"release": s.release}), "at the new version")?,
             };
-            if stage != next {
+            if stage < next || stage.is_final() {
                 return Ok(stage);
             }
         }
@@ -94,28 +95,41 @@ impl ServiceRun<'_, '_, '_> {
         self.run.event(self.at, kind, severity, self.svc, data);
     }
 
-    fn set(
-        &self,
-        journal: &Mutex<Journal>,
-        stage: Stage,
-        error: Option<String>,
-    ) -> Result<(), StepError> {
+    fn set(&self, journal: &Mutex<Journal>, stage: Stage, error: Option<String>) {
         self.run.set(self.at, journal, self.svc, stage, error)
+    }
+
+    /// The records this service's next command carries.
+    fn carry(&self) -> remote::Carry {
+        self.run.carry(self.at)
+    }
+
+    /// This service's detached job for `step` in this plan.
+    fn job(&self, step: &str) -> String {
+        self.at.layout.job(self.run.id, self.svc, step)
     }
 
     /// A service the plan removes: down, unlink, complete.
     fn delete(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
         self.say("deploy", "docker compose down".to_owned());
         self.event("deployment_started", "info", json!({"action": "delete"}));
-        remote::down_and_unlink(self.at.exec, &self.at.layout, self.svc)?;
+        remote::down_and_unlink(
+            self.at.exec,
+            &self.carry(),
+            &self.at.layout,
+            self.svc,
+            &self.job("down"),
+        )?;
         self.complete(journal, json!({"action": "delete"}), "removed")
     }
 
     /// Uploads the artifacts and their manifest to a staging folder, checks every hash on the
-    /// node and seals it as the release; remembers what was live for rollback.
-    fn prepare(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
+    /// node and seals it as the release; remembers what was live for rollback. With `rt`,
+    /// validates the release in the same command (see `validate`).
+    fn prepare(&self, journal: &Mutex<Journal>, rt: Option<&Runtime>) -> Result<Stage, StepError> {
         let (c, at, svc) = (self.c, self.at, self.svc);
-        self.say("prepare", format!("uploading {} artifact(s)", c.artifacts.len()));
+        let also = if rt.is_some() { " and validating" } else { "" };
+        self.say("prepare", format!("uploading {} artifact(s){also}", c.artifacts.len()));
         self.event("deployment_started", "info", json!({"action": c.action.as_str()}));
         let staging = at.layout.staging(svc, self.run.id);
         let manifest = Manifest::of(
@@ -130,18 +144,44 @@ impl ServiceRun<'_, '_, '_> {
             c.artifacts.iter().map(|a| (a.name.as_str(), a.mode, a.bytes())).collect();
         files.push((MANIFEST, 0o644, &mbytes));
         let live = at.layout.live(svc);
-        let previous = match remote::upload_release(at.exec, &staging, &self.release, &live, &files)
-        {
-            Ok(previous) => previous,
+        let env_file = at.layout.env_file(svc);
+        let log = self.log("validate");
+        let validate = rt.map(|rt| remote::ValidateArgs {
+            svc,
+            env_file: &env_file,
+            log: &log,
+            secrets: &rt.secrets,
+        });
+        let jobs = at.layout.jobs(self.run.id, svc);
+        let carry = self.carry();
+        let prepared = match remote::prepare(
+            at.exec,
+            &carry,
+            &staging,
+            &self.release,
+            &live,
+            &jobs,
+            &files,
+            validate,
+        ) {
+            Ok(p) => p,
             Err(e) => return self.fail_early(journal, e, None),
         };
-        let previous = previous.filter(|p| *p != self.release);
+        let previous = prepared.previous.filter(|p| *p != self.release);
+        let stage = match prepared.validated {
+            None => Stage::Prepared,
+            Some(Ok(())) => Stage::Validated,
+            Some(Err(e)) => {
+                self.run.update(at, journal, svc, |e| e.previous = previous);
+                return self.fail_early(journal, e, Some(&log));
+            }
+        };
         self.run.update(at, journal, svc, |e| {
             e.previous = previous;
-            e.stage = Stage::Prepared;
+            e.stage = stage;
             e.error = None;
-        })?;
-        Ok(Stage::Prepared)
+        });
+        Ok(stage)
     }
 
     /// `docker compose config` of the release, and the contract's secrets present.
@@ -149,12 +189,16 @@ impl ServiceRun<'_, '_, '_> {
         self.say("validate", "docker compose config, secrets present".to_owned());
         let env_file = self.at.layout.env_file(self.svc);
         let log = self.log("validate");
-        if let Err(e) =
-            remote::validate(self.at.exec, &self.release, self.svc, &env_file, &log, &rt.secrets)
-        {
+        let v = remote::ValidateArgs {
+            svc: self.svc,
+            env_file: &env_file,
+            log: &log,
+            secrets: &rt.secrets,
+        };
+        if let Err(e) = remote::validate(self.at.exec, &self.carry(), &self.release, &v) {
             return self.fail_early(journal, e, Some(&log));
         }
-        self.set(journal, Stage::Validated, None)?;
+        self.set(journal, Stage::Validated, None);
         Ok(Stage::Validated)
     }
 
@@ -162,14 +206,23 @@ impl ServiceRun<'_, '_, '_> {
     /// cut here is resumed by running it again.
     fn deploy(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
         self.say("deploy", "switching to the new release, docker compose up -d".to_owned());
-        self.set(journal, Stage::Deploying, None)?;
+        // `deploying` travels with the command that switches: it is on the node first.
+        self.set(journal, Stage::Deploying, None);
         let log = self.log("up");
-        match remote::switch_and_up(self.at.exec, &self.at.layout, self.svc, &self.release, &log) {
+        match remote::switch_and_up(
+            self.at.exec,
+            &self.carry(),
+            &self.at.layout,
+            self.svc,
+            &self.release,
+            &log,
+            &self.job("up"),
+        ) {
             Ok(()) => {}
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
             Err(e) => return self.roll_back(journal, cause(&e, Some(&log))),
         }
-        self.set(journal, Stage::Deployed, None)?;
+        self.set(journal, Stage::Deployed, None);
         Ok(Stage::Deployed)
     }
 
@@ -199,6 +252,7 @@ impl ServiceRun<'_, '_, '_> {
             let node = self.run.node.id.as_str();
             let (ok, output) = remote::healthcheck(
                 self.at.exec,
+                &self.carry(),
                 &self.at.layout,
                 node,
                 self.svc,
@@ -234,7 +288,7 @@ impl ServiceRun<'_, '_, '_> {
                 format!("healthcheck failed {} time(s): {output} (log: {log})", h.retries),
             );
         }
-        self.set(journal, Stage::Verified, None)?;
+        self.set(journal, Stage::Verified, None);
         Ok(Stage::Verified)
     }
 
@@ -245,7 +299,7 @@ impl ServiceRun<'_, '_, '_> {
         data: serde_json::Value,
         message: &str,
     ) -> Result<Stage, StepError> {
-        self.set(journal, Stage::Completed, None)?;
+        self.set(journal, Stage::Completed, None);
         self.event("deployment_completed", "info", data);
         self.say("complete", message.to_owned());
         Ok(Stage::Completed)
@@ -268,7 +322,7 @@ impl ServiceRun<'_, '_, '_> {
         }
         let reason = cause(&e, log);
         self.run.say(ServiceName::parse(self.svc).ok().as_ref(), "failed", reason.clone());
-        self.set(journal, Stage::Failed, Some(reason.clone()))?;
+        self.set(journal, Stage::Failed, Some(reason.clone()));
         self.event("deployment_failed", "error", json!({"reason": reason}));
         Ok(Stage::Failed)
     }
@@ -280,7 +334,8 @@ impl ServiceRun<'_, '_, '_> {
         let (at, svc) = (self.at, self.svc);
         self.say("diagnose", reason.clone());
         let log = at.layout.incident_log(svc, self.run.id);
-        let status = remote::diagnose(at.exec, &at.layout, svc, &log).unwrap_or_default();
+        let status =
+            remote::diagnose(at.exec, &self.carry(), &at.layout, svc, &log).unwrap_or_default();
         self.event(
             "deployment_failed",
             "error",
@@ -292,11 +347,26 @@ impl ServiceRun<'_, '_, '_> {
         let done = match &previous {
             Some(prev) => {
                 self.say("rollback", format!("back to {prev}"));
-                remote::switch_and_up(at.exec, &at.layout, svc, prev, &rollback_log)
+                let job = self.job("rollback");
+                remote::switch_and_up(
+                    at.exec,
+                    &self.carry(),
+                    &at.layout,
+                    svc,
+                    prev,
+                    &rollback_log,
+                    &job,
+                )
             }
             None => {
                 self.say("rollback", "first deploy: taking it down".to_owned());
-                remote::down_and_unlink(at.exec, &at.layout, svc)
+                remote::down_and_unlink(
+                    at.exec,
+                    &self.carry(),
+                    &at.layout,
+                    svc,
+                    &self.job("rollback"),
+                )
             }
         };
         let to = previous.as_deref().unwrap_or("nothing (first deploy)");
@@ -307,17 +377,21 @@ impl ServiceRun<'_, '_, '_> {
                 let failed = cause(&e, previous.as_ref().map(|_| rollback_log.as_str()));
                 let error = format!("{reason}; then the rollback to {to} failed: {failed}");
                 self.run.say(ServiceName::parse(svc).ok().as_ref(), "failed", error.clone());
-                self.set(journal, Stage::Failed, Some(error))?;
+                self.set(journal, Stage::Failed, Some(error));
                 self.event(
                     "remediation_failed",
                     "critical",
                     json!({"action": "rollback", "reason": reason, "error": failed}),
                 );
+                // The node must not claim the new version is live: recorded now.
+                self.run.flush(at)?;
                 return Ok(Stage::Failed);
             }
         }
-        self.set(journal, Stage::RolledBack, Some(format!("{reason}; rolled back to {to}")))?;
+        self.set(journal, Stage::RolledBack, Some(format!("{reason}; rolled back to {to}")));
         self.event("remediation_completed", "info", json!({"action": "rollback"}));
+        // A rolled-back service must never be resumed as if its new version were live.
+        self.run.flush(at)?;
         Ok(Stage::RolledBack)
     }
 }

@@ -72,6 +72,11 @@ pub struct Journal {
     pub updated: String,
     /// Set when every service of the node reached a final stage.
     pub finished: bool,
+    /// Counts the journal's saves, across runs of the plan (a resume continues from the
+    /// node's). Saves travel with the node's next command and several may be under way at
+    /// once; the node keeps the highest, so the file never goes back to an older state.
+    #[serde(default)]
+    pub seq: u64,
     pub services: BTreeMap<String, Entry>,
 }
 
@@ -83,6 +88,7 @@ impl Journal {
             node: node.to_owned(),
             updated: crate::clock::rfc3339(now),
             finished: false,
+            seq: 0,
             services: BTreeMap::new(),
         }
     }

@@ -147,6 +147,17 @@ impl Layout {
         self.at(&format!("state/deploy/{plan}/journal.json"))
     }
 
+    /// A step of an apply run on the node as a detached job (`compose up`, a rollback): its
+    /// pid, output and exit status, so a controller that died is never raced by its successor.
+    pub fn job(&self, plan: &str, svc: &str, step: &str) -> String {
+        self.at(&format!("state/deploy/{plan}/jobs/{svc}/{step}"))
+    }
+
+    /// The jobs of a service in a plan; a new prepare starts them over.
+    pub fn jobs(&self, plan: &str, svc: &str) -> String {
+        self.at(&format!("state/deploy/{plan}/jobs/{svc}"))
+    }
+
     /// The node lock: a folder (`mkdir` is atomic) holding `holder.json`.
     pub fn lock(&self) -> String {
         self.at("state/lock")

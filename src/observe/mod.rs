@@ -161,10 +161,12 @@ pub fn fingerprint_of(lines: &[String]) -> String {
 /// The root is passed as `$1`, never interpolated into the script. `config/` is never read.
 /// The script globs under `$root` itself (one argument cannot name every journal); the paths it
 /// walks are the ones `node::Layout` documents, and must move with it.
-const REFRESH_SCRIPT: &str = r#"set -u
+pub const REFRESH_SCRIPT: &str = r#"set -u
 root=$1
 echo "homelab-refresh 1"
 if [ -e "$root" ] && [ ! -d "$root" ]; then echo "runtime root $root is not a folder" >&2; exit 3; fi
+# How many services the node holds, first: a refresh that stalls says how far it got.
+n=0; for d in "$root"/state/services/*; do [ -d "$d" ] && n=$((n + 1)); done; echo "holds $n"
 for f in "$root"/state/rejected/*.json; do
   [ -e "$f" ] || continue
   b=${f##*/}; echo "rejected ${b%.json}"
@@ -222,11 +224,30 @@ pub fn lock_holder(text: &str) -> LockHolder {
 /// Reads a node through `exec`. Never fails: a node that cannot be read is `Unreachable`.
 pub fn refresh(node: &crate::model::Node, exec: &dyn crate::transport::NodeExec) -> ActualNode {
     let _span = tracing::debug_span!("refresh", node = %node.id).entered();
-    let status = match exec.run(
-        &["sh", "-c", REFRESH_SCRIPT, "sh", exec.root()],
-        b"",
-        std::time::Duration::from_secs(30),
-    ) {
+    let argv = ["sh", "-c", REFRESH_SCRIPT, "sh", exec.root()];
+    let out = exec.run_streaming(&argv, b"", refresh_idle());
+    answer(node, exec, out)
+}
+
+/// How long a refresh may pause, per step (reading one service, one record): the answer of a
+/// node holding many services keeps coming and is never cut short by a fixed total. 30 s, or
+/// `HOMELAB_REFRESH_IDLE` seconds (for nodes on very slow disks or links).
+pub fn refresh_idle() -> std::time::Duration {
+    let secs = std::env::var("HOMELAB_REFRESH_IDLE").ok().and_then(|s| s.trim().parse().ok());
+    std::time::Duration::from_secs(secs.filter(|s| *s > 0).unwrap_or(30))
+}
+
+/// A node as [`REFRESH_SCRIPT`]'s answer `out` shows it (run alone or after another step in the
+/// same command), with its engine's containers read through `exec`.
+pub fn answer(
+    node: &crate::model::Node,
+    exec: &dyn crate::transport::NodeExec,
+    out: Result<crate::transport::Output, crate::transport::ExecError>,
+) -> ActualNode {
+    let status = match out {
+        Err(crate::transport::ExecError::Stalled { idle, after, stdout, .. }) => {
+            NodeStatus::Unreachable { reason: stalled(&stdout, idle, after) }
+        }
         Err(e) => NodeStatus::Unreachable { reason: e.to_string() },
         Ok(out) if !out.success() => NodeStatus::Unreachable {
             reason: format!("cannot read the runtime root: {}", out.stderr_text()),
@@ -246,6 +267,27 @@ pub fn refresh(node: &crate::model::Node, exec: &dyn crate::transport::NodeExec)
     };
     ActualNode { node: node.id.clone(), status }
 }
+
+/// What a refresh that stopped answering mid-way says: the node answered, so it is not
+/// "unreachable"; how long, how many services it holds and how far it got.
+fn stalled(stdout: &[u8], idle: std::time::Duration, after: std::time::Duration) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    let holds = text.lines().find_map(|l| l.strip_prefix("holds ")).map(str::trim);
+    let read = text.lines().filter(|l| l.starts_with("service ")).count();
+    let (what, at) = match holds {
+        Some(n) => (format!("reading {n} services"), format!(" (at service {read} of {n})")),
+        None => ("reading the node".to_owned(), String::new()),
+    };
+    format!(
+        "{STALLED} {} s {what}: the node answered, then sent nothing for {} s{at}",
+        after.as_secs(),
+        idle.as_secs()
+    )
+}
+
+/// How a refresh that stalled begins its reason (plans show it as "not read", not
+/// "unreachable").
+pub const STALLED: &str = "timed out after";
 
 fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
     let mut state = NodeState::default();
@@ -300,6 +342,7 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
             "consumed" => {
                 state.consumed.insert(rest.to_owned());
             }
+            "holds" => {}
             "lock" => {
                 state.lock = Some(lock_holder(rest));
             }

@@ -158,7 +158,7 @@ pub fn write_text_checked<W: Write + ?Sized>(
                     w,
                     "{} {}: {}",
                     bold.apply_to(n.node.display_name()),
-                    red.apply_to("unreachable"),
+                    red.apply_to(unread_label(reason)),
                     escape(reason)
                 )?;
                 writeln!(w, "  nothing planned for this node; plan again when it is back")?;
@@ -261,7 +261,7 @@ pub fn write_markdown_checked<W: Write + ?Sized>(
         let status = match &n.status {
             PlannedStatus::Reachable { .. } => "reachable".to_owned(),
             PlannedStatus::Unreachable { reason } => {
-                format!("**unreachable**: {}", md_text(reason))
+                format!("**{}**: {}", unread_label(reason), md_text(reason))
             }
         };
         out.push_str(&format!(
@@ -386,7 +386,7 @@ pub fn to_json(id: &str, plan: &Plan) -> serde_json::Value {
                     v["engine"] = json!(n.engine);
                 }
                 PlannedStatus::Unreachable { reason } => {
-                    v["status"] = json!("unreachable");
+                    v["status"] = json!(unread_label(reason));
                     v["reason"] = json!(reason);
                 }
             }
@@ -407,4 +407,14 @@ pub fn to_json(id: &str, plan: &Plan) -> serde_json::Value {
         "unreachable": plan.unreachable(),
         "nodes": nodes,
     })
+}
+
+/// How a node that could not be read is labelled: "unreachable", unless it answered and its
+/// answer stopped coming (a slow node is not an unreachable one).
+fn unread_label(reason: &str) -> &'static str {
+    if reason.starts_with(crate::observe::STALLED) {
+        "not read"
+    } else {
+        "unreachable"
+    }
 }

@@ -53,6 +53,15 @@ impl NodeExec for LocalExec {
         run_local(argv, stdin, timeout)
     }
 
+    fn run_streaming(
+        &self,
+        argv: &[&str],
+        stdin: &[u8],
+        idle: Duration,
+    ) -> Result<Output, ExecError> {
+        run_local_limited(argv, stdin, Limit::Idle(idle))
+    }
+
     fn containers(&self) -> Result<Vec<Container>, DockerError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -73,6 +82,17 @@ impl NodeExec for LocalExec {
 /// Runs a process in its own process group; on timeout the whole group is killed, so a hung
 /// `docker compose` takes its children with it.
 pub fn run_local(argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
+    run_local_limited(argv, stdin, Limit::Total(timeout))
+}
+
+/// How long a command may take: in all, or without printing anything.
+#[derive(Clone, Copy)]
+enum Limit {
+    Total(Duration),
+    Idle(Duration),
+}
+
+fn run_local_limited(argv: &[&str], stdin: &[u8], limit: Limit) -> Result<Output, ExecError> {
     let (program, args) = argv.split_first().ok_or(ExecError::EmptyCommand)?;
     // The program and its argument count, never stdin (artifact bytes) nor argument values.
     tracing::debug!(target: "homelab::transport", program, args = args.len(), "local command");
@@ -91,10 +111,21 @@ pub fn run_local(argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Outpu
     });
     let mut out_pipe = child.stdout.take().expect("piped");
     let mut err_pipe = child.stderr.take().expect("piped");
+    // Stdout as it comes, and when it last came (for `Limit::Idle`).
+    let progress = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), Instant::now())));
+    let shared = progress.clone();
     let out_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out_pipe.read_to_end(&mut b);
-        b
+        let mut chunk = [0u8; 16384];
+        loop {
+            match out_pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut p = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    p.0.extend_from_slice(&chunk[..n]);
+                    p.1 = Instant::now();
+                }
+            }
+        }
     });
     let err_reader = std::thread::spawn(move || {
         let mut b = Vec::new();
@@ -105,20 +136,39 @@ pub fn run_local(argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Outpu
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() >= timeout => {
+            Ok(None) if over(limit, start, &progress) => {
                 // SAFETY: kill(2) on our own child's process group id; no memory is touched.
                 unsafe {
                     libc::kill(-(child.id() as i32), libc::SIGKILL);
                 }
                 let _ = child.wait();
-                return Err(ExecError::Timeout { what: program.to_string(), after: timeout });
+                let what = program.to_string();
+                return Err(match limit {
+                    Limit::Total(after) => ExecError::Timeout { what, after },
+                    Limit::Idle(idle) => {
+                        let _ = out_reader.join();
+                        let stdout = std::mem::take(
+                            &mut progress.lock().unwrap_or_else(|e| e.into_inner()).0,
+                        );
+                        ExecError::Stalled { what, idle, after: start.elapsed(), stdout }
+                    }
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(source) => return Err(ExecError::Wait { program: program.to_string(), source }),
         }
     };
     let _ = writer.join();
-    let stdout = out_reader.join().unwrap_or_default();
+    let _ = out_reader.join();
+    let stdout = std::mem::take(&mut progress.lock().unwrap_or_else(|e| e.into_inner()).0);
     let stderr = err_reader.join().unwrap_or_default();
     Ok(Output { status: status.code(), stdout, stderr })
+}
+
+/// Whether a running command is past its limit.
+fn over(limit: Limit, start: Instant, progress: &std::sync::Mutex<(Vec<u8>, Instant)>) -> bool {
+    match limit {
+        Limit::Total(t) => start.elapsed() >= t,
+        Limit::Idle(t) => progress.lock().unwrap_or_else(|e| e.into_inner()).1.elapsed() >= t,
+    }
 }

@@ -49,6 +49,10 @@ pub enum ExecError {
     Unreachable { node: String, reason: String },
     #[error("`{what}` did not finish within {after:?}")]
     Timeout { what: String, after: Duration },
+    /// A long answer stopped coming: nothing for `idle`, `after` into the command. Carries what
+    /// it printed until then (the caller says how far it got).
+    #[error("`{what}` printed nothing for {idle:?}, {after:?} into its answer")]
+    Stalled { what: String, idle: Duration, after: Duration, stdout: Vec<u8> },
     #[error("cannot run `{program}`: {source}")]
     Spawn { program: String, source: std::io::Error },
     #[error("waiting for `{program}`: {source}")]
@@ -76,6 +80,15 @@ pub enum ExecError {
 pub trait NodeExec: Send + Sync {
     /// Runs `argv` with `stdin`, killing it after `timeout`.
     fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError>;
+    /// Runs `argv` like [`NodeExec::run`], for a command whose answer is long (a refresh of a
+    /// node holding many services): it is given up only when it prints nothing for `idle`, so
+    /// an answer that keeps coming is never cut short by a fixed total (`Stalled`).
+    fn run_streaming(
+        &self,
+        argv: &[&str],
+        stdin: &[u8],
+        idle: Duration,
+    ) -> Result<Output, ExecError>;
     /// The node's containers of compose projects, through the Docker Engine API.
     fn containers(&self) -> Result<Vec<Container>, DockerError>;
     /// The runtime root on the node.

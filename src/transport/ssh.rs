@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{quote, Container, DockerError, ExecError, NodeExec, Output, Transport};
 use crate::model::Node;
@@ -240,6 +240,66 @@ impl NodeExec for SshExec {
             Ok(Ok(out)) => {
                 Ok(Output { status: out.status.code(), stdout: out.stdout, stderr: out.stderr })
             }
+        }
+    }
+
+    fn run_streaming(
+        &self,
+        argv: &[&str],
+        stdin: &[u8],
+        idle: Duration,
+    ) -> Result<Output, ExecError> {
+        let line = quote::argv(argv)?;
+        let what = argv.first().copied().unwrap_or_default().to_owned();
+        tracing::debug!(target: "homelab::transport", node = %self.label, program = %what, args = argv.len() - 1, "ssh command (streaming)");
+        let start = std::time::Instant::now();
+        let mut got = Vec::new();
+        let result: Result<Option<Output>, openssh::Error> = self.rt.block_on(async {
+            let mut cmd = self.session().raw_command(&line);
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut child = cmd.spawn().await?;
+            if let Some(mut input) = child.stdin().take() {
+                let _ = input.write_all(stdin).await;
+                let _ = input.shutdown().await;
+            }
+            // Stdout as it comes; a pause of `idle` gives up (`None`).
+            if let Some(mut out) = child.stdout().take() {
+                let mut chunk = vec![0u8; 65536];
+                loop {
+                    match tokio::time::timeout(idle, out.read(&mut chunk)).await {
+                        Err(_) => return Ok(None),
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            }
+            let mut stderr = Vec::new();
+            if let Some(mut err) = child.stderr().take() {
+                if tokio::time::timeout(idle, err.read_to_end(&mut stderr)).await.is_err() {
+                    return Ok(None);
+                }
+            }
+            match tokio::time::timeout(idle, child.wait()).await {
+                Err(_) => Ok(None),
+                Ok(status) => {
+                    Ok(Some(Output { status: status?.code(), stdout: Vec::new(), stderr }))
+                }
+            }
+        });
+        match result {
+            Ok(None) => Err(ExecError::Stalled { what, idle, after: start.elapsed(), stdout: got }),
+            Err(e) => {
+                Err(ExecError::Unreachable { node: self.label.clone(), reason: error_text(&e) })
+            }
+            Ok(Some(out))
+                if out.status == Some(255) && self.rt.block_on(self.session().check()).is_err() =>
+            {
+                Err(ExecError::Unreachable {
+                    node: self.label.clone(),
+                    reason: "the connection dropped".to_owned(),
+                })
+            }
+            Ok(Some(out)) => Ok(Output { stdout: got, ..out }),
         }
     }
 

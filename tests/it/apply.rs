@@ -472,8 +472,9 @@ fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
             // Switched but never confirmed: a plan made now says so instead of a no-op.
             let out = site.homelab(&["plan", "--key", site.key.to_str().unwrap()]);
             assert!(
+                // `deploying` or `deployed`: a stage's record travels with the next command.
                 out.stdout.contains(&format!(
-                    "~ update   broker@edge-a  the apply of plan {id} stopped at `deployed`"
+                    "~ update   broker@edge-a  the apply of plan {id} stopped at `deploy"
                 )),
                 "{}",
                 out.stdout
@@ -490,21 +491,43 @@ fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
         assert_eq!(site.detailed(), 0, "round {round}: everything applied");
     }
 
-    // The apply process killed mid-deploy, then resumed: the same outcome.
+    // The apply process killed while the node runs `compose up`, then resumed at once: the
+    // resume waits for the job the killed run left running and reads its result; it never
+    // runs a second `compose up` beside it (which left a `<hash>_broker` container and a
+    // failed healthcheck). The old container takes seconds to stop (SIGTERM, ignored by its
+    // PID 1, then SIGKILL after the grace period), so `compose up` is surely running.
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace(
+            "    restart: unless-stopped\n",
+            "    restart: unless-stopped\n    stop_signal: SIGTERM\n    stop_grace_period: 6s\n",
+        )
+    });
+    let id = site.plan_and_approve();
+    assert_eq!(site.apply(&id, &[]).code, 0);
     site.edit("services/broker/docker-compose.yml", |s| {
         s.replace("BROKER_USER: broker3\n", "BROKER_USER: killed\n")
     });
     let id = site.plan_and_approve();
     let mut child = site.spawn_apply(&id, &[]);
     let (_seen, _rest) = wait_for_line(&mut child, "[edge-a] broker deploy:");
+    std::thread::sleep(std::time::Duration::from_secs(2));
     child.kill().unwrap();
     child.wait().unwrap();
     assert_whole_versions(&site.root("edge-a"));
     let plain = site.apply(&id, &[]);
     assert_eq!(plain.code, 3, "a second plain apply is refused: {}", plain.stderr);
+    assert!(plain.stdout.contains("--resume"), "it says what helps: {}", plain.stdout);
     let out = site.apply(&id, &["--resume"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=killed".to_owned()));
+    let names = site.lab.docker("edge-a", &["ps", "-a", "--format", "{{.Names}}"]);
+    let names = String::from_utf8_lossy(&names.stdout).into_owned();
+    assert!(
+        names.lines().filter(|n| n.ends_with("broker")).collect::<Vec<_>>() == ["broker"],
+        "one broker container, none left by a second `compose up`: {names}"
+    );
+    let job = site.root("edge-a").join(format!("state/deploy/{id}/jobs/broker/up"));
+    assert_eq!(fs::read_to_string(job.join("rc")).unwrap().trim(), "0", "the job's own result");
     assert_eq!(site.detailed(), 0);
 
     // A slow, lossy LTE link: plan and apply still go through.
@@ -523,10 +546,11 @@ fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
 fn a_second_apply_on_a_locked_node_waits_or_refuses() {
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let site = Site::new(Lab::start(&NODES));
-    // A slow first deploy: the web healthcheck starts after a while.
+    // A slow first deploy: the web healthcheck takes a while to answer.
     site.edit("services/web/service.yaml", |s| {
-        s.replace("retries: 3\n", "retries: 3\n  start_period: 8s\n")
+        s.replace("timeout: 1s", "timeout: 20s").replace("interval: 1s", "interval: 20s")
     });
+    site.edit("services/web/healthcheck.sh", |s| s.replace("#!/bin/sh\n", "#!/bin/sh\nsleep 8\n"));
     let id = site.plan_and_approve();
     let mut first = site.spawn_apply(&id, &["--node", "alpha"]);
     let (_seen, rest) = wait_for_line(&mut first, "[alpha] web verify:");
@@ -574,7 +598,10 @@ fn a_second_apply_on_a_locked_node_waits_or_refuses() {
         "{\n  \"holder\": \"root@elsewhere pid 1\",\n  \"plan\": \"0000000000000000\"\n}\n",
     )
     .unwrap();
-    site.edit("services/web/service.yaml", |s| s.replace("  start_period: 8s\n", ""));
+    site.edit("services/web/service.yaml", |s| {
+        s.replace("timeout: 20s", "timeout: 1s").replace("interval: 20s", "interval: 1s")
+    });
+    site.edit("services/web/healthcheck.sh", |s| s.replace("sleep 8\n", ""));
     site.edit("services/cache/docker-compose.yml", |s| s.replace("\"8081\"]", "\"8091\"]"));
     let id = site.plan_and_approve();
     let out = site.apply(&id, &[]);
@@ -1022,4 +1049,45 @@ fn a_failed_rollback_keeps_the_first_cause_and_says_what_failed_next() {
             .any(|l| l.contains("remediation_failed") && l.contains("\"service\":\"web\"")),
         "{events}"
     );
+}
+
+/// The round trips of a node are a number the program knows, and they are per node, not per
+/// artifact: a fresh apply costs the lock-and-read, the engine's state, three commands per
+/// service (prepare+validate, deploy, verify) and the end; a no-op plan none; one changed
+/// service on a node holding several, six — whatever else the node holds.
+#[test]
+fn round_trips_per_node_are_pinned_for_fresh_no_op_and_one_change() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let trips = |id: &str| -> (std::collections::BTreeMap<String, u64>, usize) {
+        let out = site.apply(id, &["--format", "json"]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        let events: Vec<serde_json::Value> =
+            out.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let completed = events
+            .iter()
+            .filter(|e| e["event"] == "step" && e["node"] == "alpha" && e["stage"] == "complete")
+            .filter(|e| !e["service"].is_null())
+            .count();
+        let per_node = events
+            .iter()
+            .filter(|e| e["event"] == "node-done")
+            .map(|e| (e["node"].as_str().unwrap().to_owned(), e["round_trips"].as_u64().unwrap()))
+            .collect();
+        (per_node, completed)
+    };
+    let id = site.plan_and_approve();
+    let (fresh, services) = trips(&id);
+    assert!(services >= 3, "alpha holds several services: {services}");
+    assert_eq!(fresh["alpha"], 3 + 3 * services as u64, "fresh: {fresh:?}");
+
+    let id = site.plan_and_approve();
+    let (none, _) = trips(&id);
+    assert!(none.values().all(|n| *n == 0), "a no-op plan costs no round trip: {none:?}");
+
+    site.edit("services/cache/docker-compose.yml", |s| s.replace("\"8081\"]", "\"8082\"]"));
+    let id = site.plan_and_approve();
+    let (one, _) = trips(&id);
+    assert_eq!(one["alpha"], 6, "one change on a node holding {services}: {one:?}");
+    assert_eq!(one.get("edge-a").copied().unwrap_or(0), 0, "{one:?}");
 }
