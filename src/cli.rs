@@ -194,11 +194,12 @@ pub enum EventsCommand {
     /// character in a field, a data key named like a secret, a line over 4096 bytes) writes
     /// nothing and exits 1 naming the argument. Events carry names, never secret values.
     #[command(
+        override_usage = "homelab events emit [OPTIONS] TYPE SEVERITY SOURCE SERVICE CORRELATION_ID [DATA]\n       homelab events emit [OPTIONS] --stdin",
         after_help = "Examples:\n  homelab events emit service_unhealthy error monitor.py ollama cid-123 '{\"error\": \"OOM\"}'\n  printf '%s\\n' '{\"type\": \"node_online\", \"severity\": \"info\", \"source\": \"agent\", \"service\": \"-\", \"correlation_id\": \"c1\"}' | homelab events emit --stdin"
     )]
     Emit {
         /// One of the normalized types (deployment_started, service_unhealthy, ...).
-        #[arg(required_unless_present = "stdin")]
+        #[arg(required_unless_present = "stdin", value_name = "TYPE")]
         kind: Option<String>,
         /// debug, info, warning, error or critical.
         #[arg(required_unless_present = "stdin")]

@@ -587,6 +587,21 @@ impl Drop for Lock<'_> {
     }
 }
 
+/// The same append as [`Appender::append`], as a POSIX shell script for a node reached over a
+/// transport: `sh -c APPEND_SH sh FILE` with the line on stdin. It takes the same `flock` (when
+/// the node has `flock(1)`; Rust's and util-linux's interoperate) and starts a new line after a
+/// torn one, so `homelab events emit` on the node and a remote apply never glue or interleave.
+pub const APPEND_SH: &str = r#"set -eu
+f=$1
+mkdir -p -- "$(dirname -- "$f")"
+exec 9>>"$f"
+if command -v flock >/dev/null 2>&1; then flock 9; fi
+if [ -s "$f" ] && [ "$(tail -c 1 -- "$f" | od -An -tx1 | tr -d ' \n')" != 0a ]; then
+  printf '\n' >&9
+fi
+cat >&9
+"#;
+
 /// Appends one line to `file` (see [`Appender`]), creating it and its folders.
 pub fn append(file: &std::path::Path, line: &str) -> std::io::Result<()> {
     Appender::open(file)?.append(line)
@@ -720,6 +735,22 @@ mod tests {
         append(&f, "{\"b\":2}\n").unwrap();
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"a\":1}\n{\"time\": \"20\n{\"b\":2}\n");
         assert!(append(&f, "{\"c\":\n3}\n").is_err());
+        // The node-side script does the same.
+        std::fs::write(&f, "{\"a\":1}\n{\"time\": \"20").unwrap();
+        for _ in 0..2 {
+            let mut sh = std::process::Command::new("sh")
+                .args(["-c", APPEND_SH, "sh"])
+                .arg(dir.path().join("e.jsonl"))
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            sh.stdin.take().unwrap().write_all(b"{\"b\":2}\n").unwrap();
+            assert!(sh.wait().unwrap().success());
+        }
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "{\"a\":1}\n{\"time\": \"20\n{\"b\":2}\n{\"b\":2}\n"
+        );
         assert!(append(&f, "{\"c\":3}").is_err());
     }
 }
