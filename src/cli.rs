@@ -189,23 +189,37 @@ pub enum Shell {
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
     /// Append one event, with the guide's argument order (`emit_event` of scripts/lib/events.sh).
+    ///
+    /// Bad input (an unknown type or severity, data that is not a JSON object, a control
+    /// character in a field, a data key named like a secret, a line over 4096 bytes) writes
+    /// nothing and exits 1 naming the argument. Events carry names, never secret values.
     #[command(
-        after_help = "Example:\n  homelab events emit service_unhealthy error monitor.py ollama cid-123 '{\"error\": \"OOM\"}'"
+        override_usage = "homelab events emit [OPTIONS] TYPE SEVERITY SOURCE SERVICE CORRELATION_ID [DATA]\n       homelab events emit [OPTIONS] --stdin",
+        after_help = "Examples:\n  homelab events emit service_unhealthy error monitor.py ollama cid-123 '{\"error\": \"OOM\"}'\n  printf '%s\\n' '{\"type\": \"node_online\", \"severity\": \"info\", \"source\": \"agent\", \"service\": \"-\", \"correlation_id\": \"c1\"}' | homelab events emit --stdin"
     )]
     Emit {
         /// One of the normalized types (deployment_started, service_unhealthy, ...).
-        kind: String,
+        #[arg(required_unless_present = "stdin", value_name = "TYPE")]
+        kind: Option<String>,
         /// debug, info, warning, error or critical.
-        severity: String,
+        #[arg(required_unless_present = "stdin")]
+        severity: Option<String>,
         /// Who emits it (a script, an agent).
-        source: String,
+        #[arg(required_unless_present = "stdin")]
+        source: Option<String>,
         /// The service it is about (`-` for none).
-        service: String,
+        #[arg(required_unless_present = "stdin")]
+        service: Option<String>,
         /// Correlation id tying related events together.
-        correlation_id: String,
-        /// A JSON object with details (never a secret value).
-        #[arg(default_value = "{}")]
-        data: String,
+        #[arg(required_unless_present = "stdin")]
+        correlation_id: Option<String>,
+        /// A JSON object with details (names, never a secret value) [default: {}].
+        data: Option<String>,
+        /// Read events from stdin instead, one JSON object per line with the fields `type`,
+        /// `severity`, `source`, `service`, `correlation_id` and `data`; all are checked before
+        /// any is written.
+        #[arg(long, conflicts_with_all = ["kind", "severity", "source", "service", "correlation_id", "data"])]
+        stdin: bool,
         #[command(flatten)]
         at: EventsAt,
     },
@@ -283,6 +297,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             };
             command::apply::run(repo, &args, out)
         }
+        Command::Events(EventsCommand::Emit { stdin: true, at, .. }) => {
+            command::events::emit_stdin(at, &mut std::io::stdin().lock())
+        }
         Command::Events(EventsCommand::Emit {
             kind,
             severity,
@@ -291,8 +308,21 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             correlation_id,
             data,
             at,
+            stdin: false,
         }) => {
-            let emit = Emit { kind, severity, source, service, correlation_id, data };
+            // clap requires the five without `--stdin`.
+            let arg = |a: &Option<String>| a.as_deref().unwrap_or_default().to_owned();
+            let (kind, severity, source) = (arg(kind), arg(severity), arg(source));
+            let (service, correlation_id) = (arg(service), arg(correlation_id));
+            let data = data.as_deref().unwrap_or("{}");
+            let emit = Emit {
+                kind: &kind,
+                severity: &severity,
+                source: &source,
+                service: &service,
+                correlation_id: &correlation_id,
+                data,
+            };
             command::events::emit(&emit, at)
         }
         Command::Events(EventsCommand::Tail { at, follow, format }) => {

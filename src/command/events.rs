@@ -57,36 +57,84 @@ pub struct Emit<'a> {
     pub data: &'a str,
 }
 
+/// An event refused before anything was written.
+fn refused(e: events::Invalid, at: &str) -> Error {
+    Error::Unsupported {
+        message: format!(
+            "{at}{e}
+nothing was written"
+        ),
+    }
+}
+
+/// `homelab events emit TYPE SEVERITY SOURCE SERVICE CORRELATION_ID [DATA]`: checks the event
+/// (nothing is written, not even a folder, when it is refused), then appends it.
 pub fn emit(e: &Emit<'_>, at: &EventsAt) -> Result<Report, Error> {
-    let Emit { kind, severity, source, service, correlation_id, data } = *e;
-    if !events::TYPES.contains(&kind) {
-        return Err(Error::Unsupported {
-            message: format!(
-                "unknown event type `{kind}`: expected one of {}",
-                events::TYPES.join(", ")
-            ),
-        });
-    }
-    if !events::SEVERITIES.contains(&severity) {
-        return Err(Error::Unsupported {
-            message: format!(
-                "unknown severity `{severity}`: expected one of {}",
-                events::SEVERITIES.join(", ")
-            ),
-        });
-    }
-    let data: serde_json::Value = serde_json::from_str(data)
-        .ok()
-        .filter(serde_json::Value::is_object)
-        .ok_or_else(|| Error::Unsupported {
-            message: format!("expected a JSON object as data, found `{data}`"),
-        })?;
     let node = node_of(at, true)?.unwrap_or_else(|| "unknown".to_owned());
+    let event = events::Event::parse(
+        e.kind,
+        e.severity,
+        e.source,
+        e.service,
+        e.correlation_id,
+        e.data,
+        &node,
+    )
+    .map_err(|e| refused(e, ""))?;
     let now = std::time::SystemTime::now();
-    let time = crate::clock::rfc3339(now);
-    let line = events::line(&time, kind, severity, source, service, correlation_id, &node, data);
+    let line = event.to_line(&crate::clock::rfc3339(now)).map_err(|e| refused(e, ""))?;
     let file = events::path(&root_of(at, &node), &crate::clock::day(now), &node);
     events::append(&file, &line).map_err(|e| Error::Write { path: file.clone(), source: e })?;
+    Ok(Report::Success)
+}
+
+/// `homelab events emit --stdin`: one event per line of `input`, each a JSON object with the
+/// fields of `emit_event` (`type`, `severity`, `source`, `service`, `correlation_id`, `data`).
+/// Every line is checked before any is written: one bad line (named by its number) and nothing
+/// is written. Then each is appended on its own, as `emit` appends one, with its own time.
+pub fn emit_stdin(at: &EventsAt, input: &mut dyn std::io::BufRead) -> Result<Report, Error> {
+    let node = node_of(at, true)?.unwrap_or_else(|| "unknown".to_owned());
+    let mut batch = Vec::new();
+    let mut text = Vec::new();
+    for n in 1.. {
+        text.clear();
+        let read = input
+            .read_until(b'\n', &mut text)
+            .map_err(|source| Error::Read { path: PathBuf::from("<stdin>"), source })?;
+        if read == 0 {
+            break;
+        }
+        if text.trim_ascii().is_empty() {
+            continue;
+        }
+        let where_ = format!("line {n} of stdin: ");
+        let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+            Error::Unsupported {
+                message: format!(
+                    "{where_}not a JSON object ({e}): expected one event per line, such as \
+                     {{\"type\": \"node_online\", \"severity\": \"info\", \"source\": \"agent\", \
+                     \"service\": \"-\", \"correlation_id\": \"c1\", \"data\": {{}}}}\nnothing was written"
+                ),
+            }
+        })?;
+        let event = events::Event::from_json(&v, &node).map_err(|e| refused(e, &where_))?;
+        // The size, with a time as long as any: refused now rather than after other writes.
+        event.to_line("0000-00-00T00:00:00Z").map_err(|e| refused(e, &where_))?;
+        batch.push(event);
+    }
+    let mut open: Option<events::Appender> = None;
+    for event in &batch {
+        let now = std::time::SystemTime::now();
+        let line = event.to_line(&crate::clock::rfc3339(now)).map_err(|e| refused(e, ""))?;
+        let file = events::path(&root_of(at, &node), &crate::clock::day(now), &node);
+        let write = |source| Error::Write { path: file.clone(), source };
+        let appender = match open.take() {
+            Some(a) if a.path() == file => a,
+            _ => events::Appender::open(&file).map_err(write)?,
+        };
+        let appender = open.insert(appender);
+        appender.append(&line).map_err(write)?;
+    }
     Ok(Report::Success)
 }
 
