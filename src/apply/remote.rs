@@ -42,7 +42,8 @@ impl Carry {
 /// Runs first in every command, with the five arguments of a [`Carry`] (empty strings for
 /// none): writes the journal durably unless the node already holds a later save (the highest
 /// sequence number wins; saves of services running side by side may arrive in any order;
-/// `flock` on the plan's folder orders writers), then appends the events in one write. A
+/// `flock` on the plan's folder orders writers), then appends the events in one write under
+/// the events file's lock (the one `homelab events emit` takes). A
 /// record that cannot be written stops the command before its step runs (exit 97).
 const CARRY: &str = r#"hl_carry() {
   jf=$1 js=$2 jb=$3 ef=$4 eb=$5
@@ -60,7 +61,13 @@ const CARRY: &str = r#"hl_carry() {
     exec 8<&-
   fi
   if [ -n "$eb" ]; then
-    mkdir -p -- "$(dirname -- "$ef")" && printf '%s' "$eb" >> "$ef" || return 1
+    # As `events::APPEND_SH`: under the file's lock, never glued onto a torn last line.
+    mkdir -p -- "$(dirname -- "$ef")" || return 1
+    exec 9>>"$ef" || return 1
+    flock 9 || return 1
+    if [ -s "$ef" ] && [ "$(tail -c 1 -- "$ef" | od -An -tx1 | tr -d ' \n')" != 0a ]; then printf '\n' >&9; fi
+    printf '%s' "$eb" >&9 || return 1
+    exec 9>&-
   fi
 }
 hl_carry "$1" "$2" "$3" "$4" "$5" || { echo "cannot write the apply journal or events on the node" >&2; exit 97; }

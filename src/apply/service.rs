@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::node::{At, NodeRun};
 use super::remote::{self, StepError};
+use crate::events::{stage_data, Kind, Stage as Step, StageStatus};
 use crate::model::ServiceName;
 use crate::node::journal::{Journal, Stage};
 use crate::node::manifest::{Manifest, MANIFEST};
@@ -95,6 +96,12 @@ impl ServiceRun<'_, '_, '_> {
         self.run.event(self.at, kind, severity, self.svc, data);
     }
 
+    /// The guide's per-stage event: `step` of this service completed.
+    fn stage_done(&self, step: Step) {
+        let data = stage_data(step, StageStatus::Completed);
+        self.event(Kind::DeploymentStage.as_str(), "info", data);
+    }
+
     fn set(&self, journal: &Mutex<Journal>, stage: Stage, error: Option<String>) {
         self.run.set(self.at, journal, self.svc, stage, error)
     }
@@ -165,15 +172,19 @@ impl ServiceRun<'_, '_, '_> {
             validate,
         ) {
             Ok(p) => p,
-            Err(e) => return self.fail_early(journal, e, None),
+            Err(e) => return self.fail_early(journal, e, None, "prepare"),
         };
         let previous = prepared.previous.filter(|p| *p != self.release);
+        self.stage_done(Step::Prepare);
         let stage = match prepared.validated {
             None => Stage::Prepared,
-            Some(Ok(())) => Stage::Validated,
+            Some(Ok(())) => {
+                self.stage_done(Step::Validate);
+                Stage::Validated
+            }
             Some(Err(e)) => {
                 self.run.update(at, journal, svc, |e| e.previous = previous);
-                return self.fail_early(journal, e, Some(&log));
+                return self.fail_early(journal, e, Some(&log), "validate");
             }
         };
         self.run.update(at, journal, svc, |e| {
@@ -196,8 +207,9 @@ impl ServiceRun<'_, '_, '_> {
             secrets: &rt.secrets,
         };
         if let Err(e) = remote::validate(self.at.exec, &self.carry(), &self.release, &v) {
-            return self.fail_early(journal, e, Some(&log));
+            return self.fail_early(journal, e, Some(&log), "validate");
         }
+        self.stage_done(Step::Validate);
         self.set(journal, Stage::Validated, None);
         Ok(Stage::Validated)
     }
@@ -220,8 +232,9 @@ impl ServiceRun<'_, '_, '_> {
         ) {
             Ok(()) => {}
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
-            Err(e) => return self.roll_back(journal, cause(&e, Some(&log))),
+            Err(e) => return self.roll_back(journal, cause(&e, Some(&log)), "deploy"),
         }
+        self.stage_done(Step::Deploy);
         self.set(journal, Stage::Deployed, None);
         Ok(Stage::Deployed)
     }
@@ -286,8 +299,10 @@ impl ServiceRun<'_, '_, '_> {
             return self.roll_back(
                 journal,
                 format!("healthcheck failed {} time(s): {output} (log: {log})", h.retries),
+                "verify",
             );
         }
+        self.stage_done(Step::Verify);
         self.set(journal, Stage::Verified, None);
         Ok(Stage::Verified)
     }
@@ -316,6 +331,7 @@ impl ServiceRun<'_, '_, '_> {
         journal: &Mutex<Journal>,
         e: StepError,
         log: Option<&str>,
+        stage: &str,
     ) -> Result<Stage, StepError> {
         if matches!(e, StepError::Link { .. }) {
             return Err(e);
@@ -323,14 +339,23 @@ impl ServiceRun<'_, '_, '_> {
         let reason = cause(&e, log);
         self.run.say(ServiceName::parse(self.svc).ok().as_ref(), "failed", reason.clone());
         self.set(journal, Stage::Failed, Some(reason.clone()));
-        self.event("deployment_failed", "error", json!({"reason": reason}));
+        self.event(
+            "deployment_failed",
+            "error",
+            json!({"stage": stage, "reason": reason, "log": log}),
+        );
         Ok(Stage::Failed)
     }
 
     /// Diagnose (status, logs kept on the node, an incident event), then switch back to the
     /// previous release and bring it up; a first deploy is taken down instead. `reason` is the
     /// first cause: a rollback that fails adds to it, never replaces it.
-    fn roll_back(&self, journal: &Mutex<Journal>, reason: String) -> Result<Stage, StepError> {
+    fn roll_back(
+        &self,
+        journal: &Mutex<Journal>,
+        reason: String,
+        stage: &str,
+    ) -> Result<Stage, StepError> {
         let (at, svc) = (self.at, self.svc);
         self.say("diagnose", reason.clone());
         let log = at.layout.incident_log(svc, self.run.id);
@@ -339,10 +364,11 @@ impl ServiceRun<'_, '_, '_> {
         self.event(
             "deployment_failed",
             "error",
-            json!({"reason": reason, "containers": status, "log": log}),
+            json!({"stage": stage, "reason": reason, "containers": status, "log": log}),
         );
-        self.event("remediation_started", "warning", json!({"action": "rollback"}));
         let previous = journal.lock().expect("journal").services[svc].previous.clone();
+        let to = previous.as_deref().unwrap_or("nothing (first deploy)");
+        self.event("remediation_started", "warning", json!({"action": "rollback", "to": to}));
         let rollback_log = self.log("rollback");
         let done = match &previous {
             Some(prev) => {
@@ -369,7 +395,6 @@ impl ServiceRun<'_, '_, '_> {
                 )
             }
         };
-        let to = previous.as_deref().unwrap_or("nothing (first deploy)");
         match done {
             Ok(()) => {}
             Err(e @ StepError::Link { .. }) => return Err(e),
@@ -389,7 +414,7 @@ impl ServiceRun<'_, '_, '_> {
             }
         }
         self.set(journal, Stage::RolledBack, Some(format!("{reason}; rolled back to {to}")));
-        self.event("remediation_completed", "info", json!({"action": "rollback"}));
+        self.event("remediation_completed", "info", json!({"action": "rollback", "to": to}));
         // A rolled-back service must never be resumed as if its new version were live.
         self.run.flush(at)?;
         Ok(Stage::RolledBack)

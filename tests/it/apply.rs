@@ -516,7 +516,12 @@ fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
     assert_whole_versions(&site.root("edge-a"));
     let plain = site.apply(&id, &[]);
     assert_eq!(plain.code, 3, "a second plain apply is refused: {}", plain.stderr);
-    assert!(plain.stdout.contains("--resume"), "it says what helps: {}", plain.stdout);
+    assert!(
+        format!("{}{}", plain.stdout, plain.stderr).contains("--resume"),
+        "it says what helps: {}\n{}",
+        plain.stdout,
+        plain.stderr
+    );
     let out = site.apply(&id, &["--resume"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=killed".to_owned()));
@@ -1080,6 +1085,36 @@ fn round_trips_per_node_are_pinned_for_fresh_no_op_and_one_change() {
     let (fresh, services) = trips(&id);
     assert!(services >= 3, "alpha holds several services: {services}");
     assert_eq!(fresh["alpha"], 3 + 3 * services as u64, "fresh: {fresh:?}");
+    // The records travelled with the stage commands: every stage of every service has its
+    // event on the node, in order, as the guide names them.
+    let mut lines = String::new();
+    for day in fs::read_dir(site.root("alpha").join("events")).unwrap() {
+        lines += &fs::read_to_string(day.unwrap().path().join("alpha/events.jsonl")).unwrap();
+    }
+    let events: Vec<serde_json::Value> =
+        lines.lines().map(|l| serde_json::from_str(l).expect("whole lines")).collect();
+    let of = |svc: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["service"] == svc && e["correlation_id"] == id.as_str())
+            .map(|e| match e["data"]["stage"].as_str() {
+                Some(stage) => format!("{}:{stage}", e["type"].as_str().unwrap()),
+                None => e["type"].as_str().unwrap().to_owned(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        of("web"),
+        [
+            "deployment_started",
+            "deployment_stage:prepare",
+            "deployment_stage:validate",
+            "deployment_stage:deploy",
+            "deployment_stage:verify",
+            "deployment_completed"
+        ],
+        "{lines}"
+    );
 
     let id = site.plan_and_approve();
     let (none, _) = trips(&id);

@@ -758,8 +758,8 @@ fn apply_reports_round_trips_and_artifacts_travel_in_one_stream() {
 }
 
 /// A refresh is limited per step (a pause in the node's answer), not by a total: a node holding
-/// 100 services is read to the end, and one whose answer stops mid-way (here a FIFO, as a hung
-/// disk would) is "not read" — never "unreachable", since it answered — with how far its
+/// 100 services is read to the end, and one whose answer stops mid-way (here a FIFO as the lock's
+/// holder, as a hung disk would) is "not read" — never "unreachable", since it answered — with how far its
 /// refresh got; the plan exits 1, names the node, and saves nothing.
 #[test]
 fn a_refresh_that_stalls_is_not_called_unreachable_and_says_how_far_it_got() {
@@ -773,7 +773,8 @@ fn a_refresh_that_stalls_is_not_called_unreachable_and_says_how_far_it_got() {
     assert_ne!(whole.code, 1, "100 services are read: {}\n{}", whole.stdout, whole.stderr);
     assert!(!whole.stdout.contains("not read: timed out"), "{}", whole.stdout);
 
-    let fifo = lab.path("rt/alpha/state/services/svc099/stuck");
+    fs::create_dir_all(lab.path("rt/alpha/state/lock")).unwrap();
+    let fifo = lab.path("rt/alpha/state/lock/holder.json");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
     let out = lab.homelab_env(&args, &idle);
@@ -784,8 +785,8 @@ fn a_refresh_that_stalls_is_not_called_unreachable_and_says_how_far_it_got() {
         .find(|l| l.contains("not read: timed out after"))
         .unwrap_or_else(|| panic!("no `not read` line:\n{}", out.stdout));
     assert!(line.contains("reading 100 services"), "{line}");
-    assert!(line.contains("sent nothing for 2 s (at service 100 of 100)"), "{line}");
+    assert!(line.contains("sent nothing for 2 s (at service 0 of 100)"), "{line}");
     assert!(!out.stdout.contains("unreachable"), "{}", out.stdout);
-    assert!(out.stderr.contains("could not read alpha"), "{}", out.stderr);
+    assert!(out.stderr.contains("could not read node `alpha`"), "{}", out.stderr);
     assert!(!lab.path("repo/plans").read_dir().map(|d| d.count() > 0).unwrap_or(false));
 }
