@@ -164,7 +164,9 @@ const PREPARE: &str = concat!(
 staging=$1; release=$2; live=$3; jobs=$4; n=$5; shift 5
 rm -rf -- "$staging"
 mkdir -p -- "$staging"
-if ! tar -x -o -C "$staging" 2>"$staging.err"; then
+# `-m`: files are dated when they arrive, not 1970: a build context whose file changed but kept
+# its size must miss Docker's build cache.
+if ! tar -x -o -m -C "$staging" 2>"$staging.err"; then
   echo "the upload was cut short or is not an archive: $(head -c 300 "$staging.err")" >&2
   rm -rf -- "$staging" "$staging.err"; exit 6
 fi
@@ -209,7 +211,10 @@ ln -s -- "$rel" "$live.new"
 mv -fT -- "$live.new" "$live"
 sync -- "$services"
 cd -- "$live"
-logged compose up -d --remove-orphans --force-recreate
+# `--build`: a release that builds its image builds it again here (from the cache when validate
+# just built it); a rollback thereby restores the previous release's image under its tag,
+# which the failed release's build had taken.
+logged compose up -d --build --remove-orphans --force-recreate
 "#
 );
 

@@ -183,9 +183,22 @@ impl Plan {
     pub fn summary(&self) -> String {
         let mut parts: Vec<String> =
             Action::ALL.iter().map(|a| format!("{} {}", self.count(*a), a)).collect();
-        let u = self.unreachable();
+        // A node that answered and then stalled was not read, but it is not unreachable.
+        let stalled = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(&n.status, PlannedStatus::Unreachable { reason }
+                    if reason.starts_with(crate::observe::STALLED))
+            })
+            .count();
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let u = self.unreachable() - stalled;
         if u > 0 {
-            parts.push(format!("{u} node{} unreachable", if u == 1 { "" } else { "s" }));
+            parts.push(format!("{u} node{} unreachable", plural(u)));
+        }
+        if stalled > 0 {
+            parts.push(format!("{stalled} node{} not read (stalled)", plural(stalled)));
         }
         parts.join(", ")
     }
