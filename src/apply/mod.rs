@@ -53,6 +53,9 @@ pub struct Options {
     /// When the plan expires: a node or service that has not started by then never starts;
     /// only work already begun may be finished by `--resume`.
     pub expires: std::time::SystemTime,
+    /// Releases and apply journals kept per service on a node (`policy.yaml`
+    /// `keep_releases`); older ones are pruned after a completed apply.
+    pub keep_releases: u32,
 }
 
 /// Run the pipeline, or only look.

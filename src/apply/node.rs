@@ -459,7 +459,17 @@ impl NodeRun<'_> {
             (at.layout.consumed(self.id), String::from_utf8_lossy(&record).into_owned())
         });
         let consumed = consumed.as_ref().map(|(p, r)| (p.as_str(), r.as_str()));
-        if let Err(e) = remote::finish(at.exec, &self.carry(at), &at.layout, consumed, holder) {
+        // Housekeeping for the services this run brought to their new version.
+        let completed: Vec<String> = journal
+            .services
+            .iter()
+            .filter(|(_, e)| e.stage == Stage::Completed && e.action != Action::Delete.to_string())
+            .map(|(s, _)| s.clone())
+            .collect();
+        let prune =
+            remote::Prune { keep: self.opts.keep_releases, plan: self.id, services: &completed };
+        let carry = self.carry(at);
+        if let Err(e) = remote::finish(at.exec, &carry, &at.layout, consumed, &prune, holder) {
             return (step_error(e), false);
         }
         let outcome = if !rolled_back.is_empty() {

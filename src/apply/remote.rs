@@ -109,9 +109,11 @@ macro_rules! compose_fn {
   fi
   docker compose -p "$svc" "$@"
 }
-# Runs a step; its output is kept in $log on the node, and its last lines go to stderr.
+# Runs a step; its output is kept in $log on the node (0600: it may hold secrets), and its last
+# lines go to stderr.
 logged() {
   mkdir -p -- "$(dirname -- "$log")"
+  : > "$log"; chmod 600 -- "$log"
   if "$@" > "$log" 2>&1; then return 0; else rc=$?; fi
   tail -n 20 -- "$log" >&2
   return "$rc"
@@ -239,6 +241,7 @@ sync -- "$services" 2>/dev/null || true
 const HEALTHCHECK: &str = r#"set -u
 live=$1; secs=$2; log=$3
 mkdir -p -- "$(dirname -- "$log")"
+: > "$log"; chmod 600 -- "$log"
 cd -- "$live" || exit 1
 timeout -k 2 "$secs" sh ./healthcheck.sh > "$log" 2>&1
 rc=$?
@@ -251,6 +254,7 @@ exit "$rc"
 const DIAGNOSE: &str = r#"set -u
 svc=$1; live=$2; out=$3; envf=$4
 mkdir -p -- "$(dirname -- "$out")"
+: > "$out"; chmod 600 -- "$out"
 cd -- "$live" 2>/dev/null || cd /
 dc() {
   if [ -f "$envf" ]; then docker compose -p "$svc" --env-file "$envf" "$@"; else docker compose -p "$svc" "$@"; fi
@@ -274,7 +278,7 @@ j=$1; shift
 if [ ! -f "$j/rc" ]; then
   pid=$(cat -- "$j/pid" 2>/dev/null) || pid=""
   if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
-    rm -rf -- "$j"; mkdir -p -- "$j" || exit 96
+    rm -rf -- "$j"; mkdir -p -m 700 -- "$j" || exit 96
     setsid sh -c 'j=$1; shift; echo $$ > "$j/pid.tmp"; mv -f -- "$j/pid.tmp" "$j/pid"
       sh -c "$@" > "$j/out" 2> "$j/err"; rc=$?
       echo "$rc" > "$j/rc.tmp"; sync -- "$j/rc.tmp" "$j/out" "$j/err" 2>/dev/null; mv -f -- "$j/rc.tmp" "$j/rc"' \
@@ -296,14 +300,37 @@ exit "$(cat -- "$j/rc")"
 "#;
 
 /// The end of a node's run in one command: the records it carries, then the plan recorded as
-/// consumed (`$2`, written to `$1`, when `$1` is not empty), then the lock released if its
-/// holder is still ours (stdin).
+/// consumed (`$2`, written to `$1`, when `$1` is not empty), then housekeeping (`$5` releases
+/// kept per service: of each `releases live` pair after `$7`, the older releases are removed,
+/// never the live one nor a staging folder; of the apply journals under `$6`, finished ones
+/// beyond the newest `$5` and never this plan's `$7`), then the lock released if its holder is
+/// still ours (stdin).
 const FINISH: &str = r#"set -eu
-consumed=$1; record=$2; l=$3; h=$4
+consumed=$1; record=$2; l=$3; h=$4; keep=$5; deploys=$6; plan=$7; shift 7
 if [ -n "$consumed" ]; then
   d=$(dirname -- "$consumed"); mkdir -p -- "$d"
   printf '%s' "$record" > "$consumed.tmp"
   sync -- "$consumed.tmp"; mv -f -- "$consumed.tmp" "$consumed"; sync -- "$d"
+fi
+while [ $# -ge 2 ]; do
+  rels=$1; live=$2; shift 2
+  cur=$(readlink -- "$live" 2>/dev/null) || cur=""
+  n=0
+  for r in $(ls -1t -- "$rels" 2>/dev/null); do
+    case $r in .staging-*) continue ;; esac
+    n=$((n + 1))
+    if [ "$n" -le "$keep" ] || [ "$rels/$r" = "$cur" ]; then continue; fi
+    rm -rf -- "${rels:?}/$r"
+  done
+done
+if [ -n "$deploys" ]; then
+  n=0
+  for p in $(ls -1t -- "$deploys" 2>/dev/null); do
+    [ "$p" = "$plan" ] && continue
+    grep -q '"finished": true' "$deploys/$p/journal.json" 2>/dev/null || continue
+    n=$((n + 1))
+    if [ "$n" -ge "$keep" ]; then rm -rf -- "${deploys:?}/$p"; fi
+  done
 fi
 if [ -f "$h" ] && cmp -s - "$h"; then rm -rf -- "$l"; fi
 "#;
@@ -703,19 +730,36 @@ pub fn unlock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<(),
         .map(|_| ())
 }
 
+/// What the end of a node's run prunes: `keep` releases per service of `services` (those
+/// this run completed) and `keep` apply journals, never `plan`'s.
+pub struct Prune<'a> {
+    pub keep: u32,
+    pub plan: &'a str,
+    pub services: &'a [String],
+}
+
 /// The end of a node's run in one command: the records `carry` brings, the plan recorded as
-/// consumed on the node (`consumed`: its path and record), and the lock released if `holder`
-/// still holds it.
+/// consumed on the node (`consumed`: its path and record), housekeeping (`prune`), and the lock
+/// released if `holder` still holds it.
 pub fn finish(
     exec: &dyn NodeExec,
     carry: &Carry,
     layout: &Layout,
     consumed: Option<(&str, &str)>,
+    prune: &Prune<'_>,
     holder: &[u8],
 ) -> Result<(), StepError> {
     let (l, h) = (layout.lock(), layout.lock_holder());
     let (path, record) = consumed.unwrap_or(("", ""));
-    let args = [path, record, &l, &h];
+    let keep = prune.keep.max(2).to_string();
+    let deploys = layout.deploy_root();
+    let pairs: Vec<(String, String)> =
+        prune.services.iter().map(|s| (layout.releases(s), layout.live(s))).collect();
+    let mut args = vec![path, record, &l, &h, &keep, &deploys, prune.plan];
+    for (r, live) in &pairs {
+        args.push(r);
+        args.push(live);
+    }
     ok(sh(exec, carry, FINISH, &args, holder, SHORT, false)?, "recording the plan as applied")
         .map(|_| ())
 }

@@ -78,6 +78,7 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
         clock,
         expires: humantime::parse_rfc3339(&loaded.plan.expires)
             .map_err(|_| policy::Refusal::ExpiryUnreadable)?,
+        keep_releases: lab.policy.keep_releases,
     };
     // The controller's record: from here on, a plain second apply of this plan is a replay.
     let applied = records.applied(&loaded.id);

@@ -26,6 +26,7 @@ pub(super) fn homelab(r: &RawRepo) -> Option<Homelab> {
         // to plan or approve.
         plan_ttl: Duration::ZERO,
         allow_uncommitted: false,
+        keep_releases: DEFAULT_KEEP_RELEASES,
         default: ApprovalRule { required: 0, approvers: BTreeSet::new() },
         nodes: BTreeMap::new(),
     });
@@ -235,6 +236,9 @@ fn hosts(
     }
 }
 
+/// Releases kept per service when `policy.yaml` does not say.
+pub const DEFAULT_KEEP_RELEASES: u32 = 5;
+
 fn policy(p: &raw::Policy, nodes: &BTreeMap<NodeName, Node>) -> Option<Policy> {
     let rule = |r: &raw::S<raw::ApprovalRule>| ApprovalRule {
         required: r.value.required.value,
@@ -251,6 +255,7 @@ fn policy(p: &raw::Policy, nodes: &BTreeMap<NodeName, Node>) -> Option<Policy> {
     Some(Policy {
         plan_ttl: parse_duration(&p.plan_ttl.value).filter(|d| !d.is_zero())?,
         allow_uncommitted: p.allow_uncommitted,
+        keep_releases: p.keep_releases.as_ref().map_or(DEFAULT_KEEP_RELEASES, |k| k.value.max(2)),
         default: rule(&p.approvals.default),
         nodes: per_node,
     })

@@ -235,6 +235,9 @@ pub struct Policy {
     /// Plans from uncommitted trees may be approved (their artifacts are then the planner's
     /// word, and reviewers are told so).
     pub allow_uncommitted: bool,
+    /// Releases (and journals) kept per service on a node; at least 2 (the live one and the
+    /// one a rollback goes back to).
+    pub keep_releases: u32,
     pub default: ApprovalRule,
     pub nodes: BTreeMap<NodeName, ApprovalRule>,
 }

@@ -79,6 +79,10 @@ pub struct Policy {
     /// approved: its artifacts cannot be checked against a commit.
     #[serde(default)]
     pub allow_uncommitted: bool,
+    /// How many releases (and apply journals) of each service a node keeps; older ones are
+    /// pruned after a completed apply. Default 5.
+    #[serde(default)]
+    pub keep_releases: Option<S<u32>>,
     pub approvals: Approvals,
 }
 

@@ -139,6 +139,11 @@ impl Layout {
 
     // Apply records on a node.
 
+    /// The apply journals of every plan, one folder each.
+    pub fn deploy_root(&self) -> String {
+        self.at("state/deploy")
+    }
+
     pub fn deploy(&self, plan: &str) -> String {
         self.at(&format!("state/deploy/{plan}"))
     }

@@ -1125,4 +1125,28 @@ fn round_trips_per_node_are_pinned_for_fresh_no_op_and_one_change() {
     let (one, _) = trips(&id);
     assert_eq!(one["alpha"], 6, "one change on a node holding {services}: {one:?}");
     assert_eq!(one.get("edge-a").copied().unwrap_or(0), 0, "{one:?}");
+
+    // Housekeeping (policy `keep_releases: 2`): after a third release of cache, its oldest is
+    // pruned, never the live one; of the finished journals two are kept; logs are 0600.
+    site.edit("inventory/policy.yaml", |s| {
+        s.replace("allow_uncommitted: true\n", "allow_uncommitted: true\nkeep_releases: 2\n")
+    });
+    site.edit("services/cache/docker-compose.yml", |s| s.replace("\"8082\"]", "\"8083\"]"));
+    let id = site.plan_and_approve();
+    let (last, _) = trips(&id);
+    assert_eq!(last["alpha"], 6, "{last:?}");
+    let alpha = site.root("alpha");
+    let releases: Vec<String> = fs::read_dir(alpha.join("state/releases/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(releases.len(), 2, "{releases:?}");
+    assert!(releases.contains(&id), "the live release is kept: {releases:?}");
+    assert_eq!(fs::read_dir(alpha.join("state/deploy")).unwrap().count(), 2);
+    use std::os::unix::fs::PermissionsExt;
+    for log in fs::read_dir(alpha.join("logs/cache")).unwrap() {
+        let log = log.unwrap();
+        let mode = log.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", log.path().display());
+    }
 }

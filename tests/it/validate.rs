@@ -328,3 +328,22 @@ fn one_run_reports_compose_and_template_problems_beside_unrelated_ones() {
         assert!(out.stderr.contains(expected), "missing {expected:?} in\n{}", out.stderr);
     }
 }
+
+/// `keep_releases` below 2 would prune the release a rollback goes back to: refused with the
+/// file, line and field.
+#[test]
+fn keeping_fewer_than_two_releases_is_refused() {
+    let tree = Tree::base();
+    let policy = fs::read_to_string(tree.path().join("inventory/policy.yaml")).unwrap();
+    tree.write(
+        "inventory/policy.yaml",
+        policy.replace("allow_uncommitted: true\n", "allow_uncommitted: true\nkeep_releases: 1\n"),
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("inventory/policy.yaml:4: `keep_releases`: expected at least 2"),
+        "{}",
+        out.stderr
+    );
+}

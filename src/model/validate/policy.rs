@@ -28,6 +28,16 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
             "set how long a plan stays valid",
         );
     }
+    if let Some(k) = p.keep_releases.as_ref().filter(|k| k.value < 2) {
+        d.err(
+            "policy",
+            FILE,
+            line(k),
+            "keep_releases",
+            format!("expected at least 2 releases kept per service, found {}", k.value),
+            "keep the live release and the one a rollback goes back to: `keep_releases: 2` or more",
+        );
+    }
     rule(d, &p.approvals.default, "approvals.default", &principals);
     for (name, r) in &p.approvals.nodes {
         let field = format!("approvals.nodes.{name}");
