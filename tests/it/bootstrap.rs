@@ -268,4 +268,19 @@ fn bootstrap_meets_a_bare_node_installs_and_builds_and_a_second_run_changes_noth
     // Every value arrived as data: the root is where the topology says, in one piece.
     assert!(root.join("bin/homelab").is_file());
     assert!(!split.exists(), "the runtime root was split into words");
+
+    // An engine that does not answer is named, with what to do, before anything is changed.
+    let topology = site.repo.path().join("inventory/topology.yaml");
+    let socket = site.lab.node("alpha").docker_socket.display().to_string();
+    let text = fs::read_to_string(&topology).unwrap();
+    fs::write(&topology, text.replace(&socket, "/nonexistent/docker.sock")).unwrap();
+    let out = site.bootstrap(&["--yes"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("the Docker Engine at unix:///nonexistent/docker.sock does not answer"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("systemctl enable --now docker"), "{}", out.stderr);
+    assert_eq!(snapshot(&root), before);
 }
