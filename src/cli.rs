@@ -170,6 +170,11 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+    /// Prepare a node: host key, Docker checks, runtime tree, this binary and the agents' image.
+    #[command(
+        after_help = "Examples:\n  homelab bootstrap chelsty-infra --check\n  homelab bootstrap vps --host-key SHA256:... --yes"
+    )]
+    Bootstrap(command::bootstrap::BootstrapArgs),
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
@@ -329,6 +334,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             command::events::tail(at, *follow, *format, out)
         }
         Command::Unlock { target } => command::apply::unlock(repo, target, out),
+        Command::Bootstrap(args) => command::bootstrap::run(repo, args, out),
         Command::Completions { shell } => {
             use clap_complete::Shell as S;
             let shell = match shell {

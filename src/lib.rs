@@ -29,6 +29,7 @@
 
 pub mod apply;
 pub mod approve;
+pub mod bootstrap;
 pub mod check;
 pub mod cli;
 pub mod clock;

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod approve;
 pub mod args;
+pub mod bootstrap;
 pub mod events;
 pub mod graph;
 pub mod plan;

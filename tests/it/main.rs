@@ -7,6 +7,7 @@ mod support;
 mod apply;
 mod approve;
 mod architecture;
+mod bootstrap;
 mod cli;
 mod events;
 mod graph;
