@@ -46,6 +46,7 @@ pub mod plan;
 pub mod render;
 pub mod review;
 pub mod transport;
+pub mod world;
 
 pub use cli::Cli;
 pub use error::{exit_code, Error, Report};

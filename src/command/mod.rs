@@ -10,6 +10,7 @@ pub mod approve;
 pub mod args;
 pub mod events;
 pub mod graph;
+pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod show;
