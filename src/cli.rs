@@ -175,6 +175,23 @@ pub enum Command {
         after_help = "Examples:\n  homelab bootstrap chelsty-infra --check\n  homelab bootstrap vps --host-key SHA256:... --yes"
     )]
     Bootstrap(command::bootstrap::BootstrapArgs),
+    /// Fold every node's new events into the world: <controller root>/world/*.json.
+    #[command(
+        after_help = "Examples:\n  homelab observe --once\n  homelab observe --watch --interval 30\n  homelab observe --transport local --root /tmp/homelab-runtime --controller-root /tmp/ctl\n\nExits 1 when a node could not be read (the others are folded)."
+    )]
+    Observe {
+        #[command(flatten)]
+        target: Target,
+        /// One pass (catching up a backlog), then exit: the default.
+        #[arg(long, conflicts_with = "watch")]
+        once: bool,
+        /// A pass every `--interval` seconds until stopped.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between passes with `--watch`.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "watch")]
+        interval: u64,
+    },
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
@@ -335,6 +352,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
         }
         Command::Unlock { target } => command::apply::unlock(repo, target, out),
         Command::Bootstrap(args) => command::bootstrap::run(repo, args, out),
+        Command::Observe { target, once: _, watch, interval } => {
+            let args = command::observe::ObserveArgs { target, watch: *watch, interval: *interval };
+            command::observe::run(repo, &args, out)
+        }
         Command::Completions { shell } => {
             use clap_complete::Shell as S;
             let shell = match shell {

@@ -47,6 +47,7 @@ pub mod plan;
 pub mod render;
 pub mod review;
 pub mod transport;
+pub mod world;
 
 pub use cli::Cli;
 pub use error::{exit_code, Error, Report};

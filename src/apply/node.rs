@@ -136,6 +136,17 @@ impl NodeRun<'_> {
         };
         let counted = Counted { inner: exec.as_ref(), trips: self.trips };
         let at = At { exec: &counted, layout: Layout::new(exec.root()) };
+        // After expiry only work already begun may finish: a node without this plan's journal
+        // is left out before anything is written there, not even the lock.
+        if self.expired() {
+            match observe::refresh(self.node, at.exec).status {
+                NodeStatus::Unreachable { reason } => return NodeOutcome::Unreachable { reason },
+                NodeStatus::Reachable(state) if !state.journals.contains(self.id) => {
+                    return NodeOutcome::Refused { reason: self.left_out() };
+                }
+                NodeStatus::Reachable(_) => {}
+            }
+        }
         let holder = LockHolder {
             holder: self.opts.holder.clone(),
             plan: self.id.to_owned(),
@@ -209,6 +220,14 @@ impl NodeRun<'_> {
                 self.id
             ),
         }
+    }
+
+    fn left_out(&self) -> String {
+        format!(
+            "left out: plan `{}` expired at {} before this node started; plan again",
+            self.id,
+            rfc3339(self.opts.expires)
+        )
     }
 
     /// Whether the plan expired (by the run's clock).
@@ -317,13 +336,7 @@ impl NodeRun<'_> {
         // Expiry binds every start: a node that had not started when the plan expired is left
         // out (`--resume` may only finish work already begun).
         if self.expired() {
-            return Err(NodeOutcome::Refused {
-                reason: format!(
-                    "left out: plan `{}` expired at {} before this node started; plan again",
-                    self.id,
-                    rfc3339(self.opts.expires)
-                ),
-            });
+            return Err(NodeOutcome::Refused { reason: self.left_out() });
         }
         // The staleness check, right before the first prepare on this node.
         let PlannedStatus::Reachable { fingerprint, actual: lines } = &self.np.status else {

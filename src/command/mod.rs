@@ -11,6 +11,7 @@ pub mod args;
 pub mod bootstrap;
 pub mod events;
 pub mod graph;
+pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod show;

@@ -25,6 +25,8 @@ pub mod records;
 /// <root>/state/applied/<plan>.json       the controller's record of an apply
 /// <root>/state/rejected/<plan>.json      a rejection
 /// <root>/events/<day>/<node>/events.jsonl  append-only events
+/// <root>/world/<name>.json               the observer's world: nodes, services, deployments, incidents
+/// <root>/state/observer/cursors.json     where the observer stopped reading each node's events
 /// <root>/actions/<state>/<plan>.json     pending / approved / running / completed / failed
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +204,19 @@ impl Layout {
     pub fn events_root(&self) -> String {
         self.at("events")
     }
+
+    // The observer (on the controller).
+
+    /// One file of the world the observer folds from events (`nodes`, `services`,
+    /// `deployments`, `incidents`; docs/world.md).
+    pub fn world(&self, name: &str) -> String {
+        self.at(&format!("world/{name}.json"))
+    }
+
+    /// Where the observer stopped reading each node's event files.
+    pub fn observer_cursors(&self) -> String {
+        self.at("state/observer/cursors.json")
+    }
 }
 
 #[cfg(test)]
@@ -223,5 +238,7 @@ mod tests {
             "/opt/homelab/actions/pending/ab12.json"
         );
         assert_eq!(Layout::new("/").live("x"), "/state/services/x");
+        assert_eq!(l.world("nodes"), "/opt/homelab/world/nodes.json");
+        assert_eq!(l.observer_cursors(), "/opt/homelab/state/observer/cursors.json");
     }
 }

@@ -12,6 +12,7 @@ mod cli;
 mod events;
 mod graph;
 mod lab_smoke;
+mod observe;
 mod plan;
 mod render;
 mod signers;
