@@ -14,6 +14,8 @@
 //!   │           keys, policy)
 //!   ├─ apply (schedule, board,    per node over a transport: stages, journal, lock, rollback
 //!   │         node, service, outcome)
+//!   ├─ bootstrap                  a bare node made ready: host key, tree, binary, agent image
+//!   ├─ world                      the observer: every node's new events folded into world/
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
 //! clock, digest, files, git       time formatting, SHA-256, atomic local writes, the Git tree
