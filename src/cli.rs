@@ -149,6 +149,11 @@ pub enum Command {
         /// Wait up to this many seconds for a node locked by another apply (default: refuse).
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         lock_wait: u64,
+        /// Seconds a node waits, after `compose up` and the healthcheck's own time, for this
+        /// apply to confirm the deploy over a fresh connection; unconfirmed, the node rolls the
+        /// service back by itself (a change that cut it off undoes itself). 0: no dead-man.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        confirm_timeout: u64,
         /// How many nodes to apply at once.
         #[arg(long, value_name = "N", default_value_t = 8)]
         parallel: usize,
@@ -301,6 +306,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             stage,
             resume,
             lock_wait,
+            confirm_timeout,
             parallel,
             format,
         } => {
@@ -314,6 +320,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
                 },
                 resume: *resume,
                 lock_wait: *lock_wait,
+                confirm_timeout: *confirm_timeout,
                 parallel: *parallel,
                 json: matches!(format, DataFormat::Json),
             };

@@ -56,6 +56,10 @@ pub struct Options {
     /// Releases and apply journals kept per service on a node (`policy.yaml`
     /// `keep_releases`); older ones are pruned after a completed apply.
     pub keep_releases: u32,
+    /// The dead-man rollback: how long a node waits for the confirmation of a deploy over a
+    /// fresh connection (after `compose up` and the healthcheck's own time) before it rolls
+    /// the service back by itself; `None`: no dead-man.
+    pub confirm_timeout: Option<Duration>,
 }
 
 /// Run the pipeline, or only look.

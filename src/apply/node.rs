@@ -90,6 +90,8 @@ impl NodeExec for Counted<'_> {
 pub(super) struct At<'e> {
     pub(super) exec: &'e dyn NodeExec,
     pub(super) layout: Layout,
+    /// For a fresh connection to the node (the confirmation of a deploy).
+    pub(super) transport: &'e dyn Transport,
 }
 
 impl NodeRun<'_> {
@@ -135,7 +137,7 @@ impl NodeRun<'_> {
             Err(e) => return NodeOutcome::Unreachable { reason: e.to_string() },
         };
         let counted = Counted { inner: exec.as_ref(), trips: self.trips };
-        let at = At { exec: &counted, layout: Layout::new(exec.root()) };
+        let at = At { exec: &counted, layout: Layout::new(exec.root()), transport };
         // After expiry only work already begun may finish: a node without this plan's journal
         // is left out before anything is written there, not even the lock.
         if self.expired() {
@@ -679,6 +681,19 @@ impl NodeRun<'_> {
             f(e);
         }
         self.save(at, &mut journal)
+    }
+
+    /// A fresh connection to the node (not the run's multiplexed one), its commands counted
+    /// with the run's: proof the node can still be reached anew after a change.
+    pub(super) fn reconnect(&self, at: &At) -> Result<Box<dyn NodeExec>, StepError> {
+        at.transport.connect(self.node).map_err(|e| StepError::Link {
+            reason: format!("no new connection to the node after the deploy: {e}"),
+        })
+    }
+
+    /// Counts `exec`'s commands with the run's.
+    pub(super) fn counted<'e>(&'e self, exec: &'e dyn NodeExec) -> impl NodeExec + 'e {
+        Counted { inner: exec, trips: self.trips }
     }
 
     /// Queues an event for the node's event log; it travels with the node's next command.

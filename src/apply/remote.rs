@@ -238,14 +238,21 @@ sync -- "$services" 2>/dev/null || true
 
 /// Runs the contract's healthcheck once, with its timeout; its output is kept in `$3` on the
 /// node and its last lines printed.
+/// With a dead-man folder `$4`, a passing healthcheck also confirms the deploy (`CONFIRM`).
 const HEALTHCHECK: &str = r#"set -u
-live=$1; secs=$2; log=$3
+live=$1; secs=$2; log=$3; dm=${4:-}
 mkdir -p -- "$(dirname -- "$log")"
 : > "$log"; chmod 600 -- "$log"
 cd -- "$live" || exit 1
 timeout -k 2 "$secs" sh ./healthcheck.sh > "$log" 2>&1
 rc=$?
 tail -n 20 -- "$log"
+if [ "$rc" = 0 ] && [ -n "$dm" ] && [ -d "$dm" ]; then
+  if mkdir -- "$dm/decided" 2>/dev/null; then : > "$dm/decided/confirmed"; exit 0; fi
+  [ -f "$dm/decided/confirmed" ] && exit 0
+  echo "the node rolled the service back by itself: no confirmation before its deadline"
+  exit 75
+fi
 exit "$rc"
 "#;
 
@@ -297,6 +304,40 @@ fi
 cat -- "$j/out" 2>/dev/null
 cat -- "$j/err" >&2 2>/dev/null
 exit "$(cat -- "$j/rc")"
+"#;
+
+/// Arms the dead-man rollback of a deploy, before its job starts (in the same command): a
+/// watchdog in its own session waits for the `compose up` job (`$2`) to end; after a failed
+/// `up` it stands down (the controller rolls back); after a good one it gives the controller
+/// `$3` seconds to confirm over a fresh connection (`HEALTHCHECK` with the folder). Whoever creates `$1/decided`
+/// first decides: the confirmation, or the watchdog, which then rolls the service back by
+/// itself (the script `$7` with the arguments after `$8`, its output in `$1/rollback.log`) and
+/// appends the event line `$6` (`__TIME__` replaced by the time) to the day's file under `$4`
+/// for node `$5`. So a change that cuts the node off from its controller undoes itself.
+/// With `$1` empty, nothing is armed. Shifts its arguments; `JOB` follows.
+const ARM: &str = r#"dm=$1; shift
+if [ -n "$dm" ]; then
+  upjob=$1; secs=$2; evroot=$3; node=$4; line=$5; script=$6; n=$7; shift 7
+  # Armed once per deploy: a resumed deploy keeps the watchdog (or the decision) it finds.
+  pid=$(cat -- "$dm/pid" 2>/dev/null) || pid=""
+  if [ ! -d "$dm/decided" ] && { [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; }; then
+    rm -rf -- "$dm"; mkdir -p -m 700 -- "$dm"
+    setsid sh -c 'dm=$1; upjob=$2; secs=$3; evroot=$4; node=$5; line=$6; script=$7; shift 7
+      echo "$$" > "$dm/pid"
+      while [ ! -f "$upjob/rc" ]; do [ -d "$dm" ] || exit 0; sleep 1; done
+      [ "$(cat -- "$upjob/rc")" = 0 ] || exit 0
+      t=0
+      while [ "$t" -lt "$secs" ]; do [ -d "$dm/decided" ] && exit 0; sleep 1; t=$((t + 1)); done
+      mkdir -- "$dm/decided" 2>/dev/null || exit 0
+      : > "$dm/decided/rolled-back"
+      sh -c "$script" homelab "$@" > "$dm/rollback.log" 2>&1; echo "$?" > "$dm/rollback.rc"
+      now=$(date -u +%Y-%m-%dT%H:%M:%SZ); day=$(date -u +%F)
+      mkdir -p -- "$evroot/$day/$node"
+      printf "%s\n" "${line%%__TIME__*}$now${line#*__TIME__}" >> "$evroot/$day/$node/events.jsonl"' \
+      homelab-deadman "$dm" "$upjob" "$secs" "$evroot" "$node" "$line" "$script" "$@" < /dev/null > /dev/null 2>&1 &
+  fi
+  shift "$n"
+fi
 "#;
 
 /// The end of a node's run in one command: the records it carries, then the plan recorded as
@@ -570,7 +611,22 @@ pub fn validate(
     ok(sh(exec, carry, VALIDATE, &args, b"", LONG, true)?, "validate").map(|_| ())
 }
 
-/// Switches the live link to `release` and brings it up, as the detached job `job_dir`.
+/// A deploy's dead-man rollback (see `ARM`): where its decision is kept, how long the node
+/// waits for the controller's confirmation after `compose up`, and what it rolls back to.
+pub struct Deadman<'a> {
+    pub dir: &'a str,
+    pub secs: u64,
+    pub node: &'a str,
+    /// The event the node appends when it rolls back by itself, `__TIME__` for its time.
+    pub line: &'a str,
+    /// The release to go back to; `None`: a first deploy, taken down.
+    pub previous: Option<&'a str>,
+    /// Where the output of the node's own rollback is kept.
+    pub log: &'a str,
+}
+
+/// Switches the live link to `release` and brings it up, as the detached job `job_dir`; with
+/// `deadman`, the node rolls it back by itself unless the controller confirms in time.
 /// `log`: where the output of `compose up` is kept on the node.
 #[allow(clippy::too_many_arguments)] // the parts of one command, each named at the call
 pub fn switch_and_up(
@@ -581,19 +637,50 @@ pub fn switch_and_up(
     release: &str,
     log: &str,
     job_dir: &str,
+    deadman: Option<&Deadman<'_>>,
 ) -> Result<(), StepError> {
-    let args = [
-        svc,
-        release,
-        &layout.live(svc),
-        &layout.services(),
-        &layout.data(svc),
-        &layout.logs(svc),
-        &layout.releases(svc),
-        &layout.env_file(svc),
-        log,
-    ];
-    job(exec, carry, job_dir, SWITCH_AND_UP, &args, LONG, "docker compose up").map(|_| ())
+    let up_args = |rel: &'_ str, log: &'_ str| -> Vec<String> {
+        vec![
+            svc.to_owned(),
+            rel.to_owned(),
+            layout.live(svc),
+            layout.services(),
+            layout.data(svc),
+            layout.logs(svc),
+            layout.releases(svc),
+            layout.env_file(svc),
+            log.to_owned(),
+        ]
+    };
+    let mut all: Vec<String> = Vec::new();
+    match deadman {
+        None => all.push(String::new()),
+        Some(d) => {
+            let (script, back) = match d.previous {
+                Some(prev) => (SWITCH_AND_UP, up_args(prev, d.log)),
+                None => (
+                    DOWN_AND_UNLINK,
+                    vec![svc.to_owned(), layout.live(svc), layout.services(), layout.env_file(svc)],
+                ),
+            };
+            all.extend([
+                d.dir.to_owned(),
+                job_dir.to_owned(),
+                d.secs.to_string(),
+                layout.events_root(),
+                d.node.to_owned(),
+                d.line.to_owned(),
+                script.to_owned(),
+                back.len().to_string(),
+            ]);
+            all.extend(back);
+        }
+    }
+    all.extend([job_dir.to_owned(), SWITCH_AND_UP.to_owned(), "homelab".to_owned()]);
+    all.extend(up_args(release, log));
+    let args: Vec<&str> = all.iter().map(String::as_str).collect();
+    let script = format!("{ARM}{JOB}");
+    ok(sh(exec, carry, &script, &args, b"", LONG, true)?, "docker compose up").map(|_| ())
 }
 
 /// Takes the project down and removes its live link, as the detached job `job_dir`.
@@ -608,8 +695,19 @@ pub fn down_and_unlink(
     job(exec, carry, job_dir, DOWN_AND_UNLINK, &args, LONG, "docker compose down").map(|_| ())
 }
 
-/// One healthcheck attempt: whether it passed, and the last lines it printed (its whole output
-/// is kept in `log` on the node).
+/// What one healthcheck attempt found.
+pub enum Health {
+    /// It passed (and, with a dead-man folder, the deploy is confirmed).
+    Healthy,
+    /// It failed; the last lines it printed.
+    Failing(String),
+    /// It passed too late: the node had already rolled the service back by itself.
+    RolledBackByNode,
+}
+
+/// One healthcheck attempt (its whole output is kept in `log` on the node); with `deadman`,
+/// a pass confirms the deploy in the same command.
+#[allow(clippy::too_many_arguments)] // the parts of one command, each named at the call
 pub fn healthcheck(
     exec: &dyn NodeExec,
     carry: &Carry,
@@ -618,7 +716,8 @@ pub fn healthcheck(
     svc: &str,
     timeout: Duration,
     log: &str,
-) -> Result<(bool, String), StepError> {
+    deadman: Option<&str>,
+) -> Result<Health, StepError> {
     let live = layout.live(svc);
     let secs = timeout.as_secs().max(1).to_string();
     let env = [
@@ -629,18 +728,20 @@ pub fn healthcheck(
     let host = format!("DOCKER_HOST={}", exec.docker_host());
     let mut vars: Vec<&str> = vec![host.as_str()];
     vars.extend(env.iter().map(String::as_str));
-    let args = [live.as_str(), secs.as_str(), log];
+    let args = [live.as_str(), secs.as_str(), log, deadman.unwrap_or("")];
     let out = run_sh(carry, HEALTHCHECK, &args, &vars, |argv| {
         exec.run(argv, b"", timeout + Duration::from_secs(10))
     })?;
-    if out.status == Some(97) {
-        return Err(StepError::Failed {
+    match out.status {
+        Some(97) => Err(StepError::Failed {
             step: "writing the apply journal",
             status: out.status,
             stderr: out.stderr_text(),
-        });
+        }),
+        Some(0) => Ok(Health::Healthy),
+        Some(75) if deadman.is_some() => Ok(Health::RolledBackByNode),
+        _ => Ok(Health::Failing(String::from_utf8_lossy(&out.stdout).trim().to_owned())),
     }
-    Ok((out.success(), String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 /// Status and logs of a service into `out` on the node; returns the short status lines.

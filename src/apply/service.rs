@@ -74,7 +74,7 @@ impl NodeRun<'_> {
             stage = match step {
                 Stage::Prepared => s.prepare(journal, only.is_none().then_some(rt))?,
                 Stage::Validated => s.validate(journal, rt)?,
-                Stage::Deployed => s.deploy(journal)?,
+                Stage::Deployed => s.deploy(journal, rt, only.is_none())?,
                 Stage::Verified => s.verify(journal, rt)?,
                 // Stage::Completed, the last of the steps above.
                 _ => s.complete(journal, json!({"release": s.release}), "at the new version")?,
@@ -215,12 +215,50 @@ impl ServiceRun<'_, '_, '_> {
     }
 
     /// Switches the live link and brings the release up. `Deploying` is journaled first, so a
-    /// cut here is resumed by running it again.
-    fn deploy(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
+    /// cut here is resumed by running it again. When verify follows in this run and the
+    /// dead-man is on, the node is told to roll back by itself unless verify confirms in time.
+    fn deploy(
+        &self,
+        journal: &Mutex<Journal>,
+        rt: &Runtime,
+        verify_follows: bool,
+    ) -> Result<Stage, StepError> {
         self.say("deploy", "switching to the new release, docker compose up -d".to_owned());
         // `deploying` travels with the command that switches: it is on the node first.
         self.set(journal, Stage::Deploying, None);
         let log = self.log("up");
+        let previous = journal.lock().expect("journal").services[self.svc].previous.clone();
+        let to = previous.as_deref().unwrap_or("nothing (first deploy)");
+        let h = rt.healthcheck;
+        let secs = self.run.opts.confirm_timeout.filter(|_| verify_follows).map(|c| {
+            // The confirmation comes after the healthcheck passes: its whole budget first.
+            let tries = (h.interval + h.timeout) * h.retries;
+            (c + h.start_period + tries).as_secs().max(1)
+        });
+        let line = crate::events::line(
+            "__TIME__",
+            "remediation_completed",
+            "critical",
+            "homelab dead-man",
+            self.svc,
+            self.run.id,
+            self.run.node.id.as_str(),
+            json!({
+                "action": "rollback",
+                "to": to,
+                "reason": format!("no confirmation from the controller within {} s of compose up", secs.unwrap_or(0)),
+            }),
+        );
+        let dir = self.job("deadman");
+        let back_log = self.log("deadman-rollback");
+        let deadman = secs.map(|secs| remote::Deadman {
+            dir: &dir,
+            secs,
+            node: self.run.node.id.as_str(),
+            line: line.trim_end(),
+            previous: previous.as_deref(),
+            log: &back_log,
+        });
         match remote::switch_and_up(
             self.at.exec,
             &self.carry(),
@@ -229,6 +267,7 @@ impl ServiceRun<'_, '_, '_> {
             &self.release,
             &log,
             &self.job("up"),
+            deadman.as_ref(),
         ) {
             Ok(()) => {}
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
@@ -253,6 +292,18 @@ impl ServiceRun<'_, '_, '_> {
             ),
         );
         let started = std::time::Instant::now();
+        // With the dead-man on, over a fresh connection: a pass also confirms the deploy, and
+        // proves the node can still be reached anew after the change.
+        let fresh = match self.run.opts.confirm_timeout {
+            Some(_) => Some(self.run.reconnect(self.at)?),
+            None => None,
+        };
+        let fresh = fresh.as_deref().map(|e| self.run.counted(e));
+        let exec: &dyn crate::transport::NodeExec = match &fresh {
+            Some(e) => e,
+            None => self.at.exec,
+        };
+        let deadman = self.job("deadman");
         // Never spin on a zero interval: each try is a command on the node.
         let pause = h.interval.max(std::time::Duration::from_millis(500));
         let mut healthy = false;
@@ -263,19 +314,24 @@ impl ServiceRun<'_, '_, '_> {
         while failures < h.retries {
             attempt += 1;
             let node = self.run.node.id.as_str();
-            let (ok, output) = remote::healthcheck(
-                self.at.exec,
+            let health = remote::healthcheck(
+                exec,
                 &self.carry(),
                 &self.at.layout,
                 node,
                 self.svc,
                 h.timeout,
                 &log,
+                Some(&deadman),
             )?;
-            if ok {
-                healthy = true;
-                break;
-            }
+            let output = match health {
+                remote::Health::Healthy => {
+                    healthy = true;
+                    break;
+                }
+                remote::Health::RolledBackByNode => return self.rolled_back_by_node(journal),
+                remote::Health::Failing(output) => output,
+            };
             said = output;
             let grace = started.elapsed() < h.start_period;
             if !grace {
@@ -305,6 +361,21 @@ impl ServiceRun<'_, '_, '_> {
         self.stage_done(Step::Verify);
         self.set(journal, Stage::Verified, None);
         Ok(Stage::Verified)
+    }
+
+    /// The node rolled the service back by itself (the dead-man): no confirmation reached it in
+    /// time. Recorded at once; the node wrote its own event.
+    fn rolled_back_by_node(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
+        let previous = journal.lock().expect("journal").services[self.svc].previous.clone();
+        let to = previous.as_deref().unwrap_or("nothing (first deploy)");
+        let reason = format!(
+            "the node rolled back to {to} by itself: this apply's confirmation over a fresh connection came after its deadline (--confirm-timeout; log: {})",
+            self.log("deadman-rollback")
+        );
+        self.say("rollback", reason.clone());
+        self.set(journal, Stage::RolledBack, Some(reason));
+        self.run.flush(self.at)?;
+        Ok(Stage::RolledBack)
     }
 
     /// The last stage of a service: journal, event, progress.
@@ -382,6 +453,7 @@ impl ServiceRun<'_, '_, '_> {
                     prev,
                     &rollback_log,
                     &job,
+                    None,
                 )
             }
             None => {

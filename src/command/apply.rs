@@ -24,6 +24,7 @@ pub struct ApplyArgs<'a> {
     pub mode: Mode,
     pub resume: bool,
     pub lock_wait: u64,
+    pub confirm_timeout: u64,
     pub parallel: usize,
     pub json: bool,
 }
@@ -71,6 +72,8 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
         mode: args.mode,
         resume: args.resume,
         lock_wait: Duration::from_secs(args.lock_wait),
+        confirm_timeout: (args.confirm_timeout > 0)
+            .then(|| Duration::from_secs(args.confirm_timeout)),
         parallel: args.parallel,
         holder: super::whoami(),
         host,

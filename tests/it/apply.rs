@@ -458,7 +458,8 @@ fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
             s.replace(&format!("\"{}\"]", 8080 + round), &format!("\"{}\"]", 8081 + round))
         });
         let id = site.plan_and_approve();
-        let mut child = site.spawn_apply(&id, &[]);
+        // A dead-man deadline longer than the cut: the resume, not the node, finishes it.
+        let mut child = site.spawn_apply(&id, &["--confirm-timeout", "600"]);
         let (seen, rest) = wait_for_line(&mut child, &format!("[edge-a] broker {stage}:"));
         site.lab.blackhole("edge-a");
         let (code, tail) = finish(child, rest);
@@ -1149,4 +1150,65 @@ fn round_trips_per_node_are_pinned_for_fresh_no_op_and_one_change() {
         let mode = log.metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", log.path().display());
     }
+}
+
+/// The dead-man rollback: a deploy whose node can no longer be reached anew (here its SSH port
+/// refuses new connections right after `compose up`, as a change that breaks the network
+/// would) is rolled back by the node itself once the confirmation deadline passes; the node
+/// records its own event, and the apply and its resume say what happened. A normal deploy is
+/// confirmed over a fresh connection and stays.
+#[test]
+fn a_deploy_the_controller_cannot_confirm_is_rolled_back_by_the_node() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--confirm-timeout", "3"]);
+    assert_eq!(out.code, 0, "confirmed over a fresh connection: {}\n{}", out.stdout, out.stderr);
+    let root = site.root("edge-a");
+    let decided = root.join(format!("state/deploy/{id}/jobs/broker/deadman/decided"));
+    assert!(decided.join("confirmed").exists(), "the deploy was confirmed");
+
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker\n", "BROKER_USER: cut-off\n")
+    });
+    let id = site.plan_and_approve();
+    let mut child = site.spawn_apply(&id, &["--confirm-timeout", "3", "--node", "edge-a"]);
+    let (seen, rest) = wait_for_line(&mut child, "[edge-a] broker deploy:");
+    site.lab.refuse_new("edge-a");
+    let (code, tail) = finish(child, rest);
+    let all = format!("{}{tail}", seen.join(""));
+    assert_ne!(code, 0, "{all}");
+    assert!(all.contains("no new connection to the node after the deploy"), "{all}");
+    // The node decides by itself: wait (bounded) for its decision, made with no controller.
+    let decided = root.join(format!("state/deploy/{id}/jobs/broker/deadman/decided"));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !decided.join("rolled-back").exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(decided.join("rolled-back").exists(), "the node rolled back by itself");
+    let rc = root.join(format!("state/deploy/{id}/jobs/broker/deadman/rollback.rc"));
+    while !rc.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(fs::read_to_string(&rc).unwrap().trim(), "0", "its rollback worked");
+    site.lab.accept_new("edge-a");
+    assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()));
+    let mut lines = String::new();
+    for day in fs::read_dir(root.join("events")).unwrap() {
+        lines += &fs::read_to_string(day.unwrap().path().join("edge-a/events.jsonl")).unwrap();
+    }
+    let own = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole lines"))
+        .find(|e| e["source"] == "homelab dead-man" && e["correlation_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("the node's own event: {lines}"));
+    assert_eq!(own["type"], "remediation_completed");
+    assert_eq!(own["service"], "broker");
+
+    // The resume finds the node's decision: rolled back, not applied.
+    let out = site.apply(&id, &["--resume", "--confirm-timeout", "3"]);
+    assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("rolled back"), "{}", out.stdout);
+    assert!(out.stdout.contains("by itself"), "{}", out.stdout);
+    assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()));
 }

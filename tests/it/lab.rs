@@ -377,6 +377,23 @@ impl Lab {
         }
     }
 
+    /// Refuses new SSH connections to the node (their SYN is dropped) while connections already
+    /// made go on: what a change that eats the SSH port does. [`Lab::accept_new`] undoes it.
+    pub fn refuse_new(&self, node: &str) {
+        let n = self.node(node);
+        must(
+            iptables(n)
+                .args(["-I", "INPUT", "1", "-p", "tcp", "--dport", "22", "--syn", "-j", "DROP"]),
+        );
+    }
+
+    pub fn accept_new(&self, node: &str) {
+        let n = self.node(node);
+        must(
+            iptables(n).args(["-D", "INPUT", "-p", "tcp", "--dport", "22", "--syn", "-j", "DROP"]),
+        );
+    }
+
     /// Undoes [`Lab::cut`] and [`Lab::blackhole`].
     pub fn restore(&self, node: &str) {
         let n = self.node(node);
