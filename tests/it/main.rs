@@ -8,6 +8,7 @@ mod apply;
 mod approve;
 mod architecture;
 mod cli;
+mod corpus;
 mod events;
 mod graph;
 mod lab_smoke;
