@@ -729,12 +729,11 @@ fn the_corpus_applies_updates_keeps_its_data_and_rolls_back_in_the_lab() {
         String::from_utf8_lossy(&published.stderr)
     );
     let initialized = site.exec("alpha", "blog-db", &["cat", "/var/lib/mysql/.initialized"]);
-    // Applied is applied: nothing is left to do, opt-in profiles included. (The one-shot
-    // migration is left out here: homelab plans its exited container as drift, see
-    // `a_one_shot_init_container_that_exited_0_is_not_drift`.)
+    // Applied is applied: nothing is left to do, opt-in profiles and the one-shot migration
+    // that exited 0 included.
     let again = site.homelab(&["plan"]);
     assert!(again.code == 0 || again.code == 2, "{}", again.stderr);
-    for case in CASES.iter().filter(|c| c.exited.is_empty()) {
+    for case in CASES {
         let line = format!("no-op    {}@{}  deployed artifacts match\n", case.svc, case.node);
         assert!(again.stdout.contains(&line), "{} is not a no-op:\n{}", case.svc, again.stdout);
     }
@@ -828,7 +827,6 @@ fn the_corpus_applies_updates_keeps_its_data_and_rolls_back_in_the_lab() {
 /// update of a service that has nothing to do, on every plan (`containers_not_up` in
 /// `src/plan/mod.rs` counts every container that is not running).
 #[test]
-#[ignore = "homelab bug: an exited one-shot init container is planned as drift (src/plan/mod.rs containers_not_up)"]
 fn a_one_shot_init_container_that_exited_0_is_not_drift() {
     let _one = crate::apply::LAB.lock().unwrap_or_else(|e| e.into_inner());
     let site = Site::new(Lab::start(&LAB_NODES));
@@ -843,6 +841,20 @@ fn a_one_shot_init_container_that_exited_0_is_not_drift() {
         "{}",
         again.stdout
     );
+    assert!(again.stdout.contains("one-shot, exited 0: tracker-migrate"), "{}", again.stdout);
+    // A long-running container of the same service that is down is still drift, and the files
+    // that match are not called "edited by hand".
+    let stop = site.lab.docker("edge-a", &["stop", "tracker"]);
+    assert!(stop.status.success());
+    let again = site.homelab(&["plan", "--node", "edge-a"]);
+    assert!(
+        again
+            .stdout
+            .contains("~ update   tracker@edge-a  artifacts match, but `tracker` is exited"),
+        "{}",
+        again.stdout
+    );
+    assert!(!again.stdout.contains("edited by hand"), "{}", again.stdout);
 }
 
 /// Regression (homelab bug, found by the corpus): release files are unpacked with the

@@ -108,6 +108,17 @@ pub fn check(
     fp
 }
 
+/// The compose keys of the one-shot init containers of an instance, from its rendered compose
+/// file and override: a container that ran once and exited 0 is their normal state, which
+/// `plan` must not take for drift. A text that does not parse adds none (validation reports it).
+pub fn one_shot(texts: &[&str]) -> BTreeSet<String> {
+    let parsed: Vec<raw::Compose> = texts
+        .iter()
+        .filter_map(|t| parse_yaml::<raw::Compose>(Path::new("docker-compose.yml"), t).ok())
+        .collect();
+    init_containers(parsed.iter())
+}
+
 /// The compose services another one waits for with `condition: service_completed_successfully`:
 /// one-shot init containers, which run once and stop (`restart: "no"`).
 fn init_containers<'a>(files: impl Iterator<Item = &'a raw::Compose>) -> BTreeSet<String> {
