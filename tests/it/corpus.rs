@@ -99,10 +99,28 @@ fn the_corpus_has_twelve_or_more_services_on_two_nodes_and_each_ships_beyond_the
     for (svc, _) in &all {
         let files = shipped(svc);
         assert!(files.len() > 2, "{svc} ships only {files:?}");
-        for five in ["docker-compose.yml", "healthcheck.sh", "service.yaml", "README.md"] {
+        for five in ["healthcheck.sh", "service.yaml", "README.md"] {
             assert!(corpus().join(svc).join(five).is_file(), "{svc}: no {five}");
         }
+        let compose: Vec<_> =
+            files.iter().filter(|f| COMPOSE_NAMES.contains(&f.as_str())).collect();
+        assert_eq!(compose.len(), 1, "{svc}: one compose file, found {compose:?}");
     }
+    // Compose's preferred name is recognised, not only `docker-compose.yml`.
+    assert!(corpus().join("media/compose.yaml").is_file());
+}
+
+/// The names Compose finds a project's file under; each ships as `docker-compose.yml`.
+const COMPOSE_NAMES: [&str; 4] =
+    ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
+
+/// The name a shipped file has in the release: a template without its `.j2`, the compose file
+/// as `docker-compose.yml`.
+fn release_name(file: &str) -> &str {
+    if COMPOSE_NAMES.contains(&file) {
+        return "docker-compose.yml";
+    }
+    file.strip_suffix(".j2").unwrap_or(file)
 }
 
 /// Every corpus service validates, renders every file it ships (templates without their
@@ -129,17 +147,23 @@ fn every_corpus_service_validates_renders_and_plans() {
         let release = lab.path(&format!("stage/{node}/{svc}"));
         for file in shipped(svc) {
             let source = fs::read(corpus().join(svc).join(&file)).unwrap();
+            let name = release_name(&file);
+            if COMPOSE_NAMES.contains(&file.as_str()) {
+                let text = fs::read_to_string(release.join(name)).unwrap();
+                assert!(!text.contains("{{ "), "{svc}: compose file not rendered:\n{text}");
+                assert!(!text.contains("{%"), "{svc}: compose file not rendered:\n{text}");
+                assert!(
+                    file == name || !release.join(&file).exists(),
+                    "{svc}: {file} ships as {name}"
+                );
+                continue;
+            }
             match file.strip_suffix(".j2") {
                 Some(name) => {
                     let text = fs::read_to_string(release.join(name))
                         .unwrap_or_else(|e| panic!("{svc}: {name} not rendered: {e}"));
                     assert!(!text.contains("{{"), "{svc}/{name} is rendered:\n{text}");
                     assert!(!release.join(&file).exists(), "{svc}: {file} keeps its suffix");
-                }
-                None if file == "docker-compose.yml" => {
-                    let text = fs::read_to_string(release.join(&file)).unwrap();
-                    assert!(!text.contains("{{ "), "{svc}: compose file not rendered:\n{text}");
-                    assert!(!text.contains("{%"), "{svc}: compose file not rendered:\n{text}");
                 }
                 None => assert_eq!(
                     fs::read(release.join(&file))
@@ -162,7 +186,7 @@ fn every_corpus_service_validates_renders_and_plans() {
     for (svc, node) in &all {
         assert!(plan.contains(&format!("\nchange create {svc}@{node}")), "{svc}@{node}:\n{plan}");
         for file in shipped(svc) {
-            let name = file.strip_suffix(".j2").unwrap_or(&file);
+            let name = release_name(&file);
             let mode = if file == "healthcheck.sh" || is_executable(&corpus().join(svc).join(&file))
             {
                 "0755"
@@ -171,7 +195,7 @@ fn every_corpus_service_validates_renders_and_plans() {
             };
             let line = format!("\nartifact {name} {mode} ");
             assert!(plan.contains(&line), "{svc}: no `{}` in the plan", line.trim());
-            if file != name || file == "docker-compose.yml" {
+            if file != name || name == "docker-compose.yml" {
                 continue;
             }
             let digest = sha256_hex(&fs::read(corpus().join(svc).join(&file)).unwrap());

@@ -158,6 +158,37 @@ fn a_one_container_service_keeps_its_compose_key() {
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
+/// Regression (issue 9): a service folder may name its compose file as Compose does
+/// (`compose.yaml`, `compose.yml`, `docker-compose.yaml`); it ships as `docker-compose.yml`,
+/// the name the node's scripts and the override use, and its problems are located in it.
+#[test]
+fn every_compose_file_name_is_recognised_and_ships_as_docker_compose_yml() {
+    for name in ["compose.yaml", "compose.yml", "docker-compose.yaml"] {
+        let tree = Tree::base();
+        let from = tree.path().join("services/web/docker-compose.yml");
+        let text = fs::read_to_string(&from).unwrap();
+        fs::remove_file(&from).unwrap();
+        tree.write(&format!("services/web/{name}"), &text);
+        let out = tree.homelab(&["validate"]);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        let stage = tree.path().join("stage");
+        let args = ["render", "--node", "alpha", "--service", "web", "--out"];
+        let out = tree.homelab(&[&args[..], &[stage.to_str().unwrap()]].concat());
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        let release = stage.join("alpha/web");
+        assert!(!release.join(name).exists(), "{name} ships under its own name");
+        let shipped = fs::read_to_string(release.join("docker-compose.yml")).unwrap();
+        assert!(shipped.contains("container_name: web"), "{shipped}");
+        tree.write(&format!("services/web/{name}"), text.replace("restart:", "restart: no #"));
+        let out = tree.homelab(&["validate"]);
+        assert!(
+            out.stderr.contains(&format!("error[restart]: services/web/{name}:")),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
 /// A host path the contract lists in `host_paths` is allowed; the same path unlisted is not
 /// (the broken fixture `compose-path` pins that message).
 #[test]
