@@ -120,8 +120,38 @@ fn compose_rules(
         .collect();
     let shipped = shipped(rendered);
     let exposure = node.services.get(&inst.service).map(|s| s.exposure).unwrap_or(svc.exposure);
-    let ctx = compose::Context { root: &node.runtime_root, exposure, shipped: &shipped };
+    let shipped_texts = shipped_texts(lab, inst, rendered);
+    let ctx = compose::Context {
+        root: &node.runtime_root,
+        exposure,
+        shipped: &shipped,
+        texts: &shipped_texts,
+    };
     compose::check(svc, inst, &ctx, &files, d)
+}
+
+/// The text artifacts of an instance's release, by path in the release: the path of their
+/// source in the repository (as diagnostics show it) and their rendered text.
+fn shipped_texts(
+    lab: &Homelab,
+    inst: &Instance,
+    rendered: &render::Rendered,
+) -> BTreeMap<String, (String, String)> {
+    let svc = &lab.services[&inst.service];
+    let host = lab.nodes[&inst.node].runtime_files.get(&inst.service);
+    // The host's files replace the service's of the same name, as in the render.
+    let mut sources: BTreeMap<&str, &str> =
+        svc.files.iter().map(|f| (f.name.as_str(), f.source.path.as_str())).collect();
+    sources.extend(host.into_iter().flatten().map(|f| (f.name.as_str(), f.source.path.as_str())));
+    rendered
+        .artifacts
+        .iter()
+        .filter_map(|a| {
+            let text = std::str::from_utf8(&a.bytes).ok()?;
+            let path = sources.get(a.name.as_str())?;
+            Some((a.name.clone(), (path.to_string(), text.to_owned())))
+        })
+        .collect()
 }
 
 /// What is shipped with an instance: exactly the artifacts of its release (as rendered, so a

@@ -189,6 +189,40 @@ fn every_compose_file_name_is_recognised_and_ships_as_docker_compose_yml() {
     }
 }
 
+/// Regression (found by the corpus): a service that inherits `restart:` through `extends`
+/// (a chain: a shipped file's service that extends another one of that file) follows the
+/// restart rule; before, it failed with "expected `restart: unless-stopped`, found none".
+#[test]
+fn restart_inherited_through_an_extends_chain_counts() {
+    let tree = Tree::base();
+    let path = "services/web/docker-compose.yml";
+    let text = fs::read_to_string(tree.path().join(path)).unwrap();
+    tree.write(
+        path,
+        text.replace(
+            "    restart: unless-stopped\n",
+            "    extends:\n      file: ./base/common.yml\n      service: daemon\n",
+        ),
+    );
+    tree.write(
+        "services/web/base/common.yml",
+        "services:\n  daemon:\n    extends: always-up\n  always-up:\n    restart: unless-stopped\n",
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The inherited value is the one checked, located where it is written.
+    tree.write(
+        "services/web/base/common.yml",
+        "services:\n  daemon:\n    extends: always-up\n  always-up:\n    restart: always\n",
+    );
+    let out = tree.homelab(&["validate"]);
+    assert!(
+        out.stderr.contains("error[restart]: services/web/base/common.yml:5: `services.always-up.restart`: expected `unless-stopped` (the contract's restart_policy), found `always` (inherited by `services.web` through `extends`)"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A host path the contract lists in `host_paths` is allowed; the same path unlisted is not
 /// (the broken fixture `compose-path` pins that message).
 #[test]
