@@ -83,25 +83,7 @@ fn rendering(lab: &Homelab, d: &mut Diagnostics) {
                 footprints.insert(inst, fp);
             }
             Err(RenderError::Template { file, line, message }) => {
-                let undefined = message
-                    .starts_with("undefined value")
-                    .then(|| undefined_var(lab, inst, &file, line))
-                    .flatten();
-                match undefined {
-                    Some(expr) => {
-                        let svc = &inst.service;
-                        let key = expr.trim_start_matches("vars.");
-                        d.err(
-                            "template",
-                            &file,
-                            line,
-                            expr.clone(),
-                            format!("undefined value: `{key}` is not among the `vars:` of services/{svc}/service.yaml or of the host"),
-                            format!("define `{key}` under `vars:` in services/{svc}/service.yaml (or per node in hosts/<node>/services.yaml), or fix the name"),
-                        )
-                    }
-                    None => d.err("template", file, line, "", message, "define the variable under `vars:` in service.yaml or the host's services.yaml, or fix the template"),
-                }
+                template_problem(lab, inst, &file, line, &message, d)
             }
         }
     }
@@ -138,8 +120,38 @@ fn compose_rules(
         .collect();
     let shipped = shipped(rendered);
     let exposure = node.services.get(&inst.service).map(|s| s.exposure).unwrap_or(svc.exposure);
-    let ctx = compose::Context { root: &node.runtime_root, exposure, shipped: &shipped };
+    let shipped_texts = shipped_texts(lab, inst, rendered);
+    let ctx = compose::Context {
+        root: &node.runtime_root,
+        exposure,
+        shipped: &shipped,
+        texts: &shipped_texts,
+    };
     compose::check(svc, inst, &ctx, &files, d)
+}
+
+/// The text artifacts of an instance's release, by path in the release: the path of their
+/// source in the repository (as diagnostics show it) and their rendered text.
+fn shipped_texts(
+    lab: &Homelab,
+    inst: &Instance,
+    rendered: &render::Rendered,
+) -> BTreeMap<String, (String, String)> {
+    let svc = &lab.services[&inst.service];
+    let host = lab.nodes[&inst.node].runtime_files.get(&inst.service);
+    // The host's files replace the service's of the same name, as in the render.
+    let mut sources: BTreeMap<&str, &str> =
+        svc.files.iter().map(|f| (f.name.as_str(), f.source.path.as_str())).collect();
+    sources.extend(host.into_iter().flatten().map(|f| (f.name.as_str(), f.source.path.as_str())));
+    rendered
+        .artifacts
+        .iter()
+        .filter_map(|a| {
+            let text = std::str::from_utf8(&a.bytes).ok()?;
+            let path = sources.get(a.name.as_str())?;
+            Some((a.name.clone(), (path.to_string(), text.to_owned())))
+        })
+        .collect()
 }
 
 /// What is shipped with an instance: exactly the artifacts of its release (as rendered, so a
@@ -160,30 +172,141 @@ fn shipped(rendered: &render::Rendered) -> BTreeSet<String> {
     out
 }
 
-/// The first `{{ vars.<key> }}` on `line` of the template `file` whose key neither the contract
-/// nor the host defines: what a strict "undefined value" render error is about.
-fn undefined_var(lab: &Homelab, inst: &Instance, file: &str, line: Option<u64>) -> Option<String> {
+/// A template that does not render, said with what the line holds: an undefined `vars.` key
+/// names the key and where to define it; text that only looks like a template (Docker's Go
+/// templates such as `{{.Name}}`, a `{{username}}` placeholder in a comment) names the text,
+/// its line and the fix `{% raw %}`.
+fn template_problem(
+    lab: &Homelab,
+    inst: &Instance,
+    file: &str,
+    line: Option<u64>,
+    message: &str,
+    d: &mut Diagnostics,
+) {
+    let svc = &inst.service;
+    let src = template_text(lab, inst, file).and_then(|text| source_line(text, line));
+    let exprs = src.map(expressions).unwrap_or_default();
+    let raw_fix = |text: &str| {
+        format!("to ship `{text}` as written, wrap it in `{{% raw %}}{text}{{% endraw %}}` (or, when the file needs no template at all, drop its `.j2` suffix or leave it out of `templates:`)")
+    };
+    if message.starts_with("undefined value") {
+        let host = lab.nodes[&inst.node].services.get(&inst.service).map(|h| &h.vars);
+        let defined = |k: &str| {
+            lab.services[&inst.service].vars.contains_key(k)
+                || host.is_some_and(|h| h.contains_key(k))
+        };
+        let undefined_var = exprs.iter().find_map(|(_, e)| {
+            let k = e.strip_prefix("vars.")?;
+            (!k.is_empty()
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !defined(k))
+            .then_some((e, k))
+        });
+        if let Some((expr, key)) = undefined_var {
+            return d.err(
+                "template",
+                file,
+                line,
+                expr.clone(),
+                format!("undefined value: `{key}` is not among the `vars:` of services/{svc}/service.yaml or of the host"),
+                format!("define `{key}` under `vars:` in services/{svc}/service.yaml (or per node in hosts/<node>/services.yaml), or fix the name"),
+            );
+        }
+        // A name the template context does not have at all (`{{ username }}`): most often text
+        // meant for another program.
+        let unknown = exprs.iter().find(|(_, e)| {
+            let root = e.split(['.', '[', '(', ' ']).next().unwrap_or("");
+            !root.is_empty() && !CONTEXT.contains(&root)
+        });
+        if let Some((text, expr)) = unknown {
+            let root = expr.split(['.', '[', '(', ' ']).next().unwrap_or("");
+            return d.err(
+                "template",
+                file,
+                line,
+                text.clone(),
+                format!("undefined value: `{root}` is not a template variable (the context has {})", CONTEXT.join(", ")),
+                format!("{}; to fill it in per service or node, define `{root}` under `vars:` and write `{{{{ vars.{root} }}}}`", raw_fix(text)),
+            );
+        }
+    } else if message.starts_with("syntax error") {
+        // Go template text (`{{.Name}}`, `{{ json . }}`) is the common case: minijinja cannot
+        // parse an expression that starts with `.`.
+        let go = exprs.iter().find(|(_, e)| e.starts_with('.') || e.contains(" ."));
+        if let Some((text, _)) = go {
+            return d.err(
+                "template",
+                file,
+                line,
+                text.clone(),
+                format!("{message}: `{text}` is Go template text (as Docker and Compose options write it), not a minijinja expression"),
+                raw_fix(text),
+            );
+        }
+        return d.err(
+            "template",
+            file,
+            line,
+            "",
+            message,
+            "fix the template syntax on this line; text meant literally (`{{ … }}`, `{% … %}`, `{# … #}`) goes inside `{% raw %}…{% endraw %}`",
+        );
+    }
+    d.err("template", file, line, "", message, "define the variable under `vars:` in service.yaml or the host's services.yaml, or fix the template")
+}
+
+/// The names a template can use at the top level (see `render`'s context).
+const CONTEXT: [&str; 7] =
+    ["root", "node", "service", "config_dir", "data_dir", "logs_dir", "vars"];
+
+/// The source of the template `file` rendered for `inst`: its compose file, override, a
+/// shipped file (service or host), or a shared fragment of `templates/`.
+fn template_text<'a>(lab: &'a Homelab, inst: &Instance, file: &str) -> Option<&'a str> {
     let svc = &lab.services[&inst.service];
     let node = &lab.nodes[&inst.node];
-    let text = if file == svc.compose.path {
-        &svc.compose.text
-    } else if let Some(o) = node.overrides.get(&inst.service).filter(|o| o.path == file) {
-        &o.text
-    } else {
-        lab.templates.get(file.strip_prefix("templates/")?)?
-    };
-    let src = text.lines().nth(usize::try_from(line?).ok()?.checked_sub(1)?)?;
-    let host = &node.services.get(&inst.service)?.vars;
-    src.split("{{")
-        .skip(1)
-        .filter_map(|s| s.split_once("}}").map(|(e, _)| e.split('|').next().unwrap_or("").trim()))
-        .find(|e| {
-            e.strip_prefix("vars.").is_some_and(|k| {
-                !k.is_empty()
-                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                    && !svc.vars.contains_key(k)
-                    && !host.contains_key(k)
-            })
-        })
-        .map(str::to_owned)
+    let sources = std::iter::once(&svc.compose)
+        .chain(node.overrides.get(&inst.service))
+        .chain(svc.files.iter().map(|f| &f.source))
+        .chain(node.runtime_files.get(&inst.service).into_iter().flatten().map(|f| &f.source));
+    for s in sources {
+        if s.path == file {
+            return Some(&s.text);
+        }
+    }
+    lab.templates.get(file.strip_prefix("templates/")?).map(String::as_str)
+}
+
+/// Line `line` (1-based) of `text`.
+fn source_line(text: &str, line: Option<u64>) -> Option<&str> {
+    text.lines().nth(usize::try_from(line?).ok()?.checked_sub(1)?)
+}
+
+/// The `{{ … }}` expressions of a line: the text as written, and the expression inside,
+/// trimmed, up to its first filter.
+fn expressions(line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start..].find("}}") else { break };
+        let text = &rest[start..start + len + 2];
+        let inner = text[2..text.len() - 2].trim_matches(|c: char| c == '-' || c.is_whitespace());
+        let expr = inner.split('|').next().unwrap_or("").trim();
+        out.push((text.to_owned(), expr.to_owned()));
+        rest = &rest[start + len + 2..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expressions;
+
+    #[test]
+    fn the_expressions_of_a_line() {
+        let e = |l: &str| expressions(l).into_iter().map(|(_, e)| e).collect::<Vec<_>>();
+        assert_eq!(e("tag: \"{{.Name}}\" {{ vars.a | upper }}"), [".Name", "vars.a"]);
+        assert_eq!(e("{{- json . -}} and {{ unclosed"), ["json ."]);
+        assert!(e("no template").is_empty());
+    }
 }

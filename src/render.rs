@@ -126,8 +126,12 @@ pub fn render_instance(lab: &Homelab, inst: &Instance) -> Result<Rendered, Rende
     // (name, source, template, mode, binary), later entries of the same name replacing earlier
     // ones: the host's files over the service's.
     type Entry<'a> = (String, &'a crate::model::Source, bool, u32, Option<&'a Vec<u8>>);
+    // The compose file ships as `docker-compose.yml` whatever Compose name it has in the
+    // repository (`compose.yaml`, ...): the node's scripts and the override name that file.
+    let compose_name = svc.compose.path.rsplit('/').next().unwrap_or(COMPOSE);
+    let compose_listed = listed(COMPOSE) || listed(compose_name);
     let mut sources: Vec<Entry> =
-        vec![(COMPOSE.to_owned(), &svc.compose, listed(COMPOSE), 0o644, None)];
+        vec![(COMPOSE.to_owned(), &svc.compose, compose_listed, 0o644, None)];
     sources.push((HEALTHCHECK.to_owned(), &svc.healthcheck_script, false, 0o755, None));
     fn file<'a>(f: &'a crate::model::ServiceFile, listed: bool) -> Entry<'a> {
         let template = f.binary.is_none() && (f.template || listed);

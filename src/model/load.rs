@@ -20,6 +20,11 @@ use super::{raw, Source};
 /// The five files every service folder has (DESIGN.md §2).
 pub const SERVICE_FILES: [&str; 5] =
     ["docker-compose.yml", "service.yaml", "README.md", "env.example", "healthcheck.sh"];
+/// The names Compose looks for a project's file under, in its order of preference; a service
+/// folder has exactly one of them. Whatever its name in the repository, it ships to the node
+/// as `docker-compose.yml` (`render::COMPOSE`): the node's scripts and the override use that.
+pub const COMPOSE_FILES: [&str; 4] =
+    ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
 /// The one file a `hosts/<node>/runtime/<svc>/` folder may hold.
 pub const OVERRIDE_FILE: &str = "docker-compose.override.yml";
 /// The folders a homelab repository must have.
@@ -51,8 +56,12 @@ pub struct ServiceDir {
     pub name: String,
     /// False when the entry is a file: nothing under it is read.
     pub is_dir: bool,
-    /// The `SERVICE_FILES` that do not exist.
+    /// The `SERVICE_FILES` that do not exist (`docker-compose.yml` standing for any of
+    /// `COMPOSE_FILES`).
     pub missing_files: Vec<&'static str>,
+    /// The `COMPOSE_FILES` the folder holds, in Compose's order of preference: more than one is
+    /// a problem (which one is meant?); the first is read.
+    pub compose_files: Vec<&'static str>,
     /// The files, when all exist and could be read and parsed.
     pub files: Option<RawService>,
 }
@@ -294,23 +303,40 @@ impl Reader<'_> {
         for name in self.list("services") {
             let base = format!("services/{name}");
             if !self.repo.is_dir(Path::new(&base)) {
-                out.push(ServiceDir { name, is_dir: false, missing_files: vec![], files: None });
+                out.push(ServiceDir {
+                    name,
+                    is_dir: false,
+                    missing_files: vec![],
+                    compose_files: vec![],
+                    files: None,
+                });
                 continue;
             }
+            let compose_files: Vec<&'static str> = COMPOSE_FILES
+                .into_iter()
+                .filter(|f| self.repo.exists(Path::new(&format!("{base}/{f}"))))
+                .collect();
+            // `docker-compose.yml` of the five stands for any name Compose accepts.
             let missing_files: Vec<&'static str> = SERVICE_FILES
                 .into_iter()
-                .filter(|f| !self.repo.exists(Path::new(&format!("{base}/{f}"))))
+                .filter(|f| match *f {
+                    "docker-compose.yml" => compose_files.is_empty(),
+                    f => !self.repo.exists(Path::new(&format!("{base}/{f}"))),
+                })
                 .collect();
-            let files = if missing_files.is_empty() { self.service_files(&base) } else { None };
-            out.push(ServiceDir { name, is_dir: true, missing_files, files });
+            let files = match (missing_files.is_empty(), compose_files.first()) {
+                (true, Some(compose)) => self.service_files(&base, compose),
+                _ => None,
+            };
+            out.push(ServiceDir { name, is_dir: true, missing_files, compose_files, files });
         }
         out
     }
 
-    fn service_files(&mut self, base: &str) -> Option<RawService> {
+    fn service_files(&mut self, base: &str, compose: &str) -> Option<RawService> {
         let contract_path = format!("{base}/service.yaml");
         let contract = self.yaml::<raw::Contract>(&contract_path);
-        let compose = self.source(format!("{base}/docker-compose.yml"));
+        let compose = self.source(format!("{base}/{compose}"));
         let healthcheck = self.source(format!("{base}/healthcheck.sh"));
         let env_example = self.source(format!("{base}/env.example"));
         // README.md only has to exist and be readable text: its problem is reported, but the
@@ -318,7 +344,7 @@ impl Reader<'_> {
         let _ = self.source(format!("{base}/README.md"));
         let mut extra = Vec::new();
         for rel in self.walk(base) {
-            if SERVICE_FILES.contains(&rel.as_str()) {
+            if SERVICE_FILES.contains(&rel.as_str()) || COMPOSE_FILES.contains(&rel.as_str()) {
                 continue;
             }
             let path = format!("{base}/{rel}");

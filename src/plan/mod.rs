@@ -7,14 +7,14 @@
 pub mod display;
 pub mod file;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use similar::TextDiff;
 
 use crate::graph::DeployGraph;
 use crate::model::{Homelab, Instance, NodeName};
-use crate::observe::{ActualNode, DeployedService, Engine, ManifestState, NodeStatus};
+use crate::observe::{ActualNode, Container, DeployedService, Engine, ManifestState, NodeStatus};
 use crate::render::{Artifact, Rendered};
 
 /// What happens to one service instance. The glyphs users see come from `symbol` only.
@@ -238,6 +238,13 @@ pub fn diff(
             }
             NodeStatus::Reachable(state) => state,
         };
+        // The one-shot init containers of every service desired on the node, by compose
+        // project: exited 0 is where they belong.
+        let one_shot: BTreeMap<&str, BTreeSet<String>> = desired
+            .iter()
+            .filter(|(i, _)| i.node == a.node)
+            .map(|(i, r)| (i.service.as_str(), one_shot_of(r)))
+            .collect();
         let mut changes = Vec::new();
         for inst in order.iter().filter(|i| i.node == a.node) {
             let Some(rendered) = desired.get(inst) else { continue };
@@ -258,10 +265,18 @@ pub fn diff(
                         "the apply of plan {id} stopped at `{stage}`: the containers may not match the files (or resume that plan)"
                     );
                     change.artifacts = rendered.artifacts.iter().map(planned).collect();
-                } else if let Some(why) = containers_not_up(&state.engine, svc) {
+                    change.prior = deployed.map(prior_of).unwrap_or_default();
+                } else if let Some(why) = containers_not_up(
+                    &state.engine,
+                    svc,
+                    &one_shot.get(svc).cloned().unwrap_or_default(),
+                ) {
                     change.action = Action::Update;
                     change.reason = format!("artifacts match, but {why}");
                     change.artifacts = rendered.artifacts.iter().map(planned).collect();
+                    // The files on the node are homelab's, byte for byte: the reviewer is shown
+                    // that nothing changes in them, not "edited by hand".
+                    change.prior = deployed.map(prior_of).unwrap_or_default();
                 }
             }
             if change.action != Action::NoOp {
@@ -305,7 +320,7 @@ pub fn diff(
             node: a.node.clone(),
             status: PlannedStatus::Reachable { fingerprint: state.fingerprint(), actual },
             changes,
-            engine: Some(engine_summary(&state.engine)),
+            engine: Some(engine_summary(&state.engine, &one_shot)),
         });
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
@@ -319,15 +334,41 @@ pub fn diff(
     }
 }
 
+/// The compose keys of the one-shot init containers of a rendered instance (see
+/// `model::validate::compose::one_shot`).
+fn one_shot_of(r: &Rendered) -> BTreeSet<String> {
+    let texts: Vec<&str> = r
+        .artifacts
+        .iter()
+        .filter(|a| a.name == crate::render::COMPOSE || a.name == crate::render::OVERRIDE)
+        .filter_map(|a| std::str::from_utf8(&a.bytes).ok())
+        .collect();
+    crate::model::validate::compose::one_shot(&texts)
+}
+
+/// Whether `c` is a one-shot init container of its project (by `one_shot`, the keys per
+/// project) that ran and exited 0: done, as it should be.
+fn done(c: &Container, one_shot: &BTreeMap<&str, BTreeSet<String>>) -> bool {
+    c.state == "exited"
+        && c.exit_code == Some(0)
+        && one_shot.get(c.project.as_str()).is_some_and(|keys| keys.contains(&c.service))
+}
+
 /// One line on the node's containers, for the reviewer.
-fn engine_summary(engine: &Engine) -> String {
+fn engine_summary(engine: &Engine, one_shot: &BTreeMap<&str, BTreeSet<String>>) -> String {
     match engine {
         Engine::Unavailable { reason } => format!("unavailable: {reason}"),
         Engine::Available { containers } => {
             let running = containers.iter().filter(|c| c.state == "running").count();
             let mut s = format!("{} container(s), {running} running", containers.len());
+            let finished: Vec<&str> =
+                containers.iter().filter(|c| done(c, one_shot)).map(|c| c.name.as_str()).collect();
+            if !finished.is_empty() {
+                s.push_str(&format!("; one-shot, exited 0: {}", finished.join(", ")));
+            }
             let odd: Vec<String> = containers
                 .iter()
+                .filter(|c| !done(c, one_shot))
                 .filter(|c| c.state != "running" || c.health.as_deref() == Some("unhealthy"))
                 .map(|c| format!("{} {}", c.name, c.health.as_deref().unwrap_or(&c.state)))
                 .collect();
@@ -340,8 +381,14 @@ fn engine_summary(engine: &Engine) -> String {
 }
 
 /// Why a deployed service whose files match is still not up: no container of its compose
-/// project, or one that is not running or unhealthy. `None` when the engine could not be read.
-fn containers_not_up(engine: &Engine, project: &str) -> Option<String> {
+/// project, or one that is not running or unhealthy. A one-shot init container (its compose
+/// key in `one_shot`) that exited 0 is up as far as it goes; one that failed is not. `None`
+/// when the engine could not be read.
+fn containers_not_up(
+    engine: &Engine,
+    project: &str,
+    one_shot: &BTreeSet<String>,
+) -> Option<String> {
     let Engine::Available { containers } = engine else { return None };
     let mine: Vec<_> = containers.iter().filter(|c| c.project == project).collect();
     if mine.is_empty() {
@@ -349,13 +396,21 @@ fn containers_not_up(engine: &Engine, project: &str) -> Option<String> {
     }
     let bad: Vec<String> = mine
         .iter()
-        .filter(|c| c.state != "running" || c.health.as_deref() == Some("unhealthy"))
-        .map(|c| {
-            format!(
-                "`{}` is {}",
-                c.name,
-                c.health.as_deref().filter(|h| *h == "unhealthy").unwrap_or(&c.state)
-            )
+        .filter_map(|c| {
+            if one_shot.contains(&c.service) && c.state == "exited" {
+                return match c.exit_code {
+                    Some(0) => None,
+                    Some(code) => Some(format!(
+                        "`{}` (a one-shot init container) exited with code {code}",
+                        c.name
+                    )),
+                    None => Some(format!("`{}` (a one-shot init container) is exited", c.name)),
+                };
+            }
+            let unhealthy = c.health.as_deref() == Some("unhealthy");
+            (c.state != "running" || unhealthy).then(|| {
+                format!("`{}` is {}", c.name, if unhealthy { "unhealthy" } else { &c.state })
+            })
         })
         .collect();
     (!bad.is_empty()).then(|| bad.join(", "))
@@ -528,4 +583,108 @@ pub fn unified(name: &str, old: &str, new: &str) -> String {
         .context_radius(3)
         .header(&format!("a/{name}"), &format!("b/{name}"))
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ServiceName;
+
+    const TRACKER: &str = "services:\n  migrate:\n    image: x\n    restart: \"no\"\n  tracker:\n    image: x\n    depends_on:\n      migrate:\n        condition: service_completed_successfully\n";
+
+    fn container(name: &str, service: &str, state: &str, exit_code: Option<i64>) -> Container {
+        Container {
+            name: name.into(),
+            project: "tracker".into(),
+            service: service.into(),
+            state: state.into(),
+            exit_code,
+            health: None,
+            image: "x".into(),
+        }
+    }
+
+    fn tracker(exit_code: Option<i64>) -> Engine {
+        Engine::Available {
+            containers: vec![
+                container("tracker", "tracker", "running", None),
+                container("tracker-migrate", "migrate", "exited", exit_code),
+            ],
+        }
+    }
+
+    fn rendered(compose: &str) -> Rendered {
+        let instance = Instance {
+            service: ServiceName::parse("tracker").unwrap(),
+            node: NodeName::parse("edge-a").unwrap(),
+        };
+        let artifacts = vec![Artifact {
+            name: crate::render::COMPOSE.into(),
+            bytes: compose.into(),
+            mode: 0o644,
+        }];
+        Rendered { instance, artifacts }
+    }
+
+    /// Regression (found by the corpus): a one-shot init container that exited 0 is where it
+    /// belongs; one that failed, or a long-running container that exited, is not up.
+    #[test]
+    fn an_exited_one_shot_init_container_is_up_only_when_it_exited_0() {
+        let keys = one_shot_of(&rendered(TRACKER));
+        assert_eq!(keys, BTreeSet::from(["migrate".to_owned()]));
+        assert_eq!(containers_not_up(&tracker(Some(0)), "tracker", &keys), None);
+        assert_eq!(
+            containers_not_up(&tracker(Some(3)), "tracker", &keys).as_deref(),
+            Some("`tracker-migrate` (a one-shot init container) exited with code 3")
+        );
+        // Not a one-shot container in this compose file: exited is down, whatever its code.
+        let none = BTreeSet::new();
+        assert_eq!(
+            containers_not_up(&tracker(Some(0)), "tracker", &none).as_deref(),
+            Some("`tracker-migrate` is exited")
+        );
+        let mut stopped = tracker(Some(0));
+        let Engine::Available { containers } = &mut stopped else { unreachable!() };
+        containers[0] = container("tracker", "tracker", "exited", Some(137));
+        assert_eq!(
+            containers_not_up(&stopped, "tracker", &keys).as_deref(),
+            Some("`tracker` is exited")
+        );
+    }
+
+    #[test]
+    fn the_engine_line_tells_a_finished_one_shot_container_from_one_that_is_down() {
+        let keys = BTreeMap::from([("tracker", one_shot_of(&rendered(TRACKER)))]);
+        assert_eq!(
+            engine_summary(&tracker(Some(0)), &keys),
+            "2 container(s), 1 running; one-shot, exited 0: tracker-migrate"
+        );
+        assert_eq!(
+            engine_summary(&tracker(Some(1)), &keys),
+            "2 container(s), 1 running; not up: tracker-migrate exited"
+        );
+    }
+
+    /// An update for containers that are not up carries the node's files as its prior: the
+    /// reviewer sees no diff, never "edited by hand" for a file that matches.
+    #[test]
+    fn an_update_of_matching_files_shows_no_diff() {
+        let r = rendered(TRACKER);
+        let a = planned(&r.artifacts[0]);
+        let mut c = Change {
+            instance: r.instance.clone(),
+            action: Action::Update,
+            reason: "artifacts match, but `tracker` is exited".into(),
+            after: vec![],
+            artifacts: vec![a.clone()],
+            prior: vec![a.clone()],
+            diffs: vec![],
+            runtime: None,
+        };
+        let actual = vec![format!("tracker file docker-compose.yml {} 0644", a.sha256)];
+        assert_eq!(diffs_of(&c, &actual), vec![]);
+        // Without it, the same file is shown as if edited by hand (the bug).
+        c.prior.clear();
+        assert!(diffs_of(&c, &actual)[0].1.contains("edited by hand"));
+    }
 }

@@ -5,18 +5,29 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
 use serde::{Deserialize, Serialize};
 
 pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
+/// The compose key of a container (`migrate` of the project `tracker`).
+pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 
 /// A container of a compose project, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     pub name: String,
     pub project: String,
+    /// Its key in the compose file (the `com.docker.compose.service` label); empty when the
+    /// engine does not say.
+    #[serde(default)]
+    pub service: String,
     pub state: String,
+    /// The exit code of an exited container (the list's `Exited (0) …` is text: this is the
+    /// engine's typed value, read by inspecting the container); `None` for any other state.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
     pub health: Option<String>,
     pub image: String,
 }
@@ -70,39 +81,53 @@ pub fn containers(
             .await
             .map_err(|_| no_answer())?
             .map_err(|source| DockerError::List { source })?;
-        let mut out: Vec<Container> = list
-            .into_iter()
-            .map(|c| {
-                let status = c.status.clone().unwrap_or_default();
-                let health = if status.contains("(unhealthy)") {
-                    Some("unhealthy".to_owned())
-                } else if status.contains("(healthy)") {
-                    Some("healthy".to_owned())
-                } else if status.contains("(health: starting)") {
-                    Some("starting".to_owned())
-                } else {
-                    None
-                };
-                Container {
-                    name: c
-                        .names
-                        .unwrap_or_default()
-                        .first()
-                        .map(|n| n.trim_start_matches('/').to_owned())
-                        .unwrap_or_default(),
-                    project: c
-                        .labels
-                        .unwrap_or_default()
-                        .get(COMPOSE_PROJECT_LABEL)
-                        .cloned()
-                        .unwrap_or_default(),
-                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-                    health,
-                    image: c.image.unwrap_or_default(),
+        let mut out: Vec<Container> = Vec::with_capacity(list.len());
+        for c in list {
+            // The list reports an exit code only inside its `status` text ("Exited (0) 5
+            // minutes ago"); an exited container (a one-shot init container, or one that
+            // stopped) is inspected for the engine's typed value.
+            let exit_code = match (&c.id, c.state) {
+                (Some(id), Some(ContainerSummaryStateEnum::EXITED)) => {
+                    tokio::time::timeout(timeout, docker.inspect_container(id, None))
+                        .await
+                        .map_err(|_| no_answer())?
+                        .ok()
+                        .and_then(|i| i.state?.exit_code)
                 }
-            })
-            .collect();
+                _ => None,
+            };
+            out.push(container(c, exit_code));
+        }
         out.sort_by(|a, b| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
         Ok(out)
     })
+}
+
+/// A container of the engine's list as refresh reports it.
+fn container(c: ContainerSummary, exit_code: Option<i64>) -> Container {
+    let status = c.status.unwrap_or_default();
+    let health = if status.contains("(unhealthy)") {
+        Some("unhealthy".to_owned())
+    } else if status.contains("(healthy)") {
+        Some("healthy".to_owned())
+    } else if status.contains("(health: starting)") {
+        Some("starting".to_owned())
+    } else {
+        None
+    };
+    let labels = c.labels.unwrap_or_default();
+    Container {
+        name: c
+            .names
+            .unwrap_or_default()
+            .first()
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default(),
+        project: labels.get(COMPOSE_PROJECT_LABEL).cloned().unwrap_or_default(),
+        service: labels.get(COMPOSE_SERVICE_LABEL).cloned().unwrap_or_default(),
+        state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+        exit_code,
+        health,
+        image: c.image.unwrap_or_default(),
+    }
 }

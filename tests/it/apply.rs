@@ -12,7 +12,7 @@ use crate::lab::Lab;
 use crate::support::{copy_tree, fixtures, Output};
 
 /// One lab at a time.
-static LAB: Mutex<()> = Mutex::new(());
+pub(crate) static LAB: Mutex<()> = Mutex::new(());
 
 const NODES: [&str; 3] = ["alpha", "edge-a", "edge-b"];
 

@@ -9,6 +9,7 @@ mod approve;
 mod architecture;
 mod bootstrap;
 mod cli;
+mod corpus;
 mod events;
 mod graph;
 mod lab_smoke;

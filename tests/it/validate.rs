@@ -158,6 +158,71 @@ fn a_one_container_service_keeps_its_compose_key() {
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
+/// Regression (issue 9): a service folder may name its compose file as Compose does
+/// (`compose.yaml`, `compose.yml`, `docker-compose.yaml`); it ships as `docker-compose.yml`,
+/// the name the node's scripts and the override use, and its problems are located in it.
+#[test]
+fn every_compose_file_name_is_recognised_and_ships_as_docker_compose_yml() {
+    for name in ["compose.yaml", "compose.yml", "docker-compose.yaml"] {
+        let tree = Tree::base();
+        let from = tree.path().join("services/web/docker-compose.yml");
+        let text = fs::read_to_string(&from).unwrap();
+        fs::remove_file(&from).unwrap();
+        tree.write(&format!("services/web/{name}"), &text);
+        let out = tree.homelab(&["validate"]);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        let stage = tree.path().join("stage");
+        let args = ["render", "--node", "alpha", "--service", "web", "--out"];
+        let out = tree.homelab(&[&args[..], &[stage.to_str().unwrap()]].concat());
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        let release = stage.join("alpha/web");
+        assert!(!release.join(name).exists(), "{name} ships under its own name");
+        let shipped = fs::read_to_string(release.join("docker-compose.yml")).unwrap();
+        assert!(shipped.contains("container_name: web"), "{shipped}");
+        tree.write(&format!("services/web/{name}"), text.replace("restart:", "restart: no #"));
+        let out = tree.homelab(&["validate"]);
+        assert!(
+            out.stderr.contains(&format!("error[restart]: services/web/{name}:")),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+/// Regression (found by the corpus): a service that inherits `restart:` through `extends`
+/// (a chain: a shipped file's service that extends another one of that file) follows the
+/// restart rule; before, it failed with "expected `restart: unless-stopped`, found none".
+#[test]
+fn restart_inherited_through_an_extends_chain_counts() {
+    let tree = Tree::base();
+    let path = "services/web/docker-compose.yml";
+    let text = fs::read_to_string(tree.path().join(path)).unwrap();
+    tree.write(
+        path,
+        text.replace(
+            "    restart: unless-stopped\n",
+            "    extends:\n      file: ./base/common.yml\n      service: daemon\n",
+        ),
+    );
+    tree.write(
+        "services/web/base/common.yml",
+        "services:\n  daemon:\n    extends: always-up\n  always-up:\n    restart: unless-stopped\n",
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The inherited value is the one checked, located where it is written.
+    tree.write(
+        "services/web/base/common.yml",
+        "services:\n  daemon:\n    extends: always-up\n  always-up:\n    restart: always\n",
+    );
+    let out = tree.homelab(&["validate"]);
+    assert!(
+        out.stderr.contains("error[restart]: services/web/base/common.yml:5: `services.always-up.restart`: expected `unless-stopped` (the contract's restart_policy), found `always` (inherited by `services.web` through `extends`)"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A host path the contract lists in `host_paths` is allowed; the same path unlisted is not
 /// (the broken fixture `compose-path` pins that message).
 #[test]

@@ -9,16 +9,17 @@
 //! Pure: it takes the rendered text and never renders itself (rendering is above `model`;
 //! `crate::check` renders each instance and calls this). No IO here.
 
+mod extends;
 mod paths;
 mod variables;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::super::diag::Diagnostics;
-use super::super::load::parse_yaml;
+use super::super::load::{parse_yaml, OVERRIDE_FILE};
 use super::super::raw::{self, line};
 use super::super::{Exposure, Instance, Service};
 use super::{is_tcp_endpoint, literal_assignment, Footprint, Located, Published, RESTART_POLICIES};
@@ -50,7 +51,16 @@ pub struct Context<'a> {
     /// separators: what is under `services/<svc>/` or `hosts/<node>/runtime/<svc>/`, except
     /// `README.md`, `env.example` and `service.yaml`.
     pub shipped: &'a BTreeSet<String>,
+    /// The shipped text files as rendered, by path in the release: (path in the repository,
+    /// text). `extends.file` is read from here.
+    pub texts: &'a BTreeMap<String, (String, String)>,
 }
+
+/// The compose file's path in the release, whatever its name in the repository.
+const RELEASE_COMPOSE: &str = "docker-compose.yml";
+
+/// What the services of one file inherit through `extends`, by key.
+type Inherited<'a> = BTreeMap<&'a str, Vec<extends::Ancestor<'a>>>;
 
 /// Checks the rendered compose files of `inst` of `svc`; returns what the instance takes on
 /// its node.
@@ -74,16 +84,44 @@ pub fn check(
     let base = parsed.iter().find(|(f, _)| f.kind == ComposeFile::Service);
     let multi = base.is_some_and(|(_, c)| c.services.len() > 1);
     let inits = init_containers(parsed.iter().map(|(_, c)| c));
+    let release = |f: &Rendered| match f.kind {
+        ComposeFile::Service => RELEASE_COMPOSE,
+        ComposeFile::Override => OVERRIDE_FILE,
+    };
+    // Every compose file `extends` may reach: the instance's own, and the shipped files named
+    // by `extends.file`.
+    let mut docs: BTreeMap<String, extends::Doc> = parsed
+        .iter()
+        .map(|(f, c)| (release(f).to_owned(), extends::Doc { display: f.path, compose: c }))
+        .collect();
+    let loaded = extends::load(&docs, ctx, d);
+    for (r, (display, c)) in &loaded {
+        docs.insert(r.clone(), extends::Doc { display, compose: c });
+    }
+    let inherited: Vec<Inherited> = parsed
+        .iter()
+        .map(|(f, c)| {
+            let r = release(f);
+            c.services.keys().map(|k| (k.as_str(), extends::ancestors(&docs, r, k, d))).collect()
+        })
+        .collect();
     let host_network: BTreeSet<&str> = parsed
         .iter()
-        .flat_map(|(_, c)| &c.services)
-        .filter(|(_, cs)| cs.value.network_mode.as_ref().is_some_and(|m| m.value == "host"))
-        .map(|(k, _)| k.as_str())
+        .zip(&inherited)
+        .flat_map(|((_, c), inh)| c.services.iter().map(move |(k, cs)| (k, cs, &inh[k.as_str()])))
+        .filter(|(_, cs, anc)| {
+            let mode = cs.value.network_mode.as_ref().map(|m| m.value.as_str());
+            let mode = mode.or_else(|| {
+                anc.iter().find_map(|a| a.service.network_mode.as_ref().map(|m| m.value.as_str()))
+            });
+            mode == Some("host")
+        })
+        .map(|(k, _, _)| k.as_str())
         .collect();
     let mut fp = Footprint::default();
-    for (f, c) in &parsed {
-        names_and_restart(svc, f, c, multi, &inits, d, &mut fp);
-        paths::check(svc, inst, ctx, f.path, c, d, &mut fp);
+    for ((f, c), inh) in parsed.iter().zip(&inherited) {
+        names_and_restart(svc, f, c, multi, &inits, inh, d, &mut fp);
+        paths::check(svc, inst, ctx, f.path, c, inh, d, &mut fp);
         variables::check(svc, f.path, f.text, d);
         zigbee(svc, f, d);
         for (key, cs) in &c.services {
@@ -92,12 +130,21 @@ pub fn check(
             if host_network.contains(key.as_str()) {
                 continue;
             }
-            for (i, p) in cs.value.ports.iter().enumerate() {
+            // Its own ports, then those it inherits (Compose appends them), each located in
+            // the file that writes it.
+            let own = cs.value.ports.iter().map(|p| (f.path, key.as_str(), p));
+            let theirs = inh[key.as_str()]
+                .iter()
+                .flat_map(|a| a.service.ports.iter().map(|p| (a.display, a.key, p)));
+            let mut n: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+            for (file, k, p) in own.chain(theirs) {
+                let i = n.entry((file, k)).or_default();
                 let at = Located {
-                    file: f.path.to_owned(),
+                    file: file.to_owned(),
                     line: line(p),
-                    field: format!("services.{key}.ports[{i}]"),
+                    field: format!("services.{k}.ports[{i}]"),
                 };
+                *i += 1;
                 if let Some(p) = published(&p.value, at) {
                     exposure(inst, ctx.exposure, &p, d);
                     fp.ports.push(p);
@@ -106,6 +153,17 @@ pub fn check(
         }
     }
     fp
+}
+
+/// The compose keys of the one-shot init containers of an instance, from its rendered compose
+/// file and override: a container that ran once and exited 0 is their normal state, which
+/// `plan` must not take for drift. A text that does not parse adds none (validation reports it).
+pub fn one_shot(texts: &[&str]) -> BTreeSet<String> {
+    let parsed: Vec<raw::Compose> = texts
+        .iter()
+        .filter_map(|t| parse_yaml::<raw::Compose>(Path::new("docker-compose.yml"), t).ok())
+        .collect();
+    init_containers(parsed.iter())
 }
 
 /// The compose services another one waits for with `condition: service_completed_successfully`:
@@ -147,12 +205,61 @@ fn naming_fix(svc: &str, expected: &str, multi: bool) -> String {
     }
 }
 
+/// A key of a compose service as found: its own, or inherited through `extends` (then located
+/// in the file and service that write it).
+struct Found<'a> {
+    value: &'a raw::S<String>,
+    file: &'a str,
+    field: String,
+    /// `Some(key)` when inherited from the service `key`.
+    from: Option<&'a str>,
+}
+
+impl<'a> Found<'a> {
+    /// `pick` of the service's own keys, else of the nearest ancestor that has it.
+    fn of(
+        own: &'a raw::ComposeService,
+        file: &'a str,
+        key: &str,
+        anc: &'a [extends::Ancestor<'a>],
+        name: &str,
+        pick: impl Fn(&'a raw::ComposeService) -> Option<&'a raw::S<String>>,
+    ) -> Option<Found<'a>> {
+        if let Some(value) = pick(own) {
+            return Some(Found {
+                value,
+                file,
+                field: format!("services.{key}.{name}"),
+                from: None,
+            });
+        }
+        anc.iter().find_map(|a| {
+            let value = pick(a.service)?;
+            Some(Found {
+                value,
+                file: a.display,
+                field: format!("services.{}.{name}", a.key),
+                from: Some(a.key),
+            })
+        })
+    }
+
+    /// What a message adds when the key is inherited.
+    fn via(&self, key: &str) -> String {
+        self.from
+            .map(|_| format!(" (inherited by `services.{key}` through `extends`)"))
+            .unwrap_or_default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn names_and_restart(
     svc: &Service,
     f: &Rendered,
     c: &raw::Compose,
     multi: bool,
     inits: &BTreeSet<String>,
+    inherited: &Inherited,
     d: &mut Diagnostics,
     fp: &mut Footprint,
 ) {
@@ -175,17 +282,20 @@ fn names_and_restart(
     for (key, cs) in &c.services {
         let field = format!("services.{key}");
         let expected = container_name(name, key, multi);
-        match &cs.value.container_name {
+        let anc = inherited.get(key.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let container =
+            Found::of(&cs.value, path, key, anc, "container_name", |s| s.container_name.as_ref());
+        match container {
             Some(c) => {
                 fp.containers.push((
-                    c.value.clone(),
+                    c.value.value.clone(),
                     Located {
-                        file: path.to_owned(),
-                        line: line(c),
-                        field: format!("{field}.container_name"),
+                        file: c.file.to_owned(),
+                        line: line(c.value),
+                        field: c.field.clone(),
                     },
                 ));
-                if c.value != expected {
+                if c.value.value != expected {
                     let fix = if is_override {
                         format!("an override may not rename the container: remove `container_name` or set it to `{expected}`")
                     } else {
@@ -193,10 +303,10 @@ fn names_and_restart(
                     };
                     d.err(
                         "container-name",
-                        path,
-                        line(c),
-                        format!("{field}.container_name"),
-                        format!("expected `{expected}`, found `{}`", c.value),
+                        c.file,
+                        line(c.value),
+                        c.field.clone(),
+                        format!("expected `{expected}`, found `{}`{}", c.value.value, c.via(key)),
                         fix,
                     );
                 }
@@ -216,18 +326,22 @@ fn names_and_restart(
         }
         let init = inits.contains(key);
         let policy = &svc.restart_policy;
-        match &cs.value.restart {
-            Some(r) if r.value == *policy || (init && r.value == "no") => {}
+        match Found::of(&cs.value, path, key, anc, "restart", |s| s.restart.as_ref()) {
+            Some(r) if r.value.value == *policy || (init && r.value.value == "no") => {}
             None if is_override || init => {}
             Some(r) => d.err(
                 "restart",
-                path,
-                line(r),
-                format!("{field}.restart"),
-                format!("expected `{policy}` (the contract's restart_policy), found `{}`", r.value),
+                r.file,
+                line(r.value),
+                r.field.clone(),
+                format!(
+                    "expected `{policy}` (the contract's restart_policy), found `{}`{}",
+                    r.value.value,
+                    r.via(key)
+                ),
                 if is_override {
                     "change restart_policy in service.yaml instead".to_owned()
-                } else if r.value == "no" {
+                } else if r.value.value == "no" {
                     format!("set `restart: {policy}`; only a one-shot init container, one that another container of the service waits for with `depends_on: {{{key}: {{condition: service_completed_successfully}}}}`, may say `restart: \"no\"`")
                 } else {
                     format!("set `restart: {policy}` or change restart_policy in service.yaml")

@@ -4,7 +4,7 @@
 //! Reads what `load.rs` found on disk; no IO here.
 
 use super::super::diag::Diagnostics;
-use super::super::load::{RawRepo, OVERRIDE_FILE, SERVICE_FILES};
+use super::super::load::{RawRepo, COMPOSE_FILES, OVERRIDE_FILE, SERVICE_FILES};
 use super::super::names::NodeName;
 use super::Input;
 
@@ -36,7 +36,28 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
                 "move it into a folder `services/<service>/`",
             );
         }
+        if let [first, second, ..] = s.compose_files[..] {
+            d.err(
+                "layout",
+                format!("{base}/{second}"),
+                None,
+                "",
+                format!("expected one compose file, found `{first}` and `{second}`: Compose would take `{first}` and ignore `{second}`"),
+                format!("keep one of them (any of {} works; it ships to the node as `docker-compose.yml`)", backticked(&COMPOSE_FILES)),
+            );
+        }
         for file in &s.missing_files {
+            if *file == "docker-compose.yml" {
+                d.err(
+                    "layout",
+                    format!("{base}/{file}"),
+                    None,
+                    "",
+                    format!("expected the compose file ({}), found none", backticked(&COMPOSE_FILES)),
+                    format!("every service has a compose file, service.yaml, README.md, env.example and healthcheck.sh; add `{file}`"),
+                );
+                continue;
+            }
             d.err(
                 "layout",
                 format!("{base}/{file}"),
@@ -67,6 +88,15 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
         }
     }
     overrides(i, d);
+}
+
+/// `a`, `b` or `c`, each in backticks.
+fn backticked(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.join(""),
+    }
 }
 
 /// A shipped file's path in the release must be one a node can take as is.

@@ -34,12 +34,14 @@ struct Paths<'a> {
     file: &'a str,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn check(
     svc: &Service,
     inst: &Instance,
     ctx: &Context,
     file: &str,
     c: &raw::Compose,
+    inherited: &super::Inherited,
     d: &mut Diagnostics,
     fp: &mut Footprint,
 ) {
@@ -78,6 +80,28 @@ pub(super) fn check(
                 field: format!("{field}.volumes[{i}]"),
             };
             p.mount(&source, read_only, at, d, fp);
+        }
+        // Bind mounts it inherits through `extends` (Compose merges them by target: its own
+        // win), each resolved against the folder of the file that writes it.
+        let own: Vec<String> = s.volumes.iter().filter_map(|v| target(&v.value)).collect();
+        for a in inherited.get(key.as_str()).into_iter().flatten() {
+            for (i, v) in a.service.volumes.iter().enumerate() {
+                if target(&v.value).is_some_and(|t| own.contains(&t)) {
+                    continue;
+                }
+                let Some((source, read_only)) = bind_mount(&v.value) else { continue };
+                let source = match (a.dir(), source.strip_prefix("./").unwrap_or(&source)) {
+                    ("", _) => source.clone(),
+                    (_, _) if source.starts_with(['/', '~']) => source.clone(),
+                    (dir, rest) => format!("{dir}/{rest}"),
+                };
+                let at = Located {
+                    file: a.display.to_owned(),
+                    line: line(v),
+                    field: format!("services.{}.volumes[{i}]", a.key),
+                };
+                p.mount(&source, read_only, at, d, fp);
+            }
         }
     }
     for (kind, entries) in [("secrets", &c.secrets), ("configs", &c.configs)] {
@@ -160,6 +184,15 @@ fn bind_mount(v: &Value) -> Option<(String, bool)> {
             let ro = m.get("read_only").and_then(Value::as_bool).unwrap_or(false);
             Some((source.to_owned(), ro))
         }
+        _ => None,
+    }
+}
+
+/// The path inside the container a volume entry mounts at, short or long syntax.
+fn target(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => s.split(':').nth(1).map(str::to_owned),
+        Value::Object(m) => m.get("target").and_then(Value::as_str).map(str::to_owned),
         _ => None,
     }
 }
