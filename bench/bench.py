@@ -44,6 +44,10 @@ def main():
     ap.add_argument("--latency-rounds", type=int, default=1)
     ap.add_argument("--latency-ms", type=int, default=150)
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--peer-rounds", type=int, default=1,
+                    help="rounds pyinfra and ansible take part in (they are slow and steady)")
+    ap.add_argument("--budget", type=float, default=1800,
+                    help="seconds; a peer round whose estimate would end past it is skipped")
     ap.add_argument("--tools", default=",".join(table.TOOLS))
     ap.add_argument("--skip", action="append", default=[],
                     help="TOOL@N[+lat]=reason: leave a slow peer out of one cell")
@@ -64,6 +68,8 @@ def main():
     results, notes = [], []
     started = time.monotonic()
     meta = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "about": about(a)}
+    meta["about"]["load average at start"] = load()
+    took = {}  # (tool, link) -> (N, seconds of its last whole round): for budget estimates
     try:
         fleet.start()
         for n in sizes:
@@ -86,11 +92,19 @@ def main():
                     order = tools[rnd % len(tools):] + tools[:rnd % len(tools)]
                     for tool in order:
                         key = f"{tool.name.replace(' ', '-')}@{n}" + ("+lat" if ms else "")
-                        if key in skips:
-                            for sc in SCENARIOS:
-                                results.append(record(n, link, sc, tool.name, rnd, skipped=skips[key]))
+                        peer = tool.name in ("pyinfra", "ansible")
+                        if peer and rnd >= a.peer_rounds:
                             continue
+                        reason = skips.get(key)
+                        if peer and not reason:
+                            reason = over_budget(took, tool.name, link, n, started, a.budget)
+                        if reason:
+                            for sc in SCENARIOS:
+                                results.append(record(n, link, sc, tool.name, rnd, skipped=reason))
+                            continue
+                        t0 = time.monotonic()
                         results += rounds_of(tool, fleet, wl, nodes, n, link, rnd, notes)
+                        took[(tool.name, link)] = (n, time.monotonic() - t0)
                         log(f"[{time.monotonic() - started:6.0f} s] N={n} {link} round {rnd + 1}: "
                             f"{tool.name}: " + ", ".join(
                                 f"{r['scenario']} {r['seconds']:.2f}" + ("" if r["ok"] else " FAILED")
@@ -100,10 +114,29 @@ def main():
     finally:
         fleet.stop()
         fleet.close_masters()
+    meta["about"]["load average at end"] = load()
     meta["about"]["benchmark wall time"] = f"{time.monotonic() - started:.0f} s"
     text = report(results, meta, notes, a.out)
     print(text)
     return 1 if any(not r["ok"] and not r.get("skipped") for r in results) else 0
+
+
+def over_budget(took, tool, link, n, started, budget):
+    """Why a peer's round is skipped, or None: its estimate (its last round on this link, or
+    on loopback, scaled by N: both peers' work grows with the fleet on 2 cores) would end
+    past the budget."""
+    last = took.get((tool, link)) or took.get((tool, "loopback"))
+    if not last:
+        return None
+    est = last[1] * n / last[0]
+    left = budget - (time.monotonic() - started)
+    if est > left:
+        return f"estimated {est:.0f} s (its N={last[0]} round scaled), {max(left, 0):.0f} s of the {budget:.0f} s budget left"
+    return None
+
+
+def load():
+    return " ".join(f"{x:.1f}" for x in os.getloadavg()) + f" ({os.cpu_count()} cores)"
 
 
 def rounds_of(tool, fleet, wl, nodes, n, link, rnd, notes):

@@ -181,12 +181,12 @@ class Fleet:
     def latency(self, ms):
         """Delays every packet sent to a node port by `ms` (0: no delay)."""
         rule = [
-            "-t", "mangle", "OUTPUT", "-o", "lo", "-p", "tcp",
+            "OUTPUT", "-o", "lo", "-p", "tcp",
             "--dport", f"{BASE_PORT}:{BASE_PORT + len(self.nodes)}",
             "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass",
         ]
         if self.netem:
-            subprocess.run(["iptables", "-D", *rule], stderr=subprocess.DEVNULL)
+            subprocess.run(["iptables", "-t", "mangle", "-D", *rule], stderr=subprocess.DEVNULL)
             self.netem.terminate()
             self.netem.wait()
             self.netem = None
@@ -203,7 +203,7 @@ class Fleet:
             if self.netem.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"netem.py did not bind its queue: {log.read_text()}")
             time.sleep(0.02)
-        subprocess.run(["iptables", "-A", *rule], check=True)
+        subprocess.run(["iptables", "-t", "mangle", "-A", *rule], check=True)
 
     def measure_rtt(self, node):
         """Seconds of one `ssh true` on a fresh connection (the handshake is ~3 round trips)."""
