@@ -13,6 +13,9 @@ SCENARIO_TEXT = {
 }
 
 
+SKIPS = {}  # reason -> its number in the notes: a long reason is said once, not per cell
+
+
 def median(xs):
     return statistics.median(xs) if xs else None
 
@@ -21,7 +24,7 @@ def cell(runs, floor):
     if not runs:
         return "–"
     if runs[0].get("skipped"):
-        return f"skipped: {runs[0]['skipped']}"
+        return f"skipped [{SKIPS.setdefault(runs[0]['skipped'], len(SKIPS) + 1)}]"
     ok = [r["seconds"] for r in runs if r["ok"]]
     failed = len(runs) - len(ok)
     m = median(ok)
@@ -71,10 +74,12 @@ def render(results, meta):
     if failures:
         out += ["", "## Failed runs", ""]
         for r in failures:
+            # The end of a tool's output is where it says why it failed.
             why = "; ".join(r["problems"][:6]).replace("\n", " ⏎ ")
+            why = why if len(why) <= 700 else "…" + why[-700:]
             out.append(f"- {r['tool']}, {r['scenario']}, N={r['N']}, {r['link']}, round "
-                       f"{r['round'] + 1}: {why[:900]}")
-    notes = meta.get("notes") or []
+                       f"{r['round'] + 1}: {why}")
+    notes = [f"skipped [{k}]: {reason}" for reason, k in SKIPS.items()] + (meta.get("notes") or [])
     if notes:
         out += ["", "## Notes", ""] + [f"- {x}" for x in notes]
     return "\n".join(out) + "\n"
