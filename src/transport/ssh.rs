@@ -35,9 +35,38 @@ impl SshTransport {
         SshTransport {
             known_hosts,
             identity,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(20),
             control_dir: std::env::temp_dir(),
         }
+    }
+}
+
+/// How many SSH handshakes run at once, in this process.
+const HANDSHAKES_AT_ONCE: usize = 8;
+
+/// A turn to make a handshake (see [`HANDSHAKES_AT_ONCE`]), given back when dropped.
+struct Handshakes;
+
+static HANDSHAKING: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+impl Handshakes {
+    fn take() -> Handshakes {
+        let (count, turn) = &HANDSHAKING;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= HANDSHAKES_AT_ONCE {
+            n = turn.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Handshakes
+    }
+}
+
+impl Drop for Handshakes {
+    fn drop(&mut self) {
+        let (count, turn) = &HANDSHAKING;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        turn.notify_one();
     }
 }
 
@@ -135,6 +164,10 @@ impl SshExec {
             b.keyfile(key);
         }
         let label = format!("{}@{}:{}", node.ssh.user, node.ssh.address, node.ssh.port);
+        // A few handshakes at a time: fifty at once on a small controller starve each other
+        // past the timeout, and nodes that would answer are called unreachable. The wait for a
+        // turn is not counted against the timeout.
+        let _turn = Handshakes::take();
         let session = rt
             .block_on(async {
                 tokio::time::timeout(
@@ -306,7 +339,17 @@ impl NodeExec for SshExec {
     fn containers(&self) -> Result<Vec<Container>, DockerError> {
         let local = self.forward_docker()?;
         let path = local.to_str().ok_or(DockerError::SocketNotUtf8)?;
-        super::docker::containers(&self.rt, path, Duration::from_secs(10))
+        // Errors name the node's socket, not the local end of the forward.
+        let theirs = || format!("{} (on {}, forwarded over SSH)", self.docker_socket, self.label);
+        super::docker::containers(&self.rt, path, Duration::from_secs(10)).map_err(|e| match e {
+            DockerError::Connect { source, .. } => {
+                DockerError::Connect { socket: theirs(), source }
+            }
+            DockerError::NoAnswer { after, .. } => {
+                DockerError::NoAnswer { socket: theirs(), after }
+            }
+            e => e,
+        })
     }
 
     fn root(&self) -> &str {

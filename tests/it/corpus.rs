@@ -887,7 +887,6 @@ fn a_one_shot_init_container_that_exited_0_is_not_drift() {
 /// the same size and mtime as unchanged, so a same-size edit of a shipped build context is
 /// `CACHED`, and the service is reported "at the new version" while it runs the old code.
 #[test]
-#[ignore = "homelab bug: release files all have mtime 0, BuildKit caches a same-size change (src/apply/remote.rs)"]
 fn a_same_size_change_in_a_build_context_is_built() {
     let _one = crate::apply::LAB.lock().unwrap_or_else(|e| e.into_inner());
     let site = Site::new(Lab::start(&LAB_NODES));
@@ -910,7 +909,6 @@ fn a_same_size_change_in_a_build_context_is_built() {
 /// tag, which now holds the failed build: the journal says `rolled-back`, the service is down.
 /// (The corpus's `notes` tags each version, which is what a rollback needs today.)
 #[test]
-#[ignore = "homelab bug: the rollback of a service built under one tag runs the failed build"]
 fn the_rollback_of_a_built_service_runs_the_previous_build() {
     let _one = crate::apply::LAB.lock().unwrap_or_else(|e| e.into_inner());
     let site = Site::new(Lab::start(&LAB_NODES));
