@@ -792,3 +792,50 @@ fn a_refresh_that_stalls_is_not_called_unreachable_and_says_how_far_it_got() {
     let saved: Vec<_> = saved.filter(|e| e.file_name() != "README.md").collect();
     assert!(saved.is_empty(), "no plan saved: {saved:?}");
 }
+
+/// The owner's own configuration files are reviewed code: a change to the Caddyfile, the
+/// mosquitto config or the prometheus template shows in the plan as a diff of that file (issue
+/// 9, "Done when").
+#[test]
+fn the_owners_config_files_show_as_diffs_in_a_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    for d in ["inventory", "hosts", "services", "templates"] {
+        crate::support::copy_tree(&crate::support::repo_root().join(d), &repo.join(d));
+    }
+    let stage = dir.path().join("stage");
+    let out = crate::support::homelab_in(&repo, &["render", "--out", stage.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rt = dir.path().join("rt");
+    for node in fs::read_dir(&stage).unwrap() {
+        let node = node.unwrap();
+        for svc in fs::read_dir(node.path()).unwrap() {
+            let svc = svc.unwrap();
+            let to = rt.join(node.file_name()).join("state/services").join(svc.file_name());
+            crate::support::copy_tree(&svc.path(), &to);
+        }
+    }
+    let edit = |rel: &str, from: &str, to: &str| {
+        let p = repo.join(rel);
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{rel} holds `{from}`");
+        fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    };
+    let caddy = fs::read_to_string(repo.join("services/caddy/Caddyfile")).unwrap();
+    let first = caddy.lines().find(|l| !l.trim().is_empty()).unwrap().to_owned();
+    edit("services/caddy/Caddyfile", &first, &format!("# reviewed\n{first}"));
+    let mosq = fs::read_to_string(repo.join("services/mosquitto/mosquitto.conf")).unwrap();
+    let first = mosq.lines().find(|l| !l.trim().is_empty()).unwrap().to_owned();
+    edit("services/mosquitto/mosquitto.conf", &first, &format!("{first}\n# reviewed"));
+    let (root, ctl) = (rt.to_str().unwrap(), dir.path().join("ctl"));
+    let args = ["plan", "--transport", "local", "--root", root, "--controller-root"];
+    let mut args = args.to_vec();
+    args.push(ctl.to_str().unwrap());
+    let out = crate::support::homelab_in(&repo, &args);
+    assert!(out.stdout.contains("~ update   caddy@"), "{}", out.stdout);
+    assert!(out.stdout.contains("~ update   mosquitto@"), "{}", out.stdout);
+    assert!(out.stdout.contains("+# reviewed"), "the change as a diff line: {}", out.stdout);
+    assert!(out.stdout.contains("Caddyfile"), "{}", out.stdout);
+    assert!(out.stdout.contains("mosquitto.conf"), "{}", out.stdout);
+    assert!(!out.stdout.contains("~ update   prometheus@"), "untouched: {}", out.stdout);
+}
