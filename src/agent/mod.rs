@@ -49,8 +49,6 @@ pub struct Config {
     pub interval: Duration,
     /// One look at everything, a heartbeat, and exit.
     pub once: bool,
-    /// Where interfaces are read (`/sys/class/net`).
-    pub sys_class_net: PathBuf,
     pub clock: Clock,
 }
 
@@ -150,7 +148,7 @@ async fn agent(cfg: &Config) -> Result<(), AgentError> {
             }
             Report::Tick => {
                 store.retry_pending();
-                let link = node::interface(&cfg.sys_class_net, &cfg.interface);
+                let link = node::interface(&cfg.interface);
                 if let Observation::Link { up, .. } = &link {
                     beat.interface = Some(if *up { "up" } else { "down" });
                 }

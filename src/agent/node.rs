@@ -1,38 +1,62 @@
 //! The node's own checks, read every interval: the Tailscale interface and the disk.
 //!
-//! The interface is read from `/sys/class/net/<if>/` every interval (5 s by default). The kernel
-//! has an event source for links (an rtnetlink multicast group), but std has no netlink and a
-//! crate for it is not worth its weight for one flag read every few seconds: a link that flaps
-//! faster than the interval is not a link the observer could act on anyway.
+//! The interface is read every interval (5 s by default) with `SIOCGIFFLAGS` on a socket,
+//! which answers for the network namespace the agent runs in (the host's, with
+//! `network_mode: host`), unlike `/sys/class/net`, which shows the namespace of whoever mounted
+//! that sysfs. The kernel has an event source for links (an rtnetlink multicast group), but std
+//! has no netlink and a crate for it is not worth its weight for one flag read every few
+//! seconds: a link that flaps faster than the interval is not one the observer could act on.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
 use super::state::Observation;
 
-/// `IFF_UP` in `/sys/class/net/<if>/flags`.
-const IFF_UP: u64 = 0x1;
-
-/// Whether the interface `name` is up, read from `sysfs` (the network namespace the agent runs
-/// in: the host's, with `network_mode: host`). A missing interface is down. Up means
-/// administratively up and an operstate other than down: a Tailscale tun device (and the test's
-/// dummy link) reports `unknown` when it works.
-pub fn interface(sys_class_net: &Path, name: &str) -> Observation {
-    let dir = sys_class_net.join(name);
-    let operstate = std::fs::read_to_string(dir.join("operstate"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "absent".to_owned());
-    let flags = std::fs::read_to_string(dir.join("flags"))
-        .ok()
-        .and_then(|s| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0);
-    let up = flags & IFF_UP != 0
-        && !matches!(operstate.as_str(), "down" | "lowerlayerdown" | "notpresent" | "absent");
+/// Whether the interface `name` is up: administratively up (`IFF_UP`) and operational
+/// (`IFF_RUNNING`: carrier, or a tun device with its process attached, as `tailscaled`
+/// keeps it). A missing interface is down.
+pub fn interface(name: &str) -> Observation {
+    let state = match flags(name) {
+        Ok(f) if f & libc::IFF_UP != 0 && f & libc::IFF_RUNNING != 0 => "up",
+        Ok(f) if f & libc::IFF_UP != 0 => "no-carrier",
+        Ok(_) => "down",
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => "absent",
+        Err(e) => {
+            tracing::warn!("interface {name}: {e}");
+            "unreadable"
+        }
+    };
     let mut data = Map::new();
     data.insert("kind".into(), Value::from("tailscale"));
-    data.insert("operstate".into(), Value::from(operstate));
-    Observation::Link { link: name.to_owned(), up, data }
+    data.insert("state".into(), Value::from(state));
+    Observation::Link { link: name.to_owned(), up: state == "up", data }
+}
+
+/// The interface's flags (`SIOCGIFFLAGS`).
+fn flags(name: &str) -> std::io::Result<i32> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(std::io::Error::from_raw_os_error(libc::ENODEV));
+    }
+    // SAFETY: a plain datagram socket, owned (and closed) by `sock`.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `ifreq` is plain data; zeroed is valid, and the name fits with its NUL.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes `ifru_flags` of `req`, which we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the union's member the kernel just wrote.
+    Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }))
 }
 
 /// The use of the filesystem holding `path`, as `df` counts it: used over what non-root users
@@ -55,32 +79,21 @@ pub fn disk_used_percent(path: &Path) -> std::io::Result<f64> {
 mod tests {
     use super::*;
 
-    fn fake(dir: &Path, name: &str, operstate: &str, flags: &str) {
-        let d = dir.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("operstate"), format!("{operstate}\n")).unwrap();
-        std::fs::write(d.join("flags"), format!("{flags}\n")).unwrap();
-    }
-
-    fn up(o: Observation) -> bool {
+    fn state(o: Observation) -> (bool, Value) {
         match o {
-            Observation::Link { up, .. } => up,
+            Observation::Link { up, data, .. } => (up, data["state"].clone()),
             _ => unreachable!(),
         }
     }
 
     #[test]
-    fn an_interface_is_up_when_flagged_up_and_not_down() {
-        let dir = tempfile::tempdir().unwrap();
-        fake(dir.path(), "ts-unknown", "unknown", "0x1091");
-        fake(dir.path(), "ts-up", "up", "0x1003");
-        fake(dir.path(), "ts-down", "down", "0x1002");
-        fake(dir.path(), "ts-admin-down", "unknown", "0x1090");
-        assert!(up(interface(dir.path(), "ts-unknown")));
-        assert!(up(interface(dir.path(), "ts-up")));
-        assert!(!up(interface(dir.path(), "ts-down")));
-        assert!(!up(interface(dir.path(), "ts-admin-down")));
-        assert!(!up(interface(dir.path(), "missing")));
+    fn an_interface_is_read_by_name_and_a_missing_one_is_down() {
+        assert_eq!(state(interface("lo")), (true, Value::from("up")));
+        assert_eq!(state(interface("hl-no-such-if")), (false, Value::from("absent")));
+        assert_eq!(
+            state(interface("a-name-far-too-long-for-linux")),
+            (false, Value::from("absent"))
+        );
     }
 
     #[test]

@@ -91,7 +91,6 @@ pub fn run(args: &AgentArgs) -> Result<Report, Error> {
         disk_threshold: args.disk_threshold,
         interval: Duration::from_secs_f64(args.interval),
         once: args.once,
-        sys_class_net: PathBuf::from("/sys/class/net"),
         clock: std::time::SystemTime::now,
     };
     eprintln!(
