@@ -197,6 +197,12 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "watch")]
         interval: u64,
     },
+    /// The stability agent of this node: watches containers, disk, Tailscale and MQTT and
+    /// appends events; never restarts anything.
+    #[command(
+        after_help = "Examples:\n  homelab agent --node chelsty-infra --mqtt 127.0.0.1:1883\n  homelab agent --once --root /opt/homelab"
+    )]
+    Agent(command::agent::AgentArgs),
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
@@ -363,6 +369,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             let args = command::observe::ObserveArgs { target, watch: *watch, interval: *interval };
             command::observe::run(repo, &args, out)
         }
+        Command::Agent(args) => command::agent::run(args),
         Command::Completions { shell } => {
             use clap_complete::Shell as S;
             let shell = match shell {

@@ -29,6 +29,7 @@
 // error path; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod agent;
 pub mod apply;
 pub mod approve;
 pub mod bootstrap;

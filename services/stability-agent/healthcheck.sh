@@ -20,5 +20,10 @@ if printf '%s\n' "$state" | grep -q '"Status": "unhealthy"'; then fail "Docker r
 # The agent appends events under the runtime root; without that folder it has nowhere to write.
 [ -d "${HOMELAB_ROOT}/events" ] || fail "${HOMELAB_ROOT}/events is missing"
 
+# The agent writes its heartbeat every interval (5 s); a minute without one is a stuck agent.
+hb="${HOMELAB_ROOT}/state/agent/heartbeat.json"
+[ -f "$hb" ] || fail "no heartbeat at $hb"
+[ -n "$(find "$hb" -mmin -1 2>/dev/null)" ] || fail "the heartbeat at $hb is over a minute old"
+
 echo "healthy: ${HOMELAB_SERVICE}@${HOMELAB_NODE}"
 exit 0

@@ -5,6 +5,7 @@
 //!
 //! Nothing below this module imports it; `cli` is its only caller.
 
+pub mod agent;
 pub mod apply;
 pub mod approve;
 pub mod args;

@@ -24,6 +24,8 @@ pub mod records;
 /// <root>/state/consumed/<plan>.json      plans applied on this node (replay protection)
 /// <root>/state/applied/<plan>.json       the controller's record of an apply
 /// <root>/state/rejected/<plan>.json      a rejection
+/// <root>/state/agent/heartbeat.json     the stability agent's heartbeat
+/// <root>/state/agent/state.json         what the agent last saw (so a restart re-emits nothing)
 /// <root>/events/<day>/<node>/events.jsonl  append-only events
 /// <root>/world/<name>.json               the observer's world: nodes, services, deployments, incidents
 /// <root>/state/observer/cursors.json     where the observer stopped reading each node's events
@@ -192,6 +194,23 @@ impl Layout {
 
     pub fn action(&self, state: ActionState, plan: &str) -> String {
         self.at(&format!("actions/{}/{plan}.json", state.as_str()))
+    }
+
+    // The stability agent.
+
+    /// The stability agent's own records (heartbeat, what it last saw).
+    pub fn agent_dir(&self) -> String {
+        self.at("state/agent")
+    }
+
+    /// Written atomically every interval: when, which node, which version, what it watches.
+    pub fn agent_heartbeat(&self) -> String {
+        self.at("state/agent/heartbeat.json")
+    }
+
+    /// The transitions the agent has reported, so a restarted agent neither repeats nor loses one.
+    pub fn agent_state(&self) -> String {
+        self.at("state/agent/state.json")
     }
 
     // Events.

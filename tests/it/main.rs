@@ -4,6 +4,7 @@
 mod lab;
 mod support;
 
+mod agent;
 mod apply;
 mod approve;
 mod architecture;
