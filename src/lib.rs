@@ -16,6 +16,7 @@
 //!   │         node, service, outcome)
 //!   ├─ bootstrap                  a bare node made ready: host key, tree, binary, agent image
 //!   ├─ world                      the observer: every node's new events folded into world/
+//!   ├─ agent                      the stability agent on a node: engine events, link, broker
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
 //! clock, digest, files, git       time formatting, SHA-256, atomic local writes, the Git tree
