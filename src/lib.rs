@@ -16,6 +16,8 @@
 //!   │         node, service, outcome)
 //!   ├─ bootstrap                  a bare node made ready: host key, tree, binary, agent image
 //!   ├─ world                      the observer: every node's new events folded into world/
+//!   ├─ supervise                  drift as a pending plan (never applied), and adopt's patch
+//!   ├─ executor                   the actions queue: approved plans moved through to their end
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
 //! clock, digest, files, git       time formatting, SHA-256, atomic local writes, the Git tree
@@ -39,6 +41,7 @@ pub mod command;
 pub mod digest;
 pub mod error;
 pub mod events;
+pub mod executor;
 pub mod files;
 pub mod git;
 pub mod graph;
@@ -48,6 +51,7 @@ pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod review;
+pub mod supervise;
 pub mod transport;
 pub mod world;
 
