@@ -96,6 +96,9 @@ pub enum Command {
         plan: PathBuf,
         #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
         format: ShowFormat,
+        /// Where the plan's action is (its reason, for a supervisor's plan).
+        #[command(flatten)]
+        controller: Controller,
     },
     /// Approve a plan with your SSH key: writes `plans/<id>.approved`.
     #[command(
@@ -203,6 +206,21 @@ pub enum Command {
         after_help = "Examples:\n  homelab agent --node chelsty-infra --mqtt 127.0.0.1:1883\n  homelab agent --once --root /opt/homelab"
     )]
     Agent(command::agent::AgentArgs),
+    /// Find drift between a commit's render and the nodes; write it as a pending plan.
+    #[command(
+        after_help = "Examples:\n  homelab supervise --once --key /opt/homelab/keys/supervisor\n  homelab supervise --interval 300 --key /opt/homelab/keys/supervisor\n\nThe key must be allowed to plan and not to approve (namespaces=\"homelab-plan\")."
+    )]
+    Supervise(command::supervise::SuperviseArgs),
+    /// Apply approved plans: move actions pending → approved → running → completed/failed.
+    #[command(
+        after_help = "Examples:\n  homelab executor --once\n  homelab executor --watch --interval 10\n\nExits 1 when a pass moved an action to failed/."
+    )]
+    Executor(command::executor::ExecutorArgs),
+    /// Print (or commit on a branch) the patch that makes the repository match a node.
+    #[command(
+        after_help = "Examples:\n  homelab adopt chelsty-infra mosquitto | git apply\n  homelab adopt chelsty-infra mosquitto --branch adopt-mosquitto"
+    )]
+    Adopt(command::adopt::AdoptArgs),
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
@@ -298,7 +316,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             };
             command::plan::run(repo, &args, out)
         }
-        Command::Show { plan, format } => command::show::run(repo, plan, *format, out),
+        Command::Show { plan, format, controller } => {
+            command::show::run(repo, plan, *format, &controller.root(None), out)
+        }
         Command::Approve { plan, key, yes, controller } => {
             command::approve::approve(repo, plan, key.as_ref(), *yes, controller, out)
         }
@@ -365,6 +385,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
         }
         Command::Unlock { target } => command::apply::unlock(repo, target, out),
         Command::Bootstrap(args) => command::bootstrap::run(repo, args, out),
+        Command::Supervise(args) => command::supervise::run(repo, args, out),
+        Command::Executor(args) => command::executor::run(repo, args, out),
+        Command::Adopt(args) => command::adopt::run(repo, args, out),
         Command::Observe { target, once: _, watch, interval } => {
             let args = command::observe::ObserveArgs { target, watch: *watch, interval: *interval };
             command::observe::run(repo, &args, out)

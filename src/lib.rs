@@ -17,6 +17,8 @@
 //!   ├─ bootstrap                  a bare node made ready: host key, tree, binary, agent image
 //!   ├─ world                      the observer: every node's new events folded into world/
 //!   ├─ agent                      the stability agent on a node: engine events, link, broker
+//!   ├─ supervise                  drift as a pending plan (never applied), and adopt's patch
+//!   ├─ executor                   the actions queue: approved plans moved through to their end
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
 //! clock, digest, files, git       time formatting, SHA-256, atomic local writes, the Git tree
@@ -41,6 +43,7 @@ pub mod command;
 pub mod digest;
 pub mod error;
 pub mod events;
+pub mod executor;
 pub mod files;
 pub mod git;
 pub mod graph;
@@ -50,6 +53,7 @@ pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod review;
+pub mod supervise;
 pub mod transport;
 pub mod world;
 

@@ -5,17 +5,20 @@
 //!
 //! Nothing below this module imports it; `cli` is its only caller.
 
+pub mod adopt;
 pub mod agent;
 pub mod apply;
 pub mod approve;
 pub mod args;
 pub mod bootstrap;
 pub mod events;
+pub mod executor;
 pub mod graph;
 pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod show;
+pub mod supervise;
 pub mod validate;
 
 use std::io::IsTerminal;

@@ -23,11 +23,13 @@ pub struct PlanArgs<'a> {
     pub allow_unreachable: bool,
 }
 
-/// Refresh and diff: the plan as a value (no signing, no writing).
-fn compute(
-    repo: &Path,
+/// Refresh and diff: the plan as a value (no signing, no writing). `tree` is the commit the
+/// desired state `lab` was loaded from (the work tree's for `plan`, a commit's for
+/// `supervise`). Shared with `supervise`, so its plans are `plan`'s to the byte.
+pub fn compute(
     lab: &Homelab,
     sel: &Selection,
+    tree: crate::git::TreeState,
     planner: String,
     now: SystemTime,
 ) -> Result<Plan, Error> {
@@ -37,7 +39,6 @@ fn compute(
         sel.transport.as_ref(),
         sel.nodes.iter().map(|n| &lab.nodes[n]),
     );
-    let tree = crate::git::tree_state(repo);
     let header = Header {
         created: crate::clock::rfc3339(now),
         expires: crate::clock::rfc3339(now + lab.policy.plan_ttl),
@@ -46,6 +47,48 @@ fn compute(
         dirty: tree.dirty,
     };
     Ok(plan::diff(lab, &graph, &rendered, &actual, header))
+}
+
+/// The planner line of a plan signed by `key`: its principals (in `homelab-plan`) and its
+/// fingerprint, as `approve::policy::verify_planner` expects it.
+pub fn planner_of(
+    lab: &Homelab,
+    key: &crate::approve::Signer,
+    now: SystemTime,
+) -> Result<String, Error> {
+    let signers = keys::allowed_signers(&lab.allowed_signers)?;
+    let principals = keys::principals_of(key, &signers, PLAN_NAMESPACE, now)?.principals;
+    Ok(format!("{} {}", principals.join(","), key.fingerprint()))
+}
+
+/// Where a saved plan went.
+pub struct Saved {
+    pub id: String,
+    /// `plans/<id>.plan`.
+    pub path: PathBuf,
+    /// `<controller root>/actions/pending/<id>.json`.
+    pub pending: PathBuf,
+}
+
+/// Signs `plan` and writes `plans/<id>.plan` and its pending action, which `annotate` may add
+/// to (the supervisor's reason and drift).
+pub fn save(
+    plan: &Plan,
+    key: &crate::approve::Signer,
+    plans_dir: &Path,
+    records: &crate::approve::policy::Records,
+    annotate: impl FnOnce(&mut PendingAction),
+) -> Result<Saved, Error> {
+    let body = file::encode(plan);
+    let signature = key.sign(PLAN_NAMESPACE, body.as_bytes()).map_err(keys::KeyError::from)?;
+    let id = file::plan_id(body.as_bytes());
+    let path = plans_dir.join(format!("{id}.plan"));
+    super::write(&path, file::join(&body, &signature).as_bytes())?;
+    let pending = records.action(ActionState::Pending, &id);
+    let mut action = pending_action(&id, plan, &path);
+    annotate(&mut action);
+    super::write(&pending, &action.to_bytes())?;
+    Ok(Saved { id, path, pending })
 }
 
 /// The guide's pending action for a plan (`<root>/actions/pending/<id>.json`).
@@ -63,6 +106,9 @@ fn pending_action(id: &str, plan: &Plan, plan_path: &Path) -> PendingAction {
         summary: plan.summary(),
         nodes: plan.nodes.iter().map(|n| n.node.to_string()).collect(),
         approve: format!("homelab approve {}", plan_path.display()),
+        reason: None,
+        drift: None,
+        result: None,
     }
 }
 
@@ -72,14 +118,10 @@ pub fn run(repo: &Path, args: &PlanArgs<'_>, out: &mut dyn Write) -> Result<Repo
     let now = SystemTime::now();
     let key = keys::find(repo, args.key).as_ref().map(keys::load).transpose()?;
     let planner = match &key {
-        Some(k) => {
-            let signers = keys::allowed_signers(&lab.allowed_signers)?;
-            let principals = keys::principals_of(k, &signers, PLAN_NAMESPACE, now)?.principals;
-            format!("{} {}", principals.join(","), k.fingerprint())
-        }
+        Some(k) => planner_of(&lab, k, now)?,
         None => "unsigned".to_owned(),
     };
-    let plan = compute(repo, &lab, &sel, planner, now)?;
+    let plan = compute(&lab, &sel, crate::git::tree_state(repo), planner, now)?;
     let color = super::use_color();
     // A node that could not be read has an unknown state, not "no changes": the plan is not
     // saved unless asked, and the exit status says so either way (scripts must not go on).
@@ -117,13 +159,8 @@ pub fn run(repo: &Path, args: &PlanArgs<'_>, out: &mut dyn Write) -> Result<Repo
         }
         return Ok(report);
     };
-    let body = file::encode(&plan);
-    let signature = key.sign(PLAN_NAMESPACE, body.as_bytes()).map_err(keys::KeyError::from)?;
-    let id = file::plan_id(body.as_bytes());
-    let path = super::plans_dir(repo, args.plans_dir).join(format!("{id}.plan"));
-    super::write(&path, file::join(&body, &signature).as_bytes())?;
-    let pending = sel.records.action(ActionState::Pending, &id);
-    super::write(&pending, &pending_action(&id, &plan, &path).to_bytes())?;
+    let plans = super::plans_dir(repo, args.plans_dir);
+    let Saved { id, path, pending } = save(&plan, &key, &plans, &sel.records, |_| {})?;
     display::write_text(out, &id, &plan, color).map_err(Error::stdout)?;
     eprintln!("\nsaved {} (pending action {})", path.display(), pending.display());
     eprintln!("review it in a pull request, then: homelab approve {}", path.display());

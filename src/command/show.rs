@@ -27,13 +27,29 @@ fn signature(repo: &Path, loaded: &LoadedPlan, now: SystemTime) -> String {
     }
 }
 
+/// The plan's action under the controller root, in whichever folder it is: its state and,
+/// for a plan the supervisor made, its reason.
+fn action(controller: &Path, id: &str) -> Option<(String, Option<String>)> {
+    use crate::node::ActionState as S;
+    let records = crate::approve::policy::Records::at(controller);
+    [S::Pending, S::Approved, S::Running, S::Completed, S::Failed].into_iter().find_map(|s| {
+        let bytes = std::fs::read(records.action(s, id)).ok()?;
+        let record = crate::node::records::PendingAction::parse(&bytes);
+        Some((s.as_str().to_owned(), record.and_then(|r| r.reason)))
+    })
+}
+
 pub fn run(
     repo: &Path,
     path: &Path,
     format: ShowFormat,
+    controller: &Path,
     out: &mut dyn Write,
 ) -> Result<Report, Error> {
     let loaded = file::read(path).map_err(Refusal::from)?;
+    // Why the plan was made, when its action says (a supervisor's plan); absent otherwise, so
+    // the output of a person's plan is what it always was.
+    let reason = action(controller, &loaded.id).and_then(|(_, r)| r);
     let mut sig = signature(repo, &loaded, SystemTime::now());
     // Whether the content is what the plan's commit renders, by this binary.
     let review = super::load(repo)
@@ -65,10 +81,22 @@ pub fn run(
         ShowFormat::Json => {
             let mut doc = display::to_json(&loaded.id, &loaded.plan);
             doc["signature"] = serde_json::json!(sig);
+            if let Some(r) = &reason {
+                doc["reason"] = serde_json::json!(r);
+            }
             writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))
         }
     }
     .map_err(Error::stdout)?;
+    match (&reason, format) {
+        (Some(r), ShowFormat::Text) => {
+            writeln!(out, "\nreason: {}", display::escape(r)).map_err(Error::stdout)?
+        }
+        (Some(r), ShowFormat::Markdown) => {
+            writeln!(out, "\n**Reason:** {}", display::md_text(r)).map_err(Error::stdout)?
+        }
+        _ => {}
+    }
     if let Err(why) = &review {
         eprintln!("error: refused: {}", display::escape(why));
     }

@@ -29,6 +29,8 @@ pub mod records;
 /// <root>/events/<day>/<node>/events.jsonl  append-only events
 /// <root>/world/<name>.json               the observer's world: nodes, services, deployments, incidents
 /// <root>/state/observer/cursors.json     where the observer stopped reading each node's events
+/// <root>/state/supervisor/last.json      the supervisor's last drift and its plan
+/// <root>/state/executor/lock             held by the running executor
 /// <root>/actions/<state>/<plan>.json     pending / approved / running / completed / failed
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +237,18 @@ impl Layout {
     /// Where the observer stopped reading each node's event files.
     pub fn observer_cursors(&self) -> String {
         self.at("state/observer/cursors.json")
+    }
+
+    // The supervisor and the executor (on the controller).
+
+    /// The supervisor's memory: the last drift it planned for, and the plan.
+    pub fn supervisor_state(&self) -> String {
+        self.at("state/supervisor/last.json")
+    }
+
+    /// Held (`flock`) by the one executor working on this root's actions.
+    pub fn executor_lock(&self) -> String {
+        self.at("state/executor/lock")
     }
 }
 

@@ -146,12 +146,39 @@ pub struct PendingAction {
     pub summary: String,
     pub nodes: Vec<String>,
     pub approve: String,
+    /// Why the plan was made, when a person did not make it: the supervisor's drift. Absent
+    /// from `homelab plan`'s actions, so their bytes are what they always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The supervisor's fingerprint of that drift (node fingerprints and the desired render of
+    /// what differs): the same drift makes no second plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
+    /// How the action left the flow (`completed`, `failed`, `superseded`), set when it moves
+    /// to `completed/` or `failed/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ActionResult>,
 }
 
 impl PendingAction {
     pub fn to_bytes(&self) -> Vec<u8> {
         pretty(self)
     }
+
+    pub fn parse(bytes: &[u8]) -> Option<PendingAction> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// The end of an action: when, by whom (`executor user@host pid N`, `supervisor ...`), why,
+/// and per node how its apply ended (empty when nothing was applied).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub at: String,
+    pub by: String,
+    pub reason: String,
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeSummary>,
 }
 
 #[cfg(test)]

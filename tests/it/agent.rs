@@ -8,7 +8,6 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,7 +16,8 @@ use serde_json::Value;
 use crate::lab::Lab;
 
 /// One lab at a time (this file's tests).
-static LAB: Mutex<()> = Mutex::new(());
+// One lab at a time, whichever test file starts it (they are heavy on 2 cores).
+use crate::apply::LAB;
 
 const NODE: &str = "alpha";
 const BROKER: &str = "127.0.0.1:1883";

@@ -9,13 +9,13 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 
 use crate::lab::Lab;
 use crate::support::{copy_tree, fixtures, Output};
 
 /// One lab at a time.
-static LAB: Mutex<()> = Mutex::new(());
+// One lab at a time, whichever test file starts it (they are heavy on 2 cores).
+use crate::apply::LAB;
 
 /// The base fixture with ALPHA on a lab node (EDGE-A and EDGE-B are never contacted), and no
 /// known_hosts file: ALPHA is met for the first time.

@@ -9,7 +9,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use crate::support::{copy_tree, fixtures, homelab_in, Output, Tree};
 
@@ -373,7 +372,8 @@ fn watch_folds_events_as_they_come() {
 // ---------------------------------------------------------------------------------------------
 // Over real SSH.
 
-static LAB: Mutex<()> = Mutex::new(());
+// One lab at a time, whichever test file starts it (they are heavy on 2 cores).
+use crate::apply::LAB;
 
 /// Writes a topology with alpha at the lab node and the edges at a port nothing answers on.
 fn lab_repo(lab: &crate::lab::Lab, roots: &Path) -> tempfile::TempDir {

@@ -1,0 +1,207 @@
+//! `homelab supervise [--once | --interval SECONDS] --key KEY`: the guide's Supervisor. Each
+//! pass renders the repository at a commit (HEAD by default, from Git's objects, so the plan
+//! is reviewable against that commit), refreshes the nodes, and diffs them with `plan`'s own
+//! functions. Drift becomes a pending plan written exactly as `homelab plan` writes one,
+//! signed by the supervisor's key, with the drift as the action's `reason`. It never approves
+//! and never applies: its key must be one that `inventory/allowed_signers` lets plan and not
+//! approve, or it refuses to run. Judging the drift is `crate::supervise`'s.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use super::args::Target;
+use super::Selection;
+use crate::approve::{keys, Signer, APPROVE_NAMESPACE};
+use crate::error::{Error, Report};
+use crate::executor::{Queue, QueueError};
+use crate::node::records::ActionResult;
+use crate::node::ActionState;
+use crate::supervise::{self, Earlier, Memory};
+
+#[derive(Debug, clap::Args)]
+pub struct SuperviseArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The supervisor's own signing key: allowed `namespaces="homelab-plan"` only in
+    /// inventory/allowed_signers (default: $HOMELAB_SIGNING_KEY, else Git's user.signingkey).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The revision whose render is the desired state (read from Git's objects).
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    pub commit: String,
+    /// Write plans here instead of the repository's `plans/`.
+    #[arg(long, value_name = "DIR")]
+    pub plans_dir: Option<PathBuf>,
+    /// One pass, then exit: the default.
+    #[arg(long, conflicts_with = "interval")]
+    pub once: bool,
+    /// A pass every SECONDS until stopped.
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<u64>,
+}
+
+fn queue_error(e: QueueError) -> Error {
+    match e {
+        QueueError::Read { path, source } => Error::Read { path, source },
+        QueueError::Write { path, source } => Error::Write { path, source },
+    }
+}
+
+pub fn run(repo: &Path, args: &SuperviseArgs, out: &mut dyn Write) -> Result<Report, Error> {
+    let source = keys::find(repo, args.key.as_ref())
+        .ok_or(keys::KeyError::Missing { action: "supervise" })?;
+    let key = keys::load(&source)?;
+    loop {
+        let result = pass(repo, args, &key, out);
+        out.flush().map_err(Error::stdout)?;
+        let Some(interval) = args.interval else { return result };
+        if let Err(e) = result {
+            eprintln!("error: {e}");
+        }
+        std::thread::sleep(Duration::from_secs(interval.max(1)));
+    }
+}
+
+/// `git rev-parse --verify <rev>^{commit}`: the commit a revision names.
+fn resolve(repo: &Path, rev: &str) -> Result<String, Error> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &format!("{rev}^{{commit}}"),
+        ])
+        .output()
+        .map_err(|e| Error::Unsupported { message: format!("cannot run git: {e}") })?;
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || commit.is_empty() {
+        return Err(Error::Usage {
+            message: format!(
+                "`{rev}` is not a commit of the repository at `{}`: the supervisor plans from a commit",
+                repo.display()
+            ),
+        });
+    }
+    Ok(commit)
+}
+
+/// The supervisor plans and never approves: its key must not be allowed to approve.
+fn check_key(lab: &crate::model::Homelab, key: &Signer, now: SystemTime) -> Result<String, Error> {
+    let planner = super::plan::planner_of(lab, key, now)?;
+    let signers = keys::allowed_signers(&lab.allowed_signers)?;
+    if let Ok(v) = keys::principals_of(key, &signers, APPROVE_NAMESPACE, now) {
+        return Err(Error::Usage {
+            message: format!(
+                "the supervisor's key {} may approve plans (as {}) per inventory/allowed_signers: give the supervisor a key of its own, allowed `namespaces=\"homelab-plan\"` only",
+                key.fingerprint(),
+                v.principals.join(", ")
+            ),
+        });
+    }
+    Ok(planner)
+}
+
+fn pass(
+    repo: &Path,
+    args: &SuperviseArgs,
+    key: &Signer,
+    out: &mut dyn Write,
+) -> Result<Report, Error> {
+    let now = SystemTime::now();
+    let commit = resolve(repo, &args.commit)?;
+    let tree = tempfile::tempdir().map_err(|e| Error::Unsupported {
+        message: format!("no temporary folder for the commit's tree: {e}"),
+    })?;
+    crate::git::export(repo, &commit, tree.path())
+        .map_err(|e| Error::Unsupported { message: e.to_string() })?;
+    let lab = super::load(tree.path())?;
+    let planner = check_key(&lab, key, now)?;
+    let sel = Selection::of(repo, &lab, &args.target)?;
+    let root = args.target.controller.root(args.target.root.as_ref());
+    let queue = Queue::at(&root);
+    // While the executor works, the nodes are mid-change: the next pass looks again.
+    for state in [ActionState::Approved, ActionState::Running] {
+        if let Some(busy) = queue.list(state).map_err(queue_error)?.first() {
+            writeln!(
+                out,
+                "waiting: plan {} is {} (the executor is at work)",
+                busy.id,
+                state.as_str()
+            )
+            .map_err(Error::stdout)?;
+            return Ok(Report::Success);
+        }
+    }
+    let tree_state = crate::git::TreeState { commit: commit.clone(), dirty: false };
+    let plan = super::plan::compute(&lab, &sel, tree_state, planner, now)?;
+    // The observer's world, when there is one, says more about what drifted.
+    let world = crate::world::store::load(&root).ok().map(|l| l.world);
+    let drift = supervise::drift(&plan, world.as_ref());
+    let pending: Vec<Earlier> = queue
+        .list(ActionState::Pending)
+        .map_err(queue_error)?
+        .into_iter()
+        .filter_map(|f| f.record.and_then(|r| r.drift).map(|drift| Earlier { id: f.id, drift }))
+        .collect();
+    let memory = Memory::load(&root);
+    let records = queue.records().clone();
+    let mut decision = supervise::decide(drift.as_ref(), &pending, memory.as_ref(), |id| {
+        records.rejected(id).exists()
+    });
+    if drift.is_none() && plan.unreachable() > 0 {
+        // Unknown is not gone: a node not read may still drift as its pending plan says.
+        decision.supersede.clear();
+        decision.note = format!("no drift on the nodes read; not read: {}", plan.summary());
+    }
+    let mut new_id = None;
+    if let (true, Some(d)) = (decision.plan, &drift) {
+        let plans = super::plans_dir(repo, args.plans_dir.as_ref());
+        let saved = super::plan::save(&plan, key, &plans, queue.records(), |a| {
+            a.reason = Some(d.reason.clone());
+            a.drift = Some(d.fingerprint.clone());
+        })?;
+        let memory = Memory {
+            drift: d.fingerprint.clone(),
+            plan: saved.id.clone(),
+            at: crate::clock::rfc3339(now),
+        };
+        memory.save(&root).map_err(|source| Error::Write { path: Memory::path(&root), source })?;
+        writeln!(out, "{}", d.reason).map_err(Error::stdout)?;
+        writeln!(
+            out,
+            "plan {} pending: {} ({}); approve with `homelab approve {}`",
+            saved.id,
+            saved.path.display(),
+            plan.summary(),
+            saved.path.display()
+        )
+        .map_err(Error::stdout)?;
+        new_id = Some(saved.id);
+    } else {
+        writeln!(out, "{}", decision.note).map_err(Error::stdout)?;
+    }
+    for (id, why) in &decision.supersede {
+        let why = match &new_id {
+            Some(new) => format!("superseded by plan {new}: {why}"),
+            None => format!("superseded: {why}"),
+        };
+        let result = ActionResult {
+            at: crate::clock::rfc3339(now),
+            by: format!("supervisor {}", super::whoami()),
+            reason: why.clone(),
+            nodes: Default::default(),
+        };
+        let moved = queue
+            .advance_as(id, ActionState::Pending, ActionState::Failed, "superseded", Some(result))
+            .map_err(queue_error)?;
+        if moved {
+            writeln!(out, "plan {id} {why}").map_err(Error::stdout)?;
+        }
+    }
+    Ok(Report::Success)
+}

@@ -1,0 +1,344 @@
+//! `homelab executor` on a real node of the lab (its own sshd and Docker Engine, Compose v2):
+//! a pending plan waits for its approval, then is applied and completed; a plan moved to
+//! `approved/` without approvals, or tampered with after approval, fails and is never applied;
+//! an executor killed while the node deploys is restarted and applies nothing twice.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::lab::Lab;
+use crate::support::{copy_tree, fixtures, Output};
+
+/// One lab at a time.
+// One lab at a time, whichever test file starts it (they are heavy on 2 cores).
+use crate::apply::LAB;
+
+/// The base fixture reduced to ALPHA (agent and web), pointed at a lab node.
+struct Site {
+    lab: Lab,
+    repo: tempfile::TempDir,
+    ctl: PathBuf,
+    key: PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        let lab = Lab::start(&["alpha"]);
+        let repo = tempfile::tempdir().unwrap();
+        copy_tree(&fixtures().join("base"), repo.path());
+        for gone in ["hosts/edge-a", "hosts/edge-b", "services/broker", "services/app"] {
+            fs::remove_dir_all(repo.path().join(gone)).unwrap();
+        }
+        let n = lab.node("alpha");
+        let root = n.root();
+        fs::create_dir_all(&root).unwrap();
+        let topo = format!(
+            "mesh: tailscale\nsites:\n  home:\n    uplink: fiber\n    offline_first: false\nnodes:\n  alpha:\n    display_name: ALPHA\n    roles: [control]\n    site: home\n    ssh:\n      address: {}\n      user: root\n      port: 22\n    runtime_root: \"{}\"\n    docker_socket: \"{}\"\n",
+            n.address,
+            root.display(),
+            n.docker_socket.display()
+        );
+        let site = Site {
+            ctl: repo.path().join(".controller"),
+            key: repo.path().join(".operator_key"),
+            lab,
+            repo,
+        };
+        site.write("inventory/topology.yaml", &topo);
+        site.write(
+            "inventory/policy.yaml",
+            "plan_ttl: 24h\nallow_uncommitted: true\napprovals:\n  default:\n    required: 1\n    approvers: [operator@test]\n",
+        );
+        fs::copy(site.lab.known_hosts(), site.repo.path().join("inventory/known_hosts")).unwrap();
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "operator@test", "-f"])
+            .arg(&site.key)
+            .output()
+            .expect("ssh-keygen (Debian openssh-client) must be installed");
+        assert!(out.status.success());
+        let public = fs::read_to_string(site.key.with_extension("pub")).unwrap();
+        let public: Vec<&str> = public.split_whitespace().take(2).collect();
+        site.write(
+            "inventory/allowed_signers",
+            &format!(
+                "operator@test namespaces=\"homelab-plan,homelab-approve\" {}\n",
+                public.join(" ")
+            ),
+        );
+        for svc in ["agent", "web"] {
+            site.edit(&format!("services/{svc}/service.yaml"), |s| {
+                s.replace("interval: 5s", "interval: 1s").replace("timeout: 2s", "timeout: 1s")
+            });
+        }
+        // Stopping the old web container takes seconds, so a redeploy is surely running
+        // when the test kills the executor.
+        site.edit("services/web/docker-compose.yml", |s| {
+            s.replace(
+                "    restart: unless-stopped\n",
+                "    restart: unless-stopped\n    stop_signal: SIGTERM\n    stop_grace_period: 5s\n",
+            )
+        });
+        let v = site.homelab(&["validate"]);
+        assert_eq!(v.code, 0, "{}", v.stderr);
+        site
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.repo.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
+        let p = self.repo.path().join(rel);
+        let s = fs::read_to_string(&p).unwrap();
+        fs::write(p, f(s)).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_homelab"));
+        c.arg("--repo")
+            .arg(self.repo.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("HOMELAB_SSH_KEY", self.lab.client_key())
+            .env("HOMELAB_ROOT", &self.ctl)
+            .env_remove("HOMELAB_SIGNING_KEY")
+            .env_remove("HOMELAB_REPO");
+        c
+    }
+
+    fn homelab(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn plan(&self) -> String {
+        let out = self.homelab(&["plan", "--key", self.key.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "plan failed:\n{}\n{}", out.stdout, out.stderr);
+        out.stdout.lines().next().and_then(|l| l.strip_prefix("plan ")).unwrap().trim().to_owned()
+    }
+
+    fn approve(&self, id: &str) {
+        let plan = self.repo.path().join(format!("plans/{id}.plan"));
+        let key = self.key.to_str().unwrap();
+        let a = self.homelab(&["approve", plan.to_str().unwrap(), "--key", key, "--yes"]);
+        assert_eq!(a.code, 0, "approve failed: {}", a.stderr);
+    }
+
+    fn executor(&self) -> Output {
+        self.homelab(&["executor", "--once"])
+    }
+
+    /// The ids in `<controller>/actions/<state>/`.
+    fn actions(&self, state: &str) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(self.ctl.join("actions").join(state))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    fn record(&self, state: &str, id: &str) -> serde_json::Value {
+        let text = fs::read_to_string(self.ctl.join(format!("actions/{state}/{id}.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn web_command(&self) -> String {
+        let out = self.lab.docker("alpha", &["inspect", "-f", "{{json .Config.Cmd}}", "web"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn port(&self, from: u32, to: u32) {
+        self.edit("services/web/docker-compose.yml", |s| {
+            s.replace(&format!("\"{from}\"]"), &format!("\"{to}\"]"))
+        });
+    }
+}
+
+#[test]
+fn the_executor_applies_approved_plans_fails_the_rest_and_survives_a_kill() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new();
+    let root = site.lab.node("alpha").root();
+
+    // Pending without an approval: it waits, and nothing is applied.
+    let first = site.plan();
+    let out = site.executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(&format!("{first}: pending: no approval")), "{}", out.stdout);
+    assert_eq!(site.actions("pending"), [first.as_str()]);
+    assert!(!root.join("state/services/web").exists());
+
+    // Approved: pending → approved → running → completed, applied by apply's own code.
+    site.approve(&first);
+    let out = site.executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    for step in ["pending → approved", "approved → running", "running → completed: applied"] {
+        assert!(out.stdout.contains(&format!("{first}: {step}")), "{step}: {}", out.stdout);
+    }
+    assert!(out.stdout.contains(&format!("apply of plan {first}:")), "{}", out.stdout);
+    assert_eq!(site.actions("completed"), [first.as_str()]);
+    assert!(site.actions("pending").is_empty() && site.actions("running").is_empty());
+    let done = site.record("completed", &first);
+    assert_eq!(done["state"], "completed");
+    assert_eq!(done["result"]["nodes"]["alpha"]["outcome"], "applied");
+    assert!(site.web_command().contains("8080"), "{}", site.web_command());
+    assert!(root.join(format!("state/consumed/{first}.json")).exists());
+
+    // Moved to approved/ by hand, with no approval: refused, failed, never applied.
+    site.port(8080, 8081);
+    let unapproved = site.plan();
+    fs::create_dir_all(site.ctl.join("actions/approved")).unwrap();
+    fs::rename(
+        site.ctl.join(format!("actions/pending/{unapproved}.json")),
+        site.ctl.join(format!("actions/approved/{unapproved}.json")),
+    )
+    .unwrap();
+    let out = site.executor();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{unapproved}: approved → failed: refused: no approval")),
+        "{}",
+        out.stdout
+    );
+    let failed = site.record("failed", &unapproved);
+    assert!(failed["result"]["reason"].as_str().unwrap().contains("no approval"), "{failed}");
+
+    // Approved, then tampered with: failed, never applied.
+    let tampered = site.plan();
+    site.approve(&tampered);
+    let path = site.repo.path().join(format!("plans/{tampered}.plan"));
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replacen("\"8081\"]", "\"6666\"]", 1)).unwrap();
+    let out = site.executor();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{tampered}: pending → failed: refused:")),
+        "{}",
+        out.stdout
+    );
+    let reason = site.record("failed", &tampered)["result"]["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("was changed after it was made"), "{reason}");
+    assert!(site.web_command().contains("8080"), "nothing applied: {}", site.web_command());
+    assert!(!root.join(format!("state/consumed/{unapproved}.json")).exists());
+    assert!(!root.join(format!("state/consumed/{tampered}.json")).exists());
+
+    // Killed while the node deploys, then started again: resumed, applied once.
+    fs::remove_file(&path).unwrap();
+    let killed = site.plan();
+    site.approve(&killed);
+    let mut child = site
+        .command(&["executor", "--once"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut l = String::new();
+        assert!(reader.read_line(&mut l).unwrap() > 0, "the executor ended first:\n{seen}");
+        seen.push_str(&l);
+        if l.contains("[alpha] web deploy:") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(site.actions("running"), [killed.as_str()], "{seen}");
+    let out = site.executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{killed}: running when the executor stopped: resuming")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!("{killed}: running → completed: applied")),
+        "{}",
+        out.stdout
+    );
+    assert!(site.web_command().contains("8081"), "{}", site.web_command());
+    let names = site.lab.docker("alpha", &["ps", "-a", "--format", "{{.Names}}"]);
+    let names = String::from_utf8_lossy(&names.stdout).into_owned();
+    assert_eq!(
+        names.lines().filter(|n| n.ends_with("web")).collect::<Vec<_>>(),
+        ["web"],
+        "one web container, none from a second `compose up`: {names}"
+    );
+    let job = root.join(format!("state/deploy/{killed}/jobs/web/up"));
+    assert_eq!(fs::read_to_string(job.join("rc")).unwrap().trim(), "0", "the killed run's job");
+    // A third run finds nothing to do and changes nothing.
+    let before = crate::support::Snapshot::of(&site.ctl.join("actions"));
+    let out = site.executor();
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{}", out.stderr);
+    before.assert_same(
+        &crate::support::Snapshot::of(&site.ctl.join("actions")),
+        "a pass with nothing to do",
+    );
+    let completed = site.actions("completed");
+    assert_eq!(completed.len(), 2);
+    assert!(completed.contains(&killed) && completed.contains(&first));
+}
+
+/// Without the lab (nothing applies): a plan nobody approves waits, then fails when it
+/// expires; one without changes completes at once.
+#[test]
+fn an_unapproved_plan_waits_until_it_expires_and_a_no_op_plan_completes() {
+    let lab = crate::support::Lab::new();
+    let operator = lab.keygen("operator");
+    lab.allow(&[("operator@test", "", &operator)]);
+    lab.policy("2s", 1, &["operator@test"]);
+    let executor = || {
+        lab.homelab(&[
+            "executor",
+            "--once",
+            "--transport",
+            "local",
+            "--root",
+            "rt",
+            "--controller-root",
+            "rt",
+        ])
+    };
+    let id = lab.plan(&operator);
+    let out = executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with(&format!("{id}: pending: no approval")), "{}", out.stdout);
+    assert!(lab.path(&format!("rt/actions/pending/{id}.json")).exists());
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let out = executor();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{id}: pending → failed: refused: plan `{id}` expired at")),
+        "{}",
+        out.stdout
+    );
+    assert!(!lab.path(&format!("rt/actions/pending/{id}.json")).exists());
+    assert!(!lab.path("rt/alpha/state").exists(), "nothing applied");
+
+    // Everything deployed: `plan` still writes an action, which the executor completes.
+    lab.deploy_all();
+    let noop = lab.plan(&operator);
+    let out = executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout,
+        format!("{noop}: pending → completed: the plan changes nothing: nothing to apply\n")
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&lab.read(&format!("rt/actions/completed/{noop}.json"))).unwrap();
+    assert_eq!(record["state"], "completed");
+}
