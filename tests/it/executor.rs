@@ -342,3 +342,135 @@ fn an_unapproved_plan_waits_until_it_expires_and_a_no_op_plan_completes() {
         serde_json::from_str(&lab.read(&format!("rt/actions/completed/{noop}.json"))).unwrap();
     assert_eq!(record["state"], "completed");
 }
+
+/// Issue 11, end to end, on a real node: a container stopped by hand → the stability agent's
+/// event (Docker's event stream) → the observer's world shows it → the supervisor writes one
+/// signed pending plan (and no second one for the same drift) → an operator's approval → the
+/// executor applies it → the agent sees it recover and the world shows it healthy.
+#[test]
+fn a_stopped_container_is_seen_planned_approved_applied_and_healthy_again() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new();
+    let root = site.lab.node("alpha").root();
+    // The supervisor's key: may plan, never approve.
+    let sup = site.repo.path().join(".supervisor_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "supervisor@test", "-f"])
+        .arg(&sup)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let public = fs::read_to_string(sup.with_extension("pub")).unwrap();
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    let signers = fs::read_to_string(site.repo.path().join("inventory/allowed_signers")).unwrap();
+    site.write(
+        "inventory/allowed_signers",
+        &format!("{signers}supervisor@test namespaces=\"homelab-plan\" {}\n", public.join(" ")),
+    );
+    // The supervisor plans from a commit: the repository is a Git repository.
+    let home = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(site.repo.path())
+            .args(args)
+            .env("HOME", home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    fs::write(site.repo.path().join(".gitignore"), ".controller/\n.operator_key*\n.supervisor_key*\n")
+        .unwrap();
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", "homelab"]);
+
+    // Deployed through the executor.
+    let first = site.plan();
+    site.approve(&first);
+    let out = site.executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    git(&["add", "-A"]);
+    git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", "plan"]);
+
+    // The agent on the node, against its engine.
+    let node = site.lab.node("alpha");
+    let log = node.dir.join("agent.log");
+    let mut agent = site.lab.node_command("alpha", env!("CARGO_BIN_EXE_homelab"));
+    agent
+        .arg("agent")
+        .arg("--root")
+        .arg(&root)
+        .args(["--node", "alpha", "--docker-socket"])
+        .arg(&node.docker_socket)
+        .args(["--interval", "0.5"])
+        .env_remove("HOMELAB_ROOT")
+        .env_remove("HOMELAB_MQTT")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap());
+    let mut agent = agent.spawn().unwrap();
+    let heartbeat = root.join("state/agent/heartbeat.json");
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < until,
+                "waited for {what}; agent log:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait("the agent's heartbeat", &|| heartbeat.exists());
+    let events = |kind: &str| -> usize {
+        let (all, _) = homelab::events::read_all(&root, Some("alpha")).unwrap_or_default();
+        all.iter().filter(|e| e["type"] == kind && e["service"] == "web").count()
+    };
+    let recovered_before = events("service_recovered");
+
+    // Stopped by hand.
+    let stop = site.lab.docker("alpha", &["stop", "web"]);
+    assert!(stop.status.success());
+    wait("service_unhealthy for web", &|| events("service_unhealthy") > 0);
+
+    // The observer folds it into the world.
+    let out = site.homelab(&["observe", "--once"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let world = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(site.ctl.join("world").join(file)).unwrap())
+            .unwrap()
+    };
+    let services = world("services.json");
+    assert_eq!(services["services"]["web@alpha"]["health"]["state"], "unhealthy", "{services}");
+
+    // The supervisor writes one pending plan for the drift, signed by its key.
+    let sup_key = sup.to_str().unwrap();
+    let out = site.homelab(&["supervise", "--once", "--key", sup_key]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let pending = site.actions("pending");
+    assert_eq!(pending.len(), 1, "{}", out.stdout);
+    let id = pending[0].clone();
+    let reason = site.record("pending", &id)["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("web@alpha"), "{reason}");
+    let out = site.homelab(&["supervise", "--once", "--key", sup_key]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(site.actions("pending"), [id.as_str()], "the same drift, no second plan");
+
+    // An operator approves; the executor applies.
+    site.approve(&id);
+    let out = site.executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(&format!("{id}: running → completed: applied")), "{}", out.stdout);
+    let up = site.lab.docker("alpha", &["inspect", "-f", "{{.State.Running}}", "web"]);
+    assert_eq!(String::from_utf8_lossy(&up.stdout).trim(), "true");
+
+    // The agent sees it recover; the world shows it healthy.
+    wait("service_recovered for web", &|| events("service_recovered") > recovered_before);
+    let out = site.homelab(&["observe", "--once"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let services = world("services.json");
+    assert_eq!(services["services"]["web@alpha"]["health"]["state"], "healthy", "{services}");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
