@@ -97,6 +97,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
         format: ShowFormat,
     },
+    /// Open or update the plan's pull request on Forgejo: the plan file on its branch, the
+    /// plan comment, and a `pending` commit status; or, with --status, set that status.
+    #[command(
+        after_help = "Examples:\n  HOMELAB_FORGE_TOKEN=... homelab pr plans/1a2b3c4d5e6f7a8b.plan --forge https://forge.example.org --repo-slug me/homelab\n  homelab pr plans/1a2b3c4d5e6f7a8b.plan --token-file ~/.config/homelab/forge-token   (settings in inventory/forge.yaml)\n  homelab pr plans/1a2b3c4d5e6f7a8b.plan --status success   (after apply)\n\nThe token is $HOMELAB_FORGE_TOKEN or --token-file; it is never printed. See docs/forgejo.md."
+    )]
+    Pr {
+        plan: PathBuf,
+        #[command(flatten)]
+        forge: command::pr::ForgeArgs,
+        /// Only set the commit status of the plan's branch head (after apply, from scripts).
+        #[arg(long, value_enum, value_name = "STATE")]
+        status: Option<command::pr::StatusArg>,
+    },
     /// Approve a plan with your SSH key: writes `plans/<id>.approved`.
     #[command(
         after_help = "Example:\n  homelab approve plans/1a2b3c4d5e6f7a8b.plan --key ~/.ssh/id_ed25519 --yes"
@@ -299,6 +312,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             command::plan::run(repo, &args, out)
         }
         Command::Show { plan, format } => command::show::run(repo, plan, *format, out),
+        Command::Pr { plan, forge, status } => command::pr::run(repo, plan, forge, *status, out),
         Command::Approve { plan, key, yes, controller } => {
             command::approve::approve(repo, plan, key.as_ref(), *yes, controller, out)
         }

@@ -42,6 +42,7 @@ pub mod digest;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod forge;
 pub mod git;
 pub mod graph;
 pub mod model;

@@ -14,6 +14,7 @@ pub mod events;
 pub mod graph;
 pub mod observe;
 pub mod plan;
+pub mod pr;
 pub mod render;
 pub mod show;
 pub mod validate;

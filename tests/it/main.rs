@@ -12,6 +12,8 @@ mod bootstrap;
 mod cli;
 mod corpus;
 mod events;
+mod forge;
+mod forge_standin;
 mod graph;
 mod lab_smoke;
 mod observe;
