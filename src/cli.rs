@@ -87,6 +87,10 @@ pub enum Command {
         /// the exit status is still 1).
         #[arg(long)]
         allow_unreachable: bool,
+        /// Once saved, open or update the plan's Forgejo pull request, as `homelab pr` does
+        /// (settings from inventory/forge.yaml, token from $HOMELAB_FORGE_TOKEN).
+        #[arg(long)]
+        pr: bool,
     },
     /// Show a plan file: colour text, Markdown for a Forgejo comment, or JSON.
     #[command(
@@ -301,13 +305,14 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
         Command::Render { node, service, out: dir } => {
             command::render::run(repo, node.as_deref(), service.as_deref(), dir, out)
         }
-        Command::Plan { target, key, plans_dir, detailed_exitcode, allow_unreachable } => {
+        Command::Plan { target, key, plans_dir, detailed_exitcode, allow_unreachable, pr } => {
             let args = PlanArgs {
                 target,
                 key: key.as_ref(),
                 plans_dir: plans_dir.as_ref(),
                 detailed_exitcode: *detailed_exitcode,
                 allow_unreachable: *allow_unreachable,
+                pr: *pr,
             };
             command::plan::run(repo, &args, out)
         }

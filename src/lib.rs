@@ -14,6 +14,7 @@
 //!   │           keys, policy)
 //!   ├─ apply (schedule, board,    per node over a transport: stages, journal, lock, rollback
 //!   │         node, service, outcome)
+//!   ├─ forge (client, pr)         the plan's Forgejo pull request, comment and commit status
 //!   ├─ bootstrap                  a bare node made ready: host key, tree, binary, agent image
 //!   ├─ world                      the observer: every node's new events folded into world/
 //!   ├─ agent                      the stability agent on a node: engine events, link, broker

@@ -195,7 +195,35 @@ pub fn run(
     open(repo, plan_path, &loaded, &forge, &branch, &target_url, out)
 }
 
-/// Opens or updates the pull request of the plan at `plan_path`: also `plan --pr`.
+/// `plan --pr`: the pull request of the plan just saved, with the settings of
+/// inventory/forge.yaml and the token of $HOMELAB_FORGE_TOKEN.
+pub fn after_plan(repo: &Path, plan_path: &Path, out: &mut dyn Write) -> Result<Report, Error> {
+    run(repo, plan_path, &ForgeArgs::default(), None, out).map_err(|e| Error::Unsupported {
+        message: format!(
+            "{e}\nthe plan was saved; open its pull request with `homelab pr {}`",
+            plan_path.display()
+        ),
+    })
+}
+
+/// For the executor after apply: sets the status of plan `id`'s branch (`plan/<id>`) to
+/// `state`, with the settings of inventory/forge.yaml and the token of $HOMELAB_FORGE_TOKEN.
+/// `Ok(None)` when the repository has no inventory/forge.yaml (no forge to tell); `Ok(Some(sha))`
+/// for the commit whose status was set.
+pub fn report_apply(repo: &Path, id: &str, state: State) -> Result<Option<String>, Error> {
+    if !repo.join(FORGE_FILE).is_file() {
+        return Ok(None);
+    }
+    let forge = Forge::build(repo, &ForgeArgs::default())?;
+    let branch = format!("plan/{id}");
+    let target_url = forge.target_url(id, &branch, &format!("plans/{id}.plan"));
+    let description = format!("plan {id}: apply ended in {}", state.as_str());
+    forge::set_status(&forge.client, &forge.repo, &branch, state, &target_url, &description)
+        .map(Some)
+        .map_err(config)
+}
+
+/// Opens or updates the pull request of the plan at `plan_path`.
 fn open(
     repo: &Path,
     plan_path: &Path,

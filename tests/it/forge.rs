@@ -400,3 +400,58 @@ fn the_token_appears_nowhere_in_the_output() {
     assert!(sent.iter().any(|r| r.authorization.as_deref() == Some(&format!("token {TOKEN}"))));
     assert!(sent.iter().all(|r| !r.body.contains(TOKEN) && !r.path.contains(TOKEN)));
 }
+
+#[test]
+fn plan_with_pr_saves_the_plan_and_opens_its_pull_request() {
+    let lab = Lab::new();
+    let key = lab.keygen("alice");
+    lab.allow(&[("alice", "", &key)]);
+    lab.policy("24h", 1, &["alice"]);
+    let forge = Standin::start("me", "homelab", TOKEN);
+    lab.write("repo/inventory/forge.yaml", format!("url: {}\nrepo: me/homelab\n", forge.url));
+    lab.git_commit();
+    let args = [
+        "plan",
+        "--transport",
+        "local",
+        "--root",
+        "rt",
+        "--controller-root",
+        "rt",
+        "--key",
+        key.arg(),
+        "--pr",
+    ];
+    let out = lab.homelab_env(&args, &[("HOMELAB_FORGE_TOKEN", TOKEN)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().to_owned();
+    assert!(out.stderr.contains("pull request #1 created"), "{}", out.stderr);
+    assert_eq!(comments(&forge), vec![format!("<!-- homelab-plan -->\n{}", markdown(&lab, &id))]);
+    assert_eq!(forge.with(|s| s.statuses[0].1["state"].clone()), "pending");
+
+    // No token: the plan is still saved, and the message says how to open the pull request.
+    let out = lab.homelab(&args);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no Forgejo token"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the plan was saved; open its pull request with `homelab pr repo/plans/"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn pr_help_has_examples_and_names_the_token_variable() {
+    let out = crate::support::homelab_in(&crate::support::repo_root(), &["pr", "--help"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for want in [
+        "Examples:",
+        "homelab pr plans/",
+        "$HOMELAB_FORGE_TOKEN",
+        "--status <STATE>",
+        "docs/forgejo.md",
+    ] {
+        assert!(out.stdout.contains(want), "no {want:?} in\n{}", out.stdout);
+    }
+}
