@@ -455,3 +455,21 @@ fn pr_help_has_examples_and_names_the_token_variable() {
         assert!(out.stdout.contains(want), "no {want:?} in\n{}", out.stdout);
     }
 }
+
+/// `https://` is spoken with TLS (rustls is built in): against the plain-HTTP stand-in the
+/// handshake fails, and nothing is sent in clear text to a server that was meant to be TLS.
+#[test]
+fn an_https_forge_is_spoken_to_with_tls() {
+    let (lab, _key, id) = lab_with_plan();
+    let forge = Standin::start("me", "homelab", TOKEN);
+    let url = forge.url.replace("http://", "https://");
+    let out = lab.homelab_env(
+        &["pr", &format!("repo/plans/{id}.plan"), "--forge", &url, "--repo-slug", "me/homelab"],
+        &[("HOMELAB_FORGE_TOKEN", TOKEN), ("HOMELAB_FORGE_RETRY_MS", "1")],
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains(&format!("cannot reach Forgejo at `{url}`")), "{}", out.stderr);
+    // The stand-in was connected to (4 tries), but saw a TLS handshake, never an HTTP request.
+    assert_eq!(forge.with(|s| s.connections), 4, "no connection was made: is TLS built in?");
+    assert!(forge.requests().is_empty(), "{:#?}", forge.requests());
+}

@@ -50,6 +50,8 @@ pub struct State {
     /// (sha, status).
     pub statuses: Vec<(String, Value)>,
     pub requests: Vec<Request>,
+    /// Connections accepted, whether or not they carried an HTTP request.
+    pub connections: usize,
     pub faults: Vec<Fault>,
     pub comment_limit: usize,
     /// Put the Authorization header into a 401's message (a careless server or proxy).
@@ -121,6 +123,7 @@ fn sha(n: u64) -> String {
 }
 
 fn serve(mut stream: TcpStream, state: &Arc<Mutex<State>>) {
+    state.lock().unwrap().connections += 1;
     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
