@@ -87,6 +87,10 @@ pub enum Command {
         /// the exit status is still 1).
         #[arg(long)]
         allow_unreachable: bool,
+        /// Once saved, open or update the plan's Forgejo pull request, as `homelab pr` does
+        /// (settings from inventory/forge.yaml, token from $HOMELAB_FORGE_TOKEN).
+        #[arg(long)]
+        pr: bool,
     },
     /// Show a plan file: colour text, Markdown for a Forgejo comment, or JSON.
     #[command(
@@ -99,6 +103,19 @@ pub enum Command {
         /// Where the plan's action is (its reason, for a supervisor's plan).
         #[command(flatten)]
         controller: Controller,
+    },
+    /// Open or update the plan's pull request on Forgejo: the plan file on its branch, the
+    /// plan comment, and a `pending` commit status; or, with --status, set that status.
+    #[command(
+        after_help = "Examples:\n  HOMELAB_FORGE_TOKEN=... homelab pr plans/1a2b3c4d5e6f7a8b.plan --forge https://forge.example.org --repo-slug me/homelab\n  homelab pr plans/1a2b3c4d5e6f7a8b.plan --token-file ~/.config/homelab/forge-token   (settings in inventory/forge.yaml)\n  homelab pr plans/1a2b3c4d5e6f7a8b.plan --status success   (after apply)\n\nThe token is $HOMELAB_FORGE_TOKEN or --token-file; it is never printed. See docs/forgejo.md."
+    )]
+    Pr {
+        plan: PathBuf,
+        #[command(flatten)]
+        forge: command::pr::ForgeArgs,
+        /// Only set the commit status of the plan's branch head (after apply, from scripts).
+        #[arg(long, value_enum, value_name = "STATE")]
+        status: Option<command::pr::StatusArg>,
     },
     /// Approve a plan with your SSH key: writes `plans/<id>.approved`.
     #[command(
@@ -306,19 +323,21 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
         Command::Render { node, service, out: dir } => {
             command::render::run(repo, node.as_deref(), service.as_deref(), dir, out)
         }
-        Command::Plan { target, key, plans_dir, detailed_exitcode, allow_unreachable } => {
+        Command::Plan { target, key, plans_dir, detailed_exitcode, allow_unreachable, pr } => {
             let args = PlanArgs {
                 target,
                 key: key.as_ref(),
                 plans_dir: plans_dir.as_ref(),
                 detailed_exitcode: *detailed_exitcode,
                 allow_unreachable: *allow_unreachable,
+                pr: *pr,
             };
             command::plan::run(repo, &args, out)
         }
         Command::Show { plan, format, controller } => {
             command::show::run(repo, plan, *format, &controller.root(None), out)
         }
+        Command::Pr { plan, forge, status } => command::pr::run(repo, plan, forge, *status, out),
         Command::Approve { plan, key, yes, controller } => {
             command::approve::approve(repo, plan, key.as_ref(), *yes, controller, out)
         }

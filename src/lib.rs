@@ -14,11 +14,13 @@
 //!   │           keys, policy)
 //!   ├─ apply (schedule, board,    per node over a transport: stages, journal, lock, rollback
 //!   │         node, service, outcome)
+//!   ├─ forge (client, pr)         the plan's Forgejo pull request, comment and commit status
 //!   ├─ bootstrap                  a bare node made ready: host key, tree, binary, agent image
 //!   ├─ world                      the observer: every node's new events folded into world/
 //!   ├─ agent                      the stability agent on a node: engine events, link, broker
 //!   ├─ supervise                  drift as a pending plan (never applied), and adopt's patch
 //!   ├─ executor                   the actions queue: approved plans moved through to their end
+//!   ├─ forge                      Forgejo's REST API: the plan's pull request, comment, status
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
 //! clock, digest, files, git       time formatting, SHA-256, atomic local writes, the Git tree
@@ -45,6 +47,7 @@ pub mod error;
 pub mod events;
 pub mod executor;
 pub mod files;
+pub mod forge;
 pub mod git;
 pub mod graph;
 pub mod model;

@@ -253,6 +253,16 @@ fn apply(
         json: false,
     };
     let ran = super::apply::run(repo, &apply_args, out);
+    // The pull request's commit status says how the apply ended (when the repository names a
+    // forge in inventory/forge.yaml). A forge that cannot be told never fails the apply.
+    let state = match &ran {
+        Ok(Report::Success) => crate::forge::State::Success,
+        Ok(_) => crate::forge::State::Failure,
+        Err(_) => crate::forge::State::Error,
+    };
+    if let Err(e) = super::pr::report_apply(repo, id, state) {
+        let _ = writeln!(out, "{id}: could not set the pull request's status: {e}");
+    }
     let record = records.applied_record(id);
     let nodes = record.as_ref().map(|r| r.nodes.clone()).unwrap_or_default();
     match ran {

@@ -16,6 +16,7 @@ pub mod executor;
 pub mod graph;
 pub mod observe;
 pub mod plan;
+pub mod pr;
 pub mod render;
 pub mod show;
 pub mod supervise;

@@ -21,6 +21,8 @@ pub struct PlanArgs<'a> {
     pub plans_dir: Option<&'a PathBuf>,
     pub detailed_exitcode: bool,
     pub allow_unreachable: bool,
+    /// Open or update the plan's Forgejo pull request once it is saved (`homelab pr`).
+    pub pr: bool,
 }
 
 /// Refresh and diff: the plan as a value (no signing, no writing). `tree` is the commit the
@@ -164,6 +166,9 @@ pub fn run(repo: &Path, args: &PlanArgs<'_>, out: &mut dyn Write) -> Result<Repo
     display::write_text(out, &id, &plan, color).map_err(Error::stdout)?;
     eprintln!("\nsaved {} (pending action {})", path.display(), pending.display());
     eprintln!("review it in a pull request, then: homelab approve {}", path.display());
+    if args.pr {
+        super::pr::after_plan(repo, &path, &mut std::io::stderr())?;
+    }
     if !unreachable.is_empty() {
         return Err(unread(
             "saved anyway (--allow-unreachable); nothing is planned for them and apply leaves them out",

@@ -380,8 +380,11 @@ fn a_stopped_container_is_seen_planned_approved_applied_and_healthy_again() {
             .unwrap();
         assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    fs::write(site.repo.path().join(".gitignore"), ".controller/\n.operator_key*\n.supervisor_key*\n")
-        .unwrap();
+    fs::write(
+        site.repo.path().join(".gitignore"),
+        ".controller/\n.operator_key*\n.supervisor_key*\n",
+    )
+    .unwrap();
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "-A"]);
     git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", "homelab"]);

@@ -13,6 +13,8 @@ mod cli;
 mod corpus;
 mod events;
 mod executor;
+mod forge;
+mod forge_standin;
 mod graph;
 mod lab_smoke;
 mod observe;
