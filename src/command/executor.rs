@@ -121,17 +121,15 @@ fn pass(
         say(out, &found.id, format!("running → {}: {why}", to.as_str()))?;
     }
 
+    // The pre-flight of `homelab apply`, now, for a fresh start.
+    let preflight = |approved: &Path| {
+        policy::preflight(&lab, &signers, approved, records, Preflight::Fresh, SystemTime::now())
+    };
+
     // 2. Pending: approved enough, nothing to do, refused, or still waiting.
     for found in queue.list(ActionState::Pending).map_err(queue_error)? {
         let approved = approved_path(repo, args, &found);
-        let checked = policy::preflight(
-            &lab,
-            &signers,
-            &approved,
-            records,
-            Preflight::Fresh,
-            SystemTime::now(),
-        );
+        let checked = preflight(&approved);
         let mut step = executor::step(From::Pending, &checked);
         if matches!(step, Step::Wait { .. }) {
             // Waiting for approvals ends when the plan expires or is rejected (the pre-flight
@@ -169,14 +167,7 @@ fn pass(
     // 3. Approved: checked again (whoever put it there), claimed, applied.
     for found in queue.list(ActionState::Approved).map_err(queue_error)? {
         let approved = approved_path(repo, args, &found);
-        let checked = policy::preflight(
-            &lab,
-            &signers,
-            &approved,
-            records,
-            Preflight::Fresh,
-            SystemTime::now(),
-        );
+        let checked = preflight(&approved);
         let end = match executor::step(From::Approved, &checked) {
             Step::Approve => None,
             Step::Complete { why } => Some((ActionState::Completed, why)),
