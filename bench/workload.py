@@ -54,8 +54,8 @@ exposure: internal
 dependencies: []
 restart_policy: unless-stopped
 healthcheck:
-  interval: 2s
-  timeout: 1s
+  interval: 5s
+  timeout: 5s
   retries: 3
 persistence:
   paths: [data/{svc}]
