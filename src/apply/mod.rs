@@ -5,7 +5,8 @@
 //!   service waits for it.
 //! - [`node`]: one node: connect, the read-only checks, the lock, the journal, which is written
 //!   durably on the node before the next stage starts, so `--resume` continues at any cut; its
-//!   independent services in parallel (a few at once), dependents after their dependencies.
+//!   independent services in parallel, dependents after their dependencies; the commands of
+//!   services in step travel together, one round trip per stage for the node ([`batch`]).
 //! - [`service`]: the stages of one service, and its rollback: a service is switched by one
 //!   atomic symlink rename; a failed deploy or healthcheck switches back.
 //! - [`outcome`]: how a node ended, and the [`Verdict`] of a run.
@@ -15,6 +16,7 @@
 //! (events go to a [`Sink`]), never reads the system clock (an [`Options::clock`] is given),
 //! and imports nothing of `command` or `cli`.
 
+mod batch;
 mod board;
 mod node;
 pub mod outcome;

@@ -1,14 +1,16 @@
 //! One node of a run: connect, the read-only checks (lock, replay, staleness), the lock, and
 //! the journal, read on resume and written durably on the node after every stage. Its
-//! services run side by side (a few at once), each after its dependencies on the board; the
-//! journal is one record written by one service at a time. The stages of a service are
+//! services run side by side, each deployed after its dependencies on the board, the commands
+//! of services in step travelling together (`batch`); the journal is one record written by one
+//! service at a time. The stages of a service are
 //! `service`'s; how many nodes run at once is `schedule`'s.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::board::{Board, Slots};
+use super::batch::{Batched, Batcher, Prelude};
+use super::board::Board;
 use super::remote::{self, StepError};
 use super::{Event, Mode, NodeOutcome, Options, Sink};
 use crate::clock::{day, rfc3339};
@@ -30,7 +32,7 @@ pub(super) struct NodeRun<'a> {
     pub(super) in_run: &'a BTreeSet<Instance>,
     /// Commands run on the node by this run: its round trips (issue 10: the number the program
     /// knows, reported with the node's outcome).
-    pub(super) trips: &'a std::sync::atomic::AtomicUsize,
+    pub(super) trips: Arc<std::sync::atomic::AtomicUsize>,
     /// Journal saves and events waiting for the node's next command.
     pub(super) outbox: Mutex<Outbox>,
 }
@@ -44,12 +46,12 @@ pub(super) struct Outbox {
 }
 
 /// A node's commands, counted: each `run` is one round trip to the node.
-struct Counted<'e> {
-    inner: &'e dyn NodeExec,
-    trips: &'e std::sync::atomic::AtomicUsize,
+struct Counted {
+    inner: Box<dyn NodeExec>,
+    trips: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl NodeExec for Counted<'_> {
+impl NodeExec for Counted {
     fn run(
         &self,
         argv: &[&str],
@@ -88,10 +90,17 @@ impl NodeExec for Counted<'_> {
 
 /// A connected node, and where things are on it.
 pub(super) struct At<'e> {
+    /// The run's connection; its commands go through `batcher`.
     pub(super) exec: &'e dyn NodeExec,
     pub(super) layout: Layout,
     /// For a fresh connection to the node (the confirmation of a deploy).
     pub(super) transport: &'e dyn Transport,
+    /// Where the node's service threads meet so that their commands travel together.
+    pub(super) batcher: &'e Batcher,
+    /// The records (journal, events) each batch writes first.
+    pub(super) prelude: &'e Prelude<'e>,
+    /// The fresh connection made after the deploys of the batches up to the number it holds.
+    fresh: Mutex<Option<(u64, Arc<dyn NodeExec>)>>,
 }
 
 impl NodeRun<'_> {
@@ -136,8 +145,19 @@ impl NodeRun<'_> {
             Ok(e) => e,
             Err(e) => return NodeOutcome::Unreachable { reason: e.to_string() },
         };
-        let counted = Counted { inner: exec.as_ref(), trips: self.trips };
-        let at = At { exec: &counted, layout: Layout::new(exec.root()), transport };
+        let exec: Arc<dyn NodeExec> = Arc::new(Counted { inner: exec, trips: self.trips.clone() });
+        let records = Layout::new(exec.root());
+        let prelude = || remote::carry_command(&self.take_carry(&records));
+        let batcher = Batcher::default();
+        let batched = Batched { batcher: &batcher, exec: exec.clone(), prelude: &prelude };
+        let at = At {
+            exec: &batched,
+            layout: Layout::new(exec.root()),
+            transport,
+            batcher: &batcher,
+            prelude: &prelude,
+            fresh: Mutex::new(None),
+        };
         // After expiry only work already begun may finish: a node without this plan's journal
         // is left out before anything is written there, not even the lock.
         if self.expired() {
@@ -416,27 +436,33 @@ impl NodeRun<'_> {
             });
         }
         // Travels with the node's first stage command.
-        self.save(at, &mut journal);
+        self.save(&mut journal);
         let only = self.opts.mode.only();
         let journal = Mutex::new(journal);
         let tally = Tally::default();
-        let slots = Slots::new(SERVICES_AT_ONCE);
-        // One thread per service still to run: it waits for its dependencies on the board
-        // without holding a slot (a slot held while waiting could starve the dependency of one),
-        // then runs its stages in a slot. Whatever happens, it publishes its instance, so its
-        // dependents here and on other nodes never wait for nothing.
+        // One thread per service still to run: it prepares, waits for its dependencies on the
+        // board, then runs its other stages; the commands of threads in step travel together
+        // (`batch`). Whatever happens, it publishes its instance, so its dependents here and
+        // on other nodes never wait for nothing.
+        let mut todo = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            let entry =
+                journal.lock().expect("journal").services[c.instance.service.as_str()].clone();
+            if entry.stage.is_final() {
+                self.board.publish(&c.instance, entry.stage == Stage::Completed);
+            } else {
+                todo.push((i, *c));
+            }
+        }
+        // Counted before any starts: none sends alone while the others are still starting.
+        at.batcher.activate(todo.len());
         std::thread::scope(|s| {
-            for (i, c) in changes.iter().enumerate() {
-                let entry =
-                    journal.lock().expect("journal").services[c.instance.service.as_str()].clone();
-                if entry.stage.is_final() {
-                    self.board.publish(&c.instance, entry.stage == Stage::Completed);
-                    continue;
-                }
-                let (journal, tally, slots) = (&journal, &tally, &slots);
+            for (i, c) in todo {
+                let (journal, tally) = (&journal, &tally);
                 s.spawn(move || {
-                    let ok = self.one(at, (i, c), journal, tally, slots);
+                    let ok = self.one(at, (i, c), journal, tally);
                     self.board.publish(&c.instance, ok);
+                    at.batcher.deactivate();
                 });
             }
         });
@@ -461,7 +487,7 @@ impl NodeRun<'_> {
         let finished = journal.services.values().all(|e| e.stage.is_final());
         let all_done = journal.services.values().all(|e| e.stage == Stage::Completed);
         journal.finished = finished;
-        self.save(at, &mut journal);
+        self.save(&mut journal);
         // The last records, the plan recorded as consumed, and the lock released: one command.
         let consumed = (all_done && self.opts.services.is_none() && only.is_none()).then(|| {
             let record = Consumed {
@@ -502,28 +528,30 @@ impl NodeRun<'_> {
     }
 
     /// One service of the node, on its own thread, from where its journal stands: the expiry
-    /// rule, its dependencies, a slot, its stages. `true` when it reached its new version. Once
-    /// the node is lost (or its journal cannot be written), nothing new starts.
+    /// rule, prepare and validate (nothing live changes, so they need not wait: the node's
+    /// uploads travel together), its dependencies, its other stages. `true` when it reached its
+    /// new version. Once the node is lost (or its journal cannot be written), nothing new
+    /// starts.
     fn one(
         &self,
         at: &At,
         (i, c): (usize, &Change),
         journal: &Mutex<Journal>,
         tally: &Tally,
-        slots: &Slots,
     ) -> bool {
         let svc = c.instance.service.as_str();
-        let stage = journal.lock().expect("journal").services[svc].stage;
         // Skips a service (expired, or a dependency did not make it), in the journal too.
         let skip = |reason: String| {
             self.say(Some(&c.instance.service), "skip", reason.clone());
-            self.set(at, journal, svc, Stage::Skipped, Some(reason.clone()));
+            self.set(journal, svc, Stage::Skipped, Some(reason.clone()));
             tally.problem(i, format!("{svc}: {reason}"));
             false
         };
         // A service that had not begun when the plan expired never begins: checked before it
-        // waits for its dependencies and again right before it starts.
-        let expired = || stage == Stage::Pending && self.expired();
+        // starts and again after it waited for its dependencies.
+        let expired = || {
+            journal.lock().expect("journal").services[svc].stage == Stage::Pending && self.expired()
+        };
         let left_out = || {
             format!(
                 "left out: the plan expired at {} before it started",
@@ -533,9 +561,18 @@ impl NodeRun<'_> {
         if expired() {
             return skip(left_out());
         }
-        // Dependencies first, on this node or another.
-        let blocked: Vec<&Instance> =
-            c.after.iter().filter(|d| self.in_run.contains(*d) && !self.board.wait(d)).collect();
+        if tally.stopped() {
+            return false;
+        }
+        if c.action != Action::Delete && self.opts.mode.only().is_none() {
+            if let Some(ok) = self.stages(at, i, c, journal, tally, Stage::Validated) {
+                return ok;
+            }
+        }
+        // Dependencies next, on this node or another; waiting, this thread sends nothing.
+        let blocked: Vec<&Instance> = at.batcher.aside(|| {
+            c.after.iter().filter(|d| self.in_run.contains(*d) && !self.board.wait(d)).collect()
+        });
         if tally.stopped() {
             return false;
         }
@@ -543,19 +580,14 @@ impl NodeRun<'_> {
             let names: Vec<String> = blocked.iter().map(ToString::to_string).collect();
             return skip(format!("skipped: {} did not reach its new version", names.join(", ")));
         }
-        slots.take();
-        let ok = if tally.stopped() {
-            false
-        } else if expired() {
-            skip(left_out())
-        } else {
-            self.stages(at, i, c, journal, tally)
-        };
-        slots.give();
-        ok
+        if expired() {
+            return skip(left_out());
+        }
+        self.stages(at, i, c, journal, tally, Stage::Completed).unwrap_or(false)
     }
 
-    /// The stages of one service, and what its end means for the node's outcome.
+    /// The stages of one service up to `until`, and what its end means for the node's
+    /// outcome: `None` when it stands at `until` (short of the end) and goes on.
     fn stages(
         &self,
         at: &At,
@@ -563,11 +595,16 @@ impl NodeRun<'_> {
         c: &Change,
         journal: &Mutex<Journal>,
         tally: &Tally,
-    ) -> bool {
+        until: Stage,
+    ) -> Option<bool> {
         let svc = c.instance.service.as_str();
         let only = self.opts.mode.only();
-        match self.service(at, c, journal) {
+        Some(match self.service(at, c, journal, until) {
             Ok(Stage::Completed) => true,
+            // Short of the end and not ended (a resumed service may stand past `until`).
+            Ok(stage) if until != Stage::Completed && !stage.is_final() && stage >= until => {
+                return None
+            }
             Ok(stage) => {
                 let e = journal.lock().expect("journal").services[svc].error.clone();
                 let e = e.unwrap_or_default();
@@ -604,30 +641,32 @@ impl NodeRun<'_> {
                 // others still get their turn, and the journal says why.
                 let reason = e.to_string();
                 self.say(Some(&c.instance.service), "failed", reason.clone());
-                self.set(at, journal, svc, Stage::Failed, Some(reason.clone()));
+                self.set(journal, svc, Stage::Failed, Some(reason.clone()));
                 tally.problem(i, format!("{svc}: {reason}"));
                 false
             }
-        }
+        })
     }
 
     /// Saves the journal: the save travels with the node's next command, written on the node
     /// before that command's step runs (so a stage recorded as begun, like `deploying`, is on
     /// the node before the stage does anything).
-    pub(super) fn save(&self, at: &At, journal: &mut Journal) {
+    pub(super) fn save(&self, journal: &mut Journal) {
         journal.updated = rfc3339(self.now());
         journal.seq += 1;
         let text = String::from_utf8_lossy(&journal.to_bytes()).into_owned();
-        let _ = at;
         self.outbox.lock().expect("outbox").journal = Some((journal.seq, text));
     }
 
     /// The records the node's next command carries, taken out of the outbox: the journal's
     /// latest save and the events of one day.
     pub(super) fn carry(&self, at: &At) -> remote::Carry {
+        self.take_carry(&at.layout)
+    }
+
+    fn take_carry(&self, layout: &Layout) -> remote::Carry {
         let mut outbox = self.outbox.lock().expect("outbox");
-        let journal =
-            outbox.journal.take().map(|(seq, text)| (at.layout.journal(self.id), seq, text));
+        let journal = outbox.journal.take().map(|(seq, text)| (layout.journal(self.id), seq, text));
         let events = match outbox.events.first() {
             None => None,
             Some((file, _)) => {
@@ -644,23 +683,26 @@ impl NodeRun<'_> {
     /// Writes what the outbox holds now, in a command of its own: for records that must not
     /// wait (a rollback's outcome).
     pub(super) fn flush(&self, at: &At) -> Result<(), StepError> {
-        let carry = self.carry(at);
-        if carry.is_empty() {
+        let waiting = {
+            let outbox = self.outbox.lock().expect("outbox");
+            outbox.journal.is_some() || !outbox.events.is_empty()
+        };
+        if !waiting {
             return Ok(());
         }
-        remote::flush(at.exec, &carry)
+        // The records go in the prelude of the command's batch.
+        remote::flush(at.exec, &remote::Carry::default())
     }
 
     /// Moves a service to `stage` in the journal, and saves it.
     pub(super) fn set(
         &self,
-        at: &At,
         journal: &Mutex<Journal>,
         svc: &str,
         stage: Stage,
         error: Option<String>,
     ) {
-        self.update(at, journal, svc, |e| {
+        self.update(journal, svc, |e| {
             e.stage = stage;
             e.error = error;
         })
@@ -669,31 +711,39 @@ impl NodeRun<'_> {
     /// Changes a service's entry in the journal and saves it. The journal is one record for
     /// the node: services running side by side each change their entry and save the whole,
     /// numbered, so the node keeps the latest.
-    pub(super) fn update(
-        &self,
-        at: &At,
-        journal: &Mutex<Journal>,
-        svc: &str,
-        f: impl FnOnce(&mut Entry),
-    ) {
+    pub(super) fn update(&self, journal: &Mutex<Journal>, svc: &str, f: impl FnOnce(&mut Entry)) {
         let mut journal = journal.lock().expect("journal");
         if let Some(e) = journal.services.get_mut(svc) {
             f(e);
         }
-        self.save(at, &mut journal)
+        self.save(&mut journal)
     }
 
-    /// A fresh connection to the node (not the run's multiplexed one), its commands counted
-    /// with the run's: proof the node can still be reached anew after a change.
-    pub(super) fn reconnect(&self, at: &At) -> Result<Box<dyn NodeExec>, StepError> {
-        at.transport.connect(self.node).map_err(|e| StepError::Link {
-            reason: format!("no new connection to the node after the deploy: {e}"),
-        })
-    }
-
-    /// Counts `exec`'s commands with the run's.
-    pub(super) fn counted<'e>(&'e self, exec: &'e dyn NodeExec) -> impl NodeExec + 'e {
-        Counted { inner: exec, trips: self.trips }
+    /// A fresh connection to the node (not the run's multiplexed one), made after the deploy
+    /// that the batch numbered `deployed_in` carried: proof the node can still be reached anew
+    /// after the change. Services deployed together share one; its commands are counted with
+    /// the run's and go through the batcher.
+    pub(super) fn fresh<'e>(
+        &self,
+        at: &'e At<'_>,
+        deployed_in: u64,
+    ) -> Result<Batched<'e>, StepError> {
+        let mut fresh = at.fresh.lock().expect("fresh connection");
+        let exec = match &*fresh {
+            Some((after, exec)) if *after >= deployed_in => exec.clone(),
+            _ => {
+                // Every batch answered so far was answered before this connection began.
+                let after = at.batcher.sent();
+                let exec = at.transport.connect(self.node).map_err(|e| StepError::Link {
+                    reason: format!("no new connection to the node after the deploy: {e}"),
+                })?;
+                let exec: Arc<dyn NodeExec> =
+                    Arc::new(Counted { inner: exec, trips: self.trips.clone() });
+                *fresh = Some((after, exec.clone()));
+                exec
+            }
+        };
+        Ok(Batched { batcher: at.batcher, exec, prelude: at.prelude })
     }
 
     /// Queues an event for the node's event log; it travels with the node's next command.
@@ -720,12 +770,6 @@ impl NodeRun<'_> {
         self.outbox.lock().expect("outbox").events.push((path, line));
     }
 }
-
-/// How many services of one node run at once. Their commands share the node's one SSH
-/// connection (its sessions are multiplexed), and most of a service's time is spent waiting
-/// on the node (`compose up`, healthchecks), so a few at once go faster without crowding a
-/// small node.
-const SERVICES_AT_ONCE: usize = 4;
 
 /// Why a node stops starting services: the link dropped (the first reason), or the journal
 /// could not be written.

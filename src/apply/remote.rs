@@ -519,6 +519,18 @@ pub fn write_durable(
         .map(|_| ())
 }
 
+/// The command that writes the records `carry` brings and nothing else, as an argument
+/// vector: the prelude of a batch (`batch`); `None` when it brings nothing.
+pub fn carry_command(carry: &Carry) -> Option<Vec<String>> {
+    if carry.is_empty() {
+        return None;
+    }
+    let mut argv = vec!["sh".to_owned(), "-c".to_owned(), format!("{CARRY}{NOTHING}")];
+    argv.push("homelab".to_owned());
+    argv.extend(carry.args());
+    Some(argv)
+}
+
 /// Writes the records `carry` brings, and nothing else.
 pub fn flush(exec: &dyn NodeExec, carry: &Carry) -> Result<(), StepError> {
     ok(sh(exec, carry, NOTHING, &[], b"", SHORT, false)?, "writing the apply journal").map(|_| ())

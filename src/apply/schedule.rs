@@ -45,13 +45,13 @@ pub fn execute(
                 let (board, slots, in_run) = (&board, &slots, &in_run);
                 s.spawn(move || {
                     slots.take();
-                    let trips = std::sync::atomic::AtomicUsize::new(0);
+                    let trips = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
                     let outcome = match lab.nodes.get(&np.node) {
                         None => NodeOutcome::Refused {
                             reason: "the node is not in the inventory any more".to_owned(),
                         },
                         Some(node) => {
-                            let trips = &trips;
+                            let trips = trips.clone();
                             NodeRun {
                                 id,
                                 node,

@@ -23,19 +23,24 @@ struct ServiceRun<'r, 'a, 'e> {
     svc: &'r str,
     /// Where this plan's release of the service is on the node.
     release: String,
+    /// The number of the batch that carried this run's deploy of the service (0: none).
+    deployed_in: std::cell::Cell<u64>,
 }
 
 impl NodeRun<'_> {
-    /// Runs the stages of one service from where its journal stands. `Ok` carries the stage it
-    /// ended in; `Err(Link)` means the node was lost mid-way (resume continues).
+    /// Runs the stages of one service from where its journal stands, up to `until`. `Ok`
+    /// carries the stage it ended in; `Err(Link)` means the node was lost mid-way (resume
+    /// continues).
     pub(super) fn service(
         &self,
         at: &At,
         c: &Change,
         journal: &Mutex<Journal>,
+        until: Stage,
     ) -> Result<Stage, StepError> {
         let svc = c.instance.service.as_str();
-        let s = ServiceRun { run: self, at, c, svc, release: at.layout.release(svc, self.id) };
+        let release = at.layout.release(svc, self.id);
+        let s = ServiceRun { run: self, at, c, svc, release, deployed_in: Default::default() };
         let only = self.opts.mode.only();
         let runs = |st: Stage| only.is_none_or(|o| o == st);
         let mut stage = journal.lock().expect("journal").services[svc].stage;
@@ -68,7 +73,7 @@ impl NodeRun<'_> {
             if !from.contains(&stage) {
                 continue;
             }
-            if !runs(step) {
+            if step > until || !runs(step) {
                 return Ok(stage);
             }
             stage = match step {
@@ -103,12 +108,13 @@ impl ServiceRun<'_, '_, '_> {
     }
 
     fn set(&self, journal: &Mutex<Journal>, stage: Stage, error: Option<String>) {
-        self.run.set(self.at, journal, self.svc, stage, error)
+        self.run.set(journal, self.svc, stage, error)
     }
 
-    /// The records this service's next command carries.
+    /// The records this service's next command carries: none of its own, since the batch
+    /// that carries the command writes every waiting record first (`batch`).
     fn carry(&self) -> remote::Carry {
-        self.run.carry(self.at)
+        remote::Carry::default()
     }
 
     /// This service's detached job for `step` in this plan.
@@ -183,11 +189,11 @@ impl ServiceRun<'_, '_, '_> {
                 Stage::Validated
             }
             Some(Err(e)) => {
-                self.run.update(at, journal, svc, |e| e.previous = previous);
+                self.run.update(journal, svc, |e| e.previous = previous);
                 return self.fail_early(journal, e, Some(&log), "validate");
             }
         };
-        self.run.update(at, journal, svc, |e| {
+        self.run.update(journal, svc, |e| {
             e.previous = previous;
             e.stage = stage;
             e.error = None;
@@ -273,6 +279,7 @@ impl ServiceRun<'_, '_, '_> {
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
             Err(e) => return self.roll_back(journal, cause(&e, Some(&log)), "deploy"),
         }
+        self.deployed_in.set(super::batch::last_batch());
         self.stage_done(Step::Deploy);
         self.set(journal, Stage::Deployed, None);
         Ok(Stage::Deployed)
@@ -295,10 +302,9 @@ impl ServiceRun<'_, '_, '_> {
         // With the dead-man on, over a fresh connection: a pass also confirms the deploy, and
         // proves the node can still be reached anew after the change.
         let fresh = match self.run.opts.confirm_timeout {
-            Some(_) => Some(self.run.reconnect(self.at)?),
+            Some(_) => Some(self.run.fresh(self.at, self.deployed_in.get())?),
             None => None,
         };
-        let fresh = fresh.as_deref().map(|e| self.run.counted(e));
         let exec: &dyn crate::transport::NodeExec = match &fresh {
             Some(e) => e,
             None => self.at.exec,
@@ -343,7 +349,8 @@ impl ServiceRun<'_, '_, '_> {
                 json!({"attempt": attempt, "failures": failures, "of": h.retries, "grace_period": grace}),
             );
             if failures < h.retries {
-                std::thread::sleep(pause);
+                // Pausing, this service sends nothing: the others' commands need not wait.
+                self.at.batcher.aside(|| std::thread::sleep(pause));
             }
         }
         if !healthy {

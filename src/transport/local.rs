@@ -48,6 +48,15 @@ pub struct LocalExec {
     docker_socket: String,
 }
 
+impl LocalExec {
+    /// A local node at `root` with the default Docker socket, for unit tests of what runs
+    /// commands.
+    #[cfg(test)]
+    pub(crate) fn for_tests(root: &str) -> LocalExec {
+        LocalExec { root: root.to_owned(), docker_socket: "/var/run/docker.sock".to_owned() }
+    }
+}
+
 impl NodeExec for LocalExec {
     fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
         run_local(argv, stdin, timeout)
