@@ -592,3 +592,184 @@ fn a_key_that_may_approve_as_a_human_and_missing_settings_are_refused() {
         assert!(all.contains(want), "`{want}` in:\n{all}");
     }
 }
+
+/// Issue 12 end to end on a real node of the lab (sshd, Docker Engine, Compose v2): a container
+/// stopped by hand → the supervisor's signed pending plan (and its pull request on the forge
+/// stand-in) → a Telegram message → presses that approve nothing (a stranger; the owner while
+/// the policy asks for a human key) and the executor applies nothing → the owner allows
+/// restarts from Telegram alone → an Approve press → the executor applies → the message shows
+/// the result and the pull request's commit status is `success`.
+#[test]
+fn a_supervisors_plan_approved_from_telegram_is_applied_and_the_message_shows_it() {
+    use crate::executor::Site;
+    use std::process::Command;
+    let _one = crate::apply::LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new();
+    let keygen = |name: &str, principal: &str, namespaces: &str| {
+        let path = site.repo.path().join(format!(".{name}_key"));
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(made.status.success());
+        let public = fs::read_to_string(path.with_extension("pub")).unwrap();
+        let public: Vec<&str> = public.split_whitespace().take(2).collect();
+        let signers = site.repo.path().join("inventory/allowed_signers");
+        let text = fs::read_to_string(&signers).unwrap();
+        fs::write(
+            &signers,
+            format!("{text}{principal} namespaces=\"{namespaces}\" {}\n", public.join(" ")),
+        )
+        .unwrap();
+        path
+    };
+    let sup = keygen("supervisor", "supervisor@test", "homelab-plan");
+    let bot = keygen("telegram", "telegram:111", "homelab-approve");
+    let policy = |humans: u32| {
+        site.write(
+            "inventory/policy.yaml",
+            &format!(
+                "plan_ttl: 24h\nallow_uncommitted: true\napprovals:\n  default:\n    required: 1\n    approvers: [operator@test]\n  nodes:\n    alpha:\n      required: 1\n      humans: {humans}\n      approvers: [operator@test]\ntelegram:\n  users:\n    - id: {OWNER}\n      name: owner\n      nodes: [alpha]\n      changes: [restart]\n"
+            ),
+        )
+    };
+    policy(1);
+    let forge = crate::forge_standin::Standin::start("me", "homelab", "f0rg3-t0k3n");
+    site.write("inventory/forge.yaml", &format!("url: {}\nrepo: me/homelab\n", forge.url));
+    let tg = Standin::start(TOKEN, CHAT);
+    let v = site.homelab(&["validate"]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+
+    // The supervisor plans from a commit.
+    let home = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(site.repo.path())
+            .args(args)
+            .env("HOME", home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    fs::write(site.repo.path().join(".gitignore"), ".controller/\n.*_key*\n").unwrap();
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", "homelab"]);
+    let run = |args: &[&str]| -> Output {
+        let out = site
+            .command(args)
+            .env("HOMELAB_FORGE_TOKEN", "f0rg3-t0k3n")
+            .env("HOMELAB_FORGE_RETRY_MS", "1")
+            .env("HOMELAB_TELEGRAM_TOKEN", TOKEN)
+            .env("HOMELAB_TELEGRAM_RETRY_MS", "1")
+            .output()
+            .unwrap();
+        let out = Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(!out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN));
+        out
+    };
+    let chat = CHAT.to_string();
+    let bot_key = bot.to_str().unwrap().to_owned();
+    let telegram = || {
+        let out =
+            run(&["telegram", "--once", "--api-url", &tg.url, "--chat", &chat, "--key", &bot_key]);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        out
+    };
+
+    // Deployed through the executor, then the container stopped by hand.
+    let first = site.plan();
+    site.approve(&first);
+    let out = site.executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    git(&["add", "-A"]);
+    git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", "plan"]);
+    // The bot's first pass: the first plan's result is history, not news.
+    telegram();
+    assert!(tg.messages().is_empty(), "{:#?}", tg.messages());
+    let stop = site.lab.docker("alpha", &["stop", "web"]);
+    assert!(stop.status.success());
+
+    // The supervisor's plan and its pull request.
+    let out = run(&["supervise", "--once", "--key", sup.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let pending = site.actions("pending");
+    assert_eq!(pending.len(), 1, "{}", out.stdout);
+    let id = pending[0].clone();
+    let plan = site.repo.path().join(format!("plans/{id}.plan"));
+    let out = run(&["pr", plan.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // The message.
+    let out = telegram();
+    assert!(out.stdout.contains(&format!("sent plan {id}")), "{}", out.stdout);
+    let m = tg.messages().into_iter().find(|m| m.text.contains(&id)).unwrap();
+    for want in [
+        "awaits approval",
+        "planned by supervisor@test",
+        "reason: drift: web@alpha",
+        "ALPHA",
+        "web restart:",
+    ] {
+        assert!(m.text.contains(want), "`{want}` in:\n{}", m.text);
+    }
+    let approve = m.button("Approve");
+
+    // Refused: a stranger; the owner while the policy asks for a human key.
+    let press = |user: u64| {
+        let cb = tg.press(user, m.message_id, &approve);
+        telegram();
+        (cb.clone(), tg.answers_asked(&cb).join(" | "))
+    };
+    let (_, answer) = press(STRANGER);
+    assert!(answer.contains("not named in the homelab's policy"), "{answer}");
+    let (_, answer) = press(OWNER);
+    assert!(answer.contains("needs 1 approval by a human's key"), "{answer}");
+    let approved = site.repo.path().join(format!("plans/{id}.approved"));
+    assert!(!approved.exists());
+    let out = site.executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(&format!("{id}: pending: no approval")), "{}", out.stdout);
+    let running = |c: &str| {
+        let o = site.lab.docker("alpha", &["inspect", "-f", "{{.State.Running}}", c]);
+        String::from_utf8_lossy(&o.stdout).trim() == "true"
+    };
+    assert!(!running("web"), "nothing applied");
+
+    // The owner lets restarts on ALPHA be approved from Telegram alone.
+    policy(0);
+    let (cb, answer) = press(OWNER);
+    assert_eq!(answer, format!("Approved plan {id} as telegram:111."));
+    assert!(approved.exists());
+    // Replayed: refused, nothing more signed.
+    let signed = fs::read_to_string(&approved).unwrap();
+    tg.replay(&cb);
+    telegram();
+    assert!(tg.answers_asked(&cb).last().unwrap().contains("handled already"));
+    assert_eq!(fs::read_to_string(&approved).unwrap(), signed);
+
+    // The executor applies; the PR's status says so; the message shows it.
+    let out = run(&["executor", "--once"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(&format!("{id}: running → completed: applied")), "{}", out.stdout);
+    assert!(running("web"));
+    let (state, on_head) = forge.with(|s| {
+        let (sha, status) = s.statuses.last().unwrap().clone();
+        (status["state"].clone(), sha == s.branches[&format!("plan/{id}")])
+    });
+    assert_eq!(state, "success");
+    assert!(on_head, "the status is on the plan branch's head");
+    let out = telegram();
+    assert!(out.stdout.contains(&format!("told plan {id} completed")), "{}", out.stdout);
+    let m = tg.message(m.message_id);
+    assert!(m.text.contains("approved by telegram:111"), "{}", m.text);
+    assert!(m.text.contains("✅ applied") && m.text.contains("alpha: applied"), "{}", m.text);
+    assert!(m.buttons().is_empty(), "no buttons once applied: {m:?}");
+}
