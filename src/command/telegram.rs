@@ -1,9 +1,11 @@
 //! `homelab telegram [--once | --watch]`: the guide's Telegram Bot (in `control-plane`). Each
 //! pass answers the presses on its buttons and announces new pending plans, apply results and
 //! incidents (`crate::telegram::bot`). Settings come from flags, else `inventory/telegram.yaml`;
-//! the token from `--token-file`, else `$HOMELAB_TELEGRAM_TOKEN`, and it is never printed; the
-//! bot's signing key from `--key`, else `$HOMELAB_TELEGRAM_KEY`. Its key must be allowed in
-//! `inventory/allowed_signers` only as `telegram:<id>` principals, or it refuses to run.
+//! the token from `--token-file`, else `$HOMELAB_TELEGRAM_TOKEN` (or the control-plane service's
+//! `$TELEGRAM_BOT_TOKEN`), and it is never printed; the chat from `--chat`, the file, else
+//! `$TELEGRAM_CHAT_ID`; the bot's signing key from `--key`, else `$HOMELAB_TELEGRAM_KEY`. Its
+//! key must be allowed in `inventory/allowed_signers` only as `telegram:<id>` principals, or it
+//! refuses to run.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,11 @@ pub const TELEGRAM_FILE: &str = "inventory/telegram.yaml";
 /// The environment variable that holds the token.
 pub const TOKEN_ENV: &str = "HOMELAB_TELEGRAM_TOKEN";
 
+/// The names `services/control-plane/env.example` gives the token and the chat in the
+/// container's `.env`: read when nothing else says.
+pub const SERVICE_TOKEN_ENV: &str = "TELEGRAM_BOT_TOKEN";
+pub const CHAT_ENV: &str = "TELEGRAM_CHAT_ID";
+
 #[derive(Debug, clap::Args)]
 pub struct TelegramArgs {
     #[command(flatten)]
@@ -41,10 +48,12 @@ pub struct TelegramArgs {
     /// https://api.telegram.org).
     #[arg(long, value_name = "URL", env = "HOMELAB_TELEGRAM_API")]
     pub api_url: Option<String>,
-    /// The chat the bot writes to (default: `chat_id` in inventory/telegram.yaml).
+    /// The chat the bot writes to (default: `chat_id` in inventory/telegram.yaml, else
+    /// $TELEGRAM_CHAT_ID).
     #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub chat: Option<i64>,
-    /// A file holding the bot token (default: $HOMELAB_TELEGRAM_TOKEN).
+    /// A file holding the bot token (default: $HOMELAB_TELEGRAM_TOKEN, else
+    /// $TELEGRAM_BOT_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// The bot's own signing key: allowed in inventory/allowed_signers only as
@@ -84,10 +93,24 @@ pub fn run(repo: &Path, args: &TelegramArgs, out: &mut dyn Write) -> Result<Repo
         .or(settings.api_url)
         .unwrap_or_else(|| telegram::DEFAULT_API.to_owned());
     let api = telegram::check_url(&api).map_err(config)?;
-    let chat = args.chat.or(settings.chat_id).ok_or_else(|| {
+    let from_env = match std::env::var(CHAT_ENV) {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse::<i64>().map_err(|_| {
+            config(TelegramError::Config {
+                what: format!("chat in ${CHAT_ENV}"),
+                fix: format!(
+                    "expected a numeric chat id (a group's is negative), found `{}`",
+                    v.trim()
+                ),
+            })
+        })?),
+        _ => None,
+    };
+    let chat = args.chat.or(settings.chat_id).or(from_env).ok_or_else(|| {
         config(TelegramError::Config {
             what: "chat".to_owned(),
-            fix: format!("pass --chat ID, or set `chat_id` in {TELEGRAM_FILE} (docs/telegram.md)"),
+            fix: format!(
+                "pass --chat ID, or set `chat_id` in {TELEGRAM_FILE}, or ${CHAT_ENV} (docs/telegram.md)"
+            ),
         })
     })?;
     let token = token(args.token_file.as_deref())?;
@@ -196,10 +219,10 @@ fn token(file: Option<&Path>) -> Result<Token, Error> {
         Some(p) => std::fs::read_to_string(p).map_err(|e| {
             config(TelegramError::Token { message: format!("`{}`: {e}", p.display()) })
         })?,
-        None => std::env::var(TOKEN_ENV).map_err(|_| {
+        None => std::env::var(TOKEN_ENV).or_else(|_| std::env::var(SERVICE_TOKEN_ENV)).map_err(|_| {
             config(TelegramError::Config {
                 what: "bot token".to_owned(),
-                fix: format!("set ${TOKEN_ENV}, or pass --token-file FILE (the token @BotFather gave; docs/telegram.md)"),
+                fix: format!("set ${TOKEN_ENV} (or ${SERVICE_TOKEN_ENV}), or pass --token-file FILE (the token @BotFather gave; docs/telegram.md)"),
             })
         })?,
     };

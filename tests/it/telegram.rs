@@ -773,3 +773,64 @@ fn a_supervisors_plan_approved_from_telegram_is_applied_and_the_message_shows_it
     assert!(m.text.contains("✅ applied") && m.text.contains("alpha: applied"), "{}", m.text);
     assert!(m.buttons().is_empty(), "no buttons once applied: {m:?}");
 }
+
+/// The control-plane service's `.env` names (services/control-plane/env.example) serve too.
+#[test]
+fn the_control_plane_services_env_names_give_the_token_and_the_chat() {
+    let b = Bot::alone();
+    let id = b.plan();
+    let chat = CHAT.to_string();
+    let out = b.lab.homelab_env(
+        &[
+            "telegram",
+            "--once",
+            "--api-url",
+            &b.tg.url,
+            "--key",
+            "keys/bot",
+            "--controller-root",
+            "rt",
+        ],
+        &[("TELEGRAM_BOT_TOKEN", TOKEN), ("TELEGRAM_CHAT_ID", &chat)],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(b.message_of(&id).chat, CHAT);
+    let out = b.lab.homelab_env(
+        &[
+            "telegram",
+            "--once",
+            "--api-url",
+            &b.tg.url,
+            "--key",
+            "keys/bot",
+            "--controller-root",
+            "rt",
+        ],
+        &[("TELEGRAM_BOT_TOKEN", TOKEN), ("TELEGRAM_CHAT_ID", "@me")],
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("expected a numeric chat id"), "{}", out.stderr);
+}
+
+/// The planted-secret test for the bot: a secret in a node's `.env`, in a hand edit of a
+/// deployed file and in the environment reaches no message, answer or state of the bot.
+#[test]
+fn a_secret_on_the_node_or_in_the_environment_reaches_no_telegram_message() {
+    const SECRET: &str = "SUPERSECRET-4711";
+    let b = Bot::alone();
+    b.lab.deploy_all();
+    b.lab.write("rt/edge-a/config/broker/.env", format!("BROKER_PASSWORD={SECRET}\n"));
+    let deployed = "rt/edge-a/state/services/broker/docker-compose.yml";
+    b.lab.write(deployed, format!("{}      BROKER_PASSWORD: {SECRET}\n", b.lab.read(deployed)));
+    let id = b.plan();
+    let out = b.run_env(&[], &[("HOMELAB_TELEGRAM_TOKEN", TOKEN), ("BROKER_PASSWORD", SECRET)]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let m = b.message_of(&id);
+    assert!(m.text.contains("broker"), "the edited service is in the message: {}", m.text);
+    b.press(&id, STRANGER, "Approve");
+    for r in b.tg.with(|s| s.requests.clone()) {
+        assert!(!r.body.to_string().contains(SECRET), "{} sent the secret: {}", r.method, r.body);
+    }
+    assert!(!b.lab.read("rt/state/telegram/state.json").contains(SECRET));
+    assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET));
+}
