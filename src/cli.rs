@@ -233,6 +233,12 @@ pub enum Command {
         after_help = "Examples:\n  homelab executor --once\n  homelab executor --watch --interval 10\n\nExits 1 when a pass moved an action to failed/."
     )]
     Executor(command::executor::ExecutorArgs),
+    /// The Telegram bot: announce pending plans, results and incidents; Approve and Reject
+    /// buttons that sign as `telegram:<user id>` where inventory/policy.yaml allows it.
+    #[command(
+        after_help = "Examples:\n  HOMELAB_TELEGRAM_TOKEN=... homelab telegram --watch --chat 123456789 --key /opt/homelab/keys/telegram\n  homelab telegram --once --token-file /opt/homelab/config/control-plane/telegram-token   (settings in inventory/telegram.yaml)\n\nThe token is $HOMELAB_TELEGRAM_TOKEN or --token-file; it is never printed. See docs/telegram.md."
+    )]
+    Telegram(command::telegram::TelegramArgs),
     /// Print (or commit on a branch) the patch that makes the repository match a node.
     #[command(
         after_help = "Examples:\n  homelab adopt chelsty-infra mosquitto | git apply\n  homelab adopt chelsty-infra mosquitto --branch adopt-mosquitto"
@@ -406,6 +412,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
         Command::Bootstrap(args) => command::bootstrap::run(repo, args, out),
         Command::Supervise(args) => command::supervise::run(repo, args, out),
         Command::Executor(args) => command::executor::run(repo, args, out),
+        Command::Telegram(args) => command::telegram::run(repo, args, out),
         Command::Adopt(args) => command::adopt::run(repo, args, out),
         Command::Observe { target, once: _, watch, interval } => {
             let args = command::observe::ObserveArgs { target, watch: *watch, interval: *interval };

@@ -20,6 +20,7 @@
 //!   ├─ agent                      the stability agent on a node: engine events, link, broker
 //!   ├─ supervise                  drift as a pending plan (never applied), and adopt's patch
 //!   ├─ executor                   the actions queue: approved plans moved through to their end
+//!   ├─ telegram (client, bot)     the bot: plans, results, incidents; presses signed as telegram:<id>
 //!   ├─ forge                      Forgejo's REST API: the plan's pull request, comment, status
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
@@ -57,6 +58,7 @@ pub mod plan;
 pub mod render;
 pub mod review;
 pub mod supervise;
+pub mod telegram;
 pub mod transport;
 pub mod world;
 

@@ -127,6 +127,20 @@ pub enum Refusal {
         have: usize,
         by: BTreeSet<String>,
     },
+
+    #[error(
+        "node `{node}` needs {humans} approval{} by a human's key of {} (inventory/policy.yaml: `humans`); it has {have}: a bot's approval (`telegram:<id>`) never counts as the only one; approve with `homelab approve`",
+        if *.humans == 1 { "" } else { "s" },
+        list(.approvers)
+    )]
+    NeedsHuman { node: NodeName, humans: u32, approvers: BTreeSet<String>, have: usize },
+
+    #[error(
+        "`{principal}` may not approve {} on node `{node}`: inventory/policy.yaml grants it {} (telegram.users); a human approves this one with `homelab approve`",
+        .kinds.join(", "),
+        if .granted.is_empty() { "nothing there".to_owned() } else { .granted.join(", ") }
+    )]
+    BotNotGranted { principal: String, node: NodeName, kinds: Vec<String>, granted: Vec<String> },
 }
 
 fn list(names: &BTreeSet<String>) -> String {
@@ -265,6 +279,73 @@ pub fn changed_nodes(plan: &Plan) -> impl Iterator<Item = &NodeName> {
         .map(|n| &n.node)
 }
 
+/// The kind of a change, as `policy.yaml` grants bots: the action's name, with an update that
+/// writes no file (every artifact as the node already holds it: only containers brought back
+/// up) told apart as `restart`. `None` for a no-op.
+pub fn change_kind(c: &crate::plan::Change) -> Option<&'static str> {
+    Some(match c.action {
+        Action::NoOp => return None,
+        Action::Create => "create",
+        Action::Replace => "replace",
+        Action::Delete => "delete",
+        Action::Update => {
+            let same = c.artifacts.len() == c.prior.len()
+                && c.artifacts.iter().all(|a| {
+                    c.prior
+                        .iter()
+                        .any(|p| p.name == a.name && p.sha256 == a.sha256 && p.mode == a.mode)
+                });
+            if same {
+                "restart"
+            } else {
+                "update"
+            }
+        }
+    })
+}
+
+/// The kinds of change a plan makes on `node`, sorted, once each.
+pub fn kinds_on(plan: &Plan, node: &NodeName) -> Vec<&'static str> {
+    let kinds: BTreeSet<&'static str> = plan
+        .nodes
+        .iter()
+        .filter(|n| &n.node == node)
+        .flat_map(|n| n.changes.iter().filter_map(change_kind))
+        .collect();
+    kinds.into_iter().collect()
+}
+
+/// Whether a verified key is a bot's: a line that allows it names a `telegram:` principal. Such
+/// a key never counts as a human's, whatever else its lines say.
+pub fn is_bot_key(v: &super::Verified) -> bool {
+    v.principals.iter().any(|p| crate::model::is_bot_principal(p))
+}
+
+/// Whether the Telegram user `principal` (`telegram:<id>`) is granted every change of the
+/// plan: each changed node and each kind of change on it (inventory/policy.yaml).
+pub fn check_bot_grant(lab: &Homelab, plan: &Plan, principal: &str) -> Result<(), Refusal> {
+    for node in changed_nodes(plan) {
+        let kinds = kinds_on(plan, node);
+        if !lab.policy.bots_for(node, kinds.iter().copied()).contains(principal) {
+            let id = principal
+                .strip_prefix(crate::model::TELEGRAM_PRINCIPAL)
+                .and_then(|i| i.parse::<u64>().ok());
+            let granted = id
+                .and_then(|id| lab.policy.telegram.get(&id))
+                .filter(|g| g.nodes.contains(node))
+                .map(|g| g.changes.iter().cloned().collect())
+                .unwrap_or_default();
+            return Err(Refusal::BotNotGranted {
+                principal: principal.to_owned(),
+                node: node.clone(),
+                kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                granted,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The outcome of checking the approvals against the policy.
 #[derive(Debug)]
 pub struct Approvals {
@@ -346,20 +427,78 @@ pub fn check_approvals(
         by_key.insert(v.fingerprint.clone(), v);
     }
     let keys: Vec<&super::Verified> = by_key.values().collect();
-    for node in changed_nodes(&loaded.plan) {
+    check_counts(lab, &loaded.plan, &keys)?;
+    Ok(Approvals { by_key })
+}
+
+/// Every changed node's rule against the approving keys: `required` approvals from its
+/// approvers and the bots granted its kinds of change, `humans` of them by keys not a bot's.
+pub fn check_counts(lab: &Homelab, plan: &Plan, keys: &[&super::Verified]) -> Result<(), Refusal> {
+    let humans: Vec<&super::Verified> = keys.iter().copied().filter(|v| !is_bot_key(v)).collect();
+    for node in changed_nodes(plan) {
         let rule = lab.policy.rule_for(node);
-        let have = count_approvers(&rule.approvers, &keys);
+        let mut approvers = rule.approvers.clone();
+        approvers.extend(lab.policy.bots_for(node, kinds_on(plan, node)));
+        let have = count_approvers(&approvers, keys);
         if (have as u32) < rule.required {
             return Err(Refusal::NotEnoughApprovals {
                 node: node.clone(),
                 required: rule.required,
-                approvers: rule.approvers.clone(),
+                approvers,
                 have,
                 by: keys.iter().flat_map(|v| v.principals.iter().cloned()).collect(),
             });
         }
+        let human = count_approvers(&rule.approvers, &humans);
+        if (human as u32) < rule.humans {
+            return Err(Refusal::NeedsHuman {
+                node: node.clone(),
+                humans: rule.humans,
+                approvers: rule.approvers.clone(),
+                have: human,
+            });
+        }
     }
-    Ok(Approvals { by_key })
+    Ok(())
+}
+
+/// Before a bot signs: its user is granted every change, and every node that asks for a
+/// human's approval has it already (a bot's approval never stands alone). Read-only.
+pub fn check_bot_approval(
+    lab: &Homelab,
+    loaded: &LoadedPlan,
+    signers: &AllowedSigners,
+    principal: &str,
+    now: SystemTime,
+) -> Result<(), Refusal> {
+    check_bot_grant(lab, &loaded.plan, principal)?;
+    let path = approved_beside(loaded);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let blocks = if text.trim().is_empty() {
+        Vec::new()
+    } else {
+        split_armored(&text)
+            .map_err(|source| Refusal::MalformedApprovals { path: path.clone(), source })?
+    };
+    let verified: Vec<super::Verified> = blocks
+        .iter()
+        .filter_map(|b| signers.verify(APPROVE_NAMESPACE, loaded.body.as_bytes(), b, now).ok())
+        .filter(|v| !is_bot_key(v))
+        .collect();
+    let humans: Vec<&super::Verified> = verified.iter().collect();
+    for node in changed_nodes(&loaded.plan) {
+        let rule = lab.policy.rule_for(node);
+        let have = count_approvers(&rule.approvers, &humans);
+        if (have as u32) < rule.humans {
+            return Err(Refusal::NeedsHuman {
+                node: node.clone(),
+                humans: rule.humans,
+                approvers: rule.approvers.clone(),
+                have,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// How `apply` treats the plan's records.

@@ -56,7 +56,8 @@ pub fn step(from: From, preflight: &Result<LoadedPlan, Refusal>) -> Step {
                     From::Pending,
                     Refusal::NoApprovalFile { .. }
                     | Refusal::NoApproval { .. }
-                    | Refusal::NotEnoughApprovals { .. },
+                    | Refusal::NotEnoughApprovals { .. }
+                    | Refusal::NeedsHuman { .. },
                 ) => Step::Wait { why },
                 // Applied by hand, completely: the record says so.
                 (_, Refusal::AlreadyApplied { .. } | Refusal::AppliedCompletely { .. }) => {

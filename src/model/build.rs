@@ -27,8 +27,9 @@ pub(super) fn homelab(r: &RawRepo) -> Option<Homelab> {
         plan_ttl: Duration::ZERO,
         allow_uncommitted: false,
         keep_releases: DEFAULT_KEEP_RELEASES,
-        default: ApprovalRule { required: 0, approvers: BTreeSet::new() },
+        default: ApprovalRule { required: 0, approvers: BTreeSet::new(), humans: 0 },
         nodes: BTreeMap::new(),
+        telegram: BTreeMap::new(),
     });
     Some(Homelab {
         mesh: topology.mesh.value.clone(),
@@ -243,7 +244,33 @@ fn policy(p: &raw::Policy, nodes: &BTreeMap<NodeName, Node>) -> Option<Policy> {
     let rule = |r: &raw::S<raw::ApprovalRule>| ApprovalRule {
         required: r.value.required.value,
         approvers: r.value.approvers.iter().map(|a| a.value.clone()).collect(),
+        // By default one approval must be a human's: a bot never approves alone.
+        humans: r.value.humans.as_ref().map_or(1.min(r.value.required.value), |h| h.value),
     };
+    let telegram = p
+        .telegram
+        .iter()
+        .flat_map(|t| &t.value.users)
+        .map(|u| {
+            let u = &u.value;
+            let grant = TelegramGrant {
+                name: u.name.clone(),
+                nodes: u
+                    .nodes
+                    .iter()
+                    .filter_map(|n| NodeName::from_cli(&n.value).ok())
+                    .filter(|n| nodes.contains_key(n))
+                    .collect(),
+                changes: u
+                    .changes
+                    .iter()
+                    .map(|c| c.value.clone())
+                    .filter(|c| CHANGE_KINDS.contains(&c.as_str()))
+                    .collect(),
+            };
+            (u.id.value, grant)
+        })
+        .collect();
     let per_node = p
         .approvals
         .nodes
@@ -258,6 +285,7 @@ fn policy(p: &raw::Policy, nodes: &BTreeMap<NodeName, Node>) -> Option<Policy> {
         keep_releases: p.keep_releases.as_ref().map_or(DEFAULT_KEEP_RELEASES, |k| k.value.max(2)),
         default: rule(&p.approvals.default),
         nodes: per_node,
+        telegram,
     })
 }
 

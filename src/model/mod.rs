@@ -240,17 +240,59 @@ pub struct Policy {
     pub keep_releases: u32,
     pub default: ApprovalRule,
     pub nodes: BTreeMap<NodeName, ApprovalRule>,
+    /// Telegram users by id: the only ones the bot answers, and what each may approve.
+    pub telegram: BTreeMap<u64, TelegramGrant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRule {
     pub required: u32,
     pub approvers: BTreeSet<String>,
+    /// How many of `required` must be approvals by a human's key: a bot's (`telegram:<id>`)
+    /// never counts for these.
+    pub humans: u32,
+}
+
+/// What a Telegram user's approval (the principal `telegram:<id>`) may count for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TelegramGrant {
+    pub name: Option<String>,
+    pub nodes: BTreeSet<NodeName>,
+    /// Kinds of change, of [`CHANGE_KINDS`].
+    pub changes: BTreeSet<String>,
+}
+
+/// The prefix of a bot's principals: `telegram:<user id>`.
+pub const TELEGRAM_PRINCIPAL: &str = "telegram:";
+
+/// The kinds of change a policy may grant a bot: a plan's actions, with an update that writes
+/// no file (only brings containers back up) told apart as `restart`.
+pub const CHANGE_KINDS: [&str; 5] = ["create", "update", "restart", "replace", "delete"];
+
+/// Whether `principal` is a bot's (`telegram:<id>`), which never stands for a human.
+pub fn is_bot_principal(principal: &str) -> bool {
+    principal.starts_with(TELEGRAM_PRINCIPAL)
 }
 
 impl Policy {
     pub fn rule_for(&self, node: &NodeName) -> &ApprovalRule {
         self.nodes.get(node).unwrap_or(&self.default)
+    }
+
+    /// The bot principals (`telegram:<id>`) whose approval counts on `node` for a change of
+    /// the given kinds (every kind must be granted).
+    pub fn bots_for<'a>(
+        &self,
+        node: &NodeName,
+        kinds: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> BTreeSet<String> {
+        self.telegram
+            .iter()
+            .filter(|(_, g)| {
+                g.nodes.contains(node) && kinds.clone().into_iter().all(|k| g.changes.contains(k))
+            })
+            .map(|(id, _)| format!("{TELEGRAM_PRINCIPAL}{id}"))
+            .collect()
     }
 }
 

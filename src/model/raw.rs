@@ -84,6 +84,31 @@ pub struct Policy {
     #[serde(default)]
     pub keep_releases: Option<S<u32>>,
     pub approvals: Approvals,
+    /// The Telegram users the bot answers, and what their approvals may count for
+    /// (docs/telegram.md).
+    #[serde(default)]
+    pub telegram: Option<S<TelegramPolicy>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramPolicy {
+    #[serde(default)]
+    pub users: Vec<S<TelegramUser>>,
+}
+
+/// One Telegram user: its numeric id (the principal `telegram:<id>`), and the nodes and kinds
+/// of change its approval may count for. A user with no nodes or no changes may only reject.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramUser {
+    pub id: S<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<S<String>>,
+    #[serde(default)]
+    pub changes: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +124,9 @@ pub struct Approvals {
 pub struct ApprovalRule {
     pub required: S<u32>,
     pub approvers: Vec<S<String>>,
+    /// How many of the approvals must be by a human's key (not a bot's). Default 1.
+    #[serde(default)]
+    pub humans: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,6 +31,7 @@ pub mod records;
 /// <root>/state/observer/cursors.json     where the observer stopped reading each node's events
 /// <root>/state/supervisor/last.json      the supervisor's last drift and its plan
 /// <root>/state/executor/lock             held by the running executor
+/// <root>/state/telegram/state.json       the Telegram bot's offset, messages and button secret
 /// <root>/actions/<state>/<plan>.json     pending / approved / running / completed / failed
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +250,11 @@ impl Layout {
     /// Held (`flock`) by the one executor working on this root's actions.
     pub fn executor_lock(&self) -> String {
         self.at("state/executor/lock")
+    }
+
+    /// The Telegram bot's state (getUpdates offset, messages sent, button secret; mode 0600).
+    pub fn telegram_state(&self) -> String {
+        self.at("state/telegram/state.json")
     }
 }
 

@@ -16,15 +16,15 @@ use crate::support::{copy_tree, fixtures, Output};
 use crate::apply::LAB;
 
 /// The base fixture reduced to ALPHA (agent and web), pointed at a lab node.
-struct Site {
-    lab: Lab,
-    repo: tempfile::TempDir,
-    ctl: PathBuf,
-    key: PathBuf,
+pub(crate) struct Site {
+    pub(crate) lab: Lab,
+    pub(crate) repo: tempfile::TempDir,
+    pub(crate) ctl: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl Site {
-    fn new() -> Site {
+    pub(crate) fn new() -> Site {
         let lab = Lab::start(&["alpha"]);
         let repo = tempfile::tempdir().unwrap();
         copy_tree(&fixtures().join("base"), repo.path());
@@ -85,19 +85,19 @@ impl Site {
         site
     }
 
-    fn write(&self, rel: &str, text: &str) {
+    pub(crate) fn write(&self, rel: &str, text: &str) {
         let p = self.repo.path().join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, text).unwrap();
     }
 
-    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
+    pub(crate) fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
         let p = self.repo.path().join(rel);
         let s = fs::read_to_string(&p).unwrap();
         fs::write(p, f(s)).unwrap();
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_homelab"));
         c.arg("--repo")
             .arg(self.repo.path())
@@ -110,7 +110,7 @@ impl Site {
         c
     }
 
-    fn homelab(&self, args: &[&str]) -> Output {
+    pub(crate) fn homelab(&self, args: &[&str]) -> Output {
         let out = self.command(args).output().unwrap();
         Output {
             code: out.status.code().unwrap_or(-1),
@@ -119,25 +119,25 @@ impl Site {
         }
     }
 
-    fn plan(&self) -> String {
+    pub(crate) fn plan(&self) -> String {
         let out = self.homelab(&["plan", "--key", self.key.to_str().unwrap()]);
         assert_eq!(out.code, 0, "plan failed:\n{}\n{}", out.stdout, out.stderr);
         out.stdout.lines().next().and_then(|l| l.strip_prefix("plan ")).unwrap().trim().to_owned()
     }
 
-    fn approve(&self, id: &str) {
+    pub(crate) fn approve(&self, id: &str) {
         let plan = self.repo.path().join(format!("plans/{id}.plan"));
         let key = self.key.to_str().unwrap();
         let a = self.homelab(&["approve", plan.to_str().unwrap(), "--key", key, "--yes"]);
         assert_eq!(a.code, 0, "approve failed: {}", a.stderr);
     }
 
-    fn executor(&self) -> Output {
+    pub(crate) fn executor(&self) -> Output {
         self.homelab(&["executor", "--once"])
     }
 
     /// The ids in `<controller>/actions/<state>/`.
-    fn actions(&self, state: &str) -> Vec<String> {
+    pub(crate) fn actions(&self, state: &str) -> Vec<String> {
         let mut ids: Vec<String> = fs::read_dir(self.ctl.join("actions").join(state))
             .map(|d| {
                 d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -149,12 +149,12 @@ impl Site {
         ids
     }
 
-    fn record(&self, state: &str, id: &str) -> serde_json::Value {
+    pub(crate) fn record(&self, state: &str, id: &str) -> serde_json::Value {
         let text = fs::read_to_string(self.ctl.join(format!("actions/{state}/{id}.json"))).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
-    fn web_command(&self) -> String {
+    pub(crate) fn web_command(&self) -> String {
         let out = self.lab.docker("alpha", &["inspect", "-f", "{{json .Config.Cmd}}", "web"]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }

@@ -18,6 +18,7 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
     let Some(p) = &i.raw.policy else { return };
     let principals =
         i.raw.allowed_signers.as_ref().map(|s| signer_principals(&s.text)).unwrap_or_default();
+    telegram(i, d, &principals);
     if parse_duration(&p.plan_ttl.value).filter(|d| !d.is_zero()).is_none() {
         d.err(
             "policy",
@@ -38,10 +39,23 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
             "keep the live release and the one a rollback goes back to: `keep_releases: 2` or more",
         );
     }
-    rule(d, &p.approvals.default, "approvals.default", &principals);
+    // Which rule covers which node, to know whether a granted bot may count under it.
+    let granted: BTreeSet<String> = p
+        .telegram
+        .iter()
+        .flat_map(|t| &t.value.users)
+        .filter(|u| !u.value.changes.is_empty())
+        .flat_map(|u| u.value.nodes.iter().map(|n| n.value.to_ascii_lowercase()))
+        .collect();
+    let default_bot = i
+        .lab
+        .nodes
+        .keys()
+        .any(|n| !p.approvals.nodes.contains_key(n.as_str()) && granted.contains(n.as_str()));
+    rule(d, &p.approvals.default, "approvals.default", &principals, default_bot);
     for (name, r) in &p.approvals.nodes {
         let field = format!("approvals.nodes.{name}");
-        rule(d, r, &field, &principals);
+        rule(d, r, &field, &principals, granted.contains(name.as_str()));
         if NodeName::parse(name).ok().filter(|n| i.lab.nodes.contains_key(n)).is_none() {
             d.err(
                 "policy",
@@ -55,9 +69,43 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
     }
 }
 
-fn rule(d: &mut Diagnostics, r: &S<raw::ApprovalRule>, field: &str, principals: &BTreeSet<String>) {
+/// One approval rule. `bot`: a Telegram user is granted a node the rule covers, so one bot
+/// approval (the bot has one key) may count besides the listed approvers.
+fn rule(
+    d: &mut Diagnostics,
+    r: &S<raw::ApprovalRule>,
+    field: &str,
+    principals: &BTreeSet<String>,
+    bot: bool,
+) {
     let required = r.value.required.value;
     let approvers: BTreeSet<&String> = r.value.approvers.iter().map(|a| &a.value).collect();
+    let most = approvers.len() + usize::from(bot);
+    if let Some(h) = &r.value.humans {
+        if h.value > required {
+            d.err(
+                "policy",
+                FILE,
+                line(h),
+                format!("{field}.humans"),
+                format!("expected at most {required} (`required`), found {}", h.value),
+                "`humans` says how many of the required approvals must be by a human's key",
+            );
+        } else if h.value as usize > approvers.len() {
+            d.err(
+                "policy",
+                FILE,
+                line(h),
+                format!("{field}.humans"),
+                format!(
+                    "expected at most {} (the number of approvers), found {}",
+                    approvers.len(),
+                    h.value
+                ),
+                "add approvers or lower `humans`",
+            );
+        }
+    }
     if required == 0 {
         d.err(
             "policy",
@@ -67,20 +115,31 @@ fn rule(d: &mut Diagnostics, r: &S<raw::ApprovalRule>, field: &str, principals: 
             "expected at least 1 approval",
             "every apply needs a human approval",
         );
-    } else if required as usize > approvers.len() {
+    } else if required as usize > most {
         d.err(
             "policy",
             FILE,
             line(&r.value.required),
             format!("{field}.required"),
             format!(
-                "expected at most {} (the number of approvers), found {required}",
-                approvers.len()
+                "expected at most {most} (the number of approvers{}), found {required}",
+                if bot { ", and one for the Telegram bot's key" } else { "" }
             ),
             "add approvers or lower `required`",
         );
     }
     for a in &r.value.approvers {
+        if super::super::is_bot_principal(&a.value) {
+            d.err(
+                "policy",
+                FILE,
+                line(a),
+                format!("{field}.approvers"),
+                format!("expected a human's principal, found the bot principal `{}`", a.value),
+                "grant a Telegram user under `telegram.users` (its `id`, `nodes` and `changes`), which says what its approvals may count for",
+            );
+            continue;
+        }
         if !principals.contains(&a.value) {
             d.err(
                 "policy",
@@ -89,6 +148,82 @@ fn rule(d: &mut Diagnostics, r: &S<raw::ApprovalRule>, field: &str, principals: 
                 format!("{field}.approvers"),
                 format!("expected a principal of inventory/allowed_signers, found `{}`", a.value),
                 "add the approver's key to inventory/allowed_signers",
+            );
+        }
+    }
+}
+
+/// `telegram.users`: numeric ids, once each; nodes of the topology; kinds of change homelab
+/// knows; and a line of allowed_signers for `telegram:<id>` when the user may approve.
+fn telegram(i: &Input, d: &mut Diagnostics, principals: &BTreeSet<String>) {
+    let Some(p) = &i.raw.policy else { return };
+    let Some(t) = &p.telegram else { return };
+    let mut seen = BTreeSet::new();
+    for (n, u) in t.value.users.iter().enumerate() {
+        let field = format!("telegram.users[{n}]");
+        let id = u.value.id.value;
+        if id == 0 {
+            d.err(
+                "policy",
+                FILE,
+                line(&u.value.id),
+                format!("{field}.id"),
+                "expected a Telegram user id (a positive number), found 0",
+                "ask @userinfobot for your numeric id",
+            );
+        } else if !seen.insert(id) {
+            d.err(
+                "policy",
+                FILE,
+                line(&u.value.id),
+                format!("{field}.id"),
+                format!("expected each user once, found {id} again"),
+                "merge the two entries",
+            );
+        }
+        for node in &u.value.nodes {
+            let known =
+                NodeName::from_cli(&node.value).ok().filter(|n| i.lab.nodes.contains_key(n));
+            if known.is_none() {
+                d.err(
+                    "policy",
+                    FILE,
+                    line(node),
+                    format!("{field}.nodes"),
+                    format!("expected a node of inventory/topology.yaml, found `{}`", node.value),
+                    "fix the node id",
+                );
+            }
+        }
+        for c in &u.value.changes {
+            if !super::super::CHANGE_KINDS.contains(&c.value.as_str()) {
+                d.err(
+                    "policy",
+                    FILE,
+                    line(c),
+                    format!("{field}.changes"),
+                    format!(
+                        "expected one of {}, found `{}`",
+                        super::super::CHANGE_KINDS.join(", "),
+                        c.value
+                    ),
+                    "`restart` is an update that writes no file (containers brought back up)",
+                );
+            }
+        }
+        let principal = format!("{}{id}", super::super::TELEGRAM_PRINCIPAL);
+        let listed = principals.contains(&principal)
+            || principals
+                .iter()
+                .any(|p| super::super::is_bot_principal(p) && (p.contains('*') || p.contains('?')));
+        if id != 0 && !u.value.nodes.is_empty() && !u.value.changes.is_empty() && !listed {
+            d.err(
+                "policy",
+                FILE,
+                line(&u.value.id),
+                format!("{field}.id"),
+                format!("expected `{principal}` among the principals of inventory/allowed_signers"),
+                format!("add `{principal}` to the bot key's line: `{principal} namespaces=\"homelab-approve\" ssh-ed25519 AAAA…`"),
             );
         }
     }
