@@ -222,11 +222,18 @@ pub fn lock_holder(text: &str) -> LockHolder {
 }
 
 /// Reads a node through `exec`. Never fails: a node that cannot be read is `Unreachable`.
+/// The engine's containers are read at the same time as the runtime root, over the same
+/// connection: a plan costs the node one round trip of waiting, not two.
 pub fn refresh(node: &crate::model::Node, exec: &dyn crate::transport::NodeExec) -> ActualNode {
     let _span = tracing::debug_span!("refresh", node = %node.id).entered();
     let argv = ["sh", "-c", REFRESH_SCRIPT, "sh", exec.root()];
-    let out = exec.run_streaming(&argv, b"", refresh_idle());
-    answer(node, exec, out)
+    let (out, engine) = std::thread::scope(|s| {
+        let engine = s.spawn(|| exec.containers());
+        let out = exec.run_streaming(&argv, b"", refresh_idle());
+        (out, engine.join())
+    });
+    let engine = engine.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    read(node, out, || engine)
 }
 
 /// How long a refresh may pause, per step (reading one service, one record): the answer of a
@@ -244,6 +251,16 @@ pub fn answer(
     exec: &dyn crate::transport::NodeExec,
     out: Result<crate::transport::Output, crate::transport::ExecError>,
 ) -> ActualNode {
+    read(node, out, || exec.containers())
+}
+
+/// A node as the refresh's answer `out` and its engine's containers (read when the answer is
+/// good) show it.
+fn read(
+    node: &crate::model::Node,
+    out: Result<crate::transport::Output, crate::transport::ExecError>,
+    containers: impl FnOnce() -> Result<Vec<crate::transport::Container>, crate::transport::DockerError>,
+) -> ActualNode {
     let status = match out {
         Err(crate::transport::ExecError::Stalled { idle, after, stdout, .. }) => {
             NodeStatus::Unreachable { reason: stalled(&stdout, idle, after) }
@@ -254,7 +271,7 @@ pub fn answer(
         },
         Ok(out) => match parse_refresh(&out.stdout) {
             Ok(mut state) => {
-                state.engine = match exec.containers() {
+                state.engine = match containers() {
                     Ok(containers) => Engine::Available { containers },
                     Err(e) => Engine::Unavailable { reason: e.to_string() },
                 };
