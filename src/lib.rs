@@ -58,6 +58,7 @@ pub mod render;
 pub mod review;
 pub mod supervise;
 pub mod transport;
+pub mod ui;
 pub mod world;
 
 pub use cli::Cli;

@@ -20,6 +20,7 @@ pub mod pr;
 pub mod render;
 pub mod show;
 pub mod supervise;
+pub mod ui;
 pub mod validate;
 
 use std::io::IsTerminal;
