@@ -83,7 +83,7 @@ pub fn page(title: &str, nav: Nav, viewer: &Viewer, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-<meta name=\"referrer\" content=\"no-referrer\">\n\
+<meta name=\"referrer\" content=\"same-origin\">\n\
 <title>{} · homelab</title>\n<link rel=\"stylesheet\" href=\"/style.css\">\n</head>\n<body>\n\
 <header><nav><strong>homelab</strong> {} {} {} <span class=\"who\">{who}</span></nav></header>\n\
 <main>\n<h1>{}</h1>\n{body}\n</main>\n</body>\n</html>\n",

@@ -221,7 +221,7 @@ fn secure(h: &mut HeaderMap) {
     );
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::REFERRER_POLICY, "same-origin");
     set(h, header::CACHE_CONTROL, "no-store");
 }
 
@@ -433,11 +433,11 @@ fn refuse_post(
             return forbidden("refused: the form was sent from another site (its Origin is not this page's); nothing was changed");
         }
     }
-    if !app.keys.csrf_valid(&v.csrf_cookie, csrf) {
-        return forbidden("refused: the form is not one this page made for this browser (missing or stale CSRF field, or cookies blocked); reload the page and send it again; nothing was changed");
-    }
     if !app.keys.has_token() {
         return forbidden("refused: this page was started without a login token, so it is read-only; approve with `homelab approve` (docs/ui.md); nothing was changed");
+    }
+    if !app.keys.csrf_valid(&v.csrf_cookie, csrf) {
+        return forbidden("refused: the form is not one this page made for this browser (missing or stale CSRF field, or cookies blocked); reload the page and send it again; nothing was changed");
     }
     if !v.logged_in && !app.keys.token_matches(token) {
         return forbidden("refused: approving and rejecting need the login token (log in, or give it in the form); nothing was changed");
@@ -454,18 +454,24 @@ struct ApproveForm {
     signature_file: String,
 }
 
-async fn read_approve_form(mut m: Multipart) -> Result<ApproveForm, String> {
+async fn read_approve_form(mut m: Multipart) -> Result<ApproveForm, (StatusCode, String)> {
     let mut f = ApproveForm::default();
     loop {
         let field = match m.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return Err(format!("the form could not be read: {e}")),
+            Err(e) => {
+                return Err((e.status(), format!("the form could not be read: {}", e.body_text())))
+            }
         };
         let name = field.name().unwrap_or_default().to_owned();
-        let bytes = field.bytes().await.map_err(|e| format!("the form could not be read: {e}"))?;
-        let text = String::from_utf8(bytes.to_vec())
-            .map_err(|_| format!("form field `{name}` is not UTF-8 text"))?;
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| (e.status(), format!("the form could not be read: {}", e.body_text())))?;
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+            (StatusCode::BAD_REQUEST, format!("form field `{name}` is not UTF-8 text"))
+        })?;
         match name.as_str() {
             "csrf" => f.csrf = text,
             "token" => f.token = text,
@@ -485,15 +491,15 @@ async fn approve(
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
     let viewer0 = viewer(&app, &v);
-    let bad = |text: String| {
-        html_response(StatusCode::BAD_REQUEST, view::message(&viewer0, "Refused", "error", &text))
+    let bad = |status: StatusCode, text: String| {
+        html_response(status, view::message(&viewer0, "Refused", "error", &text))
     };
     let form = match form {
         Ok(m) => match read_approve_form(m).await {
             Ok(f) => f,
-            Err(e) => return bad(format!("refused: {e}; nothing was saved")),
+            Err((status, e)) => return bad(status, format!("refused: {e}; nothing was saved")),
         },
-        Err(e) => return bad(format!("refused: the approval form must be sent as multipart/form-data ({e}); nothing was saved")),
+        Err(e) => return bad(StatusCode::BAD_REQUEST, format!("refused: the approval form must be sent as multipart/form-data ({e}); nothing was saved")),
     };
     if let Some(r) = refuse_post(&app, &v, &headers, &form.csrf, &form.token) {
         return r;

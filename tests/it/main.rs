@@ -23,4 +23,6 @@ mod render;
 mod signers;
 mod signing;
 mod supervise;
+mod ui;
 mod validate;
+mod webdriver;
