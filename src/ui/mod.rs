@@ -415,6 +415,20 @@ async fn signed_bytes(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>)
     .await
 }
 
+/// Whether a form came from this page: a browser's `Origin` names the host the form was on,
+/// which must be the `Host` it is sent to (`http` directly, or `https` through a TLS proxy in
+/// front). No `Origin` (not a browser) leaves it to the CSRF field.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let host = headers.get(header::HOST).map(HeaderValue::as_bytes).unwrap_or_default();
+    let origin = origin.as_bytes();
+    let rest = origin
+        .strip_prefix(b"http://")
+        .or_else(|| origin.strip_prefix(b"https://"))
+        .unwrap_or_default();
+    !rest.is_empty() && rest.eq_ignore_ascii_case(host)
+}
+
 /// Why a POST is refused before its content is looked at.
 fn refuse_post(
     app: &App,
@@ -428,10 +442,8 @@ fn refuse_post(
         Some(html_response(StatusCode::FORBIDDEN, view::message(&viewer, "Refused", "error", text)))
     };
     // A browser says where a form came from: only this page's own origin may post.
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if origin.as_bytes() != base_of(headers).as_bytes() {
-            return forbidden("refused: the form was sent from another site (its Origin is not this page's); nothing was changed");
-        }
+    if !same_origin(headers) {
+        return forbidden("refused: the form was sent from another site (its Origin is not this page's); nothing was changed");
     }
     if !app.keys.has_token() {
         return forbidden("refused: this page was started without a login token, so it is read-only; approve with `homelab approve` (docs/ui.md); nothing was changed");
@@ -786,16 +798,14 @@ async fn login(
             view::login(&viewer, Some(("error", "the form could not be read".to_owned()))),
         );
     };
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if origin.as_bytes() != base_of(&headers).as_bytes() {
-            return html_response(
-                StatusCode::FORBIDDEN,
-                view::login(
-                    &viewer,
-                    Some(("error", "refused: the form was sent from another site".to_owned())),
-                ),
-            );
-        }
+    if !same_origin(&headers) {
+        return html_response(
+            StatusCode::FORBIDDEN,
+            view::login(
+                &viewer,
+                Some(("error", "refused: the form was sent from another site".to_owned())),
+            ),
+        );
     }
     if !app.keys.csrf_valid(&v.csrf_cookie, &form.csrf) {
         return html_response(
@@ -866,4 +876,28 @@ async fn not_found(State(app): State<Arc<App>>, Extension(v): Extension<Visitor>
         StatusCode::NOT_FOUND,
         view::message(&viewer(&app, &v), "Not found", "error", "there is no such page"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_is_from_this_page_when_its_origin_names_the_host_it_is_sent_to() {
+        let h = |origin: Option<&str>, host: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            if let Some(o) = origin {
+                m.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            same_origin(&m)
+        };
+        assert!(h(None, "127.0.0.1:8470"));
+        assert!(h(Some("http://127.0.0.1:8470"), "127.0.0.1:8470"));
+        assert!(h(Some("https://VPS.tail1234.ts.net"), "vps.tail1234.ts.net"));
+        assert!(!h(Some("http://evil.example"), "127.0.0.1:8470"));
+        assert!(!h(Some("null"), "127.0.0.1:8470"));
+        assert!(!h(Some("http://127.0.0.1:8471"), "127.0.0.1:8470"));
+        assert!(!h(Some("http://"), ""));
+    }
 }
