@@ -20,6 +20,7 @@
 //!   ├─ agent                      the stability agent on a node: engine events, link, broker
 //!   ├─ supervise                  drift as a pending plan (never applied), and adopt's patch
 //!   ├─ executor                   the actions queue: approved plans moved through to their end
+//!   ├─ ui                         the operator page: world, plans, events; approvals handed in
 //!   ├─ forge                      Forgejo's REST API: the plan's pull request, comment, status
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
