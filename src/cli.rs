@@ -244,6 +244,11 @@ pub enum Command {
         after_help = "Examples:\n  homelab adopt chelsty-infra mosquitto | git apply\n  homelab adopt chelsty-infra mosquitto --branch adopt-mosquitto"
     )]
     Adopt(command::adopt::AdoptArgs),
+    /// Serve the operator page: the world, plans with their diffs, events; approve or reject.
+    #[command(
+        after_help = "Examples:\n  homelab ui                                        on 127.0.0.1:8470, read-only\n  homelab ui --listen 100.101.102.103:8470 --token-file /opt/homelab/config/control-plane/ui-token\n\nApproving takes a signature made with `ssh-keygen -Y sign`; the login token only lets a browser hand it in. See docs/ui.md."
+    )]
+    Ui(command::ui::UiArgs),
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
@@ -414,6 +419,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
         Command::Executor(args) => command::executor::run(repo, args, out),
         Command::Telegram(args) => command::telegram::run(repo, args, out),
         Command::Adopt(args) => command::adopt::run(repo, args, out),
+        Command::Ui(args) => command::ui::run(repo, args, out),
         Command::Observe { target, once: _, watch, interval } => {
             let args = command::observe::ObserveArgs { target, watch: *watch, interval: *interval };
             command::observe::run(repo, &args, out)

@@ -61,6 +61,7 @@ impl From<ApproveError> for Error {
             ApproveError::Refused(r) => Error::Refused(r),
             ApproveError::Sign(s) => Error::Key(KeyError::Load(s)),
             ApproveError::Write { path, source } => Error::Write { path, source },
+            e @ ApproveError::NotOneBlock { .. } => Error::Unsupported { message: e.to_string() },
         }
     }
 }

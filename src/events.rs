@@ -441,16 +441,22 @@ const SECRET_SUFFIXES: [&str; 11] = [
     "secretkey",
 ];
 
+/// Whether a data key is named like a secret value (`password`, `api_token`, ...): refused in
+/// new events, and hidden by readers that show events written by other means.
+pub fn is_secret_key(key: &str) -> bool {
+    let flat: String = key
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    SECRET_SUFFIXES.iter().any(|s| flat.ends_with(s))
+}
+
 /// A key named like a secret value, at any depth of `data`: the cheap guard against a caller
 /// that forgot the rule (names, never values). `secret_name` or `missing_secrets` pass.
 fn no_secret_keys(data: &Map<String, Value>) -> Result<(), Invalid> {
     for (k, v) in data {
-        let flat: String = k
-            .chars()
-            .filter(|c| !matches!(c, '_' | '-' | '.'))
-            .flat_map(char::to_lowercase)
-            .collect();
-        if SECRET_SUFFIXES.iter().any(|s| flat.ends_with(s)) {
+        if is_secret_key(k) {
             return Err(Invalid::SecretKey { key: k.clone() });
         }
         let mut stack = vec![v];

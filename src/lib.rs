@@ -21,6 +21,7 @@
 //!   ├─ supervise                  drift as a pending plan (never applied), and adopt's patch
 //!   ├─ executor                   the actions queue: approved plans moved through to their end
 //!   ├─ telegram (client, bot)     the bot: plans, results, incidents; presses signed as telegram:<id>
+//!   ├─ ui                         the operator page: world, plans, events; approvals handed in
 //!   ├─ forge                      Forgejo's REST API: the plan's pull request, comment, status
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
@@ -60,6 +61,7 @@ pub mod review;
 pub mod supervise;
 pub mod telegram;
 pub mod transport;
+pub mod ui;
 pub mod world;
 
 pub use cli::Cli;

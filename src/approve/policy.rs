@@ -582,6 +582,83 @@ pub fn approve(
     records: &Records,
     now: SystemTime,
 ) -> Result<Approval, ApproveError> {
+    let file = approvals_for(loaded, signers, records, now)?;
+    if file.approved_by(&key.fingerprint()) {
+        return Ok(Approval { path: file.path, added: false });
+    }
+    let sig = key.sign(APPROVE_NAMESPACE, loaded.body.as_bytes())?;
+    file.append(&sig)
+}
+
+/// Appends a signature made elsewhere (`ssh-keygen -Y sign`, pasted into the operator page)
+/// to `<id>.approved`, after the same checks as [`approve`] and after verifying it: one
+/// armored block, in `homelab-approve`, over the plan's signed bytes, by a key of
+/// allowed_signers allowed to approve. Nothing is written when it is refused. Returns what
+/// the signature proved with the outcome (`added: false`: this key had approved already).
+pub fn add_signature(
+    loaded: &LoadedPlan,
+    signature: &str,
+    signers: &AllowedSigners,
+    records: &Records,
+    now: SystemTime,
+) -> Result<(Approval, super::Verified), ApproveError> {
+    let file = approvals_for(loaded, signers, records, now)?;
+    let path = file.path.clone();
+    let blocks = split_armored(signature).map_err(|source| Refusal::BadApproval {
+        path: path.clone(),
+        index: 1,
+        of: 1,
+        source,
+    })?;
+    let [block] = blocks.as_slice() else {
+        return Err(ApproveError::NotOneBlock { blocks: blocks.len() });
+    };
+    let verified = signers
+        .verify(APPROVE_NAMESPACE, loaded.body.as_bytes(), block, now)
+        .map_err(|source| Refusal::BadApproval { path, index: 1, of: 1, source })?;
+    if file.approved_by(&verified.fingerprint) {
+        return Ok((Approval { path: file.path, added: false }, verified));
+    }
+    Ok((file.append(block)?, verified))
+}
+
+/// The approvals file of a plan that may still be approved, as read before adding to it.
+struct ApprovalsFile {
+    path: PathBuf,
+    text: String,
+    /// Fingerprints of the keys whose blocks verify.
+    by: BTreeSet<String>,
+}
+
+impl ApprovalsFile {
+    fn approved_by(&self, fingerprint: &str) -> bool {
+        self.by.contains(fingerprint)
+    }
+
+    /// Writes the file with `block` appended (atomically: a reader sees the old or the new).
+    fn append(self, block: &str) -> Result<Approval, ApproveError> {
+        let mut text = self.text;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(block);
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        crate::files::write_atomic(&self.path, text.as_bytes())
+            .map_err(|source| ApproveError::Write { path: self.path.clone(), source })?;
+        Ok(Approval { path: self.path, added: true })
+    }
+}
+
+/// The checks every new approval passes (planner, expiry, not applied, not rejected), then
+/// `<id>.approved` as it is now.
+fn approvals_for(
+    loaded: &LoadedPlan,
+    signers: &AllowedSigners,
+    records: &Records,
+    now: SystemTime,
+) -> Result<ApprovalsFile, ApproveError> {
     verify_planner(loaded, signers, now)?;
     check_not_expired(loaded, now)?;
     check_not_consumed_or_rejected(loaded, records)?;
@@ -590,33 +667,23 @@ pub fn approve(
     if size > MAX_APPROVED_BYTES {
         return Err(Refusal::ApprovalsTooLarge { path, size }.into());
     }
-    let existing = match std::fs::read_to_string(&path) {
+    let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(source) => return Err(ApproveError::Write { path, source }),
     };
-    let blocks = if existing.trim().is_empty() {
+    let blocks = if text.trim().is_empty() {
         Vec::new()
     } else {
-        split_armored(&existing)
+        split_armored(&text)
             .map_err(|source| Refusal::MalformedApprovals { path: path.clone(), source })?
     };
-    for block in blocks {
-        if let Ok(v) = signers.verify(APPROVE_NAMESPACE, loaded.body.as_bytes(), &block, now) {
-            if v.fingerprint == key.fingerprint() {
-                return Ok(Approval { path, added: false });
-            }
-        }
-    }
-    let sig = key.sign(APPROVE_NAMESPACE, loaded.body.as_bytes())?;
-    let mut text = existing;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&sig);
-    crate::files::write_atomic(&path, text.as_bytes())
-        .map_err(|source| ApproveError::Write { path: path.clone(), source })?;
-    Ok(Approval { path, added: true })
+    let by = blocks
+        .iter()
+        .filter_map(|b| signers.verify(APPROVE_NAMESPACE, loaded.body.as_bytes(), b, now).ok())
+        .map(|v| v.fingerprint)
+        .collect();
+    Ok(ApprovalsFile { path, text, by })
 }
 
 /// Why `approve` or `reject` did not record anything.
@@ -630,6 +697,11 @@ pub enum ApproveError {
 
     #[error("cannot write `{}`: {source}", .path.display())]
     Write { path: PathBuf, source: std::io::Error },
+
+    #[error(
+        "expected one signature block (`-----BEGIN SSH SIGNATURE-----` … `-----END SSH SIGNATURE-----`), found {blocks}: paste the output of one `ssh-keygen -Y sign`"
+    )]
+    NotOneBlock { blocks: usize },
 }
 
 /// Records a refusal beside the plan and on the controller; the pending action moves to

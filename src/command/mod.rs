@@ -21,6 +21,7 @@ pub mod render;
 pub mod show;
 pub mod supervise;
 pub mod telegram;
+pub mod ui;
 pub mod validate;
 
 use std::io::IsTerminal;

@@ -25,4 +25,6 @@ mod signing;
 mod supervise;
 mod telegram;
 mod telegram_standin;
+mod ui;
 mod validate;
+mod webdriver;

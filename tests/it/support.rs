@@ -372,7 +372,7 @@ impl Lab {
 
     /// Git sees only the lab: an empty global configuration, no system one, and no repository
     /// above the lab.
-    fn git_env(&self, cmd: &mut Command) {
+    pub fn git_env(&self, cmd: &mut Command) {
         cmd.env("HOME", self.path("home"))
             .env("GIT_CONFIG_GLOBAL", self.path("home/.gitconfig"))
             .env("GIT_CONFIG_NOSYSTEM", "1")

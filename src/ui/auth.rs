@@ -1,0 +1,223 @@
+//! Who may change something through the operator page, and that a form came from the page.
+//!
+//! - The login token (from a file or the environment) is held here and nowhere else: it is
+//!   never shown, logged or written; [`Token`]'s `Debug` hides it. A token offered by a form
+//!   is compared with it in constant time (both hashed first, so not even its length leaks).
+//! - A session is a cookie `<expiry>.<mac>`, the MAC (HMAC-SHA256 under a key drawn at start)
+//!   binding the expiry to the token: no state on the server, and a restart or a new token
+//!   ends every session.
+//! - CSRF: every visitor gets a random cookie; forms carry the MAC of it, which another site
+//!   can neither read nor compute. Cookies are `SameSite=Strict` and `HttpOnly` too.
+//!
+//! Pure functions of their inputs (the key and the time are passed in); no IO.
+
+use sha2::{Digest, Sha256};
+
+pub const SESSION_COOKIE: &str = "homelab_session";
+pub const CSRF_COOKIE: &str = "homelab_csrf";
+/// How long a login lasts.
+pub const SESSION_SECONDS: u64 = 12 * 3600;
+/// A shorter token is refused at start: it could be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The login token. Never printed: `Debug` shows only that there is one.
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
+/// Why a token was not accepted at start (the message never holds the token).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the login token from {from} is {len} characters, fewer than {MIN_TOKEN_LEN}: make one with `openssl rand -hex 32`")]
+    TooShort { from: String, len: usize },
+    #[error("the login token from {from} holds a space or a control character: use a single word (`openssl rand -hex 32`)")]
+    NotOneWord { from: String },
+}
+
+impl Token {
+    /// A token read from `from` (a file, an environment variable): trailing newlines dropped,
+    /// at least [`MIN_TOKEN_LEN`] characters, one word.
+    pub fn new(text: &str, from: &str) -> Result<Token, TokenError> {
+        let t = text.trim_end_matches(['\n', '\r']);
+        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(TokenError::NotOneWord { from: from.to_owned() });
+        }
+        if t.chars().count() < MIN_TOKEN_LEN {
+            return Err(TokenError::TooShort { from: from.to_owned(), len: t.chars().count() });
+        }
+        Ok(Token(t.to_owned()))
+    }
+
+    /// Whether `offered` is the token, in time independent of where they differ.
+    pub fn matches(&self, offered: &str) -> bool {
+        ct_eq(&Sha256::digest(offered.as_bytes()), &Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+/// Equality of two byte strings whose time does not depend on where they differ.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
+pub fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| k.map(|b| b ^ byte);
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(msg).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The server's keys: drawn at start, never shown.
+pub struct Keys {
+    mac: [u8; 32],
+    token: Option<Token>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("token", &self.token).finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    pub fn new(mac: [u8; 32], token: Option<Token>) -> Keys {
+        Keys { mac, token }
+    }
+
+    /// Whether a token was configured (without one, nothing can be changed from the page).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether `offered` is the login token.
+    pub fn token_matches(&self, offered: &str) -> bool {
+        self.token.as_ref().is_some_and(|t| t.matches(offered))
+    }
+
+    fn session_mac(&self, expires: u64) -> String {
+        let token = self.token.as_ref().map(|t| t.0.as_str()).unwrap_or_default();
+        hex(&hmac(&self.mac, format!("session {expires} {token}").as_bytes()))
+    }
+
+    /// A session cookie's value for a login at `now` (Unix seconds).
+    pub fn session(&self, now: u64) -> String {
+        let expires = now + SESSION_SECONDS;
+        format!("{expires}.{}", self.session_mac(expires))
+    }
+
+    /// Whether a session cookie's value is one this server made, for this token, not expired.
+    pub fn session_valid(&self, value: &str, now: u64) -> bool {
+        if self.token.is_none() {
+            return false;
+        }
+        let Some((expires, mac)) = value.split_once('.') else { return false };
+        let Ok(expires) = expires.parse::<u64>() else { return false };
+        expires > now && ct_eq(mac.as_bytes(), self.session_mac(expires).as_bytes())
+    }
+
+    /// The form field that goes with a visitor's CSRF cookie.
+    pub fn csrf_field(&self, cookie: &str) -> String {
+        hex(&hmac(&self.mac, format!("csrf {cookie}").as_bytes()))
+    }
+
+    /// Whether a form's CSRF field goes with the visitor's cookie.
+    pub fn csrf_valid(&self, cookie: &str, field: &str) -> bool {
+        !cookie.is_empty() && ct_eq(field.as_bytes(), self.csrf_field(cookie).as_bytes())
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::new([7; 32], Some(Token::new("correct-horse-battery-staple\n", "test").unwrap()))
+    }
+
+    #[test]
+    fn hmac_is_rfc_4231_case_2() {
+        let mac = hmac(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(hex(&mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn tokens_are_one_long_word_and_never_debug_printed() {
+        assert!(matches!(Token::new("short", "f"), Err(TokenError::TooShort { len: 5, .. })));
+        assert!(matches!(
+            Token::new("two words but long enough", "f"),
+            Err(TokenError::NotOneWord { .. })
+        ));
+        let t = Token::new("0123456789abcdef\r\n", "f").unwrap();
+        assert!(t.matches("0123456789abcdef"));
+        assert!(!t.matches("0123456789abcdeF"));
+        assert!(!t.matches(""));
+        assert!(!format!("{t:?} {:?}", keys()).contains("0123"));
+        assert!(!format!("{:?}", keys()).contains("horse"));
+    }
+
+    #[test]
+    fn sessions_expire_and_are_bound_to_the_token_and_the_key() {
+        let k = keys();
+        let s = k.session(1000);
+        assert!(k.session_valid(&s, 1000));
+        assert!(k.session_valid(&s, 1000 + SESSION_SECONDS - 1));
+        assert!(!k.session_valid(&s, 1000 + SESSION_SECONDS));
+        // A later expiry with the old MAC is not a session.
+        let (_, mac) = s.split_once('.').unwrap();
+        assert!(!k.session_valid(&format!("{}.{mac}", 1000 + 2 * SESSION_SECONDS), 1000));
+        let other_token =
+            Keys::new([7; 32], Some(Token::new("another-token-entirely", "t").unwrap()));
+        assert!(!other_token.session_valid(&s, 1000));
+        let other_key =
+            Keys::new([8; 32], Some(Token::new("correct-horse-battery-staple", "t").unwrap()));
+        assert!(!other_key.session_valid(&s, 1000));
+        let none = Keys::new([7; 32], None);
+        assert!(!none.session_valid(&none.session(1000), 1000));
+        for bad in ["", ".", "x.y", "1.", "99999999999999999999999.ab"] {
+            assert!(!k.session_valid(bad, 0), "{bad}");
+        }
+    }
+
+    #[test]
+    fn csrf_fields_go_with_their_cookie_only() {
+        let k = keys();
+        let f = k.csrf_field("abc");
+        assert!(k.csrf_valid("abc", &f));
+        assert!(!k.csrf_valid("abd", &f));
+        assert!(!k.csrf_valid("", &k.csrf_field("")));
+        assert!(!k.csrf_valid("abc", ""));
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let h = "a=1; homelab_csrf=xyz;homelab_session=2.ff";
+        assert_eq!(cookie(h, CSRF_COOKIE), Some("xyz"));
+        assert_eq!(cookie(h, SESSION_COOKIE), Some("2.ff"));
+        assert_eq!(cookie(h, "b"), None);
+    }
+}
