@@ -23,11 +23,14 @@ probe() {
     fi
 }
 
-# Container state as JSON (no Go template, so this file never collides with template syntax).
-state=$(docker inspect --type container "$HOMELAB_SERVICE" 2>/dev/null) || fail "no container named ${HOMELAB_SERVICE}"
-printf '%s\n' "$state" | grep -q '"Running": true' || fail "container is not running"
-if printf '%s\n' "$state" | grep -q '"Restarting": true'; then fail "container is restarting"; fi
-if printf '%s\n' "$state" | grep -q '"Status": "unhealthy"'; then fail "Docker reports the container unhealthy"; fi
+# Container state as JSON (no Go template, so this file never collides with template syntax):
+# the observer, the operator page and the Telegram bot.
+for c in "$HOMELAB_SERVICE" "$HOMELAB_SERVICE-operator-ui" "$HOMELAB_SERVICE-telegram"; do
+    state=$(docker inspect --type container "$c" 2>/dev/null) || fail "no container named $c"
+    printf '%s\n' "$state" | grep -q '"Running": true' || fail "$c is not running"
+    if printf '%s\n' "$state" | grep -q '"Restarting": true'; then fail "$c is restarting"; fi
+    if printf '%s\n' "$state" | grep -q '"Status": "unhealthy"'; then fail "Docker reports $c unhealthy"; fi
+done
 
 # The operator UI must be listening on the loopback port caddy proxies to.
 if command -v nc >/dev/null 2>&1; then
