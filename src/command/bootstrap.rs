@@ -174,7 +174,7 @@ fn plural(n: usize) -> &'static str {
 fn summary(want: &Want, version: &str) -> String {
     format!(
         "{version} at {} (sha256 {}), image {} ({LOCAL_TAG})",
-        bootstrap::binary_path(&want.root),
+        crate::node::Layout::new(&want.root).binary(),
         &want.sha256[..12],
         want.tag()
     )
