@@ -201,6 +201,8 @@ pub enum BootstrapError {
     Step { node: String, step: &'static str, status: Option<i32>, stderr: String },
     #[error("{node}: unexpected answer from {step}: {answer}")]
     Answer { node: String, step: &'static str, answer: String },
+    #[error("cannot reach {node} to bootstrap it: {source}")]
+    Connect { node: String, source: crate::transport::ExecError },
     #[error("{node}: {source}")]
     Exec { node: String, source: crate::transport::ExecError },
     #[error("cannot read this homelab binary ({path}): {source}")]
