@@ -15,16 +15,19 @@ use crate::support::{copy_tree, fixtures, Output};
 // One lab at a time, whichever test file starts it (they are heavy on 2 cores).
 use crate::apply::LAB;
 
-/// The base fixture reduced to ALPHA (agent and web), pointed at a lab node.
-struct Site {
-    lab: Lab,
-    repo: tempfile::TempDir,
-    ctl: PathBuf,
+/// The base fixture reduced to ALPHA (agent and web), pointed at a lab node; also the
+/// supervisor's lab test's.
+pub(crate) struct Site {
+    pub(crate) lab: Lab,
+    pub(crate) repo: tempfile::TempDir,
+    pub(crate) ctl: PathBuf,
     key: PathBuf,
+    /// `HOME` for Git.
+    home: tempfile::TempDir,
 }
 
 impl Site {
-    fn new() -> Site {
+    pub(crate) fn new() -> Site {
         let lab = Lab::start(&["alpha"]);
         let repo = tempfile::tempdir().unwrap();
         copy_tree(&fixtures().join("base"), repo.path());
@@ -45,6 +48,7 @@ impl Site {
             key: repo.path().join(".operator_key"),
             lab,
             repo,
+            home: tempfile::tempdir().unwrap(),
         };
         site.write("inventory/topology.yaml", &topo);
         site.write(
@@ -85,19 +89,19 @@ impl Site {
         site
     }
 
-    fn write(&self, rel: &str, text: &str) {
+    pub(crate) fn write(&self, rel: &str, text: &str) {
         let p = self.repo.path().join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, text).unwrap();
     }
 
-    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
+    pub(crate) fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
         let p = self.repo.path().join(rel);
         let s = fs::read_to_string(&p).unwrap();
         fs::write(p, f(s)).unwrap();
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_homelab"));
         c.arg("--repo")
             .arg(self.repo.path())
@@ -110,7 +114,7 @@ impl Site {
         c
     }
 
-    fn homelab(&self, args: &[&str]) -> Output {
+    pub(crate) fn homelab(&self, args: &[&str]) -> Output {
         let out = self.command(args).output().unwrap();
         Output {
             code: out.status.code().unwrap_or(-1),
@@ -119,25 +123,25 @@ impl Site {
         }
     }
 
-    fn plan(&self) -> String {
+    pub(crate) fn plan(&self) -> String {
         let out = self.homelab(&["plan", "--key", self.key.to_str().unwrap()]);
         assert_eq!(out.code, 0, "plan failed:\n{}\n{}", out.stdout, out.stderr);
         out.stdout.lines().next().and_then(|l| l.strip_prefix("plan ")).unwrap().trim().to_owned()
     }
 
-    fn approve(&self, id: &str) {
+    pub(crate) fn approve(&self, id: &str) {
         let plan = self.repo.path().join(format!("plans/{id}.plan"));
         let key = self.key.to_str().unwrap();
         let a = self.homelab(&["approve", plan.to_str().unwrap(), "--key", key, "--yes"]);
         assert_eq!(a.code, 0, "approve failed: {}", a.stderr);
     }
 
-    fn executor(&self) -> Output {
+    pub(crate) fn executor(&self) -> Output {
         self.homelab(&["executor", "--once"])
     }
 
     /// The ids in `<controller>/actions/<state>/`.
-    fn actions(&self, state: &str) -> Vec<String> {
+    pub(crate) fn actions(&self, state: &str) -> Vec<String> {
         let mut ids: Vec<String> = fs::read_dir(self.ctl.join("actions").join(state))
             .map(|d| {
                 d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -149,17 +153,64 @@ impl Site {
         ids
     }
 
-    fn record(&self, state: &str, id: &str) -> serde_json::Value {
+    pub(crate) fn record(&self, state: &str, id: &str) -> serde_json::Value {
         let text = fs::read_to_string(self.ctl.join(format!("actions/{state}/{id}.json"))).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
-    fn web_command(&self) -> String {
+    /// A key for the supervisor, allowed to plan and never to approve; its path.
+    pub(crate) fn supervisor_key(&self) -> PathBuf {
+        let sup = self.repo.path().join(".supervisor_key");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "supervisor@test", "-f"])
+            .arg(&sup)
+            .output()
+            .unwrap();
+        assert!(made.status.success());
+        let public = fs::read_to_string(sup.with_extension("pub")).unwrap();
+        let public: Vec<&str> = public.split_whitespace().take(2).collect();
+        let signers =
+            fs::read_to_string(self.repo.path().join("inventory/allowed_signers")).unwrap();
+        self.write(
+            "inventory/allowed_signers",
+            &format!("{signers}supervisor@test namespaces=\"homelab-plan\" {}\n", public.join(" ")),
+        );
+        sup
+    }
+
+    pub(crate) fn git(&self, args: &[&str]) {
+        let out = Command::new("git")
+            .current_dir(self.repo.path())
+            .args(args)
+            .env("HOME", self.home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Commits the work tree (a Git repository from the first call on): the supervisor plans
+    /// from a commit.
+    pub(crate) fn commit(&self, message: &str) {
+        if !self.repo.path().join(".git").exists() {
+            fs::write(
+                self.repo.path().join(".gitignore"),
+                ".controller/\n.operator_key*\n.supervisor_key*\n",
+            )
+            .unwrap();
+            self.git(&["init", "-q", "-b", "main"]);
+        }
+        self.git(&["add", "-A"]);
+        self.git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", message]);
+    }
+
+    pub(crate) fn web_command(&self) -> String {
         let out = self.lab.docker("alpha", &["inspect", "-f", "{{json .Config.Cmd}}", "web"]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    fn port(&self, from: u32, to: u32) {
+    pub(crate) fn port(&self, from: u32, to: u32) {
         self.edit("services/web/docker-compose.yml", |s| {
             s.replace(&format!("\"{from}\"]"), &format!("\"{to}\"]"))
         });
@@ -352,50 +403,16 @@ fn a_stopped_container_is_seen_planned_approved_applied_and_healthy_again() {
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let site = Site::new();
     let root = site.lab.node("alpha").root();
-    // The supervisor's key: may plan, never approve.
-    let sup = site.repo.path().join(".supervisor_key");
-    let made = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "supervisor@test", "-f"])
-        .arg(&sup)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
-    let public = fs::read_to_string(sup.with_extension("pub")).unwrap();
-    let public: Vec<&str> = public.split_whitespace().take(2).collect();
-    let signers = fs::read_to_string(site.repo.path().join("inventory/allowed_signers")).unwrap();
-    site.write(
-        "inventory/allowed_signers",
-        &format!("{signers}supervisor@test namespaces=\"homelab-plan\" {}\n", public.join(" ")),
-    );
-    // The supervisor plans from a commit: the repository is a Git repository.
-    let home = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(site.repo.path())
-            .args(args)
-            .env("HOME", home.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env_remove("GIT_DIR")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    fs::write(
-        site.repo.path().join(".gitignore"),
-        ".controller/\n.operator_key*\n.supervisor_key*\n",
-    )
-    .unwrap();
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", "homelab"]);
+    // The supervisor's key: may plan, never approve. It plans from a commit.
+    let sup = site.supervisor_key();
+    site.commit("homelab");
 
     // Deployed through the executor.
     let first = site.plan();
     site.approve(&first);
     let out = site.executor();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    git(&["add", "-A"]);
-    git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", "plan"]);
+    site.commit("plan");
 
     // The agent on the node, against its engine.
     let node = site.lab.node("alpha");
