@@ -283,20 +283,21 @@ use std::process::Stdio;
 // One lab at a time, whichever test file starts it (they are heavy on 2 cores).
 use crate::apply::LAB;
 
-/// Runs `cmd` under `strace`, which SIGKILLs it as it makes the folder `dir` (the `mkdir` that
-/// `files::write_atomic` does before each file it writes there) for the `nth` time: a real
-/// kill at an exact point between two writes, with no hook in homelab. Panics unless the
-/// process was killed there. Returns its stdout.
-pub(crate) fn killed_at(cmd: &Command, dir: &Path, nth: u32) -> String {
+/// `cmd` run by `strace`, which SIGKILLs it at the `nth` call of one of `syscalls` (strace's
+/// syntax, e.g. `?mkdir,mkdirat`) that touches one of `paths`: a real kill at an exact point of
+/// its work, with no hook in homelab.
+pub(crate) fn under_strace(cmd: &Command, paths: &[&Path], syscalls: &str, nth: u32) -> Command {
     assert!(
         Path::new("/usr/bin/strace").is_file(),
         "/usr/bin/strace is missing: install Debian's package strace (.ci/install does)"
     );
     let mut c = Command::new("/usr/bin/strace");
-    c.args(["-f", "-qq", "-o", "/dev/null", "-P"])
-        .arg(dir)
-        .args(["-e", "trace=?mkdir,mkdirat", "-e"])
-        .arg(format!("inject=?mkdir,mkdirat:signal=KILL:when={nth}"))
+    c.args(["-f", "-qq", "-o", "/dev/null"]);
+    for p in paths {
+        c.arg("-P").arg(p);
+    }
+    c.args(["-e", &format!("trace={syscalls}"), "-e"])
+        .arg(format!("inject={syscalls}:signal=KILL:when={nth}"))
         .arg("--")
         .arg(cmd.get_program())
         .args(cmd.get_args());
@@ -309,10 +310,23 @@ pub(crate) fn killed_at(cmd: &Command, dir: &Path, nth: u32) -> String {
             None => c.env_remove(k),
         };
     }
-    let out = c.stdin(Stdio::null()).output().unwrap();
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Whether a process (or the strace that ran it) ended by SIGKILL.
+pub(crate) fn was_killed(status: std::process::ExitStatus) -> bool {
+    status.signal() == Some(9) || status.code() == Some(137)
+}
+
+/// Runs `cmd` until strace SIGKILLs it as it makes the folder `dir` (the `mkdir` that
+/// `files::write_atomic` does before each file it writes there) for the `nth` time. Panics
+/// unless it was killed there. Returns its stdout.
+pub(crate) fn killed_at(cmd: &Command, dir: &Path, nth: u32) -> String {
+    let out = under_strace(cmd, &[dir], "?mkdir,mkdirat", nth).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        out.status.signal() == Some(9) || out.status.code() == Some(137),
+        was_killed(out.status),
         "not killed at mkdir #{nth} of {} ({}):\n{stdout}\n{}",
         dir.display(),
         out.status,
