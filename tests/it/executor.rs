@@ -1,7 +1,8 @@
 //! `homelab executor` on a real node of the lab (its own sshd and Docker Engine, Compose v2):
 //! a pending plan waits for its approval, then is applied and completed; a plan moved to
 //! `approved/` without approvals, or tampered with after approval, fails and is never applied;
-//! an executor killed while the node deploys is restarted and applies nothing twice.
+//! an executor killed while the node deploys, or after the apply and before its action is
+//! moved, is restarted and applies nothing twice.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -342,6 +343,37 @@ fn the_executor_applies_approved_plans_fails_the_rest_and_survives_a_kill() {
     let completed = site.actions("completed");
     assert_eq!(completed.len(), 2);
     assert!(completed.contains(&killed) && completed.contains(&first));
+
+    // Killed once the apply is done, before its action is moved to completed/ (strace, at the
+    // mkdir of that folder): started again, it records the apply it finds and applies nothing
+    // twice.
+    site.port(8081, 8082);
+    let late = site.plan();
+    site.approve(&late);
+    let out = crate::supervise::killed_at(
+        &site.command(&["executor", "--once"]),
+        &site.ctl.join("actions/completed"),
+        1,
+    );
+    assert!(out.contains(&format!("{late}: approved → running")), "{out}");
+    assert_eq!(site.actions("running"), [late.as_str()], "{out}");
+    assert!(site.ctl.join(format!("state/applied/{late}.json")).exists());
+    assert!(site.web_command().contains("8082"), "{}", site.web_command());
+    let out = site.executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{late}: running → completed: applied")),
+        "{}",
+        out.stdout
+    );
+    let (events, _) = homelab::events::read_all(&root, Some("alpha")).unwrap();
+    let started = events
+        .iter()
+        .filter(|e| e["type"] == "deployment_started" && e["correlation_id"] == late.as_str())
+        .count();
+    assert_eq!(started, 1, "deployed once");
+    assert_eq!(site.actions("completed").len(), 3);
+    assert!(site.actions("running").is_empty());
 }
 
 /// Without the lab (nothing applies): a plan nobody approves waits, then fails when it
