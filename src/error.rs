@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use crate::approve::keys::KeyError;
 use crate::approve::policy::{ApproveError, Refusal};
+use crate::bootstrap::hostkey::HostKeyError;
+use crate::bootstrap::BootstrapError;
 use crate::model::Diagnostic;
 use crate::render::RenderError;
 
@@ -49,6 +51,15 @@ pub enum Error {
     /// The operator declined (or could not be asked) to approve.
     #[error("{message}")]
     NotConfirmed { message: String },
+
+    /// `bootstrap`: the node lacks what homelab needs, or a step on it failed (each variant
+    /// names the node and the step).
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+
+    /// `bootstrap`: the node's host key could not be looked up, fetched or written.
+    #[error(transparent)]
+    HostKey(#[from] HostKeyError),
 
     /// Apply (or approve) refused the plan: nothing was changed.
     #[error("refused: {0}\nnothing was changed")]
@@ -121,7 +132,36 @@ pub fn exit_code(result: &Result<Report, Error>) -> u8 {
             | Error::Unsupported { .. }
             | Error::Usage { .. }
             | Error::Unreachable { .. }
-            | Error::NotConfirmed { .. },
+            | Error::NotConfirmed { .. }
+            | Error::Bootstrap(_)
+            | Error::HostKey(_),
         ) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bootstrap's failures stay typed to the edge: exit 1, with the node and the step named.
+    #[test]
+    fn bootstrap_errors_exit_1_and_name_the_node_and_the_step() {
+        let step: Error = BootstrapError::Step {
+            node: "alpha".into(),
+            step: "installing the binary",
+            status: Some(6),
+            stderr: "the upload was cut short".into(),
+        }
+        .into();
+        assert_eq!(
+            step.to_string(),
+            "alpha: installing the binary failed (exit 6): the upload was cut short"
+        );
+        assert_eq!(exit_code(&Err(step)), 1);
+        let key: Result<Report, Error> =
+            Err(HostKeyError::NoKey { host: "[10.0.0.2]:2222".into(), stderr: "timeout".into() }
+                .into());
+        assert_eq!(exit_code(&key), 1);
+        assert!(matches!(key, Err(Error::HostKey(HostKeyError::NoKey { .. }))));
     }
 }

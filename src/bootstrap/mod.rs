@@ -24,41 +24,8 @@ pub const LOCAL_TAG: &str = "homelab/agent:local";
 /// The image label holding the SHA-256 of the binary the image was built from.
 pub const BINARY_LABEL: &str = "homelab.binary.sha256";
 
-/// The folders of the runtime tree (DESIGN.md §6, the guide's "Runtime Path Conventions"),
-/// relative to the root (`""` is the root itself), with the mode each is created with and the
-/// most it may grant. `config/` holds secrets and `logs/` may (a failed deploy's output):
-/// neither is world-readable.
-pub const TREE: &[(&str, u32)] = &[
-    ("", 0o755),
-    ("bin", 0o755),
-    ("config", 0o700),
-    ("data", 0o755),
-    ("logs", 0o750),
-    ("state", 0o755),
-    ("events", 0o755),
-    ("world", 0o755),
-    ("actions", 0o755),
-    ("actions/pending", 0o755),
-    ("actions/approved", 0o755),
-    ("actions/running", 0o755),
-    ("actions/completed", 0o755),
-    ("actions/failed", 0o755),
-];
-
-/// A folder of [`TREE`] under `root`, as a path on the node.
-pub fn folder(root: &str, rel: &str) -> String {
-    let root = crate::node::Layout::new(root);
-    match (root.root(), rel) {
-        (r, "") => r.to_owned(),
-        ("/", rel) => format!("/{rel}"),
-        (r, rel) => format!("{r}/{rel}"),
-    }
-}
-
-/// Where the binary is installed: `<root>/bin/homelab`.
-pub fn binary_path(root: &str) -> String {
-    format!("{}/homelab", folder(root, "bin"))
-}
+/// The folders bootstrap creates: the runtime tree, with its modes, as `node` spells it.
+pub use crate::node::TREE;
 
 /// What bootstrap brings the node to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +201,8 @@ pub enum BootstrapError {
     Step { node: String, step: &'static str, status: Option<i32>, stderr: String },
     #[error("{node}: unexpected answer from {step}: {answer}")]
     Answer { node: String, step: &'static str, answer: String },
+    #[error("cannot reach {node} to bootstrap it: {source}")]
+    Connect { node: String, source: crate::transport::ExecError },
     #[error("{node}: {source}")]
     Exec { node: String, source: crate::transport::ExecError },
     #[error("cannot read this homelab binary ({path}): {source}")]
@@ -345,13 +314,5 @@ mod tests {
         let mut w = want();
         w.version = "1.2.0+local build".into();
         assert_eq!(w.tag(), "homelab/agent:1.2.0-local-build-abababababab");
-    }
-
-    #[test]
-    fn folders_sit_under_the_root() {
-        assert_eq!(folder("/opt/homelab/", ""), "/opt/homelab");
-        assert_eq!(folder("/opt/homelab", "actions/pending"), "/opt/homelab/actions/pending");
-        assert_eq!(folder("/", "bin"), "/bin");
-        assert_eq!(binary_path("/srv/it's here"), "/srv/it's here/bin/homelab");
     }
 }

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use super::{binary_path, folder, BootstrapError, Change, Folder, Found, Images, Want};
+use super::{BootstrapError, Change, Folder, Found, Images, Want};
 use super::{BINARY_LABEL, LOCAL_TAG, TREE};
+use crate::node::Layout;
 use crate::transport::{NodeExec, Output};
 
 const SHORT: Duration = Duration::from_secs(30);
@@ -145,14 +146,15 @@ fn answer(node: &str, step: &'static str, text: &str) -> BootstrapError {
 
 /// The folders of `TREE` under `root`, in order.
 fn folders(root: &str) -> Vec<String> {
-    TREE.iter().map(|(rel, _)| folder(root, rel)).collect()
+    let layout = Layout::new(root);
+    TREE.iter().map(|(rel, _)| layout.folder(rel)).collect()
 }
 
 /// Reads what the node has (nothing is written): who logs in, the tree and the binary, then
 /// Docker Engine and Compose (an error when either is missing: nothing else can be done
 /// without them), the architecture, and the image.
 pub fn inspect(exec: &dyn NodeExec, node: &str, want: &Want) -> Result<Found, BootstrapError> {
-    let mut args = vec![binary_path(&want.root)];
+    let mut args = vec![Layout::new(&want.root).binary()];
     args.extend(folders(&want.root));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let step = "reading the runtime tree";
@@ -274,7 +276,7 @@ pub fn run(
         let mut args: Vec<String> = vec![uid];
         for c in &folder_changes {
             let Change::Folder { rel, .. } = c else { continue };
-            args.push(folder(&want.root, rel));
+            args.push(Layout::new(&want.root).folder(rel));
             args.push(c.folder_mode().map(|m| format!("{m:04o}")).unwrap_or_else(|| "-".into()));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -315,7 +317,7 @@ fn install_binary(
 ) -> Result<(), BootstrapError> {
     // A slow link (LTE) gets time for the upload: 100 kB/s at least.
     let timeout = Duration::from_secs(60 + binary.len() as u64 / 100_000);
-    let path = binary_path(&want.root);
+    let path = Layout::new(&want.root).binary();
     let out = sh(exec, node, INSTALL_BINARY, &[&path, &want.sha256], binary, timeout)?;
     ok(out, node, "installing the binary").map(|_| ())
 }
@@ -323,7 +325,7 @@ fn install_binary(
 /// What `<root>/bin/homelab --version` prints on the node (`homelab 0.1.0`): the installed
 /// binary runs there (a node whose C library is too old says so here).
 pub fn version(exec: &dyn NodeExec, node: &str, root: &str) -> Result<String, BootstrapError> {
-    let path = binary_path(root);
+    let path = Layout::new(root).binary();
     let out = exec.run(&[&path, "--version"], b"", SHORT).map_err(exec_err(node))?;
     Ok(ok(out, node, "running the installed binary")?.trim().to_owned())
 }
@@ -381,10 +383,10 @@ fn build_image(
     want: &Want,
     tag: &str,
 ) -> Result<(), BootstrapError> {
-    let bin = binary_path(&want.root);
+    let bin = Layout::new(&want.root).binary();
     let libs = libraries(exec, node, &bin)?;
     let label = format!("{BINARY_LABEL}={}", want.sha256);
-    let base = folder(&want.root, "state");
+    let base = Layout::new(&want.root).folder("state");
     let mut args: Vec<&str> = vec![&bin, tag, LOCAL_TAG, &label, &base];
     args.extend(libs.iter().map(String::as_str));
     ok(sh(exec, node, BUILD_IMAGE, &args, b"", LONG)?, node, "building the agents' image")?;
@@ -434,7 +436,8 @@ mod tests {
         std::fs::set_permissions(root.join("config"), std::fs::Permissions::from_mode(0o750))
             .unwrap();
         let root = root.to_str().unwrap();
-        let (c, b) = (folder(root, "config"), binary_path(root));
+        let layout = Layout::new(root);
+        let (c, b) = (layout.folder("config"), layout.binary());
         let args = ["sh", "-c", PROBE, "homelab", b.as_str(), root, c.as_str(), "/nonexistent"];
         let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);

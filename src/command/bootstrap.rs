@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::args::TransportKind;
 use crate::bootstrap::hostkey::{self, HostKey};
-use crate::bootstrap::{self, remote, Change, Want, LOCAL_TAG};
+use crate::bootstrap::{self, remote, BootstrapError, Change, Want, LOCAL_TAG};
 use crate::error::{Error, Report};
 use crate::model::Node;
 use crate::transport::Transport;
@@ -43,21 +43,14 @@ pub struct BootstrapArgs {
     pub ssh_key: Option<PathBuf>,
 }
 
-/// An error of the bootstrap layer, as the command ends with it.
-fn failed(e: impl std::fmt::Display) -> Error {
-    Error::Unsupported { message: e.to_string() }
-}
-
 pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Report, Error> {
     let lab = super::load(repo)?;
     let id = super::resolve_node(&lab, &args.node)?;
     let node = &lab.nodes[&id];
-    let exe = std::env::current_exe().map_err(|source| {
-        failed(bootstrap::BootstrapError::Binary { path: "current executable".into(), source })
-    })?;
-    let binary = std::fs::read(&exe).map_err(|source| {
-        failed(bootstrap::BootstrapError::Binary { path: exe.display().to_string(), source })
-    })?;
+    let exe = std::env::current_exe()
+        .map_err(|source| BootstrapError::Binary { path: "current executable".into(), source })?;
+    let binary = std::fs::read(&exe)
+        .map_err(|source| BootstrapError::Binary { path: exe.display().to_string(), source })?;
 
     // Where the node's host key is checked: the repository's file, or (for --check on first
     // contact) a temporary one that is thrown away.
@@ -76,12 +69,12 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
                     let dir = tempfile::tempdir()
                         .map_err(|source| Error::Write { path: std::env::temp_dir(), source })?;
                     let file = dir.path().join("known_hosts");
-                    hostkey::trust(&file, &keys).map_err(failed)?;
+                    hostkey::trust(&file, &keys)?;
                     _scratch = Some(dir);
                     file
                 }
                 Some(keys) => {
-                    hostkey::trust(&repo_file, &keys).map_err(failed)?;
+                    hostkey::trust(&repo_file, &keys)?;
                     for k in &keys {
                         eprintln!(
                             "added {} {} to {}",
@@ -97,14 +90,16 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
         }
     };
     let name = node.id.as_str();
-    let exec = transport.connect(node).map_err(|e| failed(format!("{name}: {e}")))?;
+    let exec = transport
+        .connect(node)
+        .map_err(|source| BootstrapError::Connect { node: name.to_owned(), source })?;
     let want = Want {
         root: exec.root().to_owned(),
         sha256: crate::digest::sha256_hex(&binary),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         arch: std::env::consts::ARCH.to_owned(),
     };
-    let found = remote::inspect(exec.as_ref(), name, &want).map_err(failed)?;
+    let found = remote::inspect(exec.as_ref(), name, &want)?;
     let changes = bootstrap::changes(&want, &found);
     let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(Error::stdout);
     w(
@@ -116,7 +111,7 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
     )?;
 
     if changes.is_empty() {
-        let version = remote::version(exec.as_ref(), name, &want.root).map_err(failed)?;
+        let version = remote::version(exec.as_ref(), name, &want.root)?;
         let state = summary(&want, &version);
         if new_key {
             w(out, "+ add the node's host key to the known_hosts file".into())?;
@@ -148,9 +143,8 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
     let mut progress = |c: &Change| {
         let _ = writeln!(out, "done: {c}");
     };
-    remote::run(exec.as_ref(), name, &want, &found, &changes, &binary, &mut progress)
-        .map_err(failed)?;
-    let version = remote::version(exec.as_ref(), name, &want.root).map_err(failed)?;
+    remote::run(exec.as_ref(), name, &want, &found, &changes, &binary, &mut progress)?;
+    let version = remote::version(exec.as_ref(), name, &want.root)?;
     w(
         out,
         format!(
@@ -174,7 +168,7 @@ fn plural(n: usize) -> &'static str {
 fn summary(want: &Want, version: &str) -> String {
     format!(
         "{version} at {} (sha256 {}), image {} ({LOCAL_TAG})",
-        bootstrap::binary_path(&want.root),
+        crate::node::Layout::new(&want.root).binary(),
         &want.sha256[..12],
         want.tag()
     )
@@ -190,7 +184,7 @@ fn first_contact(
 ) -> Result<Option<Vec<HostKey>>, Error> {
     let (address, port) = (&node.ssh.address, node.ssh.port);
     let host = hostkey::pattern(address, port);
-    let known = hostkey::known(known_hosts, address, port).map_err(failed)?;
+    let known = hostkey::known(known_hosts, address, port)?;
     if !known.is_empty() {
         if let Some(fp) = &args.host_key {
             if hostkey::matching(&known, fp).is_none() {
@@ -207,7 +201,7 @@ fn first_contact(
         }
         return Ok(None);
     }
-    let scanned = hostkey::scan(address, port).map_err(failed)?;
+    let scanned = hostkey::scan(address, port)?;
     eprintln!("{} ({host}) is not in {}; it presents:", node.display_name, known_hosts.display());
     for k in &scanned {
         eprintln!("  {} {}", k.algorithm, k.fingerprint);

@@ -86,6 +86,19 @@ pub fn save(
     let id = file::plan_id(body.as_bytes());
     let path = plans_dir.join(format!("{id}.plan"));
     super::write(&path, file::join(&body, &signature).as_bytes())?;
+    announce(id, plan, path, records, annotate)
+}
+
+/// Writes the pending action of the plan file `path` (id `id`), which `annotate` may add to:
+/// [`save`]'s second half, also how the supervisor finishes a save that a crash cut short
+/// between the two files.
+pub fn announce(
+    id: String,
+    plan: &Plan,
+    path: PathBuf,
+    records: &crate::approve::policy::Records,
+    annotate: impl FnOnce(&mut PendingAction),
+) -> Result<Saved, Error> {
     let pending = records.action(ActionState::Pending, &id);
     let mut action = pending_action(&id, plan, &path);
     annotate(&mut action);

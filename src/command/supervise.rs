@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use super::args::Target;
 use super::Selection;
-use crate::approve::{keys, Signer, APPROVE_NAMESPACE};
+use crate::approve::{keys, policy, Signer, APPROVE_NAMESPACE};
 use crate::error::{Error, Report};
 use crate::executor::{Queue, QueueError};
 use crate::node::records::ActionResult;
@@ -161,10 +161,25 @@ fn pass(
     let mut new_id = None;
     if let (true, Some(d)) = (decision.plan, &drift) {
         let plans = super::plans_dir(repo, args.plans_dir.as_ref());
-        let saved = super::plan::save(&plan, key, &plans, queue.records(), |a| {
+        let annotate = |a: &mut crate::node::records::PendingAction| {
             a.reason = Some(d.reason.clone());
             a.drift = Some(d.fingerprint.clone());
-        })?;
+        };
+        // A pass killed between the plan file and its action left a plan for this very drift
+        // that nobody was told of: announce that one rather than plan the same drift twice.
+        let saved = match unannounced(&plans, &queue, &lab, &plan.planner, d, now) {
+            Some(loaded) => {
+                writeln!(
+                    out,
+                    "plan {} was written for this drift by a pass that stopped before its action: announcing it",
+                    loaded.id
+                )
+                .map_err(Error::stdout)?;
+                let (id, path) = (loaded.id.clone(), loaded.path.clone());
+                super::plan::announce(id, &loaded.plan, path, queue.records(), annotate)?
+            }
+            None => super::plan::save(&plan, key, &plans, queue.records(), annotate)?,
+        };
         let memory = Memory {
             drift: d.fingerprint.clone(),
             plan: saved.id.clone(),
@@ -184,10 +199,26 @@ fn pass(
         new_id = Some(saved.id);
     } else {
         writeln!(out, "{}", decision.note).map_err(Error::stdout)?;
+        // A pass killed after the action and before the memory: the drift's pending plan is
+        // the one to remember (so its rejection is honoured), whatever the memory says.
+        let planned =
+            drift.as_ref().and_then(|d| pending.iter().find(|e| e.drift == d.fingerprint));
+        if let Some(e) = planned.filter(|e| memory.as_ref().is_none_or(|m| m.plan != e.id)) {
+            let memory = Memory {
+                drift: e.drift.clone(),
+                plan: e.id.clone(),
+                at: crate::clock::rfc3339(now),
+            };
+            memory
+                .save(&root)
+                .map_err(|source| Error::Write { path: Memory::path(&root), source })?;
+        }
     }
     for (id, why) in &decision.supersede {
         let why = match &new_id {
             Some(new) => format!("superseded by plan {new}: {why}"),
+            // `decide` named the plan that supersedes it already.
+            None if why.starts_with("superseded") => why.clone(),
             None => format!("superseded: {why}"),
         };
         let result = ActionResult {
@@ -204,4 +235,45 @@ fn pass(
         }
     }
     Ok(Report::Success)
+}
+
+/// A plan of this supervisor's for `drift` that an earlier pass wrote and never announced (it
+/// was killed between the plan file and its pending action): no record of its id anywhere (no
+/// action in any state, no apply, no rejection, no approval beside it), signed by this
+/// planner's key, not expired, and made for the same drift. `None` when there is none.
+fn unannounced(
+    plans: &Path,
+    queue: &Queue,
+    lab: &crate::model::Homelab,
+    planner: &str,
+    drift: &supervise::Drift,
+    now: SystemTime,
+) -> Option<crate::plan::file::LoadedPlan> {
+    let signers = keys::allowed_signers(&lab.allowed_signers).ok()?;
+    let records = queue.records();
+    for entry in std::fs::read_dir(plans).ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".plan").filter(|id| crate::executor::is_plan_id(id))
+        else {
+            continue;
+        };
+        let known = ActionState::ALL.iter().any(|s| records.action(*s, id).exists())
+            || records.applied(id).exists()
+            || records.rejected(id).exists()
+            || ["approved", "rejected"].iter().any(|x| plans.join(format!("{id}.{x}")).exists());
+        if known {
+            continue;
+        }
+        let Ok(loaded) = crate::plan::file::read(&entry.path()) else { continue };
+        let ours = loaded.plan.planner == planner
+            && policy::verify_planner(&loaded, &signers, now).is_ok()
+            && policy::check_not_expired(&loaded, now).is_ok();
+        if ours
+            && supervise::drift(&loaded.plan, None)
+                .is_some_and(|d| d.fingerprint == drift.fingerprint)
+        {
+            return Some(loaded);
+        }
+    }
+    None
 }

@@ -14,6 +14,7 @@ pub mod records;
 /// strings: on a node they are arguments of remote commands, never parsed by a shell.
 ///
 /// ```text
+/// <root>/bin/homelab                     this binary, installed by bootstrap (the agents run it)
 /// <root>/data/<svc>/                     persistent volumes
 /// <root>/config/<svc>/.env               secrets (never read into a plan)
 /// <root>/logs/<svc>/                     service logs, incident and diagnose logs
@@ -39,6 +40,28 @@ pub struct Layout {
     root: String,
 }
 
+/// The folders every runtime root has (DESIGN.md §6, the guide's "Runtime Path Conventions"),
+/// relative to the root (`""` is the root itself), with the mode each is created with and the
+/// most it may grant. `config/` holds secrets and `logs/` may (a failed deploy's output):
+/// neither is world-readable. `bootstrap` creates exactly these; every path [`Layout`] spells
+/// sits in one of them (a unit test checks it).
+pub const TREE: &[(&str, u32)] = &[
+    ("", 0o755),
+    ("bin", 0o755),
+    ("config", 0o700),
+    ("data", 0o755),
+    ("logs", 0o750),
+    ("state", 0o755),
+    ("events", 0o755),
+    ("world", 0o755),
+    ("actions", 0o755),
+    ("actions/pending", 0o755),
+    ("actions/approved", 0o755),
+    ("actions/running", 0o755),
+    ("actions/completed", 0o755),
+    ("actions/failed", 0o755),
+];
+
 /// The folders of the guide's action flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionState {
@@ -50,6 +73,15 @@ pub enum ActionState {
 }
 
 impl ActionState {
+    /// Every state, in the order an action moves through them.
+    pub const ALL: [ActionState; 5] = [
+        ActionState::Pending,
+        ActionState::Approved,
+        ActionState::Running,
+        ActionState::Completed,
+        ActionState::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ActionState::Pending => "pending",
@@ -85,6 +117,22 @@ impl Layout {
         } else {
             format!("{}/{rel}", self.root)
         }
+    }
+
+    // The tree.
+
+    /// A folder of [`TREE`] (`rel` as listed there; `""` is the root itself).
+    pub fn folder(&self, rel: &str) -> String {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.at(rel)
+        }
+    }
+
+    /// This binary on the node, as bootstrap installs it and the agents' image runs it.
+    pub fn binary(&self) -> String {
+        self.at("bin/homelab")
     }
 
     // Service folders.
@@ -195,8 +243,13 @@ impl Layout {
         self.at(&format!("state/rejected/{plan}.json"))
     }
 
+    /// The folder of the actions in `state`.
+    pub fn actions(&self, state: ActionState) -> String {
+        self.at(&format!("actions/{}", state.as_str()))
+    }
+
     pub fn action(&self, state: ActionState, plan: &str) -> String {
-        self.at(&format!("actions/{}/{plan}.json", state.as_str()))
+        format!("{}/{plan}.json", self.actions(state))
     }
 
     // The stability agent.
@@ -279,5 +332,57 @@ mod tests {
         assert_eq!(Layout::new("/").live("x"), "/state/services/x");
         assert_eq!(l.world("nodes"), "/opt/homelab/world/nodes.json");
         assert_eq!(l.observer_cursors(), "/opt/homelab/state/observer/cursors.json");
+        assert_eq!(l.folder(""), "/opt/homelab");
+        assert_eq!(l.folder("actions/pending"), "/opt/homelab/actions/pending");
+        assert_eq!(l.binary(), "/opt/homelab/bin/homelab");
+        assert_eq!(Layout::new("/").folder(""), "/");
+        assert_eq!(Layout::new("/").binary(), "/bin/homelab");
+        assert_eq!(Layout::new("/srv/it's here").binary(), "/srv/it's here/bin/homelab");
+    }
+
+    /// One source of truth: every path spelled here sits under a folder bootstrap creates,
+    /// and every action state has its folder in the tree.
+    #[test]
+    fn every_path_sits_in_a_folder_of_the_tree() {
+        let l = Layout::new("/r");
+        let in_tree = |path: &str| {
+            let rel = path.strip_prefix("/r/").unwrap();
+            TREE.iter().any(|(f, _)| !f.is_empty() && rel.starts_with(&format!("{f}/")))
+        };
+        for state in ActionState::ALL {
+            let folder = l.actions(state);
+            let rel = folder.strip_prefix("/r/").unwrap();
+            assert!(TREE.iter().any(|(f, _)| *f == rel), "{rel} is not in TREE");
+            assert!(in_tree(&l.action(state, "p")));
+        }
+        for path in [
+            l.binary(),
+            l.data("s"),
+            l.config("s"),
+            l.env_file("s"),
+            l.logs("s"),
+            l.step_log("s", "p", "up"),
+            l.live("s"),
+            l.release("s", "p"),
+            l.staging("s", "p"),
+            l.journal("p"),
+            l.job("p", "s", "up"),
+            l.lock_holder(),
+            l.consumed("p"),
+            l.applied("p"),
+            l.rejected("p"),
+            l.agent_heartbeat(),
+            l.agent_state(),
+            l.events("2026-11-30", "n"),
+            l.world("nodes"),
+            l.observer_cursors(),
+            l.supervisor_state(),
+            l.executor_lock(),
+        ] {
+            assert!(in_tree(&path), "{path} is in no folder of TREE");
+        }
+        let config = TREE.iter().find(|(f, _)| *f == "config").unwrap().1;
+        let logs = TREE.iter().find(|(f, _)| *f == "logs").unwrap().1;
+        assert_eq!((config & 0o007, logs & 0o007), (0, 0), "secrets are not world-readable");
     }
 }

@@ -3,7 +3,8 @@
 //! `mosquitto` as the broker, and a small tmpfs as the runtime root so the disk can really fill.
 //! The agent runs inside the node's network namespace, as the `stability-agent` container does
 //! with host networking. Every wait is a bounded poll of a file (the events, the heartbeat) or
-//! of the engine, never a sleep standing in for an outcome.
+//! of the engine, never a sleep standing in for an outcome. Kills at exact points of recording
+//! an event are made by `strace` (`supervise::under_strace`), not by hooks in homelab.
 
 use std::fs;
 use std::path::PathBuf;
@@ -362,4 +363,122 @@ fn the_agent_reports_containers_links_broker_and_disk_once_each_across_restarts(
     eprintln!("agent test: {:.1}s after the lab was up", t0.elapsed().as_secs_f64());
     drop(agent);
     drop(broker);
+}
+
+/// Issue 11: the agent killed at each point of recording an event, and started again, loses
+/// none and repeats none. An event is decided, written to `state/agent/state.json` as pending,
+/// appended to the events file, then cleared from the pending list. `strace` SIGKILLs the agent
+/// (1) as it opens the events file to append a pending event (recorded, not appended: the next
+/// agent appends it), (2) after its write, at the `fdatasync` (appended, still pending: the next
+/// agent finds the line there and does not append it again). A kill before the pending save
+/// is a kill before the event, which the other test covers (the next agent's first look
+/// reports what changed while it was away).
+#[test]
+fn the_agent_killed_while_it_records_an_event_loses_none_and_repeats_none() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&[NODE]);
+    let root = lab.node(NODE).root();
+    fs::create_dir_all(&root).unwrap();
+    let t0 = Instant::now();
+    let site = Site { log: lab.node(NODE).dir.join("agent.log"), lab, root };
+    site.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "none",
+        "--label",
+        "com.docker.compose.project=web",
+        "--label",
+        "com.docker.compose.service=web",
+        crate::lab::IMAGE,
+        "sh",
+        "-c",
+        "exec sleep 3600",
+    ]);
+    let node = site.lab.node(NODE);
+    let command = || {
+        let mut c = site.lab.node_command(NODE, env!("CARGO_BIN_EXE_homelab"));
+        c.arg("agent")
+            .arg("--root")
+            .arg(&site.root)
+            .args(["--node", NODE, "--docker-socket"])
+            .arg(&node.docker_socket)
+            .args(["--interface", "lo", "--interval", "0.5"])
+            .env_remove("HOMELAB_ROOT")
+            .env_remove("HOMELAB_NODE")
+            .env_remove("HOMELAB_MQTT")
+            .stdout(Stdio::null())
+            .stderr(fs::OpenOptions::new().create(true).append(true).open(&site.log).unwrap());
+        c
+    };
+    let pending = || -> Vec<String> {
+        let text = fs::read_to_string(site.root.join("state/agent/state.json")).unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let lines = v["pending"].as_array().cloned().unwrap_or_default();
+        lines.iter().map(Value::to_string).collect()
+    };
+    let count = |kind: &str| site.matching(kind, "web").len();
+    // An agent (under strace its pid is not the child's) is ready once a heartbeat written
+    // after `since` says it has reached the engine.
+    let ready = |since: SystemTime| {
+        let path = site.root.join("state/agent/heartbeat.json");
+        wait_for(&format!("an agent ready\n{}", site.dump()), 30, || {
+            let m = fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+            let h = site.heartbeat()?;
+            (m > since && h["status"]["docker"] == "connected").then_some(())
+        });
+    };
+    // The node's events file (of today, or of tomorrow should the day turn meanwhile).
+    let now = SystemTime::now();
+    let files: Vec<PathBuf> = [now, now + Duration::from_secs(86_400)]
+        .into_iter()
+        .map(|t| site.root.join(format!("events/{}/{NODE}/events.jsonl", homelab::clock::day(t))))
+        .collect();
+    let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    // Runs the agent under strace until it is killed at the cut, after `then` made an event.
+    let cut = |syscalls: &str, then: &[&str]| {
+        let since = SystemTime::now();
+        let mut strace = crate::supervise::under_strace(&command(), &files, syscalls, 1);
+        let log = fs::OpenOptions::new().append(true).open(&site.log).unwrap();
+        let mut child = Proc(strace.stdout(Stdio::null()).stderr(log).spawn().unwrap());
+        ready(since);
+        site.docker(then);
+        let status = wait_for(&format!("the kill at {syscalls}\n{}", site.dump()), 30, || {
+            child.0.try_wait().unwrap()
+        });
+        assert!(crate::supervise::was_killed(status), "{status}\n{}", site.dump());
+    };
+    // Started again without strace: ready, and one more heartbeat so any catch-up is done.
+    let restart = || {
+        let since = SystemTime::now();
+        let agent = Proc(command().spawn().unwrap());
+        ready(since);
+        let h = site.heartbeat().unwrap();
+        site.next_heartbeat(&h);
+        agent
+    };
+
+    // (1) Killed as it opens the events file to append the event it recorded as pending.
+    cut("?open,openat", &["stop", "web"]);
+    assert_eq!(count("service_unhealthy"), 0, "{}", site.dump());
+    let left = pending();
+    assert!(left.len() == 1 && left[0].contains("service_unhealthy"), "{left:?}");
+    let agent = restart();
+    assert_eq!(count("service_unhealthy"), 1, "appended by the next agent\n{}", site.dump());
+    assert!(pending().is_empty());
+    drop(agent);
+
+    // (2) Killed once the line is written, before it is synced and cleared from pending.
+    cut("fdatasync,fsync", &["start", "web"]);
+    assert_eq!(count("service_recovered"), 1, "{}", site.dump());
+    let left = pending();
+    assert!(left.len() == 1 && left[0].contains("service_recovered"), "{left:?}");
+    let agent = restart();
+    assert_eq!(count("service_recovered"), 1, "not appended again\n{}", site.dump());
+    assert!(pending().is_empty());
+    drop(agent);
+    assert_eq!(site.events().len(), 2, "{}", site.dump());
+    eprintln!("agent kill test: {:.1}s after the lab was up", t0.elapsed().as_secs_f64());
 }

@@ -1,6 +1,8 @@
 //! `homelab bootstrap` against a bare lab node (sshd and dockerd only): first contact, the
 //! runtime tree with its modes, the binary, the agents' image run in a container, a second run
-//! that changes nothing, and `--check` that writes nothing. The node's runtime root holds
+//! that changes nothing, and `--check` that writes nothing. Then the node takes a plan and an
+//! apply of its services, the repository's own `stability-agent` among them, run under Compose
+//! from the image bootstrap built, and bootstrap still finds nothing to do. The node's runtime root holds
 //! spaces and option-like words, so every value is seen to arrive as one argument. (Quotes,
 //! `$`, backticks and newlines are refused in a root by validation; the node-side scripts are
 //! run with those by the unit tests of `bootstrap::remote`.)
@@ -55,6 +57,27 @@ impl Site {
             .args(args)
             .env("NO_COLOR", "1")
             .env("HOMELAB_SSH_KEY", self.lab.client_key())
+            .env_remove("HOMELAB_REPO")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `homelab ARGS` with the lab's login key and a controller root in the repository.
+    fn homelab(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_homelab"))
+            .arg("--repo")
+            .arg(self.repo.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("HOMELAB_SSH_KEY", self.lab.client_key())
+            .env("HOMELAB_ROOT", self.repo.path().join(".controller"))
+            .env_remove("HOMELAB_SIGNING_KEY")
             .env_remove("HOMELAB_REPO")
             .stdin(Stdio::null())
             .output()
@@ -283,4 +306,134 @@ fn bootstrap_meets_a_bare_node_installs_and_builds_and_a_second_run_changes_noth
     );
     assert!(out.stderr.contains("systemctl enable --now docker"), "{}", out.stderr);
     assert_eq!(snapshot(&root), before);
+
+    fs::write(&topology, text).unwrap();
+
+    step("engine down named");
+    // The bootstrapped node takes a plan and an apply of its services: the fixture's and the
+    // repository's own stability-agent, whose image is the one bootstrap built. The lab's
+    // engine listens on a socket of its own, so the node's override mounts that one where the
+    // agent looks (Compose merges volumes by their target).
+    copy_tree(
+        &crate::support::repo_root().join("services/stability-agent"),
+        &site.repo.path().join("services/stability-agent"),
+    );
+    let write = |rel: &str, text: &str| {
+        let p = site.repo.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    };
+    let edit = |rel: &str, f: &dyn Fn(String) -> String| {
+        let p = site.repo.path().join(rel);
+        fs::write(&p, f(fs::read_to_string(&p).unwrap())).unwrap();
+    };
+    let socket = site.lab.node("alpha").docker_socket.display().to_string();
+    for node in ["alpha", "edge-a", "edge-b"] {
+        edit(&format!("hosts/{node}/services.yaml"), &|s| {
+            s + "  - name: stability-agent\n    exposure: internal\n"
+        });
+    }
+    edit("services/stability-agent/service.yaml", &|s| {
+        s.replace("host_paths: [", &format!("host_paths: [\"{socket}\", "))
+    });
+    write(
+        "hosts/alpha/runtime/stability-agent/docker-compose.override.yml",
+        &format!(
+            "services:\n  stability-agent:\n    volumes:\n      - \"{socket}:/var/run/docker.sock:ro\"\n"
+        ),
+    );
+    // Quick healthchecks keep the lab fast.
+    for svc in ["agent", "web", "stability-agent"] {
+        edit(&format!("services/{svc}/service.yaml"), &|s| {
+            s.replace("interval: 5s", "interval: 1s")
+                .replace("interval: 30s", "interval: 1s")
+                .replace("timeout: 2s", "timeout: 1s")
+                .replace("timeout: 5s", "timeout: 1s")
+        });
+    }
+    let key = site.repo.path().join(".operator_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "operator@test", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    write(
+        "inventory/allowed_signers",
+        &format!(
+            "operator@test namespaces=\"homelab-plan,homelab-approve\" {}\n",
+            public.join(" ")
+        ),
+    );
+    let key = key.to_str().unwrap();
+    let out = site.homelab(&["plan", "--node", "alpha", "--key", key]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let plan_id = out.stdout.lines().next().and_then(|l| l.strip_prefix("plan ")).unwrap().trim();
+    for svc in ["agent", "web", "stability-agent"] {
+        assert!(
+            out.stdout.contains(&format!("+ create   {svc}@alpha")),
+            "{svc} created: {}",
+            out.stdout
+        );
+    }
+    let plan = site.repo.path().join(format!("plans/{plan_id}.plan"));
+    let out = site.homelab(&["approve", plan.to_str().unwrap(), "--key", key, "--yes"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let approved = plan.with_extension("approved");
+    let out = site.homelab(&["apply", approved.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    step("planned and applied");
+
+    // The agent runs the bootstrapped binary from the bootstrapped image, under Compose, and
+    // writes its heartbeat (which its healthcheck, passed by apply's verify, requires).
+    let inspect = |what: &str| {
+        let out = site.lab.docker("alpha", &["inspect", "-f", what, "stability-agent"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(inspect("{{.Image}}"), id, "the image bootstrap built");
+    assert_eq!(inspect("{{.State.Running}}"), "true");
+    assert_eq!(
+        inspect("{{index .Config.Labels \"com.docker.compose.project\"}}"),
+        "stability-agent"
+    );
+    // Its first heartbeat may come before it has reached the engine: wait for one that has.
+    let path = root.join("state/agent/heartbeat.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let heartbeat = loop {
+        let h: serde_json::Value = fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if h["status"]["docker"] == "connected" {
+            break h;
+        }
+        assert!(std::time::Instant::now() < deadline, "no heartbeat connected to Docker: {h}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(heartbeat["node"], "alpha");
+    assert_eq!(heartbeat["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(heartbeat["watching"]["docker"], "/var/run/docker.sock");
+    for svc in ["agent", "web"] {
+        assert_eq!(
+            String::from_utf8_lossy(
+                &site.lab.docker("alpha", &["inspect", "-f", "{{.State.Running}}", svc]).stdout
+            )
+            .trim(),
+            "true",
+            "{svc}"
+        );
+    }
+    let out = site.homelab(&["plan", "--node", "alpha", "--detailed-exitcode"]);
+    assert_eq!(out.code, 0, "nothing left to plan: {}\n{}", out.stdout, out.stderr);
+
+    // Bootstrap after the apply: still nothing to do.
+    let out = site.bootstrap(&["--yes"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("already bootstrapped: alpha"), "{}", out.stdout);
+    assert!(out.stdout.contains("nothing changed"), "{}", out.stdout);
+    assert_eq!(site.image_id("homelab/agent:local"), id);
+    step("bootstrap after apply");
 }

@@ -1,7 +1,8 @@
 //! `homelab executor` on a real node of the lab (its own sshd and Docker Engine, Compose v2):
 //! a pending plan waits for its approval, then is applied and completed; a plan moved to
 //! `approved/` without approvals, or tampered with after approval, fails and is never applied;
-//! an executor killed while the node deploys is restarted and applies nothing twice.
+//! an executor killed while the node deploys, or after the apply and before its action is
+//! moved, is restarted and applies nothing twice.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -15,12 +16,15 @@ use crate::support::{copy_tree, fixtures, Output};
 // One lab at a time, whichever test file starts it (they are heavy on 2 cores).
 use crate::apply::LAB;
 
-/// The base fixture reduced to ALPHA (agent and web), pointed at a lab node.
+/// The base fixture reduced to ALPHA (agent and web), pointed at a lab node; also the
+/// supervisor's lab test's.
 pub(crate) struct Site {
     pub(crate) lab: Lab,
     pub(crate) repo: tempfile::TempDir,
     pub(crate) ctl: PathBuf,
     pub(crate) key: PathBuf,
+    /// `HOME` for Git.
+    home: tempfile::TempDir,
 }
 
 impl Site {
@@ -45,6 +49,7 @@ impl Site {
             key: repo.path().join(".operator_key"),
             lab,
             repo,
+            home: tempfile::tempdir().unwrap(),
         };
         site.write("inventory/topology.yaml", &topo);
         site.write(
@@ -154,12 +159,59 @@ impl Site {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// A key for the supervisor, allowed to plan and never to approve; its path.
+    pub(crate) fn supervisor_key(&self) -> PathBuf {
+        let sup = self.repo.path().join(".supervisor_key");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "supervisor@test", "-f"])
+            .arg(&sup)
+            .output()
+            .unwrap();
+        assert!(made.status.success());
+        let public = fs::read_to_string(sup.with_extension("pub")).unwrap();
+        let public: Vec<&str> = public.split_whitespace().take(2).collect();
+        let signers =
+            fs::read_to_string(self.repo.path().join("inventory/allowed_signers")).unwrap();
+        self.write(
+            "inventory/allowed_signers",
+            &format!("{signers}supervisor@test namespaces=\"homelab-plan\" {}\n", public.join(" ")),
+        );
+        sup
+    }
+
+    pub(crate) fn git(&self, args: &[&str]) {
+        let out = Command::new("git")
+            .current_dir(self.repo.path())
+            .args(args)
+            .env("HOME", self.home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Commits the work tree (a Git repository from the first call on): the supervisor plans
+    /// from a commit.
+    pub(crate) fn commit(&self, message: &str) {
+        if !self.repo.path().join(".git").exists() {
+            fs::write(
+                self.repo.path().join(".gitignore"),
+                ".controller/\n.operator_key*\n.supervisor_key*\n",
+            )
+            .unwrap();
+            self.git(&["init", "-q", "-b", "main"]);
+        }
+        self.git(&["add", "-A"]);
+        self.git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", message]);
+    }
+
     pub(crate) fn web_command(&self) -> String {
         let out = self.lab.docker("alpha", &["inspect", "-f", "{{json .Config.Cmd}}", "web"]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    fn port(&self, from: u32, to: u32) {
+    pub(crate) fn port(&self, from: u32, to: u32) {
         self.edit("services/web/docker-compose.yml", |s| {
             s.replace(&format!("\"{from}\"]"), &format!("\"{to}\"]"))
         });
@@ -291,6 +343,37 @@ fn the_executor_applies_approved_plans_fails_the_rest_and_survives_a_kill() {
     let completed = site.actions("completed");
     assert_eq!(completed.len(), 2);
     assert!(completed.contains(&killed) && completed.contains(&first));
+
+    // Killed once the apply is done, before its action is moved to completed/ (strace, at the
+    // mkdir of that folder): started again, it records the apply it finds and applies nothing
+    // twice.
+    site.port(8081, 8082);
+    let late = site.plan();
+    site.approve(&late);
+    let out = crate::supervise::killed_at(
+        &site.command(&["executor", "--once"]),
+        &site.ctl.join("actions/completed"),
+        1,
+    );
+    assert!(out.contains(&format!("{late}: approved → running")), "{out}");
+    assert_eq!(site.actions("running"), [late.as_str()], "{out}");
+    assert!(site.ctl.join(format!("state/applied/{late}.json")).exists());
+    assert!(site.web_command().contains("8082"), "{}", site.web_command());
+    let out = site.executor();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{late}: running → completed: applied")),
+        "{}",
+        out.stdout
+    );
+    let (events, _) = homelab::events::read_all(&root, Some("alpha")).unwrap();
+    let started = events
+        .iter()
+        .filter(|e| e["type"] == "deployment_started" && e["correlation_id"] == late.as_str())
+        .count();
+    assert_eq!(started, 1, "deployed once");
+    assert_eq!(site.actions("completed").len(), 3);
+    assert!(site.actions("running").is_empty());
 }
 
 /// Without the lab (nothing applies): a plan nobody approves waits, then fails when it
@@ -352,50 +435,16 @@ fn a_stopped_container_is_seen_planned_approved_applied_and_healthy_again() {
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let site = Site::new();
     let root = site.lab.node("alpha").root();
-    // The supervisor's key: may plan, never approve.
-    let sup = site.repo.path().join(".supervisor_key");
-    let made = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "supervisor@test", "-f"])
-        .arg(&sup)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
-    let public = fs::read_to_string(sup.with_extension("pub")).unwrap();
-    let public: Vec<&str> = public.split_whitespace().take(2).collect();
-    let signers = fs::read_to_string(site.repo.path().join("inventory/allowed_signers")).unwrap();
-    site.write(
-        "inventory/allowed_signers",
-        &format!("{signers}supervisor@test namespaces=\"homelab-plan\" {}\n", public.join(" ")),
-    );
-    // The supervisor plans from a commit: the repository is a Git repository.
-    let home = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(site.repo.path())
-            .args(args)
-            .env("HOME", home.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env_remove("GIT_DIR")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    fs::write(
-        site.repo.path().join(".gitignore"),
-        ".controller/\n.operator_key*\n.supervisor_key*\n",
-    )
-    .unwrap();
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", "homelab"]);
+    // The supervisor's key: may plan, never approve. It plans from a commit.
+    let sup = site.supervisor_key();
+    site.commit("homelab");
 
     // Deployed through the executor.
     let first = site.plan();
     site.approve(&first);
     let out = site.executor();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    git(&["add", "-A"]);
-    git(&["-c", "user.name=T", "-c", "user.email=t@lab", "commit", "-q", "-m", "plan"]);
+    site.commit("plan");
 
     // The agent on the node, against its engine.
     let node = site.lab.node("alpha");

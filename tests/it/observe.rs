@@ -2,7 +2,8 @@
 //! other days and torn lines) are folded into the controller's `world/`; a pass with nothing
 //! new changes no byte, a lost cursor re-reads without changing a byte, a torn last line
 //! waits until it is whole, an unreadable node is named and the others are folded. The last
-//! test does it over real SSH against a lab node.
+//! tests do it over real SSH against lab nodes: one cut off with its agent running, and an
+//! observer killed while it writes the world.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -474,4 +475,245 @@ fn today(roots: &Path) -> String {
         fs::read_dir(roots.join("alpha/events")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(days.len(), 1);
     days[0].to_string_lossy().into_owned()
+}
+
+/// A process of the test's, killed when dropped (a failed assertion leaves nothing running).
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` every 100 ms until it holds, for at most 30 s; panics naming `what`.
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "waited 30 s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Issue 11: a CHELSTY-like node (an offline-first site on LTE) with its link cut keeps its
+/// stability agent running and its events recorded; the observer names it unreachable and
+/// folds the others; when the link returns the observer catches up, and an observer killed in
+/// the middle of writing the world (between two of its files, by `strace` at the `mkdir`
+/// before each write) and started again loses no event and folds none twice: the world is the
+/// one a fold of every event from scratch gives.
+#[test]
+fn a_cut_off_node_keeps_its_events_and_a_killed_observer_catches_up_with_none_lost() {
+    let _serial = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = std::time::Instant::now();
+    let lab = crate::lab::Lab::start(&["alpha", "edge-a"]);
+    let repo = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("base"), repo.path());
+    fs::remove_dir_all(repo.path().join("hosts/edge-b")).unwrap();
+    fs::remove_dir_all(repo.path().join("services/app")).unwrap();
+    let mut topo = String::from(
+        "mesh: tailscale\nsites:\n  home:\n    uplink: fiber\n    offline_first: false\n  chelsty:\n    uplink: lte\n    offline_first: true\nnodes:\n",
+    );
+    for (name, site) in [("alpha", "home"), ("edge-a", "chelsty")] {
+        let n = lab.node(name);
+        fs::create_dir_all(n.root()).unwrap();
+        topo.push_str(&format!(
+            "  {name}:\n    display_name: {}\n    roles: [edge]\n    site: {site}\n    ssh:\n      address: {}\n      user: root\n      port: 22\n    runtime_root: \"{}\"\n    docker_socket: \"{}\"\n",
+            name.to_uppercase(),
+            n.address,
+            n.root().display(),
+            n.docker_socket.display()
+        ));
+    }
+    fs::write(repo.path().join("inventory/topology.yaml"), topo).unwrap();
+    fs::copy(lab.known_hosts(), repo.path().join("inventory/known_hosts")).unwrap();
+    let ctl = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_homelab");
+    let observe_cmd = |ctl: &Path| {
+        let mut c = Command::new(bin);
+        c.arg("--repo")
+            .arg(repo.path())
+            .args(["observe", "--once", "--controller-root"])
+            .arg(ctl)
+            .env("HOMELAB_SSH_KEY", lab.client_key())
+            .env("NO_COLOR", "1")
+            .env_remove("HOMELAB_ROOT");
+        c
+    };
+    let observe = |ctl: &Path| {
+        let out = observe_cmd(ctl).output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let world = |ctl: &Path, name: &str| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(ctl.join(format!("world/{name}.json"))).unwrap())
+                .unwrap();
+        v[name].clone()
+    };
+    let edge = lab.node("edge-a");
+    let root = edge.root();
+    let events = || -> Vec<serde_json::Value> {
+        let (all, torn) = homelab::events::read_all(&root, Some("edge-a")).unwrap_or_default();
+        assert_eq!(torn, 0);
+        all
+    };
+    let has = |kind: &str, key: &str, name: &str| {
+        events().iter().any(|e| e["type"] == kind && e[key] == name)
+    };
+
+    // EDGE-A runs its broker (started by hand, labelled as Compose labels it) and its agent,
+    // in its own network namespace, watching its uplink `eth0`.
+    let run = lab.docker(
+        "edge-a",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "broker",
+            "--network",
+            "none",
+            "--label",
+            "com.docker.compose.project=broker",
+            "--label",
+            "com.docker.compose.service=broker",
+            crate::lab::IMAGE,
+            "sh",
+            "-c",
+            "exec sleep 3600",
+        ],
+    );
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let log = edge.dir.join("agent.log");
+    let mut agent = lab.node_command("edge-a", bin);
+    agent
+        .arg("agent")
+        .arg("--root")
+        .arg(&root)
+        .args(["--node", "edge-a", "--docker-socket"])
+        .arg(&edge.docker_socket)
+        .args(["--interface", "eth0", "--interval", "0.5"])
+        .env_remove("HOMELAB_ROOT")
+        .env_remove("HOMELAB_MQTT")
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap());
+    let agent = Proc(agent.spawn().unwrap());
+    let heartbeat = || -> serde_json::Value {
+        fs::read_to_string(root.join("state/agent/heartbeat.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    };
+    wait_until("the agent ready", || {
+        let h = heartbeat();
+        h["pid"] == agent.0.id()
+            && h["status"]["docker"] == "connected"
+            && h["status"]["interface"] == "up"
+    });
+    let (code, out, err) = observe(ctl.path());
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert_eq!(world(ctl.path(), "nodes")["edge-a"]["status"], "online");
+
+    // The link to everything cut: the agent sees its uplink go, goes on, and records what
+    // happens on the node: the broker stopped and started by hand.
+    lab.cut("edge-a");
+    wait_until("node_offline eth0", || {
+        events().iter().any(|e| e["type"] == "node_offline" && e["data"]["link"] == "eth0")
+    });
+    let stop = lab.docker("edge-a", &["stop", "broker"]);
+    assert!(stop.status.success());
+    wait_until("service_unhealthy broker", || has("service_unhealthy", "service", "broker"));
+    let start = lab.docker("edge-a", &["start", "broker"]);
+    assert!(start.status.success());
+    wait_until("service_recovered broker", || has("service_recovered", "service", "broker"));
+    let beat = heartbeat()["time"].clone();
+    wait_until("a heartbeat while cut off", || heartbeat()["time"] != beat);
+    // Meanwhile on ALPHA.
+    let alpha_root = format!("HOMELAB_ROOT={}", lab.node("alpha").root().display());
+    let out = lab.ssh(
+        "alpha",
+        &["env", &alpha_root, bin, "events", "emit", "service_unhealthy", "error", "agent", "web"]
+            .into_iter()
+            .chain(["-", "{}", "--node", "alpha"])
+            .collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The observer names EDGE-A unreachable and folds ALPHA.
+    let (code, out, err) = observe(ctl.path());
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(out.contains("alpha: 1 event\n"), "{out}");
+    assert!(out.contains("edge-a: could not read"), "{out}");
+    assert!(err.contains("could not read node `edge-a`"), "{err}");
+    let nodes = world(ctl.path(), "nodes");
+    assert_eq!(nodes["edge-a"]["status"], "unreachable");
+    assert_eq!(nodes["edge-a"]["observer"]["reachable"], false);
+    assert_eq!(nodes["alpha"]["status"], "online");
+    let services = world(ctl.path(), "services");
+    assert_eq!(services["web@alpha"]["health"]["state"], "unhealthy");
+    assert!(services.get("broker@edge-a").is_none(), "{services}");
+
+    // The link back: the agent says so; the observer catches up, killed once between two of
+    // the world's files and started again.
+    lab.restore("edge-a");
+    wait_until("node_online eth0", || {
+        events().iter().any(|e| e["type"] == "node_online" && e["data"]["link"] == "eth0")
+    });
+    let during = events();
+    let kinds: Vec<&str> = during.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["node_offline", "service_unhealthy", "service_recovered", "node_online"],
+        "the node's events"
+    );
+    crate::supervise::killed_at(&observe_cmd(ctl.path()), &ctl.path().join("world"), 2);
+    // Killed with nodes.json written and services.json not, the cursors not moved.
+    assert_eq!(world(ctl.path(), "nodes")["edge-a"]["observer"]["reachable"], true);
+    assert!(world(ctl.path(), "services").get("broker@edge-a").is_none());
+    let cursors: serde_json::Value =
+        serde_json::from_slice(&fs::read(ctl.path().join("state/observer/cursors.json")).unwrap())
+            .unwrap();
+    assert_eq!(cursors["nodes"]["edge-a"], serde_json::json!({}), "{cursors}");
+    let (code, out, err) = observe(ctl.path());
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("edge-a: 4 events\n"), "read again from before the kill: {out}");
+    let nodes = world(ctl.path(), "nodes");
+    let e = &nodes["edge-a"];
+    assert_eq!(e["status"], "online", "{e}");
+    assert_eq!(e["links"]["eth0"]["state"], "online", "{e}");
+    assert_eq!(e["last_seen"], during[3]["time"], "{e}");
+    let services = world(ctl.path(), "services");
+    let broker = &services["broker@edge-a"]["health"];
+    assert_eq!(
+        (broker["state"].as_str(), broker["by"].as_str()),
+        (Some("healthy"), Some("service_recovered"))
+    );
+    let incidents = world(ctl.path(), "incidents");
+    let theirs: Vec<&serde_json::Value> =
+        incidents.as_object().unwrap().values().filter(|i| i["node"] == "edge-a").collect();
+    assert_eq!(theirs.len(), 1, "one stop, one incident: {incidents:#}");
+    assert_eq!(theirs[0]["state"], "closed");
+    assert_eq!(theirs[0]["resolution"], "service_recovered");
+
+    // Nothing new: nothing read, nothing written.
+    let (code, out, _) = observe(ctl.path());
+    assert_eq!(code, Some(0));
+    assert!(out.contains("edge-a: no new events") && out.contains("world unchanged"), "{out}");
+    // None lost, none twice: a fold of every event from scratch gives the same world (but
+    // for when each observer found each node reachable).
+    let fresh = tempfile::tempdir().unwrap();
+    let (code, out, err) = observe(fresh.path());
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    for name in ["services", "deployments", "incidents"] {
+        assert_eq!(world(fresh.path(), name), world(ctl.path(), name), "{name}");
+    }
+    let strip = |mut v: serde_json::Value| {
+        for n in v.as_object_mut().unwrap().values_mut() {
+            n.as_object_mut().unwrap().remove("observer");
+        }
+        v
+    };
+    assert_eq!(strip(world(fresh.path(), "nodes")), strip(world(ctl.path(), "nodes")));
+    drop(agent);
+    eprintln!("cut-off node test: {:.1}s with the lab", t0.elapsed().as_secs_f64());
 }

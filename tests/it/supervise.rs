@@ -271,3 +271,212 @@ fn adopt_prints_the_patch_that_renders_the_node_and_commits_it_on_a_branch() {
     );
     assert_eq!(out.stdout, "");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Killed and started again, against a lab node (its own sshd and Docker Engine).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+
+// One lab at a time, whichever test file starts it (they are heavy on 2 cores).
+use crate::apply::LAB;
+
+/// `cmd` run by `strace`, which SIGKILLs it at the `nth` call of one of `syscalls` (strace's
+/// syntax, e.g. `?mkdir,mkdirat`) made by its main thread on one of `paths`: a real kill at an
+/// exact point of its work, with no hook in homelab. (If the write moves off the main thread,
+/// the kill no longer comes and the test says so.)
+pub(crate) fn under_strace(cmd: &Command, paths: &[&Path], syscalls: &str, nth: u32) -> Command {
+    assert!(
+        Path::new("/usr/bin/strace").is_file(),
+        "/usr/bin/strace is missing: install Debian's package strace (.ci/install does)"
+    );
+    let mut c = Command::new("/usr/bin/strace");
+    // Only the main thread, where each of these writes is made: its threads and children
+    // (ssh, git) run untraced, at full speed.
+    c.args(["-qq", "-o", "/dev/null"]);
+    for p in paths {
+        c.arg("-P").arg(p);
+    }
+    c.args(["-e", &format!("trace={syscalls}"), "-e"])
+        .arg(format!("inject={syscalls}:signal=KILL:when={nth}"))
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(d) = cmd.get_current_dir() {
+        c.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Whether a process (or the strace that ran it) ended by SIGKILL.
+pub(crate) fn was_killed(status: std::process::ExitStatus) -> bool {
+    status.signal() == Some(9) || status.code() == Some(137)
+}
+
+/// Runs `cmd` until strace SIGKILLs it as it makes the folder `dir` (the `mkdir` that
+/// `files::write_atomic` does before each file it writes there) for the `nth` time. Panics
+/// unless it was killed there. Returns its stdout.
+pub(crate) fn killed_at(cmd: &Command, dir: &Path, nth: u32) -> String {
+    let out = under_strace(cmd, &[dir], "?mkdir,mkdirat", nth).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        was_killed(out.status),
+        "not killed at mkdir #{nth} of {} ({}):\n{stdout}\n{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Every file under `dir` whose name says a write did not finish (`files::write_atomic`'s
+/// temporary files).
+pub(crate) fn unfinished(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(unfinished(&p));
+        } else if e.file_name().to_string_lossy().contains(".tmp-") {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+/// Issue 11: the supervisor killed at any point of a pass and started again plans each drift
+/// once. Its cut points: while it refreshes a (slow) node, nothing is written yet; between
+/// the plan file and its pending action, the next pass announces that plan instead of making
+/// a second; between the action and its memory, the next pass finds the action by its drift.
+#[test]
+fn a_supervisor_killed_mid_pass_and_started_again_plans_each_drift_once() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = std::time::Instant::now();
+    let site = crate::executor::Site::new();
+    let key = site.supervisor_key();
+    let key = key.to_str().unwrap();
+    site.commit("homelab");
+    let args = ["supervise", "--once", "--key", key];
+    let plans = || -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(site.repo.path().join("plans"))
+            .map(|d| {
+                d.filter_map(|e| {
+                    let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                    n.strip_suffix(".plan").map(str::to_owned)
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let memory = || -> Option<serde_json::Value> {
+        let text = fs::read_to_string(site.ctl.join("state/supervisor/last.json")).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    };
+    let whole = |what: &str| {
+        let left = [unfinished(&site.ctl), unfinished(&site.repo.path().join("plans"))].concat();
+        assert!(left.is_empty(), "{what}: unfinished writes left: {left:?}");
+        for state in ["pending", "approved", "running", "completed", "failed"] {
+            for id in site.actions(state) {
+                let _ = site.record(state, &id); // panics on a torn record
+            }
+        }
+    };
+    // Nothing is deployed on ALPHA: its two services are the drift.
+
+    // Killed while it refreshes the node (slowed, so the refresh takes a while): nothing was
+    // written, nothing is half written.
+    site.lab.slow("alpha", "delay 200ms");
+    let mut child = site
+        .command(&args)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("ssh command") {
+        let mut l = String::new();
+        assert!(reader.read_line(&mut l).unwrap() > 0, "ended before a refresh:\n{seen}");
+        seen.push_str(&l);
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    site.lab.unslow("alpha");
+    assert_eq!(plans(), Vec::<String>::new());
+    assert!(site.actions("pending").is_empty());
+    assert_eq!(memory(), None);
+    whole("killed in the refresh");
+
+    // Killed after the plan file, before its action (as it makes actions/pending/).
+    let pending_dir = site.ctl.join("actions/pending");
+    killed_at(&site.command(&args), &pending_dir, 1);
+    let orphan = plans();
+    assert_eq!(orphan.len(), 1, "the plan file was written");
+    let x = orphan[0].clone();
+    assert!(site.actions("pending").is_empty(), "and not its action");
+    whole("killed before the action");
+    // Started again: that plan is announced, no second plan is made.
+    let out = site.homelab(&args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "plan {x} was written for this drift by a pass that stopped before its action: announcing it"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(&format!("plan {x} pending: ")), "{}", out.stdout);
+    assert_eq!(plans(), [x.as_str()]);
+    assert_eq!(site.actions("pending"), [x.as_str()]);
+    let record = site.record("pending", &x);
+    assert!(record["reason"].as_str().unwrap().contains("agent@alpha create"), "{record}");
+    assert_eq!(memory().unwrap()["plan"], x.as_str());
+    let out = site.homelab(&args);
+    assert_eq!(out.stdout, format!("drift unchanged: plan {x} is pending\n"), "{}", out.stderr);
+
+    // A new commit changes the drift. Killed after the new plan and its action, before its
+    // memory (as it makes state/supervisor/).
+    site.port(8080, 8090);
+    site.commit("web on 8090");
+    killed_at(&site.command(&args), &site.ctl.join("state/supervisor"), 1);
+    let both = plans();
+    assert_eq!(both.len(), 2, "{both:?}");
+    let y = both.iter().find(|id| **id != x).unwrap().clone();
+    let mut pending = vec![x.clone(), y.clone()];
+    pending.sort();
+    assert_eq!(site.actions("pending"), pending, "the old one not superseded yet");
+    assert_eq!(memory().unwrap()["plan"], x.as_str(), "the memory not written yet");
+    whole("killed before the memory");
+    // Started again: the action is found by its drift; the old plan is superseded; no third.
+    let out = site.homelab(&args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with(&format!("drift unchanged: plan {y} is pending\n")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!("plan {x} superseded by plan {y}: the drift changed")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(site.actions("pending"), [y.as_str()]);
+    assert_eq!(site.record("failed", &x)["state"], "superseded");
+    assert_eq!(plans().len(), 2);
+    assert_eq!(memory().unwrap()["plan"], y.as_str(), "the drift's plan is remembered");
+    whole("after the restarts");
+    eprintln!("supervisor kill test: {:.1}s", t0.elapsed().as_secs_f64());
+}
