@@ -497,18 +497,22 @@ fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
     // resume waits for the job the killed run left running and reads its result; it never
     // runs a second `compose up` beside it (which left a `<hash>_broker` container and a
     // failed healthcheck). The old container takes seconds to stop (SIGTERM, ignored by its
-    // PID 1, then SIGKILL after the grace period), so `compose up` is surely running.
-    site.edit("services/broker/docker-compose.yml", |s| {
-        s.replace(
-            "    restart: unless-stopped\n",
-            "    restart: unless-stopped\n    stop_signal: SIGTERM\n    stop_grace_period: 6s\n",
-        )
-    });
+    // PID 1, then SIGKILL after the grace period), so `compose up` is surely running. Two
+    // services of the node change, so the kill hits a batch of two `compose up` jobs.
+    for svc in ["broker", "agent"] {
+        site.edit(&format!("services/{svc}/docker-compose.yml"), |s| {
+            s.replace(
+                "    restart: unless-stopped\n",
+                "    restart: unless-stopped\n    stop_signal: SIGTERM\n    stop_grace_period: 6s\n",
+            )
+        });
+    }
     let id = site.plan_and_approve();
     assert_eq!(site.apply(&id, &[]).code, 0);
     site.edit("services/broker/docker-compose.yml", |s| {
         s.replace("BROKER_USER: broker3\n", "BROKER_USER: killed\n")
     });
+    site.edit("services/agent/docker-compose.yml", |s| s.replace("\"86400\"]", "\"86401\"]"));
     let id = site.plan_and_approve();
     let mut child = site.spawn_apply(&id, &[]);
     let (_seen, _rest) = wait_for_line(&mut child, "[edge-a] broker deploy:");
@@ -529,12 +533,16 @@ fn a_link_cut_mid_apply_is_resumed_and_other_nodes_go_on() {
     assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=killed".to_owned()));
     let names = site.lab.docker("edge-a", &["ps", "-a", "--format", "{{.Names}}"]);
     let names = String::from_utf8_lossy(&names.stdout).into_owned();
-    assert!(
-        names.lines().filter(|n| n.ends_with("broker")).collect::<Vec<_>>() == ["broker"],
-        "one broker container, none left by a second `compose up`: {names}"
-    );
-    let job = site.root("edge-a").join(format!("state/deploy/{id}/jobs/broker/up"));
-    assert_eq!(fs::read_to_string(job.join("rc")).unwrap().trim(), "0", "the job's own result");
+    for svc in ["broker", "agent"] {
+        assert!(
+            names.lines().filter(|n| n.ends_with(svc)).collect::<Vec<_>>() == [svc],
+            "one {svc} container, none left by a second `compose up`: {names}"
+        );
+        let job = site.root("edge-a").join(format!("state/deploy/{id}/jobs/{svc}/up"));
+        assert_eq!(fs::read_to_string(job.join("rc")).unwrap().trim(), "0", "{svc}'s own result");
+    }
+    let agent = site.lab.docker("edge-a", &["inspect", "-f", "{{.Config.Cmd}}", "agent"]);
+    assert!(String::from_utf8_lossy(&agent.stdout).contains("86401"), "agent at its new version");
     assert_eq!(site.detailed(), 0);
 
     // A slow, lossy LTE link: plan and apply still go through.
