@@ -1,8 +1,10 @@
-//! SHA-256 as homelab writes it (lowercase hex), and base64 (RFC 4648, padded). Manifests, plan
-//! ids, node fingerprints and upload checks use the one hash function; SSH keys and signatures
-//! and the binary artifacts of a plan the one base64, so the same bytes always give the same
-//! text.
+//! SHA-256 as homelab writes it (lowercase hex), HMAC-SHA-256, and base64 (RFC 4648, padded).
+//! Manifests, plan ids, node fingerprints and upload checks use the one hash function; the
+//! Telegram bot's buttons and the operator page's cookies the one MAC (RustCrypto's `hmac`,
+//! whose check is constant-time); SSH keys and signatures and the binary artifacts of a plan the
+//! one base64, so the same bytes always give the same text.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -11,6 +13,45 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes [`hex`] wrote: lowercase hex only, so that each byte string has one text and a
+/// text compared after decoding is accepted exactly when it equals `hex` of the bytes.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    text.as_bytes().chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+}
+
+fn mac(key: &[u8], message: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes a key of any length (a longer one is hashed first): this never fails.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac
+}
+
+/// HMAC-SHA-256 (RFC 2104) of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    mac(key, message).finalize().into_bytes().into()
+}
+
+/// Whether `tag` is the HMAC-SHA-256 of `message` under `key`, in time independent of where
+/// they differ.
+pub fn hmac_sha256_verify(key: &[u8], message: &[u8], tag: &[u8]) -> bool {
+    mac(key, message).verify_slice(tag).is_ok()
+}
+
+/// Whether `tag` is the HMAC-SHA-256 of `message` under `key` cut to its first `tag.len()`
+/// bytes (RFC 2104 §5), in constant time; an empty tag never is. The caller decides how short
+/// a tag it accepts.
+pub fn hmac_sha256_verify_prefix(key: &[u8], message: &[u8], tag: &[u8]) -> bool {
+    mac(key, message).verify_truncated_left(tag).is_ok()
 }
 
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -67,6 +108,39 @@ mod tests {
             super::sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn hmac_is_rfc_4231_case_2_and_checks_whole_and_cut_tags() {
+        let (key, msg) = (&b"Jefe"[..], &b"what do ya want for nothing?"[..]);
+        let mac = super::hmac_sha256(key, msg);
+        assert_eq!(
+            super::hex(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(super::hmac_sha256_verify(key, msg, &mac));
+        assert!(!super::hmac_sha256_verify(key, msg, &mac[..16]));
+        assert!(!super::hmac_sha256_verify(b"jefe", msg, &mac));
+        assert!(super::hmac_sha256_verify_prefix(key, msg, &mac[..16]));
+        assert!(!super::hmac_sha256_verify_prefix(key, msg, &mac[16..]));
+        assert!(!super::hmac_sha256_verify_prefix(key, msg, &[]));
+        // RFC 4231 case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            super::hex(&super::hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn unhex_reads_only_what_hex_writes() {
+        assert_eq!(super::unhex("00ff7a").as_deref(), Some(&[0, 255, 0x7a][..]));
+        assert_eq!(super::unhex("").as_deref(), Some(&[][..]));
+        for bad in ["0", "0F", "zz", "0 "] {
+            assert_eq!(super::unhex(bad), None, "{bad}");
+        }
     }
 
     #[test]

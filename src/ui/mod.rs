@@ -160,7 +160,7 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
     let fresh = match existing {
         Some(_) => None,
         None => match random_bytes::<16>() {
-            Ok(b) => Some(auth::hex(&b)),
+            Ok(b) => Some(crate::digest::hex(&b)),
             Err(e) => {
                 let mut r =
                     (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot draw random bytes: {e}\n"))
