@@ -11,6 +11,7 @@ use crate::approve::keys::KeyError;
 use crate::approve::policy::{ApproveError, Refusal};
 use crate::bootstrap::hostkey::HostKeyError;
 use crate::bootstrap::BootstrapError;
+use crate::forge::ForgeError;
 use crate::model::Diagnostic;
 use crate::render::RenderError;
 
@@ -60,6 +61,10 @@ pub enum Error {
     /// `bootstrap`: the node's host key could not be looked up, fetched or written.
     #[error(transparent)]
     HostKey(#[from] HostKeyError),
+
+    /// `pr`, and the commit status after apply: what Forgejo did not give, or its settings.
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
 
     /// Apply (or approve) refused the plan: nothing was changed.
     #[error("refused: {0}\nnothing was changed")]
@@ -134,7 +139,8 @@ pub fn exit_code(result: &Result<Report, Error>) -> u8 {
             | Error::Unreachable { .. }
             | Error::NotConfirmed { .. }
             | Error::Bootstrap(_)
-            | Error::HostKey(_),
+            | Error::HostKey(_)
+            | Error::Forge(_),
         ) => 1,
     }
 }
@@ -163,5 +169,14 @@ mod tests {
                 .into());
         assert_eq!(exit_code(&key), 1);
         assert!(matches!(key, Err(Error::HostKey(HostKeyError::NoKey { .. }))));
+    }
+
+    /// Forgejo's failures stay typed too, with their own text and exit 1.
+    #[test]
+    fn forge_errors_exit_1_with_their_own_text() {
+        let e: Error =
+            ForgeError::Conflict { call: "POST /api/v1/x".into(), message: "".into() }.into();
+        assert!(e.to_string().starts_with("Forgejo reports a conflict on `POST /api/v1/x`"));
+        assert_eq!(exit_code(&Err(e)), 1);
     }
 }

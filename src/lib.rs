@@ -25,7 +25,8 @@
 //!   ├─ forge                      Forgejo's REST API: the plan's pull request, comment, status
 //!   └─ events                     append-only event lines
 //! node (Layout, records)          every path under a runtime root and every record kept there
-//! clock, digest, files, git       time formatting, SHA-256, atomic local writes, the Git tree
+//! clock, digest, files, git       time formatting, SHA-256 and HMAC, atomic writes, the Git tree
+//! http                            what the forge and telegram clients share: agent, retries, scrub
 //! error                           typed errors and the one place exit codes are decided
 //! ```
 //!
@@ -52,6 +53,7 @@ pub mod files;
 pub mod forge;
 pub mod git;
 pub mod graph;
+pub mod http;
 pub mod model;
 pub mod node;
 pub mod observe;

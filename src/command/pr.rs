@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::args::ShowFormat;
 use crate::error::{Error, Report};
-use crate::forge::{self, comment, pr, Client, ForgeError, Retry, Slug, State, Token};
+use crate::forge::{self, comment, pr, Client, ForgeError, Slug, State, Token, DEFAULT_RETRY};
 use crate::plan::file;
 
 /// The settings file, relative to the repository.
@@ -72,10 +72,6 @@ pub struct Forge {
     pub operator_url: Option<String>,
 }
 
-fn config(e: ForgeError) -> Error {
-    Error::Unsupported { message: e.to_string() }
-}
-
 impl Forge {
     /// Flags first, then inventory/forge.yaml; the token from `--token-file` or the environment.
     pub fn build(repo: &Path, args: &ForgeArgs) -> Result<Forge, Error> {
@@ -93,7 +89,7 @@ impl Forge {
             forge::ForgeFile::default()
         };
         let missing = |what: &str, flag: &str, field: &str| {
-            config(ForgeError::Config {
+            Error::Forge(ForgeError::Config {
                 what: what.to_owned(),
                 fix: format!("pass {flag}, or set `{field}` in {FORGE_FILE} (docs/forgejo.md)"),
             })
@@ -103,21 +99,21 @@ impl Forge {
             .clone()
             .or(settings.url)
             .ok_or_else(|| missing("server", "--forge https://forge.example.org", "url"))?;
-        let url = forge::check_url("Forgejo URL", &url).map_err(config)?;
+        let url = forge::check_url("Forgejo URL", &url)?;
         let slug = args
             .repo_slug
             .clone()
             .or(settings.repo)
             .ok_or_else(|| missing("repository", "--repo-slug OWNER/NAME", "repo"))?;
-        let slug = Slug::parse(&slug).map_err(config)?;
+        let slug = Slug::parse(&slug)?;
         let base = args.base.clone().or(settings.base).unwrap_or_else(|| "main".to_owned());
-        forge::check_branch(&base).map_err(config)?;
+        forge::check_branch(&base)?;
         let operator_url = match args.operator_url.clone().or(settings.operator_url) {
-            Some(u) => Some(forge::check_url("operator page URL", &u).map_err(config)?),
+            Some(u) => Some(forge::check_url("operator page URL", &u)?),
             None => None,
         };
         let token = token(args.token_file.as_deref())?;
-        let mut retry = Retry::default();
+        let mut retry = DEFAULT_RETRY;
         // Scripts (and the tests) may shorten the pause between retries.
         if let Some(ms) = std::env::var("HOMELAB_FORGE_RETRY_MS").ok().and_then(|v| v.parse().ok())
         {
@@ -145,16 +141,16 @@ impl Forge {
 fn token(file: Option<&Path>) -> Result<Token, Error> {
     let raw = match file {
         Some(p) => std::fs::read_to_string(p).map_err(|e| {
-            config(ForgeError::Token { message: format!("`{}`: {e}", p.display()) })
+            Error::Forge(ForgeError::Token { message: format!("`{}`: {e}", p.display()) })
         })?,
         None => std::env::var(TOKEN_ENV).map_err(|_| {
-            config(ForgeError::Config {
+            Error::Forge(ForgeError::Config {
                 what: "token".to_owned(),
                 fix: format!("set ${TOKEN_ENV}, or pass --token-file FILE (a token with the scopes `write:repository` and `write:issue`; docs/forgejo.md)"),
             })
         })?,
     };
-    Token::new(&raw).map_err(config)
+    Token::new(&raw).map_err(Error::Forge)
 }
 
 /// `homelab pr PLAN [--status STATE]`.
@@ -168,7 +164,7 @@ pub fn run(
     let loaded = file::read(plan_path).map_err(crate::approve::policy::Refusal::from)?;
     let name = format!("plans/{}.plan", loaded.id);
     let branch = args.branch.clone().unwrap_or_else(|| format!("plan/{}", loaded.id));
-    forge::check_branch(&branch).map_err(config)?;
+    forge::check_branch(&branch)?;
     let forge = Forge::build(repo, args)?;
     let target_url = forge.target_url(&loaded.id, &branch, &name);
     if let Some(state) = status {
@@ -186,8 +182,7 @@ pub fn run(
             state,
             &target_url,
             &description,
-        )
-        .map_err(config)?;
+        )?;
         writeln!(out, "status {} on {branch} ({sha}): {target_url}", state.as_str())
             .map_err(Error::stdout)?;
         return Ok(Report::Success);
@@ -220,7 +215,7 @@ pub fn report_apply(repo: &Path, id: &str, state: State) -> Result<Option<String
     let description = format!("plan {id}: apply ended in {}", state.as_str());
     forge::set_status(&forge.client, &forge.repo, &branch, state, &target_url, &description)
         .map(Some)
-        .map_err(config)
+        .map_err(Error::Forge)
 }
 
 /// Opens or updates the pull request of the plan at `plan_path`.
@@ -268,8 +263,7 @@ fn open(
         markdown: &markdown,
         title: &title,
     };
-    let done =
-        forge::open_or_update(&forge.client, &t, &upload, state, &description).map_err(config)?;
+    let done = forge::open_or_update(&forge.client, &t, &upload, state, &description)?;
     let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(Error::stdout);
     w(out, format!("pull request #{} {}: {}", done.number, done.pr.word(), done.url))?;
     w(out, format!("plan file {name} on {branch}: {}", done.file.word()))?;

@@ -18,7 +18,7 @@ use crate::executor::Queue;
 use crate::plan::file;
 use crate::telegram::bot::Bot;
 use crate::telegram::state::{State, StateError};
-use crate::telegram::{self, Client, Retry, TelegramError, Token};
+use crate::telegram::{self, Client, TelegramError, Token, DEFAULT_RETRY};
 
 /// The settings file, relative to the repository.
 pub const TELEGRAM_FILE: &str = "inventory/telegram.yaml";
@@ -121,7 +121,7 @@ pub fn run(repo: &Path, args: &TelegramArgs, out: &mut dyn Write) -> Result<Repo
         })
     })?;
     let key = keys::load(&keys::KeySource::Flag(key_path))?;
-    let mut retry = Retry::default();
+    let mut retry = DEFAULT_RETRY;
     // Scripts (and the tests) may shorten the pause between retries.
     if let Some(ms) = std::env::var("HOMELAB_TELEGRAM_RETRY_MS").ok().and_then(|v| v.parse().ok()) {
         retry.base = Duration::from_millis(ms);

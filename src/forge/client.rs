@@ -12,23 +12,12 @@ use serde_json::Value;
 
 use super::error::ForgeError;
 use super::{Slug, Token};
+use crate::http::{self, Reply, Retry, Step};
 
-/// How often and how long to retry a call that a retry can fix.
-#[derive(Debug, Clone, Copy)]
-pub struct Retry {
-    /// Tries in all, the first included.
-    pub tries: u32,
-    /// The pause before the second try; doubled before each next one.
-    pub base: Duration,
-    /// The longest pause homelab waits (a longer `Retry-After` fails at once, saying so).
-    pub max_wait: Duration,
-}
-
-impl Default for Retry {
-    fn default() -> Retry {
-        Retry { tries: 4, base: Duration::from_millis(500), max_wait: Duration::from_secs(60) }
-    }
-}
+/// Four tries, the second after half a second; a server asking for more than a minute fails
+/// at once.
+pub const DEFAULT_RETRY: Retry =
+    Retry { tries: 4, base: Duration::from_millis(500), max_wait: Duration::from_secs(60) };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -67,14 +56,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, repo: &Slug, token: Token, retry: Retry) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .user_agent(concat!("homelab/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         Client {
-            agent,
+            agent: http::agent(Duration::from_secs(30)),
             base: base.trim_end_matches('/').to_owned(),
             token,
             retry,
@@ -100,93 +83,88 @@ impl Client {
         let call = format!("{} {}", method.name(), path.split('?').next().unwrap_or(&path));
         let url = format!("{}{path}", self.base);
         let payload = body.map(|b| serde_json::to_string(b).expect("json"));
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            tracing::debug!(call = %call, try_ = tries, "forgejo call");
-            let last = tries >= self.retry.tries;
-            let backoff = self.retry.base * 2u32.saturating_pow(tries - 1);
-            let mut response = match self.send(method, &url, payload.as_deref()) {
-                Ok(r) => r,
-                Err(e) => {
-                    let reason = self.scrub(&e.to_string());
-                    tracing::debug!(call = %call, %reason, "forgejo call failed");
-                    if last || !retryable(&e) {
-                        return Err(ForgeError::Network {
-                            base: self.base.clone(),
+        http::with_retries(
+            &self.retry,
+            16 * 1024 * 1024,
+            |attempt| {
+                tracing::debug!(call = %call, try_ = attempt.number, "forgejo call");
+                self.send(method, &url, payload.as_deref())
+            },
+            |e, attempt| {
+                let reason = self.scrub(&e.to_string());
+                tracing::debug!(call = %call, %reason, "forgejo call failed");
+                ForgeError::Network {
+                    base: self.base.clone(),
+                    call: call.clone(),
+                    reason,
+                    tries: attempt.number,
+                }
+            },
+            |Reply { status, headers, text }, attempt| {
+                tracing::debug!(call = %call, status, "forgejo answered");
+                let call = call.clone();
+                let tries = attempt.number;
+                if (200..300).contains(&status) || expected.contains(&status) {
+                    let json = if text.trim().is_empty() {
+                        Value::Null
+                    } else {
+                        match serde_json::from_str(&text) {
+                            Ok(json) => json,
+                            Err(e) => {
+                                let what = format!("not JSON ({e})");
+                                return Step::Fail(ForgeError::Decode { call, what });
+                            }
+                        }
+                    };
+                    return Step::Done(Answer { status, json });
+                }
+                let message = self.scrub(&message_of(&text));
+                // Rate limited: 429, or a 403 that says the quota is spent
+                // (X-RateLimit-Remaining: 0).
+                let spent =
+                    header(&headers, "x-ratelimit-remaining").is_some_and(|v| v.trim() == "0");
+                if status == 429 || (status == 403 && spent) {
+                    let asked = rate_wait(&headers);
+                    // Without a wait asked for, the backoff, unbounded: one longer than the
+                    // longest wait fails rather than being cut short.
+                    let pause = asked.map(Duration::from_secs).unwrap_or(attempt.backoff);
+                    return match attempt.again_after(pause) {
+                        Some(pause) => Step::Wait(pause),
+                        None => Step::Fail(ForgeError::RateLimited {
                             call,
-                            reason,
+                            status,
+                            retry_after: asked,
                             tries,
-                        });
-                    }
-                    std::thread::sleep(backoff.min(self.retry.max_wait));
-                    continue;
+                        }),
+                    };
                 }
-            };
-            let status = response.status().as_u16();
-            tracing::debug!(call = %call, status, "forgejo answered");
-            let headers = response.headers().clone();
-            let text = response
-                .body_mut()
-                .with_config()
-                .limit(16 * 1024 * 1024)
-                .read_to_string()
-                .unwrap_or_default();
-            if (200..300).contains(&status) || expected.contains(&status) {
-                let json = if text.trim().is_empty() {
-                    Value::Null
-                } else {
-                    serde_json::from_str(&text).map_err(|e| ForgeError::Decode {
-                        call: call.clone(),
-                        what: format!("not JSON ({e})"),
-                    })?
-                };
-                return Ok(Answer { status, json });
-            }
-            let message = self.scrub(&message_of(&text));
-            // Rate limited: 429, or a 403 that says the quota is spent (X-RateLimit-Remaining: 0).
-            let spent = header(&headers, "x-ratelimit-remaining").is_some_and(|v| v.trim() == "0");
-            if status == 429 || (status == 403 && spent) {
-                let asked = rate_wait(&headers);
-                let pause = asked.map(Duration::from_secs).unwrap_or(backoff);
-                if last || pause > self.retry.max_wait {
-                    return Err(ForgeError::RateLimited {
+                if status >= 500 {
+                    return match attempt.again() {
+                        Some(pause) => Step::Wait(pause),
+                        None => Step::Fail(ForgeError::Server { call, status, message, tries }),
+                    };
+                }
+                Step::Fail(match status {
+                    401 => ForgeError::Unauthorized { call, message },
+                    403 => ForgeError::Forbidden { call, repo: self.repo.clone(), message },
+                    404 => ForgeError::NotFound {
                         call,
-                        status,
-                        retry_after: asked,
-                        tries,
-                    });
-                }
-                std::thread::sleep(pause);
-                continue;
-            }
-            if status >= 500 {
-                if last {
-                    return Err(ForgeError::Server { call, status, message, tries });
-                }
-                std::thread::sleep(backoff.min(self.retry.max_wait));
-                continue;
-            }
-            return Err(match status {
-                401 => ForgeError::Unauthorized { call, message },
-                403 => ForgeError::Forbidden { call, repo: self.repo.clone(), message },
-                404 => ForgeError::NotFound {
-                    call,
-                    message,
-                    hint: format!(
-                        "check that the repository `{}` exists on {} and that the token's user can see it (Forgejo answers 404 for a private repository it hides)",
-                        self.repo, self.base
-                    ),
-                },
-                409 => ForgeError::Conflict { call, message },
-                422 => ForgeError::Invalid {
-                    call,
-                    message,
-                    hint: "check the base branch (--base) exists and differs from the plan's branch; if a file or branch already exists, run `homelab pr` again".to_owned(),
-                },
-                _ => ForgeError::Unexpected { call, status, message },
-            });
-        }
+                        message,
+                        hint: format!(
+                            "check that the repository `{}` exists on {} and that the token's user can see it (Forgejo answers 404 for a private repository it hides)",
+                            self.repo, self.base
+                        ),
+                    },
+                    409 => ForgeError::Conflict { call, message },
+                    422 => ForgeError::Invalid {
+                        call,
+                        message,
+                        hint: "check the base branch (--base) exists and differs from the plan's branch; if a file or branch already exists, run `homelab pr` again".to_owned(),
+                    },
+                    _ => ForgeError::Unexpected { call, status, message },
+                })
+            },
+        )
     }
 
     fn send(
@@ -220,25 +198,8 @@ impl Client {
 
     /// `text` with the token, should a server or a library echo it, replaced.
     fn scrub(&self, text: &str) -> String {
-        let secret = self.token.secret();
-        if secret.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(secret, "<token>")
-        }
+        http::scrub(text, self.token.secret())
     }
-}
-
-/// Errors a new try may cure: the network, not a refusal or a bad request.
-fn retryable(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::HostNotFound
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::Protocol(_)
-    )
 }
 
 fn header<'h>(headers: &'h ureq::http::HeaderMap, name: &str) -> Option<&'h str> {
@@ -263,9 +224,5 @@ fn message_of(text: &str) -> String {
         .ok()
         .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| text.lines().next().unwrap_or_default().to_owned());
-    let mut m: String = raw.chars().filter(|c| !c.is_control()).take(300).collect();
-    if raw.chars().count() > 300 {
-        m.push('…');
-    }
-    m
+    http::bounded(&raw)
 }

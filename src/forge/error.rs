@@ -1,6 +1,8 @@
 //! What can go wrong talking to Forgejo, each case with what failed and what to do about it.
 //! `call` is always `METHOD /api/v1/...` (never the host's credentials, never the token).
 
+use crate::http::{said, wait};
+
 /// A Forgejo API call that did not give what homelab needed.
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {
@@ -39,19 +41,4 @@ pub enum ForgeError {
 
     #[error("Forgejo's answer to `{call}` is not what its API documents: {what}")]
     Decode { call: String, what: String },
-}
-
-fn said(message: &str) -> String {
-    if message.is_empty() {
-        String::new()
-    } else {
-        format!(": \"{message}\"")
-    }
-}
-
-fn wait(after: &Option<u64>) -> String {
-    match after {
-        Some(s) => format!("; it asks to wait {s} s"),
-        None => String::new(),
-    }
 }

@@ -13,17 +13,20 @@ pub mod comment;
 pub mod error;
 pub mod pr;
 
-pub use client::{Client, Retry};
+pub use crate::http::Retry;
+pub use client::{Client, DEFAULT_RETRY};
 pub use error::ForgeError;
 pub use pr::{open_or_update, set_status, Opened, PlanUpload, State};
 
 use std::fmt;
 
+use crate::http::Secret;
+
 /// A Forgejo access token. Its only way out is [`Token::secret`], used for the
 /// `Authorization` header; `Debug` is redacted and there is no `Display`, so it cannot reach a
 /// log line or a message by accident.
-#[derive(Clone)]
-pub struct Token(String);
+#[derive(Clone, Debug)]
+pub struct Token(Secret);
 
 impl Token {
     /// A token as read from the environment or a file (surrounding white space dropped).
@@ -38,17 +41,11 @@ impl Token {
                     .to_owned(),
             });
         }
-        Ok(Token(t.to_owned()))
+        Ok(Token(Secret::new(t)))
     }
 
     pub(crate) fn secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
+        self.0.expose()
     }
 }
 
@@ -136,18 +133,10 @@ impl ForgeFile {
 
 /// An `http://` or `https://` URL, without a trailing slash.
 pub fn check_url(what: &str, url: &str) -> Result<String, ForgeError> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host)
-            if !host.is_empty() && !url.contains(char::is_whitespace) && !url.contains('@') =>
-        {
-            Ok(url.trim_end_matches('/').to_owned())
-        }
-        _ => Err(ForgeError::Config {
-            what: format!("usable {what} in `{url}`"),
-            fix: "expected `https://host[:port][/path]`, with no user or password in it".to_owned(),
-        }),
-    }
+    crate::http::base_url(url).ok_or_else(|| ForgeError::Config {
+        what: format!("usable {what} in `{url}`"),
+        fix: "expected `https://host[:port][/path]`, with no user or password in it".to_owned(),
+    })
 }
 
 #[cfg(test)]

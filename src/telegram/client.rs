@@ -13,23 +13,12 @@ use serde_json::{json, Value};
 
 use super::error::TelegramError;
 use super::Token;
+use crate::http::{self, Reply, Retry, Step};
 
-/// How often and how long to retry a call that a retry can fix.
-#[derive(Debug, Clone, Copy)]
-pub struct Retry {
-    /// Tries in all, the first included.
-    pub tries: u32,
-    /// The pause before the second try; doubled before each next one.
-    pub base: Duration,
-    /// The longest pause homelab waits (a longer `retry_after` fails at once, saying so).
-    pub max_wait: Duration,
-}
-
-impl Default for Retry {
-    fn default() -> Retry {
-        Retry { tries: 5, base: Duration::from_millis(500), max_wait: Duration::from_secs(60) }
-    }
-}
+/// Five tries, the second after half a second; a `retry_after` of more than a minute fails at
+/// once.
+pub const DEFAULT_RETRY: Retry =
+    Retry { tries: 5, base: Duration::from_millis(500), max_wait: Duration::from_secs(60) };
 
 /// A Bot API server and the bot's token.
 pub struct Client {
@@ -111,12 +100,7 @@ impl Client {
     /// `poll`: the longest `getUpdates` long poll this client makes (the HTTP timeout is that
     /// plus a margin).
     pub fn new(base: &str, token: Token, retry: Retry, poll: Duration) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(poll + Duration::from_secs(30)))
-            .user_agent(concat!("homelab/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = http::agent(poll + Duration::from_secs(30));
         Client { agent, base: base.trim_end_matches('/').to_owned(), token, retry }
     }
 
@@ -124,87 +108,85 @@ impl Client {
     pub fn call(&self, method: &str, body: &Value) -> Result<Value, TelegramError> {
         let url = format!("{}/bot{}/{method}", self.base, self.token.secret());
         let payload = body.to_string();
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            tracing::debug!(method, try_ = tries, "telegram call");
-            let last = tries >= self.retry.tries;
-            let backoff =
-                (self.retry.base * 2u32.saturating_pow(tries - 1)).min(self.retry.max_wait);
-            let sent = self
-                .agent
-                .post(&url)
-                .header("Content-Type", "application/json")
-                .header("Accept", "application/json")
-                .send(payload.as_str());
-            let mut response = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    let reason = self.scrub(&e.to_string());
-                    tracing::debug!(method, %reason, "telegram call failed");
-                    if last || !retryable(&e) {
-                        return Err(TelegramError::Network {
-                            base: self.base.clone(),
-                            method: method.to_owned(),
-                            reason,
+        http::with_retries(
+            &self.retry,
+            8 * 1024 * 1024,
+            |attempt| {
+                tracing::debug!(method, try_ = attempt.number, "telegram call");
+                self.agent
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("Accept", "application/json")
+                    .send(payload.as_str())
+            },
+            |e, attempt| {
+                let reason = self.scrub(&e.to_string());
+                tracing::debug!(method, %reason, "telegram call failed");
+                TelegramError::Network {
+                    base: self.base.clone(),
+                    method: method.to_owned(),
+                    reason,
+                    tries: attempt.number,
+                }
+            },
+            |Reply { status, text, .. }, attempt| {
+                tracing::debug!(method, status, "telegram answered");
+                let tries = attempt.number;
+                let envelope = serde_json::from_str::<Envelope>(&text).ok();
+                if let Some(e) = envelope.as_ref().filter(|e| e.ok && (200..300).contains(&status))
+                {
+                    return Step::Done(e.result.clone());
+                }
+                let description = self.scrub(&http::bounded(
+                    &envelope
+                        .as_ref()
+                        .and_then(|e| e.description.clone())
+                        .unwrap_or_else(|| text.lines().next().unwrap_or_default().to_owned()),
+                ));
+                let code = envelope.as_ref().and_then(|e| e.error_code).unwrap_or(status);
+                let method = method.to_owned();
+                if code == 429 || status == 429 {
+                    let asked = envelope.as_ref().and_then(|e| e.parameters.as_ref()?.retry_after);
+                    let pause = asked.map(Duration::from_secs).unwrap_or(attempt.pause());
+                    return match attempt.again_after(pause) {
+                        Some(pause) => {
+                            tracing::debug!(
+                                method,
+                                seconds = pause.as_secs_f64(),
+                                "telegram asks to wait"
+                            );
+                            Step::Wait(pause)
+                        }
+                        None => Step::Fail(TelegramError::RateLimited {
+                            method,
+                            retry_after: asked,
                             tries,
-                        });
-                    }
-                    std::thread::sleep(backoff);
-                    continue;
+                        }),
+                    };
                 }
-            };
-            let status = response.status().as_u16();
-            tracing::debug!(method, status, "telegram answered");
-            let text = response
-                .body_mut()
-                .with_config()
-                .limit(8 * 1024 * 1024)
-                .read_to_string()
-                .unwrap_or_default();
-            let envelope = serde_json::from_str::<Envelope>(&text).ok();
-            if let Some(e) = envelope.as_ref().filter(|e| e.ok && (200..300).contains(&status)) {
-                return Ok(e.result.clone());
-            }
-            let description = self.scrub(&bounded(
-                envelope
-                    .as_ref()
-                    .and_then(|e| e.description.clone())
-                    .unwrap_or_else(|| text.lines().next().unwrap_or_default().to_owned()),
-            ));
-            let code = envelope.as_ref().and_then(|e| e.error_code).unwrap_or(status);
-            let method = method.to_owned();
-            if code == 429 || status == 429 {
-                let asked = envelope.as_ref().and_then(|e| e.parameters.as_ref()?.retry_after);
-                let pause = asked.map(Duration::from_secs).unwrap_or(backoff);
-                if last || pause > self.retry.max_wait {
-                    return Err(TelegramError::RateLimited { method, retry_after: asked, tries });
+                if status >= 500 {
+                    return match attempt.again() {
+                        Some(pause) => Step::Wait(pause),
+                        None => {
+                            Step::Fail(TelegramError::Server { method, status, description, tries })
+                        }
+                    };
                 }
-                tracing::debug!(method, seconds = pause.as_secs_f64(), "telegram asks to wait");
-                std::thread::sleep(pause);
-                continue;
-            }
-            if status >= 500 {
-                if last {
-                    return Err(TelegramError::Server { method, status, description, tries });
+                if (200..300).contains(&status) {
+                    return Step::Fail(TelegramError::Decode {
+                        method,
+                        what: "not `{\"ok\": true, \"result\": …}`".to_owned(),
+                    });
                 }
-                std::thread::sleep(backoff);
-                continue;
-            }
-            if (200..300).contains(&status) {
-                return Err(TelegramError::Decode {
-                    method,
-                    what: "not `{\"ok\": true, \"result\": …}`".to_owned(),
-                });
-            }
-            return Err(match code {
-                400 => TelegramError::BadRequest { method, description },
-                401 => TelegramError::Unauthorized { method },
-                403 => TelegramError::Forbidden { method, description },
-                404 => TelegramError::NotFound { method, description },
-                _ => TelegramError::Unexpected { method, status, description },
-            });
-        }
+                Step::Fail(match code {
+                    400 => TelegramError::BadRequest { method, description },
+                    401 => TelegramError::Unauthorized { method },
+                    403 => TelegramError::Forbidden { method, description },
+                    404 => TelegramError::NotFound { method, description },
+                    _ => TelegramError::Unexpected { method, status, description },
+                })
+            },
+        )
     }
 
     /// `sendMessage` (plain text, no parse mode: nothing to escape) with an inline keyboard of
@@ -282,12 +264,7 @@ impl Client {
 
     /// `text` with the token, should a server or a library echo it, replaced.
     fn scrub(&self, text: &str) -> String {
-        let secret = self.token.secret();
-        if secret.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(secret, "<token>")
-        }
+        http::scrub(text, self.token.secret())
     }
 }
 
@@ -295,25 +272,4 @@ fn keyboard(buttons: &[Button]) -> Value {
     let row: Vec<Value> =
         buttons.iter().map(|b| json!({ "text": b.text, "callback_data": b.data })).collect();
     json!({ "inline_keyboard": [row] })
-}
-
-/// Errors a new try may cure: the network, not a refusal.
-fn retryable(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::HostNotFound
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::Protocol(_)
-    )
-}
-
-/// One line of at most 300 characters, for a message.
-fn bounded(raw: String) -> String {
-    let mut m: String = raw.chars().filter(|c| !c.is_control()).take(300).collect();
-    if raw.chars().count() > 300 {
-        m.push('…');
-    }
-    m
 }

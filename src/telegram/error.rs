@@ -2,6 +2,8 @@
 //! `method` is the Bot API method (`sendMessage`); the token, which Telegram puts in the URL
 //! path, is never part of a message.
 
+use crate::http::{said, wait};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TelegramError {
     #[error("no Telegram {what}: {fix}")]
@@ -46,20 +48,5 @@ impl TelegramError {
             | TelegramError::Forbidden { description, .. } => Some(description),
             _ => None,
         }
-    }
-}
-
-fn said(description: &str) -> String {
-    if description.is_empty() {
-        String::new()
-    } else {
-        format!(": \"{description}\"")
-    }
-}
-
-fn wait(after: &Option<u64>) -> String {
-    match after {
-        Some(s) => format!("; it asks to wait {s} s"),
-        None => String::new(),
     }
 }

@@ -15,21 +15,22 @@ pub mod client;
 pub mod error;
 pub mod state;
 
-pub use client::{Button, Client, Retry};
+pub use crate::http::Retry;
+pub use client::{Button, Client, DEFAULT_RETRY};
 pub use error::TelegramError;
-
-use std::fmt;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+
+use crate::http::Secret;
 
 /// The public Bot API server.
 pub const DEFAULT_API: &str = "https://api.telegram.org";
 
 /// A bot token (`123456:ABC-DEF…` from @BotFather). Its only way out is [`Token::secret`],
 /// used to build the call's URL; `Debug` is redacted and there is no `Display`.
-#[derive(Clone)]
-pub struct Token(String);
+#[derive(Clone, Debug)]
+pub struct Token(Secret);
 
 impl Token {
     /// A token as read from the environment or a file (surrounding white space dropped).
@@ -50,17 +51,11 @@ impl Token {
                 "it holds characters a Telegram token never has (white space, quotes, `/`): one token, one line",
             ));
         }
-        Ok(Token(t.to_owned()))
+        Ok(Token(Secret::new(t)))
     }
 
     pub(crate) fn secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
+        self.0.expose()
     }
 }
 
@@ -82,18 +77,10 @@ impl TelegramFile {
 
 /// An `http://` or `https://` URL without user or password, without a trailing slash.
 pub fn check_url(url: &str) -> Result<String, TelegramError> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host)
-            if !host.is_empty() && !url.contains(char::is_whitespace) && !url.contains('@') =>
-        {
-            Ok(url.trim_end_matches('/').to_owned())
-        }
-        _ => Err(TelegramError::Config {
-            what: format!("usable API URL in `{url}`"),
-            fix: "expected `https://host[:port]` (default https://api.telegram.org)".to_owned(),
-        }),
-    }
+    crate::http::base_url(url).ok_or_else(|| TelegramError::Config {
+        what: format!("usable API URL in `{url}`"),
+        fix: "expected `https://host[:port]` (default https://api.telegram.org)".to_owned(),
+    })
 }
 
 /// Telegram's limit is 4096 characters per message; what is longer is cut.
