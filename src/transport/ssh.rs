@@ -236,43 +236,69 @@ fn error_text(e: &openssh::Error) -> String {
     s.trim().to_owned()
 }
 
-impl NodeExec for SshExec {
-    fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
+impl SshExec {
+    /// `argv` as the one command line ssh sends, and its program's name for messages (traced
+    /// as `ssh command` plus `kind`).
+    fn command_line(&self, argv: &[&str], kind: &str) -> Result<(String, String), ExecError> {
         let line = quote::argv(argv)?;
         let what = argv.first().copied().unwrap_or_default().to_owned();
-        tracing::debug!(target: "homelab::transport", node = %self.label, program = %what, args = argv.len() - 1, "ssh command");
-        let result = self.rt.block_on(async {
-            tokio::time::timeout(timeout, async {
-                let mut cmd = self.session().raw_command(&line);
-                cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-                let mut child = cmd.spawn().await?;
-                if let Some(mut input) = child.stdin().take() {
-                    // A node that hangs up early is seen in the exit status below.
-                    let _ = input.write_all(stdin).await;
-                    let _ = input.shutdown().await;
-                }
-                child.wait_with_output().await
-            })
-            .await
-        });
-        match result {
-            Err(_) => Err(ExecError::Timeout { what, after: timeout }),
-            Ok(Err(e)) => {
+        tracing::debug!(target: "homelab::transport", node = %self.label, program = %what, args = argv.len() - 1, "ssh command{kind}");
+        Ok((line, what))
+    }
+
+    /// `line` started on the node with every stream piped, `stdin` written to it and closed.
+    async fn spawn(
+        &self,
+        line: &str,
+        stdin: &[u8],
+    ) -> Result<openssh::Child<&Session>, openssh::Error> {
+        let mut cmd = self.session().raw_command(line);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().await?;
+        if let Some(mut input) = child.stdin().take() {
+            // A node that hangs up early is seen in the exit status.
+            let _ = input.write_all(stdin).await;
+            let _ = input.shutdown().await;
+        }
+        Ok(child)
+    }
+
+    /// The command's output, unless the connection failed under it: an ssh error, or ssh's
+    /// own exit status 255 with the master no longer answering.
+    fn finished(&self, out: Result<Output, openssh::Error>) -> Result<Output, ExecError> {
+        match out {
+            Err(e) => {
                 Err(ExecError::Unreachable { node: self.label.clone(), reason: error_text(&e) })
             }
-            // ssh exits 255 when the connection itself failed.
-            Ok(Ok(out))
-                if out.status.code() == Some(255)
-                    && self.rt.block_on(self.session().check()).is_err() =>
+            Ok(out)
+                if out.status == Some(255) && self.rt.block_on(self.session().check()).is_err() =>
             {
                 Err(ExecError::Unreachable {
                     node: self.label.clone(),
                     reason: "the connection dropped".to_owned(),
                 })
             }
-            Ok(Ok(out)) => {
-                Ok(Output { status: out.status.code(), stdout: out.stdout, stderr: out.stderr })
-            }
+            Ok(out) => Ok(out),
+        }
+    }
+}
+
+impl NodeExec for SshExec {
+    fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
+        let (line, what) = self.command_line(argv, "")?;
+        let result = self.rt.block_on(async {
+            tokio::time::timeout(timeout, async {
+                self.spawn(&line, stdin).await?.wait_with_output().await
+            })
+            .await
+        });
+        match result {
+            Err(_) => Err(ExecError::Timeout { what, after: timeout }),
+            Ok(out) => self.finished(out.map(|out| Output {
+                status: out.status.code(),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            })),
         }
     }
 
@@ -282,19 +308,11 @@ impl NodeExec for SshExec {
         stdin: &[u8],
         idle: Duration,
     ) -> Result<Output, ExecError> {
-        let line = quote::argv(argv)?;
-        let what = argv.first().copied().unwrap_or_default().to_owned();
-        tracing::debug!(target: "homelab::transport", node = %self.label, program = %what, args = argv.len() - 1, "ssh command (streaming)");
+        let (line, what) = self.command_line(argv, " (streaming)")?;
         let start = std::time::Instant::now();
         let mut got = Vec::new();
         let result: Result<Option<Output>, openssh::Error> = self.rt.block_on(async {
-            let mut cmd = self.session().raw_command(&line);
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-            let mut child = cmd.spawn().await?;
-            if let Some(mut input) = child.stdin().take() {
-                let _ = input.write_all(stdin).await;
-                let _ = input.shutdown().await;
-            }
+            let mut child = self.spawn(&line, stdin).await?;
             // Stdout as it comes; a pause of `idle` gives up (`None`).
             if let Some(mut out) = child.stdout().take() {
                 let mut chunk = vec![0u8; 65536];
@@ -321,18 +339,8 @@ impl NodeExec for SshExec {
         });
         match result {
             Ok(None) => Err(ExecError::Stalled { what, idle, after: start.elapsed(), stdout: got }),
-            Err(e) => {
-                Err(ExecError::Unreachable { node: self.label.clone(), reason: error_text(&e) })
-            }
-            Ok(Some(out))
-                if out.status == Some(255) && self.rt.block_on(self.session().check()).is_err() =>
-            {
-                Err(ExecError::Unreachable {
-                    node: self.label.clone(),
-                    reason: "the connection dropped".to_owned(),
-                })
-            }
-            Ok(Some(out)) => Ok(Output { stdout: got, ..out }),
+            Ok(Some(out)) => self.finished(Ok(Output { stdout: got, ..out })),
+            Err(e) => self.finished(Err(e)),
         }
     }
 
