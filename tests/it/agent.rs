@@ -4,7 +4,7 @@
 //! The agent runs inside the node's network namespace, as the `stability-agent` container does
 //! with host networking. Every wait is a bounded poll of a file (the events, the heartbeat) or
 //! of the engine, never a sleep standing in for an outcome. Kills at exact points of recording
-//! an event are made by `strace` (`supervise::under_strace`), not by hooks in homelab.
+//! an event are made by `strace` (`support::under_strace`), not by hooks in homelab.
 
 use std::fs;
 use std::path::PathBuf;
@@ -440,7 +440,7 @@ fn the_agent_killed_while_it_records_an_event_loses_none_and_repeats_none() {
     // Runs the agent under strace until it is killed at the cut, after `then` made an event.
     let cut = |syscalls: &str, then: &[&str]| {
         let since = SystemTime::now();
-        let mut strace = crate::supervise::under_strace(&command(), &files, syscalls, 1);
+        let mut strace = crate::support::under_strace(&command(), &files, syscalls, 1);
         let log = fs::OpenOptions::new().append(true).open(&site.log).unwrap();
         let mut child = Proc(strace.stdout(Stdio::null()).stderr(log).spawn().unwrap());
         ready(since);
@@ -448,7 +448,7 @@ fn the_agent_killed_while_it_records_an_event_loses_none_and_repeats_none() {
         let status = wait_for(&format!("the kill at {syscalls}\n{}", site.dump()), 30, || {
             child.0.try_wait().unwrap()
         });
-        assert!(crate::supervise::was_killed(status), "{status}\n{}", site.dump());
+        assert!(crate::support::was_killed(status), "{status}\n{}", site.dump());
     };
     // Started again without strace: ready, and one more heartbeat so any catch-up is done.
     let restart = || {

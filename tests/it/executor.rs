@@ -350,7 +350,7 @@ fn the_executor_applies_approved_plans_fails_the_rest_and_survives_a_kill() {
     site.port(8081, 8082);
     let late = site.plan();
     site.approve(&late);
-    let out = crate::supervise::killed_at(
+    let out = crate::support::killed_at(
         &site.command(&["executor", "--once"]),
         &site.ctl.join("actions/completed"),
         1,

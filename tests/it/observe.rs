@@ -666,7 +666,7 @@ fn a_cut_off_node_keeps_its_events_and_a_killed_observer_catches_up_with_none_lo
         ["node_offline", "service_unhealthy", "service_recovered", "node_online"],
         "the node's events"
     );
-    crate::supervise::killed_at(&observe_cmd(ctl.path()), &ctl.path().join("world"), 2);
+    crate::support::killed_at(&observe_cmd(ctl.path()), &ctl.path().join("world"), 2);
     // Killed with nodes.json written and services.json not, the cursors not moved.
     assert_eq!(world(ctl.path(), "nodes")["edge-a"]["observer"]["reachable"], true);
     assert!(world(ctl.path(), "services").get("broker@edge-a").is_none());

@@ -6,7 +6,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::support::{Key, Lab, Output, Snapshot};
+use crate::support::{killed_at, unfinished, Key, Lab, Output, Snapshot};
 
 const SUPERVISOR: &str = "namespaces=\"homelab-plan\"";
 
@@ -276,83 +276,10 @@ fn adopt_prints_the_patch_that_renders_the_node_and_commits_it_on_a_branch() {
 // Killed and started again, against a lab node (its own sshd and Docker Engine).
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::Stdio;
 
 // One lab at a time, whichever test file starts it (they are heavy on 2 cores).
 use crate::apply::LAB;
-
-/// `cmd` run by `strace`, which SIGKILLs it at the `nth` call of one of `syscalls` (strace's
-/// syntax, e.g. `?mkdir,mkdirat`) made by its main thread on one of `paths`: a real kill at an
-/// exact point of its work, with no hook in homelab. (If the write moves off the main thread,
-/// the kill no longer comes and the test says so.)
-pub(crate) fn under_strace(cmd: &Command, paths: &[&Path], syscalls: &str, nth: u32) -> Command {
-    assert!(
-        Path::new("/usr/bin/strace").is_file(),
-        "/usr/bin/strace is missing: install Debian's package strace (.ci/install does)"
-    );
-    let mut c = Command::new("/usr/bin/strace");
-    // Only the main thread, where each of these writes is made: its threads and children
-    // (ssh, git) run untraced, at full speed.
-    c.args(["-qq", "-o", "/dev/null"]);
-    for p in paths {
-        c.arg("-P").arg(p);
-    }
-    c.args(["-e", &format!("trace={syscalls}"), "-e"])
-        .arg(format!("inject={syscalls}:signal=KILL:when={nth}"))
-        .arg("--")
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    if let Some(d) = cmd.get_current_dir() {
-        c.current_dir(d);
-    }
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-/// Whether a process (or the strace that ran it) ended by SIGKILL.
-pub(crate) fn was_killed(status: std::process::ExitStatus) -> bool {
-    status.signal() == Some(9) || status.code() == Some(137)
-}
-
-/// Runs `cmd` until strace SIGKILLs it as it makes the folder `dir` (the `mkdir` that
-/// `files::write_atomic` does before each file it writes there) for the `nth` time. Panics
-/// unless it was killed there. Returns its stdout.
-pub(crate) fn killed_at(cmd: &Command, dir: &Path, nth: u32) -> String {
-    let out = under_strace(cmd, &[dir], "?mkdir,mkdirat", nth).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        was_killed(out.status),
-        "not killed at mkdir #{nth} of {} ({}):\n{stdout}\n{}",
-        dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Every file under `dir` whose name says a write did not finish (`files::write_atomic`'s
-/// temporary files).
-pub(crate) fn unfinished(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else { return out };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(unfinished(&p));
-        } else if e.file_name().to_string_lossy().contains(".tmp-") {
-            out.push(p.display().to_string());
-        }
-    }
-    out
-}
 
 /// Issue 11: the supervisor killed at any point of a pass and started again plans each drift
 /// once. Its cut points: while it refreshes a (slow) node, nothing is written yet; between
