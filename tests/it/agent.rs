@@ -86,8 +86,9 @@ impl Site {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// `homelab agent` in the node's network namespace, against the node's engine.
-    fn agent(&self) -> Proc {
+    /// `homelab agent <extra>` in the node's network namespace, against the node's engine,
+    /// its stderr appended to the log.
+    fn agent_command(&self, extra: &[&str]) -> Command {
         let node = self.lab.node(NODE);
         let mut c = self.lab.node_command(NODE, env!("CARGO_BIN_EXE_homelab"));
         c.arg("agent")
@@ -95,14 +96,48 @@ impl Site {
             .arg(&self.root)
             .args(["--node", NODE, "--docker-socket"])
             .arg(&node.docker_socket)
-            .args(["--mqtt", BROKER, "--interface", "tailscale0", "--interval", "0.5"])
-            .args(["--disk-threshold", "50"])
+            .args(extra)
             .env_remove("HOMELAB_ROOT")
             .env_remove("HOMELAB_NODE")
             .env_remove("HOMELAB_MQTT")
             .stdout(Stdio::null())
             .stderr(fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap());
+        c
+    }
+
+    /// The agent watching the engine, the broker, `tailscale0` and the disk.
+    fn agent(&self) -> Proc {
+        let mut c = self.agent_command(&[
+            "--mqtt",
+            BROKER,
+            "--interface",
+            "tailscale0",
+            "--interval",
+            "0.5",
+            "--disk-threshold",
+            "50",
+        ]);
         Proc(c.spawn().expect("homelab agent starts"))
+    }
+
+    /// `docker run` of a container `web` from the lab's image, labelled as Compose labels a
+    /// project's container, with `options`, running `script`.
+    fn compose_web(&self, options: &[&str], script: &str) {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "none",
+            "--label",
+            "com.docker.compose.project=web",
+            "--label",
+            "com.docker.compose.service=web",
+        ];
+        args.extend(options);
+        args.extend([crate::lab::IMAGE, "sh", "-c", script]);
+        self.docker(&args);
     }
 
     /// Debian's mosquitto on the node, listening once its log says so.
@@ -214,30 +249,19 @@ fn the_agent_reports_containers_links_broker_and_disk_once_each_across_restarts(
 
     // The node before the agent starts: a healthy compose container, the tailnet link up, the
     // broker running. The lab's image, labelled as Compose labels a project's container.
-    site.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "none",
-        "--label",
-        "com.docker.compose.project=web",
-        "--label",
-        "com.docker.compose.service=web",
-        "--health-cmd",
-        "test -f /tmp/ok",
-        "--health-interval",
-        "1s",
-        "--health-timeout",
-        "1s",
-        "--health-retries",
-        "1",
-        crate::lab::IMAGE,
-        "sh",
-        "-c",
+    site.compose_web(
+        &[
+            "--health-cmd",
+            "test -f /tmp/ok",
+            "--health-interval",
+            "1s",
+            "--health-timeout",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
         "touch /tmp/ok; exec sleep 3600",
-    ]);
+    );
     // A veth pair stands in for the tun device (this kernel may lack the `dummy` module; veth
     // is what the lab itself is built on). Its peer stays up, so `tailscale0` is up exactly
     // when the test sets it up.
@@ -381,38 +405,8 @@ fn the_agent_killed_while_it_records_an_event_loses_none_and_repeats_none() {
     fs::create_dir_all(&root).unwrap();
     let t0 = Instant::now();
     let site = Site { log: lab.node(NODE).dir.join("agent.log"), lab, root };
-    site.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "none",
-        "--label",
-        "com.docker.compose.project=web",
-        "--label",
-        "com.docker.compose.service=web",
-        crate::lab::IMAGE,
-        "sh",
-        "-c",
-        "exec sleep 3600",
-    ]);
-    let node = site.lab.node(NODE);
-    let command = || {
-        let mut c = site.lab.node_command(NODE, env!("CARGO_BIN_EXE_homelab"));
-        c.arg("agent")
-            .arg("--root")
-            .arg(&site.root)
-            .args(["--node", NODE, "--docker-socket"])
-            .arg(&node.docker_socket)
-            .args(["--interface", "lo", "--interval", "0.5"])
-            .env_remove("HOMELAB_ROOT")
-            .env_remove("HOMELAB_NODE")
-            .env_remove("HOMELAB_MQTT")
-            .stdout(Stdio::null())
-            .stderr(fs::OpenOptions::new().create(true).append(true).open(&site.log).unwrap());
-        c
-    };
+    site.compose_web(&[], "exec sleep 3600");
+    let command = || site.agent_command(&["--interface", "lo", "--interval", "0.5"]);
     let pending = || -> Vec<String> {
         let text = fs::read_to_string(site.root.join("state/agent/state.json")).unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or_default();

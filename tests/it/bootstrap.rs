@@ -61,11 +61,7 @@ impl Site {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Output::from(out)
     }
 
     /// `homelab ARGS` with the lab's login key and a controller root in the repository.
@@ -82,11 +78,7 @@ impl Site {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Output::from(out)
     }
 
     /// The node's host key fingerprint, as its console would show it.

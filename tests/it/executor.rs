@@ -5,14 +5,13 @@
 //! moved, is restarted and applies nothing twice.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::lab::Lab;
-use crate::support::{copy_tree, fixtures, Output};
+use crate::support::{copy_tree, fixtures, killed_after_line, Output};
 
-/// One lab at a time.
 // One lab at a time, whichever test file starts it (they are heavy on 2 cores).
 use crate::apply::LAB;
 
@@ -117,11 +116,7 @@ impl Site {
 
     pub(crate) fn homelab(&self, args: &[&str]) -> Output {
         let out = self.command(args).output().unwrap();
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Output::from(out)
     }
 
     pub(crate) fn plan(&self) -> String {
@@ -290,25 +285,11 @@ fn the_executor_applies_approved_plans_fails_the_rest_and_survives_a_kill() {
     fs::remove_file(&path).unwrap();
     let killed = site.plan();
     site.approve(&killed);
-    let mut child = site
-        .command(&["executor", "--once"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut l = String::new();
-        assert!(reader.read_line(&mut l).unwrap() > 0, "the executor ended first:\n{seen}");
-        seen.push_str(&l);
-        if l.contains("[alpha] web deploy:") {
-            break;
-        }
-    }
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let seen = killed_after_line(
+        site.command(&["executor", "--once"]).stdout(Stdio::null()),
+        "[alpha] web deploy:",
+        Duration::from_secs(1),
+    );
     assert_eq!(site.actions("running"), [killed.as_str()], "{seen}");
     let out = site.executor();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
@@ -384,18 +365,7 @@ fn an_unapproved_plan_waits_until_it_expires_and_a_no_op_plan_completes() {
     let operator = lab.keygen("operator");
     lab.allow(&[("operator@test", "", &operator)]);
     lab.policy("2s", 1, &["operator@test"]);
-    let executor = || {
-        lab.homelab(&[
-            "executor",
-            "--once",
-            "--transport",
-            "local",
-            "--root",
-            "rt",
-            "--controller-root",
-            "rt",
-        ])
-    };
+    let executor = || lab.homelab_local(&["executor", "--once"]);
     let id = lab.plan(&operator);
     let out = executor();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);

@@ -8,12 +8,14 @@
 //! error path. No dependency: the whole protocol homelab needs fits here.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+
+use crate::support::{read_http_request, write_http_answer};
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -124,66 +126,25 @@ fn sha(n: u64) -> String {
 
 fn serve(mut stream: TcpStream, state: &Arc<Mutex<State>>) {
     state.lock().unwrap().connections += 1;
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().to_owned();
-    let mut length = 0usize;
-    let mut authorization = None;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        let (k, v) = h.split_once(':').unwrap_or((&h, ""));
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        if k == "content-length" {
-            length = v.parse().unwrap_or(0);
-        } else if k == "authorization" {
-            authorization = Some(v);
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    let req = Request { method, path, authorization, body: String::from_utf8_lossy(&body).into() };
+    let Some(request) = read_http_request(&stream) else { return };
+    let req = Request {
+        authorization: request.header("authorization").map(str::to_owned),
+        method: request.method,
+        path: request.path,
+        body: String::from_utf8_lossy(&request.body).into(),
+    };
     let (status, headers, answer) = {
         let mut st = state.lock().unwrap();
         st.requests.push(req.clone());
         handle(&mut st, &req)
     };
-    let text = answer.to_string();
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json;charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reason(status),
-        text.len()
+    write_http_answer(
+        &mut stream,
+        status,
+        "application/json;charset=utf-8",
+        &headers,
+        &answer.to_string(),
     );
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(&text);
-    let _ = stream.write_all(out.as_bytes());
-    let _ = stream.flush();
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        409 => "Conflict",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        _ => "Other",
-    }
 }
 
 type Answer = (u16, Vec<(String, String)>, Value);

@@ -6,7 +6,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::support::{killed_at, unfinished, Key, Lab, Output, Snapshot};
+use crate::support::{killed_after_line, killed_at, unfinished, Key, Lab, Output, Snapshot};
 
 const SUPERVISOR: &str = "namespaces=\"homelab-plan\"";
 
@@ -22,18 +22,7 @@ fn supervised() -> (Lab, Key, Key) {
 }
 
 fn supervise(lab: &Lab, key: &Key) -> Output {
-    lab.homelab(&[
-        "supervise",
-        "--once",
-        "--transport",
-        "local",
-        "--root",
-        "rt",
-        "--controller-root",
-        "rt",
-        "--key",
-        key.arg(),
-    ])
+    lab.homelab_local(&["supervise", "--once", "--key", key.arg()])
 }
 
 /// The ids in `rt/actions/<state>/`.
@@ -166,16 +155,7 @@ fn drift_makes_one_signed_pending_plan_with_its_reason_and_the_supervisor_approv
     let apply = lab.apply(second);
     assert_eq!(apply.code, 3, "{}{}", apply.stdout, apply.stderr);
     assert!(apply.stderr.contains("approval 1 of 1"), "{}", apply.stderr);
-    let exec = lab.homelab(&[
-        "executor",
-        "--once",
-        "--transport",
-        "local",
-        "--root",
-        "rt",
-        "--controller-root",
-        "rt",
-    ]);
+    let exec = lab.homelab_local(&["executor", "--once"]);
     assert_eq!(exec.code, 1, "a pass that failed an action: {}{}", exec.stdout, exec.stderr);
     assert!(
         exec.stdout.contains(&format!("{second}: pending → failed: refused:")),
@@ -275,8 +255,8 @@ fn adopt_prints_the_patch_that_renders_the_node_and_commits_it_on_a_branch() {
 // ---------------------------------------------------------------------------------------------
 // Killed and started again, against a lab node (its own sshd and Docker Engine).
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use std::time::Duration;
 
 // One lab at a time, whichever test file starts it (they are heavy on 2 cores).
 use crate::apply::LAB;
@@ -325,22 +305,9 @@ fn a_supervisor_killed_mid_pass_and_started_again_plans_each_drift_once() {
     // Killed while it refreshes the node (slowed, so the refresh takes a while): nothing was
     // written, nothing is half written.
     site.lab.slow("alpha", "delay 200ms");
-    let mut child = site
-        .command(&args)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("ssh command") {
-        let mut l = String::new();
-        assert!(reader.read_line(&mut l).unwrap() > 0, "ended before a refresh:\n{seen}");
-        seen.push_str(&l);
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let mut supervise = site.command(&args);
+    supervise.env("RUST_LOG", "debug").stdout(Stdio::null());
+    killed_after_line(&mut supervise, "ssh command", Duration::ZERO);
     site.lab.unslow("alpha");
     assert_eq!(plans(), Vec::<String>::new());
     assert!(site.actions("pending").is_empty());

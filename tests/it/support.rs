@@ -90,6 +90,18 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// A process's output as text, as it was (no path replaced); `-1` for a process killed by a
+/// signal.
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Output {
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// Runs `homelab --repo <repo> <args>`; paths of the repo in the output become `<repo>`.
 pub fn homelab_in(repo: &Path, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_homelab"))
@@ -405,6 +417,19 @@ impl Lab {
         git(&["rev-parse", "HEAD"])
     }
 
+    /// `homelab <args> --transport local --root rt --controller-root rt`: a command against
+    /// the lab's nodes and its controller, all under `rt/`.
+    pub fn homelab_local(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["--transport", "local", "--root", "rt", "--controller-root", "rt"]);
+        self.homelab(&all)
+    }
+
+    /// `homelab observe --once` of the lab's nodes into the controller's world.
+    pub fn observe_once(&self) -> Output {
+        self.homelab_local(&["observe", "--once"])
+    }
+
     /// `homelab plan --transport local --root rt --controller-root rt [--key KEY] <extra>`.
     pub fn plan_with(&self, key: Option<&Key>, extra: &[&str]) -> Output {
         let mut args =
@@ -616,4 +641,114 @@ pub fn unfinished(dir: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// Runs `cmd` with its stderr piped until a line of it contains `needle`, lets it go on for
+/// `then`, and SIGKILLs it: a kill in the middle of the step that line announces. Panics if it
+/// ends first. Returns the stderr seen.
+pub fn killed_after_line(cmd: &mut Command, needle: &str, then: std::time::Duration) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut l = String::new();
+        assert!(reader.read_line(&mut l).unwrap() > 0, "ended before `{needle}`:\n{seen}");
+        seen.push_str(&l);
+        if l.contains(needle) {
+            break;
+        }
+    }
+    std::thread::sleep(then);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    seen
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP of the Forgejo and Telegram stand-ins: one request in, one JSON answer out, the
+// connection closed.
+
+/// A request as a stand-in reads it: header names in lowercase, values trimmed.
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request from `stream` (waiting at most 10 s for it); `None` when the client sent
+/// nothing.
+pub fn read_http_request(stream: &std::net::TcpStream) -> Option<HttpRequest> {
+    use std::io::{BufRead, BufReader, Read};
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let mut request = HttpRequest { method, path, headers, body: Vec::new() };
+    let length = request.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    request.body = vec![0; length];
+    let _ = reader.read_exact(&mut request.body);
+    Some(request)
+}
+
+/// The reason phrase of the statuses the stand-ins answer.
+pub fn http_reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        _ => "Other",
+    }
+}
+
+/// Answers `status` with `json` (of `content_type`) and `headers`, and closes.
+pub fn write_http_answer(
+    stream: &mut std::net::TcpStream,
+    status: u16,
+    content_type: &str,
+    headers: &[(String, String)],
+    json: &str,
+) {
+    use std::io::Write;
+    let reason = http_reason(status);
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        json.len()
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(json);
+    let _ = stream.write_all(out.as_bytes());
+    let _ = stream.flush();
 }

@@ -387,16 +387,7 @@ fn results_and_incidents_are_announced() {
         "alpha",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = b.lab.homelab(&[
-        "observe",
-        "--once",
-        "--transport",
-        "local",
-        "--root",
-        "rt",
-        "--controller-root",
-        "rt",
-    ]);
+    let out = b.lab.observe_once();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 
     let out = b.run();
@@ -667,11 +658,7 @@ fn a_supervisors_plan_approved_from_telegram_is_applied_and_the_message_shows_it
             .env("HOMELAB_TELEGRAM_RETRY_MS", "1")
             .output()
             .unwrap();
-        let out = Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let out = Output::from(out);
         assert!(!out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN));
         out
     };
@@ -779,35 +766,26 @@ fn a_supervisors_plan_approved_from_telegram_is_applied_and_the_message_shows_it
 fn the_control_plane_services_env_names_give_the_token_and_the_chat() {
     let b = Bot::alone();
     let id = b.plan();
-    let chat = CHAT.to_string();
-    let out = b.lab.homelab_env(
-        &[
-            "telegram",
-            "--once",
-            "--api-url",
-            &b.tg.url,
-            "--key",
-            "keys/bot",
-            "--controller-root",
-            "rt",
-        ],
-        &[("TELEGRAM_BOT_TOKEN", TOKEN), ("TELEGRAM_CHAT_ID", &chat)],
-    );
+    // The token and the chat only from those names: no --chat, no $HOMELAB_TELEGRAM_TOKEN.
+    let with_chat = |chat: &str| {
+        b.lab.homelab_env(
+            &[
+                "telegram",
+                "--once",
+                "--api-url",
+                &b.tg.url,
+                "--key",
+                "keys/bot",
+                "--controller-root",
+                "rt",
+            ],
+            &[("TELEGRAM_BOT_TOKEN", TOKEN), ("TELEGRAM_CHAT_ID", chat)],
+        )
+    };
+    let out = with_chat(&CHAT.to_string());
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(b.message_of(&id).chat, CHAT);
-    let out = b.lab.homelab_env(
-        &[
-            "telegram",
-            "--once",
-            "--api-url",
-            &b.tg.url,
-            "--key",
-            "keys/bot",
-            "--controller-root",
-            "rt",
-        ],
-        &[("TELEGRAM_BOT_TOKEN", TOKEN), ("TELEGRAM_CHAT_ID", "@me")],
-    );
+    let out = with_chat("@me");
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("expected a numeric chat id"), "{}", out.stderr);
 }

@@ -14,12 +14,14 @@
 //! recorded with its time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use crate::support::{http_reason, read_http_request, write_http_answer};
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -213,58 +215,17 @@ fn push(s: &mut State, mut update: Value) {
 }
 
 fn serve(mut stream: TcpStream, state: &Arc<(Mutex<State>, Condvar)>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let verb = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().to_owned();
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        let (k, v) = h.split_once(':').unwrap_or((&h, ""));
-        if k.trim().eq_ignore_ascii_case("content-length") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    let (token, method) = path
+    let Some(request) = read_http_request(&stream) else { return };
+    let (token, method) = request
+        .path
         .strip_prefix("/bot")
         .and_then(|r| r.split_once('/'))
         .map(|(t, m)| (t.to_owned(), m.to_owned()))
         .unwrap_or_default();
     let body: Result<Value, _> =
-        if body.is_empty() { Ok(json!({})) } else { serde_json::from_slice(&body) };
-    let (status, answer) = handle(state, &verb, &token, &method, body);
-    let text = answer.to_string();
-    let out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-        reason(status),
-        text.len()
-    );
-    let _ = stream.write_all(out.as_bytes());
-    let _ = stream.flush();
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        409 => "Conflict",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        _ => "Other",
-    }
+        if request.body.is_empty() { Ok(json!({})) } else { serde_json::from_slice(&request.body) };
+    let (status, answer) = handle(state, &request.method, &token, &method, body);
+    write_http_answer(&mut stream, status, "application/json", &[], &answer.to_string());
 }
 
 type Answer = (u16, Value);
@@ -325,7 +286,7 @@ fn handle(
                             "parameters": { "retry_after": after } }),
                     )
                 }
-                status => error(status, reason(status)),
+                status => error(status, http_reason(status)),
             };
         }
         match method {

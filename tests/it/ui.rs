@@ -98,16 +98,7 @@ impl Site {
                 r#"{"stage":"verify","reason":"healthcheck failed 3 time(s)"}"#,
             ],
         );
-        let out = lab.homelab(&[
-            "observe",
-            "--once",
-            "--transport",
-            "local",
-            "--root",
-            "rt",
-            "--controller-root",
-            "rt",
-        ]);
+        let out = lab.observe_once();
         assert!(
             lab.path("rt/world/nodes.json").is_file(),
             "observe wrote no world: {}{}",
