@@ -87,10 +87,17 @@ fn rendering(lab: &Homelab, d: &mut Diagnostics) {
             }
         }
     }
-    for node in lab.nodes.keys() {
-        let on_node: Vec<(&Instance, &Footprint)> =
-            footprints.iter().filter(|(i, _)| i.node == *node).map(|(i, f)| (*i, f)).collect();
-        conflicts::check(node, &on_node, d);
+    // Grouped in one pass, in instance order: filtering every footprint per node was
+    // nodes × instances.
+    let mut by_node: BTreeMap<&NodeName, Vec<(&Instance, &Footprint)>> =
+        lab.nodes.keys().map(|n| (n, Vec::new())).collect();
+    for (inst, fp) in &footprints {
+        if let Some(on_node) = by_node.get_mut(&inst.node) {
+            on_node.push((*inst, fp));
+        }
+    }
+    for (node, on_node) in &by_node {
+        conflicts::check(node, on_node, d);
     }
 }
 

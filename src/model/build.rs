@@ -217,7 +217,10 @@ fn hosts(
             }
         }
         for dir in &host.runtime {
-            let Some(svc) = node.services.keys().find(|s| s.as_str() == dir.name).cloned() else {
+            // A lookup, not a scan of the node's services per runtime folder.
+            let Some(svc) =
+                ServiceName::parse(&dir.name).ok().filter(|s| node.services.contains_key(s))
+            else {
                 continue;
             };
             if let Some(Ok(src)) = &dir.override_file {

@@ -6,10 +6,11 @@
 //! is a `Diagnostic` naming the file, never a panic or a hang. It judges nothing beyond
 //! "could the file be read and parsed": the rules live in `validate/`.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
@@ -268,7 +269,8 @@ impl Reader<'_> {
         let ids: Vec<NodeName> =
             topology.nodes.keys().filter_map(|id| NodeName::parse(id).ok()).collect();
         for id in ids {
-            if out.host_dirs.contains(&id.to_string()) {
+            // `host_dirs` is sorted (folders are listed sorted): a binary search per node.
+            if out.host_dirs.binary_search_by(|h| h.as_str().cmp(id.as_str())).is_ok() {
                 let host = self.host(&id);
                 out.hosts.insert(id, host);
             }
@@ -399,6 +401,28 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Repo {
     root: PathBuf,
+    /// Folders already resolved, by path relative to the root. A path's real path is its
+    /// folder's plus its name unless the name itself is a symlink, so with the folder known a
+    /// file costs one `lstat` where `realpath` costs a `readlink` per component of its
+    /// absolute path: that was most of the time spent loading a large homelab.
+    folders: RefCell<HashMap<PathBuf, PathBuf>>,
+}
+
+/// A path of the repository resolved: where it really is and, when it is not itself a
+/// symlink, its metadata (its `lstat`, which is then its `stat`).
+struct Resolved {
+    real: PathBuf,
+    meta: Option<fs::Metadata>,
+}
+
+impl Resolved {
+    fn metadata(self) -> io::Result<(PathBuf, fs::Metadata)> {
+        let meta = match self.meta {
+            Some(meta) => meta,
+            None => fs::metadata(&self.real)?,
+        };
+        Ok((self.real, meta))
+    }
 }
 
 impl Repo {
@@ -423,7 +447,7 @@ impl Repo {
                 "pass the homelab repository with `--repo DIR`",
             ));
         }
-        Ok(Repo { root })
+        Ok(Repo { root, folders: RefCell::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -431,9 +455,8 @@ impl Repo {
     }
 
     /// Resolves `rel` and refuses anything that leaves the repository through a symlink.
-    fn resolve(&self, rel: &Path) -> Result<PathBuf, Diagnostic> {
-        let full = self.root.join(rel);
-        let real = fs::canonicalize(&full).map_err(|e| {
+    fn resolve(&self, rel: &Path) -> Result<Resolved, Diagnostic> {
+        let resolved = self.real(rel).map_err(|e| {
             Diagnostic::new(
                 "file",
                 rel,
@@ -443,16 +466,48 @@ impl Repo {
                 "check that the file exists and is readable",
             )
         })?;
-        if !real.starts_with(&self.root) {
+        if !resolved.real.starts_with(&self.root) {
             return Err(Diagnostic::new(
                 "file",
                 rel,
                 None,
                 "",
-                format!("is a symlink to {}, outside the repository", real.display()),
+                format!("is a symlink to {}, outside the repository", resolved.real.display()),
                 "replace the symlink with the file itself: everything homelab deploys is reviewed in Git",
             ));
         }
+        Ok(resolved)
+    }
+
+    /// What `fs::canonicalize(root/rel)` says, built from the real path of the folder of `rel`
+    /// (resolved once, kept in `folders`) and an `lstat` of its last component: only a
+    /// symlink is canonicalized, from its real folder, as `realpath` would.
+    fn real(&self, rel: &Path) -> io::Result<Resolved> {
+        let mut parts = rel.components();
+        let Some(Component::Normal(name)) = parts.next_back() else {
+            // The root itself, or a path ending in `..` or `.`: rare, so the slow way.
+            return Ok(Resolved { real: fs::canonicalize(self.root.join(rel))?, meta: None });
+        };
+        let folder = self.folder(parts.as_path())?;
+        let path = folder.join(name);
+        let meta = fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            return Ok(Resolved { real: fs::canonicalize(&path)?, meta: None });
+        }
+        Ok(Resolved { real: path, meta: Some(meta) })
+    }
+
+    /// The real path of the folder `rel` (which may still turn out not to be one: then what is
+    /// looked up under it fails as `realpath` would).
+    fn folder(&self, rel: &Path) -> io::Result<PathBuf> {
+        if rel.as_os_str().is_empty() {
+            return Ok(self.root.clone());
+        }
+        if let Some(real) = self.folders.borrow().get(rel) {
+            return Ok(real.clone());
+        }
+        let real = self.real(rel)?.real;
+        self.folders.borrow_mut().insert(rel.to_owned(), real.clone());
         Ok(real)
     }
 
@@ -461,7 +516,7 @@ impl Repo {
     }
 
     pub fn is_dir(&self, rel: &Path) -> bool {
-        self.resolve(rel).map(|p| p.is_dir()).unwrap_or(false)
+        self.resolve(rel).ok().and_then(|r| r.metadata().ok()).is_some_and(|(_, m)| m.is_dir())
     }
 
     /// A file that ships with a service: text when it is UTF-8, else its bytes.
@@ -483,18 +538,15 @@ impl Repo {
     pub fn is_executable(&self, rel: &Path) -> bool {
         use std::os::unix::fs::PermissionsExt;
         self.resolve(rel)
-            .and_then(|p| {
-                fs::metadata(p).map_err(|e| {
-                    Diagnostic::new("file", rel, None, "", format!("cannot read: {e}"), "")
-                })
-            })
-            .is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+            .ok()
+            .and_then(|r| r.metadata().ok())
+            .is_some_and(|(_, m)| m.permissions().mode() & 0o111 != 0)
     }
 
     /// The entries of a folder (hidden ones too), sorted by name, so results never depend on
     /// disk order.
     pub fn list_dir(&self, rel: &Path) -> Result<Vec<String>, Diagnostic> {
-        let dir = self.resolve(rel)?;
+        let dir = self.resolve(rel)?.real;
         let read = fs::read_dir(&dir)
             .map_err(|e| Diagnostic::new("file", rel, None, "", format!("cannot list: {e}"), ""))?;
         let mut names = Vec::new();
@@ -521,8 +573,9 @@ impl Repo {
     }
 
     pub fn read_bytes(&self, rel: &Path) -> Result<Vec<u8>, Diagnostic> {
-        let real = self.resolve(rel)?;
-        let meta = fs::metadata(&real)
+        let (real, meta) = self
+            .resolve(rel)?
+            .metadata()
             .map_err(|e| Diagnostic::new("file", rel, None, "", format!("cannot read: {e}"), ""))?;
         if !meta.is_file() {
             return Err(Diagnostic::new(
@@ -671,4 +724,60 @@ fn budget_message(mut e: &serde_saphyr::Error) -> Option<String> {
 /// Renders `rel` as the repository-relative string diagnostics use.
 pub fn shown(rel: &Path) -> String {
     slash_path(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// The loader resolves a path from its folder's real path and one `lstat` instead of
+    /// calling `realpath`: it must say what `realpath` says, for files, folders, symlinks
+    /// (relative, chained, to folders, out of the tree) and paths that do not resolve.
+    #[test]
+    fn resolving_through_known_folders_agrees_with_realpath() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("far")).unwrap();
+        std::fs::write(outside.path().join("far/f"), "x").unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        let t = tree.path();
+        std::fs::create_dir_all(t.join("a/b")).unwrap();
+        std::fs::write(t.join("a/b/file"), "x").unwrap();
+        symlink("b", t.join("a/to-b")).unwrap();
+        symlink("../a/b/file", t.join("a/rel-file")).unwrap();
+        symlink("rel-file", t.join("a/chain")).unwrap();
+        symlink(outside.path().join("far"), t.join("a/out")).unwrap();
+        symlink("missing", t.join("a/dangling")).unwrap();
+        let repo = Repo::open(t).unwrap();
+        let paths = [
+            "a",
+            "a/b",
+            "a/b/file",
+            "a/to-b",
+            "a/to-b/file",
+            "a/rel-file",
+            "a/chain",
+            "a/out",
+            "a/out/f",
+            "a/dangling",
+            "a/missing",
+            "a/b/file/under-a-file",
+            "a/to-b/../b/file",
+            "a/./b/file",
+            "",
+        ];
+        // Twice: the second time every folder comes from what the first one learned.
+        for _ in 0..2 {
+            for rel in paths {
+                let ours = repo.real(Path::new(rel)).map(|r| r.real).map_err(|e| e.kind());
+                let theirs = fs::canonicalize(t.join(rel)).map_err(|e| e.kind());
+                assert_eq!(ours, theirs, "{rel}");
+            }
+        }
+        assert!(repo.resolve(Path::new("a/out/f")).is_err(), "a path out of the tree is refused");
+        assert!(repo.is_dir(Path::new("a/to-b")));
+        assert!(!repo.is_dir(Path::new("a/out")), "a folder out of the tree is none of ours");
+        assert_eq!(repo.read_text(Path::new("a/chain")).unwrap(), "x");
+    }
 }

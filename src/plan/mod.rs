@@ -223,7 +223,17 @@ pub fn diff(
 ) -> Plan {
     let desired: BTreeMap<&Instance, &Rendered> =
         desired.iter().map(|r| (&r.instance, r)).collect();
+    // The desired instances and the deployment order split by node once, each keeping its
+    // order: filtering both per node made a plan cost nodes × instances.
+    let mut desired_on: BTreeMap<&NodeName, Vec<(&Instance, &Rendered)>> = BTreeMap::new();
+    for (i, r) in &desired {
+        desired_on.entry(&i.node).or_default().push((i, r));
+    }
     let order = graph.order();
+    let mut order_on: BTreeMap<&NodeName, Vec<&Instance>> = BTreeMap::new();
+    for i in &order {
+        order_on.entry(&i.node).or_default().push(i);
+    }
     let mut nodes = Vec::new();
     for a in actual {
         let state = match &a.status {
@@ -238,15 +248,27 @@ pub fn diff(
             }
             NodeStatus::Reachable(state) => state,
         };
-        // The one-shot init containers of every service desired on the node, by compose
-        // project: exited 0 is where they belong.
-        let one_shot: BTreeMap<&str, BTreeSet<String>> = desired
-            .iter()
-            .filter(|(i, _)| i.node == a.node)
+        // The one-shot init containers of the services desired on the node, by compose
+        // project: exited 0 is where they belong. Only an exited container is ever looked up
+        // in it, so only the projects that have one are parsed for it: a YAML parse of every
+        // compose file on every plan was a good part of planning a large homelab.
+        let exited: BTreeSet<&str> = match &state.engine {
+            Engine::Available { containers } => containers
+                .iter()
+                .filter(|c| c.state == "exited")
+                .map(|c| c.project.as_str())
+                .collect(),
+            Engine::Unavailable { .. } => BTreeSet::new(),
+        };
+        let one_shot: BTreeMap<&str, BTreeSet<String>> = desired_on
+            .get(&a.node)
+            .into_iter()
+            .flatten()
+            .filter(|(i, _)| exited.contains(i.service.as_str()))
             .map(|(i, r)| (i.service.as_str(), one_shot_of(r)))
             .collect();
         let mut changes = Vec::new();
-        for inst in order.iter().filter(|i| i.node == a.node) {
+        for &inst in order_on.get(&a.node).into_iter().flatten() {
             let Some(rendered) = desired.get(inst) else { continue };
             let after = graph.dependencies(inst).into_iter().cloned().collect();
             let deployed = state.services.get(inst.service.as_str());
@@ -287,11 +309,10 @@ pub fn diff(
         }
         // Deployed on the node but no longer desired there: delete, after everything else.
         for (name, svc) in &state.services {
-            let desired_here = lab
-                .nodes
-                .get(&a.node)
-                .map(|n| n.services.keys().any(|s| s.as_str() == name))
-                .unwrap_or(false);
+            // A lookup, not a scan of the node's services per deployed one.
+            let desired_here = lab.nodes.get(&a.node).is_some_and(|n| {
+                crate::model::ServiceName::parse(name).is_ok_and(|s| n.services.contains_key(&s))
+            });
             if desired_here {
                 continue;
             }
@@ -538,11 +559,14 @@ pub fn diffs_of(c: &Change, actual: &[String]) -> Vec<(String, String)> {
             let svc = c.instance.service.as_str();
             for name in names {
                 let new = c.artifacts.iter().find(|a| a.name == name);
+                // Built once per artifact, not once per line of the node's state it is tested
+                // against (a node of many services has many lines).
+                let prefix = format!("{svc} file {name} ");
                 if let Some(line) = new.and_then(PlannedArtifact::binary_line) {
                     // A binary file is never diffed: its size and hash say what ships.
-                    let on_node = actual.iter().find_map(|l| {
-                        l.strip_prefix(&format!("{svc} file {name} "))?.split(' ').next()
-                    });
+                    let on_node = actual
+                        .iter()
+                        .find_map(|l| l.strip_prefix(prefix.as_str())?.split(' ').next());
                     if on_node != new.map(|a| a.sha256.as_str()) {
                         out.push((name.to_owned(), line));
                     }
@@ -550,7 +574,7 @@ pub fn diffs_of(c: &Change, actual: &[String]) -> Vec<(String, String)> {
                 }
                 let before = c.prior.iter().find(|a| a.name == name).map(|a| a.text.as_str());
                 let after = new.map(|a| a.text.as_str());
-                let on_node = actual.iter().any(|l| l.starts_with(&format!("{svc} file {name} ")));
+                let on_node = actual.iter().any(|l| l.starts_with(prefix.as_str()));
                 match (before, after) {
                     (Some(b), Some(a)) if b != a => {
                         out.push((name.to_owned(), unified(name, b, a)))

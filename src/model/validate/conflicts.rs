@@ -4,12 +4,20 @@
 //!
 //! Reads the `Footprint`s `compose::check` returned for the instances of one node. No IO here.
 
+use std::collections::BTreeMap;
+
 use super::super::diag::Diagnostics;
 use super::super::{Instance, NodeName};
-use super::Footprint;
+use super::{Footprint, Located};
 
 /// Checks the instances of `node`, in order.
 pub fn check(node: &NodeName, instances: &[(&Instance, &Footprint)], d: &mut Diagnostics) {
+    // The first earlier instance holding each container name and writable path, with where it
+    // does: a lookup, where scanning every earlier instance made a node of k services cost k².
+    // An instance's own entries join only after it is checked, as it is only compared with
+    // the ones before it.
+    let mut containers: BTreeMap<&str, (&Instance, &Located)> = BTreeMap::new();
+    let mut binds: BTreeMap<&str, (&Instance, &Located)> = BTreeMap::new();
     for (j, (inst, fp)) in instances.iter().enumerate() {
         let earlier = &instances[..j];
         for p in &fp.ports {
@@ -35,9 +43,7 @@ pub fn check(node: &NodeName, instances: &[(&Instance, &Footprint)], d: &mut Dia
             }
         }
         for (name, at) in &fp.containers {
-            let other = earlier.iter().find_map(|(o, ofp)| {
-                ofp.containers.iter().find(|(n, _)| n == name).map(|(_, a)| (o, a))
-            });
+            let other = containers.get(name.as_str());
             if let Some((o, oat)) = other {
                 d.err(
                     "container-conflict",
@@ -54,9 +60,7 @@ pub fn check(node: &NodeName, instances: &[(&Instance, &Footprint)], d: &mut Dia
             }
         }
         for (path, at) in &fp.writable_binds {
-            let other = earlier.iter().find_map(|(o, ofp)| {
-                ofp.writable_binds.iter().find(|(p, _)| p == path).map(|(_, a)| (o, a))
-            });
+            let other = binds.get(path.as_str());
             if let Some((o, oat)) = other {
                 d.err(
                     "data-conflict",
@@ -72,6 +76,12 @@ pub fn check(node: &NodeName, instances: &[(&Instance, &Footprint)], d: &mut Dia
                     "give each service its own data folder (`{{ data_dir }}`), or mount it read-only in all but one",
                 );
             }
+        }
+        for (name, at) in &fp.containers {
+            containers.entry(name).or_insert((inst, at));
+        }
+        for (path, at) in &fp.writable_binds {
+            binds.entry(path).or_insert((inst, at));
         }
     }
 }

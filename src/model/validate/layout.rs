@@ -3,9 +3,11 @@
 //!
 //! Reads what `load.rs` found on disk; no IO here.
 
+use std::collections::BTreeSet;
+
 use super::super::diag::Diagnostics;
 use super::super::load::{RawRepo, COMPOSE_FILES, OVERRIDE_FILE, SERVICE_FILES};
-use super::super::names::NodeName;
+use super::super::names::{NodeName, ServiceName};
 use super::Input;
 
 /// The top folders: without them nothing else was read, so this runs on its own.
@@ -131,7 +133,9 @@ fn overrides(i: &Input, d: &mut Diagnostics) {
     for (id, host) in &i.raw.hosts {
         let base = format!("hosts/{id}");
         // Every name the node's services.yaml lists, including services that failed to load.
-        let listed_names: Vec<&str> = host
+        // A set, and the model's services looked up by name: scanning both per runtime
+        // folder made a node with an override per service cost services².
+        let listed_names: BTreeSet<&str> = host
             .services
             .iter()
             .flat_map(|hs| &hs.services)
@@ -139,8 +143,9 @@ fn overrides(i: &Input, d: &mut Diagnostics) {
             .collect();
         for dir in &host.runtime {
             let path = format!("{base}/runtime/{}", dir.name);
-            let listed = i.lab.nodes[id].services.keys().any(|s| s.as_str() == dir.name);
-            if !listed_names.contains(&dir.name.as_str()) && host.services.is_some() {
+            let listed = ServiceName::parse(&dir.name)
+                .is_ok_and(|s| i.lab.nodes[id].services.contains_key(&s));
+            if !listed_names.contains(dir.name.as_str()) && host.services.is_some() {
                 d.err("override", &path, None, "", format!("expected an override for a service listed in {base}/services.yaml, found `{}`", dir.name), "list the service on the node or remove the override");
             }
             // The folder of a service the node does not run is reported above as a whole;
