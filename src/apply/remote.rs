@@ -175,13 +175,16 @@ fi
 rm -f -- "$staging.err"
 while [ "$n" -gt 0 ]; do
   f=$1; want=$2; shift 2; n=$((n - 1))
-  got=$(sha256sum < "$staging/$f" | cut -c1-64) || got=missing
+  got=$(sha256sum < "$staging/$f") || got=missing
+  got=${got%% *}
   if [ "$got" != "$want" ]; then
     echo "uploaded $f does not match the plan (sha256 $got, expected $want)" >&2
     rm -rf -- "$staging"; exit 5
   fi
-  sync -- "$staging/$f"
 done
+# Every file of the release on disk before it is sealed: one sync of the file system, not one
+# process per file.
+sync -f -- "$staging"
 rm -rf -- "$release"
 mv -- "$staging" "$release"
 sync -- "$(dirname -- "$release")"
@@ -290,7 +293,9 @@ if [ ! -f "$j/rc" ]; then
       sh -c "$@" > "$j/out" 2> "$j/err"; rc=$?
       echo "$rc" > "$j/rc.tmp"; sync -- "$j/rc.tmp" "$j/out" "$j/err" 2>/dev/null; mv -f -- "$j/rc.tmp" "$j/rc"' \
       homelab-job "$j" "$@" < /dev/null > /dev/null 2>&1 &
-    while [ ! -f "$j/pid" ] && [ ! -f "$j/rc" ]; do sleep 0.1; done
+    # Started here: wait for it as a child, no polling (a job started by another run is polled
+    # below; so is this one if `setsid` had to fork).
+    wait "$!"
   fi
   while [ ! -f "$j/rc" ]; do
     pid=$(cat -- "$j/pid" 2>/dev/null) || pid=""
