@@ -66,6 +66,14 @@ pub enum Error {
     #[error(transparent)]
     Forge(#[from] ForgeError),
 
+    /// `telegram`: what the Bot API did not give, or the bot's settings.
+    #[error(transparent)]
+    Telegram(#[from] crate::telegram::TelegramError),
+
+    /// `telegram`: the bot's state file (offset, messages, presses handled).
+    #[error(transparent)]
+    TelegramState(#[from] crate::telegram::StateError),
+
     /// Apply (or approve) refused the plan: nothing was changed.
     #[error("refused: {0}\nnothing was changed")]
     Refused(#[from] Refusal),
@@ -140,7 +148,9 @@ pub fn exit_code(result: &Result<Report, Error>) -> u8 {
             | Error::NotConfirmed { .. }
             | Error::Bootstrap(_)
             | Error::HostKey(_)
-            | Error::Forge(_),
+            | Error::Forge(_)
+            | Error::Telegram(_)
+            | Error::TelegramState(_),
         ) => 1,
     }
 }
@@ -177,6 +187,22 @@ mod tests {
         let e: Error =
             ForgeError::Conflict { call: "POST /api/v1/x".into(), message: "".into() }.into();
         assert!(e.to_string().starts_with("Forgejo reports a conflict on `POST /api/v1/x`"));
+        assert_eq!(exit_code(&Err(e)), 1);
+    }
+
+    /// So do the Telegram bot's: the Bot API's, its settings' and its state file's.
+    #[test]
+    fn telegram_errors_exit_1_with_their_own_text() {
+        let e: Error =
+            crate::telegram::TelegramError::Unauthorized { method: "getUpdates".into() }.into();
+        assert!(e.to_string().starts_with("Telegram refused the bot token on `getUpdates`"));
+        assert_eq!(exit_code(&Err(e)), 1);
+        let e: Error = crate::telegram::StateError::Invalid {
+            path: "state.json".into(),
+            reason: "not JSON".into(),
+        }
+        .into();
+        assert!(e.to_string().starts_with("`state.json` is not the Telegram bot's state"));
         assert_eq!(exit_code(&Err(e)), 1);
     }
 }

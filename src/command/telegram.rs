@@ -66,23 +66,23 @@ pub struct TelegramArgs {
 }
 
 fn config(e: TelegramError) -> Error {
-    Error::Unsupported { message: e.to_string() }
+    Error::from(e)
 }
 
 fn state_error(e: StateError) -> Error {
-    Error::Unsupported { message: e.to_string() }
+    Error::from(e)
 }
 
 pub fn run(repo: &Path, args: &TelegramArgs, out: &mut dyn Write) -> Result<Report, Error> {
     let path = repo.join(TELEGRAM_FILE);
     let settings = if path.is_file() {
-        let text = file::read_bounded(&path).map_err(|e| Error::Unsupported {
-            message: format!("cannot read `{TELEGRAM_FILE}`: {e}"),
+        let text = file::read_bounded(&path).map_err(|e| TelegramError::Settings {
+            file: TELEGRAM_FILE.to_owned(),
+            reason: format!("cannot read it: {e}"),
         })?;
-        telegram::TelegramFile::parse(&text).map_err(|e| Error::Unsupported {
-            message: format!(
-                "`{TELEGRAM_FILE}` is not valid: {e} (docs/telegram.md lists its fields)"
-            ),
+        telegram::TelegramFile::parse(&text).map_err(|e| TelegramError::Settings {
+            file: TELEGRAM_FILE.to_owned(),
+            reason: format!("not valid: {e}"),
         })?
     } else {
         telegram::TelegramFile::default()

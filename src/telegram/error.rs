@@ -9,6 +9,10 @@ pub enum TelegramError {
     #[error("no Telegram {what}: {fix}")]
     Config { what: String, fix: String },
 
+    /// `inventory/telegram.yaml` cannot be read or is not valid.
+    #[error("`{file}`: {reason} (docs/telegram.md lists its fields)")]
+    Settings { file: String, reason: String },
+
     #[error("cannot read the Telegram bot token: {message}")]
     Token { message: String },
 

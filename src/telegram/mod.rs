@@ -18,6 +18,7 @@ pub mod state;
 pub use crate::http::Retry;
 pub use client::{Button, Client, DEFAULT_RETRY};
 pub use error::TelegramError;
+pub use state::StateError;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
