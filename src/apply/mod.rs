@@ -11,6 +11,7 @@
 //!   atomic symlink rename; a failed deploy or healthcheck switches back.
 //! - [`outcome`]: how a node ended, and the [`Verdict`] of a run.
 //! - [`remote`]: the fixed scripts run on a node; [`sink`]: where progress goes.
+//! - [`reject`]: a rejection written on the plan's nodes (for `reject`, the page, the bot).
 //!
 //! It never re-renders: it uploads exactly the bytes of the reviewed plan. It never prints
 //! (events go to a [`Sink`]), never reads the system clock (an [`Options::clock`] is given),
@@ -20,6 +21,7 @@ mod batch;
 mod board;
 mod node;
 pub mod outcome;
+pub mod reject;
 pub mod remote;
 mod schedule;
 mod service;

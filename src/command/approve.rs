@@ -117,25 +117,20 @@ pub fn reject(
     // The rejection travels with the plan's id: recorded on its nodes, it refuses any
     // controller and any copy of the plan there.
     let sel = super::Selection::of(repo, &lab, target)?;
-    let bytes = record.to_bytes();
     let mut missed = Vec::new();
-    for np in loaded.plan.nodes.iter().filter(|n| sel.nodes.contains(&n.node)) {
-        let Some(node) = lab.nodes.get(&np.node) else { continue };
-        let written = sel.transport.connect(node).map_err(|e| e.to_string()).and_then(|exec| {
-            let layout = crate::node::Layout::new(exec.root());
-            crate::apply::remote::write_durable(
-                exec.as_ref(),
-                &layout.rejected(&loaded.id),
-                "0644",
-                &bytes,
-            )
-            .map_err(|e| e.to_string())
-        });
-        match written {
-            Ok(()) => eprintln!("  recorded on {}", node.display_name),
+    let on_nodes = crate::apply::reject::record_on_nodes(
+        &lab,
+        &loaded,
+        &record,
+        sel.transport.as_ref(),
+        &sel.nodes,
+    );
+    for n in on_nodes {
+        match n.result {
+            Ok(()) => eprintln!("  recorded on {}", n.display_name),
             Err(e) => {
-                eprintln!("  NOT recorded on {}: {e}", node.display_name);
-                missed.push(node.display_name.clone());
+                eprintln!("  NOT recorded on {}: {e}", n.display_name);
+                missed.push(n.display_name);
             }
         }
     }
