@@ -73,21 +73,7 @@ pub struct Selection {
 
 impl Selection {
     pub fn of(repo: &Path, lab: &Homelab, target: &Target) -> Result<Selection, Error> {
-        let transport: Box<dyn Transport> = match target.transport {
-            TransportKind::Local => {
-                Box::new(crate::transport::local::LocalTransport::new(target.root.clone()))
-            }
-            TransportKind::Ssh => {
-                let known_hosts = target
-                    .known_hosts
-                    .clone()
-                    .unwrap_or_else(|| repo.join("inventory/known_hosts"));
-                Box::new(crate::transport::ssh::SshTransport::new(
-                    known_hosts,
-                    target.ssh_key.clone(),
-                ))
-            }
-        };
+        let transport = transport(repo, target);
         let mut nodes = Vec::new();
         for n in &target.nodes {
             let id = resolve_node(lab, n)?;
@@ -102,6 +88,21 @@ impl Selection {
         }
         let records = Records::at(&target.controller.root(target.root.as_ref()));
         Ok(Selection { transport, nodes, explicit_nodes, records })
+    }
+}
+
+/// The transport `--transport` names, built with its options. `Send` so a server (the
+/// operator page) can keep it across requests.
+pub fn transport(repo: &Path, target: &Target) -> Box<dyn Transport + Send> {
+    match target.transport {
+        TransportKind::Local => {
+            Box::new(crate::transport::local::LocalTransport::new(target.root.clone()))
+        }
+        TransportKind::Ssh => {
+            let known_hosts =
+                target.known_hosts.clone().unwrap_or_else(|| repo.join("inventory/known_hosts"));
+            Box::new(crate::transport::ssh::SshTransport::new(known_hosts, target.ssh_key.clone()))
+        }
     }
 }
 

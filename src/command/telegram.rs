@@ -5,13 +5,14 @@
 //! `$TELEGRAM_BOT_TOKEN`), and it is never printed; the chat from `--chat`, the file, else
 //! `$TELEGRAM_CHAT_ID`; the bot's signing key from `--key`, else `$HOMELAB_TELEGRAM_KEY`. Its
 //! key must be allowed in `inventory/allowed_signers` only as `telegram:<id>` principals, or it
-//! refuses to run.
+//! refuses to run. A rejection pressed in the chat is also written on the plan's nodes, reached
+//! as `--transport` and its options say (as for `homelab reject`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::args::Controller;
+use super::args::Target;
 use crate::approve::{keys, APPROVE_NAMESPACE};
 use crate::error::{Error, Report};
 use crate::executor::Queue;
@@ -33,8 +34,9 @@ pub const CHAT_ENV: &str = "TELEGRAM_CHAT_ID";
 
 #[derive(Debug, clap::Args)]
 pub struct TelegramArgs {
+    /// How a rejection reaches the plan's nodes, as for `homelab reject`.
     #[command(flatten)]
-    pub controller: Controller,
+    pub target: Target,
     /// One pass (presses waiting now, then announcements), then exit: the default.
     #[arg(long, conflicts_with = "watch")]
     pub once: bool,
@@ -128,11 +130,12 @@ pub fn run(repo: &Path, args: &TelegramArgs, out: &mut dyn Write) -> Result<Repo
     }
     let poll = if args.watch { args.poll } else { 0 };
     let client = Client::new(&api, token, retry, Duration::from_secs(poll));
-    let root = args.controller.root(None);
+    let root = args.target.controller.root(args.target.root.as_ref());
     let state_path = State::path(&root);
     let plans = super::plans_dir(repo, args.plans_dir.as_ref());
     loop {
-        let result = pass(repo, &key, &client, chat, &root, &state_path, &plans, poll, out);
+        let result =
+            pass(repo, &args.target, &key, &client, chat, &root, &state_path, &plans, poll, out);
         out.flush().map_err(Error::stdout)?;
         if !args.watch {
             return result;
@@ -155,6 +158,7 @@ pub fn run(repo: &Path, args: &TelegramArgs, out: &mut dyn Write) -> Result<Repo
 #[allow(clippy::too_many_arguments)]
 fn pass(
     repo: &Path,
+    target: &Target,
     key: &crate::approve::Signer,
     client: &Client,
     chat: i64,
@@ -167,6 +171,7 @@ fn pass(
     let lab = super::load(repo)?;
     let signers = keys::allowed_signers(&lab.allowed_signers)?;
     let key_allows = check_key(key, &signers)?;
+    let sel = super::Selection::of(repo, &lab, target)?;
     let (state, first) = match State::load(state_path).map_err(state_error)? {
         Some(s) => (s, false),
         None => (State::fresh().map_err(state_error)?, true),
@@ -181,6 +186,8 @@ fn pass(
         queue: Queue::at(root),
         client,
         chat,
+        transport: sel.transport.as_ref(),
+        nodes: &sel.nodes,
         state_path: state_path.to_path_buf(),
         state,
     };

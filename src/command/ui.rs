@@ -1,12 +1,15 @@
 //! `homelab ui`: the operator page. Reads the login token (a file, or `$HOMELAB_UI_TOKEN`)
 //! and the places to read from, then hands them to `crate::ui`, which serves until stopped.
+//! A rejection made on the page is also written on the plan's nodes, reached as `--transport`
+//! and its options say (as for `homelab reject`).
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::args::Controller;
+use super::args::Target;
 use crate::error::{Error, Report};
+use crate::model::NodeName;
 use crate::ui::{self, auth::Token, data::Sources};
 
 /// The environment variable the login token may come from (a file is better: see docs/ui.md).
@@ -32,12 +35,11 @@ pub struct UiArgs {
     /// Folder of plan files (default: the repository's `plans/`).
     #[arg(long, value_name = "DIR")]
     pub plans_dir: Option<PathBuf>,
-    /// Nodes' runtime roots on this machine, as for `--transport local`: node `<id>`'s events
-    /// under `DIR/<id>/events/` join the timeline.
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
+    /// How a rejection reaches the plan's nodes, as for `homelab reject`. With `--root DIR`
+    /// the nodes' runtime roots are on this machine: node `<id>`'s events under
+    /// `DIR/<id>/events/` also join the timeline.
     #[command(flatten)]
-    pub controller: Controller,
+    pub target: Target,
 }
 
 fn token(args: &UiArgs) -> Result<Option<Token>, Error> {
@@ -63,6 +65,23 @@ fn token(args: &UiArgs) -> Result<Option<Token>, Error> {
     }
 }
 
+/// The nodes `--node` names (the homelab is read only then: the page starts without a valid
+/// one and says what is wrong); `None`: every node of the plan.
+fn nodes(repo: &std::path::Path, target: &Target) -> Result<Option<Vec<NodeName>>, Error> {
+    if target.nodes.is_empty() {
+        return Ok(None);
+    }
+    let lab = super::load(repo)?;
+    let mut out = Vec::new();
+    for n in &target.nodes {
+        let id = super::resolve_node(&lab, n)?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(Some(out))
+}
+
 pub fn run(repo: &std::path::Path, args: &UiArgs, out: &mut dyn Write) -> Result<Report, Error> {
     let token = token(args)?;
     let read_only = token.is_none();
@@ -70,13 +89,15 @@ pub fn run(repo: &std::path::Path, args: &UiArgs, out: &mut dyn Write) -> Result
         sources: Sources {
             repo: repo.to_path_buf(),
             plans: super::plans_dir(repo, args.plans_dir.as_ref()),
-            root: args.controller.root(args.root.as_ref()),
-            node_roots: args.root.clone(),
+            root: args.target.controller.root(args.target.root.as_ref()),
+            node_roots: args.target.root.clone(),
         },
         listen: args.listen,
         allow_any_address: args.allow_any_address,
         allow_hosts: args.allow_hosts.clone(),
         token,
+        transport: super::transport(repo, &args.target),
+        nodes: nodes(repo, &args.target)?,
     };
     let mut said = Ok(());
     ui::serve(config, |addr| {

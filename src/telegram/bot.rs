@@ -9,7 +9,9 @@
 //! has the hash the button was made for (stale), the plan is still pending, the policy grants
 //! the user every change of the plan, every node that asks for a human's key has one already,
 //! and the plan passes the review `homelab approve` runs. The signing and the records are
-//! `approve::policy`'s, the same functions `homelab approve` and `homelab reject` call.
+//! `approve::policy`'s, the same functions `homelab approve` and `homelab reject` call; a
+//! rejection is then written on the plan's nodes as `homelab reject` writes it
+//! (`apply::reject`).
 //!
 //! Telegram being down never stops a pass: what could not be sent is tried again on the next
 //! one, and nothing here is on the path of an apply.
@@ -21,13 +23,15 @@ use std::time::SystemTime;
 use super::client::{CallbackQuery, Client};
 use super::state::{Sent, State, StateError};
 use super::{fit, Button, Callback, Op};
+use crate::apply::reject::{describe, missed_any, record_on_nodes};
 use crate::approve::policy::{self, Refusal};
 use crate::approve::{AllowedSigners, Signer, Verified};
 use crate::executor::Queue;
-use crate::model::Homelab;
+use crate::model::{Homelab, NodeName};
 use crate::node::records::{PendingAction, Rejection};
 use crate::node::ActionState;
 use crate::plan::file::{self, LoadedPlan};
+use crate::transport::Transport;
 
 /// Everything a pass needs, built by the command.
 pub struct Bot<'a> {
@@ -42,6 +46,9 @@ pub struct Bot<'a> {
     pub queue: Queue,
     pub client: &'a Client,
     pub chat: i64,
+    /// How a rejection reaches the plan's nodes, and which of them it is written on.
+    pub transport: &'a dyn Transport,
+    pub nodes: &'a [NodeName],
     pub state_path: PathBuf,
     pub state: State,
 }
@@ -289,16 +296,30 @@ impl Bot<'_> {
             by.clone(),
             "rejected from Telegram".to_owned(),
         );
-        match policy::reject(loaded, &record, self.queue.records()) {
-            Ok(path) => Verdict {
-                answer: format!("Rejected plan {}.", loaded.id),
-                note: format!("rejected by {by}: {}", path.display()),
-            },
-            Err(e) => Verdict {
-                answer: fit_answer(&format!("Not rejected: {e}")),
-                note: format!("refused: the rejection by {by} could not be recorded: {e}"),
-            },
+        let path = match policy::reject(loaded, &record, self.queue.records()) {
+            Ok(path) => path,
+            Err(e) => {
+                return Verdict {
+                    answer: fit_answer(&format!("Not rejected: {e}")),
+                    note: format!("refused: the rejection by {by} could not be recorded: {e}"),
+                }
+            }
+        };
+        // Recorded beside the plan and on the controller, the rejection stands; on its nodes
+        // it also refuses other controllers and copies of the plan. A node that cannot be
+        // reached is told, not a failure of the rejection.
+        let on_nodes = record_on_nodes(self.lab, loaded, &record, self.transport, self.nodes);
+        let mut note = format!("rejected by {by}: {}", path.display());
+        let described = describe(&on_nodes);
+        if !described.is_empty() {
+            note.push_str(&format!("; {described}"));
         }
+        let mut answer = format!("Rejected plan {}.", loaded.id);
+        if missed_any(&on_nodes) {
+            note.push_str(": an apply from another controller could still reach it there; run `homelab reject` when it answers");
+            answer.push_str(" Not recorded on some of its nodes: see the message.");
+        }
+        Verdict { answer: fit_answer(&answer), note }
     }
 
     // ---- announcements -------------------------------------------------------------------

@@ -20,6 +20,10 @@ pub struct App {
     pub allow_hosts: Vec<String>,
     /// One approval or rejection written at a time (each re-reads the approvals file).
     pub writing: Mutex<()>,
+    /// How a rejection reaches the plan's nodes.
+    pub transport: Box<dyn crate::transport::Transport + Send>,
+    /// The nodes a rejection is written on; `None`: every node of the plan.
+    pub nodes: Option<Vec<crate::model::NodeName>>,
 }
 
 /// The visitor as the guard found them: their CSRF cookie and whether they are logged in.

@@ -234,7 +234,7 @@ pub async fn reject(
         let Some(path) = app.sources.plan_path(&id).filter(|p| p.is_file()) else {
             return render_plan(&app, &viewer, &id, base, None, StatusCode::NOT_FOUND);
         };
-        let result = (|| -> Result<String, String> {
+        let result = (|| -> Result<(&'static str, String), String> {
             let lab = app.sources.lab()?;
             let loaded = crate::plan::file::read(&path).map_err(|e| e.to_string())?;
             let signers = policy::signers(&lab.allowed_signers).map_err(|e| e.to_string())?;
@@ -254,14 +254,51 @@ pub async fn reject(
                 reason.to_owned(),
             );
             let at = policy::reject(&loaded, &record, &records).map_err(|e| e.to_string())?;
+            drop(_one);
             eprintln!("ui: plan {id} rejected: {}", at.display());
-            Ok(format!(
+            let mut text = format!(
                 "rejected: recorded in {} and on the controller",
                 at.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-            ))
+            );
+            // Recorded beside the plan and on the controller, the rejection stands; on its
+            // nodes it also refuses other controllers and copies of the plan. A node that
+            // cannot be reached is reported, not a failure of the rejection.
+            let all: Vec<_>;
+            let nodes = match &app.nodes {
+                Some(n) => n.as_slice(),
+                None => {
+                    all = lab.nodes.keys().cloned().collect();
+                    all.as_slice()
+                }
+            };
+            let on_nodes = crate::apply::reject::record_on_nodes(
+                &lab,
+                &loaded,
+                &record,
+                app.transport.as_ref(),
+                nodes,
+            );
+            for n in &on_nodes {
+                match &n.result {
+                    Ok(()) => eprintln!("ui: plan {id} rejection recorded on {}", n.display_name),
+                    Err(e) => eprintln!(
+                        "ui: plan {id} rejection NOT recorded on {}: {e}",
+                        n.display_name
+                    ),
+                }
+            }
+            let described = crate::apply::reject::describe(&on_nodes);
+            if !described.is_empty() {
+                text.push_str(&format!("; {described}"));
+            }
+            if crate::apply::reject::missed_any(&on_nodes) {
+                text.push_str(": an apply from another controller could still reach it there; run `homelab reject` when it answers");
+                return Ok(("warn", text));
+            }
+            Ok(("ok", text))
         })();
         match result {
-            Ok(text) => render_plan(&app, &viewer, &id, base, Some(("ok", text)), StatusCode::OK),
+            Ok(notice) => render_plan(&app, &viewer, &id, base, Some(notice), StatusCode::OK),
             Err(e) => render_plan(
                 &app,
                 &viewer,

@@ -41,12 +41,14 @@ use app::{random_bytes, secure, unix_now, App, Visitor};
 use auth::{Keys, Token, CSRF_COOKIE, SESSION_COOKIE};
 use data::Sources;
 
+use crate::model::NodeName;
+use crate::transport::Transport;
+
 /// The largest request body accepted: a form with a signature (a few hundred bytes) and a
 /// reason; an uploaded signature file is as small.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// How the page is served.
-#[derive(Debug)]
 pub struct Config {
     pub sources: Sources,
     pub listen: SocketAddr,
@@ -56,6 +58,10 @@ pub struct Config {
     pub allow_hosts: Vec<String>,
     /// Without one the page is read-only for everyone.
     pub token: Option<Token>,
+    /// How a rejection reaches the plan's nodes (`--transport` and its options).
+    pub transport: Box<dyn Transport + Send>,
+    /// The nodes a rejection is written on (`--node`); `None`: every node of the plan.
+    pub nodes: Option<Vec<NodeName>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +88,8 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), UiErr
         keys: Keys::new(mac, config.token),
         allow_hosts: config.allow_hosts,
         writing: Mutex::new(()),
+        transport: config.transport,
+        nodes: config.nodes,
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

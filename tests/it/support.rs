@@ -490,6 +490,32 @@ impl Lab {
         self.read(&format!("repo/plans/{id}.plan"))
     }
 
+    /// The nodes plan `id` covers (its `node <id> ...` lines).
+    pub fn plan_nodes(&self, id: &str) -> Vec<String> {
+        let text = self.plan_file(id);
+        let body = split_plan(&text).0;
+        body.lines()
+            .filter_map(|l| l.strip_prefix("node "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Asserts that the rejection of plan `id` is recorded on each of its nodes, as the local
+    /// transport lays them out under `rt/` (`rt/<node>/` + `Layout::rejected`), naming `by`.
+    pub fn assert_rejected_on_nodes(&self, id: &str, by: &str) -> Vec<String> {
+        let nodes = self.plan_nodes(id);
+        assert!(!nodes.is_empty(), "plan {id} covers no node");
+        for node in &nodes {
+            let layout = homelab::node::Layout::local(&self.path(&format!("rt/{node}")));
+            let path = std::path::PathBuf::from(layout.rejected(id));
+            let text = fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("no rejection on {node} at {}: {e}", path.display()));
+            assert!(text.contains(by), "{node}: {text}");
+        }
+        nodes
+    }
+
     /// Deploys what the repository renders, as apply will: `homelab render --out stage`, then
     /// each `stage/<node>/<svc>/` copied to `rt/<node>/state/services/<svc>/`.
     pub fn deploy_all(&self) {

@@ -73,6 +73,10 @@ impl Bot {
             "keys/bot",
             "--controller-root",
             "rt",
+            "--transport",
+            "local",
+            "--root",
+            "rt",
         ];
         args.extend(extra);
         let mut env = env.to_vec();
@@ -346,6 +350,11 @@ fn a_reject_press_records_a_rejection_that_apply_refuses() {
     assert!(record["by"].as_str().unwrap().starts_with("telegram:222"), "{record}");
     assert!(b.lab.path(&format!("rt/state/rejected/{id}.json")).exists());
     assert!(b.lab.path(&format!("rt/actions/failed/{id}.json")).exists());
+    // Like `homelab reject`, the bot records it on the plan's nodes too, and says so.
+    b.lab.assert_rejected_on_nodes(&id, "telegram:222");
+    let m = b.tg.message(b.message_of(&id).message_id);
+    assert!(m.text.contains("; recorded on "), "{}", m.text);
+    assert!(!m.text.contains("NOT recorded"), "{}", m.text);
     let out = b.lab.apply(&id);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("was rejected by telegram:222"), "{}", out.stderr);
@@ -354,6 +363,29 @@ fn a_reject_press_records_a_rejection_that_apply_refuses() {
     let m = b.tg.message(b.message_of(&id).message_id);
     assert!(m.text.contains("❌ not applied"), "{}", m.text);
     assert!(m.buttons().is_empty(), "{m:?}");
+}
+
+/// A node the rejection cannot be written on is named on the message; the rejection itself
+/// stands (beside the plan, on the controller, on the other nodes).
+#[test]
+fn a_reject_press_names_the_nodes_it_could_not_be_recorded_on() {
+    let b = Bot::alone();
+    let id = b.plan();
+    b.run();
+    let nodes = b.lab.plan_nodes(&id);
+    let (blocked, others) = nodes.split_first().expect("the plan covers a node");
+    // A file where the node's folder of rejections belongs: the write there fails.
+    b.lab.write(&format!("rt/{blocked}/state/rejected"), "not a folder");
+    let (_, answer) = b.press(&id, PARTNER, "Reject");
+    assert!(answer.starts_with(&format!("Rejected plan {id}.")), "{answer}");
+    assert!(answer.contains("Not recorded on some of its nodes"), "{answer}");
+    assert!(b.lab.path(&format!("repo/plans/{id}.rejected")).exists());
+    assert!(b.lab.path(&format!("rt/state/rejected/{id}.json")).exists());
+    for node in others {
+        assert!(b.lab.path(&format!("rt/{node}/state/rejected/{id}.json")).exists(), "{node}");
+    }
+    let m = b.tg.message(b.message_of(&id).message_id);
+    assert!(m.text.contains("NOT recorded on "), "{}", m.text);
 }
 
 #[test]

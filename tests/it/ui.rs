@@ -167,8 +167,9 @@ impl Drop for Ui {
 }
 
 impl Ui {
-    /// Starts `homelab --repo repo ui --listen 127.0.0.1:0 --controller-root rt --root rt
-    /// <extra>` with `env` (and nothing else of the user's) and waits for its address.
+    /// Starts `homelab --repo repo ui --listen 127.0.0.1:0 --controller-root rt --transport
+    /// local --root rt <extra>` with `env` (and nothing else of the user's) and waits for its
+    /// address.
     fn start(lab: &Lab, extra: &[&str], env: &[(&str, &str)]) -> Ui {
         let log = lab.path("ui.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_homelab"));
@@ -181,6 +182,8 @@ impl Ui {
                 "127.0.0.1:0",
                 "--controller-root",
                 "rt",
+                "--transport",
+                "local",
                 "--root",
                 "rt",
             ])
@@ -745,6 +748,11 @@ fn login_lets_the_browser_reject_without_the_token_and_logout_ends_it() {
         .read(&format!("repo/plans/{}.rejected", site.id))
         .contains("mosquitto upgrade waits for the weekend"));
     assert!(site.lab.path(&format!("rt/state/rejected/{}.json", site.id)).is_file());
+    // Like `homelab reject`, the page records it on the plan's nodes too, and says so.
+    site.lab.assert_rejected_on_nodes(&site.id, "operator page (homelab ui)");
+    assert!(r.body.contains("; recorded on "), "{}", r.body);
+    assert!(!r.body.contains("NOT recorded"), "{}", r.body);
+    assert!(ui.log().contains("rejection recorded on"), "{}", ui.log());
     let out = site.lab.apply(&site.id);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("was rejected by operator page (homelab ui)"), "{}", out.stderr);
@@ -765,6 +773,36 @@ fn login_lets_the_browser_reject_without_the_token_and_logout_ends_it() {
     let r =
         http.form(&format!("/plans/{}/reject", site.id), &[("csrf", &csrf), ("reason", "again")]);
     assert_eq!(r.status, 403, "logged out: {}", r.body);
+}
+
+/// A node the rejection cannot be written on is named on the page; the rejection itself stands
+/// (beside the plan, on the controller, on the other nodes).
+#[test]
+fn a_rejection_names_the_nodes_it_could_not_be_recorded_on() {
+    let site = Site::new();
+    let nodes = site.lab.plan_nodes(&site.id);
+    let (blocked, others) = nodes.split_first().expect("the plan covers a node");
+    // A file where the node's folder of rejections belongs: the write there fails.
+    site.lab.write(&format!("rt/{blocked}/state/rejected"), "not a folder");
+    let ui = Ui::with_token(&site.lab);
+    let http = ui.http();
+    let csrf = http.csrf(&format!("/plans/{}", site.id));
+    let r = http.form(
+        &format!("/plans/{}/reject", site.id),
+        &[("csrf", &csrf), ("token", TOKEN), ("reason", "not this week")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(&format!("rejected: recorded in {}.rejected", site.id)), "{}", r.body);
+    assert!(r.body.contains("NOT recorded on "), "{}", r.body);
+    assert!(r.body.contains("run `homelab reject` when it answers"), "{}", r.body);
+    assert!(site.lab.path(&format!("rt/state/rejected/{}.json", site.id)).is_file());
+    for node in others {
+        assert!(
+            site.lab.path(&format!("rt/{node}/state/rejected/{}.json", site.id)).is_file(),
+            "{node}"
+        );
+    }
+    assert!(ui.log().contains("rejection NOT recorded on"), "{}", ui.log());
 }
 
 #[test]
