@@ -474,12 +474,12 @@ impl Site {
             let n = lab.node(name);
             fs::create_dir_all(n.root()).unwrap();
             let site = if name == "alpha" { "home" } else { "remote" };
-            topo.push_str(&format!(
-                "  {name}:\n    display_name: {}\n    roles: [edge]\n    site: {site}\n    ssh:\n      address: {}\n      user: root\n      port: 22\n    runtime_root: \"{}\"\n    docker_socket: \"{}\"\n",
-                name.to_uppercase(),
-                n.address,
-                n.root().display(),
-                n.docker_socket.display()
+            topo.push_str(&crate::support::topology_node(
+                name,
+                site,
+                (&n.address, 22),
+                &n.root(),
+                &n.docker_socket,
             ));
         }
         fs::write(repo.path().join("inventory/topology.yaml"), topo).unwrap();

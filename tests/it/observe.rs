@@ -386,12 +386,12 @@ fn lab_repo(lab: &crate::lab::Lab, roots: &Path) -> tempfile::TempDir {
     );
     for (name, port) in [("alpha", 22), ("edge-a", 1), ("edge-b", 1)] {
         let site = if name == "alpha" { "home" } else { "remote" };
-        topo.push_str(&format!(
-            "  {name}:\n    display_name: {}\n    roles: [edge]\n    site: {site}\n    ssh:\n      address: {}\n      user: root\n      port: {port}\n    runtime_root: \"{}\"\n    docker_socket: \"{}\"\n",
-            name.to_uppercase(),
-            a.address,
-            roots.join(name).display(),
-            a.docker_socket.display()
+        topo.push_str(&crate::support::topology_node(
+            name,
+            site,
+            (&a.address, port),
+            &roots.join(name),
+            &a.docker_socket,
         ));
     }
     fs::write(repo.path().join("inventory/topology.yaml"), topo).unwrap();
@@ -517,12 +517,12 @@ fn a_cut_off_node_keeps_its_events_and_a_killed_observer_catches_up_with_none_lo
     for (name, site) in [("alpha", "home"), ("edge-a", "chelsty")] {
         let n = lab.node(name);
         fs::create_dir_all(n.root()).unwrap();
-        topo.push_str(&format!(
-            "  {name}:\n    display_name: {}\n    roles: [edge]\n    site: {site}\n    ssh:\n      address: {}\n      user: root\n      port: 22\n    runtime_root: \"{}\"\n    docker_socket: \"{}\"\n",
-            name.to_uppercase(),
-            n.address,
-            n.root().display(),
-            n.docker_socket.display()
+        topo.push_str(&crate::support::topology_node(
+            name,
+            site,
+            (&n.address, 22),
+            &n.root(),
+            &n.docker_socket,
         ));
     }
     fs::write(repo.path().join("inventory/topology.yaml"), topo).unwrap();

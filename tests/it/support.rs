@@ -15,6 +15,23 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Copies `from` into `to` (files and folders, modes kept).
+/// One node of `inventory/topology.yaml` as the lab tests write it: role `edge`, login `root`,
+/// its display name the id in capitals.
+pub fn topology_node(
+    name: &str,
+    site: &str,
+    (address, port): (&str, u16),
+    root: &Path,
+    docker_socket: &Path,
+) -> String {
+    format!(
+        "  {name}:\n    display_name: {}\n    roles: [edge]\n    site: {site}\n    ssh:\n      address: {address}\n      user: root\n      port: {port}\n    runtime_root: \"{}\"\n    docker_socket: \"{}\"\n",
+        name.to_uppercase(),
+        root.display(),
+        docker_socket.display()
+    )
+}
+
 pub fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     let mut entries: Vec<_> = fs::read_dir(from).unwrap().map(|e| e.unwrap()).collect();
