@@ -95,7 +95,8 @@ impl Batcher {
     /// A thread stops sending for now (waits for something else, pauses, or ends): the others
     /// need not wait for it.
     pub(super) fn deactivate(&self) {
-        let mut s = self.state.lock().expect("batcher");
+        // Also while a panic unwinds: the others must not wait for this thread.
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.active = s.active.saturating_sub(1);
         self.changed.notify_all();
     }

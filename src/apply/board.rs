@@ -18,7 +18,7 @@ pub(super) struct Board {
 
 impl Board {
     pub(super) fn publish(&self, inst: &Instance, ok: bool) {
-        let mut s = self.state.lock().expect("board");
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.insert(inst.clone(), ok);
         self.changed.notify_all();
     }

@@ -460,9 +460,13 @@ impl NodeRun<'_> {
             for (i, c) in todo {
                 let (journal, tally) = (&journal, &tally);
                 s.spawn(move || {
-                    let ok = self.one(at, (i, c), journal, tally);
-                    self.board.publish(&c.instance, ok);
-                    at.batcher.deactivate();
+                    let mut end = Ended {
+                        board: self.board,
+                        batcher: at.batcher,
+                        inst: &c.instance,
+                        ok: false,
+                    };
+                    end.ok = self.one(at, (i, c), journal, tally);
                 });
             }
         });
@@ -768,6 +772,23 @@ impl NodeRun<'_> {
         );
         let path = at.layout.events(&day(now), self.node.id.as_str());
         self.outbox.lock().expect("outbox").events.push((path, line));
+    }
+}
+
+/// The end of a service's thread, whatever it is (a panic included): its instance is published
+/// (at its new version only when it got there) and the thread stops counting as one that may
+/// send, so neither the node's other services nor its dependents elsewhere wait for it forever.
+struct Ended<'r> {
+    board: &'r Board,
+    batcher: &'r Batcher,
+    inst: &'r Instance,
+    ok: bool,
+}
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.board.publish(self.inst, self.ok);
+        self.batcher.deactivate();
     }
 }
 
