@@ -246,7 +246,7 @@ fn run_batch(
             return calls.iter().map(|_| Err(err())).collect();
         }
     };
-    let timeout = calls.iter().map(|c| c.timeout).max().unwrap_or_default();
+    let timeout = batch_timeout(calls.iter().map(|c| c.timeout));
     let k = AT_ONCE_ON_NODE.to_string();
     let out = exec.run(&["sh", "-c", BATCH, "homelab", &k], &archive, timeout);
     let mut parts = match &out {
@@ -273,6 +273,14 @@ fn run_batch(
             }
         })
         .collect()
+}
+
+/// How long a batch may take: `BATCH` starts its commands `AT_ONCE_ON_NODE` at a time and
+/// waits for each such wave to end before the next, so the longest command of every wave, added
+/// up. (A verify holds its command open for the stability window: ten of them are two waves.)
+fn batch_timeout(timeouts: impl Iterator<Item = Duration>) -> Duration {
+    let all: Vec<Duration> = timeouts.collect();
+    all.chunks(AT_ONCE_ON_NODE).map(|wave| wave.iter().copied().max().unwrap_or_default()).sum()
 }
 
 /// The batch's archive: the records' command and each command with its stdin.
@@ -373,6 +381,16 @@ mod tests {
     }
 
     /// Each command of a batch gets its own stdin, output and status, hostile arguments intact.
+    #[test]
+    fn a_batch_waits_for_each_wave_of_its_commands() {
+        let secs = |v: &[u64]| batch_timeout(v.iter().map(|s| Duration::from_secs(*s)));
+        assert_eq!(secs(&[]), Duration::ZERO);
+        assert_eq!(secs(&[5, 30, 10]), Duration::from_secs(30));
+        let nine = [20, 1, 1, 1, 1, 1, 1, 1, 7];
+        assert_eq!(nine.len(), AT_ONCE_ON_NODE + 1);
+        assert_eq!(secs(&nine), Duration::from_secs(27), "two waves: 20 + 7");
+    }
+
     #[test]
     fn a_batch_answers_each_command_with_its_own_output_and_status() {
         let exec = local();

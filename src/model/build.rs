@@ -106,6 +106,11 @@ fn healthcheck(h: &raw::Healthcheck) -> Healthcheck {
         timeout: dur(&h.timeout, false),
         retries: h.retries.value,
         start_period: h.start_period.as_ref().map(|s| dur(s, true)).unwrap_or_default(),
+        stable_for: h
+            .stable_for
+            .as_ref()
+            .map(|s| dur(s, true).min(super::MAX_STABLE_FOR))
+            .unwrap_or(super::DEFAULT_STABLE_FOR),
     }
 }
 

@@ -206,7 +206,20 @@ pub struct Healthcheck {
     pub timeout: Duration,
     pub retries: u32,
     pub start_period: Duration,
+    /// After the healthcheck passes, how long every container of the service must stay up (not
+    /// restarting, restart count unchanged, not unhealthy by Docker's own check) before the
+    /// deploy counts as verified. Zero turns the window off.
+    pub stable_for: Duration,
 }
+
+/// The stability window when the contract does not say: long enough for a container that
+/// crashes at start to be restarted by Docker (its first restarts come within a second or two)
+/// and be seen doing so.
+pub const DEFAULT_STABLE_FOR: Duration = Duration::from_secs(10);
+
+/// The longest stability window a contract may ask for: apply holds the node's command open
+/// for it.
+pub const MAX_STABLE_FOR: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvVar {

@@ -245,6 +245,8 @@ pub struct Healthcheck {
     pub retries: S<u32>,
     #[serde(default)]
     pub start_period: Option<S<String>>,
+    #[serde(default)]
+    pub stable_for: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -249,11 +249,12 @@ pub fn encode(plan: &Plan) -> String {
                 let h = &rt.healthcheck;
                 let _ = writeln!(
                     out,
-                    "healthcheck interval={} timeout={} retries={} start_period={}",
+                    "healthcheck interval={} timeout={} retries={} start_period={} stable_for={}",
                     h.interval.as_secs(),
                     h.timeout.as_secs(),
                     h.retries,
-                    h.start_period.as_secs()
+                    h.start_period.as_secs(),
+                    h.stable_for.as_secs()
                 );
                 if !rt.secrets.is_empty() {
                     let _ = writeln!(out, "secrets {}", rt.secrets.join(" "));
@@ -612,6 +613,12 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     timeout: secs("timeout")?,
                     retries: retries as u32,
                     start_period: secs("start_period")?,
+                    // A plan written before the stability window had none: its default.
+                    stable_for: if f.contains_key("stable_for") {
+                        secs("stable_for")?.min(crate::model::MAX_STABLE_FOR)
+                    } else {
+                        crate::model::DEFAULT_STABLE_FOR
+                    },
                 };
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 change.runtime = Some(super::Runtime { healthcheck, secrets: Vec::new() });
@@ -857,6 +864,7 @@ mod tests {
                                 timeout: std::time::Duration::from_secs(5),
                                 retries: 3,
                                 start_period: std::time::Duration::from_secs(0),
+                                stable_for: std::time::Duration::from_secs(10),
                             },
                             secrets: vec!["BROKER_PASSWORD".into()],
                         }),

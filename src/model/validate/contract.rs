@@ -52,7 +52,8 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
 
 fn healthcheck(d: &mut Diagnostics, file: &str, h: &super::raw::Healthcheck) {
     let mut dur = |s: &S<String>, f: &str| {
-        let parsed = healthcheck_duration(&s.value, f == "healthcheck.start_period");
+        let zero = f == "healthcheck.start_period" || f == "healthcheck.stable_for";
+        let parsed = healthcheck_duration(&s.value, zero);
         if parsed.is_none() {
             d.err(
                 "healthcheck",
@@ -69,6 +70,19 @@ fn healthcheck(d: &mut Diagnostics, file: &str, h: &super::raw::Healthcheck) {
     let timeout = dur(&h.timeout, "healthcheck.timeout");
     if let Some(s) = &h.start_period {
         dur(s, "healthcheck.start_period");
+    }
+    let stable = h.stable_for.as_ref().map(|s| (s, dur(s, "healthcheck.stable_for")));
+    if let Some((s, Some(v))) = stable {
+        if v > crate::model::MAX_STABLE_FOR {
+            d.err(
+                "healthcheck",
+                file,
+                line(s),
+                "healthcheck.stable_for",
+                format!("expected at most 1h, found `{}`", s.value),
+                "a minute or two shows a service that stays up; `0s` turns the window off",
+            );
+        }
     }
     // A broken duration counts as one second, as the model holds it.
     let one = std::time::Duration::from_secs(1);
