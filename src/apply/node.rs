@@ -216,7 +216,9 @@ impl NodeRun<'_> {
         {
             let svc = c.instance.service.as_str();
             let log = layout.diagnose_log(svc, self.id);
-            match remote::diagnose(exec.as_ref(), &remote::Carry::default(), &layout, svc, &log) {
+            let none = remote::Carry::default();
+            match remote::diagnose(exec.as_ref(), &none, &layout, svc, &log, None).map(|d| d.status)
+            {
                 Ok(status) => {
                     let status = if status.is_empty() {
                         "no containers".to_owned()
@@ -517,7 +519,15 @@ impl NodeRun<'_> {
         if let Err(e) = remote::finish(at.exec, &carry, &at.layout, consumed, &prune, holder) {
             return (step_error(e), false);
         }
-        let outcome = if !rolled_back.is_empty() {
+        let unrecovered: Vec<String> = journal
+            .services
+            .iter()
+            .filter(|(_, e)| e.stage == Stage::RollbackFailed)
+            .map(|(s, _)| s.clone())
+            .collect();
+        let outcome = if !unrecovered.is_empty() {
+            NodeOutcome::RollbackFailed { services: unrecovered, problems }
+        } else if !rolled_back.is_empty() {
             NodeOutcome::RolledBack { services: rolled_back, problems }
         } else if !problems.is_empty() {
             NodeOutcome::Partial { reason: problems.join("; ") }

@@ -20,6 +20,9 @@ pub enum NodeOutcome {
     /// Some services were rolled back to their previous version. `problems` names every
     /// service that did not finish, the rolled-back ones included, each with its first cause.
     RolledBack { services: Vec<String>, problems: Vec<String> },
+    /// A service's deploy failed and so did its rollback: the node runs neither version as
+    /// planned. No resume redeploys it; it needs repair by hand and a new plan.
+    RollbackFailed { services: Vec<String>, problems: Vec<String> },
     /// Some services failed or were skipped; the rest is applied. `--resume` continues.
     Partial { reason: String },
     /// The node changed since the plan: nothing was done on it.
@@ -38,6 +41,7 @@ impl NodeOutcome {
             NodeOutcome::Staged { .. } => "stage done",
             NodeOutcome::AlreadyApplied => "applied earlier",
             NodeOutcome::RolledBack { .. } => "rolled back",
+            NodeOutcome::RollbackFailed { .. } => "rollback failed",
             NodeOutcome::Partial { .. } => "partial",
             NodeOutcome::Stale { .. } => "stale",
             NodeOutcome::Refused { .. } => "refused",
@@ -55,6 +59,9 @@ impl NodeOutcome {
             }
             NodeOutcome::RolledBack { services, problems } => {
                 format!("rolled back: {}; {}", services.join(", "), problems.join("; "))
+            }
+            NodeOutcome::RollbackFailed { services, problems } => {
+                format!("rollback failed: {}; {}", services.join(", "), problems.join("; "))
             }
             NodeOutcome::Partial { reason }
             | NodeOutcome::Refused { reason }

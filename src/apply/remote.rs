@@ -240,29 +240,85 @@ sync -- "$services" 2>/dev/null || true
 );
 
 /// Runs the contract's healthcheck once, with its timeout; its output is kept in `$3` on the
-/// node and its last lines printed.
-/// With a dead-man folder `$4`, a passing healthcheck also confirms the deploy (`CONFIRM`).
+/// node and its last lines printed. When it passes and `$5` (seconds) is not 0, the service's
+/// containers (compose project `$6`) are watched over that stability window (`STABLE`): a
+/// service that does not stay up exits 76. Then, with a dead-man folder `$4`, a healthy and
+/// stable service confirms the deploy, unless the node decided first (exit 75). A failing
+/// check exits 1 whatever its own status, so that 75 and 76 always mean the above.
 const HEALTHCHECK: &str = r#"set -u
-live=$1; secs=$2; log=$3; dm=${4:-}
+live=$1; secs=$2; log=$3; dm=${4:-}; stable=${5:-0}; svc=${6:-}
 mkdir -p -- "$(dirname -- "$log")"
 : > "$log"; chmod 600 -- "$log"
 cd -- "$live" || exit 1
 timeout -k 2 "$secs" sh ./healthcheck.sh > "$log" 2>&1
 rc=$?
 tail -n 20 -- "$log"
-if [ "$rc" = 0 ] && [ -n "$dm" ] && [ -d "$dm" ]; then
+[ "$rc" = 0 ] || exit 1
+if [ "$stable" -gt 0 ]; then
+  hl_stable "$svc" "$stable" || exit 76
+fi
+if [ -n "$dm" ] && [ -d "$dm" ]; then
   if mkdir -- "$dm/decided" 2>/dev/null; then : > "$dm/decided/confirmed"; exit 0; fi
   [ -f "$dm/decided/confirmed" ] && exit 0
   echo "the node rolled the service back by itself: no confirmation before its deadline"
+  echo "node-rollback: $(cat -- "$dm/rollback.rc" 2>/dev/null || echo running) $(cat -- "$dm/rollback.health" 2>/dev/null || echo unknown)"
   exit 75
 fi
-exit "$rc"
+exit 0
+"#;
+
+/// `hl_stable SVC SECONDS`: every container of the compose project `SVC` stays up for that
+/// many seconds, looked at every second: running (a one-shot container that exited 0 under
+/// restart `no` or `on-failure` counts as done), its restart count unchanged since the first
+/// look, and not `unhealthy` where the compose file defines Docker's own healthcheck. Prints
+/// what broke and returns 1 at the first look that finds a problem.
+const STABLE: &str = r#"hl_stable() {
+  svc=$1; n=$2
+  ids=$(docker ps -aq --filter "label=com.docker.compose.project=$svc") || { echo "docker ps failed"; return 1; }
+  [ -n "$ids" ] || { echo "the healthcheck passed, but project $svc has no container"; return 1; }
+  fmt='{{.Name}} {{.State.Status}} {{.RestartCount}} {{.HostConfig.RestartPolicy.Name}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'
+  # $ids unquoted: Docker's hex ids, one word each.
+  first=$(docker inspect -f "$fmt" $ids 2>&1) || { echo "docker inspect failed: $first"; return 1; }
+  t=0
+  while :; do
+    now=$(docker inspect -f "$fmt" $ids 2>&1) || { echo "a container of $svc went away: $now"; return 1; }
+    bad=$(printf '%s\n' "$now" | while read -r name st count policy code health; do
+      was=$count
+      while read -r n0 _ c0 _; do [ "$n0" = "$name" ] && was=$c0; done <<EOF
+$first
+EOF
+      name=${name#/}
+      case $st in
+        running) ;;
+        exited) case "$code:$policy" in 0:no|0:on-failure|0:) ;; *) echo "$name exited (code $code)" ;; esac ;;
+        *) echo "$name is $st" ;;
+      esac
+      [ "$count" = "$was" ] || echo "$name restarted $((count - was)) time(s)"
+      [ "$health" != unhealthy ] || echo "$name is unhealthy (its compose healthcheck)"
+    done)
+    if [ -n "$bad" ]; then
+      echo "the healthcheck passed, then the service did not stay up for ${n}s (at ${t}s: $(printf '%s' "$bad" | tr '\n' ';' | sed 's/;/; /g'))"
+      return 1
+    fi
+    [ "$t" -lt "$n" ] || return 0
+    sleep 1; t=$((t + 1))
+  done
+}
 "#;
 
 /// What a failing service looks like, for the incident: status and recent logs, written to
-/// `logs/<svc>/` on the node (logs may hold secrets: they stay on the node).
+/// `logs/<svc>/` on the node (logs may hold secrets: they stay on the node). With a dead-man
+/// folder `$5`, the controller first takes the deploy's one decision for its own rollback
+/// (`decided/controller-rollback`), so the node's watchdog stands down for good; when the node
+/// had already decided and rolled back by itself, it exits 75 after printing the status.
 const DIAGNOSE: &str = r#"set -u
-svc=$1; live=$2; out=$3; envf=$4
+svc=$1; live=$2; out=$3; envf=$4; dm=${5:-}
+by_node=""
+if [ -n "$dm" ] && [ -d "$dm" ]; then
+  if mkdir -- "$dm/decided" 2>/dev/null; then : > "$dm/decided/controller-rollback"
+  elif [ -f "$dm/decided/rolled-back" ]; then by_node=1
+  fi
+fi
 mkdir -p -- "$(dirname -- "$out")"
 : > "$out"; chmod 600 -- "$out"
 cd -- "$live" 2>/dev/null || cd /
@@ -274,6 +330,7 @@ dc() {
   echo "== docker compose logs (last 100 lines)"; dc logs --no-color --tail 100 2>&1
 } > "$out"
 dc ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20
+[ -z "$by_node" ] || exit 75
 "#;
 
 /// Runs a step (`$2`, a script, with the arguments after it) as a detached job of the node:
@@ -316,30 +373,47 @@ exit "$(cat -- "$j/rc")"
 /// `up` it stands down (the controller rolls back); after a good one it gives the controller
 /// `$3` seconds to confirm over a fresh connection (`HEALTHCHECK` with the folder). Whoever creates `$1/decided`
 /// first decides: the confirmation, or the watchdog, which then rolls the service back by
-/// itself (the script `$7` with the arguments after `$8`, its output in `$1/rollback.log`) and
+/// itself (the script `$9` with the arguments after `$10`, its output in `$1/rollback.log`) and
 /// appends the event line `$6` (`__TIME__` replaced by the time) to the day's file under `$4`
 /// for node `$5`. So a change that cuts the node off from its controller undoes itself.
+/// The decision is made once: the controller's own rollback takes it first (`DIAGNOSE`), and
+/// a watchdog whose deploy is no longer the live release (`$7` no longer points at `$8`:
+/// rolled back, or replaced by a newer plan) records `superseded` and touches nothing.
 /// With `$1` empty, nothing is armed. Shifts its arguments; `JOB` follows.
 const ARM: &str = r#"dm=$1; shift
 if [ -n "$dm" ]; then
-  upjob=$1; secs=$2; evroot=$3; node=$4; line=$5; script=$6; n=$7; shift 7
+  upjob=$1; secs=$2; evroot=$3; node=$4; line=$5; live=$6; rel=$7; script=$8; n=$9; shift 9
   # Armed once per deploy: a resumed deploy keeps the watchdog (or the decision) it finds.
   pid=$(cat -- "$dm/pid" 2>/dev/null) || pid=""
   if [ ! -d "$dm/decided" ] && { [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; }; then
     rm -rf -- "$dm"; mkdir -p -m 700 -- "$dm"
-    setsid sh -c 'dm=$1; upjob=$2; secs=$3; evroot=$4; node=$5; line=$6; script=$7; shift 7
+    setsid sh -c 'dm=$1; upjob=$2; secs=$3; evroot=$4; node=$5; line=$6; live=$7; rel=$8; script=$9; shift 9
       echo "$$" > "$dm/pid"
       while [ ! -f "$upjob/rc" ]; do [ -d "$dm" ] || exit 0; sleep 1; done
       [ "$(cat -- "$upjob/rc")" = 0 ] || exit 0
       t=0
       while [ "$t" -lt "$secs" ]; do [ -d "$dm/decided" ] && exit 0; sleep 1; t=$((t + 1)); done
       mkdir -- "$dm/decided" 2>/dev/null || exit 0
+      if [ "$(readlink -- "$live" 2>/dev/null)" != "$rel" ]; then : > "$dm/decided/superseded"; exit 0; fi
       : > "$dm/decided/rolled-back"
-      sh -c "$script" homelab "$@" > "$dm/rollback.log" 2>&1; echo "$?" > "$dm/rollback.rc"
+      sh -c "$script" homelab "$@" > "$dm/rollback.log" 2>&1; rc=$?
+      # The previous release, verified by its own healthcheck (three tries, 2 s apart), before
+      # the rollback is recorded as done: `rollback.health` says ok or failed.
+      if [ "$rc" = 0 ] && [ -L "$live" ]; then
+        health=failed; i=0
+        while [ "$i" -lt 3 ]; do
+          if (cd -- "$live" && HOMELAB_ROOT=${live%/state/services/*} HOMELAB_NODE=$node HOMELAB_SERVICE=${live##*/} timeout -k 2 30 sh ./healthcheck.sh) > "$dm/rollback-health.log" 2>&1; then health=ok; break; fi
+          i=$((i + 1)); sleep 2
+        done
+        echo "$health" > "$dm/rollback.health"
+      fi
+      echo "$rc" > "$dm/rollback.rc"
+      # A rollback that failed is not told as completed.
+      [ "$rc" = 0 ] || line="${line%%remediation_completed*}remediation_failed${line#*remediation_completed}"
       now=$(date -u +%Y-%m-%dT%H:%M:%SZ); day=$(date -u +%F)
       mkdir -p -- "$evroot/$day/$node"
       printf "%s\n" "${line%%__TIME__*}$now${line#*__TIME__}" >> "$evroot/$day/$node/events.jsonl"' \
-      homelab-deadman "$dm" "$upjob" "$secs" "$evroot" "$node" "$line" "$script" "$@" < /dev/null > /dev/null 2>&1 &
+      homelab-deadman "$dm" "$upjob" "$secs" "$evroot" "$node" "$line" "$live" "$rel" "$script" "$@" < /dev/null > /dev/null 2>&1 &
   fi
   shift "$n"
 fi
@@ -687,6 +761,8 @@ pub fn switch_and_up(
                 layout.events_root(),
                 d.node.to_owned(),
                 d.line.to_owned(),
+                layout.live(svc),
+                release.to_owned(),
                 script.to_owned(),
                 back.len().to_string(),
             ]);
@@ -714,16 +790,22 @@ pub fn down_and_unlink(
 
 /// What one healthcheck attempt found.
 pub enum Health {
-    /// It passed (and, with a dead-man folder, the deploy is confirmed).
+    /// It passed, the service stayed up over the stability window, and (with a dead-man
+    /// folder) the deploy is confirmed.
     Healthy,
     /// It failed; the last lines it printed.
     Failing(String),
-    /// It passed too late: the node had already rolled the service back by itself.
-    RolledBackByNode,
+    /// It passed, then a container restarted, stopped or turned unhealthy within the
+    /// stability window: what broke.
+    Unstable(String),
+    /// It passed too late: the node had already rolled the service back by itself; how that
+    /// rollback stands, as the node recorded it.
+    RolledBackByNode(NodeRollback),
 }
 
-/// One healthcheck attempt (its whole output is kept in `log` on the node); with `deadman`,
-/// a pass confirms the deploy in the same command.
+/// One healthcheck attempt (its whole output is kept in `log` on the node), followed on a
+/// pass by the stability window `stable` (in the same command: the node watches, the link only
+/// waits); with `deadman`, a healthy and stable service confirms the deploy in that command too.
 #[allow(clippy::too_many_arguments)] // the parts of one command, each named at the call
 pub fn healthcheck(
     exec: &dyn NodeExec,
@@ -732,11 +814,13 @@ pub fn healthcheck(
     node: &str,
     svc: &str,
     timeout: Duration,
+    stable: Duration,
     log: &str,
     deadman: Option<&str>,
 ) -> Result<Health, StepError> {
     let live = layout.live(svc);
     let secs = timeout.as_secs().max(1).to_string();
+    let stable_secs = stable.as_secs().to_string();
     let env = [
         format!("HOMELAB_ROOT={}", layout.root()),
         format!("HOMELAB_NODE={node}"),
@@ -745,10 +829,11 @@ pub fn healthcheck(
     let host = format!("DOCKER_HOST={}", exec.docker_host());
     let mut vars: Vec<&str> = vec![host.as_str()];
     vars.extend(env.iter().map(String::as_str));
-    let args = [live.as_str(), secs.as_str(), log, deadman.unwrap_or("")];
-    let out = run_sh(carry, HEALTHCHECK, &args, &vars, |argv| {
-        exec.run(argv, b"", timeout + Duration::from_secs(10))
-    })?;
+    let args = [live.as_str(), secs.as_str(), log, deadman.unwrap_or(""), &stable_secs, svc];
+    let script = format!("{STABLE}{HEALTHCHECK}");
+    // The window is watched on the node: one `docker inspect` a second, at most a few more.
+    let budget = timeout + stable + stable / 2 + Duration::from_secs(10);
+    let out = run_sh(carry, &script, &args, &vars, |argv| exec.run(argv, b"", budget))?;
     match out.status {
         Some(97) => Err(StepError::Failed {
             step: "writing the apply journal",
@@ -756,22 +841,90 @@ pub fn healthcheck(
             stderr: out.stderr_text(),
         }),
         Some(0) => Ok(Health::Healthy),
-        Some(75) if deadman.is_some() => Ok(Health::RolledBackByNode),
+        Some(75) if deadman.is_some() => {
+            Ok(Health::RolledBackByNode(NodeRollback::parse(&String::from_utf8_lossy(&out.stdout))))
+        }
+        Some(76) => Ok(Health::Unstable(
+            String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or("").to_owned(),
+        )),
         _ => Ok(Health::Failing(String::from_utf8_lossy(&out.stdout).trim().to_owned())),
     }
 }
 
-/// Status and logs of a service into `out` on the node; returns the short status lines.
+/// What diagnose found: the short status lines, and whether the node's dead-man had already
+/// rolled the service back by itself (else, with a dead-man folder, the decision is now the
+/// controller's rollback).
+pub struct Diagnosis {
+    pub status: String,
+    pub rolled_back_by_node: bool,
+}
+
+/// How the dead-man's own rollback stands, from the `node-rollback: RC HEALTH` line the
+/// healthcheck command prints when the node decided first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRollback {
+    /// Still running (no exit status yet), or the line was missing.
+    Running,
+    /// The rollback failed with this exit status.
+    Failed(String),
+    /// The previous release is up; `Some(true)`: its healthcheck passed; `None`: a first deploy
+    /// taken down, nothing to check.
+    Done(Option<bool>),
+}
+
+impl NodeRollback {
+    fn parse(stdout: &str) -> NodeRollback {
+        let Some(rest) = stdout.lines().rev().find_map(|l| l.strip_prefix("node-rollback: "))
+        else {
+            return NodeRollback::Running;
+        };
+        let mut words = rest.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("0"), Some("ok")) => NodeRollback::Done(Some(true)),
+            (Some("0"), Some("failed")) => NodeRollback::Done(Some(false)),
+            (Some("0"), _) => NodeRollback::Done(None),
+            (Some("running") | None, _) => NodeRollback::Running,
+            (Some(rc), _) => NodeRollback::Failed(rc.to_owned()),
+        }
+    }
+
+    /// How a summary says it.
+    pub fn said(&self) -> String {
+        match self {
+            NodeRollback::Running => "its rollback was still running".to_owned(),
+            NodeRollback::Failed(rc) => format!("its rollback FAILED (exit {rc})"),
+            NodeRollback::Done(Some(true)) => "the previous version is healthy".to_owned(),
+            NodeRollback::Done(Some(false)) => {
+                "the previous version is up but its healthcheck fails".to_owned()
+            }
+            NodeRollback::Done(None) => "the first deploy was taken down".to_owned(),
+        }
+    }
+}
+
+/// Status and logs of a service into `out` on the node; with `deadman`, takes the deploy's
+/// decision for the controller's rollback in the same command (see `DIAGNOSE`).
 pub fn diagnose(
     exec: &dyn NodeExec,
     carry: &Carry,
     layout: &Layout,
     svc: &str,
     out: &str,
-) -> Result<String, StepError> {
-    let args = [svc, &layout.live(svc), out, &layout.env_file(svc)];
+    deadman: Option<&str>,
+) -> Result<Diagnosis, StepError> {
+    let args = [svc, &layout.live(svc), out, &layout.env_file(svc), deadman.unwrap_or("")];
     let o = sh(exec, carry, DIAGNOSE, &args, b"", LONG, true)?;
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    if o.status == Some(97) {
+        return Err(StepError::Failed {
+            step: "writing the apply journal",
+            status: o.status,
+            stderr: o.stderr_text(),
+        });
+    }
+    Ok(Diagnosis {
+        status: String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        rolled_back_by_node: o.status == Some(75),
+    })
 }
 
 /// The last `lines` lines of `text`, at most `chars` characters: enough of a tool's output to
@@ -901,5 +1054,21 @@ pub fn read_file(exec: &dyn NodeExec, path: &str) -> Result<Option<Vec<u8>>, Ste
         Some(0) => Ok(Some(out.stdout)),
         Some(44) => Ok(None),
         _ => Err(StepError::Read { path: path.to_owned(), stderr: out.stderr_text() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeRollback;
+
+    #[test]
+    fn the_nodes_own_rollback_is_read_from_its_last_line() {
+        let said = |s: &str| NodeRollback::parse(s);
+        assert_eq!(said("x\nnode-rollback: 0 ok\n"), NodeRollback::Done(Some(true)));
+        assert_eq!(said("node-rollback: 0 failed"), NodeRollback::Done(Some(false)));
+        assert_eq!(said("node-rollback: 0 unknown"), NodeRollback::Done(None));
+        assert_eq!(said("node-rollback: 3 unknown"), NodeRollback::Failed("3".into()));
+        assert_eq!(said("node-rollback: running unknown"), NodeRollback::Running);
+        assert_eq!(said("no such line"), NodeRollback::Running);
     }
 }

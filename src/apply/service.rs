@@ -239,7 +239,7 @@ impl ServiceRun<'_, '_, '_> {
         let secs = self.run.opts.confirm_timeout.filter(|_| verify_follows).map(|c| {
             // The confirmation comes after the healthcheck passes: its whole budget first.
             let tries = (h.interval + h.timeout) * h.retries;
-            (c + h.start_period + tries).as_secs().max(1)
+            (c + h.start_period + tries + h.stable_for).as_secs().max(1)
         });
         let line = crate::events::line(
             "__TIME__",
@@ -277,7 +277,7 @@ impl ServiceRun<'_, '_, '_> {
         ) {
             Ok(()) => {}
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
-            Err(e) => return self.roll_back(journal, cause(&e, Some(&log)), "deploy"),
+            Err(e) => return self.roll_back(journal, rt, cause(&e, Some(&log)), "deploy"),
         }
         self.deployed_in.set(super::batch::last_batch());
         self.stage_done(Step::Deploy);
@@ -285,20 +285,20 @@ impl ServiceRun<'_, '_, '_> {
         Ok(Stage::Deployed)
     }
 
-    /// The contract's healthcheck, with Docker's meaning of its fields: it is tried at once and
-    /// a service that passes is verified then; `start_period` is a grace period during which
-    /// failures do not count; `interval` is the pause between tries; `retries` the failures
-    /// tolerated after the grace period.
+    /// The contract's healthcheck, with Docker's meaning of its fields: it is tried at once;
+    /// `start_period` is a grace period during which failures do not count; `interval` is the
+    /// pause between tries; `retries` the failures tolerated after the grace period. A pass is
+    /// not yet verified: every container of the service must then stay up over the stability
+    /// window (`stable_for`), watched on the node in the same command.
     fn verify(&self, journal: &Mutex<Journal>, rt: &Runtime) -> Result<Stage, StepError> {
         let h = rt.healthcheck;
         self.say(
             "verify",
             format!(
-                "healthcheck: at once, then every {:?}; {} failure(s) after a {:?} grace period, timeout {:?}",
-                h.interval, h.retries, h.start_period, h.timeout
+                "healthcheck: at once, then every {:?}; {} failure(s) after a {:?} grace period, timeout {:?}; then up for {:?}",
+                h.interval, h.retries, h.start_period, h.timeout, h.stable_for
             ),
         );
-        let started = std::time::Instant::now();
         // With the dead-man on, over a fresh connection: a pass also confirms the deploy, and
         // proves the node can still be reached anew after the change.
         let fresh = match self.run.opts.confirm_timeout {
@@ -310,10 +310,30 @@ impl ServiceRun<'_, '_, '_> {
             None => self.at.exec,
         };
         let deadman = self.job("deadman");
+        let log = self.log("healthcheck");
+        match self.health(exec, rt, &log, Some(&deadman))? {
+            Checked::Healthy => {}
+            Checked::RolledBackByNode(how) => return self.rolled_back_by_node(journal, Some(how)),
+            Checked::Unhealthy(why) => return self.roll_back(journal, rt, why, "verify"),
+        }
+        self.stage_done(Step::Verify);
+        self.set(journal, Stage::Verified, None);
+        Ok(Stage::Verified)
+    }
+
+    /// Tries the healthcheck as `verify` says, over `exec`, with the stability window after a
+    /// pass; with `deadman`, a healthy and stable service confirms the deploy.
+    fn health(
+        &self,
+        exec: &dyn crate::transport::NodeExec,
+        rt: &Runtime,
+        log: &str,
+        deadman: Option<&str>,
+    ) -> Result<Checked, StepError> {
+        let h = rt.healthcheck;
+        let started = std::time::Instant::now();
         // Never spin on a zero interval: each try is a command on the node.
         let pause = h.interval.max(std::time::Duration::from_millis(500));
-        let mut healthy = false;
-        let log = self.log("healthcheck");
         let mut said = String::new();
         let mut attempt = 0u32;
         let mut failures = 0u32;
@@ -327,15 +347,17 @@ impl ServiceRun<'_, '_, '_> {
                 node,
                 self.svc,
                 h.timeout,
-                &log,
-                Some(&deadman),
+                h.stable_for,
+                log,
+                deadman,
             )?;
             let output = match health {
-                remote::Health::Healthy => {
-                    healthy = true;
-                    break;
+                remote::Health::Healthy => return Ok(Checked::Healthy),
+                remote::Health::RolledBackByNode(how) => return Ok(Checked::RolledBackByNode(how)),
+                // Up, then down again: another try would catch it up between two crashes.
+                remote::Health::Unstable(what) => {
+                    return Ok(Checked::Unhealthy(format!("{what} (log: {log})")))
                 }
-                remote::Health::RolledBackByNode => return self.rolled_back_by_node(journal),
                 remote::Health::Failing(output) => output,
             };
             said = output;
@@ -353,36 +375,42 @@ impl ServiceRun<'_, '_, '_> {
                 self.at.batcher.aside(|| std::thread::sleep(pause));
             }
         }
-        if !healthy {
-            let output = if said.is_empty() {
-                "no output".to_owned()
-            } else {
-                remote::last_lines(&said, QUOTED_LINES, QUOTED_CHARS)
-            };
-            return self.roll_back(
-                journal,
-                format!("healthcheck failed {} time(s): {output} (log: {log})", h.retries),
-                "verify",
-            );
-        }
-        self.stage_done(Step::Verify);
-        self.set(journal, Stage::Verified, None);
-        Ok(Stage::Verified)
+        let output = if said.is_empty() {
+            "no output".to_owned()
+        } else {
+            remote::last_lines(&said, QUOTED_LINES, QUOTED_CHARS)
+        };
+        Ok(Checked::Unhealthy(format!(
+            "healthcheck failed {} time(s): {output} (log: {log})",
+            h.retries
+        )))
     }
 
     /// The node rolled the service back by itself (the dead-man): no confirmation reached it in
-    /// time. Recorded at once; the node wrote its own event.
-    fn rolled_back_by_node(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
+    /// time. Recorded at once; the node wrote its own event. `how`: the node's own record of
+    /// its rollback, when the command that found the decision read it.
+    fn rolled_back_by_node(
+        &self,
+        journal: &Mutex<Journal>,
+        how: Option<remote::NodeRollback>,
+    ) -> Result<Stage, StepError> {
         let previous = journal.lock().expect("journal").services[self.svc].previous.clone();
         let to = previous.as_deref().unwrap_or("nothing (first deploy)");
-        let reason = format!(
+        let mut reason = format!(
             "the node rolled back to {to} by itself: this apply's confirmation over a fresh connection came after its deadline (--confirm-timeout; log: {})",
             self.log("deadman-rollback")
         );
+        if let Some(how) = &how {
+            reason = format!("{reason}; {}", how.said());
+        }
+        let stage = match how {
+            Some(remote::NodeRollback::Failed(_)) => Stage::RollbackFailed,
+            _ => Stage::RolledBack,
+        };
         self.say("rollback", reason.clone());
-        self.set(journal, Stage::RolledBack, Some(reason));
+        self.set(journal, stage, Some(reason));
         self.run.flush(self.at)?;
-        Ok(Stage::RolledBack)
+        Ok(stage)
     }
 
     /// The last stage of a service: journal, event, progress.
@@ -425,24 +453,38 @@ impl ServiceRun<'_, '_, '_> {
         Ok(Stage::Failed)
     }
 
-    /// Diagnose (status, logs kept on the node, an incident event), then switch back to the
-    /// previous release and bring it up; a first deploy is taken down instead. `reason` is the
-    /// first cause: a rollback that fails adds to it, never replaces it.
+    /// Diagnose (status, logs kept on the node, an incident event) and take the deploy's one
+    /// decision from the node's dead-man, then switch back to the previous release, bring it
+    /// up and verify it as a deploy is verified; a first deploy is taken down instead. `reason`
+    /// is the first cause: what the rollback finds adds to it, never replaces it. When the node
+    /// had already rolled back by itself, nothing is done twice.
     fn roll_back(
         &self,
         journal: &Mutex<Journal>,
+        rt: &Runtime,
         reason: String,
         stage: &str,
     ) -> Result<Stage, StepError> {
         let (at, svc) = (self.at, self.svc);
         self.say("diagnose", reason.clone());
         let log = at.layout.incident_log(svc, self.run.id);
-        let status =
-            remote::diagnose(at.exec, &self.carry(), &at.layout, svc, &log).unwrap_or_default();
+        let deadman = self.job("deadman");
+        let found =
+            match remote::diagnose(at.exec, &self.carry(), &at.layout, svc, &log, Some(&deadman)) {
+                Ok(d) => d,
+                Err(e @ StepError::Link { .. }) => return Err(e),
+                // Status is for the incident: without it the rollback still goes on. The decision
+                // was not taken, but the watchdog stands down by itself once the live release is
+                // no longer the one it guards.
+                Err(e) => remote::Diagnosis { status: e.to_string(), rolled_back_by_node: false },
+            };
+        if found.rolled_back_by_node {
+            return self.rolled_back_by_node(journal, None);
+        }
         self.event(
             "deployment_failed",
             "error",
-            json!({"stage": stage, "reason": reason, "containers": status, "log": log}),
+            json!({"stage": stage, "reason": reason, "containers": found.status, "log": log}),
         );
         let previous = journal.lock().expect("journal").services[svc].previous.clone();
         let to = previous.as_deref().unwrap_or("nothing (first deploy)");
@@ -479,9 +521,11 @@ impl ServiceRun<'_, '_, '_> {
             Err(e @ StepError::Link { .. }) => return Err(e),
             Err(e) => {
                 let failed = cause(&e, previous.as_ref().map(|_| rollback_log.as_str()));
-                let error = format!("{reason}; then the rollback to {to} failed: {failed}");
+                let error = format!(
+                    "{reason}; then the rollback to {to} failed: {failed}; the node runs neither version as planned: repair it by hand (`homelab apply --stage diagnose` shows its state), then plan again"
+                );
                 self.run.say(ServiceName::parse(svc).ok().as_ref(), "failed", error.clone());
-                self.set(journal, Stage::Failed, Some(error));
+                self.set(journal, Stage::RollbackFailed, Some(error));
                 self.event(
                     "remediation_failed",
                     "critical",
@@ -489,15 +533,44 @@ impl ServiceRun<'_, '_, '_> {
                 );
                 // The node must not claim the new version is live: recorded now.
                 self.run.flush(at)?;
-                return Ok(Stage::Failed);
+                return Ok(Stage::RollbackFailed);
             }
         }
-        self.set(journal, Stage::RolledBack, Some(format!("{reason}; rolled back to {to}")));
-        self.event("remediation_completed", "info", json!({"action": "rollback", "to": to}));
+        // The previous version is verified as a deploy is: "rolled back" says whether it is
+        // healthy. A first deploy taken down has nothing to verify.
+        let (outcome, healthy) = match &previous {
+            None => ("first deploy taken down".to_owned(), true),
+            Some(prev) => {
+                self.say("verify", format!("the previous release {prev}"));
+                let log = self.log("rollback-healthcheck");
+                match self.health(at.exec, rt, &log, None)? {
+                    Checked::Unhealthy(why) => {
+                        (format!("rolled back to {prev}, which is unhealthy: {why}"), false)
+                    }
+                    _ => (format!("rolled back to {prev}, healthy"), true),
+                }
+            }
+        };
+        self.say("rollback", outcome.clone());
+        self.set(journal, Stage::RolledBack, Some(format!("{reason}; {outcome}")));
+        self.event(
+            "remediation_completed",
+            if healthy { "info" } else { "critical" },
+            json!({"action": "rollback", "to": to, "healthy": healthy}),
+        );
         // A rolled-back service must never be resumed as if its new version were live.
         self.run.flush(at)?;
         Ok(Stage::RolledBack)
     }
+}
+
+/// What trying a service's healthcheck (and stability window) found.
+enum Checked {
+    Healthy,
+    /// Not healthy, or not staying up: why, with where its output is kept.
+    Unhealthy(String),
+    /// The node's dead-man had decided first and rolled the service back by itself.
+    RolledBackByNode(remote::NodeRollback),
 }
 
 /// How many lines of a tool's output a summary or an event quotes, and at most how many

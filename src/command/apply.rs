@@ -163,9 +163,14 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
             let resumable = outcomes.values().any(|o| {
                 matches!(o, NodeOutcome::Unreachable { .. } | NodeOutcome::Partial { .. })
             });
-            let replan = outcomes
-                .values()
-                .any(|o| matches!(o, NodeOutcome::Stale { .. } | NodeOutcome::RolledBack { .. }));
+            let replan = outcomes.values().any(|o| {
+                matches!(
+                    o,
+                    NodeOutcome::Stale { .. }
+                        | NodeOutcome::RolledBack { .. }
+                        | NodeOutcome::RollbackFailed { .. }
+                )
+            });
             if resumable {
                 writeln!(
                     out,

@@ -22,15 +22,26 @@ pub enum Stage {
     Completed,
     /// A step failed before anything live changed (prepare, validate).
     Failed,
-    /// Deploy or verify failed; the previous version was restored.
+    /// Deploy or verify failed; the previous version was restored (and verified: the entry's
+    /// error says whether it is healthy).
     RolledBack,
     /// Not run: a dependency failed or was skipped.
     Skipped,
+    /// Deploy or verify failed, and so did the rollback to the previous version: the node runs
+    /// neither as planned. Final: a resume never deploys this plan's version again.
+    RollbackFailed,
 }
 
 impl Stage {
     pub fn is_final(self) -> bool {
-        matches!(self, Stage::Completed | Stage::Failed | Stage::RolledBack | Stage::Skipped)
+        matches!(
+            self,
+            Stage::Completed
+                | Stage::Failed
+                | Stage::RolledBack
+                | Stage::Skipped
+                | Stage::RollbackFailed
+        )
     }
 
     /// The stage as `--stage` and progress lines name it.
@@ -45,6 +56,7 @@ impl Stage {
             Stage::Failed => "failed",
             Stage::RolledBack => "rolled back",
             Stage::Skipped => "skipped",
+            Stage::RollbackFailed => "rollback failed",
         }
     }
 

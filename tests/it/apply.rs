@@ -1021,6 +1021,109 @@ exit 0
     assert_eq!(journal["services"]["cache"]["stage"], "completed", "{journal}");
 }
 
+/// Issue 17, the contradiction: when the controller rolls a failed deploy back, that rollback
+/// is the deploy's one decision, and the node's dead-man stands down for good. A newer version
+/// applied afterwards stays, past the whole window the old watchdog had (and the next plan
+/// finds nothing to do); the node writes no `remediation_completed` of its own.
+#[test]
+fn a_controller_rollback_is_the_deploys_one_decision_and_a_later_apply_stays() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--confirm-timeout", "3"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let root = site.root("alpha");
+
+    // Version two fails its healthcheck: the controller rolls it back.
+    site.edit("services/web/healthcheck.sh", |s| {
+        s.replace("exit 0", "echo broken on purpose; exit 1")
+    });
+    let failed = site.plan_and_approve();
+    let started = std::time::Instant::now();
+    let out =
+        site.apply(&failed, &["--node", "alpha", "--service", "web", "--confirm-timeout", "3"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains("rolled back to") && all.contains("healthy"), "{all}");
+    let decided = root.join(format!("state/deploy/{failed}/jobs/web/deadman/decided"));
+    assert!(decided.join("controller-rollback").exists(), "the controller took the decision");
+    assert!(!decided.join("rolled-back").exists());
+
+    // Version three is good and applied.
+    site.edit("services/web/healthcheck.sh", |s| {
+        s.replace("echo broken on purpose; exit 1", "exit 0")
+    });
+    site.edit("services/web/docker-compose.yml", |s| {
+        s.replace(
+            "    restart: unless-stopped\n",
+            "    restart: unless-stopped\n    environment:\n      VERSION: \"3\"\n",
+        )
+    });
+    let good = site.plan_and_approve();
+    let out = site.apply(&good, &["--node", "alpha", "--service", "web", "--confirm-timeout", "3"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.env_of("alpha", "web").contains(&"VERSION=3".to_owned()));
+
+    // Past the failed deploy's whole dead-man window (3 s to confirm, 3 tries of 1 s + 1 s,
+    // 2 s of stability: 11 s after its `compose up`), with room to spare.
+    let window = std::time::Duration::from_secs(11 + 15);
+    if let Some(rest) = window.checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    assert!(site.env_of("alpha", "web").contains(&"VERSION=3".to_owned()), "version three stays");
+    assert!(site.running("alpha", "web"));
+    assert_eq!(
+        fs::read_link(root.join("state/services/web")).unwrap(),
+        root.join(format!("state/releases/web/{good}")),
+        "the live release is still version three's"
+    );
+    let events = events_of(&root, "alpha");
+    assert!(
+        !events.lines().any(|l| l.contains("homelab dead-man")),
+        "the node decided nothing by itself:\n{events}"
+    );
+    // And the next operation finds the node as applied.
+    assert_eq!(site.detailed(), 0, "no changes after the good apply");
+}
+
+/// Issue 17: "verify" means healthy and staying healthy. A version that passes its healthcheck
+/// in its first second and then crashes (and is restarted by Docker, `restart: unless-stopped`)
+/// is rolled back within the stability window, and the previous version is verified healthy.
+#[test]
+fn a_version_that_crashes_after_start_is_rolled_back_and_the_old_one_verified() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    site.edit("services/web/service.yaml", |s| s.replace("stable_for: 2s", "stable_for: 6s"));
+    site.edit("services/web/docker-compose.yml", |s| {
+        s.replace(
+            r#"command: ["httpd", "-f", "-p", "8080"]"#,
+            r#"command: ["sh", "-c", "sleep 1; echo crashing on purpose; exit 3"]"#,
+        )
+    });
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha", "--service", "web"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains("did not stay up"), "the stability window caught it:\n{all}");
+    assert!(all.contains("rolled back to") && all.contains(", healthy"), "{all}");
+    let journal: serde_json::Value = serde_json::from_slice(
+        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal["services"]["web"]["stage"], "rolled-back", "{journal}");
+    // The old version runs and stays: its command, not the crashing one.
+    let cmd = site.lab.docker("alpha", &["inspect", "-f", "{{json .Config.Cmd}}", "web"]);
+    assert!(String::from_utf8_lossy(&cmd.stdout).contains("httpd"), "{cmd:?}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let restarts = site.lab.docker("alpha", &["inspect", "-f", "{{.RestartCount}}", "web"]);
+    assert_eq!(String::from_utf8_lossy(&restarts.stdout).trim(), "0");
+    assert!(site.running("alpha", "web"));
+}
+
 /// A rollback that fails adds to the first cause, never replaces it (issue 9, item 7): web is
 /// deployed from image `:1`; that tag is then removed from the node (the running container
 /// keeps its image) and version two, on a tag `:2` of the same layer, fails its healthcheck; the
@@ -1057,7 +1160,7 @@ fn a_failed_rollback_keeps_the_first_cause_and_says_what_failed_next() {
         &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
     )
     .unwrap();
-    assert_eq!(journal["services"]["web"]["stage"], "failed", "{journal}");
+    assert_eq!(journal["services"]["web"]["stage"], "rollback-failed", "{journal}");
     let error = journal["services"]["web"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("healthcheck failed") && error.contains("rollback"), "{journal}");
     let events = events_of(&site.root("alpha"), "alpha");
@@ -1067,6 +1170,26 @@ fn a_failed_rollback_keeps_the_first_cause_and_says_what_failed_next() {
             .any(|l| l.contains("remediation_failed") && l.contains("\"service\":\"web\"")),
         "{events}"
     );
+    // Issue 17: a failed rollback is its own outcome, and neither the summary nor its hint
+    // offers a resume, which could only start the broken version again.
+    assert!(all.contains("rollback failed"), "{all}");
+    assert!(!all.contains("--resume"), "no hint to resume:\n{all}");
+    let up = |root: &Path| {
+        fs::metadata(root.join(format!("logs/web/up-{id}.log"))).and_then(|m| m.modified()).ok()
+    };
+    let before = up(&site.root("alpha"));
+    assert!(before.is_some(), "the deploy's log is where the test looks");
+    let out = site.apply(&id, &["--node", "alpha", "--service", "web", "--resume"]);
+    let again = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{again}");
+    assert!(again.contains("rollback failed"), "{again}");
+    assert!(!again.contains("web deploy:"), "nothing deployed again:\n{again}");
+    assert_eq!(up(&site.root("alpha")), before, "compose up did not run again");
+    let journal: serde_json::Value = serde_json::from_slice(
+        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal["services"]["web"]["stage"], "rollback-failed", "{journal}");
 }
 
 /// The round trips of a node are a number the program knows, and they are per node, not per
@@ -1206,6 +1329,8 @@ fn a_deploy_the_controller_cannot_confirm_is_rolled_back_by_the_node() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     assert_eq!(fs::read_to_string(&rc).unwrap().trim(), "0", "its rollback worked");
+    let health = root.join(format!("state/deploy/{id}/jobs/broker/deadman/rollback.health"));
+    assert_eq!(fs::read_to_string(&health).unwrap().trim(), "ok", "and verified the old version");
     site.lab.accept_new("edge-a");
     assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()));
     let mut lines = String::new();
@@ -1225,5 +1350,6 @@ fn a_deploy_the_controller_cannot_confirm_is_rolled_back_by_the_node() {
     assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("rolled back"), "{}", out.stdout);
     assert!(out.stdout.contains("by itself"), "{}", out.stdout);
+    assert!(out.stdout.contains("the previous version is healthy"), "{}", out.stdout);
     assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()));
 }
