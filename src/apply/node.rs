@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::batch::{Batched, Batcher, Prelude};
 use super::board::Board;
+use super::outcome::Next;
 use super::remote::{self, StepError};
 use super::{Event, Mode, NodeOutcome, Options, Sink};
 use crate::clock::{day, rfc3339};
@@ -18,7 +19,7 @@ use crate::model::{Instance, Node, ServiceName};
 use crate::node::journal::{Entry, Journal, Stage};
 use crate::node::records::{Consumed, LockHolder};
 use crate::node::Layout;
-use crate::observe::{self, NodeState, NodeStatus};
+use crate::observe::{self, ManifestState, NodeState, NodeStatus};
 use crate::plan::{Action, Change, NodePlan, PlannedStatus};
 use crate::transport::{NodeExec, Transport};
 
@@ -125,6 +126,7 @@ impl NodeRun<'_> {
         if let PlannedStatus::Unreachable { reason } = &self.np.status {
             return NodeOutcome::Unreachable {
                 reason: format!("unreachable when planned ({reason}): plan again"),
+                next: Next::Replan,
             };
         }
         let changes: Vec<&Change> = self
@@ -143,7 +145,7 @@ impl NodeRun<'_> {
         self.say(None, "connect", format!("{} change(s)", changes.len()));
         let exec = match transport.connect(self.node) {
             Ok(e) => e,
-            Err(e) => return NodeOutcome::Unreachable { reason: e.to_string() },
+            Err(e) => return unreachable(e.to_string()),
         };
         let exec: Arc<dyn NodeExec> = Arc::new(Counted { inner: exec, trips: self.trips.clone() });
         let records = Layout::new(exec.root());
@@ -162,7 +164,7 @@ impl NodeRun<'_> {
         // is left out before anything is written there, not even the lock.
         if self.expired() {
             match observe::refresh(self.node, at.exec).status {
-                NodeStatus::Unreachable { reason } => return NodeOutcome::Unreachable { reason },
+                NodeStatus::Unreachable { reason } => return unreachable(reason),
                 NodeStatus::Reachable(state) if !state.journals.contains(self.id) => {
                     return NodeOutcome::Refused { reason: self.left_out() };
                 }
@@ -183,7 +185,7 @@ impl NodeRun<'_> {
             Ok(state) => state,
             Err(outcome) => return outcome,
         };
-        let (outcome, released) = match self.check(&state) {
+        let (outcome, released) = match self.check(&at, &state) {
             Ok(resuming) => self.locked(&at, &changes, resuming, &holder),
             Err(outcome) => (outcome, false),
         };
@@ -200,7 +202,7 @@ impl NodeRun<'_> {
     fn diagnose(&self, transport: &dyn Transport) -> NodeOutcome {
         let exec = match transport.connect(self.node) {
             Ok(e) => e,
-            Err(e) => return NodeOutcome::Unreachable { reason: e.to_string() },
+            Err(e) => return unreachable(e.to_string()),
         };
         let layout = Layout::new(exec.root());
         // A rejected plan is not looked at through its approval either.
@@ -254,6 +256,18 @@ impl NodeRun<'_> {
         )
     }
 
+    /// Who recorded the plan as applied on this node, and when (empty when the record does not
+    /// say): one read, only for a plan the node consumed.
+    fn consumed_by(&self, at: &At) -> (String, String) {
+        match remote::read_file(at.exec, &at.layout.consumed(self.id)) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<Consumed>(&bytes) {
+                Ok(c) => (c.by, c.applied_at),
+                Err(_) => Default::default(),
+            },
+            _ => Default::default(),
+        }
+    }
+
     /// Whether the plan expired (by the run's clock).
     fn expired(&self) -> bool {
         self.now() >= self.opts.expires
@@ -278,7 +292,7 @@ impl NodeRun<'_> {
                         NodeStatus::Reachable(state) => Ok(state),
                         NodeStatus::Unreachable { reason } => {
                             let _ = remote::unlock(at.exec, &at.layout, holder);
-                            Err(NodeOutcome::Unreachable { reason })
+                            Err(unreachable(reason))
                         }
                     };
                 }
@@ -302,6 +316,13 @@ impl NodeRun<'_> {
                             ),
                         });
                     }
+                    if !by.plan.is_empty() && by.is_gone_from(&self.opts.host) {
+                        // Another plan's run that is gone: waiting cannot help, deciding that
+                        // plan does (its resume takes the lock over).
+                        return Err(NodeOutcome::Refused {
+                            reason: interrupted_other(&by, self.node.id.as_str()),
+                        });
+                    }
                     if Instant::now() >= deadline {
                         return Err(self.locked_by(&by));
                     }
@@ -321,41 +342,64 @@ impl NodeRun<'_> {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        NodeOutcome::Refused {
-            reason: format!(
-                "the node is locked by {by}; wait with `--lock-wait SECONDS`, or if that holder is gone, \
-                 `homelab unlock --node {}` (it shows the holder first)",
-                self.node.id
-            ),
-        }
+        NodeOutcome::Refused { reason: locked(&by, holder, self.node.id.as_str()) }
     }
 
     /// Where this node stands, as read under the lock: `Ok(true)` when an apply of this plan
     /// already started here (resume), `Ok(false)` for a fresh start; `Err` refuses the node
     /// (stale, replay, ...).
-    fn check(&self, state: &NodeState) -> Result<bool, NodeOutcome> {
+    fn check(&self, at: &At, state: &NodeState) -> Result<bool, NodeOutcome> {
         if state.rejected.contains(self.id) {
             return Err(self.rejected_here());
         }
         if state.consumed.contains(self.id) {
-            return Err(if self.opts.resume {
-                NodeOutcome::AlreadyApplied
+            // Applied here before (by this controller, another, or the node itself): done if
+            // the node is still where the plan took it (or a resume finds its part done); a
+            // replay if the node has moved on since.
+            let moved = moved_on(&self.np.changes, state);
+            let (by, when) = self.consumed_by(at);
+            return Err(if moved.is_empty() || self.opts.resume {
+                NodeOutcome::AlreadyApplied { by, at: when }
             } else {
-                NodeOutcome::Refused {
-                    reason: format!(
-                        "plan `{}` was already applied on this node (replay refused)",
-                        self.id
-                    ),
-                }
+                NodeOutcome::Refused { reason: replay(self.id, &by, &when, &moved) }
             });
         }
         if state.journals.contains(self.id) {
-            if !self.opts.resume {
-                return Err(NodeOutcome::Refused {
-                    reason: format!("an apply of plan `{}` already started on this node: continue it with `--resume`", self.id),
-                });
+            if self.opts.resume {
+                return Ok(true);
             }
-            return Ok(true);
+            let ended =
+                state.parsed_journals.get(self.id).and_then(|j| decided(&self.np.changes, j));
+            return Err(NodeOutcome::Refused {
+                reason: match ended {
+                    // A resume would only say it again.
+                    Some(ended) => format!(
+                        "plan `{}` already ran on this node and ended ({ended}); a resume cannot change that: plan again",
+                        self.id
+                    ),
+                    None => format!(
+                        "an apply of plan `{}` already started on this node: continue it with `{}`",
+                        self.id,
+                        resume_command(self.id)
+                    ),
+                },
+            });
+        }
+        // One plan at a time per node: a plan whose apply started here and did not finish is
+        // decided first (its services may stand between versions, its dead-man may still act).
+        let undecided: Vec<&str> = state
+            .parsed_journals
+            .iter()
+            .filter(|(id, j)| {
+                !j.finished
+                    && id.as_str() != self.id
+                    && !state.consumed.contains(*id)
+                    && !state.rejected.contains(*id)
+            })
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !undecided.is_empty() {
+            return Err(NodeOutcome::Refused { reason: undecided_here(&undecided) });
         }
         // Expiry binds every start: a node that had not started when the plan expired is left
         // out (`--resume` may only finish work already begun).
@@ -366,6 +410,7 @@ impl NodeRun<'_> {
         let PlannedStatus::Reachable { fingerprint, actual: lines } = &self.np.status else {
             return Err(NodeOutcome::Unreachable {
                 reason: "unreachable when planned: plan again".to_owned(),
+                next: Next::Replan,
             });
         };
         if state.fingerprint() != *fingerprint {
@@ -397,9 +442,11 @@ impl NodeRun<'_> {
                     j
                 }
                 Err(e) => {
+                    // A resume would only read it again; a new plan is not held up by it.
                     return Err(NodeOutcome::Partial {
                         reason: format!("the journal on the node is unreadable: {e}"),
-                    })
+                        next: Next::Replan,
+                    });
                 }
             },
             Ok(None) => fresh(),
@@ -472,12 +519,10 @@ impl NodeRun<'_> {
                 });
             }
         });
-        let Tally { rolled_back, problems, stop } = tally;
+        let Tally { rolled_back, problems, nexts, stop } = tally;
         match stop.into_inner().expect("tally") {
             Some(Stop::Link(reason)) => {
-                return (NodeOutcome::Unreachable {
-                    reason: format!("{reason}; the journal on the node says where it stopped: `homelab apply --resume`"),
-                }, false)
+                return (unreachable(format!("{reason}; the journal on the node says where it stopped: `homelab apply --resume`")), false)
             }
             Some(Stop::Failed(e)) => return (step_error(e), false),
             None => {}
@@ -489,6 +534,7 @@ impl NodeRun<'_> {
             v.into_iter().map(|(_, s)| s).collect::<Vec<_>>()
         };
         let (rolled_back, problems) = (in_order(rolled_back), in_order(problems));
+        let next = node_next(&nexts.into_inner().expect("tally"));
         let mut journal = journal.into_inner().expect("journal");
         let finished = journal.services.values().all(|e| e.stage.is_final());
         let all_done = journal.services.values().all(|e| e.stage == Stage::Completed);
@@ -530,11 +576,14 @@ impl NodeRun<'_> {
         } else if !rolled_back.is_empty() {
             NodeOutcome::RolledBack { services: rolled_back, problems }
         } else if !problems.is_empty() {
-            NodeOutcome::Partial { reason: problems.join("; ") }
+            NodeOutcome::Partial { reason: problems.join("; "), next }
         } else if let (false, Some(only)) = (all_done, only) {
             NodeOutcome::Staged { stage: only.name().to_owned() }
         } else if !all_done {
-            NodeOutcome::Partial { reason: "not every service finished".to_owned() }
+            NodeOutcome::Partial {
+                reason: "not every service finished".to_owned(),
+                next: Next::Resume,
+            }
         } else {
             NodeOutcome::Applied
         };
@@ -555,10 +604,10 @@ impl NodeRun<'_> {
     ) -> bool {
         let svc = c.instance.service.as_str();
         // Skips a service (expired, or a dependency did not make it), in the journal too.
-        let skip = |reason: String| {
+        let skip = |reason: String, next: Next| {
             self.say(Some(&c.instance.service), "skip", reason.clone());
             self.set(journal, svc, Stage::Skipped, Some(reason.clone()));
-            tally.problem(i, format!("{svc}: {reason}"));
+            tally.problem(i, format!("{svc}: {reason}"), next);
             false
         };
         // A service that had not begun when the plan expired never begins: checked before it
@@ -573,7 +622,8 @@ impl NodeRun<'_> {
             )
         };
         if expired() {
-            return skip(left_out());
+            // A resume leaves it out again: only a new plan brings it.
+            return skip(left_out(), Next::Replan);
         }
         if tally.stopped() {
             return false;
@@ -592,10 +642,13 @@ impl NodeRun<'_> {
         }
         if !blocked.is_empty() {
             let names: Vec<String> = blocked.iter().map(ToString::to_string).collect();
-            return skip(format!("skipped: {} did not reach its new version", names.join(", ")));
+            let reason = format!("skipped: {} did not reach its new version", names.join(", "));
+            // What helps the dependency (a resume, a new plan) helps this one.
+            return skip(reason, Next::Follows);
         }
         if expired() {
-            return skip(left_out());
+            // A resume leaves it out again: only a new plan brings it.
+            return skip(left_out(), Next::Replan);
         }
         self.stages(at, i, c, journal, tally, Stage::Completed).unwrap_or(false)
     }
@@ -624,7 +677,11 @@ impl NodeRun<'_> {
                 let e = e.unwrap_or_default();
                 if stage == Stage::RolledBack {
                     tally.rolled_back(i, svc);
-                    tally.problem(i, format!("{svc}: {e}"));
+                    // Its previous version is live and the journal says so for good.
+                    tally.problem(i, format!("{svc}: {e}"), Next::Replan);
+                } else if stage == Stage::RollbackFailed {
+                    // Final: no resume redeploys it; the node needs a hand first.
+                    tally.problem(i, format!("{svc}: {e}"), Next::Repair);
                 } else if let Some(only) = only {
                     if stage < only {
                         tally.problem(
@@ -634,12 +691,14 @@ impl NodeRun<'_> {
                                 stage.name(),
                                 only.name()
                             ),
+                            Next::Resume,
                         );
                     } else if stage != only {
-                        tally.problem(i, format!("{svc}: {e}"));
+                        tally.problem(i, format!("{svc}: {e}"), Next::Resume);
                     }
                 } else {
-                    tally.problem(i, format!("{svc}: {e}"));
+                    // Failed before anything live changed: a resume tries it again.
+                    tally.problem(i, format!("{svc}: {e}"), Next::Resume);
                 }
                 // `--stage` stops a service on purpose: it is not final, dependents wait for a
                 // later run.
@@ -656,7 +715,7 @@ impl NodeRun<'_> {
                 let reason = e.to_string();
                 self.say(Some(&c.instance.service), "failed", reason.clone());
                 self.set(journal, svc, Stage::Failed, Some(reason.clone()));
-                tally.problem(i, format!("{svc}: {reason}"));
+                tally.problem(i, format!("{svc}: {reason}"), Next::Resume);
                 false
             }
         })
@@ -815,12 +874,16 @@ enum Stop {
 struct Tally {
     rolled_back: Mutex<Vec<(usize, String)>>,
     problems: Mutex<Vec<(usize, String)>>,
+    /// What can move each problem on: the node's outcome suggests a resume only when one
+    /// of them can be resumed.
+    nexts: Mutex<Vec<Next>>,
     stop: Mutex<Option<Stop>>,
 }
 
 impl Tally {
-    fn problem(&self, i: usize, text: String) {
+    fn problem(&self, i: usize, text: String, next: Next) {
         self.problems.lock().expect("tally").push((i, text));
+        self.nexts.lock().expect("tally").push(next);
     }
 
     fn rolled_back(&self, i: usize, svc: &str) {
@@ -843,10 +906,343 @@ impl Tally {
     }
 }
 
+/// The command that decides plan `id` on a node: it finishes that apply, or records how it
+/// ended (a rollback, the node's own included).
+fn resume_command(id: &str) -> String {
+    format!("homelab apply --resume plans/{id}.approved")
+}
+
+/// The node's lock, left by an apply of another plan whose run is gone (killed, or its link
+/// dropped): that plan's resume takes it over; breaking it decides nothing.
+fn interrupted_other(by: &LockHolder, node: &str) -> String {
+    format!(
+        "the node is locked by an apply of plan `{}` that was interrupted (its run, {}, is gone): \
+         finish it or record how it ended with `{}`, which takes the lock over; \
+         `homelab unlock --node {node}` is the last resort, for a lock that no apply takes over",
+        by.plan,
+        by.holder,
+        resume_command(&by.plan)
+    )
+}
+
+/// The node's lock, held by `holder` (`by`: as found, on one line) that is not known to be
+/// gone.
+fn locked(by: &str, holder: &LockHolder, node: &str) -> String {
+    let unlock = format!("`homelab unlock --node {node}` (it shows the holder first)");
+    if holder.plan.is_empty() {
+        return format!(
+            "the node is locked by {by}; wait with `--lock-wait SECONDS`, or if that holder is gone, {unlock}"
+        );
+    }
+    format!(
+        "the node is locked by {by}; wait with `--lock-wait SECONDS`; if that run is gone, \
+         `{}` on its host ({}) takes the lock over and finishes plan `{}` or records how it ended; \
+         {unlock} is the last resort, for a holder that is not homelab's",
+        resume_command(&holder.plan),
+        if holder.host.is_empty() { "unknown" } else { holder.host.as_str() },
+        holder.plan
+    )
+}
+
+/// Plans whose apply started on the node and did not finish: each is decided first.
+fn undecided_here(ids: &[&str]) -> String {
+    let commands: Vec<String> = ids.iter().map(|id| format!("`{}`", resume_command(id))).collect();
+    let (plans, verb) = match ids {
+        [one] => (format!("plan `{one}`"), "is"),
+        _ => {
+            let named: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
+            (format!("plans {}", named.join(", ")), "are")
+        }
+    };
+    format!(
+        "{plans} {verb} undecided on this node (an apply started and did not finish): finish it or record how it ended with {}, then apply this plan",
+        commands.join(" and ")
+    )
+}
+
+/// A plan applied on the node before (`by`, `when`: its record), whose state the node has left
+/// since (`moved`: how).
+fn replay(id: &str, by: &str, when: &str, moved: &[String]) -> String {
+    let record = match (by.is_empty(), when.is_empty()) {
+        (false, false) => format!(" (by {by}, at {when})"),
+        (false, true) => format!(" (by {by})"),
+        (true, false) => format!(" (at {when})"),
+        (true, true) => String::new(),
+    };
+    format!(
+        "plan `{id}` was already applied on this node{record} and the node has moved on since ({}): applying it again would be a replay (refused); plan again for new changes",
+        moved.join("; ")
+    )
+}
+
+/// How the node differs from where plan's `changes` took it, as refresh reads it: for each
+/// created, updated or replaced service, its manifest holds the plan's artifacts (names,
+/// hashes, modes) and its files match that manifest; a deleted service is absent. Empty when
+/// the node is at the plan's state. Containers are not compared: the plan's fingerprint does
+/// not hold them either.
+fn moved_on(changes: &[Change], state: &NodeState) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in changes.iter().filter(|c| c.action != Action::NoOp) {
+        let svc = c.instance.service.as_str();
+        match (c.action, state.services.get(svc)) {
+            (Action::Delete, None) => {}
+            (Action::Delete, Some(_)) => {
+                out.push(format!("{svc} is deployed; the plan deleted it"))
+            }
+            (_, None) => out.push(format!("{svc} is not deployed")),
+            (_, Some(deployed)) => {
+                let ManifestState::Present { manifest, .. } = &deployed.manifest else {
+                    out.push(format!("{svc} has no readable manifest"));
+                    continue;
+                };
+                let mut names: Vec<&str> = c
+                    .artifacts
+                    .iter()
+                    .filter(|a| {
+                        let mode = format!("{:04o}", a.mode);
+                        !manifest
+                            .artifacts
+                            .iter()
+                            .any(|m| m.name == a.name && m.sha256 == a.sha256 && m.mode == mode)
+                    })
+                    .map(|a| a.name.as_str())
+                    .collect();
+                names.extend(
+                    manifest
+                        .artifacts
+                        .iter()
+                        .filter(|m| !c.artifacts.iter().any(|a| a.name == m.name))
+                        .map(|m| m.name.as_str()),
+                );
+                if !names.is_empty() {
+                    out.push(format!("{svc}: {} not as the plan made it", names.join(", ")));
+                }
+                out.extend(deployed.drift().into_iter().map(|d| format!("{svc}: {d}")));
+            }
+        }
+    }
+    out
+}
+
+/// How this node's apply of the plan ended, when its journal decided it for good: every
+/// change of the node ran and ended, and what did not complete was rolled back (a resume
+/// tries failed and skipped services again, runs what is not in the journal, and records a
+/// completed apply; none of that is left to do). `None` when a resume can still do something.
+fn decided(changes: &[Change], journal: &Journal) -> Option<String> {
+    let all_ran = changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .all(|c| journal.services.contains_key(c.instance.service.as_str()));
+    let ended = journal
+        .services
+        .values()
+        .all(|e| matches!(e.stage, Stage::Completed | Stage::RolledBack | Stage::RollbackFailed));
+    let rolled_back: Vec<&str> = journal
+        .services
+        .iter()
+        .filter(|(_, e)| matches!(e.stage, Stage::RolledBack | Stage::RollbackFailed))
+        .map(|(s, _)| s.as_str())
+        .collect();
+    (journal.finished && all_ran && ended && !rolled_back.is_empty())
+        .then(|| format!("rolled back: {}", rolled_back.join(", ")))
+}
+
+/// What moves a node on from its services' problems: a resume when one of them can be
+/// resumed, else a new plan when one needs it, else what helps the services they follow.
+fn node_next(nexts: &[Next]) -> Next {
+    if nexts.contains(&Next::Resume) {
+        Next::Resume
+    } else if nexts.contains(&Next::Repair) {
+        Next::Repair
+    } else if nexts.contains(&Next::Replan) {
+        Next::Replan
+    } else {
+        Next::Follows
+    }
+}
+
 /// A step error as the node's outcome: a lost link, or a failure the operator reads.
 pub(super) fn step_error(e: StepError) -> NodeOutcome {
     match e {
-        StepError::Link { reason } => NodeOutcome::Unreachable { reason },
-        e => NodeOutcome::Partial { reason: e.to_string() },
+        StepError::Link { reason } => unreachable(reason),
+        e => NodeOutcome::Partial { reason: e.to_string(), next: Next::Resume },
+    }
+}
+
+/// A node lost (or never reached) by this run: the journal on it says where it stopped, and
+/// `--resume` continues from there.
+fn unreachable(reason: String) -> NodeOutcome {
+    NodeOutcome::Unreachable { reason, next: Next::Resume }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NodeName;
+    use crate::node::journal::Entry;
+    use crate::node::manifest::Manifest;
+    use crate::observe::{DeployedService, FileState};
+    use crate::plan::PlannedArtifact;
+
+    fn change(svc: &str, action: Action, files: &[(&str, &str)]) -> Change {
+        Change {
+            instance: Instance {
+                service: ServiceName::parse(svc).unwrap(),
+                node: NodeName::parse("edge-a").unwrap(),
+            },
+            action,
+            reason: String::new(),
+            after: Vec::new(),
+            artifacts: files
+                .iter()
+                .map(|(name, text)| PlannedArtifact {
+                    name: (*name).to_owned(),
+                    mode: 0o644,
+                    sha256: crate::digest::sha256_hex(text.as_bytes()),
+                    text: (*text).to_owned(),
+                    binary: None,
+                })
+                .collect(),
+            prior: Vec::new(),
+            diffs: Vec::new(),
+            runtime: None,
+        }
+    }
+
+    /// A node where `svc` holds `files`, written by homelab (manifest and disk agree).
+    fn deployed(state: &mut NodeState, svc: &str, files: &[(&str, &str)]) {
+        let manifest =
+            Manifest::of(svc, "edge-a", files.iter().map(|(n, t)| (*n, t.as_bytes(), 0o644)));
+        let files = files
+            .iter()
+            .map(|(n, t)| {
+                let f = FileState {
+                    sha256: crate::digest::sha256_hex(t.as_bytes()),
+                    mode: "0644".to_owned(),
+                    content: Some((*t).to_owned()),
+                };
+                ((*n).to_owned(), f)
+            })
+            .collect();
+        let manifest = ManifestState::Present { manifest, sha256: "m".to_owned() };
+        state.services.insert(svc.to_owned(), DeployedService { manifest, release: None, files });
+    }
+
+    #[test]
+    fn a_node_where_the_plan_left_it_has_not_moved_on() {
+        let changes = [
+            change("broker", Action::Update, &[("docker-compose.yml", "v2\n")]),
+            change("old", Action::Delete, &[]),
+            change("agent", Action::NoOp, &[]),
+        ];
+        let mut state = NodeState::default();
+        deployed(&mut state, "broker", &[("docker-compose.yml", "v2\n")]);
+        assert_eq!(moved_on(&changes, &state), Vec::<String>::new());
+
+        // Another plan changed broker, and brought `old` back.
+        deployed(&mut state, "broker", &[("docker-compose.yml", "v3\n"), ("extra.conf", "x")]);
+        deployed(&mut state, "old", &[("docker-compose.yml", "old\n")]);
+        assert_eq!(
+            moved_on(&changes, &state),
+            [
+                "broker: docker-compose.yml, extra.conf not as the plan made it",
+                "old is deployed; the plan deleted it"
+            ]
+        );
+        // Deleted since, or edited by hand.
+        state.services.remove("broker");
+        assert_eq!(moved_on(&changes[..1], &state), ["broker is not deployed"]);
+        deployed(&mut state, "broker", &[("docker-compose.yml", "v2\n")]);
+        state
+            .services
+            .get_mut("broker")
+            .unwrap()
+            .files
+            .get_mut("docker-compose.yml")
+            .unwrap()
+            .sha256 = "edited".to_owned();
+        assert_eq!(
+            moved_on(&changes[..1], &state),
+            ["broker: docker-compose.yml was edited on the node"]
+        );
+    }
+
+    fn journal(finished: bool, stages: &[(&str, Stage)]) -> Journal {
+        let mut j = Journal::new("p1", "edge-a", std::time::UNIX_EPOCH);
+        j.finished = finished;
+        for (svc, stage) in stages {
+            let e = Entry { action: "update".into(), stage: *stage, previous: None, error: None };
+            j.services.insert((*svc).to_owned(), e);
+        }
+        j
+    }
+
+    /// A finished apply whose only loose ends are rollbacks is decided: a resume would say
+    /// the same again. Anything a resume can still do (a failed or skipped service, a service
+    /// not run yet, an unfinished journal) is not.
+    #[test]
+    fn only_rollbacks_left_is_decided_for_good() {
+        let changes = [
+            change("broker", Action::Update, &[("a", "a")]),
+            change("agent", Action::Update, &[("a", "a")]),
+        ];
+        let rolled = [("broker", Stage::RolledBack), ("agent", Stage::Completed)];
+        assert_eq!(
+            decided(&changes, &journal(true, &rolled)).as_deref(),
+            Some("rolled back: broker")
+        );
+        assert_eq!(decided(&changes, &journal(false, &rolled)), None);
+        let failed = [("broker", Stage::RolledBack), ("agent", Stage::Failed)];
+        assert_eq!(decided(&changes, &journal(true, &failed)), None);
+        assert_eq!(decided(&changes, &journal(true, &rolled[..1])), None, "agent not run yet");
+        let done = [("broker", Stage::Completed), ("agent", Stage::Completed)];
+        assert_eq!(decided(&changes, &journal(true, &done)), None, "a resume records it");
+    }
+
+    #[test]
+    fn refusals_name_the_plan_to_decide_and_its_command() {
+        let gone = LockHolder {
+            holder: "root@ctl pid 42".into(),
+            plan: "0123abcd".into(),
+            since: "2026-12-01T10:00:00Z".into(),
+            host: "ctl".into(),
+            pid: 42,
+        };
+        assert_eq!(
+            interrupted_other(&gone, "edge-a"),
+            "the node is locked by an apply of plan `0123abcd` that was interrupted (its run, \
+             root@ctl pid 42, is gone): finish it or record how it ended with `homelab apply \
+             --resume plans/0123abcd.approved`, which takes the lock over; `homelab unlock --node \
+             edge-a` is the last resort, for a lock that no apply takes over"
+        );
+        assert_eq!(
+            undecided_here(&["0123abcd"]),
+            "plan `0123abcd` is undecided on this node (an apply started and did not finish): \
+             finish it or record how it ended with `homelab apply --resume \
+             plans/0123abcd.approved`, then apply this plan"
+        );
+        assert!(undecided_here(&["a1", "b2"]).starts_with("plans `a1`, `b2` are undecided"));
+        // A live holder: wait; a run that is gone is resumed on its host; unlock comes last.
+        let text = locked("{ holder }", &gone, "edge-a");
+        let resume = text.find("homelab apply --resume plans/0123abcd.approved").unwrap();
+        assert!(text.find("--lock-wait").unwrap() < resume, "{text}");
+        assert!(resume < text.find("homelab unlock --node edge-a").unwrap(), "{text}");
+        // A holder that is not homelab's: nothing to resume.
+        let unknown = LockHolder { plan: String::new(), host: String::new(), ..gone };
+        let text = locked("{ x }", &unknown, "edge-a");
+        assert!(!text.contains("--resume") && text.contains("homelab unlock --node edge-a"));
+        assert_eq!(
+            replay("p1", "root@n pid 1", "2026-12-01T10:00:00Z", &["broker is not deployed".into()]),
+            "plan `p1` was already applied on this node (by root@n pid 1, at 2026-12-01T10:00:00Z) \
+             and the node has moved on since (broker is not deployed): applying it again would be \
+             a replay (refused); plan again for new changes"
+        );
+    }
+
+    #[test]
+    fn a_node_suggests_a_resume_only_when_one_of_its_problems_can_be_resumed() {
+        assert_eq!(node_next(&[Next::Follows, Next::Replan, Next::Resume]), Next::Resume);
+        assert_eq!(node_next(&[Next::Follows, Next::Replan]), Next::Replan);
+        assert_eq!(node_next(&[Next::Follows]), Next::Follows);
     }
 }

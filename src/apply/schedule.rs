@@ -68,7 +68,7 @@ pub fn execute(
                     };
                     // Whatever happened, nothing on this node will settle later in this run; a
                     // node applied by an earlier run has every service at its new version.
-                    let done = outcome == NodeOutcome::AlreadyApplied;
+                    let done = matches!(outcome, NodeOutcome::AlreadyApplied { .. });
                     for c in &np.changes {
                         if in_run.contains(&c.instance) {
                             board.settle(&c.instance, done);

@@ -122,9 +122,11 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
     let whole = opts.nodes.is_none() && opts.services.is_none() && opts.mode.only().is_none();
     if diagnose {
         // Nothing to record.
-    } else if first && !outcomes.values().any(NodeOutcome::touched) {
-        // Nothing was done anywhere: the plan is not consumed, and the folders the record
-        // needed go too when nothing else is in them (a refusal leaves no trace).
+    } else if first && !outcomes.values().any(NodeOutcome::recorded) {
+        // Nothing was done anywhere, nor found applied: the plan is not consumed, and the
+        // folders the record needed go too when nothing else is in them (a refusal leaves no
+        // trace). A node found applied (by itself, say) is recorded: a plain apply from here
+        // is a replay from now on.
         let _ = std::fs::remove_file(&applied);
         if let Some(dir) = applied.parent() {
             let _ = std::fs::remove_dir(dir).and_then(|()| match dir.parent() {
@@ -157,34 +159,11 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
                 writeln!(out, "  {:<16} {}: {d}", n.display_name(), o.label()).map_err(io)?;
             }
         }
-        if report != Report::Success {
-            // Suggest what can help: `--resume` finishes work a dropped link or a failure left
-            // pending; a stale node or a rolled-back service needs a new plan.
-            let resumable = outcomes.values().any(|o| {
-                matches!(o, NodeOutcome::Unreachable { .. } | NodeOutcome::Partial { .. })
-            });
-            let replan = outcomes.values().any(|o| {
-                matches!(
-                    o,
-                    NodeOutcome::Stale { .. }
-                        | NodeOutcome::RolledBack { .. }
-                        | NodeOutcome::RollbackFailed { .. }
-                )
-            });
-            if resumable {
-                writeln!(
-                    out,
-                    "not everything was applied; after fixing the cause: homelab apply --resume {}",
-                    args.approved.display()
-                )
-                .map_err(io)?;
-            }
-            if replan {
-                writeln!(
-                    out,
-                    "a stale node or a rolled-back service needs a new plan: homelab plan, review, approve, apply"
-                )
-                .map_err(io)?;
+        if report != Report::Success && !diagnose {
+            // Only what can help: `--resume` where it can continue, a new plan where a resume
+            // would only repeat the result.
+            for hint in apply::outcome::hints(&outcomes, &args.approved.display().to_string()) {
+                writeln!(out, "{hint}").map_err(io)?;
             }
         }
     } else {

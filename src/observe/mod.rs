@@ -41,6 +41,9 @@ pub struct NodeState {
     pub rejected: BTreeSet<String>,
     /// Plan ids with an apply journal on this node (started, maybe not finished).
     pub journals: BTreeSet<String>,
+    /// Those journals that parse, by plan id: whether each apply finished and where its
+    /// services stand (an apply of one plan refuses while another is undecided on the node).
+    pub parsed_journals: BTreeMap<String, Journal>,
     /// The holder of the node's apply lock, when it is held (see [`lock_holder`] for a
     /// `holder.json` that does not parse).
     pub lock: Option<LockHolder>,
@@ -373,11 +376,13 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 // Services whose live link was switched by that apply but not confirmed. A
                 // journal that does not parse marks nothing: its apply refuses to resume it.
                 if let Ok(journal) = serde_json::from_slice::<Journal>(content) {
-                    for (svc, e) in journal.services {
+                    for (svc, e) in &journal.services {
                         if e.stage.switched_unconfirmed() {
-                            state.interrupted.insert(svc, (id.to_owned(), journal_name(e.stage)));
+                            let at = (id.to_owned(), journal_name(e.stage));
+                            state.interrupted.insert(svc.clone(), at);
                         }
                     }
+                    state.parsed_journals.insert(id.to_owned(), journal);
                 }
             }
             "service" => {
@@ -511,6 +516,7 @@ mod tests {
         answer.extend(b"\nend\n");
         let state = parse_refresh(&answer).unwrap();
         assert!(state.journals.contains("p1"));
+        assert!(!state.parsed_journals["p1"].finished, "read as the node holds it");
         let want = [("a".to_owned(), ("p1".to_owned(), "deployed".to_owned()))];
         assert_eq!(state.interrupted, want.into_iter().collect());
     }

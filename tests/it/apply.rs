@@ -595,9 +595,10 @@ fn a_second_apply_on_a_locked_node_waits_or_refuses() {
     assert_eq!(code, 0, "{tail}");
     let waited = waiting.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&waited.stdout);
-    // It waited for the lock, then found the plan applied: nothing interleaved.
-    assert_eq!(waited.status.code(), Some(3), "{text}");
-    assert!(text.contains("already applied on this node"), "{text}");
+    // It waited for the lock, then found the plan applied and the node still at its state:
+    // done, nothing interleaved (issue 17: not a replay to refuse).
+    assert_eq!(waited.status.code(), Some(0), "{text}");
+    assert!(text.contains("applied earlier: already applied on this node (by "), "{text}");
     // The journal shows one run only.
     let journal =
         fs::read_to_string(site.root("alpha").join(format!("state/deploy/{id}/journal.json")))
@@ -738,6 +739,129 @@ fn apply_on_the_node_itself_with_the_controller_unreachable() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("EDGE-A           applied earlier"), "{}", out.stdout);
     assert!(site.running("edge-b", "app") && site.running("alpha", "web"));
+}
+
+impl Site {
+    /// `homelab apply --transport local --node NODE plans/<id>.approved` run on the node itself
+    /// (in its network namespace), keeping its controller records in the node's runtime root.
+    fn apply_on_node(&self, node: &str, id: &str) -> Output {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.lab.node(node).ns, env!("CARGO_BIN_EXE_homelab")])
+            .arg("--repo")
+            .arg(self.repo.path())
+            .args(["apply", "--transport", "local", "--node", node, &self.approved(id)])
+            .env("NO_COLOR", "1")
+            .env("HOMELAB_ROOT", self.root(node))
+            .output()
+            .unwrap();
+        out.into()
+    }
+
+    /// `apply` from another controller (its own records, under `records` in the repository).
+    fn apply_from(&self, records: &str, id: &str, extra: &[&str]) -> Output {
+        let approved = self.approved(id);
+        let mut args = vec!["apply"];
+        args.extend(extra);
+        args.push(&approved);
+        let mut c = self.command(&args);
+        c.env("HOMELAB_ROOT", self.repo.path().join(records));
+        c.output().unwrap().into()
+    }
+}
+
+/// Issue 17: a plain apply after a node-local apply of the same plan exited 3 ("replay")
+/// although the node was at the plan's state. It is done (exit 0, who applied it and when),
+/// and the controller records the plan as applied. Once the node has moved on (another plan
+/// applied there), the old plan is a replay again, refused saying what differs.
+#[test]
+fn a_plain_apply_after_the_node_applied_the_plan_itself_is_done_until_the_node_moves_on() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let id = site.plan_and_approve();
+    let out = site.apply_on_node("edge-a", &id);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let edge_a = out.stdout.lines().find(|l| l.contains("EDGE-A")).unwrap_or_default();
+    assert!(
+        edge_a.contains("applied earlier: already applied on this node (by ")
+            && edge_a.contains(", at "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("ALPHA            applied"), "{}", out.stdout);
+    assert!(site.running("edge-b", "app") && site.running("alpha", "web"));
+    let record = fs::read_to_string(site.ctl.join(format!("state/applied/{id}.json"))).unwrap();
+    assert!(record.contains("\"state\": \"completed\""), "{record}");
+    // Recorded: a plain apply from this controller is now refused by its own record.
+    let again = site.apply(&id, &[]);
+    assert_eq!(again.code, 3, "{}\n{}", again.stdout, again.stderr);
+    assert!(again.stderr.contains("already applied"), "{}", again.stderr);
+
+    // The node moves on: another plan changes broker there.
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker\n", "BROKER_USER: moved-on\n")
+    });
+    let next = site.plan_and_approve();
+    let out = site.apply(&next, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // The old plan, from a controller that never applied it: a replay on EDGE-A, saying what
+    // differs; nothing changes there.
+    let out = site.apply_from(".controller-2", &id, &["--node", "edge-a"]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let edge_a = out.stdout.lines().find(|l| l.contains("EDGE-A")).unwrap_or_default();
+    assert!(edge_a.contains("already applied on this node (by "), "{}", out.stdout);
+    assert!(edge_a.contains("moved on since (broker: docker-compose.yml"), "{}", out.stdout);
+    assert!(edge_a.contains("replay"), "{}", out.stdout);
+    assert!(!out.stdout.contains("--resume"), "a resume cannot help a replay: {}", out.stdout);
+    assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=moved-on".to_owned()));
+}
+
+/// Issue 17: an apply killed mid-way left its lock, and a new plan was refused with "locked
+/// ... homelab unlock", never naming the plan to resume. The refusal names the interrupted
+/// plan and the command that decides it (its resume, which takes the lock over), and mentions
+/// `homelab unlock` only after, as the last resort. Once resumed, the new plan meets the node
+/// the old one left: stale, plan again.
+#[test]
+fn a_new_plan_on_a_node_an_interrupted_apply_left_locked_names_the_plan_to_resume() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    // Both plans are made against the empty node, so the newer one is stale once the older
+    // one is applied there.
+    let old = site.plan_and_approve();
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker\n", "BROKER_USER: newer\n")
+    });
+    let new = site.plan_and_approve();
+    let mut cmd = site.command(&["apply", "--node", "edge-a", &site.approved(&old)]);
+    crate::support::killed_after_line(
+        &mut cmd,
+        "[edge-a] broker deploy:",
+        std::time::Duration::from_secs(1),
+    );
+    assert!(site.root("edge-a").join("state/lock").exists(), "the killed run left its lock");
+
+    let out = site.apply(&new, &["--node", "edge-a"]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let edge_a = out.stdout.lines().find(|l| l.contains("EDGE-A")).unwrap_or_default();
+    let resume = format!("homelab apply --resume plans/{old}.approved");
+    assert!(edge_a.contains(&format!("plan `{old}` that was interrupted")), "{}", out.stdout);
+    let (at_resume, at_unlock) = (edge_a.find(&resume), edge_a.find("homelab unlock"));
+    assert!(at_resume.is_some() && at_unlock.is_some(), "{}", out.stdout);
+    assert!(at_resume < at_unlock, "the command that makes progress first: {}", out.stdout);
+    assert!(
+        !site.root("edge-a").join(format!("state/deploy/{new}")).exists(),
+        "nothing of the new plan on the node"
+    );
+
+    let out = site.apply(&old, &["--resume", "--node", "edge-a"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()));
+    let out = site.apply(&new, &["--node", "edge-a"]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("EDGE-A           stale"), "{}", out.stdout);
+    assert!(out.stdout.contains("plan again"), "{}", out.stdout);
 }
 
 /// Service files beyond the five ship with the release (issue 9): a plain config file and a

@@ -623,6 +623,28 @@ fn a_plain_apply_of_an_unfinished_apply_points_at_resume() {
     assert!(!out.stderr.contains("plan again"), "{}", out.stderr);
 }
 
+/// Issue 17: one plan at a time per node. A plan whose apply started on a node and did not
+/// finish (here: run through `prepare` only, so its lock was released) is undecided there; a
+/// newer plan is refused on that node naming it and the command that decides it, and nothing
+/// of the newer plan is written anywhere.
+#[test]
+fn a_newer_plan_is_refused_while_an_older_one_is_undecided_on_the_node() {
+    let p = Planned::new();
+    p.approve(&p.operator);
+    p.passes();
+    let older = p.id.clone();
+    let rel = "repo/hosts/edge-b/runtime/app/docker-compose.override.yml";
+    p.lab.write(rel, p.lab.read(rel).replace("APP_NODE", "APP_HOST"));
+    let newer = Planned { id: p.lab.plan(&p.planner), ..p };
+    newer.approve(&newer.operator);
+    let resume = format!("homelab apply --resume plans/{older}.approved");
+    let why = [&format!("plan `{older}` is undecided on this node"), resume.as_str()];
+    let (code, before, after) = newer.refused_on_node("edge-a", &[], &why);
+    assert_eq!(code, 3, "refused");
+    nothing_done(&before, &after, &newer.id);
+    assert!(!newer.lab.path(&format!("rt/state/applied/{}.json", newer.id)).exists());
+}
+
 #[test]
 fn a_stale_node_is_refused_and_left_untouched_among_nodes_that_go_on() {
     let p = Planned::new();
