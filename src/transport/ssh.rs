@@ -1,6 +1,10 @@
 //! The SSH transport: the openssh crate over the system `ssh`, one multiplexed connection
 //! (ControlMaster) per node.
 //!
+//! - The master is this process's child, in the foreground, and the kernel kills it when this
+//!   process ends (`PR_SET_PDEATHSIG`), however it ends: a controller killed with SIGKILL leaves
+//!   no ssh behind, nor a forwarded Docker socket (see [`spawn_tied`]). Masters are therefore
+//!   not kept warm for the next command; each command makes its own handshakes.
 //! - Host keys are checked strictly against `inventory/known_hosts` (or the file given).
 //! - Keepalives every 2 s, three missed ones drop the link: a dead LTE link is noticed in
 //!   about 6 s, and every remote step also has its own timeout.
@@ -12,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
+use openssh::{ForwardType, Session, Socket, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{quote, Container, DockerError, ExecError, NodeExec, Output, Transport};
@@ -115,6 +119,8 @@ fn sweep_stale_control_dirs(dir: &std::path::Path) {
 pub struct SshExec {
     rt: tokio::runtime::Runtime,
     session: Option<Session>,
+    /// The `ssh -M` process: this process's child, reaped on drop.
+    master: Option<std::process::Child>,
     root: String,
     docker_socket: String,
     /// The local end of the forwarded Docker socket, once requested.
@@ -142,50 +148,59 @@ impl SshExec {
             .tempdir_in(&t.control_dir)
             .map_err(|source| ExecError::Setup { what: "create a control folder", source })?;
         let config = dir.path().join("config");
-        // Options the builder has no method for; everything else goes through the builder.
+        // Options that never change; `-F` also keeps the user's and the system's ssh_config
+        // (a `ControlPersist` there, say) out of it.
         std::fs::write(
             &config,
             "BatchMode yes\nServerAliveCountMax 3\nIdentitiesOnly yes\nLogLevel ERROR\nConnectionAttempts 1\n",
         )
         .map_err(|source| ExecError::Setup { what: "write ssh config", source })?;
-        let mut b = SessionBuilder::default();
-        b.user(node.ssh.user.clone())
-            .port(node.ssh.port)
-            .known_hosts_check(KnownHosts::Strict)
-            .user_known_hosts_file(&t.known_hosts)
-            .connect_timeout(t.connect_timeout)
-            .server_alive_interval(Duration::from_secs(2))
-            .control_directory(dir.path())
-            // A controller killed mid-apply must not leave a master running forever: idle
-            // masters exit. Ten minutes is longer than any pause of an apply between commands.
-            .control_persist(openssh::ControlPersist::IdleFor(
-                std::num::NonZeroUsize::new(600).expect("nonzero"),
-            ))
-            .config_file(&config);
+        let ctl = dir.path().join("master");
+        let log = dir.path().join("log");
+        let mut known_hosts = std::ffi::OsString::from("UserKnownHostsFile=");
+        known_hosts.push(&t.known_hosts);
+        let mut cmd = std::process::Command::new("ssh");
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .arg("-E")
+            .arg(&log)
+            .arg("-S")
+            .arg(&ctl)
+            // A master in the foreground (no `-f`, no `ControlPersist`): see [`spawn_tied`].
+            .args(["-M", "-N", "-o", "ControlPersist=no", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("ConnectTimeout={}", t.connect_timeout.as_secs().max(1)))
+            .args(["-o", "ServerAliveInterval=2", "-p"])
+            .arg(node.ssh.port.to_string())
+            .arg("-l")
+            .arg(&node.ssh.user)
+            .arg("-o")
+            .arg(known_hosts)
+            .arg("-F")
+            .arg(&config);
         if let Some(key) = &t.identity {
-            b.keyfile(key);
+            cmd.arg("-i").arg(key);
         }
+        cmd.arg("--").arg(&node.ssh.address);
         let label = format!("{}@{}:{}", node.ssh.user, node.ssh.address, node.ssh.port);
         // A few handshakes at a time: fifty at once on a small controller starve each other
         // past the timeout, and nodes that would answer are called unreachable. The wait for a
         // turn is not counted against the timeout.
-        let _turn = Handshakes::take();
-        let session = rt
-            .block_on(async {
-                tokio::time::timeout(
-                    t.connect_timeout + Duration::from_secs(5),
-                    b.connect(&node.ssh.address),
-                )
-                .await
-            })
-            .map_err(|_| ExecError::Unreachable {
-                node: label.clone(),
-                reason: format!("no answer within {:?}", t.connect_timeout),
-            })?
-            .map_err(|e| ExecError::Unreachable { node: label.clone(), reason: error_text(&e) })?;
+        let turn = Handshakes::take();
+        let mut master =
+            spawn_tied(cmd).map_err(|source| ExecError::Setup { what: "start ssh", source })?;
+        if let Err(reason) = wait_for_master(&mut master, &ctl, &log, t.connect_timeout) {
+            let _ = master.kill();
+            let _ = master.wait();
+            return Err(ExecError::Unreachable { node: label, reason });
+        }
+        drop(turn);
+        let session = Session::resume(ctl.into_boxed_path(), Some(log.into_boxed_path()));
         Ok(SshExec {
             rt,
             session: Some(session),
+            master: Some(master),
             root: node.runtime_root.clone(),
             docker_socket: node.docker_socket.clone(),
             forwarded: std::sync::Mutex::new(None),
@@ -224,6 +239,112 @@ impl SshExec {
             })?;
         *guard = Some(local.clone());
         Ok(local)
+    }
+}
+
+/// Starts `cmd` (an `ssh -M`) as a child that the kernel kills with SIGKILL when this process
+/// ends, however it ends: a controller that is SIGKILLed leaves no master behind.
+///
+/// Why this and not an idle limit: openssh's own `launch_master` runs `ssh -M -f` with
+/// `ControlPersist`, and such a master is a daemon (re-parented to init) that outlives us until
+/// it is idle — and a forwarded Docker socket or a remote command left running by the dead
+/// controller keeps it busy, so it may never be. Here the master stays in the foreground
+/// (`ControlPersist=no`, no `-f`) as our child with `PR_SET_PDEATHSIG`, its mux clients die with
+/// it (their control socket closes), and the forward goes with it. No watchdog, no timer.
+///
+/// The parent-death signal fires when the *thread* that forked the child ends, and connections
+/// are made on short-lived per-node threads that end before their connections do; so every
+/// master is forked by one thread that lives as long as the process.
+fn spawn_tied(cmd: std::process::Command) -> std::io::Result<std::process::Child> {
+    use std::sync::mpsc;
+    type Request = (std::process::Command, mpsc::Sender<std::io::Result<std::process::Child>>);
+    static KEEPER: std::sync::OnceLock<std::io::Result<mpsc::Sender<Request>>> =
+        std::sync::OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new().name("ssh-masters".to_owned()).spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(spawn_with_parent_death_signal(&mut cmd));
+            }
+        })?;
+        Ok(tx)
+    });
+    let keeper = keeper.as_ref().map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+    let (reply, answer) = mpsc::channel();
+    let gone = || std::io::Error::other("the thread that starts ssh masters has ended");
+    keeper.send((cmd, reply)).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
+}
+
+#[cfg(target_os = "linux")]
+fn spawn_with_parent_death_signal(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: between fork and exec the closure only makes two async-signal-safe system calls
+    // and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Died between fork and prctl: nobody would send the signal any more.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Elsewhere there is no parent-death signal; a killed controller's master lives on there
+/// until its link drops.
+#[cfg(not(target_os = "linux"))]
+fn spawn_with_parent_death_signal(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<std::process::Child> {
+    cmd.spawn()
+}
+
+/// Waits until the master listens on `ctl` (ssh makes the socket only once logged in, under
+/// its final name only once it listens), or has exited (the reason is in `log`), or has not
+/// answered for 5 s past its own `timeout`.
+fn wait_for_master(
+    master: &mut std::process::Child,
+    ctl: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(Some(_)) = master.try_wait() {
+            return Err(master_failure(&std::fs::read_to_string(log).unwrap_or_default()));
+        }
+        if std::fs::symlink_metadata(ctl).is_ok_and(|m| m.file_type().is_socket()) {
+            return Ok(());
+        }
+        if start.elapsed() > timeout + Duration::from_secs(5) {
+            return Err(format!("no answer within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a master that exited wrote to its log, as one reason: without ssh's `ssh: ` prefix and
+/// the notes that are not errors.
+fn master_failure(log: &str) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.trim().strip_prefix("ssh: ").unwrap_or(l.trim()))
+        .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added "))
+        .collect();
+    if lines.is_empty() {
+        "failed to connect to the remote host: ssh exited without saying why".to_owned()
+    } else {
+        format!("failed to connect to the remote host: {}", lines.join("; "))
     }
 }
 
@@ -374,9 +495,20 @@ impl NodeExec for SshExec {
 impl Drop for SshExec {
     fn drop(&mut self) {
         if let Some(s) = self.session.take() {
+            // `-O exit`: the master says goodbye to sshd and removes its socket.
             let _ = self
                 .rt
                 .block_on(async { tokio::time::timeout(Duration::from_secs(3), s.close()).await });
+        }
+        if let Some(mut master) = self.master.take() {
+            let start = std::time::Instant::now();
+            while matches!(master.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(1)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // One that did not go when asked is killed; either way it is reaped.
+            let _ = master.kill();
+            let _ = master.wait();
         }
     }
 }

@@ -1477,3 +1477,128 @@ fn a_deploy_the_controller_cannot_confirm_is_rolled_back_by_the_node() {
     assert!(out.stdout.contains("the previous version is healthy"), "{}", out.stdout);
     assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()));
 }
+
+/// The ssh processes of one controller run, as `pid: command line`: those (`comm` is `ssh`,
+/// whatever a daemonised master makes of its command line) whose command line names something
+/// under `tmp` (the run's `TMPDIR`, where its control folders are) or has a lab node's address
+/// as one of its arguments.
+fn ssh_processes(tmp: &Path, addresses: &[String]) -> Vec<String> {
+    let tmp = tmp.to_str().unwrap();
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let Ok(raw) = fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if comm.trim() == "ssh" && args.iter().any(|a| a.contains(tmp) || addresses.contains(a)) {
+            found.push(format!("{pid}: {}", args.join(" ")));
+        }
+    }
+    found
+}
+
+/// Runs `cmd` until a line of its stderr contains `needle`, lets it go on for `then` and
+/// SIGKILLs it (as `support::killed_after_line`); the run's ssh processes just before the kill,
+/// which must be some (else the kill proves nothing).
+fn killed_with_ssh_up(
+    cmd: &mut Command,
+    needle: &str,
+    then: std::time::Duration,
+    tmp: &Path,
+    addresses: &[String],
+) -> Vec<String> {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.lines().any(|l| l.contains(needle)) {
+        let mut l = String::new();
+        assert!(reader.read_line(&mut l).unwrap() > 0, "ended before `{needle}`:\n{seen}");
+        seen.push_str(&l);
+    }
+    std::thread::sleep(then);
+    let up = ssh_processes(tmp, addresses);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!up.is_empty(), "no ssh process was up at the kill:\n{seen}");
+    eprintln!("killed with {} ssh process(es) up:\n{}", up.len(), up.join("\n"));
+    up
+}
+
+/// Waits (bounded: a minute, polling) until no ssh process of the run is left; the ones left
+/// if some are.
+fn ssh_left_after_kill(tmp: &Path, addresses: &[String]) -> Vec<String> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left = ssh_processes(tmp, addresses);
+        if left.is_empty() || std::time::Instant::now() > until {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Issue 17 item 8: a SIGKILLed controller left its ssh masters running (daemons with an idle
+/// limit that a forwarded Docker socket kept from firing). Killed in the middle of a plan's
+/// refresh (masters up, commands and Docker API calls in flight, over slow links) and in the
+/// middle of an apply's deploy, it leaves no ssh process behind, and the next plan runs.
+#[test]
+fn a_sigkilled_plan_or_apply_leaves_no_ssh_process_and_the_next_plan_runs() {
+    use std::time::Duration;
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let addresses: Vec<String> = NODES.iter().map(|n| site.lab.node(n).address.clone()).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = site.key.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let mut c = site.command(args);
+        c.env("TMPDIR", tmp.path()).env("RUST_LOG", "debug").stdout(Stdio::null());
+        c
+    };
+    assert_eq!(ssh_processes(tmp.path(), &addresses), Vec::<String>::new());
+
+    // A plan killed as it reads the nodes, slowed so that it is still reading them.
+    for n in NODES {
+        site.lab.slow(n, "delay 100ms");
+    }
+    let mut plan = run(&["plan", "--key", &key]);
+    let up = killed_with_ssh_up(
+        &mut plan,
+        "ssh command",
+        Duration::from_millis(300),
+        tmp.path(),
+        &addresses,
+    );
+    for n in NODES {
+        site.lab.unslow(n);
+    }
+    let left = ssh_left_after_kill(tmp.path(), &addresses);
+    assert!(left.is_empty(), "a killed plan left:\n{}\nof:\n{}", left.join("\n"), up.join("\n"));
+
+    // An apply killed while EDGE-A deploys (its node engine goes on without it).
+    let id = site.plan_and_approve();
+    let approved = site.approved(&id);
+    let mut apply = run(&["apply", &approved]);
+    let up = killed_with_ssh_up(
+        &mut apply,
+        "[edge-a] broker deploy:",
+        Duration::ZERO,
+        tmp.path(),
+        &addresses,
+    );
+    let left = ssh_left_after_kill(tmp.path(), &addresses);
+    assert!(left.is_empty(), "a killed apply left:\n{}\nof:\n{}", left.join("\n"), up.join("\n"));
+
+    // The next command connects afresh and works.
+    let mut next = run(&["plan", "--key", &key]);
+    let out = next.stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(ssh_processes(tmp.path(), &addresses), Vec::<String>::new(), "{text}");
+}
