@@ -12,6 +12,7 @@
 //! folders themselves: created, tightened, owned), loosen a mode an operator tightened, trust a
 //! host key nobody confirmed, or prompt and print (that is `command/bootstrap.rs`'s).
 
+pub mod elf;
 pub mod hostkey;
 pub mod remote;
 
