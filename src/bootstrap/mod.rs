@@ -12,10 +12,13 @@
 //! folders themselves: created, tightened, owned), loosen a mode an operator tightened, trust a
 //! host key nobody confirmed, or prompt and print (that is `command/bootstrap.rs`'s).
 
+pub mod elf;
 pub mod hostkey;
 pub mod remote;
 
 use std::fmt;
+
+use elf::Arch;
 
 /// The image repository of the agents' image, and the tag services run
 /// (`vars.image` of `stability-agent` and `control-plane`).
@@ -32,23 +35,49 @@ pub use crate::node::TREE;
 pub struct Want {
     /// The node's runtime root.
     pub root: String,
-    /// SHA-256 (hex) of the binary to install: this one.
+    /// SHA-256 (hex) of the binary to install: this one, or `--binary`'s.
     pub sha256: String,
-    /// Its version (`homelab --version` without the name).
-    pub version: String,
-    /// The architecture it runs on, as `uname -m` says it (`x86_64`, `aarch64`).
-    pub arch: String,
+    /// Its version (`homelab --version` without the name). `None` for a `--binary` the node
+    /// has not run yet: built for another architecture, it cannot say so here.
+    pub version: Option<String>,
+    /// What its ELF header says it is built for.
+    pub arch: Arch,
+    /// Its dynamic loader (`PT_INTERP`); `None`: static, the image needs no library.
+    pub interpreter: Option<String>,
+    /// The binary as a message names it: `this homelab binary (PATH)` or `--binary PATH`.
+    pub origin: String,
 }
 
 impl Want {
     /// `homelab/agent:<version>-<first 12 hex of the binary's SHA-256>`: one tag per build.
-    pub fn tag(&self) -> String {
+    /// `None` while the version is not known.
+    pub fn tag(&self) -> Option<String> {
         let version: String = self
             .version
+            .as_deref()?
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '-' })
             .collect();
-        format!("{IMAGE_REPOSITORY}:{version}-{}", &self.sha256[..12.min(self.sha256.len())])
+        Some(format!("{IMAGE_REPOSITORY}:{version}-{}", &self.sha256[..12.min(self.sha256.len())]))
+    }
+
+    /// Refuses a binary that cannot run on a node whose `uname -m` is `uname`: before
+    /// anything is written there, naming both architectures and the way to the right binary.
+    pub fn fits(&self, node: &str, uname: &str) -> Result<(), BootstrapError> {
+        match Arch::from_uname(uname) {
+            Some(arch) if arch == self.arch => Ok(()),
+            Some(arch) => Err(BootstrapError::Arch {
+                node: node.to_owned(),
+                node_arch: uname.to_owned(),
+                binary: self.origin.clone(),
+                binary_arch: self.arch,
+                target: arch.rust_target(),
+            }),
+            None => Err(BootstrapError::UnknownArch {
+                node: node.to_owned(),
+                node_arch: uname.to_owned(),
+            }),
+        }
     }
 }
 
@@ -91,8 +120,9 @@ pub enum Change {
     Folder { rel: &'static str, exists: bool, mode: Option<(u32, u32)>, owner: Option<(u32, u32)> },
     /// `<root>/bin/homelab` installed (replacing a binary with this hash, if any).
     Binary { replaces: Option<String> },
-    /// The image built from the installed binary, tagged `tag` and [`LOCAL_TAG`].
-    Image { tag: String },
+    /// The image built from the installed binary, tagged `tag` and [`LOCAL_TAG`]. `None`: the
+    /// version part of the tag is what a `--binary` prints on the node once installed.
+    Image { tag: Option<String> },
     /// [`LOCAL_TAG`] pointed at the existing image `tag`.
     Retag { tag: String },
 }
@@ -141,10 +171,10 @@ pub fn changes(want: &Want, found: &Found) -> Vec<Change> {
         out.push(Change::Binary { replaces: found.binary.clone() });
     }
     let tag = want.tag();
-    match &found.images.versioned {
-        Some((id, label)) if binary_ok && *label == want.sha256 => {
+    match (&found.images.versioned, &tag) {
+        (Some((id, label)), Some(tag)) if binary_ok && *label == want.sha256 => {
             if found.images.local.as_ref() != Some(id) {
-                out.push(Change::Retag { tag });
+                out.push(Change::Retag { tag: tag.clone() });
             }
         }
         _ => out.push(Change::Image { tag }),
@@ -172,7 +202,13 @@ impl fmt::Display for Change {
             Change::Binary { replaces: Some(old) } => {
                 write!(f, "~ replace bin/homelab (was sha256 {})", &old[..12.min(old.len())])
             }
-            Change::Image { tag } => write!(f, "+ build image {tag} and tag it {LOCAL_TAG}"),
+            Change::Image { tag: Some(tag) } => {
+                write!(f, "+ build image {tag} and tag it {LOCAL_TAG}")
+            }
+            Change::Image { tag: None } => write!(
+                f,
+                "+ build image {IMAGE_REPOSITORY}:<the version it prints>-<its sha256> and tag it {LOCAL_TAG}"
+            ),
             Change::Retag { tag } => write!(f, "~ tag {LOCAL_TAG} -> {tag}"),
         }
     }
@@ -195,8 +231,18 @@ pub enum BootstrapError {
     EngineDown { node: String, host: String, user: String, stderr: String },
     #[error("{node}: Docker Compose v2 is missing (`docker compose version`: {found}): install the Compose v2 plugin (Debian 13: `apt install docker-compose`; Docker's packages: `apt install docker-compose-plugin`)")]
     NoCompose { node: String, found: String },
-    #[error("{node} runs on {node_arch}, this homelab binary is built for {ours}: run bootstrap with a binary built for {node_arch}")]
-    Arch { node: String, node_arch: String, ours: String },
+    #[error("{node} runs on {node_arch}, but {binary} is built for {binary_arch}: refused, nothing was changed on {node}. Build homelab for {node_arch} (`--target {target}`) and pass it with `--binary PATH` (docs/bootstrap.md, \"Other architectures\")")]
+    Arch {
+        node: String,
+        node_arch: String,
+        binary: String,
+        binary_arch: Arch,
+        target: &'static str,
+    },
+    #[error("{node} runs on {node_arch} (`uname -m`), which homelab does not install on (x86_64, aarch64, armv7l): refused, nothing was changed on {node}")]
+    UnknownArch { node: String, node_arch: String },
+    #[error("{path} is not a homelab binary bootstrap can install: {source}")]
+    BinaryFormat { path: String, source: elf::ElfError },
     #[error("{node}: {step} failed (exit {}): {stderr}", .status.map(|c| c.to_string()).unwrap_or("signal".into()))]
     Step { node: String, step: &'static str, status: Option<i32>, stderr: String },
     #[error("{node}: unexpected answer from {step}: {answer}")]
@@ -217,8 +263,10 @@ mod tests {
         Want {
             root: "/opt/homelab".into(),
             sha256: "ab".repeat(32),
-            version: "0.1.0".into(),
-            arch: "x86_64".into(),
+            version: Some("0.1.0".into()),
+            arch: Arch::X86_64,
+            interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
+            origin: "this homelab binary (/usr/local/bin/homelab)".into(),
         }
     }
 
@@ -259,7 +307,7 @@ mod tests {
         assert_eq!(c[TREE.len()], Change::Binary { replaces: None });
         assert_eq!(
             c[TREE.len() + 1],
-            Change::Image { tag: "homelab/agent:0.1.0-abababababab".into() }
+            Change::Image { tag: Some("homelab/agent:0.1.0-abababababab".into()) }
         );
     }
 
@@ -303,7 +351,7 @@ mod tests {
         );
         let mut f = done(&w);
         f.images.local = Some("sha256:other".into());
-        assert_eq!(changes(&w, &f), vec![Change::Retag { tag: w.tag() }]);
+        assert_eq!(changes(&w, &f), vec![Change::Retag { tag: w.tag().unwrap() }]);
         let mut f = done(&w);
         f.images.versioned = Some(("sha256:1".into(), "other".into()));
         assert_eq!(changes(&w, &f), vec![Change::Image { tag: w.tag() }]);
@@ -312,7 +360,55 @@ mod tests {
     #[test]
     fn tags_keep_to_what_docker_allows() {
         let mut w = want();
-        w.version = "1.2.0+local build".into();
-        assert_eq!(w.tag(), "homelab/agent:1.2.0-local-build-abababababab");
+        w.version = Some("1.2.0+local build".into());
+        assert_eq!(w.tag().unwrap(), "homelab/agent:1.2.0-local-build-abababababab");
+    }
+
+    /// A `--binary` the node has not run yet: its version, so its tag, is not known; it is
+    /// installed and the image built (the tag follows from what it prints there).
+    #[test]
+    fn a_binary_of_unknown_version_is_installed_and_its_image_built() {
+        let mut w = want();
+        w.version = None;
+        let mut f = done(&w);
+        f.binary = None;
+        let c = changes(&w, &f);
+        assert_eq!(c, vec![Change::Binary { replaces: None }, Change::Image { tag: None }]);
+        assert_eq!(
+            c[1].to_string(),
+            "+ build image homelab/agent:<the version it prints>-<its sha256> and tag it homelab/agent:local"
+        );
+    }
+
+    #[test]
+    fn a_binary_for_another_architecture_is_refused_naming_both() {
+        let mut w = want();
+        w.fits("piha", "x86_64").unwrap();
+        w.fits("piha", "amd64").unwrap();
+        let err = w.fits("piha", "aarch64").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "piha runs on aarch64, but this homelab binary (/usr/local/bin/homelab) is built for x86_64: refused, nothing was changed on piha. Build homelab for aarch64 (`--target aarch64-unknown-linux-musl`) and pass it with `--binary PATH` (docs/bootstrap.md, \"Other architectures\")"
+        );
+        w.arch = Arch::Aarch64;
+        w.origin = "--binary target/aarch64-unknown-linux-musl/release/homelab".into();
+        w.fits("piha", "aarch64").unwrap();
+        w.fits("piha", "arm64").unwrap();
+        let err = w.fits("alpha", "x86_64").unwrap_err().to_string();
+        assert!(
+            err.starts_with("alpha runs on x86_64, but --binary target/aarch64-unknown-linux-musl/release/homelab is built for aarch64: refused"),
+            "{err}"
+        );
+        assert!(err.contains("x86_64-unknown-linux-musl"), "{err}");
+        w.arch = Arch::Arm;
+        w.fits("pi2", "armv7l").unwrap();
+        assert!(w.fits("pi2", "aarch64").is_err());
+        let err = w.fits("board", "riscv64").unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "board runs on riscv64 (`uname -m`), which homelab does not install on"
+            ),
+            "{err}"
+        );
     }
 }

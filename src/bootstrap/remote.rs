@@ -71,8 +71,10 @@ while [ $# -gt 0 ]; do
 done
 "#;
 
-/// Writes stdin to `$1` through a temporary file, checked against its SHA-256 (`$2`) before
-/// the atomic rename: a cut upload never replaces a working binary.
+/// Writes stdin to `$1` through a temporary file, checked against its SHA-256 (`$2`) and run
+/// (`--version`, which must say `homelab`) before the atomic rename: a cut upload, or a file
+/// that is not homelab or cannot run on this node, never replaces a working binary. Prints
+/// what `--version` said.
 const INSTALL_BINARY: &str = r#"set -eu
 bin=$1; want=$2
 tmp="$bin.upload-$$"
@@ -83,9 +85,14 @@ if [ "$got" != "$want" ]; then
   echo "the upload was cut short or changed on the way (sha256 $got, expected $want)" >&2; exit 6
 fi
 chmod 0755 -- "$tmp"
+if ! v=$("$tmp" --version 2>&1) || [ "${v#homelab }" = "$v" ]; then
+  echo "the uploaded binary does not run as homelab on this node (\`--version\`: $v); the installed one was kept" >&2
+  exit 8
+fi
 sync -- "$tmp"
 mv -f -- "$tmp" "$bin"
 sync -- "$(dirname -- "$bin")"
+printf '%s\n' "$v"
 "#;
 
 /// Lays out a root filesystem (the binary at `/bin/homelab`, the shared libraries it needs at
@@ -150,10 +157,11 @@ fn folders(root: &str) -> Vec<String> {
     TREE.iter().map(|(rel, _)| layout.folder(rel)).collect()
 }
 
-/// Reads what the node has (nothing is written): who logs in, the tree and the binary, then
-/// Docker Engine and Compose (an error when either is missing: nothing else can be done
-/// without them), the architecture, and the image.
-pub fn inspect(exec: &dyn NodeExec, node: &str, want: &Want) -> Result<Found, BootstrapError> {
+/// Reads what the node has (nothing is written): who logs in, its architecture (an error when
+/// `want`'s binary cannot run there), the tree and the binary, then Docker Engine and Compose
+/// (an error when either is missing: nothing else can be done without them), and the image.
+/// A `--binary` already installed (same hash) is asked its version, which completes `want`.
+pub fn inspect(exec: &dyn NodeExec, node: &str, want: &mut Want) -> Result<Found, BootstrapError> {
     let mut args = vec![Layout::new(&want.root).binary()];
     args.extend(folders(&want.root));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -183,16 +191,19 @@ pub fn inspect(exec: &dyn NodeExec, node: &str, want: &Want) -> Result<Found, Bo
     let (Some((uid, user)), Some(arch)) = (me, arch) else {
         return Err(answer(node, step, &text));
     };
+    // First: a binary that cannot run on the node is refused whatever else the node has.
+    want.fits(node, &arch)?;
     let user = user.to_owned();
     let (engine, compose) = docker(exec, node, &user)?;
-    if arch != want.arch {
-        return Err(BootstrapError::Arch {
-            node: node.to_owned(),
-            node_arch: arch,
-            ours: want.arch.clone(),
-        });
+    if want.version.is_none() && binary.as_deref() == Some(want.sha256.as_str()) {
+        let printed = version(exec, node, &want.root)?;
+        want.version = Some(homelab_version(node, &printed)?);
     }
-    let images = images(exec, node, want)?;
+    let images = match want.tag() {
+        Some(tag) => images(exec, node, &tag)?,
+        // Not installed yet: there can be no image of it.
+        None => Images::default(),
+    };
     Ok(Found { uid, user, arch, engine, compose, folders, binary, images })
 }
 
@@ -235,11 +246,10 @@ fn docker(exec: &dyn NodeExec, node: &str, user: &str) -> Result<(String, String
     Ok((engine, compose.trim_start_matches('v').to_owned()))
 }
 
-fn images(exec: &dyn NodeExec, node: &str, want: &Want) -> Result<Images, BootstrapError> {
-    let tag = want.tag();
+fn images(exec: &dyn NodeExec, node: &str, tag: &str) -> Result<Images, BootstrapError> {
     let fmt = format!("{{{{.Id}}}} {{{{index .Config.Labels \"{BINARY_LABEL}\"}}}}");
     let text = ok(
-        sh(exec, node, IMAGES, &[&tag, LOCAL_TAG, &fmt], b"", SHORT)?,
+        sh(exec, node, IMAGES, &[tag, LOCAL_TAG, &fmt], b"", SHORT)?,
         node,
         "looking for the agents' image",
     )?;
@@ -259,11 +269,12 @@ fn images(exec: &dyn NodeExec, node: &str, want: &Want) -> Result<Images, Bootst
 }
 
 /// Carries out `changes` (as [`super::changes`] computed them from `found`), in order, calling
-/// `done` after each. `binary` is the binary to install (its hash is `want.sha256`).
+/// `done` after each. `binary` is the binary to install (its hash is `want.sha256`); its
+/// version, as it prints it on the node, completes `want`.
 pub fn run(
     exec: &dyn NodeExec,
     node: &str,
-    want: &Want,
+    want: &mut Want,
     found: &Found,
     changes: &[Change],
     binary: &[u8],
@@ -289,12 +300,18 @@ pub fn run(
         match c {
             Change::Folder { .. } => {}
             Change::Binary { .. } => {
-                install_binary(exec, node, want, binary)?;
+                let version = install_binary(exec, node, want, binary)?;
+                want.version = Some(version);
                 done(c);
             }
-            Change::Image { tag } => {
-                build_image(exec, node, want, tag)?;
-                done(c);
+            Change::Image { .. } => {
+                // The tag as the installed binary's version makes it (a `--binary`'s is known
+                // only now).
+                let tag = want.tag().ok_or_else(|| {
+                    answer(node, "building the agents' image", "the binary's version is unknown")
+                })?;
+                build_image(exec, node, want, &tag)?;
+                done(&Change::Image { tag: Some(tag) });
             }
             Change::Retag { tag } => {
                 ok(
@@ -309,17 +326,28 @@ pub fn run(
     Ok(())
 }
 
+/// Installs `binary` and returns its version, as it printed it on the node before the rename.
 fn install_binary(
     exec: &dyn NodeExec,
     node: &str,
     want: &Want,
     binary: &[u8],
-) -> Result<(), BootstrapError> {
+) -> Result<String, BootstrapError> {
     // A slow link (LTE) gets time for the upload: 100 kB/s at least.
     let timeout = Duration::from_secs(60 + binary.len() as u64 / 100_000);
     let path = Layout::new(&want.root).binary();
     let out = sh(exec, node, INSTALL_BINARY, &[&path, &want.sha256], binary, timeout)?;
-    ok(out, node, "installing the binary").map(|_| ())
+    let printed = ok(out, node, "installing the binary")?;
+    homelab_version(node, &printed)
+}
+
+/// `0.1.0` from `homelab 0.1.0`, as `homelab --version` prints it.
+fn homelab_version(node: &str, printed: &str) -> Result<String, BootstrapError> {
+    let step = "asking the binary its version";
+    match printed.trim().strip_prefix("homelab ") {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        _ => Err(answer(node, step, printed)),
+    }
 }
 
 /// What `<root>/bin/homelab --version` prints on the node (`homelab 0.1.0`): the installed
@@ -330,8 +358,9 @@ pub fn version(exec: &dyn NodeExec, node: &str, root: &str) -> Result<String, Bo
     Ok(ok(out, node, "running the installed binary")?.trim().to_owned())
 }
 
-/// The shared libraries `ldd` says the binary needs on the node (the dynamic loader included;
-/// none for a static binary).
+/// The shared libraries `ldd` says the binary needs on the node (the dynamic loader included).
+/// Run on the node, on the installed binary, so the libraries are the node's for the node's
+/// architecture, never the controller's; only for a binary with a dynamic loader.
 pub fn libraries(
     exec: &dyn NodeExec,
     node: &str,
@@ -384,7 +413,19 @@ fn build_image(
     tag: &str,
 ) -> Result<(), BootstrapError> {
     let bin = Layout::new(&want.root).binary();
-    let libs = libraries(exec, node, &bin)?;
+    // A static binary (no PT_INTERP, as its ELF header said) needs no library: `ldd` is not
+    // asked. Otherwise the node's `ldd`, plus the loader the header names (a musl loader is
+    // not one glibc's `ldd` knows).
+    let libs = match &want.interpreter {
+        None => Vec::new(),
+        Some(loader) => {
+            let mut libs = libraries(exec, node, &bin)?;
+            if !libs.contains(loader) {
+                libs.push(loader.clone());
+            }
+            libs
+        }
+    };
     let label = format!("{BINARY_LABEL}={}", want.sha256);
     let base = Layout::new(&want.root).folder("state");
     let mut args: Vec<&str> = vec![&bin, tag, LOCAL_TAG, &label, &base];
@@ -393,7 +434,7 @@ fn build_image(
     // The image is proven by running it: the binary and its libraries are all there.
     let out = sh(exec, node, "docker run --rm --network none \"$1\" --version", &[tag], b"", LONG)?;
     let printed = ok(out, node, "running the agents' image")?;
-    let expected = format!("homelab {}", want.version);
+    let expected = format!("homelab {}", want.version.as_deref().unwrap_or_default());
     if printed.trim() != expected {
         return Err(answer(node, "running the agents' image", &printed));
     }
@@ -423,6 +464,42 @@ mod tests {
             parse_ldd("\tlibssl.so.3 => not found\n"),
             Err("libssl.so.3 => not found".to_owned())
         );
+    }
+
+    /// The install script run by a real `sh` on this machine: a file that says it is homelab
+    /// is renamed into place and its version printed; one that is not (or does not run) is
+    /// refused and the installed binary kept.
+    #[test]
+    fn an_upload_that_is_not_homelab_never_replaces_the_installed_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("homelab");
+        let bin = bin.to_str().unwrap();
+        let install = |bytes: &[u8]| {
+            let sha = crate::digest::sha256_hex(bytes);
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", INSTALL_BINARY, "homelab", bin, &sha])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(bytes).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let good = b"#!/bin/sh\necho homelab 9.9.9\n";
+        let out = install(good);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(homelab_version("n", &String::from_utf8_lossy(&out.stdout)).unwrap(), "9.9.9");
+        assert_eq!(std::fs::read(bin).unwrap(), good);
+        for bad in [&b"#!/bin/sh\necho 'ls (GNU coreutils) 9.4'\n"[..], b"#!/bin/sh\nexit 3\n"] {
+            let out = install(bad);
+            assert_eq!(out.status.code(), Some(8));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("does not run as homelab on this node"), "{err}");
+            assert_eq!(std::fs::read(bin).unwrap(), good, "the installed binary was replaced");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "an upload was left");
     }
 
     /// The probe run by a real `sh` on this machine: folders by index, modes in octal, a

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use super::args::TransportKind;
 use crate::bootstrap::hostkey::{self, HostKey};
-use crate::bootstrap::{self, remote, BootstrapError, Change, Want, LOCAL_TAG};
+use crate::bootstrap::{
+    self, elf, remote, BootstrapError, Change, Want, IMAGE_REPOSITORY, LOCAL_TAG,
+};
 use crate::error::{Error, Report};
 use crate::model::Node;
 use crate::transport::Transport;
@@ -41,16 +43,37 @@ pub struct BootstrapArgs {
     /// The private key to log in to the node with (default: ssh's own).
     #[arg(long, value_name = "FILE", env = "HOMELAB_SSH_KEY")]
     pub ssh_key: Option<PathBuf>,
+    /// The homelab binary to install instead of this one: one built for the node's
+    /// architecture (e.g. `target/aarch64-unknown-linux-musl/release/homelab` for an aarch64
+    /// node; docs/bootstrap.md, "Other architectures"). A binary that does not match the node
+    /// is refused before anything is written there.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
 }
 
 pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Report, Error> {
     let lab = super::load(repo)?;
     let id = super::resolve_node(&lab, &args.node)?;
     let node = &lab.nodes[&id];
-    let exe = std::env::current_exe()
-        .map_err(|source| BootstrapError::Binary { path: "current executable".into(), source })?;
-    let binary = std::fs::read(&exe)
-        .map_err(|source| BootstrapError::Binary { path: exe.display().to_string(), source })?;
+    // The binary to install, read and its ELF header checked here, before the node is
+    // contacted: what it is built for decides whether the node can take it.
+    let (path, origin, version) = match &args.binary {
+        Some(path) => (path.clone(), format!("--binary {}", path.display()), None),
+        None => {
+            let exe = std::env::current_exe().map_err(|source| BootstrapError::Binary {
+                path: "current executable".into(),
+                source,
+            })?;
+            let origin = format!("this homelab binary ({})", exe.display());
+            (exe, origin, Some(env!("CARGO_PKG_VERSION").to_owned()))
+        }
+    };
+    let binary = std::fs::read(&path)
+        .map_err(|source| BootstrapError::Binary { path: path.display().to_string(), source })?;
+    let elf = elf::parse(&binary).map_err(|source| BootstrapError::BinaryFormat {
+        path: path.display().to_string(),
+        source,
+    })?;
 
     // Where the node's host key is checked: the repository's file, or (for --check on first
     // contact) a temporary one that is thrown away.
@@ -93,13 +116,15 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
     let exec = transport
         .connect(node)
         .map_err(|source| BootstrapError::Connect { node: name.to_owned(), source })?;
-    let want = Want {
+    let mut want = Want {
         root: exec.root().to_owned(),
         sha256: crate::digest::sha256_hex(&binary),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        arch: std::env::consts::ARCH.to_owned(),
+        version,
+        arch: elf.arch,
+        interpreter: elf.interpreter,
+        origin,
     };
-    let found = remote::inspect(exec.as_ref(), name, &want)?;
+    let found = remote::inspect(exec.as_ref(), name, &mut want)?;
     let changes = bootstrap::changes(&want, &found);
     let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(Error::stdout);
     w(
@@ -143,7 +168,7 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
     let mut progress = |c: &Change| {
         let _ = writeln!(out, "done: {c}");
     };
-    remote::run(exec.as_ref(), name, &want, &found, &changes, &binary, &mut progress)?;
+    remote::run(exec.as_ref(), name, &mut want, &found, &changes, &binary, &mut progress)?;
     let version = remote::version(exec.as_ref(), name, &want.root)?;
     w(
         out,
@@ -167,10 +192,11 @@ fn plural(n: usize) -> &'static str {
 
 fn summary(want: &Want, version: &str) -> String {
     format!(
-        "{version} at {} (sha256 {}), image {} ({LOCAL_TAG})",
+        "{version} ({}) at {} (sha256 {}), image {} ({LOCAL_TAG})",
+        want.arch,
         crate::node::Layout::new(&want.root).binary(),
         &want.sha256[..12],
-        want.tag()
+        want.tag().unwrap_or_else(|| IMAGE_REPOSITORY.to_owned())
     )
 }
 

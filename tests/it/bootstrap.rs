@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::lab::Lab;
-use crate::support::{copy_tree, fixtures, Output};
+use crate::support::{copy_tree, fixtures, Output, Snapshot};
 
 /// One lab at a time.
 // One lab at a time, whichever test file starts it (they are heavy on 2 cores).
@@ -428,4 +428,113 @@ fn bootstrap_meets_a_bare_node_installs_and_builds_and_a_second_run_changes_noth
     assert!(out.stdout.contains("nothing changed"), "{}", out.stdout);
     assert_eq!(site.image_id("homelab/agent:local"), id);
     step("bootstrap after apply");
+}
+
+/// The header of an aarch64 executable (64-bit little-endian, `EM_AARCH64`, one `PT_LOAD`):
+/// all bootstrap reads of a binary before it goes to a node.
+fn aarch64_elf() -> Vec<u8> {
+    let mut b = vec![0u8; 64 + 56];
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2; // ELFCLASS64
+    b[5] = 1; // ELFDATA2LSB
+    b[6] = 1; // EV_CURRENT
+    b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+    b[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    b[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    b[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    b[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    b
+}
+
+/// `--binary`: a binary built for another architecture than the node's (aarch64 for this
+/// x86_64 lab node) is refused, naming both, before anything is written on the node (`--check`
+/// says so too); a file that is not a binary is refused naming the file; the real binary given
+/// as `--binary` is installed and its image built, and a second run with it changes nothing.
+#[test]
+fn bootstrap_refuses_a_binary_for_another_architecture_and_installs_the_right_one() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&["alpha"]);
+    let root = lab.node("alpha").dir.join("hl root");
+    let site = Site::new(lab, root.clone());
+    let right = site.fingerprint();
+    // What the operator had before: some data, which must not be touched.
+    fs::create_dir_all(root.join("data/broker")).unwrap();
+    fs::write(root.join("data/broker/db"), "data\n").unwrap();
+    let before = Snapshot::of(&root);
+
+    let files = tempfile::tempdir().unwrap();
+    let foreign = files.path().join("homelab-aarch64");
+    fs::write(&foreign, aarch64_elf()).unwrap();
+    let foreign = foreign.to_str().unwrap();
+    for check in [true, false] {
+        let mut args = vec!["--binary", foreign, "--host-key", &right];
+        args.push(if check { "--check" } else { "--yes" });
+        let out = site.bootstrap(&args);
+        assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+        let expected = format!("alpha runs on x86_64, but --binary {foreign} is built for aarch64");
+        assert!(out.stderr.contains(&expected), "{}", out.stderr);
+        assert!(out.stderr.contains("nothing was changed on alpha"), "{}", out.stderr);
+        assert!(out.stderr.contains("x86_64-unknown-linux-musl"), "{}", out.stderr);
+        assert!(out.stderr.contains("Other architectures"), "{}", out.stderr);
+        before.assert_same(&Snapshot::of(&root), "a refused --binary");
+        assert!(!root.join("bin").exists());
+        let images = site.lab.docker("alpha", &["image", "ls", "-q", "homelab/agent"]);
+        assert!(images.stdout.is_empty(), "an image was built");
+    }
+
+    // Not a binary at all: refused naming the file, before the node is contacted.
+    let script = files.path().join("homelab.sh");
+    fs::write(&script, "#!/bin/sh\necho homelab 0.1.0\n").unwrap();
+    let out = site.bootstrap(&["--binary", script.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "{} is not a homelab binary bootstrap can install: not an ELF file",
+            script.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    before.assert_same(&Snapshot::of(&root), "a script as --binary");
+
+    // The real binary as --binary: installed, its version learnt on the node, its image built.
+    let real = env!("CARGO_BIN_EXE_homelab");
+    let version = format!("homelab {}", env!("CARGO_PKG_VERSION"));
+    let out = site.bootstrap(&["--binary", real, "--check"]);
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("+ install bin/homelab"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("+ build image homelab/agent:<the version it prints>"),
+        "{}",
+        out.stdout
+    );
+    let out = site.bootstrap(&["--binary", real, "--yes"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let ours = sha256sum(Path::new(real));
+    let tag = format!("homelab/agent:{}-{}", env!("CARGO_PKG_VERSION"), &ours[..12]);
+    assert!(out.stdout.contains(&format!("done: + build image {tag}")), "{}", out.stdout);
+    assert!(out.stdout.contains("bootstrapped alpha: "), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("{version} (x86_64)")), "{}", out.stdout);
+    assert_eq!(sha256sum(&root.join("bin/homelab")), ours);
+    assert_eq!(fs::read_to_string(root.join("data/broker/db")).unwrap(), "data\n");
+    let run = site.lab.ssh(
+        "alpha",
+        &["docker", "run", "--rm", "--network", "none", "homelab/agent:local", "--version"],
+    );
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), version);
+    let id = site.image_id(&tag);
+    assert_eq!(site.image_id("homelab/agent:local"), id);
+
+    // Again with the same --binary, and without it (this binary is the same file): the hash
+    // and the image's label say it is done; nothing changes.
+    let done = Snapshot::of(&root);
+    for args in [&["--binary", real, "--yes"][..], &["--yes"][..], &["--binary", real, "--check"]] {
+        let out = site.bootstrap(args);
+        assert_eq!(out.code, 0, "{args:?}: {}\n{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("already bootstrapped: alpha"), "{}", out.stdout);
+        done.assert_same(&Snapshot::of(&root), "a second run");
+        assert_eq!(site.image_id("homelab/agent:local"), id);
+    }
 }
