@@ -1248,6 +1248,39 @@ fn a_version_that_crashes_after_start_is_rolled_back_and_the_old_one_verified() 
     assert!(site.running("alpha", "web"));
 }
 
+/// Issue 17: where the compose file defines Docker's own healthcheck, the stability window
+/// reads it too: a version whose contract healthcheck passes but that Docker finds `unhealthy`
+/// within the window is rolled back, and the summary names the container and why.
+#[test]
+fn a_version_docker_calls_unhealthy_within_the_window_is_rolled_back() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    site.edit("services/web/service.yaml", |s| s.replace("stable_for: 2s", "stable_for: 8s"));
+    site.edit("services/web/docker-compose.yml", |s| {
+        s.replace(
+            "    restart: unless-stopped\n",
+            "    restart: unless-stopped\n    healthcheck:\n      test: [\"CMD\", \"false\"]\n      interval: 1s\n      timeout: 1s\n      retries: 1\n",
+        )
+    });
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha", "--service", "web"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains("web is unhealthy (its compose healthcheck)"), "{all}");
+    assert!(all.contains("rolled back to") && all.contains(", healthy"), "{all}");
+    let health = site.lab.docker("alpha", &["inspect", "-f", "{{.State.Health}}", "web"]);
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout).trim(),
+        "<nil>",
+        "the old version, no check"
+    );
+    assert!(site.running("alpha", "web"));
+}
+
 /// A rollback that fails adds to the first cause, never replaces it (issue 9, item 7): web is
 /// deployed from image `:1`; that tag is then removed from the node (the running container
 /// keeps its image) and version two, on a tag `:2` of the same layer, fails its healthcheck; the
