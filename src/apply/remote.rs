@@ -243,10 +243,15 @@ sync -- "$services" 2>/dev/null || true
 /// node and its last lines printed. When it passes and `$5` (seconds) is not 0, the service's
 /// containers (compose project `$6`) are watched over that stability window (`STABLE`): a
 /// service that does not stay up exits 76. Then, with a dead-man folder `$4`, a healthy and
-/// stable service confirms the deploy, unless the node decided first (exit 75). A failing
-/// check exits 1 whatever its own status, so that 75 and 76 always mean the above.
+/// stable service confirms the deploy, unless the node decided first (exit 75). When an
+/// earlier run of the apply already decided to roll back (`controller-rollback`), nothing runs
+/// and it exits 77: that rollback is to be finished, not a verify. A failing check exits 1
+/// whatever its own status, so that 75, 76 and 77 always mean the above.
 const HEALTHCHECK: &str = r#"set -u
 live=$1; secs=$2; log=$3; dm=${4:-}; stable=${5:-0}; svc=${6:-}
+if [ -n "$dm" ] && [ -f "$dm/decided/controller-rollback" ]; then
+  echo "an earlier run of this apply decided to roll back"; exit 77
+fi
 mkdir -p -- "$(dirname -- "$log")"
 : > "$log"; chmod 600 -- "$log"
 cd -- "$live" || exit 1
@@ -310,25 +315,30 @@ EOF
 /// `logs/<svc>/` on the node (logs may hold secrets: they stay on the node). With a dead-man
 /// folder `$5`, the controller first takes the deploy's one decision for its own rollback
 /// (`decided/controller-rollback`), so the node's watchdog stands down for good; when the node
-/// had already decided and rolled back by itself, it exits 75 after printing the status.
+/// had already decided and rolled back by itself, it exits 75 after printing the status. A
+/// rollback an earlier run of the apply decided keeps that run's incident log.
 const DIAGNOSE: &str = r#"set -u
 svc=$1; live=$2; out=$3; envf=$4; dm=${5:-}
-by_node=""
+by_node="" again=""
 if [ -n "$dm" ] && [ -d "$dm" ]; then
   if mkdir -- "$dm/decided" 2>/dev/null; then : > "$dm/decided/controller-rollback"
   elif [ -f "$dm/decided/rolled-back" ]; then by_node=1
+  elif [ -f "$dm/decided/controller-rollback" ] && [ -s "$out" ]; then again=1
   fi
 fi
-mkdir -p -- "$(dirname -- "$out")"
-: > "$out"; chmod 600 -- "$out"
 cd -- "$live" 2>/dev/null || cd /
 dc() {
   if [ -f "$envf" ]; then docker compose -p "$svc" --env-file "$envf" "$@"; else docker compose -p "$svc" "$@"; fi
 }
-{
-  echo "== docker compose ps"; dc ps -a 2>&1
-  echo "== docker compose logs (last 100 lines)"; dc logs --no-color --tail 100 2>&1
-} > "$out"
+# A rollback decided by an earlier run keeps that run's incident log: it shows the failure.
+if [ -z "$again" ]; then
+  mkdir -p -- "$(dirname -- "$out")"
+  : > "$out"; chmod 600 -- "$out"
+  {
+    echo "== docker compose ps"; dc ps -a 2>&1
+    echo "== docker compose logs (last 100 lines)"; dc logs --no-color --tail 100 2>&1
+  } > "$out"
+fi
 dc ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20
 [ -z "$by_node" ] || exit 75
 "#;
@@ -798,6 +808,8 @@ pub enum Health {
     /// It passed, then a container restarted, stopped or turned unhealthy within the
     /// stability window: what broke.
     Unstable(String),
+    /// An earlier run of this apply (killed or cut off) had decided to roll back: finish that.
+    RollbackBegun,
     /// It passed too late: the node had already rolled the service back by itself; how that
     /// rollback stands, as the node recorded it.
     RolledBackByNode(NodeRollback),
@@ -844,6 +856,7 @@ pub fn healthcheck(
         Some(75) if deadman.is_some() => {
             Ok(Health::RolledBackByNode(NodeRollback::parse(&String::from_utf8_lossy(&out.stdout))))
         }
+        Some(77) if deadman.is_some() => Ok(Health::RollbackBegun),
         Some(76) => Ok(Health::Unstable(
             String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or("").to_owned(),
         )),

@@ -315,6 +315,12 @@ impl ServiceRun<'_, '_, '_> {
             Checked::Healthy => {}
             Checked::RolledBackByNode(how) => return self.rolled_back_by_node(journal, Some(how)),
             Checked::Unhealthy(why) => return self.roll_back(journal, rt, why, "verify"),
+            // The earlier run's rollback job is waited for (or its result read), never started
+            // beside it: `roll_back` is idempotent.
+            Checked::RollbackBegun => {
+                let why = "an earlier run of this apply found the new version failing and began its rollback (its incident log is on the node); this run finishes it";
+                return self.roll_back(journal, rt, why.to_owned(), "verify");
+            }
         }
         self.stage_done(Step::Verify);
         self.set(journal, Stage::Verified, None);
@@ -354,6 +360,7 @@ impl ServiceRun<'_, '_, '_> {
             let output = match health {
                 remote::Health::Healthy => return Ok(Checked::Healthy),
                 remote::Health::RolledBackByNode(how) => return Ok(Checked::RolledBackByNode(how)),
+                remote::Health::RollbackBegun => return Ok(Checked::RollbackBegun),
                 // Up, then down again: another try would catch it up between two crashes.
                 remote::Health::Unstable(what) => {
                     return Ok(Checked::Unhealthy(format!("{what} (log: {log})")))
@@ -569,6 +576,8 @@ enum Checked {
     Healthy,
     /// Not healthy, or not staying up: why, with where its output is kept.
     Unhealthy(String),
+    /// An earlier run of this apply had taken the decision to roll back.
+    RollbackBegun,
     /// The node's dead-man had decided first and rolled the service back by itself.
     RolledBackByNode(remote::NodeRollback),
 }

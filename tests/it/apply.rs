@@ -1281,6 +1281,65 @@ fn a_version_docker_calls_unhealthy_within_the_window_is_rolled_back() {
     assert!(site.running("alpha", "web"));
 }
 
+/// Issue 17: a controller killed in the middle of its own rollback. The decision it took
+/// (`controller-rollback`) stands: `--resume` does not verify the new version again nor start
+/// a second rollback beside the first; it finishes that one (its detached job waited for or
+/// its result read), verifies the previous version and says so. The first run's incident log
+/// is kept.
+#[test]
+fn a_controller_killed_mid_rollback_is_resumed_into_the_same_rollback() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    site.edit("services/web/healthcheck.sh", |s| {
+        s.replace("exit 0", "echo broken on purpose; exit 1")
+    });
+    site.edit("services/web/docker-compose.yml", |s| {
+        s.replace(
+            "    restart: unless-stopped\n",
+            "    restart: unless-stopped\n    environment:\n      VERSION: \"2\"\n",
+        )
+    });
+    let id = site.plan_and_approve();
+    let approved = site.approved(&id);
+    let mut cmd = site.command(&["apply", "--node", "alpha", "--service", "web", &approved]);
+    let seen = crate::support::killed_after_line(
+        &mut cmd,
+        "[alpha] web rollback:",
+        std::time::Duration::from_millis(1500),
+    );
+    assert!(seen.contains("healthcheck failed"), "{seen}");
+    let root = site.root("alpha");
+    let dm = root.join(format!("state/deploy/{id}/jobs/web/deadman/decided"));
+    assert!(dm.join("controller-rollback").exists(), "the killed run had decided");
+    let incident = root.join(format!("logs/web/incident-{id}.log"));
+    let first = fs::read(&incident).ok();
+    let checked = root.join(format!("logs/web/healthcheck-{id}.log"));
+    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    let checked_at = mtime(&checked);
+    assert!(checked_at.is_some(), "the new version's healthcheck ran in the first run");
+
+    let out = site.apply(&id, &["--node", "alpha", "--service", "web", "--resume"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains("began its rollback"), "{all}");
+    assert!(all.contains("rolled back to") && all.contains(", healthy"), "{all}");
+    assert_eq!(mtime(&checked), checked_at, "the new version is not checked again:\n{all}");
+    assert!(!site.env_of("alpha", "web").contains(&"VERSION=2".to_owned()), "the old version runs");
+    assert!(site.running("alpha", "web"));
+    if let Some(first) = first {
+        assert_eq!(fs::read(&incident).ok(), Some(first), "the first incident log is kept");
+    }
+    let journal: serde_json::Value = serde_json::from_slice(
+        &fs::read(root.join(format!("state/deploy/{id}/journal.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal["services"]["web"]["stage"], "rolled-back", "{journal}");
+}
+
 /// A rollback that fails adds to the first cause, never replaces it (issue 9, item 7): web is
 /// deployed from image `:1`; that tag is then removed from the node (the running container
 /// keeps its image) and version two, on a tag `:2` of the same layer, fails its healthcheck; the
