@@ -205,13 +205,8 @@ pub fn verdict(outcomes: &BTreeMap<NodeName, NodeOutcome>) -> Verdict {
 mod tests {
     use super::*;
 
-    fn run(outcomes: &[NodeOutcome]) -> Verdict {
-        let map = outcomes
-            .iter()
-            .enumerate()
-            .map(|(i, o)| (NodeName::parse(&format!("n{i}")).unwrap(), o.clone()))
-            .collect();
-        verdict(&map)
+    fn run(list: &[NodeOutcome]) -> Verdict {
+        verdict(&outcomes(list))
     }
 
     #[test]

@@ -572,6 +572,16 @@ fn run_sh(
     Ok(run(&argv)?)
 }
 
+/// The error of a command whose carried records could not be written on the node (`CARRY`
+/// exits 97 before the step runs), for commands whose other statuses all mean something.
+fn records_refused(out: &Output) -> Option<StepError> {
+    (out.status == Some(97)).then(|| StepError::Failed {
+        step: "writing the apply journal",
+        status: out.status,
+        stderr: out.stderr_text(),
+    })
+}
+
 fn ok(out: Output, step: &'static str) -> Result<Output, StepError> {
     if out.success() {
         Ok(out)
@@ -846,12 +856,10 @@ pub fn healthcheck(
     // The window is watched on the node: one `docker inspect` a second, at most a few more.
     let budget = timeout + stable + stable / 2 + Duration::from_secs(10);
     let out = run_sh(carry, &script, &args, &vars, |argv| exec.run(argv, b"", budget))?;
+    if let Some(e) = records_refused(&out) {
+        return Err(e);
+    }
     match out.status {
-        Some(97) => Err(StepError::Failed {
-            step: "writing the apply journal",
-            status: out.status,
-            stderr: out.stderr_text(),
-        }),
         Some(0) => Ok(Health::Healthy),
         Some(75) if deadman.is_some() => {
             Ok(Health::RolledBackByNode(NodeRollback::parse(&String::from_utf8_lossy(&out.stdout))))
@@ -927,12 +935,8 @@ pub fn diagnose(
 ) -> Result<Diagnosis, StepError> {
     let args = [svc, &layout.live(svc), out, &layout.env_file(svc), deadman.unwrap_or("")];
     let o = sh(exec, carry, DIAGNOSE, &args, b"", LONG, true)?;
-    if o.status == Some(97) {
-        return Err(StepError::Failed {
-            step: "writing the apply journal",
-            status: o.status,
-            stderr: o.stderr_text(),
-        });
+    if let Some(e) = records_refused(&o) {
+        return Err(e);
     }
     Ok(Diagnosis {
         status: String::from_utf8_lossy(&o.stdout).trim().to_owned(),

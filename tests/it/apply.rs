@@ -198,6 +198,12 @@ impl Site {
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
 
+    /// The apply journal of plan `id` on `node`, as the node holds it.
+    fn journal(&self, node: &str, id: &str) -> serde_json::Value {
+        let path = self.root(node).join(format!("state/deploy/{id}/journal.json"));
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    }
+
     fn live(&self, root: &Path, svc: &str) -> Option<String> {
         fs::read_link(root.join("state/services").join(svc)).ok().map(|p| p.display().to_string())
     }
@@ -1109,10 +1115,7 @@ exit 0
     for c in ["agent", "web", "cache"] {
         assert!(site.running("alpha", c), "{c} is not running");
     }
-    let journal: serde_json::Value = serde_json::from_slice(
-        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
-    )
-    .unwrap();
+    let journal: serde_json::Value = site.journal("alpha", &id);
     for svc in ["agent", "web", "cache"] {
         assert_eq!(journal["services"][svc]["stage"], "completed", "{journal}");
     }
@@ -1136,10 +1139,7 @@ exit 0
     // Its release was uploaded with the others', but nothing live of it changed.
     assert!(!out.stderr.contains("[alpha] web deploy:"), "{}", out.stderr);
     assert!(out.stderr.contains("[alpha] cache complete"), "{}", out.stderr);
-    let journal: serde_json::Value = serde_json::from_slice(
-        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
-    )
-    .unwrap();
+    let journal: serde_json::Value = site.journal("alpha", &id);
     assert_eq!(journal["services"]["agent"]["stage"], "rolled-back", "{journal}");
     assert_eq!(journal["services"]["web"]["stage"], "skipped", "{journal}");
     assert_eq!(journal["services"]["cache"]["stage"], "completed", "{journal}");
@@ -1234,10 +1234,7 @@ fn a_version_that_crashes_after_start_is_rolled_back_and_the_old_one_verified() 
     assert_ne!(out.code, 0, "{all}");
     assert!(all.contains("did not stay up"), "the stability window caught it:\n{all}");
     assert!(all.contains("rolled back to") && all.contains(", healthy"), "{all}");
-    let journal: serde_json::Value = serde_json::from_slice(
-        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
-    )
-    .unwrap();
+    let journal: serde_json::Value = site.journal("alpha", &id);
     assert_eq!(journal["services"]["web"]["stage"], "rolled-back", "{journal}");
     // The old version runs and stays: its command, not the crashing one.
     let cmd = site.lab.docker("alpha", &["inspect", "-f", "{{json .Config.Cmd}}", "web"]);
@@ -1333,10 +1330,7 @@ fn a_controller_killed_mid_rollback_is_resumed_into_the_same_rollback() {
     if let Some(first) = first {
         assert_eq!(fs::read(&incident).ok(), Some(first), "the first incident log is kept");
     }
-    let journal: serde_json::Value = serde_json::from_slice(
-        &fs::read(root.join(format!("state/deploy/{id}/journal.json"))).unwrap(),
-    )
-    .unwrap();
+    let journal: serde_json::Value = site.journal("alpha", &id);
     assert_eq!(journal["services"]["web"]["stage"], "rolled-back", "{journal}");
 }
 
@@ -1372,10 +1366,7 @@ fn a_failed_rollback_keeps_the_first_cause_and_says_what_failed_next() {
     let summary = all.lines().find(|l| l.contains("ALPHA")).unwrap_or_default().to_owned();
     assert!(summary.contains("healthcheck failed"), "the first cause stays first:\n{all}");
     assert!(summary.contains("then the rollback to"), "and the rollback's failure follows:\n{all}");
-    let journal: serde_json::Value = serde_json::from_slice(
-        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
-    )
-    .unwrap();
+    let journal: serde_json::Value = site.journal("alpha", &id);
     assert_eq!(journal["services"]["web"]["stage"], "rollback-failed", "{journal}");
     let error = journal["services"]["web"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("healthcheck failed") && error.contains("rollback"), "{journal}");
@@ -1401,10 +1392,7 @@ fn a_failed_rollback_keeps_the_first_cause_and_says_what_failed_next() {
     assert!(again.contains("rollback failed"), "{again}");
     assert!(!again.contains("web deploy:"), "nothing deployed again:\n{again}");
     assert_eq!(up(&site.root("alpha")), before, "compose up did not run again");
-    let journal: serde_json::Value = serde_json::from_slice(
-        &fs::read(site.root("alpha").join(format!("state/deploy/{id}/journal.json"))).unwrap(),
-    )
-    .unwrap();
+    let journal: serde_json::Value = site.journal("alpha", &id);
     assert_eq!(journal["services"]["web"]["stage"], "rollback-failed", "{journal}");
 }
 
