@@ -249,6 +249,9 @@ pub enum Command {
         after_help = "Examples:\n  homelab ui                                        on 127.0.0.1:8470, read-only\n  homelab ui --listen 100.101.102.103:8470 --token-file /opt/homelab/config/control-plane/ui-token\n\nApproving takes a signature made with `ssh-keygen -Y sign`; the login token only lets a browser hand it in. See docs/ui.md."
     )]
     Ui(command::ui::UiArgs),
+    /// This node's side: the session a controller talks to (`serve`) and the engine it starts.
+    #[command(subcommand)]
+    Node(command::node::NodeCommand),
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
@@ -425,6 +428,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             command::observe::run(repo, &args, out)
         }
         Command::Agent(args) => command::agent::run(args),
+        Command::Node(cmd) => command::node::run(cmd),
         Command::Completions { shell } => {
             use clap_complete::Shell as S;
             let shell = match shell {

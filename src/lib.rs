@@ -46,6 +46,7 @@ pub mod cli;
 pub mod clock;
 pub mod command;
 pub mod digest;
+pub mod engine;
 pub mod error;
 pub mod events;
 pub mod executor;
@@ -64,6 +65,7 @@ pub mod supervise;
 pub mod telegram;
 pub mod transport;
 pub mod ui;
+pub mod wire;
 pub mod world;
 
 pub use cli::Cli;

@@ -10,17 +10,30 @@ use std::sync::{Condvar, Mutex};
 use crate::model::Instance;
 
 /// Cross-node waiting: each service instance's final state, published as nodes progress.
+/// Told of each instance as it is published.
+pub type Observer<'o> = &'o (dyn Fn(&Instance, bool) + Sync);
+
 #[derive(Default)]
-pub(super) struct Board {
+pub(super) struct Board<'o> {
     state: Mutex<BTreeMap<Instance, bool>>,
     changed: Condvar,
+    /// Told of every publication (a node's engine tells its controllers).
+    observer: Option<Observer<'o>>,
 }
 
-impl Board {
+impl<'o> Board<'o> {
+    pub(super) fn observed(observer: Observer<'o>) -> Board<'o> {
+        Board { observer: Some(observer), ..Board::default() }
+    }
+
     pub(super) fn publish(&self, inst: &Instance, ok: bool) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.insert(inst.clone(), ok);
         self.changed.notify_all();
+        drop(s);
+        if let Some(tell) = self.observer {
+            tell(inst, ok);
+        }
     }
 
     /// Publishes `inst` unless it is already final.

@@ -19,6 +19,7 @@
 
 mod batch;
 mod board;
+pub mod engine;
 mod node;
 pub mod outcome;
 pub mod reject;
@@ -64,6 +65,10 @@ pub struct Options {
     /// fresh connection (after `compose up` and the healthcheck's own time) before it rolls
     /// the service back by itself; `None`: no dead-man.
     pub confirm_timeout: Option<Duration>,
+    /// The plan's and approvals' signed texts, for nodes whose own engine runs their part
+    /// (`homelab node serve`): each node checks them itself before it acts. `None`: every
+    /// node's part runs here, over the transport's commands.
+    pub signed: Option<engine::Signed>,
 }
 
 /// Run the pipeline, or only look.

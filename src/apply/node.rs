@@ -29,7 +29,7 @@ pub(super) struct NodeRun<'a> {
     pub(super) np: &'a NodePlan,
     pub(super) opts: &'a Options,
     pub(super) sink: &'a dyn Sink,
-    pub(super) board: &'a Board,
+    pub(super) board: &'a Board<'a>,
     pub(super) in_run: &'a BTreeSet<Instance>,
     /// Commands run on the node by this run: its round trips (issue 10: the number the program
     /// knows, reported with the node's outcome).
@@ -848,7 +848,7 @@ impl NodeRun<'_> {
 /// (at its new version only when it got there) and the thread stops counting as one that may
 /// send, so neither the node's other services nor its dependents elsewhere wait for it forever.
 struct Ended<'r> {
-    board: &'r Board,
+    board: &'r Board<'r>,
     batcher: &'r Batcher,
     inst: &'r Instance,
     ok: bool,

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use crate::model::NodeName;
 
 /// How a node's apply ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized on the node engine's wire (`apply::proto`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum NodeOutcome {
     /// Every selected service is at its new version.
     Applied,
@@ -41,7 +43,8 @@ pub enum NodeOutcome {
 
 /// What can move a node on from where its run left it. The summary suggests only a command
 /// that can make progress: a resume that would only repeat the result is never suggested.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Next {
     /// `homelab apply --resume` continues (after fixing the cause, when something failed).
     Resume,

@@ -3,6 +3,7 @@
 //! `node`'s) and never talks to a node itself.
 
 use super::board::{Board, Slots};
+use super::engine::{self, NotRun};
 use super::node::NodeRun;
 use super::{Event, NodeOutcome, Options, Sink};
 use crate::model::{Homelab, Instance, NodeName};
@@ -52,7 +53,32 @@ pub fn execute(
                         },
                         Some(node) => {
                             let trips = trips.clone();
-                            NodeRun {
+                            let engine = match (&opts.signed, opts.mode) {
+                                (Some(signed), super::Mode::Run { only: None }) => {
+                                    engine::remote(
+                                        node, id, np, transport, opts, signed, sink, board,
+                                        in_run, &trips,
+                                    )
+                                }
+                                _ => Err(NotRun::Here),
+                            };
+                            match engine {
+                                Ok(outcome) => Some(outcome),
+                                Err(NotRun::Here) => None,
+                                Err(NotRun::NotInstalled(why)) => {
+                                    sink.event(&Event::Step {
+                                        node: node.id.clone(),
+                                        service: None,
+                                        stage: "connect".to_owned(),
+                                        message: format!(
+                                            "no homelab engine on the node ({why}): its part runs over shell steps; `homelab bootstrap {}` installs the engine",
+                                            node.id
+                                        ),
+                                    });
+                                    None
+                                }
+                            }
+                            .unwrap_or_else(|| NodeRun {
                                 id,
                                 node,
                                 np,
@@ -63,7 +89,7 @@ pub fn execute(
                                 trips,
                                 outbox: Default::default(),
                             }
-                            .run(transport)
+                            .run(transport))
                         }
                     };
                     // Whatever happened, nothing on this node will settle later in this run; a

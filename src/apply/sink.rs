@@ -9,7 +9,9 @@ use super::NodeOutcome;
 use crate::clock::{rfc3339, Clock};
 use crate::model::{NodeName, ServiceName};
 
-#[derive(Debug, Clone)]
+/// Also what a node's engine streams to its controller (`apply::proto`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Step {
         node: NodeName,

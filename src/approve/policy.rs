@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use super::{
     split_armored, AllowedSigners, Signer, VerifyError, APPROVE_NAMESPACE, PLAN_NAMESPACE,
 };
-use crate::model::{Homelab, NodeName};
+use crate::model::{Homelab, NodeName, Policy};
 use crate::node::records::{Applied, ApplyState, Rejection};
 use crate::node::{ActionState, Layout};
 use crate::plan::file::{self, LoadedPlan, ReadError};
@@ -390,7 +390,7 @@ pub fn check_approvals(
     approved_text: &str,
     approved_path: &Path,
     signers: &AllowedSigners,
-    lab: &Homelab,
+    policy: &Policy,
     now: SystemTime,
 ) -> Result<Approvals, Refusal> {
     let blocks = split_armored(approved_text).map_err(|source| Refusal::MalformedApprovals {
@@ -427,18 +427,22 @@ pub fn check_approvals(
         by_key.insert(v.fingerprint.clone(), v);
     }
     let keys: Vec<&super::Verified> = by_key.values().collect();
-    check_counts(lab, &loaded.plan, &keys)?;
+    check_counts(policy, &loaded.plan, &keys)?;
     Ok(Approvals { by_key })
 }
 
 /// Every changed node's rule against the approving keys: `required` approvals from its
 /// approvers and the bots granted its kinds of change, `humans` of them by keys not a bot's.
-pub fn check_counts(lab: &Homelab, plan: &Plan, keys: &[&super::Verified]) -> Result<(), Refusal> {
+pub fn check_counts(
+    policy: &Policy,
+    plan: &Plan,
+    keys: &[&super::Verified],
+) -> Result<(), Refusal> {
     let humans: Vec<&super::Verified> = keys.iter().copied().filter(|v| !is_bot_key(v)).collect();
     for node in changed_nodes(plan) {
-        let rule = lab.policy.rule_for(node);
+        let rule = policy.rule_for(node);
         let mut approvers = rule.approvers.clone();
-        approvers.extend(lab.policy.bots_for(node, kinds_on(plan, node)));
+        approvers.extend(policy.bots_for(node, kinds_on(plan, node)));
         let have = count_approvers(&approvers, keys);
         if (have as u32) < rule.required {
             return Err(Refusal::NotEnoughApprovals {
@@ -561,7 +565,7 @@ pub fn preflight(
             check_not_consumed_or_rejected(&loaded, records)?;
         }
     }
-    check_approvals(&loaded, &approved_text, approved, signers, lab, now)?;
+    check_approvals(&loaded, &approved_text, approved, signers, &lab.policy, now)?;
     Ok(loaded)
 }
 

@@ -15,6 +15,7 @@
 pub mod elf;
 pub mod hostkey;
 pub mod remote;
+pub mod trust;
 
 use std::fmt;
 

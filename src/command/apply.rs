@@ -82,6 +82,12 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
         expires: humantime::parse_rfc3339(&loaded.plan.expires)
             .map_err(|_| policy::Refusal::ExpiryUnreadable)?,
         keep_releases: lab.policy.keep_releases,
+        // What each node's engine checks for itself: the files pre-flight just read.
+        signed: Some(apply::engine::Signed {
+            plan: crate::plan::file::read_bounded(&loaded.path).map_err(policy::Refusal::from)?,
+            approved: crate::plan::file::read_bounded(args.approved)
+                .map_err(policy::Refusal::from)?,
+        }),
     };
     // The controller's record: from here on, a plain second apply of this plan is a replay.
     let applied = records.applied(&loaded.id);

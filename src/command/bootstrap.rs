@@ -49,6 +49,24 @@ pub struct BootstrapArgs {
     /// is refused before anything is written there.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+    /// The controller's deploy key (a `.pub` file): authorized on the node for
+    /// `homelab node serve` only (`restrict,command=...`), so that it can apply approved plans
+    /// and nothing else. The key you bootstrap with stays unrestricted.
+    #[arg(long, value_name = "FILE.pub")]
+    pub deploy_key: Option<PathBuf>,
+    /// The node's `authorized_keys` file the deploy key goes into, as its sshd's
+    /// `AuthorizedKeysFile` says (`~/` is the login user's home).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "~/.ssh/authorized_keys",
+        requires = "deploy_key"
+    )]
+    pub authorized_keys: String,
+    /// Replace trust roots pinned on the node (`<root>/trust/`) that differ from the
+    /// repository's allowed_signers and policy.
+    #[arg(long)]
+    pub replace_trust: bool,
 }
 
 pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Report, Error> {
@@ -126,6 +144,81 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
     };
     let found = remote::inspect(exec.as_ref(), name, &mut want)?;
     let changes = bootstrap::changes(&want, &found);
+    // The trust roots the node's engine checks plans against, and the deploy key.
+    let trust_dir = crate::node::Layout::new(&want.root).trust();
+    let roots = bootstrap::trust::wanted(&lab, &node.id);
+    let (missing, differ) = bootstrap::trust::compare(exec.as_ref(), name, &trust_dir, &roots)?;
+    let mut extra: Vec<String> = Vec::new();
+    if !differ.is_empty() {
+        if !args.replace_trust && !args.check {
+            return Err(Error::Unsupported {
+                message: format!(
+                    "{name}: the trust roots pinned in {trust_dir} ({}) differ from the repository's: nothing was changed. The node checks every plan against them; replace them with `homelab bootstrap {name} --replace-trust`",
+                    differ.join(", ")
+                ),
+            });
+        }
+        extra.push(format!(
+            "~ replace the pinned trust roots in {trust_dir} ({})",
+            differ.join(", ")
+        ));
+    } else if !missing.is_empty() {
+        extra.push(format!("+ pin the trust roots in {trust_dir} ({})", missing.join(", ")));
+    }
+    let pin_roots = !extra.is_empty();
+    let deploy_key = match &args.deploy_key {
+        None => None,
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|source| Error::Read { path: file.clone(), source })?;
+            let Some((line, blob)) = bootstrap::trust::deploy_key_line(&want.root, &text) else {
+                return Err(Error::Unsupported {
+                    message: format!(
+                        "{}: expected one public key line (`ssh-ed25519 AAAA... comment`), as `ssh-keygen` writes to a .pub file",
+                        file.display()
+                    ),
+                });
+            };
+            let own = args
+                .ssh_key
+                .as_ref()
+                .and_then(|k| std::fs::read_to_string(k.with_extension("pub")).ok())
+                .and_then(|t| t.split_whitespace().nth(1).map(str::to_owned));
+            if own.as_deref() == Some(blob.as_str()) {
+                return Err(Error::Unsupported {
+                    message: format!(
+                        "{}: this is the key bootstrap logs in with (--ssh-key); restricting it would lock you out of {name}: give the controller a key of its own",
+                        file.display()
+                    ),
+                });
+            }
+            if bootstrap::trust::deploy_key(
+                exec.as_ref(),
+                name,
+                &args.authorized_keys,
+                &line,
+                &blob,
+                false,
+            )? {
+                None
+            } else {
+                extra.push(format!(
+                    "+ authorize the deploy key {} for `homelab node serve` only",
+                    file.display()
+                ));
+                Some((line, blob))
+            }
+        }
+    };
+    let finish_extra = |exec: &dyn crate::transport::NodeExec| -> Result<(), Error> {
+        if pin_roots {
+            bootstrap::trust::pin(exec, name, &trust_dir, &roots)?;
+        }
+        if let Some((line, blob)) = &deploy_key {
+            bootstrap::trust::deploy_key(exec, name, &args.authorized_keys, line, blob, true)?;
+        }
+        Ok(())
+    };
     let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(Error::stdout);
     w(
         out,
@@ -135,7 +228,7 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
         ),
     )?;
 
-    if changes.is_empty() {
+    if changes.is_empty() && extra.is_empty() {
         let version = remote::version(exec.as_ref(), name, &want.root)?;
         let state = summary(&want, &version);
         if new_key {
@@ -153,7 +246,10 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
     for c in &changes {
         w(out, c.to_string())?;
     }
-    let count = changes.len() + usize::from(new_key);
+    for e in &extra {
+        w(out, e.clone())?;
+    }
+    let count = changes.len() + extra.len() + usize::from(new_key);
     if args.check {
         w(
             out,
@@ -168,14 +264,21 @@ pub fn run(repo: &Path, args: &BootstrapArgs, out: &mut dyn Write) -> Result<Rep
     let mut progress = |c: &Change| {
         let _ = writeln!(out, "done: {c}");
     };
-    remote::run(exec.as_ref(), name, &mut want, &found, &changes, &binary, &mut progress)?;
+    if !changes.is_empty() {
+        remote::run(exec.as_ref(), name, &mut want, &found, &changes, &binary, &mut progress)?;
+    }
+    finish_extra(exec.as_ref())?;
+    for e in &extra {
+        let _ = writeln!(out, "done: {}", &e[2..]);
+    }
     let version = remote::version(exec.as_ref(), name, &want.root)?;
+    let made = changes.len() + extra.len();
     w(
         out,
         format!(
             "bootstrapped {name}: {} change{}; {}",
-            changes.len(),
-            plural(changes.len()),
+            made,
+            plural(made),
             summary(&want, &version)
         ),
     )?;

@@ -73,7 +73,9 @@ pub struct Homelab {
 }
 
 /// A service placed on a node: `service@node`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Instance {
     pub service: ServiceName,
     pub node: NodeName,
@@ -242,7 +244,9 @@ pub struct Zigbee {
     pub adapter: String,
 }
 
-#[derive(Debug, Clone)]
+/// Also a node's pinned trust root (`<root>/trust/policy.json`, written by bootstrap): the
+/// node counts approvals by it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     pub plan_ttl: Duration,
     /// Plans from uncommitted trees may be approved (their artifacts are then the planner's
@@ -257,7 +261,7 @@ pub struct Policy {
     pub telegram: BTreeMap<u64, TelegramGrant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApprovalRule {
     pub required: u32,
     pub approvers: BTreeSet<String>,
@@ -267,7 +271,7 @@ pub struct ApprovalRule {
 }
 
 /// What a Telegram user's approval (the principal `telegram:<id>`) may count for.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct TelegramGrant {
     pub name: Option<String>,
     pub nodes: BTreeSet<NodeName>,

@@ -48,6 +48,17 @@ macro_rules! name_type {
             }
         }
 
+        /// Read back only through [`Self::parse`]: a name from the wire is checked like one
+        /// from a file.
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                Self::parse(&s).map_err(|problem| {
+                    serde::de::Error::custom(format!("`{}` is not a name: expected {problem}", s.escape_debug()))
+                })
+            }
+        }
+
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)

@@ -203,6 +203,18 @@ impl Layout {
         self.at(&format!("state/deploy/{plan}"))
     }
 
+    /// The node engine's folder for a plan: the bundle it runs, its runs' progress, the
+    /// confirmations and settled dependencies sessions hand it.
+    pub fn engine(&self, plan: &str) -> String {
+        self.at(&format!("state/deploy/{plan}/engine"))
+    }
+
+    /// The trust roots pinned on the node (`allowed_signers`, `policy.json`, `node`), written
+    /// by bootstrap: the node's engine checks every bundle against them.
+    pub fn trust(&self) -> String {
+        self.at("trust")
+    }
+
     pub fn journal(&self, plan: &str) -> String {
         self.at(&format!("state/deploy/{plan}/journal.json"))
     }

@@ -264,6 +264,14 @@ fn read(
     out: Result<crate::transport::Output, crate::transport::ExecError>,
     containers: impl FnOnce() -> Result<Vec<crate::transport::Container>, crate::transport::DockerError>,
 ) -> ActualNode {
+    read_with(node, out, || containers().map_err(|e| e.to_string()))
+}
+
+fn read_with(
+    node: &crate::model::Node,
+    out: Result<crate::transport::Output, crate::transport::ExecError>,
+    containers: impl FnOnce() -> Result<Vec<crate::transport::Container>, String>,
+) -> ActualNode {
     let status = match out {
         Err(crate::transport::ExecError::Stalled { idle, after, stdout, .. }) => {
             NodeStatus::Unreachable { reason: stalled(&stdout, idle, after) }
@@ -276,7 +284,7 @@ fn read(
             Ok(mut state) => {
                 state.engine = match containers() {
                     Ok(containers) => Engine::Available { containers },
-                    Err(e) => Engine::Unavailable { reason: e.to_string() },
+                    Err(reason) => Engine::Unavailable { reason },
                 };
                 NodeStatus::Reachable(state)
             }
@@ -441,6 +449,50 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
 }
 
 /// Refreshes every node in parallel, one thread each (nodes are a handful).
+/// A node read by its own homelab (`node serve`): one session, one round trip. `None` where
+/// the transport has no sessions (local) or the node has no homelab yet (the shell's
+/// refresh reads it then).
+pub fn refresh_by_session(
+    transport: &dyn crate::transport::Transport,
+    node: &crate::model::Node,
+) -> Option<ActualNode> {
+    use crate::wire::{self, Opened, Reply, Request};
+    let unreachable = |reason: String| {
+        Some(ActualNode { node: node.id.clone(), status: NodeStatus::Unreachable { reason } })
+    };
+    let mut session = match wire::open(transport, node) {
+        Ok(s) => s,
+        Err(Opened::Here | Opened::NotInstalled(_)) => return None,
+        Err(Opened::Mismatch(r) | Opened::Refused(r) | Opened::Unreachable(r)) => {
+            return unreachable(r)
+        }
+    };
+    let sent = match session.input.as_mut() {
+        Some(input) => wire::send(input, &Request::Refresh),
+        None => Ok(()),
+    };
+    session.input = None;
+    let answer = sent.and_then(|()| wire::receive::<Reply>(&mut session.output));
+    match answer {
+        Ok(Some(Reply::Refreshed { status, stdout, stderr, containers })) => {
+            let out = crate::transport::Output {
+                status,
+                stdout: stdout.into_bytes(),
+                stderr: stderr.into_bytes(),
+            };
+            Some(read_with(node, Ok(out), || containers))
+        }
+        Ok(Some(Reply::Refused { reason })) => unreachable(reason),
+        Ok(Some(other)) => {
+            unreachable(format!("the node's homelab answered out of turn: {other:?}"))
+        }
+        Ok(None) | Err(_) => {
+            let (_, said) = session.ended();
+            unreachable(if said.is_empty() { "the session ended".to_owned() } else { said })
+        }
+    }
+}
+
 pub fn refresh_all<'a>(
     transport: &dyn crate::transport::Transport,
     nodes: impl IntoIterator<Item = &'a crate::model::Node>,
@@ -450,12 +502,17 @@ pub fn refresh_all<'a>(
         let handles: Vec<_> = nodes
             .iter()
             .map(|n| {
-                s.spawn(move || match transport.connect(n) {
-                    Ok(exec) => refresh(n, exec.as_ref()),
-                    Err(e) => ActualNode {
-                        node: n.id.clone(),
-                        status: NodeStatus::Unreachable { reason: e.to_string() },
-                    },
+                s.spawn(move || {
+                    if let Some(actual) = refresh_by_session(transport, n) {
+                        return actual;
+                    }
+                    match transport.connect(n) {
+                        Ok(exec) => refresh(n, exec.as_ref()),
+                        Err(e) => ActualNode {
+                            node: n.id.clone(),
+                            status: NodeStatus::Unreachable { reason: e.to_string() },
+                        },
+                    }
                 })
             })
             .collect();

@@ -107,10 +107,22 @@ pub fn read_bounded(path: &Path) -> Result<String, ReadError> {
 /// Reads a plan file and checks that its name is its id. Does not verify the signature.
 pub fn read(path: &Path) -> Result<LoadedPlan, ReadError> {
     let text = read_bounded(path)?;
+    from_text(&text, path, true)
+}
+
+/// A plan file's `text`, as read from `path` (with `named`, the name its id is checked
+/// against; without, a plan that came over the wire, named `<id>.plan` after its id). Does not
+/// verify the signature.
+pub fn from_text(text: &str, path: &Path, named: bool) -> Result<LoadedPlan, ReadError> {
+    if text.len() as u64 > MAX_PLAN_BYTES {
+        return Err(ReadError::TooLarge { path: path.to_path_buf(), size: text.len() as u64 });
+    }
     let shown = path.display().to_string();
-    check_version(&text, &shown)?;
-    let (body, signature) = split_signed(&text, &shown)?;
+    check_version(text, &shown)?;
+    let (body, signature) = split_signed(text, &shown)?;
     let id = plan_id(body.as_bytes());
+    let path = if named { path.to_path_buf() } else { path.join(format!("{id}.plan")) };
+    let path = path.as_path();
     let stem = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".plan"));
     if stem != Some(id.as_str()) {
         return Err(ReadError::IdMismatch { path: path.to_path_buf(), id });

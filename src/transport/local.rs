@@ -49,6 +49,12 @@ pub struct LocalExec {
 }
 
 impl LocalExec {
+    /// Commands on this machine for the node whose runtime root is `root`, its Docker Engine
+    /// at `docker_socket` (the node's own engine, run on the node).
+    pub fn new(root: String, docker_socket: String) -> LocalExec {
+        LocalExec { root, docker_socket }
+    }
+
     /// A local node at `root` with the default Docker socket, for unit tests of what runs
     /// commands.
     #[cfg(test)]

@@ -100,4 +100,72 @@ pub trait NodeExec: Send + Sync {
 /// Opens connections to nodes.
 pub trait Transport: Sync {
     fn connect(&self, node: &Node) -> Result<Box<dyn NodeExec>, ExecError>;
+
+    /// One session with the node's own homelab (`<root>/bin/homelab node serve`), its stdin
+    /// and stdout the protocol's (`wire`); `None` where the node's engine runs in this process
+    /// (the local transport).
+    fn session(&self, _node: &Node) -> Result<Option<Session>, ExecError> {
+        Ok(None)
+    }
+}
+
+/// A running `homelab node serve` on a node, as a child process of this one (`ssh`): write
+/// requests to `input`, read replies from `output`. Dropping it ends the session.
+pub struct Session {
+    pub input: Option<std::process::ChildStdin>,
+    pub output: std::process::ChildStdout,
+    child: std::process::Child,
+    /// What the carrier (`ssh`) said on stderr.
+    errors: std::fs::File,
+    /// Held until the node's first answer (a turn among the handshakes made at once).
+    turn: Option<Box<dyn std::any::Any + Send>>,
+    pub label: String,
+}
+
+impl Session {
+    pub fn new(
+        mut child: std::process::Child,
+        errors: std::fs::File,
+        turn: Option<Box<dyn std::any::Any + Send>>,
+        label: String,
+    ) -> std::io::Result<Session> {
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other("the session has no stdin or stdout"));
+        };
+        Ok(Session { input: Some(input), output, child, errors, turn, label })
+    }
+
+    /// The node answered: the handshake's turn goes to the next.
+    pub fn answered(&mut self) {
+        self.turn = None;
+    }
+
+    /// After the output ended: how the session ended (the carrier's exit status, `None` for a
+    /// signal) and what the carrier said on stderr, trimmed.
+    pub fn ended(&mut self) -> (Option<i32>, String) {
+        use std::io::{Read, Seek};
+        self.input = None;
+        let status = self.child.wait().ok().and_then(|s| s.code());
+        let mut said = String::new();
+        let _ = self.errors.seek(std::io::SeekFrom::Start(0));
+        let _ = (&self.errors).take(64 * 1024).read_to_string(&mut said);
+        let said: Vec<&str> = said
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added "))
+            .collect();
+        (status, said.join("; "))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.input = None;
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
 }

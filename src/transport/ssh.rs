@@ -80,6 +80,68 @@ impl Transport for SshTransport {
     fn connect(&self, node: &Node) -> Result<Box<dyn NodeExec>, ExecError> {
         Ok(Box::new(SshExec::connect(self, node)?))
     }
+
+    /// A plain `ssh` (no master: the session is the command's only connection) running
+    /// `<root>/bin/homelab node serve --root <root>`; with a deploy key restricted to that
+    /// command, the node runs it whatever is asked. Tied to this process like a master
+    /// ([`spawn_tied`]): a killed controller leaves no ssh behind, and the node's `serve` sees
+    /// its stdin end (the engine it started goes on).
+    fn session(&self, node: &Node) -> Result<Option<super::Session>, ExecError> {
+        if !self.known_hosts.exists() {
+            return Err(ExecError::NoKnownHosts {
+                known_hosts: self.known_hosts.clone(),
+                port: node.ssh.port,
+                address: node.ssh.address.clone(),
+            });
+        }
+        let root = node.runtime_root.trim_end_matches('/');
+        let binary = format!("{root}/bin/homelab");
+        let line = quote::argv(&[binary.as_str(), "node", "serve", "--root", root])?;
+        let mut known_hosts = std::ffi::OsString::from("UserKnownHostsFile=");
+        known_hosts.push(&self.known_hosts);
+        let errors = tempfile::tempfile().map_err(|source| ExecError::Setup {
+            what: "create a file for ssh's errors",
+            source,
+        })?;
+        let stderr = errors.try_clone().map_err(|source| ExecError::Setup {
+            what: "create a file for ssh's errors",
+            source,
+        })?;
+        let mut cmd = std::process::Command::new("ssh");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .args(["-T", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-o", "LogLevel=ERROR", "-o", "ConnectionAttempts=1"])
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=2"])
+            .args([
+                "-o",
+                "ServerAliveCountMax=3",
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ControlPath=none",
+            ])
+            .arg("-o")
+            .arg(format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)))
+            .arg("-p")
+            .arg(node.ssh.port.to_string())
+            .arg("-l")
+            .arg(&node.ssh.user)
+            .arg("-o")
+            .arg(known_hosts);
+        if let Some(key) = &self.identity {
+            cmd.arg("-i").arg(key);
+        }
+        cmd.arg("--").arg(&node.ssh.address).arg(line);
+        let label = format!("{}@{}:{}", node.ssh.user, node.ssh.address, node.ssh.port);
+        let turn = Handshakes::take();
+        let child =
+            spawn_tied(cmd).map_err(|source| ExecError::Setup { what: "start ssh", source })?;
+        let session = super::Session::new(child, errors, Some(Box::new(turn)), label)
+            .map_err(|source| ExecError::Setup { what: "start ssh", source })?;
+        Ok(Some(session))
+    }
 }
 
 /// Removes `hl-ssh-*` folders left by controllers that were killed: older than ten minutes

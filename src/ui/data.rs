@@ -207,7 +207,7 @@ pub fn state(
             why: format!("`{}` is larger than an approvals file can be", approved.display()),
         };
     }
-    match policy::check_approvals(loaded, &text, &approved, signers, lab, now) {
+    match policy::check_approvals(loaded, &text, &approved, signers, &lab.policy, now) {
         Ok(_) => State::Approved,
         Err(e @ (Refusal::NoApproval { .. } | Refusal::NotEnoughApprovals { .. })) => {
             State::Pending { why: e.to_string() }

@@ -638,7 +638,7 @@ fn start_node(lab: &Path, node: &mut LabNode) -> Result<(), String> {
          ListenAddress {addr}:22\n\
          HostKey {key}\n\
          PidFile {dir}/sshd.pid\n\
-         AuthorizedKeysFile {lab}/authorized_keys\n\
+         AuthorizedKeysFile {lab}/authorized_keys {dir}/authorized_keys\n\
          PubkeyAuthentication yes\n\
          PasswordAuthentication no\n\
          KbdInteractiveAuthentication no\n\

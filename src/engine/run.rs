@@ -1,0 +1,241 @@
+//! The node's engine: `homelab node engine --plan ID`, started detached by `serve` for a bundle
+//! it checked. It holds the plan's engine lock while it runs (one engine per plan), numbers
+//! its run, checks the bundle again against the trust roots, and runs the node's part
+//! (`apply::engine::here`) over the node's own commands. Every step, each request for a
+//! confirmation, and the end are lines of its run's progress file, which sessions stream.
+//!
+//! The dead-man is the engine's: after a deploy it asks for a confirmation over a fresh
+//! connection and waits for it (the contract's budget); none in time, it waits for the
+//! node's watchdog to take the deploy's one decision and records the node's rollback.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{trust, Folder};
+use crate::apply::engine::Progress;
+use crate::apply::{self, Event, Mode, NodeOutcome, Options, Sink};
+use crate::model::{Instance, Node, SshTarget};
+use crate::node::Layout;
+use crate::transport::local::LocalExec;
+use crate::transport::{ExecError, NodeExec, Transport};
+use crate::wire::Bundle;
+
+/// Longest wait for the node's own watchdogs after no confirmation came.
+const DECISION_WAIT: Duration = Duration::from_secs(3600);
+
+/// Runs the engine for `plan` on the node whose runtime root is `root`.
+pub fn engine(root: &Path, plan: &str) -> Result<(), String> {
+    let layout = Layout::local(root);
+    let folder = Folder::new(layout.engine(plan));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(folder.lock())
+        .map_err(|e| format!("cannot open {}: {e}", folder.lock().display()))?;
+    // SAFETY: flock on a descriptor we own, held until this process ends.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!("another engine runs plan {plan} on this node"));
+    }
+    let n = folder.latest() + 1;
+    let progress = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(folder.run(n))
+        .map_err(|e| format!("cannot create {}: {e}", folder.run(n).display()))?;
+    crate::files::write_atomic(&folder.current(), format!("{n}\n").as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", folder.current().display()))?;
+    let sink = FileSink { out: Mutex::new(progress) };
+    let outcome = match prepare(&layout, &folder) {
+        Ok(ready) => ready.run(&layout, &folder, &sink),
+        Err(reason) => (NodeOutcome::Refused { reason }, 0),
+    };
+    sink.write(&Progress::Done { outcome: outcome.0, round_trips: outcome.1 });
+    drop(lock);
+    Ok(())
+}
+
+struct Ready {
+    bundle: Bundle,
+    loaded: crate::plan::file::LoadedPlan,
+    roots: trust::Roots,
+}
+
+/// The bundle, checked again here: the engine trusts no file it did not check itself.
+fn prepare(layout: &Layout, folder: &Folder) -> Result<Ready, String> {
+    let bytes = std::fs::read(folder.bundle())
+        .map_err(|e| format!("cannot read {}: {e}", folder.bundle().display()))?;
+    let bundle: Bundle = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: unreadable: {e}", folder.bundle().display()))?;
+    let roots = trust::load(layout)?;
+    let loaded = trust::check(&roots, &bundle, layout, SystemTime::now())?;
+    Ok(Ready { bundle, loaded, roots })
+}
+
+impl Ready {
+    fn run(self, layout: &Layout, folder: &Folder, sink: &FileSink) -> (NodeOutcome, usize) {
+        let Ready { bundle, loaded, roots } = self;
+        let Some(np) = loaded.plan.nodes.iter().find(|n| n.node == roots.node) else {
+            return (
+                NodeOutcome::Refused { reason: "the plan holds nothing for this node".to_owned() },
+                0,
+            );
+        };
+        let Ok(expires) = humantime::parse_rfc3339(&loaded.plan.expires) else {
+            return (
+                NodeOutcome::Refused { reason: "the plan's expiry is unreadable".to_owned() },
+                0,
+            );
+        };
+        let node = Node {
+            id: roots.node.clone(),
+            display_name: roots.node.display_name(),
+            roles: Vec::new(),
+            site: String::new(),
+            uplink: String::new(),
+            offline_first: false,
+            ssh: SshTarget { address: "localhost".to_owned(), user: String::new(), port: 22 },
+            runtime_root: layout.root().to_owned(),
+            docker_socket: super::docker_socket(),
+            capabilities: Default::default(),
+            services: Default::default(),
+            overrides: Default::default(),
+            runtime_files: Default::default(),
+        };
+        let confirm_timeout = bundle.confirm_timeout_secs.map(Duration::from_secs);
+        let opts = Options {
+            nodes: None,
+            services: bundle.services.clone(),
+            mode: Mode::Run { only: None },
+            resume: bundle.resume,
+            lock_wait: Duration::from_secs(bundle.lock_wait_secs),
+            parallel: 1,
+            holder: format!("{} (the node's engine)", bundle.holder),
+            host: super::hostname(),
+            pid: std::process::id(),
+            clock: SystemTime::now,
+            expires,
+            keep_releases: roots.policy.keep_releases,
+            confirm_timeout,
+            signed: None,
+        };
+        let in_run = bundle.in_run.iter().cloned().collect();
+        let settled = |inst: &Instance| -> Option<bool> {
+            let said = std::fs::read_to_string(folder.settled(inst)).ok()?;
+            Some(said.trim() == "ok")
+        };
+        let transport = EngineTransport {
+            root: layout.root().to_owned(),
+            docker_socket: node.docker_socket.clone(),
+            folder,
+            jobs: PathBuf::from(layout.deploy(&loaded.id)).join("jobs"),
+            sink,
+            connections: AtomicU64::new(0),
+            confirm_timeout: confirm_timeout.unwrap_or(Duration::from_secs(30)),
+        };
+        // The node's own services, as they end: its controllers relay them to dependents
+        // elsewhere.
+        let on_settle = |inst: &Instance, ok: bool| {
+            if inst.node == roots.node {
+                sink.write(&Progress::Settled { instance: inst.clone(), ok });
+            }
+        };
+        apply::engine::here(
+            &node, &loaded.id, np, &transport, &opts, sink, &in_run, &settled, &on_settle,
+        )
+    }
+}
+
+/// Progress lines appended to the run's file, one write each.
+struct FileSink {
+    out: Mutex<std::fs::File>,
+}
+
+impl FileSink {
+    fn write(&self, p: &Progress) {
+        let Ok(mut line) = serde_json::to_vec(p) else { return };
+        line.push(b'\n');
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+    }
+}
+
+impl Sink for FileSink {
+    fn event(&self, e: &Event) {
+        if let Event::Step { .. } = e {
+            self.write(&Progress::Step { event: e.clone() });
+        }
+    }
+}
+
+/// The node's commands for the engine's run. Its first connection is the run's; each later
+/// one is the fresh connection a deploy's confirmation needs: the engine asks the controller
+/// for it and waits for the `confirm` to arrive over a new session.
+struct EngineTransport<'a> {
+    root: String,
+    docker_socket: String,
+    folder: &'a Folder,
+    /// `state/deploy/<plan>/jobs`: the deploys' dead-man folders.
+    jobs: PathBuf,
+    sink: &'a FileSink,
+    connections: AtomicU64,
+    confirm_timeout: Duration,
+}
+
+impl Transport for EngineTransport<'_> {
+    fn connect(&self, _node: &Node) -> Result<Box<dyn NodeExec>, ExecError> {
+        let exec = Box::new(LocalExec::new(self.root.clone(), self.docker_socket.clone()));
+        let seq = self.connections.fetch_add(1, Ordering::SeqCst);
+        if seq == 0 {
+            return Ok(exec);
+        }
+        self.sink.write(&Progress::AwaitConfirm { seq });
+        let began = Instant::now();
+        while began.elapsed() < self.confirm_timeout {
+            if self.folder.confirm(seq).exists() {
+                return Ok(exec);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // No proof came: the watchdogs decide; the healthcheck that follows reads their
+        // decision (the node's rollback) instead of confirming.
+        let began = Instant::now();
+        while began.elapsed() < DECISION_WAIT {
+            if undecided(&self.jobs).is_empty() {
+                return Ok(exec);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Err(ExecError::Unreachable {
+            node: "the controller".to_owned(),
+            reason: format!(
+                "no confirmation over a fresh connection within {:?}, and the node's dead-man has not decided: {}",
+                self.confirm_timeout,
+                undecided(&self.jobs).join(", ")
+            ),
+        })
+    }
+}
+
+/// Armed dead-man folders under `jobs` whose watchdog still runs and has not decided.
+fn undecided(jobs: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(jobs) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let dm = e.path().join("deadman");
+            if dm.join("decided").exists() {
+                return None;
+            }
+            let pid: i32 = std::fs::read_to_string(dm.join("pid")).ok()?.trim().parse().ok()?;
+            // SAFETY: signal 0 only checks that the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            alive.then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}

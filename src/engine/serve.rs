@@ -1,0 +1,248 @@
+//! `homelab node serve`: one session with a controller. Hello both ways (a peer of another
+//! protocol or version gets this node's hello and nothing else), then one request:
+//!
+//! - `refresh`: the node's state, read here (the refresh script and the engine's containers);
+//! - `apply`: the bundle checked against the node's trust roots before anything is written,
+//!   then the engine started for it, detached (or, when one already runs the plan, followed),
+//!   its progress streamed until its last line; `settled` messages read meanwhile;
+//! - `attach`: the progress of the plan's latest engine run, from its first line;
+//! - `confirm`: a fresh connection's proof for the engine's dead-man.
+//!
+//! A session that ends (the link, a killed controller) leaves the engine running.
+
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{trust, Folder};
+use crate::node::Layout;
+use crate::transport::local::LocalExec;
+use crate::transport::NodeExec;
+use crate::wire::{self, Hello, Reply, Request, WireError};
+
+/// How long a new engine may take to begin its run before the session gives up on it.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one session on `input`/`output` for the node whose runtime root is `root`.
+pub fn serve(
+    root: &Path,
+    input: &mut (dyn Read + Send),
+    output: &mut dyn Write,
+) -> Result<(), WireError> {
+    let layout = Layout::local(root);
+    match wire::receive::<Request>(input)? {
+        Some(Request::Hello(theirs)) => {
+            wire::send(output, &Reply::Hello(Hello::ours()))?;
+            if !theirs.matches() {
+                return Ok(());
+            }
+        }
+        Some(_) => {
+            let reason = format!(
+                "this is homelab {} (protocol {}): a session begins with hello",
+                wire::VERSION,
+                wire::PROTOCOL
+            );
+            return wire::send(output, &Reply::Refused { reason });
+        }
+        None => return Ok(()),
+    }
+    let Some(request) = wire::receive::<Request>(input)? else { return Ok(()) };
+    match request {
+        Request::Refresh => {
+            let exec = LocalExec::new(layout.root().to_owned(), super::docker_socket());
+            let argv = ["sh", "-c", crate::observe::REFRESH_SCRIPT, "sh", layout.root()];
+            let out = exec.run_streaming(&argv, b"", crate::observe::refresh_idle());
+            let reply = match out {
+                Ok(out) => Reply::refreshed(out, exec.containers()),
+                Err(e) => Reply::Refused { reason: format!("cannot read the runtime root: {e}") },
+            };
+            wire::send(output, &reply)
+        }
+        Request::Apply(bundle) => {
+            let roots = match trust::load(&layout) {
+                Ok(r) => r,
+                Err(reason) => return wire::send(output, &Reply::Refused { reason }),
+            };
+            let loaded = match trust::check(&roots, &bundle, &layout, SystemTime::now()) {
+                Ok(l) => l,
+                Err(reason) => return wire::send(output, &Reply::Refused { reason }),
+            };
+            let folder = Folder::new(layout.engine(&loaded.id));
+            let run = match start(&folder, root, &loaded.id, &bundle) {
+                Ok(run) => run,
+                Err(reason) => return wire::send(output, &Reply::Refused { reason }),
+            };
+            // `settled` messages while the engine runs; the reader ends with the session.
+            std::thread::scope(|s| {
+                let folder = &folder;
+                s.spawn(move || settle(folder, input));
+                stream(folder, run, &loaded.id, output)
+            })
+        }
+        Request::Attach { plan } => {
+            let folder = Folder::new(layout.engine(&plan_name(&plan)?));
+            match folder.latest() {
+                0 => wire::send(
+                    output,
+                    &Reply::Refused {
+                        reason: format!("no engine ran plan `{}` on this node", plan_name(&plan)?),
+                    },
+                ),
+                n => stream(&folder, n, &plan, output),
+            }
+        }
+        Request::Confirm { plan, seq } => {
+            let folder = Folder::new(layout.engine(&plan_name(&plan)?));
+            let reply = match confirm(&folder, seq) {
+                Ok(()) => Reply::Confirmed,
+                Err(reason) => Reply::Refused { reason },
+            };
+            wire::send(output, &reply)
+        }
+        Request::Hello(_) | Request::Settled { .. } => wire::send(
+            output,
+            &Reply::Refused {
+                reason: "out of turn: hello is said once, settled only during an apply".to_owned(),
+            },
+        ),
+    }
+}
+
+/// A plan id as a folder name: 16 lowercase hex digits, nothing else.
+fn plan_name(plan: &str) -> Result<String, WireError> {
+    if plan.len() == 16 && plan.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(plan.to_owned())
+    } else {
+        Err(WireError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a plan id is 16 lowercase hex digits",
+        )))
+    }
+}
+
+/// The run to follow: the one of the engine already running the plan, else the one of an
+/// engine started now with the bundle.
+fn start(folder: &Folder, root: &Path, id: &str, bundle: &wire::Bundle) -> Result<u64, String> {
+    let failed =
+        |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", folder.dir.display());
+    super::private_dir(&folder.dir).map_err(|e| failed("create", e))?;
+    if folder.running() {
+        return Ok(folder.latest());
+    }
+    let before = folder.latest();
+    let bytes = serde_json::to_vec(bundle).map_err(|e| e.to_string())?;
+    crate::files::write_atomic(&folder.bundle(), &bytes)
+        .map_err(|e| failed("write the bundle in", e))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(folder.log())
+        .map_err(|e| failed("open the log in", e))?;
+    let err = log.try_clone().map_err(|e| failed("open the log in", e))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["node", "engine", "--plan", id, "--root"])
+        .arg(root)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe; the engine leaves the session's process group,
+        // so a dropped session's hangup does not reach it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start the engine: {e}"))?;
+    let began = Instant::now();
+    loop {
+        let now = folder.latest();
+        if now > before {
+            return Ok(now);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Another session's engine took the plan first: follow it.
+            if folder.latest() > before {
+                return Ok(folder.latest());
+            }
+            let said = std::fs::read_to_string(folder.log()).unwrap_or_default();
+            let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_owned();
+            return Err(format!("the engine ended before its run began ({status}): {last}"));
+        }
+        if began.elapsed() > START_TIMEOUT {
+            return Err(format!("the engine did not begin its run within {START_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Streams run `n`'s progress lines from the first until its `done` line; an engine that
+/// stopped before it is said as interrupted.
+fn stream(folder: &Folder, n: u64, id: &str, output: &mut dyn Write) -> Result<(), WireError> {
+    let path = folder.run(n);
+    let file = std::fs::File::open(&path)?;
+    let mut lines = std::io::BufReader::new(file);
+    let mut partial = String::new();
+    let mut quiet_and_stopped = 0;
+    loop {
+        let mut chunk = String::new();
+        let got = lines.read_line(&mut chunk)?;
+        if got > 0 {
+            partial.push_str(&chunk);
+            if !partial.ends_with('\n') {
+                continue;
+            }
+            let line = std::mem::take(&mut partial);
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let done = value.get("progress").and_then(|p| p.as_str()) == Some("done");
+            wire::send(output, &Reply::Progress { line: value })?;
+            if done {
+                return Ok(());
+            }
+            quiet_and_stopped = 0;
+            continue;
+        }
+        // Nothing new: an engine that has stopped writes nothing more (looked at twice, so a
+        // last line written as it ended is not missed).
+        if !folder.running() {
+            quiet_and_stopped += 1;
+            if quiet_and_stopped > 1 {
+                let reason = format!(
+                    "the node's engine for plan {id} stopped before its end (its log: {})",
+                    folder.log().display()
+                );
+                return wire::send(output, &Reply::Interrupted { reason });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads `settled` messages until the session ends, each kept for the engine.
+fn settle(folder: &Folder, input: &mut (dyn Read + Send)) {
+    while let Ok(Some(request)) = wire::receive::<Request>(input) {
+        if let Request::Settled { instance, ok } = request {
+            let path = folder.settled(&instance);
+            if let Some(dir) = path.parent() {
+                let _ = super::private_dir(dir);
+            }
+            let _ = crate::files::write_atomic(&path, if ok { b"ok\n" } else { b"failed\n" });
+        }
+    }
+}
+
+fn confirm(folder: &Folder, seq: u64) -> Result<(), String> {
+    if !folder.bundle().exists() {
+        return Err("no engine runs that plan on this node".to_owned());
+    }
+    let path = folder.confirm(seq);
+    if let Some(dir) = path.parent() {
+        super::private_dir(dir).map_err(|e| e.to_string())?;
+    }
+    crate::files::write_atomic(&path, b"").map_err(|e| e.to_string())
+}

@@ -1,0 +1,96 @@
+//! What a node trusts, and the check of a bundle against it before the engine writes anything.
+//!
+//! The roots are pinned on the node by `homelab bootstrap` under `<root>/trust/`:
+//! `allowed_signers` (who may plan and approve, OpenSSH's format), `policy.json` (the approval
+//! rules of `inventory/policy.yaml`, as the controller built them) and `node` (this node's id).
+//! The controller's own pre-flight is not trusted here: whoever holds the deploy key can send
+//! any bytes, and only a bundle that these roots accept runs.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::approve::policy;
+use crate::approve::signers::AllowedSigners;
+use crate::model::{NodeName, Policy};
+use crate::node::Layout;
+use crate::plan::file::{self, LoadedPlan};
+use crate::wire::Bundle;
+
+pub struct Roots {
+    pub signers: AllowedSigners,
+    pub policy: Policy,
+    pub node: NodeName,
+}
+
+/// The files of the trust folder.
+pub const SIGNERS: &str = "allowed_signers";
+pub const POLICY: &str = "policy.json";
+pub const NODE: &str = "node";
+
+/// Reads the node's trust roots; a node without them refuses every bundle.
+pub fn load(layout: &Layout) -> Result<Roots, String> {
+    let dir = layout.trust();
+    let read = |name: &str| {
+        let path = Path::new(&dir).join(name);
+        std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "this node holds no trust roots ({}: {e}): `homelab bootstrap NODE` pins the \
+                 controller's allowed_signers and policy on it; until then it runs no plan",
+                path.display()
+            )
+        })
+    };
+    let signers = policy::signers(&read(SIGNERS)?).map_err(|e| format!("{dir}/{SIGNERS}: {e}"))?;
+    let policy: Policy = serde_json::from_str(&read(POLICY)?)
+        .map_err(|e| format!("{dir}/{POLICY}: unreadable: {e}"))?;
+    let node = read(NODE)?;
+    let node = NodeName::parse(node.trim())
+        .map_err(|problem| format!("{dir}/{NODE}: expected {problem}"))?;
+    Ok(Roots { signers, policy, node })
+}
+
+/// The bundle's plan, checked by this node alone: it is for this node, signed by a planner of
+/// the pinned allowed_signers, approved as the pinned policy requires, not rejected here, and
+/// not expired unless this node already began it (`resume` with its journal here).
+pub fn check(
+    roots: &Roots,
+    bundle: &Bundle,
+    layout: &Layout,
+    now: SystemTime,
+) -> Result<LoadedPlan, String> {
+    if bundle.node != roots.node.as_str() {
+        return Err(format!(
+            "this node is `{}`; the bundle is for `{}`: nothing was done",
+            roots.node,
+            crate::http::bounded(&bundle.node)
+        ));
+    }
+    let loaded = file::from_text(&bundle.plan, Path::new("bundle"), false)
+        .map_err(|e| format!("the bundle's plan: {e}"))?;
+    policy::verify_planner(&loaded, &roots.signers, now)
+        .map_err(|e| format!("the bundle's plan: {e}"))?;
+    if !loaded.plan.nodes.iter().any(|n| n.node == roots.node) {
+        return Err(format!("plan {} holds nothing for node `{}`", loaded.id, roots.node));
+    }
+    if Path::new(&layout.rejected(&loaded.id)).exists() {
+        return Err(format!(
+            "plan `{}` was rejected (recorded on this node by `homelab reject`): it never runs here",
+            loaded.id
+        ));
+    }
+    let begun = Path::new(&layout.journal(&loaded.id)).exists();
+    if !(bundle.resume && begun) {
+        policy::check_not_expired(&loaded, now).map_err(|e| e.to_string())?;
+    }
+    let approved = Path::new("bundle").join(format!("{}.approved", loaded.id));
+    policy::check_approvals(
+        &loaded,
+        &bundle.approved,
+        &approved,
+        &roots.signers,
+        &roots.policy,
+        now,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(loaded)
+}

@@ -1,0 +1,282 @@
+//! The node protocol: what a controller and `homelab node serve` say to each other over the
+//! stdin and stdout of one SSH session (docs/architecture.md, "The node engine").
+//!
+//! Each message is a frame: a 4-byte big-endian length, then that many bytes of JSON. The first
+//! message each way is [`Hello`] with both programs' protocol and version; a node whose
+//! protocol differs answers nothing else, and the controller says both versions and how to
+//! upgrade. Then the controller sends one [`Request`] (and, during an apply, [`Request::Settled`]
+//! as the run's other nodes settle) and reads [`Reply`] frames until the answer ends.
+//!
+//! This module knows frames and the shape of requests; what an apply's progress lines hold is
+//! `apply`'s (they travel as [`Reply::Progress`] values), what a refresh's answer means is
+//! `observe`'s.
+
+use std::io::{Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Instance, ServiceName};
+use crate::transport::{Container, Output};
+
+/// Raised when a message changes shape: a controller and a node speak only the same number.
+pub const PROTOCOL: u32 = 1;
+
+/// This program's version, said in [`Hello`].
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The largest frame read: a bundle holds a plan of up to 64 MiB and its approvals.
+pub const MAX_FRAME: u32 = 80 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub version: String,
+}
+
+impl Hello {
+    pub fn ours() -> Hello {
+        Hello { protocol: PROTOCOL, version: VERSION.to_owned() }
+    }
+
+    /// Whether a peer that said `self` can be talked to by this program: the same protocol
+    /// and the same version (the engine runs this program's pipeline, step for step).
+    pub fn matches(&self) -> bool {
+        self.protocol == PROTOCOL && self.version == VERSION
+    }
+}
+
+/// What a controller asks of a node, after the hellos.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Hello(Hello),
+    /// The node's state, as a plan reads it: [`Reply::Refreshed`].
+    Refresh,
+    /// Run a plan's part for this node in the node's engine (or attach to the engine already
+    /// running it): [`Reply::Refused`] before anything is written, or its progress.
+    Apply(Bundle),
+    /// Follow the engine that ran or runs `plan` here, from its first line.
+    Attach {
+        plan: String,
+    },
+    /// Over a fresh connection: the controller can still reach the node after the deploys that
+    /// the engine's confirmation request `seq` follows.
+    Confirm {
+        plan: String,
+        seq: u64,
+    },
+    /// A dependency on another node settled (`ok`: at its new version), for the engine's
+    /// services that wait for it.
+    Settled {
+        instance: Instance,
+        ok: bool,
+    },
+}
+
+/// A plan's part for one node, as the node checks and runs it: the plan file's and the
+/// approvals file's bytes (checked by the node against its own trust roots), and what the
+/// operator asked for beyond the plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bundle {
+    /// The node this part is for: the node refuses a bundle for another.
+    pub node: String,
+    /// `<id>.plan` as signed.
+    pub plan: String,
+    /// `<id>.approved` as signed.
+    pub approved: String,
+    pub services: Option<Vec<ServiceName>>,
+    pub resume: bool,
+    pub lock_wait_secs: u64,
+    pub confirm_timeout_secs: Option<u64>,
+    /// Who applies, as the lock and the records say it.
+    pub holder: String,
+    /// Every instance the run settles, on this node and others: a dependency outside it is
+    /// taken as satisfied; one inside it on another node is waited for ([`Request::Settled`]).
+    pub in_run: Vec<Instance>,
+}
+
+/// What a node answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Hello(Hello),
+    /// The refresh script's answer and the engine's containers.
+    Refreshed {
+        status: Option<i32>,
+        stdout: String,
+        stderr: String,
+        containers: Result<Vec<Container>, String>,
+    },
+    /// Nothing was done, and why (a bad bundle, no trust roots, another node's part, a version
+    /// mismatch).
+    Refused {
+        reason: String,
+    },
+    /// One line of an engine's progress (`apply::engine::Progress`).
+    Progress {
+        line: serde_json::Value,
+    },
+    /// The engine stopped before its end (killed, or the node rebooted): `--resume` continues.
+    Interrupted {
+        reason: String,
+    },
+    /// The confirmation was recorded for the engine.
+    Confirmed,
+}
+
+impl Reply {
+    pub fn refreshed(
+        out: Output,
+        containers: Result<Vec<Container>, crate::transport::DockerError>,
+    ) -> Reply {
+        Reply::Refreshed {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            containers: containers.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Why no session with a node's homelab was opened.
+#[derive(Debug)]
+pub enum Opened {
+    /// The transport runs nodes in this process (the local transport).
+    Here,
+    /// The node has no homelab binary (bootstrap not run); what the shell said.
+    NotInstalled(String),
+    /// Its homelab speaks another protocol or is another version: both, and the way out.
+    Mismatch(String),
+    /// It refused the session.
+    Refused(String),
+    /// The link, or the node's homelab ended without answering.
+    Unreachable(String),
+}
+
+/// A session with `node`'s homelab, past the hellos.
+pub fn open(
+    transport: &dyn crate::transport::Transport,
+    node: &crate::model::Node,
+) -> Result<crate::transport::Session, Opened> {
+    let mut session = match transport.session(node) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(Opened::Here),
+        Err(e) => return Err(Opened::Unreachable(e.to_string())),
+    };
+    let hello = match session.input.as_mut() {
+        Some(i) => send(i, &Request::Hello(Hello::ours())),
+        None => Ok(()),
+    };
+    let answer = hello.and_then(|()| receive::<Reply>(&mut session.output));
+    session.answered();
+    match answer {
+        Ok(Some(Reply::Hello(theirs))) if theirs.matches() => Ok(session),
+        Ok(Some(Reply::Hello(theirs))) => Err(Opened::Mismatch(format!(
+            "the node runs homelab {} (protocol {}), this controller homelab {VERSION} (protocol \
+             {PROTOCOL}): `homelab bootstrap {}` ships this controller's binary to it \
+             (`--binary PATH` for another architecture)",
+            theirs.version, theirs.protocol, node.id
+        ))),
+        Ok(Some(Reply::Refused { reason })) => Err(Opened::Refused(reason)),
+        Ok(Some(other)) => {
+            Err(Opened::Unreachable(format!("the node's homelab answered out of turn: {other:?}")))
+        }
+        Ok(None) | Err(_) => {
+            let (status, said) = session.ended();
+            match status {
+                // sh's "not found" / "cannot execute": no homelab on the node yet.
+                Some(126 | 127) => Err(Opened::NotInstalled(said)),
+                _ if said.is_empty() => Err(Opened::Unreachable(format!(
+                    "the node's homelab ended without answering (exit {})",
+                    status.map_or("by a signal".to_owned(), |s| s.to_string())
+                ))),
+                _ => Err(Opened::Unreachable(said)),
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("the link: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a frame of {0} bytes, more than the {MAX_FRAME} allowed")]
+    TooLarge(u64),
+    #[error("an unreadable message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Writes `msg` as one frame and flushes it.
+pub fn send(w: &mut dyn Write, msg: &impl Serialize) -> Result<(), WireError> {
+    let body = serde_json::to_vec(msg)?;
+    if body.len() as u64 > MAX_FRAME as u64 {
+        return Err(WireError::TooLarge(body.len() as u64));
+    }
+    w.write_all(&(body.len() as u32).to_be_bytes())?;
+    w.write_all(&body)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame; `None` at a clean end of the stream (between frames).
+pub fn receive<T: DeserializeOwned>(r: &mut dyn Read) -> Result<Option<T>, WireError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..])? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            n => got += n,
+        }
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len as u64));
+    }
+    let mut body = Vec::new();
+    r.take(len as u64).read_to_end(&mut body)?;
+    if body.len() != len as usize {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
+    Ok(Some(serde_json::from_slice(&body)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_end_cleanly() {
+        let mut buf = Vec::new();
+        send(&mut buf, &Request::Hello(Hello::ours())).unwrap();
+        send(&mut buf, &Request::Attach { plan: "p".into() }).unwrap();
+        let mut r = buf.as_slice();
+        assert!(
+            matches!(receive::<Request>(&mut r).unwrap(), Some(Request::Hello(h)) if h.matches())
+        );
+        assert!(
+            matches!(receive::<Request>(&mut r).unwrap(), Some(Request::Attach { plan }) if plan == "p")
+        );
+        assert!(receive::<Request>(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_cut_or_oversized_frame_is_an_error_not_a_message() {
+        let mut buf = Vec::new();
+        send(&mut buf, &Request::Refresh).unwrap();
+        let mut cut = &buf[..buf.len() - 1];
+        assert!(receive::<Request>(&mut cut).is_err());
+        let mut huge: &[u8] = &[0xff, 0xff, 0xff, 0xff, b'{'];
+        assert!(matches!(receive::<Request>(&mut huge), Err(WireError::TooLarge(_))));
+        let mut junk: &[u8] = &[0, 0, 0, 2, b'i', b'd'];
+        assert!(matches!(receive::<Request>(&mut junk), Err(WireError::Json(_))));
+    }
+
+    #[test]
+    fn a_name_from_the_wire_is_checked_like_one_from_a_file() {
+        let bad =
+            r#"{"request":"settled","instance":{"service":"a;rm -rf /","node":"n"},"ok":true}"#;
+        assert!(serde_json::from_str::<Request>(bad).is_err());
+    }
+}
