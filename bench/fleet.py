@@ -92,7 +92,7 @@ class Fleet:
                 "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
                 "UsePAM no\nStrictModes no\nPrintMotd no\nPrintLastLog no\nUseDNS no\n"
                 "MaxSessions 64\nMaxStartups 200\nLogLevel ERROR\n"
-                f"SetEnv HOME={n.dir}/home PATH={path}\n"
+                f"SetEnv HOME={n.dir}/home PATH={path} DOCKER_HOST=unix://{n.docker_socket}\n"
                 "Subsystem sftp internal-sftp\n"
             )
             pub = (n.dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]

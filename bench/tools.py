@@ -233,6 +233,15 @@ class Homelab:
             p.unlink()
         for p in (self.workload.repo / "plans").glob("*.approved"):
             p.unlink()
+        # What bootstrap leaves on a node: this binary at <root>/bin/homelab and the trust
+        # roots, so that plan and apply go through each node's engine (`homelab node serve`).
+        for n in self.nodes:
+            (n.root / "bin").mkdir(parents=True, exist_ok=True)
+            (n.root / "bin" / "homelab").symlink_to(self.bin.resolve())
+            p = subprocess.run([str(self.bin), "node", "pin", n.name, "--into", str(n.root)],
+                               env=self.env(), capture_output=True, text=True)
+            if p.returncode != 0:
+                raise ToolFailed(f"homelab node pin exit {p.returncode}:\n{tail(p.stdout + p.stderr)}")
 
     def before(self, scenario):
         pass

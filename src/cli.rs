@@ -428,7 +428,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             command::observe::run(repo, &args, out)
         }
         Command::Agent(args) => command::agent::run(args),
-        Command::Node(cmd) => command::node::run(cmd),
+        Command::Node(cmd) => command::node::run(repo, cmd),
         Command::Completions { shell } => {
             use clap_complete::Shell as S;
             let shell = match shell {

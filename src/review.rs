@@ -55,6 +55,12 @@ pub fn verify(repo: &Path, lab: &Homelab, loaded: &LoadedPlan) -> Result<Provena
         problems: d.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "),
     })?;
     let graph = DeployGraph::build(&at_commit).expect("check rejects cycles");
+    // The trust roots a node takes from this plan are the commit's, byte for byte.
+    let roots: Vec<(String, String)> =
+        at_commit.trust_roots().into_iter().map(|(n, t)| (n.to_owned(), t)).collect();
+    if plan.trust != roots {
+        return Err(Refusal::TrustDiffers { id: loaded.id.clone(), commit: plan.commit.clone() });
+    }
     for c in plan.nodes.iter().flat_map(|n| &n.changes) {
         compare(&at_commit, &graph, c, &plan.commit)?;
     }

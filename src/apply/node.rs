@@ -499,6 +499,20 @@ impl NodeRun<'_> {
                 journal.lock().expect("journal").services[c.instance.service.as_str()].clone();
             if entry.stage.is_final() {
                 self.board.publish(&c.instance, entry.stage == Stage::Completed);
+                // Decided by an earlier run of this plan (a resume that follows it): told as
+                // that run told it.
+                let svc = c.instance.service.as_str();
+                let why = entry.error.clone().unwrap_or_else(|| "rolled back".to_owned());
+                match entry.stage {
+                    Stage::RolledBack => {
+                        tally.rolled_back(i, svc);
+                        tally.problem(i, format!("{svc}: {why}"), Next::Replan);
+                    }
+                    Stage::RollbackFailed => {
+                        tally.problem(i, format!("{svc}: {why}"), Next::Repair);
+                    }
+                    _ => {}
+                }
             } else {
                 todo.push((i, *c));
             }

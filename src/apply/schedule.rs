@@ -53,8 +53,14 @@ pub fn execute(
                         },
                         Some(node) => {
                             let trips = trips.clone();
+                            // A node with nothing to do, or unread when planned, is not
+                            // contacted: its run says so without a session.
+                            let work = !matches!(np.status, crate::plan::PlannedStatus::Unreachable { .. })
+                                && np.changes.iter().any(|c| {
+                                    in_run.contains(&c.instance)
+                                });
                             let engine = match (&opts.signed, opts.mode) {
-                                (Some(signed), super::Mode::Run { only: None }) => {
+                                (Some(signed), super::Mode::Run { only: None }) if work => {
                                     engine::remote(
                                         node, id, np, transport, opts, signed, sink, board,
                                         in_run, &trips,

@@ -75,6 +75,11 @@ pub enum Refusal {
     Uncommitted { id: String, commit: String },
 
     #[error(
+        "plan `{id}`: the trust roots it carries (allowed_signers, policy) are not those of commit `{commit}`: nodes would take roots nobody reviewed; plan again"
+    )]
+    TrustDiffers { id: String, commit: String },
+
+    #[error(
         "`{instance}`: {what} differs from the render of commit `{commit}` (first difference: {detail}): the plan does not deploy what its commit says; plan again"
     )]
     Differs { instance: String, what: String, commit: String, detail: String },

@@ -11,18 +11,18 @@
 use std::time::Duration;
 
 use super::BootstrapError;
-use crate::engine::trust::{NODE, POLICY, SIGNERS};
+use crate::engine::trust::NODE;
 use crate::model::{Homelab, NodeName};
 use crate::transport::{quote, NodeExec};
 
 /// The trust files the node should hold, by name.
 pub fn wanted(lab: &Homelab, node: &NodeName) -> Vec<(&'static str, Vec<u8>)> {
-    let policy = serde_json::to_vec_pretty(&lab.policy).unwrap_or_default();
-    vec![
-        (SIGNERS, lab.allowed_signers.clone().into_bytes()),
-        (POLICY, policy),
-        (NODE, format!("{node}\n").into_bytes()),
-    ]
+    // The same bytes every plan carries (`Homelab::trust_roots`): a node bootstrapped from
+    // this commit finds nothing to take from its plans.
+    let mut files: Vec<(&'static str, Vec<u8>)> =
+        lab.trust_roots().into_iter().map(|(n, t)| (n, t.into_bytes())).collect();
+    files.push((NODE, format!("{node}\n").into_bytes()));
+    files
 }
 
 const READ: &str = r#"f=$1
@@ -154,7 +154,7 @@ mod tests {
         assert_eq!(blob, "AAAAC3Nz+/=");
         assert_eq!(
             line,
-            "restrict,command=\"'/opt/home lab/bin/homelab' node serve --root '/opt/home lab'\" ssh-ed25519 AAAAC3Nz+/= homelab-deploy"
+            "restrict,command=\"'/opt/home lab/bin/homelab' 'node' 'serve' '--root' '/opt/home lab'\" ssh-ed25519 AAAAC3Nz+/= homelab-deploy"
         );
         assert!(deploy_key_line("/opt/homelab", "not a key").is_none());
         assert!(deploy_key_line("/opt/homelab", "ssh-ed25519 AA\"A").is_none());

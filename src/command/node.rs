@@ -18,6 +18,15 @@ pub enum NodeCommand {
         #[arg(long, value_name = "DIR", env = "HOMELAB_ROOT", default_value = "/opt/homelab")]
         root: PathBuf,
     },
+    /// Write NODE's trust roots, as bootstrap pins them, into the runtime root DIR on this
+    /// machine (for nodes set up by hand, and the benchmark's fleet).
+    #[command(hide = true)]
+    Pin {
+        #[arg(value_name = "NODE")]
+        node: String,
+        #[arg(long, value_name = "DIR")]
+        into: PathBuf,
+    },
     /// The engine of one plan on this node, started detached by `serve`.
     #[command(hide = true)]
     Engine {
@@ -28,8 +37,17 @@ pub enum NodeCommand {
     },
 }
 
-pub fn run(cmd: &NodeCommand) -> Result<Report, Error> {
+pub fn run(repo: &std::path::Path, cmd: &NodeCommand) -> Result<Report, Error> {
     match cmd {
+        NodeCommand::Pin { node, into } => {
+            let lab = super::load(repo)?;
+            let id = super::resolve_node(&lab, node)?;
+            let dir = into.join("trust");
+            for (name, bytes) in crate::bootstrap::trust::wanted(&lab, &id) {
+                super::write(&dir.join(name), &bytes)?;
+            }
+            Ok(Report::Success)
+        }
         NodeCommand::Serve { root } => {
             let mut input = std::io::stdin();
             let mut output = std::io::stdout().lock();

@@ -12,6 +12,7 @@
 //! The engine's folder for a plan is `state/deploy/<plan>/engine/` (`Layout::engine`):
 //!
 //! - `bundle.json`: the bundle as checked; `lock`: held (`flock`) by the engine while it runs;
+//!   `pid`: the latest engine's process id;
 //! - `current`: the number of the latest run; `run-<n>.jsonl`: its progress lines;
 //! - `confirm/<seq>`: confirmations handed in over fresh connections;
 //! - `settled/<service>@<node>`: dependencies on other nodes, `ok` or `failed`;

@@ -41,6 +41,11 @@ pub fn engine(root: &Path, plan: &str) -> Result<(), String> {
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(format!("another engine runs plan {plan} on this node"));
     }
+    // For the operator (and the tests) who look for the engine: its pid, while it runs.
+    let _ = crate::files::write_atomic(
+        &folder.dir.join("pid"),
+        format!("{}\n", std::process::id()).as_bytes(),
+    );
     let n = folder.latest() + 1;
     let progress = std::fs::OpenOptions::new()
         .create(true)
@@ -63,6 +68,8 @@ struct Ready {
     bundle: Bundle,
     loaded: crate::plan::file::LoadedPlan,
     roots: trust::Roots,
+    /// The trust roots this plan replaced.
+    rotated: Vec<String>,
 }
 
 /// The bundle, checked again here: the engine trusts no file it did not check itself.
@@ -73,12 +80,27 @@ fn prepare(layout: &Layout, folder: &Folder) -> Result<Ready, String> {
         .map_err(|e| format!("{}: unreadable: {e}", folder.bundle().display()))?;
     let roots = trust::load(layout)?;
     let loaded = trust::check(&roots, &bundle, layout, SystemTime::now())?;
-    Ok(Ready { bundle, loaded, roots })
+    // Approved under the roots the node holds: the plan's roots may now replace them.
+    let rotated = trust::take_roots(layout, &loaded)?;
+    Ok(Ready { bundle, loaded, roots, rotated })
 }
 
 impl Ready {
     fn run(self, layout: &Layout, folder: &Folder, sink: &FileSink) -> (NodeOutcome, usize) {
-        let Ready { bundle, loaded, roots } = self;
+        let Ready { bundle, loaded, roots, rotated } = self;
+        if !rotated.is_empty() {
+            sink.write(&Progress::Step {
+                event: Event::Step {
+                    node: roots.node.clone(),
+                    service: None,
+                    stage: "trust".to_owned(),
+                    message: format!(
+                        "the node's trust roots replaced by the plan's ({}), approved under the old ones",
+                        rotated.join(", ")
+                    ),
+                },
+            });
+        }
         let Some(np) = loaded.plan.nodes.iter().find(|n| n.node == roots.node) else {
             return (
                 NodeOutcome::Refused { reason: "the plan holds nothing for this node".to_owned() },
@@ -202,8 +224,9 @@ impl Transport for EngineTransport<'_> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        // No proof came: the watchdogs decide; the healthcheck that follows reads their
-        // decision (the node's rollback) instead of confirming.
+        // No proof came: the watchdogs decide, and roll back; once they are done, the
+        // healthcheck that follows reads their decision (the node's rollback) instead of
+        // confirming.
         let began = Instant::now();
         while began.elapsed() < DECISION_WAIT {
             if undecided(&self.jobs).is_empty() {
@@ -222,20 +245,17 @@ impl Transport for EngineTransport<'_> {
     }
 }
 
-/// Armed dead-man folders under `jobs` whose watchdog still runs and has not decided.
+/// The deploys under `jobs` whose dead-man watchdog still runs: waiting for its deadline, or
+/// rolling back (it decides first, then rolls back and verifies the old version, then ends).
 fn undecided(jobs: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(jobs) else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|e| {
             let dm = e.path().join("deadman");
-            if dm.join("decided").exists() {
-                return None;
-            }
-            let pid: i32 = std::fs::read_to_string(dm.join("pid")).ok()?.trim().parse().ok()?;
-            // SAFETY: signal 0 only checks that the process exists.
-            let alive = unsafe { libc::kill(pid, 0) } == 0;
-            alive.then(|| e.file_name().to_string_lossy().into_owned())
+            let pid: u32 = std::fs::read_to_string(dm.join("pid")).ok()?.trim().parse().ok()?;
+            crate::node::records::process_alive(pid)
+                .then(|| e.file_name().to_string_lossy().into_owned())
         })
         .collect()
 }

@@ -23,8 +23,8 @@ pub struct Roots {
 }
 
 /// The files of the trust folder.
-pub const SIGNERS: &str = "allowed_signers";
-pub const POLICY: &str = "policy.json";
+pub const SIGNERS: &str = crate::model::TRUST_SIGNERS;
+pub const POLICY: &str = crate::model::TRUST_POLICY;
 pub const NODE: &str = "node";
 
 /// Reads the node's trust roots; a node without them refuses every bundle.
@@ -67,8 +67,9 @@ pub fn check(
     }
     let loaded = file::from_text(&bundle.plan, Path::new("bundle"), false)
         .map_err(|e| format!("the bundle's plan: {e}"))?;
+    const PINNED: &str = "(this node's pinned trust roots: a new key reaches it in a plan approved under them, or by `homelab bootstrap NODE --replace-trust`)";
     policy::verify_planner(&loaded, &roots.signers, now)
-        .map_err(|e| format!("the bundle's plan: {e}"))?;
+        .map_err(|e| format!("the bundle's plan: {e} {PINNED}"))?;
     if !loaded.plan.nodes.iter().any(|n| n.node == roots.node) {
         return Err(format!("plan {} holds nothing for node `{}`", loaded.id, roots.node));
     }
@@ -93,4 +94,34 @@ pub fn check(
     )
     .map_err(|e| e.to_string())?;
     Ok(loaded)
+}
+
+/// The roots `loaded` carries, taken in place of the pinned ones where they differ: called
+/// only once the plan checked out under the pinned roots, so new roots reach the node only
+/// through a plan approved under the old (as TUF rotates its root). Roots that would not load
+/// are refused and nothing is replaced. Returns the files replaced.
+pub fn take_roots(layout: &Layout, loaded: &LoadedPlan) -> Result<Vec<String>, String> {
+    let dir = Path::new(&layout.trust()).to_path_buf();
+    let mut replace = Vec::new();
+    for (name, text) in &loaded.plan.trust {
+        match name.as_str() {
+            SIGNERS => {
+                policy::signers(text).map_err(|e| format!("the plan's {SIGNERS}: {e}"))?;
+            }
+            POLICY => {
+                serde_json::from_str::<Policy>(text)
+                    .map_err(|e| format!("the plan's {POLICY}: unreadable: {e}"))?;
+            }
+            other => return Err(format!("the plan carries an unknown trust root `{other}`")),
+        }
+        let pinned = std::fs::read(dir.join(name)).unwrap_or_default();
+        if pinned != text.as_bytes() {
+            replace.push((name.clone(), text));
+        }
+    }
+    for (name, text) in &replace {
+        crate::files::write_atomic(&dir.join(name), text.as_bytes())
+            .map_err(|e| format!("cannot replace {}/{name}: {e}", dir.display()))?;
+    }
+    Ok(replace.into_iter().map(|(n, _)| n).collect())
 }

@@ -313,7 +313,21 @@ impl Policy {
     }
 }
 
+/// The trust roots a node pins (`<root>/trust/<name>`), besides its own name: who may plan and
+/// approve, and how approvals are counted.
+pub const TRUST_SIGNERS: &str = "allowed_signers";
+pub const TRUST_POLICY: &str = "policy.json";
+
 impl Homelab {
+    /// The trust roots every node should hold, by file name: `inventory/allowed_signers` as
+    /// written, and the approval policy as this program reads `inventory/policy.yaml`. Every
+    /// plan carries them; a node takes them from a plan approved under the roots it holds.
+    pub fn trust_roots(&self) -> Vec<(&'static str, String)> {
+        let mut policy = serde_json::to_string_pretty(&self.policy).unwrap_or_default();
+        policy.push('\n');
+        vec![(TRUST_SIGNERS, self.allowed_signers.clone()), (TRUST_POLICY, policy)]
+    }
+
     /// Resolves a node as the CLI accepts it (id or display name).
     pub fn node(&self, name: &str) -> Option<&Node> {
         NodeName::from_cli(name).ok().and_then(|n| self.nodes.get(&n))

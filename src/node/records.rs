@@ -40,15 +40,25 @@ impl LockHolder {
     /// Whether this holder is an apply on `host` whose process no longer exists. A holder on
     /// another host is never presumed gone.
     pub fn is_gone_from(&self, host: &str) -> bool {
-        !self.host.is_empty()
-            && self.host == host
-            && self.pid != 0
-            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        !self.host.is_empty() && self.host == host && self.pid != 0 && !process_alive(self.pid)
     }
 
     /// One line for a message: `user@host pid N (plan P, since T)`.
     pub fn describe(&self) -> String {
         format!("{} (plan {}, since {})", self.holder, self.plan, self.since)
+    }
+}
+
+/// Whether process `pid` runs on this machine: it exists and is not a zombie (a process that
+/// ended and whose parent, or an init that does not reap, has not collected it; its locks and
+/// files are released).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)` (comm may hold one).
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
     }
 }
 

@@ -140,6 +140,13 @@ pub fn write_text_checked<W: Write + ?Sized>(
         if plan.dirty { " (uncommitted changes)" } else { "" }
     )?;
     writeln!(w, "  summary  {}", plan.summary())?;
+    if !plan.trust.is_empty() {
+        writeln!(
+            w,
+            "  trust    {} (nodes whose pinned roots differ take these)",
+            trust_line(plan)
+        )?;
+    }
     // No engine is not a failure: say once that container state was not read, not per node.
     let unread = shared_unavailable_engine(plan);
     if let Some(e) = unread {
@@ -254,6 +261,12 @@ pub fn write_markdown_checked<W: Write + ?Sized>(
     ));
     if let Some(sig) = signature {
         out.push_str(&format!("Signature: {}\n\n", md_text(sig)));
+    }
+    if !plan.trust.is_empty() {
+        out.push_str(&format!(
+            "Trust roots (nodes whose pinned roots differ take these): {}\n\n",
+            md_text(&trust_line(plan))
+        ));
     }
     out.push_str("| node | create | update | replace | delete | no-op | status |\n|---|---|---|---|---|---|---|\n");
     for n in &plan.nodes {
@@ -403,10 +416,25 @@ pub fn to_json(id: &str, plan: &Plan) -> serde_json::Value {
         "planner": plan.planner,
         "commit": plan.commit,
         "dirty": plan.dirty,
+        "trust": plan.trust.iter().map(|(name, text)| json!({
+            "file": name,
+            "sha256": crate::digest::sha256_hex(text.as_bytes()),
+        })).collect::<Vec<_>>(),
         "summary": summary,
         "unreachable": plan.unreachable(),
         "nodes": nodes,
     })
+}
+
+/// The trust roots a plan carries, as `file sha256:<first 12 hex>` each.
+fn trust_line(plan: &Plan) -> String {
+    plan.trust
+        .iter()
+        .map(|(name, text)| {
+            format!("{name} sha256:{}", &crate::digest::sha256_hex(text.as_bytes())[..12])
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How a node that could not be read is labelled: "unreachable", unless it answered and its

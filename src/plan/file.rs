@@ -231,6 +231,10 @@ pub fn encode(plan: &Plan) -> String {
     let _ = writeln!(out, "planner {}", one_line(&plan.planner));
     let _ = writeln!(out, "commit {} {}", plan.commit, if plan.dirty { "dirty" } else { "clean" });
     let _ = writeln!(out, "summary {}", plan.summary());
+    for (name, text) in &plan.trust {
+        let _ = writeln!(out, "trust {name} {}", crate::digest::sha256_hex(text.as_bytes()));
+        block(&mut out, text);
+    }
     for n in &plan.nodes {
         out.push('\n');
         match &n.status {
@@ -512,6 +516,27 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
     };
     let summary = p.expect("summary")?.to_owned();
     let summary_line = p.at;
+    let mut trust: Vec<(String, String)> = Vec::new();
+    while p.peek().is_some_and(|l| l.starts_with("trust ")) {
+        let line = p.expect("trust")?.to_owned();
+        let (name, sha) =
+            line.split_once(' ').ok_or_else(|| p.err("expected `trust <file> <sha256>`"))?;
+        let known = [crate::model::TRUST_SIGNERS, crate::model::TRUST_POLICY];
+        if !known.contains(&name) || trust.iter().any(|(n, _)| n == name) {
+            return Err(p.err(format!(
+                "expected one `trust` block each for {}, found `{}`",
+                known.join(" and "),
+                shorten(name)
+            )));
+        }
+        let text = p.content()?;
+        if crate::digest::sha256_hex(text.as_bytes()) != sha {
+            return Err(p.err(format!(
+                "the trust root `{name}` does not match its sha256: the plan was edited"
+            )));
+        }
+        trust.push((name.to_owned(), text));
+    }
     let mut nodes: Vec<NodePlan> = Vec::new();
     // The line of every change, to name it when the changes do not hold together.
     let mut change_lines: std::collections::BTreeMap<Instance, usize> = Default::default();
@@ -748,7 +773,8 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             }
         }
     }
-    let mut plan = Plan { created, expires, planner, commit: commit.to_owned(), dirty, nodes };
+    let mut plan =
+        Plan { created, expires, planner, commit: commit.to_owned(), dirty, trust, nodes };
     check_order(&plan, file, &change_lines)?;
     // What a reviewer sees is computed here from bound content, never read from the file.
     for n in &mut plan.nodes {
@@ -827,6 +853,10 @@ mod tests {
             planner: "owner@saturn SHA256:abc".into(),
             commit: "0123abcd".into(),
             dirty: true,
+            trust: vec![
+                ("allowed_signers".into(), "owner@saturn ssh-ed25519 AAAA\n".into()),
+                ("policy.json".into(), "{}\n".into()),
+            ],
             nodes: vec![
                 NodePlan {
                     node: NodeName::parse("edge-a").unwrap(),

@@ -74,6 +74,9 @@ pub struct Plan {
     /// Git commit of the repository, and whether the tree had uncommitted changes.
     pub commit: String,
     pub dirty: bool,
+    /// The trust roots of the commit (`Homelab::trust_roots`), by file name: a node whose
+    /// pinned roots differ takes these once the plan is approved under its own.
+    pub trust: Vec<(String, String)>,
     pub nodes: Vec<NodePlan>,
 }
 
@@ -351,6 +354,7 @@ pub fn diff(
         planner: header.planner,
         commit: header.commit,
         dirty: header.dirty,
+        trust: lab.trust_roots().into_iter().map(|(n, t)| (n.to_owned(), t)).collect(),
         nodes,
     }
 }

@@ -359,6 +359,22 @@ fn bootstrap_meets_a_bare_node_installs_and_builds_and_a_second_run_changes_noth
             public.join(" ")
         ),
     );
+    // The node pinned the repository's roots of its bootstrap: new ones are refused until the
+    // owner says to replace them (or a plan approved under the old ones carries them).
+    let out = site.bootstrap(&["--yes"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("differ from the repository's: nothing was changed"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--replace-trust"), "{}", out.stderr);
+    let out = site.bootstrap(&["--yes", "--replace-trust"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("~ replace the pinned trust roots"), "{}", out.stdout);
+    assert!(fs::read_to_string(root.join("trust/allowed_signers"))
+        .unwrap()
+        .contains("operator@test"));
     let key = key.to_str().unwrap();
     let out = site.homelab(&["plan", "--node", "alpha", "--key", key]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);

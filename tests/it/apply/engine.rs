@@ -280,3 +280,318 @@ fn a_restricted_deploy_key_applies_approved_plans_through_the_engine_and_nothing
     assert!(site.running("alpha", "web"));
     assert_eq!(site.detailed(), 0);
 }
+
+impl Site {
+    /// Every node bootstrapped with the operator's lab key (the binary and the trust roots):
+    /// applies go through the nodes' engines.
+    fn with_engines(self) -> Site {
+        for node in NODES {
+            let out = self.homelab(&["bootstrap", node, "--yes"]);
+            assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        }
+        self
+    }
+
+    fn engine_dir(&self, node: &str, id: &str) -> PathBuf {
+        self.root(node).join(format!("state/deploy/{id}/engine"))
+    }
+
+    /// The runs an engine made for plan `id` on `node`.
+    fn engine_runs(&self, node: &str, id: &str) -> Vec<String> {
+        let mut runs: Vec<String> = fs::read_dir(self.engine_dir(node, id))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("run-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        runs.sort();
+        runs
+    }
+
+    /// Kills the engine running plan `id` on `node` (SIGKILL), as a crash or a reboot would.
+    fn kill_engine(&self, node: &str, id: &str) {
+        let pid = fs::read_to_string(self.engine_dir(node, id).join("pid")).unwrap();
+        let out = Command::new("kill").args(["-9", pid.trim()]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// A web version whose verify lasts `secs` seconds (its stability window).
+    fn web_version(&self, greeting: &str, secs: u32) {
+        self.edit("services/web/service.yaml", |s| {
+            let at = s.find("stable_for:").unwrap();
+            let end = at + s[at..].find('\n').unwrap();
+            format!("{}stable_for: {secs}s{}", &s[..at], &s[end..])
+        });
+        self.edit("services/web/docker-compose.yml", |s| {
+            let marker = "      WEB_VERSION: ";
+            match s.find(marker) {
+                Some(at) => {
+                    let end = at + s[at..].find('\n').unwrap();
+                    format!("{}{marker}\"{greeting}\"{}", &s[..at], &s[end..])
+                }
+                None => s.replacen(
+                    "    container_name: web\n",
+                    &format!("    container_name: web\n    environment:\n{marker}\"{greeting}\"\n"),
+                    1,
+                ),
+            }
+        });
+    }
+}
+
+/// A second controller (its own records) applying a plan that a first one is applying
+/// attaches to the nodes' engines: it shows the run from its first line and its end, and no
+/// node runs the plan twice. A controller killed mid-apply leaves the engines finishing;
+/// `--resume` follows them to their end.
+#[test]
+fn a_second_controller_attaches_and_a_killed_controller_is_resumed_by_following_the_engine() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let id = site.plan_and_approve();
+    assert_eq!(site.apply(&id, &[]).code, 0);
+
+    // v2 of web, whose verify takes 8 s: time for a second controller to come.
+    site.web_version("v2", 8);
+    let id = site.plan_and_approve();
+    let mut first = site.spawn_apply(&id, &[]);
+    let (_, rest) = wait_for_line(&mut first, "[alpha] web verify");
+    let second = site.apply_from(".second", &id, &[]);
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    assert!(
+        second.stderr.contains("[alpha] web deploy"),
+        "attached from the first line: {}",
+        second.stderr
+    );
+    assert!(second.stderr.contains("[alpha] applied"), "{}", second.stderr);
+    let (code, tail) = finish(first, rest);
+    assert_eq!(code, 0, "{tail}");
+    assert_eq!(site.engine_runs("alpha", &id), ["run-1.jsonl"], "alpha ran the plan once");
+    assert!(site.env_of("alpha", "web").iter().any(|e| e == "WEB_VERSION=v2"));
+
+    // v3: the controller is SIGKILLed during web's verify; the engine finishes by itself and
+    // `--resume` follows it to its end.
+    site.web_version("v3", 6);
+    let id = site.plan_and_approve();
+    let mut first = site.spawn_apply(&id, &[]);
+    let (_, _rest) = wait_for_line(&mut first, "[alpha] web verify");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let resumed = site.apply(&id, &["--resume"]);
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    assert!(
+        resumed.stderr.contains("[alpha] applied")
+            || resumed.stderr.contains("[alpha] already applied"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(site.env_of("alpha", "web").iter().any(|e| e == "WEB_VERSION=v3"));
+    assert_eq!(
+        site.engine_runs("alpha", &id).len(),
+        1,
+        "followed, not run again: {:?}",
+        site.engine_runs("alpha", &id)
+    );
+    assert_eq!(site.detailed(), 0);
+}
+
+/// The engine SIGKILLed at each step boundary of a deploy (after prepare, during deploy's
+/// verify, while waiting for the confirmation), then `apply --resume`: every time the node
+/// converges, web at its new version and nothing else touched, and the next plan runs.
+#[test]
+fn an_engine_killed_at_each_step_boundary_converges_on_resume() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let id = site.plan_and_approve();
+    assert_eq!(site.apply(&id, &[]).code, 0);
+    for (i, boundary) in ["web prepare", "web verify", "confirm"].iter().enumerate() {
+        let version = format!("v{}", i + 2);
+        site.web_version(&version, 4);
+        let id = site.plan_and_approve();
+        let mut apply = site.spawn_apply(&id, &[]);
+        let (_, rest) = wait_for_line(&mut apply, &format!("[alpha] {boundary}"));
+        site.kill_engine("alpha", &id);
+        let (code, tail) = finish(apply, rest);
+        assert_ne!(code, 0, "{boundary}: the cut run does not say applied: {tail}");
+        assert!(tail.contains("--resume"), "{boundary}: {tail}");
+        let resumed = site.apply(&id, &["--resume"]);
+        assert_eq!(resumed.code, 0, "{boundary}: {}\n{}", resumed.stdout, resumed.stderr);
+        assert!(site.running("alpha", "web"), "{boundary}");
+        assert!(
+            site.env_of("alpha", "web").iter().any(|e| *e == format!("WEB_VERSION={version}")),
+            "{boundary}: {:?}",
+            site.env_of("alpha", "web")
+        );
+        assert_eq!(site.detailed(), 0, "{boundary}: the node is at the plan's state");
+    }
+}
+
+/// Through the engine, a deploy that cuts the node off from new connections: the run's session
+/// stays, the fresh one for the confirmation is refused, the node's watchdog rolls back by
+/// itself and verifies the old version, and the engine, which owns that decision, reports it
+/// in the same run. A resume says the same and changes nothing.
+#[test]
+fn an_engine_whose_deploy_cannot_be_confirmed_reports_the_nodes_own_rollback() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let id = site.plan_and_approve();
+    assert_eq!(site.apply(&id, &["--confirm-timeout", "3"]).code, 0);
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker\n", "BROKER_USER: cut-off\n")
+    });
+    let id = site.plan_and_approve();
+    let mut child = site.spawn_apply(&id, &["--confirm-timeout", "3", "--node", "edge-a"]);
+    let (seen, rest) = wait_for_line(&mut child, "[edge-a] broker deploy:");
+    site.lab.refuse_new("edge-a");
+    let (code, tail) = finish(child, rest);
+    site.lab.accept_new("edge-a");
+    let all = format!("{}{tail}", seen.join(""));
+    assert_ne!(code, 0, "{all}");
+    assert!(all.contains("no fresh connection to confirm the deploy"), "{all}");
+    assert!(all.contains("rolled back"), "{all}");
+    assert!(all.contains("by itself"), "{all}");
+    assert!(all.contains("the previous version is healthy"), "{all}");
+    let dm = site.root("edge-a").join(format!("state/deploy/{id}/jobs/broker/deadman"));
+    assert!(dm.join("decided/rolled-back").exists(), "the node's one decision");
+    assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()));
+    let journal = site.journal("edge-a", &id);
+    assert_eq!(journal["services"]["broker"]["stage"], "rolled-back", "{journal}");
+
+    let out = site.apply(&id, &["--resume", "--confirm-timeout", "3"]);
+    assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("rolled back"), "{}", out.stdout);
+    assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()));
+}
+
+/// New trust roots reach a node only inside a plan approved under the roots it holds: a plan
+/// approved by a key the node does not know yet is refused there with nothing written (the
+/// controller, reading the repository's new roots, let it through); approved by a key the node
+/// knows, it applies and the node takes the plan's roots; from then on the new key's approval
+/// is enough.
+#[test]
+fn a_trust_root_rotation_reaches_a_node_only_in_a_plan_approved_under_its_old_roots() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let id = site.plan_and_approve();
+    assert_eq!(site.apply(&id, &[]).code, 0);
+    let pinned = site.root("alpha").join("trust/allowed_signers");
+    let old_roots = fs::read_to_string(&pinned).unwrap();
+
+    // A second approver, added to the repository's roots, with a change on alpha.
+    let second = site.repo.path().join(".second_key");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "second@test", "-f"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = fs::read_to_string(second.with_extension("pub")).unwrap();
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    site.edit("inventory/allowed_signers", |s| {
+        format!("{s}second@test namespaces=\"homelab-approve\" {}\n", public.join(" "))
+    });
+    site.edit("inventory/policy.yaml", |s| {
+        s.replace("[operator@test]", "[operator@test, second@test]")
+    });
+    site.web_version("v2", 1);
+    let key = site.key.to_str().unwrap();
+    let plan = site.homelab(&["plan", "--key", key]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let id = plan.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().trim().to_owned();
+    let plan_path = site.plan_path(&id);
+    let shown = site.homelab(&["show", plan_path.to_str().unwrap()]);
+    assert!(shown.stdout.contains("trust    allowed_signers sha256:"), "{}", shown.stdout);
+
+    // Approved by the new key only: the controller accepts it, the node does not know the key.
+    let a = site.homelab(&[
+        "approve",
+        plan_path.to_str().unwrap(),
+        "--key",
+        second.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let before = tree(&site.root("alpha"));
+    let out = site.apply(&id, &[]);
+    assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("[alpha]") || out.stderr.contains("[alpha]"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("allowed_signers") || all.contains("not allowed") || all.contains("no key"),
+        "{all}"
+    );
+    assert_eq!(fs::read_to_string(&pinned).unwrap(), old_roots, "the node kept its roots");
+    assert!(!site.env_of("alpha", "web").iter().any(|e| e == "WEB_VERSION=v2"));
+    let after: Vec<String> =
+        tree(&site.root("alpha")).into_iter().filter(|p| !p.starts_with("events")).collect();
+    let before: Vec<String> = before.into_iter().filter(|p| !p.starts_with("events")).collect();
+    assert_eq!(after, before, "nothing written on alpha");
+
+    // Approved by the key the node knows: applied, and the node takes the plan's roots.
+    fs::remove_file(site.approved(&id)).unwrap();
+    fs::remove_dir_all(site.ctl.join("state/applied")).ok();
+    let a = site.homelab(&["approve", plan_path.to_str().unwrap(), "--key", key, "--yes"]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("[alpha] trust: the node's trust roots replaced"),
+        "{}",
+        out.stderr
+    );
+    assert!(fs::read_to_string(&pinned).unwrap().contains("second@test"));
+    assert!(site.env_of("alpha", "web").iter().any(|e| e == "WEB_VERSION=v2"));
+
+    // From now on the new key's approval counts on the node.
+    site.web_version("v3", 1);
+    let plan = site.homelab(&["plan", "--key", key]);
+    let id = plan.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().trim().to_owned();
+    let a = site.homelab(&[
+        "approve",
+        site.plan_path(&id).to_str().unwrap(),
+        "--key",
+        second.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.env_of("alpha", "web").iter().any(|e| e == "WEB_VERSION=v3"));
+}
+
+/// Through the engine a node costs the session and one fresh session per level of dependency
+/// deployed (the dead-man's confirmation): one changed service 2, a no-op plan none.
+#[test]
+fn round_trips_through_the_engine_are_two_for_a_change() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let trips = |id: &str| -> std::collections::BTreeMap<String, u64> {
+        let out = site.apply(id, &["--format", "json"]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        out.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "node-done")
+            .map(|e| (e["node"].as_str().unwrap().to_owned(), e["round_trips"].as_u64().unwrap()))
+            .collect()
+    };
+    let id = site.plan_and_approve();
+    let fresh = trips(&id);
+    // alpha: agent and cache side by side, web after cache: two levels, two confirmations.
+    assert_eq!(fresh["alpha"], 3, "fresh: {fresh:?}");
+    assert_eq!(fresh["edge-a"], 2, "fresh: {fresh:?}");
+    let id = site.plan_and_approve();
+    let none = trips(&id);
+    assert!(none.values().all(|n| *n == 0), "a no-op plan costs no round trip: {none:?}");
+    site.edit("services/cache/docker-compose.yml", |s| s.replace("\"8081\"]", "\"8082\"]"));
+    let id = site.plan_and_approve();
+    let one = trips(&id);
+    assert_eq!(one["alpha"], 2, "one change: {one:?}");
+    assert_eq!(one.get("edge-a").copied().unwrap_or(0), 0, "{one:?}");
+}
