@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{
     split_armored, AllowedSigners, Signer, VerifyError, APPROVE_NAMESPACE, PLAN_NAMESPACE,
@@ -95,6 +95,16 @@ pub enum Refusal {
 
     #[error("plan `{id}` expired at {expires} (it is now {now}): plan again")]
     Expired { id: String, expires: String, now: String },
+
+    #[error(
+        "plan `{id}` is valid for {lifetime} (created {created}, expires {expires}), longer than the `plan_ttl` of {ttl} in inventory/policy.yaml: a planner does not choose how long its plan lives; plan again"
+    )]
+    LivesTooLong { id: String, created: String, expires: String, lifetime: String, ttl: String },
+
+    #[error(
+        "plan `{id}` says it was created at {created}, later than now ({now}) by more than {skew}: a plan is never made in the future (check the planner's clock); plan again"
+    )]
+    CreatedInFuture { id: String, created: String, now: String, skew: String },
 
     #[error("plan `{id}` was rejected by {by} at {at}: {reason} ({})", .record.display())]
     Rejected { id: String, by: String, at: String, reason: String, record: PathBuf },
@@ -219,6 +229,45 @@ pub fn check_not_expired(loaded: &LoadedPlan, now: SystemTime) -> Result<(), Ref
             id: loaded.id.clone(),
             expires: loaded.plan.expires.clone(),
             now: crate::clock::rfc3339(now),
+        });
+    }
+    Ok(())
+}
+
+/// How far a plan's `created` may be ahead of the checker's clock: two machines' clocks differ
+/// by a little, never by more.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// The plan's time window is the policy's, not the planner's: `expires - created` is at most
+/// `plan_ttl`, and `created` is not later than `now` plus [`CLOCK_SKEW`]. A planner that writes
+/// its own times (`expires 2099-…`, `created 2098-…`) would otherwise make a plan that never
+/// expires. Whether the plan has expired is [`check_not_expired`]'s.
+pub fn check_lifetime(
+    loaded: &LoadedPlan,
+    policy: &crate::model::Policy,
+    now: SystemTime,
+) -> Result<(), Refusal> {
+    let plan = &loaded.plan;
+    let created = humantime::parse_rfc3339(&plan.created).map_err(|_| Refusal::ExpiryUnreadable)?;
+    let expires = humantime::parse_rfc3339(&plan.expires).map_err(|_| Refusal::ExpiryUnreadable)?;
+    let rounded = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+    if let Ok(lifetime) = expires.duration_since(created) {
+        if lifetime > policy.plan_ttl {
+            return Err(Refusal::LivesTooLong {
+                id: loaded.id.clone(),
+                created: plan.created.clone(),
+                expires: plan.expires.clone(),
+                lifetime: rounded(lifetime).to_string(),
+                ttl: rounded(policy.plan_ttl).to_string(),
+            });
+        }
+    }
+    if created > now + CLOCK_SKEW {
+        return Err(Refusal::CreatedInFuture {
+            id: loaded.id.clone(),
+            created: plan.created.clone(),
+            now: crate::clock::rfc3339(now),
+            skew: rounded(CLOCK_SKEW).to_string(),
         });
     }
     Ok(())
@@ -557,6 +606,7 @@ pub fn preflight(
             check_not_rejected(&loaded, records)?;
         }
         Preflight::Resume | Preflight::Fresh => {
+            check_lifetime(&loaded, &lab.policy, now)?;
             check_not_expired(&loaded, now)?;
             check_not_consumed_or_rejected(&loaded, records)?;
         }
@@ -579,10 +629,11 @@ pub fn approve(
     loaded: &LoadedPlan,
     key: &Signer,
     signers: &AllowedSigners,
+    policy: &crate::model::Policy,
     records: &Records,
     now: SystemTime,
 ) -> Result<Approval, ApproveError> {
-    let file = approvals_for(loaded, signers, records, now)?;
+    let file = approvals_for(loaded, signers, policy, records, now)?;
     if file.approved_by(&key.fingerprint()) {
         return Ok(Approval { path: file.path, added: false });
     }
@@ -599,10 +650,11 @@ pub fn add_signature(
     loaded: &LoadedPlan,
     signature: &str,
     signers: &AllowedSigners,
+    policy: &crate::model::Policy,
     records: &Records,
     now: SystemTime,
 ) -> Result<(Approval, super::Verified), ApproveError> {
-    let file = approvals_for(loaded, signers, records, now)?;
+    let file = approvals_for(loaded, signers, policy, records, now)?;
     let path = file.path.clone();
     let blocks = split_armored(signature).map_err(|source| Refusal::BadApproval {
         path: path.clone(),
@@ -651,15 +703,17 @@ impl ApprovalsFile {
     }
 }
 
-/// The checks every new approval passes (planner, expiry, not applied, not rejected), then
-/// `<id>.approved` as it is now.
+/// The checks every new approval passes (planner, lifetime, expiry, not applied, not
+/// rejected), then `<id>.approved` as it is now.
 fn approvals_for(
     loaded: &LoadedPlan,
     signers: &AllowedSigners,
+    policy: &crate::model::Policy,
     records: &Records,
     now: SystemTime,
 ) -> Result<ApprovalsFile, ApproveError> {
     verify_planner(loaded, signers, now)?;
+    check_lifetime(loaded, policy, now)?;
     check_not_expired(loaded, now)?;
     check_not_consumed_or_rejected(loaded, records)?;
     let path = approved_beside(loaded);

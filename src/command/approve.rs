@@ -29,6 +29,7 @@ pub fn approve(
     let planner = policy::verify_planner(&loaded, &signers, now)?;
     // Recomputed by this binary from the plan's commit before anything is shown as approvable.
     let provenance = crate::review::verify(repo, &lab, &loaded)?;
+    policy::check_lifetime(&loaded, &lab.policy, now)?;
     let checked = format!(
         "valid: made by {} ({}); {}",
         planner.principals.join(", "),
@@ -56,7 +57,7 @@ pub fn approve(
     policy::check_not_consumed_or_rejected(&loaded, &records)?;
     let verified = keys::principals_of(&key, &signers, APPROVE_NAMESPACE, now)?;
     let principals = &verified.principals;
-    let done = policy::approve(&loaded, &key, &signers, &records, now)?;
+    let done = policy::approve(&loaded, &key, &signers, &lab.policy, &records, now)?;
     // Say so when this approval will not count for some node (inventory/policy.yaml).
     let not_counted: Vec<String> = policy::changed_nodes(&loaded.plan)
         .filter(|n| !lab.policy.rule_for(n).approvers.iter().any(|a| verified.allows(a)))

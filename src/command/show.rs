@@ -52,9 +52,14 @@ pub fn run(
     let reason = action(controller, &loaded.id).and_then(|(_, r)| r);
     let mut sig = signature(repo, &loaded, SystemTime::now());
     // Whether the content is what the plan's commit renders, by this binary.
-    let review = super::load(repo)
-        .map_err(|e| e.to_string())
-        .and_then(|lab| crate::review::verify(repo, &lab, &loaded).map_err(|e| e.to_string()));
+    // Whether its time window is the policy's (approve and apply refuse it otherwise).
+    let now = SystemTime::now();
+    let review = super::load(repo).map_err(|e| e.to_string()).and_then(|lab| {
+        let provenance = crate::review::verify(repo, &lab, &loaded).map_err(|e| e.to_string())?;
+        crate::approve::policy::check_lifetime(&loaded, &lab.policy, now)
+            .map_err(|e| e.to_string())?;
+        Ok(provenance)
+    });
     let report = match &review {
         Ok(p) => {
             sig.push_str("; ");

@@ -150,12 +150,18 @@ fn add_approval(app: &App, id: &str, signature: &str) -> Result<String, Outcome>
         }
     }
     let _one = app.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (done, v) =
-        match policy::add_signature(&loaded, signature, &signers, &app.sources.records(), now) {
-            Ok(x) => x,
-            Err(ApproveError::Refused(r)) => return Err(refused(&r)),
-            Err(e) => return Err(refused(&e)),
-        };
+    let (done, v) = match policy::add_signature(
+        &loaded,
+        signature,
+        &signers,
+        &lab.policy,
+        &app.sources.records(),
+        now,
+    ) {
+        Ok(x) => x,
+        Err(ApproveError::Refused(r)) => return Err(refused(&r)),
+        Err(e) => return Err(refused(&e)),
+    };
     let who = format!("{} ({})", v.principals.join(", "), v.fingerprint);
     let not_counted: Vec<String> = policy::changed_nodes(&loaded.plan)
         .filter(|n| !lab.policy.rule_for(n).approvers.iter().any(|a| v.allows(a)))

@@ -120,7 +120,11 @@ impl Planned {
 
     /// Runs apply of the prepare stage only (no `docker`): pre-flight passes.
     fn passes(&self) -> Output {
-        let out = self.lab.apply_with(&self.id, &["--stage", "prepare"]);
+        self.passes_id(&self.id)
+    }
+
+    fn passes_id(&self, id: &str) -> Output {
+        let out = self.lab.apply_with(id, &["--stage", "prepare"]);
         let all = format!("{}{}", out.stdout, out.stderr);
         assert!(all.contains(PASSED), "pre-flight refused:\n{all}");
         assert!(!out.stderr.contains("refused:"), "{all}");
@@ -974,4 +978,79 @@ fn an_update_of_a_service_the_node_does_not_have_is_refused() {
         body.replacen(line, &line.replacen("change create ", "change update ", 1), 1)
     });
     p.refused_id(&id, &["is planned as `update`", "it has no such service"]);
+}
+
+/// `body` with its `created` and `expires` lines set to these times.
+fn with_times(
+    body: &str,
+    created: std::time::SystemTime,
+    expires: std::time::SystemTime,
+) -> String {
+    let time = |t| humantime::format_rfc3339_seconds(t).to_string();
+    body.lines()
+        .map(|l| {
+            if l.starts_with("created ") {
+                format!("created {}\n", time(created))
+            } else if l.starts_with("expires ") {
+                format!("expires {}\n", time(expires))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
+
+/// Time is the policy's, not the planner's (issue 19, item 3): a plan that lives longer than
+/// `plan_ttl` (24h here) or says it was made in the future is refused by `approve`, `show` and
+/// `apply`, changing nothing; a plan made a little ahead of the checker's clock (within the
+/// skew) and living exactly `plan_ttl` passes.
+#[test]
+fn a_plan_living_longer_than_plan_ttl_or_created_in_the_future_is_refused() {
+    use std::time::{Duration, SystemTime};
+    let p = Planned::new();
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let refused_everywhere = |id: &str, why: &[&str]| {
+        let before = p.lab.snapshot();
+        let approve = p.lab.approve(id, &p.operator);
+        p.lab.snapshot().assert_same(&before, "a refused approval");
+        assert_eq!(approve.code, 3, "{}{}", approve.stdout, approve.stderr);
+        let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+        assert_eq!(show.code, 3, "{}{}", show.stdout, show.stderr);
+        assert!(show.stdout.contains("REFUSED"), "{}", show.stdout);
+        for w in why {
+            assert!(approve.stderr.contains(w), "expected `{w}` in:\n{}", approve.stderr);
+            assert!(show.stderr.contains(w), "expected `{w}` in:\n{}", show.stderr);
+        }
+        // resigned() wrote an approval made by ssh-keygen: apply still refuses.
+        p.refused_id(id, why);
+    };
+
+    // `expires 2099-12-31T23:59:59Z` with `plan_ttl: 24h`.
+    let far = humantime::parse_rfc3339("2099-12-31T23:59:59Z").unwrap();
+    let id = p.resigned(|b| with_times(b, now, far));
+    refused_everywhere(&id, &["is valid for", "longer than the `plan_ttl` of 1day"]);
+
+    // 24 hours and one second.
+    let id = p.resigned(|b| with_times(b, now, now + 24 * hour + Duration::from_secs(1)));
+    refused_everywhere(&id, &["longer than the `plan_ttl` of 1day"]);
+
+    // `created` in 2098, living one hour.
+    let later = humantime::parse_rfc3339("2098-06-01T00:00:00Z").unwrap();
+    let id = p.resigned(|b| with_times(b, later, later + hour));
+    refused_everywhere(&id, &["created at 2098-06-01T00:00:00Z", "later than now", "5m"]);
+
+    // Ten minutes ahead is more than the skew.
+    let ahead = now + Duration::from_secs(600);
+    let id = p.resigned(|b| with_times(b, ahead, ahead + hour));
+    refused_everywhere(&id, &["later than now"]);
+
+    // Two minutes ahead (a planner's clock a little fast), living exactly `plan_ttl`: passes.
+    let ahead = now + Duration::from_secs(120);
+    let id = p.resigned(|b| with_times(b, ahead, ahead + 24 * hour));
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
+    let approve = p.lab.approve(&id, &p.operator);
+    assert_eq!(approve.code, 0, "{}{}", approve.stdout, approve.stderr);
+    p.passes_id(&id);
 }
