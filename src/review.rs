@@ -2,7 +2,8 @@
 //! artifact it will write; this module recomputes those artifacts with the reviewer's own
 //! binary from the commit the plan names — read from Git's objects, never from the work tree —
 //! and refuses a plan whose artifacts, runtime contract or dependency waits differ by one byte,
-//! or whose commit the repository does not have. `show`, `approve` and `apply` all run it
+//! or whose commit the repository does not have, or whose commit is on no branch the policy
+//! names as reviewed (`reviewed_branches`, default `main`). `show`, `approve` and `apply` all run it
 //! (that the planner named is the signer is `approve::policy::verify_planner`'s check).
 //!
 //! A plan made from uncommitted changes cannot be checked this way; it passes only where
@@ -50,6 +51,7 @@ pub fn verify(repo: &Path, lab: &Homelab, loaded: &LoadedPlan) -> Result<Provena
         reason: format!("no temporary folder: {e}"),
     })?;
     crate::git::export(repo, &plan.commit, dir.path())?;
+    on_reviewed_branch(repo, lab, loaded)?;
     let at_commit = crate::check::homelab(dir.path()).map_err(|d| Refusal::CommitInvalid {
         commit: plan.commit.clone(),
         problems: d.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "),
@@ -59,6 +61,18 @@ pub fn verify(repo: &Path, lab: &Homelab, loaded: &LoadedPlan) -> Result<Provena
         compare(&at_commit, &graph, c, &plan.commit)?;
     }
     Ok(Provenance::Commit(plan.commit.clone()))
+}
+
+/// The plan's commit is on a branch the policy names (a commit of a side branch was never
+/// reviewed, whatever it renders). The reviewer's policy decides which, never the commit's.
+fn on_reviewed_branch(repo: &Path, lab: &Homelab, loaded: &LoadedPlan) -> Result<(), Refusal> {
+    let branches = &lab.policy.reviewed_branches;
+    for branch in branches {
+        if crate::git::reachable_from(repo, &loaded.plan.commit, branch)? {
+            return Ok(());
+        }
+    }
+    Err(Refusal::NotReviewed { commit: loaded.plan.commit.clone(), branches: branches.clone() })
 }
 
 fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Result<(), Refusal> {

@@ -66,6 +66,13 @@ pub enum Refusal {
     #[error(transparent)]
     Commit(#[from] crate::git::GitError),
 
+    #[error(
+        "the plan's commit `{commit}` is not on the reviewed branch{} {} (`reviewed_branches` in inventory/policy.yaml): it was never merged there, so nobody reviewed it; merge it through a pull request, update the branch here (`git pull`), and plan again from it",
+        if .branches.len() == 1 { "" } else { "es" },
+        .branches.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+    )]
+    NotReviewed { commit: String, branches: Vec<String> },
+
     #[error("the plan's commit `{commit}` is not a valid homelab: {problems}")]
     CommitInvalid { commit: String, problems: String },
 

@@ -1054,3 +1054,85 @@ fn a_plan_living_longer_than_plan_ttl_or_created_in_the_future_is_refused() {
     assert_eq!(approve.code, 0, "{}{}", approve.stdout, approve.stderr);
     p.passes_id(&id);
 }
+
+/// `git <args>` in the lab's repository; its output.
+fn git(lab: &Lab, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new("git");
+    cmd.current_dir(lab.path("repo"))
+        .args(["-c", "user.name=Test", "-c", "user.email=test@lab"])
+        .args(args);
+    lab.git_env(&mut cmd);
+    let out = cmd.output().expect("cannot run `git`");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn git_commit_all(lab: &Lab, message: &str) {
+    git(lab, &["add", "-A", "--", ".", ":(exclude)plans"]);
+    git(lab, &["commit", "-q", "-m", message]);
+}
+
+/// Plans come from the reviewed branch (issue 19, item 2): an honest plan of a side-branch
+/// commit that adds `privileged: true` renders exactly what its commit says, and is still
+/// refused by `show`, `approve` and `apply`, saying the commit is not on `main`; merged into
+/// `main`, the same plan passes. A policy naming a branch the repository lacks says so.
+#[test]
+fn a_plan_of_a_commit_not_on_the_reviewed_branch_is_refused() {
+    let p = committed();
+    git(&p.lab, &["checkout", "-q", "-b", "side"]);
+    let compose = "repo/services/web/docker-compose.yml";
+    let text = p.lab.read(compose);
+    p.lab.write(
+        compose,
+        text.replacen(
+            "restart: unless-stopped\n",
+            "restart: unless-stopped\n    privileged: true\n",
+            1,
+        ),
+    );
+    git_commit_all(&p.lab, "web: privileged");
+    let side = git(&p.lab, &["rev-parse", "HEAD"]);
+    let id = p.lab.plan(&p.planner);
+    assert!(p.lab.plan_file(&id).contains(&format!("commit {side} clean")));
+    assert!(p.lab.plan_file(&id).contains("privileged: true"));
+    git(&p.lab, &["checkout", "-q", "main"]);
+
+    let why = [
+        &format!("the plan's commit `{side}` is not on the reviewed branch `main`")[..],
+        "reviewed_branches",
+    ];
+    let before = p.lab.snapshot();
+    let approve = p.lab.approve(&id, &p.operator);
+    p.lab.snapshot().assert_same(&before, "a refused approval");
+    assert_eq!(approve.code, 3, "{}{}", approve.stdout, approve.stderr);
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert_eq!(show.code, 3, "{}{}", show.stdout, show.stderr);
+    assert!(show.stdout.contains("REFUSED"), "{}", show.stdout);
+    assert!(!show.stdout.contains("verified: every artifact"), "{}", show.stdout);
+    for w in why {
+        assert!(approve.stderr.contains(w), "expected `{w}` in:\n{}", approve.stderr);
+        assert!(show.stderr.contains(w), "expected `{w}` in:\n{}", show.stderr);
+    }
+    // An approval made with ssh-keygen does not get it past apply either.
+    let body = split_plan(&p.lab.plan_file(&id)).0.to_owned();
+    p.lab.write(
+        &format!("repo/plans/{id}.approved"),
+        p.operator.ssh_sign("homelab-approve", body.as_bytes()),
+    );
+    p.refused_id(&id, &why);
+
+    // A policy naming a branch this repository does not have.
+    let policy = p.lab.read("repo/inventory/policy.yaml");
+    p.lab.write("repo/inventory/policy.yaml", format!("{policy}reviewed_branches: [prod]\n"));
+    git_commit_all(&p.lab, "policy: prod");
+    p.refused_id(&id, &["branch `prod` is not in the repository", "reviewed_branches"]);
+    p.lab.write("repo/inventory/policy.yaml", format!("{policy}reviewed_branches: [prod, main]\n"));
+    git_commit_all(&p.lab, "policy: prod or main");
+    git(&p.lab, &["branch", "prod"]);
+
+    // Merged into `main`, the side commit is reviewed: the plan passes.
+    git(&p.lab, &["merge", "-q", "--no-edit", "side"]);
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
+    p.passes_id(&id);
+}

@@ -412,3 +412,41 @@ fn keeping_fewer_than_two_releases_is_refused() {
         out.stderr
     );
 }
+
+/// `reviewed_branches` (issue 19, item 2) names Git branches: an empty list, or a name Git
+/// refuses as a branch (an option, a revision expression), is reported with file, line and
+/// field.
+#[test]
+fn reviewed_branches_must_be_branch_names() {
+    let tree = Tree::base();
+    let policy = fs::read_to_string(tree.path().join("inventory/policy.yaml")).unwrap();
+    let with = |branches: &str| {
+        tree.write(
+            "inventory/policy.yaml",
+            policy.replace(
+                "allow_uncommitted: true\n",
+                &format!("allow_uncommitted: true\nreviewed_branches: {branches}\n"),
+            ),
+        );
+        tree.homelab(&["validate"])
+    };
+    let out = with("[]");
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("inventory/policy.yaml:4: `reviewed_branches`: expected at least one branch"),
+        "{}",
+        out.stderr
+    );
+    let out = with("[main, \"--all\", \"main~3\", \"a..b\"]");
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    for name in ["--all", "main~3", "a..b"] {
+        let said = format!(
+            "inventory/policy.yaml:4: `reviewed_branches`: expected a Git branch name, found `{name}`"
+        );
+        assert!(out.stderr.contains(&said), "expected `{said}` in:\n{}", out.stderr);
+    }
+    assert!(!out.stderr.contains("found `main`"), "{}", out.stderr);
+    let out = with("[main, release/2026]");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

@@ -29,6 +29,30 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
             "set how long a plan stays valid",
         );
     }
+    if let Some(b) = &p.reviewed_branches {
+        if b.value.is_empty() {
+            d.err(
+                "policy",
+                FILE,
+                line(b),
+                "reviewed_branches",
+                "expected at least one branch, found none",
+                "name the branch reviewed plans come from, e.g. `reviewed_branches: [main]`, or leave the field out for `main`",
+            );
+        }
+        for name in &b.value {
+            if let Some(why) = bad_branch_name(&name.value) {
+                d.err(
+                    "policy",
+                    FILE,
+                    line(name).or(line(b)),
+                    "reviewed_branches",
+                    format!("expected a Git branch name, found `{}`: {why}", cut(&name.value)),
+                    "name a branch as `git branch --list` shows it, e.g. `main`",
+                );
+            }
+        }
+    }
     if let Some(k) = p.keep_releases.as_ref().filter(|k| k.value < 2) {
         d.err(
             "policy",
@@ -249,6 +273,40 @@ fn principals_field(line: &str) -> Option<&str> {
         Some(quoted) => quoted.find('"').map(|end| &quoted[..end]),
         None => line.split_whitespace().next(),
     }
+}
+
+/// Why `name` is not a branch name Git accepts (`git check-ref-format --branch`'s main rules),
+/// so no policy can name a ref that is no branch, or an option (`-…`), to `git`.
+fn bad_branch_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name.starts_with('-') {
+        return Some("it starts with `-`");
+    }
+    if name.bytes().any(|b| b.is_ascii_control() || b" ~^:?*[\\".contains(&b)) {
+        return Some("it holds a space, a control character or one of `~^:?*[\\`");
+    }
+    if name.contains("..") || name.contains("@{") || name.contains("//") {
+        return Some("it holds `..`, `@{` or `//`");
+    }
+    if name.starts_with('/') || name.ends_with('/') || name.ends_with('.') || name == "@" {
+        return Some("it starts or ends with `/`, ends with `.` or is `@`");
+    }
+    if name.split('/').any(|c| c.starts_with('.') || c.ends_with(".lock")) {
+        return Some("a part of it starts with `.` or ends with `.lock`");
+    }
+    None
+}
+
+/// A value quoted in a message, cut to a length a reader takes in.
+fn cut(s: &str) -> String {
+    const MAX: usize = 100;
+    let mut out: String = s.chars().take(MAX).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]
