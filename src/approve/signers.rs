@@ -495,18 +495,20 @@ fn match_pattern_list(s: &str, list: &str) -> bool {
     positive
 }
 
-/// OpenSSH `match_pattern`: `*` matches any run of characters, `?` any one character.
+/// OpenSSH `match_pattern`: `*` matches any run of bytes, `?` any one byte. Bytes, not
+/// characters, as OpenSSH's C does: `?@saturn` does not match `ü@saturn` (two bytes), and
+/// `??@saturn` does, for `ssh-keygen -Y verify` and for homelab alike.
 fn match_pattern(s: &str, pattern: &str) -> bool {
-    let s: Vec<char> = s.chars().collect();
-    let p: Vec<char> = pattern.chars().collect();
+    let s = s.as_bytes();
+    let p = pattern.as_bytes();
     let (mut si, mut pi) = (0, 0);
     // The position after the last `*` seen, and the text position it was tried at.
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
             si += 1;
             pi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some((pi + 1, si));
             pi += 1;
         } else if let Some((after, tried)) = star {
@@ -517,7 +519,7 @@ fn match_pattern(s: &str, pattern: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -537,6 +539,11 @@ mod tests {
         assert!(!match_pattern_list("homelab-plan", "homelab-*,!homelab-plan"));
         assert!(!match_pattern_list("homelab-plan", "!git"));
         assert!(!match_pattern_list("homelab-plan", "git, homelab-plan"));
+        // Bytes, as OpenSSH: `ü` is two of them.
+        assert!(!match_pattern("ü@saturn", "?@saturn"));
+        assert!(match_pattern("ü@saturn", "??@saturn"));
+        assert!(match_pattern("ü@saturn", "*@saturn"));
+        assert!(match_pattern("aü", "a*"));
     }
 
     #[test]
