@@ -160,8 +160,9 @@ pub enum Refusal {
     BotNotGranted { principal: String, node: NodeName, kinds: Vec<String>, granted: Vec<String> },
 }
 
+/// Principals of the policy or of allowed_signers, each quoted, none whole if huge.
 fn list(names: &BTreeSet<String>) -> String {
-    names.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+    names.iter().map(|a| format!("`{}`", crate::quote::cut(a))).collect::<Vec<_>>().join(", ")
 }
 
 /// Where the controller keeps its records of plans: its runtime root.

@@ -1136,3 +1136,54 @@ fn a_plan_of_a_commit_not_on_the_reviewed_branch_is_refused() {
     assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
     p.passes_id(&id);
 }
+
+/// Errors quote input cut to a few hundred characters (issue 19, item 6): a plan whose
+/// `summary` line is 400 KB, an allowed_signers option word of 400 KB, and a policy principal
+/// of 400 KB (listed in allowed_signers too, so the policy is valid) each give an error of a
+/// few hundred bytes, from `show`, `apply` and `validate`.
+#[test]
+fn errors_quote_huge_input_cut_short() {
+    let p = Planned::new();
+    let huge = "x".repeat(400 * 1024);
+    let bounded = |out: &Output, what: &str, said: &str| {
+        assert!(out.code != 0, "{what}: {}", out.stdout);
+        assert!(out.stderr.contains(said), "{what}: expected `{said}` in:\n{:.2000}", out.stderr);
+        assert!(out.stderr.len() < 4000, "{what}: an error of {} bytes", out.stderr.len());
+        assert!(out.stdout.len() < 100_000, "{what}: {} bytes of output", out.stdout.len());
+    };
+
+    let id = p.resigned(|body| {
+        let line = body.lines().find(|l| l.starts_with("summary ")).unwrap();
+        body.replacen(line, &format!("summary {huge}"), 1)
+    });
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    bounded(&show, "show", "the summary says `xxx");
+    let apply = p.lab.apply(&id);
+    bounded(&apply, "apply", "the summary says `xxx");
+
+    let signers = p.lab.read("repo/inventory/allowed_signers");
+    let line = format!("someone@test {huge}=\"x\" {}\n", p.operator.public);
+    p.lab.write("repo/inventory/allowed_signers", format!("{signers}{line}"));
+    let apply = p.lab.apply(&p.id);
+    bounded(&apply, "apply", "unsupported option `xxx");
+
+    // An approval by a key the policy does not count: the refusal lists who would count.
+    let principal = format!("{huge}@test");
+    let other = p.lab.keygen("other");
+    p.lab.write(
+        "repo/inventory/allowed_signers",
+        format!("{signers}{principal} {}\nother@test {}\n", p.operator.public, other.public),
+    );
+    p.lab.write(&p.approved_rel(), other.ssh_sign("homelab-approve", p.body().as_bytes()));
+    let policy = p.lab.read("repo/inventory/policy.yaml");
+    p.lab.write(
+        "repo/inventory/policy.yaml",
+        policy.replace("approvers: [operator@test]", &format!("approvers: [{principal}]")),
+    );
+    let apply = p.lab.apply(&p.id);
+    bounded(&apply, "apply", "from distinct keys of `xxx");
+    let policy = p.lab.read("repo/inventory/policy.yaml");
+    p.lab.write("repo/inventory/policy.yaml", policy.replace(&principal, &format!("{huge}@else")));
+    let validate = p.lab.homelab(&["validate"]);
+    bounded(&validate, "validate", "expected a principal of inventory/allowed_signers, found `xxx");
+}

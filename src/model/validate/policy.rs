@@ -11,6 +11,7 @@ use super::super::names::NodeName;
 use super::super::parse_duration;
 use super::super::raw::{self, line, S};
 use super::Input;
+use crate::quote::cut;
 
 const FILE: &str = "inventory/policy.yaml";
 
@@ -25,7 +26,7 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
             FILE,
             line(&p.plan_ttl),
             "plan_ttl",
-            format!("expected a duration such as `24h`, found `{}`", p.plan_ttl.value),
+            format!("expected a duration such as `24h`, found `{}`", cut(&p.plan_ttl.value)),
             "set how long a plan stays valid",
         );
     }
@@ -159,7 +160,7 @@ fn rule(
                 FILE,
                 line(a),
                 format!("{field}.approvers"),
-                format!("expected a human's principal, found the bot principal `{}`", a.value),
+                format!("expected a human's principal, found the bot principal `{}`", cut(&a.value)),
                 "grant a Telegram user under `telegram.users` (its `id`, `nodes` and `changes`), which says what its approvals may count for",
             );
             continue;
@@ -170,7 +171,10 @@ fn rule(
                 FILE,
                 line(a),
                 format!("{field}.approvers"),
-                format!("expected a principal of inventory/allowed_signers, found `{}`", a.value),
+                format!(
+                    "expected a principal of inventory/allowed_signers, found `{}`",
+                    cut(&a.value)
+                ),
                 "add the approver's key to inventory/allowed_signers",
             );
         }
@@ -214,7 +218,10 @@ fn telegram(i: &Input, d: &mut Diagnostics, principals: &BTreeSet<String>) {
                     FILE,
                     line(node),
                     format!("{field}.nodes"),
-                    format!("expected a node of inventory/topology.yaml, found `{}`", node.value),
+                    format!(
+                        "expected a node of inventory/topology.yaml, found `{}`",
+                        cut(&node.value)
+                    ),
                     "fix the node id",
                 );
             }
@@ -297,16 +304,6 @@ fn bad_branch_name(name: &str) -> Option<&'static str> {
         return Some("a part of it starts with `.` or ends with `.lock`");
     }
     None
-}
-
-/// A value quoted in a message, cut to a length a reader takes in.
-fn cut(s: &str) -> String {
-    const MAX: usize = 100;
-    let mut out: String = s.chars().take(MAX).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]
