@@ -1106,3 +1106,79 @@ fn in_a_browser_every_page_fits_a_phone_and_a_desktop() {
         }
     }
 }
+
+/// Token guesses are one budget for the whole page (issue 19, item 6): 60 wrong tokens sent at
+/// once over 60 connections, to the login form and to the approve and reject forms, get at
+/// most the burst (10) plus one per second compared; the rest are refused with 429 and
+/// `Retry-After` without being compared. A right token is taken again once the budget refills.
+#[test]
+fn token_guesses_share_one_budget_across_connections_and_forms() {
+    let site = Site::new();
+    let ui = Ui::with_token(&site.lab);
+    let id = site.id.clone();
+    // Each guesser is a browser of its own, with its own CSRF cookie.
+    let guessers: Vec<(Http, String, usize)> = (0..60)
+        .map(|i| {
+            let http = ui.http();
+            let path = if i % 3 == 0 { "/login".to_owned() } else { format!("/plans/{id}") };
+            let csrf = http.csrf(&path);
+            (http, csrf, i % 3)
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(guessers.len());
+    let start = std::time::Instant::now();
+    let answers: Vec<(u16, String, Option<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = guessers
+            .into_iter()
+            .enumerate()
+            .map(|(n, (http, csrf, form))| {
+                let (barrier, id) = (&barrier, &id);
+                s.spawn(move || {
+                    let wrong = format!("wrong-token-{n:04}-0123456789abcdef");
+                    barrier.wait();
+                    let r = match form {
+                        0 => http.form("/login", &[("csrf", &csrf), ("token", &wrong)]),
+                        1 => http.approve(id, &csrf, &wrong, "no signature"),
+                        _ => http.form(
+                            &format!("/plans/{id}/reject"),
+                            &[("csrf", &csrf), ("token", &wrong), ("reason", "guess")],
+                        ),
+                    };
+                    let retry = r.header("Retry-After").map(str::to_owned);
+                    (r.status, r.body, retry)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = start.elapsed().as_secs();
+    let compared = answers.iter().filter(|(status, _, _)| *status == 403).count();
+    let limited: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 429).collect();
+    assert_eq!(compared + limited.len(), answers.len(), "{answers:#?}");
+    assert!(
+        compared as u64 <= 10 + elapsed + 1,
+        "{compared} wrong tokens compared in {elapsed} s: the budget is 10 and 1 a second"
+    );
+    assert!(compared >= 10, "the burst is compared: {compared}");
+    for (_, body, retry) in &limited {
+        assert!(body.contains("too many login tokens were tried"), "{body}");
+        assert!(retry.as_deref().is_some_and(|s| s.parse::<u64>().is_ok()), "{retry:?}");
+    }
+    // Nothing was approved or rejected.
+    assert!(!site.lab.path(&format!("repo/plans/{id}.approved")).exists());
+    assert!(!site.lab.path(&format!("repo/plans/{id}.rejected")).exists());
+
+    // The budget refills: the right token logs in after the wait the page named.
+    let http = ui.http();
+    let csrf = http.csrf("/login");
+    let mut r = http.form("/login", &[("csrf", &csrf), ("token", TOKEN)]);
+    for _ in 0..5 {
+        if r.status != 429 {
+            break;
+        }
+        let wait: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+        std::thread::sleep(Duration::from_secs(wait));
+        r = http.form("/login", &[("csrf", &csrf), ("token", TOKEN)]);
+    }
+    assert_eq!(r.status, 303, "{}", r.body);
+}
