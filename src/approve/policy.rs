@@ -87,6 +87,11 @@ pub enum Refusal {
     Differs { instance: String, what: String, commit: String, detail: String },
 
     #[error(
+        "node `{node}`: {detail}: a plan lists a node's whole change, as the render of its commit (`{commit}`) against the node's state bound in the plan (its fingerprint) gives it; plan again"
+    )]
+    NotTheChange { node: String, commit: String, detail: String },
+
+    #[error(
         "the plan claims it was made by `{claimed}`, but its signature was made by `{actual}`: the planner line is not the signer; plan again"
     )]
     PlannerMismatch { claimed: String, actual: String },

@@ -1187,3 +1187,133 @@ fn errors_quote_huge_input_cut_short() {
     let validate = p.lab.homelab(&["validate"]);
     bounded(&validate, "validate", "expected a principal of inventory/allowed_signers, found `xxx");
 }
+
+/// `body` without the change of `instance` (its `change` line up to the next `change` or
+/// `node` line), its `summary` line recounted so the plan reads.
+fn without_change(body: &str, instance: &str) -> String {
+    let mut out = Vec::new();
+    let mut skipping = false;
+    for l in body.split_inclusive('\n') {
+        if l.starts_with("change ") || l.starts_with("node ") {
+            skipping = l.starts_with("change ") && l.trim_end().ends_with(&format!(" {instance}"));
+        }
+        if !skipping {
+            out.push(l);
+        }
+    }
+    with_summary(&out.concat())
+}
+
+/// `body` with its `summary` line recounted from its `change` lines.
+fn with_summary(body: &str) -> String {
+    let count = |a: &str| body.lines().filter(|l| l.starts_with(&format!("change {a} "))).count();
+    let summary = format!(
+        "summary {} create, {} update, {} replace, {} delete, {} no-op",
+        count("create"),
+        count("update"),
+        count("replace"),
+        count("delete"),
+        count("no-op")
+    );
+    let old = body.lines().find(|l| l.starts_with("summary ")).unwrap();
+    body.replacen(old, &summary, 1)
+}
+
+/// `body` with the line starting `from` replaced by `to` (the first such line).
+fn with_line(body: &str, from: &str, to: &str) -> String {
+    let line = body.lines().find(|l| l.starts_with(from)).unwrap_or_else(|| panic!("no `{from}`"));
+    body.replacen(line, to, 1)
+}
+
+/// A plan is the whole change (issue 19, item 1): `show`, `approve` and `apply` recompute each
+/// node's change set from the commit's render and the node's state bound in the plan, and
+/// refuse a plan re-signed with a valid planner key that leaves out a dependency's `create`
+/// (broker@edge-a, which app@edge-b waits for), leaves out a `delete`, rewrites a delete's
+/// reason to "deployed artifacts match", or relabels an `update` as `replace`. Honest plans
+/// pass.
+#[test]
+fn a_plan_that_is_not_the_whole_change_is_refused() {
+    let p = committed();
+    let refused_everywhere = |id: &str, why: &[&str]| {
+        let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+        assert_eq!(show.code, 3, "{}{}", show.stdout, show.stderr);
+        assert!(show.stdout.contains("REFUSED"), "{}", show.stdout);
+        let before = p.lab.snapshot();
+        let approve = p.lab.approve(id, &p.operator);
+        p.lab.snapshot().assert_same(&before, "a refused approval");
+        assert_eq!(approve.code, 3, "{}{}", approve.stdout, approve.stderr);
+        for w in why {
+            assert!(show.stderr.contains(w), "expected `{w}` in:\n{}", show.stderr);
+            assert!(approve.stderr.contains(w), "expected `{w}` in:\n{}", approve.stderr);
+        }
+        // resigned() wrote an approval made by ssh-keygen: apply still refuses.
+        p.refused_id(id, why);
+    };
+    assert!(p.body().contains("after broker@edge-a"), "app@edge-b waits for the broker");
+    let id = p.resigned(|b| without_change(b, "broker@edge-a"));
+    refused_everywhere(
+        &id,
+        &[
+            "node `edge-a`: the plan lacks `broker@edge-a`",
+            "`create` (not deployed on the node yet)",
+        ],
+    );
+
+    // Deployed as the commit renders, then: the broker's compose file changed, and a service
+    // the commit does not place on alpha (the broker, copied there by hand) to delete.
+    p.lab.deploy_all();
+    let from = p.lab.path("rt/edge-a/state/services/broker");
+    crate::support::copy_tree(&from, &p.lab.path("rt/alpha/state/services/broker"));
+    let compose = p.lab.read("repo/services/broker/docker-compose.yml");
+    let edited =
+        compose.replacen("    environment:\n", "    environment:\n      BROKER_LOG: debug\n", 1);
+    assert_ne!(compose, edited);
+    p.lab.write("repo/services/broker/docker-compose.yml", edited);
+    git_commit_all(&p.lab, "broker: debug");
+    let honest = p.lab.plan(&p.planner);
+    let body = split_plan(&p.lab.plan_file(&honest)).0.to_owned();
+    assert!(body.contains("\nchange delete broker@alpha\n"), "{body}");
+    assert!(body.contains("\nchange update broker@edge-a\n"), "{body}");
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{honest}.plan")]);
+    assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
+    let resign = |edit: &dyn Fn(&str) -> String| {
+        let body = edit(&body);
+        let sig = p.planner.ssh_sign("homelab-plan", body.as_bytes());
+        let id = crate::support::id_of(body.as_bytes());
+        p.lab.write(&format!("repo/plans/{id}.plan"), format!("{body}{sig}"));
+        p.lab.write(
+            &format!("repo/plans/{id}.approved"),
+            p.operator.ssh_sign("homelab-approve", body.as_bytes()),
+        );
+        id
+    };
+
+    let id = resign(&|b| without_change(b, "broker@alpha"));
+    refused_everywhere(&id, &["node `alpha`: the plan lacks `broker@alpha`", "`delete`"]);
+
+    let id = resign(&|b| {
+        let at = b.find("\nchange delete broker@alpha\n").unwrap() + 1;
+        let (head, tail) = b.split_at(at);
+        format!("{head}{}", with_line(tail, "reason ", "reason deployed artifacts match"))
+    });
+    refused_everywhere(
+        &id,
+        &["the plan has `delete broker@alpha` (deployed artifacts match)", "no longer desired"],
+    );
+
+    let id = resign(&|b| {
+        with_summary(&b.replacen(
+            "\nchange update broker@edge-a\n",
+            "\nchange replace broker@edge-a\n",
+            1,
+        ))
+    });
+    refused_everywhere(
+        &id,
+        &["the plan has `replace broker@edge-a`", "call for `update` (the node's manifest is not"],
+    );
+
+    let approve = p.lab.approve(&honest, &p.operator);
+    assert_eq!(approve.code, 0, "{}{}", approve.stdout, approve.stderr);
+    p.passes_id(&honest);
+}

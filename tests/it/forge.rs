@@ -498,10 +498,14 @@ fn links_and_mentions_in_a_plans_words_are_neutralised_in_the_comment() {
     let id = crate::support::id_of(body.as_bytes());
     lab.write(&format!("repo/plans/{id}.plan"), format!("{body}{sig}"));
     let forge = Standin::start("me", "homelab", TOKEN);
+    // The review refuses a reason the render does not give (the comment says so), and the
+    // comment shows the plan's words all the same, in the change list and in the refusal.
     let out = pr(&lab, &forge, &id, &[]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
     let all = comments(&forge);
     let comment = &all[0];
+    assert!(comment.contains("REFUSED"), "{comment}");
+    assert!(comment.matches("\\[here\\](javascript:alert(1))").count() >= 2, "{comment}");
     assert!(comment.contains("owner@saturn"), "{comment}");
     for raw in ["[here](", "![i](", "[r][1]", "[1]:", " @admin", "(@ops)"] {
         assert!(!comment.contains(raw), "`{raw}` reached the comment:\n{comment}");
