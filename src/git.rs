@@ -51,6 +51,28 @@ pub enum GitError {
     NoBranch { repo: std::path::PathBuf, branch: String },
 }
 
+/// Whether commit `older` is an ancestor of commit `newer` (both ids the repository has);
+/// `None` when git cannot tell (an id it lacks, or no git).
+pub fn is_ancestor(repo: &Path, older: &str, newer: &str) -> Option<bool> {
+    let hex = |c: &str| c.len() >= 7 && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(older) || !hex(newer) {
+        return None;
+    }
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["merge-base", "--is-ancestor", older, newer])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    match status.code() {
+        Some(0) => Some(true),
+        Some(1) => Some(false),
+        _ => None,
+    }
+}
+
 /// Whether `commit` (a commit id the repository has, as [`export`] checked) is reachable from
 /// the local branch `branch` (`refs/heads/<branch>`): merged into it, or on it. A branch the
 /// repository lacks is an error, never "not reachable".

@@ -70,6 +70,51 @@ pub fn verify(repo: &Path, lab: &Homelab, loaded: &LoadedPlan) -> Result<Provena
     Ok(Provenance::Commit(plan.commit.clone()))
 }
 
+/// The plan's nodes that it would move back to an older commit than the one they run, as
+/// this controller's records of applies say they run (`records`): one line each, for `show`,
+/// the pull-request comment and the approval prompt. Words for the reviewer, never a
+/// refusal: an operator may mean to go back. A node whose last apply this controller did not
+/// record (or recorded before it kept commits) is not judged.
+pub fn downgrades(
+    repo: &Path,
+    records: &crate::approve::policy::Records,
+    loaded: &LoadedPlan,
+) -> Vec<String> {
+    let plan = &loaded.plan;
+    if plan.dirty || plan.commit == "none" {
+        return Vec::new();
+    }
+    let applied = records.applied_records();
+    let mut out = Vec::new();
+    for n in plan.nodes.iter().filter(|n| n.changes.iter().any(|c| c.action != Action::NoOp)) {
+        let node = n.node.as_str();
+        // The newest record in which this node took its plan's changes.
+        let last = applied
+            .iter()
+            .filter(|r| r.plan != loaded.id && !r.commit.is_empty())
+            .filter(|r| {
+                r.nodes
+                    .get(node)
+                    .is_some_and(|s| s.outcome == "applied" || s.outcome == "applied earlier")
+            })
+            .max_by(|a, b| a.updated.cmp(&b.updated));
+        let Some(last) = last else { continue };
+        if last.commit == plan.commit {
+            continue;
+        }
+        if crate::git::is_ancestor(repo, &plan.commit, &last.commit) == Some(true) {
+            out.push(format!(
+                "DOWNGRADE: node `{node}` runs commit `{}` (plan `{}`, applied {}); this plan's commit `{}` is older: it moves the node back",
+                crate::quote::cut(&last.commit),
+                crate::quote::cut(&last.plan),
+                crate::quote::cut(&last.updated),
+                plan.commit
+            ));
+        }
+    }
+    out
+}
+
 /// What the render of the commit against a node's bound state calls for, for one instance.
 struct Expected {
     action: Action,

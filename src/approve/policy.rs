@@ -193,6 +193,23 @@ impl Records {
         PathBuf::from(self.layout.action(state, id))
     }
 
+    /// The controller's readable records of applies (`state/applied/*.json`), at most
+    /// `MAX_RECORDS` of them, each of at most 1 MiB (a record is a few hundred bytes).
+    pub fn applied_records(&self) -> Vec<Applied> {
+        const MAX_RECORDS: usize = 10_000;
+        let dir = self.applied("x");
+        let Some(dir) = dir.parent() else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        entries
+            .filter_map(Result::ok)
+            .take(MAX_RECORDS)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() <= 1 << 20))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| Applied::parse(&b))
+            .collect()
+    }
+
     /// The controller's record of an apply of `id`, when there is a readable one.
     pub fn applied_record(&self, id: &str) -> Option<Applied> {
         std::fs::read(self.applied(id)).ok().and_then(|b| Applied::parse(&b))

@@ -93,6 +93,7 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
             updated: crate::clock::rfc3339(clock()),
             by: opts.holder.clone(),
             nodes,
+            commit: loaded.plan.commit.clone(),
         }
         .to_bytes()
     };

@@ -64,6 +64,12 @@ pub fn run(
         Ok(p) => {
             sig.push_str("; ");
             sig.push_str(&p.describe());
+            // A plan that takes a node back to an older commit than it runs says so.
+            let records = crate::approve::policy::Records::at(controller);
+            for d in crate::review::downgrades(repo, &records, &loaded) {
+                sig.push_str("; ");
+                sig.push_str(&d);
+            }
             Report::Success
         }
         Err(why) => {

@@ -1317,3 +1317,74 @@ fn a_plan_that_is_not_the_whole_change_is_refused() {
     assert_eq!(approve.code, 0, "{}{}", approve.stdout, approve.stderr);
     p.passes_id(&honest);
 }
+
+/// A plan that moves a node back to an older commit than the one it runs says "DOWNGRADE"
+/// (issue 19, item 2): apply records the plan's commit in the controller's record; a later
+/// plan of an older commit of `main` is shown by `show` (text and the Markdown of the PR
+/// comment) and by `approve` as a downgrade of each node whose last apply ran a newer commit;
+/// a plan of the commit the nodes run says nothing of the kind.
+#[test]
+fn a_plan_of_an_older_commit_than_the_nodes_run_says_downgrade() {
+    let p = committed();
+    let older = git(&p.lab, &["rev-parse", "HEAD"]);
+    let compose = "repo/services/web/docker-compose.yml";
+    let text = p.lab.read(compose);
+    p.lab.write(compose, text.replacen("\"8080\"]", "\"8090\"]", 1));
+    git_commit_all(&p.lab, "web: port 8090");
+    let newer = git(&p.lab, &["rev-parse", "HEAD"]);
+    let id = p.lab.plan(&p.planner);
+    let body = split_plan(&p.lab.plan_file(&id)).0.to_owned();
+    p.lab.write(
+        &format!("repo/plans/{id}.approved"),
+        p.operator.ssh_sign("homelab-approve", body.as_bytes()),
+    );
+    // The controller's record of an apply keeps the plan's commit.
+    p.passes_id(&id);
+    let record: serde_json::Value =
+        serde_json::from_str(&p.lab.read(&format!("rt/state/applied/{id}.json"))).unwrap();
+    assert_eq!(record["commit"], newer.as_str(), "{record}");
+    // The nodes took it (a full apply's record; this test starts no containers).
+    let mut done = record.clone();
+    done["state"] = "completed".into();
+    done["nodes"] = serde_json::json!({
+        "alpha": { "outcome": "applied", "detail": "" },
+        "edge-a": { "outcome": "applied", "detail": "" },
+    });
+    p.lab.write(&format!("rt/state/applied/{id}.json"), done.to_string());
+    let show = |id: &str, format: &str| {
+        p.lab.homelab(&[
+            "show",
+            &format!("repo/plans/{id}.plan"),
+            "--format",
+            format,
+            "--controller-root",
+            "rt",
+        ])
+    };
+
+    // A plan of the older commit, made from a checkout of it.
+    git(&p.lab, &["checkout", "-q", &older]);
+    let back = p.lab.plan(&p.planner);
+    git(&p.lab, &["checkout", "-q", "main"]);
+    let said = format!(
+        "DOWNGRADE: node `alpha` runs commit `{newer}` (plan `{id}`, applied {}); this plan's commit `{older}` is older",
+        record["updated"].as_str().unwrap()
+    );
+    for format in ["text", "markdown", "json"] {
+        let out = show(&back, format);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains(&said), "{format}: expected `{said}` in:\n{}", out.stdout);
+        assert!(out.stdout.contains("node `edge-a` runs commit"), "{}", out.stdout);
+        // edge-b's last apply is not recorded as applied: not judged.
+        assert!(!out.stdout.contains("node `edge-b`"), "{}", out.stdout);
+    }
+    let approve = p.lab.approve(&back, &p.operator);
+    assert_eq!(approve.code, 0, "{}{}", approve.stdout, approve.stderr);
+    assert!(approve.stdout.contains(&said), "{}", approve.stdout);
+
+    // A plan of the commit the nodes run is no downgrade.
+    let again = p.lab.plan(&p.planner);
+    let out = show(&again, "text");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains("DOWNGRADE"), "{}", out.stdout);
+}
