@@ -148,18 +148,20 @@ struct Deployed {
 fn deployed_on(actual: &[String]) -> BTreeMap<String, Deployed> {
     let mut out: BTreeMap<String, Deployed> = BTreeMap::new();
     for l in actual {
-        let words: Vec<&str> = l.split(' ').collect();
-        match words.as_slice() {
-            [svc, "manifest", m] => {
-                out.entry((*svc).to_owned()).or_default().manifest = (*m).to_owned()
-            }
-            [svc, "file", name, sha, mode] => {
-                out.entry((*svc).to_owned())
+        // A service name holds no space; a file's name may (one put there by hand): its hash
+        // and mode are the last two words.
+        let Some((svc, rest)) = l.split_once(' ') else { continue };
+        if let Some(m) = rest.strip_prefix("manifest ") {
+            out.entry(svc.to_owned()).or_default().manifest = m.to_owned();
+        } else if let Some(rest) = rest.strip_prefix("file ") {
+            let mut words = rest.rsplitn(3, ' ');
+            if let (Some(mode), Some(sha), Some(name)) = (words.next(), words.next(), words.next())
+            {
+                out.entry(svc.to_owned())
                     .or_default()
                     .files
-                    .insert((*name).to_owned(), ((*sha).to_owned(), (*mode).to_owned()));
+                    .insert(name.to_owned(), (sha.to_owned(), mode.to_owned()));
             }
-            _ => {}
         }
     }
     out
@@ -414,4 +416,87 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
 fn first_differing_line(a: &[u8], b: &[u8]) -> usize {
     let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
     a[..at].iter().filter(|&&c| c == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::Artifact;
+
+    fn rendered() -> Rendered {
+        let a = |name: &str, text: &str, mode| Artifact {
+            name: name.to_owned(),
+            bytes: text.as_bytes().to_vec(),
+            mode,
+        };
+        Rendered {
+            instance: Instance {
+                service: crate::model::ServiceName::parse("web").unwrap(),
+                node: crate::model::NodeName::parse("alpha").unwrap(),
+            },
+            artifacts: vec![
+                a("docker-compose.yml", "services: {}\n", 0o644),
+                a("healthcheck.sh", "exit 0\n", 0o755),
+            ],
+        }
+    }
+
+    /// The `actual` lines of `r` deployed as rendered, with `edit` applied to the file lines.
+    fn actual(r: &Rendered, extra: &[&str]) -> Vec<String> {
+        let mut out =
+            vec![format!("web manifest {}", crate::digest::sha256_hex(&r.manifest_bytes()))];
+        for a in &r.artifacts {
+            out.push(format!("web file {} {} {:04o}", a.name, a.sha256(), a.mode));
+        }
+        out.extend(extra.iter().map(|s| (*s).to_owned()));
+        out
+    }
+
+    fn reason(e: &Expected) -> (Action, &str) {
+        match &e.reason {
+            Reason::Exact(r) => (e.action, r.as_str()),
+            _ => (e.action, "not exact"),
+        }
+    }
+
+    #[test]
+    fn the_change_is_recomputed_from_the_bound_state_as_plan_diff_makes_it() {
+        let r = rendered();
+        let d = deployed_on(&actual(&r, &[]));
+        assert_eq!(reason(&expected(&r, d.get("web"))), (Action::NoOp, "deployed artifacts match"));
+        assert_eq!(reason(&expected(&r, None)), (Action::Create, "not deployed on the node yet"));
+        // A file put there by hand, its name holding a space; and the healthcheck edited.
+        let mut lines = actual(&r, &["web file my notes.txt abc 0644"]);
+        lines[2] = format!("web file healthcheck.sh {} 0755", "0".repeat(64));
+        let d = deployed_on(&lines);
+        assert!(d["web"].files.contains_key("my notes.txt"));
+        assert_eq!(
+            reason(&expected(&r, d.get("web"))),
+            (
+                Action::Update,
+                "changed: healthcheck.sh; drift on the node: healthcheck.sh was edited on the node; my notes.txt is not homelab's"
+            )
+        );
+        // A mode changed on the node, and a file missing.
+        let lines: Vec<String> = actual(&r, &[])
+            .into_iter()
+            .filter(|l| !l.contains("docker-compose.yml"))
+            .map(|l| l.replace(" 0755", " 0644"))
+            .collect();
+        let d = deployed_on(&lines);
+        assert_eq!(
+            reason(&expected(&r, d.get("web"))),
+            (
+                Action::Update,
+                "changed: docker-compose.yml, healthcheck.sh; drift on the node: docker-compose.yml is missing; healthcheck.sh has mode 0644 on the node, not 0755"
+            )
+        );
+        // Another manifest: only the kind is bound.
+        let d = deployed_on(&["web manifest 1234".to_owned()]);
+        let e = expected(&r, d.get("web"));
+        assert_eq!(e.action, Action::Update);
+        assert!(matches!(e.reason, Reason::ChangedOrDrift { files_match: false }));
+        let d = deployed_on(&["web manifest none".to_owned()]);
+        assert_eq!(expected(&r, d.get("web")).action, Action::Replace);
+    }
 }

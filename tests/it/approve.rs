@@ -1270,10 +1270,20 @@ fn a_plan_that_is_not_the_whole_change_is_refused() {
     assert_ne!(compose, edited);
     p.lab.write("repo/services/broker/docker-compose.yml", edited);
     git_commit_all(&p.lab, "broker: debug");
+    // And on alpha, web's compose file edited by hand and a file put beside it: an update
+    // whose reason (changed files and drift) the review recomputes to the byte.
+    let web = "rt/alpha/state/services/web";
+    let deployed = p.lab.read(&format!("{web}/docker-compose.yml"));
+    p.lab.write(&format!("{web}/docker-compose.yml"), format!("{deployed}# by hand\n"));
+    p.lab.write(&format!("{web}/my notes.txt"), "notes\n");
     let honest = p.lab.plan(&p.planner);
     let body = split_plan(&p.lab.plan_file(&honest)).0.to_owned();
     assert!(body.contains("\nchange delete broker@alpha\n"), "{body}");
     assert!(body.contains("\nchange update broker@edge-a\n"), "{body}");
+    assert!(
+        body.contains("\nchange update web@alpha\nreason changed: docker-compose.yml; drift on the node: docker-compose.yml was edited on the node; my notes.txt is not homelab's\n"),
+        "{body}"
+    );
     let show = p.lab.homelab(&["show", &format!("repo/plans/{honest}.plan")]);
     assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
     let resign = |edit: &dyn Fn(&str) -> String| {
