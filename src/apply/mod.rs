@@ -64,6 +64,10 @@ pub struct Options {
     /// fresh connection (after `compose up` and the healthcheck's own time) before it rolls
     /// the service back by itself; `None`: no dead-man.
     pub confirm_timeout: Option<Duration>,
+    /// Nodes whose part of this plan an earlier run finished (the controller's record says
+    /// `applied` or `applied earlier`): their services are at the plan's version, so a
+    /// dependency there is met though this run leaves the node out.
+    pub finished_nodes: std::collections::BTreeSet<NodeName>,
 }
 
 /// Run the pipeline, or only look.

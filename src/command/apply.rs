@@ -82,6 +82,16 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
         expires: humantime::parse_rfc3339(&loaded.plan.expires)
             .map_err(|_| policy::Refusal::ExpiryUnreadable)?,
         keep_releases: lab.policy.keep_releases,
+        finished_nodes: records
+            .applied_record(&loaded.id)
+            .map(|r| {
+                r.nodes
+                    .iter()
+                    .filter(|(_, s)| s.outcome == "applied" || s.outcome == "applied earlier")
+                    .filter_map(|(n, _)| crate::model::NodeName::parse(n).ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     // The controller's record: from here on, a plain second apply of this plan is a replay.
     let applied = records.applied(&loaded.id);

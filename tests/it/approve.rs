@@ -1398,3 +1398,52 @@ fn a_plan_of_an_older_commit_than_the_nodes_run_says_downgrade() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(!out.stdout.contains("DOWNGRADE"), "{}", out.stdout);
 }
+
+/// A dependency outside the run is met only where the plan shows it at the version the render
+/// wants (issue 19, item 1): a deploy of EDGE-B alone skips app@edge-b, whose broker@edge-a the
+/// plan creates in a run left for later; once the controller's record says an earlier run
+/// finished EDGE-A, a resume of EDGE-B goes on; and a broker the plan shows as deployed and
+/// matching (a no-op) is met without EDGE-A in the run. Preparing alone changes nothing live
+/// and needs no dependency. (`--stage deploy` on a plan not yet prepared stops at "the stages
+/// before `deploy` come first" once past the dependency check, so no container is started.)
+#[test]
+fn a_dependency_outside_the_run_is_met_only_where_the_plan_shows_it() {
+    const SKIPPED: &str = "app: skipped: broker@edge-a is not in this run, and the plan does not show it at the version the render wants (apply its node and service too)";
+    const PAST: &str = "app: at `pending`, the stages before `deploy` come first";
+    let p = Planned::new();
+    p.approve(&p.operator);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-b", "--stage", "deploy"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains(SKIPPED), "{all}");
+    assert!(!all.contains(PAST), "{all}");
+
+    // An earlier run finished EDGE-A (as the controller's record says): EDGE-B goes on.
+    let record = format!("rt/state/applied/{}.json", p.id);
+    let mut r: serde_json::Value = serde_json::from_str(&p.lab.read(&record)).unwrap();
+    r["nodes"]["edge-a"] = serde_json::json!({ "outcome": "applied", "detail": "" });
+    p.lab.write(&record, r.to_string());
+    let out = p.lab.apply_with(&p.id, &["--resume", "--node", "edge-b", "--stage", "deploy"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains(PAST), "{all}");
+    assert!(!all.contains(SKIPPED), "{all}");
+
+    // Preparing alone needs no dependency.
+    let out = p.lab.apply_with(&p.id, &["--resume", "--node", "edge-b", "--stage", "prepare"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // Deployed and matching: the broker is a no-op of the plan, and met.
+    let p = Planned::with(|lab| {
+        lab.deploy_all();
+        let compose = lab.read("repo/services/app/docker-compose.yml");
+        lab.write("repo/services/app/docker-compose.yml", compose.replace("86400", "86401"));
+    });
+    let body = p.body();
+    assert!(body.contains("\nchange no-op broker@edge-a\n"), "{body}");
+    assert!(body.contains("\nchange update app@edge-b\n"), "{body}");
+    p.approve(&p.operator);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-b", "--stage", "deploy"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains(PAST), "{all}");
+    assert!(!all.contains(SKIPPED), "{all}");
+}
