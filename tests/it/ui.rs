@@ -1182,3 +1182,45 @@ fn token_guesses_share_one_budget_across_connections_and_forms() {
     }
     assert_eq!(r.status, 303, "{}", r.body);
 }
+
+/// The plan's page says "DOWNGRADE" where the plan moves a node back to an older commit than
+/// its last apply (issue 19, item 2), as `show` and `approve` do: the operator approves here too.
+#[test]
+fn the_plan_page_says_downgrade_where_a_node_runs_a_newer_commit() {
+    let site = Site::new();
+    let git = |args: &[&str]| {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(site.lab.path("repo"))
+            .args(["-c", "user.name=Test", "-c", "user.email=test@lab"])
+            .args(args);
+        site.lab.git_env(&mut cmd);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    site.lab.write("repo/services/web/README.md", "web, a newer version\n");
+    git(&["add", "-A", "--", ".", ":(exclude)plans"]);
+    git(&["commit", "-q", "-m", "newer"]);
+    let newer = git(&["rev-parse", "HEAD"]);
+    let ui = Ui::with_token(&site.lab);
+    let page = ui.http().get(&format!("/plans/{}", site.id));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("DOWNGRADE"), "{}", page.body);
+    // The controller's record of a later plan of the newer commit, applied on ALPHA.
+    site.lab.write(
+        "rt/state/applied/00000000000000aa.json",
+        serde_json::json!({
+            "plan": "00000000000000aa",
+            "state": "completed",
+            "updated": "2026-12-05T00:00:00Z",
+            "by": "test",
+            "nodes": { "alpha": { "outcome": "applied", "detail": "" } },
+            "commit": newer,
+        })
+        .to_string(),
+    );
+    let page = ui.http().get(&format!("/plans/{}", site.id));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("DOWNGRADE: node"), "{}", page.body);
+    assert!(page.body.contains(&newer), "{}", page.body);
+}
