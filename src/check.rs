@@ -27,7 +27,23 @@ use crate::render::{self, RenderError};
 /// Loads and fully validates the homelab definition at `repo`: every problem, sorted, or the
 /// model. What every command that acts on the homelab starts with.
 pub fn homelab(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
+    checked(repo, false)
+}
+
+/// What `homelab validate` reports: [`homelab`]'s problems and an `inventory/allowed_signers`
+/// that `approve` and `apply` could not read, parsed as they parse it. Only here: for the other
+/// commands a broken file is a refusal of the plan at hand (exit 3), as a bad signature is.
+pub fn validate(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
+    checked(repo, true)
+}
+
+fn checked(repo: &Path, with_signers: bool) -> Result<Homelab, Vec<Diagnostic>> {
     let Loaded { raw, lab, mut diagnostics } = crate::model::load_partial(repo);
+    if with_signers {
+        if let Some(source) = raw.as_ref().and_then(|r| r.allowed_signers.as_ref()) {
+            allowed_signers(&source.text, &mut diagnostics);
+        }
+    }
     let (Some(raw), Some(lab)) = (raw, lab) else { return Err(diagnostics.into_sorted()) };
     // Run on the sound parts even when other parts are broken: one run shows every problem.
     // The partial model leaves out what is broken, so nothing here repeats a model problem.
@@ -37,6 +53,23 @@ pub fn homelab(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
         Ok(lab)
     } else {
         Err(diagnostics.into_sorted())
+    }
+}
+
+/// The allowed-signers file as `approve` and `apply` read it (`approve::policy::signers`).
+fn allowed_signers(text: &str, d: &mut Diagnostics) {
+    const FILE: &str = "inventory/allowed_signers";
+    match crate::approve::AllowedSigners::parse(text, FILE) {
+        Ok(_) => {}
+        Err(crate::approve::SignersError::Parse { line, reason, .. }) => d.err(
+            "allowed-signers",
+            FILE,
+            Some(line as u64),
+            "signer",
+            reason,
+            "write the line as `man ssh-keygen` (ALLOWED SIGNERS) says; approve and apply refuse the whole file until it reads",
+        ),
+        Err(e) => d.err("allowed-signers", FILE, None, "", e.to_string(), ""),
     }
 }
 

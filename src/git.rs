@@ -43,6 +43,64 @@ pub enum GitError {
 
     #[error("cannot read commit `{commit}` with git: {reason}")]
     Export { commit: String, reason: String },
+
+    #[error(
+        "branch `{branch}` is not in the repository at `{}`: it is where reviewed plans come from (`reviewed_branches` in inventory/policy.yaml); fetch it (`git fetch origin {branch}:{branch}`) or fix the policy",
+        .repo.display()
+    )]
+    NoBranch { repo: std::path::PathBuf, branch: String },
+}
+
+/// Whether commit `older` is an ancestor of commit `newer` (both ids the repository has);
+/// `None` when git cannot tell (an id it lacks, or no git).
+pub fn is_ancestor(repo: &Path, older: &str, newer: &str) -> Option<bool> {
+    let hex = |c: &str| c.len() >= 7 && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(older) || !hex(newer) {
+        return None;
+    }
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["merge-base", "--is-ancestor", older, newer])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    match status.code() {
+        Some(0) => Some(true),
+        Some(1) => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether `commit` (a commit id the repository has, as [`export`] checked) is reachable from
+/// the local branch `branch` (`refs/heads/<branch>`): merged into it, or on it. A branch the
+/// repository lacks is an error, never "not reachable".
+pub fn reachable_from(repo: &Path, commit: &str, branch: &str) -> Result<bool, GitError> {
+    let reference = format!("refs/heads/{branch}");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    };
+    let failed = |reason: String| GitError::Export { commit: commit.to_owned(), reason };
+    let exists = git(&["rev-parse", "--verify", "--quiet", &format!("{reference}^{{commit}}")])
+        .map_err(|e| failed(e.to_string()))?;
+    if !exists.success() {
+        return Err(GitError::NoBranch { repo: repo.to_path_buf(), branch: branch.to_owned() });
+    }
+    // 0: an ancestor (or the commit itself); 1: not; anything else: git could not tell.
+    let status = git(&["merge-base", "--is-ancestor", commit, &reference])
+        .map_err(|e| failed(e.to_string()))?;
+    match status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(failed(format!("`git merge-base --is-ancestor` against `{reference}` failed"))),
+    }
 }
 
 /// Writes the tree of `commit` into `dest` from Git's objects (`git archive`), never from the

@@ -28,6 +28,7 @@
 //! clock, digest, files, git       time formatting, SHA-256 and HMAC, atomic writes, the Git tree
 //! http                            what the forge and telegram clients share: agent, retries, scrub
 //! error                           typed errors and the one place exit codes are decided
+//! quote                           input quoted in a message, cut to a few hundred characters
 //! ```
 //!
 //! The binary (`main.rs`) parses the command line and calls [`run`]; its exit code comes from
@@ -59,6 +60,7 @@ pub mod model;
 pub mod node;
 pub mod observe;
 pub mod plan;
+pub mod quote;
 pub mod render;
 pub mod review;
 pub mod supervise;

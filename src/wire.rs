@@ -94,6 +94,10 @@ pub struct Bundle {
     /// Every instance the run settles, on this node and others: a dependency outside it is
     /// taken as satisfied; one inside it on another node is waited for ([`Request::Settled`]).
     pub in_run: Vec<Instance>,
+    /// Nodes whose part of this plan an earlier run finished (the controller's record): a
+    /// dependency there is met though this run leaves it out.
+    #[serde(default)]
+    pub finished_nodes: Vec<crate::model::NodeName>,
 }
 
 /// What a node answers.

@@ -21,7 +21,7 @@ use super::node::NodeRun;
 use super::outcome::Next;
 use super::{Event, NodeOutcome, Options, Sink};
 use crate::model::{Instance, Node};
-use crate::plan::NodePlan;
+use crate::plan::{NodePlan, Plan};
 use crate::transport::Transport;
 use crate::wire::{self, Bundle, Opened, Reply, Request};
 
@@ -55,6 +55,7 @@ pub struct Signed {
 pub fn here(
     node: &Node,
     id: &str,
+    plan: &Plan,
     np: &NodePlan,
     transport: &dyn Transport,
     opts: &Options,
@@ -64,6 +65,7 @@ pub fn here(
     on_settle: &(dyn Fn(&Instance, bool) + Sync),
 ) -> (NodeOutcome, usize) {
     let board = Board::observed(on_settle);
+    let outside = super::schedule::outside(plan, opts);
     let trips = Arc::new(AtomicUsize::new(0));
     let done = AtomicBool::new(false);
     let external: BTreeSet<&Instance> = np
@@ -94,6 +96,7 @@ pub fn here(
             sink,
             board: &board,
             in_run,
+            outside: &outside,
             trips: trips.clone(),
             outbox: Default::default(),
         }
@@ -163,6 +166,7 @@ pub(super) fn remote(
         confirm_timeout_secs: opts.confirm_timeout.map(|t| t.as_secs()),
         holder: opts.holder.clone(),
         in_run: in_run.iter().cloned().collect(),
+        finished_nodes: opts.finished_nodes.iter().cloned().collect(),
     };
     let input = Arc::new(Mutex::new(session.input.take()));
     if send(&input, &Request::Apply(bundle)).is_err() {

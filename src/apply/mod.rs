@@ -69,6 +69,10 @@ pub struct Options {
     /// (`homelab node serve`): each node checks them itself before it acts. `None`: every
     /// node's part runs here, over the transport's commands.
     pub signed: Option<engine::Signed>,
+    /// Nodes whose part of this plan an earlier run finished (the controller's record says
+    /// `applied` or `applied earlier`): their services are at the plan's version, so a
+    /// dependency there is met though this run leaves the node out.
+    pub finished_nodes: std::collections::BTreeSet<NodeName>,
 }
 
 /// Run the pipeline, or only look.

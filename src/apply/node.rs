@@ -31,11 +31,21 @@ pub(super) struct NodeRun<'a> {
     pub(super) sink: &'a dyn Sink,
     pub(super) board: &'a Board<'a>,
     pub(super) in_run: &'a BTreeSet<Instance>,
+    /// The dependencies this run leaves out that are met, and what the plan lists.
+    pub(super) outside: &'a Outside,
     /// Commands run on the node by this run: its round trips (issue 10: the number the program
     /// knows, reported with the node's outcome).
     pub(super) trips: Arc<std::sync::atomic::AtomicUsize>,
     /// Journal saves and events waiting for the node's next command.
     pub(super) outbox: Mutex<Outbox>,
+}
+
+/// What a run knows of the dependencies it leaves out.
+pub(super) struct Outside {
+    /// Shown by the plan at the version the render wants.
+    pub(super) met: BTreeSet<Instance>,
+    /// Every instance the plan lists a change for.
+    pub(super) listed: BTreeSet<Instance>,
 }
 
 /// What the next command to the node carries (issue 10: records cost no round trip of their
@@ -646,6 +656,32 @@ impl NodeRun<'_> {
             if let Some(ok) = self.stages(at, i, c, journal, tally, Stage::Validated) {
                 return ok;
             }
+        }
+        // A dependency this run leaves out must be shown at its version by the plan (a no-op, or
+        // a node an earlier run finished): one a planner left out, or a change left to another
+        // run, is not there yet.
+        // A run that only prepares or validates changes nothing live: it needs none.
+        let live = !matches!(self.opts.mode.only(), Some(Stage::Prepared | Stage::Validated));
+        let unmet: Vec<&Instance> = c
+            .after
+            .iter()
+            .filter(|d| live && !self.in_run.contains(*d) && !self.outside.met.contains(*d))
+            .collect();
+        if !unmet.is_empty() {
+            let names: Vec<String> = unmet.iter().map(ToString::to_string).collect();
+            let listed = unmet.iter().all(|d| self.outside.listed.contains(*d));
+            let reason = format!(
+                "skipped: {} {} not in this run, and the plan does not show {} at the version the render wants ({})",
+                names.join(", "),
+                if names.len() == 1 { "is" } else { "are" },
+                if names.len() == 1 { "it" } else { "them" },
+                if listed {
+                    "apply its node and service too"
+                } else {
+                    "plan its node too"
+                }
+            );
+            return skip(reason, if listed { Next::Resume } else { Next::Replan });
         }
         // Dependencies next, on this node or another; waiting, this thread sends nothing.
         let blocked: Vec<&Instance> = at.batcher.aside(|| {

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{
     split_armored, AllowedSigners, Signer, VerifyError, APPROVE_NAMESPACE, PLAN_NAMESPACE,
@@ -66,6 +66,13 @@ pub enum Refusal {
     #[error(transparent)]
     Commit(#[from] crate::git::GitError),
 
+    #[error(
+        "the plan's commit `{commit}` is not on the reviewed branch{} {} (`reviewed_branches` in inventory/policy.yaml): it was never merged there, so nobody reviewed it; merge it through a pull request, update the branch here (`git pull`), and plan again from it",
+        if .branches.len() == 1 { "" } else { "es" },
+        .branches.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+    )]
+    NotReviewed { commit: String, branches: Vec<String> },
+
     #[error("the plan's commit `{commit}` is not a valid homelab: {problems}")]
     CommitInvalid { commit: String, problems: String },
 
@@ -85,6 +92,11 @@ pub enum Refusal {
     Differs { instance: String, what: String, commit: String, detail: String },
 
     #[error(
+        "node `{node}`: {detail}: a plan lists a node's whole change, as the render of its commit (`{commit}`) against the node's state bound in the plan (its fingerprint) gives it; plan again"
+    )]
+    NotTheChange { node: String, commit: String, detail: String },
+
+    #[error(
         "the plan claims it was made by `{claimed}`, but its signature was made by `{actual}`: the planner line is not the signer; plan again"
     )]
     PlannerMismatch { claimed: String, actual: String },
@@ -100,6 +112,16 @@ pub enum Refusal {
 
     #[error("plan `{id}` expired at {expires} (it is now {now}): plan again")]
     Expired { id: String, expires: String, now: String },
+
+    #[error(
+        "plan `{id}` is valid for {lifetime} (created {created}, expires {expires}), longer than the `plan_ttl` of {ttl} in inventory/policy.yaml: a planner does not choose how long its plan lives; plan again"
+    )]
+    LivesTooLong { id: String, created: String, expires: String, lifetime: String, ttl: String },
+
+    #[error(
+        "plan `{id}` says it was created at {created}, later than now ({now}) by more than {skew}: a plan is never made in the future (check the planner's clock); plan again"
+    )]
+    CreatedInFuture { id: String, created: String, now: String, skew: String },
 
     #[error("plan `{id}` was rejected by {by} at {at}: {reason} ({})", .record.display())]
     Rejected { id: String, by: String, at: String, reason: String, record: PathBuf },
@@ -148,8 +170,9 @@ pub enum Refusal {
     BotNotGranted { principal: String, node: NodeName, kinds: Vec<String>, granted: Vec<String> },
 }
 
+/// Principals of the policy or of allowed_signers, each quoted, none whole if huge.
 fn list(names: &BTreeSet<String>) -> String {
-    names.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+    names.iter().map(|a| format!("`{}`", crate::quote::cut(a))).collect::<Vec<_>>().join(", ")
 }
 
 /// Where the controller keeps its records of plans: its runtime root.
@@ -173,6 +196,23 @@ impl Records {
 
     pub fn action(&self, state: ActionState, id: &str) -> PathBuf {
         PathBuf::from(self.layout.action(state, id))
+    }
+
+    /// The controller's readable records of applies (`state/applied/*.json`), at most
+    /// `MAX_RECORDS` of them, each of at most 1 MiB (a record is a few hundred bytes).
+    pub fn applied_records(&self) -> Vec<Applied> {
+        const MAX_RECORDS: usize = 10_000;
+        let dir = self.applied("x");
+        let Some(dir) = dir.parent() else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        entries
+            .filter_map(Result::ok)
+            .take(MAX_RECORDS)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() <= 1 << 20))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| Applied::parse(&b))
+            .collect()
     }
 
     /// The controller's record of an apply of `id`, when there is a readable one.
@@ -224,6 +264,45 @@ pub fn check_not_expired(loaded: &LoadedPlan, now: SystemTime) -> Result<(), Ref
             id: loaded.id.clone(),
             expires: loaded.plan.expires.clone(),
             now: crate::clock::rfc3339(now),
+        });
+    }
+    Ok(())
+}
+
+/// How far a plan's `created` may be ahead of the checker's clock: two machines' clocks differ
+/// by a little, never by more.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// The plan's time window is the policy's, not the planner's: `expires - created` is at most
+/// `plan_ttl`, and `created` is not later than `now` plus [`CLOCK_SKEW`]. A planner that writes
+/// its own times (`expires 2099-…`, `created 2098-…`) would otherwise make a plan that never
+/// expires. Whether the plan has expired is [`check_not_expired`]'s.
+pub fn check_lifetime(
+    loaded: &LoadedPlan,
+    policy: &crate::model::Policy,
+    now: SystemTime,
+) -> Result<(), Refusal> {
+    let plan = &loaded.plan;
+    let created = humantime::parse_rfc3339(&plan.created).map_err(|_| Refusal::ExpiryUnreadable)?;
+    let expires = humantime::parse_rfc3339(&plan.expires).map_err(|_| Refusal::ExpiryUnreadable)?;
+    let rounded = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+    if let Ok(lifetime) = expires.duration_since(created) {
+        if lifetime > policy.plan_ttl {
+            return Err(Refusal::LivesTooLong {
+                id: loaded.id.clone(),
+                created: plan.created.clone(),
+                expires: plan.expires.clone(),
+                lifetime: rounded(lifetime).to_string(),
+                ttl: rounded(policy.plan_ttl).to_string(),
+            });
+        }
+    }
+    if created > now + CLOCK_SKEW {
+        return Err(Refusal::CreatedInFuture {
+            id: loaded.id.clone(),
+            created: plan.created.clone(),
+            now: crate::clock::rfc3339(now),
+            skew: rounded(CLOCK_SKEW).to_string(),
         });
     }
     Ok(())
@@ -566,6 +645,7 @@ pub fn preflight(
             check_not_rejected(&loaded, records)?;
         }
         Preflight::Resume | Preflight::Fresh => {
+            check_lifetime(&loaded, &lab.policy, now)?;
             check_not_expired(&loaded, now)?;
             check_not_consumed_or_rejected(&loaded, records)?;
         }
@@ -588,10 +668,11 @@ pub fn approve(
     loaded: &LoadedPlan,
     key: &Signer,
     signers: &AllowedSigners,
+    policy: &crate::model::Policy,
     records: &Records,
     now: SystemTime,
 ) -> Result<Approval, ApproveError> {
-    let file = approvals_for(loaded, signers, records, now)?;
+    let file = approvals_for(loaded, signers, policy, records, now)?;
     if file.approved_by(&key.fingerprint()) {
         return Ok(Approval { path: file.path, added: false });
     }
@@ -608,10 +689,11 @@ pub fn add_signature(
     loaded: &LoadedPlan,
     signature: &str,
     signers: &AllowedSigners,
+    policy: &crate::model::Policy,
     records: &Records,
     now: SystemTime,
 ) -> Result<(Approval, super::Verified), ApproveError> {
-    let file = approvals_for(loaded, signers, records, now)?;
+    let file = approvals_for(loaded, signers, policy, records, now)?;
     let path = file.path.clone();
     let blocks = split_armored(signature).map_err(|source| Refusal::BadApproval {
         path: path.clone(),
@@ -660,15 +742,17 @@ impl ApprovalsFile {
     }
 }
 
-/// The checks every new approval passes (planner, expiry, not applied, not rejected), then
-/// `<id>.approved` as it is now.
+/// The checks every new approval passes (planner, lifetime, expiry, not applied, not
+/// rejected), then `<id>.approved` as it is now.
 fn approvals_for(
     loaded: &LoadedPlan,
     signers: &AllowedSigners,
+    policy: &crate::model::Policy,
     records: &Records,
     now: SystemTime,
 ) -> Result<ApprovalsFile, ApproveError> {
     verify_planner(loaded, signers, now)?;
+    check_lifetime(loaded, policy, now)?;
     check_not_expired(loaded, now)?;
     check_not_consumed_or_rejected(loaded, records)?;
     let path = approved_beside(loaded);

@@ -26,6 +26,7 @@ use super::sshsig::{
     certificate_refusal, parse_armored, public_key_openssh, rsa_bits, split_armored, CERT_SUFFIX,
     MIN_RSA_BITS,
 };
+use crate::quote::cut;
 
 /// What a valid signature proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +108,8 @@ impl AllowedSigners {
             let entry = parse_line(rest, line).map_err(|reason| SignersError::Parse {
                 file: file.to_string(),
                 line,
-                reason,
+                // What a line quotes of itself is cut already; this bounds the sum.
+                reason: crate::quote::cut_to(&reason, 1000),
             })?;
             entries.push(entry);
         }
@@ -269,7 +271,8 @@ fn parse_line(text: &str, line: usize) -> Result<Entry, String> {
     let first = first_word(rest);
     if first.is_empty() {
         return Err(format!(
-            "expected a key type and a base64 key after the principals `{principals}`"
+            "expected a key type and a base64 key after the principals `{}`",
+            cut(&principals)
         ));
     }
     let mut options = Options::default();
@@ -281,17 +284,18 @@ fn parse_line(text: &str, line: usize) -> Result<Entry, String> {
     }
     if !is_key_type(key_type) {
         return Err(format!(
-            "unknown key type `{key_type}`: expected `ssh-ed25519`, `ecdsa-sha2-nistp256`, \
+            "unknown key type `{}`: expected `ssh-ed25519`, `ecdsa-sha2-nistp256`, \
              `ecdsa-sha2-nistp384`, `ecdsa-sha2-nistp521` or `ssh-rsa` (options are separated \
-             by commas, without spaces)"
+             by commas, without spaces)",
+            cut(key_type)
         ));
     }
     let base64 = first_word(skip_blanks(&rest[key_type.len()..]));
     if base64.is_empty() {
-        return Err(format!("expected a base64 key after `{key_type}`"));
+        return Err(format!("expected a base64 key after `{}`", cut(key_type)));
     }
     let key = PublicKey::from_openssh(&format!("{key_type} {base64}")).map_err(|e| {
-        format!("invalid `{key_type}` public key ({e}): copy the line from the `.pub` file")
+        format!("invalid `{}` public key ({e}): copy the line from the `.pub` file", cut(key_type))
     })?;
     match key.key_data() {
         KeyData::Ed25519(_) | KeyData::Ecdsa(_) | KeyData::Rsa(_) => {}
@@ -352,7 +356,7 @@ fn parse_options<'a>(mut opts: &'a str, entry: &mut Options) -> Result<&'a str, 
             opts = rest;
         } else {
             let name = opts.split([',', '=', ' ', '\t']).next().unwrap_or_default();
-            return Err(format!("unsupported option `{name}`: {EXPECTED}"));
+            return Err(format!("unsupported option `{}`: {EXPECTED}", cut(name)));
         }
         match opts.chars().next() {
             None | Some(' ' | '\t') => break,
@@ -405,8 +409,9 @@ fn dequote<'a>(text: &'a str, option: &str) -> Result<(String, &'a str), String>
 fn parse_time(value: &str, option: &str) -> Result<u64, String> {
     let invalid = || {
         format!(
-            "invalid `{option}` time `{value}`: expected `YYYYMMDD`, `YYYYMMDDHHMM` or \
-             `YYYYMMDDHHMMSS`, optionally followed by `Z` (times are UTC), e.g. `20260101Z`"
+            "invalid `{option}` time `{}`: expected `YYYYMMDD`, `YYYYMMDDHHMM` or \
+             `YYYYMMDDHHMMSS`, optionally followed by `Z` (times are UTC), e.g. `20260101Z`",
+            cut(value)
         )
     };
     let utc = value.strip_suffix(['Z', 'z']).filter(|d| !d.is_empty()).or_else(|| {
@@ -495,18 +500,20 @@ fn match_pattern_list(s: &str, list: &str) -> bool {
     positive
 }
 
-/// OpenSSH `match_pattern`: `*` matches any run of characters, `?` any one character.
+/// OpenSSH `match_pattern`: `*` matches any run of bytes, `?` any one byte. Bytes, not
+/// characters, as OpenSSH's C does: `?@saturn` does not match `ü@saturn` (two bytes), and
+/// `??@saturn` does, for `ssh-keygen -Y verify` and for homelab alike.
 fn match_pattern(s: &str, pattern: &str) -> bool {
-    let s: Vec<char> = s.chars().collect();
-    let p: Vec<char> = pattern.chars().collect();
+    let s = s.as_bytes();
+    let p = pattern.as_bytes();
     let (mut si, mut pi) = (0, 0);
     // The position after the last `*` seen, and the text position it was tried at.
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
             si += 1;
             pi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some((pi + 1, si));
             pi += 1;
         } else if let Some((after, tried)) = star {
@@ -517,7 +524,7 @@ fn match_pattern(s: &str, pattern: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -537,6 +544,11 @@ mod tests {
         assert!(!match_pattern_list("homelab-plan", "homelab-*,!homelab-plan"));
         assert!(!match_pattern_list("homelab-plan", "!git"));
         assert!(!match_pattern_list("homelab-plan", "git, homelab-plan"));
+        // Bytes, as OpenSSH: `ü` is two of them.
+        assert!(!match_pattern("ü@saturn", "?@saturn"));
+        assert!(match_pattern("ü@saturn", "??@saturn"));
+        assert!(match_pattern("ü@saturn", "*@saturn"));
+        assert!(match_pattern("aü", "a*"));
     }
 
     #[test]

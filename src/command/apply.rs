@@ -88,6 +88,16 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
             approved: crate::plan::file::read_bounded(args.approved)
                 .map_err(policy::Refusal::from)?,
         }),
+        finished_nodes: records
+            .applied_record(&loaded.id)
+            .map(|r| {
+                r.nodes
+                    .iter()
+                    .filter(|(_, s)| s.outcome == "applied" || s.outcome == "applied earlier")
+                    .filter_map(|(n, _)| crate::model::NodeName::parse(n).ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     // The controller's record: from here on, a plain second apply of this plan is a replay.
     let applied = records.applied(&loaded.id);
@@ -99,6 +109,7 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
             updated: crate::clock::rfc3339(clock()),
             by: opts.holder.clone(),
             nodes,
+            commit: loaded.plan.commit.clone(),
         }
         .to_bytes()
     };

@@ -29,12 +29,19 @@ pub fn approve(
     let planner = policy::verify_planner(&loaded, &signers, now)?;
     // Recomputed by this binary from the plan's commit before anything is shown as approvable.
     let provenance = crate::review::verify(repo, &lab, &loaded)?;
-    let checked = format!(
+    policy::check_lifetime(&loaded, &lab.policy, now)?;
+    let records = Records::at(&controller.root(None));
+    let downgrades = crate::review::downgrades(repo, &records, &loaded);
+    let mut checked = format!(
         "valid: made by {} ({}); {}",
         planner.principals.join(", "),
         planner.fingerprint,
         provenance.describe()
     );
+    for d in &downgrades {
+        checked.push_str("; ");
+        checked.push_str(d);
+    }
     display::write_text_checked(out, &loaded.id, &loaded.plan, super::use_color(), Some(&checked))
         .map_err(Error::stdout)?;
     if !yes {
@@ -44,19 +51,22 @@ pub fn approve(
                     .to_owned(),
             });
         }
-        eprint!("\napprove plan {} ({})? [y/N] ", loaded.id, loaded.plan.summary());
+        for d in &downgrades {
+            eprintln!("\nwarning: {d}");
+        }
+        let downgrade = if downgrades.is_empty() { "" } else { "; a DOWNGRADE" };
+        eprint!("\napprove plan {} ({}{downgrade})? [y/N] ", loaded.id, loaded.plan.summary());
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
             return Err(Error::NotConfirmed { message: "not approved".to_owned() });
         }
     }
-    let records = Records::at(&controller.root(None));
     policy::check_not_expired(&loaded, now)?;
     policy::check_not_consumed_or_rejected(&loaded, &records)?;
     let verified = keys::principals_of(&key, &signers, APPROVE_NAMESPACE, now)?;
     let principals = &verified.principals;
-    let done = policy::approve(&loaded, &key, &signers, &records, now)?;
+    let done = policy::approve(&loaded, &key, &signers, &lab.policy, &records, now)?;
     // Say so when this approval will not count for some node (inventory/policy.yaml).
     let not_counted: Vec<String> = policy::changed_nodes(&loaded.plan)
         .filter(|n| !lab.policy.rule_for(n).approvers.iter().any(|a| verified.allows(a)))

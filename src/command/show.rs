@@ -52,13 +52,24 @@ pub fn run(
     let reason = action(controller, &loaded.id).and_then(|(_, r)| r);
     let mut sig = signature(repo, &loaded, SystemTime::now());
     // Whether the content is what the plan's commit renders, by this binary.
-    let review = super::load(repo)
-        .map_err(|e| e.to_string())
-        .and_then(|lab| crate::review::verify(repo, &lab, &loaded).map_err(|e| e.to_string()));
+    // Whether its time window is the policy's (approve and apply refuse it otherwise).
+    let now = SystemTime::now();
+    let review = super::load(repo).map_err(|e| e.to_string()).and_then(|lab| {
+        let provenance = crate::review::verify(repo, &lab, &loaded).map_err(|e| e.to_string())?;
+        crate::approve::policy::check_lifetime(&loaded, &lab.policy, now)
+            .map_err(|e| e.to_string())?;
+        Ok(provenance)
+    });
     let report = match &review {
         Ok(p) => {
             sig.push_str("; ");
             sig.push_str(&p.describe());
+            // A plan that takes a node back to an older commit than it runs says so.
+            let records = crate::approve::policy::Records::at(controller);
+            for d in crate::review::downgrades(repo, &records, &loaded) {
+                sig.push_str("; ");
+                sig.push_str(&d);
+            }
             Report::Success
         }
         Err(why) => {

@@ -7,7 +7,8 @@ use super::args::DataFormat;
 use crate::error::{Error, Report};
 
 pub fn run(repo: &Path, format: DataFormat, out: &mut dyn Write) -> Result<Report, Error> {
-    let result = super::load(repo);
+    // Stricter than the other commands' `load`: a broken allowed_signers is a problem here.
+    let result = crate::check::validate(repo).map_err(|diagnostics| Error::Invalid { diagnostics });
     match (format, result) {
         (DataFormat::Json, result) => {
             let problems = match &result {

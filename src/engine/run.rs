@@ -144,6 +144,7 @@ impl Ready {
             keep_releases: roots.policy.keep_releases,
             confirm_timeout,
             signed: None,
+            finished_nodes: bundle.finished_nodes.iter().cloned().collect(),
         };
         let in_run = bundle.in_run.iter().cloned().collect();
         let settled = |inst: &Instance| -> Option<bool> {
@@ -167,7 +168,16 @@ impl Ready {
             }
         };
         apply::engine::here(
-            &node, &loaded.id, np, &transport, &opts, sink, &in_run, &settled, &on_settle,
+            &node,
+            &loaded.id,
+            &loaded.plan,
+            np,
+            &transport,
+            &opts,
+            sink,
+            &in_run,
+            &settled,
+            &on_settle,
         )
     }
 }

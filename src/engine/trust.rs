@@ -79,6 +79,8 @@ pub fn check(
             loaded.id
         ));
     }
+    // The plan's time window is the pinned policy's, not the planner's.
+    policy::check_lifetime(&loaded, &roots.policy, now).map_err(|e| e.to_string())?;
     let begun = Path::new(&layout.journal(&loaded.id)).exists();
     if !(bundle.resume && begun) {
         policy::check_not_expired(&loaded, now).map_err(|e| e.to_string())?;

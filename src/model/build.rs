@@ -26,6 +26,7 @@ pub(super) fn homelab(r: &RawRepo) -> Option<Homelab> {
         // to plan or approve.
         plan_ttl: Duration::ZERO,
         allow_uncommitted: false,
+        reviewed_branches: vec![DEFAULT_REVIEWED_BRANCH.to_owned()],
         keep_releases: DEFAULT_KEEP_RELEASES,
         default: ApprovalRule { required: 0, approvers: BTreeSet::new(), humans: 0 },
         nodes: BTreeMap::new(),
@@ -290,6 +291,10 @@ fn policy(p: &raw::Policy, nodes: &BTreeMap<NodeName, Node>) -> Option<Policy> {
     Some(Policy {
         plan_ttl: parse_duration(&p.plan_ttl.value).filter(|d| !d.is_zero())?,
         allow_uncommitted: p.allow_uncommitted,
+        reviewed_branches: match &p.reviewed_branches {
+            Some(b) => b.value.iter().map(|b| b.value.clone()).collect(),
+            None => vec![DEFAULT_REVIEWED_BRANCH.to_owned()],
+        },
         keep_releases: p.keep_releases.as_ref().map_or(DEFAULT_KEEP_RELEASES, |k| k.value.max(2)),
         default: rule(&p.approvals.default),
         nodes: per_node,

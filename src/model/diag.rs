@@ -6,6 +6,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The most characters of a diagnostic's message: several quoted values and the words around
+/// them, never a file.
+const MAX_MESSAGE: usize = 1000;
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Diagnostic {
     /// Path relative to the repository root, with `/` separators.
@@ -34,9 +38,10 @@ impl Diagnostic {
         Diagnostic {
             file: slash_path(file.as_ref()),
             line,
-            field: field.into(),
+            // Whatever a check quotes, no diagnostic grows past a screenful (crate::quote).
+            field: crate::quote::cut(&field.into()),
             rule,
-            message: message.into(),
+            message: crate::quote::cut_to(&message.into(), MAX_MESSAGE),
             fix: fix.into(),
         }
     }

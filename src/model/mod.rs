@@ -252,6 +252,9 @@ pub struct Policy {
     /// Plans from uncommitted trees may be approved (their artifacts are then the planner's
     /// word, and reviewers are told so).
     pub allow_uncommitted: bool,
+    /// The branches plans must come from (`reviewed_branches`, default `main`): a plan whose
+    /// commit none of them reaches was never merged after review, and is refused.
+    pub reviewed_branches: Vec<String>,
     /// Releases (and journals) kept per service on a node; at least 2 (the live one and the
     /// one a rollback goes back to).
     pub keep_releases: u32,
@@ -281,6 +284,9 @@ pub struct TelegramGrant {
 
 /// The prefix of a bot's principals: `telegram:<user id>`.
 pub const TELEGRAM_PRINCIPAL: &str = "telegram:";
+
+/// The branch plans come from when `inventory/policy.yaml` names none.
+pub const DEFAULT_REVIEWED_BRANCH: &str = "main";
 
 /// The kinds of change a policy may grant a bot: a plan's actions, with an update that writes
 /// no file (only brings containers back up) told apart as `restart`.

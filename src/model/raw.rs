@@ -79,6 +79,10 @@ pub struct Policy {
     /// approved: its artifacts cannot be checked against a commit.
     #[serde(default)]
     pub allow_uncommitted: bool,
+    /// The branches plans must come from: a plan's commit is reachable from one of them.
+    /// Default `[main]`.
+    #[serde(default)]
+    pub reviewed_branches: Option<S<Vec<S<String>>>>,
     /// How many releases (and apply journals) of each service a node keeps; older ones are
     /// pruned after a completed apply. Default 5.
     #[serde(default)]

@@ -103,6 +103,10 @@ pub struct Applied {
     pub updated: String,
     pub by: String,
     pub nodes: BTreeMap<String, NodeSummary>,
+    /// The Git commit of the plan applied: what its nodes run from then on, so a later plan of
+    /// an older commit is told as a downgrade. Absent from records written before it was kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
 }
 
 impl Applied {

@@ -44,9 +44,15 @@ pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Markdown text (outside code): escaped, then HTML-escaped, with `|` escaped for tables.
+/// Markdown text (outside code): escaped, then HTML-escaped, with `|` escaped for tables,
+/// `[` and `]` escaped so no link or image (`[x](javascript:…)`, `![](…)`, `[x][ref]`) is
+/// made of a plan's words (a bare `http(s)://` URL is still linked by Forgejo, and only such
+/// a URL), and a zero-width space after an `@` that could start a mention, so a plan's
+/// words notify nobody (`@admin` reads the same and pings no one; `owner@saturn` is left
+/// as it is).
 pub fn md_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    let mut before: Option<char> = None;
     for c in escape(s).chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -54,8 +60,12 @@ pub fn md_text(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '|' => out.push_str("\\|"),
+            '[' => out.push_str("\\["),
+            ']' => out.push_str("\\]"),
+            '@' if !before.is_some_and(char::is_alphanumeric) => out.push_str("@\u{200b}"),
             c => out.push(c),
         }
+        before = Some(c);
     }
     out
 }

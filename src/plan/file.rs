@@ -822,7 +822,8 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             file: file.to_owned(),
             line: summary_line,
             message: format!(
-                "the summary says `{summary}` but the changes add up to `{}`: the plan was edited",
+                "the summary says `{}` but the changes add up to `{}`: the plan was edited",
+                crate::quote::cut(&summary),
                 plan.summary()
             ),
         });

@@ -261,7 +261,14 @@ impl Bot<'_> {
         if let Err(r) = crate::review::verify(self.repo, self.lab, loaded) {
             return refused(&r);
         }
-        match policy::approve(loaded, self.key, self.signers, self.queue.records(), now) {
+        match policy::approve(
+            loaded,
+            self.key,
+            self.signers,
+            &self.lab.policy,
+            self.queue.records(),
+            now,
+        ) {
             Ok(done) if done.added => Verdict {
                 answer: format!("Approved plan {id} as {principal}."),
                 note: format!(

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::auth::Keys;
+use super::auth::{Guesses, Keys, WRONG_TOKEN_PAUSE};
 use super::data::Sources;
 use super::html::Viewer;
 use super::view;
@@ -17,6 +17,8 @@ use super::view;
 pub struct App {
     pub sources: Sources,
     pub keys: Keys,
+    /// The budget of token tries, shared by every connection and form.
+    pub guesses: Guesses,
     pub allow_hosts: Vec<String>,
     /// One approval or rejection written at a time (each re-reads the approvals file).
     pub writing: Mutex<()>,
@@ -98,8 +100,42 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     !rest.is_empty() && rest.eq_ignore_ascii_case(host)
 }
 
+/// Whether `offered` is the login token, as a try of the server's budget ([`Guesses`]):
+/// `Err(Some(wait))` when the budget is spent (the token is not even compared), `Err(None)`
+/// for a wrong token, after [`WRONG_TOKEN_PAUSE`]. An empty field is no try.
+pub async fn try_token(app: &App, offered: &str) -> Result<(), Option<std::time::Duration>> {
+    if offered.is_empty() {
+        return Err(None);
+    }
+    app.guesses.take(std::time::Instant::now()).map_err(Some)?;
+    if app.keys.token_matches(offered) {
+        app.guesses.give_back();
+        return Ok(());
+    }
+    tokio::time::sleep(WRONG_TOKEN_PAUSE).await;
+    Err(None)
+}
+
+/// The answer to a token try refused because the server's budget of tries is spent.
+pub fn too_many_tries(wait: std::time::Duration, body: String) -> Response {
+    let secs = wait.as_secs() + 1;
+    let mut r = html_response(StatusCode::TOO_MANY_REQUESTS, body);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// The words of [`too_many_tries`].
+pub fn too_many_tries_text(wait: std::time::Duration) -> String {
+    format!(
+        "refused: too many login tokens were tried lately (from anywhere); try again in {} s; nothing was changed",
+        wait.as_secs() + 1
+    )
+}
+
 /// Why a POST is refused before its content is looked at.
-pub fn refuse_post(
+pub async fn refuse_post(
     app: &App,
     v: &Visitor,
     headers: &HeaderMap,
@@ -120,8 +156,16 @@ pub fn refuse_post(
     if !app.keys.csrf_valid(&v.csrf_cookie, csrf) {
         return forbidden("refused: the form is not one this page made for this browser (missing or stale CSRF field, or cookies blocked); reload the page and send it again; nothing was changed");
     }
-    if !v.logged_in && !app.keys.token_matches(token) {
-        return forbidden("refused: approving and rejecting need the login token (log in, or give it in the form); nothing was changed");
+    if !v.logged_in {
+        match try_token(app, token).await {
+            Ok(()) => {}
+            Err(Some(wait)) => {
+                let text = too_many_tries_text(wait);
+                let body = view::message(&viewer, "Refused", "error", &text);
+                return Some(too_many_tries(wait, body));
+            }
+            Err(None) => return forbidden("refused: approving and rejecting need the login token (log in, or give it in the form); nothing was changed"),
+        }
     }
     None
 }

@@ -9,7 +9,15 @@
 //! - CSRF: every visitor gets a random cookie; forms carry the MAC of it, which another site
 //!   can neither read nor compute. Cookies are `SameSite=Strict` and `HttpOnly` too.
 //!
+//! - Guessing the token: every token a form offers (the login form, and the approve and
+//!   reject forms of a visitor not logged in) first takes a try from [`Guesses`], one budget
+//!   for the whole server whatever the connection, so many connections guess no faster than
+//!   one; a right token gives its try back, a wrong one also costs its sender half a second.
+//!
 //! Pure functions of their inputs (the key and the time are passed in); no IO.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -134,6 +142,53 @@ impl Keys {
     }
 }
 
+/// How many token tries the server takes at once, from every connection together.
+pub const GUESS_BURST: u32 = 10;
+/// How often one more try is allowed once the burst is spent.
+pub const GUESS_EVERY: Duration = Duration::from_secs(1);
+/// What a wrong token costs its sender, besides its try.
+pub const WRONG_TOKEN_PAUSE: Duration = Duration::from_millis(500);
+
+/// The server's budget of token tries: a bucket of [`GUESS_BURST`] tries, one more every
+/// [`GUESS_EVERY`]. Shared by all connections and forms: 200 concurrent guesses are not 200
+/// tries. The time is passed in.
+#[derive(Debug)]
+pub struct Guesses {
+    bucket: Mutex<(f64, Option<Instant>)>,
+}
+
+impl Default for Guesses {
+    fn default() -> Self {
+        Guesses { bucket: Mutex::new((f64::from(GUESS_BURST), None)) }
+    }
+}
+
+impl Guesses {
+    /// Takes one try at `now`, or says how long until there is one.
+    pub fn take(&self, now: Instant) -> Result<(), Duration> {
+        let mut b = self.bucket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tries, last) = &mut *b;
+        if let Some(then) = *last {
+            let refilled =
+                now.saturating_duration_since(then).as_secs_f64() / GUESS_EVERY.as_secs_f64();
+            *tries = (*tries + refilled).min(f64::from(GUESS_BURST));
+        }
+        *last = Some(now);
+        if *tries >= 1.0 {
+            *tries -= 1.0;
+            Ok(())
+        } else {
+            Err(GUESS_EVERY.mul_f64(1.0 - *tries))
+        }
+    }
+
+    /// Gives back a try that found the right token: an operator logging in spends nothing.
+    pub fn give_back(&self) {
+        let mut b = self.bucket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.0 = (b.0 + 1.0).min(f64::from(GUESS_BURST));
+    }
+}
+
 /// The value of cookie `name` in a `Cookie` header.
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header
@@ -196,6 +251,28 @@ mod tests {
         assert!(!k.csrf_valid("abd", &f));
         assert!(!k.csrf_valid("", &k.csrf_field("")));
         assert!(!k.csrf_valid("abc", ""));
+    }
+
+    #[test]
+    fn token_tries_are_one_budget_that_refills_and_right_ones_cost_nothing() {
+        let g = Guesses::default();
+        let t0 = Instant::now();
+        for _ in 0..GUESS_BURST {
+            assert_eq!(g.take(t0), Ok(()));
+        }
+        let wait = g.take(t0).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= GUESS_EVERY, "{wait:?}");
+        assert!(g.take(t0 + GUESS_EVERY / 2).is_err());
+        assert_eq!(g.take(t0 + GUESS_EVERY), Ok(()));
+        assert!(g.take(t0 + GUESS_EVERY).is_err());
+        g.give_back();
+        assert_eq!(g.take(t0 + GUESS_EVERY), Ok(()));
+        // Refilled, never past the burst.
+        let later = t0 + GUESS_EVERY * 1000;
+        for _ in 0..GUESS_BURST {
+            assert_eq!(g.take(later), Ok(()));
+        }
+        assert!(g.take(later).is_err());
     }
 
     #[test]

@@ -189,6 +189,9 @@ pub fn state(
             .is_some_and(|r| r.state == crate::node::records::ApplyState::Completed);
         return State::Applied { done };
     }
+    if let Err(e) = policy::check_lifetime(loaded, &lab.policy, now) {
+        return State::Invalid { why: e.to_string() };
+    }
     if let Err(e) = policy::check_not_expired(loaded, now) {
         return State::Expired { why: e.to_string() };
     }

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 
 use super::app::{
-    base_of, blocking, html_response, refuse_post, same_origin, unix_now, viewer, App, Visitor,
+    base_of, blocking, html_response, refuse_post, same_origin, too_many_tries,
+    too_many_tries_text, try_token, unix_now, viewer, App, Visitor,
 };
 use super::auth::{SESSION_COOKIE, SESSION_SECONDS};
 use super::data;
@@ -76,7 +77,7 @@ pub async fn approve(
         },
         Err(e) => return bad(StatusCode::BAD_REQUEST, format!("refused: the approval form must be sent as multipart/form-data ({e}); nothing was saved")),
     };
-    if let Some(r) = refuse_post(&app, &v, &headers, &form.csrf, &form.token) {
+    if let Some(r) = refuse_post(&app, &v, &headers, &form.csrf, &form.token).await {
         return r;
     }
     let base = base_of(&headers);
@@ -150,12 +151,18 @@ fn add_approval(app: &App, id: &str, signature: &str) -> Result<String, Outcome>
         }
     }
     let _one = app.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (done, v) =
-        match policy::add_signature(&loaded, signature, &signers, &app.sources.records(), now) {
-            Ok(x) => x,
-            Err(ApproveError::Refused(r)) => return Err(refused(&r)),
-            Err(e) => return Err(refused(&e)),
-        };
+    let (done, v) = match policy::add_signature(
+        &loaded,
+        signature,
+        &signers,
+        &lab.policy,
+        &app.sources.records(),
+        now,
+    ) {
+        Ok(x) => x,
+        Err(ApproveError::Refused(r)) => return Err(refused(&r)),
+        Err(e) => return Err(refused(&e)),
+    };
     let who = format!("{} ({})", v.principals.join(", "), v.fingerprint);
     let not_counted: Vec<String> = policy::changed_nodes(&loaded.plan)
         .filter(|n| !lab.policy.rule_for(n).approvers.iter().any(|a| v.allows(a)))
@@ -207,7 +214,7 @@ pub async fn reject(
             ),
         );
     };
-    if let Some(r) = refuse_post(&app, &v, &headers, &form.csrf, &form.token) {
+    if let Some(r) = refuse_post(&app, &v, &headers, &form.csrf, &form.token).await {
         return r;
     }
     let base = base_of(&headers);
@@ -354,16 +361,21 @@ pub async fn login(
             ),
         );
     }
-    if !app.keys.token_matches(&form.token) {
-        // A wrong token costs the guesser time.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        return html_response(
-            StatusCode::FORBIDDEN,
-            view::login(
-                &viewer,
-                Some(("error", "refused: that is not the login token".to_owned())),
-            ),
-        );
+    match try_token(&app, &form.token).await {
+        Ok(()) => {}
+        Err(Some(wait)) => {
+            let body = view::login(&viewer, Some(("error", too_many_tries_text(wait))));
+            return too_many_tries(wait, body);
+        }
+        Err(None) => {
+            return html_response(
+                StatusCode::FORBIDDEN,
+                view::login(
+                    &viewer,
+                    Some(("error", "refused: that is not the login token".to_owned())),
+                ),
+            );
+        }
     }
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}",

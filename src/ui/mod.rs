@@ -86,6 +86,7 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), UiErr
     let app = Arc::new(App {
         sources: config.sources,
         keys: Keys::new(mac, config.token),
+        guesses: Default::default(),
         allow_hosts: config.allow_hosts,
         writing: Mutex::new(()),
         transport: config.transport,

@@ -143,8 +143,17 @@ pub fn render_plan(
             )
         }
     };
+    // As `show` and `approve` say it: the provenance, and a downgrade of any node.
     let review = crate::review::verify(&app.sources.repo, &lab, &loaded)
-        .map(|p| p.describe())
+        .map(|p| {
+            let records = app.sources.records();
+            let mut said = p.describe();
+            for d in crate::review::downgrades(&app.sources.repo, &records, &loaded) {
+                said.push_str("; ");
+                said.push_str(&d);
+            }
+            said
+        })
         .map_err(|e| e.to_string());
     let plan_rel = path
         .strip_prefix(&app.sources.repo)

@@ -120,7 +120,11 @@ impl Planned {
 
     /// Runs apply of the prepare stage only (no `docker`): pre-flight passes.
     fn passes(&self) -> Output {
-        let out = self.lab.apply_with(&self.id, &["--stage", "prepare"]);
+        self.passes_id(&self.id)
+    }
+
+    fn passes_id(&self, id: &str) -> Output {
+        let out = self.lab.apply_with(id, &["--stage", "prepare"]);
         let all = format!("{}{}", out.stdout, out.stderr);
         assert!(all.contains(PASSED), "pre-flight refused:\n{all}");
         assert!(!out.stderr.contains("refused:"), "{all}");
@@ -974,4 +978,472 @@ fn an_update_of_a_service_the_node_does_not_have_is_refused() {
         body.replacen(line, &line.replacen("change create ", "change update ", 1), 1)
     });
     p.refused_id(&id, &["is planned as `update`", "it has no such service"]);
+}
+
+/// `body` with its `created` and `expires` lines set to these times.
+fn with_times(
+    body: &str,
+    created: std::time::SystemTime,
+    expires: std::time::SystemTime,
+) -> String {
+    let time = |t| humantime::format_rfc3339_seconds(t).to_string();
+    body.lines()
+        .map(|l| {
+            if l.starts_with("created ") {
+                format!("created {}\n", time(created))
+            } else if l.starts_with("expires ") {
+                format!("expires {}\n", time(expires))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
+
+/// Time is the policy's, not the planner's (issue 19, item 3): a plan that lives longer than
+/// `plan_ttl` (24h here) or says it was made in the future is refused by `approve`, `show` and
+/// `apply`, changing nothing; a plan made a little ahead of the checker's clock (within the
+/// skew) and living exactly `plan_ttl` passes.
+#[test]
+fn a_plan_living_longer_than_plan_ttl_or_created_in_the_future_is_refused() {
+    use std::time::{Duration, SystemTime};
+    let p = Planned::new();
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let refused_everywhere = |id: &str, why: &[&str]| {
+        let before = p.lab.snapshot();
+        let approve = p.lab.approve(id, &p.operator);
+        p.lab.snapshot().assert_same(&before, "a refused approval");
+        assert_eq!(approve.code, 3, "{}{}", approve.stdout, approve.stderr);
+        let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+        assert_eq!(show.code, 3, "{}{}", show.stdout, show.stderr);
+        assert!(show.stdout.contains("REFUSED"), "{}", show.stdout);
+        for w in why {
+            assert!(approve.stderr.contains(w), "expected `{w}` in:\n{}", approve.stderr);
+            assert!(show.stderr.contains(w), "expected `{w}` in:\n{}", show.stderr);
+        }
+        // resigned() wrote an approval made by ssh-keygen: apply still refuses.
+        p.refused_id(id, why);
+    };
+
+    // `expires 2099-12-31T23:59:59Z` with `plan_ttl: 24h`.
+    let far = humantime::parse_rfc3339("2099-12-31T23:59:59Z").unwrap();
+    let id = p.resigned(|b| with_times(b, now, far));
+    refused_everywhere(&id, &["is valid for", "longer than the `plan_ttl` of 1day"]);
+
+    // 24 hours and one second.
+    let id = p.resigned(|b| with_times(b, now, now + 24 * hour + Duration::from_secs(1)));
+    refused_everywhere(&id, &["longer than the `plan_ttl` of 1day"]);
+
+    // `created` in 2098, living one hour.
+    let later = humantime::parse_rfc3339("2098-06-01T00:00:00Z").unwrap();
+    let id = p.resigned(|b| with_times(b, later, later + hour));
+    refused_everywhere(&id, &["created at 2098-06-01T00:00:00Z", "later than now", "5m"]);
+
+    // Ten minutes ahead is more than the skew.
+    let ahead = now + Duration::from_secs(600);
+    let id = p.resigned(|b| with_times(b, ahead, ahead + hour));
+    refused_everywhere(&id, &["later than now"]);
+
+    // Two minutes ahead (a planner's clock a little fast), living exactly `plan_ttl`: passes.
+    let ahead = now + Duration::from_secs(120);
+    let id = p.resigned(|b| with_times(b, ahead, ahead + 24 * hour));
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
+    let approve = p.lab.approve(&id, &p.operator);
+    assert_eq!(approve.code, 0, "{}{}", approve.stdout, approve.stderr);
+    p.passes_id(&id);
+}
+
+/// `git <args>` in the lab's repository; its output.
+fn git(lab: &Lab, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new("git");
+    cmd.current_dir(lab.path("repo"))
+        .args(["-c", "user.name=Test", "-c", "user.email=test@lab"])
+        .args(args);
+    lab.git_env(&mut cmd);
+    let out = cmd.output().expect("cannot run `git`");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn git_commit_all(lab: &Lab, message: &str) {
+    git(lab, &["add", "-A", "--", ".", ":(exclude)plans"]);
+    git(lab, &["commit", "-q", "-m", message]);
+}
+
+/// Plans come from the reviewed branch (issue 19, item 2): an honest plan of a side-branch
+/// commit that adds `privileged: true` renders exactly what its commit says, and is still
+/// refused by `show`, `approve` and `apply`, saying the commit is not on `main`; merged into
+/// `main`, the same plan passes. A policy naming a branch the repository lacks says so.
+#[test]
+fn a_plan_of_a_commit_not_on_the_reviewed_branch_is_refused() {
+    let p = committed();
+    git(&p.lab, &["checkout", "-q", "-b", "side"]);
+    let compose = "repo/services/web/docker-compose.yml";
+    let text = p.lab.read(compose);
+    p.lab.write(
+        compose,
+        text.replacen(
+            "restart: unless-stopped\n",
+            "restart: unless-stopped\n    privileged: true\n",
+            1,
+        ),
+    );
+    git_commit_all(&p.lab, "web: privileged");
+    let side = git(&p.lab, &["rev-parse", "HEAD"]);
+    let id = p.lab.plan(&p.planner);
+    assert!(p.lab.plan_file(&id).contains(&format!("commit {side} clean")));
+    assert!(p.lab.plan_file(&id).contains("privileged: true"));
+    git(&p.lab, &["checkout", "-q", "main"]);
+
+    let why = [
+        &format!("the plan's commit `{side}` is not on the reviewed branch `main`")[..],
+        "reviewed_branches",
+    ];
+    let before = p.lab.snapshot();
+    let approve = p.lab.approve(&id, &p.operator);
+    p.lab.snapshot().assert_same(&before, "a refused approval");
+    assert_eq!(approve.code, 3, "{}{}", approve.stdout, approve.stderr);
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert_eq!(show.code, 3, "{}{}", show.stdout, show.stderr);
+    assert!(show.stdout.contains("REFUSED"), "{}", show.stdout);
+    assert!(!show.stdout.contains("verified: every artifact"), "{}", show.stdout);
+    for w in why {
+        assert!(approve.stderr.contains(w), "expected `{w}` in:\n{}", approve.stderr);
+        assert!(show.stderr.contains(w), "expected `{w}` in:\n{}", show.stderr);
+    }
+    // An approval made with ssh-keygen does not get it past apply either.
+    let body = split_plan(&p.lab.plan_file(&id)).0.to_owned();
+    p.lab.write(
+        &format!("repo/plans/{id}.approved"),
+        p.operator.ssh_sign("homelab-approve", body.as_bytes()),
+    );
+    p.refused_id(&id, &why);
+
+    // A policy naming a branch this repository does not have.
+    let policy = p.lab.read("repo/inventory/policy.yaml");
+    p.lab.write("repo/inventory/policy.yaml", format!("{policy}reviewed_branches: [prod]\n"));
+    git_commit_all(&p.lab, "policy: prod");
+    p.refused_id(&id, &["branch `prod` is not in the repository", "reviewed_branches"]);
+    p.lab.write("repo/inventory/policy.yaml", format!("{policy}reviewed_branches: [prod, main]\n"));
+    git_commit_all(&p.lab, "policy: prod or main");
+    git(&p.lab, &["branch", "prod"]);
+
+    // Merged into `main`, the side commit is reviewed: the plan passes.
+    git(&p.lab, &["merge", "-q", "--no-edit", "side"]);
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
+    p.passes_id(&id);
+}
+
+/// Errors quote input cut to a few hundred characters (issue 19, item 6): a plan whose
+/// `summary` line is 400 KB, an allowed_signers option word of 400 KB, and a policy principal
+/// of 400 KB (listed in allowed_signers too, so the policy is valid) each give an error of a
+/// few hundred bytes, from `show`, `apply` and `validate`.
+#[test]
+fn errors_quote_huge_input_cut_short() {
+    let p = Planned::new();
+    let huge = "x".repeat(400 * 1024);
+    let bounded = |out: &Output, what: &str, said: &str| {
+        assert!(out.code != 0, "{what}: {}", out.stdout);
+        assert!(out.stderr.contains(said), "{what}: expected `{said}` in:\n{:.2000}", out.stderr);
+        assert!(out.stderr.len() < 4000, "{what}: an error of {} bytes", out.stderr.len());
+        assert!(out.stdout.len() < 100_000, "{what}: {} bytes of output", out.stdout.len());
+    };
+
+    let id = p.resigned(|body| {
+        let line = body.lines().find(|l| l.starts_with("summary ")).unwrap();
+        body.replacen(line, &format!("summary {huge}"), 1)
+    });
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    bounded(&show, "show", "the summary says `xxx");
+    let apply = p.lab.apply(&id);
+    bounded(&apply, "apply", "the summary says `xxx");
+
+    let signers = p.lab.read("repo/inventory/allowed_signers");
+    let line = format!("someone@test {huge}=\"x\" {}\n", p.operator.public);
+    p.lab.write("repo/inventory/allowed_signers", format!("{signers}{line}"));
+    let apply = p.lab.apply(&p.id);
+    bounded(&apply, "apply", "unsupported option `xxx");
+
+    // An approval by a key the policy does not count: the refusal lists who would count.
+    let principal = format!("{huge}@test");
+    let other = p.lab.keygen("other");
+    p.lab.write(
+        "repo/inventory/allowed_signers",
+        format!("{signers}{principal} {}\nother@test {}\n", p.operator.public, other.public),
+    );
+    p.lab.write(&p.approved_rel(), other.ssh_sign("homelab-approve", p.body().as_bytes()));
+    let policy = p.lab.read("repo/inventory/policy.yaml");
+    p.lab.write(
+        "repo/inventory/policy.yaml",
+        policy.replace("approvers: [operator@test]", &format!("approvers: [{principal}]")),
+    );
+    let apply = p.lab.apply(&p.id);
+    bounded(&apply, "apply", "from distinct keys of `xxx");
+    let policy = p.lab.read("repo/inventory/policy.yaml");
+    p.lab.write("repo/inventory/policy.yaml", policy.replace(&principal, &format!("{huge}@else")));
+    let validate = p.lab.homelab(&["validate"]);
+    bounded(&validate, "validate", "expected a principal of inventory/allowed_signers, found `xxx");
+}
+
+/// `body` without the change of `instance` (its `change` line up to the next `change` or
+/// `node` line), its `summary` line recounted so the plan reads.
+fn without_change(body: &str, instance: &str) -> String {
+    let mut out = Vec::new();
+    let mut skipping = false;
+    for l in body.split_inclusive('\n') {
+        if l.starts_with("change ") || l.starts_with("node ") {
+            skipping = l.starts_with("change ") && l.trim_end().ends_with(&format!(" {instance}"));
+        }
+        if !skipping {
+            out.push(l);
+        }
+    }
+    with_summary(&out.concat())
+}
+
+/// `body` with its `summary` line recounted from its `change` lines.
+fn with_summary(body: &str) -> String {
+    let count = |a: &str| body.lines().filter(|l| l.starts_with(&format!("change {a} "))).count();
+    let summary = format!(
+        "summary {} create, {} update, {} replace, {} delete, {} no-op",
+        count("create"),
+        count("update"),
+        count("replace"),
+        count("delete"),
+        count("no-op")
+    );
+    let old = body.lines().find(|l| l.starts_with("summary ")).unwrap();
+    body.replacen(old, &summary, 1)
+}
+
+/// `body` with the line starting `from` replaced by `to` (the first such line).
+fn with_line(body: &str, from: &str, to: &str) -> String {
+    let line = body.lines().find(|l| l.starts_with(from)).unwrap_or_else(|| panic!("no `{from}`"));
+    body.replacen(line, to, 1)
+}
+
+/// A plan is the whole change (issue 19, item 1): `show`, `approve` and `apply` recompute each
+/// node's change set from the commit's render and the node's state bound in the plan, and
+/// refuse a plan re-signed with a valid planner key that leaves out a dependency's `create`
+/// (broker@edge-a, which app@edge-b waits for), leaves out a `delete`, rewrites a delete's
+/// reason to "deployed artifacts match", or relabels an `update` as `replace`. Honest plans
+/// pass.
+#[test]
+fn a_plan_that_is_not_the_whole_change_is_refused() {
+    let p = committed();
+    let refused_everywhere = |id: &str, why: &[&str]| {
+        let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+        assert_eq!(show.code, 3, "{}{}", show.stdout, show.stderr);
+        assert!(show.stdout.contains("REFUSED"), "{}", show.stdout);
+        let before = p.lab.snapshot();
+        let approve = p.lab.approve(id, &p.operator);
+        p.lab.snapshot().assert_same(&before, "a refused approval");
+        assert_eq!(approve.code, 3, "{}{}", approve.stdout, approve.stderr);
+        for w in why {
+            assert!(show.stderr.contains(w), "expected `{w}` in:\n{}", show.stderr);
+            assert!(approve.stderr.contains(w), "expected `{w}` in:\n{}", approve.stderr);
+        }
+        // resigned() wrote an approval made by ssh-keygen: apply still refuses.
+        p.refused_id(id, why);
+    };
+    assert!(p.body().contains("after broker@edge-a"), "app@edge-b waits for the broker");
+    let id = p.resigned(|b| without_change(b, "broker@edge-a"));
+    refused_everywhere(
+        &id,
+        &[
+            "node `edge-a`: the plan lacks `broker@edge-a`",
+            "`create` (not deployed on the node yet)",
+        ],
+    );
+
+    // Deployed as the commit renders, then: the broker's compose file changed, and a service
+    // the commit does not place on alpha (the broker, copied there by hand) to delete.
+    p.lab.deploy_all();
+    let from = p.lab.path("rt/edge-a/state/services/broker");
+    crate::support::copy_tree(&from, &p.lab.path("rt/alpha/state/services/broker"));
+    let compose = p.lab.read("repo/services/broker/docker-compose.yml");
+    let edited =
+        compose.replacen("    environment:\n", "    environment:\n      BROKER_LOG: debug\n", 1);
+    assert_ne!(compose, edited);
+    p.lab.write("repo/services/broker/docker-compose.yml", edited);
+    git_commit_all(&p.lab, "broker: debug");
+    // And on alpha, web's compose file edited by hand and a file put beside it: an update
+    // whose reason (changed files and drift) the review recomputes to the byte.
+    let web = "rt/alpha/state/services/web";
+    let deployed = p.lab.read(&format!("{web}/docker-compose.yml"));
+    p.lab.write(&format!("{web}/docker-compose.yml"), format!("{deployed}# by hand\n"));
+    p.lab.write(&format!("{web}/my notes.txt"), "notes\n");
+    let honest = p.lab.plan(&p.planner);
+    let body = split_plan(&p.lab.plan_file(&honest)).0.to_owned();
+    assert!(body.contains("\nchange delete broker@alpha\n"), "{body}");
+    assert!(body.contains("\nchange update broker@edge-a\n"), "{body}");
+    assert!(
+        body.contains("\nchange update web@alpha\nreason changed: docker-compose.yml; drift on the node: docker-compose.yml was edited on the node; my notes.txt is not homelab's\n"),
+        "{body}"
+    );
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{honest}.plan")]);
+    assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
+    let resign = |edit: &dyn Fn(&str) -> String| {
+        let body = edit(&body);
+        let sig = p.planner.ssh_sign("homelab-plan", body.as_bytes());
+        let id = crate::support::id_of(body.as_bytes());
+        p.lab.write(&format!("repo/plans/{id}.plan"), format!("{body}{sig}"));
+        p.lab.write(
+            &format!("repo/plans/{id}.approved"),
+            p.operator.ssh_sign("homelab-approve", body.as_bytes()),
+        );
+        id
+    };
+
+    let id = resign(&|b| without_change(b, "broker@alpha"));
+    refused_everywhere(&id, &["node `alpha`: the plan lacks `broker@alpha`", "`delete`"]);
+
+    let id = resign(&|b| {
+        let at = b.find("\nchange delete broker@alpha\n").unwrap() + 1;
+        let (head, tail) = b.split_at(at);
+        format!("{head}{}", with_line(tail, "reason ", "reason deployed artifacts match"))
+    });
+    refused_everywhere(
+        &id,
+        &["the plan has `delete broker@alpha` (deployed artifacts match)", "no longer desired"],
+    );
+
+    let id = resign(&|b| {
+        with_summary(&b.replacen(
+            "\nchange update broker@edge-a\n",
+            "\nchange replace broker@edge-a\n",
+            1,
+        ))
+    });
+    refused_everywhere(
+        &id,
+        &["the plan has `replace broker@edge-a`", "call for `update` (the node's manifest is not"],
+    );
+
+    let approve = p.lab.approve(&honest, &p.operator);
+    assert_eq!(approve.code, 0, "{}{}", approve.stdout, approve.stderr);
+    p.passes_id(&honest);
+}
+
+/// A plan that moves a node back to an older commit than the one it runs says "DOWNGRADE"
+/// (issue 19, item 2): apply records the plan's commit in the controller's record; a later
+/// plan of an older commit of `main` is shown by `show` (text and the Markdown of the PR
+/// comment) and by `approve` as a downgrade of each node whose last apply ran a newer commit;
+/// a plan of the commit the nodes run says nothing of the kind.
+#[test]
+fn a_plan_of_an_older_commit_than_the_nodes_run_says_downgrade() {
+    let p = committed();
+    let older = git(&p.lab, &["rev-parse", "HEAD"]);
+    let compose = "repo/services/web/docker-compose.yml";
+    let text = p.lab.read(compose);
+    p.lab.write(compose, text.replacen("\"8080\"]", "\"8090\"]", 1));
+    git_commit_all(&p.lab, "web: port 8090");
+    let newer = git(&p.lab, &["rev-parse", "HEAD"]);
+    let id = p.lab.plan(&p.planner);
+    let body = split_plan(&p.lab.plan_file(&id)).0.to_owned();
+    p.lab.write(
+        &format!("repo/plans/{id}.approved"),
+        p.operator.ssh_sign("homelab-approve", body.as_bytes()),
+    );
+    // The controller's record of an apply keeps the plan's commit.
+    p.passes_id(&id);
+    let record: serde_json::Value =
+        serde_json::from_str(&p.lab.read(&format!("rt/state/applied/{id}.json"))).unwrap();
+    assert_eq!(record["commit"], newer.as_str(), "{record}");
+    // The nodes took it (a full apply's record; this test starts no containers).
+    let mut done = record.clone();
+    done["state"] = "completed".into();
+    done["nodes"] = serde_json::json!({
+        "alpha": { "outcome": "applied", "detail": "" },
+        "edge-a": { "outcome": "applied", "detail": "" },
+    });
+    p.lab.write(&format!("rt/state/applied/{id}.json"), done.to_string());
+    let show = |id: &str, format: &str| {
+        p.lab.homelab(&[
+            "show",
+            &format!("repo/plans/{id}.plan"),
+            "--format",
+            format,
+            "--controller-root",
+            "rt",
+        ])
+    };
+
+    // A plan of the older commit, made from a checkout of it.
+    git(&p.lab, &["checkout", "-q", &older]);
+    let back = p.lab.plan(&p.planner);
+    git(&p.lab, &["checkout", "-q", "main"]);
+    let said = format!(
+        "DOWNGRADE: node `alpha` runs commit `{newer}` (plan `{id}`, applied {}); this plan's commit `{older}` is older",
+        record["updated"].as_str().unwrap()
+    );
+    for format in ["text", "markdown", "json"] {
+        let out = show(&back, format);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains(&said), "{format}: expected `{said}` in:\n{}", out.stdout);
+        assert!(out.stdout.contains("node `edge-a` runs commit"), "{}", out.stdout);
+        // edge-b's last apply is not recorded as applied: not judged.
+        assert!(!out.stdout.contains("node `edge-b`"), "{}", out.stdout);
+    }
+    let approve = p.lab.approve(&back, &p.operator);
+    assert_eq!(approve.code, 0, "{}{}", approve.stdout, approve.stderr);
+    assert!(approve.stdout.contains(&said), "{}", approve.stdout);
+
+    // A plan of the commit the nodes run is no downgrade.
+    let again = p.lab.plan(&p.planner);
+    let out = show(&again, "text");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains("DOWNGRADE"), "{}", out.stdout);
+}
+
+/// A dependency outside the run is met only where the plan shows it at the version the render
+/// wants (issue 19, item 1): a deploy of EDGE-B alone skips app@edge-b, whose broker@edge-a the
+/// plan creates in a run left for later; once the controller's record says an earlier run
+/// finished EDGE-A, a resume of EDGE-B goes on; and a broker the plan shows as deployed and
+/// matching (a no-op) is met without EDGE-A in the run. Preparing alone changes nothing live
+/// and needs no dependency. (`--stage deploy` on a plan not yet prepared stops at "the stages
+/// before `deploy` come first" once past the dependency check, so no container is started.)
+#[test]
+fn a_dependency_outside_the_run_is_met_only_where_the_plan_shows_it() {
+    const SKIPPED: &str = "app: skipped: broker@edge-a is not in this run, and the plan does not show it at the version the render wants (apply its node and service too)";
+    const PAST: &str = "app: at `pending`, the stages before `deploy` come first";
+    let p = Planned::new();
+    p.approve(&p.operator);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-b", "--stage", "deploy"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains(SKIPPED), "{all}");
+    assert!(!all.contains(PAST), "{all}");
+
+    // An earlier run finished EDGE-A (as the controller's record says): EDGE-B goes on.
+    let record = format!("rt/state/applied/{}.json", p.id);
+    let mut r: serde_json::Value = serde_json::from_str(&p.lab.read(&record)).unwrap();
+    r["nodes"]["edge-a"] = serde_json::json!({ "outcome": "applied", "detail": "" });
+    p.lab.write(&record, r.to_string());
+    let out = p.lab.apply_with(&p.id, &["--resume", "--node", "edge-b", "--stage", "deploy"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains(PAST), "{all}");
+    assert!(!all.contains(SKIPPED), "{all}");
+
+    // Preparing alone needs no dependency.
+    let out = p.lab.apply_with(&p.id, &["--resume", "--node", "edge-b", "--stage", "prepare"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // Deployed and matching: the broker is a no-op of the plan, and met.
+    let p = Planned::with(|lab| {
+        lab.deploy_all();
+        let compose = lab.read("repo/services/app/docker-compose.yml");
+        lab.write("repo/services/app/docker-compose.yml", compose.replace("86400", "86401"));
+    });
+    let body = p.body();
+    assert!(body.contains("\nchange no-op broker@edge-a\n"), "{body}");
+    assert!(body.contains("\nchange update app@edge-b\n"), "{body}");
+    p.approve(&p.operator);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-b", "--stage", "deploy"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains(PAST), "{all}");
+    assert!(!all.contains(SKIPPED), "{all}");
 }

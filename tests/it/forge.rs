@@ -473,3 +473,43 @@ fn an_https_forge_is_spoken_to_with_tls() {
     assert_eq!(forge.with(|s| s.connections), 4, "no connection was made: is TLS built in?");
     assert!(forge.requests().is_empty(), "{:#?}", forge.requests());
 }
+
+/// A plan's words make no link and notify nobody in the pull-request comment (issue 19,
+/// item 6): a planner-chosen `reason` holding `[x](javascript:…)`, an image, a reference
+/// link and `@mentions` reaches the comment with the brackets escaped and each mention broken
+/// by a zero-width space; `owner@saturn` stays as it is.
+#[test]
+fn links_and_mentions_in_a_plans_words_are_neutralised_in_the_comment() {
+    let (lab, key, id) = lab_with_plan();
+    let hostile = "see [here](javascript:alert(1)) ![i](https://x/t.png) [r][1] @admin (@ops) by owner@saturn\n[1]: javascript:alert(2)";
+    let text = lab.plan_file(&id);
+    let body = crate::support::split_plan(&text).0;
+    let body: String = body
+        .lines()
+        .map(|l| {
+            if l.starts_with("reason ") {
+                format!("reason {}\n", hostile.replace('\n', " "))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let sig = key.ssh_sign("homelab-plan", body.as_bytes());
+    let id = crate::support::id_of(body.as_bytes());
+    lab.write(&format!("repo/plans/{id}.plan"), format!("{body}{sig}"));
+    let forge = Standin::start("me", "homelab", TOKEN);
+    // The review refuses a reason the render does not give (the comment says so), and the
+    // comment shows the plan's words all the same, in the change list and in the refusal.
+    let out = pr(&lab, &forge, &id, &[]);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    let all = comments(&forge);
+    let comment = &all[0];
+    assert!(comment.contains("REFUSED"), "{comment}");
+    assert!(comment.matches("\\[here\\](javascript:alert(1))").count() >= 2, "{comment}");
+    assert!(comment.contains("owner@saturn"), "{comment}");
+    for raw in ["[here](", "![i](", "[r][1]", "[1]:", " @admin", "(@ops)"] {
+        assert!(!comment.contains(raw), "`{raw}` reached the comment:\n{comment}");
+    }
+    assert!(comment.contains("\\[here\\](javascript:alert(1))"), "{comment}");
+    assert!(comment.contains("@\u{200b}admin") && comment.contains("(@\u{200b}ops)"), "{comment}");
+}

@@ -184,3 +184,46 @@ fn a_time_without_z_is_local_time_as_in_ssh_keygen() {
         assert_eq!(ran, ok, "ssh-keygen in {tz}");
     }
 }
+
+/// `?` and `*` match bytes, as OpenSSH's `match_pattern` does, not characters (issue 19,
+/// item 6): `?@saturn` does not allow `ü@saturn` (two bytes in UTF-8) for `ssh-keygen`, so not
+/// for homelab either; `??@saturn` does for both.
+#[test]
+fn wildcards_match_bytes_as_in_ssh_keygen() {
+    let lab = Lab::new();
+    let key = lab.keygen("appr");
+    let sig = key.ssh_sign(NAMESPACE, MESSAGE);
+    let principals = [
+        "?@saturn",
+        "??@saturn",
+        "???@saturn",
+        "*@saturn",
+        "?*@saturn",
+        "ü@saturn",
+        "?ü@saturn",
+        "*,!?@saturn",
+        "*,!??@saturn",
+        "\"日?@saturn\"",
+        "\"日???@saturn\"",
+    ];
+    let identities = ["ü@saturn", "a@saturn", "aü@saturn", "üa@saturn", "日本@saturn", "ab@saturn"];
+    let dir = lab.path("differential");
+    fs::create_dir_all(&dir).unwrap();
+    let mut disagreements = Vec::new();
+    let mut allowed = 0;
+    for p in principals {
+        let line = format!("{p} {}", key.public);
+        for id in identities {
+            let ours = homelab_verdict(&line, id, &sig);
+            let theirs = ssh_verdict(&dir, &line, id, &sig, "UTC");
+            allowed += usize::from(theirs);
+            if ours != theirs {
+                disagreements
+                    .push(format!("-I {id:?} with `{line}`: homelab {ours}, ssh-keygen {theirs}"));
+            }
+        }
+    }
+    // The cases are not all one verdict: some allow, some do not.
+    assert!(allowed > 5 && allowed < principals.len() * identities.len() - 5, "{allowed}");
+    assert!(disagreements.is_empty(), "verdicts differ:\n{}", disagreements.join("\n"));
+}

@@ -1106,3 +1106,121 @@ fn in_a_browser_every_page_fits_a_phone_and_a_desktop() {
         }
     }
 }
+
+/// Token guesses are one budget for the whole page (issue 19, item 6): 60 wrong tokens sent at
+/// once over 60 connections, to the login form and to the approve and reject forms, get at
+/// most the burst (10) plus one per second compared; the rest are refused with 429 and
+/// `Retry-After` without being compared. A right token is taken again once the budget refills.
+#[test]
+fn token_guesses_share_one_budget_across_connections_and_forms() {
+    let site = Site::new();
+    let ui = Ui::with_token(&site.lab);
+    let id = site.id.clone();
+    // Each guesser is a browser of its own, with its own CSRF cookie.
+    let guessers: Vec<(Http, String, usize)> = (0..60)
+        .map(|i| {
+            let http = ui.http();
+            let path = if i % 3 == 0 { "/login".to_owned() } else { format!("/plans/{id}") };
+            let csrf = http.csrf(&path);
+            (http, csrf, i % 3)
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(guessers.len());
+    let start = std::time::Instant::now();
+    let answers: Vec<(u16, String, Option<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = guessers
+            .into_iter()
+            .enumerate()
+            .map(|(n, (http, csrf, form))| {
+                let (barrier, id) = (&barrier, &id);
+                s.spawn(move || {
+                    let wrong = format!("wrong-token-{n:04}-0123456789abcdef");
+                    barrier.wait();
+                    let r = match form {
+                        0 => http.form("/login", &[("csrf", &csrf), ("token", &wrong)]),
+                        1 => http.approve(id, &csrf, &wrong, "no signature"),
+                        _ => http.form(
+                            &format!("/plans/{id}/reject"),
+                            &[("csrf", &csrf), ("token", &wrong), ("reason", "guess")],
+                        ),
+                    };
+                    let retry = r.header("Retry-After").map(str::to_owned);
+                    (r.status, r.body, retry)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = start.elapsed().as_secs();
+    let compared = answers.iter().filter(|(status, _, _)| *status == 403).count();
+    let limited: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 429).collect();
+    assert_eq!(compared + limited.len(), answers.len(), "{answers:#?}");
+    assert!(
+        compared as u64 <= 10 + elapsed + 1,
+        "{compared} wrong tokens compared in {elapsed} s: the budget is 10 and 1 a second"
+    );
+    assert!(compared >= 10, "the burst is compared: {compared}");
+    for (_, body, retry) in &limited {
+        assert!(body.contains("too many login tokens were tried"), "{body}");
+        assert!(retry.as_deref().is_some_and(|s| s.parse::<u64>().is_ok()), "{retry:?}");
+    }
+    // Nothing was approved or rejected.
+    assert!(!site.lab.path(&format!("repo/plans/{id}.approved")).exists());
+    assert!(!site.lab.path(&format!("repo/plans/{id}.rejected")).exists());
+
+    // The budget refills: the right token logs in after the wait the page named.
+    let http = ui.http();
+    let csrf = http.csrf("/login");
+    let mut r = http.form("/login", &[("csrf", &csrf), ("token", TOKEN)]);
+    for _ in 0..5 {
+        if r.status != 429 {
+            break;
+        }
+        let wait: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+        std::thread::sleep(Duration::from_secs(wait));
+        r = http.form("/login", &[("csrf", &csrf), ("token", TOKEN)]);
+    }
+    assert_eq!(r.status, 303, "{}", r.body);
+}
+
+/// The plan's page says "DOWNGRADE" where the plan moves a node back to an older commit than
+/// its last apply (issue 19, item 2), as `show` and `approve` do: the operator approves here too.
+#[test]
+fn the_plan_page_says_downgrade_where_a_node_runs_a_newer_commit() {
+    let site = Site::new();
+    let git = |args: &[&str]| {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(site.lab.path("repo"))
+            .args(["-c", "user.name=Test", "-c", "user.email=test@lab"])
+            .args(args);
+        site.lab.git_env(&mut cmd);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    site.lab.write("repo/services/web/README.md", "web, a newer version\n");
+    git(&["add", "-A", "--", ".", ":(exclude)plans"]);
+    git(&["commit", "-q", "-m", "newer"]);
+    let newer = git(&["rev-parse", "HEAD"]);
+    let ui = Ui::with_token(&site.lab);
+    let page = ui.http().get(&format!("/plans/{}", site.id));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("DOWNGRADE"), "{}", page.body);
+    // The controller's record of a later plan of the newer commit, applied on ALPHA.
+    site.lab.write(
+        "rt/state/applied/00000000000000aa.json",
+        serde_json::json!({
+            "plan": "00000000000000aa",
+            "state": "completed",
+            "updated": "2026-12-05T00:00:00Z",
+            "by": "test",
+            "nodes": { "alpha": { "outcome": "applied", "detail": "" } },
+            "commit": newer,
+        })
+        .to_string(),
+    );
+    let page = ui.http().get(&format!("/plans/{}", site.id));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("DOWNGRADE: node"), "{}", page.body);
+    assert!(page.body.contains(&newer), "{}", page.body);
+}

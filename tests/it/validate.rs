@@ -412,3 +412,70 @@ fn keeping_fewer_than_two_releases_is_refused() {
         out.stderr
     );
 }
+
+/// `reviewed_branches` (issue 19, item 2) names Git branches: an empty list, or a name Git
+/// refuses as a branch (an option, a revision expression), is reported with file, line and
+/// field.
+#[test]
+fn reviewed_branches_must_be_branch_names() {
+    let tree = Tree::base();
+    let policy = fs::read_to_string(tree.path().join("inventory/policy.yaml")).unwrap();
+    let with = |branches: &str| {
+        tree.write(
+            "inventory/policy.yaml",
+            policy.replace(
+                "allow_uncommitted: true\n",
+                &format!("allow_uncommitted: true\nreviewed_branches: {branches}\n"),
+            ),
+        );
+        tree.homelab(&["validate"])
+    };
+    let out = with("[]");
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("inventory/policy.yaml:4: `reviewed_branches`: expected at least one branch"),
+        "{}",
+        out.stderr
+    );
+    let out = with("[main, \"--all\", \"main~3\", \"a..b\"]");
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    for name in ["--all", "main~3", "a..b"] {
+        let said = format!(
+            "inventory/policy.yaml:4: `reviewed_branches`: expected a Git branch name, found `{name}`"
+        );
+        assert!(out.stderr.contains(&said), "expected `{said}` in:\n{}", out.stderr);
+    }
+    assert!(!out.stderr.contains("found `main`"), "{}", out.stderr);
+    let out = with("[main, release/2026]");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// `validate` refuses what `approve` and `apply` refuse in `inventory/allowed_signers`
+/// (issue 19, item 6): a line whose key is not base64, an unknown option, a window that is
+/// never valid; each named with file and line.
+#[test]
+fn an_allowed_signers_file_apply_would_refuse_is_invalid() {
+    let tree = Tree::base();
+    let path = tree.path().join("inventory/allowed_signers");
+    let signers = fs::read_to_string(&path).unwrap();
+    let lines = signers.lines().count() + 1;
+    for (line, said) in [
+        ("broken@test ssh-ed25519 AAAA-not-base64", "invalid `ssh-ed25519` public key"),
+        ("x@test certificate=\"yes\" ssh-ed25519 AAAA", "unsupported option `certificate`"),
+        (
+            "x@test valid-after=\"20270101Z\",valid-before=\"20260101Z\" ssh-ed25519 AAAA",
+            "is not after `valid-after`",
+        ),
+    ] {
+        tree.write("inventory/allowed_signers", format!("{signers}{line}\n"));
+        let out = tree.homelab(&["validate"]);
+        assert_eq!(out.code, 1, "{line}: {}{}", out.stdout, out.stderr);
+        let want = format!("error[allowed-signers]: inventory/allowed_signers:{lines}: `signer`: ");
+        assert!(out.stderr.contains(&want), "{line}: expected `{want}` in:\n{}", out.stderr);
+        assert!(out.stderr.contains(said), "{line}: expected `{said}` in:\n{}", out.stderr);
+    }
+    tree.write("inventory/allowed_signers", &signers);
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

@@ -11,6 +11,7 @@ use super::super::names::NodeName;
 use super::super::parse_duration;
 use super::super::raw::{self, line, S};
 use super::Input;
+use crate::quote::cut;
 
 const FILE: &str = "inventory/policy.yaml";
 
@@ -25,9 +26,33 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
             FILE,
             line(&p.plan_ttl),
             "plan_ttl",
-            format!("expected a duration such as `24h`, found `{}`", p.plan_ttl.value),
+            format!("expected a duration such as `24h`, found `{}`", cut(&p.plan_ttl.value)),
             "set how long a plan stays valid",
         );
+    }
+    if let Some(b) = &p.reviewed_branches {
+        if b.value.is_empty() {
+            d.err(
+                "policy",
+                FILE,
+                line(b),
+                "reviewed_branches",
+                "expected at least one branch, found none",
+                "name the branch reviewed plans come from, e.g. `reviewed_branches: [main]`, or leave the field out for `main`",
+            );
+        }
+        for name in &b.value {
+            if let Some(why) = bad_branch_name(&name.value) {
+                d.err(
+                    "policy",
+                    FILE,
+                    line(name).or(line(b)),
+                    "reviewed_branches",
+                    format!("expected a Git branch name, found `{}`: {why}", cut(&name.value)),
+                    "name a branch as `git branch --list` shows it, e.g. `main`",
+                );
+            }
+        }
     }
     if let Some(k) = p.keep_releases.as_ref().filter(|k| k.value < 2) {
         d.err(
@@ -135,7 +160,7 @@ fn rule(
                 FILE,
                 line(a),
                 format!("{field}.approvers"),
-                format!("expected a human's principal, found the bot principal `{}`", a.value),
+                format!("expected a human's principal, found the bot principal `{}`", cut(&a.value)),
                 "grant a Telegram user under `telegram.users` (its `id`, `nodes` and `changes`), which says what its approvals may count for",
             );
             continue;
@@ -146,7 +171,10 @@ fn rule(
                 FILE,
                 line(a),
                 format!("{field}.approvers"),
-                format!("expected a principal of inventory/allowed_signers, found `{}`", a.value),
+                format!(
+                    "expected a principal of inventory/allowed_signers, found `{}`",
+                    cut(&a.value)
+                ),
                 "add the approver's key to inventory/allowed_signers",
             );
         }
@@ -190,7 +218,10 @@ fn telegram(i: &Input, d: &mut Diagnostics, principals: &BTreeSet<String>) {
                     FILE,
                     line(node),
                     format!("{field}.nodes"),
-                    format!("expected a node of inventory/topology.yaml, found `{}`", node.value),
+                    format!(
+                        "expected a node of inventory/topology.yaml, found `{}`",
+                        cut(&node.value)
+                    ),
                     "fix the node id",
                 );
             }
@@ -249,6 +280,30 @@ fn principals_field(line: &str) -> Option<&str> {
         Some(quoted) => quoted.find('"').map(|end| &quoted[..end]),
         None => line.split_whitespace().next(),
     }
+}
+
+/// Why `name` is not a branch name Git accepts (`git check-ref-format --branch`'s main rules),
+/// so no policy can name a ref that is no branch, or an option (`-…`), to `git`.
+fn bad_branch_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name.starts_with('-') {
+        return Some("it starts with `-`");
+    }
+    if name.bytes().any(|b| b.is_ascii_control() || b" ~^:?*[\\".contains(&b)) {
+        return Some("it holds a space, a control character or one of `~^:?*[\\`");
+    }
+    if name.contains("..") || name.contains("@{") || name.contains("//") {
+        return Some("it holds `..`, `@{` or `//`");
+    }
+    if name.starts_with('/') || name.ends_with('/') || name.ends_with('.') || name == "@" {
+        return Some("it starts or ends with `/`, ends with `.` or is `@`");
+    }
+    if name.split('/').any(|c| c.starts_with('.') || c.ends_with(".lock")) {
+        return Some("a part of it starts with `.` or ends with `.lock`");
+    }
+    None
 }
 
 #[cfg(test)]

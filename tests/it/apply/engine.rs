@@ -145,6 +145,7 @@ fn bundle_for(node: &str, plan: String, approved: String) -> Bundle {
         confirm_timeout_secs: Some(30),
         holder: "test".to_owned(),
         in_run: Vec::new(),
+        finished_nodes: Vec::new(),
     }
 }
 
