@@ -27,8 +27,26 @@ use crate::render::{self, RenderError};
 /// Loads and fully validates the homelab definition at `repo`: every problem, sorted, or the
 /// model. What every command that acts on the homelab starts with.
 pub fn homelab(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
+    homelab_rooted(repo, &|_| None)
+}
+
+/// [`homelab`], with the runtime root of each node for which `root_of` says one (`--transport
+/// local --root DIR` gives `DIR/<id>`, a plan the roots it was rendered for) in place of the
+/// topology's, before anything is rendered: `{{ root }}`, `{{ config_dir }}` and
+/// `{{ data_dir }}` then name the folders the node really has, and the compose rules judge
+/// paths against them.
+pub fn homelab_rooted(
+    repo: &Path,
+    root_of: &dyn Fn(&NodeName) -> Option<String>,
+) -> Result<Homelab, Vec<Diagnostic>> {
     let Loaded { raw, lab, mut diagnostics } = crate::model::load_partial(repo);
-    let (Some(raw), Some(lab)) = (raw, lab) else { return Err(diagnostics.into_sorted()) };
+    let (Some(raw), Some(mut lab)) = (raw, lab) else { return Err(diagnostics.into_sorted()) };
+    for node in lab.nodes.values_mut() {
+        if let Some(root) = root_of(&node.id) {
+            node.runtime_root = root;
+            node.root_given = true;
+        }
+    }
     // Run on the sound parts even when other parts are broken: one run shows every problem.
     // The partial model leaves out what is broken, so nothing here repeats a model problem.
     cycles(&lab, &raw, &mut diagnostics);

@@ -50,10 +50,15 @@ pub fn verify(repo: &Path, lab: &Homelab, loaded: &LoadedPlan) -> Result<Provena
         reason: format!("no temporary folder: {e}"),
     })?;
     crate::git::export(repo, &plan.commit, dir.path())?;
-    let at_commit = crate::check::homelab(dir.path()).map_err(|d| Refusal::CommitInvalid {
-        commit: plan.commit.clone(),
-        problems: d.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "),
-    })?;
+    // Rendered for the roots the plan was made for (`--root`), else the topology's.
+    let root_of = |id: &crate::model::NodeName| {
+        plan.nodes.iter().find(|n| &n.node == id).and_then(|n| n.root.clone())
+    };
+    let at_commit =
+        crate::check::homelab_rooted(dir.path(), &root_of).map_err(|d| Refusal::CommitInvalid {
+            commit: plan.commit.clone(),
+            problems: d.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        })?;
     let graph = DeployGraph::build(&at_commit).expect("check rejects cycles");
     for c in plan.nodes.iter().flat_map(|n| &n.changes) {
         compare(&at_commit, &graph, c, &plan.commit)?;
@@ -116,4 +121,29 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
 fn first_differing_line(a: &[u8], b: &[u8]) -> usize {
     let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
     a[..at].iter().filter(|&&c| c == b'\n').count() + 1
+}
+
+/// A plan's artifacts name the runtime root they were rendered for (`{{ root }}`,
+/// `{{ config_dir }}`, ...): applying them under another root would deploy files pointing at
+/// folders that are not that node's. `lab` holds the roots of this apply (`--transport local
+/// --root DIR`: `DIR/<id>`; else the topology's).
+pub fn check_roots(lab: &Homelab, plan: &crate::plan::Plan) -> Result<(), Refusal> {
+    for n in &plan.nodes {
+        let Some(node) = lab.nodes.get(&n.node) else { continue };
+        let planned = n.root.as_deref().unwrap_or(&node.runtime_root);
+        let here = &node.runtime_root;
+        // Without `--root` on either side both are the topology's (the plan's commit may have
+        // moved it: the review and the node's own checks judge that).
+        if n.root.is_none() && !node.root_given {
+            continue;
+        }
+        if planned != here {
+            return Err(Refusal::RootDiffers {
+                node: n.node.to_string(),
+                planned: planned.to_owned(),
+                here: here.clone(),
+            });
+        }
+    }
+    Ok(())
 }

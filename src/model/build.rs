@@ -72,6 +72,7 @@ fn nodes(t: &raw::Topology) -> BTreeMap<NodeName, Node> {
                     port: n.ssh.port,
                 },
                 runtime_root,
+                root_given: false,
                 docker_socket,
                 capabilities: BTreeSet::new(),
                 services: BTreeMap::new(),

@@ -95,6 +95,9 @@ pub struct Node {
     pub offline_first: bool,
     pub ssh: SshTarget,
     pub runtime_root: String,
+    /// Whether `runtime_root` was placed by `--transport local --root DIR` (`DIR/<id>`) rather
+    /// than read from the topology: a plan then records it, so its review renders the same.
+    pub root_given: bool,
     /// Path of the node's Docker Engine socket, on the node.
     pub docker_socket: String,
     pub capabilities: BTreeSet<String>,

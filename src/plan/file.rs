@@ -15,6 +15,7 @@
 //! summary 2 create, 1 update, 0 replace, 0 delete, 3 no-op
 //!
 //! node chelsty-infra reachable
+//! root /tmp/homelab-runtime/chelsty-infra   (only when `--root` placed the runtime root)
 //! fingerprint sha256:...
 //! actual mosquitto manifest <sha256>
 //! actual mosquitto file docker-compose.yml <sha256>
@@ -224,10 +225,12 @@ pub fn encode(plan: &Plan) -> String {
         match &n.status {
             PlannedStatus::Unreachable { reason } => {
                 let _ = writeln!(out, "node {} unreachable", n.node);
+                root_line(&mut out, n);
                 let _ = writeln!(out, "reason {}", one_line(reason));
             }
             PlannedStatus::Reachable { fingerprint, actual } => {
                 let _ = writeln!(out, "node {} reachable", n.node);
+                root_line(&mut out, n);
                 let _ = writeln!(out, "fingerprint {fingerprint}");
                 for a in actual {
                     let _ = writeln!(out, "actual {}", one_line(a));
@@ -287,6 +290,14 @@ pub fn encode(plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// `root <path>`: the runtime root the node's artifacts were rendered for, when `--root` gave
+/// it (absent: the topology's). Written only then, so other plans keep their bytes.
+fn root_line(out: &mut String, n: &NodePlan) {
+    if let Some(root) = &n.root {
+        let _ = writeln!(out, "root {}", one_line(root));
+    }
 }
 
 struct Parser<'a> {
@@ -513,6 +524,18 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             if nodes.last().is_some_and(|n| n.node >= node) {
                 return Err(p.err(format!("node `{node}` is out of order or repeated")));
             }
+            let root = if p.peek().is_some_and(|l| l.starts_with("root ")) {
+                let root = p.expect("root")?;
+                if !root.starts_with('/') {
+                    return Err(p.err(format!(
+                        "expected an absolute runtime root in `root`, found `{}`",
+                        shorten(root)
+                    )));
+                }
+                Some(root.to_owned())
+            } else {
+                None
+            };
             let status = match status {
                 "reachable" => {
                     let fingerprint = p.expect("fingerprint")?.to_owned();
@@ -543,7 +566,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             } else {
                 None
             };
-            nodes.push(NodePlan { node, status, changes: Vec::new(), engine });
+            nodes.push(NodePlan { node, status, changes: Vec::new(), engine, root });
         } else if let Some(rest) = l.strip_prefix("change ") {
             let node = nodes.last_mut().ok_or_else(|| p.err("a `change` before any `node`"))?;
             let (action, inst) = rest
@@ -870,12 +893,14 @@ mod tests {
                         }),
                     }],
                     engine: Some("2 container(s), 2 running".into()),
+                    root: None,
                 },
                 NodePlan {
                     node: NodeName::parse("edge-b").unwrap(),
                     status: PlannedStatus::Unreachable { reason: "link down".into() },
                     changes: vec![],
                     engine: None,
+                    root: Some("/tmp/lab/edge-b".into()),
                 },
             ],
         };

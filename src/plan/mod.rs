@@ -85,6 +85,9 @@ pub struct NodePlan {
     /// What the node's Docker Engine said (containers and their state), for the reviewer; not
     /// part of the fingerprint.
     pub engine: Option<String>,
+    /// The runtime root the artifacts were rendered for, when `--root` placed it rather than
+    /// the topology (`DIR/<id>`): the review renders with it, and apply refuses another.
+    pub root: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +237,8 @@ pub fn diff(
     for i in &order {
         order_on.entry(&i.node).or_default().push(i);
     }
+    let root_of =
+        |n: &NodeName| lab.nodes.get(n).filter(|n| n.root_given).map(|n| n.runtime_root.clone());
     let mut nodes = Vec::new();
     for a in actual {
         let state = match &a.status {
@@ -243,6 +248,7 @@ pub fn diff(
                     status: PlannedStatus::Unreachable { reason: reason.clone() },
                     changes: Vec::new(),
                     engine: None,
+                    root: root_of(&a.node),
                 });
                 continue;
             }
@@ -342,6 +348,7 @@ pub fn diff(
             status: PlannedStatus::Reachable { fingerprint: state.fingerprint(), actual },
             changes,
             engine: Some(engine_summary(&state.engine, &one_shot)),
+            root: root_of(&a.node),
         });
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));

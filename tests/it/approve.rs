@@ -975,3 +975,60 @@ fn an_update_of_a_service_the_node_does_not_have_is_refused() {
     });
     p.refused_id(&id, &["is planned as `update`", "it has no such service"]);
 }
+
+/// `--root` reaches the templates (issue 21): with `--transport local --root DIR`,
+/// `{{ config_dir }}` renders as `DIR/<node>/config/<svc>`, where apply gives Compose its env
+/// file, not as the topology's `/opt/homelab`; the plan records the root, so `show` (which takes
+/// no `--root`) verifies the same bytes against the commit, and an apply under another root is
+/// refused, changing nothing.
+#[test]
+fn root_reaches_the_templates_and_a_plan_applies_only_under_the_root_it_was_rendered_for() {
+    let p = committed();
+    let rt = std::path::absolute(p.lab.path("rt")).unwrap();
+    let body = p.body();
+    assert!(
+        body.contains(&format!("\nnode edge-a reachable\nroot {}/edge-a\n", rt.display())),
+        "{body}"
+    );
+    let env_file = format!("|    env_file: [\"{}/edge-a/config/broker/.env\"]\n", rt.display());
+    assert!(body.contains(&env_file), "expected {env_file} in:\n{body}");
+    assert!(!body.contains("/opt/homelab"), "{body}");
+
+    // `render --root` writes the same bytes the plan holds.
+    let out = p.lab.homelab(&["render", "--root", "rt", "--node", "edge-a", "--out", "out"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rendered = p.lab.read("out/edge-a/broker/docker-compose.yml");
+    assert!(rendered.contains(&env_file[1..]), "{rendered}");
+
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{}.plan", p.id)]);
+    assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
+    assert!(
+        show.stdout.contains("verified: every artifact is the render of commit"),
+        "{}",
+        show.stdout
+    );
+    p.approve(&p.operator);
+
+    let before = p.lab.snapshot();
+    let approved = p.approved_rel();
+    let args = [
+        "apply",
+        &approved,
+        "--transport",
+        "local",
+        "--root",
+        "elsewhere",
+        "--controller-root",
+        "rt",
+    ];
+    let out = p.lab.homelab(&args);
+    p.lab.snapshot().assert_same(&before, "an apply under another root");
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("node `alpha`: the plan was rendered for the runtime root `<lab>/rt/alpha`, and this apply would write to `<lab>/elsewhere/alpha`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    p.passes();
+}
