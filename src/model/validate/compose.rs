@@ -72,9 +72,23 @@ pub fn check(
     d: &mut Diagnostics,
 ) -> Footprint {
     let mut parsed = Vec::new();
+    let mut resolved = Vec::new();
     for f in files {
         match parse_yaml::<raw::Compose>(Path::new(f.path), f.text) {
-            Ok(c) => parsed.push((f, c)),
+            Ok(c) => {
+                // The rules judge the file as Compose will run it, as far as the repository
+                // knows its variables; a resolved text that no longer parses (a value that is
+                // not YAML-safe) is judged as written.
+                let r = variables::resolve(svc, f.text);
+                let binds = bind_source_lines(&c);
+                let c = if r.lines.is_empty() {
+                    c
+                } else {
+                    parse_yaml::<raw::Compose>(Path::new(f.path), &r.text).unwrap_or(c)
+                };
+                parsed.push((f, c));
+                resolved.push((r, binds));
+            }
             Err(mut e) => {
                 e.message = format!("rendered for `{inst}`: {}", e.message);
                 d.push(e);
@@ -119,10 +133,15 @@ pub fn check(
         .map(|(k, _, _)| k.as_str())
         .collect();
     let mut fp = Footprint::default();
-    for ((f, c), inh) in parsed.iter().zip(&inherited) {
+    for (((f, c), inh), (r, binds)) in parsed.iter().zip(&inherited).zip(&resolved) {
+        // What is found on a line whose variables were resolved says which, and to what.
+        let mut found = Diagnostics::default();
+        let d_outer = &mut *d;
+        let d = &mut found;
         names_and_restart(svc, f, c, multi, &inits, inh, d, &mut fp);
         paths::check(svc, inst, ctx, f.path, c, inh, d, &mut fp);
-        variables::check(svc, f.path, f.text, d);
+        // Declarations are judged on the text as written.
+        variables::check(svc, f.path, f.text, binds, d_outer);
         zigbee(svc, f, d);
         for (key, cs) in &c.services {
             // Published ports are discarded on the host network: the container has no ports
@@ -151,8 +170,35 @@ pub fn check(
                 }
             }
         }
+        for mut diag in found.into_sorted() {
+            if diag.file == f.path {
+                if let Some(note) = r.note(diag.line) {
+                    diag.message.push_str(&note);
+                }
+            }
+            d_outer.push(diag);
+        }
     }
     fp
+}
+
+/// The lines of bind mounts whose source is written with a variable: there, the fix for an
+/// undeclared variable is `{{ data_dir }}`, not a declaration.
+fn bind_source_lines(c: &raw::Compose) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    for cs in c.services.values() {
+        for v in &cs.value.volumes {
+            let source = match &v.value {
+                Value::String(s) => s.split(':').next().map(str::to_owned),
+                Value::Object(m) => m.get("source").and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            };
+            if source.is_some_and(|s| s.contains('$')) {
+                out.extend(line(v));
+            }
+        }
+    }
+    out
 }
 
 /// The compose keys of the one-shot init containers of an instance, from its rendered compose

@@ -75,7 +75,7 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
 }
 
 /// `NAME=value` lines of an env.example, with their line numbers.
-fn parse_env_example(text: &str) -> BTreeMap<String, (u64, String)> {
+pub(super) fn parse_env_example(text: &str) -> BTreeMap<String, (u64, String)> {
     let mut out = BTreeMap::new();
     for (i, l) in text.lines().enumerate() {
         let l = l.trim();

@@ -278,6 +278,9 @@ impl Paths<'_> {
     fn mount(&self, source: &str, ro: bool, at: Located, d: &mut Diagnostics, fp: &mut Footprint) {
         let relative = !source.starts_with(['/', '~']);
         if relative && !ro {
+            // One problem, one fix: a writable folder is data, which belongs in the data
+            // folder, never shipped (a second error saying "add it to services/<svc>/" would
+            // contradict this one).
             d.err(
                 "release-mount",
                 &at.file,
@@ -286,6 +289,7 @@ impl Paths<'_> {
                 format!("`{source}` is mounted writable from the release folder, which is replaced on every update: what the container writes there stays behind in the old release"),
                 "use `{{ data_dir }}` for what the container writes, or mount the file read-only (`:ro`, `read_only: true`)",
             );
+            return;
         }
         if !ro {
             if let Place::Allowed(abs) = self.place(source) {
