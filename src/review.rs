@@ -104,11 +104,14 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
             return Err(differs(&r.name, format!("line {line}")));
         }
     }
-    let want = crate::plan::Runtime::of(&lab.services[&c.instance.service]);
+    let want = crate::plan::Runtime::of(lab, &c.instance);
     match &c.runtime {
         Some(rt) if *rt == want => {}
         _ => {
-            return Err(differs("the healthcheck or secrets", "the contract says otherwise".into()))
+            return Err(differs(
+                "the healthcheck, secrets or required variables",
+                "the contract says otherwise".into(),
+            ))
         }
     }
     let after: Vec<_> = graph.dependencies(&c.instance).into_iter().cloned().collect();

@@ -164,6 +164,7 @@ impl ServiceRun<'_, '_, '_> {
             env_file: &env_file,
             log: &log,
             secrets: &rt.secrets,
+            variables: &rt.variables,
         });
         let jobs = at.layout.jobs(self.run.id, svc);
         let carry = self.carry();
@@ -211,6 +212,7 @@ impl ServiceRun<'_, '_, '_> {
             env_file: &env_file,
             log: &log,
             secrets: &rt.secrets,
+            variables: &rt.variables,
         };
         if let Err(e) = remote::validate(self.at.exec, &self.carry(), &self.release, &v) {
             return self.fail_early(journal, e, Some(&log), "validate");

@@ -147,6 +147,7 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
                 name: e.value.name.value.clone(),
                 secret: e.value.secret,
                 required: e.value.required,
+                line: raw::line(&e.value.name),
             })
             .collect(),
         requires: c.requires.iter().map(|r| r.value.clone()).collect(),

@@ -229,6 +229,8 @@ pub struct EnvVar {
     pub name: String,
     pub secret: bool,
     pub required: bool,
+    /// The line of its entry in service.yaml, for messages from the node.
+    pub line: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -262,6 +262,11 @@ pub fn encode(plan: &Plan) -> String {
                 if !rt.secrets.is_empty() {
                     let _ = writeln!(out, "secrets {}", rt.secrets.join(" "));
                 }
+                if !rt.variables.is_empty() {
+                    let vars: Vec<String> =
+                        rt.variables.iter().map(|v| format!("{}:{}", v.name, v.line)).collect();
+                    let _ = writeln!(out, "variables {}", vars.join(" "));
+                }
             }
             for a in &c.artifacts {
                 match &a.binary {
@@ -644,7 +649,34 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     },
                 };
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
-                change.runtime = Some(super::Runtime { healthcheck, secrets: Vec::new() });
+                change.runtime = Some(super::Runtime {
+                    healthcheck,
+                    secrets: Vec::new(),
+                    variables: Vec::new(),
+                });
+            } else if let Some(rest) = l.strip_prefix("variables ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let rt = change
+                    .runtime
+                    .as_mut()
+                    .ok_or_else(|| p.err("`variables` must follow `healthcheck`"))?;
+                for v in rest.split(' ') {
+                    // `NAME:LINE`, the name as validation allows it: it reaches a script on
+                    // the node.
+                    let parsed = v.split_once(':').and_then(|(name, line)| {
+                        let ok = !name.is_empty()
+                            && !name.as_bytes()[0].is_ascii_digit()
+                            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                        Some(super::Required { name: name.to_owned(), line: line.parse().ok()? })
+                            .filter(|_| ok)
+                    });
+                    let Some(r) = parsed else {
+                        let msg =
+                            format!("expected `NAME:LINE` (a required variable), found `{v}`");
+                        return Err(p.err(msg));
+                    };
+                    rt.variables.push(r);
+                }
             } else if let Some(rest) = l.strip_prefix("secrets ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 let rt = change
@@ -890,6 +922,10 @@ mod tests {
                                 stable_for: std::time::Duration::from_secs(10),
                             },
                             secrets: vec!["BROKER_PASSWORD".into()],
+                            variables: vec![crate::plan::Required {
+                                name: "BROKER_TAG".into(),
+                                line: 18,
+                            }],
                         }),
                     }],
                     engine: Some("2 container(s), 2 running".into()),

@@ -127,12 +127,34 @@ pub struct Change {
 pub struct Runtime {
     pub healthcheck: crate::model::Healthcheck,
     pub secrets: Vec<String>,
+    /// The required variables that are not secret but that the compose file or the host's
+    /// override interpolates with no default: the node's env file must give them a value, or
+    /// Compose would run the service with an empty string.
+    pub variables: Vec<Required>,
+}
+
+/// A required variable, with the line of its `runtime.env_vars` entry (0: unknown), so the
+/// node's refusal names where it is declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Required {
+    pub name: String,
+    pub line: u64,
 }
 
 impl Runtime {
-    /// What apply needs from a service's contract: its healthcheck and the names of the
-    /// secrets that must be on the node. The plan and the review both take it from here.
-    pub fn of(svc: &crate::model::Service) -> Runtime {
+    /// What apply needs from the contract of `inst`: its healthcheck, the names of the secrets
+    /// that must be on the node, and the required variables its compose files take from there.
+    /// The plan and the review both take it from here.
+    pub fn of(lab: &Homelab, inst: &Instance) -> Runtime {
+        let svc = &lab.services[&inst.service];
+        let mut texts = vec![svc.compose.text.as_str()];
+        if let Some(o) = lab.nodes.get(&inst.node).and_then(|n| n.overrides.get(&inst.service)) {
+            texts.push(&o.text);
+        }
+        let interpolated: BTreeSet<String> = texts
+            .iter()
+            .flat_map(|t| crate::model::validate::compose::interpolated_without_default(t))
+            .collect();
         Runtime {
             healthcheck: svc.healthcheck,
             secrets: svc
@@ -140,6 +162,12 @@ impl Runtime {
                 .iter()
                 .filter(|e| e.secret && e.required)
                 .map(|e| e.name.clone())
+                .collect(),
+            variables: svc
+                .env_vars
+                .iter()
+                .filter(|e| !e.secret && e.required && interpolated.contains(&e.name))
+                .map(|e| Required { name: e.name.clone(), line: e.line.unwrap_or(0) })
                 .collect(),
         }
     }
@@ -308,8 +336,7 @@ pub fn diff(
                 }
             }
             if change.action != Action::NoOp {
-                let svc = &lab.services[&inst.service];
-                change.runtime = Some(Runtime::of(svc));
+                change.runtime = Some(Runtime::of(lab, inst));
             }
             changes.push(change);
         }

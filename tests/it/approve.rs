@@ -1032,3 +1032,49 @@ fn root_reaches_the_templates_and_a_plan_applies_only_under_the_root_it_was_rend
     assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
     p.passes();
 }
+
+/// `required: true` holds for a variable that is not secret (issue 21): one the compose file
+/// interpolates with no default, which the node's env file does not set, refuses at validate,
+/// naming service.yaml, the line of its entry and the field, before Compose would run the
+/// service with an empty string. The plan carries it (reviewed, signed) as `variables`.
+#[test]
+fn a_required_variable_the_node_does_not_set_refuses_at_validate_naming_its_entry() {
+    let p = Planned::with(|lab| {
+        let compose = lab.read("repo/services/broker/docker-compose.yml");
+        lab.write(
+            "repo/services/broker/docker-compose.yml",
+            compose.replace("BROKER_USER: broker\n", "BROKER_USER: broker\n      BROKER_TAG: ${BROKER_TAG}\n      BROKER_MODE: ${BROKER_MODE:-fast}\n"),
+        );
+        let contract = lab.read("repo/services/broker/service.yaml");
+        lab.write(
+            "repo/services/broker/service.yaml",
+            contract.replace(
+                "    - name: BROKER_PASSWORD\n",
+                "    - name: BROKER_TAG\n      secret: false\n    - name: BROKER_MODE\n      secret: false\n    - name: BROKER_PASSWORD\n",
+            ),
+        );
+        let example = lab.read("repo/services/broker/env.example");
+        lab.write(
+            "repo/services/broker/env.example",
+            format!("{example}BROKER_TAG=v1\nBROKER_MODE=\n"),
+        );
+        // The secret is there; the variable is set, but empty.
+        lab.write("rt/edge-a/config/broker/.env", "BROKER_PASSWORD=kept\nBROKER_TAG=\n");
+    });
+    let contract = p.lab.read("repo/services/broker/service.yaml");
+    let line = contract.lines().position(|l| l == "    - name: BROKER_TAG").unwrap() + 1;
+    // Only the one with no default is required of the node.
+    assert!(p.body().contains(&format!("\nvariables BROKER_TAG:{line}\n")), "{}", p.body());
+    p.approve(&p.operator);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-a", "--stage", "prepare"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-a", "--resume", "--stage", "validate"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 1, "{all}");
+    assert!(
+        all.contains(&format!("services/broker/service.yaml:{line}: `runtime.env_vars`: `BROKER_TAG` is required, but")),
+        "{all}"
+    );
+    assert!(all.contains("Compose would run the service with an empty string"), "{all}");
+    assert!(!all.contains("BROKER_MODE") && !all.contains("kept"), "{all}");
+}

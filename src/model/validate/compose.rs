@@ -201,6 +201,13 @@ fn bind_source_lines(c: &raw::Compose) -> BTreeSet<u64> {
     out
 }
 
+/// The variables `text` (a compose file) interpolates with no default (`${VAR}`, `$VAR`,
+/// `${VAR:?message}`): Compose runs them with an empty string when the node's env file does not
+/// set them.
+pub fn interpolated_without_default(text: &str) -> BTreeSet<String> {
+    variables::without_default(text)
+}
+
 /// The compose keys of the one-shot init containers of an instance, from its rendered compose
 /// file and override: a container that ran once and exited 0 is their normal state, which
 /// `plan` must not take for drift. A text that does not parse adds none (validation reports it).

@@ -215,6 +215,16 @@ pub(super) fn check(
     }
 }
 
+/// See `compose::interpolated_without_default`.
+pub(super) fn without_default(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(scan)
+        .filter(|u| u.default.is_none())
+        .map(|u| u.name.to_owned())
+        .collect()
+}
+
 fn is_name_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_'
 }
