@@ -398,7 +398,7 @@ fn one_shot_of(r: &Rendered) -> BTreeSet<String> {
         .filter(|a| a.name == crate::render::COMPOSE || a.name == crate::render::OVERRIDE)
         .filter_map(|a| std::str::from_utf8(&a.bytes).ok())
         .collect();
-    crate::model::validate::compose::one_shot(&texts)
+    crate::model::validate::compose::one_shot(r.instance.service.as_str(), &texts)
 }
 
 /// Whether `c` is a one-shot init container of its project (by `one_shot`, the keys per

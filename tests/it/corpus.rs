@@ -891,6 +891,40 @@ fn a_one_shot_init_container_that_exited_0_is_not_drift() {
     assert!(!again.stdout.contains("edited by hand"), "{}", again.stdout);
 }
 
+/// A one-shot job nobody waits for keeps `restart: "no"` (issue 21): forced to
+/// `unless-stopped`, the starter kit's import container ran again after every successful exit
+/// (7 restarts in 30 s). In the lab: it runs once, exits 0 and stays exited through the
+/// stability window, the apply succeeds, and the next plan is a no-op that names it.
+#[test]
+fn a_one_shot_job_nobody_waits_for_runs_once_and_is_not_drift() {
+    let _one = crate::apply::LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&LAB_NODES));
+    site.edit(
+        "tracker",
+        (
+            "docker-compose.yml",
+            "  tracker:\n",
+            "  report:\n    image: \"{{ vars.image }}\"\n    container_name: tracker-report\n    restart: \"no\"\n    command: [\"sh\", \"-c\", \"echo run >> /var/lib/tracker/report-runs\"]\n    volumes:\n      - \"{{ data_dir }}/db:/var/lib/tracker\"\n\n  tracker:\n",
+        ),
+    );
+    let v = site.homelab(&["validate"]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let (id, _) = site.plan_and_approve();
+    let approved = site.repo.path().join(format!("plans/{id}.approved"));
+    let out = site.homelab(&["apply", approved.to_str().unwrap(), "--service", "tracker"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(site.state("edge-a", "tracker-report").as_deref(), Some("exited 0"));
+    let runs = fs::read_to_string(site.root("edge-a").join("data/tracker/db/report-runs")).unwrap();
+    assert_eq!(runs, "run\n", "the job ran once, through the stability window");
+    let again = site.homelab(&["plan", "--node", "edge-a"]);
+    assert!(
+        again.stdout.contains("no-op    tracker@edge-a  deployed artifacts match\n"),
+        "{}",
+        again.stdout
+    );
+    assert!(again.stdout.contains("tracker-report"), "{}", again.stdout);
+}
+
 /// Regression (homelab bug, found by the corpus): release files are unpacked with the
 /// archive's mtime, 1970-01-01 for every file (`header.set_mtime(0)` in
 /// `src/apply/remote.rs`, `tar -x -o` on the node); BuildKit's context transfer takes a file of

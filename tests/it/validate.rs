@@ -412,3 +412,46 @@ fn keeping_fewer_than_two_releases_is_refused() {
         out.stderr
     );
 }
+
+/// A one-shot job keeps its own restart policy (issue 21): forced to `unless-stopped`, an
+/// import container nobody waits for ran again after every successful exit. A container with
+/// `restart: "no"` or `on-failure` that is not the main one and that nothing waits for as
+/// running is exempt; the main container, or one another waits for as started, is not.
+#[test]
+fn a_one_shot_job_nobody_waits_for_keeps_its_restart_policy() {
+    let tree = Tree::base();
+    let compose = |main_restart: &str, depends: &str| {
+        format!(
+            "services:\n  broker:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: broker\n    restart: {main_restart}\n    command: [\"sleep\", \"86400\"]\n    env_file: [\"{{{{ config_dir }}}}/.env\"]\n{depends}  import:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: broker-import\n    restart: \"no\"\n    command: [\"true\"]\n  retry:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: broker-retry\n    restart: on-failure:3\n    command: [\"true\"]\n"
+        )
+    };
+    tree.write("services/broker/docker-compose.yml", compose("unless-stopped", ""));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // The main container is never a one-shot job.
+    tree.write("services/broker/docker-compose.yml", compose("\"no\"", ""));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("docker-compose.yml:5: `services.broker.restart`: expected `unless-stopped`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("error[restart]").count(), 1, "{}", out.stderr);
+
+    // Waited for as running (the list form means `service_started`): kept up, not one-shot.
+    tree.write(
+        "services/broker/docker-compose.yml",
+        compose("unless-stopped", "    depends_on: [retry]\n"),
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`services.retry.restart`: expected `unless-stopped`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("error[restart]").count(), 1, "{}", out.stderr);
+}

@@ -97,7 +97,7 @@ pub fn check(
     }
     let base = parsed.iter().find(|(f, _)| f.kind == ComposeFile::Service);
     let multi = base.is_some_and(|(_, c)| c.services.len() > 1);
-    let inits = init_containers(parsed.iter().map(|(_, c)| c));
+    let inits = init_containers(svc.name.as_str(), parsed.iter().map(|(_, c)| c));
     let release = |f: &Rendered| match f.kind {
         ComposeFile::Service => RELEASE_COMPOSE,
         ComposeFile::Override => OVERRIDE_FILE,
@@ -208,33 +208,68 @@ pub fn interpolated_without_default(text: &str) -> BTreeSet<String> {
     variables::without_default(text)
 }
 
-/// The compose keys of the one-shot init containers of an instance, from its rendered compose
-/// file and override: a container that ran once and exited 0 is their normal state, which
-/// `plan` must not take for drift. A text that does not parse adds none (validation reports it).
-pub fn one_shot(texts: &[&str]) -> BTreeSet<String> {
+/// The compose keys of the one-shot containers of an instance of `svc`, from its rendered
+/// compose file and override: a container that ran once and exited 0 is their normal state,
+/// which `plan` must not take for drift. A text that does not parse adds none (validation
+/// reports it).
+pub fn one_shot(svc: &str, texts: &[&str]) -> BTreeSet<String> {
     let parsed: Vec<raw::Compose> = texts
         .iter()
         .filter_map(|t| parse_yaml::<raw::Compose>(Path::new("docker-compose.yml"), t).ok())
         .collect();
-    init_containers(parsed.iter())
+    init_containers(svc, parsed.iter())
 }
 
-/// The compose services another one waits for with `condition: service_completed_successfully`:
-/// one-shot init containers, which run once and stop (`restart: "no"`).
-fn init_containers<'a>(files: impl Iterator<Item = &'a raw::Compose>) -> BTreeSet<String> {
+/// Whether a restart policy lets a container stay stopped once its job is done.
+fn stops_when_done(restart: &str) -> bool {
+    restart == "no" || restart == "on-failure" || restart.starts_with("on-failure:")
+}
+
+/// The one-shot containers of a project, which run once and stop, so the contract's restart
+/// policy is not theirs: a compose service another one waits for with
+/// `condition: service_completed_successfully` (an init container), and one whose own
+/// `restart` is `no` or `on-failure` that is not the service's main container (named like it,
+/// or the only one) and that no container waits for as running (`service_started`,
+/// `service_healthy`, or the list form of `depends_on`): a job nobody keeps up, such as an
+/// import run after the others. Forcing `unless-stopped` on it would run the job again after
+/// every successful exit.
+fn init_containers<'a>(
+    svc: &str,
+    files: impl Iterator<Item = &'a raw::Compose> + Clone,
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for c in files {
+    let mut running: BTreeSet<&str> = BTreeSet::new();
+    let mut restart: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut keys: BTreeSet<&str> = BTreeSet::new();
+    for c in files.clone() {
         for (key, cs) in &c.services {
-            let Some(Value::Object(deps)) = cs.value.depends_on.as_ref().map(|d| &d.value) else {
-                continue;
-            };
-            for (dep, v) in deps {
-                let done = v.get("condition").and_then(Value::as_str)
-                    == Some("service_completed_successfully");
-                if done && dep != key {
-                    out.insert(dep.clone());
-                }
+            keys.insert(key);
+            if let Some(r) = &cs.value.restart {
+                restart.entry(key).or_default().push(&r.value);
             }
+            match cs.value.depends_on.as_ref().map(|d| &d.value) {
+                Some(Value::Object(deps)) => {
+                    for (dep, v) in deps {
+                        let condition = v.get("condition").and_then(Value::as_str);
+                        if condition == Some("service_completed_successfully") {
+                            if dep != key {
+                                out.insert(dep.clone());
+                            }
+                        } else {
+                            // `service_started` (also the default) or `service_healthy`.
+                            running.insert(dep);
+                        }
+                    }
+                }
+                Some(Value::Array(deps)) => running.extend(deps.iter().filter_map(Value::as_str)),
+                _ => {}
+            }
+        }
+    }
+    for (key, policies) in &restart {
+        let main = *key == svc || keys.len() == 1;
+        if !main && !running.contains(key) && policies.iter().all(|p| stops_when_done(p)) {
+            out.insert((*key).to_owned());
         }
     }
     out
@@ -380,7 +415,7 @@ fn names_and_restart(
         let init = inits.contains(key);
         let policy = &svc.restart_policy;
         match Found::of(&cs.value, path, key, anc, "restart", |s| s.restart.as_ref()) {
-            Some(r) if r.value.value == *policy || (init && r.value.value == "no") => {}
+            Some(r) if r.value.value == *policy || (init && stops_when_done(&r.value.value)) => {}
             None if is_override || init => {}
             Some(r) => d.err(
                 "restart",
@@ -394,8 +429,8 @@ fn names_and_restart(
                 ),
                 if is_override {
                     "change restart_policy in service.yaml instead".to_owned()
-                } else if r.value.value == "no" {
-                    format!("set `restart: {policy}`; only a one-shot init container, one that another container of the service waits for with `depends_on: {{{key}: {{condition: service_completed_successfully}}}}`, may say `restart: \"no\"`")
+                } else if stops_when_done(&r.value.value) {
+                    format!("set `restart: {policy}`; only a one-shot container may stop for good: one that another container waits for with `depends_on: {{{key}: {{condition: service_completed_successfully}}}}`, or one with `restart: \"no\"` or `on-failure` that is not the service's main container and that no container waits for as started or healthy")
                 } else {
                     format!("set `restart: {policy}` or change restart_policy in service.yaml")
                 },
