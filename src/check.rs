@@ -51,6 +51,7 @@ pub fn homelab_rooted(
     // The partial model leaves out what is broken, so nothing here repeats a model problem.
     cycles(&lab, &raw, &mut diagnostics);
     rendering(&lab, &mut diagnostics);
+    lab.notes = diagnostics.take_notes();
     if diagnostics.is_empty() {
         Ok(lab)
     } else {

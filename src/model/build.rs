@@ -39,6 +39,7 @@ pub(super) fn homelab(r: &RawRepo) -> Option<Homelab> {
         allowed_signers: r.allowed_signers.as_ref().map(|s| s.text.clone()).unwrap_or_default(),
         templates: r.templates.clone(),
         instances,
+        notes: Vec::new(),
     })
 }
 

@@ -70,6 +70,9 @@ pub struct Homelab {
     pub templates: BTreeMap<String, String>,
     /// Every service instance with the instances it depends on.
     pub instances: BTreeMap<Instance, Vec<Instance>>,
+    /// What validation notes without failing (`crate::check` fills it): a top-level `name:`
+    /// that `-p <svc>` replaces, say.
+    pub notes: Vec<Diagnostic>,
 }
 
 /// A service placed on a node: `service@node`.

@@ -306,6 +306,10 @@ pub struct Zigbee {
 /// read by `validate::compose`.
 #[derive(Debug, Deserialize)]
 pub struct Compose {
+    /// The project name a published file may set; homelab names the project after the
+    /// service (`-p <svc>`), which wins.
+    #[serde(default)]
+    pub name: Option<S<String>>,
     #[serde(default)]
     pub services: BTreeMap<String, S<ComposeService>>,
     #[serde(default)]

@@ -455,3 +455,33 @@ fn a_one_shot_job_nobody_waits_for_keeps_its_restart_policy() {
     );
     assert_eq!(out.stderr.matches("error[restart]").count(), 1, "{}", out.stderr);
 }
+
+/// A top-level `name:` is replaced by `-p <svc>`, and validate says so (issue 21): named volumes
+/// become `<svc>_*`, which silently left a project's data behind. A note, not a problem: the
+/// homelab stays valid, and a name equal to the service's says nothing.
+#[test]
+fn a_top_level_name_that_p_svc_replaces_is_said_as_a_note() {
+    let tree = Tree::base();
+    let compose =
+        fs::read_to_string(tree.path().join("services/broker/docker-compose.yml")).unwrap();
+    tree.write("services/broker/docker-compose.yml", format!("name: mqtt-stack\n{compose}"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("homelab is valid"), "{}", out.stdout);
+    assert!(
+        out.stderr.starts_with("note[compose-name]: services/broker/docker-compose.yml:1: `name`: the project is named `broker` on the node, not `mqtt-stack`: homelab runs `docker compose -p broker`, which replaces `name:`, so named volumes and networks are `broker_<key>`, not `mqtt-stack_<key>`\n  fix: remove `name:`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("note[").count(), 1, "{}", out.stderr);
+    let json = tree.homelab(&["validate", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["notes"][0]["rule"], "compose-name", "{doc}");
+    assert_eq!(doc["notes"][0]["line"], 1, "{doc}");
+
+    tree.write("services/broker/docker-compose.yml", format!("name: broker\n{compose}"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+}

@@ -95,6 +95,7 @@ pub fn check(
             }
         }
     }
+    project_name(svc, &parsed, d);
     let base = parsed.iter().find(|(f, _)| f.kind == ComposeFile::Service);
     let multi = base.is_some_and(|(_, c)| c.services.len() > 1);
     let inits = init_containers(svc.name.as_str(), parsed.iter().map(|(_, c)| c));
@@ -199,6 +200,24 @@ fn bind_source_lines(c: &raw::Compose) -> BTreeSet<u64> {
         }
     }
     out
+}
+
+/// A top-level `name:` is replaced by `-p <svc>`: the project, and with it the names of its
+/// volumes and networks (`<project>_<name>`), follow the service. Not a problem, but never
+/// silent: a project started under its own name keeps its data in volumes of that name.
+fn project_name(svc: &Service, parsed: &[(&Rendered, raw::Compose)], d: &mut Diagnostics) {
+    let name = svc.name.as_str();
+    for (f, c) in parsed {
+        let Some(n) = c.name.as_ref().filter(|n| n.value != name) else { continue };
+        d.note(
+            "compose-name",
+            f.path,
+            line(n),
+            "name",
+            format!("the project is named `{name}` on the node, not `{}`: homelab runs `docker compose -p {name}`, which replaces `name:`, so named volumes and networks are `{name}_<key>`, not `{}_<key>`", n.value, n.value),
+            format!("remove `name:` (or write `name: {name}`); data a project kept under `{}` stays in volumes `{}_<key>`: mount them with `external: true` and `name: {}_<key>` to keep it", n.value, n.value, n.value),
+        );
+    }
 }
 
 /// The variables `text` (a compose file) interpolates with no default (`${VAR}`, `$VAR`,
