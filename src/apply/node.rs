@@ -684,10 +684,20 @@ impl NodeRun<'_> {
                     tally.problem(i, format!("{svc}: {e}"), Next::Repair);
                 } else if let Some(only) = only {
                     if stage < only {
+                        // `--stage X` runs X alone, for a service whose journal is right
+                        // before it: say which call comes first, and that later calls of the
+                        // same plan take `--resume`.
+                        let next = match stage {
+                            Stage::Pending => "prepare",
+                            Stage::Prepared => "validate",
+                            Stage::Validated | Stage::Deploying => "deploy",
+                            Stage::Deployed => "verify",
+                            _ => "complete",
+                        };
                         tally.problem(
                             i,
                             format!(
-                                "{svc}: at `{}`, the stages before `{}` come first",
+                                "{svc}: at `{}`: `--stage {}` runs that one stage, once the stages before it are done; run `--stage {next}` first, and every later `--stage` of this plan with `--resume`",
                                 stage.name(),
                                 only.name()
                             ),

@@ -1078,3 +1078,19 @@ fn a_required_variable_the_node_does_not_set_refuses_at_validate_naming_its_entr
     assert!(all.contains("Compose would run the service with an empty string"), "{all}");
     assert!(!all.contains("BROKER_MODE") && !all.contains("kept"), "{all}");
 }
+
+/// `--stage X` runs X alone (issue 21): the answer to a first `--stage validate` said only "the
+/// stages before `validate` come first"; it now names the call that comes first and that
+/// every later `--stage` of the plan takes `--resume`.
+#[test]
+fn a_stage_ahead_of_the_journal_names_the_call_that_comes_first_and_resume() {
+    let p = Planned::new();
+    p.approve(&p.operator);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-a", "--stage", "validate"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("broker: at `pending`: `--stage validate` runs that one stage, once the stages before it are done; run `--stage prepare` first, and every later `--stage` of this plan with `--resume`"),
+        "{}",
+        out.stdout
+    );
+}
