@@ -382,7 +382,7 @@ fn one_run_reports_compose_and_template_problems_beside_unrelated_ones() {
         "error[zigbee]: services/broker/docker-compose.yml:11:",
         // An env.example problem in one service, compose and template problems in others.
         "error[secret]: services/broker/env.example:2: `BROKER_PASSWORD`",
-        "error[secret]: services/app/env.example:3: `APP_DEBUG`",
+        "error[env-example]: services/app/env.example:3: `APP_DEBUG`",
         "error[restart]: services/web/docker-compose.yml:5: `services.web.restart`",
         "error[template]: hosts/edge-b/runtime/app/docker-compose.override.yml:4: `vars.greting`",
         // Unrelated rules elsewhere, including a broken policy.

@@ -304,9 +304,13 @@ pub fn container_name(svc: &str, key: &str, multi: bool) -> String {
     }
 }
 
-fn naming_fix(svc: &str, expected: &str, multi: bool) -> String {
-    if multi {
+fn naming_fix(svc: &str, expected: &str, multi: bool, keys: &BTreeSet<&str>) -> String {
+    if multi && keys.contains(svc) {
         format!("set `container_name: {expected}`: in a multi-container service the compose service `{svc}` is the container `{svc}` and every other one `{svc}-<key>`; the compose keys stay as written (containers find each other by them)")
+    } else if multi {
+        // No compose key is the service's name: saying "the compose service `<svc>`" would
+        // name one that does not exist.
+        format!("set `container_name: {expected}`: in a multi-container service every container is `{svc}-<key>`, except one whose compose key is `{svc}`, which is `{svc}` (no compose service here is named `{svc}`); the compose keys stay as written (containers find each other by them)")
     } else {
         format!("set `container_name: {expected}`: a one-container service's container is named like the service, whatever its compose key")
     }
@@ -373,6 +377,7 @@ fn names_and_restart(
     let name = svc.name.as_str();
     let path = f.path;
     let is_override = f.kind == ComposeFile::Override;
+    let keys: BTreeSet<&str> = c.services.keys().map(String::as_str).collect();
     // A restart policy the contract gets wrong is reported on the contract; comparing the
     // compose file with it would only repeat that problem.
     let restart_known = RESTART_POLICIES.contains(&svc.restart_policy.as_str());
@@ -406,7 +411,7 @@ fn names_and_restart(
                     let fix = if is_override {
                         format!("an override may not rename the container: remove `container_name` or set it to `{expected}`")
                     } else {
-                        naming_fix(name, &expected, multi)
+                        naming_fix(name, &expected, multi, &keys)
                     };
                     d.err(
                         "container-name",
@@ -424,7 +429,7 @@ fn names_and_restart(
                 line(cs),
                 format!("{field}.container_name"),
                 format!("expected `container_name: {expected}`, found none"),
-                naming_fix(name, &expected, multi).replacen("set", "add", 1),
+                naming_fix(name, &expected, multi, &keys).replacen("set", "add", 1),
             ),
             None => {}
         }

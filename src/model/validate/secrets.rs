@@ -1,6 +1,7 @@
 //! No secret value in Git: a variable of `runtime.env_vars` marked secret appears in
 //! `env.example` only as a placeholder and never as a literal in a compose file or override;
-//! `env.example` and the contract declare the same variables.
+//! `env.example` and the contract declare the same variables (rule `env-example`: a
+//! disagreement there is no leak).
 //!
 //! Reads the files as written (a secret is in Git whether or not it renders). No IO here.
 
@@ -26,7 +27,8 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
         let example = parse_env_example(&svc.env_example.text);
         for (name, (l, value)) in &example {
             match svc.env_vars.iter().find(|e| &e.name == name) {
-                None => d.err("secret", &svc.env_example.path, Some(*l), name.clone(), format!("`{name}` is not declared in services/{}/service.yaml", svc.name), "declare it under `runtime.env_vars` (with `secret: true` if it is one)"),
+                // Declarations that disagree are no leak: their own rule, not `secret`.
+                None => d.err("env-example", &svc.env_example.path, Some(*l), name.clone(), format!("`{name}` is not declared in services/{}/service.yaml", svc.name), "declare it under `runtime.env_vars` (with `secret: true` if it is one)"),
                 Some(e) if e.secret && !is_placeholder(value) => d.err(
                     "secret",
                     &svc.env_example.path,
@@ -41,7 +43,7 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
         for (e, spanned) in svc.env_vars.iter().zip(&raw.contract.runtime.env_vars) {
             if !example.contains_key(&e.name) {
                 d.err(
-                    "secret",
+                    "env-example",
                     contract_file(svc.name.as_str()),
                     line(&spanned.value.name),
                     "runtime.env_vars",

@@ -259,6 +259,17 @@ impl Paths<'_> {
         let root = self.ctx.root.trim_end_matches('/');
         let (message, fix) = match self.place(path) {
             Place::Shipped | Place::Allowed(_) => return,
+            // A variable validate could not resolve (no default, no value in env.example): the
+            // path is only known on the node, so "not shipped" would name a file that cannot be.
+            _ if path.contains('$') => (
+                format!("`{path}` holds a variable whose value the repository does not know (no default, and no value in env.example), so what it names cannot be checked: only the node knows"),
+                format!("write the path out: a file shipped under services/{svc}/, or `{{{{ config_dir }}}}/…` ({root}/config/{svc}/) for one kept on the node; or give the variable a value in env.example (or a default), which validate then checks"),
+            ),
+            // Hidden files never ship, whether or not the repository has one there.
+            Place::Missing(rel) if rel.split('/').any(|p| p.starts_with('.')) => (
+                format!("`{path}` is a hidden file (a path part starting with `.`), and hidden files never ship: services/{svc}/{rel} is left out of every release, whether or not it exists"),
+                format!("keep host-local values in `{{{{ config_dir }}}}/{}` ({root}/config/{svc}/ on the node, where homelab reads the env file) and write `{{{{ config_dir }}}}/{}` here; or ship it under a name without a leading `.`", rel.rsplit('/').next().unwrap_or(&rel), rel.rsplit('/').next().unwrap_or(&rel)),
+            ),
             Place::Missing(rel) => (
                 format!("`{path}` is not shipped with the service: neither services/{svc}/{rel} nor hosts/{node}/runtime/{svc}/{rel} exists"),
                 format!("add it to services/{svc}/ so it is reviewed and shipped with every release, or keep host-local files under `{{{{ config_dir }}}}` ({root}/config/{svc}/) and data under `{{{{ data_dir }}}}` ({root}/data/{svc}/)"),
