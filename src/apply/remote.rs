@@ -216,13 +216,26 @@ rel=$release; svc=$2; envf=$3; log=$4; shift 4
 
 /// Points the live link of a service at a release (atomic symlink rename) and brings the
 /// project up. Idempotent: running it again after a dropped link converges to the same state.
-/// A live folder that is not a link (deployed by hand) is kept among the releases.
+/// A live folder that is not a link (deployed by hand) is kept among the releases. The tenth
+/// argument counts the contract's folders that follow, three arguments each (absolute path,
+/// `UID:GID` or `-`, octal mode or `-`): created, given their owner (the folder and what it
+/// holds, only when the folder's own owner differs, so a large data folder is walked once) and
+/// their mode (the folder itself), before the project comes up. Counted, not taken to the
+/// end: the dead-man runs this script with more arguments after its own.
 const SWITCH_AND_UP: &str = concat!(
     r#"set -eu
 svc=$1; rel=$2; live=$3; services=$4; data=$5; logs=$6; releases=$7; envf=$8; log=$9
+shift 9
+k=${1:-0}; [ $# -eq 0 ] || shift
 "#,
     compose_fn!(),
     r#"mkdir -p -- "$services" "$data" "$logs"
+while [ "$k" -gt 0 ]; do
+  f=$1; o=$2; m=$3; shift 3; k=$((k - 1))
+  mkdir -p -- "$f"
+  if [ "$o" != - ] && [ "$(stat -c %u:%g -- "$f")" != "$o" ]; then chown -R -- "$o" "$f"; fi
+  if [ "$m" != - ]; then chmod -- "$m" "$f"; fi
+done
 if [ -d "$live" ] && [ ! -L "$live" ]; then
   mkdir -p -- "$releases"
   mv -- "$live" "$releases/adopted-$(date +%s)"
@@ -781,9 +794,10 @@ pub fn switch_and_up(
     log: &str,
     job_dir: &str,
     deadman: Option<&Deadman<'_>>,
+    folders: &[crate::model::Folder],
 ) -> Result<(), StepError> {
     let up_args = |rel: &'_ str, log: &'_ str| -> Vec<String> {
-        vec![
+        let mut args = vec![
             svc.to_owned(),
             rel.to_owned(),
             layout.live(svc),
@@ -793,7 +807,14 @@ pub fn switch_and_up(
             layout.releases(svc),
             layout.env_file(svc),
             log.to_owned(),
-        ]
+            folders.len().to_string(),
+        ];
+        for f in folders {
+            args.push(format!("{}/{}", layout.root().trim_end_matches('/'), f.path));
+            args.push(f.owner.clone().unwrap_or_else(|| "-".to_owned()));
+            args.push(f.mode.clone().unwrap_or_else(|| "-".to_owned()));
+        }
+        args
     };
     let mut all: Vec<String> = Vec::new();
     match deadman {

@@ -276,6 +276,7 @@ impl ServiceRun<'_, '_, '_> {
             &log,
             &self.job("up"),
             deadman.as_ref(),
+            &rt.folders,
         ) {
             Ok(()) => {}
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
@@ -512,6 +513,7 @@ impl ServiceRun<'_, '_, '_> {
                     &rollback_log,
                     &job,
                     None,
+                    &rt.folders,
                 )
             }
             None => {

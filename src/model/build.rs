@@ -140,6 +140,16 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
         restart_policy: c.restart_policy.value.clone(),
         healthcheck: healthcheck(&c.healthcheck.value),
         persistence_paths: c.persistence.paths.iter().map(|p| p.value.clone()).collect(),
+        folders: c
+            .persistence
+            .folders
+            .iter()
+            .map(|f| Folder {
+                path: f.value.path.value.clone(),
+                owner: f.value.owner.as_ref().map(|o| o.value.clone()),
+                mode: f.value.mode.as_ref().map(|m| m.value.clone()),
+            })
+            .collect(),
         env_vars: c
             .runtime
             .env_vars

@@ -254,6 +254,19 @@ pub struct Healthcheck {
 pub struct Persistence {
     #[serde(default)]
     pub paths: Vec<S<String>>,
+    /// Folders of the service's runtime folders whose owner and mode the engine sets.
+    #[serde(default)]
+    pub folders: Vec<S<Folder>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Folder {
+    pub path: S<String>,
+    #[serde(default)]
+    pub owner: Option<S<String>>,
+    #[serde(default)]
+    pub mode: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -262,6 +262,16 @@ pub fn encode(plan: &Plan) -> String {
                 if !rt.secrets.is_empty() {
                     let _ = writeln!(out, "secrets {}", rt.secrets.join(" "));
                 }
+                for f in &rt.folders {
+                    let mut line = format!("folder {}", f.path);
+                    if let Some(o) = &f.owner {
+                        line.push_str(&format!(" owner={o}"));
+                    }
+                    if let Some(m) = &f.mode {
+                        line.push_str(&format!(" mode={m}"));
+                    }
+                    let _ = writeln!(out, "{line}");
+                }
                 if !rt.variables.is_empty() {
                     let vars: Vec<String> =
                         rt.variables.iter().map(|v| format!("{}:{}", v.name, v.line)).collect();
@@ -653,7 +663,34 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     healthcheck,
                     secrets: Vec::new(),
                     variables: Vec::new(),
+                    folders: Vec::new(),
                 });
+            } else if let Some(rest) = l.strip_prefix("folder ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let svc = change.instance.service.to_string();
+                let rt = change
+                    .runtime
+                    .as_mut()
+                    .ok_or_else(|| p.err("`folder` must follow `healthcheck`"))?;
+                let mut words = rest.split(' ');
+                let path = words.next().unwrap_or_default().to_owned();
+                let (mut owner, mut mode) = (None, None);
+                for w in words {
+                    match w.split_once('=') {
+                        Some(("owner", v)) if owner.is_none() => owner = Some(v.to_owned()),
+                        Some(("mode", v)) if mode.is_none() => mode = Some(v.to_owned()),
+                        _ => {
+                            return Err(p.err(format!("expected `owner=` or `mode=`, found `{w}`")))
+                        }
+                    }
+                }
+                // The same check as the contract's: these reach a script on the node.
+                if let Some((_, why)) =
+                    crate::model::Folder::problem(&svc, &path, owner.as_deref(), mode.as_deref())
+                {
+                    return Err(p.err(format!("`folder`: {why}")));
+                }
+                rt.folders.push(crate::model::Folder { path, owner, mode });
             } else if let Some(rest) = l.strip_prefix("variables ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 let rt = change
@@ -925,6 +962,11 @@ mod tests {
                             variables: vec![crate::plan::Required {
                                 name: "BROKER_TAG".into(),
                                 line: 18,
+                            }],
+                            folders: vec![crate::model::Folder {
+                                path: "data/broker/db".into(),
+                                owner: Some("1000:1000".into()),
+                                mode: Some("0750".into()),
                             }],
                         }),
                     }],

@@ -131,6 +131,9 @@ pub struct Runtime {
     /// override interpolates with no default: the node's env file must give them a value, or
     /// Compose would run the service with an empty string.
     pub variables: Vec<Required>,
+    /// The contract's `persistence.folders`: owners and modes the engine sets before the
+    /// service comes up.
+    pub folders: Vec<crate::model::Folder>,
 }
 
 /// A required variable, with the line of its `runtime.env_vars` entry (0: unknown), so the
@@ -169,6 +172,7 @@ impl Runtime {
                 .filter(|e| !e.secret && e.required && interpolated.contains(&e.name))
                 .map(|e| Required { name: e.name.clone(), line: e.line.unwrap_or(0) })
                 .collect(),
+            folders: svc.folders.clone(),
         }
     }
 }
