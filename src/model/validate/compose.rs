@@ -411,7 +411,16 @@ fn names_and_restart(
                     let fix = if is_override {
                         format!("an override may not rename the container: remove `container_name` or set it to `{expected}`")
                     } else {
-                        naming_fix(name, &expected, multi, &keys)
+                        let mut fix = naming_fix(name, &expected, multi, &keys);
+                        // Renaming it would cut off whoever reaches it by the old name, unless
+                        // that name stays an alias (the compose key already is one).
+                        let old = c.value.value.as_str();
+                        if old != key.as_str() {
+                            if let Some(n) = reached_as(f.text, old, line(c.value)) {
+                                fix.push_str(&format!("; line {n} reaches this container as `{old}`: keep that name reachable by adding `networks: {{default: {{aliases: [{old}]}}}}` under `services.{key}` (on each network it joins), or write `{key}` there"));
+                            }
+                        }
+                        fix
                     };
                     d.err(
                         "container-name",
@@ -469,6 +478,34 @@ fn names_and_restart(
             ),
         }
     }
+}
+
+/// The first line (1-based) of `text` other than `skip` that names `host` as a host name: in a
+/// URL (`//host:`, `@host:`), an assignment (`HOST=host`) or a YAML value (`HOST: host`),
+/// followed by a port, a path, a quote or the end.
+fn reached_as(text: &str, host: &str, skip: Option<u64>) -> Option<u64> {
+    for (n, l) in text.lines().enumerate() {
+        let n = n as u64 + 1;
+        let t = l.trim_start();
+        // An image reference (`image: ollama/ollama`) names a repository, not a host.
+        if Some(n) == skip || t.starts_with('#') || t.starts_with("image:") {
+            continue;
+        }
+        for (at, _) in l.match_indices(host) {
+            let before = &l[..at];
+            let after = l[at + host.len()..].chars().next();
+            let led = before.ends_with("//")
+                || before.ends_with('@')
+                || before.ends_with('=')
+                || before.ends_with(": ")
+                || before.ends_with(": \"");
+            let ends = matches!(after, None | Some(':' | '/' | '"' | '\'' | ' ' | ','));
+            if led && ends {
+                return Some(n);
+            }
+        }
+    }
+    None
 }
 
 /// The Zigbee serial port is the contract's.
@@ -556,4 +593,18 @@ fn exposure(inst: &Instance, exposure: Exposure, p: &Published, d: &mut Diagnost
         _ => return,
     };
     d.err("exposure-port", &p.at.file, p.at.line, p.at.field.clone(), message, fix);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reached_as;
+
+    #[test]
+    fn a_container_is_reached_by_its_name_in_urls_and_values_not_in_images_or_keys() {
+        let text = "services:\n  ollama:\n    image: ollama/ollama\n    container_name: ollama\n  webui:\n    environment:\n      OLLAMA_BASE_URL: http://ollama:11434\n";
+        assert_eq!(reached_as(text, "ollama", Some(4)), Some(7));
+        assert_eq!(reached_as("a: ollama-x\nb: x-ollama\n", "ollama", None), None);
+        assert_eq!(reached_as("- DB_HOST=db\n", "db", None), Some(1));
+        assert_eq!(reached_as("url: \"postgres://u@db:5432/x\"\n", "db", None), Some(1));
+    }
 }
