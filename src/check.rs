@@ -153,7 +153,56 @@ fn compose_rules(
         shipped: &shipped,
         texts: &shipped_texts,
     };
-    compose::check(svc, inst, &ctx, &files, d)
+    let fp = compose::check(svc, inst, &ctx, &files, d);
+    unreferenced(lab, inst, rendered, &fp, d);
+    fp
+}
+
+/// A shipped file that neither the compose files name (as itself or in a folder they mount,
+/// build or include) nor any other artifact mentions by name ships with every release for
+/// nothing, or was meant to be mounted: said as a note, as validation cannot see every way a
+/// program finds a file.
+fn unreferenced(
+    lab: &Homelab,
+    inst: &Instance,
+    rendered: &render::Rendered,
+    fp: &Footprint,
+    d: &mut Diagnostics,
+) {
+    let svc = &lab.services[&inst.service];
+    let host = lab.nodes[&inst.node].runtime_files.get(&inst.service);
+    let mut sources: BTreeMap<&str, &str> =
+        svc.files.iter().map(|f| (f.name.as_str(), f.source.path.as_str())).collect();
+    sources.extend(host.into_iter().flatten().map(|f| (f.name.as_str(), f.source.path.as_str())));
+    let named = |name: &str| {
+        fp.shipped_refs.iter().any(|r| {
+            r.is_empty()
+                || name == r
+                || name.strip_prefix(r.as_str()).is_some_and(|s| s.starts_with('/'))
+        })
+    };
+    for a in &rendered.artifacts {
+        let own = [render::COMPOSE, render::OVERRIDE, render::HEALTHCHECK];
+        if own.contains(&a.name.as_str()) || named(&a.name) {
+            continue;
+        }
+        let base = a.name.rsplit('/').next().unwrap_or(&a.name);
+        let mentioned = rendered.artifacts.iter().any(|o| {
+            o.name != a.name && std::str::from_utf8(&o.bytes).is_ok_and(|t| t.contains(base))
+        });
+        if mentioned {
+            continue;
+        }
+        let Some(path) = sources.get(a.name.as_str()) else { continue };
+        d.note(
+            "unreferenced",
+            *path,
+            None,
+            "",
+            format!("`{}` ships with every release of `{}`, but no compose file mounts, builds or includes it and no other shipped file names it", a.name, inst.service),
+            format!("mount it read-only (`./{}:<path in the container>:ro`), or remove it from the service's folder", a.name),
+        );
+    }
 }
 
 /// The text artifacts of an instance's release, by path in the release: the path of their

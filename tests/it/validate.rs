@@ -485,3 +485,25 @@ fn a_top_level_name_that_p_svc_replaces_is_said_as_a_note() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.is_empty(), "{}", out.stderr);
 }
+
+/// A shipped file that nothing names gets a note (issue 21: such files got no warning): one
+/// the compose file mounts, or another shipped file names, gets none.
+#[test]
+fn a_shipped_file_that_nothing_names_is_said_as_a_note() {
+    let tree = Tree::base();
+    let compose =
+        fs::read_to_string(tree.path().join("services/broker/docker-compose.yml")).unwrap();
+    tree.write(
+        "services/broker/docker-compose.yml",
+        format!("{compose}    volumes:\n      - ./broker.conf:/etc/broker.conf:ro\n"),
+    );
+    tree.write("services/broker/broker.conf", "include /etc/broker/acl.list\n");
+    tree.write("services/broker/acl.list", "user broker\n");
+    tree.write("services/broker/conf/unused.conf", "listener 1884\n");
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "note[unreferenced]: services/broker/conf/unused.conf: `conf/unused.conf` ships with every release of `broker`, but no compose file mounts, builds or includes it and no other shipped file names it\n  fix: mount it read-only (`./conf/unused.conf:<path in the container>:ro`), or remove it from the service's folder\n"
+    );
+}

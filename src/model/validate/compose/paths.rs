@@ -32,6 +32,8 @@ struct Paths<'a> {
     inst: &'a Instance,
     ctx: &'a Context<'a>,
     file: &'a str,
+    /// The shipped paths named, for `Footprint::shipped_refs`.
+    refs: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -45,7 +47,7 @@ pub(super) fn check(
     d: &mut Diagnostics,
     fp: &mut Footprint,
 ) {
-    let p = Paths { svc, inst, ctx, file };
+    let p = Paths { svc, inst, ctx, file, refs: Default::default() };
     for (key, cs) in &c.services {
         let s = &cs.value;
         let field = format!("services.{key}");
@@ -121,6 +123,7 @@ pub(super) fn check(
             }
         }
     }
+    fp.shipped_refs.extend(p.refs.into_inner());
 }
 
 /// The strings of a field Compose lets be a string, a list of strings, or a list (or map) of
@@ -252,8 +255,18 @@ impl Paths<'_> {
         }
     }
 
+    /// Records `path` as named, when it is a shipped one.
+    fn named(&self, path: &str) {
+        if matches!(self.place(path), Place::Shipped) {
+            if let Some(parts) = normalize(path) {
+                self.refs.borrow_mut().insert(parts.join("/"));
+            }
+        }
+    }
+
     /// A file or folder the compose file reads: it must reach the node.
     fn file_ref(&self, path: &str, l: Option<u64>, field: String, d: &mut Diagnostics) {
+        self.named(path);
         let svc = self.svc.name.as_str();
         let node = &self.inst.node;
         let root = self.ctx.root.trim_end_matches('/');
@@ -288,6 +301,7 @@ impl Paths<'_> {
 
     fn mount(&self, source: &str, ro: bool, at: Located, d: &mut Diagnostics, fp: &mut Footprint) {
         let relative = !source.starts_with(['/', '~']);
+        self.named(source);
         if relative && !ro {
             // One problem, one fix: a writable folder is data, which belongs in the data
             // folder, never shipped (a second error saying "add it to services/<svc>/" would
