@@ -133,20 +133,16 @@ fn first_differing_line(a: &[u8], b: &[u8]) -> usize {
 pub fn check_roots(lab: &Homelab, plan: &crate::plan::Plan) -> Result<(), Refusal> {
     for n in &plan.nodes {
         let Some(node) = lab.nodes.get(&n.node) else { continue };
-        let planned = n.root.as_deref().unwrap_or(&node.runtime_root);
         let here = &node.runtime_root;
-        // Without `--root` on either side both are the topology's (the plan's commit may have
-        // moved it: the review and the node's own checks judge that).
-        if n.root.is_none() && !node.root_given {
-            continue;
-        }
-        if planned != here {
-            return Err(Refusal::RootDiffers {
-                node: n.node.to_string(),
-                planned: planned.to_owned(),
-                here: here.clone(),
-            });
-        }
+        let planned = match (&n.root, node.root_given) {
+            // Without `--root` on either side both are the topology's (the plan's commit may
+            // have moved it: the review and the node's own checks judge that).
+            (None, false) => continue,
+            (Some(root), _) if root == here => continue,
+            (Some(root), _) => format!("`{root}`"),
+            (None, true) => "of the topology (it was planned without `--root`)".to_owned(),
+        };
+        return Err(Refusal::RootDiffers { node: n.node.to_string(), planned, here: here.clone() });
     }
     Ok(())
 }

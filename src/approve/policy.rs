@@ -80,7 +80,7 @@ pub enum Refusal {
     Differs { instance: String, what: String, commit: String, detail: String },
 
     #[error(
-        "node `{node}`: the plan was rendered for the runtime root `{planned}`, and this apply would write to `{here}`: its files name folders of the other root; apply with the `--transport`/`--root` the plan was made with, or plan again with these"
+        "node `{node}`: the plan was rendered for the runtime root {planned}, and this apply would write to `{here}`: its files name folders of the other root; apply with the `--transport`/`--root` the plan was made with, or plan again with these"
     )]
     RootDiffers { node: String, planned: String, here: String },
 

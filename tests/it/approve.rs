@@ -1031,6 +1031,24 @@ fn root_reaches_the_templates_and_a_plan_applies_only_under_the_root_it_was_rend
     );
     assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
     p.passes();
+
+    // A plan made without `--root` names the topology's folders: not applied under `rt/`.
+    let args = ["plan", "--transport", "local", "--controller-root", "rt", "--key"];
+    let out = p.lab.homelab(&[&args[..], &[p.planner.arg()]].concat());
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let id = out.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().to_owned();
+    assert!(!p.lab.plan_file(&id).contains("\nroot "), "no root line without --root");
+    let approve = p.lab.approve(&id, &p.operator);
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    let before = p.lab.snapshot();
+    let out = p.lab.apply(&id);
+    p.lab.snapshot().assert_same(&before, "an apply under another root");
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("node `alpha`: the plan was rendered for the runtime root of the topology (it was planned without `--root`), and this apply would write to `<lab>/rt/alpha`"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `required: true` holds for a variable that is not secret (issue 21): one the compose file
