@@ -27,28 +27,51 @@ use crate::render::{self, RenderError};
 /// Loads and fully validates the homelab definition at `repo`: every problem, sorted, or the
 /// model. What every command that acts on the homelab starts with.
 pub fn homelab(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
-    checked(repo, false)
+    checked(repo, false, &|_| None)
 }
 
 /// What `homelab validate` reports: [`homelab`]'s problems and an `inventory/allowed_signers`
 /// that `approve` and `apply` could not read, parsed as they parse it. Only here: for the other
 /// commands a broken file is a refusal of the plan at hand (exit 3), as a bad signature is.
 pub fn validate(repo: &Path) -> Result<Homelab, Vec<Diagnostic>> {
-    checked(repo, true)
+    checked(repo, true, &|_| None)
 }
 
-fn checked(repo: &Path, with_signers: bool) -> Result<Homelab, Vec<Diagnostic>> {
+/// [`homelab`], with the runtime root of each node for which `root_of` says one (`--transport
+/// local --root DIR` gives `DIR/<id>`, a plan the roots it was rendered for) in place of the
+/// topology's, before anything is rendered: `{{ root }}`, `{{ config_dir }}` and
+/// `{{ data_dir }}` then name the folders the node really has, and the compose rules judge
+/// paths against them.
+pub fn homelab_rooted(
+    repo: &Path,
+    root_of: &dyn Fn(&NodeName) -> Option<String>,
+) -> Result<Homelab, Vec<Diagnostic>> {
+    checked(repo, false, root_of)
+}
+
+fn checked(
+    repo: &Path,
+    with_signers: bool,
+    root_of: &dyn Fn(&NodeName) -> Option<String>,
+) -> Result<Homelab, Vec<Diagnostic>> {
     let Loaded { raw, lab, mut diagnostics } = crate::model::load_partial(repo);
     if with_signers {
         if let Some(source) = raw.as_ref().and_then(|r| r.allowed_signers.as_ref()) {
             allowed_signers(&source.text, &mut diagnostics);
         }
     }
-    let (Some(raw), Some(lab)) = (raw, lab) else { return Err(diagnostics.into_sorted()) };
+    let (Some(raw), Some(mut lab)) = (raw, lab) else { return Err(diagnostics.into_sorted()) };
+    for node in lab.nodes.values_mut() {
+        if let Some(root) = root_of(&node.id) {
+            node.runtime_root = root;
+            node.root_given = true;
+        }
+    }
     // Run on the sound parts even when other parts are broken: one run shows every problem.
     // The partial model leaves out what is broken, so nothing here repeats a model problem.
     cycles(&lab, &raw, &mut diagnostics);
     rendering(&lab, &mut diagnostics);
+    lab.notes = diagnostics.take_notes();
     if diagnostics.is_empty() {
         Ok(lab)
     } else {
@@ -167,7 +190,56 @@ fn compose_rules(
         shipped: &shipped,
         texts: &shipped_texts,
     };
-    compose::check(svc, inst, &ctx, &files, d)
+    let fp = compose::check(svc, inst, &ctx, &files, d);
+    unreferenced(lab, inst, rendered, &fp, d);
+    fp
+}
+
+/// A shipped file that neither the compose files name (as itself or in a folder they mount,
+/// build or include) nor any other artifact mentions by name ships with every release for
+/// nothing, or was meant to be mounted: said as a note, as validation cannot see every way a
+/// program finds a file.
+fn unreferenced(
+    lab: &Homelab,
+    inst: &Instance,
+    rendered: &render::Rendered,
+    fp: &Footprint,
+    d: &mut Diagnostics,
+) {
+    let svc = &lab.services[&inst.service];
+    let host = lab.nodes[&inst.node].runtime_files.get(&inst.service);
+    let mut sources: BTreeMap<&str, &str> =
+        svc.files.iter().map(|f| (f.name.as_str(), f.source.path.as_str())).collect();
+    sources.extend(host.into_iter().flatten().map(|f| (f.name.as_str(), f.source.path.as_str())));
+    let named = |name: &str| {
+        fp.shipped_refs.iter().any(|r| {
+            r.is_empty()
+                || name == r
+                || name.strip_prefix(r.as_str()).is_some_and(|s| s.starts_with('/'))
+        })
+    };
+    for a in &rendered.artifacts {
+        let own = [render::COMPOSE, render::OVERRIDE, render::HEALTHCHECK];
+        if own.contains(&a.name.as_str()) || named(&a.name) {
+            continue;
+        }
+        let base = a.name.rsplit('/').next().unwrap_or(&a.name);
+        let mentioned = rendered.artifacts.iter().any(|o| {
+            o.name != a.name && std::str::from_utf8(&o.bytes).is_ok_and(|t| t.contains(base))
+        });
+        if mentioned {
+            continue;
+        }
+        let Some(path) = sources.get(a.name.as_str()) else { continue };
+        d.note(
+            "unreferenced",
+            *path,
+            None,
+            "",
+            format!("`{}` ships with every release of `{}`, but no compose file mounts, builds or includes it and no other shipped file names it", a.name, inst.service),
+            format!("mount it read-only (`./{}:<path in the container>:ro`), or remove it from the service's folder", a.name),
+        );
+    }
 }
 
 /// The text artifacts of an instance's release, by path in the release: the path of their

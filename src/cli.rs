@@ -65,6 +65,10 @@ pub enum Command {
         /// Where to write `<node>/<service>/...`.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Render as `--transport local --root DIR` deploys: node `<id>`'s runtime root
+        /// (`{{ root }}`, `{{ config_dir }}`, ...) is `DIR/<id>/` (default: the topology's).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
     /// Diff desired against actual state and write a signed plan: `plans/<id>.plan`.
     #[command(
@@ -334,8 +338,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
     match &cli.command {
         Command::Validate { format } => command::validate::run(repo, *format, out),
         Command::Graph { format } => command::graph::run(repo, *format, out),
-        Command::Render { node, service, out: dir } => {
-            command::render::run(repo, node.as_deref(), service.as_deref(), dir, out)
+        Command::Render { node, service, out: dir, root } => {
+            command::render::run(repo, node.as_deref(), service.as_deref(), dir, root.as_ref(), out)
         }
         Command::Plan { target, key, plans_dir, detailed_exitcode, allow_unreachable, pr } => {
             let args = PlanArgs {

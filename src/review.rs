@@ -56,10 +56,15 @@ pub fn verify(repo: &Path, lab: &Homelab, loaded: &LoadedPlan) -> Result<Provena
     })?;
     crate::git::export(repo, &plan.commit, dir.path())?;
     on_reviewed_branch(repo, lab, loaded)?;
-    let at_commit = crate::check::homelab(dir.path()).map_err(|d| Refusal::CommitInvalid {
-        commit: plan.commit.clone(),
-        problems: d.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "),
-    })?;
+    // Rendered for the roots the plan was made for (`--root`), else the topology's.
+    let root_of = |id: &crate::model::NodeName| {
+        plan.nodes.iter().find(|n| &n.node == id).and_then(|n| n.root.clone())
+    };
+    let at_commit =
+        crate::check::homelab_rooted(dir.path(), &root_of).map_err(|d| Refusal::CommitInvalid {
+            commit: plan.commit.clone(),
+            problems: d.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        })?;
     let graph = DeployGraph::build(&at_commit).expect("check rejects cycles");
     // The trust roots a node takes from this plan are the commit's, byte for byte.
     let roots: Vec<(String, String)> =
@@ -405,11 +410,14 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
             return Err(differs(&r.name, format!("line {line}")));
         }
     }
-    let want = crate::plan::Runtime::of(&lab.services[&c.instance.service]);
+    let want = crate::plan::Runtime::of(lab, &c.instance);
     match &c.runtime {
         Some(rt) if *rt == want => {}
         _ => {
-            return Err(differs("the healthcheck or secrets", "the contract says otherwise".into()))
+            return Err(differs(
+                "the healthcheck, secrets or required variables",
+                "the contract says otherwise".into(),
+            ))
         }
     }
     let after: Vec<_> = graph.dependencies(&c.instance).into_iter().cloned().collect();
@@ -422,6 +430,27 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
 fn first_differing_line(a: &[u8], b: &[u8]) -> usize {
     let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
     a[..at].iter().filter(|&&c| c == b'\n').count() + 1
+}
+
+/// A plan's artifacts name the runtime root they were rendered for (`{{ root }}`,
+/// `{{ config_dir }}`, ...): applying them under another root would deploy files pointing at
+/// folders that are not that node's. `lab` holds the roots of this apply (`--transport local
+/// --root DIR`: `DIR/<id>`; else the topology's).
+pub fn check_roots(lab: &Homelab, plan: &crate::plan::Plan) -> Result<(), Refusal> {
+    for n in &plan.nodes {
+        let Some(node) = lab.nodes.get(&n.node) else { continue };
+        let here = &node.runtime_root;
+        let planned = match (&n.root, node.root_given) {
+            // Without `--root` on either side both are the topology's (the plan's commit may
+            // have moved it: the review and the node's own checks judge that).
+            (None, false) => continue,
+            (Some(root), _) if root == here => continue,
+            (Some(root), _) => format!("`{root}`"),
+            (None, true) => "of the topology (it was planned without `--root`)".to_owned(),
+        };
+        return Err(Refusal::RootDiffers { node: n.node.to_string(), planned, here: here.clone() });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

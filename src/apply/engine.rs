@@ -65,7 +65,7 @@ pub fn here(
     on_settle: &(dyn Fn(&Instance, bool) + Sync),
 ) -> (NodeOutcome, usize) {
     let board = Board::observed(on_settle);
-    let outside = super::schedule::outside(plan, opts);
+    let outside = super::node::Outside::of(plan, opts);
     let trips = Arc::new(AtomicUsize::new(0));
     let done = AtomicBool::new(false);
     let external: BTreeSet<&Instance> = np

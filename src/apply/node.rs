@@ -48,6 +48,28 @@ pub(super) struct Outside {
     pub(super) listed: BTreeSet<Instance>,
 }
 
+impl Outside {
+    /// A dependency this run leaves out is met only where the plan shows it at the version the
+    /// render wants: a no-op whose deployed artifacts match (its node read, its containers up), or
+    /// a change of a node an earlier run of this plan finished. Anything else (a change left to
+    /// another run, a node the plan did not read) is not known to be there.
+    pub(super) fn of(plan: &crate::plan::Plan, opts: &Options) -> Outside {
+        let mut met: BTreeSet<Instance> = BTreeSet::new();
+        let mut listed: BTreeSet<Instance> = BTreeSet::new();
+        for n in &plan.nodes {
+            for c in &n.changes {
+                listed.insert(c.instance.clone());
+                let matches = c.action == Action::NoOp && c.reason == "deployed artifacts match";
+                if matches || (opts.finished_nodes.contains(&n.node) && c.action != Action::Delete)
+                {
+                    met.insert(c.instance.clone());
+                }
+            }
+        }
+        Outside { met, listed }
+    }
+}
+
 /// What the next command to the node carries (issue 10: records cost no round trip of their
 /// own): the journal's latest save, and events not yet written.
 #[derive(Default)]
@@ -734,10 +756,20 @@ impl NodeRun<'_> {
                     tally.problem(i, format!("{svc}: {e}"), Next::Repair);
                 } else if let Some(only) = only {
                     if stage < only {
+                        // `--stage X` runs X alone, for a service whose journal is right
+                        // before it: say which call comes first, and that later calls of the
+                        // same plan take `--resume`.
+                        let next = match stage {
+                            Stage::Pending => "prepare",
+                            Stage::Prepared => "validate",
+                            Stage::Validated | Stage::Deploying => "deploy",
+                            Stage::Deployed => "verify",
+                            _ => "complete",
+                        };
                         tally.problem(
                             i,
                             format!(
-                                "{svc}: at `{}`, the stages before `{}` come first",
+                                "{svc}: at `{}`: `--stage {}` runs that one stage, once the stages before it are done; run `--stage {next}` first, and every later `--stage` of this plan with `--resume`",
                                 stage.name(),
                                 only.name()
                             ),

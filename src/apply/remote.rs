@@ -123,19 +123,35 @@ logged() {
 }
 
 /// `docker compose config` of a release, the contract's secrets present in the node's
-/// `config/<svc>/.env` (names only are checked; values are never read back), and
+/// `config/<svc>/.env` (names only are checked; values are never read back), its required
+/// variables that the compose files interpolate set there to something (not empty), and
 /// `docker compose build` when the service builds its image from its shipped context. Needs
-/// `$rel`, `$svc`, `$envf`, `$log`, and the secrets' names as the arguments.
+/// `$rel`, `$svc`, `$envf`, `$log`, and as the arguments the secrets' names, then `--` and the
+/// required variables as `NAME:LINE` (the line of their entry in service.yaml).
 macro_rules! validate_body {
     () => {
         r#"cd -- "$rel"
 set -- "$@" END
 missing=""
-while [ "$1" != END ]; do
+while [ "$1" != END ] && [ "$1" != -- ]; do
   grep -q "^$1=" "$envf" 2>/dev/null || missing="$missing $1"
   shift
 done
 if [ -n "$missing" ]; then echo "secrets missing from $envf:$missing" >&2; exit 4; fi
+unset_vars=0
+if [ "$1" = -- ]; then
+  shift
+  while [ "$1" != END ]; do
+    name=${1%%:*}; line=${1#*:}
+    if ! grep -q "^$name=." "$envf" 2>/dev/null; then
+      at="services/$svc/service.yaml"; [ "$line" = 0 ] || at="$at:$line"
+      echo "$at: \`runtime.env_vars\`: \`$name\` is required, but $envf does not set it (or sets it empty), and the compose file interpolates it with no default: Compose would run the service with an empty string; set \`$name=...\` in $envf, give it a default (\`\${$name:-...}\`), or mark it \`required: false\`" >&2
+      unset_vars=1
+    fi
+    shift
+  done
+fi
+if [ "$unset_vars" = 1 ]; then exit 4; fi
 logged compose config -q
 # A service built from its shipped context is built here, on the node, before anything live
 # changes: a build that fails stops the service at validate, with its output kept.
@@ -200,13 +216,26 @@ rel=$release; svc=$2; envf=$3; log=$4; shift 4
 
 /// Points the live link of a service at a release (atomic symlink rename) and brings the
 /// project up. Idempotent: running it again after a dropped link converges to the same state.
-/// A live folder that is not a link (deployed by hand) is kept among the releases.
+/// A live folder that is not a link (deployed by hand) is kept among the releases. The tenth
+/// argument counts the contract's folders that follow, three arguments each (absolute path,
+/// `UID:GID` or `-`, octal mode or `-`): created, given their owner (the folder and what it
+/// holds, only when the folder's own owner differs, so a large data folder is walked once) and
+/// their mode (the folder itself), before the project comes up. Counted, not taken to the
+/// end: the dead-man runs this script with more arguments after its own.
 const SWITCH_AND_UP: &str = concat!(
     r#"set -eu
 svc=$1; rel=$2; live=$3; services=$4; data=$5; logs=$6; releases=$7; envf=$8; log=$9
+shift 9
+k=${1:-0}; [ $# -eq 0 ] || shift
 "#,
     compose_fn!(),
     r#"mkdir -p -- "$services" "$data" "$logs"
+while [ "$k" -gt 0 ]; do
+  f=$1; o=$2; m=$3; shift 3; k=$((k - 1))
+  mkdir -p -- "$f"
+  if [ "$o" != - ] && [ "$(stat -c %u:%g -- "$f")" != "$o" ]; then chown -R -- "$o" "$f"; fi
+  if [ "$m" != - ]; then chmod -- "$m" "$f"; fi
+done
 if [ -d "$live" ] && [ ! -L "$live" ]; then
   mkdir -p -- "$releases"
   mv -- "$live" "$releases/adopted-$(date +%s)"
@@ -641,6 +670,20 @@ pub struct ValidateArgs<'a> {
     pub env_file: &'a str,
     pub log: &'a str,
     pub secrets: &'a [String],
+    pub variables: &'a [crate::plan::Required],
+}
+
+impl ValidateArgs<'_> {
+    /// The script's arguments after its fixed ones: the secrets' names, then `--` and each
+    /// required variable as `NAME:LINE`.
+    fn names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.secrets.to_vec();
+        if !self.variables.is_empty() {
+            out.push("--".to_owned());
+            out.extend(self.variables.iter().map(|v| format!("{}:{}", v.name, v.line)));
+        }
+        out
+    }
 }
 
 /// What the prepare command did: the release is sealed (`previous`: where the live link
@@ -690,9 +733,10 @@ pub fn prepare(
         args.push(n);
         args.push(h);
     }
+    let names = validate.as_ref().map(ValidateArgs::names).unwrap_or_default();
     if let Some(v) = &validate {
         args.extend(["validate", v.svc, v.env_file, v.log]);
-        args.extend(v.secrets.iter().map(String::as_str));
+        args.extend(names.iter().map(String::as_str));
     }
     let out = sh(exec, carry, PREPARE, &args, &archive, LONG, validate.is_some())?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -718,7 +762,8 @@ pub fn validate(
     v: &ValidateArgs<'_>,
 ) -> Result<(), StepError> {
     let mut args = vec![release, v.svc, v.env_file, v.log];
-    args.extend(v.secrets.iter().map(String::as_str));
+    let names = v.names();
+    args.extend(names.iter().map(String::as_str));
     ok(sh(exec, carry, VALIDATE, &args, b"", LONG, true)?, "validate").map(|_| ())
 }
 
@@ -749,9 +794,10 @@ pub fn switch_and_up(
     log: &str,
     job_dir: &str,
     deadman: Option<&Deadman<'_>>,
+    folders: &[crate::model::Folder],
 ) -> Result<(), StepError> {
     let up_args = |rel: &'_ str, log: &'_ str| -> Vec<String> {
-        vec![
+        let mut args = vec![
             svc.to_owned(),
             rel.to_owned(),
             layout.live(svc),
@@ -761,7 +807,14 @@ pub fn switch_and_up(
             layout.releases(svc),
             layout.env_file(svc),
             log.to_owned(),
-        ]
+            folders.len().to_string(),
+        ];
+        for f in folders {
+            args.push(format!("{}/{}", layout.root().trim_end_matches('/'), f.path));
+            args.push(f.owner.clone().unwrap_or_else(|| "-".to_owned()));
+            args.push(f.mode.clone().unwrap_or_else(|| "-".to_owned()));
+        }
+        args
     };
     let mut all: Vec<String> = Vec::new();
     match deadman {

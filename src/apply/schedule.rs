@@ -37,7 +37,7 @@ pub fn execute(
             }
         }
     }
-    let outside = outside(plan, opts);
+    let outside = Outside::of(plan, opts);
     let slots = Slots::new(opts.parallel);
     let mut outcomes = BTreeMap::new();
     std::thread::scope(|s| {
@@ -127,23 +127,4 @@ pub fn execute(
         }
     });
     outcomes
-}
-
-/// A dependency this run leaves out is met only where the plan shows it at the version the
-/// render wants: a no-op whose deployed artifacts match (its node read, its containers up), or
-/// a change of a node an earlier run of this plan finished. Anything else (a change left to
-/// another run, a node the plan did not read) is not known to be there.
-pub(super) fn outside(plan: &Plan, opts: &Options) -> Outside {
-    let mut met: BTreeSet<Instance> = BTreeSet::new();
-    let mut listed: BTreeSet<Instance> = BTreeSet::new();
-    for n in &plan.nodes {
-        for c in &n.changes {
-            listed.insert(c.instance.clone());
-            let matches = c.action == Action::NoOp && c.reason == "deployed artifacts match";
-            if matches || (opts.finished_nodes.contains(&n.node) && c.action != Action::Delete) {
-                met.insert(c.instance.clone());
-            }
-        }
-    }
-    Outside { met, listed }
 }

@@ -164,6 +164,7 @@ impl ServiceRun<'_, '_, '_> {
             env_file: &env_file,
             log: &log,
             secrets: &rt.secrets,
+            variables: &rt.variables,
         });
         let jobs = at.layout.jobs(self.run.id, svc);
         let carry = self.carry();
@@ -211,6 +212,7 @@ impl ServiceRun<'_, '_, '_> {
             env_file: &env_file,
             log: &log,
             secrets: &rt.secrets,
+            variables: &rt.variables,
         };
         if let Err(e) = remote::validate(self.at.exec, &self.carry(), &self.release, &v) {
             return self.fail_early(journal, e, Some(&log), "validate");
@@ -274,6 +276,7 @@ impl ServiceRun<'_, '_, '_> {
             &log,
             &self.job("up"),
             deadman.as_ref(),
+            &rt.folders,
         ) {
             Ok(()) => {}
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
@@ -510,6 +513,7 @@ impl ServiceRun<'_, '_, '_> {
                     &rollback_log,
                     &job,
                     None,
+                    &rt.folders,
                 )
             }
             None => {

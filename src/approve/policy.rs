@@ -97,6 +97,11 @@ pub enum Refusal {
     NotTheChange { node: String, commit: String, detail: String },
 
     #[error(
+        "node `{node}`: the plan was rendered for the runtime root {planned}, and this apply would write to `{here}`: its files name folders of the other root; apply with the `--transport`/`--root` the plan was made with, or plan again with these"
+    )]
+    RootDiffers { node: String, planned: String, here: String },
+
+    #[error(
         "the plan claims it was made by `{claimed}`, but its signature was made by `{actual}`: the planner line is not the signer; plan again"
     )]
     PlannerMismatch { claimed: String, actual: String },

@@ -37,7 +37,7 @@ pub struct AdoptArgs {
 }
 
 pub fn run(repo: &Path, args: &AdoptArgs, out: &mut dyn Write) -> Result<Report, Error> {
-    let lab = super::load(repo)?;
+    let lab = super::load_for(repo, &args.target)?;
     let node_id = super::resolve_node(&lab, &args.node)?;
     let service = super::resolve_service(&lab, &args.service, Some(&node_id))?;
     let inst = Instance { service: service.clone(), node: node_id.clone() };

@@ -39,7 +39,7 @@ fn report_of(verdict: Verdict) -> Report {
 }
 
 pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Report, Error> {
-    let lab = &super::load(repo)?;
+    let lab = &super::load_for(repo, args.target)?;
     let sel = Selection::of(repo, lab, args.target)?;
     let records = &sel.records;
     let signers = policy::signers(&lab.allowed_signers)?;
@@ -51,6 +51,7 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
     };
     let loaded = policy::preflight(lab, &signers, args.approved, records, kind, SystemTime::now())?;
     let provenance = crate::review::verify(repo, lab, &loaded)?;
+    crate::review::check_roots(lab, &loaded.plan)?;
     eprintln!("pre-flight passed for plan {}: {}", loaded.id, loaded.plan.summary());
     eprintln!("review: {}", provenance.describe());
     let nodes = if sel.explicit_nodes { Some(sel.nodes.clone()) } else { None };

@@ -61,6 +61,32 @@ pub fn load(repo: &Path) -> Result<Homelab, Error> {
     crate::check::homelab(repo).map_err(|diagnostics| Error::Invalid { diagnostics })
 }
 
+/// [`load`] for a command that reaches nodes through `target`: with `--transport local --root
+/// DIR`, node `<id>`'s runtime root is `DIR/<id>` in the templates too (`{{ root }}`,
+/// `{{ config_dir }}`, ...), as it is for the transport, so what is rendered names the folders
+/// the node has. One meaning of `--root` everywhere.
+pub fn load_for(repo: &Path, target: &Target) -> Result<Homelab, Error> {
+    match (target.transport, &target.root) {
+        (TransportKind::Local, Some(dir)) => load_under(repo, Some(dir)),
+        _ => load_under(repo, None),
+    }
+}
+
+/// [`load`] with node `<id>`'s runtime root at `DIR/<id>` (`DIR` made absolute, as the local
+/// transport makes it) when `base` is `Some(DIR)`.
+pub fn load_under(repo: &Path, base: Option<&PathBuf>) -> Result<Homelab, Error> {
+    let base = base
+        .and_then(|dir| crate::transport::local::LocalTransport::new(Some(dir.clone())).base_dir());
+    crate::check::homelab_rooted(repo, &|id| rooted(base.as_deref(), id))
+        .map_err(|diagnostics| Error::Invalid { diagnostics })
+}
+
+/// Node `id`'s root under `base` as text; `None` (the topology's) when there is no base or
+/// the path is not UTF-8 (the local transport then refuses to connect, naming it).
+fn rooted(base: Option<&Path>, id: &NodeName) -> Option<String> {
+    base.map(|b| b.join(id.as_str())).and_then(|p| p.to_str().map(str::to_owned))
+}
+
 /// What a `Target` selects, built: how to reach nodes, which nodes, where the controller's
 /// records are.
 pub struct Selection {

@@ -128,7 +128,7 @@ fn pending_action(id: &str, plan: &Plan, plan_path: &Path) -> PendingAction {
 }
 
 pub fn run(repo: &Path, args: &PlanArgs<'_>, out: &mut dyn Write) -> Result<Report, Error> {
-    let lab = super::load(repo)?;
+    let lab = super::load_for(repo, args.target)?;
     let sel = Selection::of(repo, &lab, args.target)?;
     let now = SystemTime::now();
     let key = keys::find(repo, args.key).as_ref().map(keys::load).transpose()?;

@@ -14,9 +14,10 @@ pub fn run(
     node: Option<&str>,
     service: Option<&str>,
     dir: &Path,
+    root: Option<&std::path::PathBuf>,
     out: &mut dyn Write,
 ) -> Result<Report, Error> {
-    let lab = super::load(repo)?;
+    let lab = super::load_under(repo, root)?;
     let node = node.map(|n| super::resolve_node(&lab, n)).transpose()?;
     let service = service.map(|s| super::resolve_service(&lab, s, node.as_ref())).transpose()?;
     let rendered = render::render_all(&lab, |i| {

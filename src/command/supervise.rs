@@ -119,7 +119,7 @@ fn pass(
     })?;
     crate::git::export(repo, &commit, tree.path())
         .map_err(|e| Error::Unsupported { message: e.to_string() })?;
-    let lab = super::load(tree.path())?;
+    let lab = super::load_for(tree.path(), &args.target)?;
     let planner = check_key(&lab, key, now)?;
     let sel = Selection::of(repo, &lab, &args.target)?;
     let root = args.target.controller.root(args.target.root.as_ref());

@@ -16,12 +16,17 @@ pub fn run(repo: &Path, format: DataFormat, out: &mut dyn Write) -> Result<Repor
                 Err(_) => Vec::new(),
                 Ok(_) => Vec::new(),
             };
-            let doc = serde_json::json!({ "valid": result.is_ok(), "problems": problems });
+            let notes = result.as_ref().map(|lab| lab.notes.clone()).unwrap_or_default();
+            let doc = serde_json::json!({ "valid": result.is_ok(), "problems": problems, "notes": notes });
             writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))
                 .map_err(Error::stdout)?;
             result.map(|_| Report::Success)
         }
         (DataFormat::Text, Ok(lab)) => {
+            // Notes go with the errors, to stderr: they are about the definition, not data.
+            for n in &lab.notes {
+                eprintln!("{}", n.as_note());
+            }
             writeln!(
                 out,
                 "homelab is valid: {} nodes, {} services, {} service instances",

@@ -127,6 +127,8 @@ impl Ready {
             services: Default::default(),
             overrides: Default::default(),
             runtime_files: Default::default(),
+            // The node's own root: no `--root` stands in for it here.
+            root_given: false,
         };
         let confirm_timeout = bundle.confirm_timeout_secs.map(Duration::from_secs);
         let opts = Options {

@@ -40,6 +40,7 @@ pub(super) fn homelab(r: &RawRepo) -> Option<Homelab> {
         allowed_signers: r.allowed_signers.as_ref().map(|s| s.text.clone()).unwrap_or_default(),
         templates: r.templates.clone(),
         instances,
+        notes: Vec::new(),
     })
 }
 
@@ -73,6 +74,7 @@ fn nodes(t: &raw::Topology) -> BTreeMap<NodeName, Node> {
                     port: n.ssh.port,
                 },
                 runtime_root,
+                root_given: false,
                 docker_socket,
                 capabilities: BTreeSet::new(),
                 services: BTreeMap::new(),
@@ -139,6 +141,16 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
         restart_policy: c.restart_policy.value.clone(),
         healthcheck: healthcheck(&c.healthcheck.value),
         persistence_paths: c.persistence.paths.iter().map(|p| p.value.clone()).collect(),
+        folders: c
+            .persistence
+            .folders
+            .iter()
+            .map(|f| Folder {
+                path: f.value.path.value.clone(),
+                owner: f.value.owner.as_ref().map(|o| o.value.clone()),
+                mode: f.value.mode.as_ref().map(|m| m.value.clone()),
+            })
+            .collect(),
         env_vars: c
             .runtime
             .env_vars
@@ -147,6 +159,7 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
                 name: e.value.name.value.clone(),
                 secret: e.value.secret,
                 required: e.value.required,
+                line: raw::line(&e.value.name),
             })
             .collect(),
         requires: c.requires.iter().map(|r| r.value.clone()).collect(),

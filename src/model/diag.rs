@@ -51,9 +51,16 @@ pub fn slash_path(path: &Path) -> String {
     path.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error[{}]: {}", self.rule, self.file)?;
+impl Diagnostic {
+    /// How a note reads: as a problem does, under `note[rule]` instead of `error[rule]`.
+    pub fn as_note(&self) -> String {
+        let mut s = String::new();
+        let _ = self.write_as(&mut s, "note");
+        s
+    }
+
+    fn write_as(&self, f: &mut dyn fmt::Write, kind: &str) -> fmt::Result {
+        write!(f, "{kind}[{}]: {}", self.rule, self.file)?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
         }
@@ -68,11 +75,40 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// A sorted, de-duplicated collection of diagnostics.
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_as(f, "error")
+    }
+}
+
+/// A sorted, de-duplicated collection of diagnostics, and of notes: what a user should know
+/// about a definition that is not a problem (homelab changes what a file says), said by
+/// `validate` without failing it.
 #[derive(Debug, Default, Clone)]
-pub struct Diagnostics(Vec<Diagnostic>);
+pub struct Diagnostics(Vec<Diagnostic>, Vec<Diagnostic>);
 
 impl Diagnostics {
+    /// Records a note (not a problem: it does not make the homelab invalid).
+    pub fn note(
+        &mut self,
+        rule: &'static str,
+        file: impl AsRef<Path>,
+        line: Option<u64>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.1.push(Diagnostic::new(rule, file, line, field, message, fix));
+    }
+
+    /// The notes, sorted and de-duplicated, taken out.
+    pub fn take_notes(&mut self) -> Vec<Diagnostic> {
+        let mut notes = std::mem::take(&mut self.1);
+        notes.sort();
+        notes.dedup();
+        notes
+    }
+
     pub fn push(&mut self, d: Diagnostic) {
         self.0.push(d);
     }
@@ -92,6 +128,7 @@ impl Diagnostics {
 
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
+        self.1.extend(other.1);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -70,6 +70,9 @@ pub struct Homelab {
     pub templates: BTreeMap<String, String>,
     /// Every service instance with the instances it depends on.
     pub instances: BTreeMap<Instance, Vec<Instance>>,
+    /// What validation notes without failing (`crate::check` fills it): a top-level `name:`
+    /// that `-p <svc>` replaces, say.
+    pub notes: Vec<Diagnostic>,
 }
 
 /// A service placed on a node: `service@node`.
@@ -97,6 +100,9 @@ pub struct Node {
     pub offline_first: bool,
     pub ssh: SshTarget,
     pub runtime_root: String,
+    /// Whether `runtime_root` was placed by `--transport local --root DIR` (`DIR/<id>`) rather
+    /// than read from the topology: a plan then records it, so its review renders the same.
+    pub root_given: bool,
     /// Path of the node's Docker Engine socket, on the node.
     pub docker_socket: String,
     pub capabilities: BTreeSet<String>,
@@ -170,6 +176,8 @@ pub struct Service {
     pub restart_policy: String,
     pub healthcheck: Healthcheck,
     pub persistence_paths: Vec<String>,
+    /// `persistence.folders`: owners and modes the engine sets.
+    pub folders: Vec<Folder>,
     pub env_vars: Vec<EnvVar>,
     pub requires: BTreeSet<String>,
     pub backup_sets: Vec<BackupSet>,
@@ -185,6 +193,73 @@ pub struct Service {
     pub templates: Option<Vec<String>>,
     /// Every other file of the service folder: configuration that ships with it.
     pub files: Vec<ServiceFile>,
+}
+
+/// A folder of a service's runtime folders (`data/<svc>/…`, `config/<svc>/…`, `logs/<svc>/…`)
+/// whose owner and mode the engine sets before the service comes up, so an image that runs as
+/// its own user (grafana's 472, n8n's 1000) can write its data folder without a hand on the
+/// node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder {
+    /// Relative to the runtime root.
+    pub path: String,
+    /// `UID:GID`, numbers (the node may not know the image's user names).
+    pub owner: Option<String>,
+    /// Octal, `0750`.
+    pub mode: Option<String>,
+}
+
+impl Folder {
+    /// What is wrong with a folder of `svc`, as (the field, what was expected): the same check
+    /// for the contract and for a plan, whose folders reach a script on the node.
+    pub fn problem(
+        svc: &str,
+        path: &str,
+        owner: Option<&str>,
+        mode: Option<&str>,
+    ) -> Option<(&'static str, String)> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let part_ok = |p: &&str| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        let own =
+            parts.len() >= 2 && ["data", "config", "logs"].contains(&parts[0]) && parts[1] == svc;
+        if !own || !parts.iter().all(part_ok) {
+            return Some((
+                "path",
+                format!("expected a folder of the service's own, `data/{svc}`, `config/{svc}` or `logs/{svc}` (or below), found `{path}`"),
+            ));
+        }
+        if let Some(o) = owner {
+            let ok = o.split_once(':').is_some_and(|(u, g)| {
+                [u, g].iter().all(|n| {
+                    !n.is_empty()
+                        && n.len() <= 10
+                        && n.bytes().all(|b| b.is_ascii_digit())
+                        && n.parse::<u32>().is_ok()
+                })
+            });
+            if !ok {
+                return Some((
+                    "owner",
+                    format!("expected `UID:GID` in numbers (such as `1000:1000`), found `{o}`"),
+                ));
+            }
+        }
+        if let Some(m) = mode {
+            let digits = m.strip_prefix('0').filter(|r| r.len() == 3).unwrap_or(m);
+            if digits.len() != 3 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                return Some(("mode", format!("expected an octal mode such as `0750` (no setuid, setgid or sticky bit), found `{m}`")));
+            }
+        }
+        if owner.is_none() && mode.is_none() {
+            return Some(("owner", "expected `owner`, `mode` or both, found neither".to_owned()));
+        }
+        None
+    }
 }
 
 /// A file that ships with a service to its release on the node.
@@ -228,6 +303,8 @@ pub struct EnvVar {
     pub name: String,
     pub secret: bool,
     pub required: bool,
+    /// The line of its entry in service.yaml, for messages from the node.
+    pub line: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -258,6 +258,19 @@ pub struct Healthcheck {
 pub struct Persistence {
     #[serde(default)]
     pub paths: Vec<S<String>>,
+    /// Folders of the service's runtime folders whose owner and mode the engine sets.
+    #[serde(default)]
+    pub folders: Vec<S<Folder>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Folder {
+    pub path: S<String>,
+    #[serde(default)]
+    pub owner: Option<S<String>>,
+    #[serde(default)]
+    pub mode: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,6 +323,10 @@ pub struct Zigbee {
 /// read by `validate::compose`.
 #[derive(Debug, Deserialize)]
 pub struct Compose {
+    /// The project name a published file may set; homelab names the project after the
+    /// service (`-p <svc>`), which wins.
+    #[serde(default)]
+    pub name: Option<S<String>>,
     #[serde(default)]
     pub services: BTreeMap<String, S<ComposeService>>,
     #[serde(default)]

@@ -191,6 +191,9 @@ pub fn write_text_checked<W: Write + ?Sized>(
                     Some(e) => writeln!(w, "  engine: {}", escape(e))?,
                     None => {}
                 }
+                if let Some(root) = &n.root {
+                    writeln!(w, "  runtime root: {} (--root)", escape(root))?;
+                }
             }
         }
         if n.changes.is_empty() {
@@ -282,7 +285,10 @@ pub fn write_markdown_checked<W: Write + ?Sized>(
     for n in &plan.nodes {
         let count = |a: Action| n.changes.iter().filter(|c| c.action == a).count();
         let status = match &n.status {
-            PlannedStatus::Reachable { .. } => "reachable".to_owned(),
+            PlannedStatus::Reachable { .. } => match &n.root {
+                Some(root) => format!("reachable, runtime root {} (`--root`)", md_code(root)),
+                None => "reachable".to_owned(),
+            },
             PlannedStatus::Unreachable { reason } => {
                 format!("**{}**: {}", unread_label(reason), md_text(reason))
             }
@@ -407,6 +413,9 @@ pub fn to_json(id: &str, plan: &Plan) -> serde_json::Value {
                     v["status"] = json!("reachable");
                     v["fingerprint"] = json!(fingerprint);
                     v["engine"] = json!(n.engine);
+                    if let Some(root) = &n.root {
+                        v["root"] = json!(root);
+                    }
                 }
                 PlannedStatus::Unreachable { reason } => {
                     v["status"] = json!(unread_label(reason));

@@ -15,6 +15,7 @@
 //! summary 2 create, 1 update, 0 replace, 0 delete, 3 no-op
 //!
 //! node chelsty-infra reachable
+//! root /tmp/homelab-runtime/chelsty-infra   (only when `--root` placed the runtime root)
 //! fingerprint sha256:...
 //! actual mosquitto manifest <sha256>
 //! actual mosquitto file docker-compose.yml <sha256>
@@ -240,10 +241,12 @@ pub fn encode(plan: &Plan) -> String {
         match &n.status {
             PlannedStatus::Unreachable { reason } => {
                 let _ = writeln!(out, "node {} unreachable", n.node);
+                root_line(&mut out, n);
                 let _ = writeln!(out, "reason {}", one_line(reason));
             }
             PlannedStatus::Reachable { fingerprint, actual } => {
                 let _ = writeln!(out, "node {} reachable", n.node);
+                root_line(&mut out, n);
                 let _ = writeln!(out, "fingerprint {fingerprint}");
                 for a in actual {
                     let _ = writeln!(out, "actual {}", one_line(a));
@@ -275,6 +278,21 @@ pub fn encode(plan: &Plan) -> String {
                 if !rt.secrets.is_empty() {
                     let _ = writeln!(out, "secrets {}", rt.secrets.join(" "));
                 }
+                for f in &rt.folders {
+                    let mut line = format!("folder {}", f.path);
+                    if let Some(o) = &f.owner {
+                        line.push_str(&format!(" owner={o}"));
+                    }
+                    if let Some(m) = &f.mode {
+                        line.push_str(&format!(" mode={m}"));
+                    }
+                    let _ = writeln!(out, "{line}");
+                }
+                if !rt.variables.is_empty() {
+                    let vars: Vec<String> =
+                        rt.variables.iter().map(|v| format!("{}:{}", v.name, v.line)).collect();
+                    let _ = writeln!(out, "variables {}", vars.join(" "));
+                }
             }
             for a in &c.artifacts {
                 match &a.binary {
@@ -303,6 +321,14 @@ pub fn encode(plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// `root <path>`: the runtime root the node's artifacts were rendered for, when `--root` gave
+/// it (absent: the topology's). Written only then, so other plans keep their bytes.
+fn root_line(out: &mut String, n: &NodePlan) {
+    if let Some(root) = &n.root {
+        let _ = writeln!(out, "root {}", one_line(root));
+    }
 }
 
 struct Parser<'a> {
@@ -550,6 +576,18 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             if nodes.last().is_some_and(|n| n.node >= node) {
                 return Err(p.err(format!("node `{node}` is out of order or repeated")));
             }
+            let root = if p.peek().is_some_and(|l| l.starts_with("root ")) {
+                let root = p.expect("root")?;
+                if !root.starts_with('/') {
+                    return Err(p.err(format!(
+                        "expected an absolute runtime root in `root`, found `{}`",
+                        shorten(root)
+                    )));
+                }
+                Some(root.to_owned())
+            } else {
+                None
+            };
             let status = match status {
                 "reachable" => {
                     let fingerprint = p.expect("fingerprint")?.to_owned();
@@ -580,7 +618,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             } else {
                 None
             };
-            nodes.push(NodePlan { node, status, changes: Vec::new(), engine });
+            nodes.push(NodePlan { node, status, changes: Vec::new(), engine, root });
         } else if let Some(rest) = l.strip_prefix("change ") {
             let node = nodes.last_mut().ok_or_else(|| p.err("a `change` before any `node`"))?;
             let (action, inst) = rest
@@ -658,7 +696,61 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     },
                 };
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
-                change.runtime = Some(super::Runtime { healthcheck, secrets: Vec::new() });
+                change.runtime = Some(super::Runtime {
+                    healthcheck,
+                    secrets: Vec::new(),
+                    variables: Vec::new(),
+                    folders: Vec::new(),
+                });
+            } else if let Some(rest) = l.strip_prefix("folder ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let svc = change.instance.service.to_string();
+                let rt = change
+                    .runtime
+                    .as_mut()
+                    .ok_or_else(|| p.err("`folder` must follow `healthcheck`"))?;
+                let mut words = rest.split(' ');
+                let path = words.next().unwrap_or_default().to_owned();
+                let (mut owner, mut mode) = (None, None);
+                for w in words {
+                    match w.split_once('=') {
+                        Some(("owner", v)) if owner.is_none() => owner = Some(v.to_owned()),
+                        Some(("mode", v)) if mode.is_none() => mode = Some(v.to_owned()),
+                        _ => {
+                            return Err(p.err(format!("expected `owner=` or `mode=`, found `{w}`")))
+                        }
+                    }
+                }
+                // The same check as the contract's: these reach a script on the node.
+                if let Some((_, why)) =
+                    crate::model::Folder::problem(&svc, &path, owner.as_deref(), mode.as_deref())
+                {
+                    return Err(p.err(format!("`folder`: {why}")));
+                }
+                rt.folders.push(crate::model::Folder { path, owner, mode });
+            } else if let Some(rest) = l.strip_prefix("variables ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let rt = change
+                    .runtime
+                    .as_mut()
+                    .ok_or_else(|| p.err("`variables` must follow `healthcheck`"))?;
+                for v in rest.split(' ') {
+                    // `NAME:LINE`, the name as validation allows it: it reaches a script on
+                    // the node.
+                    let parsed = v.split_once(':').and_then(|(name, line)| {
+                        let ok = !name.is_empty()
+                            && !name.as_bytes()[0].is_ascii_digit()
+                            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                        Some(super::Required { name: name.to_owned(), line: line.parse().ok()? })
+                            .filter(|_| ok)
+                    });
+                    let Some(r) = parsed else {
+                        let msg =
+                            format!("expected `NAME:LINE` (a required variable), found `{v}`");
+                        return Err(p.err(msg));
+                    };
+                    rt.variables.push(r);
+                }
             } else if let Some(rest) = l.strip_prefix("secrets ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 let rt = change
@@ -910,15 +1002,26 @@ mod tests {
                                 stable_for: std::time::Duration::from_secs(10),
                             },
                             secrets: vec!["BROKER_PASSWORD".into()],
+                            variables: vec![crate::plan::Required {
+                                name: "BROKER_TAG".into(),
+                                line: 18,
+                            }],
+                            folders: vec![crate::model::Folder {
+                                path: "data/broker/db".into(),
+                                owner: Some("1000:1000".into()),
+                                mode: Some("0750".into()),
+                            }],
                         }),
                     }],
                     engine: Some("2 container(s), 2 running".into()),
+                    root: None,
                 },
                 NodePlan {
                     node: NodeName::parse("edge-b").unwrap(),
                     status: PlannedStatus::Unreachable { reason: "link down".into() },
                     changes: vec![],
                     engine: None,
+                    root: Some("/tmp/lab/edge-b".into()),
                 },
             ],
         };

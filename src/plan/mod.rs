@@ -88,6 +88,9 @@ pub struct NodePlan {
     /// What the node's Docker Engine said (containers and their state), for the reviewer; not
     /// part of the fingerprint.
     pub engine: Option<String>,
+    /// The runtime root the artifacts were rendered for, when `--root` placed it rather than
+    /// the topology (`DIR/<id>`): the review renders with it, and apply refuses another.
+    pub root: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,12 +130,37 @@ pub struct Change {
 pub struct Runtime {
     pub healthcheck: crate::model::Healthcheck,
     pub secrets: Vec<String>,
+    /// The required variables that are not secret but that the compose file or the host's
+    /// override interpolates with no default: the node's env file must give them a value, or
+    /// Compose would run the service with an empty string.
+    pub variables: Vec<Required>,
+    /// The contract's `persistence.folders`: owners and modes the engine sets before the
+    /// service comes up.
+    pub folders: Vec<crate::model::Folder>,
+}
+
+/// A required variable, with the line of its `runtime.env_vars` entry (0: unknown), so the
+/// node's refusal names where it is declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Required {
+    pub name: String,
+    pub line: u64,
 }
 
 impl Runtime {
-    /// What apply needs from a service's contract: its healthcheck and the names of the
-    /// secrets that must be on the node. The plan and the review both take it from here.
-    pub fn of(svc: &crate::model::Service) -> Runtime {
+    /// What apply needs from the contract of `inst`: its healthcheck, the names of the secrets
+    /// that must be on the node, and the required variables its compose files take from there.
+    /// The plan and the review both take it from here.
+    pub fn of(lab: &Homelab, inst: &Instance) -> Runtime {
+        let svc = &lab.services[&inst.service];
+        let mut texts = vec![svc.compose.text.as_str()];
+        if let Some(o) = lab.nodes.get(&inst.node).and_then(|n| n.overrides.get(&inst.service)) {
+            texts.push(&o.text);
+        }
+        let interpolated: BTreeSet<String> = texts
+            .iter()
+            .flat_map(|t| crate::model::validate::compose::interpolated_without_default(t))
+            .collect();
         Runtime {
             healthcheck: svc.healthcheck,
             secrets: svc
@@ -141,6 +169,13 @@ impl Runtime {
                 .filter(|e| e.secret && e.required)
                 .map(|e| e.name.clone())
                 .collect(),
+            variables: svc
+                .env_vars
+                .iter()
+                .filter(|e| !e.secret && e.required && interpolated.contains(&e.name))
+                .map(|e| Required { name: e.name.clone(), line: e.line.unwrap_or(0) })
+                .collect(),
+            folders: svc.folders.clone(),
         }
     }
 }
@@ -237,6 +272,8 @@ pub fn diff(
     for i in &order {
         order_on.entry(&i.node).or_default().push(i);
     }
+    let root_of =
+        |n: &NodeName| lab.nodes.get(n).filter(|n| n.root_given).map(|n| n.runtime_root.clone());
     let mut nodes = Vec::new();
     for a in actual {
         let state = match &a.status {
@@ -246,6 +283,7 @@ pub fn diff(
                     status: PlannedStatus::Unreachable { reason: reason.clone() },
                     changes: Vec::new(),
                     engine: None,
+                    root: root_of(&a.node),
                 });
                 continue;
             }
@@ -305,8 +343,7 @@ pub fn diff(
                 }
             }
             if change.action != Action::NoOp {
-                let svc = &lab.services[&inst.service];
-                change.runtime = Some(Runtime::of(svc));
+                change.runtime = Some(Runtime::of(lab, inst));
             }
             changes.push(change);
         }
@@ -345,6 +382,7 @@ pub fn diff(
             status: PlannedStatus::Reachable { fingerprint: state.fingerprint(), actual },
             changes,
             engine: Some(engine_summary(&state.engine, &one_shot)),
+            root: root_of(&a.node),
         });
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
@@ -368,7 +406,7 @@ fn one_shot_of(r: &Rendered) -> BTreeSet<String> {
         .filter(|a| a.name == crate::render::COMPOSE || a.name == crate::render::OVERRIDE)
         .filter_map(|a| std::str::from_utf8(&a.bytes).ok())
         .collect();
-    crate::model::validate::compose::one_shot(&texts)
+    crate::model::validate::compose::one_shot(r.instance.service.as_str(), &texts)
 }
 
 /// Whether `c` is a one-shot init container of its project (by `one_shot`, the keys per

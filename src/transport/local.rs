@@ -27,6 +27,11 @@ impl LocalTransport {
         LocalTransport { base }
     }
 
+    /// `DIR` of `--root DIR`, absolute; `None` without `--root`.
+    pub fn base_dir(&self) -> Option<PathBuf> {
+        self.base.clone()
+    }
+
     pub fn root_of(&self, node: &Node) -> PathBuf {
         match &self.base {
             Some(dir) => dir.join(node.id.as_str()),

@@ -654,7 +654,11 @@ fn a_second_apply_on_a_locked_node_waits_or_refuses() {
     assert!(!journal().contains("\"web\""), "web is not touched: {}", journal());
     let out = site.apply(&id, &["--resume", "--service", "cache", "--stage", "verify"]);
     assert_eq!(out.code, 1, "verify needs validate and deploy first: {}", out.stdout);
-    assert!(out.stdout.contains("the stages before `verify` come first"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("cache: at `prepare`: `--stage verify` runs that one stage, once the stages before it are done; run `--stage validate` first, and every later `--stage` of this plan with `--resume`"),
+        "{}",
+        out.stdout
+    );
     let out = site.apply(&id, &["--resume", "--service", "cache"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(site.running("alpha", "cache"));

@@ -1409,7 +1409,7 @@ fn a_plan_of_an_older_commit_than_the_nodes_run_says_downgrade() {
 #[test]
 fn a_dependency_outside_the_run_is_met_only_where_the_plan_shows_it() {
     const SKIPPED: &str = "app: skipped: broker@edge-a is not in this run, and the plan does not show it at the version the render wants (apply its node and service too)";
-    const PAST: &str = "app: at `pending`, the stages before `deploy` come first";
+    const PAST: &str = "app: at `pending`: `--stage deploy` runs that one stage, once the stages before it are done";
     let p = Planned::new();
     p.approve(&p.operator);
     let out = p.lab.apply_with(&p.id, &["--node", "edge-b", "--stage", "deploy"]);
@@ -1446,4 +1446,141 @@ fn a_dependency_outside_the_run_is_met_only_where_the_plan_shows_it() {
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(all.contains(PAST), "{all}");
     assert!(!all.contains(SKIPPED), "{all}");
+}
+
+/// `--root` reaches the templates (issue 21): with `--transport local --root DIR`,
+/// `{{ config_dir }}` renders as `DIR/<node>/config/<svc>`, where apply gives Compose its env
+/// file, not as the topology's `/opt/homelab`; the plan records the root, so `show` (which takes
+/// no `--root`) verifies the same bytes against the commit, and an apply under another root is
+/// refused, changing nothing.
+#[test]
+fn root_reaches_the_templates_and_a_plan_applies_only_under_the_root_it_was_rendered_for() {
+    let p = committed();
+    let rt = std::path::absolute(p.lab.path("rt")).unwrap();
+    let body = p.body();
+    assert!(
+        body.contains(&format!("\nnode edge-a reachable\nroot {}/edge-a\n", rt.display())),
+        "{body}"
+    );
+    let env_file = format!("|    env_file: [\"{}/edge-a/config/broker/.env\"]\n", rt.display());
+    assert!(body.contains(&env_file), "expected {env_file} in:\n{body}");
+    assert!(!body.contains("/opt/homelab"), "{body}");
+
+    // `render --root` writes the same bytes the plan holds.
+    let out = p.lab.homelab(&["render", "--root", "rt", "--node", "edge-a", "--out", "out"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rendered = p.lab.read("out/edge-a/broker/docker-compose.yml");
+    assert!(rendered.contains(&env_file[1..]), "{rendered}");
+
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{}.plan", p.id)]);
+    assert_eq!(show.code, 0, "{}{}", show.stdout, show.stderr);
+    assert!(
+        show.stdout.contains("verified: every artifact is the render of commit"),
+        "{}",
+        show.stdout
+    );
+    p.approve(&p.operator);
+
+    let before = p.lab.snapshot();
+    let approved = p.approved_rel();
+    let args = [
+        "apply",
+        &approved,
+        "--transport",
+        "local",
+        "--root",
+        "elsewhere",
+        "--controller-root",
+        "rt",
+    ];
+    let out = p.lab.homelab(&args);
+    p.lab.snapshot().assert_same(&before, "an apply under another root");
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("node `alpha`: the plan was rendered for the runtime root `<lab>/rt/alpha`, and this apply would write to `<lab>/elsewhere/alpha`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    p.passes();
+
+    // A plan made without `--root` names the topology's folders: not applied under `rt/`.
+    let args = ["plan", "--transport", "local", "--controller-root", "rt", "--key"];
+    let out = p.lab.homelab(&[&args[..], &[p.planner.arg()]].concat());
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let id = out.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().to_owned();
+    assert!(!p.lab.plan_file(&id).contains("\nroot "), "no root line without --root");
+    let approve = p.lab.approve(&id, &p.operator);
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    let before = p.lab.snapshot();
+    let out = p.lab.apply(&id);
+    p.lab.snapshot().assert_same(&before, "an apply under another root");
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("node `alpha`: the plan was rendered for the runtime root of the topology (it was planned without `--root`), and this apply would write to `<lab>/rt/alpha`"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `required: true` holds for a variable that is not secret (issue 21): one the compose file
+/// interpolates with no default, which the node's env file does not set, refuses at validate,
+/// naming service.yaml, the line of its entry and the field, before Compose would run the
+/// service with an empty string. The plan carries it (reviewed, signed) as `variables`.
+#[test]
+fn a_required_variable_the_node_does_not_set_refuses_at_validate_naming_its_entry() {
+    let p = Planned::with(|lab| {
+        let compose = lab.read("repo/services/broker/docker-compose.yml");
+        lab.write(
+            "repo/services/broker/docker-compose.yml",
+            compose.replace("BROKER_USER: broker\n", "BROKER_USER: broker\n      BROKER_TAG: ${BROKER_TAG}\n      BROKER_MODE: ${BROKER_MODE:-fast}\n"),
+        );
+        let contract = lab.read("repo/services/broker/service.yaml");
+        lab.write(
+            "repo/services/broker/service.yaml",
+            contract.replace(
+                "    - name: BROKER_PASSWORD\n",
+                "    - name: BROKER_TAG\n      secret: false\n    - name: BROKER_MODE\n      secret: false\n    - name: BROKER_PASSWORD\n",
+            ),
+        );
+        let example = lab.read("repo/services/broker/env.example");
+        lab.write(
+            "repo/services/broker/env.example",
+            format!("{example}BROKER_TAG=v1\nBROKER_MODE=\n"),
+        );
+        // The secret is there; the variable is set, but empty.
+        lab.write("rt/edge-a/config/broker/.env", "BROKER_PASSWORD=kept\nBROKER_TAG=\n");
+    });
+    let contract = p.lab.read("repo/services/broker/service.yaml");
+    let line = contract.lines().position(|l| l == "    - name: BROKER_TAG").unwrap() + 1;
+    // Only the one with no default is required of the node.
+    assert!(p.body().contains(&format!("\nvariables BROKER_TAG:{line}\n")), "{}", p.body());
+    p.approve(&p.operator);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-a", "--stage", "prepare"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-a", "--resume", "--stage", "validate"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 1, "{all}");
+    assert!(
+        all.contains(&format!("services/broker/service.yaml:{line}: `runtime.env_vars`: `BROKER_TAG` is required, but")),
+        "{all}"
+    );
+    assert!(all.contains("Compose would run the service with an empty string"), "{all}");
+    assert!(!all.contains("BROKER_MODE") && !all.contains("kept"), "{all}");
+}
+
+/// `--stage X` runs X alone (issue 21): the answer to a first `--stage validate` said only "the
+/// stages before `validate` come first"; it now names the call that comes first and that
+/// every later `--stage` of the plan takes `--resume`.
+#[test]
+fn a_stage_ahead_of_the_journal_names_the_call_that_comes_first_and_resume() {
+    let p = Planned::new();
+    p.approve(&p.operator);
+    let out = p.lab.apply_with(&p.id, &["--node", "edge-a", "--stage", "validate"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("broker: at `pending`: `--stage validate` runs that one stage, once the stages before it are done; run `--stage prepare` first, and every later `--stage` of this plan with `--resume`"),
+        "{}",
+        out.stdout
+    );
 }

@@ -891,6 +891,68 @@ fn a_one_shot_init_container_that_exited_0_is_not_drift() {
     assert!(!again.stdout.contains("edited by hand"), "{}", again.stdout);
 }
 
+/// A one-shot job nobody waits for keeps `restart: "no"` (issue 21): forced to
+/// `unless-stopped`, the starter kit's import container ran again after every successful exit
+/// (7 restarts in 30 s). In the lab: it runs once, exits 0 and stays exited through the
+/// stability window, the apply succeeds, and the next plan is a no-op that names it.
+#[test]
+fn a_one_shot_job_nobody_waits_for_runs_once_and_is_not_drift() {
+    let _one = crate::apply::LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&LAB_NODES));
+    site.edit(
+        "tracker",
+        (
+            "docker-compose.yml",
+            "  tracker:\n",
+            "  report:\n    image: \"{{ vars.image }}\"\n    container_name: tracker-report\n    restart: \"no\"\n    command: [\"sh\", \"-c\", \"echo run >> /var/lib/tracker/report-runs\"]\n    volumes:\n      - \"{{ data_dir }}/db:/var/lib/tracker\"\n\n  tracker:\n",
+        ),
+    );
+    let v = site.homelab(&["validate"]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let (id, _) = site.plan_and_approve();
+    let approved = site.repo.path().join(format!("plans/{id}.approved"));
+    let out = site.homelab(&["apply", approved.to_str().unwrap(), "--service", "tracker"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(site.state("edge-a", "tracker-report").as_deref(), Some("exited 0"));
+    let runs = fs::read_to_string(site.root("edge-a").join("data/tracker/db/report-runs")).unwrap();
+    assert_eq!(runs, "run\n", "the job ran once, through the stability window");
+    let again = site.homelab(&["plan", "--node", "edge-a"]);
+    assert!(
+        again.stdout.contains("no-op    tracker@edge-a  deployed artifacts match\n"),
+        "{}",
+        again.stdout
+    );
+    assert!(again.stdout.contains("tracker-report"), "{}", again.stdout);
+}
+
+/// The contract gives a data folder its owner and mode, and the engine applies them (issue 21:
+/// grafana and n8n needed a hand's `chown 1000` on the node). In the lab: the plan shows the
+/// folder, and after the apply the folder on the node is 1000:1000, mode 0750, with the
+/// service healthy.
+#[test]
+fn a_folder_of_the_contract_gets_its_owner_and_mode_from_the_engine() {
+    use std::os::unix::fs::MetadataExt;
+    let _one = crate::apply::LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&LAB_NODES));
+    site.edit(
+        "tracker",
+        (
+            "service.yaml",
+            "persistence:\n",
+            "persistence:\n  folders:\n    - path: data/tracker/db\n      owner: \"1000:1000\"\n      mode: \"0750\"\n",
+        ),
+    );
+    let v = site.homelab(&["validate"]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let (id, plan) = site.plan_and_approve();
+    assert!(plan.contains("\nfolder data/tracker/db owner=1000:1000 mode=0750\n"), "{plan}");
+    let approved = site.repo.path().join(format!("plans/{id}.approved"));
+    let out = site.homelab(&["apply", approved.to_str().unwrap(), "--service", "tracker"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let meta = fs::metadata(site.root("edge-a").join("data/tracker/db")).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (1000, 1000, 0o750));
+}
+
 /// Regression (homelab bug, found by the corpus): release files are unpacked with the
 /// archive's mtime, 1970-01-01 for every file (`header.set_mtime(0)` in
 /// `src/apply/remote.rs`, `tar -x -o` on the node); BuildKit's context transfer takes a file of

@@ -39,7 +39,9 @@ fn pr_env(lab: &Lab, forge: &Standin, id: &str, extra: &[&str], env: &[(&str, &s
 fn markdown(lab: &Lab, id: &str) -> String {
     let out = lab.homelab(&["show", &format!("repo/plans/{id}.plan"), "--format", "markdown"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    out.stdout
+    // As printed: the runtime roots (`--root rt`) name the lab's folder, which the harness
+    // writes as `<lab>`.
+    out.stdout.replace("<lab>", &lab.dir.path().display().to_string())
 }
 
 fn comments(forge: &Standin) -> Vec<String> {

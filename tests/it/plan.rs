@@ -27,7 +27,7 @@ fn ok(out: &Output, code: i32, what: &str) {
 /// text)`.
 fn rendered(lab: &Lab) -> Vec<(String, String, String, u32, String)> {
     use std::os::unix::fs::PermissionsExt;
-    ok(&lab.homelab(&["render", "--out", "expected"]), 0, "render");
+    ok(&lab.homelab(&["render", "--root", "rt", "--out", "expected"]), 0, "render");
     let mut out = Vec::new();
     for node in fs::read_dir(lab.path("expected")).unwrap() {
         let node = node.unwrap();
@@ -132,9 +132,15 @@ fn a_plan_of_an_empty_runtime_root_is_readable_signed_and_pending() {
     assert!(body.contains(&format!("planner operator@test {}\n", key.fingerprint)), "{body}");
     assert!(body.contains("\ncommit none dirty\n"), "not a Git repository: {body}");
     assert!(body.contains("\ncreated ") && body.contains("\nexpires "));
+    // The runtime root each node's artifacts were rendered for: `--root rt` gives `rt/<node>`.
+    let rt = std::path::absolute(lab.path("rt")).unwrap();
     for node in ["alpha", "edge-a", "edge-b"] {
+        let root = rt.join(node);
         assert!(
-            body.contains(&format!("\nnode {node} reachable\nfingerprint sha256:")),
+            body.contains(&format!(
+                "\nnode {node} reachable\nroot {}\nfingerprint sha256:",
+                root.display()
+            )),
             "{node}: {body}"
         );
     }
@@ -401,6 +407,13 @@ impl Redact {
             }
             if let Some(e) = n["engine"].as_str() {
                 pairs.push((e.to_owned(), "<engine>"));
+            }
+            // An artifact that names its runtime root (`{{ config_dir }}`) names the lab's
+            // temporary folder, so its digest differs from run to run.
+            for c in n["changes"].as_array().unwrap() {
+                for a in c["artifacts"].as_array().unwrap() {
+                    pairs.push((s(&a["sha256"]), "<sha256>"));
+                }
             }
         }
         Redact(pairs)
@@ -812,9 +825,12 @@ fn the_owners_config_files_show_as_diffs_in_a_plan() {
         crate::support::copy_tree(&crate::support::repo_root().join(d), &repo.join(d));
     }
     let stage = dir.path().join("stage");
-    let out = crate::support::homelab_in(&repo, &["render", "--out", stage.to_str().unwrap()]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
     let rt = dir.path().join("rt");
+    let out = crate::support::homelab_in(
+        &repo,
+        &["render", "--root", rt.to_str().unwrap(), "--out", stage.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
     for node in fs::read_dir(&stage).unwrap() {
         let node = node.unwrap();
         for svc in fs::read_dir(node.path()).unwrap() {

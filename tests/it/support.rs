@@ -533,10 +533,11 @@ impl Lab {
         nodes
     }
 
-    /// Deploys what the repository renders, as apply will: `homelab render --out stage`, then
+    /// Deploys what the repository renders, as apply will: `homelab render --root rt --out
+    /// stage` (the runtime roots the lab's plans render for), then
     /// each `stage/<node>/<svc>/` copied to `rt/<node>/state/services/<svc>/`.
     pub fn deploy_all(&self) {
-        let out = self.homelab(&["render", "--out", "stage"]);
+        let out = self.homelab(&["render", "--root", "rt", "--out", "stage"]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         for node in fs::read_dir(self.path("stage")).unwrap() {
             let node = node.unwrap();

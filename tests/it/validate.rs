@@ -382,7 +382,7 @@ fn one_run_reports_compose_and_template_problems_beside_unrelated_ones() {
         "error[zigbee]: services/broker/docker-compose.yml:11:",
         // An env.example problem in one service, compose and template problems in others.
         "error[secret]: services/broker/env.example:2: `BROKER_PASSWORD`",
-        "error[secret]: services/app/env.example:3: `APP_DEBUG`",
+        "error[env-example]: services/app/env.example:3: `APP_DEBUG`",
         "error[restart]: services/web/docker-compose.yml:5: `services.web.restart`",
         "error[template]: hosts/edge-b/runtime/app/docker-compose.override.yml:4: `vars.greting`",
         // Unrelated rules elsewhere, including a broken policy.
@@ -478,4 +478,99 @@ fn an_allowed_signers_file_apply_would_refuse_is_invalid() {
     tree.write("inventory/allowed_signers", &signers);
     let out = tree.homelab(&["validate"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// A one-shot job keeps its own restart policy (issue 21): forced to `unless-stopped`, an
+/// import container nobody waits for ran again after every successful exit. A container with
+/// `restart: "no"` or `on-failure` that is not the main one and that nothing waits for as
+/// running is exempt; the main container, or one another waits for as started, is not.
+#[test]
+fn a_one_shot_job_nobody_waits_for_keeps_its_restart_policy() {
+    let tree = Tree::base();
+    let compose = |main_restart: &str, depends: &str| {
+        format!(
+            "services:\n  broker:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: broker\n    restart: {main_restart}\n    command: [\"sleep\", \"86400\"]\n    env_file: [\"{{{{ config_dir }}}}/.env\"]\n{depends}  import:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: broker-import\n    restart: \"no\"\n    command: [\"true\"]\n  retry:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: broker-retry\n    restart: on-failure:3\n    command: [\"true\"]\n"
+        )
+    };
+    tree.write("services/broker/docker-compose.yml", compose("unless-stopped", ""));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // The main container is never a one-shot job.
+    tree.write("services/broker/docker-compose.yml", compose("\"no\"", ""));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("docker-compose.yml:5: `services.broker.restart`: expected `unless-stopped`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("error[restart]").count(), 1, "{}", out.stderr);
+
+    // Waited for as running (the list form means `service_started`): kept up, not one-shot.
+    tree.write(
+        "services/broker/docker-compose.yml",
+        compose("unless-stopped", "    depends_on: [retry]\n"),
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`services.retry.restart`: expected `unless-stopped`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("error[restart]").count(), 1, "{}", out.stderr);
+}
+
+/// A top-level `name:` is replaced by `-p <svc>`, and validate says so (issue 21): named volumes
+/// become `<svc>_*`, which silently left a project's data behind. A note, not a problem: the
+/// homelab stays valid, and a name equal to the service's says nothing.
+#[test]
+fn a_top_level_name_that_p_svc_replaces_is_said_as_a_note() {
+    let tree = Tree::base();
+    let compose =
+        fs::read_to_string(tree.path().join("services/broker/docker-compose.yml")).unwrap();
+    tree.write("services/broker/docker-compose.yml", format!("name: mqtt-stack\n{compose}"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("homelab is valid"), "{}", out.stdout);
+    assert!(
+        out.stderr.starts_with("note[compose-name]: services/broker/docker-compose.yml:1: `name`: the project is named `broker` on the node, not `mqtt-stack`: homelab runs `docker compose -p broker`, which replaces `name:`, so named volumes and networks are `broker_<key>`, not `mqtt-stack_<key>`\n  fix: remove `name:`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("note[").count(), 1, "{}", out.stderr);
+    let json = tree.homelab(&["validate", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["notes"][0]["rule"], "compose-name", "{doc}");
+    assert_eq!(doc["notes"][0]["line"], 1, "{doc}");
+
+    tree.write("services/broker/docker-compose.yml", format!("name: broker\n{compose}"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+}
+
+/// A shipped file that nothing names gets a note (issue 21: such files got no warning): one
+/// the compose file mounts, or another shipped file names, gets none.
+#[test]
+fn a_shipped_file_that_nothing_names_is_said_as_a_note() {
+    let tree = Tree::base();
+    let compose =
+        fs::read_to_string(tree.path().join("services/broker/docker-compose.yml")).unwrap();
+    tree.write(
+        "services/broker/docker-compose.yml",
+        format!("{compose}    volumes:\n      - ./broker.conf:/etc/broker.conf:ro\n"),
+    );
+    tree.write("services/broker/broker.conf", "include /etc/broker/acl.list\n");
+    tree.write("services/broker/acl.list", "user broker\n");
+    tree.write("services/broker/conf/unused.conf", "listener 1884\n");
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "note[unreferenced]: services/broker/conf/unused.conf: `conf/unused.conf` ships with every release of `broker`, but no compose file mounts, builds or includes it and no other shipped file names it\n  fix: mount it read-only (`./conf/unused.conf:<path in the container>:ro`), or remove it from the service's folder\n"
+    );
 }

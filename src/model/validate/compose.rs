@@ -72,18 +72,33 @@ pub fn check(
     d: &mut Diagnostics,
 ) -> Footprint {
     let mut parsed = Vec::new();
+    let mut resolved = Vec::new();
     for f in files {
         match parse_yaml::<raw::Compose>(Path::new(f.path), f.text) {
-            Ok(c) => parsed.push((f, c)),
+            Ok(c) => {
+                // The rules judge the file as Compose will run it, as far as the repository
+                // knows its variables; a resolved text that no longer parses (a value that is
+                // not YAML-safe) is judged as written.
+                let r = variables::resolve(svc, f.text);
+                let binds = bind_source_lines(&c);
+                let c = if r.lines.is_empty() {
+                    c
+                } else {
+                    parse_yaml::<raw::Compose>(Path::new(f.path), &r.text).unwrap_or(c)
+                };
+                parsed.push((f, c));
+                resolved.push((r, binds));
+            }
             Err(mut e) => {
                 e.message = format!("rendered for `{inst}`: {}", e.message);
                 d.push(e);
             }
         }
     }
+    project_name(svc, &parsed, d);
     let base = parsed.iter().find(|(f, _)| f.kind == ComposeFile::Service);
     let multi = base.is_some_and(|(_, c)| c.services.len() > 1);
-    let inits = init_containers(parsed.iter().map(|(_, c)| c));
+    let inits = init_containers(svc.name.as_str(), parsed.iter().map(|(_, c)| c));
     let release = |f: &Rendered| match f.kind {
         ComposeFile::Service => RELEASE_COMPOSE,
         ComposeFile::Override => OVERRIDE_FILE,
@@ -119,10 +134,15 @@ pub fn check(
         .map(|(k, _, _)| k.as_str())
         .collect();
     let mut fp = Footprint::default();
-    for ((f, c), inh) in parsed.iter().zip(&inherited) {
+    for (((f, c), inh), (r, binds)) in parsed.iter().zip(&inherited).zip(&resolved) {
+        // What is found on a line whose variables were resolved says which, and to what.
+        let mut found = Diagnostics::default();
+        let d_outer = &mut *d;
+        let d = &mut found;
         names_and_restart(svc, f, c, multi, &inits, inh, d, &mut fp);
         paths::check(svc, inst, ctx, f.path, c, inh, d, &mut fp);
-        variables::check(svc, f.path, f.text, d);
+        // Declarations are judged on the text as written.
+        variables::check(svc, f.path, f.text, binds, d_outer);
         zigbee(svc, f, d);
         for (key, cs) in &c.services {
             // Published ports are discarded on the host network: the container has no ports
@@ -151,37 +171,124 @@ pub fn check(
                 }
             }
         }
+        for mut diag in found.into_sorted() {
+            if diag.file == f.path {
+                if let Some(note) = r.note(diag.line) {
+                    diag.message.push_str(&note);
+                }
+            }
+            d_outer.push(diag);
+        }
     }
     fp
 }
 
-/// The compose keys of the one-shot init containers of an instance, from its rendered compose
-/// file and override: a container that ran once and exited 0 is their normal state, which
-/// `plan` must not take for drift. A text that does not parse adds none (validation reports it).
-pub fn one_shot(texts: &[&str]) -> BTreeSet<String> {
+/// The lines of bind mounts whose source is written with a variable: there, the fix for an
+/// undeclared variable is `{{ data_dir }}`, not a declaration.
+fn bind_source_lines(c: &raw::Compose) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    for cs in c.services.values() {
+        for v in &cs.value.volumes {
+            let source = match &v.value {
+                Value::String(s) => s.split(':').next().map(str::to_owned),
+                Value::Object(m) => m.get("source").and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            };
+            if source.is_some_and(|s| s.contains('$')) {
+                out.extend(line(v));
+            }
+        }
+    }
+    out
+}
+
+/// A top-level `name:` is replaced by `-p <svc>`: the project, and with it the names of its
+/// volumes and networks (`<project>_<name>`), follow the service. Not a problem, but never
+/// silent: a project started under its own name keeps its data in volumes of that name.
+fn project_name(svc: &Service, parsed: &[(&Rendered, raw::Compose)], d: &mut Diagnostics) {
+    let name = svc.name.as_str();
+    for (f, c) in parsed {
+        let Some(n) = c.name.as_ref().filter(|n| n.value != name) else { continue };
+        d.note(
+            "compose-name",
+            f.path,
+            line(n),
+            "name",
+            format!("the project is named `{name}` on the node, not `{}`: homelab runs `docker compose -p {name}`, which replaces `name:`, so named volumes and networks are `{name}_<key>`, not `{}_<key>`", n.value, n.value),
+            format!("remove `name:` (or write `name: {name}`); data a project kept under `{}` stays in volumes `{}_<key>`: mount them with `external: true` and `name: {}_<key>` to keep it", n.value, n.value, n.value),
+        );
+    }
+}
+
+/// The variables `text` (a compose file) interpolates with no default (`${VAR}`, `$VAR`,
+/// `${VAR:?message}`): Compose runs them with an empty string when the node's env file does not
+/// set them.
+pub fn interpolated_without_default(text: &str) -> BTreeSet<String> {
+    variables::without_default(text)
+}
+
+/// The compose keys of the one-shot containers of an instance of `svc`, from its rendered
+/// compose file and override: a container that ran once and exited 0 is their normal state,
+/// which `plan` must not take for drift. A text that does not parse adds none (validation
+/// reports it).
+pub fn one_shot(svc: &str, texts: &[&str]) -> BTreeSet<String> {
     let parsed: Vec<raw::Compose> = texts
         .iter()
         .filter_map(|t| parse_yaml::<raw::Compose>(Path::new("docker-compose.yml"), t).ok())
         .collect();
-    init_containers(parsed.iter())
+    init_containers(svc, parsed.iter())
 }
 
-/// The compose services another one waits for with `condition: service_completed_successfully`:
-/// one-shot init containers, which run once and stop (`restart: "no"`).
-fn init_containers<'a>(files: impl Iterator<Item = &'a raw::Compose>) -> BTreeSet<String> {
+/// Whether a restart policy lets a container stay stopped once its job is done.
+fn stops_when_done(restart: &str) -> bool {
+    restart == "no" || restart == "on-failure" || restart.starts_with("on-failure:")
+}
+
+/// The one-shot containers of a project, which run once and stop, so the contract's restart
+/// policy is not theirs: a compose service another one waits for with
+/// `condition: service_completed_successfully` (an init container), and one whose own
+/// `restart` is `no` or `on-failure` that is not the service's main container (named like it,
+/// or the only one) and that no container waits for as running (`service_started`,
+/// `service_healthy`, or the list form of `depends_on`): a job nobody keeps up, such as an
+/// import run after the others. Forcing `unless-stopped` on it would run the job again after
+/// every successful exit.
+fn init_containers<'a>(
+    svc: &str,
+    files: impl Iterator<Item = &'a raw::Compose> + Clone,
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for c in files {
+    let mut running: BTreeSet<&str> = BTreeSet::new();
+    let mut restart: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut keys: BTreeSet<&str> = BTreeSet::new();
+    for c in files.clone() {
         for (key, cs) in &c.services {
-            let Some(Value::Object(deps)) = cs.value.depends_on.as_ref().map(|d| &d.value) else {
-                continue;
-            };
-            for (dep, v) in deps {
-                let done = v.get("condition").and_then(Value::as_str)
-                    == Some("service_completed_successfully");
-                if done && dep != key {
-                    out.insert(dep.clone());
-                }
+            keys.insert(key);
+            if let Some(r) = &cs.value.restart {
+                restart.entry(key).or_default().push(&r.value);
             }
+            match cs.value.depends_on.as_ref().map(|d| &d.value) {
+                Some(Value::Object(deps)) => {
+                    for (dep, v) in deps {
+                        let condition = v.get("condition").and_then(Value::as_str);
+                        if condition == Some("service_completed_successfully") {
+                            if dep != key {
+                                out.insert(dep.clone());
+                            }
+                        } else {
+                            // `service_started` (also the default) or `service_healthy`.
+                            running.insert(dep);
+                        }
+                    }
+                }
+                Some(Value::Array(deps)) => running.extend(deps.iter().filter_map(Value::as_str)),
+                _ => {}
+            }
+        }
+    }
+    for (key, policies) in &restart {
+        let main = *key == svc || keys.len() == 1;
+        if !main && !running.contains(key) && policies.iter().all(|p| stops_when_done(p)) {
+            out.insert((*key).to_owned());
         }
     }
     out
@@ -197,9 +304,13 @@ pub fn container_name(svc: &str, key: &str, multi: bool) -> String {
     }
 }
 
-fn naming_fix(svc: &str, expected: &str, multi: bool) -> String {
-    if multi {
+fn naming_fix(svc: &str, expected: &str, multi: bool, keys: &BTreeSet<&str>) -> String {
+    if multi && keys.contains(svc) {
         format!("set `container_name: {expected}`: in a multi-container service the compose service `{svc}` is the container `{svc}` and every other one `{svc}-<key>`; the compose keys stay as written (containers find each other by them)")
+    } else if multi {
+        // No compose key is the service's name: saying "the compose service `<svc>`" would
+        // name one that does not exist.
+        format!("set `container_name: {expected}`: in a multi-container service every container is `{svc}-<key>`, except one whose compose key is `{svc}`, which is `{svc}` (no compose service here is named `{svc}`); the compose keys stay as written (containers find each other by them)")
     } else {
         format!("set `container_name: {expected}`: a one-container service's container is named like the service, whatever its compose key")
     }
@@ -266,6 +377,7 @@ fn names_and_restart(
     let name = svc.name.as_str();
     let path = f.path;
     let is_override = f.kind == ComposeFile::Override;
+    let keys: BTreeSet<&str> = c.services.keys().map(String::as_str).collect();
     // A restart policy the contract gets wrong is reported on the contract; comparing the
     // compose file with it would only repeat that problem.
     let restart_known = RESTART_POLICIES.contains(&svc.restart_policy.as_str());
@@ -299,7 +411,16 @@ fn names_and_restart(
                     let fix = if is_override {
                         format!("an override may not rename the container: remove `container_name` or set it to `{expected}`")
                     } else {
-                        naming_fix(name, &expected, multi)
+                        let mut fix = naming_fix(name, &expected, multi, &keys);
+                        // Renaming it would cut off whoever reaches it by the old name, unless
+                        // that name stays an alias (the compose key already is one).
+                        let old = c.value.value.as_str();
+                        if old != key.as_str() {
+                            if let Some(n) = reached_as(f.text, old, line(c.value)) {
+                                fix.push_str(&format!("; line {n} reaches this container as `{old}`: keep that name reachable by adding `networks: {{default: {{aliases: [{old}]}}}}` under `services.{key}` (on each network it joins), or write `{key}` there"));
+                            }
+                        }
+                        fix
                     };
                     d.err(
                         "container-name",
@@ -317,7 +438,7 @@ fn names_and_restart(
                 line(cs),
                 format!("{field}.container_name"),
                 format!("expected `container_name: {expected}`, found none"),
-                naming_fix(name, &expected, multi).replacen("set", "add", 1),
+                naming_fix(name, &expected, multi, &keys).replacen("set", "add", 1),
             ),
             None => {}
         }
@@ -327,7 +448,7 @@ fn names_and_restart(
         let init = inits.contains(key);
         let policy = &svc.restart_policy;
         match Found::of(&cs.value, path, key, anc, "restart", |s| s.restart.as_ref()) {
-            Some(r) if r.value.value == *policy || (init && r.value.value == "no") => {}
+            Some(r) if r.value.value == *policy || (init && stops_when_done(&r.value.value)) => {}
             None if is_override || init => {}
             Some(r) => d.err(
                 "restart",
@@ -341,8 +462,8 @@ fn names_and_restart(
                 ),
                 if is_override {
                     "change restart_policy in service.yaml instead".to_owned()
-                } else if r.value.value == "no" {
-                    format!("set `restart: {policy}`; only a one-shot init container, one that another container of the service waits for with `depends_on: {{{key}: {{condition: service_completed_successfully}}}}`, may say `restart: \"no\"`")
+                } else if stops_when_done(&r.value.value) {
+                    format!("set `restart: {policy}`; only a one-shot container may stop for good: one that another container waits for with `depends_on: {{{key}: {{condition: service_completed_successfully}}}}`, or one with `restart: \"no\"` or `on-failure` that is not the service's main container and that no container waits for as started or healthy")
                 } else {
                     format!("set `restart: {policy}` or change restart_policy in service.yaml")
                 },
@@ -357,6 +478,34 @@ fn names_and_restart(
             ),
         }
     }
+}
+
+/// The first line (1-based) of `text` other than `skip` that names `host` as a host name: in a
+/// URL (`//host:`, `@host:`), an assignment (`HOST=host`) or a YAML value (`HOST: host`),
+/// followed by a port, a path, a quote or the end.
+fn reached_as(text: &str, host: &str, skip: Option<u64>) -> Option<u64> {
+    for (n, l) in text.lines().enumerate() {
+        let n = n as u64 + 1;
+        let t = l.trim_start();
+        // An image reference (`image: ollama/ollama`) names a repository, not a host.
+        if Some(n) == skip || t.starts_with('#') || t.starts_with("image:") {
+            continue;
+        }
+        for (at, _) in l.match_indices(host) {
+            let before = &l[..at];
+            let after = l[at + host.len()..].chars().next();
+            let led = before.ends_with("//")
+                || before.ends_with('@')
+                || before.ends_with('=')
+                || before.ends_with(": ")
+                || before.ends_with(": \"");
+            let ends = matches!(after, None | Some(':' | '/' | '"' | '\'' | ' ' | ','));
+            if led && ends {
+                return Some(n);
+            }
+        }
+    }
+    None
 }
 
 /// The Zigbee serial port is the contract's.
@@ -444,4 +593,18 @@ fn exposure(inst: &Instance, exposure: Exposure, p: &Published, d: &mut Diagnost
         _ => return,
     };
     d.err("exposure-port", &p.at.file, p.at.line, p.at.field.clone(), message, fix);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reached_as;
+
+    #[test]
+    fn a_container_is_reached_by_its_name_in_urls_and_values_not_in_images_or_keys() {
+        let text = "services:\n  ollama:\n    image: ollama/ollama\n    container_name: ollama\n  webui:\n    environment:\n      OLLAMA_BASE_URL: http://ollama:11434\n";
+        assert_eq!(reached_as(text, "ollama", Some(4)), Some(7));
+        assert_eq!(reached_as("a: ollama-x\nb: x-ollama\n", "ollama", None), None);
+        assert_eq!(reached_as("- DB_HOST=db\n", "db", None), Some(1));
+        assert_eq!(reached_as("url: \"postgres://u@db:5432/x\"\n", "db", None), Some(1));
+    }
 }

@@ -32,6 +32,28 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
         for (i, p) in c.persistence.paths.iter().enumerate() {
             relative_path(d, &file, p, &format!("persistence.paths[{i}]"));
         }
+        for (i, f) in c.persistence.folders.iter().enumerate() {
+            let f = &f.value;
+            let owner = f.owner.as_ref().map(|o| o.value.as_str());
+            let mode = f.mode.as_ref().map(|m| m.value.as_str());
+            if let Some((field, message)) =
+                crate::model::Folder::problem(&c.name.value, &f.path.value, owner, mode)
+            {
+                let at = match field {
+                    "owner" => f.owner.as_ref().and_then(line).or_else(|| line(&f.path)),
+                    "mode" => f.mode.as_ref().and_then(line),
+                    _ => line(&f.path),
+                };
+                d.err(
+                    "persistence",
+                    &file,
+                    at,
+                    format!("persistence.folders[{i}].{field}"),
+                    message,
+                    "the engine sets the owner (`chown`, the folder and what it holds, when it differs) and mode (`chmod`, the folder itself) of the service's own folders only, before the service comes up",
+                );
+            }
+        }
         for (i, set) in c.backup.sets.iter().enumerate() {
             if set.value.paths.is_empty() {
                 d.err(

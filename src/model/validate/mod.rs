@@ -147,6 +147,9 @@ pub struct Footprint {
     pub containers: Vec<(String, Located)>,
     /// Host paths under the runtime root the instance bind-mounts writable, normalized.
     pub writable_binds: Vec<(String, Located)>,
+    /// The shipped files and folders the compose files name (relative to the service folder,
+    /// normalized; `""` is the whole folder, a build context `.`).
+    pub shipped_refs: std::collections::BTreeSet<String>,
 }
 
 /// Empty, or `<...>`: what env.example writes instead of a value.

@@ -110,23 +110,34 @@ fn agreement(i: &Input, d: &mut Diagnostics) {
                 }
             }
             Owner::All => {
-                let missing: Vec<_> = nodes
-                    .values()
-                    .filter(|n| i.raw.services_loaded(&n.id) && !n.services.contains_key(&svc.name))
-                    .map(|n| n.id.to_string())
-                    .collect();
-                if !missing.is_empty() {
+                // Reported where the fix goes: the services.yaml of each node that lacks it
+                // (a node added to the topology, most often), at its last entry.
+                for n in nodes.values() {
+                    if !i.raw.services_loaded(&n.id) || n.services.contains_key(&svc.name) {
+                        continue;
+                    }
+                    let hs = i.raw.hosts.get(&n.id).and_then(|h| h.services.as_ref());
+                    let at = hs.and_then(|hs| {
+                        hs.services.last().and_then(line).or_else(|| line(&hs.node))
+                    });
                     d.err(
                         "owner-node",
-                        &file,
-                        l,
-                        "owner_node",
+                        format!("hosts/{}/services.yaml", n.id),
+                        at,
+                        "services",
                         format!(
-                            "`all` means every node, but these do not list `{}`: {}",
+                            "`{}` has `owner_node: all` in {file} (line {}), which means every node, but `{}` does not list it",
                             svc.name,
-                            missing.join(", ")
+                            l.map_or("?".to_owned(), |l| l.to_string()),
+                            n.id
                         ),
-                        "list it in every node's services.yaml, or name one owner node",
+                        format!(
+                            "add `- name: {}` with `exposure: {}` to the services of hosts/{}/services.yaml, or give `{}` one owner node",
+                            svc.name,
+                            svc.exposure.as_str(),
+                            n.id,
+                            svc.name
+                        ),
                     );
                 }
             }

@@ -1,6 +1,7 @@
 //! No secret value in Git: a variable of `runtime.env_vars` marked secret appears in
 //! `env.example` only as a placeholder and never as a literal in a compose file or override;
-//! `env.example` and the contract declare the same variables.
+//! `env.example` and the contract declare the same variables (rule `env-example`: a
+//! disagreement there is no leak).
 //!
 //! Reads the files as written (a secret is in Git whether or not it renders). No IO here.
 
@@ -9,16 +10,21 @@ use std::collections::BTreeMap;
 use super::super::diag::Diagnostics;
 use super::super::names::ServiceName;
 use super::super::raw::line;
-use super::super::Source;
+use super::super::{ServiceFile, Source};
 use super::{contract_file, is_placeholder, literal_assignment, Input};
 
 pub(super) fn check(i: &Input, d: &mut Diagnostics) {
     // The overrides of each service, in node order, gathered once: asking every node for every
     // service's override was services × nodes (a million lookups at 10,000 services on 100).
     let mut overrides: BTreeMap<&ServiceName, Vec<&Source>> = BTreeMap::new();
+    // The host's shipped files of each service, gathered once the same way.
+    let mut host_files: BTreeMap<&ServiceName, Vec<&ServiceFile>> = BTreeMap::new();
     for node in i.lab.nodes.values() {
         for (svc, src) in &node.overrides {
             overrides.entry(svc).or_default().push(src);
+        }
+        for (svc, files) in &node.runtime_files {
+            host_files.entry(svc).or_default().extend(files);
         }
     }
     for svc in i.lab.services.values() {
@@ -26,7 +32,8 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
         let example = parse_env_example(&svc.env_example.text);
         for (name, (l, value)) in &example {
             match svc.env_vars.iter().find(|e| &e.name == name) {
-                None => d.err("secret", &svc.env_example.path, Some(*l), name.clone(), format!("`{name}` is not declared in services/{}/service.yaml", svc.name), "declare it under `runtime.env_vars` (with `secret: true` if it is one)"),
+                // Declarations that disagree are no leak: their own rule, not `secret`.
+                None => d.err("env-example", &svc.env_example.path, Some(*l), name.clone(), format!("`{name}` is not declared in services/{}/service.yaml", svc.name), "declare it under `runtime.env_vars` (with `secret: true` if it is one)"),
                 Some(e) if e.secret && !is_placeholder(value) => d.err(
                     "secret",
                     &svc.env_example.path,
@@ -41,7 +48,7 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
         for (e, spanned) in svc.env_vars.iter().zip(&raw.contract.runtime.env_vars) {
             if !example.contains_key(&e.name) {
                 d.err(
-                    "secret",
+                    "env-example",
                     contract_file(svc.name.as_str()),
                     line(&spanned.value.name),
                     "runtime.env_vars",
@@ -54,6 +61,15 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
             svc.env_vars.iter().filter(|e| e.secret).map(|e| e.name.as_str()).collect();
         let mut files = vec![&svc.compose];
         files.extend(overrides.get(&svc.name).into_iter().flatten());
+        let fix = |_: &str| {
+            format!("remove it here and put it in /opt/homelab/config/{}/.env on the node (loaded with `env_file`); rotate the committed value", svc.name)
+        };
+        let undeclared = |name: &str| {
+            format!("`{name}` looks like a secret and is set to a literal value in a file that ships from Git")
+        };
+        let undeclared_fix = |name: &str| {
+            format!("declare `{name}` under `runtime.env_vars` with `secret: true`, write `${{{name}}}` here and put the value in /opt/homelab/config/{}/.env on the node; rotate the committed value", svc.name)
+        };
         for src in files {
             for (n, text) in src.text.lines().enumerate() {
                 for name in &secrets {
@@ -65,17 +81,105 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
                             Some(n as u64 + 1),
                             (*name).to_owned(),
                             format!("the secret `{name}` is set to a literal value in Git"),
-                            format!("remove it here and put it in /opt/homelab/config/{}/.env on the node (loaded with `env_file`); rotate the committed value", svc.name),
+                            fix(name),
                         );
                     }
+                }
+                // A name that is not declared but reads like a secret (`MYSQL_ROOT_PASSWORD:
+                // example` as published projects write it).
+                if let Some((name, _)) = secret_looking_literal(text, &secrets) {
+                    d.err(
+                        "secret",
+                        &src.path,
+                        Some(n as u64 + 1),
+                        name.clone(),
+                        undeclared(&name),
+                        undeclared_fix(&name),
+                    );
+                }
+            }
+        }
+        // What ships beside the compose file is in Git too: an env file (`db.env`), a file
+        // named like a secret (`password.txt`), or a declared secret written out anywhere.
+        let shipped =
+            svc.files.iter().chain(host_files.get(&svc.name).into_iter().flatten().copied());
+        for f in shipped.filter(|f| f.binary.is_none()) {
+            let base = f.name.rsplit('/').next().unwrap_or(&f.name).to_ascii_lowercase();
+            if ["password", "passwd", "secret", "token"].iter().any(|w| base.contains(w)) {
+                let value = f.source.text.trim();
+                if !is_placeholder(value) {
+                    d.err(
+                        "secret",
+                        &f.source.path,
+                        Some(1),
+                        "",
+                        format!("`{}` is named like a secret and holds a value: it ships from Git with every release", f.name),
+                        format!("keep it on the node under `{{{{ config_dir }}}}/` (/opt/homelab/config/{}/) and point the compose file there (`secrets.<name>.file: \"{{{{ config_dir }}}}/{base}\"`); rotate the committed value", svc.name),
+                    );
+                    continue;
+                }
+            }
+            let env_file = base.ends_with(".env");
+            for (n, text) in f.source.text.lines().enumerate() {
+                for name in &secrets {
+                    let Some(value) = literal_assignment(text, name) else { continue };
+                    if !value.starts_with('$') && !is_placeholder(&value) {
+                        d.err("secret", &f.source.path, Some(n as u64 + 1), (*name).to_owned(), format!("the secret `{name}` is set to a literal value in a file that ships from Git"), fix(name));
+                    }
+                }
+                if !env_file {
+                    continue;
+                }
+                if let Some((name, _)) = secret_looking_literal(text, &secrets) {
+                    let fix = format!("move the line to /opt/homelab/config/{}/.env on the node (loaded with `env_file`) and declare `{name}` under `runtime.env_vars` with `secret: true`; rotate the committed value", svc.name);
+                    d.err(
+                        "secret",
+                        &f.source.path,
+                        Some(n as u64 + 1),
+                        name.clone(),
+                        undeclared(&name),
+                        fix,
+                    );
                 }
             }
         }
     }
 }
 
+/// Whether a variable name reads like a secret's (`DB_PASSWORD`, `ADMIN_TOKEN`, `API_KEY`); a
+/// `_FILE` variant names the file that holds one, not the secret.
+fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    !upper.ends_with("_FILE")
+        && ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "PRIVATE_KEY", "ACCESS_KEY"]
+            .iter()
+            .any(|w| upper.contains(w))
+}
+
+/// `NAME: value` or `NAME=value` (`- NAME=value`, quoted or not) on `line`, where `NAME` is an
+/// environment variable name that reads like a secret, is not among the declared `secrets`
+/// (checked by name above) and is given a literal value (not `$…`, not a placeholder).
+fn secret_looking_literal(line: &str, secrets: &[&str]) -> Option<(String, String)> {
+    let t = line.trim_start();
+    if t.starts_with('#') {
+        return None;
+    }
+    let t = t.strip_prefix("- ").map(str::trim_start).unwrap_or(t);
+    let t = t.trim_start_matches(['"', '\'']);
+    let end = t.find([':', '='])?;
+    let name = t[..end].trim_end_matches(['"', '\'']);
+    let ok = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if !ok || !looks_secret(name) || secrets.contains(&name) {
+        return None;
+    }
+    let value = literal_assignment(line, name)?;
+    (!value.starts_with('$') && !is_placeholder(&value)).then(|| (name.to_owned(), value))
+}
+
 /// `NAME=value` lines of an env.example, with their line numbers.
-fn parse_env_example(text: &str) -> BTreeMap<String, (u64, String)> {
+pub(super) fn parse_env_example(text: &str) -> BTreeMap<String, (u64, String)> {
     let mut out = BTreeMap::new();
     for (i, l) in text.lines().enumerate() {
         let l = l.trim();

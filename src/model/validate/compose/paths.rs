@@ -32,6 +32,8 @@ struct Paths<'a> {
     inst: &'a Instance,
     ctx: &'a Context<'a>,
     file: &'a str,
+    /// The shipped paths named, for `Footprint::shipped_refs`.
+    refs: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -45,7 +47,7 @@ pub(super) fn check(
     d: &mut Diagnostics,
     fp: &mut Footprint,
 ) {
-    let p = Paths { svc, inst, ctx, file };
+    let p = Paths { svc, inst, ctx, file, refs: Default::default() };
     for (key, cs) in &c.services {
         let s = &cs.value;
         let field = format!("services.{key}");
@@ -121,6 +123,7 @@ pub(super) fn check(
             }
         }
     }
+    fp.shipped_refs.extend(p.refs.into_inner());
 }
 
 /// The strings of a field Compose lets be a string, a list of strings, or a list (or map) of
@@ -252,13 +255,34 @@ impl Paths<'_> {
         }
     }
 
+    /// Records `path` as named, when it is a shipped one.
+    fn named(&self, path: &str) {
+        if matches!(self.place(path), Place::Shipped) {
+            if let Some(parts) = normalize(path) {
+                self.refs.borrow_mut().insert(parts.join("/"));
+            }
+        }
+    }
+
     /// A file or folder the compose file reads: it must reach the node.
     fn file_ref(&self, path: &str, l: Option<u64>, field: String, d: &mut Diagnostics) {
+        self.named(path);
         let svc = self.svc.name.as_str();
         let node = &self.inst.node;
         let root = self.ctx.root.trim_end_matches('/');
         let (message, fix) = match self.place(path) {
             Place::Shipped | Place::Allowed(_) => return,
+            // A variable validate could not resolve (no default, no value in env.example): the
+            // path is only known on the node, so "not shipped" would name a file that cannot be.
+            _ if path.contains('$') => (
+                format!("`{path}` holds a variable whose value the repository does not know (no default, and no value in env.example), so what it names cannot be checked: only the node knows"),
+                format!("write the path out: a file shipped under services/{svc}/, or `{{{{ config_dir }}}}/…` ({root}/config/{svc}/) for one kept on the node; or give the variable a value in env.example (or a default), which validate then checks"),
+            ),
+            // Hidden files never ship, whether or not the repository has one there.
+            Place::Missing(rel) if rel.split('/').any(|p| p.starts_with('.')) => (
+                format!("`{path}` is a hidden file (a path part starting with `.`), and hidden files never ship: services/{svc}/{rel} is left out of every release, whether or not it exists"),
+                format!("keep host-local values in `{{{{ config_dir }}}}/{}` ({root}/config/{svc}/ on the node, where homelab reads the env file) and write `{{{{ config_dir }}}}/{}` here; or ship it under a name without a leading `.`", rel.rsplit('/').next().unwrap_or(&rel), rel.rsplit('/').next().unwrap_or(&rel)),
+            ),
             Place::Missing(rel) => (
                 format!("`{path}` is not shipped with the service: neither services/{svc}/{rel} nor hosts/{node}/runtime/{svc}/{rel} exists"),
                 format!("add it to services/{svc}/ so it is reviewed and shipped with every release, or keep host-local files under `{{{{ config_dir }}}}` ({root}/config/{svc}/) and data under `{{{{ data_dir }}}}` ({root}/data/{svc}/)"),
@@ -277,7 +301,11 @@ impl Paths<'_> {
 
     fn mount(&self, source: &str, ro: bool, at: Located, d: &mut Diagnostics, fp: &mut Footprint) {
         let relative = !source.starts_with(['/', '~']);
+        self.named(source);
         if relative && !ro {
+            // One problem, one fix: a writable folder is data, which belongs in the data
+            // folder, never shipped (a second error saying "add it to services/<svc>/" would
+            // contradict this one).
             d.err(
                 "release-mount",
                 &at.file,
@@ -286,6 +314,7 @@ impl Paths<'_> {
                 format!("`{source}` is mounted writable from the release folder, which is replaced on every update: what the container writes there stays behind in the old release"),
                 "use `{{ data_dir }}` for what the container writes, or mount the file read-only (`:ro`, `read_only: true`)",
             );
+            return;
         }
         if !ro {
             if let Place::Allowed(abs) = self.place(source) {
