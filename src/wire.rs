@@ -66,6 +66,13 @@ pub enum Request {
         plan: String,
         seq: u64,
     },
+    /// The node's new event bytes past the observer's `cursors` (`day offset inode` lines),
+    /// at most `budget` bytes: [`Reply::Events`].
+    Events {
+        node: String,
+        cursors: String,
+        budget: u64,
+    },
     /// A dependency on another node settled (`ok`: at its new version), for the engine's
     /// services that wait for it.
     Settled {
@@ -127,6 +134,10 @@ pub enum Reply {
     },
     /// The confirmation was recorded for the engine.
     Confirmed,
+    /// The pull script's answer (`world::pull`), base64.
+    Events {
+        base64: String,
+    },
 }
 
 impl Reply {

@@ -70,19 +70,34 @@ pub fn pin(
 ) -> Result<(), BootstrapError> {
     for (name, bytes) in files {
         let path = format!("{trust_dir}/{name}");
-        let out = exec
-            .run(&["sh", "-c", WRITE, "homelab", &path], bytes, Duration::from_secs(30))
-            .map_err(|source| BootstrapError::Exec { node: node.to_owned(), source })?;
-        if !out.success() {
-            return Err(BootstrapError::Step {
-                node: node.to_owned(),
-                step: "pinning the trust roots",
-                status: out.status,
-                stderr: out.stderr_text(),
-            });
-        }
+        run(exec, node, "pinning the trust roots", WRITE, &[&path], bytes)?;
     }
     Ok(())
+}
+
+/// `script` with `args` on the node; its stdout, or the step's failure.
+fn run(
+    exec: &dyn NodeExec,
+    node: &str,
+    step: &'static str,
+    script: &str,
+    args: &[&str],
+    stdin: &[u8],
+) -> Result<String, BootstrapError> {
+    let mut argv = vec!["sh", "-c", script, "homelab"];
+    argv.extend_from_slice(args);
+    let out = exec
+        .run(&argv, stdin, Duration::from_secs(30))
+        .map_err(|source| BootstrapError::Exec { node: node.to_owned(), source })?;
+    if !out.success() {
+        return Err(BootstrapError::Step {
+            node: node.to_owned(),
+            step,
+            status: out.status,
+            stderr: out.stderr_text(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The `authorized_keys` line of a deploy key: `public` (`TYPE BASE64 [COMMENT]`) restricted
@@ -129,18 +144,8 @@ pub fn deploy_key(
     write: bool,
 ) -> Result<bool, BootstrapError> {
     let mode = if write { "write" } else { "check" };
-    let out = exec
-        .run(&["sh", "-c", KEY, "homelab", line, blob, mode, file], b"", Duration::from_secs(30))
-        .map_err(|source| BootstrapError::Exec { node: node.to_owned(), source })?;
-    if !out.success() {
-        return Err(BootstrapError::Step {
-            node: node.to_owned(),
-            step: "installing the deploy key",
-            status: out.status,
-            stderr: out.stderr_text(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim() != "absent")
+    let said = run(exec, node, "installing the deploy key", KEY, &[line, blob, mode, file], b"")?;
+    Ok(said.trim() != "absent")
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //!   then the engine started for it, detached (or, when one already runs the plan, followed),
 //!   its progress streamed until its last line; `settled` messages read meanwhile;
 //! - `attach`: the progress of the plan's latest engine run, from its first line;
-//! - `confirm`: a fresh connection's proof for the engine's dead-man.
+//! - `confirm`: a fresh connection's proof for the engine's dead-man;
+//! - `events`: the node's new event bytes past an observer's cursors.
 //!
 //! A session that ends (the link, a killed controller) leaves the engine running.
 
@@ -97,6 +98,36 @@ pub fn serve(
             let reply = match confirm(&folder, seq) {
                 Ok(()) => Reply::Confirmed,
                 Err(reason) => Reply::Refused { reason },
+            };
+            wire::send(output, &reply)
+        }
+        Request::Events { node, cursors, budget } => {
+            let Ok(node) = crate::model::NodeName::parse(&node) else {
+                return wire::send(
+                    output,
+                    &Reply::Refused { reason: "not a node name".to_owned() },
+                );
+            };
+            let exec = LocalExec::new(layout.root().to_owned(), super::docker_socket());
+            let budget = budget.to_string();
+            let events = layout.events_root();
+            let argv = [
+                "sh",
+                "-c",
+                crate::world::pull::PULL_SCRIPT,
+                "sh",
+                &events,
+                node.as_str(),
+                &budget,
+            ];
+            let reply = match exec.run(&argv, cursors.as_bytes(), Duration::from_secs(120)) {
+                Ok(out) if out.success() => {
+                    Reply::Events { base64: crate::digest::base64_encode(&out.stdout) }
+                }
+                Ok(out) => Reply::Refused {
+                    reason: format!("cannot read its events: {}", out.stderr_text()),
+                },
+                Err(e) => Reply::Refused { reason: format!("cannot read its events: {e}") },
             };
             wire::send(output, &reply)
         }

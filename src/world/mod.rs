@@ -88,6 +88,9 @@ pub fn pass(
             .map(|n| {
                 let c = cursors.get(n.id.as_str()).unwrap_or(&empty);
                 s.spawn(move || {
+                    if let Some(read) = pull::pull_by_session(transport, n, c, budget) {
+                        return read;
+                    }
                     let exec = transport.connect(n).map_err(|e| e.to_string())?;
                     let events_root = Layout::new(exec.root()).events_root();
                     pull::pull(exec.as_ref(), &events_root, n.id.as_str(), c, budget)

@@ -36,7 +36,7 @@ pub const BUDGET: u64 = 8 << 20;
 /// the cursors on stdin (`day offset inode` lines), and answers per file
 /// `file DAY INODE SIZE FROM N`, then N bytes from FROM and a newline; then `end`. `$1` is the
 /// events folder, `$2` the node, `$3` the byte budget of the pass.
-const PULL_SCRIPT: &str = r#"set -u
+pub const PULL_SCRIPT: &str = r#"set -u
 ev=$1; node=$2; left=$3
 echo "homelab-events 1"
 if [ -e "$ev" ] && [ ! -d "$ev" ]; then echo "$ev is not a folder" >&2; exit 3; fi
@@ -83,6 +83,51 @@ pub struct FileRead {
     pub bytes: Vec<u8>,
 }
 
+/// The cursors as the pull script reads them on stdin: `day offset inode` lines.
+pub fn cursor_lines(cursors: &NodeCursors) -> String {
+    let mut stdin = String::new();
+    for (day, c) in cursors {
+        stdin.push_str(&format!("{day} {} {}\n", c.offset, c.inode));
+    }
+    stdin
+}
+
+/// Reads the node's new event bytes through its own homelab (`node serve`): one session, and
+/// all a deploy key restricted to it can do. `None` where the transport has no sessions or the
+/// node has no homelab yet (then [`pull`] reads them over the shell).
+pub fn pull_by_session(
+    transport: &dyn crate::transport::Transport,
+    node: &crate::model::Node,
+    cursors: &NodeCursors,
+    budget: u64,
+) -> Option<Result<Vec<FileRead>, String>> {
+    use crate::wire::{self, Opened, Reply, Request};
+    let mut session = match wire::open(transport, node) {
+        Ok(s) => s,
+        Err(Opened::Here | Opened::NotInstalled(_)) => return None,
+        Err(Opened::Mismatch(r) | Opened::Refused(r) | Opened::Unreachable(r)) => {
+            return Some(Err(r))
+        }
+    };
+    let request =
+        Request::Events { node: node.id.to_string(), cursors: cursor_lines(cursors), budget };
+    let sent = match session.input.as_mut() {
+        Some(input) => wire::send(input, &request),
+        None => Ok(()),
+    };
+    session.input = None;
+    Some(match sent.and_then(|()| wire::receive::<Reply>(&mut session.output)) {
+        Ok(Some(Reply::Events { base64 })) => crate::digest::base64_decode(base64.as_bytes())
+            .ok_or_else(|| "unexpected answer from the node: not base64".to_owned())
+            .and_then(|bytes| {
+                parse(&bytes).map_err(|e| format!("unexpected answer from the node: {e}"))
+            }),
+        Ok(Some(Reply::Refused { reason })) => Err(reason),
+        Ok(Some(other)) => Err(format!("the node's homelab answered out of turn: {other:?}")),
+        Ok(None) | Err(_) => Err(session.ended().1),
+    })
+}
+
 /// Reads the node's new event bytes: one command. An error is why the node could not be read.
 pub fn pull(
     exec: &dyn NodeExec,
@@ -91,10 +136,7 @@ pub fn pull(
     cursors: &NodeCursors,
     budget: u64,
 ) -> Result<Vec<FileRead>, String> {
-    let mut stdin = String::new();
-    for (day, c) in cursors {
-        stdin.push_str(&format!("{day} {} {}\n", c.offset, c.inode));
-    }
+    let stdin = cursor_lines(cursors);
     let budget = budget.to_string();
     let out = exec
         .run(

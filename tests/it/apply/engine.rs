@@ -15,12 +15,7 @@ impl Site {
     fn deploy_key(&self) -> PathBuf {
         let key = self.repo.path().join(".deploy_key");
         if !key.exists() {
-            let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "deploy@test", "-f"])
-                .arg(&key)
-                .output()
-                .unwrap();
-            assert!(out.status.success());
+            keygen(&key, "deploy@test");
         }
         key
     }
@@ -89,6 +84,16 @@ impl Site {
         let _ = child.wait();
         replies
     }
+}
+
+/// A new ed25519 key pair at `path` (and `path.pub`).
+fn keygen(path: &Path, comment: &str) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// Every path under `dir`, for "nothing was written".
@@ -216,6 +221,11 @@ fn a_restricted_deploy_key_applies_approved_plans_through_the_engine_and_nothing
         "{journal}"
     );
     assert_eq!(site.detailed(), 0, "the nodes are at the plan's state");
+    // The observer's pulls go through `node serve` too.
+    let observed = site.as_deployer(&["observe", "--once"]);
+    assert_eq!(observed.code, 0, "{}\n{}", observed.stdout, observed.stderr);
+    let deployments = fs::read_to_string(site.ctl.join("world/deployments.json")).unwrap();
+    assert!(deployments.contains(&plan_id), "{deployments}");
 
     // Bad bundles, sent over the restricted key as a hostile controller would: each refused by
     // the node before anything is written there.
@@ -481,12 +491,7 @@ fn a_trust_root_rotation_reaches_a_node_only_in_a_plan_approved_under_its_old_ro
 
     // A second approver, added to the repository's roots, with a change on alpha.
     let second = site.repo.path().join(".second_key");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "second@test", "-f"])
-        .arg(&second)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    keygen(&second, "second@test");
     let public = fs::read_to_string(second.with_extension("pub")).unwrap();
     let public: Vec<&str> = public.split_whitespace().take(2).collect();
     site.edit("inventory/allowed_signers", |s| {
