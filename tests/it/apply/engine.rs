@@ -293,11 +293,17 @@ fn a_restricted_deploy_key_applies_approved_plans_through_the_engine_and_nothing
 }
 
 impl Site {
-    /// Every node bootstrapped with the operator's lab key (the binary and the trust roots):
-    /// applies go through the nodes' engines.
+    /// Every node given what bootstrap leaves for the engine — this binary at
+    /// `<root>/bin/homelab` and the trust roots (`homelab node pin`) — without the agents'
+    /// image it also builds (the restricted-key test runs the whole bootstrap): applies go
+    /// through the nodes' engines.
     fn with_engines(self) -> Site {
         for node in NODES {
-            let out = self.homelab(&["bootstrap", node, "--yes"]);
+            let bin = self.root(node).join("bin");
+            fs::create_dir_all(&bin).unwrap();
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_homelab"), bin.join("homelab")).unwrap();
+            let root = self.root(node);
+            let out = self.homelab(&["node", "pin", node, "--into", root.to_str().unwrap()]);
             assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
         }
         self
