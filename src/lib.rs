@@ -24,6 +24,9 @@
 //!   ├─ ui                         the operator page: world, plans, events; approvals handed in
 //!   ├─ forge                      Forgejo's REST API: the plan's pull request, comment, status
 //!   └─ events                     append-only event lines
+//! engine (serve, trust, run)      the node's side: `homelab node serve`, bundles checked against
+//!                                 the node's trust roots, one detached engine per plan
+//! wire                            the node protocol: frames, hello, requests and replies
 //! node (Layout, records)          every path under a runtime root and every record kept there
 //! clock, digest, files, git       time formatting, SHA-256 and HMAC, atomic writes, the Git tree
 //! http                            what the forge and telegram clients share: agent, retries, scrub
