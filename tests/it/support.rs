@@ -83,6 +83,17 @@ impl Tree {
         }
         copy_tree(&overlay, tree.path());
         let _ = fs::remove_file(tree.path().join("REMOVE"));
+        // Hidden files (`.env`) are written from `DOTFILES` (`path=one line`), never committed:
+        // a tracked `.env` looks like a secret in Git.
+        let dotfiles = tree.path().join("DOTFILES");
+        if let Ok(text) = fs::read_to_string(&dotfiles) {
+            for (path, line) in text.lines().filter_map(|l| l.split_once('=')) {
+                let p = tree.path().join(path);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(p, format!("{line}\n")).unwrap();
+            }
+            fs::remove_file(&dotfiles).unwrap();
+        }
         tree
     }
 
