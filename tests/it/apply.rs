@@ -1428,25 +1428,45 @@ fn round_trips_per_node_are_pinned_for_fresh_no_op_and_one_change() {
             .collect();
         (per_node, completed)
     };
+    // alpha's events on the node, as whole lines.
+    let events_of_alpha = || -> (String, Vec<serde_json::Value>) {
+        let mut lines = String::new();
+        for day in fs::read_dir(site.root("alpha").join("events")).unwrap() {
+            lines += &fs::read_to_string(day.unwrap().path().join("alpha/events.jsonl")).unwrap();
+        }
+        let events = lines.lines().map(|l| serde_json::from_str(l).expect("whole lines")).collect();
+        (lines, events)
+    };
+    // A healthcheck that fails its first try (a container still starting on a loaded machine)
+    // is tried again, which is a command of its own: each such try may cost one more round
+    // trip (fewer when another service's command travels with it), never more. The node
+    // records every failed try as an event of the plan.
+    let pinned = |id: &str, trips: u64, base: u64| {
+        let retried = events_of_alpha()
+            .1
+            .iter()
+            .filter(|e| e["type"] == "healthcheck_failed" && e["correlation_id"] == id)
+            .count() as u64;
+        assert!(
+            (base..=base + retried).contains(&trips),
+            "{trips} round trips: {base}, plus at most {retried} healthcheck tries again"
+        );
+    };
     let id = site.plan_and_approve();
     let (fresh, services) = trips(&id);
     assert!(services >= 3, "alpha holds several services: {services}");
     // alpha: agent and cache side by side, web after cache: 4 + 2 × 2 levels, not 3 + 3 × 3.
     assert_eq!(services, 3);
     // Plus one: the session that finds the node has no engine (not bootstrapped).
-    assert_eq!(fresh["alpha"], 9, "fresh: {fresh:?}");
+    pinned(&id, fresh["alpha"], 9);
     // The records travelled with the stage commands: every stage of every service has its
     // event on the node, in order, as the guide names them.
-    let mut lines = String::new();
-    for day in fs::read_dir(site.root("alpha").join("events")).unwrap() {
-        lines += &fs::read_to_string(day.unwrap().path().join("alpha/events.jsonl")).unwrap();
-    }
-    let events: Vec<serde_json::Value> =
-        lines.lines().map(|l| serde_json::from_str(l).expect("whole lines")).collect();
+    let (lines, events) = events_of_alpha();
     let of = |svc: &str| -> Vec<String> {
         events
             .iter()
             .filter(|e| e["service"] == svc && e["correlation_id"] == id.as_str())
+            .filter(|e| e["type"] != "healthcheck_failed")
             .map(|e| match e["data"]["stage"].as_str() {
                 Some(stage) => format!("{}:{stage}", e["type"].as_str().unwrap()),
                 None => e["type"].as_str().unwrap().to_owned(),
@@ -1473,7 +1493,7 @@ fn round_trips_per_node_are_pinned_for_fresh_no_op_and_one_change() {
     site.edit("services/cache/docker-compose.yml", |s| s.replace("\"8081\"]", "\"8082\"]"));
     let id = site.plan_and_approve();
     let (one, _) = trips(&id);
-    assert_eq!(one["alpha"], 7, "one change on a node holding {services}: {one:?}");
+    pinned(&id, one["alpha"], 7);
     assert_eq!(one.get("edge-a").copied().unwrap_or(0), 0, "{one:?}");
 
     // Housekeeping (policy `keep_releases: 2`): after a third release of cache, its oldest is
@@ -1484,7 +1504,7 @@ fn round_trips_per_node_are_pinned_for_fresh_no_op_and_one_change() {
     site.edit("services/cache/docker-compose.yml", |s| s.replace("\"8082\"]", "\"8083\"]"));
     let id = site.plan_and_approve();
     let (last, _) = trips(&id);
-    assert_eq!(last["alpha"], 7, "{last:?}");
+    pinned(&id, last["alpha"], 7);
     let alpha = site.root("alpha");
     let releases: Vec<String> = fs::read_dir(alpha.join("state/releases/cache"))
         .unwrap()
