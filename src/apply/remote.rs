@@ -214,6 +214,148 @@ rel=$release; svc=$2; envf=$3; log=$4; shift 4
     validate_body!()
 );
 
+/// The service's data around a change (issue 18), as shell functions of the scripts that change
+/// a service; they need `$svc` (the compose project). `hl_data MODE ...` runs the data
+/// arguments of a script: `-` (nothing), or `snap SNAPSHOT STOP MINFREE ROOT N PATH...` or
+/// `restore SNAPSHOT STOP MINFREE ROOT N PATH...` (the same arguments both ways, `STOP` being
+/// `stop` or `live`, the paths relative to `ROOT`); it sets `$hl_shift` to the number of
+/// arguments it used.
+///
+/// `hl_snapshot`: before a change, copies the service's folders that exist and the named
+/// volumes of its compose project into the folder `SNAPSHOT` (0700), with owners, modes,
+/// xattrs and symlinks kept: a reflink copy where the file system clones (`cp -a
+/// --reflink=always`), otherwise a compressed archive of the folder (`tar --xattrs`). A folder
+/// that does not exist is recorded as absent. The copy is made in `SNAPSHOT.tmp` and renamed
+/// into place once whole (with a `complete` mark), so a snapshot cut short is made again from
+/// the start and one already complete (an earlier run of this deploy) is kept as it is. Before
+/// anything stops it checks the space: with the copy counted whole, the disk holding the
+/// snapshots must keep `MINFREE` percent free, or it refuses (exit 71, nothing stopped or
+/// changed). With `STOP` = `stop` the project's running containers are stopped for the copy
+/// (the change that follows recreates them; a copy that fails starts them again, exit 71).
+/// Prints `hl-data: snapshot ID ITEMS KIB`.
+///
+/// `hl_restore`: stops the project's containers and puts every item of a complete snapshot
+/// back (what the folder holds is replaced; an absent one is emptied), its own owner and mode
+/// included; prints `hl-data: restored ID ITEMS`, or `hl-data: no snapshot` when there is none
+/// to restore. Idempotent: a restore cut short is run again whole. Fails with exit 72.
+macro_rules! data_fns {
+    () => {
+        r#"hl_stop_project() {
+  ids=$(docker ps -q --filter "label=com.docker.compose.project=$svc") || return 1
+  # $ids unquoted: Docker's hex ids, one word each.
+  [ -z "$ids" ] || docker stop $ids > /dev/null
+}
+hl_snapshot() {
+  snap=$1; stop=$2; minfree=$3; droot=$4; n=$5; shift 5
+  id=${snap##*/}
+  if [ -f "$snap/complete" ]; then echo "hl-data: snapshot $id $(grep -cE '^(path|volume) ' "$snap/manifest") 0"; return 0; fi
+  tmp=$snap.tmp
+  rm -rf -- "$tmp"; mkdir -p -- "${snap%/*}"; mkdir -m 700 -- "$tmp" || return 71
+  : > "$tmp/manifest"
+  need=0; what=""; i=0
+  while [ "$n" -gt 0 ]; do
+    p=$1; shift; n=$((n - 1)); src=$droot/$p
+    if [ ! -e "$src" ] && [ ! -L "$src" ]; then printf 'absent 0 - %s
+' "$src" >> "$tmp/manifest"; continue; fi
+    i=$((i + 1))
+    printf 'path %s %s %s
+' "$i" "$(stat -c %u:%g:%a -- "$src")" "$src" >> "$tmp/manifest"
+    k=$(du -sk -- "$src" | cut -f1); k=${k:-0}; need=$((need + k)); what="$what, $p $k KiB"
+  done
+  vols=$(docker volume ls -q --filter "label=com.docker.compose.project=$svc") || { echo "docker volume ls failed" >&2; rm -rf -- "$tmp"; return 71; }
+  for v in $vols; do
+    mp=$(docker volume inspect -f '{{.Mountpoint}}' "$v") || { rm -rf -- "$tmp"; return 71; }
+    if [ ! -r "$mp" ]; then echo "the snapshot cannot read volume $v at $mp: the node's homelab user needs root for snapshots" >&2; rm -rf -- "$tmp"; return 71; fi
+    i=$((i + 1))
+    printf 'volume %s %s %s %s
+' "$i" "$(stat -c %u:%g:%a -- "$mp")" "$v" "$mp" >> "$tmp/manifest"
+    k=$(du -sk -- "$mp" | cut -f1); k=${k:-0}; need=$((need + k)); what="$what, volume $v $k KiB"
+  done
+  df=$(df -Pk -- "$tmp" | awk 'NR == 2 { print $2, $4 }')
+  total=${df% *}; avail=${df#* }
+  case "$total$avail" in ''|*[!0-9]*) echo "df found no free space figure for $tmp" >&2; rm -rf -- "$tmp"; return 71 ;; esac
+  left=$((avail - need))
+  if [ "$total" -gt 0 ] && [ $((left * 100)) -lt $((total * minfree)) ]; then
+    echo "the snapshot before this change needs $need KiB (${what#, }); the disk holding ${snap%/*/*} has $avail KiB free of $total KiB, so it would leave $((left * 100 / total))% free, under the node's threshold of $minfree% (snapshot_min_free in inventory/topology.yaml): nothing was stopped or changed; free space on the node, then apply again" >&2
+    rm -rf -- "$tmp"; return 71
+  fi
+  stopped=""
+  if [ "$stop" = stop ]; then
+    hl_stop_project || { echo "stopping $svc for its snapshot failed" >&2; rm -rf -- "$tmp"; return 71; }
+    stopped=1
+  fi
+  failed=""
+  while read -r kind j own rest; do
+    case $kind in
+      path) src=$rest ;;
+      volume) src=${rest#* } ;;
+      *) continue ;;
+    esac
+    if [ -d "$src" ] && [ ! -L "$src" ]; then
+      if ! cp -a --reflink=always -- "$src" "$tmp/$j" 2>/dev/null; then
+        rm -rf -- "$tmp/$j"
+        tar --xattrs --xattrs-include='*' --numeric-owner -C "$src" -czpf "$tmp/$j.tgz" . 2> "$tmp/err" || { failed="$src: $(head -c 300 "$tmp/err")"; break; }
+      fi
+    else
+      cp -a --reflink=auto -- "$src" "$tmp/$j" 2> "$tmp/err" || { failed="$src: $(head -c 300 "$tmp/err")"; break; }
+    fi
+  done < "$tmp/manifest"
+  if [ -n "$failed" ]; then
+    rm -rf -- "$tmp"
+    [ -z "$stopped" ] || docker start $(docker ps -aq --filter "label=com.docker.compose.project=$svc") > /dev/null 2>&1 || true
+    echo "the snapshot before this change failed ($failed): nothing was changed" >&2; return 71
+  fi
+  rm -f -- "$tmp/err"
+  : > "$tmp/complete"
+  sync -f -- "$tmp"
+  mv -- "$tmp" "$snap"; sync -- "${snap%/*}"
+  echo "hl-data: snapshot $id $i $need"
+}
+hl_restore() {
+  snap=$1; id=${snap##*/}
+  if [ ! -f "$snap/complete" ]; then echo "hl-data: no snapshot"; return 0; fi
+  hl_stop_project || { echo "stopping $svc to restore its data failed" >&2; return 72; }
+  items=0
+  while read -r kind j own rest; do
+    case $kind in
+      absent)
+        if [ -d "$rest" ] && [ ! -L "$rest" ]; then find "$rest" -mindepth 1 -delete || return 72
+        else rm -f -- "$rest" || return 72; fi
+        continue ;;
+      path) dst=$rest ;;
+      volume) dst=${rest#* } ;;
+      *) continue ;;
+    esac
+    items=$((items + 1))
+    if [ -d "$snap/$j" ] && [ ! -L "$snap/$j" ] || [ -f "$snap/$j.tgz" ]; then
+      [ ! -L "$dst" ] || rm -f -- "$dst"
+      [ -d "$dst" ] || { rm -f -- "$dst"; mkdir -p -- "$dst"; } || return 72
+      find "$dst" -mindepth 1 -delete || { echo "emptying $dst failed" >&2; return 72; }
+      if [ -d "$snap/$j" ]; then cp -a --reflink=auto -- "$snap/$j/." "$dst/" || return 72
+      else tar --xattrs --xattrs-include='*' --numeric-owner -C "$dst" -xzpf "$snap/$j.tgz" || return 72; fi
+      chown -- "${own%:*}" "$dst" && chmod -- "${own##*:}" "$dst" || return 72
+    else
+      rm -rf -- "$dst" && cp -a --reflink=auto -- "$snap/$j" "$dst" || return 72
+    fi
+  done < "$snap/manifest"
+  sync -f -- "$snap" 2>/dev/null || true
+  echo "hl-data: restored $id $items"
+}
+hl_data() {
+  hl_shift=1
+  [ "${1:--}" != - ] || return 0
+  m=$1; snap=$2; stop=$3; minfree=$4; droot=$5; n=$6
+  hl_shift=$((6 + n))
+  shift 6
+  case $m in
+    snap) hl_snapshot "$snap" "$stop" "$minfree" "$droot" "$n" "$@" ;;
+    restore) hl_restore "$snap" ;;
+  esac
+}
+"#
+    };
+}
+
 /// Points the live link of a service at a release (atomic symlink rename) and brings the
 /// project up. Idempotent: running it again after a dropped link converges to the same state.
 /// A live folder that is not a link (deployed by hand) is kept among the releases. The tenth
@@ -221,15 +363,21 @@ rel=$release; svc=$2; envf=$3; log=$4; shift 4
 /// `UID:GID` or `-`, octal mode or `-`): created, given their owner (the folder and what it
 /// holds, only when the folder's own owner differs, so a large data folder is walked once) and
 /// their mode (the folder itself), before the project comes up. Counted, not taken to the
-/// end: the dead-man runs this script with more arguments after its own.
+/// end: the dead-man runs this script with more arguments after its own. Before the folders
+/// come the data arguments (`data_fns`): a deploy snapshots the service's data first, a
+/// rollback restores the snapshot its deploy took, both before anything else.
 const SWITCH_AND_UP: &str = concat!(
     r#"set -eu
 svc=$1; rel=$2; live=$3; services=$4; data=$5; logs=$6; releases=$7; envf=$8; log=$9
 shift 9
-k=${1:-0}; [ $# -eq 0 ] || shift
 "#,
     compose_fn!(),
-    r#"mkdir -p -- "$services" "$data" "$logs"
+    data_fns!(),
+    r#"rc=0; hl_data "$@" || rc=$?
+[ "$rc" = 0 ] || exit "$rc"
+shift "$hl_shift"
+k=${1:-0}; [ $# -eq 0 ] || shift
+mkdir -p -- "$services" "$data" "$logs"
 while [ "$k" -gt 0 ]; do
   f=$1; o=$2; m=$3; shift 3; k=$((k - 1))
   mkdir -p -- "$f"
@@ -253,18 +401,24 @@ logged compose up -d --build --remove-orphans --force-recreate
 );
 
 /// Takes a project down and removes its live link (releases are kept for rollback).
+/// Then the data arguments (`data_fns`): a delete snapshots the service's data before it
+/// goes down (the last snapshot is kept), the rollback of a first deploy restores what was
+/// there before it, after the project is down.
 const DOWN_AND_UNLINK: &str = concat!(
     r#"set -eu
-svc=$1; live=$2; services=$3; envf=$4
+svc=$1; live=$2; services=$3; envf=$4; shift 4
 "#,
     compose_fn!(),
-    r#"if [ -e "$live" ]; then
+    data_fns!(),
+    r#"if [ "${1:--}" = snap ]; then rc=0; hl_data "$@" || rc=$?; [ "$rc" = 0 ] || exit "$rc"; fi
+if [ -e "$live" ]; then
   cd -- "$live"
   compose down --remove-orphans
   cd /
 fi
 rm -f -- "$live"
 sync -- "$services" 2>/dev/null || true
+if [ "${1:--}" = restore ]; then rc=0; hl_data "$@" || rc=$?; [ "$rc" = 0 ] || exit "$rc"; fi
 "#
 );
 
@@ -461,7 +615,8 @@ fi
 /// The end of a node's run in one command: the records it carries, then the plan recorded as
 /// consumed (`$2`, written to `$1`, when `$1` is not empty), then housekeeping (`$5` releases
 /// kept per service: of each `releases live` pair after `$7`, the older releases are removed,
-/// never the live one nor a staging folder; of the apply journals under `$6`, finished ones
+/// never the live one nor a staging folder (pairs `snapshots -` prune a service's snapshots the
+/// same way); of the apply journals under `$6`, finished ones
 /// beyond the newest `$5` and never this plan's `$7`), then the lock released if its holder is
 /// still ours (stdin).
 const FINISH: &str = r#"set -eu
@@ -476,7 +631,7 @@ while [ $# -ge 2 ]; do
   cur=$(readlink -- "$live" 2>/dev/null) || cur=""
   n=0
   for r in $(ls -1t -- "$rels" 2>/dev/null); do
-    case $r in .staging-*) continue ;; esac
+    case $r in .staging-*|*.tmp) continue ;; esac
     n=$((n + 1))
     if [ "$n" -le "$keep" ] || [ "$rels/$r" = "$cur" ]; then continue; fi
     rm -rf -- "${rels:?}/$r"
@@ -767,6 +922,76 @@ pub fn validate(
     ok(sh(exec, carry, VALIDATE, &args, b"", LONG, true)?, "validate").map(|_| ())
 }
 
+/// What a step does with the service's data (issue 18; see `data_fns`).
+#[derive(Clone, Copy)]
+pub enum Data<'a> {
+    /// Nothing (a plan written before snapshots, or a step that does not change the service).
+    Keep,
+    /// Snapshot before the change, into `dir`.
+    Snapshot { dir: &'a str, spec: &'a crate::plan::Snapshot },
+    /// Restore the snapshot in `dir`, taken before the change being undone.
+    Restore { dir: &'a str },
+}
+
+impl Data<'_> {
+    /// The script's data arguments.
+    fn args(&self, layout: &Layout) -> Vec<String> {
+        let (mode, dir, spec) = match self {
+            Data::Keep => return vec!["-".to_owned()],
+            Data::Snapshot { dir, spec } => ("snap", dir, Some(spec)),
+            Data::Restore { dir } => ("restore", dir, None),
+        };
+        let mut args = vec![mode.to_owned(), (*dir).to_owned()];
+        match spec {
+            Some(s) => {
+                args.push(if s.stop { "stop" } else { "live" }.to_owned());
+                args.push(s.min_free.to_string());
+                args.push(layout.root().trim_end_matches('/').to_owned());
+                args.push(s.paths.len().to_string());
+                args.extend(s.paths.iter().cloned());
+            }
+            None => {
+                args.extend(["live".to_owned(), "0".to_owned(), layout.root().to_owned()]);
+                args.push("0".to_owned());
+            }
+        }
+        args
+    }
+}
+
+/// What the data part of a step's output said: the snapshot it took or the one it restored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DataSaid {
+    /// `(id, items, KiB)` of the snapshot taken (or kept from an earlier run).
+    pub snapshot: Option<(String, u64, u64)>,
+    /// `(id, items)` of the snapshot restored.
+    pub restored: Option<(String, u64)>,
+}
+
+impl DataSaid {
+    pub fn read(stdout: &str) -> DataSaid {
+        let mut said = DataSaid::default();
+        for l in stdout.lines() {
+            let Some(rest) = l.strip_prefix("hl-data: ") else { continue };
+            let w: Vec<&str> = rest.split(' ').collect();
+            let num = |i: usize| w.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            match w.first() {
+                Some(&"snapshot") if w.len() >= 2 => {
+                    said.snapshot = Some((w[1].to_owned(), num(2), num(3)))
+                }
+                Some(&"restored") if w.len() >= 2 => {
+                    said.restored = Some((w[1].to_owned(), num(2)))
+                }
+                _ => {}
+            }
+        }
+        said
+    }
+}
+
+/// A snapshot that refused or failed before the change: nothing was changed (exit 71).
+pub const SNAPSHOT_REFUSED: i32 = 71;
+
 /// A deploy's dead-man rollback (see `ARM`): where its decision is kept, how long the node
 /// waits for the controller's confirmation after `compose up`, and what it rolls back to.
 pub struct Deadman<'a> {
@@ -795,8 +1020,9 @@ pub fn switch_and_up(
     job_dir: &str,
     deadman: Option<&Deadman<'_>>,
     folders: &[crate::model::Folder],
-) -> Result<(), StepError> {
-    let up_args = |rel: &'_ str, log: &'_ str| -> Vec<String> {
+    data: Data<'_>,
+) -> Result<DataSaid, StepError> {
+    let up_args = |rel: &'_ str, log: &'_ str, data: Data<'_>| -> Vec<String> {
         let mut args = vec![
             svc.to_owned(),
             rel.to_owned(),
@@ -807,8 +1033,9 @@ pub fn switch_and_up(
             layout.releases(svc),
             layout.env_file(svc),
             log.to_owned(),
-            folders.len().to_string(),
         ];
+        args.extend(data.args(layout));
+        args.push(folders.len().to_string());
         for f in folders {
             args.push(format!("{}/{}", layout.root().trim_end_matches('/'), f.path));
             args.push(f.owner.clone().unwrap_or_else(|| "-".to_owned()));
@@ -820,12 +1047,23 @@ pub fn switch_and_up(
     match deadman {
         None => all.push(String::new()),
         Some(d) => {
+            // The node's own rollback restores the snapshot this deploy takes.
+            let restore = match data {
+                Data::Snapshot { dir, .. } => Data::Restore { dir },
+                _ => Data::Keep,
+            };
             let (script, back) = match d.previous {
-                Some(prev) => (SWITCH_AND_UP, up_args(prev, d.log)),
-                None => (
-                    DOWN_AND_UNLINK,
-                    vec![svc.to_owned(), layout.live(svc), layout.services(), layout.env_file(svc)],
-                ),
+                Some(prev) => (SWITCH_AND_UP, up_args(prev, d.log, restore)),
+                None => {
+                    let mut back = vec![
+                        svc.to_owned(),
+                        layout.live(svc),
+                        layout.services(),
+                        layout.env_file(svc),
+                    ];
+                    back.extend(restore.args(layout));
+                    (DOWN_AND_UNLINK, back)
+                }
             };
             all.extend([
                 d.dir.to_owned(),
@@ -843,10 +1081,11 @@ pub fn switch_and_up(
         }
     }
     all.extend([job_dir.to_owned(), SWITCH_AND_UP.to_owned(), "homelab".to_owned()]);
-    all.extend(up_args(release, log));
+    all.extend(up_args(release, log, data));
     let args: Vec<&str> = all.iter().map(String::as_str).collect();
     let script = format!("{ARM}{JOB}");
-    ok(sh(exec, carry, &script, &args, b"", LONG, true)?, "docker compose up").map(|_| ())
+    let out = ok(sh(exec, carry, &script, &args, b"", LONG, true)?, "docker compose up")?;
+    Ok(DataSaid::read(&String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Takes the project down and removes its live link, as the detached job `job_dir`.
@@ -856,9 +1095,13 @@ pub fn down_and_unlink(
     layout: &Layout,
     svc: &str,
     job_dir: &str,
-) -> Result<(), StepError> {
-    let args = [svc, &layout.live(svc), &layout.services(), &layout.env_file(svc)];
-    job(exec, carry, job_dir, DOWN_AND_UNLINK, &args, LONG, "docker compose down").map(|_| ())
+    data: Data<'_>,
+) -> Result<DataSaid, StepError> {
+    let mut args = vec![svc.to_owned(), layout.live(svc), layout.services(), layout.env_file(svc)];
+    args.extend(data.args(layout));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = job(exec, carry, job_dir, DOWN_AND_UNLINK, &args, LONG, "docker compose down")?;
+    Ok(DataSaid::read(&String::from_utf8_lossy(&out.stdout)))
 }
 
 /// What one healthcheck attempt found.
@@ -1094,8 +1337,15 @@ pub fn finish(
     let (path, record) = consumed.unwrap_or(("", ""));
     let keep = prune.keep.max(2).to_string();
     let deploys = layout.deploy_root();
-    let pairs: Vec<(String, String)> =
-        prune.services.iter().map(|s| (layout.releases(s), layout.live(s))).collect();
+    // Releases beside the live one, and snapshots of the services' data (the newest always
+    // stays: a deleted service keeps its last).
+    let pairs: Vec<(String, String)> = prune
+        .services
+        .iter()
+        .flat_map(|s| {
+            [(layout.releases(s), layout.live(s)), (layout.snapshots(s), String::from("-"))]
+        })
+        .collect();
     let mut args = vec![path, record, &l, &h, &keep, &deploys, prune.plan];
     for (r, live) in &pairs {
         args.push(r);

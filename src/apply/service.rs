@@ -122,18 +122,44 @@ impl ServiceRun<'_, '_, '_> {
         self.at.layout.job(self.run.id, self.svc, step)
     }
 
-    /// A service the plan removes: down, unlink, complete.
+    /// Where this plan's snapshot of the service's data is kept on the node.
+    fn snapshot_dir(&self) -> String {
+        self.at.layout.snapshot(self.svc, self.run.id)
+    }
+
+    /// A service the plan removes: its data snapshotted (the last snapshot is kept), down,
+    /// unlink, complete.
     fn delete(&self, journal: &Mutex<Journal>) -> Result<Stage, StepError> {
-        self.say("deploy", "docker compose down".to_owned());
+        self.say("deploy", "snapshot of its data, then docker compose down".to_owned());
         self.event("deployment_started", "info", json!({"action": "delete"}));
-        remote::down_and_unlink(
+        // A delete carries no contract: its own folders, with the containers stopped.
+        let spec = crate::plan::Snapshot {
+            stop: true,
+            min_free: crate::model::DEFAULT_SNAPSHOT_MIN_FREE,
+            paths: vec![format!("data/{}", self.svc), format!("config/{}", self.svc)],
+        };
+        let dir = self.snapshot_dir();
+        let said = match remote::down_and_unlink(
             self.at.exec,
             &self.carry(),
             &self.at.layout,
             self.svc,
             &self.job("down"),
-        )?;
-        self.complete(journal, json!({"action": "delete"}), "removed")
+            remote::Data::Snapshot { dir: &dir, spec: &spec },
+        ) {
+            Ok(said) => said,
+            Err(e @ StepError::Failed { status: Some(remote::SNAPSHOT_REFUSED), .. }) => {
+                return self.fail_early(journal, e, None, "deploy");
+            }
+            Err(e) => return Err(e),
+        };
+        let mut data = json!({"action": "delete"});
+        let mut message = "removed".to_owned();
+        if let Some((id, items, _)) = said.snapshot.filter(|s| s.1 > 0) {
+            data["snapshot"] = json!(id);
+            message = format!("removed; its data is kept in snapshot {id} ({items} item(s))");
+        }
+        self.complete(journal, data, &message)
     }
 
     /// Uploads the artifacts and their manifest to a staging folder, checks every hash on the
@@ -267,6 +293,11 @@ impl ServiceRun<'_, '_, '_> {
             previous: previous.as_deref(),
             log: &back_log,
         });
+        let snapshot = self.snapshot_dir();
+        let data = match &rt.snapshot {
+            Some(spec) => remote::Data::Snapshot { dir: &snapshot, spec },
+            None => remote::Data::Keep,
+        };
         match remote::switch_and_up(
             self.at.exec,
             &self.carry(),
@@ -277,9 +308,21 @@ impl ServiceRun<'_, '_, '_> {
             &self.job("up"),
             deadman.as_ref(),
             &rt.folders,
+            data,
         ) {
-            Ok(()) => {}
+            Ok(said) => {
+                if let Some((id, items, kib)) = said.snapshot.filter(|s| s.1 > 0) {
+                    self.say(
+                        "deploy",
+                        format!("data snapshot {id} taken before the change: {items} item(s), {kib} KiB"),
+                    );
+                }
+            }
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
+            // The snapshot refused (space) or failed: nothing was stopped or changed.
+            Err(e @ StepError::Failed { status: Some(remote::SNAPSHOT_REFUSED), .. }) => {
+                return self.fail_early(journal, e, None, "deploy");
+            }
             Err(e) => return self.roll_back(journal, rt, cause(&e, Some(&log)), "deploy"),
         }
         self.deployed_in.set(super::batch::last_batch());
@@ -500,6 +543,12 @@ impl ServiceRun<'_, '_, '_> {
         let to = previous.as_deref().unwrap_or("nothing (first deploy)");
         self.event("remediation_started", "warning", json!({"action": "rollback", "to": to}));
         let rollback_log = self.log("rollback");
+        // The data goes back with the release: the snapshot this deploy took, if any.
+        let snapshot = self.snapshot_dir();
+        let data = match &rt.snapshot {
+            Some(_) => remote::Data::Restore { dir: &snapshot },
+            None => remote::Data::Keep,
+        };
         let done = match &previous {
             Some(prev) => {
                 self.say("rollback", format!("back to {prev}"));
@@ -514,6 +563,7 @@ impl ServiceRun<'_, '_, '_> {
                     &job,
                     None,
                     &rt.folders,
+                    data,
                 )
             }
             None => {
@@ -524,11 +574,12 @@ impl ServiceRun<'_, '_, '_> {
                     &at.layout,
                     svc,
                     &self.job("rollback"),
+                    data,
                 )
             }
         };
-        match done {
-            Ok(()) => {}
+        let restored = match done {
+            Ok(said) => said.restored.filter(|r| r.1 > 0).map(|r| r.0),
             Err(e @ StepError::Link { .. }) => return Err(e),
             Err(e) => {
                 let failed = cause(&e, previous.as_ref().map(|_| rollback_log.as_str()));
@@ -546,19 +597,23 @@ impl ServiceRun<'_, '_, '_> {
                 self.run.flush(at)?;
                 return Ok(Stage::RollbackFailed);
             }
-        }
+        };
+        let data = match &restored {
+            Some(id) => format!(", data restored to snapshot {id}"),
+            None => String::new(),
+        };
         // The previous version is verified as a deploy is: "rolled back" says whether it is
         // healthy. A first deploy taken down has nothing to verify.
         let (outcome, healthy) = match &previous {
-            None => ("first deploy taken down".to_owned(), true),
+            None => (format!("first deploy taken down{data}"), true),
             Some(prev) => {
                 self.say("verify", format!("the previous release {prev}"));
                 let log = self.log("rollback-healthcheck");
                 match self.health(at.exec, rt, &log, None)? {
                     Checked::Unhealthy(why) => {
-                        (format!("rolled back to {prev}, which is unhealthy: {why}"), false)
+                        (format!("rolled back to {prev}{data}, which is unhealthy: {why}"), false)
                     }
-                    _ => (format!("rolled back to {prev}, healthy"), true),
+                    _ => (format!("rolled back to {prev}{data}, healthy"), true),
                 }
             }
         };
@@ -567,7 +622,7 @@ impl ServiceRun<'_, '_, '_> {
         self.event(
             "remediation_completed",
             if healthy { "info" } else { "critical" },
-            json!({"action": "rollback", "to": to, "healthy": healthy}),
+            json!({"action": "rollback", "to": to, "healthy": healthy, "snapshot": restored}),
         );
         // A rolled-back service must never be resumed as if its new version were live.
         self.run.flush(at)?;

@@ -123,6 +123,7 @@ impl Ready {
             ssh: SshTarget { address: "localhost".to_owned(), user: String::new(), port: 22 },
             runtime_root: layout.root().to_owned(),
             docker_socket: super::docker_socket(),
+            snapshot_min_free: crate::model::DEFAULT_SNAPSHOT_MIN_FREE,
             capabilities: Default::default(),
             services: Default::default(),
             overrides: Default::default(),

@@ -76,6 +76,10 @@ fn nodes(t: &raw::Topology) -> BTreeMap<NodeName, Node> {
                 runtime_root,
                 root_given: false,
                 docker_socket,
+                snapshot_min_free: n
+                    .snapshot_min_free
+                    .as_ref()
+                    .map_or(crate::model::DEFAULT_SNAPSHOT_MIN_FREE, |v| v.value),
                 capabilities: BTreeSet::new(),
                 services: BTreeMap::new(),
                 overrides: BTreeMap::new(),
@@ -171,6 +175,10 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
                 name: s.value.name.value.clone(),
                 paths: s.value.paths.iter().map(|p| p.value.clone()).collect(),
                 critical: s.value.critical,
+                stop: match &s.value.consistency {
+                    Some(c) => c.value == "stop",
+                    None => s.value.critical,
+                },
             })
             .collect(),
         zigbee: c.zigbee.as_ref().map(|z| Zigbee {

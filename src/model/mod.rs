@@ -105,6 +105,8 @@ pub struct Node {
     pub root_given: bool,
     /// Path of the node's Docker Engine socket, on the node.
     pub docker_socket: String,
+    /// The share of the disk (percent) a snapshot before a change must leave free.
+    pub snapshot_min_free: u8,
     pub capabilities: BTreeSet<String>,
     pub services: BTreeMap<ServiceName, HostService>,
     /// Compose override templates, `hosts/<node>/runtime/<svc>/docker-compose.override.yml`.
@@ -312,7 +314,14 @@ pub struct BackupSet {
     pub name: String,
     pub paths: Vec<String>,
     pub critical: bool,
+    /// The containers are stopped while the set is copied (`consistency: stop`, the default
+    /// of a critical set).
+    pub stop: bool,
 }
+
+/// The share of its disk a node keeps free after a snapshot unless its topology says another
+/// (`snapshot_min_free`).
+pub const DEFAULT_SNAPSHOT_MIN_FREE: u8 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zigbee {

@@ -47,6 +47,10 @@ pub struct Node {
     /// The node's Docker Engine socket (default `/var/run/docker.sock`).
     #[serde(default)]
     pub docker_socket: Option<S<String>>,
+    /// The share of its disk (percent) a snapshot before a change must leave free (default
+    /// 10): below it the engine refuses the change before anything stops.
+    #[serde(default)]
+    pub snapshot_min_free: Option<S<u8>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,6 +312,10 @@ pub struct BackupSet {
     pub paths: Vec<S<String>>,
     #[serde(default)]
     pub critical: bool,
+    /// `stop`: the service's containers are stopped while its snapshot is copied (the default
+    /// for a critical set); `live`: copied while it runs.
+    #[serde(default)]
+    pub consistency: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

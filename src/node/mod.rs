@@ -187,6 +187,16 @@ impl Layout {
         self.at(&format!("state/releases/{svc}/{plan}"))
     }
 
+    /// The snapshots of a service's data, one folder per plan that changed it.
+    pub fn snapshots(&self, svc: &str) -> String {
+        self.at(&format!("state/snapshots/{svc}"))
+    }
+
+    /// The snapshot of a service's data taken before `plan` changed it.
+    pub fn snapshot(&self, svc: &str, plan: &str) -> String {
+        self.at(&format!("state/snapshots/{svc}/{plan}"))
+    }
+
     /// Where prepare uploads a release before it is checked and sealed.
     pub fn staging(&self, svc: &str, plan: &str) -> String {
         self.at(&format!("state/releases/{svc}/.staging-{plan}"))

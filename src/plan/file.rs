@@ -293,6 +293,18 @@ pub fn encode(plan: &Plan) -> String {
                         rt.variables.iter().map(|v| format!("{}:{}", v.name, v.line)).collect();
                     let _ = writeln!(out, "variables {}", vars.join(" "));
                 }
+                if let Some(s) = &rt.snapshot {
+                    let mut line = format!(
+                        "snapshot {} min_free={}",
+                        if s.stop { "stop" } else { "live" },
+                        s.min_free
+                    );
+                    for p in &s.paths {
+                        line.push(' ');
+                        line.push_str(p);
+                    }
+                    let _ = writeln!(out, "{line}");
+                }
             }
             for a in &c.artifacts {
                 match &a.binary {
@@ -701,6 +713,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     secrets: Vec::new(),
                     variables: Vec::new(),
                     folders: Vec::new(),
+                    snapshot: None,
                 });
             } else if let Some(rest) = l.strip_prefix("folder ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
@@ -728,6 +741,43 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     return Err(p.err(format!("`folder`: {why}")));
                 }
                 rt.folders.push(crate::model::Folder { path, owner, mode });
+            } else if let Some(rest) = l.strip_prefix("snapshot ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let rt = change
+                    .runtime
+                    .as_mut()
+                    .ok_or_else(|| p.err("`snapshot` must follow `healthcheck`"))?;
+                if rt.snapshot.is_some() {
+                    return Err(p.err("a second `snapshot` line"));
+                }
+                let mut words = rest.split(' ');
+                let stop = match words.next() {
+                    Some("stop") => true,
+                    Some("live") => false,
+                    other => {
+                        return Err(p.err(format!(
+                            "`snapshot`: expected `stop` or `live`, found `{}`",
+                            crate::quote::cut(other.unwrap_or_default())
+                        )))
+                    }
+                };
+                let min_free = words
+                    .next()
+                    .and_then(|w| w.strip_prefix("min_free="))
+                    .and_then(|v| v.parse::<u8>().ok())
+                    .filter(|v| *v <= 90)
+                    .ok_or_else(|| p.err("`snapshot`: expected `min_free=<0 to 90>` second"))?;
+                let mut paths = Vec::new();
+                for w in words {
+                    if !super::Snapshot::path_ok(w) {
+                        return Err(p.err(format!(
+                            "`snapshot`: expected paths relative to the runtime root, found `{}`",
+                            crate::quote::cut(w)
+                        )));
+                    }
+                    paths.push(w.to_owned());
+                }
+                rt.snapshot = Some(super::Snapshot { stop, min_free, paths });
             } else if let Some(rest) = l.strip_prefix("variables ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 let rt = change
@@ -1011,6 +1061,11 @@ mod tests {
                                 owner: Some("1000:1000".into()),
                                 mode: Some("0750".into()),
                             }],
+                            snapshot: Some(crate::plan::Snapshot {
+                                stop: true,
+                                min_free: 10,
+                                paths: vec!["config/broker".into(), "data/broker".into()],
+                            }),
                         }),
                     }],
                     engine: Some("2 container(s), 2 running".into()),

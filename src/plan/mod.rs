@@ -137,6 +137,61 @@ pub struct Runtime {
     /// The contract's `persistence.folders`: owners and modes the engine sets before the
     /// service comes up.
     pub folders: Vec<crate::model::Folder>,
+    /// What is snapshotted on the node before the service changes, and restored when it is
+    /// rolled back (`None`: a plan written before snapshots existed).
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The service's data as the engine snapshots it before a change (issue 18): its folders
+/// under the runtime root (relative paths; those that exist on the node) and, found on the
+/// node, the named volumes of its compose project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The containers are stopped while the copy is made (a set with `consistency: stop`).
+    pub stop: bool,
+    /// The share of the disk (percent) the snapshot must leave free.
+    pub min_free: u8,
+    pub paths: Vec<String>,
+}
+
+impl Snapshot {
+    /// The service's own data and config folders, its backup sets and its persistence paths,
+    /// except the node's logs and homelab's own state (a rollback must not erase the logs
+    /// that say why it happened); a path inside another listed one is left out.
+    pub fn of(svc: &crate::model::Service, node: Option<&crate::model::Node>) -> Snapshot {
+        let name = svc.name.as_str();
+        let mut paths: Vec<String> = [format!("data/{name}"), format!("config/{name}")]
+            .into_iter()
+            .chain(svc.backup_sets.iter().flat_map(|s| s.paths.iter().cloned()))
+            .chain(svc.persistence_paths.iter().cloned())
+            .map(|p| p.trim_end_matches('/').to_owned())
+            .filter(|p| Snapshot::path_ok(p))
+            .filter(|p| !["logs", "state", "trust", "bin"].iter().any(|o| Snapshot::within(p, o)))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        let all = paths.clone();
+        paths.retain(|p| !all.iter().any(|q| q != p && Snapshot::within(p, q)));
+        Snapshot {
+            stop: svc.backup_sets.iter().any(|s| s.stop),
+            min_free: node.map_or(crate::model::DEFAULT_SNAPSHOT_MIN_FREE, |n| n.snapshot_min_free),
+            paths,
+        }
+    }
+
+    /// `p` is `q` or lies inside it.
+    fn within(p: &str, q: &str) -> bool {
+        p == q || p.strip_prefix(q).is_some_and(|r| r.starts_with('/'))
+    }
+
+    /// A path relative to the runtime root, as validation allows it: it reaches a script on
+    /// the node.
+    pub fn path_ok(p: &str) -> bool {
+        !p.is_empty()
+            && !p.starts_with('/')
+            && !p.split('/').any(|c| c == ".." || c.is_empty() || c == ".")
+            && !p.chars().any(|c| c.is_whitespace() || c.is_control())
+    }
 }
 
 /// A required variable, with the line of its `runtime.env_vars` entry (0: unknown), so the
@@ -176,6 +231,7 @@ impl Runtime {
                 .map(|e| Required { name: e.name.clone(), line: e.line.unwrap_or(0) })
                 .collect(),
             folders: svc.folders.clone(),
+            snapshot: Some(Snapshot::of(svc, lab.nodes.get(&inst.node))),
         }
     }
 }

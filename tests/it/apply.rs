@@ -1709,4 +1709,5 @@ fn a_sigkilled_plan_or_apply_leaves_no_ssh_process_and_the_next_plan_runs() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert_eq!(ssh_processes(tmp.path(), &addresses), Vec::<String>::new(), "{text}");
 }
+mod data;
 mod engine;

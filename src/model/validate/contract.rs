@@ -68,6 +68,18 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
             for (j, p) in set.value.paths.iter().enumerate() {
                 relative_path(d, &file, p, &format!("backup.sets[{i}].paths[{j}]"));
             }
+            if let Some(c) = &set.value.consistency {
+                if c.value != "stop" && c.value != "live" {
+                    d.err(
+                        "backup",
+                        &file,
+                        line(c),
+                        format!("backup.sets[{i}].consistency"),
+                        format!("expected `stop` or `live`, found `{}`", c.value),
+                        "`stop` stops the service's containers while its snapshot is copied (the default for a critical set); `live` copies while it runs",
+                    );
+                }
+            }
         }
     }
 }
@@ -138,7 +150,8 @@ fn relative_path(d: &mut Diagnostics, file: &str, p: &S<String>, field: &str) {
     let v = &p.value;
     let ok = !v.is_empty()
         && !v.starts_with('/')
-        && !v.split('/').any(|c| c == ".." || c.is_empty() || c == ".");
+        && !v.split('/').any(|c| c == ".." || c.is_empty() || c == ".")
+        && !v.chars().any(|c| c.is_whitespace() || c.is_control());
     if !ok {
         d.err(
             "persistence",
@@ -148,7 +161,7 @@ fn relative_path(d: &mut Diagnostics, file: &str, p: &S<String>, field: &str) {
             format!(
                 "expected a path relative to the runtime root (e.g. `data/<svc>`), found `{v}`"
             ),
-            "write the path relative to the node's runtime root, without `..`",
+            "write the path relative to the node's runtime root, without `..` or spaces",
         );
     }
 }

@@ -86,6 +86,18 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
         if let Some(r) = &n.runtime_root {
             absolute_path(d, r, &field("runtime_root"));
         }
+        if let Some(m) = &n.snapshot_min_free {
+            if m.value > 90 {
+                d.err(
+                    "topology",
+                    FILE,
+                    line(m),
+                    field("snapshot_min_free"),
+                    format!("expected a percentage from 0 to 90, found {}", m.value),
+                    "the share of the disk a snapshot before a change must leave free (default 10)",
+                );
+            }
+        }
         if let Some(s) = &n.docker_socket {
             absolute_path(d, s, &field("docker_socket"));
         }

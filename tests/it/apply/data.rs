@@ -1,0 +1,209 @@
+//! Data-safe updates (issue 18): before a change the node snapshots the service's data (its
+//! folders and the named volumes of its compose project), and every rollback — the
+//! controller's after a failed verify, the node's own dead-man — puts that data back before
+//! the previous release starts. A snapshot that would leave the disk under the node's
+//! threshold refuses the change before anything stops.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use super::*;
+
+/// `web` made stateful: a bind mount under its data folder and a named volume. Version 1
+/// writes `schema1` into both when they are empty; version 2 "migrates" them (a marker, and
+/// `schema2` in both), as an app that migrates its database on start does. The healthcheck
+/// passes only on `schema1`, so version 2 fails its verify.
+fn stateful(site: &Site, version: &str) {
+    let command = match version {
+        "1" => "[ -f /state/schema ] || echo schema1 > /state/schema; [ -f /db/schema ] || echo schema1 > /db/schema; exec httpd -f -p 8080",
+        "1b" => "[ -f /state/schema ] || echo schema1 > /state/schema; [ -f /db/schema ] || echo schema1 > /db/schema; exec httpd -f -p 8081",
+        _ => "echo migrated > /state/marker; echo schema2 > /state/schema; echo schema2 > /db/schema; rm -f /state/owned; exec httpd -f -p 8080",
+    };
+    site.write(
+        "services/web/docker-compose.yml",
+        &format!(
+            r#"services:
+  web:
+    image: "{{{{ vars.image }}}}"
+    container_name: web
+    restart: unless-stopped
+    command: ["sh", "-c", "{command}"]
+    volumes:
+      - "{{{{ data_dir }}}}/state:/state"
+      - db:/db
+{{% include "labels.yml.j2" %}}
+volumes:
+  db: {{}}
+"#
+        ),
+    );
+    site.write(
+        "services/web/healthcheck.sh",
+        "#!/bin/sh\n# Healthy when the data is at the schema this version reads.\ns=$(docker exec web cat /state/schema) || exit 1\n[ \"$s\" = schema1 ] || { echo \"schema is $s\"; exit 1; }\n",
+    );
+    site.edit("services/web/service.yaml", |s| {
+        let s = s
+            .replace("  interval: 5s\n  timeout: 2s\n  retries: 3\n", "  interval: 1s\n  timeout: 1s\n  retries: 2\n")
+            .replace("  stable_for: 2s\n", "  stable_for: 1s\n");
+        if s.contains("persistence:") {
+            s
+        } else {
+            s + "persistence:\n  paths: [data/web]\nbackup:\n  sets:\n    - name: web-state\n      paths: [data/web]\n      critical: true\n"
+        }
+    });
+}
+
+/// Every entry under `dir`: path, kind, owner, mode, and content or link target.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                "dir".to_owned()
+            } else {
+                format!("{:?}", fs::read(&p).unwrap())
+            };
+            out.push(format!("{rel} {}:{} {:o} {what}", m.uid(), m.gid(), m.mode() & 0o7777));
+            if m.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let m = fs::metadata(dir).unwrap();
+    let mut out = vec![format!(". {}:{} {:o}", m.uid(), m.gid(), m.mode() & 0o7777)];
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A small tmpfs mounted on a node for the length of a test, unmounted however the test ends.
+/// Mounted over ssh: the node's sshd has a mount namespace of its own (`ip netns exec`).
+struct Mounted<'l> {
+    lab: &'l Lab,
+    node: &'static str,
+    path: String,
+}
+
+impl<'l> Mounted<'l> {
+    fn tmpfs(lab: &'l Lab, node: &'static str, path: &Path, size: &str) -> Mounted<'l> {
+        let path = path.display().to_string();
+        let out =
+            lab.ssh(node, &["mount", "-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", &path]);
+        assert!(
+            out.status.success(),
+            "mount a tmpfs on {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mounted { lab, node, path }
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let _ = self.lab.ssh(self.node, &["umount", &self.path]);
+    }
+}
+
+/// The migration case, the dead-man's rollback, and a disk too full for the snapshot.
+#[test]
+fn a_rolled_back_update_brings_back_the_data_it_migrated_and_a_full_disk_refuses_it() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    stateful(&site, "1");
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    // The data as version 1 left it, plus what an owner would hold: another owner and mode,
+    // a symlink, a private folder; in the bind mount and in the named volume.
+    let state = site.root("alpha").join("data/web/state");
+    let volume = {
+        let out =
+            site.lab.docker("alpha", &["volume", "inspect", "-f", "{{.Mountpoint}}", "web_db"]);
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    assert_eq!(fs::read_to_string(state.join("schema")).unwrap(), "schema1\n");
+    assert_eq!(fs::read_to_string(volume.join("schema")).unwrap(), "schema1\n");
+    for dir in [&state, &volume] {
+        fs::write(dir.join("owned"), "keys\n").unwrap();
+        std::os::unix::fs::chown(dir.join("owned"), Some(1234), Some(5678)).unwrap();
+        fs::set_permissions(dir.join("owned"), fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink("schema", dir.join("link")).unwrap();
+        fs::create_dir(dir.join("private")).unwrap();
+        fs::write(dir.join("private/z2m-network-key"), [0u8, 1, 2, 255]).unwrap();
+        fs::set_permissions(dir.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let (state_before, volume_before) = (tree(&state), tree(&volume));
+
+    // Version 2 migrates the data and fails its verify: rolled back, data and all.
+    stateful(&site, "2");
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains(&format!("data snapshot {id} taken before the change")), "{all}");
+    assert!(all.contains(&format!("data restored to snapshot {id}, healthy")), "{all}");
+    assert_eq!(tree(&state), state_before, "the bind mount, byte for byte, owners and modes");
+    assert_eq!(tree(&volume), volume_before, "the named volume, byte for byte, owners and modes");
+    let snapshot = site.root("alpha").join(format!("state/snapshots/web/{id}"));
+    assert_eq!(fs::metadata(&snapshot).unwrap().permissions().mode() & 0o777, 0o700);
+
+    // The node's own rollback (no confirmation reaches it) restores the data too.
+    let id = site.plan_and_approve();
+    let mut child = site.spawn_apply(&id, &["--confirm-timeout", "2", "--node", "alpha"]);
+    let (seen, rest) = wait_for_line(&mut child, "[alpha] web deploy:");
+    site.lab.refuse_new("alpha");
+    let (code, tail) = finish(child, rest);
+    let all = format!("{}{tail}", seen.join(""));
+    assert_ne!(code, 0, "{all}");
+    let dm = site.root("alpha").join(format!("state/deploy/{id}/jobs/web/deadman"));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !dm.join("rollback.rc").exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    site.lab.accept_new("alpha");
+    assert!(dm.join("decided/rolled-back").exists(), "the node rolled back by itself: {all}");
+    let log = fs::read_to_string(dm.join("rollback.log")).unwrap_or_default();
+    assert_eq!(fs::read_to_string(dm.join("rollback.rc")).unwrap().trim(), "0", "{log}");
+    assert!(log.contains(&format!("hl-data: restored {id}")), "{log}");
+    assert_eq!(fs::read_to_string(dm.join("rollback.health")).unwrap().trim(), "ok", "{log}");
+    assert_eq!(tree(&state), state_before, "restored by the node's own rollback");
+    assert_eq!(tree(&volume), volume_before, "restored by the node's own rollback");
+    // The resume records the node's decision and releases the node.
+    let out = site.apply(&id, &["--resume", "--confirm-timeout", "2"]);
+    assert!(out.stdout.contains("by itself"), "{}\n{}", out.stdout, out.stderr);
+
+    // A disk too small for the snapshot: refused before anything stops, nothing changed.
+    stateful(&site, "1b");
+    let snapshots = site.root("alpha").join("state/snapshots");
+    let mount = Mounted::tmpfs(&site.lab, "alpha", &snapshots, "1m");
+    fs::write(state.join("big"), vec![7u8; 2 << 20]).unwrap();
+    let started = |site: &Site| {
+        let out =
+            site.lab.docker("alpha", &["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", "web"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (before, live) = (started(&site), site.live(&site.root("alpha"), "web"));
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains("snapshot_min_free"), "{all}");
+    assert!(all.contains("nothing was stopped or changed"), "{all}");
+    assert!(all.contains("data/web"), "names what it would copy: {all}");
+    assert_eq!(started(&site), before, "the container was not stopped or recreated");
+    assert_eq!(site.live(&site.root("alpha"), "web"), live, "the live release is unchanged");
+    assert!(site.running("alpha", "web"));
+    let journal = site.journal("alpha", &id);
+    assert_eq!(journal["services"]["web"]["stage"], "failed", "{id}: {journal}");
+
+    // With room again, the next plan applies.
+    drop(mount);
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(fs::read_dir(&snapshots).unwrap().count() > 0);
+}
