@@ -142,6 +142,11 @@ pub struct Runtime {
     pub snapshot: Option<Snapshot>,
 }
 
+/// Folders of the runtime root a snapshot never holds, so a rollback never puts them back:
+/// the logs that say why it happened, the events every service appends to, and homelab's own
+/// state, trust roots and binary.
+pub const NOT_SNAPSHOTTED: [&str; 5] = ["logs", "events", "state", "trust", "bin"];
+
 /// The service's data as the engine snapshots it before a change (issue 18): its folders
 /// under the runtime root (relative paths; those that exist on the node) and, found on the
 /// node, the named volumes of its compose project.
@@ -166,7 +171,7 @@ impl Snapshot {
             .chain(svc.persistence_paths.iter().cloned())
             .map(|p| p.trim_end_matches('/').to_owned())
             .filter(|p| Snapshot::path_ok(p))
-            .filter(|p| !["logs", "state", "trust", "bin"].iter().any(|o| Snapshot::within(p, o)))
+            .filter(|p| !NOT_SNAPSHOTTED.iter().any(|o| Snapshot::within(p, o)))
             .collect();
         paths.sort();
         paths.dedup();
@@ -180,7 +185,7 @@ impl Snapshot {
     }
 
     /// `p` is `q` or lies inside it.
-    fn within(p: &str, q: &str) -> bool {
+    pub fn within(p: &str, q: &str) -> bool {
         p == q || p.strip_prefix(q).is_some_and(|r| r.starts_with('/'))
     }
 

@@ -10,6 +10,25 @@ use super::super::raw::{line, S};
 use super::{contract_file, exposure, Input, RESTART_POLICIES};
 
 pub(super) fn check(i: &Input, d: &mut Diagnostics) {
+    // Every service's declared data paths, to find a backup set that reaches into another's.
+    let declared: Vec<(&str, &str)> = i
+        .raw
+        .services()
+        .flat_map(|(dir, rs)| {
+            let c = &rs.contract;
+            c.persistence
+                .paths
+                .iter()
+                .map(|p| p.value.as_str())
+                .chain(
+                    c.backup
+                        .sets
+                        .iter()
+                        .flat_map(|s| s.value.paths.iter().map(|p| p.value.as_str())),
+                )
+                .map(move |p| (dir, p.trim_end_matches('/')))
+        })
+        .collect();
     for (dir, rs) in i.raw.services() {
         let file = contract_file(dir);
         let c = &rs.contract;
@@ -66,7 +85,9 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
                 );
             }
             for (j, p) in set.value.paths.iter().enumerate() {
-                relative_path(d, &file, p, &format!("backup.sets[{i}].paths[{j}]"));
+                let field = format!("backup.sets[{i}].paths[{j}]");
+                relative_path(d, &file, p, &field);
+                backup_path(d, &file, dir, c, p, &field, &declared);
             }
             if let Some(c) = &set.value.consistency {
                 if c.value != "stop" && c.value != "live" {
@@ -143,6 +164,51 @@ fn healthcheck(d: &mut Diagnostics, file: &str, h: &super::raw::Healthcheck) {
             format!("expected 1 to 100 retries, found {retries}"),
             "retry a failing check a few times",
         );
+    }
+}
+
+/// A backup set's path (issue 18) is part of the service's declared persistence, lies in its
+/// own data or config folder (or is a persistence path of its own outside them, such as the
+/// control plane's `actions`), is none of homelab's own folders, and reaches into no other
+/// service's paths: a snapshot or a restore of it touches this service's data only.
+fn backup_path(
+    d: &mut Diagnostics,
+    file: &str,
+    svc: &str,
+    c: &super::super::raw::Contract,
+    p: &S<String>,
+    field: &str,
+    declared: &[(&str, &str)],
+) {
+    use crate::plan::Snapshot;
+    let v = p.value.trim_end_matches('/');
+    let persisted =
+        c.persistence.paths.iter().any(|q| Snapshot::within(v, q.value.trim_end_matches('/')));
+    let problem = if let Some(o) =
+        crate::plan::NOT_SNAPSHOTTED.iter().find(|o| Snapshot::within(v, o))
+    {
+        Some((
+            format!("expected the service's own data, found `{v}`, which is homelab's `{o}` folder"),
+            "a snapshot never holds logs, events or homelab's state: back up the service's data and config folders".to_owned(),
+        ))
+    } else if !persisted {
+        Some((
+            format!("expected a path among `persistence.paths`, found `{v}`"),
+            format!("add `{v}` (or a folder holding it) to `persistence.paths`, or remove it from the set"),
+        ))
+    } else if let Some((other, q)) = declared
+        .iter()
+        .find(|(o, q)| *o != svc && (Snapshot::within(v, q) || Snapshot::within(q, v)))
+    {
+        Some((
+            format!("expected a path of this service's own, found `{v}`, which overlaps `{q}` of service `{other}`"),
+            format!("a restore of `{svc}` must not touch `{other}`'s data: keep each service's data in its own folder (`data/{svc}`, `config/{svc}`)"),
+        ))
+    } else {
+        None
+    };
+    if let Some((message, fix)) = problem {
+        d.err("backup", file, line(p), field, message, fix);
     }
 }
 
