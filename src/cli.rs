@@ -256,6 +256,10 @@ pub enum Command {
     /// This node's side: the session a controller talks to (`serve`) and the engine it starts.
     #[command(subcommand)]
     Node(command::node::NodeCommand),
+    /// Copy the services' backup sets into each node's restic repository (topology
+    /// `backup:`; its password is `config/backup/restic-password` on the node), or list the
+    /// snapshots (`backup list`).
+    Backup(command::backup::BackupArgs),
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
@@ -421,6 +425,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
             command::events::tail(at, *follow, *format, out)
         }
         Command::Unlock { target } => command::apply::unlock(repo, target, out),
+        Command::Backup(args) => command::backup::run(repo, args, out),
         Command::Bootstrap(args) => command::bootstrap::run(repo, args, out),
         Command::Supervise(args) => command::supervise::run(repo, args, out),
         Command::Executor(args) => command::executor::run(repo, args, out),

@@ -15,6 +15,7 @@
 //!   ├─ apply (schedule, board,    per node over a transport: stages, journal, lock, rollback
 //!   │         node, service, outcome)
 //!   ├─ forge (client, pr)         the plan's Forgejo pull request, comment and commit status
+//!   ├─ backup                     backup sets into restic on the node, snapshots listed
 //!   ├─ bootstrap                  a bare node made ready: host key, tree, binary, agent image
 //!   ├─ world                      the observer: every node's new events folded into world/
 //!   ├─ agent                      the stability agent on a node: engine events, link, broker
@@ -44,6 +45,7 @@
 pub mod agent;
 pub mod apply;
 pub mod approve;
+pub mod backup;
 pub mod bootstrap;
 pub mod check;
 pub mod cli;

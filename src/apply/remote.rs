@@ -734,6 +734,17 @@ fn sh(
     run_sh(carry, script, args, env, |argv| exec.run(argv, stdin, timeout))
 }
 
+/// Runs a script of another module on the node (`sh -c`, with `DOCKER_HOST` set), nothing
+/// carried: backups and their listing.
+pub fn script(
+    exec: &dyn NodeExec,
+    script: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<Output, StepError> {
+    sh(exec, &Carry::default(), script, args, b"", timeout, true)
+}
+
 /// The command line of `sh`: `env` (`NAME=value`, set for the script), the records, the
 /// script and its arguments, run by `run`.
 fn run_sh(

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod apply;
 pub mod approve;
 pub mod args;
+pub mod backup;
 pub mod bootstrap;
 pub mod events;
 pub mod executor;

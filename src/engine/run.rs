@@ -124,6 +124,7 @@ impl Ready {
             runtime_root: layout.root().to_owned(),
             docker_socket: super::docker_socket(),
             snapshot_min_free: crate::model::DEFAULT_SNAPSHOT_MIN_FREE,
+            backup: None,
             capabilities: Default::default(),
             services: Default::default(),
             overrides: Default::default(),

@@ -76,6 +76,12 @@ fn nodes(t: &raw::Topology) -> BTreeMap<NodeName, Node> {
                 runtime_root,
                 root_given: false,
                 docker_socket,
+                backup: n.backup.as_ref().or(t.backup.as_ref()).map(|b| {
+                    crate::model::BackupTarget {
+                        repository: b.value.repository.value.clone(),
+                        options: b.value.options.iter().map(|o| o.value.clone()).collect(),
+                    }
+                }),
                 snapshot_min_free: n
                     .snapshot_min_free
                     .as_ref()
@@ -179,6 +185,7 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
                     Some(c) => c.value == "stop",
                     None => s.value.critical,
                 },
+                retain: s.value.retain.as_ref().map_or(crate::model::DEFAULT_RETAIN, |r| r.value),
             })
             .collect(),
         zigbee: c.zigbee.as_ref().map(|z| Zigbee {

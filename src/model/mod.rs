@@ -107,6 +107,8 @@ pub struct Node {
     pub docker_socket: String,
     /// The share of the disk (percent) a snapshot before a change must leave free.
     pub snapshot_min_free: u8,
+    /// The restic repository `homelab backup` copies this node's backup sets into.
+    pub backup: Option<BackupTarget>,
     pub capabilities: BTreeSet<String>,
     pub services: BTreeMap<ServiceName, HostService>,
     /// Compose override templates, `hosts/<node>/runtime/<svc>/docker-compose.override.yml`.
@@ -317,6 +319,20 @@ pub struct BackupSet {
     /// The containers are stopped while the set is copied (`consistency: stop`, the default
     /// of a critical set).
     pub stop: bool,
+    /// Restic snapshots of the set kept by `homelab backup`.
+    pub retain: u32,
+}
+
+/// Restic snapshots of a backup set kept unless its contract says `retain:`.
+pub const DEFAULT_RETAIN: u32 = 7;
+
+/// A restic repository (topology `backup:`): the repository as restic takes it and its `-o`
+/// options. The password never appears here: it is a file on the node
+/// (`config/backup/restic-password`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupTarget {
+    pub repository: String,
+    pub options: Vec<String>,
 }
 
 /// The share of its disk a node keeps free after a snapshot unless its topology says another

@@ -22,6 +22,9 @@ pub struct Topology {
     pub mesh: S<String>,
     #[serde(default)]
     pub runtime_root: Option<S<String>>,
+    /// Where `homelab backup` puts the nodes' backup sets (a node may name its own).
+    #[serde(default)]
+    pub backup: Option<S<BackupTarget>>,
     pub sites: BTreeMap<String, S<Site>>,
     pub nodes: BTreeMap<String, S<Node>>,
 }
@@ -51,6 +54,19 @@ pub struct Node {
     /// 10): below it the engine refuses the change before anything stops.
     #[serde(default)]
     pub snapshot_min_free: Option<S<u8>>,
+    /// This node's restic repository, in place of the topology's `backup`.
+    #[serde(default)]
+    pub backup: Option<S<BackupTarget>>,
+}
+
+/// A restic repository: `repository` as restic takes it (a path on the node, `sftp:…`),
+/// `options` as restic's `-o key=value` (e.g. `sftp.command=ssh -i … saturn -s sftp`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupTarget {
+    pub repository: S<String>,
+    #[serde(default)]
+    pub options: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +332,9 @@ pub struct BackupSet {
     /// for a critical set); `live`: copied while it runs.
     #[serde(default)]
     pub consistency: Option<S<String>>,
+    /// How many restic snapshots of the set `homelab backup` keeps (default 7).
+    #[serde(default)]
+    pub retain: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

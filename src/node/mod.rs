@@ -197,6 +197,17 @@ impl Layout {
         self.at(&format!("state/snapshots/{svc}/{plan}"))
     }
 
+    /// The restic repository's password on the node (written by the operator, 0600; homelab
+    /// only names it to restic).
+    pub fn backup_password(&self) -> String {
+        self.at("config/backup/restic-password")
+    }
+
+    /// The record of a backup set's last restic backup.
+    pub fn backup_record(&self, svc: &str, set: &str) -> String {
+        self.at(&format!("state/backups/{svc}/{set}.json"))
+    }
+
     /// Where prepare uploads a release before it is checked and sealed.
     pub fn staging(&self, svc: &str, plan: &str) -> String {
         self.at(&format!("state/releases/{svc}/.staging-{plan}"))

@@ -89,6 +89,18 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
                 relative_path(d, &file, p, &field);
                 backup_path(d, &file, dir, c, p, &field, &declared);
             }
+            if let Some(r) = &set.value.retain {
+                if r.value == 0 || r.value > 1000 {
+                    d.err(
+                        "backup",
+                        &file,
+                        line(r),
+                        format!("backup.sets[{i}].retain"),
+                        format!("expected 1 to 1000 snapshots, found {}", r.value),
+                        "how many restic snapshots of the set `homelab backup` keeps (default 7)",
+                    );
+                }
+            }
             if let Some(c) = &set.value.consistency {
                 if c.value != "stop" && c.value != "live" {
                     d.err(

@@ -26,6 +26,9 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
     if let Some(r) = &t.runtime_root {
         absolute_path(d, r, "runtime_root");
     }
+    if let Some(b) = &t.backup {
+        backup_target(d, &b.value, "backup");
+    }
     for (name, site) in &t.sites {
         if !UPLINKS.contains(&site.value.uplink.value.as_str()) {
             d.err(
@@ -86,6 +89,9 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
         if let Some(r) = &n.runtime_root {
             absolute_path(d, r, &field("runtime_root"));
         }
+        if let Some(b) = &n.backup {
+            backup_target(d, &b.value, &field("backup"));
+        }
         if let Some(m) = &n.snapshot_min_free {
             if m.value > 90 {
                 d.err(
@@ -133,4 +139,35 @@ fn user_problem(user: &str) -> Option<&'static str> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     (!ok).then_some("a Unix user name (lowercase letters, digits, `_`, `-`)")
+}
+
+/// A restic repository and its options reach a command on the node: one line each, options as
+/// `key=value`.
+fn backup_target(d: &mut Diagnostics, b: &super::super::raw::BackupTarget, field: &str) {
+    let r = &b.repository;
+    if r.value.trim().is_empty() || r.value.chars().any(char::is_control) {
+        d.err(
+            "topology",
+            FILE,
+            line(r),
+            format!("{field}.repository"),
+            format!("expected a restic repository, found `{}`", crate::quote::cut(&r.value)),
+            "a path on the node (`/srv/restic`) or `sftp:user@host:/path`, as `restic -r` takes it",
+        );
+    }
+    for (i, o) in b.options.iter().enumerate() {
+        let ok = o.value.split_once('=').is_some_and(|(k, _)| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+        }) && !o.value.chars().any(char::is_control);
+        if !ok {
+            d.err(
+                "topology",
+                FILE,
+                line(o),
+                format!("{field}.options[{i}]"),
+                format!("expected `key=value`, found `{}`", crate::quote::cut(&o.value)),
+                "restic's extended options, as `-o` takes them (e.g. `sftp.command=ssh saturn -s sftp`)",
+            );
+        }
+    }
 }

@@ -207,3 +207,154 @@ fn a_rolled_back_update_brings_back_the_data_it_migrated_and_a_full_disk_refuses
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(fs::read_dir(&snapshots).unwrap().count() > 0);
 }
+
+/// `net.ipv4.ip_forward` on for the length of a test (lab nodes reach each other through this
+/// machine), put back as it was however the test ends.
+struct Forwarding(String);
+
+impl Forwarding {
+    fn on() -> Forwarding {
+        let path = "/proc/sys/net/ipv4/ip_forward";
+        let was = fs::read_to_string(path).unwrap_or_else(|_| "0".into()).trim().to_owned();
+        fs::write(path, "1").expect("turn on forwarding");
+        Forwarding(was)
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        let _ = fs::write("/proc/sys/net/ipv4/ip_forward", &self.0);
+    }
+}
+
+/// What restic itself says is in a repository: `(set tag, short id)` per snapshot.
+fn restic_snapshots(repo: &str, password: &Path, options: &[String]) -> Vec<(String, String)> {
+    let out = Command::new("restic")
+        .args(options)
+        .args(["-r", repo, "--password-file"])
+        .arg(password)
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restic snapshots: {}", String::from_utf8_lossy(&out.stderr));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.iter()
+        .map(|s| {
+            let set = s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|t| t.as_str()?.strip_prefix("set="))
+                .next()
+                .unwrap_or("?")
+                .to_owned();
+            (set, s["short_id"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// `homelab backup` copies the sets into restic on the node, to a local path and over SFTP to
+/// another node, keeps `retain:` snapshots per set, never shows the password, and restic's own
+/// restore gives the data back byte for byte; `backup list` shows both kinds of snapshot.
+#[test]
+fn backups_go_to_restic_locally_and_over_sftp_and_restore_byte_for_byte() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    stateful(&site, "1");
+    site.edit("services/web/service.yaml", |s| {
+        s.replace("      critical: true\n", "      critical: true\n      retain: 2\n")
+    });
+    let local_repo = site.lab.dir().join("restic local $(touch pwned)");
+    site.edit("inventory/topology.yaml", |s| {
+        s.replacen(
+            "nodes:\n",
+            &format!("backup:\n  repository: \"{}\"\nnodes:\n", local_repo.display()),
+            1,
+        )
+    });
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    // No password file yet: a clear refusal, nothing made.
+    let out = site.homelab(&["backup", "--node", "alpha"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("no restic password file at"), "{}", out.stdout);
+    assert!(!local_repo.exists());
+
+    let password = "correct horse $(touch pwned) `id` \"battery\"";
+    let pwfile = site.root("alpha").join("config/backup/restic-password");
+    fs::create_dir_all(pwfile.parent().unwrap()).unwrap();
+    fs::write(&pwfile, password).unwrap();
+    fs::set_permissions(&pwfile, fs::Permissions::from_mode(0o600)).unwrap();
+    let state = site.root("alpha").join("data/web/state");
+    fs::write(state.join("z2m-network-key"), [9u8, 0, 255, 1]).unwrap();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        fs::write(state.join("round"), format!("{round}\n")).unwrap();
+        let out = site.homelab(&["backup", "--node", "alpha", "--service", "web"]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        assert!(!out.stdout.contains("horse") && !out.stderr.contains("horse"));
+        let said =
+            out.stdout.lines().find(|l| l.starts_with("alpha web/web-state: restic snapshot"));
+        let said = said.unwrap_or_else(|| panic!("{}", out.stdout));
+        ids.push(said.split(' ').nth(4).unwrap().trim_end_matches(',').to_owned());
+    }
+    assert!(!site.lab.dir().join("pwned").exists() && !Path::new("pwned").exists());
+    let repo = local_repo.display().to_string();
+    let kept = restic_snapshots(&repo, &pwfile, &[]);
+    assert_eq!(kept.len(), 2, "retain: 2 keeps two: {kept:?}");
+    assert!(kept.iter().all(|(set, _)| set == "web-state"), "{kept:?}");
+    assert!(kept.iter().any(|(_, id)| *id == ids[2]), "the newest is kept: {kept:?} {ids:?}");
+    let record =
+        fs::read_to_string(site.root("alpha").join("state/backups/web/web-state.json")).unwrap();
+    assert!(!record.contains("horse"), "{record}");
+
+    // restic's own restore of the newest gives the set back, byte for byte.
+    let back = tempfile::tempdir().unwrap();
+    let out = Command::new("restic")
+        .args(["-r", &repo, "--password-file"])
+        .arg(&pwfile)
+        .args(["restore", "latest", "--target"])
+        .arg(back.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = back.path().join(state.strip_prefix("/").unwrap());
+    assert_eq!(tree(&restored), tree(&state));
+
+    // Over SFTP to another node, with restic's own `-o sftp.command` naming the key.
+    let _forwarding = Forwarding::on();
+    let b = site.lab.node("edge-b");
+    let remote = b.dir.join("restic-sftp");
+    let command = format!(
+        "sftp.command=ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes root@{} -s sftp",
+        site.lab.client_key().display(),
+        site.lab.known_hosts().display(),
+        b.address
+    );
+    let sftp = format!("sftp:root@{}:{}", b.address, remote.display());
+    site.edit("inventory/topology.yaml", |s| {
+        s.replacen(
+            &format!("  repository: \"{}\"\n", local_repo.display()),
+            &format!("  repository: \"{sftp}\"\n  options:\n    - \"{command}\"\n"),
+            1,
+        )
+    });
+    let out = site.homelab(&["backup", "--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("alpha web/web-state: restic snapshot"), "{}", out.stdout);
+    assert!(remote.join("config").exists(), "the repository is on edge-b");
+    let over = restic_snapshots(&sftp, &pwfile, &["-o".to_owned(), command.clone()]);
+    assert_eq!(over.len(), 1, "{over:?}");
+
+    // The listing shows the snapshot taken before a change and restic's.
+    stateful(&site, "1b");
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let out = site.homelab(&["backup", "list", "--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(&format!("local  web - {id}")), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("restic web web-state {}", over[0].1)), "{}", out.stdout);
+}
