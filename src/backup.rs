@@ -21,13 +21,14 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Backs up one set: `$1` repository, `$2` password file, `$3` node, `$4` service, `$5` set,
 /// `$6` snapshots kept, `$7` `stop` or `live`, `$8` runtime root, `$9` the record to write,
-/// then the number of the set's paths and the paths (relative to the root), then restic's
-/// `-o` options. Prints `hl-backup: empty` when no path of the set exists on the node, else
+/// then whether the set is critical (`1`/`0`) and how old its backup may be (seconds, both
+/// kept in the record for the stability agent), then the number of the set's paths and the
+/// paths (relative to the root), then restic's `-o` options. Prints `hl-backup: empty` when no path of the set exists on the node, else
 /// restic's JSON summary line as `hl-backup: {…}`. Restic's own output stays in a private
 /// temporary folder, removed at the end; a failure prints its last lines.
 const BACKUP: &str = r#"set -u
 repo=$1; pwf=$2; node=$3; svc=$4; set=$5; keep=$6; stop=$7; droot=$8; rec=$9; shift 9
-m=$1; shift
+crit=$1; limit=$2; m=$3; shift 3
 t=$(mktemp -d "${TMPDIR:-/tmp}/hl-backup.XXXXXX") || exit 90
 trap 'rm -rf -- "$t"' EXIT
 have=0
@@ -61,7 +62,8 @@ summary=$(grep '"message_type":"summary"' "$t/out" | tail -n 1)
 restic "$@" forget --quiet --host "$node" --tag "svc=$svc,set=$set" --keep-last "$keep" --prune > "$t/forget" 2>&1 \
   || { echo "the backup was made; pruning the old ones failed: $(tail -n 2 "$t/forget")" >&2; }
 mkdir -p -- "${rec%/*}"
-printf '{"time":"%s","summary":%s}\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${summary:-null}" > "$rec.tmp"
+printf '{"time":"%s","critical":%s,"max_age_secs":%s,"summary":%s}\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  "$([ "$crit" = 1 ] && echo true || echo false)" "$limit" "${summary:-null}" > "$rec.tmp"
 chmod 600 -- "$rec.tmp"; mv -f -- "$rec.tmp" "$rec"
 [ -n "$summary" ] || summary='{}'
 echo "hl-backup: $summary"
@@ -121,6 +123,8 @@ pub fn back_up(
         if set.stop { "stop" } else { "live" }.to_owned(),
         layout.root().trim_end_matches('/').to_owned(),
         layout.backup_record(svc, &set.name),
+        if set.critical { "1" } else { "0" }.to_owned(),
+        set.max_age.as_secs().to_string(),
         set.paths.len().to_string(),
     ];
     args.extend(set.paths.iter().cloned());
@@ -248,6 +252,48 @@ fn parse_list(stdout: &str) -> (Vec<Listed>, Option<String>) {
         }
     }
     (found, error)
+}
+
+/// The last backups recorded on a node (`state/backups/<svc>/<set>.json`) of its critical
+/// sets: `(service, set, age, limit)`, for the stability agent. Unreadable records are
+/// skipped: the agent reports what it can read.
+pub fn overdue_candidates(
+    layout: &Layout,
+    now: std::time::SystemTime,
+) -> Vec<(String, String, u64, u64)> {
+    let mut found = Vec::new();
+    let dir = std::path::PathBuf::from(layout.root()).join("state/backups");
+    let Ok(services) = std::fs::read_dir(&dir) else { return found };
+    for svc in services.flatten() {
+        let Ok(sets) = std::fs::read_dir(svc.path()) else { continue };
+        for set in sets.flatten() {
+            let path = set.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()?.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+            if rec["critical"] != true {
+                continue;
+            }
+            let Some(time) = rec["time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            let age = now.duration_since(time).unwrap_or_default().as_secs();
+            let limit =
+                rec["max_age_secs"].as_u64().unwrap_or(crate::model::DEFAULT_MAX_AGE.as_secs());
+            found.push((
+                svc.file_name().to_string_lossy().into_owned(),
+                name.to_owned(),
+                age,
+                limit,
+            ));
+        }
+    }
+    found.sort();
+    found
 }
 
 #[cfg(test)]

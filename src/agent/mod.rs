@@ -164,6 +164,11 @@ async fn agent(cfg: &Config) -> Result<(), AgentError> {
                     }
                     Err(e) => tracing::warn!("disk use of {}: {e}", disk_path.display()),
                 }
+                for (service, set, age_secs, limit_secs) in
+                    crate::backup::overdue_candidates(&layout, (cfg.clock)())
+                {
+                    store.observe(&Observation::Backup { service, set, age_secs, limit_secs });
+                }
                 beat.write(&layout, &store, (cfg.clock)());
             }
         }

@@ -35,6 +35,9 @@ pub enum Observation {
     Link { link: String, up: bool, data: serde_json::Map<String, Value> },
     /// The use of the filesystem holding the runtime root.
     Disk { path: String, used_percent: f64, threshold: f64 },
+    /// A critical backup set's last restic backup (`homelab backup`'s record on the node):
+    /// how old it is and how old it may be.
+    Backup { service: String, set: String, age_secs: u64, limit_secs: u64 },
 }
 
 /// A container's condition.
@@ -81,6 +84,9 @@ pub struct State {
     /// Links by name, as last reported (or first seen).
     pub links: BTreeMap<String, LinkRecord>,
     pub disk: DiskRecord,
+    /// Critical backup sets (`<svc>/<set>`) reported as overdue and not backed up since.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backups: BTreeMap<String, DiskRecord>,
     /// Event lines decided but maybe not yet appended: written here first, appended, then
     /// cleared, so an agent killed in between appends each exactly once when it starts again
     /// (it looks for the exact line in the events file first).
@@ -96,6 +102,7 @@ impl Default for State {
             services: BTreeMap::new(),
             links: BTreeMap::new(),
             disk: DiskRecord::default(),
+            backups: BTreeMap::new(),
             pending: Vec::new(),
         }
     }
@@ -118,7 +125,45 @@ impl State {
             Observation::Disk { path, used_percent, threshold } => {
                 self.disk(node, path, *used_percent, *threshold)
             }
+            Observation::Backup { service, set, age_secs, limit_secs } => {
+                self.backup(node, service, set, *age_secs, *limit_secs)
+            }
         }
+    }
+
+    /// A critical set's backup older than its limit is reported once, as a critical
+    /// `service_unhealthy` of its service (check `backup`), and recovered by the next backup.
+    fn backup(&mut self, node: &str, svc: &str, set: &str, age: u64, limit: u64) -> Vec<Event> {
+        let key = format!("{svc}/{set}");
+        let over = self.backups.get(&key).is_some_and(|r| r.over);
+        let data = |e: Event| {
+            e.with("check", "backup")
+                .with("set", set)
+                .with("age_seconds", json!(age))
+                .with("limit_seconds", json!(limit))
+        };
+        if !over && age > limit {
+            let incident = self.incident(node);
+            self.backups.insert(key, DiskRecord { over: true, incident: Some(incident.clone()) });
+            let e =
+                Event::new(Kind::ServiceUnhealthy, Severity::Critical, SOURCE, svc, &incident, node)
+                    .with(
+                        "error",
+                        format!("the last backup of critical set {set} is {}h old, over its limit of {}h: run `homelab backup --service {svc}`", age / 3600, limit / 3600),
+                    );
+            return vec![data(e)];
+        }
+        if over && age <= limit {
+            let incident = self
+                .backups
+                .remove(&key)
+                .and_then(|r| r.incident)
+                .unwrap_or_else(|| self.incident(node));
+            let e =
+                Event::new(Kind::ServiceRecovered, Severity::Info, SOURCE, svc, &incident, node);
+            return vec![data(e)];
+        }
+        Vec::new()
     }
 
     fn container(
@@ -334,6 +379,28 @@ mod tests {
         assert!(s.observe("a", &d(89.0)).is_empty(), "within the hysteresis");
         assert_eq!(kinds(&s.observe("a", &d(80.0))), ["service_recovered"]);
         assert!(s.observe("a", &d(80.0)).is_empty());
+    }
+
+    #[test]
+    fn an_overdue_critical_backup_is_reported_once_and_recovers_with_the_next_backup() {
+        let mut s = State::default();
+        let b = |age| Observation::Backup {
+            service: "zigbee2mqtt".into(),
+            set: "zigbee2mqtt-config".into(),
+            age_secs: age,
+            limit_secs: 86_400,
+        };
+        assert!(s.observe("a", &b(3_600)).is_empty());
+        let e = s.observe("a", &b(90_000));
+        assert_eq!(kinds(&e), ["service_unhealthy"]);
+        assert_eq!(e[0].severity, Severity::Critical);
+        assert_eq!(e[0].service, "zigbee2mqtt");
+        assert_eq!(e[0].data["check"], "backup");
+        assert!(s.observe("a", &b(100_000)).is_empty(), "once per crossing");
+        let mut s: State = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert!(s.observe("a", &b(100_000)).is_empty(), "also after a restart");
+        assert_eq!(kinds(&s.observe("a", &b(60))), ["service_recovered"]);
+        assert!(s.observe("a", &b(60)).is_empty());
     }
 
     #[test]

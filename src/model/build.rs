@@ -186,6 +186,12 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
                     None => s.value.critical,
                 },
                 retain: s.value.retain.as_ref().map_or(crate::model::DEFAULT_RETAIN, |r| r.value),
+                max_age: s
+                    .value
+                    .max_age
+                    .as_ref()
+                    .and_then(|m| healthcheck_duration(&m.value, false))
+                    .unwrap_or(crate::model::DEFAULT_MAX_AGE),
             })
             .collect(),
         zigbee: c.zigbee.as_ref().map(|z| Zigbee {

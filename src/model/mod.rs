@@ -321,7 +321,12 @@ pub struct BackupSet {
     pub stop: bool,
     /// Restic snapshots of the set kept by `homelab backup`.
     pub retain: u32,
+    /// How old its last backup may be before the stability agent reports it (critical sets).
+    pub max_age: std::time::Duration,
 }
+
+/// How old a critical set's last backup may be unless its contract says `max_age:`.
+pub const DEFAULT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
 
 /// Restic snapshots of a backup set kept unless its contract says `retain:`.
 pub const DEFAULT_RETAIN: u32 = 7;
@@ -333,6 +338,25 @@ pub const DEFAULT_RETAIN: u32 = 7;
 pub struct BackupTarget {
     pub repository: String,
     pub options: Vec<String>,
+}
+
+/// Folders of the runtime root a snapshot never holds, so a rollback never puts them back:
+/// the logs that say why it happened, the events every service appends to, and homelab's own
+/// state, trust roots and binary.
+pub const NOT_SNAPSHOTTED: [&str; 5] = ["logs", "events", "state", "trust", "bin"];
+
+/// Path `p` is `q` or lies inside it (both relative, `/`-separated).
+pub fn within(p: &str, q: &str) -> bool {
+    p == q || p.strip_prefix(q).is_some_and(|r| r.starts_with('/'))
+}
+
+/// A path relative to the runtime root as validation allows it (no `..`, no empty or `.`
+/// part, no space or control character): such a path reaches scripts on the node.
+pub fn relative_path_ok(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with('/')
+        && !p.split('/').any(|c| c == ".." || c.is_empty() || c == ".")
+        && !p.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// The share of its disk a node keeps free after a snapshot unless its topology says another

@@ -335,6 +335,10 @@ pub struct BackupSet {
     /// How many restic snapshots of the set `homelab backup` keeps (default 7).
     #[serde(default)]
     pub retain: Option<S<u32>>,
+    /// How old the last backup of a critical set may be before the stability agent reports
+    /// it (default `2d`).
+    #[serde(default)]
+    pub max_age: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -142,11 +142,6 @@ pub struct Runtime {
     pub snapshot: Option<Snapshot>,
 }
 
-/// Folders of the runtime root a snapshot never holds, so a rollback never puts them back:
-/// the logs that say why it happened, the events every service appends to, and homelab's own
-/// state, trust roots and binary.
-pub const NOT_SNAPSHOTTED: [&str; 5] = ["logs", "events", "state", "trust", "bin"];
-
 /// The service's data as the engine snapshots it before a change (issue 18): its folders
 /// under the runtime root (relative paths; those that exist on the node) and, found on the
 /// node, the named volumes of its compose project.
@@ -171,12 +166,12 @@ impl Snapshot {
             .chain(svc.persistence_paths.iter().cloned())
             .map(|p| p.trim_end_matches('/').to_owned())
             .filter(|p| Snapshot::path_ok(p))
-            .filter(|p| !NOT_SNAPSHOTTED.iter().any(|o| Snapshot::within(p, o)))
+            .filter(|p| !crate::model::NOT_SNAPSHOTTED.iter().any(|o| crate::model::within(p, o)))
             .collect();
         paths.sort();
         paths.dedup();
         let all = paths.clone();
-        paths.retain(|p| !all.iter().any(|q| q != p && Snapshot::within(p, q)));
+        paths.retain(|p| !all.iter().any(|q| q != p && crate::model::within(p, q)));
         Snapshot {
             stop: svc.backup_sets.iter().any(|s| s.stop),
             min_free: node.map_or(crate::model::DEFAULT_SNAPSHOT_MIN_FREE, |n| n.snapshot_min_free),
@@ -184,18 +179,10 @@ impl Snapshot {
         }
     }
 
-    /// `p` is `q` or lies inside it.
-    pub fn within(p: &str, q: &str) -> bool {
-        p == q || p.strip_prefix(q).is_some_and(|r| r.starts_with('/'))
-    }
-
     /// A path relative to the runtime root, as validation allows it: it reaches a script on
     /// the node.
     pub fn path_ok(p: &str) -> bool {
-        !p.is_empty()
-            && !p.starts_with('/')
-            && !p.split('/').any(|c| c == ".." || c.is_empty() || c == ".")
-            && !p.chars().any(|c| c.is_whitespace() || c.is_control())
+        crate::model::relative_path_ok(p)
     }
 }
 

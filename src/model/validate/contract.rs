@@ -89,6 +89,18 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
                 relative_path(d, &file, p, &field);
                 backup_path(d, &file, dir, c, p, &field, &declared);
             }
+            if let Some(m) = &set.value.max_age {
+                if healthcheck_duration(&m.value, false).is_none() {
+                    d.err(
+                        "backup",
+                        &file,
+                        line(m),
+                        format!("backup.sets[{i}].max_age"),
+                        format!("expected a duration such as `1d` or `12h`, found `{}`", crate::quote::cut(&m.value)),
+                        "how old the last backup of a critical set may be before the stability agent reports it (default 2d)",
+                    );
+                }
+            }
             if let Some(r) = &set.value.retain {
                 if r.value == 0 || r.value > 1000 {
                     d.err(
@@ -192,12 +204,11 @@ fn backup_path(
     field: &str,
     declared: &[(&str, &str)],
 ) {
-    use crate::plan::Snapshot;
     let v = p.value.trim_end_matches('/');
     let persisted =
-        c.persistence.paths.iter().any(|q| Snapshot::within(v, q.value.trim_end_matches('/')));
+        c.persistence.paths.iter().any(|q| crate::model::within(v, q.value.trim_end_matches('/')));
     let problem = if let Some(o) =
-        crate::plan::NOT_SNAPSHOTTED.iter().find(|o| Snapshot::within(v, o))
+        crate::model::NOT_SNAPSHOTTED.iter().find(|o| crate::model::within(v, o))
     {
         Some((
             format!("expected the service's own data, found `{v}`, which is homelab's `{o}` folder"),
@@ -210,7 +221,7 @@ fn backup_path(
         ))
     } else if let Some((other, q)) = declared
         .iter()
-        .find(|(o, q)| *o != svc && (Snapshot::within(v, q) || Snapshot::within(q, v)))
+        .find(|(o, q)| *o != svc && (crate::model::within(v, q) || crate::model::within(q, v)))
     {
         Some((
             format!("expected a path of this service's own, found `{v}`, which overlaps `{q}` of service `{other}`"),
@@ -226,10 +237,7 @@ fn backup_path(
 
 fn relative_path(d: &mut Diagnostics, file: &str, p: &S<String>, field: &str) {
     let v = &p.value;
-    let ok = !v.is_empty()
-        && !v.starts_with('/')
-        && !v.split('/').any(|c| c == ".." || c.is_empty() || c == ".")
-        && !v.chars().any(|c| c.is_whitespace() || c.is_control());
+    let ok = crate::model::relative_path_ok(v);
     if !ok {
         d.err(
             "persistence",
