@@ -11,8 +11,52 @@ use std::sync::Mutex;
 use crate::lab::Lab;
 use crate::support::{copy_tree, fixtures, Output};
 
-/// One lab at a time.
-pub(crate) static LAB: Mutex<()> = Mutex::new(());
+/// At most [`Labs::at_once`] labs at a time in this process (their tests mostly wait on
+/// healthchecks, stability windows and timeouts, so two side by side fit on 2 cores).
+pub(crate) static LAB: Labs = Labs { running: Mutex::new(0), freed: std::sync::Condvar::new() };
+
+/// A counting semaphore with the calls of a `Mutex` (`LAB.lock().unwrap_or_else(|e|
+/// e.into_inner())`), so a test holds a lab's place for its whole length.
+pub(crate) struct Labs {
+    running: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A place among the labs that may run, given back when dropped (also when the test panics).
+pub(crate) struct LabPlace(&'static Labs);
+
+/// Never made: `lock` always succeeds (a test that panicked gave its place back).
+pub(crate) struct NoPlace(LabPlace);
+
+impl NoPlace {
+    pub(crate) fn into_inner(self) -> LabPlace {
+        self.0
+    }
+}
+
+impl Labs {
+    /// `HOMELAB_TEST_LABS` (default 2): how many labs may run at once.
+    fn at_once() -> usize {
+        std::env::var("HOMELAB_TEST_LABS").ok().and_then(|v| v.parse().ok()).unwrap_or(2).max(1)
+    }
+
+    pub(crate) fn lock(&'static self) -> Result<LabPlace, NoPlace> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= Labs::at_once() {
+            running = self.freed.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Ok(LabPlace(self))
+    }
+}
+
+impl Drop for LabPlace {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        self.0.freed.notify_one();
+    }
+}
 
 const NODES: [&str; 3] = ["alpha", "edge-a", "edge-b"];
 
