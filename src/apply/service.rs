@@ -185,7 +185,11 @@ impl ServiceRun<'_, '_, '_> {
         self.stage_done(Step::Prepare);
         let stage = match prepared.validated {
             None => Stage::Prepared,
-            Some(Ok(())) => {
+            Some(Ok(resolved)) => {
+                if let Some(why) = rt.and_then(|rt| self.refusal(rt, &resolved)) {
+                    self.run.update(journal, svc, |e| e.previous = previous);
+                    return self.refuse(journal, why, Some(&log), "validate");
+                }
                 self.stage_done(Step::Validate);
                 Stage::Validated
             }
@@ -202,6 +206,41 @@ impl ServiceRun<'_, '_, '_> {
         Ok(stage)
     }
 
+    /// The compose rules on what the node's Compose resolved (`compose::on_node`): why the
+    /// release may not go live, or `None`. A plan made before the node checked this carries no
+    /// limits and is not judged.
+    fn refusal(&self, rt: &Runtime, resolved: &remote::Resolved) -> Option<String> {
+        let limits = rt.limits.as_ref()?;
+        let layout = &self.at.layout;
+        let files: Vec<(&str, &str)> = self
+            .c
+            .artifacts
+            .iter()
+            .filter(|a| a.name == crate::render::COMPOSE || a.name == crate::render::OVERRIDE)
+            .map(|a| (a.name.as_str(), a.text.as_str()))
+            .collect();
+        let releases = [layout.releases(self.svc), layout.live(self.svc)];
+        let env_file = layout.env_file(self.svc);
+        let on = crate::model::validate::compose::OnNode {
+            inst: &self.c.instance,
+            root: layout.root(),
+            exposure: limits.exposure,
+            declared: &limits.paths,
+            releases: &releases,
+            env_file: &env_file,
+            files: &files,
+        };
+        let found = crate::model::validate::compose::on_node(&on, resolved);
+        if found.is_empty() {
+            return None;
+        }
+        let said: Vec<String> = found.iter().map(ToString::to_string).collect();
+        Some(format!(
+            "what Compose would run on the node breaks the compose rules, so nothing was deployed:\n{}",
+            said.join("\n")
+        ))
+    }
+
     /// `docker compose config` of the release, and the contract's secrets present.
     fn validate(&self, journal: &Mutex<Journal>, rt: &Runtime) -> Result<Stage, StepError> {
         self.say("validate", "docker compose config, secrets present".to_owned());
@@ -214,8 +253,12 @@ impl ServiceRun<'_, '_, '_> {
             secrets: &rt.secrets,
             variables: &rt.variables,
         };
-        if let Err(e) = remote::validate(self.at.exec, &self.carry(), &self.release, &v) {
-            return self.fail_early(journal, e, Some(&log), "validate");
+        let resolved = match remote::validate(self.at.exec, &self.carry(), &self.release, &v) {
+            Ok(r) => r,
+            Err(e) => return self.fail_early(journal, e, Some(&log), "validate"),
+        };
+        if let Some(why) = self.refusal(rt, &resolved) {
+            return self.refuse(journal, why, Some(&log), "validate");
         }
         self.stage_done(Step::Validate);
         self.set(journal, Stage::Validated, None);
@@ -452,7 +495,17 @@ impl ServiceRun<'_, '_, '_> {
         if matches!(e, StepError::Link { .. }) {
             return Err(e);
         }
-        let reason = cause(&e, log);
+        self.refuse(journal, cause(&e, log), log, stage)
+    }
+
+    /// The release may not go live, for `reason`: nothing live changed.
+    fn refuse(
+        &self,
+        journal: &Mutex<Journal>,
+        reason: String,
+        log: Option<&str>,
+        stage: &str,
+    ) -> Result<Stage, StepError> {
         self.run.say(ServiceName::parse(self.svc).ok().as_ref(), "failed", reason.clone());
         self.set(journal, Stage::Failed, Some(reason.clone()));
         self.event(

@@ -137,6 +137,19 @@ pub struct Runtime {
     /// The contract's `persistence.folders`: owners and modes the engine sets before the
     /// service comes up.
     pub folders: Vec<crate::model::Folder>,
+    /// What the node checks the resolved configuration against at validate (`docker compose
+    /// config` with its env file): `None` in a plan made before the node checked it.
+    pub limits: Option<Limits>,
+}
+
+/// The contract's word on what the node's resolved configuration may publish and mount: the
+/// service's exposure on the node and the host paths beyond its runtime folders that it
+/// declares (`host_paths`, then `persistence.paths`, as written: absolute, or relative to the
+/// runtime root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub exposure: crate::model::Exposure,
+    pub paths: Vec<String>,
 }
 
 /// A required variable, with the line of its `runtime.env_vars` entry (0: unknown), so the
@@ -176,6 +189,23 @@ impl Runtime {
                 .map(|e| Required { name: e.name.clone(), line: e.line.unwrap_or(0) })
                 .collect(),
             folders: svc.folders.clone(),
+            limits: Some(Limits {
+                exposure: lab
+                    .nodes
+                    .get(&inst.node)
+                    .and_then(|n| n.services.get(&inst.service))
+                    .map(|s| s.exposure)
+                    .unwrap_or(svc.exposure),
+                paths: svc.host_paths.iter().chain(&svc.persistence_paths).fold(
+                    Vec::new(),
+                    |mut all, p| {
+                        if !all.contains(p) {
+                            all.push(p.clone());
+                        }
+                        all
+                    },
+                ),
+            }),
         }
     }
 }

@@ -11,7 +11,10 @@
 
 mod extends;
 mod paths;
+mod resolved;
 mod variables;
+
+pub use resolved::{on_node, OnNode, ResolvedService};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
