@@ -1152,6 +1152,47 @@ fn a_variable_the_nodes_env_file_resolves_to_a_release_mount_or_an_open_port_is_
     assert!(library.join("marker").exists());
 }
 
+/// Issue 21: the starter kit reaches Ollama (`ollama-cpu`, `container_name: ollama`) as
+/// `ollama`. Renamed by the container-name rule without keeping that name, it no longer
+/// resolves while every container runs: `plan` refuses it (rule `compose-host`). With the
+/// network alias the message asks for, the old name answers on the node, and the service's
+/// healthcheck checks the name its web container uses.
+#[test]
+fn a_renamed_container_answers_to_its_old_name_through_the_alias_validation_asks_for() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let compose = |networks: &str| {
+        format!(
+            "services:\n  web:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: web\n    restart: unless-stopped\n    environment:\n      OLLAMA_BASE_URL: http://ollama:11434\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n  ollama-cpu:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: web-ollama-cpu\n    restart: unless-stopped\n    command: [\"httpd\", \"-f\", \"-p\", \"11434\", \"-h\", \"/etc\"]\n{networks}"
+        )
+    };
+    site.write("services/web/docker-compose.yml", &compose(""));
+    site.write(
+        "services/web/healthcheck.sh",
+        "#!/bin/sh\n# What web reaches Ollama by, from web.\ndocker exec \"$HOMELAB_SERVICE\" wget -q -O /dev/null http://ollama:11434/hostname\n",
+    );
+    let key = site.key.to_str().unwrap().to_owned();
+    let refused = site.homelab(&["plan", "--key", &key]);
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("error[compose-host]: services/web/docker-compose.yml:7: `ollama`"),
+        "{}",
+        refused.stderr
+    );
+
+    site.write(
+        "services/web/docker-compose.yml",
+        &compose("    networks:\n      default:\n        aliases: [ollama]\n"),
+    );
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let reached = site
+        .lab
+        .docker("alpha", &["exec", "web", "wget", "-q", "-O", "-", "http://ollama:11434/hostname"]);
+    assert!(reached.status.success(), "{}", String::from_utf8_lossy(&reached.stderr));
+}
+
 /// Independent services of a node run side by side (issue 10, item 2), shown without a clock:
 /// on ALPHA, `agent` and `cache` (independent) are healthy only once the other one's
 /// healthcheck has run too, a rendezvous that a run of one service after another cannot make
