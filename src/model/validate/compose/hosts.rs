@@ -7,8 +7,8 @@
 //! the containers run and the healthcheck passes (issue 21). Refused here, before a plan.
 //!
 //! Only where the project's own network decides: a project with a container on another
-//! network mode or a network shared with other projects (`external`, `name:`), or that
-//! `extends` a service of another file, is left alone, and so are names with a dot (a domain),
+//! network mode or a network shared with other projects (`external`, `name:`), that
+//! `extends` a service of another file or `include`s one, is left alone, and so are names with a dot (a domain),
 //! addresses, `localhost`, and the ids of the homelab's nodes and services.
 
 use std::collections::BTreeSet;
@@ -71,8 +71,13 @@ fn keys_of(f: &Rendered) -> Vec<String> {
 }
 
 /// Adds the names the containers of `doc` answer to; `false` when the project's own network
-/// does not decide (another network mode, a shared network, `extends` of another file).
+/// does not decide (another network mode, a shared network, `extends` of another file) or
+/// when it has containers this does not read (`include`).
 fn names(doc: &Value, out: &mut BTreeSet<String>) -> bool {
+    // Services of an included file are the project's too, but not read here.
+    if doc.get("include").is_some() {
+        return false;
+    }
     if let Some(nets) = doc.get("networks").and_then(Value::as_object) {
         let shared = nets.values().any(|n| {
             n.get("name").is_some() || n.get("external").is_some_and(|e| e.as_bool() != Some(false))
@@ -199,5 +204,7 @@ mod tests {
         assert!(!names(&shared, &mut BTreeSet::new()));
         let host = serde_json::json!({"services": {"a": {"network_mode": "host"}}});
         assert!(!names(&host, &mut BTreeSet::new()));
+        let included = serde_json::json!({"include": ["other.yml"], "services": {"a": {}}});
+        assert!(!names(&included, &mut BTreeSet::new()));
     }
 }
