@@ -84,12 +84,18 @@ pub fn on_node(on: &OnNode, resolved: &BTreeMap<String, ResolvedService>) -> Vec
                 None => true,
             };
             let abs = abs.unwrap_or(source.clone());
-            if !in_release && paths::declared(&abs, root, svc, on.declared) {
-                continue;
-            }
+            let declared = paths::declared(&abs, root, svc, on.declared);
             let w = volumes
                 .get(key.as_str())
                 .and_then(|ws| ws.iter().find(|w| same_target(&w.target, &target)));
+            // `~` is the home of whoever runs Compose: a written `~/…` the contract lists (as
+            // the repository's check reads it) is the path it declares.
+            let home = w.is_some_and(|w| {
+                w.text.starts_with('~') && on.declared.iter().any(|h| paths::under(&w.text, h))
+            });
+            if !in_release && (declared || home) {
+                continue;
+            }
             let at = w.map(|w| w.at.clone()).unwrap_or_else(|| Located {
                 file: shown(on, RELEASE_COMPOSE),
                 line: None,
@@ -304,7 +310,7 @@ mod tests {
     use crate::model::{NodeName, ServiceName};
     use serde_json::json;
 
-    const COMPOSE: &str = "services:\n  immich:\n    image: x\n    volumes:\n      - ${UPLOAD_LOCATION:-/opt/homelab/data/immich/library}:/data\n      - ./conf:/conf:ro\n      - type: bind\n        source: ${BACKUP}\n        target: /backup\n      - /opt/homelab/data/immich/db:/db\n    ports:\n      - \"${WEB_PORT:-127.0.0.1:2283}:2283\"\n      - \"10.0.0.5:9000:9000\"\n";
+    const COMPOSE: &str = "services:\n  immich:\n    image: x\n    volumes:\n      - ${UPLOAD_LOCATION:-/opt/homelab/data/immich/library}:/data\n      - ./conf:/conf:ro\n      - type: bind\n        source: ${BACKUP}\n        target: /backup\n      - /opt/homelab/data/immich/db:/db\n      - ~/.config/x:/home\n    ports:\n      - \"${WEB_PORT:-127.0.0.1:2283}:2283\"\n      - \"10.0.0.5:9000:9000\"\n";
 
     fn bind(source: &str, target: &str, ro: bool) -> Value {
         json!({"type": "bind", "source": source, "target": target, "read_only": ro})
@@ -324,7 +330,8 @@ mod tests {
             service: ServiceName::parse("immich").unwrap(),
             node: NodeName::parse("alpha").unwrap(),
         };
-        let declared = vec!["/srv/photos".to_owned(), "data/immich".to_owned()];
+        let declared =
+            vec!["/srv/photos".to_owned(), "data/immich".to_owned(), "~/.config".to_owned()];
         let releases = vec!["/opt/homelab/state/releases/immich".to_owned()];
         let on = OnNode {
             inst: &inst,
@@ -375,6 +382,7 @@ mod tests {
                 volumes: vec![
                     bind("/mnt/elsewhere", "/backup", false),
                     bind("/srv/photos/2026", "/data", false),
+                    bind("/root/.config/x", "/home", false),
                     bind("/opt/homelab/data/immich/library/../../other/x", "/db", false),
                     json!({"type": "volume", "source": "db", "target": "/v"}),
                 ],
@@ -407,7 +415,7 @@ mod tests {
         let d = &found[0];
         assert_eq!(
             (d.rule, d.line, d.field.as_str()),
-            ("exposure-port", Some(12), "services.immich.ports[0]")
+            ("exposure-port", Some(13), "services.immich.ports[0]")
         );
         assert!(d.message.starts_with("on the node, publishes host port 2283"), "{}", d.message);
         assert!(
