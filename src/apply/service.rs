@@ -234,7 +234,15 @@ impl ServiceRun<'_, '_, '_> {
         if found.is_empty() {
             return None;
         }
-        let said: Vec<String> = found.iter().map(ToString::to_string).collect();
+        // Every problem, up to a summary's worth: the reason travels in the journal and events.
+        let mut said: Vec<String> =
+            found.iter().take(SAID_PROBLEMS).map(ToString::to_string).collect();
+        if found.len() > SAID_PROBLEMS {
+            said.push(format!(
+                "and {} more problem(s) with what the node resolved",
+                found.len() - SAID_PROBLEMS
+            ));
+        }
         Some(format!(
             "what Compose would run on the node breaks the compose rules, so nothing was deployed:\n{}",
             said.join("\n")
@@ -638,6 +646,9 @@ enum Checked {
     /// The node's dead-man had decided first and rolled the service back by itself.
     RolledBackByNode(remote::NodeRollback),
 }
+
+/// How many of the node's problems with a release a summary says in full.
+const SAID_PROBLEMS: usize = 5;
 
 /// How many lines of a tool's output a summary or an event quotes, and at most how many
 /// characters: the whole output stays in the log on the node.
