@@ -1,15 +1,16 @@
 //! Names the containers of a project reach each other by: a host name a compose file writes in
 //! a URL (`http://ollama:11434`, `postgres://u@db:5432/x`) or as a variable's `host:port`
 //! (`OLLAMA_HOST=ollama:11434`) must be answered by a container of the project: its compose
-//! key, its `container_name`, its `hostname`, a network alias, a `links` alias or an
-//! `extra_hosts` name. The container-name rule renames containers that published projects
-//! reach by their old name; a rename that forgets the alias leaves the name unresolved while
-//! the containers run and the healthcheck passes (issue 21). Refused here, before a plan.
+//! key, its `container_name`, a network alias, a `links` alias or an `extra_hosts` name (not
+//! its `hostname`, which Docker's DNS does not answer). The container-name rule renames
+//! containers that published projects reach by their old name; a rename that forgets the alias
+//! leaves the name unresolved while the containers run and the healthcheck passes (issue 21).
+//! Refused here, before a plan.
 //!
 //! Only where the project's own network decides: a project with a container on another
-//! network mode or a network shared with other projects (`external`, `name:`), that
-//! `extends` a service of another file or `include`s one, is left alone, and so are names with a dot (a domain),
-//! addresses, `localhost`, and the ids of the homelab's nodes and services.
+//! network mode or a network shared with other projects (`external`, `name:`), or that
+//! `extends` a service of another file or `include`s one, is left alone, and so are names with
+//! a dot (a domain), addresses, `localhost`, and the ids of the homelab's nodes and services.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -53,7 +54,7 @@ pub(super) fn check(
                     f.path,
                     Some(n as u64 + 1),
                     host.clone(),
-                    format!("this line reaches `{host}`, but no container of the project answers to that name (its compose keys: {}; nor a `container_name`, `hostname`, network alias or `links` alias): inside the project, `{host}` does not resolve", keys.join(", ")),
+                    format!("this line reaches `{host}`, but no container of the project answers to that name (its compose keys: {}; nor a `container_name`, network alias or `links` alias): inside the project, `{host}` does not resolve", keys.join(", ")),
                     format!("when a container was renamed (the container-name rule), keep its old name reachable: add `networks: {{default: {{aliases: [{host}]}}}}` under the compose service that was `{host}` (on each network it joins), or write its compose key here; a host outside the project is written with its domain (`{host}.<domain>`) or its address"),
                 );
             }
@@ -94,10 +95,10 @@ fn names(doc: &Value, out: &mut BTreeSet<String>) -> bool {
             return false;
         }
         out.insert(key.clone());
-        for field in ["container_name", "hostname"] {
-            if let Some(n) = s.get(field).and_then(Value::as_str) {
-                out.insert(n.to_owned());
-            }
+        // Not `hostname`: Docker 20.10 (Debian's, on the nodes) resolves a container by its
+        // name and aliases, never by the hostname it gives itself.
+        if let Some(n) = s.get("container_name").and_then(Value::as_str) {
+            out.insert(n.to_owned());
         }
         if let Some(Value::Object(nets)) = s.get("networks") {
             for n in nets.values() {
@@ -196,8 +197,7 @@ mod tests {
         }});
         let mut out = BTreeSet::new();
         assert!(names(&doc, &mut out));
-        let want =
-            ["database", "db", "gw", "ollama", "ollama-cpu", "starter-ollama-cpu", "web", "www"];
+        let want = ["database", "db", "gw", "ollama", "ollama-cpu", "starter-ollama-cpu", "web"];
         assert_eq!(out.iter().map(String::as_str).collect::<Vec<_>>(), want);
         let shared =
             serde_json::json!({"services": {"a": {}}, "networks": {"proxy": {"external": true}}});
