@@ -132,18 +132,20 @@ pub fn on_node(on: &OnNode, resolved: &BTreeMap<String, ResolvedService>) -> Vec
                 Value::String(s) => s.clone(),
                 t => t.to_string(),
             });
+            // The entry that wrote it: one with a variable and this container port, else the
+            // one written with this container port, else the only one with a variable (whose
+            // container port a variable may hide: `${WEB_PORT-:8080:8000}`).
             let w = ports.get(key.as_str()).and_then(|ws| {
-                let with_vars: Vec<&Written> = ws.iter().filter(|w| !w.vars.is_empty()).collect();
-                match &with_vars[..] {
-                    [one] => Some(*one),
-                    _ => with_vars
-                        .iter()
-                        .copied()
-                        .find(|w| container.as_deref() == Some(w.target.as_str()))
-                        .or_else(|| {
-                            ws.iter().find(|w| container.as_deref() == Some(w.target.as_str()))
-                        }),
-                }
+                let by_target = |w: &&Written| container.as_deref() == Some(w.target.as_str());
+                let mut with_vars = ws.iter().filter(|w| !w.vars.is_empty());
+                ws.iter()
+                    .filter(|w| !w.vars.is_empty())
+                    .find(by_target)
+                    .or_else(|| ws.iter().find(by_target))
+                    .or_else(|| match (with_vars.next(), with_vars.next()) {
+                        (Some(one), None) => Some(one),
+                        _ => None,
+                    })
             });
             let at = w.map(|w| w.at.clone()).unwrap_or_else(|| Located {
                 file: shown(on, RELEASE_COMPOSE),
@@ -326,6 +328,10 @@ mod tests {
     }
 
     fn check(exposure: Exposure, s: ResolvedService) -> Vec<Diagnostic> {
+        check_in(COMPOSE, exposure, s)
+    }
+
+    fn check_in(compose: &str, exposure: Exposure, s: ResolvedService) -> Vec<Diagnostic> {
         let inst = Instance {
             service: ServiceName::parse("immich").unwrap(),
             node: NodeName::parse("alpha").unwrap(),
@@ -340,7 +346,7 @@ mod tests {
             declared: &declared,
             releases: &releases,
             env_file: "/opt/homelab/config/immich/.env",
-            files: &[("docker-compose.yml", COMPOSE)],
+            files: &[("docker-compose.yml", compose)],
         };
         on_node(&on, &BTreeMap::from([("immich".to_owned(), s)]))
     }
@@ -442,6 +448,22 @@ mod tests {
         let tailnet =
             ResolvedService { ports: vec![port(None, "2283", 2283)], ..Default::default() };
         assert!(check(Exposure::Tailnet, tailnet).is_empty());
+    }
+
+    #[test]
+    fn a_port_whose_whole_entry_is_a_variable_is_traced_to_it_and_literal_ones_to_themselves() {
+        let compose = "services:\n  immich:\n    ports:\n      - \"0.0.0.0:9000:9000\"\n      - ${WEB_PORT-:8080:8000}\n      - \"9001:9001\"\n";
+        let ports = vec![port(None, "8080", 8000), port(None, "9001", 9001)];
+        let found =
+            check_in(compose, Exposure::Lan, ResolvedService { ports, ..Default::default() });
+        let said: Vec<(Option<u64>, &str)> =
+            found.iter().map(|d| (d.line, d.field.as_str())).collect();
+        assert_eq!(
+            said,
+            [(Some(5), "services.immich.ports[1]"), (Some(6), "services.immich.ports[2]")]
+        );
+        assert!(found[0].message.contains("through `WEB_PORT`"), "{}", found[0].message);
+        assert!(found[1].message.contains("(written `9001:9001`)"), "{}", found[1].message);
     }
 
     #[test]
