@@ -184,11 +184,18 @@ fn compose_rules(
     let shipped = shipped(rendered);
     let exposure = node.services.get(&inst.service).map(|s| s.exposure).unwrap_or(svc.exposure);
     let shipped_texts = shipped_texts(lab, inst, rendered);
+    let known: BTreeSet<String> = lab
+        .nodes
+        .keys()
+        .map(|n| n.as_str().to_owned())
+        .chain(lab.services.keys().map(|s| s.as_str().to_owned()))
+        .collect();
     let ctx = compose::Context {
         root: &node.runtime_root,
         exposure,
         shipped: &shipped,
         texts: &shipped_texts,
+        known: &known,
     };
     let fp = compose::check(svc, inst, &ctx, &files, d);
     unreferenced(lab, inst, rendered, &fp, d);

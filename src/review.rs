@@ -415,7 +415,7 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
         Some(rt) if *rt == want => {}
         _ => {
             return Err(differs(
-                "the healthcheck, secrets or required variables",
+                "the healthcheck, secrets, required variables, exposure or host paths",
                 "the contract says otherwise".into(),
             ))
         }

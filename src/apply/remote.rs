@@ -6,8 +6,10 @@
 //! never spell a path under `<root>` themselves. This module decides nothing: which step runs
 //! when, and what its result means, is the rest of `apply`'s.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::model::validate::compose::ResolvedService;
 use crate::node::records::LockHolder;
 use crate::node::Layout;
 use crate::transport::{ExecError, NodeExec, Output};
@@ -122,6 +124,9 @@ logged() {
     };
 }
 
+/// The line before the resolved configuration in what validate prints.
+const RESOLVED: &str = "homelab-resolved";
+
 /// `docker compose config` of a release, the contract's secrets present in the node's
 /// `config/<svc>/.env` (names only are checked; values are never read back), its required
 /// variables that the compose files interpolate set there to something (not empty), and
@@ -153,6 +158,19 @@ if [ "$1" = -- ]; then
 fi
 if [ "$unset_vars" = 1 ]; then exit 4; fi
 logged compose config -q
+# What Compose will really run, for the node's checks (`resolved`): of the resolved
+# configuration only each service's name, network mode, ports and volumes, never the rest
+# (its environment holds the secrets of the env file).
+echo homelab-resolved
+compose config --format json | awk '
+/^  "services": [{]$/ { s = 1; next }
+s && /^  [}]/ { s = 0 }
+!s { next }
+/^    "/ && /[{]$/ { print; next }
+/^      "network_mode": / { print; next }
+/^      "(ports|volumes)": \[$/ { b = 1; print; next }
+b { print; if ($0 ~ /^      \]/) b = 0 }
+'
 # A service built from its shipped context is built here, on the node, before anything live
 # changes: a build that fails stops the service at validate, with its output kept.
 if grep -qE '^[[:space:]]+build:' docker-compose.yml docker-compose.override.yml 2>/dev/null; then
@@ -856,7 +874,72 @@ impl ValidateArgs<'_> {
 /// pointed before), and, when asked, how validate went.
 pub struct Prepared {
     pub previous: Option<String>,
-    pub validated: Option<Result<(), StepError>>,
+    pub validated: Option<Result<Resolved, StepError>>,
+}
+
+/// The node's resolved configuration, by compose key: what validate read from `docker compose
+/// config --format json` with the node's env file.
+pub type Resolved = BTreeMap<String, ResolvedService>;
+
+/// Reads the resolved configuration out of what validate printed (`stdout`, from the line
+/// `homelab-resolved` on): Compose's indented JSON as `VALIDATE`'s filter kept it, a line
+/// `    "<key>": {` a service, then its `"network_mode"` line and its `"ports"` and `"volumes"`
+/// arrays, whole.
+fn resolved(stdout: &str) -> Result<Resolved, StepError> {
+    let bad = |why: String| {
+        StepError::Failed {
+        step: "validate",
+        status: None,
+        stderr: format!("the node's resolved configuration (`docker compose config --format json`) does not read as expected: {why}; what Compose will mount cannot be checked"),
+    }
+    };
+    let mut lines = stdout.lines().skip_while(|l| *l != RESOLVED);
+    if lines.next().is_none() {
+        return Err(bad("the node printed none".to_owned()));
+    }
+    let mut out = Resolved::new();
+    let mut current: Option<String> = None;
+    while let Some(l) = lines.next() {
+        if let Some(head) = l.strip_prefix("    \"").and_then(|_| l.trim().strip_suffix(": {")) {
+            let key: String = serde_json::from_str(head)
+                .map_err(|e| bad(format!("`{}`: {e}", crate::quote::cut(l))))?;
+            out.entry(key.clone()).or_default();
+            current = Some(key);
+            continue;
+        }
+        let Some(key) = &current else {
+            return Err(bad(format!("`{}` before any service", crate::quote::cut(l))));
+        };
+        let svc = out.get_mut(key).expect("entered above");
+        if let Some(mode) = l.strip_prefix("      \"network_mode\": ") {
+            let mode: String = serde_json::from_str(mode.trim_end_matches(','))
+                .map_err(|e| bad(format!("`network_mode`: {e}")))?;
+            svc.host_network = mode == "host";
+            continue;
+        }
+        let list = match l {
+            "      \"ports\": [" => &mut svc.ports,
+            "      \"volumes\": [" => &mut svc.volumes,
+            _ => return Err(bad(format!("unexpected `{}`", crate::quote::cut(l)))),
+        };
+        let mut text = String::from("[");
+        loop {
+            let Some(item) = lines.next() else {
+                return Err(bad("an array of a service does not end".to_owned()));
+            };
+            if item == "      ]" || item == "      ]," {
+                break;
+            }
+            text.push_str(item);
+        }
+        text.push(']');
+        *list = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("the ports or volumes of `{key}`: {e}")))?;
+    }
+    if out.is_empty() {
+        return Err(bad("it names no service".to_owned()));
+    }
+    Ok(out)
 }
 
 /// Uploads a release as one tar stream, checks and seals it (see `PREPARE`), and validates it
@@ -906,7 +989,8 @@ pub fn prepare(
     }
     let out = sh(exec, carry, PREPARE, &args, &archive, LONG, validate.is_some())?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut lines = stdout.lines();
+    // The upload's own lines come before validate's.
+    let mut lines = stdout.lines().take_while(|l| *l != RESOLVED);
     if lines.next() != Some("uploaded") {
         ok(out, "uploading the release")?;
         return Err(StepError::Failed {
@@ -916,21 +1000,23 @@ pub fn prepare(
         });
     }
     let previous = lines.next().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-    let validated = validate.map(|_| ok(out, "validate").map(|_| ()));
+    let validated = validate.map(|_| ok(out, "validate").and_then(|_| resolved(&stdout)));
     Ok(Prepared { previous, validated })
 }
 
-/// `log`: where the output of `compose config` is kept on the node.
+/// `log`: where the output of `compose config` is kept on the node. What Compose resolved is
+/// returned for the node's checks.
 pub fn validate(
     exec: &dyn NodeExec,
     carry: &Carry,
     release: &str,
     v: &ValidateArgs<'_>,
-) -> Result<(), StepError> {
+) -> Result<Resolved, StepError> {
     let mut args = vec![release, v.svc, v.env_file, v.log];
     let names = v.names();
     args.extend(names.iter().map(String::as_str));
-    ok(sh(exec, carry, VALIDATE, &args, b"", LONG, true)?, "validate").map(|_| ())
+    let out = ok(sh(exec, carry, VALIDATE, &args, b"", LONG, true)?, "validate")?;
+    resolved(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// What a step does with the service's data (issue 18; see `data_fns`).
@@ -1391,6 +1477,69 @@ pub fn read_file(exec: &dyn NodeExec, path: &str) -> Result<Option<Vec<u8>>, Ste
 #[cfg(test)]
 mod tests {
     use super::NodeRollback;
+
+    /// What `VALIDATE`'s filter keeps of `docker compose config --format json` (Compose
+    /// v2.40's output, cut by the script's awk), after the upload's lines.
+    const FILTERED: &str = r#"uploaded
+/opt/homelab/state/releases/immich/p0
+homelab-resolved
+    "immich": {
+      "network_mode": "bridge",
+      "ports": [
+        {
+          "mode": "ingress",
+          "host_ip": "0.0.0.0",
+          "target": 9000,
+          "published": "9000",
+          "protocol": "tcp"
+        }
+      ],
+      "volumes": [
+        {
+          "type": "bind",
+          "source": "/opt/homelab/state/releases/immich/p1/library",
+          "target": "/data",
+          "bind": {
+            "create_host_path": true
+          }
+        }
+      ]
+    "other": {
+    "with \"quotes\"": {
+      "network_mode": "host",
+      "ports": [
+        {
+          "target": 53,
+          "published": "53",
+          "protocol": "udp"
+        }
+      ],
+"#;
+
+    #[test]
+    fn the_resolved_configuration_is_read_service_by_service() {
+        let r = super::resolved(FILTERED).unwrap();
+        assert_eq!(r.keys().collect::<Vec<_>>(), ["immich", "other", "with \"quotes\""]);
+        assert_eq!(
+            r["immich"].volumes[0]["source"],
+            "/opt/homelab/state/releases/immich/p1/library"
+        );
+        assert_eq!(r["immich"].ports[0]["host_ip"], "0.0.0.0");
+        assert!(!r["immich"].host_network && r["with \"quotes\""].host_network);
+        assert!(r["other"].volumes.is_empty() && r["other"].ports.is_empty());
+    }
+
+    #[test]
+    fn a_resolved_configuration_that_does_not_read_fails_validate() {
+        let said = |s: &str| super::resolved(s).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(said("uploaded\n").contains("the node printed none"));
+        assert!(said("homelab-resolved\n").contains("it names no service"));
+        assert!(said("homelab-resolved\n      \"ports\": [\n").contains("before any service"));
+        let cut = "homelab-resolved\n    \"a\": {\n      \"volumes\": [\n        {\n";
+        assert!(said(cut).contains("does not end"), "{}", said(cut));
+        let bad = "homelab-resolved\n    \"a\": {\n      \"volumes\": [\n        {x\n      ]\n";
+        assert!(said(bad).contains("the ports or volumes of `a`"), "{}", said(bad));
+    }
 
     #[test]
     fn the_nodes_own_rollback_is_read_from_its_last_line() {

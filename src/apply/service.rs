@@ -211,7 +211,11 @@ impl ServiceRun<'_, '_, '_> {
         self.stage_done(Step::Prepare);
         let stage = match prepared.validated {
             None => Stage::Prepared,
-            Some(Ok(())) => {
+            Some(Ok(resolved)) => {
+                if let Some(why) = rt.and_then(|rt| self.refusal(rt, &resolved)) {
+                    self.run.update(journal, svc, |e| e.previous = previous);
+                    return self.refuse(journal, why, Some(&log), "validate");
+                }
                 self.stage_done(Step::Validate);
                 Stage::Validated
             }
@@ -228,6 +232,49 @@ impl ServiceRun<'_, '_, '_> {
         Ok(stage)
     }
 
+    /// The compose rules on what the node's Compose resolved (`compose::on_node`): why the
+    /// release may not go live, or `None`. A plan made before the node checked this carries no
+    /// limits and is not judged.
+    fn refusal(&self, rt: &Runtime, resolved: &remote::Resolved) -> Option<String> {
+        let limits = rt.limits.as_ref()?;
+        let layout = &self.at.layout;
+        let files: Vec<(&str, &str)> = self
+            .c
+            .artifacts
+            .iter()
+            .filter(|a| a.name == crate::render::COMPOSE || a.name == crate::render::OVERRIDE)
+            .map(|a| (a.name.as_str(), a.text.as_str()))
+            .collect();
+        let releases = [layout.releases(self.svc), layout.live(self.svc)];
+        let env_file = layout.env_file(self.svc);
+        let on = crate::model::validate::compose::OnNode {
+            inst: &self.c.instance,
+            root: layout.root(),
+            exposure: limits.exposure,
+            declared: &limits.paths,
+            releases: &releases,
+            env_file: &env_file,
+            files: &files,
+        };
+        let found = crate::model::validate::compose::on_node(&on, resolved);
+        if found.is_empty() {
+            return None;
+        }
+        // Every problem, up to a summary's worth: the reason travels in the journal and events.
+        let mut said: Vec<String> =
+            found.iter().take(SAID_PROBLEMS).map(ToString::to_string).collect();
+        if found.len() > SAID_PROBLEMS {
+            said.push(format!(
+                "and {} more problem(s) with what the node resolved",
+                found.len() - SAID_PROBLEMS
+            ));
+        }
+        Some(format!(
+            "what Compose would run on the node breaks the compose rules, so nothing was deployed:\n{}",
+            said.join("\n")
+        ))
+    }
+
     /// `docker compose config` of the release, and the contract's secrets present.
     fn validate(&self, journal: &Mutex<Journal>, rt: &Runtime) -> Result<Stage, StepError> {
         self.say("validate", "docker compose config, secrets present".to_owned());
@@ -240,8 +287,12 @@ impl ServiceRun<'_, '_, '_> {
             secrets: &rt.secrets,
             variables: &rt.variables,
         };
-        if let Err(e) = remote::validate(self.at.exec, &self.carry(), &self.release, &v) {
-            return self.fail_early(journal, e, Some(&log), "validate");
+        let resolved = match remote::validate(self.at.exec, &self.carry(), &self.release, &v) {
+            Ok(r) => r,
+            Err(e) => return self.fail_early(journal, e, Some(&log), "validate"),
+        };
+        if let Some(why) = self.refusal(rt, &resolved) {
+            return self.refuse(journal, why, Some(&log), "validate");
         }
         self.stage_done(Step::Validate);
         self.set(journal, Stage::Validated, None);
@@ -495,7 +546,17 @@ impl ServiceRun<'_, '_, '_> {
         if matches!(e, StepError::Link { .. }) {
             return Err(e);
         }
-        let reason = cause(&e, log);
+        self.refuse(journal, cause(&e, log), log, stage)
+    }
+
+    /// The release may not go live, for `reason`: nothing live changed.
+    fn refuse(
+        &self,
+        journal: &Mutex<Journal>,
+        reason: String,
+        log: Option<&str>,
+        stage: &str,
+    ) -> Result<Stage, StepError> {
         self.run.say(ServiceName::parse(self.svc).ok().as_ref(), "failed", reason.clone());
         self.set(journal, Stage::Failed, Some(reason.clone()));
         self.event(
@@ -640,6 +701,9 @@ enum Checked {
     /// The node's dead-man had decided first and rolled the service back by itself.
     RolledBackByNode(remote::NodeRollback),
 }
+
+/// How many of the node's problems with a release a summary says in full.
+const SAID_PROBLEMS: usize = 5;
 
 /// How many lines of a tool's output a summary or an event quotes, and at most how many
 /// characters: the whole output stays in the log on the node.

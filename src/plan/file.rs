@@ -305,6 +305,12 @@ pub fn encode(plan: &Plan) -> String {
                     }
                     let _ = writeln!(out, "{line}");
                 }
+                if let Some(l) = &rt.limits {
+                    let _ = writeln!(out, "exposure {}", l.exposure.as_str());
+                    for p in &l.paths {
+                        let _ = writeln!(out, "host-path {}", one_line(p));
+                    }
+                }
             }
             for a in &c.artifacts {
                 match &a.binary {
@@ -714,7 +720,32 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     variables: Vec::new(),
                     folders: Vec::new(),
                     snapshot: None,
+                    limits: None,
                 });
+            } else if let Some(rest) = l.strip_prefix("exposure ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let rt = change
+                    .runtime
+                    .as_mut()
+                    .ok_or_else(|| p.err("`exposure` must follow `healthcheck`"))?;
+                let exposure = crate::model::Exposure::parse(rest).ok_or_else(|| {
+                    p.err(format!(
+                        "expected `internal`, `lan`, `tailnet` or `public`, found `{}`",
+                        shorten(rest)
+                    ))
+                })?;
+                if rt.limits.is_some() {
+                    return Err(p.err("a second `exposure` for the same change"));
+                }
+                rt.limits = Some(super::Limits { exposure, paths: Vec::new() });
+            } else if let Some(rest) = l.strip_prefix("host-path ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let limits = change
+                    .runtime
+                    .as_mut()
+                    .and_then(|rt| rt.limits.as_mut())
+                    .ok_or_else(|| p.err("`host-path` must follow `exposure`"))?;
+                limits.paths.push(rest.to_owned());
             } else if let Some(rest) = l.strip_prefix("folder ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 let svc = change.instance.service.to_string();
@@ -1065,6 +1096,10 @@ mod tests {
                                 stop: true,
                                 min_free: 10,
                                 paths: vec!["config/broker".into(), "data/broker".into()],
+                            }),
+                            limits: Some(crate::plan::Limits {
+                                exposure: crate::model::Exposure::Lan,
+                                paths: vec!["/var/run/docker.sock".into(), "data/broker".into()],
                             }),
                         }),
                     }],

@@ -140,6 +140,9 @@ pub struct Runtime {
     /// What is snapshotted on the node before the service changes, and restored when it is
     /// rolled back (`None`: a plan written before snapshots existed).
     pub snapshot: Option<Snapshot>,
+    /// What the node checks the resolved configuration against at validate (`docker compose
+    /// config` with its env file): `None` in a plan made before the node checked it.
+    pub limits: Option<Limits>,
 }
 
 /// The service's data as the engine snapshots it before a change (issue 18): its folders
@@ -186,6 +189,16 @@ impl Snapshot {
     }
 }
 
+/// The contract's word on what the node's resolved configuration may publish and mount: the
+/// service's exposure on the node and the host paths beyond its runtime folders that it
+/// declares (`host_paths`, then `persistence.paths`, as written: absolute, or relative to the
+/// runtime root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub exposure: crate::model::Exposure,
+    pub paths: Vec<String>,
+}
+
 /// A required variable, with the line of its `runtime.env_vars` entry (0: unknown), so the
 /// node's refusal names where it is declared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +237,23 @@ impl Runtime {
                 .collect(),
             folders: svc.folders.clone(),
             snapshot: Some(Snapshot::of(svc, lab.nodes.get(&inst.node))),
+            limits: Some(Limits {
+                exposure: lab
+                    .nodes
+                    .get(&inst.node)
+                    .and_then(|n| n.services.get(&inst.service))
+                    .map(|s| s.exposure)
+                    .unwrap_or(svc.exposure),
+                paths: svc.host_paths.iter().chain(&svc.persistence_paths).fold(
+                    Vec::new(),
+                    |mut all, p| {
+                        if !all.contains(p) {
+                            all.push(p.clone());
+                        }
+                        all
+                    },
+                ),
+            }),
         }
     }
 }

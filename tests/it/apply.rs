@@ -1117,6 +1117,126 @@ fn a_service_built_from_its_shipped_context_runs_what_was_built() {
     assert_eq!(String::from_utf8_lossy(&cat.stdout), "built on the node\n");
 }
 
+/// The node checks what Compose will really mount and publish (issues 20 and 21): a variable
+/// the repository resolves to a fine default, but that the node's env file sets otherwise, is
+/// refused at validate on the node, naming the service, the mount and the variable; nothing of
+/// that service is deployed. Immich's `.env` sets `UPLOAD_LOCATION=./library`, which lands in
+/// the release folder, replaced on every update.
+#[test]
+fn a_variable_the_nodes_env_file_resolves_to_a_release_mount_or_an_open_port_is_refused_at_validate(
+) {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    site.edit("services/app/docker-compose.yml", |s| {
+        s.replace(
+            "    command: [\"sleep\", \"86400\"]\n",
+            "    command: [\"sleep\", \"86400\"]\n    volumes:\n      - \"${UPLOAD_LOCATION:-{{ data_dir }}/library}:/data\"\n      - \"${BACKUP_DIR:-{{ data_dir }}/backup}:/backup\"\n    ports:\n      - \"${APP_PORT:-127.0.0.1:8090}:8090\"\n",
+        )
+    });
+    site.edit("services/app/service.yaml", |s| {
+        s.replace(
+            "  env_vars:\n",
+            "  env_vars:\n    - name: UPLOAD_LOCATION\n      secret: false\n    - name: BACKUP_DIR\n      secret: false\n    - name: APP_PORT\n      secret: false\n",
+        )
+    });
+    site.edit("services/app/env.example", |s| {
+        format!("{s}UPLOAD_LOCATION=\nBACKUP_DIR=\nAPP_PORT=\n")
+    });
+    let v = site.homelab(&["validate"]);
+    assert_eq!(v.code, 0, "the repository knows only the defaults, which are fine: {}", v.stderr);
+
+    let root = site.root("edge-b");
+    let elsewhere = root.parent().unwrap().join("elsewhere");
+    let env = root.join("config/app/.env");
+    fs::create_dir_all(env.parent().unwrap()).unwrap();
+    fs::write(
+        &env,
+        format!("UPLOAD_LOCATION=./library\nBACKUP_DIR={}\nAPP_PORT=8090\n", elsewhere.display()),
+    )
+    .unwrap();
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    let release = root.join(format!("state/releases/app/{id}/library"));
+    for said in [
+        "error[release-mount]: services/app/docker-compose.yml:8: `services.app.volumes[0]`: on the node, `app` mounts `".to_owned(),
+        format!("{}` writable at `/data`", release.display()),
+        "through `UPLOAD_LOCATION` from".to_owned(),
+        format!("set `UPLOAD_LOCATION` in {} on the node to a folder under {}/data/app/", env.display(), root.display()),
+        format!("error[compose-path]: services/app/docker-compose.yml:9: `services.app.volumes[1]`: on the node, `app` mounts `{}` writable at `/backup`", elsewhere.display()),
+        "through `BACKUP_DIR` from".to_owned(),
+        "error[exposure-port]: services/app/docker-compose.yml:11: `services.app.ports[0]`: on the node, publishes host port 8090/tcp on every address of the node (0.0.0.0)".to_owned(),
+        "through `APP_PORT` from".to_owned(),
+    ] {
+        assert!(all.contains(&said), "expected {said:?} in:\n{all}");
+    }
+    // Refused at validate: nothing of the service went live, nothing was created for it.
+    let journal = site.journal("edge-b", &id);
+    assert_eq!(journal["services"]["app"]["stage"], "failed", "{journal}");
+    assert!(journal["services"]["app"]["error"].as_str().unwrap().contains("UPLOAD_LOCATION"));
+    assert_eq!(site.live(&root, "app"), None);
+    assert!(!site.running("edge-b", "app"));
+    assert!(!release.exists() && !elsewhere.exists());
+    assert!(events_of(&root, "edge-b")
+        .lines()
+        .any(|l| l.contains("\"type\":\"deployment_failed\"")
+            && l.contains("\"stage\":\"validate\"")
+            && l.contains("APP_PORT")));
+
+    // Values that fit: the service goes live and writes where the contract says.
+    let library = root.join("data/app/library");
+    fs::write(&env, format!("UPLOAD_LOCATION={}\nAPP_PORT=127.0.0.1:8090\n", library.display()))
+        .unwrap();
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let touched = site.lab.docker("edge-b", &["exec", "app", "touch", "/data/marker"]);
+    assert!(touched.status.success(), "{}", String::from_utf8_lossy(&touched.stderr));
+    assert!(library.join("marker").exists());
+}
+
+/// Issue 21: the starter kit reaches Ollama (`ollama-cpu`, `container_name: ollama`) as
+/// `ollama`. Renamed by the container-name rule without keeping that name, it no longer
+/// resolves while every container runs: `plan` refuses it (rule `compose-host`). With the
+/// network alias the message asks for, the old name answers on the node, and the service's
+/// healthcheck checks the name its web container uses.
+#[test]
+fn a_renamed_container_answers_to_its_old_name_through_the_alias_validation_asks_for() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let compose = |networks: &str| {
+        format!(
+            "services:\n  web:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: web\n    restart: unless-stopped\n    environment:\n      OLLAMA_BASE_URL: http://ollama:11434\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n  ollama-cpu:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: web-ollama-cpu\n    restart: unless-stopped\n    command: [\"httpd\", \"-f\", \"-p\", \"11434\", \"-h\", \"/etc\"]\n{networks}"
+        )
+    };
+    site.write("services/web/docker-compose.yml", &compose(""));
+    site.write(
+        "services/web/healthcheck.sh",
+        "#!/bin/sh\n# What web reaches Ollama by, from web.\ndocker exec \"$HOMELAB_SERVICE\" wget -q -O /dev/null http://ollama:11434/hostname\n",
+    );
+    let key = site.key.to_str().unwrap().to_owned();
+    let refused = site.homelab(&["plan", "--key", &key]);
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("error[compose-host]: services/web/docker-compose.yml:7: `ollama`"),
+        "{}",
+        refused.stderr
+    );
+
+    site.write(
+        "services/web/docker-compose.yml",
+        &compose("    networks:\n      default:\n        aliases: [ollama]\n"),
+    );
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let reached = site
+        .lab
+        .docker("alpha", &["exec", "web", "wget", "-q", "-O", "-", "http://ollama:11434/hostname"]);
+    assert!(reached.status.success(), "{}", String::from_utf8_lossy(&reached.stderr));
+}
+
 /// Independent services of a node run side by side (issue 10, item 2), shown without a clock:
 /// on ALPHA, `agent` and `cache` (independent) are healthy only once the other one's
 /// healthcheck has run too, a rendezvous that a run of one service after another cannot make

@@ -922,6 +922,13 @@ fn a_plan_whose_artifacts_differ_from_its_commit_is_refused_everywhere() {
     // resigned() wrote an approval made by ssh-keygen: apply still refuses.
     p.refused_id(&id, &["docker-compose.yml differs from the render of commit"]);
 
+    // What the node checks the resolved configuration against, widened to the whole disk.
+    let id = p.resigned(|body| {
+        let line = body.lines().find(|l| l.starts_with("exposure ")).unwrap();
+        body.replacen(&format!("\n{line}\n"), &format!("\n{line}\nhost-path /\n"), 1)
+    });
+    p.refused_id(&id, &["required variables, exposure or host paths"]);
+
     // A service no commit places on the node.
     let id = p.resigned(|body| body.replace("web@alpha", "evil@alpha"));
     p.refused_id(&id, &["the commit does not place it on this node"]);

@@ -158,6 +158,41 @@ fn a_one_container_service_keeps_its_compose_key() {
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
+/// Issue 21: the container-name rule renames containers that published projects reach by
+/// their old name (the starter kit reaches `ollama-cpu`, `container_name: ollama`, as
+/// `ollama`). A rename that does not keep the old name as a network alias leaves a name no
+/// container answers to: refused at the line that reaches it; with the alias, valid.
+#[test]
+fn a_name_no_container_of_the_project_answers_to_is_refused_until_an_alias_keeps_it() {
+    let tree = Tree::base();
+    let text = fs::read_to_string(tree.path().join("services/web/docker-compose.yml")).unwrap();
+    let renamed = text.replacen(
+        "    command:",
+        "    environment:\n      OLLAMA_BASE_URL: http://ollama:11434\n    command:",
+        1,
+    );
+    let ollama = "  ollama-cpu:\n    image: \"{{ vars.image }}\"\n    container_name: web-ollama-cpu\n    restart: unless-stopped\n";
+    tree.write("services/web/docker-compose.yml", format!("{renamed}{ollama}"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = renamed.lines().position(|l| l.contains("http://ollama")).unwrap() + 1;
+    assert!(
+        out.stderr.contains(&format!("error[compose-host]: services/web/docker-compose.yml:{line}: `ollama`: this line reaches `ollama`, but no container of the project answers to that name (its compose keys: `ollama-cpu`, `web`")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("add `networks: {default: {aliases: [ollama]}}`"),
+        "{}",
+        out.stderr
+    );
+
+    let aliased = format!("{ollama}    networks:\n      default:\n        aliases: [ollama]\n");
+    tree.write("services/web/docker-compose.yml", format!("{renamed}{aliased}"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
 /// Regression (issue 9): a service folder may name its compose file as Compose does
 /// (`compose.yaml`, `compose.yml`, `docker-compose.yaml`); it ships as `docker-compose.yml`,
 /// the name the node's scripts and the override use, and its problems are located in it.

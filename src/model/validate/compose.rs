@@ -10,8 +10,12 @@
 //! `crate::check` renders each instance and calls this). No IO here.
 
 mod extends;
+mod hosts;
 mod paths;
+mod resolved;
 mod variables;
+
+pub use resolved::{on_node, OnNode, ResolvedService};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -54,6 +58,9 @@ pub struct Context<'a> {
     /// The shipped text files as rendered, by path in the release: (path in the repository,
     /// text). `extends.file` is read from here.
     pub texts: &'a BTreeMap<String, (String, String)>,
+    /// Names a container may reach that no container of the project answers to: the ids of
+    /// the homelab's nodes and services (the tailnet and other projects answer them).
+    pub known: &'a BTreeSet<String>,
 }
 
 /// The compose file's path in the release, whatever its name in the repository.
@@ -96,6 +103,7 @@ pub fn check(
         }
     }
     project_name(svc, &parsed, d);
+    hosts::check(svc, &parsed.iter().map(|(f, _)| *f).collect::<Vec<_>>(), ctx.known, d);
     let base = parsed.iter().find(|(f, _)| f.kind == ComposeFile::Service);
     let multi = base.is_some_and(|(_, c)| c.services.len() > 1);
     let inits = init_containers(svc.name.as_str(), parsed.iter().map(|(_, c)| c));

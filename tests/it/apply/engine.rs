@@ -607,3 +607,52 @@ fn round_trips_through_the_engine_are_two_for_a_change() {
     assert_eq!(one["alpha"], 2, "one change: {one:?}");
     assert_eq!(one.get("edge-a").copied().unwrap_or(0), 0, "{one:?}");
 }
+
+/// Issue 20, item 1, both ways the node validates: with validate as a stage of its own (shell
+/// steps), and through the node's engine (prepare and validate in one command). Each reads
+/// what Compose resolves with the node's env file and refuses a writable bind a variable puts
+/// in the release folder, naming it; nothing of the service goes live.
+#[test]
+fn the_engine_and_a_validate_stage_refuse_a_bind_the_nodes_env_file_puts_in_the_release() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    site.edit("services/cache/docker-compose.yml", |s| {
+        s.replace(
+            "    command: [\"httpd\", \"-f\", \"-p\", \"8081\"]\n",
+            "    command: [\"httpd\", \"-f\", \"-p\", \"8081\"]\n    volumes:\n      - \"${WEB_DATA:-{{ data_dir }}/www}:/www\"\n",
+        )
+    });
+    site.edit("services/cache/service.yaml", |s| {
+        s.replace("  env_vars: []\n", "  env_vars:\n    - name: WEB_DATA\n      secret: false\n")
+    });
+    site.edit("services/cache/env.example", |s| format!("{s}WEB_DATA=\n"));
+    let env = site.root("alpha").join("config/cache/.env");
+    fs::create_dir_all(env.parent().unwrap()).unwrap();
+    fs::write(&env, "WEB_DATA=./www\n").unwrap();
+    let refused = |id: &str, out: &Output| {
+        assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+        let release = site.root("alpha").join(format!("state/releases/cache/{id}/www"));
+        for said in [
+            "error[release-mount]: services/cache/docker-compose.yml:8: `services.cache.volumes[0]`: on the node, `cache` mounts `".to_owned(),
+            format!("{}` writable at `/www`", release.display()),
+            format!("through `WEB_DATA` from {}", env.display()),
+        ] {
+            assert!(out.stdout.contains(&said), "expected {said:?} in:\n{}\n{}", out.stdout, out.stderr);
+        }
+        assert_eq!(site.journal("alpha", id)["services"]["cache"]["stage"], "failed");
+        assert_eq!(site.live(&site.root("alpha"), "cache"), None);
+        assert!(!site.running("alpha", "cache") && !release.exists());
+    };
+
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha", "--service", "cache", "--stage", "prepare"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let out = site
+        .apply(&id, &["--node", "alpha", "--service", "cache", "--resume", "--stage", "validate"]);
+    refused(&id, &out);
+
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert!(!site.engine_runs("alpha", &id).is_empty(), "the engine ran alpha's part");
+    refused(&id, &out);
+}

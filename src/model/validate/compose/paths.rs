@@ -171,7 +171,7 @@ fn build(p: &Paths, v: &Value, l: Option<u64>, field: &str, d: &mut Diagnostics)
 
 /// The host source of a bind mount and whether it is read-only; `None` for a named or anonymous
 /// volume, a tmpfs or anything else that is not a host path.
-fn bind_mount(v: &Value) -> Option<(String, bool)> {
+pub(super) fn bind_mount(v: &Value) -> Option<(String, bool)> {
     match v {
         Value::String(s) => {
             let mut parts = s.splitn(3, ':');
@@ -215,8 +215,26 @@ fn normalize(path: &str) -> Option<Vec<&str>> {
     Some(out)
 }
 
+/// An absolute `path` with `.` and `..` resolved lexically; `None` when `..` climbs above `/`.
+pub(super) fn absolute(path: &str) -> Option<String> {
+    normalize(path).map(|parts| format!("/{}", parts.join("/")))
+}
+
+/// Whether the absolute, normalized `abs` lies in a runtime folder of `svc` under `root`
+/// (`config/<svc>`, `data/<svc>`, `logs/<svc>`) or under a path the contract declares in
+/// `listed` (absolute, or relative to `root`). The repository's check and the node's one.
+pub(super) fn declared(abs: &str, root: &str, svc: &str, listed: &[String]) -> bool {
+    let root = root.trim_end_matches('/');
+    let own =
+        ["config", "data", "logs"].iter().any(|dir| under(abs, &format!("{root}/{dir}/{svc}")));
+    own || listed.iter().any(|h| {
+        let h = if h.starts_with('/') { h.clone() } else { format!("{root}/{h}") };
+        absolute(&h).is_some_and(|p| under(abs, &p))
+    })
+}
+
 /// Whether `path` is `dir` or inside it.
-fn under(path: &str, dir: &str) -> bool {
+pub(super) fn under(path: &str, dir: &str) -> bool {
     let dir = dir.trim_end_matches('/');
     path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
 }
@@ -230,16 +248,9 @@ impl Paths<'_> {
             return if listed { Place::Allowed(path.to_owned()) } else { Place::Outside };
         }
         if path.starts_with('/') {
-            let Some(parts) = normalize(path) else { return Place::Outside };
-            let abs = format!("/{}", parts.join("/"));
-            let own = ["config", "data", "logs"]
-                .iter()
-                .any(|dir| under(&abs, &format!("{root}/{dir}/{svc}")));
-            let listed = self.svc.host_paths.iter().any(|h| {
-                let h = if h.starts_with('/') { h.clone() } else { format!("{root}/{h}") };
-                normalize(&h).is_some_and(|p| under(&abs, &format!("/{}", p.join("/"))))
-            });
-            return if own || listed { Place::Allowed(abs) } else { Place::Outside };
+            let Some(abs) = absolute(path) else { return Place::Outside };
+            let ok = declared(&abs, root, svc, &self.svc.host_paths);
+            return if ok { Place::Allowed(abs) } else { Place::Outside };
         }
         match normalize(path) {
             None => Place::Escapes,

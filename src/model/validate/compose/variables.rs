@@ -225,6 +225,17 @@ pub(super) fn without_default(text: &str) -> std::collections::BTreeSet<String> 
         .collect()
 }
 
+/// The names of the variables `s` interpolates, defaults' own variables included, each once.
+pub(super) fn names(s: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for u in scan(s) {
+        if !out.iter().any(|n| n == u.name) {
+            out.push(u.name.to_owned());
+        }
+    }
+    out
+}
+
 fn is_name_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_'
 }
