@@ -91,11 +91,15 @@ pub const REDACT_MIN: usize = 6;
 /// file by awk, never through the shell. Each line of a value counts on its own (a quoted
 /// value may span lines), quotes around a value are dropped, and a value holding `$` is also
 /// redacted as Compose prints it (`$$`). Longer values first, so a value that holds another
-/// is not left half shown. A missing or unreadable file passes the text through.
+/// is not left half shown. With no such file the text passes (the node keeps no values); with
+/// one this user cannot read, nothing passes.
 macro_rules! redact_fn {
     () => {
         r#"hl_redact() {
-  if [ -n "${1:-}" ] && [ -f "$1" ] && [ -r "$1" ]; then
+  if [ -n "${1:-}" ] && [ -f "$1" ] && [ ! -r "$1" ]; then
+    # Values that cannot be read cannot be redacted: nothing of the output leaves.
+    cat > /dev/null; echo "[output withheld: $1 cannot be read to redact it; the whole output is in the log on the node]"
+  elif [ -n "${1:-}" ] && [ -f "$1" ]; then
     LC_ALL=C awk -v min=6 '
       function add(v,   w) {
         if (length(v) < min) return
@@ -1266,6 +1270,40 @@ mod tests {
         // No value is ever printed from the file itself, and with no file the text passes.
         assert_eq!(redact("", "x y\n"), "x y\n");
         assert_eq!(redact("A=plain-value-1\n", ""), "");
+    }
+
+    #[test]
+    fn output_whose_values_cannot_be_read_is_withheld() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let envf = dir.path().join(".env");
+        std::fs::write(&envf, "TOKEN=unreadable-value\n").unwrap();
+        std::fs::set_permissions(&envf, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let script = format!("{REDACT}hl_redact \"$1\"");
+        // As root every file is readable: the check runs as `nobody`, as an apply user that
+        // is not the file's owner would.
+        // SAFETY: geteuid has no preconditions.
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh"]);
+            c
+        } else {
+            std::process::Command::new("sh")
+        };
+        let mut child = cmd
+            .args(["-c", &script, "sh"])
+            .arg(&envf)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child.stdin.take().unwrap().write_all(b"TOKEN=unreadable-value\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8(out.stdout).unwrap();
+        assert!(!said.contains("unreadable-value"), "{said}");
+        assert!(said.contains("[output withheld:"), "{said}");
     }
 
     #[test]
