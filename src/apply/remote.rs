@@ -81,7 +81,7 @@ pub const LONG: Duration = Duration::from_secs(300);
 
 /// The shortest value of a node's `.env` that [`REDACT`] replaces. Shorter values (a port, a
 /// flag, `true`, a two-letter code) would blank out ordinary words of every line, and are no
-/// secret worth the name; `docs/secrets.md` says so to operators.
+/// secret worth the name (the README's "What the review guarantees" says so to operators).
 pub const REDACT_MIN: usize = 6;
 
 /// `hl_redact ENVFILE`: copies stdin to stdout with every value set in `ENVFILE` (the node's
@@ -114,14 +114,23 @@ macro_rules! redact_fn {
       FILENAME == ARGV[1] {
         v = $0
         sub(/\r$/, "", v)
+        if (inq != "") {
+          # A line inside a quoted value that spans lines: all of it is the value.
+          sub(/^[ \t]+/, "", v); sub(/[ \t]+$/, "", v)
+          if (length(v) > 0 && substr(v, length(v)) == inq) { v = substr(v, 1, length(v) - 1); inq = "" }
+          add(v)
+          next
+        }
         if (v ~ /^[ \t]*#/) next
         if (match(v, /^[ \t]*(export[ \t]+)?[A-Za-z_][A-Za-z0-9_.-]*[ \t]*=/)) v = substr(v, RLENGTH + 1)
         sub(/^[ \t]+/, "", v); sub(/[ \t]+$/, "", v)
         q = substr(v, 1, 1)
-        if (q == "\"" || q == "'\''") { v = substr(v, 2); if (substr(v, length(v)) == q) v = substr(v, 1, length(v) - 1) }
-        else {
+        if (q == "\"" || q == "'\''") {
+          v = substr(v, 2)
+          if (length(v) > 0 && substr(v, length(v)) == q) v = substr(v, 1, length(v) - 1)
+          else inq = q
+        } else {
           w = v; sub(/[ \t]+#.*$/, "", w); if (w != v) add(w)
-          q = substr(v, length(v)); if (q == "\"" || q == "'\''") v = substr(v, 1, length(v) - 1)
         }
         add(v)
         next
@@ -340,7 +349,8 @@ sync -- "$services" 2>/dev/null || true
 );
 
 /// Runs the contract's healthcheck once, with its timeout; its output is kept in `$3` on the
-/// node and its last lines printed, with the values of the node's `.env` (`$7`) redacted. When it passes and `$5` (seconds) is not 0, the service's
+/// node and its last lines printed, with the values of the node's `.env` (`$7`) redacted.
+/// When it passes and `$5` (seconds) is not 0, the service's
 /// containers (compose project `$6`) are watched over that stability window (`STABLE`): a
 /// service that does not stay up exits 76. Then, with a dead-man folder `$4`, a healthy and
 /// stable service confirms the deploy, unless the node decided first (exit 75). When an
@@ -1240,7 +1250,7 @@ mod tests {
             "DOLLAR=pa$word$1\n",
             "DQ=\"double quoted!\"\n",
             "INLINE=inline-value # a comment\n",
-            "MULTI=\"-----BEGIN KEY\nmiddle-line-of-it\n-----END KEY\"\n",
+            "MULTI=\"-----BEGIN KEY\nmiddle-line-of-it\nbGluZTI=\n-----END KEY\"\n",
             "LONGER=plain-value-1-and-more\n",
             "SHORT=abc\n",
             "EMPTY=\n",
@@ -1252,7 +1262,7 @@ mod tests {
             "s3cr3t $(touch /tmp/x) `id` *.[a]^ \\1 & | \"q\"\n",
             "compose prints pa$$word$$1, the shell pa$word$1\n",
             "double quoted! inline-value\n",
-            "-----BEGIN KEY\nmiddle-line-of-it\n-----END KEY\n",
+            "-----BEGIN KEY\nmiddle-line-of-it\nbGluZTI=\n-----END KEY\n",
             "abc stays, as does comment-words, windows-line goes\n",
         );
         assert_eq!(
@@ -1263,7 +1273,7 @@ mod tests {
                 "[redacted]\n",
                 "compose prints [redacted], the shell [redacted]\n",
                 "[redacted] [redacted]\n",
-                "[redacted]\n[redacted]\n[redacted]\n",
+                "[redacted]\n[redacted]\n[redacted]\n[redacted]\n",
                 "abc stays, as does comment-words, [redacted] goes\n",
             )
         );
