@@ -7,6 +7,42 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+/// The SHA-256 and SHA-512 of a message: all SSHSIG verification needs of it (the signature
+/// covers the message's hash, in one of these two). Lets a large plan file be checked from
+/// one streaming pass, never held whole (the operator page's listings, issue 19). SSHSIG
+/// itself (`approve::sshsig`) is the only checker of a signature over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub sha256: [u8; 32],
+    pub sha512: [u8; 64],
+}
+
+impl Digests {
+    pub fn of(message: &[u8]) -> Digests {
+        let mut d = Digesting::default();
+        d.update(message);
+        d.finish()
+    }
+}
+
+/// [`Digests`] of a message read in parts.
+#[derive(Default)]
+pub struct Digesting {
+    sha256: Sha256,
+    sha512: sha2::Sha512,
+}
+
+impl Digesting {
+    pub fn update(&mut self, part: &[u8]) {
+        self.sha256.update(part);
+        self.sha512.update(part);
+    }
+
+    pub fn finish(self) -> Digests {
+        Digests { sha256: self.sha256.finalize().into(), sha512: self.sha512.finalize().into() }
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }

@@ -8,12 +8,34 @@ use std::path::Path;
 /// Writes a file atomically: a temporary file in the same folder, fsync, rename, fsync the
 /// folder. A crash leaves either the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, None)
+}
+
+/// As [`write_atomic`], readable by its owner only (0600) from its first byte: for records
+/// that quote what a step printed on a node (issue 19), which may say more than a world-
+/// readable file should.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, Some(0o600))
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut open = fs::OpenOptions::new();
+        open.write(true).create(true).truncate(true);
+        if let Some(m) = mode {
+            open.mode(m);
+        }
+        let mut f = open.open(&tmp)?;
+        if let Some(m) = mode {
+            // A temporary file left by a crash keeps its old mode: set it again.
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(m))?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

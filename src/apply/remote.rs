@@ -56,7 +56,8 @@ const CARRY: &str = r#"hl_carry() {
     flock 8 || return 1
     old=$(cat -- "$jf.seq" 2>/dev/null) || old=0
     if [ "$js" -gt "${old:-0}" ]; then
-      printf '%s' "$jb" > "$jf.tmp" && sync -- "$jf.tmp" && mv -f -- "$jf.tmp" "$jf" || return 1
+      # 0600: the journal quotes the output of failed steps.
+      (umask 077 && printf '%s' "$jb" > "$jf.tmp") && chmod 600 -- "$jf.tmp" && sync -- "$jf.tmp" && mv -f -- "$jf.tmp" "$jf" || return 1
       printf '%s\n' "$js" > "$jf.seq.tmp" && mv -f -- "$jf.seq.tmp" "$jf.seq" || return 1
       sync -- "$jd" || return 1
     fi
@@ -80,6 +81,80 @@ shift 5
 pub const SHORT: Duration = Duration::from_secs(30);
 pub const LONG: Duration = Duration::from_secs(300);
 
+/// The shortest value of a node's `.env` that [`REDACT`] replaces. Shorter values (a port, a
+/// flag, `true`, a two-letter code) would blank out ordinary words of every line, and are no
+/// secret worth the name (the README's "What the review guarantees" says so to operators).
+pub const REDACT_MIN: usize = 6;
+
+/// `hl_redact ENVFILE`: copies stdin to stdout with every value set in `ENVFILE` (the node's
+/// `config/<svc>/.env`) of at least [`REDACT_MIN`] bytes replaced by `[redacted]`, so no secret
+/// kept on the node leaves it in a step's output (issue 19). Literal matching (`index`, never a
+/// regular expression), so a value's metacharacters mean nothing; the values are read from the
+/// file by awk, never through the shell. Each line of a value counts on its own (a quoted
+/// value may span lines), quotes around a value are dropped, and a value holding `$` is also
+/// redacted as Compose prints it (`$$`). Longer values first, so a value that holds another
+/// is not left half shown. With no such file the text passes (the node keeps no values); with
+/// one this user cannot read, nothing passes.
+macro_rules! redact_fn {
+    () => {
+        r#"hl_redact() {
+  if [ -n "${1:-}" ] && [ -f "$1" ] && [ ! -r "$1" ]; then
+    # Values that cannot be read cannot be redacted: nothing of the output leaves.
+    cat > /dev/null; echo "[output withheld: $1 cannot be read to redact it; the whole output is in the log on the node]"
+  elif [ -n "${1:-}" ] && [ -f "$1" ]; then
+    LC_ALL=C awk -v min=6 '
+      function add(v,   w) {
+        if (length(v) < min) return
+        vals[++n] = v
+        if (index(v, "$") > 0) { w = v; gsub(/\$/, "$$", w); vals[++n] = w }
+      }
+      function swap(s, v,   out, p) {
+        out = ""
+        while ((p = index(s, v)) > 0) { out = out substr(s, 1, p - 1) "[redacted]"; s = substr(s, p + length(v)) }
+        return out s
+      }
+      FILENAME == ARGV[1] {
+        v = $0
+        sub(/\r$/, "", v)
+        if (inq != "") {
+          # A line inside a quoted value that spans lines: all of it is the value.
+          sub(/^[ \t]+/, "", v); sub(/[ \t]+$/, "", v)
+          if (length(v) > 0 && substr(v, length(v)) == inq) { v = substr(v, 1, length(v) - 1); inq = "" }
+          add(v)
+          next
+        }
+        if (v ~ /^[ \t]*#/) next
+        if (match(v, /^[ \t]*(export[ \t]+)?[A-Za-z_][A-Za-z0-9_.-]*[ \t]*=/)) v = substr(v, RLENGTH + 1)
+        sub(/^[ \t]+/, "", v); sub(/[ \t]+$/, "", v)
+        q = substr(v, 1, 1)
+        if (q == "\"" || q == "'\''") {
+          v = substr(v, 2)
+          if (length(v) > 0 && substr(v, length(v)) == q) v = substr(v, 1, length(v) - 1)
+          else inq = q
+        } else {
+          w = v; sub(/[ \t]+#.*$/, "", w); if (w != v) add(w)
+        }
+        add(v)
+        next
+      }
+      !sorted {
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (length(vals[j]) > length(vals[i])) { t = vals[i]; vals[i] = vals[j]; vals[j] = t }
+        sorted = 1
+      }
+      { line = $0; for (i = 1; i <= n; i++) line = swap(line, vals[i]); print line }
+    ' "$1" -
+  else
+    cat
+  fi
+}
+"#
+    };
+}
+
+/// The redaction as a script of its own, for the tests.
+#[cfg(test)]
+const REDACT: &str = redact_fn!();
+
 /// Writes stdin to `$1` durably: temporary file, fsync, rename, fsync the folder. Stdin is
 /// checked against its SHA-256 (`$3`) first: a controller killed mid-write closes stdin early,
 /// and a truncated journal must never replace a whole one.
@@ -102,7 +177,9 @@ sync -- "$d"
 /// and `$envf`.
 macro_rules! compose_fn {
     () => {
-        r#"compose() {
+        concat!(
+            redact_fn!(),
+            r#"compose() {
   if [ -f "$envf" ]; then set -- --env-file "$envf" "$@"; fi
   if [ -f docker-compose.override.yml ]; then
     set -- -f docker-compose.yml -f docker-compose.override.yml "$@"
@@ -112,15 +189,16 @@ macro_rules! compose_fn {
   docker compose -p "$svc" "$@"
 }
 # Runs a step; its output is kept in $log on the node (0600: it may hold secrets), and its last
-# lines go to stderr.
+# lines go to stderr with the values of $envf redacted: only they leave the node.
 logged() {
   mkdir -p -- "$(dirname -- "$log")"
   : > "$log"; chmod 600 -- "$log"
   if "$@" > "$log" 2>&1; then return 0; else rc=$?; fi
-  tail -n 20 -- "$log" >&2
+  tail -n 20 -- "$log" | hl_redact "$envf" >&2
   return "$rc"
 }
 "#
+        )
     };
 }
 
@@ -431,7 +509,9 @@ svc=$1; live=$2; services=$3; envf=$4; shift 4
     r#"if [ "${1:--}" = snap ]; then rc=0; hl_data "$@" || rc=$?; [ "$rc" = 0 ] || exit "$rc"; fi
 if [ -e "$live" ]; then
   cd -- "$live"
-  compose down --remove-orphans
+  if ! said=$(compose down --remove-orphans 2>&1); then
+    printf '%s\n' "$said" | tail -n 20 | hl_redact "$envf" >&2; exit 1
+  fi
   cd /
 fi
 rm -f -- "$live"
@@ -441,7 +521,8 @@ if [ "${1:--}" = restore ]; then rc=0; hl_data "$@" || rc=$?; [ "$rc" = 0 ] || e
 );
 
 /// Runs the contract's healthcheck once, with its timeout; its output is kept in `$3` on the
-/// node and its last lines printed. When it passes and `$5` (seconds) is not 0, the service's
+/// node and its last lines printed, with the values of the node's `.env` (`$7`) redacted.
+/// When it passes and `$5` (seconds) is not 0, the service's
 /// containers (compose project `$6`) are watched over that stability window (`STABLE`): a
 /// service that does not stay up exits 76. Then, with a dead-man folder `$4`, a healthy and
 /// stable service confirms the deploy, unless the node decided first (exit 75). When an
@@ -449,7 +530,7 @@ if [ "${1:--}" = restore ]; then rc=0; hl_data "$@" || rc=$?; [ "$rc" = 0 ] || e
 /// and it exits 77: that rollback is to be finished, not a verify. A failing check exits 1
 /// whatever its own status, so that 75, 76 and 77 always mean the above.
 const HEALTHCHECK: &str = r#"set -u
-live=$1; secs=$2; log=$3; dm=${4:-}; stable=${5:-0}; svc=${6:-}
+live=$1; secs=$2; log=$3; dm=${4:-}; stable=${5:-0}; svc=${6:-}; envf=${7:-}
 if [ -n "$dm" ] && [ -f "$dm/decided/controller-rollback" ]; then
   echo "an earlier run of this apply decided to roll back"; exit 77
 fi
@@ -458,10 +539,10 @@ mkdir -p -- "$(dirname -- "$log")"
 cd -- "$live" || exit 1
 timeout -k 2 "$secs" sh ./healthcheck.sh > "$log" 2>&1
 rc=$?
-tail -n 20 -- "$log"
+tail -n 20 -- "$log" | hl_redact "$envf"
 [ "$rc" = 0 ] || exit 1
 if [ "$stable" -gt 0 ]; then
-  hl_stable "$svc" "$stable" || exit 76
+  if ! said=$(hl_stable "$svc" "$stable"); then printf '%s\n' "$said" | hl_redact "$envf"; exit 76; fi
 fi
 if [ -n "$dm" ] && [ -d "$dm" ]; then
   if mkdir -- "$dm/decided" 2>/dev/null; then : > "$dm/decided/confirmed"; exit 0; fi
@@ -518,7 +599,9 @@ EOF
 /// (`decided/controller-rollback`), so the node's watchdog stands down for good; when the node
 /// had already decided and rolled back by itself, it exits 75 after printing the status. A
 /// rollback an earlier run of the apply decided keeps that run's incident log.
-const DIAGNOSE: &str = r#"set -u
+const DIAGNOSE: &str = concat!(
+    redact_fn!(),
+    r#"set -u
 svc=$1; live=$2; out=$3; envf=$4; dm=${5:-}
 by_node="" again=""
 if [ -n "$dm" ] && [ -d "$dm" ]; then
@@ -540,9 +623,10 @@ if [ -z "$again" ]; then
     echo "== docker compose logs (last 100 lines)"; dc logs --no-color --tail 100 2>&1
   } > "$out"
 fi
-dc ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20
+dc ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20 | hl_redact "$envf"
 [ -z "$by_node" ] || exit 75
-"#;
+"#
+);
 
 /// Runs a step (`$2`, a script, with the arguments after it) as a detached job of the node:
 /// in its own session (`setsid`), so a controller that dies or loses the link leaves it
@@ -1244,8 +1328,9 @@ pub fn healthcheck(
     let host = format!("DOCKER_HOST={}", exec.docker_host());
     let mut vars: Vec<&str> = vec![host.as_str()];
     vars.extend(env.iter().map(String::as_str));
-    let args = [live.as_str(), secs.as_str(), log, deadman.unwrap_or(""), &stable_secs, svc];
-    let script = format!("{STABLE}{HEALTHCHECK}");
+    let envf = layout.env_file(svc);
+    let args = [live.as_str(), secs.as_str(), log, deadman.unwrap_or(""), &stable_secs, svc, &envf];
+    let script = format!("{}{STABLE}{HEALTHCHECK}", redact_fn!());
     // The window is watched on the node: one `docker inspect` a second, at most a few more.
     let budget = timeout + stable + stable / 2 + Duration::from_secs(10);
     let out = run_sh(carry, &script, &args, &vars, |argv| exec.run(argv, b"", budget))?;
@@ -1476,7 +1561,107 @@ pub fn read_file(exec: &dyn NodeExec, path: &str) -> Result<Option<Vec<u8>>, Ste
 
 #[cfg(test)]
 mod tests {
-    use super::NodeRollback;
+    use super::{NodeRollback, REDACT, REDACT_MIN};
+
+    /// `hl_redact ENV` run by the system's `sh` and `awk` (as on a node) over `text`.
+    fn redact(env: &str, text: &str) -> String {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        // A path a shell or awk could misread: spaces, `=`, a backslash.
+        let envf = dir.path().join("a dir =x\\y");
+        std::fs::create_dir_all(&envf).unwrap();
+        let envf = envf.join(".env");
+        std::fs::write(&envf, env).unwrap();
+        let script = format!("{REDACT}hl_redact \"$1\"");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script, "sh"])
+            .arg(&envf)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn the_nodes_env_values_are_redacted_literally_whatever_they_hold() {
+        assert!(REDACT.contains(&format!("awk -v min={REDACT_MIN} ")));
+        let env = concat!(
+            "# a comment, not a value: comment-words\n",
+            "PLAIN=plain-value-1\n",
+            "export EXPORTED=exported-value\n",
+            "META='s3cr3t $(touch /tmp/x) `id` *.[a]^ \\1 & | \"q\"'\n",
+            "DOLLAR=pa$word$1\n",
+            "DQ=\"double quoted!\"\n",
+            "INLINE=inline-value # a comment\n",
+            "MULTI=\"-----BEGIN KEY\nmiddle-line-of-it\nbGluZTI=\n-----END KEY\"\n",
+            "LONGER=plain-value-1-and-more\n",
+            "SHORT=abc\n",
+            "EMPTY=\n",
+            "CRLF=windows-line\r\n",
+        );
+        let text = concat!(
+            "a plain-value-1-and-more b plain-value-1 c\n",
+            "exported-value\n",
+            "s3cr3t $(touch /tmp/x) `id` *.[a]^ \\1 & | \"q\"\n",
+            "compose prints pa$$word$$1, the shell pa$word$1\n",
+            "double quoted! inline-value\n",
+            "-----BEGIN KEY\nmiddle-line-of-it\nbGluZTI=\n-----END KEY\n",
+            "abc stays, as does comment-words, windows-line goes\n",
+        );
+        assert_eq!(
+            redact(env, text),
+            concat!(
+                "a [redacted] b [redacted] c\n",
+                "[redacted]\n",
+                "[redacted]\n",
+                "compose prints [redacted], the shell [redacted]\n",
+                "[redacted] [redacted]\n",
+                "[redacted]\n[redacted]\n[redacted]\n[redacted]\n",
+                "abc stays, as does comment-words, [redacted] goes\n",
+            )
+        );
+        // No value is ever printed from the file itself, and with no file the text passes.
+        assert_eq!(redact("", "x y\n"), "x y\n");
+        assert_eq!(redact("A=plain-value-1\n", ""), "");
+    }
+
+    #[test]
+    fn output_whose_values_cannot_be_read_is_withheld() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let envf = dir.path().join(".env");
+        std::fs::write(&envf, "TOKEN=unreadable-value\n").unwrap();
+        std::fs::set_permissions(&envf, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let script = format!("{REDACT}hl_redact \"$1\"");
+        // As root every file is readable: the check runs as `nobody`, as an apply user that
+        // is not the file's owner would.
+        // SAFETY: geteuid has no preconditions.
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh"]);
+            c
+        } else {
+            std::process::Command::new("sh")
+        };
+        let mut child = cmd
+            .args(["-c", &script, "sh"])
+            .arg(&envf)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child.stdin.take().unwrap().write_all(b"TOKEN=unreadable-value\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8(out.stdout).unwrap();
+        assert!(!said.contains("unreadable-value"), "{said}");
+        assert!(said.contains("[output withheld:"), "{said}");
+    }
 
     /// What `VALIDATE`'s filter keeps of `docker compose config --format json` (Compose
     /// v2.40's output, cut by the script's awk), after the upload's lines.

@@ -214,7 +214,7 @@ impl ServiceRun<'_, '_, '_> {
             Some(Ok(resolved)) => {
                 if let Some(why) = rt.and_then(|rt| self.refusal(rt, &resolved)) {
                     self.run.update(journal, svc, |e| e.previous = previous);
-                    return self.refuse(journal, why, Some(&log), "validate");
+                    return self.refuse(journal, Why::same(why), Some(&log), "validate");
                 }
                 self.stage_done(Step::Validate);
                 Stage::Validated
@@ -292,7 +292,7 @@ impl ServiceRun<'_, '_, '_> {
             Err(e) => return self.fail_early(journal, e, Some(&log), "validate"),
         };
         if let Some(why) = self.refusal(rt, &resolved) {
-            return self.refuse(journal, why, Some(&log), "validate");
+            return self.refuse(journal, Why::same(why), Some(&log), "validate");
         }
         self.stage_done(Step::Validate);
         self.set(journal, Stage::Validated, None);
@@ -416,7 +416,7 @@ impl ServiceRun<'_, '_, '_> {
             // beside it: `roll_back` is idempotent.
             Checked::RollbackBegun => {
                 let why = "an earlier run of this apply found the new version failing and began its rollback (its incident log is on the node); this run finishes it";
-                return self.roll_back(journal, rt, why.to_owned(), "verify");
+                return self.roll_back(journal, rt, Why::same(why.to_owned()), "verify");
             }
         }
         self.stage_done(Step::Verify);
@@ -460,7 +460,7 @@ impl ServiceRun<'_, '_, '_> {
                 remote::Health::RollbackBegun => return Ok(Checked::RollbackBegun),
                 // Up, then down again: another try would catch it up between two crashes.
                 remote::Health::Unstable(what) => {
-                    return Ok(Checked::Unhealthy(format!("{what} (log: {log})")))
+                    return Ok(Checked::Unhealthy(Why::same(format!("{what} (log: {log})"))))
                 }
                 remote::Health::Failing(output) => output,
             };
@@ -484,10 +484,10 @@ impl ServiceRun<'_, '_, '_> {
         } else {
             remote::last_lines(&said, QUOTED_LINES, QUOTED_CHARS)
         };
-        Ok(Checked::Unhealthy(format!(
-            "healthcheck failed {} time(s): {output} (log: {log})",
-            h.retries
-        )))
+        Ok(Checked::Unhealthy(Why {
+            said: format!("healthcheck failed {} time(s): {output} (log: {log})", h.retries),
+            noted: format!("healthcheck failed {} time(s) (log: {log})", h.retries),
+        }))
     }
 
     /// The node rolled the service back by itself (the dead-man): no confirmation reached it in
@@ -549,20 +549,20 @@ impl ServiceRun<'_, '_, '_> {
         self.refuse(journal, cause(&e, log), log, stage)
     }
 
-    /// The release may not go live, for `reason`: nothing live changed.
+    /// The release may not go live, for `why`: nothing live changed.
     fn refuse(
         &self,
         journal: &Mutex<Journal>,
-        reason: String,
+        why: Why,
         log: Option<&str>,
         stage: &str,
     ) -> Result<Stage, StepError> {
-        self.run.say(ServiceName::parse(self.svc).ok().as_ref(), "failed", reason.clone());
-        self.set(journal, Stage::Failed, Some(reason.clone()));
+        self.run.say(ServiceName::parse(self.svc).ok().as_ref(), "failed", why.said.clone());
+        self.set(journal, Stage::Failed, Some(why.said));
         self.event(
             "deployment_failed",
             "error",
-            json!({"stage": stage, "reason": reason, "log": log}),
+            json!({"stage": stage, "reason": why.noted, "log": log}),
         );
         Ok(Stage::Failed)
     }
@@ -576,10 +576,11 @@ impl ServiceRun<'_, '_, '_> {
         &self,
         journal: &Mutex<Journal>,
         rt: &Runtime,
-        reason: String,
+        why: Why,
         stage: &str,
     ) -> Result<Stage, StepError> {
         let (at, svc) = (self.at, self.svc);
+        let Why { said: reason, noted } = why;
         self.say("diagnose", reason.clone());
         let log = at.layout.incident_log(svc, self.run.id);
         let deadman = self.job("deadman");
@@ -598,7 +599,7 @@ impl ServiceRun<'_, '_, '_> {
         self.event(
             "deployment_failed",
             "error",
-            json!({"stage": stage, "reason": reason, "containers": found.status, "log": log}),
+            json!({"stage": stage, "reason": noted, "containers": found.status, "log": log}),
         );
         let previous = journal.lock().expect("journal").services[svc].previous.clone();
         let to = previous.as_deref().unwrap_or("nothing (first deploy)");
@@ -645,14 +646,15 @@ impl ServiceRun<'_, '_, '_> {
             Err(e) => {
                 let failed = cause(&e, previous.as_ref().map(|_| rollback_log.as_str()));
                 let error = format!(
-                    "{reason}; then the rollback to {to} failed: {failed}; the node runs neither version as planned: repair it by hand (`homelab apply --stage diagnose` shows its state), then plan again"
+                    "{reason}; then the rollback to {to} failed: {}; the node runs neither version as planned: repair it by hand (`homelab apply --stage diagnose` shows its state), then plan again",
+                    failed.said
                 );
                 self.run.say(ServiceName::parse(svc).ok().as_ref(), "failed", error.clone());
                 self.set(journal, Stage::RollbackFailed, Some(error));
                 self.event(
                     "remediation_failed",
                     "critical",
-                    json!({"action": "rollback", "reason": reason, "error": failed}),
+                    json!({"action": "rollback", "reason": noted, "error": failed.noted}),
                 );
                 // The node must not claim the new version is live: recorded now.
                 self.run.flush(at)?;
@@ -671,9 +673,10 @@ impl ServiceRun<'_, '_, '_> {
                 self.say("verify", format!("the previous release {prev}"));
                 let log = self.log("rollback-healthcheck");
                 match self.health(at.exec, rt, &log, None)? {
-                    Checked::Unhealthy(why) => {
-                        (format!("rolled back to {prev}{data}, which is unhealthy: {why}"), false)
-                    }
+                    Checked::Unhealthy(why) => (
+                        format!("rolled back to {prev}{data}, which is unhealthy: {}", why.said),
+                        false,
+                    ),
                     _ => (format!("rolled back to {prev}{data}, healthy"), true),
                 }
             }
@@ -695,7 +698,7 @@ impl ServiceRun<'_, '_, '_> {
 enum Checked {
     Healthy,
     /// Not healthy, or not staying up: why, with where its output is kept.
-    Unhealthy(String),
+    Unhealthy(Why),
     /// An earlier run of this apply had taken the decision to roll back.
     RollbackBegun,
     /// The node's dead-man had decided first and rolled the service back by itself.
@@ -710,19 +713,44 @@ const SAID_PROBLEMS: usize = 5;
 const QUOTED_LINES: usize = 5;
 const QUOTED_CHARS: usize = 600;
 
+/// Why a service failed, said twice (issue 19). `said` is for the operator's own output and
+/// the node's journal (0600): it quotes the last lines of the tool's output, whose values of
+/// the node's `.env` the node redacted before they left it. `noted` is for events, and so for
+/// everything folded from them (the world, the operator page): it names the step, its status
+/// and where the whole output is kept on the node (0600), never the output itself.
+struct Why {
+    said: String,
+    noted: String,
+}
+
+impl Why {
+    /// A cause in homelab's own words, with no tool output in it: said and noted alike.
+    fn same(text: String) -> Why {
+        Why { noted: text.clone(), said: text }
+    }
+}
+
 /// A failed step as the cause users read: the step, its status and the last lines it printed,
-/// and where its whole output is kept on the node.
-fn cause(e: &StepError, log: Option<&str>) -> String {
-    let text = match e {
-        StepError::Failed { step, status, stderr } => format!(
-            "{step} failed (exit {}): {}",
-            status.map_or("signal".to_owned(), |c| c.to_string()),
-            remote::last_lines(stderr, QUOTED_LINES, QUOTED_CHARS)
-        ),
-        e => e.to_string(),
-    };
-    match log {
+/// and where its whole output is kept on the node; for events, without the lines.
+fn cause(e: &StepError, log: Option<&str>) -> Why {
+    let at = |text: String| match log {
         Some(log) => format!("{text} (log: {log})"),
         None => text,
+    };
+    match e {
+        StepError::Failed { step, status, stderr } => {
+            let head = format!(
+                "{step} failed (exit {})",
+                status.map_or("signal".to_owned(), |c| c.to_string())
+            );
+            Why {
+                said: at(format!(
+                    "{head}: {}",
+                    remote::last_lines(stderr, QUOTED_LINES, QUOTED_CHARS)
+                )),
+                noted: at(head),
+            }
+        }
+        e => Why::same(at(e.to_string())),
     }
 }

@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::sshsig::Message;
 use super::{
     split_armored, AllowedSigners, Signer, VerifyError, APPROVE_NAMESPACE, PLAN_NAMESPACE,
 };
 use crate::model::{Homelab, NodeName, Policy};
 use crate::node::records::{Applied, ApplyState, Rejection};
 use crate::node::{ActionState, Layout};
-use crate::plan::file::{self, LoadedPlan, ReadError};
+use crate::plan::file::{self, LoadedPlan, ReadError, Summary};
 use crate::plan::{Action, Plan};
 
 /// An approvals file holds a few signatures of a few hundred bytes each; never read more.
@@ -233,41 +234,114 @@ pub fn signers(text: &str) -> Result<AllowedSigners, Refusal> {
         .map_err(|source| Refusal::Signers { source })
 }
 
+/// What the checks of a plan's trust need of it: its identity, times, planner, signature, the
+/// message signed (itself, or its digests), and the nodes it changes with the kinds of change.
+/// A whole [`LoadedPlan`] has all of it; so has a [`Summary`] read streaming, which lets the
+/// operator page decide a large plan's state without holding it (issue 19).
+pub trait PlanFacts {
+    fn id(&self) -> &str;
+    fn path(&self) -> &Path;
+    fn created(&self) -> &str;
+    fn expires(&self) -> &str;
+    fn planner(&self) -> &str;
+    fn signature(&self) -> &str;
+    fn message(&self) -> Message<'_>;
+    /// Each node the plan changes, with [`kinds_on`] it.
+    fn changes(&self) -> Vec<(NodeName, Vec<&'static str>)>;
+}
+
+impl PlanFacts for LoadedPlan {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn created(&self) -> &str {
+        &self.plan.created
+    }
+    fn expires(&self) -> &str {
+        &self.plan.expires
+    }
+    fn planner(&self) -> &str {
+        &self.plan.planner
+    }
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+    fn message(&self) -> Message<'_> {
+        Message::Bytes(self.body.as_bytes())
+    }
+    fn changes(&self) -> Vec<(NodeName, Vec<&'static str>)> {
+        changed_nodes(&self.plan).map(|n| (n.clone(), kinds_on(&self.plan, n))).collect()
+    }
+}
+
+impl PlanFacts for Summary {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn created(&self) -> &str {
+        &self.created
+    }
+    fn expires(&self) -> &str {
+        &self.expires
+    }
+    fn planner(&self) -> &str {
+        &self.planner
+    }
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+    fn message(&self) -> Message<'_> {
+        Message::Digests(&self.digests)
+    }
+    fn changes(&self) -> Vec<(NodeName, Vec<&'static str>)> {
+        self.changes.clone()
+    }
+}
+
 /// `<id>.rejected` beside the plan file.
-pub fn rejected_beside(plan: &LoadedPlan) -> PathBuf {
-    plan.path.with_file_name(format!("{}.rejected", plan.id))
+pub fn rejected_beside(plan: &(impl PlanFacts + ?Sized)) -> PathBuf {
+    plan.path().with_file_name(format!("{}.rejected", plan.id()))
 }
 
 /// `<id>.approved` beside the plan file.
-pub fn approved_beside(plan: &LoadedPlan) -> PathBuf {
-    plan.path.with_file_name(format!("{}.approved", plan.id))
+pub fn approved_beside(plan: &(impl PlanFacts + ?Sized)) -> PathBuf {
+    plan.path().with_file_name(format!("{}.approved", plan.id()))
 }
 
 /// Verifies the planner's signature: made in `homelab-plan` by a key of allowed_signers.
 pub fn verify_planner(
-    loaded: &LoadedPlan,
+    loaded: &(impl PlanFacts + ?Sized),
     signers: &AllowedSigners,
     now: SystemTime,
 ) -> Result<super::Verified, Refusal> {
     let v = signers
-        .verify(PLAN_NAMESPACE, loaded.body.as_bytes(), &loaded.signature, now)
+        .verify_message(PLAN_NAMESPACE, loaded.message(), loaded.signature(), now)
         .map_err(|source| Refusal::BadPlanSignature { source })?;
     // The planner a reviewer reads is the signer, never a claim: `principals fingerprint` as
     // `plan` writes it from the same verification.
     let actual = format!("{} {}", v.principals.join(","), v.fingerprint);
-    if loaded.plan.planner != actual {
-        return Err(Refusal::PlannerMismatch { claimed: loaded.plan.planner.clone(), actual });
+    if loaded.planner() != actual {
+        return Err(Refusal::PlannerMismatch { claimed: loaded.planner().to_owned(), actual });
     }
     Ok(v)
 }
 
-pub fn check_not_expired(loaded: &LoadedPlan, now: SystemTime) -> Result<(), Refusal> {
+pub fn check_not_expired(
+    loaded: &(impl PlanFacts + ?Sized),
+    now: SystemTime,
+) -> Result<(), Refusal> {
     let expires =
-        humantime::parse_rfc3339(&loaded.plan.expires).map_err(|_| Refusal::ExpiryUnreadable)?;
+        humantime::parse_rfc3339(loaded.expires()).map_err(|_| Refusal::ExpiryUnreadable)?;
     if now >= expires {
         return Err(Refusal::Expired {
-            id: loaded.id.clone(),
-            expires: loaded.plan.expires.clone(),
+            id: loaded.id().to_owned(),
+            expires: loaded.expires().to_owned(),
             now: crate::clock::rfc3339(now),
         });
     }
@@ -283,20 +357,21 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// its own times (`expires 2099-…`, `created 2098-…`) would otherwise make a plan that never
 /// expires. Whether the plan has expired is [`check_not_expired`]'s.
 pub fn check_lifetime(
-    loaded: &LoadedPlan,
+    loaded: &(impl PlanFacts + ?Sized),
     policy: &crate::model::Policy,
     now: SystemTime,
 ) -> Result<(), Refusal> {
-    let plan = &loaded.plan;
-    let created = humantime::parse_rfc3339(&plan.created).map_err(|_| Refusal::ExpiryUnreadable)?;
-    let expires = humantime::parse_rfc3339(&plan.expires).map_err(|_| Refusal::ExpiryUnreadable)?;
+    let created =
+        humantime::parse_rfc3339(loaded.created()).map_err(|_| Refusal::ExpiryUnreadable)?;
+    let expires =
+        humantime::parse_rfc3339(loaded.expires()).map_err(|_| Refusal::ExpiryUnreadable)?;
     let rounded = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
     if let Ok(lifetime) = expires.duration_since(created) {
         if lifetime > policy.plan_ttl {
             return Err(Refusal::LivesTooLong {
-                id: loaded.id.clone(),
-                created: plan.created.clone(),
-                expires: plan.expires.clone(),
+                id: loaded.id().to_owned(),
+                created: loaded.created().to_owned(),
+                expires: loaded.expires().to_owned(),
                 lifetime: rounded(lifetime).to_string(),
                 ttl: rounded(policy.plan_ttl).to_string(),
             });
@@ -304,8 +379,8 @@ pub fn check_lifetime(
     }
     if created > now + CLOCK_SKEW {
         return Err(Refusal::CreatedInFuture {
-            id: loaded.id.clone(),
-            created: plan.created.clone(),
+            id: loaded.id().to_owned(),
+            created: loaded.created().to_owned(),
             now: crate::clock::rfc3339(now),
             skew: rounded(CLOCK_SKEW).to_string(),
         });
@@ -314,15 +389,18 @@ pub fn check_lifetime(
 }
 
 /// A rejection of the plan, beside it or on the controller.
-pub fn check_not_rejected(loaded: &LoadedPlan, records: &Records) -> Result<(), Refusal> {
-    for p in [rejected_beside(loaded), records.rejected(&loaded.id)] {
+pub fn check_not_rejected(
+    loaded: &(impl PlanFacts + ?Sized),
+    records: &Records,
+) -> Result<(), Refusal> {
+    for p in [rejected_beside(loaded), records.rejected(loaded.id())] {
         if p.exists() {
             let record = std::fs::read(&p).ok().and_then(|b| Rejection::parse(&b));
             let field = |f: fn(&Rejection) -> &String| {
                 record.as_ref().map(f).cloned().unwrap_or_else(|| "?".to_owned())
             };
             return Err(Refusal::Rejected {
-                id: loaded.id.clone(),
+                id: loaded.id().to_owned(),
                 by: field(|r| &r.by),
                 at: field(|r| &r.rejected_at),
                 reason: field(|r| &r.reason),
@@ -475,7 +553,7 @@ pub fn count_approvers(approvers: &BTreeSet<String>, keys: &[&super::Verified]) 
 
 /// Verifies every approval block and checks the policy for every node the plan changes.
 pub fn check_approvals(
-    loaded: &LoadedPlan,
+    loaded: &(impl PlanFacts + ?Sized),
     approved_text: &str,
     approved_path: &Path,
     signers: &AllowedSigners,
@@ -489,7 +567,7 @@ pub fn check_approvals(
     if blocks.is_empty() {
         return Err(Refusal::NoApproval {
             approved: approved_path.to_path_buf(),
-            plan: loaded.path.clone(),
+            plan: loaded.path().to_path_buf(),
         });
     }
     if blocks.len() > MAX_APPROVAL_BLOCKS {
@@ -505,7 +583,7 @@ pub fn check_approvals(
         if !seen.insert(block.as_str()) {
             continue;
         }
-        let v = signers.verify(APPROVE_NAMESPACE, loaded.body.as_bytes(), block, now).map_err(
+        let v = signers.verify_message(APPROVE_NAMESPACE, loaded.message(), block, now).map_err(
             |source| Refusal::BadApproval {
                 path: approved_path.to_path_buf(),
                 index: i + 1,
@@ -516,7 +594,7 @@ pub fn check_approvals(
         by_key.insert(v.fingerprint.clone(), v);
     }
     let keys: Vec<&super::Verified> = by_key.values().collect();
-    check_counts(policy, &loaded.plan, &keys)?;
+    check_counts(policy, &loaded.changes(), &keys)?;
     Ok(Approvals { by_key })
 }
 
@@ -524,14 +602,14 @@ pub fn check_approvals(
 /// approvers and the bots granted its kinds of change, `humans` of them by keys not a bot's.
 pub fn check_counts(
     policy: &Policy,
-    plan: &Plan,
+    changes: &[(NodeName, Vec<&'static str>)],
     keys: &[&super::Verified],
 ) -> Result<(), Refusal> {
     let humans: Vec<&super::Verified> = keys.iter().copied().filter(|v| !is_bot_key(v)).collect();
-    for node in changed_nodes(plan) {
+    for (node, kinds) in changes {
         let rule = policy.rule_for(node);
         let mut approvers = rule.approvers.clone();
-        approvers.extend(policy.bots_for(node, kinds_on(plan, node)));
+        approvers.extend(policy.bots_for(node, kinds.iter().copied()));
         let have = count_approvers(&approvers, keys);
         if (have as u32) < rule.required {
             return Err(Refusal::NotEnoughApprovals {

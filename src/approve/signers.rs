@@ -23,8 +23,8 @@ use ssh_key::{Algorithm, HashAlg, PublicKey, SshSig};
 
 pub use super::error::{SignersError, VerifyError};
 use super::sshsig::{
-    certificate_refusal, parse_armored, public_key_openssh, rsa_bits, split_armored, CERT_SUFFIX,
-    MIN_RSA_BITS,
+    certificate_refusal, parse_armored, public_key_openssh, rsa_bits, split_armored,
+    verify_message, Message, CERT_SUFFIX, MIN_RSA_BITS,
 };
 use crate::quote::cut;
 
@@ -128,6 +128,17 @@ impl AllowedSigners {
         armored: &str,
         now: SystemTime,
     ) -> Result<Verified, VerifyError> {
+        self.verify_message(namespace, Message::Bytes(message), armored, now)
+    }
+
+    /// [`verify`](Self::verify) over a message given as itself or as its digests.
+    pub fn verify_message(
+        &self,
+        namespace: &str,
+        message: Message<'_>,
+        armored: &str,
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
         let blocks = split_armored(armored)?;
         if blocks.len() != 1 {
             return Err(VerifyError::Malformed {
@@ -146,9 +157,9 @@ impl AllowedSigners {
 
         let key = sig.public_key();
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        PublicKey::from(key.clone())
-            .verify(namespace, message, &sig)
-            .map_err(|_| VerifyError::BadSignature { fingerprint: fingerprint.clone() })?;
+        if !verify_message(&sig, namespace, message) {
+            return Err(VerifyError::BadSignature { fingerprint: fingerprint.clone() });
+        }
 
         let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut principals: Vec<String> = Vec::new();

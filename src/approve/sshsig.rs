@@ -490,3 +490,65 @@ fn abbreviate(line: &str) -> String {
         None => line.to_string(),
     }
 }
+
+pub use crate::digest::Digests;
+
+/// What a signature is checked over: the message itself, or its digests.
+#[derive(Debug, Clone, Copy)]
+pub enum Message<'a> {
+    Bytes(&'a [u8]),
+    Digests(&'a Digests),
+}
+
+impl Message<'_> {
+    /// The message's hash in `alg`, as SSHSIG signs it.
+    fn hash(&self, alg: HashAlg) -> Vec<u8> {
+        match (self, alg) {
+            (Message::Bytes(b), alg) => alg.digest(b),
+            (Message::Digests(d), HashAlg::Sha256) => d.sha256.to_vec(),
+            (Message::Digests(d), HashAlg::Sha512) => d.sha512.to_vec(),
+            // `HashAlg` is non-exhaustive; SSHSIG knows only the two.
+            (Message::Digests(_), _) => Vec::new(),
+        }
+    }
+}
+
+/// Whether `sig` is a valid signature, by its own key, in `namespace`, over `message`: the
+/// SSHSIG signed data (`SSHSIG`, namespace, reserved, hash algorithm, the message's hash, as
+/// PROTOCOL.sshsig lays it out) verified against the signature.
+pub(crate) fn verify_message(sig: &SshSig, namespace: &str, message: Message<'_>) -> bool {
+    use rsa::signature::Verifier;
+    if sig.namespace() != namespace {
+        return false;
+    }
+    let hash = message.hash(sig.hash_alg());
+    if hash.is_empty() {
+        return false;
+    }
+    let mut data = b"SSHSIG".to_vec();
+    for field in [namespace.as_bytes(), sig.reserved(), sig.hash_alg().as_str().as_bytes(), &hash] {
+        data.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        data.extend_from_slice(field);
+    }
+    sig.public_key().verify(&data, sig.signature()).is_ok()
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_checks_the_same_over_the_message_or_its_digests() {
+        let seed = ssh_key::private::Ed25519Keypair::from_seed(&[7; 32]);
+        let key = SigningKey { key: PrivateKey::from(seed) };
+        let msg = b"homelab-plan 2\nsummary 1 create\n";
+        let armored = key.sign(PLAN_NAMESPACE, msg).unwrap();
+        let sig = parse_armored(&armored).unwrap();
+        let d = Digests::of(msg);
+        assert!(verify_message(&sig, PLAN_NAMESPACE, Message::Bytes(msg)));
+        assert!(verify_message(&sig, PLAN_NAMESPACE, Message::Digests(&d)));
+        assert!(!verify_message(&sig, APPROVE_NAMESPACE, Message::Digests(&d)));
+        let other = Digests::of(b"homelab-plan 2\nsummary 2 create\n");
+        assert!(!verify_message(&sig, PLAN_NAMESPACE, Message::Digests(&other)));
+    }
+}

@@ -117,7 +117,7 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
     // Diagnosing changes nothing, so it leaves no record either.
     let first = first && !diagnose;
     if first {
-        super::write(&applied, &record(ApplyState::Started, BTreeMap::new()))?;
+        super::write_private(&applied, &record(ApplyState::Started, BTreeMap::new()))?;
     }
     let transport = sel.transport.as_ref();
     let outcomes = if args.json {
@@ -158,11 +158,12 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
         } else {
             ApplyState::Partial
         };
-        super::write(&applied, &record(state, summary.clone()))?;
+        // 0600: each node's detail quotes what its failed steps printed (redacted on the node).
+        super::write_private(&applied, &record(state, summary.clone()))?;
         let pending = records.action(ActionState::Pending, &loaded.id);
         if pending.exists() && state == ApplyState::Completed {
             let done = records.action(ActionState::Completed, &loaded.id);
-            super::write(&done, &record(state, summary.clone()))?;
+            super::write_private(&done, &record(state, summary.clone()))?;
             let _ = std::fs::remove_file(pending);
         }
     }

@@ -182,6 +182,12 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .map_err(|source| Error::Write { path: path.to_path_buf(), source })
 }
 
+/// As [`write`], readable by its owner only: a record that quotes a step's output.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    crate::files::write_private(path, bytes)
+        .map_err(|source| Error::Write { path: path.to_path_buf(), source })
+}
+
 /// `user@host pid N`: who runs this command, for locks and records.
 pub fn whoami() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());

@@ -10,6 +10,7 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -47,9 +48,11 @@ pub fn engine(root: &Path, plan: &str) -> Result<(), String> {
         format!("{}\n", std::process::id()).as_bytes(),
     );
     let n = folder.latest() + 1;
+    // 0600: its steps quote what failed steps printed (redacted, but the node's own).
     let progress = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(folder.run(n))
         .map_err(|e| format!("cannot create {}: {e}", folder.run(n).display()))?;
     crate::files::write_atomic(&folder.current(), format!("{n}\n").as_bytes())

@@ -194,7 +194,13 @@ impl Queue {
         if result.is_some() {
             record.result = result;
         }
-        crate::files::write_atomic(&dst, &record.to_bytes())
+        // A result quotes the apply's outcome per node (failed steps' output): owner only.
+        let write = if record.result.is_some() {
+            crate::files::write_private
+        } else {
+            crate::files::write_atomic
+        };
+        write(&dst, &record.to_bytes())
             .map_err(|source| QueueError::Write { path: dst.clone(), source })?;
         Ok(true)
     }

@@ -111,6 +111,255 @@ pub fn read(path: &Path) -> Result<LoadedPlan, ReadError> {
     from_text(&text, path, true)
 }
 
+/// What a listing needs of a plan file, read in one streaming pass that never holds more than
+/// a line's first [`SUMMARY_LINE`] bytes (the operator page lists large plans in bounded
+/// memory, issue 19): the header, each changed node with its kinds of change (as
+/// `approve::policy::change_kind` tells them), the signature block and the digests of the
+/// signed bytes, over which signatures are checked without the bytes. The framing is checked
+/// as [`read`] checks it (version, the id in the name, one signature block that ends the file);
+/// the content blocks are not decoded: [`read`] does that for a plan's own page and for apply.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub path: PathBuf,
+    pub id: String,
+    pub size: u64,
+    pub created: String,
+    pub expires: String,
+    pub planner: String,
+    pub summary: String,
+    /// Each node with a change other than a no-op, in file order, with the kinds of change on
+    /// it, sorted, once each.
+    pub changes: Vec<(NodeName, Vec<&'static str>)>,
+    pub signature: String,
+    pub digests: crate::digest::Digests,
+}
+
+/// How much of a line [`summarize`] looks at: a header line is far shorter; content lines
+/// (`|…`), however long, are only hashed.
+pub const SUMMARY_LINE: usize = 4096;
+/// The longest signature block [`summarize`] takes (an RSA-16384 one is about 6 KiB).
+const SUMMARY_SIGNATURE: usize = 64 * 1024;
+
+/// Reads a plan file's [`Summary`], streaming. Does not verify the signature.
+pub fn summarize(path: &Path) -> Result<Summary, ReadError> {
+    use std::io::{BufRead, BufReader};
+    let unreadable = |source| ReadError::Unreadable { path: path.to_path_buf(), source };
+    let file = fs::File::open(path).map_err(unreadable)?;
+    let size = file.metadata().map_err(unreadable)?.len();
+    if size > MAX_PLAN_BYTES {
+        return Err(ReadError::TooLarge { path: path.to_path_buf(), size });
+    }
+    let shown = path.display().to_string();
+    let mut input = BufReader::with_capacity(64 * 1024, file);
+    let mut digests = crate::digest::Digesting::default();
+    let mut s = Scan::default();
+    // The current line's first bytes, not yet hashed (it may be the signature's first line,
+    // which is not signed); `spilled`: the line outgrew them and its bytes went to the hashes.
+    let mut head: Vec<u8> = Vec::new();
+    let mut spilled = false;
+    let mut lines = 0usize;
+    let mut read = 0u64;
+    loop {
+        let buf = input.fill_buf().map_err(unreadable)?;
+        if buf.is_empty() {
+            break;
+        }
+        let (part, ended) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let n = part.len();
+        read += n as u64;
+        if read > MAX_PLAN_BYTES {
+            return Err(ReadError::TooLarge { path: path.to_path_buf(), size: read });
+        }
+        if let Some(sig) = &mut s.signature {
+            // After the signed bytes: the signature block, bounded.
+            if sig.len() + n > SUMMARY_SIGNATURE {
+                return Err(ReadError::Format(PlanFileError {
+                    file: shown,
+                    line: lines + 1,
+                    message: "the signature block is longer than a signature can be".to_owned(),
+                }));
+            }
+            sig.extend_from_slice(part);
+        } else if spilled {
+            digests.update(part);
+        } else if head.len() + n > SUMMARY_LINE {
+            digests.update(&head);
+            digests.update(part);
+            s.line(&head, lines + 1, &shown)?;
+            head.clear();
+            spilled = true;
+        } else {
+            head.extend_from_slice(part);
+        }
+        input.consume(n);
+        if ended {
+            lines += 1;
+            if s.signature.is_none() && !spilled {
+                let line = &head[..head.len() - 1];
+                if line == SIGNATURE_BEGIN.as_bytes() {
+                    s.signature = Some(head.clone());
+                } else {
+                    digests.update(&head);
+                    s.line(line, lines, &shown)?;
+                }
+            }
+            head.clear();
+            spilled = false;
+        }
+    }
+    let Some(signature) = s.signature.take() else {
+        return Err(ReadError::Format(PlanFileError {
+            file: shown,
+            line: lines,
+            message: format!("expected a signature block (`{SIGNATURE_BEGIN}`) after the plan, found none: the plan is unsigned or truncated; re-run `homelab plan`"),
+        }));
+    };
+    let signature = String::from_utf8(signature)
+        .map_err(|_| ReadError::NotUtf8 { path: path.to_path_buf() })?;
+    // The block's own rules, as `read` checks them.
+    split_signed(&signature, &shown)?;
+    let digests = digests.finish();
+    // The plan's id, as `plan_id` says it: the SHA-256 of the signed bytes.
+    let id: String = digests.sha256.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let stem = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".plan"));
+    if stem != Some(id.as_str()) {
+        return Err(ReadError::IdMismatch { path: path.to_path_buf(), id });
+    }
+    let missing = |what: &str| {
+        ReadError::Format(PlanFileError {
+            file: shown.clone(),
+            line: 1,
+            message: format!("expected a `{what}` line in the plan's header"),
+        })
+    };
+    let mut changes: Vec<(NodeName, Vec<&'static str>)> = Vec::new();
+    for (node, cs) in s.nodes {
+        let mut kinds: Vec<&'static str> = cs.iter().filter_map(ScanChange::kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        if !kinds.is_empty() {
+            changes.push((node, kinds));
+        }
+    }
+    Ok(Summary {
+        path: path.to_path_buf(),
+        id,
+        size,
+        created: s.created.ok_or_else(|| missing("created"))?,
+        expires: s.expires.ok_or_else(|| missing("expires"))?,
+        planner: s.planner.ok_or_else(|| missing("planner"))?,
+        summary: s.summary.ok_or_else(|| missing("summary"))?,
+        changes,
+        signature,
+        digests,
+    })
+}
+
+/// What [`summarize`] gathers line by line.
+#[derive(Default)]
+struct Scan {
+    created: Option<String>,
+    expires: Option<String>,
+    planner: Option<String>,
+    summary: Option<String>,
+    nodes: Vec<(NodeName, Vec<ScanChange>)>,
+    /// The signature block, once its first line was read.
+    signature: Option<Vec<u8>>,
+}
+
+struct ScanChange {
+    action: Action,
+    /// `name mode sha256` of each artifact and each prior file.
+    artifacts: Vec<String>,
+    prior: Vec<String>,
+}
+
+impl ScanChange {
+    /// As `approve::policy::change_kind`: an update that writes no file is a restart.
+    fn kind(&self) -> Option<&'static str> {
+        Some(match self.action {
+            Action::NoOp => return None,
+            Action::Create => "create",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+            Action::Update => {
+                let same = self.artifacts.len() == self.prior.len()
+                    && self.artifacts.iter().all(|a| self.prior.contains(a));
+                if same {
+                    "restart"
+                } else {
+                    "update"
+                }
+            }
+        })
+    }
+}
+
+impl Scan {
+    /// One line of the signed bytes (its first [`SUMMARY_LINE`] bytes, no newline).
+    fn line(&mut self, line: &[u8], n: usize, file: &str) -> Result<(), ReadError> {
+        let err = |message: String| {
+            ReadError::Format(PlanFileError { file: file.to_owned(), line: n, message })
+        };
+        if line.first() == Some(&b'|') {
+            return Ok(());
+        }
+        let Ok(line) = std::str::from_utf8(line) else {
+            return Err(err("a header line that is not UTF-8".to_owned()));
+        };
+        if n == 1 {
+            check_version(&format!("{line}\n"), file)?;
+            return Ok(());
+        }
+        let Some((word, rest)) = line.split_once(' ') else { return Ok(()) };
+        let field = |slot: &mut Option<String>| {
+            if slot.is_none() {
+                *slot = Some(rest.to_owned());
+            }
+        };
+        match word {
+            "created" => field(&mut self.created),
+            "expires" => field(&mut self.expires),
+            "planner" => field(&mut self.planner),
+            "summary" => field(&mut self.summary),
+            "node" => {
+                let name = rest.split(' ').next().unwrap_or_default();
+                let node = NodeName::parse(name).map_err(|e| {
+                    err(format!("expected a node id ({e}), found `{}`", shorten(name)))
+                })?;
+                self.nodes.push((node, Vec::new()));
+            }
+            "change" => {
+                let action = rest.split(' ').next().unwrap_or_default();
+                let action = Action::parse(action).ok_or_else(|| {
+                    err(format!(
+                        "expected create, update, replace, delete or no-op, found `{}`",
+                        shorten(action)
+                    ))
+                })?;
+                let node = self
+                    .nodes
+                    .last_mut()
+                    .ok_or_else(|| err("a `change` before any `node`".to_owned()))?;
+                node.1.push(ScanChange { action, artifacts: Vec::new(), prior: Vec::new() });
+            }
+            "artifact" | "prior" => {
+                if let Some(c) = self.nodes.last_mut().and_then(|n| n.1.last_mut()) {
+                    // `name mode sha256`, without the `base64` mark of a binary artifact.
+                    let key: Vec<&str> = rest.split(' ').take(3).collect();
+                    let list = if word == "artifact" { &mut c.artifacts } else { &mut c.prior };
+                    list.push(key.join(" "));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// A plan file's `text`, as read from `path` (with `named`, the name its id is checked
 /// against; without, a plan that came over the wire, named `<id>.plan` after its id). Does not
 /// verify the signature.
@@ -1159,6 +1408,46 @@ mod tests {
     }
 
     /// Any edit or cut of a plan file is an error or a valid plan, never a panic.
+    #[test]
+    fn a_summary_read_streaming_agrees_with_the_whole_read() {
+        let mut plan = sample();
+        // A content line far longer than a summary looks at, and one that starts like a header.
+        let a = &mut plan.nodes[0].changes[0].artifacts[0];
+        a.text = format!(
+            "{}\nnode evil reachable\nchange delete x@evil\n",
+            "x".repeat(3 * SUMMARY_LINE)
+        );
+        a.sha256 = crate::digest::sha256_hex(a.text.as_bytes());
+        let body = encode(&plan);
+        let sig = "-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{}.plan", plan_id(body.as_bytes())));
+        fs::write(&path, join(&body, sig)).unwrap();
+        let whole = read(&path).unwrap();
+        let s = summarize(&path).unwrap();
+        assert_eq!(s.id, whole.id);
+        assert_eq!(
+            (s.created.as_str(), s.expires.as_str()),
+            (plan.created.as_str(), plan.expires.as_str())
+        );
+        assert_eq!(s.planner, plan.planner);
+        assert_eq!(s.summary, plan.summary());
+        assert_eq!(s.signature, whole.signature);
+        assert_eq!(s.digests, crate::digest::Digests::of(whole.body.as_bytes()));
+        let kinds: Vec<(NodeName, Vec<&str>)> = crate::approve::policy::changed_nodes(&whole.plan)
+            .map(|n| (n.clone(), crate::approve::policy::kinds_on(&whole.plan, n)))
+            .collect();
+        assert_eq!(s.changes, kinds);
+        // What `read` refuses in the framing, the summary refuses too.
+        let other = dir.path().join("0123456789abcdef.plan");
+        fs::write(&other, join(&body, sig)).unwrap();
+        assert!(matches!(summarize(&other), Err(ReadError::IdMismatch { .. })));
+        fs::write(&path, &body).unwrap();
+        assert!(summarize(&path).unwrap_err().to_string().contains("unsigned or truncated"));
+        fs::write(&path, format!("{body}{sig}trailing\n")).unwrap();
+        assert!(summarize(&path).unwrap_err().to_string().contains("after the signature"));
+    }
+
     #[test]
     fn mutated_and_cut_plans_never_panic() {
         let text = encode(&sample());

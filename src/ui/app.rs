@@ -16,6 +16,8 @@ use super::view;
 
 pub struct App {
     pub sources: Sources,
+    /// The plans' summaries the listings read (by file version).
+    pub summaries: super::data::Summaries,
     pub keys: Keys,
     /// The budget of token tries, shared by every connection and form.
     pub guesses: Guesses,

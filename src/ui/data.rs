@@ -5,7 +5,9 @@
 //! A plan's state is decided by the same checks `apply`'s pre-flight runs
 //! (`approve::policy`), so the page never says "ready" where apply would refuse.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::approve::policy::{self, Records, Refusal};
@@ -13,12 +15,17 @@ use crate::approve::{split_armored, AllowedSigners, Verified, APPROVE_NAMESPACE}
 use crate::model::Homelab;
 use crate::node::records::PendingAction;
 use crate::node::ActionState;
-use crate::plan::file::{self, LoadedPlan, ReadError};
+use crate::plan::file::{self, LoadedPlan, ReadError, Summary};
 
 /// At most this many plans are listed (the newest files first).
 pub const MAX_PLANS: usize = 50;
 /// At most this many events are shown on one page.
 pub const MAX_EVENTS: usize = 500;
+/// The largest plan file a plan's own page (its signed bytes, an approval or rejection through
+/// the page) reads whole: a reviewed change of a homelab is a few hundred KiB; past this the
+/// page says to use `homelab show` and `homelab approve`, which read up to the plan limit
+/// (`plan::file::MAX_PLAN_BYTES`). Listings never read a plan whole (see [`Summaries`]).
+pub const PAGE_MAX_PLAN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Where the page reads from.
 #[derive(Debug, Clone)]
@@ -129,13 +136,95 @@ pub struct PlanView {
     /// The folder of its action under `actions/`, and the supervisor's reason.
     pub action: Option<(ActionState, Option<String>)>,
     pub approvals: Vec<ApprovalLine>,
+    /// The controller's record of its apply, if one began: each node's outcome, and its detail,
+    /// which quotes what failed steps printed (redacted on the nodes): shown only to a
+    /// logged-in visitor.
+    pub applied: Option<crate::node::records::Applied>,
 }
 
-/// A plan file's path, and the plan read from it or why it could not be.
-pub type PlanFile = (PathBuf, Result<LoadedPlan, ReadError>);
+/// A plan file's path, and its summary or why it could not be read.
+pub type PlanFile = (PathBuf, Result<Arc<Summary>, String>);
 
-/// The plan files, newest first, at most [`MAX_PLANS`]: each read, or why it cannot be.
-pub fn plan_files(plans: &Path) -> Result<Vec<PlanFile>, String> {
+/// The plans' summaries, each read once per version of its file (issue 19): a listing reads
+/// the bounded summary of a plan (`plan::file::summarize`, one streaming pass) the first time it
+/// sees the file, and from then on only its metadata. A file is the same version while its
+/// device, inode, size, modification and change times are. One summary is read at a time, so
+/// concurrent listings neither hash the same large file side by side nor stack their buffers.
+#[derive(Default)]
+pub struct Summaries {
+    cache: Mutex<HashMap<PathBuf, Cached>>,
+    reading: Mutex<()>,
+}
+
+/// A file's version and its summary (or why it has none).
+type Cached = (Version, Result<Arc<Summary>, String>);
+
+/// What identifies a version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Version {
+    fn of(m: &std::fs::Metadata) -> Version {
+        use std::os::unix::fs::MetadataExt;
+        Version {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// More cached summaries than this and the cache starts over (it holds a few KiB each).
+const MAX_SUMMARIES: usize = 4 * MAX_PLANS;
+
+impl Summaries {
+    /// The summary of the plan file at `path`, from the cache when the file has not changed.
+    pub fn get(&self, path: &Path) -> Result<Arc<Summary>, String> {
+        let lock = |m: &Mutex<HashMap<PathBuf, Cached>>| {
+            m.lock().unwrap_or_else(|e| e.into_inner()).get(path).cloned()
+        };
+        let version = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|m| Version::of(&m))
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+        };
+        let now = version(path)?;
+        if let Some((v, r)) = lock(&self.cache) {
+            if v == now {
+                return r;
+            }
+        }
+        let _one = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        // Another request may have read it while this one waited.
+        if let Some((v, r)) = lock(&self.cache) {
+            if v == now {
+                return r;
+            }
+        }
+        let read = file::summarize(path).map(Arc::new).map_err(|e| e.to_string());
+        // Changed while it was read: answer, but do not keep what may be a mix of two versions.
+        if version(path)? == now {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= MAX_SUMMARIES {
+                cache.clear();
+            }
+            cache.insert(path.to_path_buf(), (now, read.clone()));
+        }
+        read
+    }
+}
+
+/// The plan files, newest first, at most [`MAX_PLANS`]: each one's summary, or why it cannot be
+/// read.
+pub fn plan_files(plans: &Path, summaries: &Summaries) -> Result<Vec<PlanFile>, String> {
     let dir = match std::fs::read_dir(plans) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -154,10 +243,33 @@ pub fn plan_files(plans: &Path) -> Result<Vec<PlanFile>, String> {
         .into_iter()
         .take(MAX_PLANS)
         .map(|(_, p)| {
-            let r = file::read(&p);
+            let r = summaries.get(&p);
             (p, r)
         })
         .collect())
+}
+
+/// Why a plan's own page does not show it.
+pub enum PlanRead {
+    /// Larger than [`PAGE_MAX_PLAN_BYTES`]: what to run instead.
+    TooLarge(String),
+    /// It cannot be read as a plan.
+    Refused(String),
+}
+
+/// Reads a plan whole for its own page, when it is no larger than [`PAGE_MAX_PLAN_BYTES`]
+/// (its size is looked at before any of it is read).
+pub fn read_plan(path: &Path) -> Result<LoadedPlan, PlanRead> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| PlanRead::Refused(format!("cannot read `{}`: {e}", path.display())))?
+        .len();
+    if size > PAGE_MAX_PLAN_BYTES {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        return Err(PlanRead::TooLarge(format!(
+            "this plan is {size} bytes, more than this page reads ({PAGE_MAX_PLAN_BYTES} bytes): read it with `homelab show plans/{name}` and approve it with `homelab approve plans/{name}`"
+        )));
+    }
+    file::read(path).map_err(|e| PlanRead::Refused(e.to_string()))
 }
 
 /// The action of plan `id` under the controller root, in whichever folder it is.
@@ -171,7 +283,7 @@ pub fn action(records: &Records, id: &str) -> Option<(ActionState, Option<String
 
 /// Where `loaded` stands, by the checks of apply's pre-flight, in its order.
 pub fn state(
-    loaded: &LoadedPlan,
+    loaded: &(impl policy::PlanFacts + ?Sized),
     signers: &AllowedSigners,
     lab: &Homelab,
     records: &Records,
@@ -183,9 +295,9 @@ pub fn state(
     if let Err(e) = policy::check_not_rejected(loaded, records) {
         return State::Rejected { why: e.to_string() };
     }
-    if records.applied(&loaded.id).exists() {
+    if records.applied(loaded.id()).exists() {
         let done = records
-            .applied_record(&loaded.id)
+            .applied_record(loaded.id())
             .is_some_and(|r| r.state == crate::node::records::ApplyState::Completed);
         return State::Applied { done };
     }
@@ -196,6 +308,18 @@ pub fn state(
         return State::Expired { why: e.to_string() };
     }
     let approved = policy::approved_beside(loaded);
+    // Its size first: an approvals file is a few KiB, and a huge one is not read.
+    match std::fs::metadata(&approved) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return State::Pending { why: "no approval yet".to_owned() };
+        }
+        Ok(m) if m.len() > policy::MAX_APPROVED_BYTES => {
+            return State::Invalid {
+                why: format!("`{}` is larger than an approvals file can be", approved.display()),
+            };
+        }
+        _ => {}
+    }
     let text = match file::read_bounded(&approved) {
         Ok(t) => t,
         Err(ReadError::Unreadable { source, .. })
@@ -225,7 +349,12 @@ pub fn approvals(
     signers: &AllowedSigners,
     now: SystemTime,
 ) -> Vec<ApprovalLine> {
-    let Ok(text) = file::read_bounded(&policy::approved_beside(loaded)) else { return Vec::new() };
+    let approved = policy::approved_beside(loaded);
+    if std::fs::metadata(&approved).is_ok_and(|m| m.len() > policy::MAX_APPROVED_BYTES) {
+        let why = format!("`{}` is larger than an approvals file can be", approved.display());
+        return vec![ApprovalLine { verified: Err(why) }];
+    }
+    let Ok(text) = file::read_bounded(&approved) else { return Vec::new() };
     match split_armored(&text) {
         Err(e) => vec![ApprovalLine { verified: Err(e.to_string()) }],
         Ok(blocks) => blocks
@@ -252,6 +381,7 @@ pub fn plan_view(
         Err(e) => {
             let why = e.to_string();
             return PlanView {
+                applied: records.applied_record(&loaded.id),
                 action: action(records, &loaded.id),
                 loaded,
                 state: State::Invalid { why: why.clone() },
@@ -265,7 +395,14 @@ pub fn plan_view(
         .map_err(|e| e.to_string());
     let state = state(&loaded, &signers, lab, records, now);
     let approvals = approvals(&loaded, &signers, now);
-    PlanView { action: action(records, &loaded.id), loaded, state, planner, approvals }
+    PlanView {
+        applied: records.applied_record(&loaded.id),
+        action: action(records, &loaded.id),
+        loaded,
+        state,
+        planner,
+        approvals,
+    }
 }
 
 /// The event filters of the timeline (query parameters; empty means any).

@@ -123,7 +123,9 @@ fn add_approval(app: &App, id: &str, signature: &str) -> Result<String, Outcome>
         return Err(Outcome::Refused("no signature was given: paste the output of the `ssh-keygen -Y sign` command above, or upload its file".to_owned()));
     }
     let lab = app.sources.lab().map_err(|e| refused(&e))?;
-    let loaded = crate::plan::file::read(&path).map_err(|e| refused(&e))?;
+    let loaded = super::data::read_plan(&path).map_err(|e| match e {
+        data::PlanRead::TooLarge(why) | data::PlanRead::Refused(why) => Outcome::Refused(why),
+    })?;
     let signers = policy::signers(&lab.allowed_signers).map_err(|e| refused(&e))?;
     let now = SystemTime::now();
     // What the operator approves is what this binary renders from the plan's commit.
@@ -243,7 +245,9 @@ pub async fn reject(
         };
         let result = (|| -> Result<(&'static str, String), String> {
             let lab = app.sources.lab()?;
-            let loaded = crate::plan::file::read(&path).map_err(|e| e.to_string())?;
+            let loaded = data::read_plan(&path).map_err(|e| match e {
+                data::PlanRead::TooLarge(why) | data::PlanRead::Refused(why) => why,
+            })?;
             let signers = policy::signers(&lab.allowed_signers).map_err(|e| e.to_string())?;
             let records = app.sources.records();
             let _one = app.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

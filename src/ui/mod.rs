@@ -85,6 +85,7 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), UiErr
     let mac = random_bytes::<32>().map_err(UiError::Random)?;
     let app = Arc::new(App {
         sources: config.sources,
+        summaries: Default::default(),
         keys: Keys::new(mac, config.token),
         guesses: Default::default(),
         allow_hosts: config.allow_hosts,

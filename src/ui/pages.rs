@@ -22,7 +22,7 @@ pub fn plan_rows(
     lab: Option<&crate::model::Homelab>,
     only_open: bool,
 ) -> (Vec<view::PlanRow>, Option<String>) {
-    let files = match data::plan_files(&app.sources.plans) {
+    let files = match data::plan_files(&app.sources.plans, &app.summaries) {
         Ok(f) => f,
         Err(e) => return (Vec::new(), Some(e)),
     };
@@ -35,24 +35,26 @@ pub fn plan_rows(
         let row = match read {
             Err(e) => view::PlanRow {
                 id,
-                state: Err(e.to_string()),
+                state: Err(e),
                 summary: String::new(),
                 created: String::new(),
                 nodes: Vec::new(),
                 reason: None,
             },
-            Ok(loaded) => {
+            Ok(s) => {
                 let state = match (&signers, lab) {
-                    (Some(Ok(s)), Some(l)) => Ok(data::state(&loaded, s, l, &records, now)),
+                    (Some(Ok(signers)), Some(l)) => {
+                        Ok(data::state(s.as_ref(), signers, l, &records, now))
+                    }
                     (Some(Err(e)), _) => Err(e.to_string()),
                     _ => Err("the homelab does not validate: states unknown".to_owned()),
                 };
-                let reason = data::action(&records, &loaded.id).and_then(|(_, r)| r);
+                let reason = data::action(&records, &s.id).and_then(|(_, r)| r);
                 view::PlanRow {
-                    id: loaded.id.clone(),
-                    summary: loaded.plan.summary(),
-                    created: loaded.plan.created.clone(),
-                    nodes: policy::changed_nodes(&loaded.plan).map(ToString::to_string).collect(),
+                    id: s.id.clone(),
+                    summary: s.summary.clone(),
+                    created: s.created.clone(),
+                    nodes: s.changes.iter().map(|(n, _)| n.to_string()).collect(),
                     state,
                     reason,
                 }
@@ -125,9 +127,15 @@ pub fn render_plan(
     if !path.is_file() {
         return not_found();
     }
-    let loaded = match crate::plan::file::read(&path) {
+    let loaded = match data::read_plan(&path) {
         Ok(l) => l,
-        Err(e) => {
+        Err(data::PlanRead::TooLarge(why)) => {
+            return html_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                view::message(viewer, &format!("Plan {id}"), "error", &why),
+            )
+        }
+        Err(data::PlanRead::Refused(e)) => {
             return html_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 view::message(viewer, &format!("Plan {id}"), "error", &format!("refused: {e}")),
@@ -179,11 +187,16 @@ pub async fn signed_bytes(State(app): State<Arc<App>>, UrlPath(id): UrlPath<Stri
         let Some(path) = app.sources.plan_path(&id).filter(|p| p.is_file()) else {
             return (StatusCode::NOT_FOUND, format!("there is no plan `{id}`\n")).into_response();
         };
-        match crate::plan::file::read(&path) {
+        match data::read_plan(&path) {
             Ok(l) => {
                 ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], l.body).into_response()
             }
-            Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {e}\n")).into_response(),
+            Err(data::PlanRead::TooLarge(why)) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, format!("{why}\n")).into_response()
+            }
+            Err(data::PlanRead::Refused(e)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {e}\n")).into_response()
+            }
         }
     })
     .await

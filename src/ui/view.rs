@@ -336,6 +336,38 @@ pub fn plan(viewer: &Viewer, p: &PlanPage<'_>) -> String {
         Err(e) => format!("{} {}", badge("refused"), esc(e)),
     };
     let _ = write!(b, "<dt>content</dt><dd>{review}</dd>");
+    if let Some(a) = &v.applied {
+        use crate::node::records::ApplyState;
+        let word = match a.state {
+            ApplyState::Started => "started",
+            ApplyState::Partial => "partial",
+            ApplyState::Completed => "completed",
+        };
+        let _ = write!(
+            b,
+            "<dt>apply</dt><dd>{} <small class=\"muted\">{} by {}</small>",
+            badge(word),
+            esc(&a.updated),
+            esc(&a.by)
+        );
+        // A node's detail quotes the last lines its failed steps printed (the node's secrets
+        // redacted there): for a logged-in operator only (issue 19).
+        let mut hidden = false;
+        for (node, s) in &a.nodes {
+            let _ = write!(b, "<br>{} {}", esc(node), badge(&s.outcome));
+            match (s.detail.is_empty(), viewer.logged_in) {
+                (true, _) => {}
+                (false, true) => {
+                    let _ = write!(b, "<br><small><code>{}</code></small>", esc(&s.detail));
+                }
+                (false, false) => hidden = true,
+            }
+        }
+        if hidden {
+            b.push_str("<br><small class=\"muted\">what the nodes' steps printed is shown after logging in</small>");
+        }
+        b.push_str("</dd>");
+    }
     if let Some((state, reason)) = &v.action {
         let _ = write!(
             b,

@@ -973,7 +973,7 @@ fn config_files_ship_with_the_service_and_an_update_replaces_them() {
 }
 
 #[test]
-fn secrets_reach_compose_from_the_nodes_env_and_failures_quote_their_output() {
+fn secrets_reach_compose_from_the_nodes_env_and_failures_quote_their_output_redacted() {
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let site = Site::new(Lab::start(&NODES));
     // `${VAR}` is interpolated on the node from `<root>/config/<svc>/.env`.
@@ -992,24 +992,67 @@ fn secrets_reach_compose_from_the_nodes_env_and_failures_quote_their_output() {
         site.env_of("edge-a", "broker")
     );
 
-    // A failing healthcheck: its output is kept on the node and quoted in the summary and the
-    // incident event, and the rollback keeps the first cause.
+    // A failing healthcheck whose output holds the node's secrets (issue 19): the whole output
+    // is kept on the node (0600); the summary quotes its last lines with every value of the
+    // node's `.env` redacted on the node (metacharacters and all); the incident event, the
+    // journal, the controller's record and the world never hold a value, and the event only
+    // names the log; the records that quote output are readable by their owner only.
+    const APP_SECRET: &str = "app-s3cret $(touch /tmp/pwned) `id` *.[a]^ \\1 & | \"q\" ;";
+    let app_env = site.root("edge-b").join("config/app/.env");
+    fs::create_dir_all(app_env.parent().unwrap()).unwrap();
+    fs::write(&app_env, format!("APP_TOKEN='{APP_SECRET}'\nAPP_OTHER=other-value-77\n")).unwrap();
     site.edit("services/app/healthcheck.sh", |s| {
-        s.replace("exit 0\n", "echo \"probe: NOPE-4242\"\nexit 1\n")
+        s.replace(
+            "exit 0\n",
+            "echo \"probe: NOPE-4242\"\ncat \"$HOMELAB_ROOT/config/app/.env\"\necho \"token: $(sed -n 's/^APP_OTHER=//p' \"$HOMELAB_ROOT/config/app/.env\")\"\nexit 1\n",
+        )
     });
     let id2 = site.plan_and_approve();
     let out = site.apply(&id2, &[]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("rolled back: app; app: healthcheck failed"), "{}", out.stdout);
     assert!(out.stdout.contains("probe: NOPE-4242"), "{}", out.stdout);
+    assert!(out.stdout.contains("APP_TOKEN='[redacted]'"), "{}", out.stdout);
+    assert!(out.stdout.contains("token: [redacted]"), "{}", out.stdout);
+    let leaked = |text: &str| text.contains("app-s3cret") || text.contains("other-value-77");
+    assert!(!leaked(&out.stdout) && !leaked(&out.stderr), "{}\n{}", out.stdout, out.stderr);
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
     let log = site.root("edge-b").join(format!("logs/app/healthcheck-{id2}.log"));
-    assert!(fs::read_to_string(&log).unwrap().contains("NOPE-4242"));
+    assert!(fs::read_to_string(&log).unwrap().contains(APP_SECRET));
+    assert_eq!(mode(&log), 0o600);
     let events = events_of(&site.root("edge-b"), "edge-b");
+    let failed: Vec<&str> =
+        events.lines().filter(|l| l.contains("\"type\":\"deployment_failed\"")).collect();
     assert!(
-        events
-            .lines()
-            .any(|l| l.contains("\"type\":\"deployment_failed\"") && l.contains("NOPE-4242")),
+        failed
+            .iter()
+            .any(|l| l.contains(&format!("healthcheck-{id2}.log"))
+                && l.contains("healthcheck failed")),
         "{events}"
+    );
+    assert!(!leaked(&events) && !events.contains("NOPE-4242"), "{events}");
+    let journal = site.root("edge-b").join(format!("state/deploy/{id2}/journal.json"));
+    let text = fs::read_to_string(&journal).unwrap();
+    assert!(text.contains("NOPE-4242") && !leaked(&text), "{text}");
+    assert_eq!(mode(&journal), 0o600);
+    let record = site.ctl.join(format!("state/applied/{id2}.json"));
+    let text = fs::read_to_string(&record).unwrap();
+    assert!(text.contains("NOPE-4242") && !leaked(&text), "{text}");
+    assert_eq!(mode(&record), 0o600);
+    let observed = site.homelab(&["observe", "--once"]);
+    assert_eq!(observed.code, 0, "{}", observed.stderr);
+    for f in ["incidents", "deployments", "services"] {
+        let text = fs::read_to_string(site.ctl.join(format!("world/{f}.json"))).unwrap();
+        assert!(!leaked(&text) && !text.contains("NOPE-4242"), "{f}: {text}");
+    }
+    assert!(
+        fs::read_to_string(site.ctl.join("world/incidents.json"))
+            .unwrap()
+            .contains(&format!("healthcheck-{id2}.log")),
+        "the incident names the log on the node"
     );
 
     // A required secret missing on the node fails validate with its name, never a value.

@@ -1224,3 +1224,108 @@ fn the_plan_page_says_downgrade_where_a_node_runs_a_newer_commit() {
     assert!(page.body.contains("DOWNGRADE: node"), "{}", page.body);
     assert!(page.body.contains(&newer), "{}", page.body);
 }
+
+/// The peak resident memory of process `pid` (`VmHWM` in `/proc/<pid>/status`), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 19: listings read a bounded summary of each plan (cached by the file's version),
+/// never the whole file, and a plan's own page refuses one past its limit; eight 60 MB plans,
+/// re-signed by the planner's key, and five requests at once keep the page's process under
+/// 200 MB at its peak (its `VmHWM`, measured, not timed).
+#[test]
+fn eight_large_plans_and_five_requests_at_once_keep_the_page_under_200_mb() {
+    let site = Site::new();
+    let text = site.lab.plan_file(&site.id);
+    let (body, _) = split_plan(&text);
+    // 60 MB of content lines inside the plan's first artifact block.
+    let at = body.find("\nartifact ").expect("an artifact") + 1;
+    let at = at + body[at..].find('\n').unwrap() + 1;
+    let filler = format!("|{}\n", "x".repeat(999)).repeat(60_000);
+    let mut big = Vec::new();
+    for n in 0..8 {
+        let mut b = String::with_capacity(body.len() + filler.len() + 16);
+        b.push_str(&body[..at]);
+        b.push_str(&format!("|large plan {n}\n"));
+        b.push_str(&filler);
+        b.push_str(&body[at..]);
+        let sig = site.planner.ssh_sign("homelab-plan", b.as_bytes());
+        let id = crate::support::id_of(b.as_bytes());
+        let mut f = fs::File::create(site.lab.path(&format!("repo/plans/{id}.plan"))).unwrap();
+        std::io::Write::write_all(&mut f, b.as_bytes()).unwrap();
+        std::io::Write::write_all(&mut f, sig.as_bytes()).unwrap();
+        big.push(id);
+    }
+    drop(filler);
+    let ui = Ui::start(&site.lab, &[], &[]);
+    let pid = ui.child.id();
+    // First listings hash every file once; a slow machine may take a while (not a bound).
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(900)))
+        .build()
+        .into();
+    let get = |path: &str| -> (u16, String) {
+        let mut r = agent.get(format!("{}{path}", ui.base)).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+    };
+    let big_page = format!("/plans/{}", big[0]);
+    for round in [["/plans"; 5], ["/plans", "/", "/plans", &big_page, "/"]] {
+        let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+            let hs: Vec<_> = round.iter().map(|p| s.spawn(move || get(p))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for ((status, page), path) in answers.iter().zip(round) {
+            if path == big_page {
+                assert_eq!(*status, 413, "{page}");
+                assert!(page.contains("homelab show"), "{page}");
+                continue;
+            }
+            assert_eq!(*status, 200, "{path}: {page}");
+            // Every large plan is listed with its state, as apply's checks decide it.
+            for id in &big {
+                assert!(page.contains(id.as_str()), "{path} lists {id}:\n{page}");
+            }
+            if path == "/plans" {
+                assert!(page.matches("pending").count() >= 9, "{page}");
+            }
+        }
+    }
+    let peak = peak_kib(pid);
+    eprintln!("homelab ui peaked at {peak} KiB");
+    assert!(peak < 200 * 1024, "the page peaked at {peak} KiB with eight 60 MB plans");
+}
+
+/// Issue 19: the controller's record of an apply quotes what the nodes' failed steps printed
+/// (redacted on the nodes); the plan's page shows each node's outcome to anyone, and those
+/// lines only to a logged-in visitor.
+#[test]
+fn the_plan_page_shows_what_failed_steps_printed_only_after_login() {
+    let site = Site::new();
+    const TAIL: &str = "healthcheck failed 3 time(s): probe: NOPE-4242 APP_TOKEN='[redacted]'";
+    site.lab.write(
+        &format!("rt/state/applied/{}.json", site.id),
+        serde_json::json!({
+            "plan": site.id,
+            "state": "partial",
+            "updated": "2026-12-05T00:00:00Z",
+            "by": "test",
+            "nodes": { "alpha": { "outcome": "rolled back", "detail": TAIL } },
+        })
+        .to_string(),
+    );
+    let ui = Ui::with_token(&site.lab);
+    let http = ui.http();
+    let page = http.get(&format!("/plans/{}", site.id));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("rolled back"), "{}", page.body);
+    assert!(!page.body.contains("NOPE-4242"), "shown logged out:\n{}", page.body);
+    assert!(page.body.contains("shown after logging in"), "{}", page.body);
+    let csrf = http.csrf("/login");
+    assert_eq!(http.form("/login", &[("csrf", &csrf), ("token", TOKEN)]).status, 303);
+    let page = http.get(&format!("/plans/{}", site.id));
+    assert!(page.body.contains("probe: NOPE-4242 APP_TOKEN=&#39;[redacted]&#39;"), "{}", page.body);
+}

@@ -656,3 +656,44 @@ fn the_engine_and_a_validate_stage_refuse_a_bind_the_nodes_env_file_puts_in_the_
     assert!(!site.engine_runs("alpha", &id).is_empty(), "the engine ran alpha's part");
     refused(&id, &out);
 }
+
+/// Issue 19 through the node's engine (which runs the same step scripts on the node): a
+/// failing healthcheck that prints the node's secrets reaches the engine's progress, the
+/// controller and the events only with every value of the node's `.env` redacted, and the
+/// engine's progress file, which quotes the lines, is the owner's only.
+#[test]
+fn through_the_engine_a_failing_steps_secrets_stay_on_the_node() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    const SECRET: &str = "engine-s3cret $(id) *.[x] & \"q\"";
+    let env = site.root("edge-b").join("config/app/.env");
+    fs::create_dir_all(env.parent().unwrap()).unwrap();
+    fs::write(&env, format!("APP_TOKEN='{SECRET}'\n")).unwrap();
+    site.edit("services/app/healthcheck.sh", |s| {
+        s.replace(
+            "exit 0\n",
+            "echo \"probe: NOPE-4242\"\ncat \"$HOMELAB_ROOT/config/app/.env\"\nexit 1\n",
+        )
+    });
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("the node's engine answered"), "{}", out.stderr);
+    assert!(out.stdout.contains("probe: NOPE-4242"), "{}", out.stdout);
+    assert!(out.stdout.contains("APP_TOKEN='[redacted]'"), "{}", out.stdout);
+    let leaked = |t: &str| t.contains("engine-s3cret");
+    assert!(!leaked(&out.stdout) && !leaked(&out.stderr), "{}\n{}", out.stdout, out.stderr);
+    let runs = site.engine_runs("edge-b", &id);
+    assert!(!runs.is_empty(), "edge-b's engine ran the plan");
+    for run in runs {
+        let path = site.engine_dir("edge-b", &id).join(run);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!leaked(&text), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let events = super::events_of(&site.root("edge-b"), "edge-b");
+    assert!(!leaked(&events) && !events.contains("NOPE-4242"), "{events}");
+    let log = site.root("edge-b").join(format!("logs/app/healthcheck-{id}.log"));
+    assert!(fs::read_to_string(log).unwrap().contains(SECRET));
+}
