@@ -358,3 +358,81 @@ fn backups_go_to_restic_locally_and_over_sftp_and_restore_byte_for_byte() {
     assert!(out.stdout.contains(&format!("local  web - {id}")), "{}", out.stdout);
     assert!(out.stdout.contains(&format!("restic web web-state {}", over[0].1)), "{}", out.stdout);
 }
+
+/// Waits (bounded) until `path` exists; whether it did.
+fn appears(path: &Path, within: std::time::Duration) -> bool {
+    let until = std::time::Instant::now() + within;
+    while !path.exists() {
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
+/// Kills the controller `child` and then the node's detached job in `job` (its whole process
+/// group: `setsid` made it a leader), as a node that reboots mid-step would leave it.
+fn kill_both(mut child: Child, job: &Path) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pid: i32 = fs::read_to_string(job.join("pid")).unwrap().trim().parse().unwrap();
+    let _ = Command::new("kill").args(["-9", "--", &format!("-{pid}")]).status();
+}
+
+/// A snapshot and a restore cut off mid-copy (the controller and the node's job both killed, as
+/// by a reboot): `--resume` makes the snapshot again from the start, or restores again whole,
+/// and converges with nothing lost.
+#[test]
+fn a_snapshot_or_a_restore_killed_mid_copy_is_made_again_whole_on_resume() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    stateful(&site, "1");
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // Enough data that copying it takes a while: random bytes do not compress.
+    let state = site.root("alpha").join("data/web/state");
+    let mut big = fs::File::create(state.join("big")).unwrap();
+    let mut random = std::io::Read::take(fs::File::open("/dev/urandom").unwrap(), 160 << 20);
+    std::io::copy(&mut random, &mut big).unwrap();
+    drop(big);
+    let before = tree(&state);
+
+    // Killed while the snapshot is being copied; resumed: made again whole, then deployed.
+    stateful(&site, "1b");
+    let id = site.plan_and_approve();
+    let child = site.spawn_apply(&id, &["--node", "alpha"]);
+    let root = site.root("alpha");
+    let tmp = root.join(format!("state/snapshots/web/{id}.tmp"));
+    assert!(
+        appears(&tmp.join("manifest"), std::time::Duration::from_secs(120)),
+        "the snapshot began"
+    );
+    kill_both(child, &root.join(format!("state/deploy/{id}/jobs/web/up")));
+    let snapshot = root.join(format!("state/snapshots/web/{id}"));
+    assert!(!snapshot.exists(), "killed before the snapshot was whole");
+    let out = site.apply(&id, &["--node", "alpha", "--resume"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(snapshot.join("complete").exists() && !tmp.exists(), "made again whole");
+    assert_eq!(tree(&state), before, "nothing lost");
+
+    // Killed while a rollback restores the data; resumed: restored again whole, rolled back.
+    stateful(&site, "2");
+    let id = site.plan_and_approve();
+    let child = site.spawn_apply(&id, &["--node", "alpha"]);
+    let job = root.join(format!("state/deploy/{id}/jobs/web/rollback"));
+    assert!(appears(&job.join("pid"), std::time::Duration::from_secs(120)), "the rollback began");
+    // The restore empties the folder first: wait until the copy back is under way.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while state.join("marker").exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    kill_both(child, &job);
+    assert!(!job.join("rc").exists(), "killed before the restore ended");
+    assert_ne!(tree(&state), before, "cut mid-restore");
+    let out = site.apply(&id, &["--node", "alpha", "--resume"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains(&format!("data restored to snapshot {id}, healthy")), "{all}");
+    assert_eq!(tree(&state), before, "restored whole");
+}
