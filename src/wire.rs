@@ -79,6 +79,10 @@ pub enum Request {
         instance: Instance,
         ok: bool,
     },
+    /// Remove the node's apply lock, the last resort for a lock no apply takes over:
+    /// [`Reply::Unlocked`]. The node refuses while an engine of its own runs (it holds the lock
+    /// and `apply --resume` follows it).
+    Unlock,
 }
 
 /// A plan's part for one node, as the node checks and runs it: the plan file's and the
@@ -138,6 +142,10 @@ pub enum Reply {
     Events {
         base64: String,
     },
+    /// The lock was removed; what its `holder.json` said (`None`: the node was not locked).
+    Unlocked {
+        holder: Option<String>,
+    },
 }
 
 impl Reply {
@@ -167,6 +175,33 @@ pub enum Opened {
     Refused(String),
     /// The link, or the node's homelab ended without answering.
     Unreachable(String),
+}
+
+/// One request to `node`'s homelab and its one reply: opens a session, says hello, sends
+/// `request`, closes its side and reads the answer. `Err` as [`open`] says, or `Unreachable`
+/// with what the carrier said when the session ended without an answer.
+pub fn ask(
+    transport: &dyn crate::transport::Transport,
+    node: &crate::model::Node,
+    request: &Request,
+) -> Result<Reply, Opened> {
+    let mut session = open(transport, node)?;
+    let sent = match session.input.as_mut() {
+        Some(input) => send(input, request),
+        None => Ok(()),
+    };
+    session.input = None;
+    match sent.and_then(|()| receive::<Reply>(&mut session.output)) {
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) | Err(_) => {
+            let (_, said) = session.ended();
+            Err(Opened::Unreachable(if said.is_empty() {
+                "the session ended".to_owned()
+            } else {
+                said
+            }))
+        }
+    }
 }
 
 /// A session with `node`'s homelab, past the hellos.

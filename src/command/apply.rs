@@ -205,12 +205,31 @@ pub fn unlock(
     let sel = Selection::of(repo, lab, target)?;
     for n in sel.nodes {
         let node = &lab.nodes[&n];
-        let exec = sel
-            .transport
-            .connect(node)
-            .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
-        let holder = apply::remote::break_lock(exec.as_ref(), &Layout::new(exec.root()))
-            .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
+        // Through the node's homelab where it has one (a deploy key restricted to `homelab
+        // node serve` can unlock too); over shell steps where it has none.
+        use crate::wire::{Opened, Reply, Request};
+        let holder = match crate::wire::ask(sel.transport.as_ref(), node, &Request::Unlock) {
+            Ok(Reply::Unlocked { holder }) => holder,
+            Ok(Reply::Refused { reason }) => {
+                return Err(Error::Unsupported { message: format!("{n}: refused: {reason}") })
+            }
+            Ok(other) => {
+                return Err(Error::Unsupported {
+                    message: format!("{n}: the node's homelab answered out of turn: {other:?}"),
+                })
+            }
+            Err(Opened::Mismatch(r) | Opened::Refused(r) | Opened::Unreachable(r)) => {
+                return Err(Error::Unsupported { message: format!("{n}: {r}") })
+            }
+            Err(Opened::Here | Opened::NotInstalled(_)) => {
+                let exec = sel
+                    .transport
+                    .connect(node)
+                    .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?;
+                apply::remote::break_lock(exec.as_ref(), &Layout::new(exec.root()))
+                    .map_err(|e| Error::Unsupported { message: format!("{n}: {e}") })?
+            }
+        };
         match holder {
             Some(holder) => writeln!(
                 out,

@@ -7,7 +7,8 @@
 //!   its progress streamed until its last line; `settled` messages read meanwhile;
 //! - `attach`: the progress of the plan's latest engine run, from its first line;
 //! - `confirm`: a fresh connection's proof for the engine's dead-man;
-//! - `events`: the node's new event bytes past an observer's cursors.
+//! - `events`: the node's new event bytes past an observer's cursors;
+//! - `unlock`: the apply lock removed, unless an engine of this node runs (it holds it).
 //!
 //! A session that ends (the link, a killed controller) leaves the engine running.
 
@@ -128,6 +129,13 @@ pub fn serve(
                     reason: format!("cannot read its events: {}", out.stderr_text()),
                 },
                 Err(e) => Reply::Refused { reason: format!("cannot read its events: {e}") },
+            };
+            wire::send(output, &reply)
+        }
+        Request::Unlock => {
+            let reply = match unlock(&layout) {
+                Ok(holder) => Reply::Unlocked { holder },
+                Err(reason) => Reply::Refused { reason },
             };
             wire::send(output, &reply)
         }
@@ -276,4 +284,31 @@ fn confirm(folder: &Folder, seq: u64) -> Result<(), String> {
         super::private_dir(dir).map_err(|e| e.to_string())?;
     }
     crate::files::write_atomic(&path, b"").map_err(|e| e.to_string())
+}
+
+/// Removes the node's apply lock and gives what its holder said; refuses while an engine of
+/// this node runs a plan (the lock is its, and `apply --resume` follows it).
+fn unlock(layout: &Layout) -> Result<Option<String>, String> {
+    let deploys = std::path::PathBuf::from(layout.deploy_root());
+    for plan in std::fs::read_dir(&deploys).into_iter().flatten().flatten() {
+        let pid = plan.path().join("engine/pid");
+        let alive = std::fs::read_to_string(&pid)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(crate::node::records::process_alive);
+        if alive {
+            return Err(format!(
+                "the node's engine runs plan `{}`: the lock is its; `homelab apply --resume plans/{}.approved` follows it",
+                plan.file_name().to_string_lossy(),
+                plan.file_name().to_string_lossy()
+            ));
+        }
+    }
+    let lock = std::path::PathBuf::from(layout.lock());
+    if !lock.is_dir() {
+        return Ok(None);
+    }
+    let holder = std::fs::read_to_string(layout.lock_holder()).unwrap_or_else(|_| "{}".to_owned());
+    std::fs::remove_dir_all(&lock).map_err(|e| format!("removing {}: {e}", lock.display()))?;
+    Ok(Some(crate::quote::cut(holder.trim())))
 }

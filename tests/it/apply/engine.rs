@@ -227,6 +227,41 @@ fn a_restricted_deploy_key_applies_approved_plans_through_the_engine_and_nothing
     let deployments = fs::read_to_string(site.ctl.join("world/deployments.json")).unwrap();
     assert!(deployments.contains(&plan_id), "{deployments}");
 
+    // `unlock` goes through `node serve` too: a lock whose holder is gone is removed, naming
+    // it; while an engine of the node runs, the node refuses and names the plan to resume.
+    let root = site.root("alpha");
+    let lock = root.join("state/lock");
+    fs::create_dir_all(&lock).unwrap();
+    fs::write(lock.join("holder.json"), "{\"holder\": \"gone@elsewhere\"}\n").unwrap();
+    let mut engine = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = root.join(format!("state/deploy/{plan_id}/engine/pid"));
+    let was = fs::read_to_string(&pid).ok();
+    fs::write(&pid, format!("{}\n", engine.id())).unwrap();
+    let out = site.as_deployer(&["unlock", "--node", "alpha"]);
+    assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!("the node's engine runs plan `{plan_id}`")),
+        "{}",
+        out.stderr
+    );
+    assert!(lock.join("holder.json").exists(), "kept while the engine runs");
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    match was {
+        Some(p) => fs::write(&pid, p).unwrap(),
+        None => fs::remove_file(&pid).unwrap(),
+    }
+    let out = site.as_deployer(&["unlock", "--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("removed the lock held by") && out.stdout.contains("gone@elsewhere"),
+        "{}",
+        out.stdout
+    );
+    assert!(!lock.exists());
+    let out = site.as_deployer(&["unlock", "--node", "alpha"]);
+    assert!(out.stdout.contains("not locked"), "{}", out.stdout);
+
     // Bad bundles, sent over the restricted key as a hostile controller would: each refused by
     // the node before anything is written there.
     let plan_text = fs::read_to_string(site.plan_path(&plan_id)).unwrap();
