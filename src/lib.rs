@@ -15,6 +15,7 @@
 //!   ├─ apply (schedule, board,    per node over a transport: stages, journal, lock, rollback
 //!   │         node, service, outcome)
 //!   ├─ forge (client, pr)         the plan's Forgejo pull request, comment and commit status
+//!   ├─ import                     a published Compose project made a service that validates
 //!   ├─ bootstrap                  a bare node made ready: host key, tree, binary, agent image
 //!   ├─ world                      the observer: every node's new events folded into world/
 //!   ├─ agent                      the stability agent on a node: engine events, link, broker
@@ -59,6 +60,7 @@ pub mod forge;
 pub mod git;
 pub mod graph;
 pub mod http;
+pub mod import;
 pub mod model;
 pub mod node;
 pub mod observe;

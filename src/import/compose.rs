@@ -1,0 +1,1264 @@
+//! A published compose file made to follow homelab's rules, as line edits with their reasons:
+//! container names (`model::validate::compose::container_name`), `restart` (the contract's
+//! policy; one-shot containers as `validate` tells them), `env_file` (a hidden or secret-holding
+//! file becomes the node's `{{ config_dir }}/.env`), bind mounts (host folders under a
+//! variable, writable absolute folders and writable relative binds moved under
+//! `{{ data_dir }}`, shipped config mounted read-only, host paths listed), literal secrets and
+//! secret defaults replaced by `${NAME}`, `lan` ports published on an address written out, and
+//! the top-level `name:`. It also collects what the contract needs (variables, data paths,
+//! backup sets of the databases, dependencies, healthchecks).
+//!
+//! Pure: what the project folder holds comes in as `Input::exists` and `Input::env_values`;
+//! no IO here, nothing written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::edit::{self, block_end, indent, is_blank, Edit, Op};
+use crate::model::load::parse_yaml;
+use crate::model::raw::{line, S};
+use crate::model::validate::compose::{container_name, one_shot, reached_as, variables_used};
+use crate::model::validate::{looks_secret, secret_looking_literal};
+use crate::model::{Diagnostic, Exposure};
+
+/// What a relative path of the project folder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    Missing,
+    File,
+    /// A folder, and whether it holds a file that would ship (hidden ones never do).
+    Folder {
+        has_files: bool,
+    },
+}
+
+pub struct Input<'a> {
+    pub service: &'a str,
+    /// The compose file's name in the project (`compose.yaml`), as edits and errors show it.
+    pub file: &'a str,
+    pub text: &'a str,
+    /// `--exposure`; `None`: `lan` when a port is published, else `internal`.
+    pub exposure: Option<Exposure>,
+    /// What the project folder has at a normalized relative path (`""` is the folder).
+    pub exists: &'a dyn Fn(&str) -> Existing,
+    /// The text of a file of the project (env files), `None` when unreadable.
+    pub read: &'a dyn Fn(&str) -> Option<String>,
+    /// The project's `.env`, name → value: only read to resolve a read-only path, never
+    /// written anywhere.
+    pub env_values: &'a BTreeMap<String, String>,
+    /// Services the homelab has already: what `depends_on` may name outside the project.
+    pub homelab_services: &'a BTreeSet<String>,
+}
+
+/// One container of the project, as the healthcheck script and the contract see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub key: String,
+    pub name: String,
+    /// It has a compose healthcheck (not `NONE`, not disabled).
+    pub healthcheck: bool,
+    /// It runs once and stops (not expected to be running).
+    pub one_shot: bool,
+}
+
+/// A compose healthcheck's timings, as written (`30s`, `1m30s`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<u32>,
+    pub start_period: Option<String>,
+}
+
+/// A variable the compose file (or an env file moved to the node) uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    pub name: String,
+    pub secret: bool,
+    pub required: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Output {
+    pub edits: Vec<Edit>,
+    /// The compose file, edited.
+    pub text: String,
+    pub exposure: Option<Exposure>,
+    /// Relative paths (files or folders) of the project that ship with the service.
+    pub ship: BTreeSet<String>,
+    pub host_paths: BTreeSet<String>,
+    /// Folders under `{{ data_dir }}` the compose file now mounts (relative to it).
+    pub data: BTreeSet<String>,
+    pub uses_config: bool,
+    /// Files the operator puts under `{{ config_dir }}` on the node.
+    pub node_files: BTreeSet<String>,
+    pub variables: Vec<Variable>,
+    pub dependencies: BTreeSet<String>,
+    /// Backup sets of the databases: compose key → folders under `{{ data_dir }}`.
+    pub backups: BTreeMap<String, BTreeSet<String>>,
+    pub containers: Vec<Container>,
+    pub timing: Timing,
+}
+
+#[derive(Debug, Deserialize)]
+struct Project {
+    #[serde(default)]
+    name: Option<S<String>>,
+    #[serde(default)]
+    services: BTreeMap<String, S<Svc>>,
+    #[serde(default)]
+    secrets: BTreeMap<String, S<Value>>,
+    #[serde(default)]
+    configs: BTreeMap<String, S<Value>>,
+    #[serde(default)]
+    include: Vec<S<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Svc {
+    #[serde(default)]
+    image: Option<S<Value>>,
+    #[serde(default)]
+    container_name: Option<S<String>>,
+    #[serde(default)]
+    restart: Option<S<String>>,
+    #[serde(default)]
+    network_mode: Option<S<String>>,
+    #[serde(default)]
+    networks: Option<S<Value>>,
+    #[serde(default)]
+    volumes: Vec<S<Value>>,
+    #[serde(default)]
+    ports: Vec<S<Value>>,
+    #[serde(default)]
+    env_file: Option<S<Value>>,
+    #[serde(default)]
+    build: Option<S<Value>>,
+    #[serde(default)]
+    extends: Option<S<Value>>,
+    #[serde(default)]
+    depends_on: Option<S<Value>>,
+    #[serde(default)]
+    healthcheck: Option<S<Value>>,
+}
+
+/// The restart policy every long-running container gets (the guide's default).
+pub const RESTART: &str = "unless-stopped";
+
+/// A project problem: the file, line and field, what is wrong and how to fix it.
+fn problem(
+    file: &str,
+    line: Option<usize>,
+    field: impl Into<String>,
+    message: impl Into<String>,
+    fix: impl Into<String>,
+) -> Diagnostic {
+    Diagnostic::new("import", Path::new(file), line.map(|l| l as u64), field, message, fix)
+}
+
+fn at<T>(s: &S<T>) -> Option<usize> {
+    line(s).map(|l| l as usize)
+}
+
+/// Where a bind mount's source leads, once variables the project knows are resolved.
+enum Source {
+    /// Relative, normalized (`""` is the project folder).
+    Relative(String),
+    /// Absolute (or `~`).
+    Absolute(String),
+    /// Written with a variable (a writable host folder nobody reviewed).
+    Variable,
+}
+
+/// One bind mount or named volume of a service, as written.
+struct Mount<'a> {
+    key: &'a str,
+    line: usize,
+    field: String,
+    /// The short syntax string, or `None` for the long syntax.
+    short: Option<&'a str>,
+    source: String,
+    target: String,
+    read_only: bool,
+    named: bool,
+}
+
+pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
+    let project: Project = parse_yaml(Path::new(i.file), i.text)?;
+    let lines: Vec<&str> = i.text.lines().collect();
+    let mut out = Output::default();
+    let mut ops_of: Vec<Edit> = Vec::new();
+    let svc = i.service;
+    let file = i.file;
+    let mut push = |line: Option<usize>, field: String, what: String, why: &str, ops: Vec<Op>| {
+        ops_of.push(Edit { file: file.to_owned(), line, field, what, why: why.to_owned(), ops });
+    };
+    if project.services.is_empty() {
+        return Err(problem(
+            file,
+            None,
+            "services",
+            "the project defines no compose service",
+            "point import at the folder of a Compose project (one with `services:`)",
+        ));
+    }
+    // Minijinja reads the compose file as a template: a literal `{{` (Docker's `{{.Name}}`)
+    // must come out as written.
+    for (n, l) in lines.iter().enumerate() {
+        for token in ["{{", "{%", "{#"] {
+            if l.contains(token) {
+                push(
+                    Some(n + 1),
+                    String::new(),
+                    format!("wrote `{token}` as `{{{{ '{token}' }}}}`"),
+                    "the compose file is a template; this keeps the text Docker sees as it was",
+                    vec![Op::Replace {
+                        line: n + 1,
+                        old: token.to_owned(),
+                        new: format!("{{{{ '{token}' }}}}"),
+                    }],
+                );
+            }
+        }
+    }
+    if let Some(n) = project.name.as_ref().filter(|n| n.value != svc) {
+        let l = at(n).unwrap_or(1);
+        push(
+            Some(l),
+            "name".into(),
+            format!("`{}` → `{svc}`", n.value),
+            "homelab runs the project as `docker compose -p <service>`",
+            vec![Op::Replace {
+                line: l,
+                old: lines[l - 1].to_owned(),
+                new: format!("name: {svc}"),
+            }],
+        );
+    }
+    let services_line = lines
+        .iter()
+        .position(|l| l.trim_end() == "services:" || l.starts_with("services: #"))
+        .map(|p| p + 1);
+    let multi = project.services.len() > 1;
+    let keys: BTreeSet<&str> = project.services.keys().map(String::as_str).collect();
+    let shots = one_shot(svc, &[i.text]);
+    // The exposure: as given, or from what the project publishes.
+    let publishes = project.services.values().any(|s| {
+        s.value.network_mode.as_ref().map(|m| m.value.as_str()) != Some("host")
+            && s.value.ports.iter().any(|p| published(&p.value))
+    });
+    let exposure = i.exposure.unwrap_or(if publishes { Exposure::Lan } else { Exposure::Internal });
+    out.exposure = Some(exposure);
+
+    // Every mount, gathered first: host folders under one variable share a layout.
+    let mut mounts: Vec<Mount> = Vec::new();
+    for (key, s) in &project.services {
+        for (n, v) in s.value.volumes.iter().enumerate() {
+            if let Some(m) = mount(key, n, v) {
+                mounts.push(m);
+            }
+        }
+    }
+    let data_of = data_layout(i, &mounts);
+
+    for (key, s) in &project.services {
+        let cs = &s.value;
+        let field = format!("services.{key}");
+        let Some(key_line) = key_line(&lines, services_line, key) else {
+            return Err(problem(
+                file,
+                at(s),
+                field,
+                "import edits compose services written in block style (`key:` on its own line, its settings indented below)",
+                "write the service in block style",
+            ));
+        };
+        let end = block_end(&lines, key_line);
+        let own = |l: Option<usize>| l.is_some_and(|l| l > key_line && l <= end);
+        let child = lines[key_line..end]
+            .iter()
+            .find(|l| !is_blank(l))
+            .map(|l| indent(l))
+            .unwrap_or(indent(lines[key_line - 1]) + 2);
+        let pad = " ".repeat(child);
+        // Container name.
+        let name = container_name(svc, key, multi);
+        let shot = shots.contains(key);
+        match cs.container_name.as_ref().filter(|c| own(at(c))) {
+            Some(c) if c.value == name => {}
+            Some(c) => {
+                let l = at(c).unwrap_or(key_line);
+                let old = c.value.as_str();
+                let mut why = if multi {
+                    format!("in a multi-container service a container is `{svc}` (key `{svc}`), its key when that already carries the service's name, else `{svc}-<key>`")
+                } else {
+                    "a one-container service's container is named like the service".to_owned()
+                };
+                let mut ops = vec![Op::Replace {
+                    line: l,
+                    old: lines[l - 1].to_owned(),
+                    new: format!("{}container_name: {name}", " ".repeat(indent(lines[l - 1]))),
+                }];
+                if old != key.as_str() && reached_as(i.text, old, Some(l as u64)).is_some() {
+                    if cs.networks.is_none() && cs.network_mode.is_none() {
+                        ops.push(Op::Insert {
+                            after: l,
+                            text: format!("{pad}networks: {{default: {{aliases: [{old}]}}}}"),
+                        });
+                        why.push_str(&format!("; `{old}` stays reachable as a network alias"));
+                    } else {
+                        why.push_str(&format!("; another line reaches it as `{old}`: add that name as a network alias or write `{key}` there"));
+                    }
+                }
+                push(
+                    Some(l),
+                    format!("{field}.container_name"),
+                    format!("`{old}` → `{name}`"),
+                    &why,
+                    ops,
+                );
+            }
+            None => push(
+                Some(key_line),
+                format!("{field}.container_name"),
+                format!("added `{name}`"),
+                "container names follow the service, so two services never take one name",
+                vec![Op::Insert { after: key_line, text: format!("{pad}container_name: {name}") }],
+            ),
+        }
+        out.containers.push(Container {
+            key: key.clone(),
+            name,
+            healthcheck: health_test(cs.healthcheck.as_ref().map(|h| &h.value)),
+            one_shot: shot,
+        });
+        // Restart.
+        if !shot {
+            match cs.restart.as_ref().filter(|r| own(at(r))) {
+                Some(r) if r.value == RESTART => {}
+                Some(r) => {
+                    let l = at(r).unwrap_or(key_line);
+                    push(
+                        Some(l),
+                        format!("{field}.restart"),
+                        format!("`{}` → `{RESTART}`", r.value),
+                        "the guide's restart policy, which the contract states; `unless-stopped` keeps a container the operator stopped stopped",
+                        vec![Op::Replace {
+                            line: l,
+                            old: lines[l - 1].to_owned(),
+                            new: format!("{}restart: {RESTART}", " ".repeat(indent(lines[l - 1]))),
+                        }],
+                    );
+                }
+                None => push(
+                    Some(key_line),
+                    format!("{field}.restart"),
+                    format!("added `{RESTART}`"),
+                    "every long-running container restarts as the contract says",
+                    vec![Op::Insert { after: key_line, text: format!("{pad}restart: {RESTART}") }],
+                ),
+            }
+        }
+        // Env files.
+        if let Some(e) = &cs.env_file {
+            let mut moved = false;
+            for path in strings(&e.value, "path") {
+                let rel = normalize(&path).ok_or_else(|| {
+                    problem(
+                        file,
+                        at(e),
+                        format!("{field}.env_file"),
+                        format!("`{path}` leaves the project folder"),
+                        "move the file into the project folder",
+                    )
+                })?;
+                let hidden = rel.split('/').any(|p| p.starts_with('.'));
+                let text = if hidden { None } else { (i.read)(&rel) };
+                if !hidden && text.is_none() {
+                    return Err(problem(
+                        file,
+                        at(e),
+                        format!("{field}.env_file"),
+                        format!("`{path}` does not exist in the project"),
+                        "add the file to the project folder, or remove it from `env_file`",
+                    ));
+                }
+                let secret = text
+                    .as_deref()
+                    .is_some_and(|t| t.lines().any(|l| secret_looking_literal(l, &[]).is_some()));
+                if !hidden && !secret {
+                    out.ship.insert(rel);
+                    continue;
+                }
+                let names = env_names((i.read)(&rel).as_deref().unwrap_or(""));
+                for n in names {
+                    if !out.variables.iter().any(|v| v.name == n) {
+                        out.variables.push(Variable {
+                            secret: looks_secret(&n),
+                            required: looks_secret(&n),
+                            name: n,
+                        });
+                    }
+                }
+                let l = find_value(&lines, key_line, end, &path).ok_or_else(|| {
+                    problem(
+                        file,
+                        at(e),
+                        format!("{field}.env_file"),
+                        format!("cannot find `{path}` written on one line"),
+                        "write each env_file path on a line of its own",
+                    )
+                })?;
+                let new = quoted_if_needed(lines[l - 1], &path, "{{ config_dir }}/.env");
+                let why = if hidden {
+                    "a hidden file never ships; its values stay on the node, in the env file homelab reads (values not copied, names in env.example)"
+                } else {
+                    "it holds values that read like secrets: they stay on the node (values not copied, names in env.example)"
+                };
+                push(
+                    Some(l),
+                    format!("{field}.env_file"),
+                    format!("`{path}` → `{{{{ config_dir }}}}/.env`"),
+                    why,
+                    vec![Op::Replace { line: l, old: path.clone(), new }],
+                );
+                moved = true;
+            }
+            out.uses_config |= moved;
+        }
+        // Ports.
+        let host_net = cs.network_mode.as_ref().is_some_and(|m| m.value == "host");
+        for (n, p) in cs.ports.iter().enumerate() {
+            if host_net || !published(&p.value) {
+                continue;
+            }
+            let l = at(p).unwrap_or(key_line);
+            let pf = format!("{field}.ports[{n}]");
+            match exposure {
+                Exposure::Internal => {
+                    return Err(problem(file, Some(l), pf, "publishes a host port, but the exposure is `internal`: an internal service publishes no port", "import with `--exposure lan` (or tailnet, public), or remove the published port from the project"));
+                }
+                Exposure::Lan if !has_ip(&p.value) => match &p.value {
+                    Value::String(s) => push(
+                        Some(l),
+                        pf,
+                        format!("`{s}` → `0.0.0.0:{s}`"),
+                        "a `lan` service publishes only on an address written out; `0.0.0.0` (every address) until you write the node's LAN address",
+                        vec![Op::Replace { line: l, old: s.clone(), new: format!("0.0.0.0:{s}") }],
+                    ),
+                    _ => {
+                        let pl = (l..=block_end(&lines, l)).find(|&k| lines[k - 1].contains("published:")).unwrap_or(l);
+                        let col = lines[pl - 1].find("published:").unwrap_or(child);
+                        push(
+                            Some(pl),
+                            pf,
+                            "added `host_ip: 0.0.0.0`".into(),
+                            "a `lan` service publishes only on an address written out; `0.0.0.0` (every address) until you write the node's LAN address",
+                            vec![Op::Insert { after: pl, text: format!("{}host_ip: 0.0.0.0", " ".repeat(col)) }],
+                        );
+                    }
+                },
+                _ => {}
+            }
+        }
+        // Build context, extends.
+        if let Some(b) = &cs.build {
+            let (context, dockerfile) = match &b.value {
+                Value::String(s) => (s.clone(), None),
+                Value::Object(m) => (
+                    m.get("context").and_then(Value::as_str).unwrap_or(".").to_owned(),
+                    m.get("dockerfile").and_then(Value::as_str).map(str::to_owned),
+                ),
+                _ => (".".to_owned(), None),
+            };
+            if !context.contains("://") && !context.starts_with("git@") {
+                ship(i, &mut out, file, at(b), &format!("{field}.build.context"), &context)?;
+                if let Some(d) = dockerfile.filter(|d| !d.starts_with('/')) {
+                    let p = format!("{}/{d}", context.trim_end_matches('/'));
+                    ship(i, &mut out, file, at(b), &format!("{field}.build.dockerfile"), &p)?;
+                }
+            }
+        }
+        if let Some(Value::Object(m)) = cs.extends.as_ref().map(|e| &e.value) {
+            if let Some(f) = m.get("file").and_then(Value::as_str) {
+                ship(
+                    i,
+                    &mut out,
+                    file,
+                    cs.extends.as_ref().and_then(at),
+                    &format!("{field}.extends.file"),
+                    f,
+                )?;
+            }
+        }
+        // Dependencies outside the project.
+        if let Some(d) = &cs.depends_on {
+            let deps: Vec<String> = match &d.value {
+                Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                Value::Object(m) => m.keys().cloned().collect(),
+                _ => vec![],
+            };
+            for dep in deps.into_iter().filter(|d| !keys.contains(d.as_str())) {
+                if !i.homelab_services.contains(&dep) {
+                    return Err(problem(
+                        file,
+                        at(d),
+                        format!("{field}.depends_on"),
+                        format!("`{dep}` is neither a service of the project nor of the homelab"),
+                        format!("import `{dep}` first, or remove it from `depends_on`"),
+                    ));
+                }
+                let Some(l) = find_key_or_item(&lines, key_line, end, &dep) else {
+                    return Err(problem(
+                        file,
+                        at(d),
+                        format!("{field}.depends_on"),
+                        format!("cannot find `{dep}` on a line of its own"),
+                        "write depends_on in block style",
+                    ));
+                };
+                let ops = (l..=block_end(&lines, l)).map(|line| Op::Delete { line }).collect();
+                push(Some(l), format!("{field}.depends_on"), format!("removed `{dep}`"), "another homelab service: Compose cannot wait for another project, the contract's `dependencies` order the deploys", ops);
+                out.dependencies.insert(dep);
+            }
+        }
+        let timing = cs.healthcheck.as_ref().map(|h| timing(&h.value));
+        if let Some(t) = timing {
+            let main = key == svc || !multi;
+            if main || out.timing == Timing::default() {
+                out.timing = t;
+            }
+        }
+        let _ = (&cs.image, &cs.networks);
+    }
+
+    // Mounts.
+    for m in &mounts {
+        let l = m.line;
+        let is_db =
+            project.services.get(m.key).is_some_and(|s| is_database(s.value.image.as_ref()));
+        let (new_source, ro, why): (String, bool, String) = if m.named {
+            if !is_db || m.read_only {
+                continue;
+            }
+            let dir = data_of.get(&m.source).cloned().unwrap_or_else(|| m.source.clone());
+            out.backups.entry(m.key.to_owned()).or_default().insert(dir.clone());
+            (format!("{{{{ data_dir }}}}/{dir}"), false, "a database's data goes in the service's data folder, snapshotted before every change and in the backup set".to_owned())
+        } else {
+            match classify(i, m)? {
+                Source::Relative(rel) if m.read_only || has_files(i, &rel) => {
+                    out.ship.insert(rel.clone());
+                    if m.read_only {
+                        continue;
+                    }
+                    (m.source.clone(), true, "shipped config is mounted read-only: the release folder is replaced on every update, so what a container wrote there would be lost".to_owned())
+                }
+                Source::Absolute(p) if m.read_only || system_path(&p) => {
+                    out.host_paths.insert(p);
+                    continue;
+                }
+                Source::Relative(_) | Source::Absolute(_) | Source::Variable => {
+                    let dir = data_of[&m.source].clone();
+                    if is_db {
+                        out.backups.entry(m.key.to_owned()).or_default().insert(dir.clone());
+                    }
+                    let why = if m.source.contains('$') {
+                        "a host folder under a variable is a folder nobody reviewed (it may even resolve inside the release folder, replaced on every update); the data folder is kept across updates, snapshotted and checked"
+                    } else if m.source.starts_with(['/', '~']) {
+                        "data goes in the service's data folder, kept across updates, snapshotted and checked, not in a host folder nobody reviewed"
+                    } else {
+                        "a writable relative bind lives in the release folder, replaced on every update; what a container writes belongs in the data folder"
+                    };
+                    (format!("{{{{ data_dir }}}}/{dir}"), m.read_only, why.to_owned())
+                }
+            }
+        };
+        if new_source.starts_with("{{ data_dir }}") {
+            out.data.insert(new_source.trim_start_matches("{{ data_dir }}/").to_owned());
+        }
+        let ops = match m.short {
+            Some(s) => {
+                let mut parts: Vec<String> =
+                    split_volume(s).into_iter().map(str::to_owned).collect();
+                parts[0] = new_source.clone();
+                if ro {
+                    match parts.get_mut(2) {
+                        Some(mode) => {
+                            let kept: Vec<&str> = mode
+                                .split(',')
+                                .filter(|o| !matches!(*o, "rw" | "ro" | ""))
+                                .collect();
+                            *mode = std::iter::once("ro").chain(kept).collect::<Vec<_>>().join(",");
+                        }
+                        None => parts.push("ro".into()),
+                    }
+                }
+                let new = parts.join(":");
+                vec![Op::Replace {
+                    line: l,
+                    old: s.to_owned(),
+                    new: quoted_if_needed(lines[l - 1], s, &new),
+                }]
+            }
+            None => {
+                let end = block_end(&lines, l);
+                let Some(sl) = (l..=end).find(|&k| lines[k - 1].contains("source:")) else {
+                    return Err(problem(
+                        file,
+                        Some(l),
+                        m.field.clone(),
+                        "cannot find `source:` of this mount",
+                        "write the mount's `source:` on a line of its own",
+                    ));
+                };
+                let mut ops = Vec::new();
+                if new_source != m.source {
+                    ops.push(Op::Replace {
+                        line: sl,
+                        old: m.source.clone(),
+                        new: quoted_if_needed(lines[sl - 1], &m.source, &new_source),
+                    });
+                }
+                if ro && !m.read_only {
+                    let col = lines[sl - 1].find("source:").unwrap_or(0);
+                    ops.push(Op::Insert {
+                        after: sl,
+                        text: format!("{}read_only: true", " ".repeat(col)),
+                    });
+                }
+                ops
+            }
+        };
+        let what = if new_source == m.source {
+            "mounted read-only".to_owned()
+        } else {
+            format!("`{}` → `{new_source}`", m.source)
+        };
+        push(Some(l), m.field.clone(), what, &why, ops);
+    }
+
+    // Top-level files: configs ship, secrets stay on the node.
+    for (kind, entries) in [("configs", &project.configs), ("secrets", &project.secrets)] {
+        for (name, v) in entries {
+            let Some(f) = v.value.get("file").and_then(Value::as_str) else { continue };
+            let field = format!("{kind}.{name}.file");
+            if kind == "configs" {
+                ship(i, &mut out, file, at(v), &field, f)?;
+                continue;
+            }
+            let base = f.rsplit('/').next().unwrap_or(f).to_owned();
+            let Some(l) = (1..=lines.len()).find(|&k| value_of(lines[k - 1], "file") == Some(f))
+            else {
+                return Err(problem(
+                    file,
+                    at(v),
+                    field,
+                    format!("cannot find `file: {f}` on a line of its own"),
+                    "write `file:` on a line of its own",
+                ));
+            };
+            let new = format!("{{{{ config_dir }}}}/{base}");
+            push(
+                Some(l),
+                field,
+                format!("`{f}` → `{new}`"),
+                "a secret never ships from Git: put the file on the node (not copied)",
+                vec![Op::Replace {
+                    line: l,
+                    old: f.to_owned(),
+                    new: quoted_if_needed(lines[l - 1], f, &new),
+                }],
+            );
+            out.uses_config = true;
+            out.node_files.insert(base);
+        }
+    }
+    for (n, inc) in project.include.iter().enumerate() {
+        for p in strings(&inc.value, "path") {
+            ship(i, &mut out, file, at(inc), &format!("include[{n}]"), &p)?;
+        }
+    }
+
+    // Literal secrets and secrets' defaults.
+    for (n, l) in lines.iter().enumerate() {
+        let ln = n + 1;
+        if let Some((name, _)) = secret_looking_literal(l, &[]) {
+            let Some(new) = secret_line(l, &name) else { continue };
+            push(Some(ln), name.clone(), format!("value → `${{{name}}}`"), "a literal secret in Git: the value goes in the node's env file (not copied), the name in env.example", vec![Op::Replace { line: ln, old: (*l).to_owned(), new }]);
+            continue;
+        }
+        for (name, default) in variables_used(l) {
+            let literal = default.is_some_and(|d| {
+                !(d.is_empty() || d.starts_with('$') || (d.starts_with('<') && d.ends_with('>')))
+            });
+            if !literal {
+                continue;
+            }
+            if !looks_secret(&name) {
+                continue;
+            }
+            for op in [":-", "-"] {
+                let start = format!("${{{name}{op}");
+                let Some(s) = l.find(&start) else { continue };
+                let Some(e) = l[s..].find('}') else { continue };
+                push(Some(ln), name.clone(), format!("default removed from `${{{name}}}`"), "a secret's default is a literal secret in Git: the value goes in the node's env file", vec![Op::Replace { line: ln, old: l[s..s + e + 1].to_owned(), new: format!("${{{name}}}") }]);
+                break;
+            }
+        }
+    }
+
+    // Apply, then read the variables of the result.
+    let mut all_ops: Vec<Op> = Vec::new();
+    for e in &ops_of {
+        all_ops.extend(e.ops.iter().cloned());
+    }
+    out.text = edit::apply(i.text, &all_ops).map_err(|nf| {
+        problem(
+            file,
+            Some(nf.line),
+            "",
+            format!(
+                "cannot edit this line: `{}` is not written on it as the YAML parser read it",
+                nf.old
+            ),
+            "write the value plainly on one line (no line continuation), then import again",
+        )
+    })?;
+    let mut uses: BTreeMap<String, bool> = BTreeMap::new();
+    for (name, default) in variables_used(&out.text) {
+        let no_default = uses.entry(name).or_insert(false);
+        *no_default |= default.is_none();
+    }
+    for (name, no_default) in uses {
+        let secret = looks_secret(&name);
+        match out.variables.iter_mut().find(|v| v.name == name) {
+            Some(v) => v.required |= no_default,
+            None => out.variables.push(Variable { secret, required: no_default, name }),
+        }
+    }
+    out.variables.sort_by(|a, b| a.name.cmp(&b.name));
+    ops_of.sort_by_key(|e| e.line);
+    out.edits = ops_of;
+    Ok(out)
+}
+
+/// The line of the compose service `key` under `services:`.
+fn key_line(lines: &[&str], services: Option<usize>, key: &str) -> Option<usize> {
+    let start = services?;
+    let end = block_end(lines, start);
+    let child = lines[start..end].iter().find(|l| !is_blank(l)).map(|l| indent(l))?;
+    (start + 1..=end).find(|&n| {
+        let l = lines[n - 1];
+        if indent(l) != child {
+            return false;
+        }
+        let t = l.trim();
+        let rest = [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")]
+            .iter()
+            .find_map(|k| t.strip_prefix(k.as_str()).map(str::to_owned));
+        // Block style: nothing after the colon but an anchor or a comment.
+        rest.is_some_and(|r| {
+            let r = r.trim();
+            r.is_empty() || r.starts_with('#') || (r.starts_with('&') && !r.contains(' '))
+        })
+    })
+}
+
+/// The first line in `(start, end]` whose YAML value (`key: v`, `- v`, quoted or not) is `v`.
+fn find_value(lines: &[&str], start: usize, end: usize, v: &str) -> Option<usize> {
+    (start + 1..=end).find(|&n| {
+        let t = lines[n - 1].trim();
+        let t = t.strip_prefix("- ").unwrap_or(t);
+        let val = t.split_once(": ").map(|(_, v)| v).unwrap_or(t).trim();
+        unquote(val) == v
+    })
+}
+
+/// The line of `dep` in a `depends_on` list (`- dep`) or map (`dep:`) of a service.
+fn find_key_or_item(lines: &[&str], start: usize, end: usize, dep: &str) -> Option<usize> {
+    (start + 1..=end).find(|&n| {
+        let t = lines[n - 1].trim();
+        t.strip_prefix("- ").map(|v| unquote(v.trim()) == dep).unwrap_or(false)
+            || t.strip_suffix(':').map(unquote) == Some(dep)
+    })
+}
+
+/// `key: v` on a line: `v`, unquoted.
+fn value_of<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let t = line.trim();
+    let t = t.strip_prefix("- ").unwrap_or(t);
+    t.strip_prefix(key)?.strip_prefix(':').map(|v| unquote(v.trim()))
+}
+
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(v)
+}
+
+/// `new`, in double quotes when it starts with `{` and `old` is not quoted on `line` (a plain
+/// YAML scalar may not start with `{`).
+fn quoted_if_needed(line: &str, old: &str, new: &str) -> String {
+    let quoted =
+        line.find(old).is_some_and(|at| at > 0 && matches!(line.as_bytes()[at - 1], b'"' | b'\''));
+    if new.starts_with('{') && !quoted {
+        format!("\"{new}\"")
+    } else {
+        new.to_owned()
+    }
+}
+
+/// A line that sets the secret-looking `name` to a literal, rewritten to `${name}`.
+fn secret_line(line: &str, name: &str) -> Option<String> {
+    let at = line.find(name)?;
+    let after = at + name.len();
+    let sep = after + line[after..].find([':', '='])?;
+    let head = &line[..=sep];
+    let t = line.trim_start();
+    let t = t.strip_prefix("- ").map(str::trim_start).unwrap_or(t);
+    let quote = match t.as_bytes().first() {
+        Some(b'"') if line.as_bytes()[sep] == b'=' => "\"",
+        Some(b'\'') if line.as_bytes()[sep] == b'=' => "'",
+        _ => "",
+    };
+    let space = if line.as_bytes()[sep] == b':' { " " } else { "" };
+    Some(format!("{head}{space}${{{name}}}{quote}"))
+}
+
+/// The names a `.env`-style text sets.
+pub fn env_names(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            let name = l.split('=').next()?.trim();
+            let ok = !name.is_empty()
+                && !name.as_bytes()[0].is_ascii_digit()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            ok.then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// The strings of a field Compose lets be a string, a list, or objects naming it in `key`.
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().flat_map(|i| strings(i, key)).collect(),
+        Value::Object(m) => m.get(key).map(|p| strings(p, key)).unwrap_or_default(),
+        _ => vec![],
+    }
+}
+
+/// `path` with `.` and `..` resolved; `None` when it climbs out.
+pub fn normalize(path: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            p => out.push(p),
+        }
+    }
+    Some(out.join("/"))
+}
+
+/// A relative path of the project that must ship: it must exist there.
+fn ship(
+    i: &Input,
+    out: &mut Output,
+    file: &str,
+    line: Option<usize>,
+    field: &str,
+    path: &str,
+) -> Result<(), Diagnostic> {
+    if path.starts_with(['/', '~']) || path.contains('$') {
+        return Err(problem(
+            file,
+            line,
+            field,
+            format!("`{path}` is not a path inside the project"),
+            "write it relative to the project folder",
+        ));
+    }
+    let rel = normalize(path).ok_or_else(|| {
+        problem(
+            file,
+            line,
+            field,
+            format!("`{path}` leaves the project folder"),
+            "move it into the project folder",
+        )
+    })?;
+    if (i.exists)(&rel) == Existing::Missing {
+        return Err(problem(
+            file,
+            line,
+            field,
+            format!("`{path}` does not exist in the project"),
+            "add it to the project folder",
+        ));
+    }
+    out.ship.insert(rel);
+    Ok(())
+}
+
+fn has_files(i: &Input, rel: &str) -> bool {
+    matches!((i.exists)(rel), Existing::File | Existing::Folder { has_files: true })
+}
+
+/// A volume entry of `key`: a bind mount or a named volume.
+fn mount<'a>(key: &'a str, n: usize, v: &'a S<Value>) -> Option<Mount<'a>> {
+    let field = format!("services.{key}.volumes[{n}]");
+    let line = at(v)?;
+    match &v.value {
+        Value::String(s) => {
+            let parts = split_volume(s);
+            let source = *parts.first()?;
+            let target = *parts.get(1)?;
+            let mode = parts.get(2).copied().unwrap_or("");
+            let named = !source.starts_with(['.', '/', '~', '$']);
+            Some(Mount {
+                key,
+                line,
+                field,
+                short: Some(s),
+                source: source.to_owned(),
+                target: target.to_owned(),
+                read_only: mode.split(',').any(|m| m == "ro"),
+                named,
+            })
+        }
+        Value::Object(m) => {
+            let kind = m.get("type").and_then(Value::as_str).unwrap_or("volume");
+            let source = m.get("source").and_then(Value::as_str)?;
+            if kind != "bind" && kind != "volume" {
+                return None;
+            }
+            Some(Mount {
+                key,
+                line,
+                field,
+                short: None,
+                source: source.to_owned(),
+                target: m.get("target").and_then(Value::as_str).unwrap_or("").to_owned(),
+                read_only: m.get("read_only").and_then(Value::as_bool).unwrap_or(false),
+                named: kind == "volume",
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What a bind source names, the project's `.env` and defaults resolving a read-only one.
+fn classify(i: &Input, m: &Mount) -> Result<Source, Diagnostic> {
+    let s = m.source.as_str();
+    if let Some((name, default, rest)) = leading_variable(s) {
+        if !m.read_only {
+            return Ok(Source::Variable);
+        }
+        let value = (!looks_secret(name))
+            .then(|| i.env_values.get(name).cloned())
+            .flatten()
+            .or(default.map(str::to_owned));
+        let Some(value) = value.filter(|v| !v.contains('$')) else {
+            return Err(problem(i.file, Some(m.line), m.field.clone(), format!("`{s}` is mounted read-only from a variable whose value the project does not give"), "write the path out in the compose file"));
+        };
+        let resolved = format!("{value}{rest}");
+        return literal(i, m, &resolved);
+    }
+    if s.contains('$') {
+        return Ok(Source::Variable);
+    }
+    literal(i, m, s)
+}
+
+fn literal(i: &Input, m: &Mount, s: &str) -> Result<Source, Diagnostic> {
+    if s.starts_with(['/', '~']) {
+        return Ok(Source::Absolute(s.to_owned()));
+    }
+    let rel = normalize(s).ok_or_else(|| {
+        problem(
+            i.file,
+            Some(m.line),
+            m.field.clone(),
+            format!("`{s}` leaves the project folder"),
+            "move it into the project folder",
+        )
+    })?;
+    if m.read_only {
+        if rel.split('/').any(|p| p.starts_with('.')) {
+            return Err(problem(
+                i.file,
+                Some(m.line),
+                m.field.clone(),
+                format!("`{s}` is a hidden file, and hidden files never ship"),
+                "rename it without a leading `.`, or keep it on the node under `{{ config_dir }}`",
+            ));
+        }
+        if (i.exists)(&rel) == Existing::Missing {
+            return Err(problem(
+                i.file,
+                Some(m.line),
+                m.field.clone(),
+                format!("`{s}` is mounted read-only but does not exist in the project"),
+                "add it to the project folder",
+            ));
+        }
+    }
+    Ok(Source::Relative(rel))
+}
+
+/// `${NAME…}` or `$NAME` at the start of `s`: the name, its default, and the rest of `s`.
+fn leading_variable(s: &str) -> Option<(&str, Option<&str>, &str)> {
+    if let Some(body) = s.strip_prefix("${") {
+        let close = body.find('}')?;
+        let inner = &body[..close];
+        let end =
+            inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(inner.len());
+        let name = &inner[..end];
+        let op = &inner[end..];
+        let default = op.strip_prefix(":-").or_else(|| op.strip_prefix('-'));
+        return Some((name, default, &body[close + 1..]));
+    }
+    let body = s.strip_prefix('$')?;
+    let end = body.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(body.len());
+    Some((&body[..end], None, &body[end..]))
+}
+
+/// Host paths that are the host's own (sockets, devices, the clock, the kernel's): listed in
+/// `host_paths`, never moved.
+fn system_path(p: &str) -> bool {
+    ["/var/run", "/run", "/dev", "/sys", "/proc", "/etc", "/lib", "/usr", "/var/lib/docker"]
+        .iter()
+        .any(|s| p == *s || p.starts_with(&format!("{s}/")))
+}
+
+/// Where under `{{ data_dir }}` each moved source goes, by source as written: relative binds
+/// keep their path; sources under one variable (or absolute ones) keep their layout below
+/// what they share (`${X:-/mnt}/app/db` and `…/app/html` → `db`, `html`; a lone `…/app/db`
+/// → `db`); a variable alone takes the mount's target folder's name; a named volume its name.
+fn data_layout(i: &Input, mounts: &[Mount]) -> BTreeMap<String, String> {
+    let mut groups: BTreeMap<String, Vec<(&str, Vec<String>)>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for m in mounts {
+        if m.named {
+            out.insert(m.source.clone(), m.source.clone());
+            continue;
+        }
+        let target_name =
+            m.target.trim_end_matches('/').rsplit('/').next().unwrap_or("data").to_owned();
+        let (group, rest) = match leading_variable(&m.source) {
+            // A variable alone names the folder by what the project gives it (`./library`).
+            Some((name, default, "")) => {
+                let given = (!looks_secret(name))
+                    .then(|| i.env_values.get(name).map(String::as_str))
+                    .flatten()
+                    .or(default)
+                    .filter(|v| !v.contains('$'))
+                    .and_then(|v| v.trim_end_matches('/').rsplit('/').next())
+                    .filter(|v| !v.is_empty() && !v.starts_with('.'));
+                (name.to_owned(), given.unwrap_or(&target_name).to_owned())
+            }
+            Some((name, _, rest)) => (name.to_owned(), rest.to_owned()),
+            None if m.source.contains('$') => (String::new(), String::new()),
+            None if m.source.starts_with(['/', '~']) => ("/".to_owned(), m.source.clone()),
+            None => {
+                out.insert(m.source.clone(), normalize(&m.source).unwrap_or_default());
+                continue;
+            }
+        };
+        let mut parts: Vec<String> = normalize(rest.trim_start_matches('~'))
+            .unwrap_or_default()
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if parts.is_empty() {
+            parts.push(target_name);
+        }
+        groups.entry(group).or_default().push((&m.source, parts));
+    }
+    for items in groups.values() {
+        // Strip what every source of the group shares, each keeping at least one part.
+        let mut common = 0;
+        while items.iter().all(|(_, p)| p.len() > common + 1 && p[common] == items[0].1[common]) {
+            common += 1;
+        }
+        // A lone source, or sources sharing their whole path, keep their last part.
+        for (source, parts) in items {
+            out.insert((*source).to_owned(), parts[common..].join("/"));
+        }
+    }
+    // Two different sources never share a folder.
+    let mut taken: BTreeMap<String, String> = BTreeMap::new();
+    let mut sources: Vec<&String> = out.keys().collect();
+    sources.sort();
+    let mut fixed = BTreeMap::new();
+    for s in sources {
+        let mut dir = out[s].clone();
+        let mut n = 2;
+        while taken.get(&dir).is_some_and(|o| o != s) {
+            dir = format!("{}-{n}", out[s]);
+            n += 1;
+        }
+        taken.insert(dir.clone(), s.clone());
+        fixed.insert(s.clone(), dir);
+    }
+    fixed
+}
+
+/// Whether a `ports:` entry publishes a fixed host port.
+fn published(v: &Value) -> bool {
+    match v {
+        Value::String(s) => {
+            let spec = s.rsplit_once('/').map(|(a, _)| a).unwrap_or(s);
+            colons(spec) >= 1
+        }
+        Value::Object(m) => m.get("published").is_some(),
+        _ => false,
+    }
+}
+
+/// Whether a published port names its host address.
+fn has_ip(v: &Value) -> bool {
+    match v {
+        Value::String(s) => {
+            let spec = s.rsplit_once('/').map(|(a, _)| a).unwrap_or(s);
+            spec.starts_with('[') || colons(spec) >= 2
+        }
+        Value::Object(m) => m.get("host_ip").and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
+        _ => true,
+    }
+}
+
+/// A short volume entry's `source:target:mode`, split at colons outside `${…}` (a default
+/// such as `${X:-/mnt}` holds one).
+fn split_volume(s: &str) -> Vec<&str> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (k, &c) in b.iter().enumerate() {
+        match c {
+            b'{' if k > 0 && b[k - 1] == b'$' => depth += 1,
+            b'}' if depth > 0 => depth -= 1,
+            b':' if depth == 0 && out.len() < 2 => {
+                out.push(&s[start..k]);
+                start = k + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// Colons outside `${…}`.
+fn colons(s: &str) -> usize {
+    let mut depth = 0;
+    let mut n = 0;
+    let b = s.as_bytes();
+    for (k, &c) in b.iter().enumerate() {
+        match c {
+            b'{' if k > 0 && b[k - 1] == b'$' => depth += 1,
+            b'}' if depth > 0 => depth -= 1,
+            b':' if depth == 0 => n += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
+/// Whether a compose healthcheck checks anything.
+fn health_test(h: Option<&Value>) -> bool {
+    let Some(Value::Object(m)) = h else { return false };
+    if m.get("disable").and_then(Value::as_bool) == Some(true) {
+        return false;
+    }
+    match m.get("test") {
+        Some(Value::Array(a)) => a.first().and_then(Value::as_str) != Some("NONE"),
+        Some(Value::String(s)) => !s.is_empty(),
+        _ => false,
+    }
+}
+
+fn timing(h: &Value) -> Timing {
+    let s = |k: &str| h.get(k).and_then(Value::as_str).map(str::to_owned);
+    Timing {
+        interval: s("interval"),
+        timeout: s("timeout"),
+        retries: h.get("retries").and_then(Value::as_u64).map(|r| r as u32),
+        start_period: s("start_period"),
+    }
+}
+
+/// Whether an image is a database's (its data gets a backup set).
+fn is_database(image: Option<&S<Value>>) -> bool {
+    let Some(image) = image.and_then(|i| i.value.as_str()) else { return false };
+    let repo = image.rsplit('/').next().unwrap_or(image);
+    let repo = repo.split([':', '@']).next().unwrap_or(repo).to_ascii_lowercase();
+    [
+        "postgres",
+        "postgis",
+        "pgvecto",
+        "mysql",
+        "mariadb",
+        "mongo",
+        "redis",
+        "valkey",
+        "influxdb",
+        "couchdb",
+        "clickhouse",
+        "timescale",
+    ]
+    .iter()
+    .any(|db| repo.contains(db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_split_outside_variables() {
+        assert_eq!(
+            split_volume("${X:-/mnt/v}/app/db:/var/lib/db"),
+            ["${X:-/mnt/v}/app/db", "/var/lib/db"]
+        );
+        assert_eq!(split_volume("./a:/b:ro,z"), ["./a", "/b", "ro,z"]);
+        assert_eq!(split_volume("/a:/b:c:d"), ["/a", "/b", "c:d"]);
+        assert_eq!(colons("${P:-80}:80"), 1);
+        assert_eq!(colons("0.0.0.0:${P:-80}:80"), 2);
+    }
+
+    #[test]
+    fn leading_variables_and_their_defaults() {
+        assert_eq!(leading_variable("${A:-/mnt/x}/app/db"), Some(("A", Some("/mnt/x"), "/app/db")));
+        assert_eq!(leading_variable("${A}"), Some(("A", None, "")));
+        assert_eq!(leading_variable("$A/x"), Some(("A", None, "/x")));
+        assert_eq!(leading_variable("./x"), None);
+    }
+
+    #[test]
+    fn secret_lines_keep_their_spelling() {
+        assert_eq!(
+            secret_line("      DB_PASSWORD: example", "DB_PASSWORD").as_deref(),
+            Some("      DB_PASSWORD: ${DB_PASSWORD}")
+        );
+        assert_eq!(
+            secret_line("  - API_TOKEN=abc", "API_TOKEN").as_deref(),
+            Some("  - API_TOKEN=${API_TOKEN}")
+        );
+        assert_eq!(
+            secret_line("  - \"API_TOKEN=abc\"", "API_TOKEN").as_deref(),
+            Some("  - \"API_TOKEN=${API_TOKEN}\"")
+        );
+    }
+}
