@@ -5,6 +5,7 @@
 //! is never overwritten, and bad input writes nothing.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::support::{copy_tree, fixtures, Output, Snapshot, Tree};
@@ -49,7 +50,7 @@ fn import(tree: &Tree, project: &Path, args: &[&str]) -> Output {
 }
 
 /// Every file of the tree, as text, joined: what a leaked value would be found in.
-fn all_text(dir: &Path) -> String {
+pub(crate) fn all_text(dir: &Path) -> String {
     Snapshot::of(dir).0.values().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect()
 }
 
@@ -420,4 +421,42 @@ fn an_import_that_would_not_validate_is_taken_back_out() {
     before.assert_same(&Snapshot::of(tree.path()), "an import taken back out");
 }
 
-use std::os::unix::fs::PermissionsExt;
+/// In the lab: a project imported with no edit by hand (its secret put on the node, as the
+/// output says) is planned and applied; its containers run healthy, the host folder that was
+/// behind a variable is the service's data folder on the node, and its config file is there.
+#[test]
+fn an_imported_project_plans_and_applies_on_a_lab_node() {
+    use crate::apply::{Site, LAB, NODES};
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(crate::lab::Lab::start(&NODES));
+    let p = Project::empty("notes");
+    p.write(
+        "docker-compose.yml",
+        &format!(
+            "services:\n  notes:\n    image: {image}\n    restart: always\n    env_file: .env\n    command: [\"sh\", \"-c\", \"cp /etc/notes/motd /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/www:/www\n      - ./conf:/etc/notes\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"-\", \"http://127.0.0.1:8080/\"]\n      interval: 1s\n      timeout: 1s\n      retries: 10\n  notes_db:\n    image: {image}\n    environment:\n      DB_PASSWORD: ${{DB_PASSWORD}}\n    command: [\"sh\", \"-c\", \"test -n \\\"$$DB_PASSWORD\\\" && touch /var/lib/db/ready && exec sleep 1000000\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/db:/var/lib/db\n    depends_on:\n      - notes\n",
+            image = crate::lab::IMAGE
+        ),
+    );
+    p.write("conf/motd", "imported notes\n");
+    p.write(".env", "DB_PASSWORD=lab-secret-0815\n");
+    let out =
+        site.homelab(&["import", p.path().to_str().unwrap(), "--as", "notes", "--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("set in "), "{}", out.stdout);
+    let config = site.root("alpha").join("config/notes");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(config.join(".env"), "DB_PASSWORD=lab-secret-0815\n").unwrap();
+    let id = site.plan_and_approve();
+    let applied = site.apply(&id, &[]);
+    assert_eq!(applied.code, 0, "{}\n{}", applied.stdout, applied.stderr);
+    assert!(site.running("alpha", "notes") && site.running("alpha", "notes_db"));
+    let data = site.root("alpha").join("data/notes");
+    assert_eq!(fs::read_to_string(data.join("www/index.html")).unwrap(), "imported notes\n");
+    assert!(
+        data.join("db/ready").exists(),
+        "the database saw its secret and wrote its data folder"
+    );
+    let health = site.lab.docker("alpha", &["inspect", "-f", "{{.State.Health.Status}}", "notes"]);
+    assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "healthy");
+    assert!(!crate::import::all_text(site.repo.path()).contains("lab-secret-0815"));
+}
