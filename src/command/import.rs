@@ -77,6 +77,13 @@ pub fn run(repo: &Path, args: &ImportArgs, out: &mut dyn Write) -> Result<Report
             done.secrets.join(", ")
         ));
     }
+    if !done.required.is_empty() {
+        text.push_str(&format!(
+            "before the first deploy, set in {config}/.env on `{}` (no default): {}\n",
+            done.node,
+            done.required.join(", ")
+        ));
+    }
     for f in &done.node_files {
         text.push_str(&format!(
             "before the first deploy, put `{f}` in {config}/ on `{}`\n",

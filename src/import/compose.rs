@@ -188,7 +188,9 @@ struct Mount<'a> {
 
 pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
     let project: Project = parse_yaml(Path::new(i.file), i.text)?;
-    let lines: Vec<&str> = i.text.lines().collect();
+    // One empty line past the end: a location at the end of the file is a line too.
+    let mut lines: Vec<&str> = i.text.lines().collect();
+    lines.push("");
     let mut out = Output::default();
     let mut ops_of: Vec<Edit> = Vec::new();
     let svc = i.service;
@@ -413,6 +415,7 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                     )
                 })?;
                 let new = quoted_if_needed(lines[l - 1], &path, "{{ config_dir }}/.env");
+                let op = value_op(l, lines[l - 1], &path, &new);
                 let why = if hidden {
                     "a hidden file never ships; its values stay on the node, in the env file homelab reads (values not copied, names in env.example)"
                 } else {
@@ -423,7 +426,7 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                     format!("{field}.env_file"),
                     format!("`{path}` → `{{{{ config_dir }}}}/.env`"),
                     why,
-                    vec![Op::Replace { line: l, old: path.clone(), new }],
+                    vec![op],
                 );
                 moved = true;
             }
@@ -501,7 +504,24 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                 Value::Object(m) => m.keys().cloned().collect(),
                 _ => vec![],
             };
-            for dep in deps.into_iter().filter(|d| !keys.contains(d.as_str())) {
+            let outside: Vec<String> =
+                deps.iter().filter(|d| !keys.contains(d.as_str())).cloned().collect();
+            if !outside.is_empty() && outside.len() == deps.len() {
+                // Nothing left to wait for: `depends_on:` alone would be null.
+                if let Some(l) = (key_line + 1..=end).find(|&k| {
+                    indent(lines[k - 1]) == child
+                        && lines[k - 1].trim_start().starts_with("depends_on:")
+                }) {
+                    push(
+                        Some(l),
+                        format!("{field}.depends_on"),
+                        "removed".into(),
+                        "every service it names is another homelab service",
+                        vec![Op::Delete { line: l }],
+                    );
+                }
+            }
+            for dep in outside {
                 if !i.homelab_services.contains(&dep) {
                     return Err(problem(
                         file,
@@ -561,7 +581,7 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                     continue;
                 }
                 Source::Relative(_) | Source::Absolute(_) | Source::Variable => {
-                    let dir = data_of[&m.source].clone();
+                    let dir = data_of.get(&m.source).cloned().unwrap_or_else(|| "data".to_owned());
                     if is_db {
                         out.backups.entry(m.key.to_owned()).or_default().insert(dir.clone());
                     }
@@ -666,11 +686,7 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                 field,
                 format!("`{f}` → `{new}`"),
                 "a secret never ships from Git: put the file on the node (not copied)",
-                vec![Op::Replace {
-                    line: l,
-                    old: f.to_owned(),
-                    new: quoted_if_needed(lines[l - 1], f, &new),
-                }],
+                vec![value_op(l, lines[l - 1], f, &quoted_if_needed(lines[l - 1], f, &new))],
             );
             out.uses_config = true;
             out.node_files.insert(base);
@@ -798,6 +814,18 @@ fn unquote(v: &str) -> &str {
         .and_then(|v| v.strip_suffix('"'))
         .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
         .unwrap_or(v)
+}
+
+/// The line with its last `value` (the YAML value, at the end of it) replaced by `new`.
+fn value_op(line: usize, text: &str, value: &str, new: &str) -> Op {
+    match text.rfind(value) {
+        Some(at) => Op::Replace {
+            line,
+            old: text.to_owned(),
+            new: format!("{}{new}{}", &text[..at], &text[at + value.len()..]),
+        },
+        None => Op::Replace { line, old: value.to_owned(), new: new.to_owned() },
+    }
 }
 
 /// `new`, in double quotes when it starts with `{` and `old` is not quoted on `line` (a plain
@@ -1225,6 +1253,198 @@ fn is_database(image: Option<&S<Value>>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `transform` of `text` as service `svc`, the project holding `files`.
+    fn run(
+        svc: &str,
+        text: &str,
+        files: &[(&str, Existing)],
+        exposure: Option<Exposure>,
+    ) -> Result<Output, Diagnostic> {
+        let files: BTreeMap<String, Existing> =
+            files.iter().map(|(p, e)| ((*p).to_owned(), *e)).collect();
+        let exists = |rel: &str| files.get(rel).copied().unwrap_or(Existing::Missing);
+        let read = |_: &str| None;
+        let env = BTreeMap::from([("LIB".to_owned(), "./library".to_owned())]);
+        let homelab = BTreeSet::from(["broker".to_owned()]);
+        transform(&Input {
+            service: svc,
+            file: "p/compose.yaml",
+            text,
+            exposure,
+            exists: &exists,
+            read: &read,
+            env_values: &env,
+            homelab_services: &homelab,
+        })
+    }
+
+    #[test]
+    fn host_folders_under_one_variable_keep_their_layout_below_what_they_share() {
+        let text = "services:\n  app:\n    image: x\n    volumes:\n      - ${V:-/mnt/v}/app/db:/db\n      - ${V:-/mnt/v}/app/files/up:/up\n      - ${LIB}:/library\n      - ${W}:/var/www\n      - /srv/big/media:/media\n";
+        let out = run("app", text, &[], None).unwrap();
+        assert_eq!(
+            out.data,
+            BTreeSet::from(["db", "files/up", "library", "www", "media"].map(String::from))
+        );
+        assert!(out.text.contains("      - \"{{ data_dir }}/files/up:/up\"\n"), "{}", out.text);
+        assert!(out.variables.is_empty(), "{:?}", out.variables);
+        let lone = run(
+            "app",
+            "services:\n  app:\n    image: x\n    volumes:\n      - ${V:-/mnt/v}/app/db:/db\n",
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(lone.data, BTreeSet::from(["db".to_owned()]));
+    }
+
+    #[test]
+    fn a_writable_relative_bind_is_data_unless_it_ships_config() {
+        let text = "services:\n  app:\n    image: x\n    volumes:\n      - ./data/db:/d\n      - ./conf:/c\n      - ./app.ini:/app.ini:z\n      - ./ro:/ro:ro\n      - named:/n\n";
+        let files = [
+            ("conf", Existing::Folder { has_files: true }),
+            ("app.ini", Existing::File),
+            ("ro", Existing::Folder { has_files: false }),
+            ("data/db", Existing::Folder { has_files: false }),
+        ];
+        let out = run("app", text, &files, None).unwrap();
+        for line in [
+            "      - \"{{ data_dir }}/data/db:/d\"\n",
+            "      - ./conf:/c:ro\n",
+            "      - ./app.ini:/app.ini:ro,z\n",
+            "      - ./ro:/ro:ro\n",
+            "      - named:/n\n",
+        ] {
+            assert!(out.text.contains(line), "no {line:?} in\n{}", out.text);
+        }
+        assert_eq!(out.ship, BTreeSet::from(["conf", "app.ini", "ro"].map(String::from)));
+        let missing = run(
+            "app",
+            "services:\n  app:\n    image: x\n    volumes:\n      - ./gone:/g:ro\n",
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!((missing.line, missing.field.as_str()), (Some(5), "services.app.volumes[0]"));
+    }
+
+    #[test]
+    fn names_and_restart_follow_the_rules_and_one_shots_keep_theirs() {
+        let text = "services:\n  app:\n    image: x\n    container_name: my-app\n    restart: always\n    depends_on:\n      init:\n        condition: service_completed_successfully\n  init:\n    image: x\n    restart: \"no\"\n  app_db:\n    image: postgres:16\n    volumes:\n      - pg:/var/lib/postgresql/data\n";
+        let out = run("app", text, &[], None).unwrap();
+        for line in [
+            "    container_name: app\n    restart: unless-stopped\n",
+            "  init:\n    container_name: app-init\n    image: x\n    restart: \"no\"\n",
+            "  app_db:\n    container_name: app_db\n    restart: unless-stopped\n",
+            "      - \"{{ data_dir }}/pg:/var/lib/postgresql/data\"\n",
+        ] {
+            assert!(out.text.contains(line), "no {line:?} in\n{}", out.text);
+        }
+        assert_eq!(
+            out.backups,
+            BTreeMap::from([("app_db".to_owned(), BTreeSet::from(["pg".to_owned()]))])
+        );
+        assert!(out.containers.iter().any(|c| c.key == "init" && c.one_shot));
+        assert_eq!(out.exposure, Some(Exposure::Internal));
+    }
+
+    #[test]
+    fn secrets_are_replaced_by_their_variable_and_declared() {
+        let text = "services:\n  app:\n    image: x\n    environment:\n      DB_PASSWORD: hunter2\n      API_KEY: ${API_KEY:-abc}\n      PLAIN: ${PLAIN:-x}\n      NEEDED: ${NEEDED}\n";
+        let out = run("app", text, &[], None).unwrap();
+        assert!(
+            out.text.contains("      DB_PASSWORD: ${DB_PASSWORD}\n      API_KEY: ${API_KEY}\n"),
+            "{}",
+            out.text
+        );
+        let vars: Vec<(&str, bool, bool)> =
+            out.variables.iter().map(|v| (v.name.as_str(), v.secret, v.required)).collect();
+        assert_eq!(
+            vars,
+            [
+                ("API_KEY", true, true),
+                ("DB_PASSWORD", true, true),
+                ("NEEDED", false, true),
+                ("PLAIN", false, false)
+            ]
+        );
+        assert!(!out.text.contains("hunter2") && !out.text.contains("abc"));
+    }
+
+    #[test]
+    fn lan_ports_get_an_address_and_internal_ones_are_refused() {
+        let text = "services:\n  app:\n    image: x\n    ports:\n      - 8080:80\n      - \"127.0.0.1:53:53/udp\"\n      - 9000\n      - target: 443\n        published: 8443\n";
+        let out = run("app", text, &[], None).unwrap();
+        assert_eq!(out.exposure, Some(Exposure::Lan));
+        assert!(
+            out.text.contains(
+                "      - 0.0.0.0:8080:80\n      - \"127.0.0.1:53:53/udp\"\n      - 9000\n"
+            ),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains("        published: 8443\n        host_ip: 0.0.0.0\n"),
+            "{}",
+            out.text
+        );
+        let tailnet = run("app", text, &[], Some(Exposure::Tailnet)).unwrap();
+        assert!(tailnet.text.contains("      - 8080:80\n"));
+        let e = run("app", text, &[], Some(Exposure::Internal)).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (Some(5), "services.app.ports[0]"));
+    }
+
+    #[test]
+    fn depends_on_another_homelab_service_moves_to_the_contract() {
+        let text =
+            "services:\n  app:\n    image: x\n    depends_on:\n      - broker\n    ports: []\n";
+        let out = run("app", text, &[], None).unwrap();
+        assert_eq!(out.dependencies, BTreeSet::from(["broker".to_owned()]));
+        assert!(
+            !out.text.contains("depends_on") && out.text.contains("    ports: []\n"),
+            "{}",
+            out.text
+        );
+        let e =
+            run("app", "services:\n  app:\n    image: x\n    depends_on: [nowhere]\n", &[], None)
+                .unwrap_err();
+        assert!(
+            e.message.contains("`nowhere` is neither a service of the project nor of the homelab"),
+            "{e}"
+        );
+    }
+
+    /// Whatever the file, import answers with an output or a located problem, never a panic.
+    #[test]
+    fn mutated_compose_files_never_panic() {
+        let texts = [
+            include_str!("../../tests/fixtures/import/stack/docker-compose.yml"),
+            include_str!("../../tests/fixtures/import/gallery/compose.yaml"),
+            include_str!("../../tests/fixtures/import/proxy/docker-compose.yml"),
+        ];
+        let files = [
+            ("conf", Existing::Folder { has_files: true }),
+            ("html", Existing::Folder { has_files: true }),
+            ("nginx.conf", Existing::File),
+        ];
+        for text in texts {
+            let lines: Vec<&str> = text.lines().collect();
+            for skip in 0..lines.len() {
+                let mut l = lines.clone();
+                l.remove(skip);
+                let _ = run("app", &l.join("\n"), &files, None);
+                let mut l = lines.clone();
+                l[skip] = "    x: {";
+                let _ = run("app", &l.join("\n"), &files, None);
+            }
+            for cut in (0..text.len()).filter(|c| text.is_char_boundary(*c)).step_by(3) {
+                let _ = run("app", &text[..cut], &files, None);
+                let _ =
+                    run("app", &text.replace("\n", "\r\n")[..cut], &files, Some(Exposure::Public));
+            }
+        }
+    }
 
     #[test]
     fn volumes_split_outside_variables() {

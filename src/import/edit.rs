@@ -110,7 +110,8 @@ pub fn is_blank(line: &str) -> bool {
 /// The last line (1-based) of the block that starts at `start`: the lines after it that are
 /// blank or indented deeper (trailing blank lines left out).
 pub fn block_end(lines: &[&str], start: usize) -> usize {
-    let base = indent(lines[start - 1]);
+    let Some(first) = start.checked_sub(1).and_then(|i| lines.get(i)) else { return start };
+    let base = indent(first);
     let mut end = start;
     for (i, l) in lines.iter().enumerate().skip(start) {
         if is_blank(l) {

@@ -86,6 +86,8 @@ pub struct Imported {
     pub edits: Vec<String>,
     pub copied: Vec<String>,
     pub secrets: Vec<String>,
+    /// Variables that are not secret but have no default: the node's env file must set them.
+    pub required: Vec<String>,
     pub node_files: Vec<String>,
     pub root: String,
     /// What `validate` notes about the result (not problems).
@@ -170,6 +172,12 @@ pub fn run(repo: &Path, req: &Request) -> Result<Imported, ImportError> {
         edits,
         copied,
         secrets: out.variables.iter().filter(|v| v.secret).map(|v| v.name.clone()).collect(),
+        required: out
+            .variables
+            .iter()
+            .filter(|v| !v.secret && v.required)
+            .map(|v| v.name.clone())
+            .collect(),
         node_files: out.node_files.iter().cloned().collect(),
         root: node.runtime_root.clone(),
         notes,
