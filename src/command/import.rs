@@ -90,6 +90,12 @@ pub fn run(repo: &Path, args: &ImportArgs, out: &mut dyn Write) -> Result<Report
             done.node
         ));
     }
+    for n in &done.networks {
+        text.push_str(&format!(
+            "before the first deploy, create the Docker network `{n}` on `{}` (the project marks it `external: true`)\n",
+            done.node
+        ));
+    }
     text.push_str("services/");
     text.push_str(&done.service);
     text.push_str("/ validates; review it (README.md lists every edit), then `homelab plan`\n");

@@ -95,6 +95,8 @@ pub struct Output {
     pub uses_config: bool,
     /// Files the operator puts under `{{ config_dir }}` on the node.
     pub node_files: BTreeSet<String>,
+    /// Networks the project expects to exist already (`external: true`), by their name.
+    pub external_networks: BTreeSet<String>,
     pub variables: Vec<Variable>,
     pub dependencies: BTreeSet<String>,
     /// Backup sets of the databases: compose key → folders under `{{ data_dir }}`.
@@ -115,6 +117,8 @@ struct Project {
     configs: BTreeMap<String, S<Value>>,
     #[serde(default)]
     include: Vec<S<Value>>,
+    #[serde(default)]
+    networks: BTreeMap<String, S<Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -690,6 +694,12 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
             );
             out.uses_config = true;
             out.node_files.insert(base);
+        }
+    }
+    for (key, n) in &project.networks {
+        if n.value.get("external").is_some_and(|e| e.as_bool() == Some(true) || e.is_object()) {
+            let name = n.value.get("name").and_then(Value::as_str).unwrap_or(key);
+            out.external_networks.insert(name.to_owned());
         }
     }
     for (n, inc) in project.include.iter().enumerate() {

@@ -237,7 +237,7 @@ pub fn readme(a: &About, o: &Output, copied: &[String]) -> String {
     }
     let secrets: Vec<&str> =
         o.variables.iter().filter(|v| v.secret).map(|v| v.name.as_str()).collect();
-    if !secrets.is_empty() || !o.node_files.is_empty() {
+    if !secrets.is_empty() || !o.node_files.is_empty() || !o.external_networks.is_empty() {
         s.push_str(&format!("\n## Before the first deploy\n\nOn `{}`:\n\n", a.node));
         if !secrets.is_empty() {
             s.push_str(&format!(
@@ -247,6 +247,11 @@ pub fn readme(a: &About, o: &Output, copied: &[String]) -> String {
         }
         for f in &o.node_files {
             s.push_str(&format!("- put `{f}` in `{root}/config/{svc}/`\n"));
+        }
+        for n in &o.external_networks {
+            s.push_str(&format!(
+                "- create the Docker network `{n}` (`external: true` in the compose file)\n"
+            ));
         }
     }
     s

@@ -89,6 +89,8 @@ pub struct Imported {
     /// Variables that are not secret but have no default: the node's env file must set them.
     pub required: Vec<String>,
     pub node_files: Vec<String>,
+    /// Docker networks the project expects on the node (`external: true`).
+    pub networks: Vec<String>,
     pub root: String,
     /// What `validate` notes about the result (not problems).
     pub notes: Vec<Diagnostic>,
@@ -179,6 +181,7 @@ pub fn run(repo: &Path, req: &Request) -> Result<Imported, ImportError> {
             .map(|v| v.name.clone())
             .collect(),
         node_files: out.node_files.iter().cloned().collect(),
+        networks: out.external_networks.iter().cloned().collect(),
         root: node.runtime_root.clone(),
         notes,
     })

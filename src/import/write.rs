@@ -164,6 +164,9 @@ pub fn commit(
     let services = repo.join("services");
     let dest = services.join(svc);
     let stage = services.join(format!(".import-{svc}-{}", std::process::id()));
+    // What this import has put in place, so undoing takes back exactly that.
+    let renamed = std::cell::Cell::new(false);
+    let listed = std::cell::Cell::new(false);
     let staged = (|| -> Result<(), ImportError> {
         let w = |path: &Path, bytes: &[u8], mode: u32| -> Result<(), ImportError> {
             let err = |source| ImportError::Write { path: path.to_path_buf(), source };
@@ -192,30 +195,26 @@ pub fn commit(
         }
         fs::rename(&stage, &dest)
             .map_err(|source| ImportError::Write { path: dest.clone(), source })?;
+        renamed.set(true);
         crate::files::write_atomic(host_file, host_after.as_bytes())
-            .map_err(|source| ImportError::Write { path: host_file.to_path_buf(), source })
+            .map_err(|source| ImportError::Write { path: host_file.to_path_buf(), source })?;
+        listed.set(true);
+        Ok(())
     })();
     let undo = || {
         let _ = fs::remove_dir_all(&stage);
-        if fs::symlink_metadata(&stage).is_err() {
-            // Only what this import renamed into place: `dest` did not exist before.
+        if renamed.get() {
             let _ = fs::remove_dir_all(&dest);
         }
-        match host_before {
-            Some(t) => {
-                let _ = crate::files::write_atomic(host_file, t.as_bytes());
-            }
-            None => {
-                let _ = fs::remove_file(host_file);
-            }
+        if listed.get() {
+            let _ = match host_before {
+                Some(t) => crate::files::write_atomic(host_file, t.as_bytes()),
+                None => fs::remove_file(host_file),
+            };
         }
     };
     if let Err(e) = staged {
-        if !matches!(e, ImportError::Exists { .. }) {
-            undo();
-        } else {
-            let _ = fs::remove_dir_all(&stage);
-        }
+        undo();
         return Err(e);
     }
     match crate::check::validate(repo) {

@@ -296,6 +296,7 @@ fn secrets_stay_out_and_shipped_files_are_copied() {
         "{}",
         out.stdout
     );
+    assert!(out.stdout.contains("create the Docker network `proxy` on `alpha`"), "{}", out.stdout);
     assert!(read(&tree, "hosts/alpha/services.yaml")
         .contains("  - name: proxy\n    exposure: tailnet\n"));
 }
