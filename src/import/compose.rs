@@ -214,20 +214,15 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
     // Minijinja reads the compose file as a template: a literal `{{` (Docker's `{{.Name}}`)
     // must come out as written.
     for (n, l) in lines.iter().enumerate() {
-        for token in ["{{", "{%", "{#"] {
-            if l.contains(token) {
-                push(
-                    Some(n + 1),
-                    String::new(),
-                    format!("wrote `{token}` as `{{{{ '{token}' }}}}`"),
-                    "the compose file is a template; this keeps the text Docker sees as it was",
-                    vec![Op::Replace {
-                        line: n + 1,
-                        old: token.to_owned(),
-                        new: format!("{{{{ '{token}' }}}}"),
-                    }],
-                );
-            }
+        let escaped = escape_template(l);
+        if escaped != *l {
+            push(
+                Some(n + 1),
+                String::new(),
+                "wrote `{{`, `{%`, `{#` as `{{ '{{' }}`, …".to_owned(),
+                "the compose file is a template; this keeps the text Docker sees as it was",
+                vec![Op::Replace { line: n + 1, old: (*l).to_owned(), new: escaped }],
+            );
         }
     }
     if let Some(n) = project.name.as_ref().filter(|n| n.value != svc) {
@@ -399,7 +394,18 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                     out.ship.insert(rel);
                     continue;
                 }
-                let names = env_names((i.read)(&rel).as_deref().unwrap_or(""));
+                // A project publishes `.env.example` for the `.env` its users write: its
+                // names stand in when there is no `.env` yet.
+                let text = (i.read)(&rel).or_else(|| {
+                    (rel == ".env")
+                        .then(|| {
+                            [".env.example", ".env.sample", "example.env", "env.example"]
+                                .iter()
+                                .find_map(|f| (i.read)(f))
+                        })
+                        .flatten()
+                });
+                let names = env_names(text.as_deref().unwrap_or(""));
                 for n in names {
                     if !out.variables.iter().any(|v| v.name == n) {
                         out.variables.push(Variable {
@@ -824,6 +830,28 @@ fn unquote(v: &str) -> &str {
         .and_then(|v| v.strip_suffix('"'))
         .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
         .unwrap_or(v)
+}
+
+/// `line` with every `{{`, `{%` and `{#` written so that minijinja renders it as it was.
+fn escape_template(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        let token = rest.get(at..at + 2).filter(|t| matches!(*t, "{{" | "{%" | "{#"));
+        match token {
+            Some(t) => {
+                out.push_str(&format!("{{{{ '{t}' }}}}"));
+                rest = &rest[at + 2..];
+            }
+            None => {
+                out.push('{');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The line with its last `value` (the YAML value, at the end of it) replaced by `new`.
@@ -1454,6 +1482,19 @@ mod tests {
                     run("app", &text.replace("\n", "\r\n")[..cut], &files, Some(Exposure::Public));
             }
         }
+    }
+
+    #[test]
+    fn template_tokens_are_escaped_each_once() {
+        assert_eq!(
+            escape_template("tag: \"{{.Name}}/{{.ID}}\""),
+            "tag: \"{{ '{{' }}.Name}}/{{ '{{' }}.ID}}\""
+        );
+        assert_eq!(escape_template("a: {%x {#y {z}"), "a: {{ '{%' }}x {{ '{#' }}y {z}");
+        assert_eq!(escape_template("plain { and }"), "plain { and }");
+        let env = minijinja::Environment::new();
+        let line = "tag: \"{{.Name}}/{{.ID}} {% raw %} {# c #}\"";
+        assert_eq!(env.render_str(&escape_template(line), ()).unwrap(), line);
     }
 
     #[test]
