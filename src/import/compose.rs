@@ -278,7 +278,15 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
             ));
         };
         let end = block_end(&lines, key_line);
-        let own = |l: Option<usize>| l.is_some_and(|l| l > key_line && l <= end);
+        // A key of the service's own block: a merged one (`<<: *common`) is located at the
+        // `<<:` line, which an edit must not replace.
+        let own = |l: Option<usize>, key: &str| {
+            l.is_some_and(|l| {
+                l > key_line
+                    && l <= end
+                    && lines[l - 1].trim_start().trim_start_matches(['"', '\'']).starts_with(key)
+            })
+        };
         let child = lines[key_line..end]
             .iter()
             .find(|l| !is_blank(l))
@@ -288,13 +296,13 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
         // Container name.
         let name = container_name(svc, key, multi);
         let shot = shots.contains(key);
-        match cs.container_name.as_ref().filter(|c| own(at(c))) {
+        match cs.container_name.as_ref().filter(|c| own(at(c), "container_name")) {
             Some(c) if c.value == name => {}
             Some(c) => {
                 let l = at(c).unwrap_or(key_line);
                 let old = c.value.as_str();
                 let mut why = if multi {
-                    format!("in a multi-container service a container is `{svc}` (key `{svc}`), its key when that already carries the service's name, else `{svc}-<key>`")
+                    format!("in a multi-container service the container of the key `{svc}` is `{svc}`, one whose key already carries the service's name is named like its key, every other one is `{svc}-<key>`")
                 } else {
                     "a one-container service's container is named like the service".to_owned()
                 };
@@ -338,7 +346,7 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
         });
         // Restart.
         if !shot {
-            match cs.restart.as_ref().filter(|r| own(at(r))) {
+            match cs.restart.as_ref().filter(|r| own(at(r), "restart")) {
                 Some(r) if r.value == RESTART => {}
                 Some(r) => {
                     let l = at(r).unwrap_or(key_line);
@@ -455,15 +463,20 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                     return Err(problem(file, Some(l), pf, "publishes a host port, but the exposure is `internal`: an internal service publishes no port", "import with `--exposure lan` (or tailnet, public), or remove the published port from the project"));
                 }
                 Exposure::Lan if !has_ip(&p.value) => match &p.value {
-                    Value::String(s) => push(
-                        Some(l),
-                        pf,
-                        format!("`{s}` → `0.0.0.0:{s}`"),
-                        "a `lan` service publishes only on an address written out; `0.0.0.0` (every address) until you write the node's LAN address",
-                        vec![Op::Replace { line: l, old: s.clone(), new: format!("0.0.0.0:{s}") }],
-                    ),
+                    Value::String(s) => {
+                        let l = locate(&lines, l, s);
+                        push(
+                            Some(l),
+                            pf,
+                            format!("`{s}` → `0.0.0.0:{s}`"),
+                            "a `lan` service publishes only on an address written out; `0.0.0.0` (every address) until you write the node's LAN address",
+                            vec![Op::Replace { line: l, old: s.clone(), new: format!("0.0.0.0:{s}") }],
+                        )
+                    }
                     _ => {
-                        let pl = (l..=block_end(&lines, l)).find(|&k| lines[k - 1].contains("published:")).unwrap_or(l);
+                        let pl = (l..=block_end(&lines, l))
+                            .find(|&k| lines[k - 1].contains("published:"))
+                            .unwrap_or(l);
                         let col = lines[pl - 1].find("published:").unwrap_or(child);
                         push(
                             Some(pl),
@@ -567,7 +580,10 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
 
     // Mounts.
     for m in &mounts {
-        let l = m.line;
+        let l = match m.short {
+            Some(s) => locate(&lines, m.line, s),
+            None => m.line,
+        };
         let is_db =
             project.services.get(m.key).is_some_and(|s| is_database(s.value.image.as_ref()));
         let (new_source, ro, why): (String, bool, String) = if m.named {
@@ -745,7 +761,12 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
     // Apply, then read the variables of the result.
     let mut all_ops: Vec<Op> = Vec::new();
     for e in &ops_of {
-        all_ops.extend(e.ops.iter().cloned());
+        // A line shared through an anchor is edited once for all its users.
+        for op in &e.ops {
+            if !all_ops.contains(op) {
+                all_ops.push(op.clone());
+            }
+        }
     }
     out.text = edit::apply(i.text, &all_ops).map_err(|nf| {
         problem(
@@ -830,6 +851,22 @@ fn unquote(v: &str) -> &str {
         .and_then(|v| v.strip_suffix('"'))
         .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
         .unwrap_or(v)
+}
+
+/// The line of a list item `s`: `at` as the parser located it, or, for an item merged in
+/// from an anchor (located where it is merged), the first `- s` of the file.
+fn locate(lines: &[&str], at: usize, s: &str) -> usize {
+    if lines.get(at.wrapping_sub(1)).is_some_and(|l| l.contains(s)) {
+        return at;
+    }
+    lines
+        .iter()
+        .position(|l| {
+            let t = l.trim_start();
+            t.starts_with("- ") && unquote(t[2..].trim()) == s
+        })
+        .map(|p| p + 1)
+        .unwrap_or(at)
 }
 
 /// `line` with every `{{`, `{%` and `{#` written so that minijinja renders it as it was.
@@ -1431,6 +1468,32 @@ mod tests {
         assert!(tailnet.text.contains("      - 8080:80\n"));
         let e = run("app", text, &[], Some(Exposure::Internal)).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (Some(5), "services.app.ports[0]"));
+    }
+
+    #[test]
+    fn keys_shared_through_an_anchor_are_edited_once_and_overridden_per_service() {
+        let text = "x-common: &common\n  image: x\n  restart: always\n  volumes:\n    - ./data:/data\nservices:\n  a:\n    <<: *common\n  b:\n    <<: *common\n";
+        let out = run("app", text, &[], None).unwrap();
+        assert!(
+            out.text
+                .contains("  restart: always\n  volumes:\n    - \"{{ data_dir }}/data:/data\"\n"),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains(
+                "  a:\n    container_name: app-a\n    restart: unless-stopped\n    <<: *common\n"
+            ),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains(
+                "  b:\n    container_name: app-b\n    restart: unless-stopped\n    <<: *common\n"
+            ),
+            "{}",
+            out.text
+        );
     }
 
     #[test]
