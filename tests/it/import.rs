@@ -323,6 +323,49 @@ fn depends_on_another_homelab_service_becomes_a_dependency() {
     assert!(read(&tree, "hosts/edge-a/services.yaml").contains("  - name: sensor\n"));
 }
 
+/// `build: .` ships the project folder, less the compose file, the files import writes
+/// itself and hidden files (`.env`, `.git`).
+#[test]
+fn a_build_context_ships_the_project_without_its_compose_file_or_hidden_files() {
+    let tree = Tree::base();
+    let p = Project::empty("tool");
+    p.write("compose.yaml", "services:\n  tool:\n    build: .\n    env_file: .env\n")
+        .write("Dockerfile", "FROM busybox\nCOPY run.sh /run.sh\n")
+        .write("run.sh", "#!/bin/sh\nexec sleep 1000\n")
+        .write("README.md", "the project's own readme\n")
+        .write(".env", "TOOL_TOKEN=do-not-copy-42\n")
+        .write(".git/config", "[core]\n");
+    fs::set_permissions(p.path().join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    imported(&tree, &p, "tool", "alpha", &[], &["do-not-copy-42"]);
+    let mode = |f: &str| {
+        fs::metadata(tree.path().join("services/tool").join(f)).unwrap().permissions().mode()
+            & 0o777
+    };
+    assert_eq!(
+        (mode("run.sh"), mode("Dockerfile")),
+        (0o755, 0o644),
+        "an executable ships executable"
+    );
+    let mut shipped: Vec<String> =
+        Snapshot::of(&tree.path().join("services/tool")).0.into_keys().collect();
+    shipped.sort();
+    assert_eq!(
+        shipped,
+        [
+            "Dockerfile",
+            "README.md",
+            "docker-compose.yml",
+            "env.example",
+            "healthcheck.sh",
+            "run.sh",
+            "service.yaml"
+        ]
+    );
+    assert!(read(&tree, "services/tool/README.md")
+        .starts_with("# tool\n\nImported with `homelab import`"));
+    assert!(read(&tree, "services/tool/env.example").contains("\nTOOL_TOKEN=\n"));
+}
+
 #[test]
 fn an_existing_service_is_never_overwritten() {
     let tree = Tree::base();
