@@ -15,12 +15,12 @@
 //!   ├─ apply (schedule, board,    per node over a transport: stages, journal, lock, rollback
 //!   │         node, service, outcome)
 //!   ├─ forge (client, pr)         the plan's Forgejo pull request, comment and commit status
-//!   ├─ import                     a published Compose project made a service that validates
 //!   ├─ bootstrap                  a bare node made ready: host key, tree, binary, agent image
 //!   ├─ world                      the observer: every node's new events folded into world/
 //!   ├─ agent                      the stability agent on a node: engine events, link, broker
 //!   ├─ supervise                  drift as a pending plan (never applied), and adopt's patch
 //!   ├─ executor                   the actions queue: approved plans moved through to their end
+//!   ├─ import                     a published Compose project made a service that validates
 //!   ├─ telegram (client, bot)     the bot: plans, results, incidents; presses signed as telegram:<id>
 //!   ├─ ui                         the operator page: world, plans, events; approvals handed in
 //!   ├─ forge                      Forgejo's REST API: the plan's pull request, comment, status
