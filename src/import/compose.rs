@@ -14,181 +14,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::edit::{self, block_end, indent, is_blank, Edit, Op};
+use super::shape::{at, locate, normalize, problem, quoted_if_needed, unquote, Ctx, Project};
+pub use super::shape::{Container, Existing, Input, Output, Timing, Variable, RESTART};
 use crate::model::load::parse_yaml;
-use crate::model::raw::{line, S};
 use crate::model::validate::compose::{container_name, one_shot, reached_as, variables_used};
 use crate::model::validate::{looks_secret, secret_looking_literal};
 use crate::model::{Diagnostic, Exposure};
-
-/// What a relative path of the project folder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
-    Missing,
-    File,
-    /// A folder, and whether it holds a file that would ship (hidden ones never do).
-    Folder {
-        has_files: bool,
-    },
-}
-
-pub struct Input<'a> {
-    pub service: &'a str,
-    /// The compose file's name in the project (`compose.yaml`), as edits and errors show it.
-    pub file: &'a str,
-    pub text: &'a str,
-    /// `--exposure`; `None`: `lan` when a port is published, else `internal`.
-    pub exposure: Option<Exposure>,
-    /// What the project folder has at a normalized relative path (`""` is the folder).
-    pub exists: &'a dyn Fn(&str) -> Existing,
-    /// The text of a file of the project (env files), `None` when unreadable.
-    pub read: &'a dyn Fn(&str) -> Option<String>,
-    /// The project's `.env`, name → value: only read to resolve a read-only path, never
-    /// written anywhere.
-    pub env_values: &'a BTreeMap<String, String>,
-    /// Services the homelab has already: what `depends_on` may name outside the project.
-    pub homelab_services: &'a BTreeSet<String>,
-}
-
-/// One container of the project, as the healthcheck script and the contract see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
-    pub key: String,
-    pub name: String,
-    /// It has a compose healthcheck (not `NONE`, not disabled).
-    pub healthcheck: bool,
-    /// It runs once and stops (not expected to be running).
-    pub one_shot: bool,
-}
-
-/// A compose healthcheck's timings, as written (`30s`, `1m30s`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Timing {
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-    pub retries: Option<u32>,
-    pub start_period: Option<String>,
-}
-
-/// A variable the compose file (or an env file moved to the node) uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Variable {
-    pub name: String,
-    pub secret: bool,
-    pub required: bool,
-}
-
-#[derive(Debug, Default)]
-pub struct Output {
-    pub edits: Vec<Edit>,
-    /// The compose file, edited.
-    pub text: String,
-    pub exposure: Option<Exposure>,
-    /// Relative paths (files or folders) of the project that ship with the service.
-    pub ship: BTreeSet<String>,
-    pub host_paths: BTreeSet<String>,
-    /// Folders under `{{ data_dir }}` the compose file now mounts (relative to it).
-    pub data: BTreeSet<String>,
-    pub uses_config: bool,
-    /// Files the operator puts under `{{ config_dir }}` on the node.
-    pub node_files: BTreeSet<String>,
-    /// Networks the project expects to exist already (`external: true`), by their name.
-    pub external_networks: BTreeSet<String>,
-    pub variables: Vec<Variable>,
-    pub dependencies: BTreeSet<String>,
-    /// Backup sets of the databases: compose key → folders under `{{ data_dir }}`.
-    pub backups: BTreeMap<String, BTreeSet<String>>,
-    pub containers: Vec<Container>,
-    pub timing: Timing,
-}
-
-#[derive(Debug, Deserialize)]
-struct Project {
-    #[serde(default)]
-    name: Option<S<String>>,
-    #[serde(default)]
-    services: BTreeMap<String, S<Svc>>,
-    #[serde(default)]
-    secrets: BTreeMap<String, S<Value>>,
-    #[serde(default)]
-    configs: BTreeMap<String, S<Value>>,
-    #[serde(default)]
-    include: Vec<S<Value>>,
-    #[serde(default)]
-    networks: BTreeMap<String, S<Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Svc {
-    #[serde(default)]
-    image: Option<S<Value>>,
-    #[serde(default)]
-    container_name: Option<S<String>>,
-    #[serde(default)]
-    restart: Option<S<String>>,
-    #[serde(default)]
-    network_mode: Option<S<String>>,
-    #[serde(default)]
-    networks: Option<S<Value>>,
-    #[serde(default)]
-    volumes: Vec<S<Value>>,
-    #[serde(default)]
-    ports: Vec<S<Value>>,
-    #[serde(default)]
-    env_file: Option<S<Value>>,
-    #[serde(default)]
-    build: Option<S<Value>>,
-    #[serde(default)]
-    extends: Option<S<Value>>,
-    #[serde(default)]
-    depends_on: Option<S<Value>>,
-    #[serde(default)]
-    healthcheck: Option<S<Value>>,
-}
-
-/// The restart policy every long-running container gets (the guide's default).
-pub const RESTART: &str = "unless-stopped";
-
-/// A project problem: the file, line and field, what is wrong and how to fix it.
-fn problem(
-    file: &str,
-    line: Option<usize>,
-    field: impl Into<String>,
-    message: impl Into<String>,
-    fix: impl Into<String>,
-) -> Diagnostic {
-    Diagnostic::new("import", Path::new(file), line.map(|l| l as u64), field, message, fix)
-}
-
-fn at<T>(s: &S<T>) -> Option<usize> {
-    line(s).map(|l| l as usize)
-}
-
-/// Where a bind mount's source leads, once variables the project knows are resolved.
-enum Source {
-    /// Relative, normalized (`""` is the project folder).
-    Relative(String),
-    /// Absolute (or `~`).
-    Absolute(String),
-    /// Written with a variable (a writable host folder nobody reviewed).
-    Variable,
-}
-
-/// One bind mount or named volume of a service, as written.
-struct Mount<'a> {
-    key: &'a str,
-    line: usize,
-    field: String,
-    /// The short syntax string, or `None` for the long syntax.
-    short: Option<&'a str>,
-    source: String,
-    target: String,
-    read_only: bool,
-    named: bool,
-}
 
 pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
     let project: Project = parse_yaml(Path::new(i.file), i.text)?;
@@ -255,15 +89,15 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
     out.exposure = Some(exposure);
 
     // Every mount, gathered first: host folders under one variable share a layout.
-    let mut mounts: Vec<Mount> = Vec::new();
+    let mut mounts: Vec<super::mounts::Mount> = Vec::new();
     for (key, s) in &project.services {
         for (n, v) in s.value.volumes.iter().enumerate() {
-            if let Some(m) = mount(key, n, v) {
+            if let Some(m) = super::mounts::mount(key, n, v) {
                 mounts.push(m);
             }
         }
     }
-    let data_of = data_layout(i, &mounts);
+    let data_of = super::mounts::data_layout(i, &mounts);
 
     for (key, s) in &project.services {
         let cs = &s.value;
@@ -578,186 +412,11 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
         let _ = (&cs.image, &cs.networks);
     }
 
-    // Mounts.
-    for m in &mounts {
-        let l = match m.short {
-            Some(s) => locate(&lines, m.line, s),
-            None => m.line,
-        };
-        let is_db =
-            project.services.get(m.key).is_some_and(|s| is_database(s.value.image.as_ref()));
-        let (new_source, ro, why): (String, bool, String) = if m.named {
-            if !is_db || m.read_only {
-                continue;
-            }
-            let dir = data_of.get(&m.source).cloned().unwrap_or_else(|| m.source.clone());
-            out.backups.entry(m.key.to_owned()).or_default().insert(dir.clone());
-            (format!("{{{{ data_dir }}}}/{dir}"), false, "a database's data goes in the service's data folder, snapshotted before every change and in the backup set".to_owned())
-        } else {
-            match classify(i, m)? {
-                Source::Relative(rel) if m.read_only || has_files(i, &rel) => {
-                    out.ship.insert(rel.clone());
-                    if m.read_only {
-                        continue;
-                    }
-                    (m.source.clone(), true, "shipped config is mounted read-only: the release folder is replaced on every update, so what a container wrote there would be lost".to_owned())
-                }
-                Source::Absolute(p) if m.read_only || system_path(&p) => {
-                    out.host_paths.insert(p);
-                    continue;
-                }
-                Source::Relative(_) | Source::Absolute(_) | Source::Variable => {
-                    let dir = data_of.get(&m.source).cloned().unwrap_or_else(|| "data".to_owned());
-                    if is_db {
-                        out.backups.entry(m.key.to_owned()).or_default().insert(dir.clone());
-                    }
-                    let why = if m.source.contains('$') {
-                        "a host folder under a variable is a folder nobody reviewed (it may even resolve inside the release folder, replaced on every update); the data folder is kept across updates, snapshotted and checked"
-                    } else if m.source.starts_with(['/', '~']) {
-                        "data goes in the service's data folder, kept across updates, snapshotted and checked, not in a host folder nobody reviewed"
-                    } else {
-                        "a writable relative bind lives in the release folder, replaced on every update; what a container writes belongs in the data folder"
-                    };
-                    (format!("{{{{ data_dir }}}}/{dir}"), m.read_only, why.to_owned())
-                }
-            }
-        };
-        if new_source.starts_with("{{ data_dir }}") {
-            out.data.insert(new_source.trim_start_matches("{{ data_dir }}/").to_owned());
-        }
-        let ops = match m.short {
-            Some(s) => {
-                let mut parts: Vec<String> =
-                    split_volume(s).into_iter().map(str::to_owned).collect();
-                parts[0] = new_source.clone();
-                if ro {
-                    match parts.get_mut(2) {
-                        Some(mode) => {
-                            let kept: Vec<&str> = mode
-                                .split(',')
-                                .filter(|o| !matches!(*o, "rw" | "ro" | ""))
-                                .collect();
-                            *mode = std::iter::once("ro").chain(kept).collect::<Vec<_>>().join(",");
-                        }
-                        None => parts.push("ro".into()),
-                    }
-                }
-                let new = parts.join(":");
-                vec![Op::Replace {
-                    line: l,
-                    old: s.to_owned(),
-                    new: quoted_if_needed(lines[l - 1], s, &new),
-                }]
-            }
-            None => {
-                let end = block_end(&lines, l);
-                let Some(sl) = (l..=end).find(|&k| lines[k - 1].contains("source:")) else {
-                    return Err(problem(
-                        file,
-                        Some(l),
-                        m.field.clone(),
-                        "cannot find `source:` of this mount",
-                        "write the mount's `source:` on a line of its own",
-                    ));
-                };
-                let mut ops = Vec::new();
-                if new_source != m.source {
-                    ops.push(Op::Replace {
-                        line: sl,
-                        old: m.source.clone(),
-                        new: quoted_if_needed(lines[sl - 1], &m.source, &new_source),
-                    });
-                }
-                if ro && !m.read_only {
-                    let col = lines[sl - 1].find("source:").unwrap_or(0);
-                    ops.push(Op::Insert {
-                        after: sl,
-                        text: format!("{}read_only: true", " ".repeat(col)),
-                    });
-                }
-                ops
-            }
-        };
-        let what = if new_source == m.source {
-            "mounted read-only".to_owned()
-        } else {
-            format!("`{}` → `{new_source}`", m.source)
-        };
-        push(Some(l), m.field.clone(), what, &why, ops);
-    }
-
-    // Top-level files: configs ship, secrets stay on the node.
-    for (kind, entries) in [("configs", &project.configs), ("secrets", &project.secrets)] {
-        for (name, v) in entries {
-            let Some(f) = v.value.get("file").and_then(Value::as_str) else { continue };
-            let field = format!("{kind}.{name}.file");
-            if kind == "configs" {
-                ship(i, &mut out, file, at(v), &field, f)?;
-                continue;
-            }
-            let base = f.rsplit('/').next().unwrap_or(f).to_owned();
-            let Some(l) = (1..=lines.len()).find(|&k| value_of(lines[k - 1], "file") == Some(f))
-            else {
-                return Err(problem(
-                    file,
-                    at(v),
-                    field,
-                    format!("cannot find `file: {f}` on a line of its own"),
-                    "write `file:` on a line of its own",
-                ));
-            };
-            let new = format!("{{{{ config_dir }}}}/{base}");
-            push(
-                Some(l),
-                field,
-                format!("`{f}` → `{new}`"),
-                "a secret never ships from Git: put the file on the node (not copied)",
-                vec![value_op(l, lines[l - 1], f, &quoted_if_needed(lines[l - 1], f, &new))],
-            );
-            out.uses_config = true;
-            out.node_files.insert(base);
-        }
-    }
-    for (key, n) in &project.networks {
-        if n.value.get("external").is_some_and(|e| e.as_bool() == Some(true) || e.is_object()) {
-            let name = n.value.get("name").and_then(Value::as_str).unwrap_or(key);
-            out.external_networks.insert(name.to_owned());
-        }
-    }
-    for (n, inc) in project.include.iter().enumerate() {
-        for p in strings(&inc.value, "path") {
-            ship(i, &mut out, file, at(inc), &format!("include[{n}]"), &p)?;
-        }
-    }
-
-    // Literal secrets and secrets' defaults.
-    for (n, l) in lines.iter().enumerate() {
-        let ln = n + 1;
-        if let Some((name, _)) = secret_looking_literal(l, &[]) {
-            let Some(new) = secret_line(l, &name) else { continue };
-            push(Some(ln), name.clone(), format!("value → `${{{name}}}`"), "a literal secret in Git: the value goes in the node's env file (not copied), the name in env.example", vec![Op::Replace { line: ln, old: (*l).to_owned(), new }]);
-            continue;
-        }
-        for (name, default) in variables_used(l) {
-            let literal = default.is_some_and(|d| {
-                !(d.is_empty() || d.starts_with('$') || (d.starts_with('<') && d.ends_with('>')))
-            });
-            if !literal {
-                continue;
-            }
-            if !looks_secret(&name) {
-                continue;
-            }
-            for op in [":-", "-"] {
-                let start = format!("${{{name}{op}");
-                let Some(s) = l.find(&start) else { continue };
-                let Some(e) = l[s..].find('}') else { continue };
-                push(Some(ln), name.clone(), format!("default removed from `${{{name}}}`"), "a secret's default is a literal secret in Git: the value goes in the node's env file", vec![Op::Replace { line: ln, old: l[s..s + e + 1].to_owned(), new: format!("${{{name}}}") }]);
-                break;
-            }
-        }
-    }
-
+    let mut c = Ctx { lines: lines.clone(), file, edits: std::mem::take(&mut ops_of), out };
+    super::mounts::edit(&mut c, i, &project.services, &mounts, &data_of)?;
+    top_level_files(&mut c, i, &project)?;
+    secrets(&mut c);
+    let Ctx { edits: mut ops_of, mut out, .. } = c;
     // Apply, then read the variables of the result.
     let mut all_ops: Vec<Op> = Vec::new();
     for e in &ops_of {
@@ -796,6 +455,87 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
     ops_of.sort_by_key(|e| e.line);
     out.edits = ops_of;
     Ok(out)
+}
+
+/// Top-level files: `configs` ship, `secrets` stay on the node, `include` ships.
+fn top_level_files(c: &mut Ctx, i: &Input, project: &Project) -> Result<(), Diagnostic> {
+    let lines = c.lines.clone();
+    let file = c.file;
+    for (kind, entries) in [("configs", &project.configs), ("secrets", &project.secrets)] {
+        for (name, v) in entries {
+            let Some(f) = v.value.get("file").and_then(Value::as_str) else { continue };
+            let field = format!("{kind}.{name}.file");
+            if kind == "configs" {
+                ship(i, &mut c.out, file, at(v), &field, f)?;
+                continue;
+            }
+            let base = f.rsplit('/').next().unwrap_or(f).to_owned();
+            let Some(l) = (1..=lines.len()).find(|&k| value_of(lines[k - 1], "file") == Some(f))
+            else {
+                return Err(problem(
+                    file,
+                    at(v),
+                    field,
+                    format!("cannot find `file: {f}` on a line of its own"),
+                    "write `file:` on a line of its own",
+                ));
+            };
+            let new = format!("{{{{ config_dir }}}}/{base}");
+            c.push(
+                Some(l),
+                field,
+                format!("`{f}` → `{new}`"),
+                "a secret never ships from Git: put the file on the node (not copied)",
+                vec![value_op(l, lines[l - 1], f, &quoted_if_needed(lines[l - 1], f, &new))],
+            );
+            c.out.uses_config = true;
+            c.out.node_files.insert(base);
+        }
+    }
+    for (key, n) in &project.networks {
+        if n.value.get("external").is_some_and(|e| e.as_bool() == Some(true) || e.is_object()) {
+            let name = n.value.get("name").and_then(Value::as_str).unwrap_or(key);
+            c.out.external_networks.insert(name.to_owned());
+        }
+    }
+    for (n, inc) in project.include.iter().enumerate() {
+        for p in strings(&inc.value, "path") {
+            ship(i, &mut c.out, file, at(inc), &format!("include[{n}]"), &p)?;
+        }
+    }
+
+    Ok(())
+}
+
+/// Literal secrets and secrets' defaults, on the lines as written.
+fn secrets(c: &mut Ctx) {
+    let lines = c.lines.clone();
+    for (n, l) in lines.iter().enumerate() {
+        let ln = n + 1;
+        if let Some((name, _)) = secret_looking_literal(l, &[]) {
+            let Some(new) = secret_line(l, &name) else { continue };
+            c.push(Some(ln), name.clone(), format!("value → `${{{name}}}`"), "a literal secret in Git: the value goes in the node's env file (not copied), the name in env.example", vec![Op::Replace { line: ln, old: (*l).to_owned(), new }]);
+            continue;
+        }
+        for (name, default) in variables_used(l) {
+            let literal = default.is_some_and(|d| {
+                !(d.is_empty() || d.starts_with('$') || (d.starts_with('<') && d.ends_with('>')))
+            });
+            if !literal {
+                continue;
+            }
+            if !looks_secret(&name) {
+                continue;
+            }
+            for op in [":-", "-"] {
+                let start = format!("${{{name}{op}");
+                let Some(s) = l.find(&start) else { continue };
+                let Some(e) = l[s..].find('}') else { continue };
+                c.push(Some(ln), name.clone(), format!("default removed from `${{{name}}}`"), "a secret's default is a literal secret in Git: the value goes in the node's env file", vec![Op::Replace { line: ln, old: l[s..s + e + 1].to_owned(), new: format!("${{{name}}}") }]);
+                break;
+            }
+        }
+    }
 }
 
 /// The line of the compose service `key` under `services:`.
@@ -846,29 +586,6 @@ fn value_of<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     t.strip_prefix(key)?.strip_prefix(':').map(|v| unquote(v.trim()))
 }
 
-fn unquote(v: &str) -> &str {
-    v.strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-        .unwrap_or(v)
-}
-
-/// The line of a list item `s`: `at` as the parser located it, or, for an item merged in
-/// from an anchor (located where it is merged), the first `- s` of the file.
-fn locate(lines: &[&str], at: usize, s: &str) -> usize {
-    if lines.get(at.wrapping_sub(1)).is_some_and(|l| l.contains(s)) {
-        return at;
-    }
-    lines
-        .iter()
-        .position(|l| {
-            let t = l.trim_start();
-            t.starts_with("- ") && unquote(t[2..].trim()) == s
-        })
-        .map(|p| p + 1)
-        .unwrap_or(at)
-}
-
 /// `line` with every `{{`, `{%` and `{#` written so that minijinja renders it as it was.
 fn escape_template(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -900,18 +617,6 @@ fn value_op(line: usize, text: &str, value: &str, new: &str) -> Op {
             new: format!("{}{new}{}", &text[..at], &text[at + value.len()..]),
         },
         None => Op::Replace { line, old: value.to_owned(), new: new.to_owned() },
-    }
-}
-
-/// `new`, in double quotes when it starts with `{` and `old` is not quoted on `line` (a plain
-/// YAML scalar may not start with `{`).
-fn quoted_if_needed(line: &str, old: &str, new: &str) -> String {
-    let quoted =
-        line.find(old).is_some_and(|at| at > 0 && matches!(line.as_bytes()[at - 1], b'"' | b'\''));
-    if new.starts_with('{') && !quoted {
-        format!("\"{new}\"")
-    } else {
-        new.to_owned()
     }
 }
 
@@ -958,21 +663,6 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
     }
 }
 
-/// `path` with `.` and `..` resolved; `None` when it climbs out.
-pub fn normalize(path: &str) -> Option<String> {
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop()?;
-            }
-            p => out.push(p),
-        }
-    }
-    Some(out.join("/"))
-}
-
 /// A relative path of the project that must ship: it must exist there.
 fn ship(
     i: &Input,
@@ -1013,211 +703,6 @@ fn ship(
     Ok(())
 }
 
-fn has_files(i: &Input, rel: &str) -> bool {
-    matches!((i.exists)(rel), Existing::File | Existing::Folder { has_files: true })
-}
-
-/// A volume entry of `key`: a bind mount or a named volume.
-fn mount<'a>(key: &'a str, n: usize, v: &'a S<Value>) -> Option<Mount<'a>> {
-    let field = format!("services.{key}.volumes[{n}]");
-    let line = at(v)?;
-    match &v.value {
-        Value::String(s) => {
-            let parts = split_volume(s);
-            let source = *parts.first()?;
-            let target = *parts.get(1)?;
-            let mode = parts.get(2).copied().unwrap_or("");
-            let named = !source.starts_with(['.', '/', '~', '$']);
-            Some(Mount {
-                key,
-                line,
-                field,
-                short: Some(s),
-                source: source.to_owned(),
-                target: target.to_owned(),
-                read_only: mode.split(',').any(|m| m == "ro"),
-                named,
-            })
-        }
-        Value::Object(m) => {
-            let kind = m.get("type").and_then(Value::as_str).unwrap_or("volume");
-            let source = m.get("source").and_then(Value::as_str)?;
-            if kind != "bind" && kind != "volume" {
-                return None;
-            }
-            Some(Mount {
-                key,
-                line,
-                field,
-                short: None,
-                source: source.to_owned(),
-                target: m.get("target").and_then(Value::as_str).unwrap_or("").to_owned(),
-                read_only: m.get("read_only").and_then(Value::as_bool).unwrap_or(false),
-                named: kind == "volume",
-            })
-        }
-        _ => None,
-    }
-}
-
-/// What a bind source names, the project's `.env` and defaults resolving a read-only one.
-fn classify(i: &Input, m: &Mount) -> Result<Source, Diagnostic> {
-    let s = m.source.as_str();
-    if let Some((name, default, rest)) = leading_variable(s) {
-        if !m.read_only {
-            return Ok(Source::Variable);
-        }
-        let value = (!looks_secret(name))
-            .then(|| i.env_values.get(name).cloned())
-            .flatten()
-            .or(default.map(str::to_owned));
-        let Some(value) = value.filter(|v| !v.contains('$')) else {
-            return Err(problem(i.file, Some(m.line), m.field.clone(), format!("`{s}` is mounted read-only from a variable whose value the project does not give"), "write the path out in the compose file"));
-        };
-        let resolved = format!("{value}{rest}");
-        return literal(i, m, &resolved);
-    }
-    if s.contains('$') {
-        return Ok(Source::Variable);
-    }
-    literal(i, m, s)
-}
-
-fn literal(i: &Input, m: &Mount, s: &str) -> Result<Source, Diagnostic> {
-    if s.starts_with(['/', '~']) {
-        return Ok(Source::Absolute(s.to_owned()));
-    }
-    let rel = normalize(s).ok_or_else(|| {
-        problem(
-            i.file,
-            Some(m.line),
-            m.field.clone(),
-            format!("`{s}` leaves the project folder"),
-            "move it into the project folder",
-        )
-    })?;
-    if m.read_only {
-        if rel.split('/').any(|p| p.starts_with('.')) {
-            return Err(problem(
-                i.file,
-                Some(m.line),
-                m.field.clone(),
-                format!("`{s}` is a hidden file, and hidden files never ship"),
-                "rename it without a leading `.`, or keep it on the node under `{{ config_dir }}`",
-            ));
-        }
-        if (i.exists)(&rel) == Existing::Missing {
-            return Err(problem(
-                i.file,
-                Some(m.line),
-                m.field.clone(),
-                format!("`{s}` is mounted read-only but does not exist in the project"),
-                "add it to the project folder",
-            ));
-        }
-    }
-    Ok(Source::Relative(rel))
-}
-
-/// `${NAME…}` or `$NAME` at the start of `s`: the name, its default, and the rest of `s`.
-fn leading_variable(s: &str) -> Option<(&str, Option<&str>, &str)> {
-    if let Some(body) = s.strip_prefix("${") {
-        let close = body.find('}')?;
-        let inner = &body[..close];
-        let end =
-            inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(inner.len());
-        let name = &inner[..end];
-        let op = &inner[end..];
-        let default = op.strip_prefix(":-").or_else(|| op.strip_prefix('-'));
-        return Some((name, default, &body[close + 1..]));
-    }
-    let body = s.strip_prefix('$')?;
-    let end = body.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(body.len());
-    Some((&body[..end], None, &body[end..]))
-}
-
-/// Host paths that are the host's own (sockets, devices, the clock, the kernel's): listed in
-/// `host_paths`, never moved.
-fn system_path(p: &str) -> bool {
-    ["/var/run", "/run", "/dev", "/sys", "/proc", "/etc", "/lib", "/usr", "/var/lib/docker"]
-        .iter()
-        .any(|s| p == *s || p.starts_with(&format!("{s}/")))
-}
-
-/// Where under `{{ data_dir }}` each moved source goes, by source as written: relative binds
-/// keep their path; sources under one variable (or absolute ones) keep their layout below
-/// what they share (`${X:-/mnt}/app/db` and `…/app/html` → `db`, `html`; a lone `…/app/db`
-/// → `db`); a variable alone takes the mount's target folder's name; a named volume its name.
-fn data_layout(i: &Input, mounts: &[Mount]) -> BTreeMap<String, String> {
-    let mut groups: BTreeMap<String, Vec<(&str, Vec<String>)>> = BTreeMap::new();
-    let mut out = BTreeMap::new();
-    for m in mounts {
-        if m.named {
-            out.insert(m.source.clone(), m.source.clone());
-            continue;
-        }
-        let target_name =
-            m.target.trim_end_matches('/').rsplit('/').next().unwrap_or("data").to_owned();
-        let (group, rest) = match leading_variable(&m.source) {
-            // A variable alone names the folder by what the project gives it (`./library`).
-            Some((name, default, "")) => {
-                let given = (!looks_secret(name))
-                    .then(|| i.env_values.get(name).map(String::as_str))
-                    .flatten()
-                    .or(default)
-                    .filter(|v| !v.contains('$'))
-                    .and_then(|v| v.trim_end_matches('/').rsplit('/').next())
-                    .filter(|v| !v.is_empty() && !v.starts_with('.'));
-                (name.to_owned(), given.unwrap_or(&target_name).to_owned())
-            }
-            Some((name, _, rest)) => (name.to_owned(), rest.to_owned()),
-            None if m.source.contains('$') => (String::new(), String::new()),
-            None if m.source.starts_with(['/', '~']) => ("/".to_owned(), m.source.clone()),
-            None => {
-                out.insert(m.source.clone(), normalize(&m.source).unwrap_or_default());
-                continue;
-            }
-        };
-        let mut parts: Vec<String> = normalize(rest.trim_start_matches('~'))
-            .unwrap_or_default()
-            .split('/')
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if parts.is_empty() {
-            parts.push(target_name);
-        }
-        groups.entry(group).or_default().push((&m.source, parts));
-    }
-    for items in groups.values() {
-        // Strip what every source of the group shares, each keeping at least one part.
-        let mut common = 0;
-        while items.iter().all(|(_, p)| p.len() > common + 1 && p[common] == items[0].1[common]) {
-            common += 1;
-        }
-        // A lone source, or sources sharing their whole path, keep their last part.
-        for (source, parts) in items {
-            out.insert((*source).to_owned(), parts[common..].join("/"));
-        }
-    }
-    // Two different sources never share a folder.
-    let mut taken: BTreeMap<String, String> = BTreeMap::new();
-    let mut sources: Vec<&String> = out.keys().collect();
-    sources.sort();
-    let mut fixed = BTreeMap::new();
-    for s in sources {
-        let mut dir = out[s].clone();
-        let mut n = 2;
-        while taken.get(&dir).is_some_and(|o| o != s) {
-            dir = format!("{}-{n}", out[s]);
-            n += 1;
-        }
-        taken.insert(dir.clone(), s.clone());
-        fixed.insert(s.clone(), dir);
-    }
-    fixed
-}
-
 /// Whether a `ports:` entry publishes a fixed host port.
 fn published(v: &Value) -> bool {
     match v {
@@ -1240,27 +725,6 @@ fn has_ip(v: &Value) -> bool {
         Value::Object(m) => m.get("host_ip").and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
         _ => true,
     }
-}
-
-/// A short volume entry's `source:target:mode`, split at colons outside `${…}` (a default
-/// such as `${X:-/mnt}` holds one).
-fn split_volume(s: &str) -> Vec<&str> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let (mut depth, mut start) = (0, 0);
-    for (k, &c) in b.iter().enumerate() {
-        match c {
-            b'{' if k > 0 && b[k - 1] == b'$' => depth += 1,
-            b'}' if depth > 0 => depth -= 1,
-            b':' if depth == 0 && out.len() < 2 => {
-                out.push(&s[start..k]);
-                start = k + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(&s[start..]);
-    out
 }
 
 /// Colons outside `${…}`.
@@ -1302,31 +766,9 @@ fn timing(h: &Value) -> Timing {
     }
 }
 
-/// Whether an image is a database's (its data gets a backup set).
-fn is_database(image: Option<&S<Value>>) -> bool {
-    let Some(image) = image.and_then(|i| i.value.as_str()) else { return false };
-    let repo = image.rsplit('/').next().unwrap_or(image);
-    let repo = repo.split([':', '@']).next().unwrap_or(repo).to_ascii_lowercase();
-    [
-        "postgres",
-        "postgis",
-        "pgvecto",
-        "mysql",
-        "mariadb",
-        "mongo",
-        "redis",
-        "valkey",
-        "influxdb",
-        "couchdb",
-        "clickhouse",
-        "timescale",
-    ]
-    .iter()
-    .any(|db| repo.contains(db))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::mounts::{leading_variable, split_volume};
     use super::*;
 
     /// `transform` of `text` as service `svc`, the project holding `files`.

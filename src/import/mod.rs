@@ -2,7 +2,8 @@
 //! `services/SVC/` that validates, and `hosts/NODE/services.yaml` lists it.
 //!
 //! `project` reads the folder (bounded, no symlink followed), `compose` edits the compose file
-//! line by line with a reason for each edit (pure), `contract` writes the contract,
+//! line by line with a reason for each edit (pure; `mounts` is its pass over volumes, `shape`
+//! what its passes share, `edit` the line operations), `contract` writes the contract,
 //! env.example, healthcheck and README (pure), `write` puts it all in the repository at once
 //! and takes it back out when the result does not validate. It never overwrites a service,
 //! never writes outside `services/SVC/` and the node's `services.yaml`, and never copies a
@@ -11,7 +12,9 @@
 pub mod compose;
 pub mod contract;
 pub mod edit;
+mod mounts;
 pub mod project;
+mod shape;
 pub mod write;
 
 use std::collections::BTreeSet;
