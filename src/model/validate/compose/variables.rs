@@ -225,15 +225,6 @@ pub(super) fn without_default(text: &str) -> std::collections::BTreeSet<String> 
         .collect()
 }
 
-/// See `compose::variables_used`.
-pub(super) fn used(text: &str) -> Vec<(String, Option<String>)> {
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .flat_map(scan)
-        .map(|u| (u.name.to_owned(), u.default.map(str::to_owned)))
-        .collect()
-}
-
 fn is_name_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_'
 }
@@ -300,6 +291,15 @@ fn scan(line: &str) -> Vec<Use<'_>> {
         }
     }
     out
+}
+
+/// See `compose::variables_used`.
+pub(super) fn used(text: &str) -> Vec<(String, Option<String>)> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(scan)
+        .map(|u| (u.name.to_owned(), u.default.map(str::to_owned)))
+        .collect()
 }
 
 #[cfg(test)]
