@@ -18,6 +18,7 @@ Examples:
   homelab validate                      check the homelab in the current folder
   homelab graph --format mermaid        the dependency graph, for a Forgejo PR
   homelab render --node chelsty-infra --out out/   what would be deployed on CHELSTY-INFRA
+  homelab import ~/src/gitea --as gitea --node saturn   a published Compose project as a service
   homelab plan --key ~/.ssh/id_ed25519  plan every node over SSH; writes plans/<id>.plan
   homelab approve plans/<id>.plan       sign the plan as an approver
   homelab apply plans/<id>.approved     apply an approved plan";
@@ -253,6 +254,13 @@ pub enum Command {
         after_help = "Examples:\n  homelab ui                                        on 127.0.0.1:8470, read-only\n  homelab ui --listen 100.101.102.103:8470 --token-file /opt/homelab/config/control-plane/ui-token\n\nApproving takes a signature made with `ssh-keygen -Y sign`; the login token only lets a browser hand it in. See docs/ui.md."
     )]
     Ui(command::ui::UiArgs),
+    /// Make a published Compose project a service: writes `services/SVC/` (compose file made
+    /// to follow the rules, contract, env.example, healthcheck, README) and adds it to the
+    /// node's `services.yaml`; prints every edit with its reason.
+    #[command(
+        after_help = "Examples:\n  homelab import ~/src/gitea --as gitea --node saturn\n  homelab import ./immich --as immich --node solaria --exposure tailnet\n\nValues of the project's .env are never copied: env.example gets the names, the values go in\n<root>/config/SVC/.env on the node. Nothing is overwritten; when the result would not\nvalidate, nothing is written."
+    )]
+    Import(command::import::ImportArgs),
     /// This node's side: the session a controller talks to (`serve`) and the engine it starts.
     #[command(subcommand)]
     Node(command::node::NodeCommand),
@@ -431,6 +439,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
         Command::Executor(args) => command::executor::run(repo, args, out),
         Command::Telegram(args) => command::telegram::run(repo, args, out),
         Command::Adopt(args) => command::adopt::run(repo, args, out),
+        Command::Import(args) => command::import::run(repo, args, out),
         Command::Ui(args) => command::ui::run(repo, args, out),
         Command::Observe { target, once: _, watch, interval } => {
             let args = command::observe::ObserveArgs { target, watch: *watch, interval: *interval };

@@ -74,6 +74,10 @@ pub enum Error {
     #[error(transparent)]
     TelegramState(#[from] crate::telegram::StateError),
 
+    /// `import`: the project, the name or the node; or the result would not validate.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
+
     /// Apply (or approve) refused the plan: nothing was changed.
     #[error("refused: {0}\nnothing was changed")]
     Refused(#[from] Refusal),
@@ -150,7 +154,8 @@ pub fn exit_code(result: &Result<Report, Error>) -> u8 {
             | Error::HostKey(_)
             | Error::Forge(_)
             | Error::Telegram(_)
-            | Error::TelegramState(_),
+            | Error::TelegramState(_)
+            | Error::Import(_),
         ) => 1,
     }
 }

@@ -21,6 +21,7 @@
 //!   ├─ agent                      the stability agent on a node: engine events, link, broker
 //!   ├─ supervise                  drift as a pending plan (never applied), and adopt's patch
 //!   ├─ executor                   the actions queue: approved plans moved through to their end
+//!   ├─ import                     a published Compose project made a service that validates
 //!   ├─ telegram (client, bot)     the bot: plans, results, incidents; presses signed as telegram:<id>
 //!   ├─ ui                         the operator page: world, plans, events; approvals handed in
 //!   ├─ forge                      Forgejo's REST API: the plan's pull request, comment, status
@@ -61,6 +62,7 @@ pub mod forge;
 pub mod git;
 pub mod graph;
 pub mod http;
+pub mod import;
 pub mod model;
 pub mod node;
 pub mod observe;

@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod events;
 pub mod executor;
 pub mod graph;
+pub mod import;
 pub mod node;
 pub mod observe;
 pub mod plan;

@@ -58,18 +58,18 @@ impl Drop for LabPlace {
     }
 }
 
-const NODES: [&str; 3] = ["alpha", "edge-a", "edge-b"];
+pub(crate) const NODES: [&str; 3] = ["alpha", "edge-a", "edge-b"];
 
 /// The base fixture pointed at a lab: addresses, roots, engines, host keys, an operator key.
-struct Site {
-    lab: Lab,
-    repo: tempfile::TempDir,
+pub(crate) struct Site {
+    pub(crate) lab: Lab,
+    pub(crate) repo: tempfile::TempDir,
     ctl: PathBuf,
     key: PathBuf,
 }
 
 impl Site {
-    fn new(lab: Lab) -> Site {
+    pub(crate) fn new(lab: Lab) -> Site {
         Site::with_roots(lab, |n| n.root())
     }
 
@@ -169,7 +169,7 @@ impl Site {
         c
     }
 
-    fn homelab(&self, args: &[&str]) -> Output {
+    pub(crate) fn homelab(&self, args: &[&str]) -> Output {
         let out = self.command(args).output().unwrap();
         Output {
             code: out.status.code().unwrap_or(-1),
@@ -179,7 +179,7 @@ impl Site {
     }
 
     /// Plans and approves; the plan's id.
-    fn plan_and_approve(&self) -> String {
+    pub(crate) fn plan_and_approve(&self) -> String {
         let key = self.key.to_str().unwrap();
         let out = self.homelab(&["plan", "--key", key]);
         assert_eq!(out.code, 0, "plan failed:\n{}\n{}", out.stdout, out.stderr);
@@ -205,7 +205,7 @@ impl Site {
         self.repo.path().join(format!("plans/{id}.approved")).display().to_string()
     }
 
-    fn apply(&self, id: &str, extra: &[&str]) -> Output {
+    pub(crate) fn apply(&self, id: &str, extra: &[&str]) -> Output {
         let approved = self.approved(id);
         let mut args = vec!["apply"];
         args.extend(extra);
@@ -228,11 +228,11 @@ impl Site {
         out.code
     }
 
-    fn root(&self, node: &str) -> PathBuf {
+    pub(crate) fn root(&self, node: &str) -> PathBuf {
         self.lab.node(node).root()
     }
 
-    fn running(&self, node: &str, container: &str) -> bool {
+    pub(crate) fn running(&self, node: &str, container: &str) -> bool {
         let out = self.lab.docker(node, &["inspect", "-f", "{{.State.Running}}", container]);
         String::from_utf8_lossy(&out.stdout).trim() == "true"
     }

@@ -28,6 +28,7 @@ fn every_command_has_an_example_in_its_help() {
         vec!["supervise"],
         vec!["executor"],
         vec!["adopt"],
+        vec!["import"],
         vec!["ui"],
         vec!["events"],
         vec!["events", "emit"],

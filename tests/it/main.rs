@@ -16,6 +16,7 @@ mod executor;
 mod forge;
 mod forge_standin;
 mod graph;
+mod import;
 mod lab_smoke;
 mod observe;
 mod plan;

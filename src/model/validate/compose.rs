@@ -303,13 +303,24 @@ fn init_containers<'a>(
 }
 
 /// The container name the owner's rule gives the compose service `key`: `<svc>` for the only
-/// one, or for the one named like the service; `<svc>-<key>` for the others.
+/// one, or for the one named like the service; the key itself for one that already carries the
+/// service's name (`<svc>-db`, `<svc>_db`: `<svc>-<svc>-db` would say it twice); `<svc>-<key>`
+/// for the others.
 pub fn container_name(svc: &str, key: &str, multi: bool) -> String {
+    let carries = key.strip_prefix(svc).is_some_and(|r| r.len() > 1 && r.starts_with(['-', '_']));
     if !multi || key == svc {
         svc.to_owned()
+    } else if carries {
+        key.to_owned()
     } else {
         format!("{svc}-{key}")
     }
+}
+
+/// Every variable `text` (a compose file) interpolates, in order, with the default of
+/// `${VAR:-default}` / `${VAR-default}` where it has one; comments and `$$` left out.
+pub fn variables_used(text: &str) -> Vec<(String, Option<String>)> {
+    variables::used(text)
 }
 
 fn naming_fix(svc: &str, expected: &str, multi: bool, keys: &BTreeSet<&str>) -> String {
@@ -491,7 +502,7 @@ fn names_and_restart(
 /// The first line (1-based) of `text` other than `skip` that names `host` as a host name: in a
 /// URL (`//host:`, `@host:`), an assignment (`HOST=host`) or a YAML value (`HOST: host`),
 /// followed by a port, a path, a quote or the end.
-fn reached_as(text: &str, host: &str, skip: Option<u64>) -> Option<u64> {
+pub fn reached_as(text: &str, host: &str, skip: Option<u64>) -> Option<u64> {
     for (n, l) in text.lines().enumerate() {
         let n = n as u64 + 1;
         let t = l.trim_start();
@@ -605,7 +616,19 @@ fn exposure(inst: &Instance, exposure: Exposure, p: &Published, d: &mut Diagnost
 
 #[cfg(test)]
 mod tests {
-    use super::reached_as;
+    use super::{container_name, reached_as};
+
+    /// Issue 20: `n8n-n8n-db` and `matomo-matomo_db` said the service's name twice.
+    #[test]
+    fn a_key_that_carries_the_service_name_is_its_own_container_name() {
+        assert_eq!(container_name("n8n", "n8n-db", true), "n8n-db");
+        assert_eq!(container_name("matomo", "matomo_db", true), "matomo_db");
+        assert_eq!(container_name("n8n", "n8n", true), "n8n");
+        assert_eq!(container_name("n8n", "db", true), "n8n-db");
+        assert_eq!(container_name("n8n", "n8nx", true), "n8n-n8nx", "a prefix, not a word");
+        assert_eq!(container_name("n8n", "n8n-", true), "n8n-n8n-");
+        assert_eq!(container_name("n8n", "n8n-db", false), "n8n");
+    }
 
     #[test]
     fn a_container_is_reached_by_its_name_in_urls_and_values_not_in_images_or_keys() {

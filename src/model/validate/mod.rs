@@ -20,6 +20,8 @@ mod policy;
 mod secrets;
 mod topology;
 
+pub use secrets::{looks_secret, secret_looking_literal};
+
 use super::diag::Diagnostics;
 use super::load::RawRepo;
 use super::raw::{self, line, S};

@@ -148,7 +148,7 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
 
 /// Whether a variable name reads like a secret's (`DB_PASSWORD`, `ADMIN_TOKEN`, `API_KEY`); a
 /// `_FILE` variant names the file that holds one, not the secret.
-fn looks_secret(name: &str) -> bool {
+pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     !upper.ends_with("_FILE")
         && ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "PRIVATE_KEY", "ACCESS_KEY"]
@@ -159,7 +159,7 @@ fn looks_secret(name: &str) -> bool {
 /// `NAME: value` or `NAME=value` (`- NAME=value`, quoted or not) on `line`, where `NAME` is an
 /// environment variable name that reads like a secret, is not among the declared `secrets`
 /// (checked by name above) and is given a literal value (not `$…`, not a placeholder).
-fn secret_looking_literal(line: &str, secrets: &[&str]) -> Option<(String, String)> {
+pub fn secret_looking_literal(line: &str, secrets: &[&str]) -> Option<(String, String)> {
     let t = line.trim_start();
     if t.starts_with('#') {
         return None;

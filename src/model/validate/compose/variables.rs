@@ -304,6 +304,15 @@ fn scan(line: &str) -> Vec<Use<'_>> {
     out
 }
 
+/// See `compose::variables_used`.
+pub(super) fn used(text: &str) -> Vec<(String, Option<String>)> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(scan)
+        .map(|u| (u.name.to_owned(), u.default.map(str::to_owned)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
