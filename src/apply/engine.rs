@@ -262,24 +262,17 @@ fn confirm(
     trips: &AtomicUsize,
 ) -> Result<(), String> {
     trips.fetch_add(1, Ordering::Relaxed);
-    let mut session = match wire::open(transport, node) {
-        Ok(s) => s,
-        Err(Opened::Here) => return Ok(()),
+    match wire::ask(transport, node, &Request::Confirm { plan: id.to_owned(), seq }) {
+        Err(Opened::Here) => Ok(()),
         Err(
             Opened::NotInstalled(why)
             | Opened::Mismatch(why)
             | Opened::Refused(why)
             | Opened::Unreachable(why),
-        ) => return Err(why),
-    };
-    let mut input = session.input.take().ok_or("no input")?;
-    wire::send(&mut input, &Request::Confirm { plan: id.to_owned(), seq })
-        .map_err(|e| e.to_string())?;
-    match wire::receive::<Reply>(&mut session.output) {
-        Ok(Some(Reply::Confirmed)) => Ok(()),
-        Ok(Some(Reply::Refused { reason })) => Err(reason),
-        Ok(Some(other)) => Err(format!("an answer out of turn: {other:?}")),
-        Ok(None) | Err(_) => Err(session.ended().1),
+        ) => Err(why),
+        Ok(Reply::Confirmed) => Ok(()),
+        Ok(Reply::Refused { reason }) => Err(reason),
+        Ok(other) => Err(format!("an answer out of turn: {other:?}")),
     }
 }
 

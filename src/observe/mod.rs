@@ -460,21 +460,10 @@ pub fn refresh_by_session(
     let unreachable = |reason: String| {
         Some(ActualNode { node: node.id.clone(), status: NodeStatus::Unreachable { reason } })
     };
-    let mut session = match wire::open(transport, node) {
-        Ok(s) => s,
-        Err(Opened::Here | Opened::NotInstalled(_)) => return None,
-        Err(Opened::Mismatch(r) | Opened::Refused(r) | Opened::Unreachable(r)) => {
-            return unreachable(r)
-        }
-    };
-    let sent = match session.input.as_mut() {
-        Some(input) => wire::send(input, &Request::Refresh),
-        None => Ok(()),
-    };
-    session.input = None;
-    let answer = sent.and_then(|()| wire::receive::<Reply>(&mut session.output));
-    match answer {
-        Ok(Some(Reply::Refreshed { status, stdout, stderr, containers })) => {
+    match wire::ask(transport, node, &Request::Refresh) {
+        Err(Opened::Here | Opened::NotInstalled(_)) => None,
+        Err(Opened::Mismatch(r) | Opened::Refused(r) | Opened::Unreachable(r)) => unreachable(r),
+        Ok(Reply::Refreshed { status, stdout, stderr, containers }) => {
             let out = crate::transport::Output {
                 status,
                 stdout: stdout.into_bytes(),
@@ -482,14 +471,8 @@ pub fn refresh_by_session(
             };
             Some(read_with(node, Ok(out), || containers))
         }
-        Ok(Some(Reply::Refused { reason })) => unreachable(reason),
-        Ok(Some(other)) => {
-            unreachable(format!("the node's homelab answered out of turn: {other:?}"))
-        }
-        Ok(None) | Err(_) => {
-            let (_, said) = session.ended();
-            unreachable(if said.is_empty() { "the session ended".to_owned() } else { said })
-        }
+        Ok(Reply::Refused { reason }) => unreachable(reason),
+        Ok(other) => unreachable(format!("the node's homelab answered out of turn: {other:?}")),
     }
 }
 

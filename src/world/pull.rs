@@ -102,29 +102,18 @@ pub fn pull_by_session(
     budget: u64,
 ) -> Option<Result<Vec<FileRead>, String>> {
     use crate::wire::{self, Opened, Reply, Request};
-    let mut session = match wire::open(transport, node) {
-        Ok(s) => s,
-        Err(Opened::Here | Opened::NotInstalled(_)) => return None,
-        Err(Opened::Mismatch(r) | Opened::Refused(r) | Opened::Unreachable(r)) => {
-            return Some(Err(r))
-        }
-    };
     let request =
         Request::Events { node: node.id.to_string(), cursors: cursor_lines(cursors), budget };
-    let sent = match session.input.as_mut() {
-        Some(input) => wire::send(input, &request),
-        None => Ok(()),
-    };
-    session.input = None;
-    Some(match sent.and_then(|()| wire::receive::<Reply>(&mut session.output)) {
-        Ok(Some(Reply::Events { base64 })) => crate::digest::base64_decode(base64.as_bytes())
+    Some(match wire::ask(transport, node, &request) {
+        Err(Opened::Here | Opened::NotInstalled(_)) => return None,
+        Err(Opened::Mismatch(r) | Opened::Refused(r) | Opened::Unreachable(r)) => Err(r),
+        Ok(Reply::Events { base64 }) => crate::digest::base64_decode(base64.as_bytes())
             .ok_or_else(|| "unexpected answer from the node: not base64".to_owned())
             .and_then(|bytes| {
                 parse(&bytes).map_err(|e| format!("unexpected answer from the node: {e}"))
             }),
-        Ok(Some(Reply::Refused { reason })) => Err(reason),
-        Ok(Some(other)) => Err(format!("the node's homelab answered out of turn: {other:?}")),
-        Ok(None) | Err(_) => Err(session.ended().1),
+        Ok(Reply::Refused { reason }) => Err(reason),
+        Ok(other) => Err(format!("the node's homelab answered out of turn: {other:?}")),
     })
 }
 
