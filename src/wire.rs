@@ -79,6 +79,13 @@ pub enum Request {
         instance: Instance,
         ok: bool,
     },
+    /// The container status of `services` for `plan` (`apply --stage diagnose`), their recent
+    /// logs kept on the node: [`Reply::Diagnosed`]; refused for a plan rejected here. Changes
+    /// nothing else.
+    Diagnose {
+        plan: String,
+        services: Vec<ServiceName>,
+    },
     /// Remove the node's apply lock, the last resort for a lock no apply takes over:
     /// [`Reply::Unlocked`]. The node refuses while an engine of its own runs (it holds the lock
     /// and `apply --resume` follows it).
@@ -142,6 +149,11 @@ pub enum Reply {
     Events {
         base64: String,
     },
+    /// Per service asked: its containers' status (`name state status` lines) or why it could
+    /// not be read, and where its logs were kept on the node.
+    Diagnosed {
+        services: Vec<Diagnosed>,
+    },
     /// The lock was removed; what its `holder.json` said (`None`: the node was not locked).
     Unlocked {
         holder: Option<String>,
@@ -160,6 +172,14 @@ impl Reply {
             containers: containers.map_err(|e| e.to_string()),
         }
     }
+}
+
+/// One service's diagnosis on the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Diagnosed {
+    pub service: ServiceName,
+    pub status: Result<String, String>,
+    pub log: String,
 }
 
 /// Why no session with a node's homelab was opened.

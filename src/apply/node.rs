@@ -232,6 +232,45 @@ impl NodeRun<'_> {
     /// The guide's `--stage diagnose`: for each selected service of the node, its containers'
     /// status, and recent logs kept in `<root>/logs/<svc>/` on the node (they may hold secrets).
     fn diagnose(&self, transport: &dyn Transport) -> NodeOutcome {
+        let asked: Vec<&Change> = self
+            .np
+            .changes
+            .iter()
+            .filter(|c| self.opts.services.as_ref().is_none_or(|s| s.contains(&c.instance.service)))
+            .collect();
+        // Through the node's homelab where it has one (a deploy key restricted to `node serve`
+        // diagnoses too); over shell steps where it has none.
+        use crate::wire::{Opened, Reply, Request};
+        let request = Request::Diagnose {
+            plan: self.id.to_owned(),
+            services: asked.iter().map(|c| c.instance.service.clone()).collect(),
+        };
+        self.trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match crate::wire::ask(transport, self.node, &request) {
+            Ok(Reply::Diagnosed { services }) => {
+                for d in services {
+                    match d.status {
+                        Ok(status) => self.diagnosed(&d.service, &status, &d.log),
+                        Err(e) => {
+                            return NodeOutcome::Partial {
+                                reason: format!("{}: {e}", d.service),
+                                next: Next::Resume,
+                            }
+                        }
+                    }
+                }
+                return NodeOutcome::Staged { stage: "diagnose".to_owned() };
+            }
+            Ok(Reply::Refused { reason }) => return NodeOutcome::Refused { reason },
+            Ok(other) => {
+                return unreachable(format!("the node's homelab answered out of turn: {other:?}"))
+            }
+            Err(Opened::Mismatch(r) | Opened::Refused(r) | Opened::Unreachable(r)) => {
+                return unreachable(r)
+            }
+            Err(Opened::Here) => {}
+            Err(Opened::NotInstalled(_)) => {}
+        }
         let exec = match transport.connect(self.node) {
             Ok(e) => e,
             Err(e) => return unreachable(e.to_string()),
@@ -243,32 +282,24 @@ impl NodeRun<'_> {
                 return self.rejected_here();
             }
         }
-        for c in
-            self.np.changes.iter().filter(|c| {
-                self.opts.services.as_ref().is_none_or(|s| s.contains(&c.instance.service))
-            })
-        {
+        for c in asked {
             let svc = c.instance.service.as_str();
             let log = layout.diagnose_log(svc, self.id);
             let none = remote::Carry::default();
             match remote::diagnose(exec.as_ref(), &none, &layout, svc, &log, None).map(|d| d.status)
             {
-                Ok(status) => {
-                    let status = if status.is_empty() {
-                        "no containers".to_owned()
-                    } else {
-                        status.replace('\n', "; ")
-                    };
-                    self.say(
-                        Some(&c.instance.service),
-                        "diagnose",
-                        format!("{status} (logs: {log})"),
-                    );
-                }
+                Ok(status) => self.diagnosed(&c.instance.service, &status, &log),
                 Err(e) => return step_error(e),
             }
         }
         NodeOutcome::Staged { stage: "diagnose".to_owned() }
+    }
+
+    /// A service's diagnosis, as the run says it.
+    fn diagnosed(&self, service: &ServiceName, status: &str, log: &str) {
+        let status =
+            if status.is_empty() { "no containers".to_owned() } else { status.replace('\n', "; ") };
+        self.say(Some(service), "diagnose", format!("{status} (logs: {log})"));
     }
 
     fn rejected_here(&self) -> NodeOutcome {

@@ -8,6 +8,7 @@
 //! - `attach`: the progress of the plan's latest engine run, from its first line;
 //! - `confirm`: a fresh connection's proof for the engine's dead-man;
 //! - `events`: the node's new event bytes past an observer's cursors;
+//! - `diagnose`: the status of a plan's services, their logs kept here (`--stage diagnose`);
 //! - `unlock`: the apply lock removed, unless an engine of this node runs (it holds it).
 //!
 //! A session that ends (the link, a killed controller) leaves the engine running.
@@ -131,6 +132,35 @@ pub fn serve(
                 Err(e) => Reply::Refused { reason: format!("cannot read its events: {e}") },
             };
             wire::send(output, &reply)
+        }
+        Request::Diagnose { plan, services } => {
+            let plan = plan_name(&plan)?;
+            if Path::new(&layout.rejected(&plan)).exists() {
+                let reason = format!(
+                    "plan `{plan}` was rejected (recorded on this node by `homelab reject`): it never runs here"
+                );
+                return wire::send(output, &Reply::Refused { reason });
+            }
+            let exec = LocalExec::new(layout.root().to_owned(), super::docker_socket());
+            let none = crate::apply::remote::Carry::default();
+            let services = services
+                .into_iter()
+                .map(|service| {
+                    let log = layout.diagnose_log(service.as_str(), &plan);
+                    let status = crate::apply::remote::diagnose(
+                        &exec,
+                        &none,
+                        &layout,
+                        service.as_str(),
+                        &log,
+                        None,
+                    )
+                    .map(|d| d.status)
+                    .map_err(|e| e.to_string());
+                    wire::Diagnosed { service, status, log }
+                })
+                .collect();
+            wire::send(output, &Reply::Diagnosed { services })
         }
         Request::Unlock => {
             let reply = match unlock(&layout) {

@@ -261,6 +261,12 @@ fn a_restricted_deploy_key_applies_approved_plans_through_the_engine_and_nothing
     assert!(!lock.exists());
     let out = site.as_deployer(&["unlock", "--node", "alpha"]);
     assert!(out.stdout.contains("not locked"), "{}", out.stdout);
+    // So does `--stage diagnose`: the status, the logs kept on the node.
+    let out = site.as_deployer(&["apply", "--stage", "diagnose", "--node", "alpha", &approved]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("[alpha] web diagnose: web running"), "{}", out.stderr);
+    let log = root.join(format!("logs/web/diagnose-{plan_id}.log"));
+    assert!(fs::read_to_string(log).unwrap().contains("docker compose ps"));
 
     // Bad bundles, sent over the restricted key as a hostile controller would: each refused by
     // the node before anything is written there.
