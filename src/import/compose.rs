@@ -653,15 +653,9 @@ pub fn env_names(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The strings of a field Compose lets be a string, a list, or objects naming it in `key`.
-fn strings(v: &Value, key: &str) -> Vec<String> {
-    match v {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items.iter().flat_map(|i| strings(i, key)).collect(),
-        Value::Object(m) => m.get(key).map(|p| strings(p, key)).unwrap_or_default(),
-        _ => vec![],
-    }
-}
+// The strings of a field Compose lets be a string, a list, or objects naming it in `key`: as
+// validate reads them.
+use crate::model::validate::compose::strings;
 
 /// A relative path of the project that must ship: it must exist there.
 fn ship(

@@ -214,19 +214,9 @@ pub(super) fn quoted_if_needed(line: &str, old: &str, new: &str) -> String {
     }
 }
 
-/// `path` with `.` and `..` resolved; `None` when it climbs out.
+/// `path` with `.` and `..` resolved; `None` when it climbs out (validate's own reading).
 pub fn normalize(path: &str) -> Option<String> {
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop()?;
-            }
-            p => out.push(p),
-        }
-    }
-    Some(out.join("/"))
+    crate::model::validate::compose::normalize(path).map(|parts| parts.join("/"))
 }
 
 /// Whether an image is a database's (its data gets a backup set).

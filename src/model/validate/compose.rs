@@ -15,6 +15,7 @@ mod paths;
 mod resolved;
 mod variables;
 
+pub use paths::{normalize, strings};
 pub use resolved::{on_node, OnNode, ResolvedService};
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -61,17 +61,7 @@ fn join(release: &str, file: &str) -> Option<String> {
         return None;
     }
     let dir = release.rsplit_once('/').map_or("", |(d, _)| d);
-    let mut out: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
-    for part in file.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop()?;
-            }
-            p => out.push(p),
-        }
-    }
-    Some(out.join("/"))
+    super::paths::normalize(&format!("{dir}/{file}")).map(|parts| parts.join("/"))
 }
 
 /// Parses every shipped file a compose file in `docs` reaches through `extends.file`, chains

@@ -128,7 +128,7 @@ pub(super) fn check(
 
 /// The strings of a field Compose lets be a string, a list of strings, or a list (or map) of
 /// objects naming the path in `key`.
-fn strings(v: &Value, key: &str) -> Vec<String> {
+pub fn strings(v: &Value, key: &str) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
         Value::Array(items) => items.iter().flat_map(|i| strings(i, key)).collect(),
@@ -201,7 +201,7 @@ fn target(v: &Value) -> Option<String> {
 }
 
 /// `path` with `.` and `..` resolved lexically; `None` when `..` climbs above the start.
-fn normalize(path: &str) -> Option<Vec<&str>> {
+pub fn normalize(path: &str) -> Option<Vec<&str>> {
     let mut out: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
