@@ -66,6 +66,10 @@ struct Ctx<'a> {
     config_dir: String,
     data_dir: String,
     logs_dir: String,
+    /// The node's LAN address (`lan_address` in the topology), what `lan` ports publish on;
+    /// undefined on a node without one, so a template that needs it says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lan_ip: Option<String>,
     vars: BTreeMap<&'a str, &'a serde_json::Value>,
 }
 
@@ -107,6 +111,7 @@ pub fn render_instance(lab: &Homelab, inst: &Instance) -> Result<Rendered, Rende
         config_dir: layout.config(svc.name.as_str()),
         data_dir: layout.data(svc.name.as_str()),
         logs_dir: layout.logs(svc.name.as_str()),
+        lan_ip: node.lan_address.map(|a| a.to_string()),
         vars,
     };
 

@@ -143,6 +143,36 @@ fn an_unknown_node_is_named() {
     );
 }
 
+/// Issue 20: `{{ lan_ip }}` renders as the node's `lan_address` from the topology, so a `lan`
+/// port is published on the node's LAN address, not on every address.
+#[test]
+fn lan_ip_renders_as_the_nodes_lan_address() {
+    let tree = Tree::base();
+    let topology = fs::read_to_string(tree.path().join("inventory/topology.yaml")).unwrap();
+    let with_lan = topology.replace(
+        "      address: 10.77.0.3\n",
+        "      address: 10.77.0.3\n    lan_address: 192.168.1.20\n",
+    );
+    assert_ne!(with_lan, topology, "the base topology changed: edge-a's address moved");
+    tree.write("inventory/topology.yaml", with_lan);
+    let compose =
+        fs::read_to_string(tree.path().join("services/broker/docker-compose.yml")).unwrap();
+    tree.write(
+        "services/broker/docker-compose.yml",
+        format!("{compose}    ports:\n      - \"{{{{ lan_ip }}}}:1883:1883\"\n      - target: 8883\n        published: 8883\n        host_ip: \"{{{{ lan_ip }}}}\"\n"),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let r = tree.homelab(&["render", "--node", "edge-a", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rendered = fs::read_to_string(out.path().join("edge-a/broker/docker-compose.yml")).unwrap();
+    assert!(
+        rendered.ends_with("    ports:\n      - \"192.168.1.20:1883:1883\"\n      - target: 8883\n        published: 8883\n        host_ip: \"192.168.1.20\"\n"),
+        "{rendered}"
+    );
+    let valid = tree.homelab(&["validate"]);
+    assert_eq!(valid.code, 0, "{}", valid.stderr);
+}
+
 #[allow(dead_code)]
 fn unused() {
     let _ = (fixtures(), copy_tree);

@@ -51,6 +51,8 @@ pub struct Context<'a> {
     pub root: &'a str,
     /// The exposure the node gives the service.
     pub exposure: Exposure,
+    /// The node's LAN address, when the topology gives one: a `lan` service publishes on it.
+    pub lan_ip: Option<std::net::IpAddr>,
     /// Every file and folder shipped with the service, relative to its folder with `/`
     /// separators: what is under `services/<svc>/` or `hosts/<node>/runtime/<svc>/`, except
     /// `README.md`, `env.example` and `service.yaml`.
@@ -174,7 +176,7 @@ pub fn check(
                 };
                 *i += 1;
                 if let Some(p) = published(&p.value, at) {
-                    exposure(inst, ctx.exposure, &p, d);
+                    exposure(inst, ctx.exposure, ctx.lan_ip, &p, d);
                     fp.ports.push(p);
                 }
             }
@@ -598,17 +600,38 @@ fn published(v: &Value, at: Located) -> Option<Published> {
 
 /// An `internal` service publishes nothing; a `lan` one only on an address written out, so
 /// publishing on every address of the node (tailnet and public interfaces too) is never the
-/// unnoticed default: an explicit `0.0.0.0:` is a reviewed choice.
-fn exposure(inst: &Instance, exposure: Exposure, p: &Published, d: &mut Diagnostics) {
-    let (message, fix) = match (exposure, &p.host_ip) {
-        (Exposure::Internal, _) => (
+/// unnoticed default: an explicit `0.0.0.0:` is a reviewed choice, unless the node has a LAN
+/// address (`lan_ip`), which is then the one a `lan` service publishes on.
+fn exposure(
+    inst: &Instance,
+    exposure: Exposure,
+    lan_ip: Option<std::net::IpAddr>,
+    p: &Published,
+    d: &mut Diagnostics,
+) {
+    let (message, fix) = match (exposure, &p.host_ip, lan_ip) {
+        (Exposure::Internal, _, _) => (
             format!("publishes host port {}, but `{}` has exposure `internal` on `{}`: an internal service publishes no port", p.shown(), inst.service, inst.node),
             "remove the published port (containers reach the service over a Docker network), or change the exposure in service.yaml and the host's services.yaml".to_owned(),
         ),
-        (Exposure::Lan, None) => (
+        (Exposure::Lan, None, None) => (
             format!("publishes host port {} on every address of the node (0.0.0.0), but `{}` has exposure `lan` on `{}`: a lan service publishes only on an explicit address", p.shown(), inst.service, inst.node),
-            format!("write the node's LAN address before the port (`<lan-address>:{}:<container port>`), or `0.0.0.0:{}:<container port>` to publish on every address on purpose", p.range(), p.range()),
+            format!("give the node its `lan_address` in inventory/topology.yaml and write `\"{{{{ lan_ip }}}}:{}:<container port>\"`, or write `0.0.0.0:{}:<container port>` to publish on every address on purpose", p.range(), p.range()),
         ),
+        (Exposure::Lan, ip, Some(lan)) if p.specific_ip().is_none() => {
+            let written = match ip {
+                Some(_) => "every address of the node",
+                None => "every address of the node (no address written)",
+            };
+            let lan_ip = match lan {
+                std::net::IpAddr::V4(_) => "{{ lan_ip }}",
+                std::net::IpAddr::V6(_) => "[{{ lan_ip }}]",
+            };
+            (
+                format!("publishes host port {} on {written}, but `{}` has exposure `lan` on `{}`, whose LAN address is {lan} (inventory/topology.yaml): a lan service publishes on the node's LAN address only", p.shown(), inst.service, inst.node),
+                format!("write `\"{lan_ip}:{}:<container port>\"` (`host_ip: \"{{{{ lan_ip }}}}\"` in the long syntax): `lan_ip` renders as {lan} on `{}`", p.range(), inst.node),
+            )
+        }
         _ => return,
     };
     d.err("exposure-port", &p.at.file, p.at.line, p.at.field.clone(), message, fix);
