@@ -424,6 +424,9 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
         let secret = looks_secret(&name);
         match out.variables.iter_mut().find(|v| v.name == name) {
             Some(v) => v.required |= no_default,
+            // A default that is not a secret's needs no declaration (validate's rule): the
+            // variable stays the project's knob, set in the node's env file when wanted.
+            None if !no_default && !secret => {}
             None => out.variables.push(Variable { secret, required: no_default, name }),
         }
     }
@@ -965,13 +968,10 @@ mod tests {
             out.variables.iter().map(|v| (v.name.as_str(), v.secret, v.required)).collect();
         assert_eq!(
             vars,
-            [
-                ("API_KEY", true, true),
-                ("DB_PASSWORD", true, true),
-                ("NEEDED", false, true),
-                ("PLAIN", false, false)
-            ]
+            [("API_KEY", true, true), ("DB_PASSWORD", true, true), ("NEEDED", false, true),]
         );
+        // Issue 20: `${PLAIN:-x}` needs no declaration; its default stays as written.
+        assert!(out.text.contains("      PLAIN: ${PLAIN:-x}\n"), "{}", out.text);
         assert!(!out.text.contains("hunter2") && !out.text.contains("abc"));
     }
 
