@@ -641,6 +641,43 @@ fn exposure(
 mod tests {
     use super::{container_name, reached_as};
 
+    /// Issue 20: on a node with a LAN address, a `lan` port on every address is refused with
+    /// the fix `{{ lan_ip }}` (in brackets for an IPv6 address in the short syntax); an address
+    /// written out passes, and without a LAN address `0.0.0.0` stays a choice.
+    #[test]
+    fn a_lan_port_on_every_address_is_refused_where_the_node_has_a_lan_address() {
+        use super::super::super::{Exposure, Instance, NodeName, ServiceName};
+        use super::super::{Located, Published};
+        use super::Diagnostics;
+        let inst = Instance {
+            service: ServiceName::parse("web").unwrap(),
+            node: NodeName::parse("alpha").unwrap(),
+        };
+        let port = |ip: Option<&str>| Published {
+            host_ip: ip.map(str::to_owned),
+            start: 80,
+            end: 80,
+            protocol: "tcp".to_owned(),
+            at: Located { file: "f".to_owned(), line: Some(1), field: "p".to_owned() },
+        };
+        let judged = |ip: Option<&str>, lan: Option<&str>| {
+            let mut d = Diagnostics::default();
+            let lan = lan.map(|a| a.parse().unwrap());
+            super::exposure(&inst, Exposure::Lan, lan, &port(ip), &mut d);
+            d.into_sorted().into_iter().map(|d| d.fix).collect::<Vec<_>>()
+        };
+        let v4 = judged(Some("0.0.0.0"), Some("192.168.1.20"));
+        assert_eq!(v4.len(), 1);
+        assert!(v4[0].starts_with("write `\"{{ lan_ip }}:80:<container port>\"`"), "{}", v4[0]);
+        let v6 = judged(None, Some("fd00::20"));
+        assert!(v6[0].starts_with("write `\"[{{ lan_ip }}]:80:<container port>\"`"), "{}", v6[0]);
+        assert_eq!(judged(Some("::"), Some("fd00::20")).len(), 1);
+        assert!(judged(Some("192.168.1.20"), Some("192.168.1.20")).is_empty());
+        assert!(judged(Some("127.0.0.1"), Some("192.168.1.20")).is_empty());
+        assert!(judged(Some("0.0.0.0"), None).is_empty());
+        assert_eq!(judged(None, None).len(), 1);
+    }
+
     /// Issue 20: `n8n-n8n-db` and `matomo-matomo_db` said the service's name twice.
     #[test]
     fn a_key_that_carries_the_service_name_is_its_own_container_name() {
