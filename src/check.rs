@@ -193,6 +193,7 @@ fn compose_rules(
     let ctx = compose::Context {
         root: &node.runtime_root,
         exposure,
+        lan_ip: node.lan_address,
         shipped: &shipped,
         texts: &shipped_texts,
         known: &known,
@@ -332,6 +333,20 @@ fn template_problem(
                 format!("define `{key}` under `vars:` in services/{svc}/service.yaml (or per node in hosts/<node>/services.yaml), or fix the name"),
             );
         }
+        // `lan_ip` is in the context only for a node the topology gives a LAN address.
+        let node = &lab.nodes[&inst.node];
+        let lan_ip =
+            exprs.iter().find(|(_, e)| e.split(['.', '[', '(', ' ', '|']).next() == Some("lan_ip"));
+        if let (Some((text, _)), None) = (lan_ip, node.lan_address) {
+            return d.err(
+                "template",
+                file,
+                line,
+                text.clone(),
+                format!("undefined value: `lan_ip` is the node's LAN address, and `{}` has none in inventory/topology.yaml", inst.node),
+                format!("set `lan_address` under `nodes.{}` in inventory/topology.yaml (`lan_address: 192.168.1.20`)", inst.node),
+            );
+        }
         // A name the template context does not have at all (`{{ username }}`): most often text
         // meant for another program.
         let unknown = exprs.iter().find(|(_, e)| {
@@ -376,8 +391,8 @@ fn template_problem(
 }
 
 /// The names a template can use at the top level (see `render`'s context).
-const CONTEXT: [&str; 7] =
-    ["root", "node", "service", "config_dir", "data_dir", "logs_dir", "vars"];
+const CONTEXT: [&str; 8] =
+    ["root", "node", "service", "config_dir", "data_dir", "logs_dir", "lan_ip", "vars"];
 
 /// The source of the template `file` rendered for `inst`: its compose file, override, a
 /// shipped file (service or host), or a shared fragment of `templates/`.

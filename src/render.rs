@@ -66,6 +66,10 @@ struct Ctx<'a> {
     config_dir: String,
     data_dir: String,
     logs_dir: String,
+    /// The node's LAN address (`lan_address` in the topology), what `lan` ports publish on;
+    /// undefined on a node without one, so a template that needs it says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lan_ip: Option<String>,
     vars: BTreeMap<&'a str, &'a serde_json::Value>,
 }
 
@@ -107,6 +111,7 @@ pub fn render_instance(lab: &Homelab, inst: &Instance) -> Result<Rendered, Rende
         config_dir: layout.config(svc.name.as_str()),
         data_dir: layout.data(svc.name.as_str()),
         logs_dir: layout.logs(svc.name.as_str()),
+        lan_ip: node.lan_address.map(|a| a.to_string()),
         vars,
     };
 
@@ -189,6 +194,30 @@ fn template_error(e: &minijinja::Error, fallback: Option<&str>) -> RenderError {
         None => e.kind().to_string(),
     };
     RenderError::Template { file, line: e.line().map(|l| l as u64), message }
+}
+
+/// The compose files of `inst` whose name in the repository is not the one they ship under
+/// (`services/web/compose.yaml` → `docker-compose.yml`, a host's `compose.override.yaml` →
+/// `docker-compose.override.yml`), as (repository path, name on the node): `render` and `plan`
+/// say so, since the file on the node is named otherwise than the one the operator edits.
+pub fn renamed(lab: &Homelab, inst: &Instance) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    let Some(svc) = lab.services.get(&inst.service) else { return out };
+    let file_name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+    if file_name(&svc.compose.path) != COMPOSE {
+        out.push((svc.compose.path.clone(), COMPOSE));
+    }
+    if let Some(o) = lab.nodes.get(&inst.node).and_then(|n| n.overrides.get(&inst.service)) {
+        if file_name(&o.path) != OVERRIDE {
+            out.push((o.path.clone(), OVERRIDE));
+        }
+    }
+    out
+}
+
+/// The line `render` and `plan` print for a file of [`renamed`].
+pub fn renamed_note(path: &str, release: &str) -> String {
+    format!("note: {path} ships to the node as {release} (the name the node's Compose commands use; the repository keeps its own)")
 }
 
 /// Renders the instances selected by `keep`, in name order.

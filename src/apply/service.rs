@@ -251,6 +251,7 @@ impl ServiceRun<'_, '_, '_> {
             inst: &self.c.instance,
             root: layout.root(),
             exposure: limits.exposure,
+            lan_ip: limits.lan_address,
             declared: &limits.paths,
             releases: &releases,
             env_file: &env_file,

@@ -147,6 +147,18 @@ pub fn run(repo: &Path, args: &PlanArgs<'_>, out: &mut dyn Write) -> Result<Repo
         .map(|n| n.node.to_string())
         .collect();
     let unread = |then: &str| Error::Unreachable { nodes: unreachable.clone(), then: then.into() };
+    // A change that writes a compose file named otherwise in the repository (`compose.yaml`)
+    // says so: the reviewer reads `docker-compose.yml` in the plan.
+    let renamed: std::collections::BTreeSet<(String, &str)> = plan
+        .nodes
+        .iter()
+        .flat_map(|n| &n.changes)
+        .filter(|c| c.artifacts.iter().any(|a| a.name == crate::render::COMPOSE))
+        .flat_map(|c| crate::render::renamed(&lab, &c.instance))
+        .collect();
+    for (path, release) in &renamed {
+        eprintln!("{}", crate::render::renamed_note(path, release));
+    }
     let report = if args.detailed_exitcode && plan.has_changes() {
         Report::Changes
     } else {

@@ -34,6 +34,13 @@ pub fn run(
         )
         .map_err(Error::stdout)?;
     }
+    // The rendered folder holds `docker-compose.yml` where the repository has `compose.yaml`:
+    // said once per file, on stderr beside the data.
+    let renamed: std::collections::BTreeSet<(String, &str)> =
+        rendered.iter().flat_map(|r| render::renamed(&lab, &r.instance)).collect();
+    for (path, release) in &renamed {
+        eprintln!("{}", render::renamed_note(path, release));
+    }
     Ok(Report::Success)
 }
 

@@ -124,6 +124,8 @@ impl Ready {
             uplink: String::new(),
             offline_first: false,
             ssh: SshTarget { address: "localhost".to_owned(), user: String::new(), port: 22 },
+            // What the node checks of its LAN address comes with each change (`Limits`).
+            lan_address: None,
             runtime_root: layout.root().to_owned(),
             docker_socket: super::docker_socket(),
             snapshot_min_free: crate::model::DEFAULT_SNAPSHOT_MIN_FREE,

@@ -296,31 +296,7 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                 Exposure::Internal => {
                     return Err(problem(file, Some(l), pf, "publishes a host port, but the exposure is `internal`: an internal service publishes no port", "import with `--exposure lan` (or tailnet, public), or remove the published port from the project"));
                 }
-                Exposure::Lan if !has_ip(&p.value) => match &p.value {
-                    Value::String(s) => {
-                        let l = locate(&lines, l, s);
-                        push(
-                            Some(l),
-                            pf,
-                            format!("`{s}` → `0.0.0.0:{s}`"),
-                            "a `lan` service publishes only on an address written out; `0.0.0.0` (every address) until you write the node's LAN address",
-                            vec![Op::Replace { line: l, old: s.clone(), new: format!("0.0.0.0:{s}") }],
-                        )
-                    }
-                    _ => {
-                        let pl = (l..=block_end(&lines, l))
-                            .find(|&k| lines[k - 1].contains("published:"))
-                            .unwrap_or(l);
-                        let col = lines[pl - 1].find("published:").unwrap_or(child);
-                        push(
-                            Some(pl),
-                            pf,
-                            "added `host_ip: 0.0.0.0`".into(),
-                            "a `lan` service publishes only on an address written out; `0.0.0.0` (every address) until you write the node's LAN address",
-                            vec![Op::Insert { after: pl, text: format!("{}host_ip: 0.0.0.0", " ".repeat(col)) }],
-                        );
-                    }
-                },
+                Exposure::Lan => lan_port(&lines, l, child, &p.value, i.lan_ip, pf, &mut push),
                 _ => {}
             }
         }
@@ -448,6 +424,9 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
         let secret = looks_secret(&name);
         match out.variables.iter_mut().find(|v| v.name == name) {
             Some(v) => v.required |= no_default,
+            // A default that is not a secret's needs no declaration (validate's rule): the
+            // variable stays the project's knob, set in the node's env file when wanted.
+            None if !no_default && !secret => {}
             None => out.variables.push(Variable { secret, required: no_default, name }),
         }
     }
@@ -721,6 +700,104 @@ fn has_ip(v: &Value) -> bool {
     }
 }
 
+/// A `lan` port published on an address written out: the node's LAN address
+/// (`{{ lan_ip }}`) when the topology gives one (in place of no address, `0.0.0.0` or `[::]`),
+/// else `0.0.0.0` in place of no address. `push` records the edit.
+fn lan_port(
+    lines: &[&str],
+    l: usize,
+    child: usize,
+    v: &Value,
+    lan_ip: Option<std::net::IpAddr>,
+    field: String,
+    push: &mut impl FnMut(Option<usize>, String, String, &str, Vec<Op>),
+) {
+    let why = match lan_ip {
+        Some(_) => "a `lan` service publishes on the node's LAN address (`lan_address` in inventory/topology.yaml), which `{{ lan_ip }}` renders",
+        None => "a `lan` service publishes only on an address written out; `0.0.0.0` (every address) until the node has a `lan_address` in inventory/topology.yaml",
+    };
+    match v {
+        Value::String(s) => {
+            let prefix = match lan_ip {
+                Some(std::net::IpAddr::V4(_)) => "{{ lan_ip }}",
+                Some(std::net::IpAddr::V6(_)) => "[{{ lan_ip }}]",
+                None => "0.0.0.0",
+            };
+            let rest = if !has_ip(v) {
+                s.as_str()
+            } else if lan_ip.is_some() {
+                let Some(rest) = ["0.0.0.0:", "[::]:"].iter().find_map(|p| s.strip_prefix(p))
+                else {
+                    return;
+                };
+                rest
+            } else {
+                return;
+            };
+            let l = locate(lines, l, s);
+            let new = format!("{prefix}:{rest}");
+            // A plain YAML scalar may not start with `{` or `[`.
+            let new = if lan_ip.is_some() { quoted(lines[l - 1], s, &new) } else { new };
+            push(
+                Some(l),
+                field,
+                format!("`{s}` → `{new}`"),
+                why,
+                vec![Op::Replace { line: l, old: s.clone(), new }],
+            );
+        }
+        Value::Object(m) => {
+            let end = block_end(lines, l);
+            let written = m.get("host_ip").and_then(Value::as_str).filter(|ip| !ip.is_empty());
+            let host_ip = if lan_ip.is_some() { "\"{{ lan_ip }}\"" } else { "0.0.0.0" };
+            match written {
+                None => {
+                    let pl = (l..=end).find(|&k| lines[k - 1].contains("published:")).unwrap_or(l);
+                    let col = lines[pl - 1].find("published:").unwrap_or(child);
+                    push(
+                        Some(pl),
+                        field,
+                        format!("added `host_ip: {host_ip}`"),
+                        why,
+                        vec![Op::Insert {
+                            after: pl,
+                            text: format!("{}host_ip: {host_ip}", " ".repeat(col)),
+                        }],
+                    );
+                }
+                Some(ip) if lan_ip.is_some() && matches!(ip, "0.0.0.0" | "::" | "[::]") => {
+                    let Some(hl) = (l..=end).find(|&k| lines[k - 1].contains("host_ip:")) else {
+                        return;
+                    };
+                    let line = lines[hl - 1];
+                    let at = line.find("host_ip:").unwrap_or(0);
+                    let old = line[at..].trim_end().to_owned();
+                    push(
+                        Some(hl),
+                        field,
+                        format!("`host_ip: {ip}` → `host_ip: {host_ip}`"),
+                        why,
+                        vec![Op::Replace { line: hl, old, new: format!("host_ip: {host_ip}") }],
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `new` in double quotes unless `old` is written quoted on `line`.
+fn quoted(line: &str, old: &str, new: &str) -> String {
+    let is_quoted =
+        line.find(old).is_some_and(|at| at > 0 && matches!(line.as_bytes()[at - 1], b'"' | b'\''));
+    if is_quoted {
+        new.to_owned()
+    } else {
+        format!("\"{new}\"")
+    }
+}
+
 /// Colons outside `${…}`.
 fn colons(s: &str) -> usize {
     let mut depth = 0;
@@ -772,6 +849,17 @@ mod tests {
         files: &[(&str, Existing)],
         exposure: Option<Exposure>,
     ) -> Result<Output, Diagnostic> {
+        run_on(svc, text, files, exposure, None)
+    }
+
+    /// `run` on a node with the LAN address `lan_ip`.
+    fn run_on(
+        svc: &str,
+        text: &str,
+        files: &[(&str, Existing)],
+        exposure: Option<Exposure>,
+        lan_ip: Option<std::net::IpAddr>,
+    ) -> Result<Output, Diagnostic> {
         let files: BTreeMap<String, Existing> =
             files.iter().map(|(p, e)| ((*p).to_owned(), *e)).collect();
         let exists = |rel: &str| files.get(rel).copied().unwrap_or(Existing::Missing);
@@ -783,6 +871,7 @@ mod tests {
             file: "p/compose.yaml",
             text,
             exposure,
+            lan_ip,
             exists: &exists,
             read: &read,
             env_values: &env,
@@ -873,13 +962,10 @@ mod tests {
             out.variables.iter().map(|v| (v.name.as_str(), v.secret, v.required)).collect();
         assert_eq!(
             vars,
-            [
-                ("API_KEY", true, true),
-                ("DB_PASSWORD", true, true),
-                ("NEEDED", false, true),
-                ("PLAIN", false, false)
-            ]
+            [("API_KEY", true, true), ("DB_PASSWORD", true, true), ("NEEDED", false, true),]
         );
+        // Issue 20: `${PLAIN:-x}` needs no declaration; its default stays as written.
+        assert!(out.text.contains("      PLAIN: ${PLAIN:-x}\n"), "{}", out.text);
         assert!(!out.text.contains("hunter2") && !out.text.contains("abc"));
     }
 
@@ -904,6 +990,31 @@ mod tests {
         assert!(tailnet.text.contains("      - 8080:80\n"));
         let e = run("app", text, &[], Some(Exposure::Internal)).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (Some(5), "services.app.ports[0]"));
+    }
+
+    /// Issue 20: with the node's LAN address known, `lan` ports publish on `{{ lan_ip }}`, and
+    /// a published `0.0.0.0` (which validate refuses there) is rewritten too.
+    #[test]
+    fn lan_ports_publish_on_the_nodes_lan_address_when_it_has_one() {
+        let text = "services:\n  app:\n    image: x\n    ports:\n      - 8080:80\n      - \"0.0.0.0:8443:443\"\n      - \"127.0.0.1:53:53/udp\"\n      - target: 9000\n        published: 9000\n      - target: 9001\n        published: 9001\n        host_ip: 0.0.0.0\n";
+        let v4 = run_on("app", text, &[], None, Some("192.168.1.20".parse().unwrap())).unwrap();
+        for line in [
+            "      - \"{{ lan_ip }}:8080:80\"\n",
+            "      - \"{{ lan_ip }}:8443:443\"\n",
+            "      - \"127.0.0.1:53:53/udp\"\n",
+            "        published: 9000\n        host_ip: \"{{ lan_ip }}\"\n",
+            "        published: 9001\n        host_ip: \"{{ lan_ip }}\"\n",
+        ] {
+            assert!(v4.text.contains(line), "no {line:?} in\n{}", v4.text);
+        }
+        assert!(!v4.text.contains("0.0.0.0"), "{}", v4.text);
+        assert!(v4.edits.iter().all(|e| !e.why.contains("until")), "{:?}", v4.edits);
+        let v6 = run_on("app", text, &[], None, Some("fd00::20".parse().unwrap())).unwrap();
+        assert!(v6.text.contains("      - \"[{{ lan_ip }}]:8080:80\"\n"), "{}", v6.text);
+        // Without a LAN address, an explicit `0.0.0.0` stays as written.
+        let none = run("app", text, &[], None).unwrap();
+        assert!(none.text.contains("      - \"0.0.0.0:8443:443\"\n"), "{}", none.text);
+        assert!(none.text.contains("      - 0.0.0.0:8080:80\n"), "{}", none.text);
     }
 
     #[test]

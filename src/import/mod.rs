@@ -140,6 +140,7 @@ pub fn run(repo: &Path, req: &Request) -> Result<Imported, ImportError> {
         file: &shown,
         text: &p.text,
         exposure: req.exposure,
+        lan_ip: node.lan_address,
         exists: &exists,
         read: &read,
         env_values: &p.env_values,

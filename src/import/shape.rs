@@ -31,6 +31,8 @@ pub struct Input<'a> {
     pub text: &'a str,
     /// `--exposure`; `None`: `lan` when a port is published, else `internal`.
     pub exposure: Option<Exposure>,
+    /// The node's LAN address: `lan` ports are published on `{{ lan_ip }}` when it has one.
+    pub lan_ip: Option<std::net::IpAddr>,
     /// What the project folder has at a normalized relative path (`""` is the folder).
     pub exists: &'a dyn Fn(&str) -> Existing,
     /// The text of a file of the project (env files), `None` when unreadable.

@@ -73,6 +73,8 @@ fn nodes(t: &raw::Topology) -> BTreeMap<NodeName, Node> {
                     user: n.ssh.user.value.clone(),
                     port: n.ssh.port,
                 },
+                // A bad address is reported by `validate::topology`; here it is left out.
+                lan_address: n.lan_address.as_ref().and_then(|a| lan_address(&a.value).ok()),
                 runtime_root,
                 root_given: false,
                 docker_socket,
@@ -94,6 +96,21 @@ fn nodes(t: &raw::Topology) -> BTreeMap<NodeName, Node> {
         );
     }
     nodes
+}
+
+/// A node's LAN address as the topology writes it: an IPv4 or IPv6 address of one interface,
+/// so not `0.0.0.0`/`::` (every address, what `lan_address` replaces), a loopback or a
+/// multicast address. The error says what was expected.
+pub(crate) fn lan_address(s: &str) -> Result<std::net::IpAddr, &'static str> {
+    let ip: std::net::IpAddr =
+        s.trim().parse().map_err(|_| "an IPv4 or IPv6 address (`192.168.1.20`, `fd00::20`)")?;
+    if ip.is_unspecified() {
+        return Err("the node's own address on the LAN, not every address (`0.0.0.0`, `::`)");
+    }
+    if ip.is_loopback() || ip.is_multicast() {
+        return Err("the node's address on the LAN, not a loopback or multicast address");
+    }
+    Ok(ip)
 }
 
 /// The owner a contract names, when it is `all` or a node of the topology.

@@ -26,8 +26,17 @@ pub const SERVICE_FILES: [&str; 5] =
 /// as `docker-compose.yml` (`render::COMPOSE`): the node's scripts and the override use that.
 pub const COMPOSE_FILES: [&str; 4] =
     ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
-/// The one file a `hosts/<node>/runtime/<svc>/` folder may hold.
+/// The host's override of a service, as it ships to the node (`render::OVERRIDE`).
 pub const OVERRIDE_FILE: &str = "docker-compose.override.yml";
+/// The names a `hosts/<node>/runtime/<svc>/` folder may give its override, in the order
+/// Compose looks for them (`compose.override.yaml` beside a `compose.yaml`); a folder has at
+/// most one of them. Whatever its name in the repository, it ships as `OVERRIDE_FILE`.
+pub const OVERRIDE_FILES: [&str; 4] = [
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yaml",
+    "docker-compose.override.yml",
+];
 /// The folders a homelab repository must have.
 pub const TOP_FOLDERS: [&str; 3] = ["inventory", "hosts", "services"];
 
@@ -379,12 +388,33 @@ impl Reader<'_> {
             for name in self.list(&runtime_path) {
                 let path = format!("{runtime_path}/{name}");
                 let files = self.repo.list_dir(Path::new(&path));
-                let file = format!("{path}/{OVERRIDE_FILE}");
-                let override_file = self.repo.exists(Path::new(&file)).then(|| {
-                    self.repo.read_text(Path::new(&file)).map(|text| Source { path: file, text })
-                });
+                let present: Vec<&str> = OVERRIDE_FILES
+                    .into_iter()
+                    .filter(|f| self.repo.exists(Path::new(&format!("{path}/{f}"))))
+                    .collect();
+                let override_file = match present[..] {
+                    [] => None,
+                    [one] => {
+                        let file = format!("{path}/{one}");
+                        Some(
+                            self.repo
+                                .read_text(Path::new(&file))
+                                .map(|text| Source { path: file, text }),
+                        )
+                    }
+                    [a, b, ..] => Some(Err(Diagnostic::new(
+                        "layout",
+                        format!("{path}/{b}"),
+                        None,
+                        "",
+                        format!("expected one override file, found `{a}` and `{b}`: both would ship to the node as `{OVERRIDE_FILE}`"),
+                        "keep one of them (any of `compose.override.yaml`, `compose.override.yml`, `docker-compose.override.yaml` or `docker-compose.override.yml` works)",
+                    ))),
+                };
                 let mut extra = Vec::new();
-                for rel in self.walk(&path).into_iter().filter(|r| r != OVERRIDE_FILE) {
+                for rel in
+                    self.walk(&path).into_iter().filter(|r| !OVERRIDE_FILES.contains(&r.as_str()))
+                {
                     extra.push(self.repo.read_extra(&format!("{path}/{rel}")));
                 }
                 runtime.push(RuntimeDir { name, files, override_file, extra });

@@ -19,6 +19,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+pub(crate) use build::lan_address;
 pub use diag::{Diagnostic, Diagnostics};
 pub use names::{NodeName, ServiceName};
 
@@ -99,6 +100,9 @@ pub struct Node {
     pub uplink: String,
     pub offline_first: bool,
     pub ssh: SshTarget,
+    /// The node's address on its LAN (`lan_address` in the topology): `lan` services publish
+    /// on it (`{{ lan_ip }}`), never on every address of the node.
+    pub lan_address: Option<std::net::IpAddr>,
     pub runtime_root: String,
     /// Whether `runtime_root` was placed by `--transport local --root DIR` (`DIR/<id>`) rather
     /// than read from the topology: a plan then records it, so its review renders the same.

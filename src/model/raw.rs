@@ -57,6 +57,10 @@ pub struct Node {
     /// This node's restic repository, in place of the topology's `backup`.
     #[serde(default)]
     pub backup: Option<S<BackupTarget>>,
+    /// The node's address on its LAN (`192.168.1.20`): what `lan` services publish on
+    /// (`{{ lan_ip }}` in templates). A string here so a bad one is a diagnostic with its line.
+    #[serde(default)]
+    pub lan_address: Option<S<String>>,
 }
 
 /// A restic repository: `repository` as restic takes it (a path on the node, `sftp:…`),

@@ -556,6 +556,9 @@ pub fn encode(plan: &Plan) -> String {
                 }
                 if let Some(l) = &rt.limits {
                     let _ = writeln!(out, "exposure {}", l.exposure.as_str());
+                    if let Some(a) = l.lan_address {
+                        let _ = writeln!(out, "lan-address {a}");
+                    }
                     for p in &l.paths {
                         let _ = writeln!(out, "host-path {}", one_line(p));
                     }
@@ -986,7 +989,20 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 if rt.limits.is_some() {
                     return Err(p.err("a second `exposure` for the same change"));
                 }
-                rt.limits = Some(super::Limits { exposure, paths: Vec::new() });
+                rt.limits = Some(super::Limits { exposure, lan_address: None, paths: Vec::new() });
+            } else if let Some(rest) = l.strip_prefix("lan-address ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let limits = change
+                    .runtime
+                    .as_mut()
+                    .and_then(|rt| rt.limits.as_mut())
+                    .filter(|l| l.lan_address.is_none() && l.paths.is_empty())
+                    .ok_or_else(|| p.err("`lan-address` must follow `exposure`, once"))?;
+                // As the topology's check takes it: the node judges ports against it.
+                let ip = crate::model::lan_address(rest).map_err(|expected| {
+                    p.err(format!("expected {expected}, found `{}`", shorten(rest)))
+                })?;
+                limits.lan_address = Some(ip);
             } else if let Some(rest) = l.strip_prefix("host-path ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 let limits = change
@@ -1348,6 +1364,7 @@ mod tests {
                             }),
                             limits: Some(crate::plan::Limits {
                                 exposure: crate::model::Exposure::Lan,
+                                lan_address: Some("192.168.1.20".parse().unwrap()),
                                 paths: vec!["/var/run/docker.sock".into(), "data/broker".into()],
                             }),
                         }),
@@ -1405,6 +1422,13 @@ mod tests {
         assert!(decode(&forever, "p").unwrap_err().message.contains("more than a day"));
         let no_retry = text.replace("retries=3 ", "retries=0 ");
         assert!(decode(&no_retry, "p").unwrap_err().message.contains("1 to 100 retries"));
+        // The node judges ports against the LAN address: every address is not one.
+        assert!(text.contains("\nexposure lan\nlan-address 192.168.1.20\nhost-path "), "{text}");
+        let every = text.replace("lan-address 192.168.1.20", "lan-address 0.0.0.0");
+        assert!(decode(&every, "p").unwrap_err().message.contains("not every address"));
+        let twice =
+            text.replace("lan-address 192.168.1.20", "lan-address 10.0.0.1\nlan-address 10.0.0.2");
+        assert!(decode(&twice, "p").unwrap_err().message.contains("once"));
     }
 
     /// Any edit or cut of a plan file is an error or a valid plan, never a panic.

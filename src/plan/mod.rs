@@ -196,6 +196,9 @@ impl Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub exposure: crate::model::Exposure,
+    /// The node's LAN address (`lan_address` in the topology): a `lan` service publishes on
+    /// it, and no longer on every address. `None` when the node has none.
+    pub lan_address: Option<std::net::IpAddr>,
     pub paths: Vec<String>,
 }
 
@@ -244,6 +247,7 @@ impl Runtime {
                     .and_then(|n| n.services.get(&inst.service))
                     .map(|s| s.exposure)
                     .unwrap_or(svc.exposure),
+                lan_address: lab.nodes.get(&inst.node).and_then(|n| n.lan_address),
                 paths: svc.host_paths.iter().chain(&svc.persistence_paths).fold(
                     Vec::new(),
                     |mut all, p| {

@@ -323,6 +323,46 @@ fn depends_on_another_homelab_service_becomes_a_dependency() {
     assert!(read(&tree, "hosts/edge-a/services.yaml").contains("  - name: sensor\n"));
 }
 
+/// Issue 20: on a node with a LAN address, `lan` ports are published on `{{ lan_ip }}` (a
+/// published `0.0.0.0` too, which validate refuses there), and the result validates and
+/// renders with the address.
+#[test]
+fn lan_ports_publish_on_the_nodes_lan_address() {
+    let tree = Tree::base();
+    let topology = read(&tree, "inventory/topology.yaml");
+    let with_lan = topology.replace(
+        "      address: 10.77.0.3\n",
+        "      address: 10.77.0.3\n    lan_address: 192.168.1.10\n",
+    );
+    assert_ne!(with_lan, topology, "the base topology changed: edge-a's address moved");
+    tree.write("inventory/topology.yaml", with_lan);
+    let p = Project::empty("gitea");
+    p.write(
+        "compose.yaml",
+        "services:\n  gitea:\n    image: gitea/gitea\n    ports:\n      - \"3000:3000\"\n      - 0.0.0.0:2222:22\n",
+    );
+    let out = imported(&tree, &p, "gitea", "edge-a", &[], &[]);
+    assert!(out.stdout.contains("`3000:3000` → `{{ lan_ip }}:3000:3000`"), "{}", out.stdout);
+    let compose = read(&tree, "services/gitea/docker-compose.yml");
+    assert!(
+        compose.contains("      - \"{{ lan_ip }}:3000:3000\"\n      - \"{{ lan_ip }}:2222:22\"\n"),
+        "{compose}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let r = tree.homelab(&[
+        "render",
+        "--node",
+        "edge-a",
+        "--service",
+        "gitea",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rendered = fs::read_to_string(dir.path().join("edge-a/gitea/docker-compose.yml")).unwrap();
+    assert!(rendered.contains("      - \"192.168.1.10:3000:3000\"\n"), "{rendered}");
+}
+
 /// `build: .` ships the project folder, less the compose file, the files import writes
 /// itself and hidden files (`.env`, `.git`).
 #[test]

@@ -863,3 +863,29 @@ fn the_owners_config_files_show_as_diffs_in_a_plan() {
     assert!(out.stdout.contains("mosquitto.conf"), "{}", out.stdout);
     assert!(!out.stdout.contains("~ update   prometheus@"), "untouched: {}", out.stdout);
 }
+
+/// Issue 20: a change that writes a compose file the repository names `compose.yaml` says, once,
+/// that it ships to the node as `docker-compose.yml` (the name the plan shows); files named as
+/// they ship get no note.
+#[test]
+fn a_compose_file_named_otherwise_is_said_to_ship_as_docker_compose_yml() {
+    let lab = Lab::new();
+    let plain = lab.plan_with(None, &[]);
+    ok(&plain, 0, "plan of the base fixture");
+    assert!(!plain.stderr.contains("note:"), "{}", plain.stderr);
+    fs::rename(
+        lab.path("repo/services/app/docker-compose.yml"),
+        lab.path("repo/services/app/compose.yaml"),
+    )
+    .unwrap();
+    let out = lab.plan_with(None, &[]);
+    ok(&out, 0, "plan with compose.yaml");
+    assert!(out.stdout.contains("+ create   app@edge-b"), "{}", out.stdout);
+    let notes: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("note:")).collect();
+    assert_eq!(
+        notes,
+        ["note: services/app/compose.yaml ships to the node as docker-compose.yml (the name the node's Compose commands use; the repository keeps its own)"],
+        "{}",
+        out.stderr
+    );
+}

@@ -143,6 +143,70 @@ fn an_unknown_node_is_named() {
     );
 }
 
+/// Issue 20: `{{ lan_ip }}` renders as the node's `lan_address` from the topology, so a `lan`
+/// port is published on the node's LAN address, not on every address.
+#[test]
+fn lan_ip_renders_as_the_nodes_lan_address() {
+    let tree = Tree::base();
+    let topology = fs::read_to_string(tree.path().join("inventory/topology.yaml")).unwrap();
+    let with_lan = topology.replace(
+        "      address: 10.77.0.3\n",
+        "      address: 10.77.0.3\n    lan_address: 192.168.1.20\n",
+    );
+    assert_ne!(with_lan, topology, "the base topology changed: edge-a's address moved");
+    tree.write("inventory/topology.yaml", with_lan);
+    let compose =
+        fs::read_to_string(tree.path().join("services/broker/docker-compose.yml")).unwrap();
+    tree.write(
+        "services/broker/docker-compose.yml",
+        format!("{compose}    ports:\n      - \"{{{{ lan_ip }}}}:1883:1883\"\n      - target: 8883\n        published: 8883\n        host_ip: \"{{{{ lan_ip }}}}\"\n"),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let r = tree.homelab(&["render", "--node", "edge-a", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rendered = fs::read_to_string(out.path().join("edge-a/broker/docker-compose.yml")).unwrap();
+    assert!(
+        rendered.ends_with("    ports:\n      - \"192.168.1.20:1883:1883\"\n      - target: 8883\n        published: 8883\n        host_ip: \"192.168.1.20\"\n"),
+        "{rendered}"
+    );
+    let valid = tree.homelab(&["validate"]);
+    assert_eq!(valid.code, 0, "{}", valid.stderr);
+}
+
+/// Issue 20: a host's `compose.override.yaml` (beside a `compose.yaml`) is the override, shipped
+/// as `docker-compose.override.yml`; `render` says which files the node gets under another name.
+#[test]
+fn compose_override_yaml_is_the_override_and_renamed_files_are_said() {
+    let tree = Tree::base();
+    for (from, to) in [
+        ("services/app/docker-compose.yml", "services/app/compose.yaml"),
+        (
+            "hosts/edge-b/runtime/app/docker-compose.override.yml",
+            "hosts/edge-b/runtime/app/compose.override.yaml",
+        ),
+    ] {
+        fs::rename(tree.path().join(from), tree.path().join(to)).unwrap();
+    }
+    let valid = tree.homelab(&["validate"]);
+    assert_eq!(valid.code, 0, "{}", valid.stderr);
+    let out = tempfile::tempdir().unwrap();
+    let r = tree.homelab(&["render", "--node", "edge-b", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dir = out.path().join("edge-b/app");
+    let o = fs::read_to_string(dir.join("docker-compose.override.yml")).unwrap();
+    assert!(o.contains("APP_NODE: \"edge-b\""), "{o}");
+    assert!(!dir.join("compose.override.yaml").exists());
+    assert!(dir.join("docker-compose.yml").exists());
+    assert_eq!(
+        r.stderr,
+        "note: hosts/edge-b/runtime/app/compose.override.yaml ships to the node as docker-compose.override.yml (the name the node's Compose commands use; the repository keeps its own)\n\
+         note: services/app/compose.yaml ships to the node as docker-compose.yml (the name the node's Compose commands use; the repository keeps its own)\n"
+    );
+    // Files named as they ship get no note.
+    let plain = Tree::base().homelab(&["render", "--out", out.path().to_str().unwrap()]);
+    assert_eq!((plain.code, plain.stderr.as_str()), (0, ""));
+}
+
 #[allow(dead_code)]
 fn unused() {
     let _ = (fixtures(), copy_tree);

@@ -52,6 +52,8 @@ pub struct Context<'a> {
     pub root: &'a str,
     /// The exposure the node gives the service.
     pub exposure: Exposure,
+    /// The node's LAN address, when the topology gives one: a `lan` service publishes on it.
+    pub lan_ip: Option<std::net::IpAddr>,
     /// Every file and folder shipped with the service, relative to its folder with `/`
     /// separators: what is under `services/<svc>/` or `hosts/<node>/runtime/<svc>/`, except
     /// `README.md`, `env.example` and `service.yaml`.
@@ -175,7 +177,7 @@ pub fn check(
                 };
                 *i += 1;
                 if let Some(p) = published(&p.value, at) {
-                    exposure(inst, ctx.exposure, &p, d);
+                    exposure(inst, ctx.exposure, ctx.lan_ip, &p, d);
                     fp.ports.push(p);
                 }
             }
@@ -599,17 +601,38 @@ fn published(v: &Value, at: Located) -> Option<Published> {
 
 /// An `internal` service publishes nothing; a `lan` one only on an address written out, so
 /// publishing on every address of the node (tailnet and public interfaces too) is never the
-/// unnoticed default: an explicit `0.0.0.0:` is a reviewed choice.
-fn exposure(inst: &Instance, exposure: Exposure, p: &Published, d: &mut Diagnostics) {
-    let (message, fix) = match (exposure, &p.host_ip) {
-        (Exposure::Internal, _) => (
+/// unnoticed default: an explicit `0.0.0.0:` is a reviewed choice, unless the node has a LAN
+/// address (`lan_ip`), which is then the one a `lan` service publishes on.
+fn exposure(
+    inst: &Instance,
+    exposure: Exposure,
+    lan_ip: Option<std::net::IpAddr>,
+    p: &Published,
+    d: &mut Diagnostics,
+) {
+    let (message, fix) = match (exposure, &p.host_ip, lan_ip) {
+        (Exposure::Internal, _, _) => (
             format!("publishes host port {}, but `{}` has exposure `internal` on `{}`: an internal service publishes no port", p.shown(), inst.service, inst.node),
             "remove the published port (containers reach the service over a Docker network), or change the exposure in service.yaml and the host's services.yaml".to_owned(),
         ),
-        (Exposure::Lan, None) => (
+        (Exposure::Lan, None, None) => (
             format!("publishes host port {} on every address of the node (0.0.0.0), but `{}` has exposure `lan` on `{}`: a lan service publishes only on an explicit address", p.shown(), inst.service, inst.node),
-            format!("write the node's LAN address before the port (`<lan-address>:{}:<container port>`), or `0.0.0.0:{}:<container port>` to publish on every address on purpose", p.range(), p.range()),
+            format!("give the node its `lan_address` in inventory/topology.yaml and write `\"{{{{ lan_ip }}}}:{}:<container port>\"`, or write `0.0.0.0:{}:<container port>` to publish on every address on purpose", p.range(), p.range()),
         ),
+        (Exposure::Lan, ip, Some(lan)) if p.specific_ip().is_none() => {
+            let written = match ip {
+                Some(_) => "every address of the node",
+                None => "every address of the node (no address written)",
+            };
+            let lan_ip = match lan {
+                std::net::IpAddr::V4(_) => "{{ lan_ip }}",
+                std::net::IpAddr::V6(_) => "[{{ lan_ip }}]",
+            };
+            (
+                format!("publishes host port {} on {written}, but `{}` has exposure `lan` on `{}`, whose LAN address is {lan} (inventory/topology.yaml): a lan service publishes on the node's LAN address only", p.shown(), inst.service, inst.node),
+                format!("write `\"{lan_ip}:{}:<container port>\"` (`host_ip: \"{{{{ lan_ip }}}}\"` in the long syntax): `lan_ip` renders as {lan} on `{}`", p.range(), inst.node),
+            )
+        }
         _ => return,
     };
     d.err("exposure-port", &p.at.file, p.at.line, p.at.field.clone(), message, fix);
@@ -618,6 +641,43 @@ fn exposure(inst: &Instance, exposure: Exposure, p: &Published, d: &mut Diagnost
 #[cfg(test)]
 mod tests {
     use super::{container_name, reached_as};
+
+    /// Issue 20: on a node with a LAN address, a `lan` port on every address is refused with
+    /// the fix `{{ lan_ip }}` (in brackets for an IPv6 address in the short syntax); an address
+    /// written out passes, and without a LAN address `0.0.0.0` stays a choice.
+    #[test]
+    fn a_lan_port_on_every_address_is_refused_where_the_node_has_a_lan_address() {
+        use super::super::super::{Exposure, Instance, NodeName, ServiceName};
+        use super::super::{Located, Published};
+        use super::Diagnostics;
+        let inst = Instance {
+            service: ServiceName::parse("web").unwrap(),
+            node: NodeName::parse("alpha").unwrap(),
+        };
+        let port = |ip: Option<&str>| Published {
+            host_ip: ip.map(str::to_owned),
+            start: 80,
+            end: 80,
+            protocol: "tcp".to_owned(),
+            at: Located { file: "f".to_owned(), line: Some(1), field: "p".to_owned() },
+        };
+        let judged = |ip: Option<&str>, lan: Option<&str>| {
+            let mut d = Diagnostics::default();
+            let lan = lan.map(|a| a.parse().unwrap());
+            super::exposure(&inst, Exposure::Lan, lan, &port(ip), &mut d);
+            d.into_sorted().into_iter().map(|d| d.fix).collect::<Vec<_>>()
+        };
+        let v4 = judged(Some("0.0.0.0"), Some("192.168.1.20"));
+        assert_eq!(v4.len(), 1);
+        assert!(v4[0].starts_with("write `\"{{ lan_ip }}:80:<container port>\"`"), "{}", v4[0]);
+        let v6 = judged(None, Some("fd00::20"));
+        assert!(v6[0].starts_with("write `\"[{{ lan_ip }}]:80:<container port>\"`"), "{}", v6[0]);
+        assert_eq!(judged(Some("::"), Some("fd00::20")).len(), 1);
+        assert!(judged(Some("192.168.1.20"), Some("192.168.1.20")).is_empty());
+        assert!(judged(Some("127.0.0.1"), Some("192.168.1.20")).is_empty());
+        assert!(judged(Some("0.0.0.0"), None).is_empty());
+        assert_eq!(judged(None, None).len(), 1);
+    }
 
     /// Issue 20: `n8n-n8n-db` and `matomo-matomo_db` said the service's name twice.
     #[test]

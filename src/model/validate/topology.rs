@@ -107,6 +107,18 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
         if let Some(s) = &n.docker_socket {
             absolute_path(d, s, &field("docker_socket"));
         }
+        if let Some(a) = &n.lan_address {
+            if let Err(expected) = super::super::build::lan_address(&a.value) {
+                d.err(
+                    "topology",
+                    FILE,
+                    line(a),
+                    field("lan_address"),
+                    format!("expected {expected}, found `{}`", crate::quote::cut(&a.value)),
+                    "write the address the node has on its LAN (`lan_address: 192.168.1.20`), or leave `lan_address` out",
+                );
+            }
+        }
     }
 }
 

@@ -40,6 +40,9 @@ pub struct OnNode<'a> {
     pub root: &'a str,
     /// The service's exposure on the node.
     pub exposure: Exposure,
+    /// The node's LAN address, as the plan carries it: a `lan` service publishes on it, and on
+    /// no address or every address only when the node has none.
+    pub lan_ip: Option<std::net::IpAddr>,
     /// The paths the contract declares beyond the runtime folders: `host_paths` and
     /// `persistence.paths` (absolute, or relative to the root).
     pub declared: &'a [String],
@@ -154,7 +157,7 @@ pub fn on_node(on: &OnNode, resolved: &BTreeMap<String, ResolvedService>) -> Vec
             });
             let Some(published) = published(p, at) else { continue };
             let mut found = Diagnostics::default();
-            exposure(on.inst, on.exposure, &published, &mut found);
+            exposure(on.inst, on.exposure, on.lan_ip, &published, &mut found);
             for mut diag in found.into_sorted() {
                 let resolved = match &published.host_ip {
                     Some(ip) => format!("{ip}:{}", published.range()),
@@ -332,6 +335,16 @@ mod tests {
     }
 
     fn check_in(compose: &str, exposure: Exposure, s: ResolvedService) -> Vec<Diagnostic> {
+        check_on(compose, exposure, None, s)
+    }
+
+    /// On a node whose LAN address is `lan_ip`.
+    fn check_on(
+        compose: &str,
+        exposure: Exposure,
+        lan_ip: Option<std::net::IpAddr>,
+        s: ResolvedService,
+    ) -> Vec<Diagnostic> {
         let inst = Instance {
             service: ServiceName::parse("immich").unwrap(),
             node: NodeName::parse("alpha").unwrap(),
@@ -343,6 +356,7 @@ mod tests {
             inst: &inst,
             root: "/opt/homelab",
             exposure,
+            lan_ip,
             declared: &declared,
             releases: &releases,
             env_file: "/opt/homelab/config/immich/.env",
@@ -448,6 +462,35 @@ mod tests {
         let tailnet =
             ResolvedService { ports: vec![port(None, "2283", 2283)], ..Default::default() };
         assert!(check(Exposure::Tailnet, tailnet).is_empty());
+    }
+
+    /// Issue 20: on a node with a LAN address, a `lan` service publishes there; what Compose
+    /// resolves to every address (a variable's `0.0.0.0`, or no address) is refused, naming
+    /// `{{ lan_ip }}`, and the address itself passes.
+    #[test]
+    fn on_a_node_with_a_lan_address_a_lan_port_publishes_there_only() {
+        let compose = "services:\n  immich:\n    ports:\n      - \"192.168.1.20:9000:9000\"\n      - ${WEB_PORT:-0.0.0.0:8080}:8000\n      - \"10.0.0.5:9001:9001\"\n";
+        let ports = vec![
+            port(Some("192.168.1.20"), "9000", 9000),
+            port(Some("0.0.0.0"), "8080", 8000),
+            port(Some("10.0.0.5"), "9001", 9001),
+        ];
+        let lan = Some("192.168.1.20".parse().unwrap());
+        let resolved = ResolvedService { ports: ports.clone(), ..Default::default() };
+        let found = check_on(compose, Exposure::Lan, lan, resolved.clone());
+        let said: Vec<(&str, Option<u64>)> = found.iter().map(|d| (d.rule, d.line)).collect();
+        assert_eq!(said, [("exposure-port", Some(5))], "{found:#?}");
+        assert!(
+            found[0].message.contains("whose LAN address is 192.168.1.20"),
+            "{}",
+            found[0].message
+        );
+        assert!(found[0].message.contains("through `WEB_PORT`"), "{}", found[0].message);
+        assert!(found[0].fix.contains("{{ lan_ip }}:8080:<container port>"), "{}", found[0].fix);
+        // Without a LAN address, `0.0.0.0` is a choice written out, as before.
+        assert!(check_on(compose, Exposure::Lan, None, resolved).is_empty());
+        let bare = ResolvedService { ports: vec![port(None, "8080", 8000)], ..Default::default() };
+        assert_eq!(check_on(compose, Exposure::Lan, lan, bare).len(), 1);
     }
 
     #[test]

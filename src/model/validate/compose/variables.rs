@@ -1,7 +1,8 @@
 //! Variables the way Compose users write them: `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
 //! `${VAR:?message}`, `${VAR?message}` and `$VAR` in a rendered compose file are interpolated on
-//! the node from `<root>/config/<svc>/.env`, so each must be declared in `runtime.env_vars`;
-//! `$$` is a literal dollar. A secret's default is a literal secret in Git.
+//! the node from `<root>/config/<svc>/.env`, so each must be declared in `runtime.env_vars`,
+//! except one with a default (`${TAG:-latest}`) whose name does not read like a secret; `$$` is
+//! a literal dollar. A secret's default is a literal secret in Git.
 
 use std::collections::BTreeMap;
 
@@ -183,10 +184,18 @@ pub(super) fn check(
             }
             seen.push(u.name);
             let Some(var) = svc.env_vars.iter().find(|e| e.name == u.name) else {
+                // A default that is not a secret's needs no declaration: Compose runs it unless
+                // the node's env file sets the variable, and what the default names (a path, a
+                // port) is judged resolved, as any value the repository knows.
+                if u.default.is_some() && !super::super::looks_secret(u.name) {
+                    continue;
+                }
                 let fix = if binds.contains(&(n as u64 + 1)) {
                     // A host folder from a variable is a folder nobody reviewed: the data
                     // folder of the service is the one homelab keeps, snapshots and checks.
                     format!("write the host folder as `{{{{ data_dir }}}}/…` (the service's data folder, kept across updates and rollbacks) instead of `{}`; a folder elsewhere on the host goes under `host_paths` in services/{name}/service.yaml, written out", u.name)
+                } else if u.default.is_some() {
+                    format!("declare `{}` under `runtime.env_vars` with `secret: true` (and in env.example, without a value): a name that reads like a secret is declared even with a default, so it is set in /opt/homelab/config/{name}/.env", u.name)
                 } else {
                     format!("declare `{}` under `runtime.env_vars` (and in env.example) so it is set in /opt/homelab/config/{name}/.env, or write `$${}` for a literal dollar", u.name, u.name)
                 };
