@@ -609,15 +609,27 @@ fn change_for(
             );
         }
     };
-    let drift = deployed.drift();
+    // A file the node holds exactly as rendered is no change, whatever the node's manifest
+    // says homelab wrote there: a hand edit the repository adopted (`homelab adopt`) is the
+    // render now, and its drift is gone.
+    let on_disk_is_render = |a: &PlannedArtifact| {
+        deployed
+            .files
+            .get(&a.name)
+            .is_some_and(|f| f.sha256 == a.sha256 && f.mode == format!("{:04o}", a.mode))
+    };
+    let adopted: Vec<&str> =
+        all.iter().filter(|a| on_disk_is_render(a)).map(|a| a.name.as_str()).collect();
+    let mut drift = deployed.drift();
+    drift.retain(|d| {
+        !adopted.iter().any(|n| {
+            d.strip_prefix(n)
+                .is_some_and(|r| r == " was edited on the node" || r.starts_with(" has mode "))
+        })
+    });
     let mut changed = Vec::new();
     for a in &all {
-        let before = manifest.artifacts.iter().find(|m| m.name == a.name);
-        let on_disk = deployed.files.get(&a.name);
-        let same = before
-            .is_some_and(|m| m.sha256 == a.sha256 && format!("{:04o}", a.mode) == m.mode)
-            && on_disk.is_some_and(|f| f.sha256 == a.sha256 && f.mode == format!("{:04o}", a.mode));
-        if !same {
+        if !on_disk_is_render(a) {
             changed.push(a.name.clone());
         }
     }

@@ -239,6 +239,14 @@ fn adopt_prints_the_patch_that_renders_the_node_and_commits_it_on_a_branch() {
     let render = lab.homelab(&["render", "--node", "alpha", "--service", "web", "--out", "out"]);
     assert_eq!(render.code, 0, "{}", render.stderr);
     assert_eq!(lab.read("out/alpha/web/docker-compose.yml"), lab.read(node_file));
+    // And the next plan finds no drift to undo there.
+    let plan = lab.homelab(&["plan", "--transport", "local", "--root", "rt", "--node", "alpha"]);
+    assert!(
+        plan.stdout.contains("no-op    web@alpha  deployed artifacts match"),
+        "{}",
+        plan.stdout
+    );
+    assert!(!plan.stdout.contains("drift"), "{}\n{}", plan.stdout, plan.stderr);
 
     // A hand edit of a templated line: left for a person, said so, no patch for it.
     edit(&lab, node_file, |s| s.replace("homelab.node: \"alpha\"", "homelab.node: \"moved\""));
