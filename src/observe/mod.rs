@@ -51,6 +51,10 @@ pub struct NodeState {
     /// service → (plan id, stage). Their containers may not match their files.
     pub interrupted: BTreeMap<String, (String, String)>,
     pub engine: Engine,
+    /// The trust roots bootstrap (or a rotation) pinned on the node: file name → SHA-256.
+    /// Empty on a node with none (not bootstrapped with the engine). Not in the fingerprint:
+    /// a rotation must not make the plan that carries it stale.
+    pub pinned: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +174,9 @@ echo "homelab-refresh 1"
 if [ -e "$root" ] && [ ! -d "$root" ]; then echo "runtime root $root is not a folder" >&2; exit 3; fi
 # How many services the node holds, first: a refresh that stalls says how far it got.
 n=0; for d in "$root"/state/services/*; do [ -d "$d" ] && n=$((n + 1)); done; echo "holds $n"
+for f in allowed_signers policy.json; do
+  [ -f "$root/trust/$f" ] && echo "pinned $f $(sha256sum < "$root/trust/$f" | cut -c1-64)"
+done
 for f in "$root"/state/rejected/*.json; do
   [ -e "$f" ] || continue
   b=${f##*/}; echo "rejected ${b%.json}"
@@ -371,6 +378,11 @@ fn parse_refresh(bytes: &[u8]) -> Result<NodeState, String> {
                 state.consumed.insert(rest.to_owned());
             }
             "holds" => {}
+            "pinned" => {
+                if let Some((file, sha)) = rest.split_once(' ') {
+                    state.pinned.insert(file.to_owned(), sha.to_owned());
+                }
+            }
             "lock" => {
                 state.lock = Some(lock_holder(rest));
             }

@@ -194,6 +194,12 @@ pub fn write_text_checked<W: Write + ?Sized>(
                 if let Some(root) = &n.root {
                     writeln!(w, "  runtime root: {} (--root)", escape(root))?;
                 }
+                if n.pinned_match == Some(false) {
+                    writeln!(
+                        w,
+                        "  trust roots: the node's pinned roots differ from this commit's; an apply with work on this node rotates them (one without work leaves them)"
+                    )?;
+                }
             }
         }
         if n.changes.is_empty() {

@@ -888,7 +888,14 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             } else {
                 None
             };
-            nodes.push(NodePlan { node, status, changes: Vec::new(), engine, root });
+            nodes.push(NodePlan {
+                node,
+                status,
+                changes: Vec::new(),
+                engine,
+                root,
+                pinned_match: None,
+            });
         } else if let Some(rest) = l.strip_prefix("change ") {
             let node = nodes.last_mut().ok_or_else(|| p.err("a `change` before any `node`"))?;
             let (action, inst) = rest
@@ -1371,6 +1378,7 @@ mod tests {
                     }],
                     engine: Some("2 container(s), 2 running".into()),
                     root: None,
+                    pinned_match: None,
                 },
                 NodePlan {
                     node: NodeName::parse("edge-b").unwrap(),
@@ -1378,6 +1386,7 @@ mod tests {
                     changes: vec![],
                     engine: None,
                     root: Some("/tmp/lab/edge-b".into()),
+                    pinned_match: None,
                 },
             ],
         };

@@ -91,6 +91,9 @@ pub struct NodePlan {
     /// The runtime root the artifacts were rendered for, when `--root` placed it rather than
     /// the topology (`DIR/<id>`): the review renders with it, and apply refuses another.
     pub root: Option<String>,
+    /// Whether the trust roots pinned on the node are the commit's (`None`: none pinned, or
+    /// not read). Said when planned, for the operator; not kept in the plan file.
+    pub pinned_match: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,6 +359,12 @@ pub fn diff(
     }
     let root_of =
         |n: &NodeName| lab.nodes.get(n).filter(|n| n.root_given).map(|n| n.runtime_root.clone());
+    // The commit's trust roots by hash, as the nodes' refresh reports theirs.
+    let trust: Vec<(&str, String)> = lab
+        .trust_roots()
+        .into_iter()
+        .map(|(file, text)| (file, crate::digest::sha256_hex(text.as_bytes())))
+        .collect();
     let mut nodes = Vec::new();
     for a in actual {
         let state = match &a.status {
@@ -366,6 +375,7 @@ pub fn diff(
                     changes: Vec::new(),
                     engine: None,
                     root: root_of(&a.node),
+                    pinned_match: None,
                 });
                 continue;
             }
@@ -465,6 +475,8 @@ pub fn diff(
             changes,
             engine: Some(engine_summary(&state.engine, &one_shot)),
             root: root_of(&a.node),
+            pinned_match: (!state.pinned.is_empty())
+                .then(|| trust.iter().all(|(file, sha)| state.pinned.get(*file) == Some(sha))),
         });
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));

@@ -551,6 +551,10 @@ fn a_trust_root_rotation_reaches_a_node_only_in_a_plan_approved_under_its_old_ro
     let key = site.key.to_str().unwrap();
     let plan = site.homelab(&["plan", "--key", key]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
+    // The plan says on which nodes the pinned roots differ from the commit's: all of them.
+    const DIFFER: &str = "trust roots: the node's pinned roots differ from this commit's";
+    let pinned_differ = |text: &str| text.matches(DIFFER).count();
+    assert_eq!(pinned_differ(&plan.stdout), NODES.len(), "{}", plan.stdout);
     let id = plan.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().trim().to_owned();
     let plan_path = site.plan_path(&id);
     let shown = site.homelab(&["show", plan_path.to_str().unwrap()]);
@@ -604,6 +608,8 @@ fn a_trust_root_rotation_reaches_a_node_only_in_a_plan_approved_under_its_old_ro
     // From now on the new key's approval counts on the node.
     site.web_version("v3", 1);
     let plan = site.homelab(&["plan", "--key", key]);
+    // alpha took the roots; the nodes the rotation had no work on still differ, and say so.
+    assert_eq!(pinned_differ(&plan.stdout), NODES.len() - 1, "{}", plan.stdout);
     let id = plan.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().trim().to_owned();
     let a = site.homelab(&[
         "approve",
