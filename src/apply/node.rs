@@ -736,10 +736,16 @@ impl NodeRun<'_> {
             );
             return skip(reason, if listed { Next::Resume } else { Next::Replan });
         }
-        // Dependencies next, on this node or another; waiting, this thread sends nothing.
-        let blocked: Vec<&Instance> = at.batcher.aside(|| {
-            c.after.iter().filter(|d| self.in_run.contains(*d) && !self.board.wait(d)).collect()
-        });
+        // Dependencies next, on this node or another; waiting, this thread sends nothing. A
+        // service with none in the run never steps aside: stepping aside even for a moment let
+        // the others' commands go without it, and its prepare and deploy then travelled in
+        // batches of their own (a deploy per batch is a confirmation per batch).
+        let waits: Vec<&Instance> = c.after.iter().filter(|d| self.in_run.contains(*d)).collect();
+        let blocked: Vec<&Instance> = if waits.is_empty() {
+            Vec::new()
+        } else {
+            at.batcher.aside(|| waits.into_iter().filter(|d| !self.board.wait(d)).collect())
+        };
         if tally.stopped() {
             return false;
         }
