@@ -73,11 +73,7 @@ pub fn read(dir: &Path) -> Result<Project, ImportError> {
             let l = l.strip_prefix("export ").unwrap_or(l);
             if let Some((k, v)) = l.split_once('=') {
                 let v = v.trim();
-                let v = v
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                    .unwrap_or(v);
+                let v = crate::model::validate::compose::unquote(v);
                 p.env_values.insert(k.trim().to_owned(), v.to_owned());
             }
         }

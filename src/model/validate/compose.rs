@@ -17,6 +17,7 @@ mod variables;
 
 pub use paths::{normalize, strings};
 pub use resolved::{on_node, OnNode, ResolvedService};
+pub use variables::unquote;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -57,11 +57,7 @@ pub(super) fn resolve(svc: &Service, text: &str) -> Resolved {
         }
         let (_, v) = example.get(name)?;
         let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(v);
+        let v = unquote(v);
         (!is_placeholder(v)).then(|| v.to_owned())
     };
     let mut out = String::with_capacity(text.len());
@@ -320,6 +316,14 @@ pub(super) fn used(text: &str) -> Vec<(String, Option<String>)> {
         .flat_map(scan)
         .map(|u| (u.name.to_owned(), u.default.map(str::to_owned)))
         .collect()
+}
+
+/// A value of an env file without the one pair of quotes (`"…"` or `'…'`) around it.
+pub fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(v)
 }
 
 #[cfg(test)]
