@@ -110,10 +110,19 @@ fn list(d: &[Diagnostic]) -> String {
     d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
+/// The path an error writing to stdout names.
+const STDOUT: &str = "<stdout>";
+
 impl Error {
-    /// Writing data to stdout failed (a closed pipe is handled by SIGPIPE before this).
+    /// Writing data to stdout failed.
     pub fn stdout(source: std::io::Error) -> Error {
-        Error::Write { path: PathBuf::from("<stdout>"), source }
+        Error::Write { path: PathBuf::from(STDOUT), source }
+    }
+
+    /// Stdout's reader went away (`homelab show … | head`): the command ends quietly.
+    pub fn is_closed_stdout(&self) -> bool {
+        matches!(self, Error::Write { path, source }
+            if path.as_os_str() == STDOUT && source.kind() == std::io::ErrorKind::BrokenPipe)
     }
 }
 

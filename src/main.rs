@@ -21,11 +21,10 @@ fn init_tracing() {
 }
 
 fn main() -> ExitCode {
-    // `homelab show ... | head` ends quietly when the reader goes away, as CLIs do.
-    // SAFETY: restores the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): a pipe to a child that went away (an `ssh` whose
+    // link was cut, a node script that exited before reading its input) is an error of that
+    // one command, never a signal that ends the whole run. Children start with the default.
+    // A closed stdout (`homelab show ... | head`) ends quietly below, as CLIs do.
     init_tracing();
     let cli = match homelab::Cli::try_parse() {
         Ok(cli) => cli,
@@ -45,6 +44,7 @@ fn main() -> ExitCode {
     let result = homelab::run(cli, &mut out);
     match &result {
         Ok(_) => {}
+        Err(e) if e.is_closed_stdout() => return ExitCode::SUCCESS,
         // Diagnostics carry their own `error[rule]:` prefix.
         Err(e @ homelab::Error::Invalid { .. }) => eprintln!("{e}"),
         Err(e) => eprintln!("error: {e}"),

@@ -213,3 +213,21 @@ fn term_dumb_gets_no_colour() {
     assert!(dumb.contains("plan (not saved)"), "{dumb}");
     assert!(!dumb.contains('\u{1b}'), "{dumb}");
 }
+
+/// A reader that goes away (`homelab graph | head`) ends the command quietly: no error, no
+/// panic, exit 0.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_homelab"))
+        .arg("--repo")
+        .arg(repo_root())
+        .args(["graph"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

@@ -717,3 +717,43 @@ fn a_cut_off_node_keeps_its_events_and_a_killed_observer_catches_up_with_none_lo
     drop(agent);
     eprintln!("cut-off node test: {:.1}s with the lab", t0.elapsed().as_secs_f64());
 }
+
+/// A node whose read ends before it takes what the observer sends it (here its events folder
+/// became a file, so the node's script exits at once; a cut link does the same to `ssh`) is an
+/// error of that node: the observer is never ended by the closed pipe (SIGPIPE), names the node
+/// it could not read and keeps the world it had.
+#[test]
+fn a_node_that_stops_reading_its_cursors_is_named_and_never_ends_the_observer() {
+    let o = Observed::new();
+    // Enough days that the cursors sent back (one line a day) outgrow a pipe's buffer (64 KiB).
+    let mut days = 0;
+    'all: for year in 2000..2040 {
+        for month in 1..=12 {
+            for day in 1..=28 {
+                let d = format!("{year}-{month:02}-{day:02}");
+                o.append(
+                    "alpha",
+                    &d,
+                    &line(&format!("{d}T12:00:00Z"), "alpha", "node_online", "-", "{}"),
+                );
+                days += 1;
+                if days == 3000 {
+                    break 'all;
+                }
+            }
+        }
+    }
+    o.observed();
+    let cursors = fs::read_to_string(o.ctl.path().join("state/observer/cursors.json")).unwrap();
+    assert!(cursors.len() > 70_000, "{} bytes", cursors.len());
+    let before = o.world();
+    let events = o.root("alpha").join("events");
+    fs::remove_dir_all(&events).unwrap();
+    fs::write(&events, "not a folder\n").unwrap();
+    let out = o.observe();
+    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("could not read node `alpha`"), "{}", out.stderr);
+    assert!(out.stdout.contains("is not a folder"), "{}", out.stdout);
+    assert_eq!(o.file("nodes")["alpha"]["status"], "unreachable");
+    assert_eq!(o.world()["services"], before["services"]);
+}
