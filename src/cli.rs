@@ -268,6 +268,9 @@ pub enum Command {
     /// `backup:`; its password is `config/backup/restic-password` on the node), or list the
     /// snapshots (`backup list`).
     Backup(command::backup::BackupArgs),
+    /// Plan the restore of a service's data from a snapshot (local, or `restic:ID`): a signed
+    /// plan like any other, approved under the policy as a `restore`, then applied.
+    Restore(command::restore::RestoreArgs),
     /// Remove a node's apply lock after showing who holds it (for a holder that is gone).
     #[command(after_help = "Example:\n  homelab unlock --node chelsty-infra")]
     Unlock {
@@ -434,6 +437,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Report, Error> {
         }
         Command::Unlock { target } => command::apply::unlock(repo, target, out),
         Command::Backup(args) => command::backup::run(repo, args, out),
+        Command::Restore(args) => command::restore::run(repo, args, out),
         Command::Bootstrap(args) => command::bootstrap::run(repo, args, out),
         Command::Supervise(args) => command::supervise::run(repo, args, out),
         Command::Executor(args) => command::executor::run(repo, args, out),

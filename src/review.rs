@@ -247,6 +247,16 @@ fn expected(rendered: &Rendered, deployed: Option<&Deployed>) -> Expected {
 
 /// Whether the planned change is what `want` calls for.
 fn fits(c: &Change, want: &Expected) -> bool {
+    // A restore (`homelab restore`) rewrites the files the node holds: only where they are the
+    // render's (its data source and reason are checked by `compare`).
+    if let Some(r) = &c.restore {
+        let files_match = match &want.reason {
+            Reason::Exact(_) => want.action == Action::NoOp,
+            Reason::ChangedOrDrift { files_match } => *files_match,
+            Reason::Prefix(_) => false,
+        };
+        return files_match && c.action == Action::Update && c.reason == r.reason();
+    }
     match &want.reason {
         Reason::Exact(_) if want.action == Action::NoOp && c.action == Action::Update => {
             // Files match, but the planner saw containers down or an apply cut short: it
@@ -420,6 +430,23 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
             ))
         }
     }
+    if let Some(r) = &c.restore {
+        if c.action != Action::Update || c.reason != r.reason() {
+            return Err(differs("the restore", format!("its reason is `{}`", r.reason())));
+        }
+        if let crate::plan::RestoreFrom::Restic { repository, options } = &r.from {
+            let node = lab.nodes.get(&c.instance.node);
+            let same = node
+                .and_then(|n| n.backup.as_ref())
+                .is_some_and(|t| t.repository == *repository && t.options == *options);
+            if !same {
+                return Err(differs(
+                    "the restore's restic repository",
+                    "the commit's inventory/topology.yaml gives the node another (or none)".into(),
+                ));
+            }
+        }
+    }
     let after: Vec<_> = graph.dependencies(&c.instance).into_iter().cloned().collect();
     if c.after != after {
         return Err(differs("the dependency waits (`after`)", "the graph says otherwise".into()));
@@ -533,5 +560,59 @@ mod tests {
         assert!(matches!(e.reason, Reason::ChangedOrDrift { files_match: false }));
         let d = deployed_on(&["web manifest none".to_owned()]);
         assert_eq!(expected(&r, d.get("web")).action, Action::Replace);
+    }
+
+    /// A restore fits only where the node's files are the render's, with its own reason; a
+    /// restore line on a change that needs new files, or a reason that names another
+    /// snapshot, does not; and the policy counts it as a `restore`, never a `restart`.
+    #[test]
+    fn a_restore_fits_only_on_matching_files_with_its_own_reason() {
+        let r = rendered();
+        let planned: Vec<crate::plan::PlannedArtifact> = r
+            .artifacts
+            .iter()
+            .map(|a| crate::plan::PlannedArtifact {
+                name: a.name.clone(),
+                mode: a.mode,
+                sha256: a.sha256(),
+                text: String::from_utf8(a.bytes.clone()).unwrap(),
+                binary: None,
+            })
+            .collect();
+        let restore = crate::plan::Restore {
+            id: "1a2b3c4d5e6f7a8b".into(),
+            from: crate::plan::RestoreFrom::Local,
+        };
+        let c = Change {
+            instance: r.instance.clone(),
+            action: Action::Update,
+            reason: restore.reason(),
+            after: vec![],
+            artifacts: planned.clone(),
+            prior: planned,
+            diffs: vec![],
+            runtime: None,
+            restore: Some(restore),
+        };
+        assert_eq!(crate::approve::policy::change_kind(&c), Some("restore"));
+        let same = deployed_on(&actual(&r, &[]));
+        assert!(fits(&c, &expected(&r, same.get("web"))));
+        // Files that differ call for an update: not a restore.
+        let mut lines = actual(&r, &[]);
+        lines[2] = format!("web file healthcheck.sh {} 0755", "0".repeat(64));
+        let edited = deployed_on(&lines);
+        assert!(!fits(&c, &expected(&r, edited.get("web"))));
+        assert!(!fits(&c, &expected(&r, None)));
+        // The reason must be the restore's own.
+        let mut other = c.clone();
+        other.reason =
+            "restore data from local snapshot ffffffffffffffff (taken before a change)".into();
+        assert!(!fits(&other, &expected(&r, same.get("web"))));
+        // Without its restore line it is a restart of matching files, which the render does
+        // not call for with that reason.
+        let mut bare = c.clone();
+        bare.restore = None;
+        assert!(!fits(&bare, &expected(&r, same.get("web"))));
+        assert_eq!(crate::approve::policy::change_kind(&bare), Some("restart"));
     }
 }

@@ -1225,6 +1225,7 @@ mod tests {
             prior: Vec::new(),
             diffs: Vec::new(),
             runtime: None,
+            restore: None,
         }
     }
 

@@ -446,6 +446,14 @@ hl_data() {
   case $m in
     snap) hl_snapshot "$snap" "$stop" "$minfree" "$droot" "$n" "$@" ;;
     restore) hl_restore "$snap" ;;
+    recover)
+      # A restore plan: the snapshot to put back follows the paths. Checked before anything
+      # stops; then the data it replaces is snapshotted (a failed restore rolls back to it).
+      hl_shift=$((hl_shift + 1))
+      eval "from=\${$((n + 1))}"
+      if [ ! -f "$from/complete" ]; then echo "no complete snapshot at $from on the node: nothing was stopped or changed" >&2; return 71; fi
+      hl_snapshot "$snap" "$stop" "$minfree" "$droot" "$n" "$@" || return $?
+      hl_restore "$from" || { echo "restoring $svc's data from ${from##*/} failed" >&2; return 72; } ;;
   esac
 }
 "#
@@ -1112,6 +1120,9 @@ pub enum Data<'a> {
     Snapshot { dir: &'a str, spec: &'a crate::plan::Snapshot },
     /// Restore the snapshot in `dir`, taken before the change being undone.
     Restore { dir: &'a str },
+    /// A restore plan: snapshot into `dir` (what the restore replaces), then put back the
+    /// snapshot in `from`.
+    Recover { dir: &'a str, spec: &'a crate::plan::Snapshot, from: &'a str },
 }
 
 impl Data<'_> {
@@ -1121,6 +1132,12 @@ impl Data<'_> {
             Data::Keep => return vec!["-".to_owned()],
             Data::Snapshot { dir, spec } => ("snap", dir, Some(spec)),
             Data::Restore { dir } => ("restore", dir, None),
+            Data::Recover { dir, spec, from } => {
+                let mut args = Data::Snapshot { dir, spec }.args(layout);
+                args[0] = "recover".to_owned();
+                args.push((*from).to_owned());
+                return args;
+            }
         };
         let mut args = vec![mode.to_owned(), (*dir).to_owned()];
         match spec {
@@ -1230,7 +1247,7 @@ pub fn switch_and_up(
         Some(d) => {
             // The node's own rollback restores the snapshot this deploy takes.
             let restore = match data {
-                Data::Snapshot { dir, .. } => Data::Restore { dir },
+                Data::Snapshot { dir, .. } | Data::Recover { dir, .. } => Data::Restore { dir },
                 _ => Data::Keep,
             };
             let (script, back) = match d.previous {

@@ -82,7 +82,16 @@ impl NodeRun<'_> {
                 Stage::Deployed => s.deploy(journal, rt, only.is_none())?,
                 Stage::Verified => s.verify(journal, rt)?,
                 // Stage::Completed, the last of the steps above.
-                _ => s.complete(journal, json!({"release": s.release}), "at the new version")?,
+                _ => match &c.restore {
+                    Some(r) => {
+                        let what = format!("{} snapshot {}", r.kind(), r.id);
+                        let data = json!({"release": s.release, "restored": what});
+                        s.complete(journal, data, &format!("data restored from {what}, healthy"))?
+                    }
+                    None => {
+                        s.complete(journal, json!({"release": s.release}), "at the new version")?
+                    }
+                },
             };
             if stage < next || stage.is_final() {
                 return Ok(stage);
@@ -346,9 +355,17 @@ impl ServiceRun<'_, '_, '_> {
             log: &back_log,
         });
         let snapshot = self.snapshot_dir();
-        let data = match &rt.snapshot {
-            Some(spec) => remote::Data::Snapshot { dir: &snapshot, spec },
-            None => remote::Data::Keep,
+        // A restore plan puts back a snapshot: a restic one is fetched into the node's
+        // snapshots first (nothing is stopped or changed if that fails).
+        let from = match self.restore_source(rt) {
+            Ok(from) => from,
+            Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
+            Err(e) => return self.fail_early(journal, e, None, "deploy"),
+        };
+        let data = match (&rt.snapshot, &from) {
+            (Some(spec), Some(from)) => remote::Data::Recover { dir: &snapshot, spec, from },
+            (Some(spec), None) => remote::Data::Snapshot { dir: &snapshot, spec },
+            (None, _) => remote::Data::Keep,
         };
         match remote::switch_and_up(
             self.at.exec,
@@ -369,6 +386,10 @@ impl ServiceRun<'_, '_, '_> {
                         format!("data snapshot {id} taken before the change: {items} item(s), {kib} KiB"),
                     );
                 }
+                if let (Some(r), Some((_, items))) = (&self.c.restore, said.restored) {
+                    let what = format!("{} snapshot {}", r.kind(), r.id);
+                    self.say("deploy", format!("data restored from {what}: {items} item(s)"));
+                }
             }
             Err(StepError::Link { reason }) => return Err(StepError::Link { reason }),
             // The snapshot refused (space) or failed: nothing was stopped or changed.
@@ -381,6 +402,34 @@ impl ServiceRun<'_, '_, '_> {
         self.stage_done(Step::Deploy);
         self.set(journal, Stage::Deployed, None);
         Ok(Stage::Deployed)
+    }
+
+    /// Where a restore plan's data comes from on the node (`None`: not a restore): a local
+    /// snapshot's folder, or the folder a restic snapshot is fetched into.
+    fn restore_source(&self, rt: &Runtime) -> Result<Option<String>, StepError> {
+        let Some(r) = &self.c.restore else { return Ok(None) };
+        let refused = |stderr: String| StepError::Failed { step: "restore", status: None, stderr };
+        let Some(spec) = &rt.snapshot else {
+            return Err(refused("the plan names no data folders to restore".to_owned()));
+        };
+        match &r.from {
+            crate::plan::RestoreFrom::Local => Ok(Some(self.at.layout.snapshot(self.svc, &r.id))),
+            crate::plan::RestoreFrom::Restic { repository, options } => {
+                let dest = self.at.layout.snapshot(self.svc, &format!("restic-{}", r.id));
+                self.say("deploy", format!("fetching restic snapshot {} from {repository}", r.id));
+                let items = super::restic::fetch(
+                    self.at.exec,
+                    self.svc,
+                    &r.id,
+                    repository,
+                    options,
+                    &dest,
+                    &spec.paths,
+                )?;
+                self.say("deploy", format!("restic snapshot {} fetched: {items} item(s)", r.id));
+                Ok(Some(dest))
+            }
+        }
     }
 
     /// The contract's healthcheck, with Docker's meaning of its fields: it is tried at once;

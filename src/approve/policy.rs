@@ -455,6 +455,8 @@ pub fn change_kind(c: &crate::plan::Change) -> Option<&'static str> {
         Action::Create => "create",
         Action::Replace => "replace",
         Action::Delete => "delete",
+        // Data put back: never a restart, whatever files it rewrites.
+        Action::Update if c.restore.is_some() => "restore",
         Action::Update => {
             let same = c.artifacts.len() == c.prior.len()
                 && c.artifacts.iter().all(|a| {

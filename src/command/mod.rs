@@ -21,6 +21,7 @@ pub mod observe;
 pub mod plan;
 pub mod pr;
 pub mod render;
+pub mod restore;
 pub mod show;
 pub mod supervise;
 pub mod telegram;

@@ -420,7 +420,7 @@ pub const DEFAULT_REVIEWED_BRANCH: &str = "main";
 
 /// The kinds of change a policy may grant a bot: a plan's actions, with an update that writes
 /// no file (only brings containers back up) told apart as `restart`.
-pub const CHANGE_KINDS: [&str; 5] = ["create", "update", "restart", "replace", "delete"];
+pub const CHANGE_KINDS: [&str; 6] = ["create", "update", "restart", "replace", "delete", "restore"];
 
 /// Whether `principal` is a bot's (`telegram:<id>`), which never stands for a human.
 pub fn is_bot_principal(principal: &str) -> bool {

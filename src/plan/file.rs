@@ -272,6 +272,8 @@ struct Scan {
 
 struct ScanChange {
     action: Action,
+    /// A `restore` line: the service's data put back (`homelab restore`).
+    restore: bool,
     /// `name mode sha256` of each artifact and each prior file.
     artifacts: Vec<String>,
     prior: Vec<String>,
@@ -285,6 +287,7 @@ impl ScanChange {
             Action::Create => "create",
             Action::Replace => "replace",
             Action::Delete => "delete",
+            Action::Update if self.restore => "restore",
             Action::Update => {
                 let same = self.artifacts.len() == self.prior.len()
                     && self.artifacts.iter().all(|a| self.prior.contains(a));
@@ -344,7 +347,17 @@ impl Scan {
                     .nodes
                     .last_mut()
                     .ok_or_else(|| err("a `change` before any `node`".to_owned()))?;
-                node.1.push(ScanChange { action, artifacts: Vec::new(), prior: Vec::new() });
+                node.1.push(ScanChange {
+                    action,
+                    restore: false,
+                    artifacts: Vec::new(),
+                    prior: Vec::new(),
+                });
+            }
+            "restore" => {
+                if let Some(c) = self.nodes.last_mut().and_then(|n| n.1.last_mut()) {
+                    c.restore = true;
+                }
             }
             "artifact" | "prior" => {
                 if let Some(c) = self.nodes.last_mut().and_then(|n| n.1.last_mut()) {
@@ -561,6 +574,15 @@ pub fn encode(plan: &Plan) -> String {
                     }
                     for p in &l.paths {
                         let _ = writeln!(out, "host-path {}", one_line(p));
+                    }
+                }
+            }
+            if let Some(r) = &c.restore {
+                let _ = writeln!(out, "restore {} {}", r.kind(), r.id);
+                if let super::RestoreFrom::Restic { repository, options } = &r.from {
+                    let _ = writeln!(out, "restore-repository {}", one_line(repository));
+                    for o in options {
+                        let _ = writeln!(out, "restore-option {}", one_line(o));
                     }
                 }
             }
@@ -926,6 +948,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 prior: Vec::new(),
                 diffs: Vec::new(),
                 runtime: None,
+                restore: None,
             });
             let reason = p.expect("reason")?.to_owned();
             let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("just pushed");
@@ -1119,6 +1142,58 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 }) {
                     let msg = format!("expected environment variable names, found `{bad}`");
                     return Err(p.err(msg));
+                }
+            } else if let Some(rest) = l.strip_prefix("restore ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                if change.restore.is_some() {
+                    return Err(p.err("a second `restore` for the same change"));
+                }
+                let (kind, id) = rest.split_once(' ').unwrap_or((rest, ""));
+                // An id reaches a script on the node: hex digits only.
+                if !super::Restore::id_ok(id) {
+                    return Err(p.err(format!(
+                        "`restore`: expected a snapshot id (8 to 64 hex digits), found `{}`",
+                        shorten(id)
+                    )));
+                }
+                let from = match kind {
+                    "local" => super::RestoreFrom::Local,
+                    "restic" => super::RestoreFrom::Restic {
+                        repository: String::new(),
+                        options: Vec::new(),
+                    },
+                    _ => {
+                        return Err(p.err(format!(
+                            "`restore`: expected `local` or `restic`, found `{}`",
+                            shorten(kind)
+                        )))
+                    }
+                };
+                change.restore = Some(super::Restore { id: id.to_owned(), from });
+            } else if let Some(rest) = l.strip_prefix("restore-repository ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                match change.restore.as_mut().map(|r| &mut r.from) {
+                    Some(super::RestoreFrom::Restic { repository, .. })
+                        if repository.is_empty() =>
+                    {
+                        if rest.is_empty() {
+                            return Err(p.err("`restore-repository` is empty"));
+                        }
+                        *repository = rest.to_owned();
+                    }
+                    _ => {
+                        return Err(p.err("`restore-repository` must follow `restore restic`, once"))
+                    }
+                }
+            } else if let Some(rest) = l.strip_prefix("restore-option ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                match change.restore.as_mut().map(|r| &mut r.from) {
+                    Some(super::RestoreFrom::Restic { repository, options })
+                        if !repository.is_empty() =>
+                    {
+                        options.push(rest.to_owned());
+                    }
+                    _ => return Err(p.err("`restore-option` must follow `restore-repository`")),
                 }
             } else if let Some(rest) = l.strip_prefix("after ") {
                 for s in rest.split(' ') {
@@ -1374,6 +1449,13 @@ mod tests {
                                 lan_address: Some("192.168.1.20".parse().unwrap()),
                                 paths: vec!["/var/run/docker.sock".into(), "data/broker".into()],
                             }),
+                        }),
+                        restore: Some(crate::plan::Restore {
+                            id: "1a2b3c4d".into(),
+                            from: crate::plan::RestoreFrom::Restic {
+                                repository: "sftp:homelab@saturn:/srv/restic repo".into(),
+                                options: vec!["sftp.command=ssh -p 2222 saturn -s sftp".into()],
+                            },
                         }),
                     }],
                     engine: Some("2 container(s), 2 running".into()),

@@ -127,6 +127,53 @@ pub struct Change {
     /// What apply needs from the contract (create, update, replace): healthcheck and the
     /// names of the secrets that must be on the node. Part of what is reviewed and signed.
     pub runtime: Option<Runtime>,
+    /// The service's data put back from a snapshot (`homelab restore`): an update that writes
+    /// the artifacts the node already holds, with the data restored before the service starts.
+    pub restore: Option<Restore>,
+}
+
+/// Where a restore takes the service's data from (issue 18): a snapshot the node took before
+/// a change, or a restic snapshot of one of its backup sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// Local: the id of the plan whose change took it; restic: its id (8 to 64 hex digits).
+    pub id: String,
+    pub from: RestoreFrom,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreFrom {
+    /// `<root>/state/snapshots/<svc>/<id>/` on the node.
+    Local,
+    /// The node's restic repository, as the commit's topology gives it.
+    Restic { repository: String, options: Vec<String> },
+}
+
+impl Restore {
+    /// The change's reason, to the byte (the review recomputes it).
+    pub fn reason(&self) -> String {
+        match &self.from {
+            RestoreFrom::Local => {
+                format!("restore data from local snapshot {} (taken before a change)", self.id)
+            }
+            RestoreFrom::Restic { .. } => {
+                format!("restore data from restic snapshot {} (a backup)", self.id)
+            }
+        }
+    }
+
+    /// An id as the node's scripts may take it: hex digits only.
+    pub fn id_ok(id: &str) -> bool {
+        (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    /// `local` or `restic`.
+    pub fn kind(&self) -> &'static str {
+        match self.from {
+            RestoreFrom::Local => "local",
+            RestoreFrom::Restic { .. } => "restic",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,6 +510,7 @@ pub fn diff(
                 prior: Vec::new(),
                 diffs: Vec::new(),
                 runtime: None,
+                restore: None,
             });
         }
         let actual = state.fingerprint_lines();
@@ -489,6 +537,80 @@ pub fn diff(
         trust: lab.trust_roots().into_iter().map(|(n, t)| (n.to_owned(), t)).collect(),
         nodes,
     }
+}
+
+/// Makes `inst`'s change in `plan` (a plan of its node, from [`diff`]) the restore of its data
+/// from `restore`: an update that writes the artifacts the node already holds (the commit's
+/// render, shown with no diff) and puts the data back before the service starts. Refused,
+/// with the reason, unless the node was read, the service is deployed there as the commit
+/// renders it, and nothing else on the node is waiting to be applied: a restore plan holds
+/// the restore alone, so what is approved is only that.
+pub fn make_restore(
+    lab: &Homelab,
+    plan: &mut Plan,
+    desired: &[Rendered],
+    inst: &Instance,
+    restore: Restore,
+) -> Result<(), String> {
+    let Some(n) = plan.nodes.iter_mut().find(|n| n.node == inst.node) else {
+        return Err(format!("node `{}` is not in the plan", inst.node));
+    };
+    let PlannedStatus::Reachable { actual, .. } = &n.status else {
+        return Err(format!("node `{}` could not be read: its state is unknown", inst.node));
+    };
+    let actual = actual.clone();
+    let pending: Vec<String> = n
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp && &c.instance != inst)
+        .map(|c| format!("{} {}", c.action, c.instance))
+        .collect();
+    if !pending.is_empty() {
+        return Err(format!(
+            "node `{}` has changes waiting to be applied ({}): apply them first, so that a restore plan holds the restore alone",
+            inst.node,
+            pending.join(", ")
+        ));
+    }
+    let Some(c) = n.changes.iter_mut().find(|c| &c.instance == inst) else {
+        return Err(format!(
+            "the commit does not place `{}` on node `{}`",
+            inst.service, inst.node
+        ));
+    };
+    let same_bytes =
+        c.reason.starts_with("artifacts match, but ") || c.reason.starts_with("the apply of plan ");
+    match c.action {
+        Action::NoOp => {}
+        Action::Update if same_bytes => {}
+        Action::Create => {
+            return Err(format!(
+                "`{inst}` is not deployed on the node yet: apply a plan that creates it, then restore its data"
+            ))
+        }
+        other => {
+            return Err(format!(
+                "`{inst}` has a change waiting ({other}: {}): apply it first; a restore writes no new artifact",
+                crate::quote::cut(&c.reason)
+            ))
+        }
+    }
+    let Some(rendered) = desired.iter().find(|r| &r.instance == inst) else {
+        return Err(format!("`{inst}` was not rendered"));
+    };
+    let runtime = Runtime::of(lab, inst);
+    if runtime.snapshot.as_ref().is_none_or(|s| s.paths.is_empty()) {
+        return Err(format!("`{}` has no data folders to restore", inst.service));
+    }
+    c.artifacts = rendered.artifacts.iter().map(planned).collect();
+    // The node holds these very files (the diff found them matching): shown with no diff.
+    c.prior = c.artifacts.clone();
+    c.action = Action::Update;
+    c.reason = restore.reason();
+    c.runtime = Some(runtime);
+    c.restore = Some(restore);
+    c.diffs = diffs_of(c, &actual);
+    Ok(())
 }
 
 /// The compose keys of the one-shot init containers of a rendered instance (see
@@ -597,6 +719,7 @@ fn change_for(
         prior,
         diffs: Vec::new(),
         runtime: None,
+        restore: None,
     };
     let Some(deployed) = deployed else {
         return mk(Action::Create, "not deployed on the node yet".to_owned(), all, Vec::new());
@@ -852,6 +975,7 @@ mod tests {
             prior: vec![a.clone()],
             diffs: vec![],
             runtime: None,
+            restore: None,
         };
         let actual = vec![format!("tracker file docker-compose.yml {} 0644", a.sha256)];
         assert_eq!(diffs_of(&c, &actual), vec![]);

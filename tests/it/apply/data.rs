@@ -436,3 +436,172 @@ fn a_snapshot_or_a_restore_killed_mid_copy_is_made_again_whole_on_resume() {
     assert!(all.contains(&format!("data restored to snapshot {id}, healthy")), "{all}");
     assert_eq!(tree(&state), before, "restored whole");
 }
+
+impl Site {
+    /// `homelab restore --node N --service S --snapshot ID --key <operator>`.
+    fn restore(&self, node: &str, svc: &str, snapshot: &str) -> Output {
+        let key = self.key.to_str().unwrap().to_owned();
+        let args = ["restore", "--node", node, "--service", svc, "--snapshot", snapshot, "--key"];
+        self.homelab(&[&args[..], &[key.as_str()]].concat())
+    }
+
+    /// Approves plan `id` with the operator's key.
+    fn approve(&self, id: &str) -> Output {
+        let key = self.key.to_str().unwrap().to_owned();
+        let plan = self.plan_path(id).display().to_string();
+        self.homelab(&["approve", &plan, "--key", &key, "--yes"])
+    }
+}
+
+/// The id of the plan a `plan`-like command printed first.
+fn plan_id(out: &Output) -> String {
+    let first = out.stdout.lines().next().and_then(|l| l.strip_prefix("plan "));
+    first.unwrap_or_else(|| panic!("{}\n{}", out.stdout, out.stderr)).trim().to_owned()
+}
+
+/// Issue 18 item 4: a restore is a reviewed change. `homelab restore` makes a signed plan
+/// whose one change puts the data back (a local snapshot, or a restic backup); it applies only
+/// once approved, with a snapshot of the data it replaces; an id that is not there, or not a
+/// snapshot id, is refused naming what there is. Then the disaster drill: the node's runtime
+/// root, containers and volumes destroyed, its services planned and applied anew, and its data
+/// restored from restic over SFTP on another node, byte for byte.
+#[test]
+fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_restic() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    let _forwarding = Forwarding::on();
+    stateful(&site, "1");
+    let b = site.lab.node("edge-b");
+    let command = format!(
+        "sftp.command=ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes root@{} -s sftp",
+        site.lab.client_key().display(),
+        site.lab.known_hosts().display(),
+        b.address
+    );
+    let sftp = format!("sftp:root@{}:{}", b.address, b.dir.join("restic").display());
+    site.edit("inventory/topology.yaml", |s| {
+        let backup =
+            format!("backup:\n  repository: \"{sftp}\"\n  options:\n    - \"{command}\"\n");
+        s.replacen("nodes:\n", &format!("{backup}nodes:\n"), 1)
+    });
+    let out = site.apply(&site.plan_and_approve(), &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let state = site.root("alpha").join("data/web/state");
+    fs::write(state.join("z2m-network-key"), [9u8, 0, 255, 1]).unwrap();
+    fs::write(state.join("owned"), "keys\n").unwrap();
+    std::os::unix::fs::chown(state.join("owned"), Some(1234), Some(5678)).unwrap();
+    fs::set_permissions(state.join("owned"), fs::Permissions::from_mode(0o640)).unwrap();
+
+    // A backup to edge-b over SFTP.
+    let pwfile = site.root("alpha").join("config/backup/restic-password");
+    let write_password = || {
+        fs::create_dir_all(pwfile.parent().unwrap()).unwrap();
+        fs::write(&pwfile, "drill $(touch pwned) password").unwrap();
+        fs::set_permissions(&pwfile, fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write_password();
+    let out = site.homelab(&["backup", "--node", "alpha", "--service", "web"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let said = out.stdout.lines().find(|l| l.starts_with("alpha web/web-state: restic snapshot"));
+    let backup = said.unwrap_or_else(|| panic!("{}", out.stdout));
+    let backup = backup.split(' ').nth(4).unwrap().trim_end_matches(',').to_owned();
+    let backed_up = tree(&state);
+
+    // An update snapshots the data first (snapshot `before`); the data then goes wrong.
+    stateful(&site, "1b");
+    let before = site.plan_and_approve();
+    let out = site.apply(&before, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    fs::write(state.join("z2m-network-key"), "lost\n").unwrap();
+    fs::write(state.join("junk"), "written after\n").unwrap();
+
+    // Refused before any plan: an id that is not there (naming the ones there are), or no id.
+    let out = site.restore("alpha", "web", "deadbeefdeadbeef");
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("has no local snapshot `deadbeefdeadbeef`"), "{}", out.stderr);
+    assert!(out.stderr.contains(&before), "names the snapshots there are: {}", out.stderr);
+    let out = site.restore("alpha", "web", "$(touch pwned)");
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("expected a snapshot id"), "{}", out.stderr);
+    assert!(!Path::new("pwned").exists() && !site.lab.dir().join("pwned").exists());
+
+    // The restore plan: one change, reviewed like any other, applied once approved.
+    let out = site.restore("alpha", "web", &before);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let restore = plan_id(&out);
+    assert!(
+        out.stdout.contains(&format!("restore data from local snapshot {before}")),
+        "{}",
+        out.stdout
+    );
+    let text = fs::read_to_string(site.plan_path(&restore)).unwrap();
+    assert!(text.contains(&format!("\nrestore local {before}\n")), "{text}");
+    let show = site.homelab(&["show", site.plan_path(&restore).to_str().unwrap()]);
+    assert_eq!(show.code, 0, "{}\n{}", show.stdout, show.stderr);
+    let out = site.apply(&restore, &[]);
+    assert_ne!(out.code, 0, "not approved yet: {}\n{}", out.stdout, out.stderr);
+    assert_eq!(fs::read_to_string(state.join("junk")).unwrap(), "written after\n");
+    let out = site.approve(&restore);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let out = site.apply(&restore, &[]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 0, "{all}");
+    assert!(all.contains(&format!("data restored from local snapshot {before}, healthy")), "{all}");
+    assert_eq!(tree(&state), backed_up, "the data as the snapshot holds it");
+    // The data it replaced is kept in the restore plan's own snapshot.
+    let replaced = site.root("alpha").join(format!("state/snapshots/web/{restore}"));
+    assert!(replaced.join("complete").exists());
+    // Applied once: the same plan again is a replay.
+    let out = site.apply(&restore, &[]);
+    assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    // A restore that does not come up healthy is rolled back to the data it replaced: a
+    // snapshot of broken data (taken by an update that then failed on it), restored.
+    fs::write(state.join("schema"), "schema2\n").unwrap();
+    stateful(&site, "1");
+    let broken = site.plan_and_approve();
+    assert_ne!(site.apply(&broken, &[]).code, 0);
+    stateful(&site, "1b");
+    fs::write(state.join("schema"), "schema1\n").unwrap();
+    let good = tree(&state);
+    let out = site.restore("alpha", "web", &broken);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let bad = plan_id(&out);
+    assert_eq!(site.approve(&bad).code, 0);
+    let out = site.apply(&bad, &[]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains(&format!("data restored to snapshot {bad}, healthy")), "{all}");
+    assert_eq!(tree(&state), good, "the data the failed restore replaced, back");
+
+    // The drill: the node destroyed (containers, volumes, its whole runtime root).
+    for c in ["web", "cache"] {
+        site.lab.docker("alpha", &["rm", "-f", c]);
+    }
+    site.lab.docker("alpha", &["volume", "rm", "-f", "web_db"]);
+    let root = site.root("alpha");
+    fs::remove_dir_all(&root).unwrap();
+    fs::create_dir_all(&root).unwrap();
+    // A new node: its services planned and applied anew, the operator's password put back.
+    let out = site.apply(&site.plan_and_approve(), &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_ne!(tree(&state), backed_up);
+    write_password();
+    let out = site.homelab(&["backup", "list", "--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(&format!("restic web web-state {backup}")), "{}", out.stdout);
+    let out = site.restore("alpha", "web", &format!("restic:{backup}"));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let restore = plan_id(&out);
+    assert!(site.approve(&restore).code == 0);
+    let out = site.apply(&restore, &[]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 0, "{all}");
+    assert!(
+        all.contains(&format!("data restored from restic snapshot {backup}, healthy")),
+        "{all}"
+    );
+    assert_eq!(tree(&state), backed_up, "the network key and all, owners and modes kept");
+    assert!(site.running("alpha", "web"));
+    assert!(!all.contains("drill"), "the password never shows: {all}");
+}
