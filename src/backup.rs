@@ -255,12 +255,13 @@ fn parse_list(stdout: &str) -> (Vec<Listed>, Option<String>) {
 }
 
 /// The last backups recorded on a node (`state/backups/<svc>/<set>.json`) of its critical
-/// sets: `(service, set, age, limit)`, for the stability agent. Unreadable records are
+/// sets: `(service, set, (age, limit), never backed up)`, for the stability agent; a set never backed up has the
+/// record its first deploy wrote, and its age counts from that deploy. Unreadable records are
 /// skipped: the agent reports what it can read.
 pub fn overdue_candidates(
     layout: &Layout,
     now: std::time::SystemTime,
-) -> Vec<(String, String, u64, u64)> {
+) -> Vec<(String, String, (u64, u64), bool)> {
     let mut found = Vec::new();
     let dir = std::path::PathBuf::from(layout.root()).join("state/backups");
     let Ok(services) = std::fs::read_dir(&dir) else { return found };
@@ -277,8 +278,9 @@ pub fn overdue_candidates(
             if rec["critical"] != true {
                 continue;
             }
-            let Some(time) = rec["time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok())
-            else {
+            // Never backed up: counted from the deploy that first placed the set (`since`).
+            let at = rec["time"].as_str().or_else(|| rec["since"].as_str());
+            let Some(time) = at.and_then(|t| humantime::parse_rfc3339(t).ok()) else {
                 continue;
             };
             let age = now.duration_since(time).unwrap_or_default().as_secs();
@@ -287,8 +289,8 @@ pub fn overdue_candidates(
             found.push((
                 svc.file_name().to_string_lossy().into_owned(),
                 name.to_owned(),
-                age,
-                limit,
+                (age, limit),
+                rec["time"].is_null(),
             ));
         }
     }
@@ -312,5 +314,32 @@ mod tests {
         assert_eq!(found[1].time, "2026-12-05T10:00:00");
         let (_, error) = parse_list("restic-error wrong password or no key found\n");
         assert_eq!(error.as_deref(), Some("wrong password or no key found"));
+    }
+
+    /// A critical set never backed up has the record its deploy wrote (`time` null, `since`):
+    /// its age counts from the deploy, and it is told apart; a backup's record replaces it.
+    #[test]
+    fn a_set_never_backed_up_is_aged_from_its_deploy() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::local(dir.path());
+        let rec = std::path::PathBuf::from(layout.backup_record("zigbee2mqtt", "z2m-data"));
+        std::fs::create_dir_all(rec.parent().unwrap()).unwrap();
+        std::fs::write(
+            &rec,
+            r#"{"time":null,"since":"2026-12-01T00:00:00Z","critical":true,"max_age_secs":172800}"#,
+        )
+        .unwrap();
+        let at = |s: &str| humantime::parse_rfc3339(s).unwrap();
+        let found = overdue_candidates(&layout, at("2026-12-04T00:00:00Z"));
+        let want = ("zigbee2mqtt".to_owned(), "z2m-data".to_owned(), (259_200, 172_800), true);
+        assert_eq!(found, vec![want]);
+        std::fs::write(
+            &rec,
+            r#"{"time":"2026-12-03T12:00:00Z","critical":true,"max_age_secs":172800,"summary":null}"#,
+        )
+        .unwrap();
+        let found = overdue_candidates(&layout, at("2026-12-04T00:00:00Z"));
+        assert_eq!(found[0].2, (43_200, 172_800));
+        assert!(!found[0].3);
     }
 }

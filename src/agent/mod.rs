@@ -164,10 +164,11 @@ async fn agent(cfg: &Config) -> Result<(), AgentError> {
                     }
                     Err(e) => tracing::warn!("disk use of {}: {e}", disk_path.display()),
                 }
-                for (service, set, age_secs, limit_secs) in
+                for (service, set, (age_secs, limit_secs), never) in
                     crate::backup::overdue_candidates(&layout, (cfg.clock)())
                 {
-                    store.observe(&Observation::Backup { service, set, age_secs, limit_secs });
+                    let seen = Observation::Backup { service, set, age_secs, limit_secs, never };
+                    store.observe(&seen);
                 }
                 beat.write(&layout, &store, (cfg.clock)());
             }

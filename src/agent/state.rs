@@ -36,8 +36,9 @@ pub enum Observation {
     /// The use of the filesystem holding the runtime root.
     Disk { path: String, used_percent: f64, threshold: f64 },
     /// A critical backup set's last restic backup (`homelab backup`'s record on the node):
-    /// how old it is and how old it may be.
-    Backup { service: String, set: String, age_secs: u64, limit_secs: u64 },
+    /// how old it is and how old it may be; `never`: no backup yet, its age counted from the
+    /// deploy that first placed the set.
+    Backup { service: String, set: String, age_secs: u64, limit_secs: u64, never: bool },
 }
 
 /// A container's condition.
@@ -125,15 +126,22 @@ impl State {
             Observation::Disk { path, used_percent, threshold } => {
                 self.disk(node, path, *used_percent, *threshold)
             }
-            Observation::Backup { service, set, age_secs, limit_secs } => {
-                self.backup(node, service, set, *age_secs, *limit_secs)
+            Observation::Backup { service, set, age_secs, limit_secs, never } => {
+                self.backup(node, service, set, (*age_secs, *limit_secs), *never)
             }
         }
     }
 
     /// A critical set's backup older than its limit is reported once, as a critical
     /// `service_unhealthy` of its service (check `backup`), and recovered by the next backup.
-    fn backup(&mut self, node: &str, svc: &str, set: &str, age: u64, limit: u64) -> Vec<Event> {
+    fn backup(
+        &mut self,
+        node: &str,
+        svc: &str,
+        set: &str,
+        (age, limit): (u64, u64),
+        never: bool,
+    ) -> Vec<Event> {
         let key = format!("{svc}/{set}");
         let over = self.backups.get(&key).is_some_and(|r| r.over);
         let data = |e: Event| {
@@ -149,7 +157,11 @@ impl State {
                 Event::new(Kind::ServiceUnhealthy, Severity::Critical, SOURCE, svc, &incident, node)
                     .with(
                         "error",
-                        format!("the last backup of critical set {set} is {}h old, over its limit of {}h: run `homelab backup --service {svc}`", age / 3600, limit / 3600),
+                        if never {
+                            format!("critical set {set} has never been backed up, {}h after its first deploy, over its limit of {}h: run `homelab backup --service {svc}`", age / 3600, limit / 3600)
+                        } else {
+                            format!("the last backup of critical set {set} is {}h old, over its limit of {}h: run `homelab backup --service {svc}`", age / 3600, limit / 3600)
+                        },
                     );
             return vec![data(e)];
         }
@@ -389,6 +401,7 @@ mod tests {
             set: "zigbee2mqtt-config".into(),
             age_secs: age,
             limit_secs: 86_400,
+            never: false,
         };
         assert!(s.observe("a", &b(3_600)).is_empty());
         let e = s.observe("a", &b(90_000));
@@ -401,6 +414,22 @@ mod tests {
         assert!(s.observe("a", &b(100_000)).is_empty(), "also after a restart");
         assert_eq!(kinds(&s.observe("a", &b(60))), ["service_recovered"]);
         assert!(s.observe("a", &b(60)).is_empty());
+        // A set never backed up is reported as such, counted from its first deploy.
+        let mut s = State::default();
+        let never = Observation::Backup {
+            service: "mosquitto".into(),
+            set: "mosquitto-data".into(),
+            age_secs: 90_000,
+            limit_secs: 86_400,
+            never: true,
+        };
+        let e = s.observe("a", &never);
+        assert_eq!(kinds(&e), ["service_unhealthy"]);
+        let error = e[0].data["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("critical set mosquitto-data has never been backed up"),
+            "{error}"
+        );
     }
 
     #[test]

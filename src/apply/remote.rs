@@ -488,6 +488,16 @@ while [ "$k" -gt 0 ]; do
   if [ "$o" != - ] && [ "$(stat -c %u:%g -- "$f")" != "$o" ]; then chown -R -- "$o" "$f"; fi
   if [ "$m" != - ]; then chmod -- "$m" "$f"; fi
 done
+# The critical backup sets the stability agent watches: a set with no backup record yet gets
+# one that counts from now, so a set never backed up is reported once past its max_age.
+w=${1:-0}; [ $# -eq 0 ] || shift
+while [ "$w" -gt 0 ]; do
+  r=$1; a=$2; shift 2; w=$((w - 1))
+  [ ! -e "$r" ] || continue
+  mkdir -p -- "${r%/*}"
+  printf '{"time":null,"since":"%s","critical":true,"max_age_secs":%s}\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$a" > "$r.tmp"
+  chmod 600 -- "$r.tmp"; mv -f -- "$r.tmp" "$r"
+done
 if [ -d "$live" ] && [ ! -L "$live" ]; then
   mkdir -p -- "$releases"
   mv -- "$live" "$releases/adopted-$(date +%s)"
@@ -1218,6 +1228,7 @@ pub fn switch_and_up(
     job_dir: &str,
     deadman: Option<&Deadman<'_>>,
     folders: &[crate::model::Folder],
+    watched: &[(String, u64)],
     data: Data<'_>,
 ) -> Result<DataSaid, StepError> {
     let up_args = |rel: &'_ str, log: &'_ str, data: Data<'_>| -> Vec<String> {
@@ -1238,6 +1249,11 @@ pub fn switch_and_up(
             args.push(format!("{}/{}", layout.root().trim_end_matches('/'), f.path));
             args.push(f.owner.clone().unwrap_or_else(|| "-".to_owned()));
             args.push(f.mode.clone().unwrap_or_else(|| "-".to_owned()));
+        }
+        args.push(watched.len().to_string());
+        for (set, secs) in watched {
+            args.push(layout.backup_record(svc, set));
+            args.push(secs.to_string());
         }
         args
     };

@@ -377,6 +377,7 @@ impl ServiceRun<'_, '_, '_> {
             &self.job("up"),
             deadman.as_ref(),
             &rt.folders,
+            &rt.watched,
             data,
         ) {
             Ok(said) => {
@@ -675,6 +676,7 @@ impl ServiceRun<'_, '_, '_> {
                     &job,
                     None,
                     &rt.folders,
+                    &rt.watched,
                     data,
                 )
             }

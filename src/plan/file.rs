@@ -567,6 +567,9 @@ pub fn encode(plan: &Plan) -> String {
                     }
                     let _ = writeln!(out, "{line}");
                 }
+                for (set, secs) in &rt.watched {
+                    let _ = writeln!(out, "backup-watch {set} max_age={secs}");
+                }
                 if let Some(l) = &rt.limits {
                     let _ = writeln!(out, "exposure {}", l.exposure.as_str());
                     if let Some(a) = l.lan_address {
@@ -1003,6 +1006,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     folders: Vec::new(),
                     snapshot: None,
                     limits: None,
+                    watched: Vec::new(),
                 });
             } else if let Some(rest) = l.strip_prefix("exposure ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
@@ -1143,6 +1147,27 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     let msg = format!("expected environment variable names, found `{bad}`");
                     return Err(p.err(msg));
                 }
+            } else if let Some(rest) = l.strip_prefix("backup-watch ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let rt = change
+                    .runtime
+                    .as_mut()
+                    .ok_or_else(|| p.err("`backup-watch` must follow `healthcheck`"))?;
+                let parsed = rest.split_once(" max_age=").and_then(|(set, secs)| {
+                    // A set's name reaches a path on the node: kebab-case, as validation has it.
+                    let name_ok = !set.is_empty()
+                        && set
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                    Some((set.to_owned(), secs.parse::<u64>().ok()?)).filter(|_| name_ok)
+                });
+                let Some(w) = parsed else {
+                    return Err(p.err(format!(
+                        "expected `backup-watch <set> max_age=<seconds>`, found `{}`",
+                        shorten(rest)
+                    )));
+                };
+                rt.watched.push(w);
             } else if let Some(rest) = l.strip_prefix("restore ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 if change.restore.is_some() {
@@ -1449,6 +1474,7 @@ mod tests {
                                 lan_address: Some("192.168.1.20".parse().unwrap()),
                                 paths: vec!["/var/run/docker.sock".into(), "data/broker".into()],
                             }),
+                            watched: vec![("broker-state".into(), 172_800)],
                         }),
                         restore: Some(crate::plan::Restore {
                             id: "1a2b3c4d".into(),

@@ -193,6 +193,10 @@ pub struct Runtime {
     /// What the node checks the resolved configuration against at validate (`docker compose
     /// config` with its env file): `None` in a plan made before the node checked it.
     pub limits: Option<Limits>,
+    /// The critical backup sets the node's stability agent watches from this deploy on, with
+    /// their `max_age` in seconds: a set never backed up is reported too, counted from the
+    /// deploy that first placed it.
+    pub watched: Vec<(String, u64)>,
 }
 
 /// The service's data as the engine snapshots it before a change (issue 18): its folders
@@ -290,6 +294,12 @@ impl Runtime {
                 .collect(),
             folders: svc.folders.clone(),
             snapshot: Some(Snapshot::of(svc, lab.nodes.get(&inst.node))),
+            watched: svc
+                .backup_sets
+                .iter()
+                .filter(|s| s.critical)
+                .map(|s| (s.name.clone(), s.max_age.as_secs()))
+                .collect(),
             limits: Some(Limits {
                 exposure: lab
                     .nodes

@@ -492,6 +492,15 @@ fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_res
     std::os::unix::fs::chown(state.join("owned"), Some(1234), Some(5678)).unwrap();
     fs::set_permissions(state.join("owned"), fs::Permissions::from_mode(0o640)).unwrap();
 
+    // The deploy made the critical set watched before any backup: its record counts from the
+    // deploy (the stability agent reports it once past max_age, see `backup::tests`).
+    let record = site.root("alpha").join("state/backups/web/web-state.json");
+    let watched: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    assert_eq!(watched["time"], serde_json::Value::Null, "{watched}");
+    assert_eq!(watched["max_age_secs"], 172_800, "{watched}");
+    assert!(watched["since"].as_str().is_some_and(|t| t.ends_with('Z')), "{watched}");
+    assert_eq!(fs::metadata(&record).unwrap().permissions().mode() & 0o777, 0o600);
+
     // A backup to edge-b over SFTP.
     let pwfile = site.root("alpha").join("config/backup/restic-password");
     let write_password = || {
@@ -506,6 +515,8 @@ fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_res
     let backup = said.unwrap_or_else(|| panic!("{}", out.stdout));
     let backup = backup.split(' ').nth(4).unwrap().trim_end_matches(',').to_owned();
     let backed_up = tree(&state);
+    let recorded: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    assert!(recorded["time"].is_string(), "the backup's record replaces the deploy's: {recorded}");
 
     // An update snapshots the data first (snapshot `before`); the data then goes wrong.
     stateful(&site, "1b");
