@@ -226,7 +226,9 @@ if [ "$1" = -- ]; then
   shift
   while [ "$1" != END ]; do
     name=${1%%:*}; line=${1#*:}
-    if ! grep -q "^$name=." "$envf" 2>/dev/null; then
+    # Set to something, as Compose reads the file: `NAME=v`, `export NAME=v`, `NAME="v"`;
+    # not `NAME=`, `NAME=""` or `NAME=''`, which Compose reads as empty.
+    if ! grep -Eq "^[[:space:]]*(export[[:space:]]+)?$name[[:space:]]*=[[:space:]]*([^[:space:]\"']|\"[^\"]|'[^'])" "$envf" 2>/dev/null; then
       at="services/$svc/service.yaml"; [ "$line" = 0 ] || at="$at:$line"
       echo "$at: \`runtime.env_vars\`: \`$name\` is required, but $envf does not set it (or sets it empty), and the compose file interpolates it with no default: Compose would run the service with an empty string; set \`$name=...\` in $envf, give it a default (\`\${$name:-...}\`), or mark it \`required: false\`" >&2
       unset_vars=1
