@@ -609,3 +609,28 @@ fn a_shipped_file_that_nothing_names_is_said_as_a_note() {
         "note[unreferenced]: services/broker/conf/unused.conf: `conf/unused.conf` ships with every release of `broker`, but no compose file mounts, builds or includes it and no other shipped file names it\n  fix: mount it read-only (`./conf/unused.conf:<path in the container>:ro`), or remove it from the service's folder\n"
     );
 }
+
+/// Names that read like a secret's as published projects write them (issue 21: these passed):
+/// a `…_KEY` (`N8N_ENCRYPTION_KEY`), a `…_PASS`, a `…PASSPHRASE` given a literal in the compose
+/// file are refused like a `…PASSWORD`. A `…_KEY` whose value is a path names where a key is
+/// kept, and a public key is no secret: both pass.
+#[test]
+fn a_literal_under_a_key_pass_or_passphrase_name_is_refused() {
+    let tree = Tree::base();
+    let compose =
+        fs::read_to_string(tree.path().join("services/broker/docker-compose.yml")).unwrap();
+    tree.write(
+        "services/broker/docker-compose.yml",
+        format!("{compose}      N8N_ENCRYPTION_KEY: x8Yh2kPq\n      SMTP_PASS: hunter2\n      GPG_PASSPHRASE: \"correct horse\"\n      TLS_KEY: /certs/tls.key\n      SSH_KEY: \"{{{{ config_dir }}}}/ssh-key\"\n      VAPID_PUBLIC_KEY: BExyz\n"),
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for (line, name) in [(10, "N8N_ENCRYPTION_KEY"), (11, "SMTP_PASS"), (12, "GPG_PASSPHRASE")] {
+        assert!(
+            out.stderr.contains(&format!("error[secret]: services/broker/docker-compose.yml:{line}: `{name}`: `{name}` looks like a secret and is set to a literal value in a file that ships from Git")),
+            "{name}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(out.stderr.matches("error[").count(), 3, "{}", out.stderr);
+}
