@@ -301,6 +301,50 @@ fn secrets_stay_out_and_shipped_files_are_copied() {
         .contains("  - name: proxy\n    exposure: tailnet\n"));
 }
 
+/// Issue 21: the starter kit reaches Ollama as `ollama`, the `container_name` its services
+/// merge from an anchor (`<<: *service-ollama`), on a network of the project (`demo`). Import
+/// renamed the container but kept the old name reachable only for a container on the default
+/// network with no `networks` of its own, so such a project was taken back out (rule
+/// `compose-host`). The alias now goes on every network the container joins: a merged
+/// `networks` gets a key of the block's own, an own list or map is written again as a map,
+/// its other settings and aliases kept. The kit's model pull, with no restart policy and
+/// nothing waiting for it, got `unless-stopped` and re-ran after every exit: it is a job now.
+#[test]
+fn the_starter_kits_shape_keeps_its_old_names_reachable_and_its_pull_job_runs_once() {
+    let tree = Tree::base();
+    let p = Project::empty("kit");
+    p.write(
+        "docker-compose.yml",
+        "x-ollama: &service-ollama\n  image: ollama/ollama:latest\n  container_name: ollama\n  networks: ['demo']\n  restart: unless-stopped\n\nservices:\n  web:\n    image: ghcr.io/open-webui/open-webui:main\n    container_name: open-webui\n    restart: unless-stopped\n    networks:\n      - demo\n    environment:\n      OLLAMA_BASE_URL: http://ollama:11434\n      SEARXNG_QUERY_URL: http://searxng:8080/search?q=<query>\n  ollama-cpu:\n    <<: *service-ollama\n  search:\n    image: searxng/searxng:latest\n    container_name: searxng\n    restart: unless-stopped\n    networks:\n      demo:\n        aliases: [search-engine]\n  ollama-pull:\n    image: ollama/ollama:latest\n    networks: ['demo']\n    entrypoint: /bin/sh\n    environment:\n      - OLLAMA_HOST=ollama:11434\n    command: [\"-c\", \"sleep 3; ollama pull llama3.2\"]\n    depends_on:\n      - ollama-cpu\n\nnetworks:\n  demo:\n",
+    );
+    let out = imported(&tree, &p, "kit", "alpha", &[], &[]);
+    let compose = read(&tree, "services/kit/docker-compose.yml");
+    for expected in [
+        "  web:\n    image: ghcr.io/open-webui/open-webui:main\n    container_name: kit-web\n    restart: unless-stopped\n    networks:\n      - demo\n",
+        "  ollama-cpu:\n    container_name: kit-ollama-cpu\n    networks: {demo: {aliases: [ollama]}}\n",
+        "    <<: *service-ollama\n",
+        "    container_name: kit-search\n    restart: unless-stopped\n    networks: {demo: {aliases: [search-engine, searxng]}}\n  ollama-pull:\n",
+        // The model pull runs once: no restart policy of its own, nothing waits for it.
+        "  ollama-pull:\n    container_name: kit-ollama-pull\n    restart: \"no\"\n",
+    ] {
+        assert!(compose.contains(expected), "no {expected:?} in\n{compose}");
+    }
+    for expected in [
+        "services.ollama-cpu.container_name: `ollama` → `kit-ollama-cpu` (",
+        "`ollama` stays reachable as a network alias",
+        "services.search.container_name: `searxng` → `kit-search` (",
+        "`searxng` stays reachable as a network alias",
+        "services.ollama-pull.restart: added `restart: \"no\"` (the project gives it no restart policy",
+    ] {
+        assert!(out.stdout.contains(expected), "no {expected:?} in\n{}", out.stdout);
+    }
+    // Nothing reaches `open-webui`: no alias is made for it.
+    assert!(!compose.contains("[open-webui]"), "{compose}");
+    // The healthcheck waits for what keeps running, not for the job.
+    let health = read(&tree, "services/kit/healthcheck.sh");
+    assert!(health.contains("kit-ollama-cpu") && !health.contains("kit-ollama-pull"), "{health}");
+}
+
 /// `depends_on` naming a service of the homelab (not of the project) becomes a dependency of
 /// the contract; a display name is accepted for the node.
 #[test]
@@ -517,7 +561,7 @@ fn an_imported_project_plans_and_applies_on_a_lab_node() {
     p.write(
         "docker-compose.yml",
         &format!(
-            "services:\n  notes:\n    image: {image}\n    restart: always\n    env_file: .env\n    command: [\"sh\", \"-c\", \"cp /etc/notes/motd /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/www:/www\n      - ./conf:/etc/notes\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"-\", \"http://127.0.0.1:8080/\"]\n      interval: 1s\n      timeout: 1s\n      retries: 10\n  notes_db:\n    image: {image}\n    environment:\n      DB_PASSWORD: ${{DB_PASSWORD}}\n    command: [\"sh\", \"-c\", \"test -n \\\"$$DB_PASSWORD\\\" && touch /var/lib/db/ready && exec sleep 1000000\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/db:/var/lib/db\n    depends_on:\n      - notes\n",
+            "services:\n  notes:\n    image: {image}\n    restart: always\n    env_file: .env\n    command: [\"sh\", \"-c\", \"cp /etc/notes/motd /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/www:/www\n      - ./conf:/etc/notes\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"-\", \"http://127.0.0.1:8080/\"]\n      interval: 1s\n      timeout: 1s\n      retries: 10\n  notes_db:\n    image: {image}\n    restart: always\n    environment:\n      DB_PASSWORD: ${{DB_PASSWORD}}\n    command: [\"sh\", \"-c\", \"test -n \\\"$$DB_PASSWORD\\\" && touch /var/lib/db/ready && exec sleep 1000000\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/db:/var/lib/db\n    depends_on:\n      - notes\n",
             image = crate::lab::IMAGE
         ),
     );
