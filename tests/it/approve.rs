@@ -1580,8 +1580,12 @@ fn a_required_variable_the_node_does_not_set_refuses_at_validate_naming_its_entr
     let out = p.lab.apply_with(&p.id, &["--node", "edge-a", "--resume", "--stage", "validate"]);
     let all = format!("{}{}", out.stdout, out.stderr);
     assert_eq!(out.code, 1, "{all}");
-    // Two refusals: what is shown of the step's stderr is its end, so the first is cut short.
-    assert!(all.contains("set `BROKER_TAG=...` in "), "{all}");
+    // Both, each naming its entry: what is shown of a failed step is its end, and the fix
+    // comes once, before them.
+    assert!(
+        all.contains(&format!("services/broker/service.yaml:{line}: `runtime.env_vars`: `BROKER_TAG` is required, but")),
+        "{all}"
+    );
     assert!(all.contains("Compose would run the service with an empty string"), "{all}");
     assert!(
         all.contains(&format!("services/broker/service.yaml:{zone}: `runtime.env_vars`: `BROKER_ZONE` is required, but")),
