@@ -552,7 +552,8 @@ fn an_import_that_would_not_validate_is_taken_back_out() {
 /// In the lab: a project imported with no edit by hand (its secret put on the node, as the
 /// output says) is planned and applied; its containers run healthy, the host folder that was
 /// behind a variable is the service's data folder on the node, and its config file is there.
-/// Its seed job runs once (issue 21: import gave such a job `unless-stopped`).
+/// Its seed job runs once (issue 21: import gave such a job `unless-stopped`), and the name
+/// its database reaches the renamed web container by, on the project's own network, resolves.
 #[test]
 fn an_imported_project_plans_and_applies_on_a_lab_node() {
     use crate::apply::{Site, LAB, NODES};
@@ -562,7 +563,7 @@ fn an_imported_project_plans_and_applies_on_a_lab_node() {
     p.write(
         "docker-compose.yml",
         &format!(
-            "services:\n  notes:\n    image: {image}\n    restart: always\n    env_file: .env\n    command: [\"sh\", \"-c\", \"cp /etc/notes/motd /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/www:/www\n      - ./conf:/etc/notes\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"-\", \"http://127.0.0.1:8080/\"]\n      interval: 1s\n      timeout: 1s\n      retries: 10\n  notes_db:\n    image: {image}\n    restart: always\n    environment:\n      DB_PASSWORD: ${{DB_PASSWORD}}\n    command: [\"sh\", \"-c\", \"test -n \\\"$$DB_PASSWORD\\\" && touch /var/lib/db/ready && exec sleep 1000000\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/db:/var/lib/db\n    depends_on:\n      - notes\n  notes_seed:\n    image: {image}\n    command: [\"true\"]\n",
+            "services:\n  notes:\n    image: {image}\n    container_name: web\n    restart: always\n    networks: [back]\n    env_file: .env\n    command: [\"sh\", \"-c\", \"cp /etc/notes/motd /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/www:/www\n      - ./conf:/etc/notes\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"-\", \"http://127.0.0.1:8080/\"]\n      interval: 1s\n      timeout: 1s\n      retries: 10\n  notes_db:\n    image: {image}\n    restart: always\n    networks: [back]\n    environment:\n      DB_PASSWORD: ${{DB_PASSWORD}}\n    command: [\"sh\", \"-c\", \"test -n \\\"$$DB_PASSWORD\\\" && until wget -q -O /var/lib/db/ready http://web:8080/; do sleep 1; done && exec sleep 1000000\"]\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-s\", \"/var/lib/db/ready\"]\n      interval: 1s\n      timeout: 1s\n      retries: 30\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/db:/var/lib/db\n    depends_on:\n      - notes\n  notes_seed:\n    image: {image}\n    command: [\"true\"]\nnetworks:\n  back:\n",
             image = crate::lab::IMAGE
         ),
     );
@@ -581,10 +582,9 @@ fn an_imported_project_plans_and_applies_on_a_lab_node() {
     assert!(site.running("alpha", "notes") && site.running("alpha", "notes_db"));
     let data = site.root("alpha").join("data/notes");
     assert_eq!(fs::read_to_string(data.join("www/index.html")).unwrap(), "imported notes\n");
-    assert!(
-        data.join("db/ready").exists(),
-        "the database saw its secret and wrote its data folder"
-    );
+    // The database saw its secret, reached the web container by the name the project gave it
+    // (`web`, renamed `notes`: a network alias on `back` keeps it), and wrote its data folder.
+    assert_eq!(fs::read_to_string(data.join("db/ready")).unwrap(), "imported notes\n");
     let health = site.lab.docker("alpha", &["inspect", "-f", "{{.State.Health.Status}}", "notes"]);
     assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "healthy");
     // The seed job (no restart policy, nothing waits for it) runs once: Docker never starts it
