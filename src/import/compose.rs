@@ -178,6 +178,7 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                 .is_none_or(|c| reached_as(&reaching, &c.value, None).is_none());
         // The name the project gives the container, on a line of its own block or merged in
         // (`<<: *ollama` with `container_name: ollama` in the anchor): what others reach it by.
+        let mut aliases = Vec::new();
         let written = cs.container_name.as_ref();
         let own_line =
             written.filter(|c| own(at(c), "container_name")).map(|c| at(c).unwrap_or(key_line));
@@ -215,6 +216,7 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                     match alias(&lines, (key_line, end, child), l, cs, old) {
                         Some(more) => {
                             ops.extend(more);
+                            aliases.push(old.to_owned());
                             why.push_str(&format!("; `{old}` stays reachable as a network alias"));
                         }
                         None => why.push_str(&format!("; another line reaches it as `{old}`: add that name as a network alias or write `{key}` there")),
@@ -241,6 +243,7 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
             name,
             healthcheck: health_test(cs.healthcheck.as_ref().map(|h| &h.value)),
             one_shot: shot || job,
+            aliases,
         });
         // Restart.
         if job {

@@ -343,6 +343,13 @@ fn the_starter_kits_shape_keeps_its_old_names_reachable_and_its_pull_job_runs_on
     // The healthcheck waits for what keeps running, not for the job.
     let health = read(&tree, "services/kit/healthcheck.sh");
     assert!(health.contains("kit-ollama-cpu") && !health.contains("kit-ollama-pull"), "{health}");
+    // And checks that the renamed containers answer to the names the others reach them by.
+    for (name, old) in [("kit-ollama-cpu", "ollama"), ("kit-search", "searxng")] {
+        assert!(
+            health.contains(&format!("{{{{end}}}}{{{{end}}}}' {name} 2>&1) || fail \"{name}: $names\"\nfor a in {old}; do\n")),
+            "{health}"
+        );
+    }
 }
 
 /// `depends_on` naming a service of the homelab (not of the project) becomes a dependency of
@@ -587,6 +594,10 @@ fn an_imported_project_plans_and_applies_on_a_lab_node() {
     assert_eq!(fs::read_to_string(data.join("db/ready")).unwrap(), "imported notes\n");
     let health = site.lab.docker("alpha", &["inspect", "-f", "{{.State.Health.Status}}", "notes"]);
     assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "healthy");
+    // The service's healthcheck (which the apply ran) checks that `notes` answers to `web`.
+    let script =
+        fs::read_to_string(site.repo.path().join("services/notes/healthcheck.sh")).unwrap();
+    assert!(script.contains("for a in web; do"), "{script}");
     // The seed job (no restart policy, nothing waits for it) runs once: Docker never starts it
     // again, and the apply did not wait for it to keep running.
     let policy = site
