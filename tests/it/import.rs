@@ -594,10 +594,35 @@ fn an_imported_project_plans_and_applies_on_a_lab_node() {
     assert_eq!(fs::read_to_string(data.join("db/ready")).unwrap(), "imported notes\n");
     let health = site.lab.docker("alpha", &["inspect", "-f", "{{.State.Health.Status}}", "notes"]);
     assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "healthy");
-    // The service's healthcheck (which the apply ran) checks that `notes` answers to `web`.
-    let script =
-        fs::read_to_string(site.repo.path().join("services/notes/healthcheck.sh")).unwrap();
-    assert!(script.contains("for a in web; do"), "{script}");
+    // The service's healthcheck (which the apply ran) checks that `notes` answers to `web`:
+    // once the container is back on `back` without the alias, it fails saying so.
+    let root = site.root("alpha");
+    let healthcheck = || {
+        let script = root.join("state/services/notes/healthcheck.sh");
+        let out = site.lab.ssh(
+            "alpha",
+            &[
+                "env",
+                &format!("HOMELAB_ROOT={}", root.display()),
+                "HOMELAB_NODE=alpha",
+                "HOMELAB_SERVICE=notes",
+                "sh",
+                script.to_str().unwrap(),
+            ],
+        );
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(healthcheck(), (Some(0), "healthy: notes\n".to_owned()));
+    for args in [
+        ["network", "disconnect", "notes_back", "notes"],
+        ["network", "connect", "notes_back", "notes"],
+    ] {
+        let out = site.lab.docker("alpha", &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (code, said) = healthcheck();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("notes does not answer to web"), "{said}");
     // The seed job (no restart policy, nothing waits for it) runs once: Docker never starts it
     // again, and the apply did not wait for it to keep running.
     let policy = site
