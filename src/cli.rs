@@ -165,7 +165,8 @@ pub enum Command {
         /// Only these services (repeatable); the rest of the plan stays pending.
         #[arg(long = "service", value_name = "SERVICE")]
         services: Vec<String>,
-        /// Run only this stage of the pipeline.
+        /// Run only this stage of the pipeline, once the stages before it are done
+        /// (`--stage prepare` first); every later `--stage` of the plan takes `--resume`.
         #[arg(long, value_enum)]
         stage: Option<StageArg>,
         /// Continue an apply that stopped (dropped link, killed process) where it stopped.

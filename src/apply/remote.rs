@@ -221,20 +221,27 @@ while [ "$1" != END ] && [ "$1" != -- ]; do
   shift
 done
 if [ -n "$missing" ]; then echo "secrets missing from $envf:$missing" >&2; exit 4; fi
-unset_vars=0
+# One line per variable, the fix once before them: what an apply shows of a failed step is
+# its end, so every variable's file and line stay in sight.
+unset_vars=""
 if [ "$1" = -- ]; then
   shift
   while [ "$1" != END ]; do
     name=${1%%:*}; line=${1#*:}
-    if ! grep -q "^$name=." "$envf" 2>/dev/null; then
+    # Set to something, as Compose reads the file: `NAME=v`, `export NAME=v`, `NAME="v"`;
+    # not `NAME=`, `NAME=""` or `NAME=''`, which Compose reads as empty.
+    if ! grep -Eq "^[[:space:]]*(export[[:space:]]+)?$name[[:space:]]*=[[:space:]]*([^[:space:]\"']|\"[^\"]|'[^'])" "$envf" 2>/dev/null; then
       at="services/$svc/service.yaml"; [ "$line" = 0 ] || at="$at:$line"
-      echo "$at: \`runtime.env_vars\`: \`$name\` is required, but $envf does not set it (or sets it empty), and the compose file interpolates it with no default: Compose would run the service with an empty string; set \`$name=...\` in $envf, give it a default (\`\${$name:-...}\`), or mark it \`required: false\`" >&2
-      unset_vars=1
+      unset_vars="$unset_vars
+$at: \`runtime.env_vars\`: \`$name\` is required, but $envf does not set it (or sets it empty)"
     fi
     shift
   done
 fi
-if [ "$unset_vars" = 1 ]; then exit 4; fi
+if [ -n "$unset_vars" ]; then
+  echo "the compose file interpolates these required variables with no default, so Compose would run the service with an empty string: set each in $envf, give it a default (\`\${NAME:-...}\`), or mark it \`required: false\`$unset_vars" >&2
+  exit 4
+fi
 logged compose config -q
 # What Compose will really run, for the node's checks (`resolved`): of the resolved
 # configuration only each service's name, network mode, ports and volumes, never the rest

@@ -17,7 +17,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::edit::{self, block_end, indent, is_blank, Edit, Op};
-use super::shape::{at, locate, normalize, problem, quoted_if_needed, unquote, Ctx, Project};
+use super::shape::{
+    at, is_database, locate, normalize, problem, quoted_if_needed, unquote, Ctx, Project, Svc,
+};
 pub use super::shape::{Container, Existing, Input, Output, Timing, Variable, RESTART};
 use crate::model::load::parse_yaml;
 use crate::model::validate::compose::{container_name, one_shot, reached_as, variables_used};
@@ -80,6 +82,32 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
     let multi = project.services.len() > 1;
     let keys: BTreeSet<&str> = project.services.keys().map(String::as_str).collect();
     let shots = one_shot(svc, &[i.text]);
+    // The text with its `container_name` lines blanked (lines kept, so numbers hold): a line
+    // that gives a name, in a service or an anchor merged into one, reaches nothing.
+    let reaching: String = i
+        .text
+        .lines()
+        .map(|l| if l.trim_start().starts_with("container_name:") { "" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The containers another one waits for as running (`service_started`, `service_healthy`,
+    // or the list form of `depends_on`): they are kept up.
+    let running: BTreeSet<&str> = project
+        .services
+        .values()
+        .flat_map(|s| match s.value.depends_on.as_ref().map(|d| &d.value) {
+            Some(Value::Object(deps)) => deps
+                .iter()
+                .filter(|(_, v)| {
+                    v.get("condition").and_then(Value::as_str)
+                        != Some("service_completed_successfully")
+                })
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            Some(Value::Array(deps)) => deps.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     // The exposure: as given, or from what the project publishes.
     let publishes = project.services.values().any(|s| {
         s.value.network_mode.as_ref().map(|m| m.value.as_str()) != Some("host")
@@ -130,30 +158,68 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
         // Container name.
         let name = container_name(svc, key, multi);
         let shot = shots.contains(key);
-        match cs.container_name.as_ref().filter(|c| own(at(c), "container_name")) {
-            Some(c) if c.value == name => {}
+        // A job the project runs once: no restart policy (Docker's default, `no`), not the main
+        // container, and nothing waits for it as running or reaches it; no port, no
+        // healthcheck, not a database. `unless-stopped` would start it again after every exit
+        // (issue 21: the starter kit's model pull re-ran 7 times in 30 s); `restart: "no"`
+        // keeps it a job, which `validate` and `plan` know as one-shot.
+        let job = !shot
+            && multi
+            && key.as_str() != svc
+            && cs.restart.is_none()
+            && !running.contains(key.as_str())
+            && cs.ports.is_empty()
+            && cs.healthcheck.is_none()
+            && !is_database(cs.image.as_ref())
+            && reached_as(&reaching, key, None).is_none()
+            && cs
+                .container_name
+                .as_ref()
+                .is_none_or(|c| reached_as(&reaching, &c.value, None).is_none());
+        // The name the project gives the container, on a line of its own block or merged in
+        // (`<<: *ollama` with `container_name: ollama` in the anchor): what others reach it by.
+        let mut aliases = Vec::new();
+        let written = cs.container_name.as_ref();
+        let own_line =
+            written.filter(|c| own(at(c), "container_name")).map(|c| at(c).unwrap_or(key_line));
+        match written.filter(|c| c.value != name) {
+            None if own_line.is_some() => {}
             Some(c) => {
-                let l = at(c).unwrap_or(key_line);
                 let old = c.value.as_str();
                 let mut why = if multi {
                     format!("in a multi-container service the container of the key `{svc}` is `{svc}`, one whose key already carries the service's name is named like its key, every other one is `{svc}-<key>`")
                 } else {
                     "a one-container service's container is named like the service".to_owned()
                 };
-                let mut ops = vec![Op::Replace {
-                    line: l,
-                    old: lines[l - 1].to_owned(),
-                    new: format!("{}container_name: {name}", " ".repeat(indent(lines[l - 1]))),
-                }];
-                if old != key.as_str() && reached_as(i.text, old, Some(l as u64)).is_some() {
-                    if cs.networks.is_none() && cs.network_mode.is_none() {
-                        ops.push(Op::Insert {
-                            after: l,
-                            text: format!("{pad}networks: {{default: {{aliases: [{old}]}}}}"),
-                        });
-                        why.push_str(&format!("; `{old}` stays reachable as a network alias"));
-                    } else {
-                        why.push_str(&format!("; another line reaches it as `{old}`: add that name as a network alias or write `{key}` there"));
+                // A merged name is replaced by one of the block's own, which wins over it.
+                let (l, mut ops) = match own_line {
+                    Some(l) => (
+                        l,
+                        vec![Op::Replace {
+                            line: l,
+                            old: lines[l - 1].to_owned(),
+                            new: format!(
+                                "{}container_name: {name}",
+                                " ".repeat(indent(lines[l - 1]))
+                            ),
+                        }],
+                    ),
+                    None => (
+                        key_line,
+                        vec![Op::Insert {
+                            after: key_line,
+                            text: format!("{pad}container_name: {name}"),
+                        }],
+                    ),
+                };
+                if old != key.as_str() && reached_as(&reaching, old, None).is_some() {
+                    match alias(&lines, (key_line, end, child), l, cs, old) {
+                        Some(more) => {
+                            ops.extend(more);
+                            aliases.push(old.to_owned());
+                            why.push_str(&format!("; `{old}` stays reachable as a network alias"));
+                        }
+                        None => why.push_str(&format!("; another line reaches it as `{old}`: add that name as a network alias or write `{key}` there")),
                     }
                 }
                 push(
@@ -176,10 +242,19 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
             key: key.clone(),
             name,
             healthcheck: health_test(cs.healthcheck.as_ref().map(|h| &h.value)),
-            one_shot: shot,
+            one_shot: shot || job,
+            aliases,
         });
         // Restart.
-        if !shot {
+        if job {
+            push(
+                Some(key_line),
+                format!("{field}.restart"),
+                "added `restart: \"no\"`".to_owned(),
+                "the project gives it no restart policy and no container waits for it as running or reaches it: a job that runs once, which `unless-stopped` would start again after every exit; make it `unless-stopped` if it serves",
+                vec![Op::Insert { after: key_line, text: format!("{pad}restart: \"no\"") }],
+            );
+        } else if !shot {
             match cs.restart.as_ref().filter(|r| own(at(r), "restart")) {
                 Some(r) if r.value == RESTART => {}
                 Some(r) => {
@@ -385,7 +460,6 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
                 out.timing = t;
             }
         }
-        let _ = (&cs.image, &cs.networks);
     }
 
     let mut c = Ctx { lines: lines.clone(), file, edits: std::mem::take(&mut ops_of), out };
@@ -514,6 +588,94 @@ fn secrets(c: &mut Ctx) {
                 break;
             }
         }
+    }
+}
+
+/// The edits that keep `old`, the name the project gave a container homelab renames,
+/// reachable by the containers that use it: a network alias on every network the container
+/// joins. Without `networks`, the default network's (`networks: {default: {aliases: [old]}}`);
+/// with a `networks` of the block's own (a list or a map), that key written again as a map
+/// with `old` among each network's aliases (the rest of each network's settings kept); with one
+/// merged in (`<<: *anchor`), a key of the block's own, which wins over the merged one. `None`
+/// for a container on another network mode, or networks this does not read. `child` is the
+/// indentation of the block's keys; a new line goes after line `after`.
+fn alias(
+    lines: &[&str],
+    (key_line, end, child): (usize, usize, usize),
+    after: usize,
+    cs: &Svc,
+    old: &str,
+) -> Option<Vec<Op>> {
+    if cs.network_mode.is_some() {
+        return None;
+    }
+    let pad = " ".repeat(child);
+    let Some(networks) = cs.networks.as_ref() else {
+        let text = format!("{pad}networks: {{default: {{aliases: [{old}]}}}}");
+        return Some(vec![Op::Insert { after, text }]);
+    };
+    let mut map = serde_json::Map::new();
+    match &networks.value {
+        Value::Array(names) => {
+            for n in names {
+                map.insert(n.as_str()?.to_owned(), Value::Null);
+            }
+        }
+        Value::Object(m) => map = m.clone(),
+        _ => return None,
+    }
+    if map.is_empty() {
+        return None;
+    }
+    for settings in map.values_mut() {
+        if settings.is_null() {
+            *settings = Value::Object(serde_json::Map::new());
+        }
+        let list = settings
+            .as_object_mut()?
+            .entry("aliases")
+            .or_insert_with(|| Value::Array(Vec::new()))
+            .as_array_mut()?;
+        if !list.iter().any(|a| a.as_str() == Some(old)) {
+            list.push(Value::String(old.to_owned()));
+        }
+    }
+    let text = format!("{pad}networks: {}", flow(&Value::Object(map)));
+    let own = (key_line + 1..=end).find(|&l| {
+        indent(lines[l - 1]) == child && lines[l - 1].trim_start().starts_with("networks:")
+    });
+    Some(match own {
+        Some(l) => {
+            let mut ops = vec![Op::Replace { line: l, old: lines[l - 1].to_owned(), new: text }];
+            ops.extend((l + 1..=block_end(lines, l)).map(|line| Op::Delete { line }));
+            ops
+        }
+        None => vec![Op::Insert { after, text }],
+    })
+}
+
+/// `v` as YAML in flow style (`{back: {aliases: [ollama]}}`): a string plain where YAML reads
+/// it back as that string, quoted elsewhere (JSON's quoting, which YAML reads too).
+fn flow(v: &Value) -> String {
+    let plain = |s: &str| {
+        s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && !matches!(
+                s.to_ascii_lowercase().as_str(),
+                "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
+            )
+    };
+    match v {
+        Value::Object(m) => {
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}: {}", flow(&Value::String(k.clone())), flow(v)))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(flow).collect::<Vec<_>>().join(", ")),
+        Value::String(s) if plain(s) => s.clone(),
+        _ => v.to_string(),
     }
 }
 

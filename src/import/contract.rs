@@ -212,6 +212,25 @@ pub fn healthcheck_sh(a: &About, o: &Output) -> String {
             healthy.join(" ")
         ));
     }
+    // A renamed container answers to the names its users reach it by (issue 21: the starter
+    // kit's Ollama ran healthy under its new name while `ollama` resolved nowhere).
+    // Only names Docker takes for a container reach the script (no quoting needed there).
+    let plain = |n: &str| {
+        !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    for c in o.containers.iter().filter(|c| !c.one_shot && plain(&c.name)) {
+        let aliases: Vec<&str> =
+            c.aliases.iter().map(String::as_str).filter(|a| plain(a)).collect();
+        if aliases.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "# {name} answers to the names the others reach it by (network aliases).\nnames=$(docker inspect --format '{{{{range .NetworkSettings.Networks}}}}{{{{range .Aliases}}}}{{{{.}}}} {{{{end}}}}{{{{end}}}}' {name} 2>&1) || fail \"{name}: $names\"\nfor a in {aliases}; do\n  case \" $names \" in *\" $a \"*) ;; *) fail \"{name} does not answer to $a, the name others in {svc} reach it by\" ;; esac\ndone\n",
+            name = c.name,
+            aliases = aliases.join(" "),
+        ));
+    }
     s.push_str(&format!("echo \"healthy: {svc}\"\n"));
     s
 }

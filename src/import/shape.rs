@@ -53,6 +53,9 @@ pub struct Container {
     pub healthcheck: bool,
     /// It runs once and stops (not expected to be running).
     pub one_shot: bool,
+    /// The names the project gave it that others reach it by, kept as network aliases when
+    /// homelab renamed it: its healthcheck checks that it answers to them.
+    pub aliases: Vec<String>,
 }
 
 /// A compose healthcheck's timings, as written (`30s`, `1m30s`).

@@ -380,6 +380,9 @@ pub struct ComposeService {
     pub restart: Option<S<String>>,
     #[serde(default)]
     pub network_mode: Option<S<String>>,
+    /// The networks it joins (a list or a map), for the alias that keeps an old name.
+    #[serde(default)]
+    pub networks: Option<S<serde_json::Value>>,
     #[serde(default)]
     pub volumes: Vec<S<serde_json::Value>>,
     #[serde(default)]

@@ -1540,40 +1540,61 @@ fn a_required_variable_the_node_does_not_set_refuses_at_validate_naming_its_entr
         let compose = lab.read("repo/services/broker/docker-compose.yml");
         lab.write(
             "repo/services/broker/docker-compose.yml",
-            compose.replace("BROKER_USER: broker\n", "BROKER_USER: broker\n      BROKER_TAG: ${BROKER_TAG}\n      BROKER_MODE: ${BROKER_MODE:-fast}\n"),
+            compose.replace("BROKER_USER: broker\n", "BROKER_USER: broker\n      BROKER_TAG: ${BROKER_TAG}\n      BROKER_MODE: ${BROKER_MODE:-fast}\n      BROKER_ZONE: ${BROKER_ZONE}\n      BROKER_SITE: ${BROKER_SITE}\n"),
         );
         let contract = lab.read("repo/services/broker/service.yaml");
         lab.write(
             "repo/services/broker/service.yaml",
             contract.replace(
                 "    - name: BROKER_PASSWORD\n",
-                "    - name: BROKER_TAG\n      secret: false\n    - name: BROKER_MODE\n      secret: false\n    - name: BROKER_PASSWORD\n",
+                "    - name: BROKER_TAG\n      secret: false\n    - name: BROKER_MODE\n      secret: false\n    - name: BROKER_ZONE\n      secret: false\n    - name: BROKER_SITE\n      secret: false\n    - name: BROKER_PASSWORD\n",
             ),
         );
         let example = lab.read("repo/services/broker/env.example");
         lab.write(
             "repo/services/broker/env.example",
-            format!("{example}BROKER_TAG=v1\nBROKER_MODE=\n"),
+            format!("{example}BROKER_TAG=v1\nBROKER_MODE=\nBROKER_ZONE=\nBROKER_SITE=\n"),
         );
-        // The secret is there; the variable is set, but empty.
-        lab.write("rt/edge-a/config/broker/.env", "BROKER_PASSWORD=kept\nBROKER_TAG=\n");
+        // The secret is there; the variable is set, but empty, and so is one in quotes, as
+        // Compose reads it (`""` passed as set); one after `export` is set.
+        lab.write(
+            "rt/edge-a/config/broker/.env",
+            "BROKER_PASSWORD=kept\nBROKER_TAG=\nBROKER_ZONE=\"\"\nexport BROKER_SITE=west\n",
+        );
     });
     let contract = p.lab.read("repo/services/broker/service.yaml");
     let line = contract.lines().position(|l| l == "    - name: BROKER_TAG").unwrap() + 1;
     // Only the one with no default is required of the node.
-    assert!(p.body().contains(&format!("\nvariables BROKER_TAG:{line}\n")), "{}", p.body());
+    let site = contract.lines().position(|l| l == "    - name: BROKER_SITE").unwrap() + 1;
+    let zone = contract.lines().position(|l| l == "    - name: BROKER_ZONE").unwrap() + 1;
+    assert!(
+        p.body().contains(&format!(
+            "\nvariables BROKER_TAG:{line} BROKER_ZONE:{zone} BROKER_SITE:{site}\n"
+        )),
+        "{}",
+        p.body()
+    );
     p.approve(&p.operator);
     let out = p.lab.apply_with(&p.id, &["--node", "edge-a", "--stage", "prepare"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let out = p.lab.apply_with(&p.id, &["--node", "edge-a", "--resume", "--stage", "validate"]);
     let all = format!("{}{}", out.stdout, out.stderr);
     assert_eq!(out.code, 1, "{all}");
+    // Both, each naming its entry: what is shown of a failed step is its end, and the fix
+    // comes once, before them.
     assert!(
         all.contains(&format!("services/broker/service.yaml:{line}: `runtime.env_vars`: `BROKER_TAG` is required, but")),
         "{all}"
     );
     assert!(all.contains("Compose would run the service with an empty string"), "{all}");
-    assert!(!all.contains("BROKER_MODE") && !all.contains("kept"), "{all}");
+    assert!(
+        all.contains(&format!("services/broker/service.yaml:{zone}: `runtime.env_vars`: `BROKER_ZONE` is required, but")),
+        "{all}"
+    );
+    assert!(
+        !all.contains("BROKER_MODE") && !all.contains("BROKER_SITE") && !all.contains("kept"),
+        "{all}"
+    );
 }
 
 /// `--stage X` runs X alone (issue 21): the answer to a first `--stage validate` said only "the

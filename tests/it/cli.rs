@@ -122,6 +122,20 @@ fn apply_names_its_positional_argument_and_completions_exist_for_bash_zsh_fish()
     assert_eq!(out.code, 1, "{}", out.stderr);
 }
 
+/// `--stage` runs one stage once the ones before it are done, and a second `--stage` call of
+/// a plan needs `--resume` (issue 21): `--help` says it as the README and apply's answer do.
+#[test]
+fn apply_help_says_what_stage_runs_and_that_the_next_call_takes_resume() {
+    let out = homelab_in(&repo_root(), &["apply", "--help"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let help: String = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("Run only this stage of the pipeline, once the stages before it are done (`--stage prepare` first); every later `--stage` of the plan takes `--resume`"),
+        "{}",
+        out.stdout
+    );
+}
+
 /// A lab whose edge-b runtime root is a file: the local transport cannot read that node.
 fn lab_with_an_unreadable_node() -> (Lab, Key) {
     let lab = Lab::new();

@@ -301,6 +301,57 @@ fn secrets_stay_out_and_shipped_files_are_copied() {
         .contains("  - name: proxy\n    exposure: tailnet\n"));
 }
 
+/// Issue 21: the starter kit reaches Ollama as `ollama`, the `container_name` its services
+/// merge from an anchor (`<<: *service-ollama`), on a network of the project (`demo`). Import
+/// renamed the container but kept the old name reachable only for a container on the default
+/// network with no `networks` of its own, so such a project was taken back out (rule
+/// `compose-host`). The alias now goes on every network the container joins: a merged
+/// `networks` gets a key of the block's own, an own list or map is written again as a map,
+/// its other settings and aliases kept. The kit's model pull, with no restart policy and
+/// nothing waiting for it, got `unless-stopped` and re-ran after every exit: it is a job now.
+#[test]
+fn the_starter_kits_shape_keeps_its_old_names_reachable_and_its_pull_job_runs_once() {
+    let tree = Tree::base();
+    let p = Project::empty("kit");
+    p.write(
+        "docker-compose.yml",
+        "x-ollama: &service-ollama\n  image: ollama/ollama:latest\n  container_name: ollama\n  networks: ['demo']\n  restart: unless-stopped\n\nservices:\n  web:\n    image: ghcr.io/open-webui/open-webui:main\n    container_name: open-webui\n    restart: unless-stopped\n    networks:\n      - demo\n    environment:\n      OLLAMA_BASE_URL: http://ollama:11434\n      SEARXNG_QUERY_URL: http://searxng:8080/search?q=<query>\n  ollama-cpu:\n    <<: *service-ollama\n  search:\n    image: searxng/searxng:latest\n    container_name: searxng\n    restart: unless-stopped\n    networks:\n      demo:\n        aliases: [search-engine]\n  ollama-pull:\n    image: ollama/ollama:latest\n    networks: ['demo']\n    entrypoint: /bin/sh\n    environment:\n      - OLLAMA_HOST=ollama:11434\n    command: [\"-c\", \"sleep 3; ollama pull llama3.2\"]\n    depends_on:\n      - ollama-cpu\n\nnetworks:\n  demo:\n",
+    );
+    let out = imported(&tree, &p, "kit", "alpha", &[], &[]);
+    let compose = read(&tree, "services/kit/docker-compose.yml");
+    for expected in [
+        "  web:\n    image: ghcr.io/open-webui/open-webui:main\n    container_name: kit-web\n    restart: unless-stopped\n    networks:\n      - demo\n",
+        "  ollama-cpu:\n    container_name: kit-ollama-cpu\n    networks: {demo: {aliases: [ollama]}}\n",
+        "    <<: *service-ollama\n",
+        "    container_name: kit-search\n    restart: unless-stopped\n    networks: {demo: {aliases: [search-engine, searxng]}}\n  ollama-pull:\n",
+        // The model pull runs once: no restart policy of its own, nothing waits for it.
+        "  ollama-pull:\n    container_name: kit-ollama-pull\n    restart: \"no\"\n",
+    ] {
+        assert!(compose.contains(expected), "no {expected:?} in\n{compose}");
+    }
+    for expected in [
+        "services.ollama-cpu.container_name: `ollama` → `kit-ollama-cpu` (",
+        "`ollama` stays reachable as a network alias",
+        "services.search.container_name: `searxng` → `kit-search` (",
+        "`searxng` stays reachable as a network alias",
+        "services.ollama-pull.restart: added `restart: \"no\"` (the project gives it no restart policy",
+    ] {
+        assert!(out.stdout.contains(expected), "no {expected:?} in\n{}", out.stdout);
+    }
+    // Nothing reaches `open-webui`: no alias is made for it.
+    assert!(!compose.contains("[open-webui]"), "{compose}");
+    // The healthcheck waits for what keeps running, not for the job.
+    let health = read(&tree, "services/kit/healthcheck.sh");
+    assert!(health.contains("kit-ollama-cpu") && !health.contains("kit-ollama-pull"), "{health}");
+    // And checks that the renamed containers answer to the names the others reach them by.
+    for (name, old) in [("kit-ollama-cpu", "ollama"), ("kit-search", "searxng")] {
+        assert!(
+            health.contains(&format!("{{{{end}}}}{{{{end}}}}' {name} 2>&1) || fail \"{name}: $names\"\nfor a in {old}; do\n")),
+            "{health}"
+        );
+    }
+}
+
 /// `depends_on` naming a service of the homelab (not of the project) becomes a dependency of
 /// the contract; a display name is accepted for the node.
 #[test]
@@ -508,6 +559,8 @@ fn an_import_that_would_not_validate_is_taken_back_out() {
 /// In the lab: a project imported with no edit by hand (its secret put on the node, as the
 /// output says) is planned and applied; its containers run healthy, the host folder that was
 /// behind a variable is the service's data folder on the node, and its config file is there.
+/// Its seed job runs once (issue 21: import gave such a job `unless-stopped`), and the name
+/// its database reaches the renamed web container by, on the project's own network, resolves.
 #[test]
 fn an_imported_project_plans_and_applies_on_a_lab_node() {
     use crate::apply::{Site, LAB, NODES};
@@ -517,7 +570,7 @@ fn an_imported_project_plans_and_applies_on_a_lab_node() {
     p.write(
         "docker-compose.yml",
         &format!(
-            "services:\n  notes:\n    image: {image}\n    restart: always\n    env_file: .env\n    command: [\"sh\", \"-c\", \"cp /etc/notes/motd /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/www:/www\n      - ./conf:/etc/notes\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"-\", \"http://127.0.0.1:8080/\"]\n      interval: 1s\n      timeout: 1s\n      retries: 10\n  notes_db:\n    image: {image}\n    environment:\n      DB_PASSWORD: ${{DB_PASSWORD}}\n    command: [\"sh\", \"-c\", \"test -n \\\"$$DB_PASSWORD\\\" && touch /var/lib/db/ready && exec sleep 1000000\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/db:/var/lib/db\n    depends_on:\n      - notes\n",
+            "services:\n  notes:\n    image: {image}\n    container_name: web\n    restart: always\n    networks: [back]\n    env_file: .env\n    command: [\"sh\", \"-c\", \"cp /etc/notes/motd /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/www:/www\n      - ./conf:/etc/notes\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"-\", \"http://127.0.0.1:8080/\"]\n      interval: 1s\n      timeout: 1s\n      retries: 10\n  notes_db:\n    image: {image}\n    restart: always\n    networks: [back]\n    environment:\n      DB_PASSWORD: ${{DB_PASSWORD}}\n    command: [\"sh\", \"-c\", \"test -n \\\"$$DB_PASSWORD\\\" && until wget -q -O /var/lib/db/ready http://web:8080/; do sleep 1; done && exec sleep 1000000\"]\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-s\", \"/var/lib/db/ready\"]\n      interval: 1s\n      timeout: 1s\n      retries: 30\n    volumes:\n      - ${{DATA_ROOT:-/mnt/docker-volumes}}/notes/db:/var/lib/db\n    depends_on:\n      - notes\n  notes_seed:\n    image: {image}\n    command: [\"true\"]\nnetworks:\n  back:\n",
             image = crate::lab::IMAGE
         ),
     );
@@ -536,11 +589,45 @@ fn an_imported_project_plans_and_applies_on_a_lab_node() {
     assert!(site.running("alpha", "notes") && site.running("alpha", "notes_db"));
     let data = site.root("alpha").join("data/notes");
     assert_eq!(fs::read_to_string(data.join("www/index.html")).unwrap(), "imported notes\n");
-    assert!(
-        data.join("db/ready").exists(),
-        "the database saw its secret and wrote its data folder"
-    );
+    // The database saw its secret, reached the web container by the name the project gave it
+    // (`web`, renamed `notes`: a network alias on `back` keeps it), and wrote its data folder.
+    assert_eq!(fs::read_to_string(data.join("db/ready")).unwrap(), "imported notes\n");
     let health = site.lab.docker("alpha", &["inspect", "-f", "{{.State.Health.Status}}", "notes"]);
     assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "healthy");
+    // The service's healthcheck (which the apply ran) checks that `notes` answers to `web`:
+    // once the container is back on `back` without the alias, it fails saying so.
+    let root = site.root("alpha");
+    let healthcheck = || {
+        let script = root.join("state/services/notes/healthcheck.sh");
+        let out = site.lab.ssh(
+            "alpha",
+            &[
+                "env",
+                &format!("HOMELAB_ROOT={}", root.display()),
+                "HOMELAB_NODE=alpha",
+                "HOMELAB_SERVICE=notes",
+                "sh",
+                script.to_str().unwrap(),
+            ],
+        );
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(healthcheck(), (Some(0), "healthy: notes\n".to_owned()));
+    for args in [
+        ["network", "disconnect", "notes_back", "notes"],
+        ["network", "connect", "notes_back", "notes"],
+    ] {
+        let out = site.lab.docker("alpha", &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (code, said) = healthcheck();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("notes does not answer to web"), "{said}");
+    // The seed job (no restart policy, nothing waits for it) runs once: Docker never starts it
+    // again, and the apply did not wait for it to keep running.
+    let policy = site
+        .lab
+        .docker("alpha", &["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "notes_seed"]);
+    assert_eq!(String::from_utf8_lossy(&policy.stdout).trim(), "no");
     assert!(!crate::import::all_text(site.repo.path()).contains("lab-secret-0815"));
 }

@@ -193,6 +193,49 @@ fn a_name_no_container_of_the_project_answers_to_is_refused_until_an_alias_keeps
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
+/// A container on a network of the project's own is reached there: the alias that keeps a
+/// renamed container's old name goes on that network. The fix said
+/// `networks: {default: {aliases: [ollama]}}`, which would take the container off `back`,
+/// where its users reach it (issue 21: a message that misled). Both the container-name rule
+/// and the compose-host rule now name the networks.
+#[test]
+fn the_alias_a_fix_asks_for_goes_on_the_network_the_container_is_reached_on() {
+    let tree = Tree::base();
+    let text = fs::read_to_string(tree.path().join("services/web/docker-compose.yml")).unwrap();
+    let web = text.replacen(
+        "    command:",
+        "    networks: [back]\n    environment:\n      OLLAMA_BASE_URL: http://ollama:11434\n    command:",
+        1,
+    );
+    let ollama = |name: &str| {
+        format!("  ollama-cpu:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: {name}\n    restart: unless-stopped\n    networks:\n      back: {{}}\nnetworks:\n  back: {{}}\n")
+    };
+    tree.write("services/web/docker-compose.yml", format!("{web}{}", ollama("web-ollama-cpu")));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("error[compose-host]: "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("add `networks: {back: {aliases: [ollama]}}` under the compose service that was `ollama`"),
+        "{}",
+        out.stderr
+    );
+
+    tree.write("services/web/docker-compose.yml", format!("{web}{}", ollama("ollama")));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("reaches this container as `ollama`: keep that name reachable by adding `networks: {back: {aliases: [ollama]}}` under `services.ollama-cpu`"),
+        "{}",
+        out.stderr
+    );
+
+    let aliased =
+        ollama("web-ollama-cpu").replace("      back: {}\n", "      back: {aliases: [ollama]}\n");
+    tree.write("services/web/docker-compose.yml", format!("{web}{aliased}"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
 /// Regression (issue 9): a service folder may name its compose file as Compose does
 /// (`compose.yaml`, `compose.yml`, `docker-compose.yaml`); it ships as `docker-compose.yml`,
 /// the name the node's scripts and the override use, and its problems are located in it.
@@ -608,4 +651,29 @@ fn a_shipped_file_that_nothing_names_is_said_as_a_note() {
         out.stderr,
         "note[unreferenced]: services/broker/conf/unused.conf: `conf/unused.conf` ships with every release of `broker`, but no compose file mounts, builds or includes it and no other shipped file names it\n  fix: mount it read-only (`./conf/unused.conf:<path in the container>:ro`), or remove it from the service's folder\n"
     );
+}
+
+/// Names that read like a secret's as published projects write them (issue 21: these passed):
+/// a `…_KEY` (`N8N_ENCRYPTION_KEY`), a `…_PASS`, a `…PASSPHRASE` given a literal in the compose
+/// file are refused like a `…PASSWORD`. A `…_KEY` whose value is a path names where a key is
+/// kept, and a public key is no secret: both pass.
+#[test]
+fn a_literal_under_a_key_pass_or_passphrase_name_is_refused() {
+    let tree = Tree::base();
+    let compose =
+        fs::read_to_string(tree.path().join("services/broker/docker-compose.yml")).unwrap();
+    tree.write(
+        "services/broker/docker-compose.yml",
+        format!("{compose}      N8N_ENCRYPTION_KEY: x8Yh2kPq\n      SMTP_PASS: hunter2\n      GPG_PASSPHRASE: \"correct horse\"\n      TLS_KEY: /certs/tls.key\n      SSH_KEY: \"{{{{ config_dir }}}}/ssh-key\"\n      VAPID_PUBLIC_KEY: BExyz\n"),
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for (line, name) in [(10, "N8N_ENCRYPTION_KEY"), (11, "SMTP_PASS"), (12, "GPG_PASSPHRASE")] {
+        assert!(
+            out.stderr.contains(&format!("error[secret]: services/broker/docker-compose.yml:{line}: `{name}`: `{name}` looks like a secret and is set to a literal value in a file that ships from Git")),
+            "{name}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(out.stderr.matches("error[").count(), 3, "{}", out.stderr);
 }

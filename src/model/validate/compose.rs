@@ -440,7 +440,9 @@ fn names_and_restart(
                         let old = c.value.value.as_str();
                         if old != key.as_str() {
                             if let Some(n) = reached_as(f.text, old, line(c.value)) {
-                                fix.push_str(&format!("; line {n} reaches this container as `{old}`: keep that name reachable by adding `networks: {{default: {{aliases: [{old}]}}}}` under `services.{key}` (on each network it joins), or write `{key}` there"));
+                                let networks = cs.value.networks.as_ref().map(|n| &n.value);
+                                let alias = alias_snippet(networks, old);
+                                fix.push_str(&format!("; line {n} reaches this container as `{old}`: keep that name reachable by adding `{alias}` under `services.{key}` (on each network it joins), or write `{key}` there"));
                             }
                         }
                         fix
@@ -501,6 +503,23 @@ fn names_and_restart(
             ),
         }
     }
+}
+
+/// What a compose service writes to keep `old` reachable as a network alias on the networks
+/// `networks` names (its `networks:`, a list or a map): `networks: {back: {aliases: [old]}}`,
+/// or the default network's when it names none. A snippet with `default` alone would take a
+/// container off the networks it joins, where its users reach it.
+fn alias_snippet(networks: Option<&Value>, old: &str) -> String {
+    let mut nets: Vec<&str> = match networks {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if nets.is_empty() {
+        nets.push("default");
+    }
+    let items: Vec<String> = nets.iter().map(|n| format!("{n}: {{aliases: [{old}]}}")).collect();
+    format!("networks: {{{}}}", items.join(", "))
 }
 
 /// The first line (1-based) of `text` other than `skip` that names `host` as a host name: in a

@@ -146,14 +146,44 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
     }
 }
 
-/// Whether a variable name reads like a secret's (`DB_PASSWORD`, `ADMIN_TOKEN`, `API_KEY`); a
-/// `_FILE` variant names the file that holds one, not the secret.
+/// Whether a variable name reads like a secret's (`DB_PASSWORD`, `ADMIN_TOKEN`, `API_KEY`,
+/// `GPG_PASSPHRASE`), or ends like one: `…_KEY` (`N8N_ENCRYPTION_KEY`, `APP_KEY`,
+/// `MEILI_MASTER_KEY`; not a `…_PUBLIC_KEY` or `…_PUBLISHABLE_KEY`) or `…_PASS` (`SMTP_PASS`),
+/// as published projects name them (issue 21: those passed). A `_FILE` variant names the file
+/// that holds one, not the secret.
 pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    !upper.ends_with("_FILE")
-        && ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "PRIVATE_KEY", "ACCESS_KEY"]
-            .iter()
-            .any(|w| upper.contains(w))
+    if upper.ends_with("_FILE") {
+        return false;
+    }
+    let named = [
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "SECRET",
+        "TOKEN",
+        "API_KEY",
+        "PRIVATE_KEY",
+        "ACCESS_KEY",
+    ]
+    .iter()
+    .any(|w| upper.contains(w));
+    let parts: Vec<&str> = upper.split('_').collect();
+    let ends = match parts.as_slice() {
+        [.., before, "KEY"] => !matches!(*before, "PUBLIC" | "PUBLISHABLE"),
+        [_, .., "PASS"] => true,
+        _ => false,
+    };
+    named || ends
+}
+
+/// Whether a value names where a secret is kept rather than being one: a path (`/run/…`,
+/// `./…`) or one of the service's folders on the node (`{{ config_dir }}/ssh-key`), as a
+/// `…_KEY` variable often does (`HOMELAB_SSH_KEY`, `TLS_KEY`).
+fn names_a_path(value: &str) -> bool {
+    ["/", "./", "../", "{{ config_dir }}", "{{ data_dir }}", "{{ root }}"]
+        .iter()
+        .any(|p| value.starts_with(p))
 }
 
 /// `NAME: value` or `NAME=value` (`- NAME=value`, quoted or not) on `line`, where `NAME` is an
@@ -175,7 +205,8 @@ pub fn secret_looking_literal(line: &str, secrets: &[&str]) -> Option<(String, S
         return None;
     }
     let value = literal_assignment(line, name)?;
-    (!value.starts_with('$') && !is_placeholder(&value)).then(|| (name.to_owned(), value))
+    (!value.starts_with('$') && !is_placeholder(&value) && !names_a_path(&value))
+        .then(|| (name.to_owned(), value))
 }
 
 /// `NAME=value` lines of an env.example, with their line numbers.
@@ -191,4 +222,39 @@ pub(super) fn parse_env_example(text: &str) -> BTreeMap<String, (u64, String)> {
         out.insert(name.trim().to_owned(), (i as u64 + 1, value.trim().to_owned()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_read_like_secrets() {
+        for name in [
+            "DB_PASSWORD",
+            "ADMIN_TOKEN",
+            "OPENAI_API_KEY",
+            "N8N_ENCRYPTION_KEY",
+            "APP_KEY",
+            "MEILI_MASTER_KEY",
+            "SMTP_PASS",
+            "GPG_PASSPHRASE",
+            "SECRET_KEY_BASE",
+        ] {
+            assert!(looks_secret(name), "{name}");
+        }
+        for name in
+            ["DB_PASSWORD_FILE", "VAPID_PUBLIC_KEY", "KEYBOARD", "CACHE_KEY_PREFIX", "PASS", "KEY"]
+        {
+            assert!(!looks_secret(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_path_under_a_key_name_is_no_literal_secret() {
+        assert!(secret_looking_literal("      APP_KEY: base64:abc", &[]).is_some());
+        assert!(secret_looking_literal("      TLS_KEY: /certs/tls.key", &[]).is_none());
+        assert!(secret_looking_literal("      HOMELAB_SSH_KEY: \"{{ config_dir }}/ssh-key\"", &[])
+            .is_none());
+    }
 }

@@ -32,13 +32,15 @@ pub(super) fn check(
 ) {
     let mut answered: BTreeSet<String> = known.clone();
     answered.insert(svc.name.as_str().to_owned());
+    let mut docs = Vec::new();
     for f in files {
         let Ok(doc) = parse_yaml::<Value>(Path::new(f.path), f.text) else { return };
         if !names(&doc, &mut answered) {
             return;
         }
+        docs.push(doc);
     }
-    for f in files {
+    for (f, doc) in files.iter().zip(&docs) {
         for (n, l) in f.text.lines().enumerate() {
             if l.trim_start().starts_with('#') {
                 continue;
@@ -49,17 +51,45 @@ pub(super) fn check(
                 }
                 let keys: Vec<String> =
                     files.iter().flat_map(|f| keys_of(f)).map(|k| format!("`{k}`")).collect();
+                // The alias goes on a network the container that reaches it joins.
+                let networks = service_at(f.text, n + 1)
+                    .and_then(|k| doc.get("services")?.get(k)?.get("networks"));
+                let alias = super::alias_snippet(networks, &host);
                 d.err(
                     "compose-host",
                     f.path,
                     Some(n as u64 + 1),
                     host.clone(),
                     format!("this line reaches `{host}`, but no container of the project answers to that name (its compose keys: {}; nor a `container_name`, network alias or `links` alias): inside the project, `{host}` does not resolve", keys.join(", ")),
-                    format!("when a container was renamed (the container-name rule), keep its old name reachable: add `networks: {{default: {{aliases: [{host}]}}}}` under the compose service that was `{host}` (on each network it joins), or write its compose key here; a host outside the project is written with its domain (`{host}.<domain>`) or its address"),
+                    format!("when a container was renamed (the container-name rule), keep its old name reachable: add `{alias}` under the compose service that was `{host}` (on each network it joins), or write its compose key here; a host outside the project is written with its domain (`{host}.<domain>`) or its address"),
                 );
             }
         }
     }
+}
+
+/// The compose service whose block holds line `n` (1-based) of a compose file's text: the
+/// nearest key above it at the indentation of the keys under `services:`.
+fn service_at(text: &str, n: usize) -> Option<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.trim_end() == "services:")?;
+    let blank = |l: &&str| l.trim().is_empty() || l.trim_start().starts_with('#');
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let child = lines.get(start + 1..)?.iter().find(|l| !blank(l)).map(|l| indent(l))?;
+    if child == 0 || n <= start + 1 {
+        return None;
+    }
+    for l in lines.get(start + 1..n)?.iter().rev().filter(|l| !blank(l)) {
+        match indent(l) {
+            i if i < child => return None,
+            i if i == child => {
+                let key = l.trim().split(':').next()?.trim_matches(['"', '\'']);
+                return (!key.is_empty()).then_some(key);
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The compose keys of a rendered file, for the message.
