@@ -23,7 +23,8 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(300);
 /// `$6` snapshots kept, `$7` `stop` or `live`, `$8` runtime root, `$9` the record to write,
 /// then whether the set is critical (`1`/`0`) and how old its backup may be (seconds, both
 /// kept in the record for the stability agent), then the number of the set's paths and the
-/// paths (relative to the root), then restic's `-o` options. Prints `hl-backup: empty` when no path of the set exists on the node, else
+/// paths (relative to the root), the number of its named volumes and their compose keys, then
+/// restic's `-o` options. Prints `hl-backup: empty` when no path of the set exists on the node, else
 /// restic's JSON summary line as `hl-backup: {…}`. Restic's own output stays in a private
 /// temporary folder, removed at the end; a failure prints its last lines.
 const BACKUP: &str = r#"set -u
@@ -35,6 +36,18 @@ have=0
 while [ "$m" -gt 0 ]; do
   p=$droot/$1; shift; m=$((m - 1))
   if [ -e "$p" ]; then printf '%s\n' "$p" >> "$t/list"; have=$((have + 1)); fi
+done
+# The set's named volumes, found by the labels Compose gives them; one tag maps each
+# mountpoint to its compose key, so a restore finds the volume on a node rebuilt since.
+v=$1; shift; vtag=""
+while [ "$v" -gt 0 ]; do
+  k=$1; shift; v=$((v - 1))
+  vol=$(docker volume ls -q --filter "label=com.docker.compose.project=$svc" --filter "label=com.docker.compose.volume=$k" | head -n 1) || exit 5
+  [ -n "$vol" ] || continue
+  mp=$(docker volume inspect -f '{{.Mountpoint}}' "$vol") || exit 5
+  case $mp in *[,\;=]*|'') echo "volume $vol has a mountpoint restic's tags cannot hold: $mp" >&2; exit 5 ;; esac
+  printf '%s\n' "$mp" >> "$t/list"; have=$((have + 1))
+  vtag="$vtag${vtag:+;}$k=$mp"
 done
 if [ "$have" = 0 ]; then echo "hl-backup: empty"; exit 0; fi
 command -v restic > /dev/null || { echo "restic is not installed on the node: apt-get install restic" >&2; exit 3; }
@@ -53,7 +66,7 @@ if [ "$stop" = stop ]; then
   if [ -n "$ids" ]; then docker stop $ids > /dev/null || exit 5; stopped=$ids; fi
 fi
 restic "$@" backup --json --host "$node" --tag homelab --tag "svc=$svc" --tag "set=$set" \
-  --files-from-verbatim "$t/list" > "$t/out" 2> "$t/err"
+  ${vtag:+--tag} ${vtag:+"volumes=$vtag"} --files-from-verbatim "$t/list" > "$t/out" 2> "$t/err"
 rc=$?
 if [ -n "$stopped" ]; then docker start $stopped > /dev/null || echo "starting $svc again after its backup failed" >&2; fi
 # 3: some files could not be read, the snapshot was made all the same.
@@ -128,6 +141,8 @@ pub fn back_up(
         set.paths.len().to_string(),
     ];
     args.extend(set.paths.iter().cloned());
+    args.push(set.volumes.len().to_string());
+    args.extend(set.volumes.iter().cloned());
     args.extend(options(target));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = remote::script(exec, BACKUP, &args, BACKUP_TIMEOUT)?;

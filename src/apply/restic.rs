@@ -27,32 +27,41 @@ restic "$@" snapshots --json "$id" 2> "$t" || { tail -n 3 "$t" >&2; exit 4; }
 "#;
 
 /// Fetches a restic snapshot into the node's snapshots folder in the form of a local one
-/// (`manifest`, an item per path, `complete`), so a restore puts it back as it puts back a
-/// snapshot taken before a change: `$1` repository, `$2` password file, `$3` id, `$4` the
-/// folder to make, `$5` runtime root, `$6` the number of paths and the paths (relative to
-/// the root, as the backup holds them under it), then restic's `-o` options. A folder already
+/// (`manifest`, an item per path or volume, `complete`), so a restore puts it back as it puts
+/// back a snapshot taken before a change: `$1` repository, `$2` password file, `$3` id, `$4`
+/// the folder to make, `$5` runtime root, `$6` the service (its compose project), `$7` the
+/// number of entries, then three arguments an entry: `path`, the path as backed up and the
+/// path relative to the root; or `volume`, the mountpoint as backed up and the volume's compose
+/// key (found on this node by Compose's labels); then restic's `-o` options. A folder already
 /// complete is kept (a resumed apply). Prints `hl-fetch: ITEMS`.
 const FETCH: &str = r#"set -u
-repo=$1; pwf=$2; id=$3; dest=$4; droot=$5; n=$6; shift 6
-if [ -f "$dest/complete" ]; then echo "hl-fetch: $(grep -c '^path ' "$dest/manifest")"; exit 0; fi
+repo=$1; pwf=$2; id=$3; dest=$4; droot=$5; svc=$6; n=$7; shift 7
+if [ -f "$dest/complete" ]; then echo "hl-fetch: $(grep -cE '^(path|volume) ' "$dest/manifest")"; exit 0; fi
 tmp=$dest.tmp
 rm -rf -- "$tmp"; mkdir -p -- "${dest%/*}"; mkdir -m 700 -- "$tmp" || exit 3
-: > "$tmp/manifest"
-i=0; k=$n
-while [ "$k" -gt 0 ]; do printf '%s
-' "$1" >> "$tmp/paths"; shift; k=$((k - 1)); done
+: > "$tmp/manifest"; : > "$tmp/entries"
+k=$n
+while [ "$k" -gt 0 ]; do printf '%s %s\n' "$1" "$3" >> "$tmp/entries"; printf '%s\n' "$2" >> "$tmp/sources"; shift 3; k=$((k - 1)); done
 unset RESTIC_PASSWORD RESTIC_PASSWORD_COMMAND
 export RESTIC_REPOSITORY="$repo" RESTIC_PASSWORD_FILE="$pwf"
 restic "$@" restore "$id" --target "$tmp/r" > /dev/null 2> "$tmp/err" || { tail -n 3 "$tmp/err" >&2; rm -rf -- "$tmp"; exit 4; }
-while IFS= read -r p; do
-  src=$tmp/r$droot/$p
-  if [ ! -e "$src" ] && [ ! -L "$src" ]; then continue; fi
+i=0
+while IFS= read -r src <&3 && IFS=' ' read -r kind key <&4; do
+  from=$tmp/r$src
+  if [ ! -e "$from" ] && [ ! -L "$from" ]; then continue; fi
   i=$((i + 1))
-  printf 'path %s %s %s
-' "$i" "$(stat -c %u:%g:%a -- "$src")" "$droot/$p" >> "$tmp/manifest"
-  mv -- "$src" "$tmp/$i" || { rm -rf -- "$tmp"; exit 5; }
-done < "$tmp/paths"
-rm -rf -- "$tmp/r" "$tmp/err" "$tmp/paths"
+  own=$(stat -c %u:%g:%a -- "$from")
+  case $kind in
+    path) printf 'path %s %s %s\n' "$i" "$own" "$droot/$key" >> "$tmp/manifest" ;;
+    volume)
+      vol=$(docker volume ls -q --filter "label=com.docker.compose.project=$svc" --filter "label=com.docker.compose.volume=$key" | head -n 1)
+      if [ -z "$vol" ]; then echo "the volume $key of $svc is not on the node: apply a plan that creates $svc, then restore" >&2; rm -rf -- "$tmp"; exit 6; fi
+      mp=$(docker volume inspect -f '{{.Mountpoint}}' "$vol") || { rm -rf -- "$tmp"; exit 6; }
+      printf 'volume %s %s %s %s\n' "$i" "$own" "$vol" "$mp" >> "$tmp/manifest" ;;
+  esac
+  mv -- "$from" "$tmp/$i" || { rm -rf -- "$tmp"; exit 5; }
+done 3< "$tmp/sources" 4< "$tmp/entries"
+rm -rf -- "$tmp/r" "$tmp/err" "$tmp/sources" "$tmp/entries"
 : > "$tmp/complete"
 sync -f -- "$tmp" 2>/dev/null || true
 mv -- "$tmp" "$dest"
@@ -97,7 +106,16 @@ pub fn fetch(
             tags.join(", ")
         )));
     }
-    let mut paths = Vec::new();
+    // The volumes the backup holds, by mountpoint: `volumes=<key>=<mountpoint>;…`.
+    let volumes: Vec<(&str, &str)> = tags
+        .iter()
+        .filter_map(|t| t.strip_prefix("volumes="))
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| crate::model::volume_key_ok(k))
+        .collect();
+    // `(kind, as backed up, where it goes)`.
+    let mut entries: Vec<(&str, String, String)> = Vec::new();
     for p in snap["paths"].as_array().into_iter().flatten() {
         let p = p.as_str().unwrap_or_default();
         let rel = p
@@ -105,22 +123,25 @@ pub fn fetch(
             .and_then(|r| r.strip_prefix('/'))
             .filter(|r| crate::model::relative_path_ok(r))
             .filter(|r| within.iter().any(|w| crate::model::within(r, w)));
-        match rel {
-            Some(r) => paths.push(r.to_owned()),
-            None => {
-                return Err(failed(format!(
-                "restic snapshot {id} holds `{}`, outside {svc}'s data under {root}: not restored",
+        if let Some(r) = rel {
+            entries.push(("path", p.to_owned(), r.to_owned()));
+        } else if let Some((key, _)) = volumes.iter().find(|(_, mp)| *mp == p) {
+            entries.push(("volume", p.to_owned(), (*key).to_owned()));
+        } else {
+            return Err(failed(format!(
+                "restic snapshot {id} holds `{}`, neither inside {svc}'s data under {root} nor one of its volumes: not restored",
                 crate::quote::cut(p)
-            )))
-            }
+            )));
         }
     }
-    if paths.is_empty() {
+    if entries.is_empty() {
         return Err(failed(format!("restic snapshot {id} holds no path")));
     }
-    let n = paths.len().to_string();
-    let mut args: Vec<&str> = vec![repository, &pwf, id, dest, &root, &n];
-    args.extend(paths.iter().map(String::as_str));
+    let n = entries.len().to_string();
+    let mut args: Vec<&str> = vec![repository, &pwf, id, dest, &root, svc, &n];
+    for (kind, from, to) in &entries {
+        args.extend([*kind, from.as_str(), to.as_str()]);
+    }
     args.extend(opts.iter().map(String::as_str));
     let out = remote::script(exec, FETCH, &args, FETCH_TIMEOUT)?;
     if !out.success() {

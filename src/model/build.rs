@@ -197,6 +197,7 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
             .map(|s| BackupSet {
                 name: s.value.name.value.clone(),
                 paths: s.value.paths.iter().map(|p| p.value.clone()).collect(),
+                volumes: s.value.volumes.iter().map(|v| v.value.clone()).collect(),
                 critical: s.value.critical,
                 stop: match &s.value.consistency {
                     Some(c) => c.value == "stop",

@@ -319,6 +319,8 @@ pub struct EnvVar {
 pub struct BackupSet {
     pub name: String,
     pub paths: Vec<String>,
+    /// Named volumes of the service's compose project, by compose key.
+    pub volumes: Vec<String>,
     pub critical: bool,
     /// The containers are stopped while the set is copied (`consistency: stop`, the default
     /// of a critical set).
@@ -352,6 +354,15 @@ pub const NOT_SNAPSHOTTED: [&str; 5] = ["logs", "events", "state", "trust", "bin
 /// Path `p` is `q` or lies inside it (both relative, `/`-separated).
 pub fn within(p: &str, q: &str) -> bool {
     p == q || p.strip_prefix(q).is_some_and(|r| r.starts_with('/'))
+}
+
+/// A compose volume key as a backup set may name it (it reaches a label filter on the node).
+pub fn volume_key_ok(v: &str) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// A path relative to the runtime root as validation allows it (no `..`, no empty or `.`

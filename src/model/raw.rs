@@ -329,7 +329,11 @@ pub struct Backup {
 #[serde(deny_unknown_fields)]
 pub struct BackupSet {
     pub name: S<String>,
+    #[serde(default)]
     pub paths: Vec<S<String>>,
+    /// Named volumes of the service's compose project (their compose keys) the set holds.
+    #[serde(default)]
+    pub volumes: Vec<S<String>>,
     #[serde(default)]
     pub critical: bool,
     /// `stop`: the service's containers are stopped while its snapshot is copied (the default

@@ -74,15 +74,27 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
             }
         }
         for (i, set) in c.backup.sets.iter().enumerate() {
-            if set.value.paths.is_empty() {
+            if set.value.paths.is_empty() && set.value.volumes.is_empty() {
                 d.err(
                     "backup",
                     &file,
                     line(set),
                     format!("backup.sets[{i}].paths"),
-                    "expected at least one path",
-                    "list what the set backs up",
+                    "expected at least one path or volume",
+                    "list what the set backs up: folders under `paths`, named volumes of the compose project under `volumes`",
                 );
+            }
+            for (j, v) in set.value.volumes.iter().enumerate() {
+                if !super::super::volume_key_ok(&v.value) {
+                    d.err(
+                        "backup",
+                        &file,
+                        line(v),
+                        format!("backup.sets[{i}].volumes[{j}]"),
+                        format!("expected a named volume's key in the compose file (letters, digits, `_.-`), found `{}`", crate::quote::cut(&v.value)),
+                        "name the volume as the compose file's top-level `volumes:` does (`db`, not `web_db`)",
+                    );
+                }
             }
             for (j, p) in set.value.paths.iter().enumerate() {
                 let field = format!("backup.sets[{i}].paths[{j}]");

@@ -471,6 +471,10 @@ fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_res
     let site = Site::new(Lab::start(&NODES));
     let _forwarding = Forwarding::on();
     stateful(&site, "1");
+    // The set holds the bind mount and the compose project's named volume.
+    site.edit("services/web/service.yaml", |s| {
+        s.replace("      paths: [data/web]\n", "      paths: [data/web]\n      volumes: [db]\n")
+    });
     let b = site.lab.node("edge-b");
     let command = format!(
         "sftp.command=ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes root@{} -s sftp",
@@ -487,6 +491,12 @@ fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_res
     let out = site.apply(&site.plan_and_approve(), &[]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let state = site.root("alpha").join("data/web/state");
+    let volume = || {
+        let out =
+            site.lab.docker("alpha", &["volume", "inspect", "-f", "{{.Mountpoint}}", "web_db"]);
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    fs::write(volume().join("retained"), "mosquitto's retained messages\n").unwrap();
     fs::write(state.join("z2m-network-key"), [9u8, 0, 255, 1]).unwrap();
     fs::write(state.join("owned"), "keys\n").unwrap();
     std::os::unix::fs::chown(state.join("owned"), Some(1234), Some(5678)).unwrap();
@@ -515,6 +525,7 @@ fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_res
     let backup = said.unwrap_or_else(|| panic!("{}", out.stdout));
     let backup = backup.split(' ').nth(4).unwrap().trim_end_matches(',').to_owned();
     let backed_up = tree(&state);
+    let volume_backed_up = tree(&volume());
     let recorded: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
     assert!(recorded["time"].is_string(), "the backup's record replaces the deploy's: {recorded}");
 
@@ -597,6 +608,7 @@ fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_res
     let out = site.apply(&site.plan_and_approve(), &[]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_ne!(tree(&state), backed_up);
+    assert!(!volume().join("retained").exists(), "a new, empty volume");
     write_password();
     let out = site.homelab(&["backup", "list", "--node", "alpha"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
@@ -613,6 +625,7 @@ fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_res
         "{all}"
     );
     assert_eq!(tree(&state), backed_up, "the network key and all, owners and modes kept");
+    assert_eq!(tree(&volume()), volume_backed_up, "the named volume, from its own mountpoint");
     assert!(site.running("alpha", "web"));
     assert!(!all.contains("drill"), "the password never shows: {all}");
 }
