@@ -56,10 +56,11 @@ pub fn execute(
                             let trips = trips.clone();
                             // A node with nothing to do, or unread when planned, is not
                             // contacted: its run says so without a session.
+                            // New trust roots are work too: they reach a node only
+                            // through its engine, in the plan.
                             let work = !matches!(np.status, crate::plan::PlannedStatus::Unreachable { .. })
-                                && np.changes.iter().any(|c| {
-                                    in_run.contains(&c.instance)
-                                });
+                                && (np.changes.iter().any(|c| in_run.contains(&c.instance))
+                                    || np.pinned_match == Some(false));
                             let engine = match (&opts.signed, opts.mode) {
                                 (Some(signed), super::Mode::Run { only: None }) if work => {
                                     engine::remote(

@@ -197,7 +197,7 @@ pub fn write_text_checked<W: Write + ?Sized>(
                 if n.pinned_match == Some(false) {
                     writeln!(
                         w,
-                        "  trust roots: the node's pinned roots differ from this commit's; an apply with work on this node rotates them (one without work leaves them)"
+                        "  trust roots: the node's pinned roots differ from this commit's; the apply rotates them (the node takes them only under an approval its old roots accept)"
                     )?;
                 }
             }

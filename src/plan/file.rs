@@ -47,6 +47,8 @@ use crate::model::{Instance, NodeName, ServiceName};
 
 pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &str = "homelab-plan";
+/// The line of a node whose pinned trust roots differ from the plan's.
+const TRUST_ROTATE: &str = "trust-rotate";
 pub const SIGNATURE_BEGIN: &str = "-----BEGIN SSH SIGNATURE-----";
 const SIGNATURE_END: &str = "-----END SSH SIGNATURE-----";
 
@@ -516,6 +518,9 @@ pub fn encode(plan: &Plan) -> String {
                 if let Some(e) = &n.engine {
                     let _ = writeln!(out, "engine {}", one_line(e));
                 }
+                if n.pinned_match == Some(false) {
+                    let _ = writeln!(out, "{TRUST_ROTATE}");
+                }
             }
         }
         for c in &n.changes {
@@ -913,13 +918,20 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
             } else {
                 None
             };
+            // The node's pinned trust roots are not the commit's: apply takes the plan to it,
+            // work or none, so the rotation reaches it (approved under its old roots).
+            let rotate = matches!(status, PlannedStatus::Reachable { .. })
+                && p.peek().is_some_and(|l| l == TRUST_ROTATE);
+            if rotate {
+                p.next();
+            }
             nodes.push(NodePlan {
                 node,
                 status,
                 changes: Vec::new(),
                 engine,
                 root,
-                pinned_match: None,
+                pinned_match: rotate.then_some(false),
             });
         } else if let Some(rest) = l.strip_prefix("change ") {
             let node = nodes.last_mut().ok_or_else(|| p.err("a `change` before any `node`"))?;
@@ -1486,7 +1498,7 @@ mod tests {
                     }],
                     engine: Some("2 container(s), 2 running".into()),
                     root: None,
-                    pinned_match: None,
+                    pinned_match: Some(false),
                 },
                 NodePlan {
                     node: NodeName::parse("edge-b").unwrap(),

@@ -92,7 +92,8 @@ pub struct NodePlan {
     /// the topology (`DIR/<id>`): the review renders with it, and apply refuses another.
     pub root: Option<String>,
     /// Whether the trust roots pinned on the node are the commit's (`None`: none pinned, or
-    /// not read). Said when planned, for the operator; not kept in the plan file.
+    /// not read). `Some(false)` is kept in the plan file (`trust-rotate`): apply then takes the
+    /// plan to the node even with no service to change, so the rotation reaches every node.
     pub pinned_match: Option<bool>,
 }
 
@@ -356,8 +357,10 @@ impl Plan {
         self.nodes.iter().filter(|n| matches!(n.status, PlannedStatus::Unreachable { .. })).count()
     }
 
+    /// A change to make: a service's, or new trust roots for a node that pins others.
     pub fn has_changes(&self) -> bool {
         self.nodes.iter().flat_map(|n| &n.changes).any(|c| c.action != Action::NoOp)
+            || self.nodes.iter().any(|n| n.pinned_match == Some(false))
     }
 
     pub fn summary(&self) -> String {
