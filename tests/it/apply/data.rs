@@ -227,6 +227,19 @@ impl Drop for Forwarding {
     }
 }
 
+/// A restic repository at `path` on edge-b over SFTP, and the `-o sftp.command` that names the
+/// lab's key and known hosts: `(repository, option)`.
+fn sftp_on_edge_b(site: &Site, path: &Path) -> (String, String) {
+    let b = site.lab.node("edge-b");
+    let command = format!(
+        "sftp.command=ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes root@{} -s sftp",
+        site.lab.client_key().display(),
+        site.lab.known_hosts().display(),
+        b.address
+    );
+    (format!("sftp:root@{}:{}", b.address, path.display()), command)
+}
+
 /// What restic itself says is in a repository: `(set tag, short id)` per snapshot.
 fn restic_snapshots(repo: &str, password: &Path, options: &[String]) -> Vec<(String, String)> {
     let out = Command::new("restic")
@@ -325,15 +338,8 @@ fn backups_go_to_restic_locally_and_over_sftp_and_restore_byte_for_byte() {
 
     // Over SFTP to another node, with restic's own `-o sftp.command` naming the key.
     let _forwarding = Forwarding::on();
-    let b = site.lab.node("edge-b");
-    let remote = b.dir.join("restic-sftp");
-    let command = format!(
-        "sftp.command=ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes root@{} -s sftp",
-        site.lab.client_key().display(),
-        site.lab.known_hosts().display(),
-        b.address
-    );
-    let sftp = format!("sftp:root@{}:{}", b.address, remote.display());
+    let remote = site.lab.node("edge-b").dir.join("restic-sftp");
+    let (sftp, command) = sftp_on_edge_b(&site, &remote);
     site.edit("inventory/topology.yaml", |s| {
         s.replacen(
             &format!("  repository: \"{}\"\n", local_repo.display()),
@@ -475,14 +481,7 @@ fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_res
     site.edit("services/web/service.yaml", |s| {
         s.replace("      paths: [data/web]\n", "      paths: [data/web]\n      volumes: [db]\n")
     });
-    let b = site.lab.node("edge-b");
-    let command = format!(
-        "sftp.command=ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes root@{} -s sftp",
-        site.lab.client_key().display(),
-        site.lab.known_hosts().display(),
-        b.address
-    );
-    let sftp = format!("sftp:root@{}:{}", b.address, b.dir.join("restic").display());
+    let (sftp, command) = sftp_on_edge_b(&site, &site.lab.node("edge-b").dir.join("restic"));
     site.edit("inventory/topology.yaml", |s| {
         let backup =
             format!("backup:\n  repository: \"{sftp}\"\n  options:\n    - \"{command}\"\n");
