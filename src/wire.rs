@@ -20,7 +20,8 @@ use crate::model::{Instance, ServiceName};
 use crate::transport::{Container, Output};
 
 /// Raised when a message changes shape: a controller and a node speak only the same number.
-pub const PROTOCOL: u32 = 1;
+/// 2: a bundle may carry the one stage to run (`apply --stage`).
+pub const PROTOCOL: u32 = 2;
 
 /// This program's version, said in [`Hello`].
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -116,6 +117,10 @@ pub struct Bundle {
     /// dependency there is met though this run leaves it out.
     #[serde(default)]
     pub finished_nodes: Vec<crate::model::NodeName>,
+    /// `apply --stage S`: only that stage, for the services whose journal stands right before
+    /// it; `None`: the whole pipeline.
+    #[serde(default)]
+    pub stage: Option<crate::node::journal::Stage>,
 }
 
 /// What a node answers.

@@ -167,6 +167,7 @@ pub(super) fn remote(
         holder: opts.holder.clone(),
         in_run: in_run.iter().cloned().collect(),
         finished_nodes: opts.finished_nodes.iter().cloned().collect(),
+        stage: opts.mode.only(),
     };
     let input = Arc::new(Mutex::new(session.input.take()));
     if send(&input, &Request::Apply(bundle)).is_err() {

@@ -62,7 +62,7 @@ pub fn execute(
                                 && (np.changes.iter().any(|c| in_run.contains(&c.instance))
                                     || np.pinned_match == Some(false));
                             let engine = match (&opts.signed, opts.mode) {
-                                (Some(signed), super::Mode::Run { only: None }) if work => {
+                                (Some(signed), super::Mode::Run { .. }) if work => {
                                     engine::remote(
                                         node, id, np, transport, opts, signed, sink, board,
                                         in_run, &trips,

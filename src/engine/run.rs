@@ -141,7 +141,7 @@ impl Ready {
         let opts = Options {
             nodes: None,
             services: bundle.services.clone(),
-            mode: Mode::Run { only: None },
+            mode: Mode::Run { only: bundle.stage },
             resume: bundle.resume,
             lock_wait: Duration::from_secs(bundle.lock_wait_secs),
             parallel: 1,

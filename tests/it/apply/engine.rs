@@ -151,6 +151,7 @@ fn bundle_for(node: &str, plan: String, approved: String) -> Bundle {
         holder: "test".to_owned(),
         in_run: Vec::new(),
         finished_nodes: Vec::new(),
+        stage: None,
     }
 }
 
@@ -267,6 +268,25 @@ fn a_restricted_deploy_key_applies_approved_plans_through_the_engine_and_nothing
     assert!(out.stderr.contains("[alpha] web diagnose: web running"), "{}", out.stderr);
     let log = root.join(format!("logs/web/diagnose-{plan_id}.log"));
     assert!(fs::read_to_string(log).unwrap().contains("docker compose ps"));
+    // And every other `--stage`: the node's engine runs just that stage; `--resume` the rest.
+    site.web_version("v2", 1);
+    let staged = site.plan_and_approve();
+    let approved_staged = site.approved(&staged);
+    let out =
+        site.as_deployer(&["apply", "--stage", "prepare", "--node", "alpha", &approved_staged]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("[alpha] connect: the node's engine answered"), "{}", out.stderr);
+    assert!(out.stderr.contains("[alpha] web prepare"), "{}", out.stderr);
+    assert!(!out.stderr.contains("[alpha] web deploy"), "{}", out.stderr);
+    assert_eq!(site.journal("alpha", &staged)["services"]["web"]["stage"], "prepared");
+    let stage_validate = ["apply", "--stage", "validate", "--resume", "--node", "alpha"];
+    let out = site.as_deployer(&[&stage_validate[..], &[approved_staged.as_str()]].concat());
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(site.journal("alpha", &staged)["services"]["web"]["stage"], "validated");
+    assert!(!site.env_of("alpha", "web").iter().any(|e| e == "WEB_VERSION=v2"));
+    let out = site.as_deployer(&["apply", "--resume", "--node", "alpha", &approved_staged]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.env_of("alpha", "web").iter().any(|e| e == "WEB_VERSION=v2"));
 
     // Bad bundles, sent over the restricted key as a hostile controller would: each refused by
     // the node before anything is written there.
