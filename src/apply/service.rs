@@ -360,6 +360,7 @@ impl ServiceRun<'_, '_, '_> {
             &self.job("up"),
             deadman.as_ref(),
             &rt.folders,
+            &rt.networks,
             data,
         ) {
             Ok(said) => {
@@ -626,6 +627,7 @@ impl ServiceRun<'_, '_, '_> {
                     &job,
                     None,
                     &rt.folders,
+                    &rt.networks,
                     data,
                 )
             }

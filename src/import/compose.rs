@@ -79,7 +79,18 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
         .map(|p| p + 1);
     let multi = project.services.len() > 1;
     let keys: BTreeSet<&str> = project.services.keys().map(String::as_str).collect();
-    let shots = one_shot(svc, &[i.text]);
+    // The compose file and the files its `extends` name: a base may bring the `depends_on`
+    // that makes a container one-shot.
+    let mut texts =
+        BTreeMap::from([("docker-compose.yml".to_owned(), (file.to_owned(), i.text.to_owned()))]);
+    for s in project.services.values() {
+        let Some(Value::Object(m)) = s.value.extends.as_ref().map(|e| &e.value) else { continue };
+        let Some(rel) = m.get("file").and_then(Value::as_str).and_then(normalize) else { continue };
+        if let Some(text) = (i.read)(&rel) {
+            texts.insert(rel.clone(), (rel, text));
+        }
+    }
+    let shots = one_shot(svc, &texts);
     // The exposure: as given, or from what the project publishes.
     let publishes = project.services.values().any(|s| {
         s.value.network_mode.as_ref().map(|m| m.value.as_str()) != Some("host")
