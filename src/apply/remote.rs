@@ -584,7 +584,9 @@ const STABLE: &str = r#"hl_stable() {
   svc=$1; n=$2
   ids=$(docker ps -aq --filter "label=com.docker.compose.project=$svc") || { echo "docker ps failed"; return 1; }
   [ -n "$ids" ] || { echo "the healthcheck passed, but project $svc has no container"; return 1; }
-  fmt='{{.Name}} {{.State.Status}} {{.RestartCount}} {{.HostConfig.RestartPolicy.Name}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'
+  # A container with no `restart:` has an empty policy, which Docker takes as `no`: written
+  # so, or `read` would shift every field after it (its exit code read as the policy).
+  fmt='{{.Name}} {{.State.Status}} {{.RestartCount}} {{if .HostConfig.RestartPolicy.Name}}{{.HostConfig.RestartPolicy.Name}}{{else}}no{{end}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'
   # $ids unquoted: Docker's hex ids, one word each.
   first=$(docker inspect -f "$fmt" $ids 2>&1) || { echo "docker inspect failed: $first"; return 1; }
   t=0
