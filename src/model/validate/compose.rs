@@ -94,7 +94,13 @@ pub fn check(
                 let binds = bind_source_lines(&c);
                 // As written: the plan reads the network's name from the text the node gets,
                 // which Compose resolves there, not from the repository's idea of a variable.
-                let networks = external_of(&c);
+                let networks: Vec<_> = external_of(&c)
+                    .into_iter()
+                    .map(|(key, name, l)| {
+                        let l = external_line(f.text, &key).or(l);
+                        (key, name, l)
+                    })
+                    .collect();
                 let c = if r.lines.is_empty() {
                     c
                 } else {
@@ -318,6 +324,38 @@ fn external_of(c: &raw::Compose) -> Vec<(String, String, Option<u64>)> {
         out.push((key.clone(), name.unwrap_or(key).to_owned(), line(n)));
     }
     out
+}
+
+/// The line (1-based) of `external:` in the top-level network `key` of a compose text in block
+/// style: what a problem with it points at (the parser locates the whole entry).
+fn external_line(text: &str, key: &str) -> Option<u64> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let bare = |l: &str| l.split(" #").next().unwrap_or(l).trim_end().to_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let top = lines.iter().position(|l| bare(l) == "networks:")?;
+    let mut entry: Option<usize> = None;
+    for (i, l) in lines.iter().enumerate().skip(top + 1) {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        if indent(l) == 0 {
+            break;
+        }
+        let t = l.trim_start();
+        match entry {
+            None => {
+                let name = t.strip_suffix(':').or_else(|| t.split_once(": ").map(|(k, _)| k));
+                let name = name.map(|k| k.trim_matches(|c| c == '"' || c == '\''));
+                if name == Some(key) {
+                    entry = Some(indent(l));
+                }
+            }
+            Some(at) if indent(l) <= at => break,
+            Some(_) if t.starts_with("external:") => return Some(i as u64 + 1),
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 /// The names of the external networks of an instance's rendered compose file and override
@@ -747,6 +785,14 @@ fn exposure(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_external_network_is_located_at_its_external_key() {
+        let text = "services:\n  a:\n    networks: [edge]\nnetworks:\n  other:\n    external: true\n  \"edge\":\n    name: proxy\n    external: true\nvolumes:\n  edge:\n    external: true\n";
+        assert_eq!(super::external_line(text, "edge"), Some(9));
+        assert_eq!(super::external_line(text, "other"), Some(6));
+        assert_eq!(super::external_line(text, "missing"), None);
+    }
+
     use super::{container_name, reached_as};
 
     /// Issue 20: on a node with a LAN address, a `lan` port on every address is refused with
