@@ -4,8 +4,9 @@
 //! service's name, `extends` that brings `depends_on`, a one-shot job, `configs:`, literal
 //! passwords, `restart: always`). Each goes through `homelab import` with nothing edited by
 //! hand (the node is the only choice made), then validates and plans; in the lab all of them
-//! are applied in one plan, two are updated (the changed config seen in the container, the
-//! data kept) and one broken update is rolled back to the healthy previous release.
+//! are applied in one plan, the twelve that ship config files are updated in a second (each
+//! changed file seen in its container, every data folder kept) and two broken updates in a
+//! third are rolled back to their healthy previous releases.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -121,10 +122,105 @@ fn every_published_project_imports_validates_and_plans() {
     assert_eq!(shown.code, 0, "{}{}", shown.stdout, shown.stderr);
 }
 
+/// The update of the lab test: (service, file it ships, text, replacement, container, where
+/// the container sees the file).
+const UPDATES: &[(&str, &str, &str, &str, &str, &str)] = &[
+    (
+        "traefik",
+        "dynamic/routes.yml",
+        "whoami.lan",
+        "whoami.home.lan",
+        "traefik",
+        "/etc/traefik/dynamic/routes.yml",
+    ),
+    (
+        "nextcloud",
+        "php.ini",
+        "upload_max_filesize = 512M",
+        "upload_max_filesize = 2G",
+        "nextcloud",
+        "/usr/local/etc/php/conf.d/custom.ini",
+    ),
+    (
+        "immich",
+        "immich.json",
+        "\"crf\": 23",
+        "\"crf\": 30",
+        "immich-server",
+        "/etc/immich/immich.json",
+    ),
+    ("gitea", "app.ini", "RUN_MODE = prod", "RUN_MODE = dev", "gitea-server", "/etc/gitea/app.ini"),
+    (
+        "n8n",
+        "init-data.sh",
+        "No Environment variables given!",
+        "No environment variables given.",
+        "n8n-db",
+        "/docker-entrypoint-initdb.d/init-data.sh",
+    ),
+    (
+        "monitoring",
+        "prometheus/prometheus.yml",
+        "scrape_interval: 15s",
+        "scrape_interval: 30s",
+        "monitoring-prometheus",
+        "/etc/prometheus/prometheus.yml",
+    ),
+    (
+        "matomo",
+        "config.ini.php",
+        "force_ssl = 0",
+        "force_ssl = 1",
+        "matomo",
+        "/etc/matomo/config.ini.php",
+    ),
+    (
+        "starter",
+        "seed/demo.txt",
+        "demo data, loaded once",
+        "demo data, second edition",
+        "starter-app",
+        "/data/demo.txt",
+    ),
+    (
+        "analytics",
+        "clickhouse/logs.xml",
+        "<level>warning</level>",
+        "<level>error</level>",
+        "analytics",
+        "/etc/analytics/clickhouse.xml",
+    ),
+    (
+        "mosquitto",
+        "config/mosquitto.conf",
+        "allow_anonymous true",
+        "allow_anonymous false",
+        "mosquitto",
+        "/mosquitto/config/mosquitto.conf",
+    ),
+    (
+        "pihole",
+        "custom/adlists.list",
+        "StevenBlack/hosts/",
+        "StevenBlack/hosts-extra/",
+        "pihole",
+        "/etc/pihole-custom/adlists.list",
+    ),
+    (
+        "homepage",
+        "config/settings.yaml",
+        "theme: dark",
+        "theme: light",
+        "homepage",
+        "/app/config/settings.yaml",
+    ),
+];
+
 /// In the lab, on one node: every project imported as published (its images stand-ins, its
-/// `.env` values on the node as import asked), applied in one plan; then an update of two of
-/// them (their config files, seen changed in the containers, their data still there) and a
-/// broken update of one, rolled back to its previous release, healthy, with its data.
+/// `.env` values on the node as import asked), applied in one plan; then an update of every
+/// one that ships a config file (the changed files seen in the containers, the data still
+/// there) and broken updates of two, rolled back to their previous releases, healthy, with
+/// their config files and data.
 #[test]
 fn the_published_projects_run_update_and_roll_back_in_the_lab() {
     use crate::apply::{Site, LAB, NODES};
@@ -244,47 +340,73 @@ fn the_published_projects_run_update_and_roll_back_in_the_lab() {
     assert_eq!(fs::read_to_string(data.join("immich/library/.migrations")).unwrap(), "migrated\n");
     assert_eq!(exec("nextcloud", &["cat", "/var/www/html/trusted.txt"]), "cloud.lab\n");
 
-    // An update: config files changed, seen in the containers; the data written before stays.
-    fs::write(data.join("nextcloud/html/marker.txt"), "written before the update\n").unwrap();
-    fs::write(data.join("immich/library/marker.txt"), "a photo\n").unwrap();
+    // An update of every project that ships a config file, in one plan: each changed file is
+    // what its container sees; the data written before stays.
+    let marked: Vec<String> = projects().into_iter().filter(|p| data.join(p).is_dir()).collect();
+    for p in &marked {
+        fs::write(data.join(p).join("marker.txt"), format!("{p} before the update\n")).unwrap();
+    }
     let edit = |rel: &str, from: &str, to: &str| {
         let p = repo.join(rel);
         let text = fs::read_to_string(&p).unwrap();
         assert!(text.contains(from), "{rel}: no `{from}`");
         fs::write(p, text.replace(from, to)).unwrap();
     };
-    edit("services/nextcloud/php.ini", "upload_max_filesize = 512M", "upload_max_filesize = 2G");
-    edit("services/immich/immich.json", "\"crf\": 23", "\"crf\": 30");
+    for (svc, file, from, to, _, _) in UPDATES {
+        edit(&format!("services/{svc}/{file}"), from, to);
+    }
     let id = site.plan_and_approve();
     let out = site.apply(&id, &["--node", "alpha"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert!(exec("nextcloud", &["cat", "/usr/local/etc/php/conf.d/custom.ini"]).contains("= 2G"));
-    assert!(exec("immich-server", &["cat", "/etc/immich/immich.json"]).contains("\"crf\": 30"));
-    let kept = |rel: &str, text: &str| {
-        assert_eq!(fs::read_to_string(data.join(rel)).unwrap(), text, "{rel}");
+    for (svc, _, _, to, container, path) in UPDATES {
+        let seen = exec(container, &["cat", path]);
+        assert!(seen.contains(to), "{svc}: {container} sees {path} as\n{seen}");
+    }
+    let kept = |why: &str| {
+        for p in &marked {
+            let marker = fs::read_to_string(data.join(p).join("marker.txt"));
+            assert_eq!(marker.ok(), Some(format!("{p} before the update\n")), "{p}, {why}");
+        }
     };
-    kept("nextcloud/html/marker.txt", "written before the update\n");
-    kept("immich/library/marker.txt", "a photo\n");
+    kept("after the update");
+    // The one-shot import ran again with the release, on the data it keeps.
+    assert_eq!(
+        fs::read_to_string(data.join("starter/data/imports")).unwrap(),
+        "imported\nimported\n"
+    );
 
-    // A broken update: nextcloud's own healthcheck no longer passes; it is rolled back to the
-    // release before, healthy, with its config file and data.
+    // Broken updates, in one plan: nextcloud's own healthcheck no longer passes, homepage
+    // looks for a file the release no longer has. Each is rolled back to the release before,
+    // healthy, with its config files and data.
     edit("services/nextcloud/php.ini", "memory_limit = 512M", "memory_limit = 1G");
     edit(
         "services/nextcloud/docker-compose.yml",
         "http://127.0.0.1/php.txt",
         "http://127.0.0.1:81/php.txt",
     );
+    let settings = repo.join("services/homepage/config/settings.yaml");
+    let text = fs::read_to_string(&settings).unwrap();
+    fs::remove_file(&settings).unwrap();
+    fs::write(settings.with_extension("yml"), text.replace("theme: light", "theme: blue")).unwrap();
     let id = site.plan_and_approve();
     let out = site.apply(&id, &["--node", "alpha"]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let both = format!("{}{}", out.stdout, out.stderr);
-    assert!(both.contains("rolled back to ") && both.contains(", healthy"), "{both}");
+    for svc in ["nextcloud", "homepage"] {
+        let said = format!("[alpha] {svc} rollback: rolled back to ");
+        assert!(
+            both.lines().any(|l| l.starts_with(&said) && l.ends_with(", healthy")),
+            "{svc}:\n{both}"
+        );
+    }
     let ini = exec("nextcloud", &["cat", "/usr/local/etc/php/conf.d/custom.ini"]);
     assert!(ini.contains("= 2G") && ini.contains("memory_limit = 512M"), "{ini}");
-    kept("nextcloud/html/marker.txt", "written before the update\n");
     let health =
         site.lab.docker("alpha", &["inspect", "-f", "{{.State.Health.Status}}", "nextcloud"]);
     assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "healthy");
+    assert!(site.running("alpha", "homepage"));
+    assert!(exec("homepage", &["cat", "/app/config/settings.yaml"]).contains("theme: light"));
+    kept("after the rollbacks");
     // No value of the nodes' `.env` reached the repository.
     assert!(!crate::import::all_text(repo).contains("lab-nextcloud-value"));
 }
