@@ -92,6 +92,11 @@ fn every_published_project_imports_validates_and_plans() {
     assert!(!n8n.contains("n8n-n8n-db"), "{n8n}");
     let matomo = read("matomo/docker-compose.yml");
     assert!(matomo.contains("container_name: matomo_db\n"), "{matomo}");
+    // What `environment` lists without a value comes from the node's env file: named there.
+    let to_set = names_to_set(&said["n8n"]);
+    for name in ["POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_NON_ROOT_PASSWORD"] {
+        assert!(to_set.iter().any(|n| n == name), "{name}: {}", said["n8n"]);
+    }
     // Host folders under a variable with a default move under the data folder.
     let nextcloud = read("nextcloud/docker-compose.yml");
     assert!(!nextcloud.contains("DOCKER_VOLUME_STORAGE"), "{nextcloud}");
