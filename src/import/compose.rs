@@ -1001,7 +1001,11 @@ mod tests {
             out.variables.iter().map(|v| (v.name.as_str(), v.secret, v.required)).collect();
         assert_eq!(
             vars,
-            [("POSTGRES_PASSWORD", true, true), ("POSTGRES_USER", false, true), ("TZ", false, true)]
+            [
+                ("POSTGRES_PASSWORD", true, true),
+                ("POSTGRES_USER", false, true),
+                ("TZ", false, true)
+            ]
         );
     }
 
