@@ -97,6 +97,9 @@ fn every_published_project_imports_validates_and_plans() {
     for name in ["POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_NON_ROOT_PASSWORD"] {
         assert!(to_set.iter().any(|n| n == name), "{name}: {}", said["n8n"]);
     }
+    // A literal password under a mixed-case name (Gitea's) does not stay in Git.
+    let gitea = read("gitea/docker-compose.yml");
+    assert!(gitea.contains("- GITEA__database__PASSWD=${GITEA__database__PASSWD}\n"), "{gitea}");
     // Host folders under a variable with a default move under the data folder.
     let nextcloud = read("nextcloud/docker-compose.yml");
     assert!(!nextcloud.contains("DOCKER_VOLUME_STORAGE"), "{nextcloud}");

@@ -711,3 +711,32 @@ fn depends_on_inherited_through_extends_marks_a_one_shot_init_container() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("`services.migrate.restart`"), "{}", out.stderr);
 }
+
+/// Regression (found by the import corpus): Gitea's published compose file sets
+/// `GITEA__database__PASSWD=gitea`, a literal password in Git that validate let through
+/// because the name has lowercase letters. An environment name with an uppercase letter is
+/// read as one; a compose key of its own, all lowercase (`secrets: [db_password]`), is not.
+#[test]
+fn a_literal_password_under_a_mixed_case_environment_name_is_refused() {
+    let tree = Tree::base();
+    let path = "services/web/docker-compose.yml";
+    let text = fs::read_to_string(tree.path().join(path)).unwrap();
+    let with = |env: &str| {
+        text.replace(
+            "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+            &format!("    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n{env}"),
+        )
+    };
+    tree.write(path, with("    environment:\n      - GITEA__database__PASSWD=gitea\n"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error[secret]: services/web/docker-compose.yml:"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("GITEA__database__PASSWD"), "{}", out.stderr);
+    tree.write(path, with("    secrets: [db_password]\n"));
+    let out = tree.homelab(&["validate"]);
+    assert!(!out.stderr.contains("error[secret]"), "{}", out.stderr);
+}
