@@ -207,7 +207,7 @@ pub fn write_text_checked<W: Write + ?Sized>(
             let s = action_style(color, Action::Create);
             writeln!(
                 w,
-                "  {} {:<8} {}  created on the node if missing (`external: true`), before {} come(s) up",
+                "  {} {:<8} {}  created on the node if missing (`external: true`), before {} up",
                 s.apply_to(format!("{:>3}", "+")),
                 s.apply_to("network"),
                 escape(net),
@@ -263,9 +263,11 @@ pub fn write_text_checked<W: Write + ?Sized>(
     Ok(())
 }
 
-/// The services a node-level change is for, by name.
+/// The services a node-level change is for, by name, with the verb that follows them
+/// (`web comes`, `traefik, whoami come`).
 fn users_of(users: &[&crate::model::Instance]) -> String {
-    users.iter().map(|i| i.service.as_str()).collect::<Vec<_>>().join(", ")
+    let names: Vec<&str> = users.iter().map(|i| i.service.as_str()).collect();
+    format!("{} {}", names.join(", "), if names.len() == 1 { "comes" } else { "come" })
 }
 
 fn mermaid_id(s: &str) -> String {
@@ -369,7 +371,7 @@ pub fn write_markdown_checked<W: Write + ?Sized>(
             ));
             for (net, users) in n.networks() {
                 body.push_str(&format!(
-                    "- {} created on the node if missing (`external: true`), before {} come(s) up\n",
+                    "- {} created on the node if missing (`external: true`), before {} up\n",
                     md_code(&format!("+ network {net}")),
                     md_text(&users_of(&users))
                 ));

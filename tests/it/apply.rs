@@ -1959,7 +1959,7 @@ fn an_external_network_a_service_declares_is_created_before_its_services_come_up
     assert_eq!(planned.code, 0, "{}\n{}", planned.stdout, planned.stderr);
     assert!(
         planned.stdout.contains(
-            "+ network  proxy  created on the node if missing (`external: true`), before proxy, web come(s) up"
+            "+ network  proxy  created on the node if missing (`external: true`), before proxy, web come up"
         ),
         "{}",
         planned.stdout

@@ -121,7 +121,7 @@ fn every_published_project_imports_validates_and_plans() {
         );
     }
     assert!(
-        out.stdout.contains("+ network  proxy  created on the node if missing (`external: true`), before traefik, whoami come(s) up"),
+        out.stdout.contains("+ network  proxy  created on the node if missing (`external: true`), before traefik, whoami come up"),
         "{}",
         out.stdout
     );

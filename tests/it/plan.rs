@@ -914,7 +914,7 @@ fn an_external_network_is_a_node_level_change_the_review_recomputes() {
     ok(&out, 0, "plan");
     assert!(
         out.stdout.contains("\nALPHA\n")
-            && out.stdout.contains("    + network  proxy  created on the node if missing (`external: true`), before web come(s) up\n"),
+            && out.stdout.contains("    + network  proxy  created on the node if missing (`external: true`), before web comes up\n"),
         "{}",
         out.stdout
     );
