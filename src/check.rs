@@ -154,6 +154,15 @@ fn rendering(lab: &Homelab, d: &mut Diagnostics) {
     }
     for (node, on_node) in &by_node {
         conflicts::check(node, on_node, d);
+        let declared: BTreeSet<&str> = lab
+            .nodes
+            .get(*node)
+            .into_iter()
+            .flat_map(|n| n.services.keys())
+            .filter_map(|s| lab.services.get(s))
+            .flat_map(|s| s.networks.iter().map(String::as_str))
+            .collect();
+        conflicts::networks(node, on_node, &declared, d);
     }
 }
 

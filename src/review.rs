@@ -420,12 +420,12 @@ fn compare(lab: &Homelab, graph: &DeployGraph, c: &Change, commit: &str) -> Resu
             return Err(differs(&r.name, format!("line {line}")));
         }
     }
-    let want = crate::plan::Runtime::of(lab, &c.instance);
+    let want = crate::plan::Runtime::of(lab, &c.instance, &rendered);
     match &c.runtime {
         Some(rt) if *rt == want => {}
         _ => {
             return Err(differs(
-                "the healthcheck, secrets, required variables, exposure or host paths",
+                "the healthcheck, secrets, required variables, exposure, host paths or networks",
                 "the contract says otherwise".into(),
             ))
         }

@@ -474,7 +474,10 @@ hl_data() {
 /// `UID:GID` or `-`, octal mode or `-`): created, given their owner (the folder and what it
 /// holds, only when the folder's own owner differs, so a large data folder is walked once) and
 /// their mode (the folder itself), before the project comes up. Counted, not taken to the
-/// end: the dead-man runs this script with more arguments after its own. Before the folders
+/// end: the dead-man runs this script with more arguments after its own. After the folders,
+/// a count of the Docker networks the compose files take as `external: true`, and when it is
+/// not 0 a lock file and their names: each created when missing (names checked by the plan's
+/// reader), one service at a time (`flock`, where the node has it). Before the folders
 /// come the data arguments (`data_fns`): a deploy snapshots the service's data first, a
 /// rollback restores the snapshot its deploy took, both before anything else.
 const SWITCH_AND_UP: &str = concat!(
@@ -495,6 +498,24 @@ while [ "$k" -gt 0 ]; do
   if [ "$o" != - ] && [ "$(stat -c %u:%g -- "$f")" != "$o" ]; then chown -R -- "$o" "$f"; fi
   if [ "$m" != - ]; then chmod -- "$m" "$f"; fi
 done
+j=${1:-0}; [ $# -eq 0 ] || shift
+locked=""
+if [ "$j" -gt 0 ]; then
+  # Services of one apply come up side by side: one of them creates a network at a time, or
+  # two `network create` at once could make two networks of one name.
+  netlock=$1; shift
+  if command -v flock >/dev/null 2>&1; then
+    mkdir -p -- "$(dirname -- "$netlock")"; exec 9>>"$netlock"; flock 9; locked=1
+  fi
+fi
+while [ "$j" -gt 0 ]; do
+  net=$1; shift; j=$((j - 1))
+  docker network inspect -- "$net" >/dev/null 2>&1 && continue
+  if ! said=$(docker network create -- "$net" 2>&1); then
+    printf 'cannot create the Docker network %s: %s\n' "$net" "$said" | tail -n 5 >&2; exit 1
+  fi
+done
+if [ -n "$locked" ]; then exec 9>&-; fi
 # The critical backup sets the stability agent watches: a set with no backup record yet gets
 # one that counts from now, so a set never backed up is reported once past its max_age.
 w=${1:-0}; [ $# -eq 0 ] || shift
@@ -588,7 +609,9 @@ const STABLE: &str = r#"hl_stable() {
   svc=$1; n=$2
   ids=$(docker ps -aq --filter "label=com.docker.compose.project=$svc") || { echo "docker ps failed"; return 1; }
   [ -n "$ids" ] || { echo "the healthcheck passed, but project $svc has no container"; return 1; }
-  fmt='{{.Name}} {{.State.Status}} {{.RestartCount}} {{.HostConfig.RestartPolicy.Name}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'
+  # A container with no `restart:` has an empty policy, which Docker takes as `no`: written
+  # so, or `read` would shift every field after it (its exit code read as the policy).
+  fmt='{{.Name}} {{.State.Status}} {{.RestartCount}} {{if .HostConfig.RestartPolicy.Name}}{{.HostConfig.RestartPolicy.Name}}{{else}}no{{end}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'
   # $ids unquoted: Docker's hex ids, one word each.
   first=$(docker inspect -f "$fmt" $ids 2>&1) || { echo "docker inspect failed: $first"; return 1; }
   t=0
@@ -1236,6 +1259,7 @@ pub fn switch_and_up(
     deadman: Option<&Deadman<'_>>,
     folders: &[crate::model::Folder],
     watched: &[(String, u64)],
+    networks: &[String],
     data: Data<'_>,
 ) -> Result<DataSaid, StepError> {
     let up_args = |rel: &'_ str, log: &'_ str, data: Data<'_>| -> Vec<String> {
@@ -1256,6 +1280,15 @@ pub fn switch_and_up(
             args.push(format!("{}/{}", layout.root().trim_end_matches('/'), f.path));
             args.push(f.owner.clone().unwrap_or_else(|| "-".to_owned()));
             args.push(f.mode.clone().unwrap_or_else(|| "-".to_owned()));
+        }
+        args.push(networks.len().to_string());
+        if !networks.is_empty() {
+            // The apply's own folder (`state/deploy/<plan>`, three up from the job's), shared
+            // by the services of the apply: the lock of their network creation.
+            let job = std::path::Path::new(job_dir);
+            let apply = job.ancestors().nth(3).unwrap_or(job);
+            args.push(apply.join("networks.lock").display().to_string());
+            args.extend(networks.iter().cloned());
         }
         args.push(watched.len().to_string());
         for (set, secs) in watched {

@@ -378,6 +378,7 @@ impl ServiceRun<'_, '_, '_> {
             deadman.as_ref(),
             &rt.folders,
             &rt.watched,
+            &rt.networks,
             data,
         ) {
             Ok(said) => {
@@ -677,6 +678,7 @@ impl ServiceRun<'_, '_, '_> {
                     None,
                     &rt.folders,
                     &rt.watched,
+                    &rt.networks,
                     data,
                 )
             }

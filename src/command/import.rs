@@ -92,7 +92,7 @@ pub fn run(repo: &Path, args: &ImportArgs, out: &mut dyn Write) -> Result<Report
     }
     for n in &done.networks {
         text.push_str(&format!(
-            "before the first deploy, create the Docker network `{n}` on `{}` (the project marks it `external: true`)\n",
+            "the project marks the Docker network `{n}` `external: true`: service.yaml declares it (`networks`), and the plan creates it on `{}` before the service comes up\n",
             done.node
         ));
     }

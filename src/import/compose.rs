@@ -81,7 +81,18 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
         .map(|p| p + 1);
     let multi = project.services.len() > 1;
     let keys: BTreeSet<&str> = project.services.keys().map(String::as_str).collect();
-    let shots = one_shot(svc, &[i.text]);
+    // The compose file and the files its `extends` name: a base may bring the `depends_on`
+    // that makes a container one-shot.
+    let mut texts =
+        BTreeMap::from([("docker-compose.yml".to_owned(), (file.to_owned(), i.text.to_owned()))]);
+    for s in project.services.values() {
+        let Some(Value::Object(m)) = s.value.extends.as_ref().map(|e| &e.value) else { continue };
+        let Some(rel) = m.get("file").and_then(Value::as_str).and_then(normalize) else { continue };
+        if let Some(text) = (i.read)(&rel) {
+            texts.insert(rel.clone(), (rel, text));
+        }
+    }
+    let shots = one_shot(svc, &texts);
     // The text with its `container_name` lines blanked (lines kept, so numbers hold): a line
     // that gives a name, in a service or an anchor merged into one, reaches nothing.
     let reaching: String = i
@@ -504,10 +515,40 @@ pub fn transform(i: &Input) -> Result<Output, Diagnostic> {
             None => out.variables.push(Variable { secret, required: no_default, name }),
         }
     }
+    // A name in `environment` with no value (`- POSTGRES_PASSWORD`) takes its value from the
+    // env file Compose reads, on the node the service's `.env`: the owner must set it there.
+    for name in project.services.values().flat_map(|s| bare_environment(&s.value)) {
+        if !out.variables.iter().any(|v| v.name == name) {
+            out.variables.push(Variable { secret: looks_secret(&name), required: true, name });
+        }
+    }
     out.variables.sort_by(|a, b| a.name.cmp(&b.name));
     ops_of.sort_by_key(|e| e.line);
     out.edits = ops_of;
     Ok(out)
+}
+
+/// The names a service's `environment` lists without a value (`- NAME`, or `NAME:` with
+/// nothing after it): Compose passes them on from its environment and env file.
+fn bare_environment(s: &super::shape::Svc) -> Vec<String> {
+    let ok = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    match s.environment.as_ref().map(|e| &e.value) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::trim)
+            .filter(|i| !i.contains('=') && ok(i))
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::Object(m)) => {
+            m.iter().filter(|(k, v)| v.is_null() && ok(k)).map(|(k, _)| k.clone()).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Top-level files: `configs` ship, `secrets` stay on the node, `include` ships.
@@ -1109,6 +1150,25 @@ mod tests {
         );
         assert!(out.containers.iter().any(|c| c.key == "init" && c.one_shot));
         assert_eq!(out.exposure, Some(Exposure::Internal));
+    }
+
+    /// Regression (found by the import corpus): n8n's `- POSTGRES_PASSWORD` takes its value
+    /// from the env file, yet import neither declared it nor said to set it on the node, so
+    /// the database ran with no password.
+    #[test]
+    fn names_the_environment_lists_without_a_value_are_declared() {
+        let text = "services:\n  db:\n    image: postgres:16\n    environment:\n      - POSTGRES_USER\n      - POSTGRES_PASSWORD\n      - POSTGRES_DB=n8n\n  app:\n    image: x\n    environment:\n      TZ:\n      LEVEL: info\n";
+        let out = run("n8n", text, &[], None).unwrap();
+        let vars: Vec<(&str, bool, bool)> =
+            out.variables.iter().map(|v| (v.name.as_str(), v.secret, v.required)).collect();
+        assert_eq!(
+            vars,
+            [
+                ("POSTGRES_PASSWORD", true, true),
+                ("POSTGRES_USER", false, true),
+                ("TZ", false, true)
+            ]
+        );
     }
 
     #[test]

@@ -85,6 +85,13 @@ pub fn service_yaml(a: &About, o: &Output) -> String {
             s.push_str(&format!("  - {}\n", q(p)));
         }
     }
+    if !o.external_networks.is_empty() {
+        // The compose file marks them `external: true`: homelab creates them on the node.
+        s.push_str("networks:\n");
+        for n in &o.external_networks {
+            s.push_str(&format!("  - {}\n", q(n)));
+        }
+    }
     s
 }
 
@@ -256,7 +263,15 @@ pub fn readme(a: &About, o: &Output, copied: &[String]) -> String {
     }
     let secrets: Vec<&str> =
         o.variables.iter().filter(|v| v.secret).map(|v| v.name.as_str()).collect();
-    if !secrets.is_empty() || !o.node_files.is_empty() || !o.external_networks.is_empty() {
+    if !o.external_networks.is_empty() {
+        let names: Vec<String> = o.external_networks.iter().map(|n| format!("`{n}`")).collect();
+        s.push_str(&format!(
+            "\nThe compose file takes the Docker network(s) {} as given (`external: true`): `networks` in service.yaml declares them, and the plan creates each on `{}` when it is missing, before the service comes up.\n",
+            names.join(", "),
+            a.node
+        ));
+    }
+    if !secrets.is_empty() || !o.node_files.is_empty() {
         s.push_str(&format!("\n## Before the first deploy\n\nOn `{}`:\n\n", a.node));
         if !secrets.is_empty() {
             s.push_str(&format!(
@@ -266,11 +281,6 @@ pub fn readme(a: &About, o: &Output, copied: &[String]) -> String {
         }
         for f in &o.node_files {
             s.push_str(&format!("- put `{f}` in `{root}/config/{svc}/`\n"));
-        }
-        for n in &o.external_networks {
-            s.push_str(&format!(
-                "- create the Docker network `{n}` (`external: true` in the compose file)\n"
-            ));
         }
     }
     s

@@ -141,6 +141,8 @@ pub(super) struct Svc {
     pub(super) depends_on: Option<S<Value>>,
     #[serde(default)]
     pub(super) healthcheck: Option<S<Value>>,
+    #[serde(default)]
+    pub(super) environment: Option<S<Value>>,
 }
 
 /// The restart policy every long-running container gets (the guide's default).

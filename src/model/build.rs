@@ -219,6 +219,13 @@ fn service(name: ServiceName, owner: Owner, exposure: Exposure, r: &RawService) 
         }),
         vars: c.vars.clone(),
         host_paths: c.host_paths.iter().map(|p| p.value.clone()).collect(),
+        // Only names the contract's check accepts: they reach a script on the node.
+        networks: c
+            .networks
+            .iter()
+            .map(|n| n.value.clone())
+            .filter(|n| crate::model::network_name_ok(n))
+            .collect(),
         compose: r.compose.clone(),
         healthcheck_script: r.healthcheck.clone(),
         env_example: r.env_example.clone(),

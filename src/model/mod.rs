@@ -193,6 +193,9 @@ pub struct Service {
     pub vars: BTreeMap<String, serde_json::Value>,
     /// Host paths outside its runtime folders the compose file may name (`host_paths`).
     pub host_paths: Vec<String>,
+    /// Docker networks homelab creates on the node before the service comes up (`networks`
+    /// of the contract): what compose files on the node mark `external: true`.
+    pub networks: Vec<String>,
     pub compose: Source,
     pub healthcheck_script: Source,
     pub env_example: Source,
@@ -367,6 +370,15 @@ pub fn volume_key_ok(v: &str) -> bool {
 
 /// A path relative to the runtime root as validation allows it (no `..`, no empty or `.`
 /// part, no space or control character): such a path reaches scripts on the node.
+/// Whether `name` is a Docker network name homelab creates: a letter or digit, then letters,
+/// digits, `_`, `.` or `-`, at most 64 in all. It reaches a script on the node (as an argument,
+/// quoted); nothing else is ever passed there.
+pub fn network_name_ok(name: &str) -> bool {
+    name.len() <= 64
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
 pub fn relative_path_ok(p: &str) -> bool {
     !p.is_empty()
         && !p.starts_with('/')

@@ -247,6 +247,10 @@ pub struct Contract {
     /// Docker or Tailscale socket, `/etc/localtime`): absolute, or relative to the runtime root.
     #[serde(default)]
     pub host_paths: Vec<S<String>>,
+    /// Docker networks homelab creates on the node before the service comes up: the ones a
+    /// compose file of a service on that node marks `external: true`.
+    #[serde(default)]
+    pub networks: Vec<S<String>>,
 }
 
 fn default_restart() -> S<String> {
@@ -374,6 +378,9 @@ pub struct Compose {
     pub configs: BTreeMap<String, S<serde_json::Value>>,
     #[serde(default)]
     pub include: Vec<S<serde_json::Value>>,
+    /// Top-level networks: the ones marked `external: true` must exist on the node.
+    #[serde(default)]
+    pub networks: BTreeMap<String, S<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

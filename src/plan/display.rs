@@ -202,6 +202,18 @@ pub fn write_text_checked<W: Write + ?Sized>(
                 }
             }
         }
+        // Node-level: the networks its services' compose files take as given.
+        for (net, users) in n.networks() {
+            let s = action_style(color, Action::Create);
+            writeln!(
+                w,
+                "  {} {:<8} {}  created on the node if missing (`external: true`), before {} up",
+                s.apply_to(format!("{:>3}", "+")),
+                s.apply_to("network"),
+                escape(net),
+                users_of(&users)
+            )?;
+        }
         if n.changes.is_empty() {
             writeln!(w, "  no services")?;
         }
@@ -249,6 +261,13 @@ pub fn write_text_checked<W: Write + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// The services a node-level change is for, by name, with the verb that follows them
+/// (`web comes`, `traefik, whoami come`).
+fn users_of(users: &[&crate::model::Instance]) -> String {
+    let names: Vec<&str> = users.iter().map(|i| i.service.as_str()).collect();
+    format!("{} {}", names.join(", "), if names.len() == 1 { "comes" } else { "come" })
 }
 
 fn mermaid_id(s: &str) -> String {
@@ -350,6 +369,13 @@ pub fn write_markdown_checked<W: Write + ?Sized>(
                 changes.len(),
                 if changes.len() == 1 { "" } else { "s" }
             ));
+            for (net, users) in n.networks() {
+                body.push_str(&format!(
+                    "- {} created on the node if missing (`external: true`), before {} up\n",
+                    md_code(&format!("+ network {net}")),
+                    md_text(&users_of(&users))
+                ));
+            }
             for c in changes {
                 body.push_str(&format!(
                     "- {} {}\n",
@@ -414,6 +440,16 @@ pub fn to_json(id: &str, plan: &Plan) -> serde_json::Value {
                     "diffs": c.diffs.iter().map(|(name, text)| json!({"name": name, "text": text})).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             });
+            let networks = n.networks();
+            if !networks.is_empty() {
+                v["networks"] = json!(networks
+                    .iter()
+                    .map(|(net, users)| json!({
+                        "name": net,
+                        "for": users.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    }))
+                    .collect::<Vec<_>>());
+            }
             match &n.status {
                 PlannedStatus::Reachable { fingerprint, .. } => {
                     v["status"] = json!("reachable");

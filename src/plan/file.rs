@@ -555,6 +555,9 @@ pub fn encode(plan: &Plan) -> String {
                     }
                     let _ = writeln!(out, "{line}");
                 }
+                for n in &rt.networks {
+                    let _ = writeln!(out, "network {n}");
+                }
                 if !rt.variables.is_empty() {
                     let vars: Vec<String> =
                         rt.variables.iter().map(|v| format!("{}:{}", v.name, v.line)).collect();
@@ -1019,6 +1022,7 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     snapshot: None,
                     limits: None,
                     watched: Vec::new(),
+                    networks: Vec::new(),
                 });
             } else if let Some(rest) = l.strip_prefix("exposure ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
@@ -1057,6 +1061,23 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                     .and_then(|rt| rt.limits.as_mut())
                     .ok_or_else(|| p.err("`host-path` must follow `exposure`"))?;
                 limits.paths.push(rest.to_owned());
+            } else if let Some(rest) = l.strip_prefix("network ") {
+                let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
+                let rt = change
+                    .runtime
+                    .as_mut()
+                    .ok_or_else(|| p.err("`network` must follow `healthcheck`"))?;
+                // The contract's check: the name reaches a script on the node.
+                if !crate::model::network_name_ok(rest) {
+                    return Err(p.err(format!(
+                        "`network`: expected a Docker network name, found `{}`",
+                        shorten(rest)
+                    )));
+                }
+                if rt.networks.iter().any(|n| n == rest) {
+                    return Err(p.err(format!("`network {rest}` twice for the same change")));
+                }
+                rt.networks.push(rest.to_owned());
             } else if let Some(rest) = l.strip_prefix("folder ") {
                 let change = nodes.last_mut().and_then(|n| n.changes.last_mut()).expect("checked");
                 let svc = change.instance.service.to_string();
@@ -1487,6 +1508,7 @@ mod tests {
                                 paths: vec!["/var/run/docker.sock".into(), "data/broker".into()],
                             }),
                             watched: vec![("broker-state".into(), 172_800)],
+                            networks: vec!["proxy".into(), "web.2".into()],
                         }),
                         restore: Some(crate::plan::Restore {
                             id: "1a2b3c4d".into(),
@@ -1558,6 +1580,13 @@ mod tests {
         let twice =
             text.replace("lan-address 192.168.1.20", "lan-address 10.0.0.1\nlan-address 10.0.0.2");
         assert!(decode(&twice, "p").unwrap_err().message.contains("once"));
+        // A network's name reaches a script on the node: only a Docker network name.
+        assert!(text.contains("\nnetwork proxy\nnetwork web.2\n"), "{text}");
+        for bad in ["proxy;reboot", "$(reboot)", "-d", "a b"] {
+            let evil = text.replace("network proxy\n", &format!("network {bad}\n"));
+            let e = decode(&evil, "p").unwrap_err();
+            assert!(e.message.contains("expected a Docker network name"), "{bad}: {e}");
+        }
     }
 
     /// Any edit or cut of a plan file is an error or a valid plan, never a panic.

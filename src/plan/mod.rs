@@ -198,6 +198,9 @@ pub struct Runtime {
     /// their `max_age` in seconds: a set never backed up is reported too, counted from the
     /// deploy that first placed it.
     pub watched: Vec<(String, u64)>,
+    /// The Docker networks its compose files mark `external: true`, which a service on the
+    /// node declares: created on the node, when missing, before the service comes up.
+    pub networks: Vec<String>,
 }
 
 /// The service's data as the engine snapshots it before a change (issue 18): its folders
@@ -268,8 +271,9 @@ pub struct Required {
 impl Runtime {
     /// What apply needs from the contract of `inst`: its healthcheck, the names of the secrets
     /// that must be on the node, and the required variables its compose files take from there.
-    /// The plan and the review both take it from here.
-    pub fn of(lab: &Homelab, inst: &Instance) -> Runtime {
+    /// The plan and the review both take it from here, with the instance as rendered (its
+    /// compose files name the external networks).
+    pub fn of(lab: &Homelab, inst: &Instance, rendered: &Rendered) -> Runtime {
         let svc = &lab.services[&inst.service];
         let mut texts = vec![svc.compose.text.as_str()];
         if let Some(o) = lab.nodes.get(&inst.node).and_then(|n| n.overrides.get(&inst.service)) {
@@ -279,7 +283,14 @@ impl Runtime {
             .iter()
             .flat_map(|t| crate::model::validate::compose::interpolated_without_default(t))
             .collect();
+        let compose: Vec<&str> = rendered
+            .artifacts
+            .iter()
+            .filter(|a| a.name == crate::render::COMPOSE || a.name == crate::render::OVERRIDE)
+            .filter_map(|a| std::str::from_utf8(&a.bytes).ok())
+            .collect();
         Runtime {
+            networks: crate::model::validate::compose::external_networks(&compose),
             healthcheck: svc.healthcheck,
             secrets: svc
                 .env_vars
@@ -345,6 +356,23 @@ impl PlannedArtifact {
         self.binary.as_ref().map(|b| {
             format!("Binary file {}: {} bytes, sha256 {}\n", self.name, b.len(), self.sha256)
         })
+    }
+}
+
+impl NodePlan {
+    /// The Docker networks the node gets before its services come up, each with the services
+    /// whose compose files need it: a node-level change, shown once per node.
+    pub fn networks(&self) -> Vec<(&str, Vec<&Instance>)> {
+        let mut out: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+        for c in &self.changes {
+            for n in c.runtime.iter().flat_map(|rt| &rt.networks) {
+                out.entry(n.as_str()).or_default().push(&c.instance);
+            }
+        }
+        for users in out.values_mut() {
+            users.sort();
+        }
+        out.into_iter().collect()
     }
 }
 
@@ -495,7 +523,7 @@ pub fn diff(
                 }
             }
             if change.action != Action::NoOp {
-                change.runtime = Some(Runtime::of(lab, inst));
+                change.runtime = Some(Runtime::of(lab, inst, rendered));
             }
             changes.push(change);
         }
@@ -611,7 +639,7 @@ pub fn make_restore(
     let Some(rendered) = desired.iter().find(|r| &r.instance == inst) else {
         return Err(format!("`{inst}` was not rendered"));
     };
-    let runtime = Runtime::of(lab, inst);
+    let runtime = Runtime::of(lab, inst, rendered);
     if runtime.snapshot.as_ref().is_none_or(|s| s.paths.is_empty()) {
         return Err(format!("`{}` has no data folders to restore", inst.service));
     }
@@ -629,13 +657,16 @@ pub fn make_restore(
 /// The compose keys of the one-shot init containers of a rendered instance (see
 /// `model::validate::compose::one_shot`).
 fn one_shot_of(r: &Rendered) -> BTreeSet<String> {
-    let texts: Vec<&str> = r
+    // Every text file of the release: `extends.file` may name any of them.
+    let files: BTreeMap<String, (String, String)> = r
         .artifacts
         .iter()
-        .filter(|a| a.name == crate::render::COMPOSE || a.name == crate::render::OVERRIDE)
-        .filter_map(|a| std::str::from_utf8(&a.bytes).ok())
+        .filter_map(|a| {
+            let text = std::str::from_utf8(&a.bytes).ok()?;
+            Some((a.name.clone(), (a.name.clone(), text.to_owned())))
+        })
         .collect();
-    crate::model::validate::compose::one_shot(r.instance.service.as_str(), &texts)
+    crate::model::validate::compose::one_shot(r.instance.service.as_str(), &files)
 }
 
 /// Whether `c` is a one-shot init container of its project (by `one_shot`, the keys per

@@ -1921,3 +1921,80 @@ fn a_sigkilled_plan_or_apply_leaves_no_ssh_process_and_the_next_plan_runs() {
 }
 mod data;
 mod engine;
+
+/// An external network (issue 20): `proxy`, a traefik-like service whose compose file takes
+/// the network `proxy` as given (`external: true`) and whose contract declares it, and `web`,
+/// which joins the network `proxy` declared: the apply creates the network before either
+/// comes up (they deploy side by side, each making sure of it), both run on it and reach each
+/// other by name. An update, with the network there already, goes through as well.
+#[test]
+fn an_external_network_a_service_declares_is_created_before_its_services_come_up() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    copy_tree(&site.repo.path().join("services/web"), &site.repo.path().join("services/proxy"));
+    site.edit("services/proxy/service.yaml", |s| {
+        let s = s
+            .replace("name: web", "name: proxy")
+            .replace("dependencies:\n  - service: agent\n", "dependencies: []\n");
+        format!("{s}networks: [proxy]\n")
+    });
+    let proxy = |env: &str| {
+        format!("services:\n  proxy:\n    image: \"{{{{ vars.image }}}}\"\n    container_name: proxy\n    restart: unless-stopped\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\n{env}    networks: [proxy]\nnetworks:\n  proxy:\n    external: true\n")
+    };
+    site.write("services/proxy/docker-compose.yml", &proxy(""));
+    site.edit("hosts/alpha/services.yaml", |s| {
+        format!("{s}  - name: proxy\n    exposure: tailnet\n")
+    });
+    site.edit("services/web/docker-compose.yml", |s| {
+        let s = s.replace(
+            "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+            "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n    networks: [default, edge]\n",
+        );
+        format!("{s}networks:\n  edge:\n    external: true\n    name: proxy\n")
+    });
+    let absent = site.lab.docker("alpha", &["network", "inspect", "proxy"]);
+    assert!(!absent.status.success(), "the lab starts without the network");
+    let key = site.key.to_str().unwrap().to_owned();
+    let planned = site.homelab(&["plan", "--key", &key]);
+    assert_eq!(planned.code, 0, "{}\n{}", planned.stdout, planned.stderr);
+    assert!(
+        planned.stdout.contains(
+            "+ network  proxy  created on the node if missing (`external: true`), before proxy, web come up"
+        ),
+        "{}",
+        planned.stdout
+    );
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.running("alpha", "proxy") && site.running("alpha", "web"));
+    let inspect = |container: &str| {
+        let out = site.lab.docker(
+            "alpha",
+            &[
+                "inspect",
+                "-f",
+                "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+                container,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(inspect("proxy").split_whitespace().any(|n| n == "proxy"), "{}", inspect("proxy"));
+    assert!(inspect("web").split_whitespace().any(|n| n == "proxy"), "{}", inspect("web"));
+    let reached = site
+        .lab
+        .docker("alpha", &["exec", "web", "wget", "-q", "-O", "-", "http://proxy/hostname"]);
+    assert!(reached.status.success(), "{}", String::from_utf8_lossy(&reached.stderr));
+
+    // An update with the network there already.
+    site.write(
+        "services/proxy/docker-compose.yml",
+        &proxy("    environment:\n      RELEASE: \"2\"\n"),
+    );
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.env_of("alpha", "proxy").contains(&"RELEASE=2".to_owned()));
+    assert!(inspect("proxy").split_whitespace().any(|n| n == "proxy"), "{}", inspect("proxy"));
+}

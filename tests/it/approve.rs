@@ -927,7 +927,13 @@ fn a_plan_whose_artifacts_differ_from_its_commit_is_refused_everywhere() {
         let line = body.lines().find(|l| l.starts_with("exposure ")).unwrap();
         body.replacen(&format!("\n{line}\n"), &format!("\n{line}\nhost-path /\n"), 1)
     });
-    p.refused_id(&id, &["required variables, exposure or host paths"]);
+    p.refused_id(&id, &["required variables, exposure, host paths or networks"]);
+    // A Docker network the commit's compose files do not name, slipped into a change.
+    let id = p.resigned(|body| {
+        let line = body.lines().find(|l| l.starts_with("healthcheck ")).unwrap();
+        body.replacen(&format!("\n{line}\n"), &format!("\n{line}\nnetwork evil\n"), 1)
+    });
+    p.refused_id(&id, &["required variables, exposure, host paths or networks"]);
 
     // A service no commit places on the node.
     let id = p.resigned(|body| body.replace("web@alpha", "evil@alpha"));

@@ -296,7 +296,12 @@ fn secrets_stay_out_and_shipped_files_are_copied() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("create the Docker network `proxy` on `alpha`"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("and the plan creates it on `alpha` before the service comes up"),
+        "{}",
+        out.stdout
+    );
+    assert!(contract.contains("networks:\n  - \"proxy\"\n"), "{contract}");
     assert!(read(&tree, "hosts/alpha/services.yaml")
         .contains("  - name: proxy\n    exposure: tailnet\n"));
 }

@@ -11,6 +11,7 @@ mod architecture;
 mod bootstrap;
 mod cli;
 mod corpus;
+mod corpus_import;
 mod events;
 mod executor;
 mod forge;

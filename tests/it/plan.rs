@@ -889,3 +889,47 @@ fn a_compose_file_named_otherwise_is_said_to_ship_as_docker_compose_yml() {
         out.stderr
     );
 }
+
+/// An external network a service on the node declares (issue 20) is a node-level change of
+/// the plan, shown once per node with the services that need it, carried in the plan file with
+/// each change, and recomputed by the reviewer's `show` and `approve` as the rest of it is.
+#[test]
+fn an_external_network_is_a_node_level_change_the_review_recomputes() {
+    let (lab, key) = lab_with_operator();
+    let compose = lab.read("repo/services/web/docker-compose.yml");
+    lab.write(
+        "repo/services/web/docker-compose.yml",
+        format!(
+            "{}networks:\n  edge:\n    external: true\n    name: proxy\n",
+            compose.replace(
+                "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+                "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n    networks: [default, edge]\n",
+            )
+        ),
+    );
+    let contract = lab.read("repo/services/web/service.yaml");
+    lab.write("repo/services/web/service.yaml", format!("{contract}networks: [proxy]\n"));
+    lab.git_commit();
+    let out = lab.plan_with(Some(&key), &[]);
+    ok(&out, 0, "plan");
+    assert!(
+        out.stdout.contains("\nALPHA\n")
+            && out.stdout.contains("    + network  proxy  created on the node if missing (`external: true`), before web comes up\n"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stdout.matches("+ network").count(), 1, "{}", out.stdout);
+    let id = out.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().to_owned();
+    let plan = lab.plan_file(&id);
+    assert_eq!(plan.matches("\nnetwork proxy\n").count(), 1, "{plan}");
+    let path = format!("repo/plans/{id}.plan");
+    let shown = lab.homelab(&["show", &path]);
+    ok(&shown, 0, "show");
+    assert!(shown.stdout.contains("+ network  proxy"), "{}", shown.stdout);
+    let json = lab.homelab(&["show", &path, "--format", "json"]);
+    ok(&json, 0, "show json");
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let alpha = doc["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "alpha").unwrap();
+    assert_eq!(alpha["networks"], serde_json::json!([{"name": "proxy", "for": ["web@alpha"]}]));
+    ok(&lab.approve(&id, &key), 0, "approve");
+}

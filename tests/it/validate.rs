@@ -677,3 +677,134 @@ fn a_literal_under_a_key_pass_or_passphrase_name_is_refused() {
     }
     assert_eq!(out.stderr.matches("error[").count(), 3, "{}", out.stderr);
 }
+
+/// An external network (issue 20) is one a service on the node declares (`networks` of its
+/// contract, its own or another's), which the plan then creates; undeclared, nothing would
+/// create it and `compose up` would fail, so validate refuses it where the compose file marks
+/// it external. A name that could not be passed to Docker as written is refused too.
+#[test]
+fn an_external_network_is_declared_by_a_service_on_its_node() {
+    let tree = Tree::base();
+    let path = "services/web/docker-compose.yml";
+    let text = fs::read_to_string(tree.path().join(path)).unwrap();
+    let joined = text.replace(
+        "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+        "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n    networks: [default, edge]\n",
+    );
+    tree.write(path, format!("{joined}networks:\n  edge:\n    external: true\n    name: proxy\n"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error[network]: services/web/docker-compose.yml:")
+            && out.stderr.contains("`networks.edge.external`: `proxy` is an external network (`external: true`), and no service on node `alpha` declares it: nothing would create it"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("add `networks: [proxy]` to services/web/service.yaml"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("error[").count(), 1, "{}", out.stderr);
+
+    // Declared by another service of the node (agent runs on every node).
+    let agent = fs::read_to_string(tree.path().join("services/agent/service.yaml")).unwrap();
+    tree.write("services/agent/service.yaml", format!("{agent}networks: [proxy]\n"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // A name that is not one Docker takes as written, in the contract or the compose file.
+    tree.write("services/agent/service.yaml", format!("{agent}networks: [\"proxy; reboot\"]\n"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error[network]: services/agent/service.yaml:")
+            && out.stderr.contains("`networks[0]`: expected a Docker network name"),
+        "{}",
+        out.stderr
+    );
+    tree.write("services/agent/service.yaml", format!("{agent}networks: [proxy]\n"));
+    tree.write(
+        path,
+        format!("{joined}networks:\n  edge:\n    external: true\n    name: \"$(reboot)\"\n"),
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "`networks.edge.external`: expected the name of the external network written out"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `depends_on` inherited through `extends` (issue 20, item 4) counts as Compose runs it: a
+/// base in a shipped file that waits for `migrate` to complete makes `migrate` a one-shot init
+/// container of the service that extends it, which needs no `restart: unless-stopped`; without
+/// that wait, `migrate` is a container like the others and needs it.
+#[test]
+fn depends_on_inherited_through_extends_marks_a_one_shot_init_container() {
+    let tree = Tree::base();
+    tree.write(
+        "services/web/docker-compose.yml",
+        "services:\n  web:\n    extends:\n      file: ./base/common.yml\n      service: server\n    container_name: web\n    restart: unless-stopped\n  migrate:\n    image: \"{{ vars.image }}\"\n    container_name: web-migrate\n    command: [\"true\"]\n",
+    );
+    let base = |depends: &str| {
+        format!("services:\n  server:\n    image: homelab-test/busybox:1\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n{depends}")
+    };
+    tree.write("services/web/base/common.yml", base(""));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("`services.migrate.restart`: expected `restart: unless-stopped`, found none"),
+        "{}",
+        out.stderr
+    );
+    tree.write(
+        "services/web/base/common.yml",
+        base(
+            "    depends_on:\n      migrate:\n        condition: service_completed_successfully\n",
+        ),
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Its own `depends_on` wins over the base's for the same key, as Compose merges them.
+    tree.write(
+        "services/web/docker-compose.yml",
+        "services:\n  web:\n    extends:\n      file: ./base/common.yml\n      service: server\n    container_name: web\n    restart: unless-stopped\n    depends_on:\n      migrate:\n        condition: service_started\n  migrate:\n    image: \"{{ vars.image }}\"\n    container_name: web-migrate\n    command: [\"true\"]\n",
+    );
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("`services.migrate.restart`"), "{}", out.stderr);
+}
+
+/// Regression (found by the import corpus): Gitea's published compose file sets
+/// `GITEA__database__PASSWD=gitea`, a literal password in Git that validate let through
+/// because the name has lowercase letters. An environment name with an uppercase letter is
+/// read as one; a compose key of its own, all lowercase (`secrets: [db_password]`), is not.
+#[test]
+fn a_literal_password_under_a_mixed_case_environment_name_is_refused() {
+    let tree = Tree::base();
+    let path = "services/web/docker-compose.yml";
+    let text = fs::read_to_string(tree.path().join(path)).unwrap();
+    let with = |env: &str| {
+        text.replace(
+            "    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+            &format!("    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n{env}"),
+        )
+    };
+    tree.write(path, with("    environment:\n      - GITEA__database__PASSWD=gitea\n"));
+    let out = tree.homelab(&["validate"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error[secret]: services/web/docker-compose.yml:"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("GITEA__database__PASSWD"), "{}", out.stderr);
+    tree.write(path, with("    secrets: [db_password]\n"));
+    let out = tree.homelab(&["validate"]);
+    assert!(!out.stderr.contains("error[secret]"), "{}", out.stderr);
+}

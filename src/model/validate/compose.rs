@@ -92,13 +92,22 @@ pub fn check(
                 // not YAML-safe) is judged as written.
                 let r = variables::resolve(svc, f.text);
                 let binds = bind_source_lines(&c);
+                // As written: the plan reads the network's name from the text the node gets,
+                // which Compose resolves there, not from the repository's idea of a variable.
+                let networks: Vec<_> = external_of(&c)
+                    .into_iter()
+                    .map(|(key, name, l)| {
+                        let l = external_line(f.text, &key).or(l);
+                        (key, name, l)
+                    })
+                    .collect();
                 let c = if r.lines.is_empty() {
                     c
                 } else {
                     parse_yaml::<raw::Compose>(Path::new(f.path), &r.text).unwrap_or(c)
                 };
                 parsed.push((f, c));
-                resolved.push((r, binds));
+                resolved.push((r, binds, networks));
             }
             Err(mut e) => {
                 e.message = format!("rendered for `{inst}`: {}", e.message);
@@ -110,7 +119,6 @@ pub fn check(
     hosts::check(svc, &parsed.iter().map(|(f, _)| *f).collect::<Vec<_>>(), ctx.known, d);
     let base = parsed.iter().find(|(f, _)| f.kind == ComposeFile::Service);
     let multi = base.is_some_and(|(_, c)| c.services.len() > 1);
-    let inits = init_containers(svc.name.as_str(), parsed.iter().map(|(_, c)| c));
     let release = |f: &Rendered| match f.kind {
         ComposeFile::Service => RELEASE_COMPOSE,
         ComposeFile::Override => OVERRIDE_FILE,
@@ -121,7 +129,7 @@ pub fn check(
         .iter()
         .map(|(f, c)| (release(f).to_owned(), extends::Doc { display: f.path, compose: c }))
         .collect();
-    let loaded = extends::load(&docs, ctx, d);
+    let loaded = extends::load(&docs, ctx.texts, d);
     for (r, (display, c)) in &loaded {
         docs.insert(r.clone(), extends::Doc { display, compose: c });
     }
@@ -132,6 +140,9 @@ pub fn check(
             c.services.keys().map(|k| (k.as_str(), extends::ancestors(&docs, r, k, d))).collect()
         })
         .collect();
+    let files: Vec<(&raw::Compose, &Inherited)> =
+        parsed.iter().map(|(_, c)| c).zip(&inherited).collect();
+    let inits = init_containers(svc.name.as_str(), &files);
     let host_network: BTreeSet<&str> = parsed
         .iter()
         .zip(&inherited)
@@ -146,7 +157,7 @@ pub fn check(
         .map(|(k, _, _)| k.as_str())
         .collect();
     let mut fp = Footprint::default();
-    for (((f, c), inh), (r, binds)) in parsed.iter().zip(&inherited).zip(&resolved) {
+    for (((f, c), inh), (r, binds, networks)) in parsed.iter().zip(&inherited).zip(&resolved) {
         // What is found on a line whose variables were resolved says which, and to what.
         let mut found = Diagnostics::default();
         let d_outer = &mut *d;
@@ -156,6 +167,25 @@ pub fn check(
         // Declarations are judged on the text as written.
         variables::check(svc, f.path, f.text, binds, d_outer);
         zigbee(svc, f, d);
+        for (key, name, l) in networks {
+            let field = format!("networks.{key}.external");
+            if crate::model::network_name_ok(name) {
+                let at = Located { file: f.path.to_owned(), line: *l, field };
+                fp.external_networks.push((name.clone(), at));
+            } else {
+                d.err(
+                    "network",
+                    f.path,
+                    *l,
+                    field,
+                    format!(
+                        "expected the name of the external network written out (a letter or digit, then letters, digits, `_`, `.` or `-`; at most 64), found `{}`",
+                        crate::quote::cut(name)
+                    ),
+                    "write the name out: homelab creates the network on the node before the service comes up, and a service on the node declares it (`networks` in its service.yaml)",
+                );
+            }
+        }
         for (key, cs) in &c.services {
             // Published ports are discarded on the host network: the container has no ports
             // of its own there.
@@ -239,16 +269,112 @@ pub fn interpolated_without_default(text: &str) -> BTreeSet<String> {
     variables::without_default(text)
 }
 
-/// The compose keys of the one-shot containers of an instance of `svc`, from its rendered
-/// compose file and override: a container that ran once and exited 0 is their normal state,
-/// which `plan` must not take for drift. A text that does not parse adds none (validation
-/// reports it).
-pub fn one_shot(svc: &str, texts: &[&str]) -> BTreeSet<String> {
-    let parsed: Vec<raw::Compose> = texts
-        .iter()
-        .filter_map(|t| parse_yaml::<raw::Compose>(Path::new("docker-compose.yml"), t).ok())
+/// The compose keys of the one-shot containers of an instance of `svc`, from the text files
+/// of its release as rendered (path in the release → (path shown, text)): its compose file and
+/// override, and the files their `extends` reach. A container that ran once and exited 0 is
+/// their normal state, which `plan` must not take for drift. A text that does not parse adds
+/// none (validation reports it).
+pub fn one_shot(svc: &str, files: &BTreeMap<String, (String, String)>) -> BTreeSet<String> {
+    let parsed: Vec<(&str, raw::Compose)> = [RELEASE_COMPOSE, OVERRIDE_FILE]
+        .into_iter()
+        .filter_map(|r| {
+            let (display, text) = files.get(r)?;
+            Some((r, parse_yaml::<raw::Compose>(Path::new(display), text).ok()?))
+        })
         .collect();
-    init_containers(svc, parsed.iter())
+    let mut docs: BTreeMap<String, extends::Doc> = parsed
+        .iter()
+        .map(|(r, c)| ((*r).to_owned(), extends::Doc { display: r, compose: c }))
+        .collect();
+    // Problems of the files `extends` reaches are validation's to report.
+    let mut ignored = Diagnostics::default();
+    let loaded = extends::load(&docs, files, &mut ignored);
+    for (r, (display, c)) in &loaded {
+        docs.insert(r.clone(), extends::Doc { display, compose: c });
+    }
+    let inherited: Vec<Inherited> = parsed
+        .iter()
+        .map(|(r, c)| {
+            c.services
+                .keys()
+                .map(|k| (k.as_str(), extends::ancestors(&docs, r, k, &mut ignored)))
+                .collect()
+        })
+        .collect();
+    let files: Vec<(&raw::Compose, &Inherited)> =
+        parsed.iter().map(|(_, c)| c).zip(&inherited).collect();
+    init_containers(svc, &files)
+}
+
+/// The networks `c` marks `external: true` (or `external: {name: …}`, the older form), by
+/// key: the name Docker knows it by (`name:`, else the older form's, else the key) and the line
+/// of its entry.
+fn external_of(c: &raw::Compose) -> Vec<(String, String, Option<u64>)> {
+    let mut out = Vec::new();
+    for (key, n) in &c.networks {
+        let name = match n.value.get("external") {
+            Some(Value::Bool(true)) => n.value.get("name").and_then(Value::as_str),
+            Some(Value::Object(e)) => n
+                .value
+                .get("name")
+                .and_then(Value::as_str)
+                .or_else(|| e.get("name").and_then(Value::as_str)),
+            _ => continue,
+        };
+        out.push((key.clone(), name.unwrap_or(key).to_owned(), line(n)));
+    }
+    out
+}
+
+/// The line (1-based) of `external:` in the top-level network `key` of a compose text in block
+/// style: what a problem with it points at (the parser locates the whole entry).
+fn external_line(text: &str, key: &str) -> Option<u64> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let bare = |l: &str| l.split(" #").next().unwrap_or(l).trim_end().to_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let top = lines.iter().position(|l| bare(l) == "networks:")?;
+    let mut entry: Option<usize> = None;
+    for (i, l) in lines.iter().enumerate().skip(top + 1) {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        if indent(l) == 0 {
+            break;
+        }
+        let t = l.trim_start();
+        match entry {
+            None => {
+                let name = t.strip_suffix(':').or_else(|| t.split_once(": ").map(|(k, _)| k));
+                let name = name.map(|k| k.trim_matches(|c| c == '"' || c == '\''));
+                if name == Some(key) {
+                    entry = Some(indent(l));
+                }
+            }
+            Some(at) if indent(l) <= at => break,
+            Some(_) if t.starts_with("external:") => return Some(i as u64 + 1),
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// The names of the external networks of an instance's rendered compose file and override
+/// that Docker accepts as written (the others are refused by validation): what the node must
+/// have before the service comes up. Sorted, once each; a text that does not parse adds none.
+pub fn external_networks(texts: &[&str]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    // Parsed only when it may have one: the plan asks this of every change it makes.
+    for t in texts.iter().filter(|t| t.contains("external")) {
+        let Ok(c) = parse_yaml::<raw::Compose>(Path::new("docker-compose.yml"), t) else {
+            continue;
+        };
+        for (_, name, _) in external_of(&c) {
+            if crate::model::network_name_ok(&name) {
+                out.insert(name);
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Whether a restart policy lets a container stay stopped once its job is done.
@@ -264,36 +390,55 @@ fn stops_when_done(restart: &str) -> bool {
 /// `service_healthy`, or the list form of `depends_on`): a job nobody keeps up, such as an
 /// import run after the others. Forcing `unless-stopped` on it would run the job again after
 /// every successful exit.
-fn init_containers<'a>(
-    svc: &str,
-    files: impl Iterator<Item = &'a raw::Compose> + Clone,
-) -> BTreeSet<String> {
+fn init_containers(svc: &str, files: &[(&raw::Compose, &Inherited)]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut running: BTreeSet<&str> = BTreeSet::new();
     let mut restart: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut keys: BTreeSet<&str> = BTreeSet::new();
-    for c in files.clone() {
+    for (c, inherited) in files {
         for (key, cs) in &c.services {
             keys.insert(key);
-            if let Some(r) = &cs.value.restart {
+            let anc = inherited.get(key.as_str()).map(Vec::as_slice).unwrap_or_default();
+            // Its own `restart`, else the nearest one it inherits through `extends`.
+            let policy = cs
+                .value
+                .restart
+                .as_ref()
+                .or_else(|| anc.iter().find_map(|a| a.service.restart.as_ref()));
+            if let Some(r) = policy {
                 restart.entry(key).or_default().push(&r.value);
             }
-            match cs.value.depends_on.as_ref().map(|d| &d.value) {
-                Some(Value::Object(deps)) => {
-                    for (dep, v) in deps {
-                        let condition = v.get("condition").and_then(Value::as_str);
-                        if condition == Some("service_completed_successfully") {
-                            if dep != key {
-                                out.insert(dep.clone());
-                            }
-                        } else {
-                            // `service_started` (also the default) or `service_healthy`.
-                            running.insert(dep);
+            // Compose merges the `depends_on` of the bases into the service's, farthest first,
+            // its own entries last (they win): whether each is waited for as completed.
+            let mut deps: BTreeMap<&str, bool> = BTreeMap::new();
+            let written = anc
+                .iter()
+                .rev()
+                .map(|a| a.service.depends_on.as_ref())
+                .chain([cs.value.depends_on.as_ref()])
+                .flatten();
+            for d in written {
+                match &d.value {
+                    Value::Object(m) => {
+                        for (dep, v) in m {
+                            let condition = v.get("condition").and_then(Value::as_str);
+                            deps.insert(dep, condition == Some("service_completed_successfully"));
                         }
                     }
+                    // The list form: `service_started`.
+                    Value::Array(list) => {
+                        deps.extend(list.iter().filter_map(Value::as_str).map(|dep| (dep, false)))
+                    }
+                    _ => {}
                 }
-                Some(Value::Array(deps)) => running.extend(deps.iter().filter_map(Value::as_str)),
-                _ => {}
+            }
+            for (dep, completed) in deps {
+                if !completed {
+                    // `service_started` (also the default) or `service_healthy`.
+                    running.insert(dep);
+                } else if dep != key.as_str() {
+                    out.insert(dep.to_owned());
+                }
             }
         }
     }
@@ -660,6 +805,14 @@ fn exposure(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_external_network_is_located_at_its_external_key() {
+        let text = "services:\n  a:\n    networks: [edge]\nnetworks:\n  other:\n    external: true\n  \"edge\":\n    name: proxy\n    external: true\nvolumes:\n  edge:\n    external: true\n";
+        assert_eq!(super::external_line(text, "edge"), Some(9));
+        assert_eq!(super::external_line(text, "other"), Some(6));
+        assert_eq!(super::external_line(text, "missing"), None);
+    }
+
     use super::{container_name, reached_as};
 
     /// Issue 20: on a node with a LAN address, a `lan` port on every address is refused with

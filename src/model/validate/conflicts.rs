@@ -1,10 +1,12 @@
 //! Conflicts on a node, found before the node finds them: two services publishing the same host
 //! port (protocol and address), one container name in two services, two services writing the
-//! same data path. Each is reported on the later instance, naming the earlier one.
+//! same data path. Each is reported on the later instance, naming the earlier one. And an
+//! external network (`external: true`) that no service on the node declares (`networks` of a
+//! contract): nothing would create it.
 //!
 //! Reads the `Footprint`s `compose::check` returned for the instances of one node. No IO here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::diag::Diagnostics;
 use super::super::{Instance, NodeName};
@@ -82,6 +84,37 @@ pub fn check(node: &NodeName, instances: &[(&Instance, &Footprint)], d: &mut Dia
         }
         for (path, at) in &fp.writable_binds {
             binds.entry(path).or_insert((inst, at));
+        }
+    }
+}
+
+/// Every external network the compose files of `node`'s instances name must be declared by a
+/// service on the node (`declared`: the `networks` of their contracts), so the plan creates it
+/// before they come up; one that is not is reported where the compose file marks it external.
+pub fn networks(
+    node: &NodeName,
+    instances: &[(&Instance, &Footprint)],
+    declared: &BTreeSet<&str>,
+    d: &mut Diagnostics,
+) {
+    for (inst, fp) in instances {
+        for (name, at) in &fp.external_networks {
+            if declared.contains(name.as_str()) {
+                continue;
+            }
+            d.err(
+                "network",
+                &at.file,
+                at.line,
+                at.field.clone(),
+                format!(
+                    "`{name}` is an external network (`external: true`), and no service on node `{node}` declares it: nothing would create it, and `docker compose up` would fail"
+                ),
+                format!(
+                    "add `networks: [{name}]` to services/{}/service.yaml (or to the contract of the service on `{node}` that owns the network): homelab then creates it on the node before the service comes up",
+                    inst.service
+                ),
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The rules of a service's contract (`service.yaml`) that concern it alone: exposure class,
-//! restart policy, healthcheck, and the relative paths of persistence and backups.
+//! restart policy, healthcheck, the relative paths of persistence and backups, and the names
+//! of the Docker networks it has homelab create.
 //!
 //! Naming, ownership, dependencies and capabilities of a contract have their own families.
 //! No IO here.
@@ -70,6 +71,21 @@ pub(super) fn check(i: &Input, d: &mut Diagnostics) {
                     format!("persistence.folders[{i}].{field}"),
                     message,
                     "the engine sets the owner (`chown`, the folder and what it holds, when it differs) and mode (`chmod`, the folder itself) of the service's own folders only, before the service comes up",
+                );
+            }
+        }
+        for (i, n) in c.networks.iter().enumerate() {
+            if !crate::model::network_name_ok(&n.value) {
+                d.err(
+                    "network",
+                    &file,
+                    line(n),
+                    format!("networks[{i}]"),
+                    format!(
+                        "expected a Docker network name (a letter or digit, then letters, digits, `_`, `.` or `-`; at most 64), found `{}`",
+                        crate::quote::cut(&n.value)
+                    ),
+                    "name the network as the compose file's `external: true` network is named (its `name:`, else its key)",
                 );
             }
         }

@@ -152,6 +152,9 @@ pub struct Footprint {
     /// The shipped files and folders the compose files name (relative to the service folder,
     /// normalized; `""` is the whole folder, a build context `.`).
     pub shipped_refs: std::collections::BTreeSet<String>,
+    /// The networks the compose files mark `external: true`, by the name Docker knows them
+    /// by: a service on the node must declare each (`networks` of its contract).
+    pub external_networks: Vec<(String, Located)>,
 }
 
 /// Empty, or `<...>`: what env.example writes instead of a value.

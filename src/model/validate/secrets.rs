@@ -198,8 +198,12 @@ pub fn secret_looking_literal(line: &str, secrets: &[&str]) -> Option<(String, S
     let t = t.trim_start_matches(['"', '\'']);
     let end = t.find([':', '='])?;
     let name = t[..end].trim_end_matches(['"', '\'']);
+    // An environment variable's name; lowercase letters too (Gitea's
+    // `GITEA__database__PASSWD`), as long as one is uppercase: a compose key of its own
+    // (`secrets: [db_password]`) is all lowercase.
     let ok = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.bytes().any(|b| b.is_ascii_uppercase())
         && !name.as_bytes()[0].is_ascii_digit();
     if !ok || !looks_secret(name) || secrets.contains(&name) {
         return None;

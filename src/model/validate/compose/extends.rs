@@ -4,7 +4,7 @@
 //! Compose will run. A cycle or a base that does not exist is reported here; a file that is not
 //! shipped is the `paths` rule's.
 //!
-//! Pure: the shipped files' rendered text comes in through `Context::texts`.
+//! Pure: the shipped files' rendered text comes in as `Context::texts` holds it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -14,7 +14,6 @@ use serde_json::Value;
 use super::super::super::diag::Diagnostics;
 use super::super::super::load::parse_yaml;
 use super::super::super::raw::{self, line};
-use super::Context;
 
 /// One compose file as `extends` sees it: its path in the release and in the repository.
 pub(super) struct Doc<'a> {
@@ -68,7 +67,7 @@ fn join(release: &str, file: &str) -> Option<String> {
 /// included; each file once.
 pub(super) fn load(
     docs: &BTreeMap<String, Doc>,
-    ctx: &Context,
+    texts: &BTreeMap<String, (String, String)>,
     d: &mut Diagnostics,
 ) -> BTreeMap<String, (String, raw::Compose)> {
     let mut loaded: BTreeMap<String, (String, raw::Compose)> = BTreeMap::new();
@@ -82,7 +81,7 @@ pub(super) fn load(
             continue;
         }
         // Not shipped: the `paths` rule says so.
-        let Some((display, text)) = ctx.texts.get(&release) else { continue };
+        let Some((display, text)) = texts.get(&release) else { continue };
         match parse_yaml::<raw::Compose>(Path::new(display), text) {
             Ok(c) => {
                 todo.extend(refs(&release, &c));
