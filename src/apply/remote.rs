@@ -217,7 +217,8 @@ macro_rules! validate_body {
 set -- "$@" END
 missing=""
 while [ "$1" != END ] && [ "$1" != -- ]; do
-  grep -q "^$1=" "$envf" 2>/dev/null || missing="$missing $1"
+  # `NAME=…` or `export NAME=…`, as Compose reads the file (names are `[A-Za-z0-9_]`).
+  grep -Eq "^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=" "$envf" 2>/dev/null || missing="$missing $1"
   shift
 done
 if [ -n "$missing" ]; then echo "secrets missing from $envf:$missing" >&2; exit 4; fi

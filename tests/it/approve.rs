@@ -1561,11 +1561,12 @@ fn a_required_variable_the_node_does_not_set_refuses_at_validate_naming_its_entr
             "repo/services/broker/env.example",
             format!("{example}BROKER_TAG=v1\nBROKER_MODE=\nBROKER_ZONE=\nBROKER_SITE=\n"),
         );
-        // The secret is there; the variable is set, but empty, and so is one in quotes, as
-        // Compose reads it (`""` passed as set); one after `export` is set.
+        // The secret is there (after `export`, as Compose reads it too); the variable is
+        // set, but empty, and so is one in quotes, as Compose reads it (`""` passed as set);
+        // one after `export` is set.
         lab.write(
             "rt/edge-a/config/broker/.env",
-            "BROKER_PASSWORD=kept\nBROKER_TAG=\nBROKER_ZONE=\"\"\nexport BROKER_SITE=west\n",
+            "export BROKER_PASSWORD=kept\nBROKER_TAG=\nBROKER_ZONE=\"\"\nexport BROKER_SITE=west\n",
         );
     });
     let contract = p.lab.read("repo/services/broker/service.yaml");
