@@ -37,16 +37,23 @@ pub struct RestoreArgs {
     pub plans_dir: Option<PathBuf>,
 }
 
+/// `--snapshot latest` / `restic:latest`: the newest snapshot of the service, resolved when the
+/// plan is made (the plan names the id it took).
+const LATEST: &str = "latest";
+
 fn refused(message: String) -> Error {
     Error::Unsupported { message }
 }
 
-/// `--snapshot`: `(restic?, id)`.
+/// `--snapshot`: `(restic?, id)`; the id `latest` is resolved against the node's listing.
 fn parse_snapshot(s: &str) -> Result<(bool, String), Error> {
     let (restic, id) = match s.strip_prefix("restic:") {
         Some(id) => (true, id),
         None => (false, s.strip_prefix("local:").unwrap_or(s)),
     };
+    if id == LATEST {
+        return Ok((restic, LATEST.to_owned()));
+    }
     if !Restore::id_ok(id) {
         return Err(refused(format!(
             "`--snapshot {}`: expected a snapshot id (8 to 64 hex digits, as `homelab backup list` shows it), or `restic:ID`",
@@ -99,11 +106,30 @@ pub fn run(repo: &Path, args: &RestoreArgs, out: &mut dyn Write) -> Result<Repor
             .map_err(|e| refused(format!("{node_id}: {e}")))?;
     drop(exec);
     let kind = if restic { "restic" } else { "local" };
-    let found = listed.iter().find(|l| l.kind == kind && id_matches(&l.id, &id));
+    // A restic snapshot fetched for an earlier restore is kept among the local ones as
+    // `restic-<id>`: not a snapshot a plan names.
+    let theirs = |l: &&crate::backup::Listed| {
+        l.kind == kind && l.service == service.as_str() && Restore::id_ok(&l.id)
+    };
+    let found = if id == LATEST {
+        // The newest; of a service whose backups are of several sets, only when one is named
+        // by its id (a restore puts back one snapshot).
+        let sets: std::collections::BTreeSet<&str> =
+            listed.iter().filter(theirs).map(|l| l.set.as_str()).collect();
+        if sets.len() > 1 {
+            return Err(refused(format!(
+                "`{service}` has {kind} snapshots of several backup sets ({}): name the one to restore by its id (`homelab backup list --node {node_id}`)",
+                sets.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        listed.iter().filter(theirs).max_by(|a, b| a.time.cmp(&b.time))
+    } else {
+        listed.iter().find(|l| l.kind == kind && Restore::id_ok(&l.id) && id_matches(&l.id, &id))
+    };
     let Some(found) = found else {
         let theirs: Vec<String> = listed
             .iter()
-            .filter(|l| l.kind == kind && l.service == service.as_str())
+            .filter(theirs)
             .map(|l| format!("{}{} ({})", if restic { "restic:" } else { "" }, l.id, l.time))
             .collect();
         let mut message = format!(
@@ -159,6 +185,7 @@ mod tests {
         assert_eq!(parse_snapshot("1A2b3c4d5e6f7a8b").unwrap(), (false, "1a2b3c4d5e6f7a8b".into()));
         assert_eq!(parse_snapshot("restic:4f2a9c1e").unwrap(), (true, "4f2a9c1e".into()));
         assert_eq!(parse_snapshot("local:4f2a9c1e").unwrap(), (false, "4f2a9c1e".into()));
+        assert_eq!(parse_snapshot("restic:latest").unwrap(), (true, "latest".into()));
         for bad in ["", "restic:", "4f2a", "4f2a9c1e; rm -rf /", "../4f2a9c1e", "restic:$(id)xx"] {
             assert!(parse_snapshot(bad).is_err(), "{bad}");
         }

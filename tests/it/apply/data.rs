@@ -612,9 +612,12 @@ fn a_restore_is_a_reviewed_plan_and_a_destroyed_node_gets_its_data_back_from_res
     let out = site.homelab(&["backup", "list", "--node", "alpha"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains(&format!("restic web web-state {backup}")), "{}", out.stdout);
-    let out = site.restore("alpha", "web", &format!("restic:{backup}"));
+    // The newest backup of the service, by `restic:latest`: the plan names the id it took.
+    let out = site.restore("alpha", "web", "restic:latest");
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let restore = plan_id(&out);
+    let text = fs::read_to_string(site.plan_path(&restore)).unwrap();
+    assert!(text.contains(&format!("\nrestore restic {backup}\n")), "{text}");
     assert!(site.approve(&restore).code == 0);
     let out = site.apply(&restore, &[]);
     let all = format!("{}{}", out.stdout, out.stderr);
