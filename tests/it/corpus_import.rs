@@ -14,8 +14,26 @@ use std::path::{Path, PathBuf};
 
 use crate::support::{Lab as Local, Output};
 
+/// The corpus as published, prepared once per run in the test's own temporary folder: a
+/// project's `.env` is kept in Git as `dot.env` (no `.env` file is ever tracked, whatever it
+/// holds) and is put back under its own name here.
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus-import")
+    static PREPARED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PREPARED
+        .get_or_init(|| {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus-import");
+            let dst = Path::new(env!("CARGO_TARGET_TMPDIR")).join("corpus-import");
+            let _ = fs::remove_dir_all(&dst);
+            crate::support::copy_tree(&src, &dst);
+            for e in fs::read_dir(&dst).unwrap() {
+                let project = e.unwrap().path();
+                if project.join("dot.env").is_file() {
+                    fs::rename(project.join("dot.env"), project.join(".env")).unwrap();
+                }
+            }
+            dst
+        })
+        .clone()
 }
 
 /// Every project of the corpus (a folder), by name: the name it is imported as.
