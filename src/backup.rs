@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use crate::apply::remote::{self, StepError};
+use crate::apply::restic::{restic_env, restic_ready};
 use crate::model::{BackupSet, BackupTarget};
 use crate::node::Layout;
 use crate::transport::NodeExec;
@@ -27,7 +28,8 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(300);
 /// restic's `-o` options. Prints `hl-backup: empty` when no path of the set exists on the node, else
 /// restic's JSON summary line as `hl-backup: {…}`. Restic's own output stays in a private
 /// temporary folder, removed at the end; a failure prints its last lines.
-const BACKUP: &str = r#"set -u
+pub(crate) const BACKUP: &str = concat!(
+    r#"set -u
 repo=$1; pwf=$2; node=$3; svc=$4; set=$5; keep=$6; stop=$7; droot=$8; rec=$9; shift 9
 crit=$1; limit=$2; m=$3; shift 3
 t=$(mktemp -d "${TMPDIR:-/tmp}/hl-backup.XXXXXX") || exit 90
@@ -50,11 +52,10 @@ while [ "$v" -gt 0 ]; do
   vtag="$vtag${vtag:+;}$k=$mp"
 done
 if [ "$have" = 0 ]; then echo "hl-backup: empty"; exit 0; fi
-command -v restic > /dev/null || { echo "restic is not installed on the node: apt-get install restic" >&2; exit 3; }
-[ -r "$pwf" ] || { echo "no restic password file at $pwf on the node: write the repository's password there (chmod 600)" >&2; exit 3; }
-unset RESTIC_PASSWORD RESTIC_PASSWORD_COMMAND
-export RESTIC_REPOSITORY="$repo" RESTIC_PASSWORD_FILE="$pwf"
-if ! restic "$@" cat config > /dev/null 2> "$t/cat.err"; then
+"#,
+    restic_ready!(),
+    restic_env!(),
+    r#"if ! restic "$@" cat config > /dev/null 2> "$t/cat.err"; then
   # A repository not made yet is made on first use; one that exists but refuses the password
   # fails here with restic's words.
   restic "$@" init > "$t/init.out" 2>&1 || { tail -n 3 "$t/cat.err" "$t/init.out" >&2; exit 4; }
@@ -82,12 +83,14 @@ chmod 600 -- "$rec.tmp"; mv -f -- "$rec.tmp" "$rec"
 echo "hl-backup: $summary"
 [ "$rc" = 0 ] || echo "restic could not read some files: $(tail -n 2 "$t/err")" >&2
 exit 0
-"#;
+"#
+);
 
 /// Lists a node's snapshots: `$1` the snapshots folder, `$2` repository (empty: none), `$3`
 /// password file, `$4` node, then restic's `-o` options. Prints `local SVC ID EPOCH KIB` per
 /// complete local snapshot, then `restic JSON` (restic's list) or `restic-error WORDS`.
-const LIST: &str = r#"set -u
+pub(crate) const LIST: &str = concat!(
+    r#"set -u
 snaps=$1; repo=$2; pwf=$3; node=$4; shift 4
 for s in "$snaps"/*/*; do
   [ -f "$s/complete" ] || continue
@@ -97,16 +100,17 @@ done
 [ -n "$repo" ] || exit 0
 command -v restic > /dev/null || { echo "restic-error restic is not installed on the node"; exit 0; }
 [ -r "$pwf" ] || { echo "restic-error no restic password file at $pwf"; exit 0; }
-unset RESTIC_PASSWORD RESTIC_PASSWORD_COMMAND
-export RESTIC_REPOSITORY="$repo" RESTIC_PASSWORD_FILE="$pwf"
-t=$(mktemp) || exit 90
+"#,
+    restic_env!(),
+    r#"t=$(mktemp) || exit 90
 trap 'rm -f -- "$t"' EXIT
 if out=$(restic "$@" snapshots --json --host "$node" --tag homelab 2> "$t"); then
   printf 'restic %s\n' "$out" | tr -d '\n'; echo
 else
   echo "restic-error $(tail -n 2 "$t" | tr '\n' ' ')"
 fi
-"#;
+"#
+);
 
 /// What backing up one set did.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,7 +147,7 @@ pub fn back_up(
     args.extend(set.paths.iter().cloned());
     args.push(set.volumes.len().to_string());
     args.extend(set.volumes.iter().cloned());
-    args.extend(options(target));
+    args.extend(target.option_args());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = remote::script(exec, BACKUP, &args, BACKUP_TIMEOUT)?;
     if !out.success() {
@@ -165,11 +169,6 @@ pub fn back_up(
         files: summary["total_files_processed"].as_u64().unwrap_or(0),
         added: summary["data_added"].as_u64().unwrap_or(0),
     })
-}
-
-/// restic's `-o` options, as arguments.
-fn options(target: &BackupTarget) -> Vec<String> {
-    target.options.iter().flat_map(|o| ["-o".to_owned(), o.clone()]).collect()
 }
 
 /// A snapshot of a node's data, local (taken before a change) or in restic.
@@ -202,7 +201,7 @@ pub fn list(
         node.to_owned(),
     ];
     if let Some(t) = target {
-        args.extend(options(t));
+        args.extend(t.option_args());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = remote::script(exec, LIST, &args, LIST_TIMEOUT)?;

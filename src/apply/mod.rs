@@ -24,7 +24,7 @@ mod node;
 pub mod outcome;
 pub mod reject;
 pub mod remote;
-mod restic;
+pub(crate) mod restic;
 mod schedule;
 mod service;
 pub mod sink;

@@ -9,22 +9,45 @@ use super::remote::{self, StepError};
 use crate::node::Layout;
 use crate::transport::NodeExec;
 
+/// The lines that make restic ready in a script holding `$repo` and `$pwf`: it is installed and
+/// the password file readable (else exit 3, saying which), then its environment names the
+/// repository and the file, never a password the caller's environment holds.
+macro_rules! restic_ready {
+    () => {
+        r#"command -v restic > /dev/null || { echo "restic is not installed on the node: apt-get install restic" >&2; exit 3; }
+[ -r "$pwf" ] || { echo "no restic password file at $pwf on the node: write the repository's password there (chmod 600)" >&2; exit 3; }
+"#
+    };
+}
+pub(crate) use restic_ready;
+
+/// restic's environment from `$repo` and `$pwf` alone.
+macro_rules! restic_env {
+    () => {
+        r#"unset RESTIC_PASSWORD RESTIC_PASSWORD_COMMAND
+export RESTIC_REPOSITORY="$repo" RESTIC_PASSWORD_FILE="$pwf"
+"#
+    };
+}
+pub(crate) use restic_env;
+
 const SHOW_TIMEOUT: Duration = Duration::from_secs(300);
 /// A fetch copies the data: long, but not without end.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// What a restic snapshot is: `$1` repository, `$2` password file, `$3` id, then restic's
 /// `-o` options. Prints restic's JSON listing of that one snapshot.
-const SHOW: &str = r#"set -u
+const SHOW: &str = concat!(
+    r#"set -u
 repo=$1; pwf=$2; id=$3; shift 3
-command -v restic > /dev/null || { echo "restic is not installed on the node: apt-get install restic" >&2; exit 3; }
-[ -r "$pwf" ] || { echo "no restic password file at $pwf on the node" >&2; exit 3; }
-unset RESTIC_PASSWORD RESTIC_PASSWORD_COMMAND
-export RESTIC_REPOSITORY="$repo" RESTIC_PASSWORD_FILE="$pwf"
-t=$(mktemp) || exit 90
+"#,
+    restic_ready!(),
+    restic_env!(),
+    r#"t=$(mktemp) || exit 90
 trap 'rm -f -- "$t"' EXIT
 restic "$@" snapshots --json "$id" 2> "$t" || { tail -n 3 "$t" >&2; exit 4; }
-"#;
+"#
+);
 
 /// Fetches a restic snapshot into the node's snapshots folder in the form of a local one
 /// (`manifest`, an item per path or volume, `complete`), so a restore puts it back as it puts
@@ -34,7 +57,8 @@ restic "$@" snapshots --json "$id" 2> "$t" || { tail -n 3 "$t" >&2; exit 4; }
 /// path relative to the root; or `volume`, the mountpoint as backed up and the volume's compose
 /// key (found on this node by Compose's labels); then restic's `-o` options. A folder already
 /// complete is kept (a resumed apply). Prints `hl-fetch: ITEMS`.
-const FETCH: &str = r#"set -u
+const FETCH: &str = concat!(
+    r#"set -u
 repo=$1; pwf=$2; id=$3; dest=$4; droot=$5; svc=$6; n=$7; shift 7
 if [ -f "$dest/complete" ]; then echo "hl-fetch: $(grep -cE '^(path|volume) ' "$dest/manifest")"; exit 0; fi
 tmp=$dest.tmp
@@ -42,9 +66,9 @@ rm -rf -- "$tmp"; mkdir -p -- "${dest%/*}"; mkdir -m 700 -- "$tmp" || exit 3
 : > "$tmp/manifest"; : > "$tmp/entries"
 k=$n
 while [ "$k" -gt 0 ]; do printf '%s %s\n' "$1" "$3" >> "$tmp/entries"; printf '%s\n' "$2" >> "$tmp/sources"; shift 3; k=$((k - 1)); done
-unset RESTIC_PASSWORD RESTIC_PASSWORD_COMMAND
-export RESTIC_REPOSITORY="$repo" RESTIC_PASSWORD_FILE="$pwf"
-restic "$@" restore "$id" --target "$tmp/r" > /dev/null 2> "$tmp/err" || { tail -n 3 "$tmp/err" >&2; rm -rf -- "$tmp"; exit 4; }
+"#,
+    restic_env!(),
+    r#"restic "$@" restore "$id" --target "$tmp/r" > /dev/null 2> "$tmp/err" || { tail -n 3 "$tmp/err" >&2; rm -rf -- "$tmp"; exit 4; }
 i=0
 while IFS= read -r src <&3 && IFS=' ' read -r kind key <&4; do
   from=$tmp/r$src
@@ -66,7 +90,8 @@ rm -rf -- "$tmp/r" "$tmp/err" "$tmp/sources" "$tmp/entries"
 sync -f -- "$tmp" 2>/dev/null || true
 mv -- "$tmp" "$dest"
 echo "hl-fetch: $i"
-"#;
+"#
+);
 
 /// Fetches restic snapshot `id` of service `svc` into `dest` on the node, in the form of a
 /// snapshot taken before a change. Refused unless the snapshot is a backup of `svc` (its
@@ -86,7 +111,7 @@ pub fn fetch(
     let layout = Layout::new(exec.root());
     let root = layout.root().trim_end_matches('/').to_owned();
     let pwf = layout.backup_password();
-    let opts: Vec<String> = options.iter().flat_map(|o| ["-o".to_owned(), o.clone()]).collect();
+    let opts = crate::model::restic_option_args(options);
     let mut args: Vec<&str> = vec![repository, &pwf, id];
     args.extend(opts.iter().map(String::as_str));
     let out = remote::script(exec, SHOW, &args, SHOW_TIMEOUT)?;
@@ -153,4 +178,33 @@ pub fn fetch(
         .find_map(|l| l.strip_prefix("hl-fetch: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each script that runs restic is one the node's `sh` reads, and makes restic ready the
+    /// one way: with no restic on the `PATH`, it says so and exits 3 before anything else.
+    #[test]
+    fn the_restic_scripts_parse_and_refuse_a_node_without_restic() {
+        let scripts = [super::SHOW, super::FETCH, crate::backup::BACKUP, crate::backup::LIST];
+        for script in scripts {
+            let out = std::process::Command::new("sh").args(["-n", "-c", script]).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pwf = dir.path().join("pw");
+        std::fs::write(&pwf, "x").unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", super::SHOW, "sh", "/nowhere"])
+            .arg(&pwf)
+            .arg("abc123")
+            .env("PATH", dir.path())
+            .env("RESTIC_PASSWORD", "from-the-caller")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("restic is not installed on the node")
+        );
+    }
 }

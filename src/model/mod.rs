@@ -349,6 +349,18 @@ pub struct BackupTarget {
     pub options: Vec<String>,
 }
 
+impl BackupTarget {
+    /// Its options as restic's arguments.
+    pub fn option_args(&self) -> Vec<String> {
+        restic_option_args(&self.options)
+    }
+}
+
+/// restic's `-o` options (`sftp.command=…`) as its arguments: `-o`, then the option, each.
+pub fn restic_option_args(options: &[String]) -> Vec<String> {
+    options.iter().flat_map(|o| ["-o".to_owned(), o.clone()]).collect()
+}
+
 /// Folders of the runtime root a snapshot never holds, so a rollback never puts them back:
 /// the logs that say why it happened, the events every service appends to, and homelab's own
 /// state, trust roots and binary.
