@@ -21,7 +21,9 @@ use crate::transport::{Container, Output};
 
 /// Raised when a message changes shape: a controller and a node speak only the same number.
 /// 2: a bundle may carry the one stage to run (`apply --stage`).
-pub const PROTOCOL: u32 = 2;
+/// 3: a refresh's answer travels as base64 (`Reply::Refreshed::base64`): it holds the files a
+/// node has as they are, and a file that is not UTF-8 came across altered as text.
+pub const PROTOCOL: u32 = 3;
 
 /// This program's version, said in [`Hello`].
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -128,10 +130,11 @@ pub struct Bundle {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Hello(Hello),
-    /// The refresh script's answer and the engine's containers.
+    /// The refresh's answer (`observe::here`), its bytes in base64, and the engine's
+    /// containers.
     Refreshed {
         status: Option<i32>,
-        stdout: String,
+        base64: String,
         stderr: String,
         containers: Result<Vec<Container>, String>,
     },
@@ -172,7 +175,7 @@ impl Reply {
     ) -> Reply {
         Reply::Refreshed {
             status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            base64: crate::digest::base64_encode(&out.stdout),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             containers: containers.map_err(|e| e.to_string()),
         }

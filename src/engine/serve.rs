@@ -1,7 +1,8 @@
 //! `homelab node serve`: one session with a controller. Hello both ways (a peer of another
 //! protocol or version gets this node's hello and nothing else), then one request:
 //!
-//! - `refresh`: the node's state, read here (the refresh script and the engine's containers);
+//! - `refresh`: the node's state, read here in process (`observe::here`, the engine's
+//!   containers alongside);
 //! - `apply`: the bundle checked against the node's trust roots before anything is written,
 //!   then the engine started for it, detached (or, when one already runs the plan, followed),
 //!   its progress streamed until its last line; `settled` messages read meanwhile;
@@ -22,6 +23,9 @@ use crate::node::Layout;
 use crate::transport::local::LocalExec;
 use crate::transport::NodeExec;
 use crate::wire::{self, Hello, Reply, Request, WireError};
+
+/// How long reading a node's new events may take.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a new engine may take to begin its run before the session gives up on it.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,10 +58,20 @@ pub fn serve(
     match request {
         Request::Refresh => {
             let exec = LocalExec::new(layout.root().to_owned(), super::docker_socket());
-            let argv = ["sh", "-c", crate::observe::REFRESH_SCRIPT, "sh", layout.root()];
-            let out = exec.run_streaming(&argv, b"", crate::observe::refresh_idle());
+            let idle = crate::observe::refresh_idle();
+            let (out, containers) = std::thread::scope(|s| {
+                let containers = s.spawn(|| exec.containers());
+                let out = crate::observe::here::answer(Path::new(layout.root()), idle);
+                (out, containers.join())
+            });
+            let containers = containers.unwrap_or_else(|p| std::panic::resume_unwind(p));
             let reply = match out {
-                Ok(out) => Reply::refreshed(out, exec.containers()),
+                Ok(out) => Reply::refreshed(out, containers),
+                // Said as the controller says a stalled refresh: the node answered, and how
+                // far it got ("not read", never "unreachable").
+                Err(crate::transport::ExecError::Stalled { idle, after, stdout, .. }) => {
+                    Reply::Refused { reason: crate::observe::stalled(&stdout, idle, after) }
+                }
                 Err(e) => Reply::Refused { reason: format!("cannot read the runtime root: {e}") },
             };
             wire::send(output, &reply)
@@ -110,26 +124,25 @@ pub fn serve(
                     &Reply::Refused { reason: "not a node name".to_owned() },
                 );
             };
-            let exec = LocalExec::new(layout.root().to_owned(), super::docker_socket());
-            let budget = budget.to_string();
             let events = layout.events_root();
-            let argv = [
-                "sh",
-                "-c",
-                crate::world::pull::PULL_SCRIPT,
-                "sh",
-                &events,
-                node.as_str(),
-                &budget,
-            ];
-            let reply = match exec.run(&argv, cursors.as_bytes(), Duration::from_secs(120)) {
+            // In a thread of its own, given up after as long as the shell's pull had: a read
+            // that hangs (a hung disk) ends with this process.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let out =
+                    crate::world::pull::answer(Path::new(&events), node.as_str(), &cursors, budget);
+                let _ = tx.send(out);
+            });
+            let reply = match rx.recv_timeout(EVENTS_TIMEOUT) {
                 Ok(out) if out.success() => {
                     Reply::Events { base64: crate::digest::base64_encode(&out.stdout) }
                 }
                 Ok(out) => Reply::Refused {
                     reason: format!("cannot read its events: {}", out.stderr_text()),
                 },
-                Err(e) => Reply::Refused { reason: format!("cannot read its events: {e}") },
+                Err(_) => Reply::Refused {
+                    reason: format!("cannot read its events: no answer within {EVENTS_TIMEOUT:?}"),
+                },
             };
             wire::send(output, &reply)
         }

@@ -16,6 +16,8 @@ use crate::node::manifest::Manifest;
 use crate::node::records::LockHolder;
 pub use crate::transport::Container;
 
+pub mod here;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActualNode {
     pub node: NodeName,
@@ -239,7 +241,10 @@ pub fn refresh(node: &crate::model::Node, exec: &dyn crate::transport::NodeExec)
     let argv = ["sh", "-c", REFRESH_SCRIPT, "sh", exec.root()];
     let (out, engine) = std::thread::scope(|s| {
         let engine = s.spawn(|| exec.containers());
-        let out = exec.run_streaming(&argv, b"", refresh_idle());
+        let out = match exec.on_this_machine() {
+            true => here::answer(std::path::Path::new(exec.root()), refresh_idle()),
+            false => exec.run_streaming(&argv, b"", refresh_idle()),
+        };
         (out, engine.join())
     });
     let engine = engine.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -305,7 +310,11 @@ fn read_with(
 
 /// What a refresh that stopped answering mid-way says: the node answered, so it is not
 /// "unreachable"; how long, how many services it holds and how far it got.
-fn stalled(stdout: &[u8], idle: std::time::Duration, after: std::time::Duration) -> String {
+pub(crate) fn stalled(
+    stdout: &[u8],
+    idle: std::time::Duration,
+    after: std::time::Duration,
+) -> String {
     let text = String::from_utf8_lossy(stdout);
     let holds = text.lines().find_map(|l| l.strip_prefix("holds ")).map(str::trim);
     let read = text.lines().filter(|l| l.starts_with("service ")).count();
@@ -475,12 +484,11 @@ pub fn refresh_by_session(
     match wire::ask(transport, node, &Request::Refresh) {
         Err(Opened::Here | Opened::NotInstalled(_)) => None,
         Err(Opened::Mismatch(r) | Opened::Refused(r) | Opened::Unreachable(r)) => unreachable(r),
-        Ok(Reply::Refreshed { status, stdout, stderr, containers }) => {
-            let out = crate::transport::Output {
-                status,
-                stdout: stdout.into_bytes(),
-                stderr: stderr.into_bytes(),
+        Ok(Reply::Refreshed { status, base64, stderr, containers }) => {
+            let Some(stdout) = crate::digest::base64_decode(base64.as_bytes()) else {
+                return unreachable("the node's homelab sent a refresh that is not base64".into());
             };
+            let out = crate::transport::Output { status, stdout, stderr: stderr.into_bytes() };
             Some(read_with(node, Ok(out), || containers))
         }
         Ok(Reply::Refused { reason }) => unreachable(reason),

@@ -97,6 +97,10 @@ impl NodeExec for LocalExec {
     fn docker_host(&self) -> String {
         format!("unix://{}", self.docker_socket)
     }
+
+    fn on_this_machine(&self) -> bool {
+        true
+    }
 }
 
 /// Runs a process in its own process group; on timeout the whole group is killed, so a hung

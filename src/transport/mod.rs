@@ -95,6 +95,11 @@ pub trait NodeExec: Send + Sync {
     fn root(&self) -> &str;
     /// `DOCKER_HOST` for commands on the node.
     fn docker_host(&self) -> String;
+    /// Whether the node's runtime root is on this machine (the local transport): what reads it
+    /// may then read it in process rather than through a command.
+    fn on_this_machine(&self) -> bool {
+        false
+    }
 }
 
 /// Opens connections to nodes.

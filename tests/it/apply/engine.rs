@@ -771,3 +771,34 @@ fn through_the_engine_a_failing_steps_secrets_stay_on_the_node() {
     let log = site.root("edge-b").join(format!("logs/app/healthcheck-{id}.log"));
     assert!(fs::read_to_string(log).unwrap().contains(SECRET));
 }
+
+/// A service may ship a file that is not text (an icon, a DER certificate). Read through the
+/// node's engine, its bytes reach the plan as they are: after the apply the next plan is a
+/// no-op, and a hand edit of one byte of it is drift. (The engine's answer travelled as text
+/// before, and a byte that is not UTF-8 changed its length: the node was "unreachable".)
+#[test]
+fn a_binary_file_a_service_ships_is_read_through_the_engine_as_its_bytes() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let icon: Vec<u8> = vec![0x89, b'P', b'N', b'G', 0xff, 0xfe, 0x00, b'\n', 0x80, 0xc3];
+    fs::write(site.repo.path().join("services/web/favicon.ico"), &icon).unwrap();
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let shipped = site.root("alpha").join("state/services/web/favicon.ico");
+    assert_eq!(fs::read(&shipped).unwrap(), icon);
+    let plan = site.homelab(&["plan", "--key", site.key.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "a no-op after the apply:\n{}\n{}", plan.stdout, plan.stderr);
+    assert!(!plan.stdout.contains("unreachable"), "{}", plan.stdout);
+    let mut edited = icon.clone();
+    edited[4] = 0xfd;
+    fs::write(&shipped, &edited).unwrap();
+    let plan = site.homelab(&["plan", "--key", site.key.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(
+        plan.code, 2,
+        "one byte changed on the node is drift:\n{}\n{}",
+        plan.stdout, plan.stderr
+    );
+    assert!(plan.stdout.contains("favicon.ico"), "{}", plan.stdout);
+}
+
