@@ -64,6 +64,17 @@ pub enum Refusal {
     #[error("`{}`: approval {index} of {of}: {source}", .path.display())]
     BadApproval { path: PathBuf, index: usize, of: usize, source: VerifyError },
 
+    /// On a node: too few approvals once those by keys its pinned roots do not list are left
+    /// out.
+    #[error(
+        "{counted}; not counted here: {} approval{} by key{} this node's pinned allowed_signers does not list ({}): a new key counts on a node once a plan approved under the keys it holds has brought it there",
+        .unlisted.len(),
+        if .unlisted.len() == 1 { "" } else { "s" },
+        if .unlisted.len() == 1 { "" } else { "s" },
+        .unlisted.join(", ")
+    )]
+    UnlistedNotCounted { counted: Box<Refusal>, unlisted: Vec<String> },
+
     #[error(transparent)]
     Commit(#[from] crate::git::GitError),
 
@@ -438,11 +449,15 @@ pub fn check_not_consumed_or_rejected(
     Ok(())
 }
 
-/// The nodes a plan changes (a node with only no-ops needs no approval).
+/// The nodes a plan changes (a node with only no-ops needs no approval). A node that takes new
+/// trust roots is changed, with or without a service to change: the roots say who approves
+/// there, so taking them is approved as that node's rule says, never by default.
 pub fn changed_nodes(plan: &Plan) -> impl Iterator<Item = &NodeName> {
     plan.nodes
         .iter()
-        .filter(|n| n.changes.iter().any(|c| c.action != Action::NoOp))
+        .filter(|n| {
+            n.pinned_match == Some(false) || n.changes.iter().any(|c| c.action != Action::NoOp)
+        })
         .map(|n| &n.node)
 }
 
@@ -475,12 +490,15 @@ pub fn change_kind(c: &crate::plan::Change) -> Option<&'static str> {
 
 /// The kinds of change a plan makes on `node`, sorted, once each.
 pub fn kinds_on(plan: &Plan, node: &NodeName) -> Vec<&'static str> {
-    let kinds: BTreeSet<&'static str> = plan
+    let mut kinds: BTreeSet<&'static str> = plan
         .nodes
         .iter()
         .filter(|n| &n.node == node)
         .flat_map(|n| n.changes.iter().filter_map(change_kind))
         .collect();
+    if plan.nodes.iter().any(|n| &n.node == node && n.pinned_match == Some(false)) {
+        kinds.insert(crate::model::TRUST_KIND);
+    }
     kinds.into_iter().collect()
 }
 
@@ -562,6 +580,31 @@ pub fn check_approvals(
     policy: &Policy,
     now: SystemTime,
 ) -> Result<Approvals, Refusal> {
+    count_approvals(loaded, approved_text, approved_path, signers, policy, now, Unknown::Refused)
+}
+
+/// What an approval by a key that `allowed_signers` does not list is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unknown {
+    /// An error: the controller's own roots are the commit's, which list every approver.
+    Refused,
+    /// Not counted: a node checks under the roots it pinned, and a plan that rotates them is
+    /// approved by the approvers of the new roots too (as TUF signs a new root with the old
+    /// keys and the new), whose keys the node learns from that very plan. A block by a listed
+    /// key that does not verify is still refused.
+    NotCounted,
+}
+
+/// [`check_approvals`], with approvals by unlisted keys treated as `unknown` says.
+pub fn count_approvals(
+    loaded: &(impl PlanFacts + ?Sized),
+    approved_text: &str,
+    approved_path: &Path,
+    signers: &AllowedSigners,
+    policy: &Policy,
+    now: SystemTime,
+    unknown: Unknown,
+) -> Result<Approvals, Refusal> {
     let blocks = split_armored(approved_text).map_err(|source| Refusal::MalformedApprovals {
         path: approved_path.to_path_buf(),
         source,
@@ -580,23 +623,33 @@ pub fn check_approvals(
     }
     // A block copied twice is verified once.
     let mut seen = BTreeSet::new();
+    let mut unlisted = Vec::new();
     let mut by_key: BTreeMap<String, super::Verified> = BTreeMap::new();
     for (i, block) in blocks.iter().enumerate() {
         if !seen.insert(block.as_str()) {
             continue;
         }
-        let v = signers.verify_message(APPROVE_NAMESPACE, loaded.message(), block, now).map_err(
-            |source| Refusal::BadApproval {
+        let v = match signers.verify_message(APPROVE_NAMESPACE, loaded.message(), block, now) {
+            Err(VerifyError::NotAllowed { fingerprint, .. }) if unknown == Unknown::NotCounted => {
+                unlisted.push(fingerprint);
+                continue;
+            }
+            r => r.map_err(|source| Refusal::BadApproval {
                 path: approved_path.to_path_buf(),
                 index: i + 1,
                 of: blocks.len(),
                 source,
-            },
-        )?;
+            })?,
+        };
         by_key.insert(v.fingerprint.clone(), v);
     }
     let keys: Vec<&super::Verified> = by_key.values().collect();
-    check_counts(policy, &loaded.changes(), &keys)?;
+    check_counts(policy, &loaded.changes(), &keys).map_err(|counted| {
+        match unlisted.is_empty() {
+            true => counted,
+            false => Refusal::UnlistedNotCounted { counted: Box::new(counted), unlisted },
+        }
+    })?;
     Ok(Approvals { by_key })
 }
 

@@ -86,13 +86,14 @@ pub fn check(
         policy::check_not_expired(&loaded, now).map_err(|e| e.to_string())?;
     }
     let approved = Path::new("bundle").join(format!("{}.approved", loaded.id));
-    policy::check_approvals(
+    policy::count_approvals(
         &loaded,
         &bundle.approved,
         &approved,
         &roots.signers,
         &roots.policy,
         now,
+        policy::Unknown::NotCounted,
     )
     .map_err(|e| e.to_string())?;
     Ok(loaded)

@@ -454,8 +454,14 @@ pub const TELEGRAM_PRINCIPAL: &str = "telegram:";
 pub const DEFAULT_REVIEWED_BRANCH: &str = "main";
 
 /// The kinds of change a policy may grant a bot: a plan's actions, with an update that writes
-/// no file (only brings containers back up) told apart as `restart`.
-pub const CHANGE_KINDS: [&str; 6] = ["create", "update", "restart", "replace", "delete", "restore"];
+/// no file (only brings containers back up) told apart as `restart`, a restore of data as
+/// `restore`, and new trust roots taken by a node (`trust-rotate`: who may plan and approve,
+/// and how approvals count there) as `trust`.
+pub const CHANGE_KINDS: [&str; 7] =
+    ["create", "update", "restart", "replace", "delete", "restore", "trust"];
+
+/// The kind of change a node taking new trust roots is.
+pub const TRUST_KIND: &str = "trust";
 
 /// Whether `principal` is a bot's (`telegram:<id>`), which never stands for a human.
 pub fn is_bot_principal(principal: &str) -> bool {

@@ -35,6 +35,7 @@
 //!
 //! A content block whose text has no final newline ends with a line `\` before `end`.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use std::fs;
@@ -240,6 +241,9 @@ pub fn summarize(path: &Path) -> Result<Summary, ReadError> {
     let mut changes: Vec<(NodeName, Vec<&'static str>)> = Vec::new();
     for (node, cs) in s.nodes {
         let mut kinds: Vec<&'static str> = cs.iter().filter_map(ScanChange::kind).collect();
+        if s.rotating.contains(&node) {
+            kinds.push(crate::model::TRUST_KIND);
+        }
         kinds.sort_unstable();
         kinds.dedup();
         if !kinds.is_empty() {
@@ -268,6 +272,8 @@ struct Scan {
     planner: Option<String>,
     summary: Option<String>,
     nodes: Vec<(NodeName, Vec<ScanChange>)>,
+    /// Nodes with a `trust-rotate` line (kind `trust`).
+    rotating: BTreeSet<NodeName>,
     /// The signature block, once its first line was read.
     signature: Option<Vec<u8>>,
 }
@@ -319,7 +325,7 @@ impl Scan {
             check_version(&format!("{line}\n"), file)?;
             return Ok(());
         }
-        let Some((word, rest)) = line.split_once(' ') else { return Ok(()) };
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
         let field = |slot: &mut Option<String>| {
             if slot.is_none() {
                 *slot = Some(rest.to_owned());
@@ -359,6 +365,11 @@ impl Scan {
             "restore" => {
                 if let Some(c) = self.nodes.last_mut().and_then(|n| n.1.last_mut()) {
                     c.restore = true;
+                }
+            }
+            TRUST_ROTATE => {
+                if let Some((node, _)) = self.nodes.last() {
+                    self.rotating.insert(node.clone());
                 }
             }
             "artifact" | "prior" => {
@@ -1593,6 +1604,15 @@ mod tests {
     #[test]
     fn a_summary_read_streaming_agrees_with_the_whole_read() {
         let mut plan = sample();
+        // A node that only takes new trust roots: a change of kind `trust`, nothing else.
+        plan.nodes.push(NodePlan {
+            node: NodeName::parse("edge-c").unwrap(),
+            status: plan.nodes[0].status.clone(),
+            changes: vec![],
+            engine: None,
+            root: None,
+            pinned_match: Some(false),
+        });
         // A content line far longer than a summary looks at, and one that starts like a header.
         let a = &mut plan.nodes[0].changes[0].artifacts[0];
         a.text = format!(
@@ -1620,6 +1640,9 @@ mod tests {
             .map(|n| (n.clone(), crate::approve::policy::kinds_on(&whole.plan, n)))
             .collect();
         assert_eq!(s.changes, kinds);
+        let edge_c = NodeName::parse("edge-c").unwrap();
+        assert!(s.changes.contains(&(edge_c, vec!["trust"])), "{:?}", s.changes);
+        assert!(s.changes.iter().any(|(_, k)| k.contains(&"restore") && k.contains(&"trust")));
         // What `read` refuses in the framing, the summary refuses too.
         let other = dir.path().join("0123456789abcdef.plan");
         fs::write(&other, join(&body, sig)).unwrap();

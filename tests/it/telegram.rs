@@ -610,7 +610,7 @@ fn a_key_that_may_approve_as_a_human_and_missing_settings_are_refused() {
         "inventory/policy.yaml:5",
         "expected a human's principal, found the bot principal `telegram:111`",
         "expected a node of inventory/topology.yaml, found `nowhere`",
-        "expected one of create, update, restart, replace, delete, restore, found `reboot`",
+        "expected one of create, update, restart, replace, delete, restore, trust, found `reboot`",
     ] {
         assert!(all.contains(want), "`{want}` in:\n{all}");
     }

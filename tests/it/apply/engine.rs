@@ -802,3 +802,135 @@ fn a_binary_file_a_service_ships_is_read_through_the_engine_as_its_bytes() {
     assert!(plan.stdout.contains("favicon.ico"), "{}", plan.stdout);
 }
 
+impl Site {
+    /// One session with `node`'s `homelab node serve`, run as on the node (its namespace, its
+    /// engine, its root): hello, `request`, and every reply until it ends the session. What
+    /// the node itself decides, without the controller's pre-flight in front of it.
+    fn served(&self, node: &str, request: &Request) -> Vec<Reply> {
+        let root = self.root(node);
+        let mut child = self
+            .lab
+            .node_command(node, self.root(node).join("bin/homelab"))
+            .args(["node", "serve", "--root", root.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        wire::send(&mut input, &Request::Hello(Hello::ours())).unwrap();
+        wire::send(&mut input, request).unwrap();
+        drop(input);
+        let mut output = child.stdout.take().unwrap();
+        let mut replies = Vec::new();
+        while let Ok(Some(r)) = wire::receive::<Reply>(&mut output) {
+            replies.push(r);
+        }
+        let _ = child.wait();
+        replies
+    }
+}
+
+/// New trust roots are a change of kind `trust` on every node that takes them, with or without
+/// a service to change there: the node's own rule counts the approvals, on the controller and
+/// on the node. Here edge-b's rule wants `second@test`, and a rotation that would make
+/// `mallory@test` edge-b's approver, approved by the operator alone (an approver of the other
+/// nodes), is refused by apply's pre-flight (under the commit's rule: mallory) and by edge-b's
+/// engine itself (under its pinned rule: second), nothing taken; approved by mallory too, the
+/// node still refuses; approved by `second@test` as well, every node takes the roots. Before, a node with only a
+/// rotation counted as unchanged, and any one valid approval gave it roots naming a new
+/// approver.
+#[test]
+fn a_trust_rotation_is_approved_as_each_nodes_own_rule_says_with_no_service_to_change() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES));
+    fn add_key(site: &Site, name: &str) -> PathBuf {
+        let path = site.repo.path().join(format!(".{name}_key"));
+        keygen(&path, &format!("{name}@test"));
+        let public = fs::read_to_string(path.with_extension("pub")).unwrap();
+        let public: Vec<&str> = public.split_whitespace().take(2).collect();
+        site.edit("inventory/allowed_signers", |s| {
+            format!("{s}{name}@test namespaces=\"homelab-approve\" {}\n", public.join(" "))
+        });
+        path
+    }
+    /// edge-b's rule in inventory/policy.yaml: one approval, by `who`.
+    fn edge_b_rule(site: &Site, who: &str) {
+        site.edit("inventory/policy.yaml", |s| {
+            let rule = format!("    edge-b:\n      required: 1\n      approvers: [{who}]\n");
+            match (s.find("    edge-b:\n"), s.find("  nodes:\n")) {
+                (Some(b), _) => {
+                    let end = b + s[b..].find("]\n").unwrap() + 2;
+                    format!("{}{rule}{}", &s[..b], &s[end..])
+                }
+                (None, Some(at)) => {
+                    let at = at + "  nodes:\n".len();
+                    format!("{}{rule}{}", &s[..at], &s[at..])
+                }
+                (None, None) => format!("{s}  nodes:\n{rule}"),
+            }
+        })
+    }
+    let second = add_key(&site, "second");
+    edge_b_rule(&site, "second@test");
+    let site = site.with_engines();
+    let key = site.key.to_str().unwrap().to_owned();
+    let approve = |id: &str, k: &str| {
+        let plan = site.plan_path(id);
+        let a = site.homelab(&["approve", plan.to_str().unwrap(), "--key", k, "--yes"]);
+        assert_eq!(a.code, 0, "{}", a.stderr);
+    };
+    // Everything deployed, under the roots every node pinned: edge-b's approver is `second`.
+    let id = site.plan_and_approve();
+    approve(&id, second.to_str().unwrap());
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    // A rotation and nothing else: mallory becomes edge-b's approver.
+    let mallory = add_key(&site, "mallory");
+    edge_b_rule(&site, "mallory@test");
+    let plan = site.homelab(&["plan", "--key", &key]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let id = plan.stdout.lines().next().unwrap().strip_prefix("plan ").unwrap().trim().to_owned();
+    let text = fs::read_to_string(site.plan_path(&id)).unwrap();
+    assert_eq!(text.matches("\ntrust-rotate\n").count(), NODES.len(), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("change ") && !l.starts_with("change no-op")),
+        "no service changes anywhere: {text}"
+    );
+    approve(&id, &key);
+    let pinned = site.root("edge-b").join("trust/policy.json");
+    let before = fs::read_to_string(&pinned).unwrap();
+    // The controller counts under the commit's roots (edge-b: mallory)...
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let said = "node `edge-b` needs 1 approval from distinct keys of `mallory@test`; it has 0";
+    assert!(out.stderr.contains(said), "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&pinned).unwrap(), before);
+    // ...and the node under the roots it holds (edge-b: second), without the controller's
+    // pre-flight in front of it.
+    let bundle =
+        bundle_for("edge-b", text.clone(), fs::read_to_string(site.approved(&id)).unwrap());
+    let reason = refused(&site.served("edge-b", &Request::Apply(bundle)));
+    assert!(reason.contains("second@test"), "{reason}");
+    assert_eq!(fs::read_to_string(&pinned).unwrap(), before, "edge-b kept its roots");
+    assert!(!site.root("edge-b").join(format!("state/deploy/{id}")).exists());
+
+    // Approved by mallory as well (the commit's rule): the node still wants its own rule's
+    // approver, and keeps its roots.
+    approve(&id, mallory.to_str().unwrap());
+    let bundle =
+        bundle_for("edge-b", text.clone(), fs::read_to_string(site.approved(&id)).unwrap());
+    let reason = refused(&site.served("edge-b", &Request::Apply(bundle)));
+    assert!(reason.contains("second@test"), "{reason}");
+    assert_eq!(fs::read_to_string(&pinned).unwrap(), before, "edge-b kept its roots");
+
+    // Approved by edge-b's approver under its pinned roots too: every node takes the roots.
+    approve(&id, second.to_str().unwrap());
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for node in NODES {
+        let policy = fs::read_to_string(site.root(node).join("trust/policy.json")).unwrap();
+        assert!(policy.contains("mallory@test"), "{node}: {policy}");
+    }
+}
