@@ -508,6 +508,28 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A summary is kept per version of its file: asked again, the file unchanged, it is the
+    /// same summary; the file rewritten in place with as many bytes (same inode, same size,
+    /// within the same second), it is read again, never served stale.
+    #[test]
+    fn a_summary_is_read_again_when_its_file_is_rewritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0123456789abcdef.plan");
+        let text = |v: u32| format!("homelab-plan {v}\ncreated 2026-12-05T00:00:00Z\n");
+        std::fs::write(&path, text(97)).unwrap();
+        let summaries = Summaries::default();
+        let first = summaries.get(&path).unwrap_err();
+        assert!(first.contains("format version 97"), "{first}");
+        assert_eq!(summaries.get(&path).unwrap_err(), first);
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(text(98).as_bytes()).unwrap();
+        drop(f);
+        let again = summaries.get(&path).unwrap_err();
+        assert!(again.contains("format version 98"), "{again}");
+    }
+
     #[test]
     fn only_plan_ids_name_plan_files() {
         let s = Sources {

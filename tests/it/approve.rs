@@ -1242,15 +1242,15 @@ fn with_line(body: &str, from: &str, to: &str) -> String {
 /// node's change set from the commit's render and the node's state bound in the plan, and
 /// refuse a plan re-signed with a valid planner key that leaves out a dependency's `create`
 /// (broker@edge-a, which app@edge-b waits for), leaves out a `delete`, rewrites a delete's
-/// reason to "deployed artifacts match", or relabels an `update` as `replace`. Honest plans
-/// pass.
+/// reason to "deployed artifacts match", relabels an `update` as `replace`, or adds a change
+/// the render does not call for. Honest plans pass.
 #[test]
 fn a_plan_that_is_not_the_whole_change_is_refused() {
     let p = committed();
     let refused_everywhere = |id: &str, why: &[&str]| {
         let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
         assert_eq!(show.code, 3, "{}{}", show.stdout, show.stderr);
-        assert!(show.stdout.contains("REFUSED"), "{}", show.stdout);
+        assert!(show.stdout.contains("REFUSED"), "{}{}", show.stdout, show.stderr);
         let before = p.lab.snapshot();
         let approve = p.lab.approve(id, &p.operator);
         p.lab.snapshot().assert_same(&before, "a refused approval");
@@ -1335,6 +1335,27 @@ fn a_plan_that_is_not_the_whole_change_is_refused() {
         &id,
         &["the plan has `replace broker@edge-a`", "call for `update` (the node's manifest is not"],
     );
+
+    // One change more than the whole: a delete of a service the node does not hold, slipped
+    // in beside the honest delete, with the same lines. A delete of nothing is caught by the
+    // plan file's check against the node's bound state, before the review recomputes the set.
+    let id = resign(&|b| {
+        let at = b.find("\nchange delete broker@alpha\n").unwrap() + 1;
+        let rest = &b[at + 1..];
+        let next = |w: &str| rest.find(w).unwrap_or(rest.len());
+        let len = next("\nchange ").min(next("\nnode ")) + 2;
+        let block = b[at..at + len].replace("broker@alpha", "ghost@alpha");
+        with_summary(&format!("{}{block}{}", &b[..at], &b[at..]))
+    });
+    // The plan file's own check against the node's bound state catches it, before the review.
+    let why = ["`ghost@alpha` is planned as `delete`", "it has no such service", "edited"];
+    let show = p.lab.homelab(&["show", &format!("repo/plans/{id}.plan")]);
+    let approve = p.lab.approve(&id, &p.operator);
+    for out in [&show, &approve] {
+        assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+        why.iter().for_each(|w| assert!(out.stderr.contains(w), "`{w}` in:\n{}", out.stderr));
+    }
+    p.refused_id(&id, &why);
 
     let approve = p.lab.approve(&honest, &p.operator);
     assert_eq!(approve.code, 0, "{}{}", approve.stdout, approve.stderr);
