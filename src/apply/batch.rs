@@ -201,6 +201,10 @@ impl NodeExec for Batched<'_> {
     fn docker_host(&self) -> String {
         self.exec.docker_host()
     }
+
+    fn on_this_machine(&self) -> bool {
+        self.exec.on_this_machine()
+    }
 }
 
 /// Sends the waiting commands, one batch per connection they go to (the run's own, or a fresh

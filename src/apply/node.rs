@@ -119,6 +119,10 @@ impl NodeExec for Counted {
     fn docker_host(&self) -> String {
         self.inner.docker_host()
     }
+
+    fn on_this_machine(&self) -> bool {
+        self.inner.on_this_machine()
+    }
 }
 
 /// A connected node, and where things are on it.

@@ -1523,6 +1523,9 @@ pub fn lock_and_refresh(
     holder: &[u8],
     idle: Duration,
 ) -> Result<(Lock, Result<Output, ExecError>), StepError> {
+    if exec.on_this_machine() {
+        return lock_and_refresh_here(exec, layout, holder, idle);
+    }
     let (l, h) = (layout.lock(), layout.lock_holder());
     let script = format!("{LOCK}{}", crate::observe::REFRESH_SCRIPT);
     let args = [l.as_str(), h.as_str(), exec.root()];
@@ -1560,6 +1563,42 @@ pub fn lock_and_refresh(
         _ => Ok(Output { status: out.status, stdout: rest, stderr: out.stderr }),
     };
     Ok((lock, answer))
+}
+
+/// [`lock_and_refresh`] where the node's root is on this machine (the node's engine, the local
+/// transport): the lock taken with one `mkdir` as [`LOCK`] takes it, its holder written and
+/// synced, and the refresh read in process (`observe::here`), with no shell.
+fn lock_and_refresh_here(
+    exec: &dyn NodeExec,
+    layout: &Layout,
+    holder: &[u8],
+    idle: Duration,
+) -> Result<(Lock, Result<Output, ExecError>), StepError> {
+    use std::path::Path;
+    let (l, h) = (layout.lock(), layout.lock_holder());
+    let failed = |what: &str, e: std::io::Error| StepError::Failed {
+        step: "taking the node lock",
+        status: None,
+        stderr: format!("{what}: {e}"),
+    };
+    if let Some(parent) = Path::new(&l).parent() {
+        std::fs::create_dir_all(parent).map_err(|e| failed(&l, e))?;
+    }
+    let lock = match std::fs::create_dir(&l) {
+        Ok(()) => {
+            crate::files::write_atomic(Path::new(&h), holder).map_err(|e| failed(&h, e))?;
+            Lock::Acquired
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // As the script says it: the holder on one line, `{}` when it cannot be read.
+            let text = std::fs::read(&h)
+                .map(|b| String::from_utf8_lossy(&b).replace('\n', " "))
+                .unwrap_or_else(|_| "{}".to_owned());
+            Lock::Held(crate::observe::lock_holder(&text))
+        }
+        Err(e) => return Err(failed(&l, e)),
+    };
+    Ok((lock, crate::observe::here::answer(Path::new(exec.root()), idle)))
 }
 
 /// Releases the lock if `holder` (the bytes given to [`lock_and_refresh`]) still holds it.
