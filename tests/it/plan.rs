@@ -249,6 +249,28 @@ fn a_hand_edit_on_a_node_is_drift_and_a_changed_compose_file_is_a_unified_diff()
     assert!(!shown.stdout.contains("privileged"), "{}", shown.stdout);
 }
 
+/// A file put by hand in a deployed service's folder under a name that is not UTF-8 (a
+/// Latin-1 `café.txt`) is drift like any other hand-placed file: the plan names it (its bad byte
+/// shown as U+FFFD) and saves. Before, the whole node was "unreachable: unexpected answer from
+/// the node: a name is not UTF-8" and no plan could be saved without leaving the node out.
+#[test]
+fn a_file_whose_name_is_not_utf8_is_drift_not_an_unreadable_node() {
+    use std::os::unix::ffi::OsStrExt;
+    let (lab, key) = lab_with_operator();
+    lab.deploy_all();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(lab.path("rt/alpha/state/services/web").join(name), "by hand\n").unwrap();
+    let out = lab.plan_with(Some(&key), &["--detailed-exitcode"]);
+    ok(&out, 2, "plan");
+    assert!(!out.stdout.contains("unreachable"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("~ update   web@alpha  drift on the node: caf\u{fffd}.txt is not homelab's"),
+        "{}",
+        out.stdout
+    );
+}
+
 #[test]
 fn without_a_key_the_plan_is_printed_nothing_is_written_and_the_user_is_told_how_to_sign() {
     let (lab, _key) = lab_with_operator();
