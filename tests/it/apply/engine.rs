@@ -65,25 +65,26 @@ impl Site {
     /// One session with `node`'s `homelab node serve` over the deploy key: hello, `request`,
     /// and every reply until the node ends the session.
     fn session(&self, node: &str, request: &Request) -> Vec<Reply> {
-        let mut child = self
-            .deployer_ssh(node)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        wire::send(&mut input, &Request::Hello(Hello::ours())).unwrap();
-        wire::send(&mut input, request).unwrap();
-        drop(input);
-        let mut output = child.stdout.take().unwrap();
-        let mut replies = Vec::new();
-        while let Ok(Some(r)) = wire::receive::<Reply>(&mut output) {
-            replies.push(r);
-        }
-        let _ = child.wait();
-        replies
+        converse(self.deployer_ssh(node), request)
     }
+}
+
+/// Runs `cmd` (a `homelab node serve`, however reached), says hello and `request`, and reads
+/// every reply until the node ends the session.
+fn converse(mut cmd: Command, request: &Request) -> Vec<Reply> {
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    wire::send(&mut input, &Request::Hello(Hello::ours())).unwrap();
+    wire::send(&mut input, request).unwrap();
+    drop(input);
+    let mut output = child.stdout.take().unwrap();
+    let mut replies = Vec::new();
+    while let Ok(Some(r)) = wire::receive::<Reply>(&mut output) {
+        replies.push(r);
+    }
+    let _ = child.wait();
+    replies
 }
 
 /// A new ed25519 key pair at `path` (and `path.pub`).
@@ -808,26 +809,9 @@ impl Site {
     /// the node itself decides, without the controller's pre-flight in front of it.
     fn served(&self, node: &str, request: &Request) -> Vec<Reply> {
         let root = self.root(node);
-        let mut child = self
-            .lab
-            .node_command(node, self.root(node).join("bin/homelab"))
-            .args(["node", "serve", "--root", root.to_str().unwrap()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        wire::send(&mut input, &Request::Hello(Hello::ours())).unwrap();
-        wire::send(&mut input, request).unwrap();
-        drop(input);
-        let mut output = child.stdout.take().unwrap();
-        let mut replies = Vec::new();
-        while let Ok(Some(r)) = wire::receive::<Reply>(&mut output) {
-            replies.push(r);
-        }
-        let _ = child.wait();
-        replies
+        let mut cmd = self.lab.node_command(node, root.join("bin/homelab"));
+        cmd.args(["node", "serve", "--root", root.to_str().unwrap()]);
+        converse(cmd, request)
     }
 }
 
