@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::remote::{self, Carry};
 use crate::transport::{quote, Container, DockerError, ExecError, NodeExec, Output};
 
 /// How many commands of one batch run at once on the node: a few `compose up`s side by side
@@ -74,6 +75,14 @@ struct State {
     /// Batches sent and answered so far.
     sent: u64,
     sending: bool,
+    /// On this machine: the batch each waiting ticket was released into, with the answer all
+    /// of its commands get instead of running when its records could not be written.
+    released: BTreeMap<u64, (u64, Option<Output>)>,
+    /// On this machine: per batch released, its commands still running, and once all ended,
+    /// its number (as `sent` counts) and the members yet to read it.
+    running: BTreeMap<u64, (usize, usize)>,
+    ended: BTreeMap<u64, (u64, usize)>,
+    released_batches: u64,
 }
 
 /// The meeting point of a node's service threads (see the module's text).
@@ -84,7 +93,7 @@ pub(super) struct Batcher {
 }
 
 /// The records' command the batch runs first, when there are records waiting.
-pub(super) type Prelude<'p> = dyn Fn() -> Option<Vec<String>> + Sync + 'p;
+pub(super) type Prelude<'p> = dyn Fn() -> Option<Carry> + Sync + 'p;
 
 impl Batcher {
     /// `n` more threads may send.
@@ -107,6 +116,85 @@ impl Batcher {
         let out = f();
         self.activate(1);
         out
+    }
+
+    /// [`Batcher::call`] on this machine, where there is no trip to save but the batch's
+    /// order still holds: the thread waits until every active thread has a command waiting;
+    /// the last to arrive writes the records (`native::carry`) and releases them all; each
+    /// runs its own `work`; each returns once all of its batch have ended, with the batch's
+    /// number. So a stage is recorded before any step of its batch does anything, and a fresh
+    /// connection made after a batch (a deploy's confirmation) is made after all of it, as
+    /// with the batches a remote node gets. When the records cannot be written, every command
+    /// of the batch answers as `CARRY` does (exit 97) and none runs.
+    fn call_here(
+        &self,
+        exec: &Arc<dyn NodeExec>,
+        prelude: &Prelude<'_>,
+        work: &mut dyn FnMut() -> Output,
+    ) -> (Output, u64) {
+        let mut s = self.state.lock().expect("batcher");
+        let ticket = s.next;
+        s.next += 1;
+        s.queue.push(Call {
+            ticket,
+            exec: exec.clone(),
+            argv: Vec::new(),
+            stdin: Vec::new(),
+            timeout: Duration::ZERO,
+        });
+        let (batch, refused) = loop {
+            if let Some(release) = s.released.remove(&ticket) {
+                break release;
+            }
+            if !s.sending && !s.queue.is_empty() && s.queue.len() >= s.active {
+                let calls = std::mem::take(&mut s.queue);
+                s.sending = true;
+                drop(s);
+                let refused = prelude()
+                    .and_then(|c| super::native::carry(&c).err())
+                    .map(|e| remote::records_not_written(&e));
+                s = self.state.lock().expect("batcher");
+                let batch = s.released_batches;
+                s.released_batches += 1;
+                s.running.insert(batch, (calls.len(), calls.len()));
+                for c in calls {
+                    s.released.insert(c.ticket, (batch, refused.clone()));
+                }
+                s.sending = false;
+                self.changed.notify_all();
+                continue;
+            }
+            s = self.changed.wait(s).expect("batcher");
+        };
+        drop(s);
+        let out = match refused {
+            Some(refused) => refused,
+            None => work(),
+        };
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((left, size)) = s.running.get_mut(&batch).map(|(left, size)| {
+            *left -= 1;
+            (*left, *size)
+        }) {
+            if left == 0 {
+                s.running.remove(&batch);
+                s.sent += 1;
+                let no = s.sent;
+                s.ended.insert(batch, (no, size));
+                self.changed.notify_all();
+            }
+        }
+        loop {
+            if let Some((no, unread)) = s.ended.get_mut(&batch) {
+                let no = *no;
+                *unread -= 1;
+                if *unread == 0 {
+                    s.ended.remove(&batch);
+                }
+                return (out, no);
+            }
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// How many batches were answered so far.
@@ -176,9 +264,29 @@ pub(super) fn last_batch() -> u64 {
 
 impl NodeExec for Batched<'_> {
     fn run(&self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, ExecError> {
+        if self.exec.on_this_machine() {
+            let mut answer = None;
+            let mut work = || {
+                let out = self.exec.run(argv, stdin, timeout);
+                let said = out.as_ref().map(Output::clone).unwrap_or_default();
+                answer = Some(out);
+                said
+            };
+            let (refused, no) = self.batcher.call_here(&self.exec, self.prelude, &mut work);
+            LAST_BATCH.with(|c| c.set(no));
+            return answer.unwrap_or(Ok(refused));
+        }
         let (answer, no) = self.batcher.call(&self.exec, argv, stdin, timeout, self.prelude);
         LAST_BATCH.with(|c| c.set(no));
         answer
+    }
+
+    fn run_native(&self, work: &mut dyn FnMut() -> Output) -> Output {
+        // Through the connection's own `run_native`: counted there as a command.
+        let mut counted = || self.exec.run_native(work);
+        let (out, no) = self.batcher.call_here(&self.exec, self.prelude, &mut counted);
+        LAST_BATCH.with(|c| c.set(no));
+        out
     }
 
     fn run_streaming(
@@ -231,9 +339,10 @@ fn send(calls: Vec<Call>, prelude: &Prelude<'_>) -> Vec<(u64, Result<Output, Exe
 /// One round trip for `calls` on `exec`: a lone command without records runs as itself.
 fn run_batch(
     exec: &dyn NodeExec,
-    pre: Option<Vec<String>>,
+    pre: Option<Carry>,
     calls: &[Call],
 ) -> Vec<Result<Output, ExecError>> {
+    let pre = pre.as_ref().and_then(remote::carry_command);
     if let ([c], None) = (calls, &pre) {
         let argv: Vec<&str> = c.argv.iter().map(String::as_str).collect();
         return vec![exec.run(&argv, &c.stdin, c.timeout)];
@@ -384,6 +493,24 @@ mod tests {
         Arc::new(LocalExec::for_tests(dir.to_str().expect("utf-8 temp dir")))
     }
 
+    /// A node taken for a remote one, and one on this machine (whose `Batched` commands
+    /// meet in `call_here`; given to `run_batch` directly, it runs [`BATCH`] too).
+    fn both() -> [Arc<dyn NodeExec>; 2] {
+        let dir = std::env::temp_dir();
+        let dir = dir.to_str().expect("utf-8 temp dir");
+        [Arc::new(LocalExec::for_tests_as_remote(dir)), Arc::new(LocalExec::for_tests(dir))]
+    }
+
+    /// Records that cannot be written: the journal's folder would be inside a file.
+    fn unwritable(under: &std::path::Path) -> Carry {
+        std::fs::write(under.join("file"), "").expect("write");
+        let journal = under.join("file/deploy/journal.json");
+        Carry {
+            journal: Some((journal.to_str().expect("utf-8").to_owned(), 1, "{}".to_owned())),
+            events: None,
+        }
+    }
+
     /// Each command of a batch gets its own stdin, output and status, hostile arguments intact.
     #[test]
     fn a_batch_waits_for_each_wave_of_its_commands() {
@@ -397,7 +524,18 @@ mod tests {
 
     #[test]
     fn a_batch_answers_each_command_with_its_own_output_and_status() {
-        let exec = local();
+        for exec in both() {
+            answers_each_command(exec);
+        }
+    }
+
+    fn answers_each_command(exec: Arc<dyn NodeExec>) {
+        let records = tempfile::tempdir().expect("tempdir");
+        let events = records.path().join("events.jsonl");
+        let carry = Carry {
+            journal: None,
+            events: Some((events.to_str().expect("utf-8").to_owned(), "{\"a\":1}\n".to_owned())),
+        };
         let calls: Vec<Call> = [
             (vec!["sh", "-c", "cat; echo \"$1\" >&2; exit 3", "x", "a'b $(c) `d`;e\nf"], "in-0"),
             (vec!["sh", "-c", "printf '%s' \"$1\"", "x", "HLPART 0 0 0 0\n"], ""),
@@ -413,8 +551,9 @@ mod tests {
             timeout: Duration::from_secs(20),
         })
         .collect();
-        let out = run_batch(exec.as_ref(), Some(vec!["true".to_owned()]), &calls);
+        let out = run_batch(exec.as_ref(), Some(carry), &calls);
         let out: Vec<Output> = out.into_iter().map(|r| r.expect("ran")).collect();
+        assert_eq!(std::fs::read_to_string(&events).expect("events"), "{\"a\":1}\n");
         assert_eq!(out[0].status, Some(3));
         assert_eq!(out[0].stdout, b"in-0");
         assert_eq!(out[0].stderr, "a'b $(c) `d`;e\nf\n".as_bytes());
@@ -425,22 +564,22 @@ mod tests {
     /// Records that cannot be written stop the whole batch before any command runs.
     #[test]
     fn a_failing_prelude_runs_no_command() {
-        let exec = local();
-        let marker = tempfile::tempdir().expect("tempdir");
-        let m = marker.path().join("ran");
-        let calls = vec![Call {
-            ticket: 0,
-            exec: exec.clone(),
-            argv: vec!["touch".into(), m.to_str().expect("utf-8").into()],
-            stdin: Vec::new(),
-            timeout: Duration::from_secs(20),
-        }];
-        let pre = vec!["sh".to_owned(), "-c".to_owned(), "echo no >&2; exit 1".to_owned()];
-        let out = run_batch(exec.as_ref(), Some(pre), &calls);
-        let o = out.into_iter().next().expect("one").expect("ran");
-        assert_eq!(o.status, Some(97));
-        assert!(o.stderr_text().contains("no"));
-        assert!(!m.exists());
+        for exec in both() {
+            let marker = tempfile::tempdir().expect("tempdir");
+            let m = marker.path().join("ran");
+            let calls = vec![Call {
+                ticket: 0,
+                exec: exec.clone(),
+                argv: vec!["touch".into(), m.to_str().expect("utf-8").into()],
+                stdin: Vec::new(),
+                timeout: Duration::from_secs(20),
+            }];
+            let out = run_batch(exec.as_ref(), Some(unwritable(marker.path())), &calls);
+            let o = out.into_iter().next().expect("one").expect("ran");
+            assert_eq!(o.status, Some(97), "{}", o.stderr_text());
+            assert!(o.stderr_text().contains("cannot write the apply journal"));
+            assert!(!m.exists());
+        }
     }
 
     /// A controller killed mid-upload cuts the batch short: nothing of it runs.
@@ -458,7 +597,7 @@ mod tests {
             timeout: Duration::from_secs(20),
         }];
         let mut refused = BTreeMap::new();
-        let whole = pack(Some(&argv), &calls, &mut refused).expect("packs");
+        let whole = pack(Some(&["true".to_owned()]), &calls, &mut refused).expect("packs");
         for cut in [100, 512, 1024, 1536, 2048, whole.len() - 1536, whole.len() - 1100] {
             let out = exec
                 .run(&["sh", "-c", BATCH, "homelab", "8"], &whole[..cut], Duration::from_secs(20))
@@ -474,7 +613,7 @@ mod tests {
     /// Threads in step send one batch: three threads, one round trip.
     #[test]
     fn threads_in_step_share_one_round_trip() {
-        let exec = local();
+        let [exec, _] = both();
         let batcher = Batcher::default();
         let prelude = || None;
         batcher.activate(3);
@@ -496,5 +635,61 @@ mod tests {
             }
         });
         assert_eq!(batcher.sent(), 1);
+    }
+
+    /// On this machine the batch is kept without a trip: threads in step are one batch (one
+    /// number), its records are written before any of its commands runs, and records that
+    /// cannot be written run none of them.
+    #[test]
+    fn on_this_machine_threads_in_step_are_one_batch_with_the_records_first() {
+        let [_, exec] = both();
+        assert!(exec.on_this_machine());
+        let dir = tempfile::tempdir().expect("tempdir");
+        for writable in [true, false] {
+            let events = dir.path().join(format!("events-{writable}.jsonl"));
+            let records = Carry {
+                journal: None,
+                events: Some((events.to_str().expect("utf-8").to_owned(), "{\"a\":1}\n".into())),
+            };
+            let pending = Mutex::new(Some(if writable { records } else { unwritable(dir.path()) }));
+            let prelude = || pending.lock().expect("pending").take();
+            let batcher = Batcher::default();
+            batcher.activate(3);
+            std::thread::scope(|s| {
+                for i in 0..3 {
+                    let (batcher, exec, prelude) = (&batcher, exec.clone(), &prelude);
+                    let (events, out) =
+                        (events.clone(), dir.path().join(format!("{writable}-{i}")));
+                    s.spawn(move || {
+                        let b = Batched { batcher, exec, prelude };
+                        let (events, out) = (events.to_str().unwrap(), out.to_str().unwrap());
+                        let o = b
+                            .run(
+                                &["sh", "-c", "cat \"$1\" > \"$2\"", "x", events, out],
+                                b"",
+                                Duration::from_secs(20),
+                            )
+                            .expect("ran");
+                        assert_eq!(
+                            o.status,
+                            Some(if writable { 0 } else { 97 }),
+                            "{}",
+                            o.stderr_text()
+                        );
+                        assert_eq!(last_batch(), 1);
+                        batcher.deactivate();
+                    });
+                }
+            });
+            assert_eq!(batcher.sent(), 1);
+            for i in 0..3 {
+                let out = std::fs::read_to_string(dir.path().join(format!("{writable}-{i}")));
+                if writable {
+                    assert_eq!(out.expect("ran"), "{\"a\":1}\n", "the records before the command");
+                } else {
+                    assert!(out.is_err(), "a command ran after its records failed");
+                }
+            }
+        }
     }
 }

@@ -20,6 +20,7 @@
 mod batch;
 mod board;
 pub mod engine;
+mod native;
 mod node;
 pub mod outcome;
 pub mod reject;

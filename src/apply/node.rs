@@ -123,6 +123,14 @@ impl NodeExec for Counted {
     fn on_this_machine(&self) -> bool {
         self.inner.on_this_machine()
     }
+
+    fn run_native(
+        &self,
+        work: &mut dyn FnMut() -> crate::transport::Output,
+    ) -> crate::transport::Output {
+        self.trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.run_native(work)
+    }
 }
 
 /// A connected node, and where things are on it.
@@ -185,7 +193,7 @@ impl NodeRun<'_> {
         };
         let exec: Arc<dyn NodeExec> = Arc::new(Counted { inner: exec, trips: self.trips.clone() });
         let records = Layout::new(exec.root());
-        let prelude = || remote::carry_command(&self.take_carry(&records));
+        let prelude = || Some(self.take_carry(&records)).filter(|c| !c.is_empty());
         let batcher = Batcher::default();
         let batched = Batched { batcher: &batcher, exec: exec.clone(), prelude: &prelude };
         let at = At {

@@ -14,31 +14,16 @@ use crate::node::records::LockHolder;
 use crate::node::Layout;
 use crate::transport::{ExecError, NodeExec, Output};
 
-/// The apply records that travel with a command, written on the node before the command's
-/// own step runs (issue 10: a stage's journal write and its events cost no round trip of their
-/// own). Empty for commands that carry nothing.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Carry {
-    /// The journal: its path, its sequence number and its text.
-    pub journal: Option<(String, u64, String)>,
-    /// Event lines (each ending in a newline) and the file they are appended to.
-    pub events: Option<(String, String)>,
-}
+pub use super::native::{Carry, REDACT_MIN};
 
-impl Carry {
-    pub fn is_empty(&self) -> bool {
-        self.journal.is_none() && self.events.is_none()
-    }
-
-    /// The five arguments `CARRY` reads.
-    fn args(&self) -> [String; 5] {
-        let (jf, js, jb) = match &self.journal {
-            Some((path, n, text)) => (path.clone(), n.to_string(), text.clone()),
-            None => Default::default(),
-        };
-        let (ef, eb) = self.events.clone().unwrap_or_default();
-        [jf, js, jb, ef, eb]
-    }
+/// The five arguments `CARRY` reads.
+fn carry_args(carry: &Carry) -> [String; 5] {
+    let (jf, js, jb) = match &carry.journal {
+        Some((path, n, text)) => (path.clone(), n.to_string(), text.clone()),
+        None => Default::default(),
+    };
+    let (ef, eb) = carry.events.clone().unwrap_or_default();
+    [jf, js, jb, ef, eb]
 }
 
 /// Runs first in every command, with the five arguments of a [`Carry`] (empty strings for
@@ -80,11 +65,6 @@ shift 5
 /// Short steps (file writes, renames) and long ones (pulling, starting containers).
 pub const SHORT: Duration = Duration::from_secs(30);
 pub const LONG: Duration = Duration::from_secs(300);
-
-/// The shortest value of a node's `.env` that [`REDACT`] replaces. Shorter values (a port, a
-/// flag, `true`, a two-letter code) would blank out ordinary words of every line, and are no
-/// secret worth the name (the README's "What the review guarantees" says so to operators).
-pub const REDACT_MIN: usize = 6;
 
 /// `hl_redact ENVFILE`: copies stdin to stdout with every value set in `ENVFILE` (the node's
 /// `config/<svc>/.env`) of at least [`REDACT_MIN`] bytes replaced by `[redacted]`, so no secret
@@ -153,7 +133,32 @@ macro_rules! redact_fn {
 
 /// The redaction as a script of its own, for the tests.
 #[cfg(test)]
-const REDACT: &str = redact_fn!();
+pub(super) const REDACT: &str = redact_fn!();
+
+#[cfg(test)]
+/// `hl_redact ENV` run by the system's `sh` and `awk` (as on a node) over `text`, for the
+/// tests (`native`'s hold theirs to it).
+pub(super) fn redact_by_script(env: &[u8], text: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    // A path a shell or awk could misread: spaces, `=`, a backslash.
+    let envf = dir.path().join("a dir =x\\y");
+    std::fs::create_dir_all(&envf).unwrap();
+    let envf = envf.join(".env");
+    std::fs::write(&envf, env).unwrap();
+    let script = format!("{REDACT}hl_redact \"$1\"");
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script, "sh"])
+        .arg(&envf)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh");
+    child.stdin.take().unwrap().write_all(text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
 
 /// Writes stdin to `$1` durably: temporary file, fsync, rename, fsync the folder. Stdin is
 /// checked against its SHA-256 (`$3`) first: a controller killed mid-write closes stdin early,
@@ -677,6 +682,20 @@ dc ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20 | 
 "#
 );
 
+/// The detached job's own process (`JOB`; `native::job` starts it the same way): `$1` the job
+/// folder, then the step's `sh -c` arguments; its pid, output and exit status kept there, the
+/// status written last and synced, so `rc` is there only once the rest is.
+macro_rules! job_wrapper {
+    () => {
+        r#"j=$1; shift; echo $$ > "$j/pid.tmp"; mv -f -- "$j/pid.tmp" "$j/pid"
+      sh -c "$@" > "$j/out" 2> "$j/err"; rc=$?
+      echo "$rc" > "$j/rc.tmp"; sync -- "$j/rc.tmp" "$j/out" "$j/err" 2>/dev/null; mv -f -- "$j/rc.tmp" "$j/rc""#
+    };
+}
+
+/// [`job_wrapper`] as a script of its own, for `native::job`.
+const JOB_WRAPPER: &str = job_wrapper!();
+
 /// Runs a step (`$2`, a script, with the arguments after it) as a detached job of the node:
 /// in its own session (`setsid`), so a controller that dies or loses the link leaves it
 /// finishing, with its pid, output and exit status kept in the job folder `$1`. A job already
@@ -684,15 +703,16 @@ dc ps -a --format '{{.Name}} {{.State}} {{.Status}}' 2>/dev/null | head -n 20 | 
 /// read, instead of starting the step again beside it; a job whose process is gone without a
 /// result (the node rebooted) is started again. Prints the job's output and exits with its
 /// status.
-const JOB: &str = r#"set -u
+const JOB: &str = concat!(
+    r#"set -u
 j=$1; shift
 if [ ! -f "$j/rc" ]; then
   pid=$(cat -- "$j/pid" 2>/dev/null) || pid=""
   if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
     rm -rf -- "$j"; mkdir -p -m 700 -- "$j" || exit 96
-    setsid sh -c 'j=$1; shift; echo $$ > "$j/pid.tmp"; mv -f -- "$j/pid.tmp" "$j/pid"
-      sh -c "$@" > "$j/out" 2> "$j/err"; rc=$?
-      echo "$rc" > "$j/rc.tmp"; sync -- "$j/rc.tmp" "$j/out" "$j/err" 2>/dev/null; mv -f -- "$j/rc.tmp" "$j/rc"' \
+    setsid sh -c '"#,
+    job_wrapper!(),
+    r#"' \
       homelab-job "$j" "$@" < /dev/null > /dev/null 2>&1 &
     # Started here: wait for it as a child, no polling (a job started by another run is polled
     # below; so is this one if `setsid` had to fork).
@@ -710,28 +730,14 @@ fi
 cat -- "$j/out" 2>/dev/null
 cat -- "$j/err" >&2 2>/dev/null
 exit "$(cat -- "$j/rc")"
-"#;
+"#
+);
 
-/// Arms the dead-man rollback of a deploy, before its job starts (in the same command): a
-/// watchdog in its own session waits for the `compose up` job (`$2`) to end; after a failed
-/// `up` it stands down (the controller rolls back); after a good one it gives the controller
-/// `$3` seconds to confirm over a fresh connection (`HEALTHCHECK` with the folder). Whoever creates `$1/decided`
-/// first decides: the confirmation, or the watchdog, which then rolls the service back by
-/// itself (the script `$9` with the arguments after `$10`, its output in `$1/rollback.log`) and
-/// appends the event line `$6` (`__TIME__` replaced by the time) to the day's file under `$4`
-/// for node `$5`. So a change that cuts the node off from its controller undoes itself.
-/// The decision is made once: the controller's own rollback takes it first (`DIAGNOSE`), and
-/// a watchdog whose deploy is no longer the live release (`$7` no longer points at `$8`:
-/// rolled back, or replaced by a newer plan) records `superseded` and touches nothing.
-/// With `$1` empty, nothing is armed. Shifts its arguments; `JOB` follows.
-const ARM: &str = r#"dm=$1; shift
-if [ -n "$dm" ]; then
-  upjob=$1; secs=$2; evroot=$3; node=$4; line=$5; live=$6; rel=$7; script=$8; n=$9; shift 9
-  # Armed once per deploy: a resumed deploy keeps the watchdog (or the decision) it finds.
-  pid=$(cat -- "$dm/pid" 2>/dev/null) || pid=""
-  if [ ! -d "$dm/decided" ] && { [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; }; then
-    rm -rf -- "$dm"; mkdir -p -m 700 -- "$dm"
-    setsid sh -c 'dm=$1; upjob=$2; secs=$3; evroot=$4; node=$5; line=$6; live=$7; rel=$8; script=$9; shift 9
+/// The dead-man's watchdog (`ARM`; `native::arm` starts it the same way): its arguments are
+/// `ARM`'s after `$dm`, see there.
+macro_rules! watchdog {
+    () => {
+        r#"dm=$1; upjob=$2; secs=$3; evroot=$4; node=$5; line=$6; live=$7; rel=$8; script=$9; shift 9
       echo "$$" > "$dm/pid"
       while [ ! -f "$upjob/rc" ]; do [ -d "$dm" ] || exit 0; sleep 1; done
       [ "$(cat -- "$upjob/rc")" = 0 ] || exit 0
@@ -756,12 +762,42 @@ if [ -n "$dm" ]; then
       [ "$rc" = 0 ] || line="${line%%remediation_completed*}remediation_failed${line#*remediation_completed}"
       now=$(date -u +%Y-%m-%dT%H:%M:%SZ); day=$(date -u +%F)
       mkdir -p -- "$evroot/$day/$node"
-      printf "%s\n" "${line%%__TIME__*}$now${line#*__TIME__}" >> "$evroot/$day/$node/events.jsonl"' \
+      printf "%s\n" "${line%%__TIME__*}$now${line#*__TIME__}" >> "$evroot/$day/$node/events.jsonl""#
+    };
+}
+
+/// [`watchdog`] as a script of its own, for `native::arm`.
+pub(super) const WATCHDOG: &str = watchdog!();
+
+/// Arms the dead-man rollback of a deploy, before its job starts (in the same command): a
+/// watchdog in its own session waits for the `compose up` job (`$2`) to end; after a failed
+/// `up` it stands down (the controller rolls back); after a good one it gives the controller
+/// `$3` seconds to confirm over a fresh connection (`HEALTHCHECK` with the folder). Whoever creates `$1/decided`
+/// first decides: the confirmation, or the watchdog, which then rolls the service back by
+/// itself (the script `$9` with the arguments after `$10`, its output in `$1/rollback.log`) and
+/// appends the event line `$6` (`__TIME__` replaced by the time) to the day's file under `$4`
+/// for node `$5`. So a change that cuts the node off from its controller undoes itself.
+/// The decision is made once: the controller's own rollback takes it first (`DIAGNOSE`), and
+/// a watchdog whose deploy is no longer the live release (`$7` no longer points at `$8`:
+/// rolled back, or replaced by a newer plan) records `superseded` and touches nothing.
+/// With `$1` empty, nothing is armed. Shifts its arguments; `JOB` follows.
+pub(super) const ARM: &str = concat!(
+    r#"dm=$1; shift
+if [ -n "$dm" ]; then
+  upjob=$1; secs=$2; evroot=$3; node=$4; line=$5; live=$6; rel=$7; script=$8; n=$9; shift 9
+  # Armed once per deploy: a resumed deploy keeps the watchdog (or the decision) it finds.
+  pid=$(cat -- "$dm/pid" 2>/dev/null) || pid=""
+  if [ ! -d "$dm/decided" ] && { [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; }; then
+    rm -rf -- "$dm"; mkdir -p -m 700 -- "$dm"
+    setsid sh -c '"#,
+    watchdog!(),
+    r#"' \
       homelab-deadman "$dm" "$upjob" "$secs" "$evroot" "$node" "$line" "$live" "$rel" "$script" "$@" < /dev/null > /dev/null 2>&1 &
   fi
   shift "$n"
 fi
-"#;
+"#
+);
 
 /// The end of a node's run in one command: the records it carries, then the plan recorded as
 /// consumed (`$2`, written to `$1`, when `$1` is not empty), then housekeeping (`$5` releases
@@ -885,6 +921,48 @@ fn sh(
     run_sh(carry, script, args, env, |argv| exec.run(argv, stdin, timeout))
 }
 
+/// Runs `work`, a step done in process (`native`), as one command of `exec`
+/// (`NodeExec::run_native`: with its batch, the batch's records first), after the records
+/// `carry` brings. `work` must not send a command through `exec` itself.
+fn here<T>(
+    exec: &dyn NodeExec,
+    carry: &Carry,
+    work: impl FnOnce() -> Result<T, StepError>,
+) -> Result<T, StepError> {
+    let mut work = Some(work);
+    let mut result = None;
+    let out = exec.run_native(&mut || {
+        if let Some(Err(e)) = (!carry.is_empty()).then(|| super::native::carry(carry)) {
+            return records_not_written(&e);
+        }
+        if let Some(w) = work.take() {
+            result = Some(w());
+        }
+        Output::default()
+    });
+    result.unwrap_or_else(|| {
+        Err(records_refused(&out).unwrap_or_else(|| StepError::Failed {
+            step: "writing the apply journal",
+            status: out.status,
+            stderr: out.stderr_text(),
+        }))
+    })
+}
+
+/// An error of a step done in process.
+fn failed(step: &'static str) -> impl Fn(std::io::Error) -> StepError {
+    move |e| StepError::Failed { step, status: None, stderr: e.to_string() }
+}
+
+/// What a command answers when the records it carries cannot be written (as `CARRY` exits).
+pub(super) fn records_not_written(e: &std::io::Error) -> Output {
+    Output {
+        status: Some(97),
+        stdout: Vec::new(),
+        stderr: format!("cannot write the apply journal or events on the node: {e}").into_bytes(),
+    }
+}
+
 /// Runs a script of another module on the node (`sh -c`, with `DOCKER_HOST` set), nothing
 /// carried: backups and their listing.
 pub fn script(
@@ -906,7 +984,7 @@ fn run_sh(
     run: impl FnOnce(&[&str]) -> Result<Output, ExecError>,
 ) -> Result<Output, StepError> {
     let text = format!("{CARRY}{script}");
-    let records = carry.args();
+    let records = carry_args(carry);
     let mut argv: Vec<&str> = Vec::new();
     if !env.is_empty() {
         argv.push("env");
@@ -938,7 +1016,7 @@ fn ok(out: Output, step: &'static str) -> Result<Output, StepError> {
 
 /// Runs `script` as a detached job of the node in the folder `job` (see `JOB`).
 #[allow(clippy::too_many_arguments)] // as `sh`
-fn job(
+pub(super) fn job(
     exec: &dyn NodeExec,
     carry: &Carry,
     job: &str,
@@ -947,9 +1025,32 @@ fn job(
     timeout: Duration,
     step: &'static str,
 ) -> Result<Output, StepError> {
+    if exec.on_this_machine() {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let host = exec.docker_host();
+        return here(exec, carry, || ok(job_here(job, script, &args, timeout, &host)?, step));
+    }
     let mut all = vec![job, script, "homelab"];
     all.extend(args);
     ok(sh(exec, carry, JOB, &all, b"", timeout, true)?, step)
+}
+
+/// [`job`] in process (`native::job`), inside the command that runs it.
+fn job_here(
+    dir: &str,
+    script: &str,
+    args: &[String],
+    timeout: Duration,
+    docker_host: &str,
+) -> Result<Output, StepError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let j = super::native::Job { wrapper: JOB_WRAPPER, dir, script, args, docker_host, deadline };
+    match super::native::job(&j).map_err(failed("starting a job"))? {
+        Some(out) => Ok(out),
+        None => {
+            Err(ExecError::Timeout { what: format!("the job in {dir}"), after: timeout }.into())
+        }
+    }
 }
 
 pub fn write_durable(
@@ -972,7 +1073,7 @@ pub fn carry_command(carry: &Carry) -> Option<Vec<String>> {
     }
     let mut argv = vec!["sh".to_owned(), "-c".to_owned(), format!("{CARRY}{NOTHING}")];
     argv.push("homelab".to_owned());
-    argv.extend(carry.args());
+    argv.extend(carry_args(carry));
     Some(argv)
 }
 
@@ -1089,6 +1190,15 @@ pub fn prepare(
     files: &[(&str, u32, &[u8])],
     validate: Option<ValidateArgs<'_>>,
 ) -> Result<Prepared, StepError> {
+    if exec.on_this_machine() {
+        // The upload in process (`native::upload`), then validate.
+        return here(exec, carry, || {
+            let previous = super::native::upload(staging, release, live, jobs, files)
+                .map_err(failed("uploading the release"))?;
+            let validated = validate.map(|v| validate_here(exec, release, &v));
+            Ok(Prepared { previous, validated })
+        });
+    }
     let mut archive = tar::Builder::new(Vec::new());
     for (name, mode, bytes) in files {
         let mut header = tar::Header::new_ustar();
@@ -1145,11 +1255,78 @@ pub fn validate(
     release: &str,
     v: &ValidateArgs<'_>,
 ) -> Result<Resolved, StepError> {
+    if exec.on_this_machine() {
+        return here(exec, carry, || validate_here(exec, release, v));
+    }
     let mut args = vec![release, v.svc, v.env_file, v.log];
     let names = v.names();
     args.extend(names.iter().map(String::as_str));
     let out = ok(sh(exec, carry, VALIDATE, &args, b"", LONG, true)?, "validate")?;
     resolved(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// [`validate`] in process (`native::validate`), inside the command that runs it.
+fn validate_here(
+    exec: &dyn NodeExec,
+    release: &str,
+    v: &ValidateArgs<'_>,
+) -> Result<Resolved, StepError> {
+    let host = exec.docker_host();
+    let checks = super::native::Validate {
+        release,
+        svc: v.svc,
+        env_file: v.env_file,
+        log: v.log,
+        secrets: v.secrets,
+        variables: v.variables,
+        docker_host: &host,
+        deadline: std::time::Instant::now() + LONG,
+    };
+    match super::native::validate(&checks).map_err(failed("validate"))? {
+        super::native::Validated::Refused(out) => Err(ok(out, "validate").expect_err("refused")),
+        super::native::Validated::TimedOut(what) => {
+            Err(ExecError::Timeout { what, after: LONG }.into())
+        }
+        super::native::Validated::Config(json) => resolved_json(&json),
+    }
+}
+
+/// The resolved configuration out of `docker compose config --format json` itself (validate
+/// in process): each service's network mode, ports and volumes, as [`resolved`] reads them
+/// from what `VALIDATE`'s filter kept.
+fn resolved_json(json: &[u8]) -> Result<Resolved, StepError> {
+    let bad = |why: String| {
+        StepError::Failed {
+        step: "validate",
+        status: None,
+        stderr: format!("the node's resolved configuration (`docker compose config --format json`) does not read as expected: {why}; what Compose will mount cannot be checked"),
+    }
+    };
+    let config: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| bad(format!("it is not JSON: {e}")))?;
+    let services = config
+        .get("services")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| bad("it names no service".to_owned()))?;
+    let list = |svc: &serde_json::Value, key: &str| -> Vec<serde_json::Value> {
+        svc.get(key).and_then(serde_json::Value::as_array).cloned().unwrap_or_default()
+    };
+    let out: Resolved = services
+        .iter()
+        .map(|(key, svc)| {
+            let service = ResolvedService {
+                host_network: svc.get("network_mode").and_then(serde_json::Value::as_str)
+                    == Some("host"),
+                ports: list(svc, "ports"),
+                volumes: list(svc, "volumes"),
+            };
+            (key.clone(), service)
+        })
+        .collect();
+    if out.is_empty() {
+        return Err(bad("it names no service".to_owned()));
+    }
+    Ok(out)
 }
 
 /// What a step does with the service's data (issue 18; see `data_fns`).
@@ -1335,6 +1512,22 @@ pub fn switch_and_up(
             all.extend(back);
         }
     }
+    if exec.on_this_machine() {
+        let host = exec.docker_host();
+        return here(exec, carry, || {
+            if deadman.is_some() {
+                // The watchdog's arguments: all but the folder and the count of the rollback's.
+                let mut watch: Vec<String> = all[1..9].to_vec();
+                watch.extend_from_slice(&all[10..]);
+                super::native::arm(WATCHDOG, &all[0], &watch, &host)
+                    .map_err(failed("arming the dead-man"))?;
+            }
+            let args = up_args(release, log, data);
+            let out =
+                ok(job_here(job_dir, SWITCH_AND_UP, &args, LONG, &host)?, "docker compose up")?;
+            Ok(DataSaid::read(&String::from_utf8_lossy(&out.stdout)))
+        });
+    }
     all.extend([job_dir.to_owned(), SWITCH_AND_UP.to_owned(), "homelab".to_owned()]);
     all.extend(up_args(release, log, data));
     let args: Vec<&str> = all.iter().map(String::as_str).collect();
@@ -1360,6 +1553,7 @@ pub fn down_and_unlink(
 }
 
 /// What one healthcheck attempt found.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Health {
     /// It passed, the service stayed up over the stability window, and (with a dead-man
     /// folder) the deploy is confirmed.
@@ -1403,11 +1597,46 @@ pub fn healthcheck(
     let mut vars: Vec<&str> = vec![host.as_str()];
     vars.extend(env.iter().map(String::as_str));
     let envf = layout.env_file(svc);
-    let args = [live.as_str(), secs.as_str(), log, deadman.unwrap_or(""), &stable_secs, svc, &envf];
-    let script = format!("{}{STABLE}{HEALTHCHECK}", redact_fn!());
     // The window is watched on the node: one `docker inspect` a second, at most a few more.
     let budget = timeout + stable + stable / 2 + Duration::from_secs(10);
-    let out = run_sh(carry, &script, &args, &vars, |argv| exec.run(argv, b"", budget))?;
+    let out = if exec.on_this_machine() {
+        let mut all = env.to_vec();
+        all.push(host.clone());
+        let check = super::native::Check {
+            live: &live,
+            timeout: timeout.max(Duration::from_secs(1)),
+            log,
+            deadman,
+            env_file: &envf,
+            env: &all,
+        };
+        // The window, when there is one, by `STABLE`'s script: what broke, or nothing.
+        let watch = || {
+            if stable.is_zero() {
+                return None;
+            }
+            let script = format!("{STABLE}hl_stable \"$1\" \"$2\"\n");
+            let none = Carry::default();
+            let args = [svc, stable_secs.as_str()];
+            // On this machine, not through `exec`: this runs inside the healthcheck's command.
+            let run = |argv: &[&str]| crate::transport::local::run_local(argv, b"", budget);
+            match run_sh(&none, &script, &args, &[&host], run) {
+                Ok(o) if o.success() => None,
+                Ok(o) => Some(o.stdout),
+                Err(e) => {
+                    Some(format!("the stability window could not be watched: {e}").into_bytes())
+                }
+            }
+        };
+        here(exec, carry, || {
+            super::native::healthcheck(&check, watch).map_err(failed("healthcheck"))
+        })?
+    } else {
+        let args =
+            [live.as_str(), secs.as_str(), log, deadman.unwrap_or(""), &stable_secs, svc, &envf];
+        let script = format!("{}{STABLE}{HEALTHCHECK}", redact_fn!());
+        run_sh(carry, &script, &args, &vars, |argv| exec.run(argv, b"", budget))?
+    };
     if let Some(e) = records_refused(&out) {
         return Err(e);
     }
@@ -1604,6 +1833,12 @@ fn lock_and_refresh_here(
 /// Releases the lock if `holder` (the bytes given to [`lock_and_refresh`]) still holds it.
 pub fn unlock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<(), StepError> {
     let (l, h) = (layout.lock(), layout.lock_holder());
+    if exec.on_this_machine() {
+        let none = Carry::default();
+        return here(exec, &none, || {
+            super::native::unlock(&l, &h, holder).map_err(failed("releasing the node lock"))
+        });
+    }
     let none = Carry::default();
     ok(sh(exec, &none, UNLOCK, &[&l, &h], holder, SHORT, false)?, "releasing the node lock")
         .map(|_| ())
@@ -1641,6 +1876,14 @@ pub fn finish(
             [(layout.releases(s), layout.live(s)), (layout.snapshots(s), String::from("-"))]
         })
         .collect();
+    if exec.on_this_machine() {
+        let keep = prune.keep.max(2) as usize;
+        let lock = (l.as_str(), h.as_str(), holder);
+        return here(exec, carry, || {
+            super::native::finish(consumed, &pairs, keep, &deploys, prune.plan, lock)
+                .map_err(failed("recording the plan as applied"))
+        });
+    }
     let mut args = vec![path, record, &l, &h, &keep, &deploys, prune.plan];
     for (r, live) in &pairs {
         args.push(r);
@@ -1664,6 +1907,16 @@ pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<Option<String>
 
 /// Reads a small file; `Ok(None)` when it does not exist.
 pub fn read_file(exec: &dyn NodeExec, path: &str) -> Result<Option<Vec<u8>>, StepError> {
+    if exec.on_this_machine() {
+        // As `READ_FILE`: only a regular file (a folder there is no file).
+        return here(exec, &Carry::default(), || match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(m) if !m.is_file() => Ok(None),
+            _ => std::fs::read(path)
+                .map(Some)
+                .map_err(|e| StepError::Read { path: path.to_owned(), stderr: e.to_string() }),
+        });
+    }
     let out = sh(exec, &Carry::default(), READ_FILE, &[path], b"", SHORT, false)?;
     match out.status {
         Some(0) => Ok(Some(out.stdout)),
@@ -1678,25 +1931,7 @@ mod tests {
 
     /// `hl_redact ENV` run by the system's `sh` and `awk` (as on a node) over `text`.
     fn redact(env: &str, text: &str) -> String {
-        use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        // A path a shell or awk could misread: spaces, `=`, a backslash.
-        let envf = dir.path().join("a dir =x\\y");
-        std::fs::create_dir_all(&envf).unwrap();
-        let envf = envf.join(".env");
-        std::fs::write(&envf, env).unwrap();
-        let script = format!("{REDACT}hl_redact \"$1\"");
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", &script, "sh"])
-            .arg(&envf)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh");
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(super::redact_by_script(env.as_bytes(), text.as_bytes())).unwrap()
     }
 
     #[test]

@@ -44,27 +44,40 @@ impl Transport for LocalTransport {
     fn connect(&self, node: &Node) -> Result<Box<dyn NodeExec>, ExecError> {
         let root = self.root_of(node);
         let root = root.to_str().ok_or_else(|| ExecError::RootNotUtf8 { root: root.clone() })?;
-        Ok(Box::new(LocalExec { root: root.to_owned(), docker_socket: node.docker_socket.clone() }))
+        Ok(Box::new(LocalExec::new(root.to_owned(), node.docker_socket.clone())))
     }
 }
 
 pub struct LocalExec {
     root: String,
     docker_socket: String,
+    /// Says it is not on this machine, so that what it runs goes through the scripts a remote
+    /// node gets: the tests hold the in-process steps to them.
+    as_remote: bool,
 }
 
 impl LocalExec {
     /// Commands on this machine for the node whose runtime root is `root`, its Docker Engine
     /// at `docker_socket` (the node's own engine, run on the node).
     pub fn new(root: String, docker_socket: String) -> LocalExec {
-        LocalExec { root, docker_socket }
+        LocalExec { root, docker_socket, as_remote: false }
     }
 
     /// A local node at `root` with the default Docker socket, for unit tests of what runs
     /// commands.
     #[cfg(test)]
     pub(crate) fn for_tests(root: &str) -> LocalExec {
-        LocalExec { root: root.to_owned(), docker_socket: "/var/run/docker.sock".to_owned() }
+        LocalExec {
+            root: root.to_owned(),
+            docker_socket: "/var/run/docker.sock".to_owned(),
+            as_remote: false,
+        }
+    }
+
+    /// As [`LocalExec::for_tests`], taken for a remote node: every step runs its script.
+    #[cfg(test)]
+    pub(crate) fn for_tests_as_remote(root: &str) -> LocalExec {
+        LocalExec { as_remote: true, ..LocalExec::for_tests(root) }
     }
 }
 
@@ -99,7 +112,7 @@ impl NodeExec for LocalExec {
     }
 
     fn on_this_machine(&self) -> bool {
-        true
+        !self.as_remote
     }
 }
 

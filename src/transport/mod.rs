@@ -22,7 +22,7 @@ use crate::model::Node;
 pub use docker::{Container, DockerError};
 
 /// What a command printed and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Output {
     /// The exit status; `None` when killed by a signal.
     pub status: Option<i32>,
@@ -99,6 +99,13 @@ pub trait NodeExec: Send + Sync {
     /// may then read it in process rather than through a command.
     fn on_this_machine(&self) -> bool {
         false
+    }
+    /// Runs `work`, a step done in process where the node's root is on this machine, as one
+    /// command of this connection: counted as one, and where the commands of a node's services
+    /// travel together (`apply::batch`), taken with them (the records first, its batch's number
+    /// known). Only for a connection [`NodeExec::on_this_machine`].
+    fn run_native(&self, work: &mut dyn FnMut() -> Output) -> Output {
+        work()
     }
 }
 
