@@ -85,6 +85,38 @@ struct State {
     released_batches: u64,
 }
 
+impl State {
+    /// A command waits in the queue; its ticket.
+    fn enqueue(
+        &mut self,
+        exec: &Arc<dyn NodeExec>,
+        argv: &[&str],
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> u64 {
+        let ticket = self.next;
+        self.next += 1;
+        self.queue.push(Call {
+            ticket,
+            exec: exec.clone(),
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            stdin: stdin.to_vec(),
+            timeout,
+        });
+        ticket
+    }
+
+    /// When every active thread has a command waiting and no batch is on its way: the
+    /// waiting commands, taken by the caller, who sends them (`sending` until it is done).
+    fn all_waiting(&mut self) -> Option<Vec<Call>> {
+        if self.sending || self.queue.is_empty() || self.queue.len() < self.active {
+            return None;
+        }
+        self.sending = true;
+        Some(std::mem::take(&mut self.queue))
+    }
+}
+
 /// The meeting point of a node's service threads (see the module's text).
 #[derive(Default)]
 pub(super) struct Batcher {
@@ -133,22 +165,12 @@ impl Batcher {
         work: &mut dyn FnMut() -> Output,
     ) -> (Output, u64) {
         let mut s = self.state.lock().expect("batcher");
-        let ticket = s.next;
-        s.next += 1;
-        s.queue.push(Call {
-            ticket,
-            exec: exec.clone(),
-            argv: Vec::new(),
-            stdin: Vec::new(),
-            timeout: Duration::ZERO,
-        });
+        let ticket = s.enqueue(exec, &[], &[], Duration::ZERO);
         let (batch, refused) = loop {
             if let Some(release) = s.released.remove(&ticket) {
                 break release;
             }
-            if !s.sending && !s.queue.is_empty() && s.queue.len() >= s.active {
-                let calls = std::mem::take(&mut s.queue);
-                s.sending = true;
+            if let Some(calls) = s.all_waiting() {
                 drop(s);
                 let refused = prelude()
                     .and_then(|c| super::native::carry(&c).err())
@@ -213,22 +235,12 @@ impl Batcher {
         prelude: &Prelude<'_>,
     ) -> (Result<Output, ExecError>, u64) {
         let mut s = self.state.lock().expect("batcher");
-        let ticket = s.next;
-        s.next += 1;
-        s.queue.push(Call {
-            ticket,
-            exec: exec.clone(),
-            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
-            stdin: stdin.to_vec(),
-            timeout,
-        });
+        let ticket = s.enqueue(exec, argv, stdin, timeout);
         loop {
             if let Some(answer) = s.answers.remove(&ticket) {
                 return answer;
             }
-            if !s.sending && !s.queue.is_empty() && s.queue.len() >= s.active {
-                let calls = std::mem::take(&mut s.queue);
-                s.sending = true;
+            if let Some(calls) = s.all_waiting() {
                 drop(s);
                 let answers = send(calls, prelude);
                 s = self.state.lock().expect("batcher");
