@@ -11,7 +11,6 @@
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -551,46 +550,28 @@ impl Appender {
                 "an event line ends in its only newline",
             ));
         }
-        let lock = Lock::exclusive(&self.file)?;
-        let size = self.file.metadata()?.len();
-        let mut last = [b'\n'];
-        if size > 0 {
-            self.file.read_exact_at(&mut last, size - 1)?;
-        }
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        if last[0] != b'\n' {
-            buf.push(b'\n');
-        }
-        buf.extend_from_slice(line.as_bytes());
-        (&self.file).write_all(&buf)?;
-        drop(lock);
+        append_whole(&self.file, line.as_bytes())?;
         self.file.sync_data()
     }
 }
 
-/// An exclusive `flock(2)` on a file, released when dropped (or when the process dies).
-struct Lock<'a>(&'a std::fs::File);
-
-impl<'a> Lock<'a> {
-    fn exclusive(file: &'a std::fs::File) -> std::io::Result<Lock<'a>> {
-        loop {
-            // SAFETY: a valid open descriptor, borrowed for the lock's life.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Lock(file));
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+/// Appends whole lines (`bytes` ends in a newline) to `file`, opened for appending, under its
+/// exclusive `flock` (`files::Flock`), after a newline when the file ends in a torn line: the
+/// append every writer of an events file makes (`Appender`, the apply's records written in
+/// process), never interleaved with another's nor glued onto one.
+pub(crate) fn append_whole(file: &std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    let _lock = crate::files::Flock::exclusive(file)?;
+    let size = file.metadata()?.len();
+    let mut last = [b'\n'];
+    if size > 0 {
+        file.read_exact_at(&mut last, size - 1)?;
     }
-}
-
-impl Drop for Lock<'_> {
-    fn drop(&mut self) {
-        // SAFETY: as above; unlocking a lock we hold cannot fail in a way we could act on.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    let mut buf = Vec::with_capacity(bytes.len() + 1);
+    if last[0] != b'\n' {
+        buf.push(b'\n');
     }
+    buf.extend_from_slice(bytes);
+    (&*file).write_all(&buf)
 }
 
 /// The same append as [`Appender::append`], as a POSIX shell script for a node reached over a

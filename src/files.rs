@@ -1,5 +1,6 @@
 //! Local files written so a crash never leaves half of one: the controller's records, plan
-//! files, approvals, rendered trees. Owns nothing else; remote writes go through `apply`.
+//! files, approvals, rendered trees; and `Flock`, the exclusive lock that writers of a shared
+//! file (events, the apply journal) take. Owns nothing else; remote writes go through `apply`.
 
 use std::fs;
 use std::io::{self, Write};
@@ -45,4 +46,33 @@ fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// An exclusive `flock(2)` on an open file or folder, released when dropped (or when the
+/// process dies). It interoperates with util-linux's `flock(1)` in the scripts a remote node
+/// runs under the same locks.
+pub struct Flock<'a>(&'a fs::File);
+
+impl<'a> Flock<'a> {
+    pub fn exclusive(file: &'a fs::File) -> io::Result<Flock<'a>> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: a valid open descriptor, borrowed for the lock's life.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Flock(file));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for Flock<'_> {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as above; unlocking a lock we hold cannot fail in a way we could act on.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
 }

@@ -35,32 +35,6 @@ impl Carry {
 /// secret worth the name (the README's "What the review guarantees" says so to operators).
 pub const REDACT_MIN: usize = 6;
 
-/// An exclusive `flock(2)` on an open file or folder, released when dropped. It interoperates
-/// with `flock(1)` in the scripts that still take the same locks.
-struct Flock<'a>(&'a fs::File);
-
-impl<'a> Flock<'a> {
-    fn exclusive(file: &'a fs::File) -> io::Result<Flock<'a>> {
-        loop {
-            // SAFETY: a valid descriptor, borrowed for the lock's life.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Flock(file));
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-}
-
-impl Drop for Flock<'_> {
-    fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
-
 /// `fsync` of a folder (after a rename into it), as `sync -- DIR`.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
@@ -96,7 +70,7 @@ pub(super) fn carry(carry: &Carry) -> io::Result<()> {
         let dir = parent(file);
         fs::create_dir_all(dir).map_err(at(dir))?;
         let folder = fs::File::open(dir).map_err(at(dir))?;
-        let _lock = Flock::exclusive(&folder)?;
+        let _lock = crate::files::Flock::exclusive(&folder)?;
         let seq_file = file.with_file_name(format!("{}.seq", file_name(file)));
         let old: u64 =
             fs::read_to_string(&seq_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
@@ -138,26 +112,13 @@ fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     f.sync_all().map_err(at(path))
 }
 
-/// Event lines appended as `events::APPEND_SH` appends them: under the file's `flock`, never
-/// glued onto a torn last line.
+/// Event lines appended as `events::APPEND_SH` appends them (`events::append_whole`).
 fn append_lines(file: &Path, lines: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
     let dir = parent(file);
     fs::create_dir_all(dir).map_err(at(dir))?;
     let f =
         fs::OpenOptions::new().read(true).create(true).append(true).open(file).map_err(at(file))?;
-    let _lock = Flock::exclusive(&f)?;
-    let size = f.metadata().map_err(at(file))?.len();
-    let mut last = [b'\n'];
-    if size > 0 {
-        f.read_exact_at(&mut last, size - 1).map_err(at(file))?;
-    }
-    let mut buf = Vec::with_capacity(lines.len() + 1);
-    if last[0] != b'\n' {
-        buf.push(b'\n');
-    }
-    buf.extend_from_slice(lines);
-    (&f).write_all(&buf).map_err(at(file))
+    crate::events::append_whole(&f, lines).map_err(at(file))
 }
 
 /// The upload half of `PREPARE`: the release's files written into a fresh staging folder
@@ -323,7 +284,7 @@ pub(super) struct Check<'a> {
     pub deadman: Option<&'a str>,
     pub env_file: &'a str,
     /// `NAME=value` for the healthcheck's environment (`DOCKER_HOST`, `HOMELAB_*`).
-    pub env: &'a [String],
+    pub env: &'a [&'a str],
 }
 
 /// `HEALTHCHECK` in process, up to the stability window: the answer the script gives (its
@@ -403,39 +364,21 @@ pub(super) fn healthcheck(
 /// `timeout -k 2 SECS sh ./healthcheck.sh > LOG 2>&1` in the live release: whether it exited 0
 /// in time.
 fn run_timed(c: &Check<'_>, log: fs::File) -> io::Result<bool> {
-    use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
     let mut cmd = std::process::Command::new("sh");
-    cmd.arg("./healthcheck.sh")
-        .current_dir(c.live)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
+    cmd.arg("./healthcheck.sh").current_dir(c.live).stdout(log.try_clone()?).stderr(log);
     for pair in c.env {
         if let Some((k, v)) = pair.split_once('=') {
             cmd.env(k, v);
         }
     }
-    let mut child = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("sh: {e}")))?;
-    let group = -(child.id() as i32);
-    let wait_until = |child: &mut std::process::Child, until: Instant| loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() >= until => return None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(_) => return None,
-        }
-    };
-    let began = Instant::now();
-    if let Some(status) = wait_until(&mut child, began + c.timeout) {
+    let mut child = spawn_grouped(&mut cmd)?;
+    if let Some(status) = wait_until(&mut child, Instant::now() + c.timeout)? {
         return Ok(status.success());
     }
-    // SAFETY: signals to the process group this function started.
-    unsafe { libc::kill(group, libc::SIGTERM) };
-    if wait_until(&mut child, Instant::now() + Duration::from_secs(2)).is_none() {
-        // SAFETY: as above.
-        unsafe { libc::kill(group, libc::SIGKILL) };
+    signal_group(&child, libc::SIGTERM);
+    if wait_until(&mut child, Instant::now() + Duration::from_secs(2))?.is_none() {
+        signal_group(&child, libc::SIGKILL);
         let _ = child.wait();
     }
     Ok(false)
@@ -630,9 +573,24 @@ fn run_until(
     deadline: std::time::Instant,
 ) -> io::Result<Option<std::process::ExitStatus>> {
     let mut child = spawn_grouped(cmd)?;
-    wait_until(&mut child, deadline)
+    wait_or_kill(&mut child, deadline)
 }
 
+/// [`wait_until`], the group killed at the deadline.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    deadline: std::time::Instant,
+) -> io::Result<Option<std::process::ExitStatus>> {
+    let status = wait_until(child, deadline)?;
+    if status.is_none() {
+        signal_group(child, libc::SIGKILL);
+        let _ = child.wait();
+    }
+    Ok(status)
+}
+
+/// `cmd` started with stdin empty, in a process group of its own (so that a timeout takes its
+/// children with it, as `timeout` and `transport::local` do).
 fn spawn_grouped(cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let program = cmd.get_program().to_string_lossy().into_owned();
@@ -642,6 +600,7 @@ fn spawn_grouped(cmd: &mut std::process::Command) -> io::Result<std::process::Ch
         .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))
 }
 
+/// The child's status once it ends, or `None` at `deadline` (it goes on).
 fn wait_until(
     child: &mut std::process::Child,
     deadline: std::time::Instant,
@@ -651,13 +610,16 @@ fn wait_until(
             return Ok(Some(status));
         }
         if std::time::Instant::now() >= deadline {
-            // SAFETY: a signal to the process group this module started.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
             return Ok(None);
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// `signal` to the process group of a child [`spawn_grouped`] started.
+fn signal_group(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) on the group of a child this module started; no memory is touched.
+    unsafe { libc::kill(-(child.id() as i32), signal) };
 }
 
 /// As [`run_until`], its stdout read whole (its stderr dropped).
@@ -673,7 +635,7 @@ fn run_captured(
         let _ = stdout.read_to_end(&mut out);
         out
     });
-    let status = wait_until(&mut child, deadline)?;
+    let status = wait_or_kill(&mut child, deadline)?;
     let out = reading.join().unwrap_or_default();
     Ok(status.map(|s| (s, out)))
 }
@@ -747,16 +709,10 @@ pub(super) fn job(j: &Job<'_>) -> io::Result<Option<crate::transport::Output>> {
             let mut args: Vec<&str> = vec![j.dir, j.script, "homelab"];
             args.extend(j.args.iter().map(String::as_str));
             let mut child = detached(j.wrapper, "homelab-job", &args, j.docker_host)?;
-            // Started here: waited for as a child, no polling.
-            loop {
-                if child.try_wait()?.is_some() {
-                    break;
-                }
-                if Instant::now() >= j.deadline {
-                    reap(child);
-                    return Ok(None);
-                }
-                std::thread::sleep(Duration::from_millis(5));
+            // Started here: waited for as a child (it goes on past the deadline).
+            if wait_until(&mut child, j.deadline)?.is_none() {
+                reap(child);
+                return Ok(None);
             }
         }
         while !rc.exists() {

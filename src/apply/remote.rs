@@ -139,25 +139,36 @@ pub(super) const REDACT: &str = redact_fn!();
 /// `hl_redact ENV` run by the system's `sh` and `awk` (as on a node) over `text`, for the
 /// tests (`native`'s hold theirs to it).
 pub(super) fn redact_by_script(env: &[u8], text: &[u8]) -> Vec<u8> {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     // A path a shell or awk could misread: spaces, `=`, a backslash.
     let envf = dir.path().join("a dir =x\\y");
     std::fs::create_dir_all(&envf).unwrap();
     let envf = envf.join(".env");
     std::fs::write(&envf, env).unwrap();
+    let out = redact_with(std::process::Command::new("sh"), &envf, text);
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// `hl_redact ENVF` over `text`, run by `sh` as `cmd` starts it (`sh` itself, or `setpriv …
+/// sh` to run it as another user).
+#[cfg(test)]
+fn redact_with(
+    mut cmd: std::process::Command,
+    envf: &std::path::Path,
+    text: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
     let script = format!("{REDACT}hl_redact \"$1\"");
-    let mut child = std::process::Command::new("sh")
+    let mut child = cmd
         .args(["-c", &script, "sh"])
-        .arg(&envf)
+        .arg(envf)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("sh");
     child.stdin.take().unwrap().write_all(text).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
+    child.wait_with_output().unwrap()
 }
 
 /// Writes stdin to `$1` durably: temporary file, fsync, rename, fsync the folder. Stdin is
@@ -1120,13 +1131,7 @@ pub type Resolved = BTreeMap<String, ResolvedService>;
 /// `    "<key>": {` a service, then its `"network_mode"` line and its `"ports"` and `"volumes"`
 /// arrays, whole.
 fn resolved(stdout: &str) -> Result<Resolved, StepError> {
-    let bad = |why: String| {
-        StepError::Failed {
-        step: "validate",
-        status: None,
-        stderr: format!("the node's resolved configuration (`docker compose config --format json`) does not read as expected: {why}; what Compose will mount cannot be checked"),
-    }
-    };
+    let bad = unreadable_config;
     let mut lines = stdout.lines().skip_while(|l| *l != RESOLVED);
     if lines.next().is_none() {
         return Err(bad("the node printed none".to_owned()));
@@ -1174,6 +1179,15 @@ fn resolved(stdout: &str) -> Result<Resolved, StepError> {
         return Err(bad("it names no service".to_owned()));
     }
     Ok(out)
+}
+
+/// Validate's error when the node's resolved configuration cannot be read (`why`).
+fn unreadable_config(why: String) -> StepError {
+    StepError::Failed {
+        step: "validate",
+        status: None,
+        stderr: format!("the node's resolved configuration (`docker compose config --format json`) does not read as expected: {why}; what Compose will mount cannot be checked"),
+    }
 }
 
 /// Uploads a release as one tar stream, checks and seals it (see `PREPARE`), and validates it
@@ -1295,13 +1309,7 @@ fn validate_here(
 /// in process): each service's network mode, ports and volumes, as [`resolved`] reads them
 /// from what `VALIDATE`'s filter kept.
 fn resolved_json(json: &[u8]) -> Result<Resolved, StepError> {
-    let bad = |why: String| {
-        StepError::Failed {
-        step: "validate",
-        status: None,
-        stderr: format!("the node's resolved configuration (`docker compose config --format json`) does not read as expected: {why}; what Compose will mount cannot be checked"),
-    }
-    };
+    let bad = unreadable_config;
     let config: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| bad(format!("it is not JSON: {e}")))?;
     let services = config
@@ -1600,15 +1608,13 @@ pub fn healthcheck(
     // The window is watched on the node: one `docker inspect` a second, at most a few more.
     let budget = timeout + stable + stable / 2 + Duration::from_secs(10);
     let out = if exec.on_this_machine() {
-        let mut all = env.to_vec();
-        all.push(host.clone());
         let check = super::native::Check {
             live: &live,
             timeout: timeout.max(Duration::from_secs(1)),
             log,
             deadman,
             env_file: &envf,
-            env: &all,
+            env: &vars,
         };
         // The window, when there is one, by `STABLE`'s script: what broke, or nothing.
         let watch = || {
@@ -1833,13 +1839,12 @@ fn lock_and_refresh_here(
 /// Releases the lock if `holder` (the bytes given to [`lock_and_refresh`]) still holds it.
 pub fn unlock(exec: &dyn NodeExec, layout: &Layout, holder: &[u8]) -> Result<(), StepError> {
     let (l, h) = (layout.lock(), layout.lock_holder());
+    let none = Carry::default();
     if exec.on_this_machine() {
-        let none = Carry::default();
         return here(exec, &none, || {
             super::native::unlock(&l, &h, holder).map_err(failed("releasing the node lock"))
         });
     }
-    let none = Carry::default();
     ok(sh(exec, &none, UNLOCK, &[&l, &h], holder, SHORT, false)?, "releasing the node lock")
         .map(|_| ())
 }
@@ -1979,33 +1984,23 @@ mod tests {
 
     #[test]
     fn output_whose_values_cannot_be_read_is_withheld() {
-        use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let envf = dir.path().join(".env");
         std::fs::write(&envf, "TOKEN=unreadable-value\n").unwrap();
         std::fs::set_permissions(&envf, std::fs::Permissions::from_mode(0o000)).unwrap();
-        let script = format!("{REDACT}hl_redact \"$1\"");
         // As root every file is readable: the check runs as `nobody`, as an apply user that
         // is not the file's owner would.
         // SAFETY: geteuid has no preconditions.
-        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let cmd = if unsafe { libc::geteuid() } == 0 {
             let mut c = std::process::Command::new("setpriv");
             c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh"]);
             c
         } else {
             std::process::Command::new("sh")
         };
-        let mut child = cmd
-            .args(["-c", &script, "sh"])
-            .arg(&envf)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh");
-        child.stdin.take().unwrap().write_all(b"TOKEN=unreadable-value\n").unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = super::redact_with(cmd, &envf, b"TOKEN=unreadable-value\n");
         let said = String::from_utf8(out.stdout).unwrap();
         assert!(!said.contains("unreadable-value"), "{said}");
         assert!(said.contains("[output withheld:"), "{said}");

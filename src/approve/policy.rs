@@ -571,18 +571,6 @@ pub fn count_approvers(approvers: &BTreeSet<String>, keys: &[&super::Verified]) 
         .count()
 }
 
-/// Verifies every approval block and checks the policy for every node the plan changes.
-pub fn check_approvals(
-    loaded: &(impl PlanFacts + ?Sized),
-    approved_text: &str,
-    approved_path: &Path,
-    signers: &AllowedSigners,
-    policy: &Policy,
-    now: SystemTime,
-) -> Result<Approvals, Refusal> {
-    count_approvals(loaded, approved_text, approved_path, signers, policy, now, Unknown::Refused)
-}
-
 /// What an approval by a key that `allowed_signers` does not list is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unknown {
@@ -595,7 +583,8 @@ pub enum Unknown {
     NotCounted,
 }
 
-/// [`check_approvals`], with approvals by unlisted keys treated as `unknown` says.
+/// Verifies every approval block and checks the policy for every node the plan changes;
+/// approvals by keys `allowed_signers` does not list are as `unknown` says.
 pub fn count_approvals(
     loaded: &(impl PlanFacts + ?Sized),
     approved_text: &str,
@@ -788,7 +777,15 @@ pub fn preflight(
             check_not_consumed_or_rejected(&loaded, records)?;
         }
     }
-    check_approvals(&loaded, &approved_text, approved, signers, &lab.policy, now)?;
+    count_approvals(
+        &loaded,
+        &approved_text,
+        approved,
+        signers,
+        &lab.policy,
+        now,
+        Unknown::Refused,
+    )?;
     Ok(loaded)
 }
 

@@ -334,7 +334,15 @@ pub fn state(
             why: format!("`{}` is larger than an approvals file can be", approved.display()),
         };
     }
-    match policy::check_approvals(loaded, &text, &approved, signers, &lab.policy, now) {
+    match policy::count_approvals(
+        loaded,
+        &text,
+        &approved,
+        signers,
+        &lab.policy,
+        now,
+        policy::Unknown::Refused,
+    ) {
         Ok(_) => State::Approved,
         Err(e @ (Refusal::NoApproval { .. } | Refusal::NotEnoughApprovals { .. })) => {
             State::Pending { why: e.to_string() }
