@@ -408,7 +408,7 @@ pub(super) enum Validated {
 }
 
 /// `VALIDATE` in process: the contract's secrets named in the node's env file, its required
-/// variables set there to something, `docker compose config -q` (its output kept in the log,
+/// variables set there to something, `docker compose config --format json` (its stderr kept in the log,
 /// the end of it printed redacted when it fails), the resolved configuration read, and
 /// `docker compose build` when a compose file builds an image.
 pub(super) fn validate(v: &Validate<'_>) -> io::Result<Validated> {
@@ -455,13 +455,11 @@ pub(super) fn validate(v: &Validate<'_>) -> io::Result<Validated> {
             ),
         ));
     }
-    if let Some(answer) = logged(v, &["config", "-q"])? {
-        return Ok(answer);
-    }
-    let mut config = compose(v, &["config", "--format", "json"]);
-    let json = match run_captured(&mut config, v.deadline)? {
-        None => return Ok(Validated::TimedOut("docker compose config --format json".to_owned())),
-        Some((_, stdout)) => stdout,
+    // One `config` does both: its exit status and stderr validate (as `config -q` would), its
+    // stdout is the resolved configuration (kept out of the log: it holds the env file's values).
+    let json = match logged(v, &["config", "--format", "json"], true)? {
+        Ok(json) => json,
+        Err(answer) => return Ok(answer),
     };
     // A service built from its shipped context is built here, on the node, before anything
     // live changes: a build that fails stops the service at validate, with its output kept.
@@ -474,7 +472,7 @@ pub(super) fn validate(v: &Validate<'_>) -> io::Result<Validated> {
         found
     });
     if builds {
-        if let Some(answer) = logged(v, &["build"])? {
+        if let Err(answer) = logged(v, &["build"], false)? {
             return Ok(answer);
         }
     }
@@ -541,21 +539,41 @@ fn compose(v: &Validate<'_>, args: &[&str]) -> std::process::Command {
     cmd
 }
 
-/// `logged compose ARGS`: the output kept in the log (0600), its last 20 lines redacted as the
-/// answer's stderr when it fails (`None` when it passed).
-fn logged(v: &Validate<'_>, args: &[&str]) -> io::Result<Option<Validated>> {
+/// `logged compose ARGS`: its output kept in the log (0600), its last 20 lines redacted as the
+/// answer's stderr when it fails (the `Err`). With `capture`, its stdout is not logged but
+/// read, and returned when it passed.
+fn logged(
+    v: &Validate<'_>,
+    args: &[&str],
+    capture: bool,
+) -> io::Result<Result<Vec<u8>, Validated>> {
     let log = Path::new(v.log);
     let file = private_log(log)?;
     let mut cmd = compose(v, args);
-    cmd.stdout(file.try_clone()?).stderr(file);
-    let Some(status) = run_until(&mut cmd, v.deadline)? else {
-        return Ok(Some(Validated::TimedOut(format!("docker compose {}", args.join(" ")))));
+    if capture {
+        cmd.stdout(std::process::Stdio::piped());
+    } else {
+        cmd.stdout(file.try_clone()?);
+    }
+    cmd.stderr(file);
+    let mut child = spawn_grouped(&mut cmd)?;
+    let reading = child.stdout.take().map(|mut stdout| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = stdout.read_to_end(&mut out);
+            out
+        })
+    });
+    let status = wait_or_kill(&mut child, v.deadline)?;
+    let out = reading.map(|r| r.join().unwrap_or_default()).unwrap_or_default();
+    let Some(status) = status else {
+        return Ok(Err(Validated::TimedOut(format!("docker compose {}", args.join(" ")))));
     };
     if status.success() {
-        return Ok(None);
+        return Ok(Ok(out));
     }
     let said = redact(Path::new(v.env_file), &tail_lines(&fs::read(log).map_err(at(log))?, 20));
-    Ok(Some(Validated::Refused(crate::transport::Output {
+    Ok(Err(Validated::Refused(crate::transport::Output {
         // As the shell reports it: a signal as 128 + its number.
         status: Some(status.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
@@ -564,16 +582,6 @@ fn logged(v: &Validate<'_>, args: &[&str]) -> io::Result<Option<Validated>> {
         stdout: Vec::new(),
         stderr: said,
     })))
-}
-
-/// Runs `cmd` in a process group of its own, stdin empty, until it ends or `deadline`, when
-/// the group is killed; its status, or `None` at the deadline.
-fn run_until(
-    cmd: &mut std::process::Command,
-    deadline: std::time::Instant,
-) -> io::Result<Option<std::process::ExitStatus>> {
-    let mut child = spawn_grouped(cmd)?;
-    wait_or_kill(&mut child, deadline)
 }
 
 /// [`wait_until`], the group killed at the deadline.
@@ -620,24 +628,6 @@ fn wait_until(
 fn signal_group(child: &std::process::Child, signal: i32) {
     // SAFETY: kill(2) on the group of a child this module started; no memory is touched.
     unsafe { libc::kill(-(child.id() as i32), signal) };
-}
-
-/// As [`run_until`], its stdout read whole (its stderr dropped).
-fn run_captured(
-    cmd: &mut std::process::Command,
-    deadline: std::time::Instant,
-) -> io::Result<Option<(std::process::ExitStatus, Vec<u8>)>> {
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
-    let mut child = spawn_grouped(cmd)?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let reading = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        out
-    });
-    let status = wait_or_kill(&mut child, deadline)?;
-    let out = reading.join().unwrap_or_default();
-    Ok(status.map(|s| (s, out)))
 }
 
 /// A step run as a detached job of the node (`JOB`): `script` run by `sh -c` with `args` after
