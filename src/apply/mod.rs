@@ -29,6 +29,7 @@ pub(crate) mod restic;
 mod schedule;
 mod service;
 pub mod sink;
+pub mod switch;
 
 use std::time::Duration;
 

@@ -35,23 +35,26 @@ impl Carry {
 /// secret worth the name (the README's "What the review guarantees" says so to operators).
 pub const REDACT_MIN: usize = 6;
 
+/// A snapshot that refused or failed before the change: nothing was changed (exit 71).
+pub const SNAPSHOT_REFUSED: i32 = 71;
+
 /// `fsync` of a folder (after a rename into it), as `sync -- DIR`.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
 /// The folder a path is in (`.` for a bare name), as `dirname`.
-fn parent(path: &Path) -> &Path {
+pub(super) fn parent(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// Names the path an error is about.
-fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+pub(super) fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// `rm -rf`: gone, whatever it was; nothing there is not an error.
-fn remove_all(path: &Path) -> io::Result<()> {
+pub(super) fn remove_all(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -633,27 +636,36 @@ fn signal_group(child: &std::process::Child, signal: i32) {
 /// A step run as a detached job of the node (`JOB`): `script` run by `sh -c` with `args` after
 /// `$0`, in its own session, in the job folder `dir`.
 pub(super) struct Job<'a> {
-    /// The job's own process (`remote`'s `JOB_WRAPPER`).
-    pub wrapper: &'a str,
+    /// What runs the step.
+    pub runner: Runner<'a>,
     pub dir: &'a str,
-    pub script: &'a str,
     pub args: &'a [String],
     pub docker_host: &'a str,
     pub deadline: std::time::Instant,
 }
 
-/// A process detached from this one's session (`setsid`), stdio on `/dev/null`, `DOCKER_HOST`
-/// set: it outlives the engine (or the session) that started it.
-fn detached(
-    script: &str,
-    name: &str,
-    args: &[&str],
-    docker_host: &str,
-) -> io::Result<std::process::Child> {
+/// What runs a job's step.
+pub(super) enum Runner<'a> {
+    /// `remote`'s `JOB_WRAPPER` around the script.
+    Script { wrapper: &'a str, script: &'a str },
+    /// This program (`homelab node job`), the step by its name (`switch::STEP`).
+    Program { program: &'a Path, step: &'a str },
+}
+
+/// `sh -c SCRIPT NAME ARGS`, for [`detached`].
+fn shell(script: &str, name: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(script).arg(name).args(args);
+    cmd
+}
+
+/// `cmd` as a process detached from this one's session (`setsid`), stdio on `/dev/null`,
+/// `DOCKER_HOST` set: it outlives the engine (or the session) that started it.
+fn detached(mut cmd: std::process::Command, docker_host: &str) -> io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c").arg(script).arg(name).args(args).env("DOCKER_HOST", docker_host);
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.env("DOCKER_HOST", docker_host);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
@@ -664,7 +676,7 @@ fn detached(
             Ok(())
         })
     };
-    cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("sh: {e}")))
+    cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))
 }
 
 /// Reaps a detached child whenever it ends, so that it never lingers as a zombie that a
@@ -696,9 +708,19 @@ pub(super) fn job(j: &Job<'_>) -> io::Result<Option<crate::transport::Output>> {
             remove_all(dir)?;
             fs::create_dir_all(dir).map_err(at(dir))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(at(dir))?;
-            let mut args: Vec<&str> = vec![j.dir, j.script, "homelab"];
-            args.extend(j.args.iter().map(String::as_str));
-            let mut child = detached(j.wrapper, "homelab-job", &args, j.docker_host)?;
+            let cmd = match j.runner {
+                Runner::Script { wrapper, script } => {
+                    let mut args: Vec<&str> = vec![j.dir, script, "homelab"];
+                    args.extend(j.args.iter().map(String::as_str));
+                    shell(wrapper, "homelab-job", &args)
+                }
+                Runner::Program { program, step } => {
+                    let mut cmd = std::process::Command::new(program);
+                    cmd.args(["node", "job", "--dir", j.dir, step, "--"]).args(j.args);
+                    cmd
+                }
+            };
+            let mut child = detached(cmd, j.docker_host)?;
             // Started here: waited for as a child (it goes on past the deadline).
             if wait_until(&mut child, j.deadline)?.is_none() {
                 reap(child);
@@ -744,12 +766,12 @@ pub(super) fn arm(watchdog: &str, dm: &str, args: &[String], docker_host: &str) 
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(at(dir))?;
     let mut all: Vec<&str> = vec![dm];
     all.extend(args.iter().map(String::as_str));
-    reap(detached(watchdog, "homelab-deadman", &all, docker_host)?);
+    reap(detached(shell(watchdog, "homelab-deadman", &all), docker_host)?);
     Ok(())
 }
 
 /// The last `n` lines of `text`, as `tail -n N` prints them.
-fn tail_lines(text: &[u8], n: usize) -> Vec<u8> {
+pub(super) fn tail_lines(text: &[u8], n: usize) -> Vec<u8> {
     let body = text.strip_suffix(b"\n").unwrap_or(text);
     let start = body
         .iter()
@@ -762,7 +784,7 @@ fn tail_lines(text: &[u8], n: usize) -> Vec<u8> {
 }
 
 /// A step's log, emptied and readable by its owner only (it may hold secrets), its folder made.
-fn private_log(log: &Path) -> io::Result<fs::File> {
+pub(super) fn private_log(log: &Path) -> io::Result<fs::File> {
     fs::create_dir_all(parent(log)).map_err(at(parent(log)))?;
     let file = fs::OpenOptions::new()
         .write(true)
@@ -1532,5 +1554,301 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a["state/deploy/p/jobs/web/deadman"].1, 0o700);
         assert!(!t.roots[1].join("rolled").exists() && !t.roots[0].join("rolled").exists());
+    }
+
+    /// A `docker` for the deploy job's twins: it records `$PWD|ARGS` in `ROOT/docker.log` and
+    /// answers as the files under `ROOT/docker/` say (volumes, running containers, networks
+    /// that exist, networks whose creation fails, a failing `up`).
+    const DOCKER: &str = r#"#!/bin/sh
+d=__ROOT__/docker
+printf '%s|%s\n' "$PWD" "$*" >> __ROOT__/docker.log
+case "$1 $2" in
+  "volume ls") cat "$d/volumes" 2>/dev/null ;;
+  "volume inspect") echo "__ROOT__/volumes/$5" ;;
+  "ps -q") cat "$d/running" 2>/dev/null ;;
+  "ps -aq") cat "$d/running" 2>/dev/null ;;
+  "network inspect") [ -e "$d/net-$4" ] ;;
+  "network create")
+    if [ -e "$d/refuse-$4" ]; then printf 'one\ntwo\nthree\nfour\nfive\nsix: %s refused\n\n' "$4"; exit 1; fi
+    : > "$d/net-$4" ;;
+  "compose -p")
+    case " $* " in *" up "*)
+      if [ -e "$d/fail-up" ]; then i=0; while [ $i -lt 25 ]; do echo "line $i token=$(cat "$d/secret")"; i=$((i+1)); done; exit 3; fi
+      echo started ;;
+    esac ;;
+esac
+"#;
+
+    /// The deploy's job done by this program (`switch::run`) leaves the node as the
+    /// `SWITCH_AND_UP` script leaves it, and answers as it does: a first deploy with folders,
+    /// a network and a watched backup set; a snapshot of paths and a volume with the project
+    /// stopped, then a failing `up` with its end redacted; the complete snapshot kept on the
+    /// next run; a snapshot refused for space; a network whose creation fails; a live folder
+    /// deployed by hand adopted.
+    #[test]
+    fn a_deploy_job_switches_and_starts_as_the_script_does() {
+        use super::super::switch;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roots = [dir.path().join("script"), dir.path().join("native")];
+        for r in &roots {
+            let rs = r.to_str().expect("utf-8");
+            write(r, "bin/docker", &DOCKER.replace("__ROOT__", rs));
+            std::fs::set_permissions(r.join("bin/docker"), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            write(r, "docker/secret", "s3cr3t-value");
+            write(r, "config/web/.env", "TOKEN=s3cr3t-value\n");
+            write(r, "state/releases/web/p1/docker-compose.yml", "services: {}\n");
+            write(r, "state/releases/web/p2/docker-compose.yml", "services: {}\n");
+            write(r, "state/releases/web/p2/docker-compose.override.yml", "services: {}\n");
+        }
+        let owner = {
+            let m = std::fs::metadata(&roots[0]).expect("stat");
+            format!("{}:{}", m.uid(), m.gid())
+        };
+        // `SWITCH_AND_UP`'s arguments for root `r`: release `rel`, data arguments, folders,
+        // networks, watched sets.
+        let args = |r: &Path, rel: &str, data: &[&str], nets: &[&str], watched: bool| {
+            let r = r.to_str().expect("utf-8");
+            let mut a: Vec<String> = [
+                "web",
+                &format!("{r}/state/releases/web/{rel}"),
+                &format!("{r}/state/services/web"),
+                &format!("{r}/state/services"),
+                &format!("{r}/data/web"),
+                &format!("{r}/logs/web"),
+                &format!("{r}/state/releases/web"),
+                &format!("{r}/config/web/.env"),
+                &format!("{r}/logs/web/up-{rel}.log"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(data.iter().map(|d| d.replace("ROOT", r)));
+            a.extend(["2".into(), format!("{r}/data/web/db"), owner.clone(), "0750".into()]);
+            a.extend([format!("{r}/data/web/cache"), "-".into(), "-".into()]);
+            a.push(nets.len().to_string());
+            if !nets.is_empty() {
+                a.push(format!("{r}/state/deploy/{rel}/networks.lock"));
+                a.extend(nets.iter().map(|n| n.to_string()));
+            }
+            if watched {
+                a.extend([
+                    "1".into(),
+                    format!("{r}/state/backups/web/nightly.json"),
+                    "86400".into(),
+                ]);
+            } else {
+                a.push("0".into());
+            }
+            // What the dead-man adds after its own: ignored.
+            a.push("extra".into());
+            a
+        };
+        let now = std::time::SystemTime::now();
+        // Both ways, on each root; (status, stdout, stderr) with the root's path as ROOT.
+        let both = |rel: &str, data: &[&str], nets: &[&str], watched: bool| {
+            let script = {
+                let r = &roots[0];
+                let a = args(r, rel, data, nets, watched);
+                let path = format!(
+                    "{}:{}",
+                    r.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                );
+                let o = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(remote::SWITCH_AND_UP)
+                    .arg("homelab")
+                    .args(&a)
+                    .env("PATH", path)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .expect("sh");
+                let rs = r.to_str().expect("utf-8");
+                (
+                    o.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&o.stdout).replace(rs, "ROOT"),
+                    String::from_utf8_lossy(&o.stderr).replace(rs, "ROOT"),
+                )
+            };
+            let native = {
+                let r = &roots[1];
+                let a = args(r, rel, data, nets, watched);
+                let docker = r.join("bin/docker");
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                let code = switch::run(&a, &switch::Docker(&docker), now, &mut out, &mut err);
+                let rs = r.to_str().expect("utf-8");
+                (
+                    code,
+                    String::from_utf8_lossy(&out).replace(rs, "ROOT"),
+                    String::from_utf8_lossy(&err).replace(rs, "ROOT"),
+                )
+            };
+            [script, native]
+        };
+        // Trees alike but for the moment of writing (a watched set's `since`, an adopted
+        // folder's name).
+        let same = || {
+            let [a, b] = [0, 1].map(|i| {
+                tree(&roots[i])
+                    .into_iter()
+                    .map(|(k, (kind, mode, body))| {
+                        let k = match k.find("adopted-") {
+                            Some(at) => format!(
+                                "{}adopted-N{}",
+                                &k[..at],
+                                &k[at + 8..].trim_start_matches(|c: char| c.is_ascii_digit())
+                            ),
+                            None => k,
+                        };
+                        // An archive's bytes carry its files' times: its list is compared.
+                        let body = if k.ends_with(".tgz") {
+                            let o = std::process::Command::new("tar")
+                                .arg("-tzvf")
+                                .arg(roots[i].join(&k))
+                                .output()
+                                .expect("tar");
+                            let mut l: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                                .lines()
+                                .map(|l| {
+                                    let w: Vec<&str> = l.split_whitespace().collect();
+                                    format!("{} {} {}", w[0], w[2], w[5..].join(" "))
+                                })
+                                .collect();
+                            l.sort();
+                            l.join("\n")
+                        } else {
+                            body
+                        };
+                        let body = match body.find("\"since\":\"") {
+                            Some(at) => format!("{}SINCE{}", &body[..at], &body[at + 29..]),
+                            None => body,
+                        };
+                        (k, (kind, mode, body))
+                    })
+                    .collect::<BTreeMap<_, _>>()
+            });
+            let differ: Vec<_> = a
+                .keys()
+                .chain(b.keys())
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| (k, a.get(k), b.get(k)))
+                .collect();
+            assert!(differ.is_empty(), "the script's tree, then the native one: {differ:?}");
+            a
+        };
+        let data = |mode: &str| {
+            vec![
+                "snap".to_owned(),
+                "ROOT/state/snapshots/web/SNAP".to_owned(),
+                mode.to_owned(),
+                "5".to_owned(),
+                "ROOT".to_owned(),
+                "3".to_owned(),
+                "data/web".to_owned(),
+                "data/web.db".to_owned(),
+                "data/missing".to_owned(),
+            ]
+        };
+
+        // A first deploy: no data, a network created, a watched set.
+        let said = both("p1", &["-"], &["front", "back"], true);
+        assert_eq!(said[0], said[1]);
+        assert_eq!(said[1].0, 0, "{said:?}");
+        for r in &roots {
+            write(r, "docker/net-back", "");
+        }
+        let t = same();
+        assert_eq!(t["state/services/web"].2, "ROOT/state/releases/web/p1");
+        assert_eq!(t["data/web/db"].1, 0o750);
+        assert_eq!(t["logs/web/up-p1.log"].1, 0o600);
+        assert!(t["state/backups/web/nightly.json"].2.contains("\"max_age_secs\":86400"));
+
+        // A snapshot of paths and a volume, the project stopped; then `up` fails.
+        for r in &roots {
+            write(r, "data/web/a.txt", "alpha");
+            write(r, "data/web/sub/b.bin", "beta");
+            symlink("a.txt", r.join("data/web/link")).expect("link");
+            write(r, "data/web.db", "db");
+            write(r, "volumes/vol1/v.txt", "volume data");
+            write(r, "docker/volumes", "vol1\n");
+            write(r, "docker/running", "c0ffee\n");
+            write(r, "docker/fail-up", "");
+        }
+        let d = data("stop");
+        let d: Vec<&str> = d.iter().map(String::as_str).collect();
+        let said = both("p2", &d, &[], false);
+        assert_eq!(said[0], said[1]);
+        assert_eq!(said[1].0, 3, "{said:?}");
+        assert!(said[1].1.starts_with("hl-data: snapshot SNAP 3 "), "{said:?}");
+        assert!(
+            said[1].2.contains("line 24 token=[redacted]") && !said[1].2.contains("line 4 "),
+            "{said:?}"
+        );
+        let t = same();
+        assert_eq!(t["state/services/web"].2, "ROOT/state/releases/web/p2");
+        assert!(t["state/snapshots/web/SNAP/manifest"].2.contains("absent 0 - ROOT/data/missing"));
+        // A folder is copied with reflinks where the file system has them, else archived.
+        let holds = |j: &str, name: &str| {
+            let snap = "state/snapshots/web/SNAP";
+            t.contains_key(&format!("{snap}/{j}/{name}"))
+                || t.get(&format!("{snap}/{j}.tgz")).is_some_and(|l| l.2.contains(name))
+        };
+        assert!(holds("3", "v.txt") && holds("1", "link") && holds("1", "sub/b.bin"), "{t:?}");
+        assert_eq!(t["state/snapshots/web/SNAP/2"].2, "db");
+        // Run again: the complete snapshot is kept, not taken again.
+        let said = both("p2", &d, &[], false);
+        assert_eq!(said[0], said[1]);
+        assert!(said[1].1.starts_with("hl-data: snapshot SNAP 3 0"), "{said:?}");
+
+        // Refused for space (nothing stopped or changed); a network Compose cannot create.
+        let d = data("live");
+        let mut d: Vec<String> = d.into_iter().map(|x| x.replace("SNAP", "SNAP2")).collect();
+        d[3] = "100".to_owned();
+        let dd: Vec<&str> = d.iter().map(String::as_str).collect();
+        let said = both("p1", &dd, &[], false);
+        let digits = |s: &str| {
+            s.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect::<String>()
+        };
+        assert_eq!(digits(&format!("{:?}", said[0])), digits(&format!("{:?}", said[1])));
+        assert_eq!(said[1].0, remote::SNAPSHOT_REFUSED, "{said:?}");
+        assert!(said[1].2.contains("under the node's threshold of 100%"), "{said:?}");
+        for r in &roots {
+            std::fs::remove_file(r.join("docker/fail-up")).expect("rm");
+            write(r, "docker/refuse-bad", "");
+        }
+        let said = both("p1", &["-"], &["bad"], false);
+        assert_eq!(said[0], said[1]);
+        assert_eq!(said[1].0, 1, "{said:?}");
+        assert!(
+            said[1].2.starts_with("two\n") && said[1].2.ends_with("six: bad refused\n"),
+            "{said:?}"
+        );
+        let t = same();
+        assert_eq!(t["state/services/web"].2, "ROOT/state/releases/web/p2", "not switched");
+
+        // A live folder deployed by hand: adopted among the releases, then switched.
+        for r in &roots {
+            std::fs::remove_file(r.join("state/services/web")).expect("rm");
+            write(r, "state/services/web/docker-compose.yml", "by hand");
+        }
+        let said = both("p1", &["-"], &[], false);
+        assert_eq!(said[0], said[1]);
+        assert_eq!(said[1].0, 0, "{said:?}");
+        let t = same();
+        assert_eq!(t["state/releases/web/adopted-N/docker-compose.yml"].2, "by hand");
+        let logs = [0, 1].map(|i| {
+            std::fs::read_to_string(roots[i].join("docker.log"))
+                .expect("log")
+                .replace(roots[i].to_str().expect("utf-8"), "ROOT")
+        });
+        assert_eq!(logs[0], logs[1], "the same Docker calls");
+        assert!(
+            logs[1].contains("|stop c0ffee\n")
+                && logs[1].contains("-f docker-compose.override.yml --env-file"),
+            "{}",
+            logs[1]
+        );
     }
 }

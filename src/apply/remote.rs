@@ -14,7 +14,7 @@ use crate::node::records::LockHolder;
 use crate::node::Layout;
 use crate::transport::{ExecError, NodeExec, Output};
 
-pub use super::native::{Carry, REDACT_MIN};
+pub use super::native::{Carry, REDACT_MIN, SNAPSHOT_REFUSED};
 
 /// The five arguments `CARRY` reads.
 fn carry_args(carry: &Carry) -> [String; 5] {
@@ -497,7 +497,7 @@ hl_data() {
 /// reader), one service at a time (`flock`, where the node has it). Before the folders
 /// come the data arguments (`data_fns`): a deploy snapshots the service's data first, a
 /// rollback restores the snapshot its deploy took, both before anything else.
-const SWITCH_AND_UP: &str = concat!(
+pub(super) const SWITCH_AND_UP: &str = concat!(
     r#"set -eu
 svc=$1; rel=$2; live=$3; services=$4; data=$5; logs=$6; releases=$7; envf=$8; log=$9
 shift 9
@@ -1054,8 +1054,19 @@ fn job_here(
     timeout: Duration,
     docker_host: &str,
 ) -> Result<Output, StepError> {
+    let runner = super::native::Runner::Script { wrapper: JOB_WRAPPER, script };
+    run_job_here(runner, dir, args, timeout, docker_host)
+}
+
+fn run_job_here(
+    runner: super::native::Runner<'_>,
+    dir: &str,
+    args: &[String],
+    timeout: Duration,
+    docker_host: &str,
+) -> Result<Output, StepError> {
     let deadline = std::time::Instant::now() + timeout;
-    let j = super::native::Job { wrapper: JOB_WRAPPER, dir, script, args, docker_host, deadline };
+    let j = super::native::Job { runner, dir, args, docker_host, deadline };
     match super::native::job(&j).map_err(failed("starting a job"))? {
         Some(out) => Ok(out),
         None => {
@@ -1413,9 +1424,6 @@ impl DataSaid {
     }
 }
 
-/// A snapshot that refused or failed before the change: nothing was changed (exit 71).
-pub const SNAPSHOT_REFUSED: i32 = 71;
-
 /// A deploy's dead-man rollback (see `ARM`): where its decision is kept, how long the node
 /// waits for the controller's confirmation after `compose up`, and what it rolls back to.
 pub struct Deadman<'a> {
@@ -1531,8 +1539,15 @@ pub fn switch_and_up(
                     .map_err(failed("arming the dead-man"))?;
             }
             let args = up_args(release, log, data);
-            let out =
-                ok(job_here(job_dir, SWITCH_AND_UP, &args, LONG, &host)?, "docker compose up")?;
+            // This program does the step (`homelab node job`) when it can: one process where
+            // the script starts some thirty; a rollback's restore stays the script's.
+            let runner = match super::switch::program() {
+                Some(program) if super::switch::handles(&data.args(layout)) => {
+                    super::native::Runner::Program { program, step: super::switch::STEP }
+                }
+                _ => super::native::Runner::Script { wrapper: JOB_WRAPPER, script: SWITCH_AND_UP },
+            };
+            let out = ok(run_job_here(runner, job_dir, &args, LONG, &host)?, "docker compose up")?;
             Ok(DataSaid::read(&String::from_utf8_lossy(&out.stdout)))
         });
     }

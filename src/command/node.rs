@@ -27,6 +27,18 @@ pub enum NodeCommand {
         #[arg(long, value_name = "DIR")]
         into: PathBuf,
     },
+    /// A step of a deploy as a detached job of this node, started by the engine: its pid,
+    /// output and exit status kept in the job folder DIR.
+    #[command(hide = true)]
+    Job {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(value_name = "STEP")]
+        step: String,
+        /// The step's arguments, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// The engine of one plan on this node, started detached by `serve`.
     #[command(hide = true)]
     Engine {
@@ -53,6 +65,14 @@ pub fn run(repo: &std::path::Path, cmd: &NodeCommand) -> Result<Report, Error> {
             let mut output = std::io::stdout().lock();
             crate::engine::serve::serve(root, &mut input, &mut output)
                 .map_err(|e| Error::Unsupported { message: format!("node serve: {e}") })?;
+            Ok(Report::Success)
+        }
+        NodeCommand::Job { dir, step, args } => {
+            let now = std::time::SystemTime::now();
+            // The step's status is its `rc` file's; nothing more is printed (stderr is the
+            // job's `err` by now).
+            crate::apply::switch::job_main(dir, step, args, now)
+                .map_err(|e| Error::Unsupported { message: format!("node job: {e}") })?;
             Ok(Report::Success)
         }
         NodeCommand::Engine { root, plan } => {

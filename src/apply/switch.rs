@@ -1,0 +1,585 @@
+//! A deploy's detached job (`remote`'s `SWITCH_AND_UP`), done by this program rather than by
+//! some thirty short shell processes: `homelab node job --dir DIR switch-and-up -- ARGS` is
+//! started in its own session by the node's engine, outlives it as the script's job does, and
+//! leaves the same job folder (`pid`, `out`, `err`, then `rc`, synced and renamed last).
+//!
+//! It takes the script's own arguments (`remote::switch_and_up`'s `up_args`) and does what
+//! the script does, in its order: the data snapshot before the change (`hl_snapshot`), the
+//! contract's folders, the external networks (one service at a time under the apply's lock),
+//! the watched backup sets' first records, the live link switched by one rename, and
+//! `docker compose up` with its output in the step's log (0600) and the end of it, redacted,
+//! on stderr. What stays a process is what moves data or talks to Docker: `docker`, `cp -a`
+//! and `tar` for the snapshot's copies, `chown -R` and `chmod` when a folder's owner or mode
+//! differs. Only the snapshot and no-data modes are here: a rollback's restore runs the
+//! script. The differential test in `native::tests` holds it to the script.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::SystemTime;
+
+use super::native::{at, parent, private_log, redact, remove_all, sync_dir, tail_lines};
+
+/// The step's name on `homelab node job`'s command line.
+pub const STEP: &str = "switch-and-up";
+
+/// A snapshot before the change (`hl_data snap ...`).
+#[derive(Debug)]
+struct Snapshot {
+    dir: String,
+    stop: bool,
+    min_free: i64,
+    data_root: String,
+    paths: Vec<String>,
+}
+
+/// `SWITCH_AND_UP`'s arguments, read.
+#[derive(Debug)]
+struct Args {
+    svc: String,
+    release: String,
+    live: String,
+    services: String,
+    data: String,
+    logs: String,
+    releases: String,
+    env_file: String,
+    log: String,
+    snapshot: Option<Snapshot>,
+    /// Path, owner (`UID:GID` or `-`), mode (or `-`).
+    folders: Vec<(String, String, String)>,
+    /// The lock of the apply's network creation, and the networks.
+    networks: Option<(String, Vec<String>)>,
+    /// A backup set's record, and its max age in seconds.
+    watched: Vec<(String, String)>,
+}
+
+/// This program, when it is the `homelab` binary (its `main` said so): the job is then
+/// started as `PROGRAM node job ...`. Unset in the library's own tests, whose program is the
+/// test harness: their jobs run the script.
+static PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Called by `main`. `/proc/self/exe` runs this very binary even after an upgrade replaced
+/// the file (bootstrap shipping a new version while an engine runs).
+pub fn this_is_the_program() {
+    let me = Path::new("/proc/self/exe");
+    let path = if me.exists() { Some(me.to_path_buf()) } else { std::env::current_exe().ok() };
+    if let Some(path) = path {
+        let _ = PROGRAM.set(path);
+    }
+}
+
+/// The homelab program that can run the job, if this process is it.
+pub fn program() -> Option<&'static Path> {
+    PROGRAM.get().map(PathBuf::as_path)
+}
+
+/// Whether this program does the step for these data arguments (`remote::Data::args`): a
+/// snapshot, or nothing; a restore is the script's.
+pub fn handles(data_args: &[String]) -> bool {
+    matches!(data_args.first().map(String::as_str), Some("-" | "snap"))
+}
+
+fn read_args(args: &[String]) -> Result<Args, String> {
+    let mut it = args.iter().cloned();
+    let mut next = |what: &str| it.next().ok_or_else(|| format!("missing argument: {what}"));
+    let [svc, release, live, services, data, logs, releases, env_file, log] =
+        ["service", "release", "live", "services", "data", "logs", "releases", "env file", "log"]
+            .map(&mut next);
+    let count = |v: String| v.parse::<usize>().map_err(|_| format!("not a count: {v:?}"));
+    let snapshot = match next("data mode")?.as_str() {
+        "-" => None,
+        "snap" => {
+            let dir = next("snapshot")?;
+            let stop = next("stop")? == "stop";
+            let min = next("min free")?;
+            let min_free = min.parse().map_err(|_| format!("not a number: {min:?}"))?;
+            let data_root = next("data root")?;
+            let n = count(next("paths")?)?;
+            let paths = (0..n).map(|_| next("path")).collect::<Result<_, _>>()?;
+            Some(Snapshot { dir, stop, min_free, data_root, paths })
+        }
+        other => return Err(format!("data mode {other:?} is done by the script")),
+    };
+    let k = count(next("folders").unwrap_or_else(|_| "0".to_owned()))?;
+    let folders = (0..k)
+        .map(|_| Ok((next("folder")?, next("owner")?, next("mode")?)))
+        .collect::<Result<_, String>>()?;
+    let j = count(next("networks").unwrap_or_else(|_| "0".to_owned()))?;
+    let networks = if j > 0 {
+        let lock = next("network lock")?;
+        Some((lock, (0..j).map(|_| next("network")).collect::<Result<_, _>>()?))
+    } else {
+        None
+    };
+    let w = count(next("watched").unwrap_or_else(|_| "0".to_owned()))?;
+    let watched =
+        (0..w).map(|_| Ok((next("record")?, next("max age")?))).collect::<Result<_, String>>()?;
+    Ok(Args {
+        svc: svc?,
+        release: release?,
+        live: live?,
+        services: services?,
+        data: data?,
+        logs: logs?,
+        releases: releases?,
+        env_file: env_file?,
+        log: log?,
+        snapshot,
+        folders,
+        networks,
+        watched,
+    })
+}
+
+/// `docker` for the step: the program's path (`docker`, found on `PATH`, outside the tests).
+pub struct Docker<'a>(pub &'a Path);
+
+impl Docker<'_> {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(self.0);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// `$(docker ARGS)`: its stdout when it succeeded (its stderr passes on).
+    fn output(&self, args: &[&str]) -> io::Result<Option<String>> {
+        let out = self.cmd().args(args).stderr(Stdio::inherit()).output()?;
+        Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    }
+
+    /// Whether `docker ARGS` succeeded, its output dropped.
+    fn quiet(&self, args: &[&str]) -> io::Result<bool> {
+        let status = self.cmd().args(args).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        Ok(status.success())
+    }
+}
+
+/// How the step ended: the script's exit status, its message on stderr.
+struct Exit(i32, String);
+
+impl From<io::Error> for Exit {
+    /// A command of the script that failed under `set -e`.
+    fn from(e: io::Error) -> Exit {
+        Exit(1, format!("homelab: {e}\n"))
+    }
+}
+
+/// The step: what it prints (`hl-data: ...`) goes to `out`, its messages to `err` (the job's
+/// files, where the step's children also write). Its exit status, as the script's.
+pub fn run(
+    args: &[String],
+    docker: &Docker<'_>,
+    now: SystemTime,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let a = match read_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = writeln!(err, "homelab node job {STEP}: {e}");
+            return 2;
+        }
+    };
+    match step(&a, docker, now, out) {
+        Ok(()) => 0,
+        Err(Exit(code, message)) => {
+            let _ = err.write_all(message.as_bytes());
+            code
+        }
+    }
+}
+
+fn step(a: &Args, docker: &Docker<'_>, now: SystemTime, out: &mut dyn Write) -> Result<(), Exit> {
+    if let Some(s) = &a.snapshot {
+        snapshot(a, s, docker, out)?;
+    }
+    for d in [&a.services, &a.data, &a.logs] {
+        fs::create_dir_all(d).map_err(at(Path::new(d)))?;
+    }
+    for (f, owner, mode) in &a.folders {
+        let path = Path::new(f);
+        fs::create_dir_all(path).map_err(at(path))?;
+        if owner != "-" {
+            let m = fs::symlink_metadata(path).map_err(at(path))?;
+            if format!("{}:{}", m.uid(), m.gid()) != *owner {
+                run_tool(Command::new("chown").args(["-R", "--", owner, f]))?;
+            }
+        }
+        if mode != "-" {
+            // `chmod` itself, unless the folder already has that mode: GNU chmod keeps a
+            // folder's set-group-ID bit under a numeric mode, which a plain chmod(2) would not.
+            let same = u32::from_str_radix(mode, 8)
+                .ok()
+                .is_some_and(|want| fs::metadata(path).is_ok_and(|m| m.mode() & 0o7777 == want));
+            if !same {
+                run_tool(Command::new("chmod").args(["--", mode, f]))?;
+            }
+        }
+    }
+    if let Some((lock, networks)) = &a.networks {
+        // Services of one apply come up side by side: one of them creates a network at a
+        // time, or two `network create` at once could make two networks of one name.
+        let lock = Path::new(lock);
+        fs::create_dir_all(parent(lock)).map_err(at(parent(lock)))?;
+        let file = fs::OpenOptions::new().create(true).append(true).open(lock).map_err(at(lock))?;
+        let _held = crate::files::Flock::exclusive(&file).map_err(at(lock))?;
+        for net in networks {
+            if docker.quiet(&["network", "inspect", "--", net])? {
+                continue;
+            }
+            let said = docker.cmd().args(["network", "create", "--", net]).output()?;
+            if !said.status.success() {
+                let mut text = format!("cannot create the Docker network {net}: ").into_bytes();
+                text.extend_from_slice(strip_newlines(&[said.stdout, said.stderr].concat()));
+                text.push(b'\n');
+                return Err(Exit(1, String::from_utf8_lossy(&tail_lines(&text, 5)).into_owned()));
+            }
+        }
+    }
+    // The critical backup sets the stability agent watches: a set with no backup record yet
+    // gets one that counts from now, so a set never backed up is reported once past its max_age.
+    for (record, max_age) in &a.watched {
+        let r = Path::new(record);
+        if r.exists() {
+            continue;
+        }
+        fs::create_dir_all(parent(r)).map_err(at(parent(r)))?;
+        let tmp = PathBuf::from(format!("{record}.tmp"));
+        let since = humantime::format_rfc3339_seconds(now);
+        let text = format!(
+            "{{\"time\":null,\"since\":\"{since}\",\"critical\":true,\"max_age_secs\":{max_age}}}\n"
+        );
+        fs::write(&tmp, text).map_err(at(&tmp))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(at(&tmp))?;
+        fs::rename(&tmp, r).map_err(at(r))?;
+    }
+    let live = Path::new(&a.live);
+    if fs::symlink_metadata(live).is_ok_and(|m| m.is_dir()) {
+        // Deployed by hand: kept among the releases.
+        fs::create_dir_all(&a.releases).map_err(at(Path::new(&a.releases)))?;
+        let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let to = Path::new(&a.releases).join(format!("adopted-{secs}"));
+        fs::rename(live, &to).map_err(at(&to))?;
+    }
+    let new = PathBuf::from(format!("{}.new", a.live));
+    remove_all(&new)?;
+    std::os::unix::fs::symlink(&a.release, &new).map_err(at(&new))?;
+    fs::rename(&new, live).map_err(at(live))?;
+    sync_dir(Path::new(&a.services)).map_err(at(Path::new(&a.services)))?;
+    // `--build`: a release that builds its image builds it again here (from the cache when
+    // validate just built it); a rollback thereby restores the previous release's image under
+    // its tag, which the failed release's build had taken.
+    let log = Path::new(&a.log);
+    let file = private_log(log)?;
+    let mut cmd = docker.cmd();
+    cmd.args(["compose", "-p", &a.svc, "-f", "docker-compose.yml"]);
+    if live.join("docker-compose.override.yml").is_file() {
+        cmd.args(["-f", "docker-compose.override.yml"]);
+    }
+    if Path::new(&a.env_file).is_file() {
+        cmd.args(["--env-file", &a.env_file]);
+    }
+    cmd.args(["up", "-d", "--build", "--remove-orphans", "--force-recreate"]);
+    // In the live link, as the script's `cd` leaves it: `PWD` names the link, so Compose (Go's
+    // `os.Getwd` trusts a `PWD` that is the working folder) takes the link, not the release it
+    // points at, as the project's folder, for its relative paths and its labels.
+    cmd.current_dir(live).env("PWD", live);
+    let status = cmd.stdout(file.try_clone()?).stderr(file).status()?;
+    if status.success() {
+        return Ok(());
+    }
+    let said = redact(Path::new(&a.env_file), &tail_lines(&fs::read(log).map_err(at(log))?, 20));
+    Err(Exit(shell_status(status), String::from_utf8_lossy(&said).into_owned()))
+}
+
+/// A status as the shell reports it: a signal as 128 + its number.
+fn shell_status(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// `$(...)`'s text: trailing newlines dropped.
+fn strip_newlines(text: &[u8]) -> &[u8] {
+    let mut t = text;
+    while let [rest @ .., b'\n'] = t {
+        t = rest;
+    }
+    t
+}
+
+/// A tool the script runs under `set -e`: its failure ends the step with its status.
+fn run_tool(cmd: &mut Command) -> Result<(), Exit> {
+    let status = cmd.stdin(Stdio::null()).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Exit(shell_status(status), String::new()))
+    }
+}
+
+/// `du -sk`: the disk usage of a path in KiB, rounded up, each file counted once.
+fn disk_usage_kib(path: &Path) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut blocks = 0u64;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = fs::symlink_metadata(&p) else { continue };
+        if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
+            continue;
+        }
+        blocks += m.blocks();
+        if m.is_dir() {
+            if let Ok(entries) = fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    (blocks * 512).div_ceil(1024)
+}
+
+/// `stat -c %u:%g:%a` (the path itself, not what a link points at).
+fn owner_and_mode(path: &Path) -> io::Result<String> {
+    let m = fs::symlink_metadata(path).map_err(at(path))?;
+    Ok(format!("{}:{}:{:o}", m.uid(), m.gid(), m.mode() & 0o7777))
+}
+
+/// `df -Pk`'s size and free space (KiB) of the file system holding `path`.
+fn df_kib(path: &Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a NUL-terminated path and a zeroed statvfs the call fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let kib = |n: u64| (n as u128 * st.f_frsize as u128).div_ceil(1024) as i64;
+    Some((kib(st.f_blocks as u64), kib(st.f_bavail as u64)))
+}
+
+/// `hl_snapshot`: the service's data paths and its Compose volumes copied into a new
+/// snapshot folder, after checking the disk keeps `min_free`% free; the project stopped
+/// first when the contract says so. A complete snapshot of an earlier run is kept.
+fn snapshot(a: &Args, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) -> Result<(), Exit> {
+    const REFUSED: i32 = super::native::SNAPSHOT_REFUSED;
+    let snap = Path::new(&s.dir);
+    let id = snap.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if snap.join("complete").is_file() {
+        let manifest = fs::read(snap.join("manifest")).unwrap_or_default();
+        let items = manifest
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"path ") || l.starts_with(b"volume "))
+            .count();
+        writeln!(out, "hl-data: snapshot {id} {items} 0")?;
+        return Ok(());
+    }
+    let tmp = PathBuf::from(format!("{}.tmp", s.dir));
+    let refuse = |message: String| {
+        let _ = remove_all(&tmp);
+        Exit(REFUSED, message)
+    };
+    let made = remove_all(&tmp)
+        .and_then(|()| fs::create_dir_all(parent(snap)).map_err(at(parent(snap))))
+        .and_then(|()| fs::create_dir(&tmp).map_err(at(&tmp)))
+        .and_then(|()| {
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).map_err(at(&tmp))
+        });
+    if let Err(e) = made {
+        return Err(Exit(REFUSED, format!("homelab: {e}\n")));
+    }
+    let mut manifest = String::new();
+    let (mut need, mut what, mut i) = (0i64, String::new(), 0usize);
+    for p in &s.paths {
+        let src = format!("{}/{p}", s.data_root);
+        let src_path = Path::new(&src);
+        if fs::symlink_metadata(src_path).is_err() {
+            manifest.push_str(&format!("absent 0 - {src}\n"));
+            continue;
+        }
+        i += 1;
+        let own = owner_and_mode(src_path).map_err(|e| refuse(format!("homelab: {e}\n")))?;
+        manifest.push_str(&format!("path {i} {own} {src}\n"));
+        let k = disk_usage_kib(src_path) as i64;
+        need += k;
+        what.push_str(&format!(", {p} {k} KiB"));
+    }
+    let filter = format!("label=com.docker.compose.project={}", a.svc);
+    let Some(vols) = docker.output(&["volume", "ls", "-q", "--filter", &filter])? else {
+        return Err(refuse("docker volume ls failed\n".to_owned()));
+    };
+    for v in vols.split_whitespace() {
+        let Some(mp) = docker.output(&["volume", "inspect", "-f", "{{.Mountpoint}}", v])? else {
+            return Err(refuse(String::new()));
+        };
+        let mp = String::from_utf8_lossy(strip_newlines(mp.as_bytes())).into_owned();
+        if !readable(Path::new(&mp)) {
+            return Err(refuse(format!("the snapshot cannot read volume {v} at {mp}: the node's homelab user needs root for snapshots\n")));
+        }
+        i += 1;
+        let own = owner_and_mode(Path::new(&mp)).map_err(|e| refuse(format!("homelab: {e}\n")))?;
+        manifest.push_str(&format!("volume {i} {own} {v} {mp}\n"));
+        let k = disk_usage_kib(Path::new(&mp)) as i64;
+        need += k;
+        what.push_str(&format!(", volume {v} {k} KiB"));
+    }
+    let manifest_file = tmp.join("manifest");
+    fs::write(&manifest_file, &manifest).map_err(|e| refuse(format!("homelab: {e}\n")))?;
+    let Some((total, avail)) = df_kib(&tmp) else {
+        return Err(refuse(format!("df found no free space figure for {}\n", tmp.display())));
+    };
+    let left = avail - need;
+    if total > 0 && left * 100 < total * s.min_free {
+        let disk = parent(parent(snap)).display();
+        return Err(refuse(format!(
+            "the snapshot before this change needs {need} KiB ({}); the disk holding {disk} has {avail} KiB free of {total} KiB, so it would leave {}% free, under the node's threshold of {}% (snapshot_min_free in inventory/topology.yaml): nothing was stopped or changed; free space on the node, then apply again\n",
+            what.strip_prefix(", ").unwrap_or(&what),
+            left * 100 / total,
+            s.min_free
+        )));
+    }
+    let mut stopped = false;
+    if s.stop {
+        let ids = docker.output(&["ps", "-q", "--filter", &filter])?;
+        let ok = match ids {
+            None => false,
+            Some(ids) if ids.split_whitespace().next().is_none() => true,
+            Some(ids) => {
+                let mut args = vec!["stop"];
+                args.extend(ids.split_whitespace());
+                docker.cmd().args(&args).stdout(Stdio::null()).status()?.success()
+            }
+        };
+        if !ok {
+            return Err(refuse(format!("stopping {} for its snapshot failed\n", a.svc)));
+        }
+        stopped = true;
+    }
+    let mut failed = None;
+    for line in manifest.lines() {
+        let mut w = line.splitn(4, ' ');
+        let (kind, j, _own, rest) = (w.next(), w.next(), w.next(), w.next().unwrap_or(""));
+        let src = match kind {
+            Some("path") => rest,
+            Some("volume") => rest.split_once(' ').map_or("", |(_, mp)| mp),
+            _ => continue,
+        };
+        let j = j.unwrap_or("");
+        let to = tmp.join(j);
+        let err_file = tmp.join("err");
+        let is_dir = fs::symlink_metadata(src).is_ok_and(|m| m.is_dir());
+        let copied = if is_dir {
+            let quiet = Command::new("cp")
+                .args(["-a", "--reflink=always", "--", src])
+                .arg(&to)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?
+                .success();
+            quiet || {
+                let _ = remove_all(&to);
+                let tgz = tmp.join(format!("{j}.tgz"));
+                Command::new("tar")
+                    .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", src])
+                    .arg("-czpf")
+                    .arg(&tgz)
+                    .arg(".")
+                    .stdin(Stdio::null())
+                    .stderr(fs::File::create(&err_file)?)
+                    .status()?
+                    .success()
+            }
+        } else {
+            Command::new("cp")
+                .args(["-a", "--reflink=auto", "--", src])
+                .arg(&to)
+                .stdin(Stdio::null())
+                .stderr(fs::File::create(&err_file)?)
+                .status()?
+                .success()
+        };
+        if !copied {
+            let said = fs::read(&err_file).unwrap_or_default();
+            let said = String::from_utf8_lossy(&said[..said.len().min(300)]).into_owned();
+            failed = Some(format!("{src}: {said}"));
+            break;
+        }
+    }
+    if let Some(failed) = failed {
+        let _ = remove_all(&tmp);
+        if stopped {
+            if let Ok(Some(ids)) = docker.output(&["ps", "-aq", "--filter", &filter]) {
+                let mut args = vec!["start"];
+                args.extend(ids.split_whitespace());
+                let _ = docker.quiet(&args);
+            }
+        }
+        return Err(Exit(
+            REFUSED,
+            format!("the snapshot before this change failed ({failed}): nothing was changed\n"),
+        ));
+    }
+    let sealed = remove_all(&tmp.join("err"))
+        .and_then(|()| fs::write(tmp.join("complete"), b"").map_err(at(&tmp)))
+        .and_then(|()| syncfs(&tmp))
+        .and_then(|()| fs::rename(&tmp, snap).map_err(at(snap)))
+        .and_then(|()| sync_dir(parent(snap)).map_err(at(parent(snap))));
+    if let Err(e) = sealed {
+        return Err(refuse(format!("homelab: {e}\n")));
+    }
+    writeln!(out, "hl-data: snapshot {id} {i} {need}")?;
+    Ok(())
+}
+
+/// `[ -r PATH ]`.
+fn readable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::R_OK) == 0 }
+}
+
+/// `sync -f PATH`: the file system holding it synced.
+fn syncfs(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).map_err(at(path))?;
+    // SAFETY: a valid open descriptor.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `homelab node job --dir DIR STEP -- ARGS`: the job wrapper (`remote`'s `JOB_WRAPPER`) around
+/// the step: its pid in `DIR/pid`, its stdout and stderr in `DIR/out` and `DIR/err`, then its
+/// exit status in `DIR/rc`, those three synced before `rc` is renamed into place. The job's
+/// result is kept whether or not anyone still waits for it.
+pub fn job_main(dir: &Path, step: &str, args: &[String], now: SystemTime) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let pid_tmp = dir.join("pid.tmp");
+    fs::write(&pid_tmp, format!("{}\n", std::process::id())).map_err(at(&pid_tmp))?;
+    fs::rename(&pid_tmp, dir.join("pid")).map_err(at(dir))?;
+    let out = fs::File::create(dir.join("out")).map_err(at(dir))?;
+    let err = fs::File::create(dir.join("err")).map_err(at(dir))?;
+    // The step's children (docker, cp) write where the script's would: the job's files.
+    // SAFETY: dup2 onto this process's own stdout and stderr.
+    unsafe {
+        libc::dup2(out.as_raw_fd(), 1);
+        libc::dup2(err.as_raw_fd(), 2);
+    }
+    let rc = if step == STEP {
+        let docker = Docker(Path::new("docker"));
+        run(args, &docker, now, &mut io::stdout().lock(), &mut io::stderr().lock())
+    } else {
+        eprintln!("homelab node job: no step {step:?}");
+        2
+    };
+    let _ = io::stdout().flush();
+    let rc_tmp = dir.join("rc.tmp");
+    fs::write(&rc_tmp, format!("{rc}\n")).map_err(at(&rc_tmp))?;
+    for f in [&rc_tmp, &dir.join("out"), &dir.join("err")] {
+        let _ = fs::File::open(f).and_then(|f| f.sync_all());
+    }
+    fs::rename(&rc_tmp, dir.join("rc")).map_err(at(dir))
+}
