@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     // one command, never a signal that ends the whole run. Children start with the default.
     // A closed stdout (`homelab show ... | head`) ends quietly below, as CLIs do.
     init_tracing();
-    homelab::apply::switch::this_is_the_program();
+    homelab::apply::this_is_the_program();
     let cli = match homelab::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

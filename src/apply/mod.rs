@@ -19,6 +19,7 @@
 
 mod batch;
 mod board;
+pub mod deadman;
 pub mod engine;
 mod native;
 mod node;
@@ -33,6 +34,7 @@ pub mod switch;
 
 use std::time::Duration;
 
+pub use native::this_is_the_program;
 pub use outcome::{verdict, NodeOutcome, Verdict};
 pub use schedule::execute;
 pub use sink::{Event, Sink};

@@ -5,13 +5,15 @@
 //! names the script it stands for, and `remote`'s tests hold each to it on twin trees.
 //!
 //! What still runs as a process here is what must: Docker and Compose, the contract's
-//! healthcheck, and the detached jobs and dead-man that outlive the engine.
+//! healthcheck, and the detached jobs and dead-man that outlive the engine; where this process
+//! is the `homelab` program ([`program`]), those two are this program too (`switch`,
+//! `deadman`).
 
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 /// The apply records that travel with a command, written on the node before the command's
 /// own step runs (issue 10: a stage's journal write and its events cost no round trip of their
@@ -34,6 +36,26 @@ impl Carry {
 /// flag, `true`, a two-letter code) would blank out ordinary words of every line, and are no
 /// secret worth the name (the README's "What the review guarantees" says so to operators).
 pub const REDACT_MIN: usize = 6;
+
+/// This program, when it is the `homelab` binary (its `main` said so): the job is then
+/// started as `PROGRAM node job ...`. Unset in the library's own tests, whose program is the
+/// test harness: their jobs run the script.
+static PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Called by `main`. `/proc/self/exe` runs this very binary even after an upgrade replaced
+/// the file (bootstrap shipping a new version while an engine runs).
+pub fn this_is_the_program() {
+    let me = Path::new("/proc/self/exe");
+    let path = if me.exists() { Some(me.to_path_buf()) } else { std::env::current_exe().ok() };
+    if let Some(path) = path {
+        let _ = PROGRAM.set(path);
+    }
+}
+
+/// The homelab program that can run the job, if this process is it.
+pub fn program() -> Option<&'static Path> {
+    PROGRAM.get().map(PathBuf::as_path)
+}
 
 /// A snapshot that refused or failed before the change: nothing was changed (exit 71).
 pub const SNAPSHOT_REFUSED: i32 = 71;
@@ -116,7 +138,7 @@ fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Event lines appended as `events::APPEND_SH` appends them (`events::append_whole`).
-fn append_lines(file: &Path, lines: &[u8]) -> io::Result<()> {
+pub(super) fn append_lines(file: &Path, lines: &[u8]) -> io::Result<()> {
     let dir = parent(file);
     fs::create_dir_all(dir).map_err(at(dir))?;
     let f =
@@ -766,7 +788,16 @@ pub(super) fn arm(watchdog: &str, dm: &str, args: &[String], docker_host: &str) 
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(at(dir))?;
     let mut all: Vec<&str> = vec![dm];
     all.extend(args.iter().map(String::as_str));
-    reap(detached(shell(watchdog, "homelab-deadman", &all), docker_host)?);
+    // This program watches when it can (`homelab node deadman`, no `sleep` process a second).
+    let cmd = match program() {
+        Some(program) => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(["node", "deadman", "--"]).args(&all);
+            cmd
+        }
+        None => shell(watchdog, "homelab-deadman", &all),
+    };
+    reap(detached(cmd, docker_host)?);
     Ok(())
 }
 
@@ -1850,5 +1881,130 @@ esac
             "{}",
             logs[1]
         );
+    }
+
+    /// The watchdog as this program (`deadman::watch`) decides and acts as the `WATCHDOG`
+    /// script does, on twin trees, each case both ways at once: a good `up` not confirmed in
+    /// its window rolled back, the previous release's healthcheck passing (run in the live
+    /// link with the script's environment) or failing its three tries; a rollback that fails
+    /// told as `remediation_failed`; a failed `up` stood down from; a deploy no longer live
+    /// `superseded`; a deploy already confirmed left alone.
+    #[test]
+    fn a_watchdog_decides_and_rolls_back_as_the_watchdog_script_does() {
+        use super::super::deadman;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // (name, the up job's rc, live points at the deploy, confirmed, rollback's exit, health's exit)
+        let cases: &[(&str, &str, bool, bool, u8, u8)] = &[
+            ("rolled", "0\n", true, false, 0, 0),
+            ("unhealthy", "0\n", true, false, 0, 1),
+            ("failed", "0\n", true, false, 3, 0),
+            ("stood-down", "1\n", true, false, 0, 0),
+            ("superseded", "0\n", false, false, 0, 0),
+            ("confirmed", "0\n", true, true, 0, 0),
+        ];
+        let now = std::time::SystemTime::now();
+        let mut runs = Vec::new();
+        for (name, rc, is_live, confirmed, rollback, health) in cases {
+            for way in ["script", "native"] {
+                let root = dir.path().join(name).join(way);
+                let r = root.to_str().expect("utf-8").to_owned();
+                write(&root, "up/rc", rc);
+                std::fs::create_dir_all(root.join("dm")).expect("dm");
+                if *confirmed {
+                    std::fs::create_dir(root.join("dm/decided")).expect("decided");
+                }
+                write(&root, "state/releases/web/new/f", "new");
+                write(
+                    &root,
+                    "state/releases/web/old/healthcheck.sh",
+                    &format!("echo \"$HOMELAB_ROOT $HOMELAB_NODE $HOMELAB_SERVICE $PWD\"; exit {health}\n"),
+                );
+                std::fs::create_dir_all(root.join("state/services")).expect("services");
+                let target = if *is_live { "new" } else { "old" };
+                symlink(
+                    root.join("state/releases/web").join(target),
+                    root.join("state/services/web"),
+                )
+                .expect("link");
+                let args: Vec<String> = [
+                    format!("{r}/dm"),
+                    format!("{r}/up"),
+                    "1".to_owned(),
+                    format!("{r}/events"),
+                    "alpha".to_owned(),
+                    "{\"time\":\"__TIME__\",\"event\":\"remediation_completed\"}".to_owned(),
+                    format!("{r}/state/services/web"),
+                    format!("{r}/state/releases/web/new"),
+                    "rm -f \"$2\"; ln -s \"$1\" \"$2\"; echo rolled \"$@\"; exit $3".to_owned(),
+                    format!("{r}/state/releases/web/old"),
+                    format!("{r}/state/services/web"),
+                    rollback.to_string(),
+                ]
+                .to_vec();
+                runs.push(std::thread::spawn(move || {
+                    if way == "script" {
+                        let status = std::process::Command::new("sh")
+                            .arg("-c")
+                            .arg(remote::WATCHDOG)
+                            .arg("homelab-deadman")
+                            .args(&args)
+                            .stdin(std::process::Stdio::null())
+                            .status()
+                            .expect("sh");
+                        assert!(status.success() || status.code() == Some(0), "{status:?}");
+                    } else {
+                        deadman::watch(&args, &|| now).expect("watched");
+                    }
+                }));
+            }
+        }
+        for run in runs {
+            run.join().expect("ran");
+        }
+        for (name, _, _, _, rollback, health) in cases {
+            let [a, b] = ["script", "native"].map(|way| {
+                let root = dir.path().join(name).join(way);
+                tree(&root)
+                    .into_iter()
+                    .filter(|(k, _)| k != "dm/pid")
+                    .map(|(k, (kind, mode, body))| {
+                        let body = match body.find("\"time\":\"") {
+                            Some(at) => format!("{}TIME{}", &body[..at], &body[at + 28..]),
+                            None => body,
+                        };
+                        (k, (kind, mode, body))
+                    })
+                    .collect::<BTreeMap<_, _>>()
+            });
+            let differ: Vec<_> = a
+                .keys()
+                .chain(b.keys())
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| (k, a.get(k), b.get(k)))
+                .collect();
+            assert!(differ.is_empty(), "{name}: the script's, then the native: {differ:?}");
+            let decision: Vec<&String> =
+                a.keys().filter(|k| k.starts_with("dm/decided/")).collect();
+            match *name {
+                "rolled" | "unhealthy" | "failed" => {
+                    assert_eq!(decision, ["dm/decided/rolled-back"], "{name}");
+                    assert_eq!(a["state/services/web"].2, "ROOT/state/releases/web/old");
+                    assert_eq!(a["dm/rollback.rc"].2, format!("{rollback}\n"));
+                    let event = a.iter().find(|(k, _)| k.ends_with("alpha/events.jsonl"));
+                    let event = &event.expect("an event").1 .2;
+                    assert_eq!(event.contains("remediation_failed"), *rollback != 0, "{event}");
+                }
+                "superseded" => assert_eq!(decision, ["dm/decided/superseded"]),
+                _ => assert!(decision.is_empty() && !a.contains_key("dm/rollback.rc"), "{name}"),
+            }
+            if *name == "rolled" || *name == "unhealthy" {
+                let said = if *health == 0 { "ok\n" } else { "failed\n" };
+                assert_eq!(a["dm/rollback.health"].2, said, "{name}");
+                assert_eq!(
+                    a["dm/rollback-health.log"].2, "ROOT alpha web ROOT/state/services/web\n",
+                    "{name}"
+                );
+            }
+        }
     }
 }

@@ -1541,7 +1541,7 @@ pub fn switch_and_up(
             let args = up_args(release, log, data);
             // This program does the step (`homelab node job`) when it can: one process where
             // the script starts some thirty; a rollback's restore stays the script's.
-            let runner = match super::switch::program() {
+            let runner = match super::native::program() {
                 Some(program) if super::switch::handles(&data.args(layout)) => {
                     super::native::Runner::Program { program, step: super::switch::STEP }
                 }

@@ -56,26 +56,6 @@ struct Args {
     watched: Vec<(String, String)>,
 }
 
-/// This program, when it is the `homelab` binary (its `main` said so): the job is then
-/// started as `PROGRAM node job ...`. Unset in the library's own tests, whose program is the
-/// test harness: their jobs run the script.
-static PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Called by `main`. `/proc/self/exe` runs this very binary even after an upgrade replaced
-/// the file (bootstrap shipping a new version while an engine runs).
-pub fn this_is_the_program() {
-    let me = Path::new("/proc/self/exe");
-    let path = if me.exists() { Some(me.to_path_buf()) } else { std::env::current_exe().ok() };
-    if let Some(path) = path {
-        let _ = PROGRAM.set(path);
-    }
-}
-
-/// The homelab program that can run the job, if this process is it.
-pub fn program() -> Option<&'static Path> {
-    PROGRAM.get().map(PathBuf::as_path)
-}
-
 /// Whether this program does the step for these data arguments (`remote::Data::args`): a
 /// snapshot, or nothing; a restore is the script's.
 pub fn handles(data_args: &[String]) -> bool {

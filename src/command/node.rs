@@ -39,6 +39,13 @@ pub enum NodeCommand {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// A deploy's dead-man watchdog, started detached by the engine when it arms the deploy.
+    #[command(hide = true)]
+    Deadman {
+        /// The watchdog's arguments, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// The engine of one plan on this node, started detached by `serve`.
     #[command(hide = true)]
     Engine {
@@ -73,6 +80,11 @@ pub fn run(repo: &std::path::Path, cmd: &NodeCommand) -> Result<Report, Error> {
             // job's `err` by now).
             crate::apply::switch::job_main(dir, step, args, now)
                 .map_err(|e| Error::Unsupported { message: format!("node job: {e}") })?;
+            Ok(Report::Success)
+        }
+        NodeCommand::Deadman { args } => {
+            crate::apply::deadman::watch(args, &std::time::SystemTime::now)
+                .map_err(|e| Error::Unsupported { message: format!("node deadman: {e}") })?;
             Ok(Report::Success)
         }
         NodeCommand::Engine { root, plan } => {

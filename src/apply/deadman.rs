@@ -1,0 +1,116 @@
+//! A deploy's dead-man watchdog (`remote`'s `WATCHDOG`) done by this program: `homelab node
+//! deadman -- ARGS`, started in its own session when the deploy is armed, with the script's
+//! own arguments. It waits for the deploy's `compose up` job without a `sleep` process a
+//! second; after a failed `up` it stands down (the engine rolls back); after a good one it
+//! gives the confirmation its window; then whoever creates `decided/` first decides. When it
+//! decides, a deploy no longer live is `superseded`; else it rolls the service back by itself
+//! (the rollback script it was given, run by `sh`), checks the previous release with its own
+//! healthcheck, and appends the event line. The differential test in `native::tests` holds it
+//! to the script.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::native::{append_lines, at};
+
+/// How often the files are looked at (the script looks once a second, with a `sleep`).
+const POLL: Duration = Duration::from_millis(200);
+
+/// `WATCHDOG` with its arguments: the folder, the `up` job's folder, the window in seconds,
+/// the events' root, the node, the event line, the live link, the deploy's release, the
+/// rollback script, then the rollback's arguments. `now` reads the clock for the event.
+pub fn watch(args: &[String], now: &dyn Fn() -> SystemTime) -> io::Result<()> {
+    let Some((first, rollback_args)) = args.split_first_chunk::<9>() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too few arguments"));
+    };
+    let [dm, upjob, secs, evroot, node, line, live, rel, script] = first;
+    let dm = Path::new(dm);
+    let pid = dm.join("pid");
+    fs::write(&pid, format!("{}\n", std::process::id())).map_err(at(&pid))?;
+    let rc = Path::new(upjob).join("rc");
+    while !rc.is_file() {
+        if !dm.is_dir() {
+            return Ok(());
+        }
+        std::thread::sleep(POLL);
+    }
+    if fs::read_to_string(&rc).unwrap_or_default().trim_end_matches('\n') != "0" {
+        return Ok(());
+    }
+    let window = Duration::from_secs(secs.parse().unwrap_or(0));
+    let until = Instant::now() + window;
+    let decided = dm.join("decided");
+    while Instant::now() < until {
+        if decided.is_dir() {
+            return Ok(());
+        }
+        std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
+    }
+    if fs::create_dir(&decided).is_err() {
+        return Ok(());
+    }
+    let points_at = fs::read_link(live).ok();
+    if points_at.as_deref() != Some(Path::new(rel)) {
+        return fs::write(decided.join("superseded"), b"").map_err(at(&decided));
+    }
+    fs::write(decided.join("rolled-back"), b"").map_err(at(&decided))?;
+    let log = fs::File::create(dm.join("rollback.log")).map_err(at(dm))?;
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("homelab")
+        .args(rollback_args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()?;
+    let code = {
+        use std::os::unix::process::ExitStatusExt;
+        status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    };
+    // The previous release, verified by its own healthcheck (three tries, 2 s apart), before
+    // the rollback is recorded as done: `rollback.health` says ok or failed.
+    let live_path = Path::new(live);
+    if code == 0 && fs::symlink_metadata(live_path).is_ok_and(|m| m.file_type().is_symlink()) {
+        let root = live.rfind("/state/services/").map_or(live.as_str(), |i| &live[..i]);
+        let service = live.rsplit('/').next().unwrap_or(live);
+        let mut health = "failed";
+        for i in 0..3 {
+            let log = fs::File::create(dm.join("rollback-health.log")).map_err(at(dm))?;
+            let ok = Command::new("timeout")
+                .args(["-k", "2", "30", "sh", "./healthcheck.sh"])
+                .current_dir(live_path)
+                .env("PWD", live_path)
+                .env("HOMELAB_ROOT", root)
+                .env("HOMELAB_NODE", node)
+                .env("HOMELAB_SERVICE", service)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                health = "ok";
+                break;
+            }
+            if i < 2 {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+        fs::write(dm.join("rollback.health"), format!("{health}\n")).map_err(at(dm))?;
+    }
+    fs::write(dm.join("rollback.rc"), format!("{code}\n")).map_err(at(dm))?;
+    // A rollback that failed is not told as completed.
+    let line = if code == 0 {
+        line.clone()
+    } else {
+        line.replacen("remediation_completed", "remediation_failed", 1)
+    };
+    let stamp = humantime::format_rfc3339_seconds(now()).to_string();
+    let line = line.replacen("__TIME__", &stamp, 1);
+    let file = Path::new(evroot).join(&stamp[..10]).join(node).join("events.jsonl");
+    append_lines(&file, format!("{line}\n").as_bytes())
+}
