@@ -1587,6 +1587,30 @@ mod tests {
         assert!(!t.roots[1].join("rolled").exists() && !t.roots[0].join("rolled").exists());
     }
 
+    type Entry = (char, u32, String);
+    type Tree = BTreeMap<String, Entry>;
+
+    /// `text` with the first `key` and the UTC time after it (`YYYY-MM-DDTHH:MM:SSZ`) as
+    /// `mask`: a moment each way writes on its own.
+    fn stamp_masked(text: String, key: &str, mask: &str) -> String {
+        match text.find(key) {
+            Some(at) => format!("{}{mask}{}", &text[..at], &text[at + key.len() + 20..]),
+            None => text,
+        }
+    }
+
+    /// The entries of two trees that differ, both sides, for an assertion's message.
+    fn differing<'a>(
+        a: &'a Tree,
+        b: &'a Tree,
+    ) -> Vec<(&'a String, Option<&'a Entry>, Option<&'a Entry>)> {
+        a.keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| (k, a.get(k), b.get(k)))
+            .collect()
+    }
+
     /// A `docker` for the deploy job's twins: it records `$PWD|ARGS` in `ROOT/docker.log` and
     /// answers as the files under `ROOT/docker/` say (volumes, running containers, networks
     /// that exist, networks whose creation fails, a failing `up`).
@@ -1752,20 +1776,11 @@ esac
                         } else {
                             body
                         };
-                        let body = match body.find("\"since\":\"") {
-                            Some(at) => format!("{}SINCE{}", &body[..at], &body[at + 29..]),
-                            None => body,
-                        };
-                        (k, (kind, mode, body))
+                        (k, (kind, mode, stamp_masked(body, "\"since\":\"", "SINCE")))
                     })
                     .collect::<BTreeMap<_, _>>()
             });
-            let differ: Vec<_> = a
-                .keys()
-                .chain(b.keys())
-                .filter(|k| a.get(*k) != b.get(*k))
-                .map(|k| (k, a.get(k), b.get(k)))
-                .collect();
+            let differ = differing(&a, &b);
             assert!(differ.is_empty(), "the script's tree, then the native one: {differ:?}");
             a
         };
@@ -1968,20 +1983,11 @@ esac
                     .into_iter()
                     .filter(|(k, _)| k != "dm/pid")
                     .map(|(k, (kind, mode, body))| {
-                        let body = match body.find("\"time\":\"") {
-                            Some(at) => format!("{}TIME{}", &body[..at], &body[at + 28..]),
-                            None => body,
-                        };
-                        (k, (kind, mode, body))
+                        (k, (kind, mode, stamp_masked(body, "\"time\":\"", "TIME")))
                     })
                     .collect::<BTreeMap<_, _>>()
             });
-            let differ: Vec<_> = a
-                .keys()
-                .chain(b.keys())
-                .filter(|k| a.get(*k) != b.get(*k))
-                .map(|k| (k, a.get(k), b.get(k)))
-                .collect();
+            let differ = differing(&a, &b);
             assert!(differ.is_empty(), "{name}: the script's, then the native: {differ:?}");
             let decision: Vec<&String> =
                 a.keys().filter(|k| k.starts_with("dm/decided/")).collect();
