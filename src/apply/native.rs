@@ -1848,6 +1848,63 @@ esac
         assert_eq!(said[0], said[1]);
         assert!(said[1].1.starts_with("hl-data: snapshot SNAP 3 0"), "{said:?}");
 
+        // A rollback: the data changed since is put back from the snapshot (a folder emptied
+        // and refilled, a file replaced, what was absent removed again).
+        for r in &roots {
+            write(r, "data/web/a.txt", "changed");
+            write(r, "data/web/new.txt", "new");
+            std::fs::remove_file(r.join("data/web.db")).expect("rm");
+            write(r, "data/missing/x", "x");
+            write(r, "volumes/vol1/v.txt", "changed too");
+            std::fs::set_permissions(r.join("data/web"), std::fs::Permissions::from_mode(0o700))
+                .expect("chmod");
+        }
+        let restore = ["restore", "ROOT/state/snapshots/web/SNAP", "live", "0", "ROOT", "0"];
+        let said = both("p1", &restore, &[], false);
+        assert_eq!(said[0], said[1]);
+        assert_eq!(said[1].0, 3, "up still fails: {said:?}");
+        assert!(said[1].1.starts_with("hl-data: restored SNAP 3"), "{said:?}");
+        let t = same();
+        assert_eq!(t["data/web/a.txt"].2, "alpha");
+        assert!(!t.contains_key("data/web/new.txt") && !t.contains_key("data/missing/x"), "{t:?}");
+        assert_eq!(t["data/web.db"].2, "db");
+        assert_eq!(t["data/web"].1, 0o755);
+        assert_eq!(t["volumes/vol1/v.txt"].2, "volume data");
+        // A restore plan: what is there snapshotted first, then the snapshot put back; one
+        // whose snapshot is not complete refused before anything stops.
+        for r in &roots {
+            write(r, "data/web/a.txt", "third");
+            std::fs::remove_file(r.join("docker/fail-up")).expect("rm");
+        }
+        let recover = |from: &str| {
+            let mut d = data("stop");
+            d[0] = "recover".to_owned();
+            d[1] = d[1].replace("SNAP", "SNAP3");
+            d.push(format!("ROOT/state/snapshots/web/{from}"));
+            d
+        };
+        // (data/missing is an emptied folder now: four items to snapshot.)
+        let d = recover("SNAP");
+        let d: Vec<&str> = d.iter().map(String::as_str).collect();
+        let said = both("p2", &d, &[], false);
+        assert_eq!(said[0], said[1]);
+        assert_eq!(said[1].0, 0, "{said:?}");
+        assert!(
+            said[1].1.contains("hl-data: snapshot SNAP3 4 ")
+                && said[1].1.contains("hl-data: restored SNAP 3"),
+            "{said:?}"
+        );
+        let t = same();
+        assert_eq!(t["data/web/a.txt"].2, "alpha");
+        let d = recover("NONE");
+        let d: Vec<&str> = d.iter().map(String::as_str).collect();
+        let said = both("p2", &d, &[], false);
+        assert_eq!(said[0], said[1]);
+        assert_eq!(said[1].0, remote::SNAPSHOT_REFUSED, "{said:?}");
+        for r in &roots {
+            write(r, "docker/fail-up", "");
+        }
+
         // Refused for space (nothing stopped or changed); a network Compose cannot create.
         let d = data("live");
         let mut d: Vec<String> = d.into_iter().map(|x| x.replace("SNAP", "SNAP2")).collect();

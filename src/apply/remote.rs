@@ -1540,12 +1540,14 @@ pub fn switch_and_up(
             }
             let args = up_args(release, log, data);
             // This program does the step (`homelab node job`) when it can: one process where
-            // the script starts some thirty; a rollback's restore stays the script's.
+            // the script starts some thirty.
             let runner = match super::native::program() {
-                Some(program) if super::switch::handles(&data.args(layout)) => {
+                Some(program) => {
                     super::native::Runner::Program { program, step: super::switch::STEP }
                 }
-                _ => super::native::Runner::Script { wrapper: JOB_WRAPPER, script: SWITCH_AND_UP },
+                None => {
+                    super::native::Runner::Script { wrapper: JOB_WRAPPER, script: SWITCH_AND_UP }
+                }
             };
             let out = ok(run_job_here(runner, job_dir, &args, LONG, &host)?, "docker compose up")?;
             Ok(DataSaid::read(&String::from_utf8_lossy(&out.stdout)))

@@ -10,8 +10,9 @@
 //! `docker compose up` with its output in the step's log (0600) and the end of it, redacted,
 //! on stderr. What stays a process is what moves data or talks to Docker: `docker`, `cp -a`
 //! and `tar` for the snapshot's copies, `chown -R` and `chmod` when a folder's owner or mode
-//! differs. Only the snapshot and no-data modes are here: a rollback's restore runs the
-//! script. The differential test in `native::tests` holds it to the script.
+//! differs. Every data mode is here: the snapshot before a change, a rollback's restore of it,
+//! a restore plan's snapshot then restore. The differential test in `native::tests` holds it
+//! to the script.
 
 use std::fs;
 use std::io::{self, Write};
@@ -35,6 +36,17 @@ struct Snapshot {
     paths: Vec<String>,
 }
 
+/// What is done with the service's data before anything else (`hl_data`).
+#[derive(Debug)]
+enum Data {
+    Keep,
+    Snapshot(Snapshot),
+    /// Put back the snapshot in this folder (a rollback).
+    Restore(String),
+    /// A restore plan: snapshot what is there, then put back the snapshot in `from`.
+    Recover(Snapshot, String),
+}
+
 /// `SWITCH_AND_UP`'s arguments, read.
 #[derive(Debug)]
 struct Args {
@@ -47,19 +59,14 @@ struct Args {
     releases: String,
     env_file: String,
     log: String,
-    snapshot: Option<Snapshot>,
+    /// What is done with the data first.
+    before: Data,
     /// Path, owner (`UID:GID` or `-`), mode (or `-`).
     folders: Vec<(String, String, String)>,
     /// The lock of the apply's network creation, and the networks.
     networks: Option<(String, Vec<String>)>,
     /// A backup set's record, and its max age in seconds.
     watched: Vec<(String, String)>,
-}
-
-/// Whether this program does the step for these data arguments (`remote::Data::args`): a
-/// snapshot, or nothing; a restore is the script's.
-pub fn handles(data_args: &[String]) -> bool {
-    matches!(data_args.first().map(String::as_str), Some("-" | "snap"))
 }
 
 fn read_args(args: &[String]) -> Result<Args, String> {
@@ -69,19 +76,25 @@ fn read_args(args: &[String]) -> Result<Args, String> {
         ["service", "release", "live", "services", "data", "logs", "releases", "env file", "log"]
             .map(&mut next);
     let count = |v: String| v.parse::<usize>().map_err(|_| format!("not a count: {v:?}"));
-    let snapshot = match next("data mode")?.as_str() {
-        "-" => None,
-        "snap" => {
-            let dir = next("snapshot")?;
-            let stop = next("stop")? == "stop";
-            let min = next("min free")?;
-            let min_free = min.parse().map_err(|_| format!("not a number: {min:?}"))?;
-            let data_root = next("data root")?;
-            let n = count(next("paths")?)?;
-            let paths = (0..n).map(|_| next("path")).collect::<Result<_, _>>()?;
-            Some(Snapshot { dir, stop, min_free, data_root, paths })
+    let snapshot = |next: &mut dyn FnMut(&str) -> Result<String, String>| {
+        let dir = next("snapshot")?;
+        let stop = next("stop")? == "stop";
+        let min = next("min free")?;
+        let min_free = min.parse().map_err(|_| format!("not a number: {min:?}"))?;
+        let data_root = next("data root")?;
+        let n = count(next("paths")?)?;
+        let paths = (0..n).map(|_| next("path")).collect::<Result<_, _>>()?;
+        Ok::<_, String>(Snapshot { dir, stop, min_free, data_root, paths })
+    };
+    let before = match next("data mode")?.as_str() {
+        "-" => Data::Keep,
+        "snap" => Data::Snapshot(snapshot(&mut next)?),
+        "restore" => Data::Restore(snapshot(&mut next)?.dir),
+        "recover" => {
+            let s = snapshot(&mut next)?;
+            Data::Recover(s, next("snapshot to restore")?)
         }
-        other => return Err(format!("data mode {other:?} is done by the script")),
+        other => return Err(format!("no data mode {other:?}")),
     };
     let k = count(next("folders").unwrap_or_else(|_| "0".to_owned()))?;
     let folders = (0..k)
@@ -107,7 +120,7 @@ fn read_args(args: &[String]) -> Result<Args, String> {
         releases: releases?,
         env_file: env_file?,
         log: log?,
-        snapshot,
+        before,
         folders,
         networks,
         watched,
@@ -173,8 +186,33 @@ pub fn run(
 }
 
 fn step(a: &Args, docker: &Docker<'_>, now: SystemTime, out: &mut dyn Write) -> Result<(), Exit> {
-    if let Some(s) = &a.snapshot {
-        snapshot(a, s, docker, out)?;
+    match &a.before {
+        Data::Keep => {}
+        Data::Snapshot(s) => snapshot(a, s, docker, out)?,
+        Data::Restore(dir) => restore(a, Path::new(dir), docker, out)?,
+        Data::Recover(s, from) => {
+            // Checked before anything stops; then the data it replaces is snapshotted (a
+            // failed restore rolls back to it).
+            let from = Path::new(from);
+            if !from.join("complete").is_file() {
+                return Err(Exit(
+                    super::native::SNAPSHOT_REFUSED,
+                    format!(
+                        "no complete snapshot at {} on the node: nothing was stopped or changed\n",
+                        from.display()
+                    ),
+                ));
+            }
+            snapshot(a, s, docker, out)?;
+            if let Err(Exit(_, said)) = restore(a, from, docker, out) {
+                let id =
+                    from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                return Err(Exit(
+                    RESTORE_FAILED,
+                    format!("{said}restoring {}'s data from {id} failed\n", a.svc),
+                ));
+            }
+        }
     }
     for d in [&a.services, &a.data, &a.logs] {
         fs::create_dir_all(d).map_err(at(Path::new(d)))?;
@@ -510,6 +548,132 @@ fn snapshot(a: &Args, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) ->
     }
     writeln!(out, "hl-data: snapshot {id} {i} {need}")?;
     Ok(())
+}
+
+/// A restore that failed (the project is stopped; the engine's rollback takes over).
+const RESTORE_FAILED: i32 = 72;
+
+/// `hl_restore`: the project stopped, then each item of the snapshot's manifest put back as it
+/// was: a folder emptied and filled from its copy or archive, given its owner and mode; a
+/// file or link replaced; what was absent removed again. Nothing is done without a complete
+/// snapshot.
+fn restore(a: &Args, snap: &Path, docker: &Docker<'_>, out: &mut dyn Write) -> Result<(), Exit> {
+    let failed = |what: String| Exit(RESTORE_FAILED, what);
+    let id = snap.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !snap.join("complete").is_file() {
+        writeln!(out, "hl-data: no snapshot")?;
+        return Ok(());
+    }
+    let filter = format!("label=com.docker.compose.project={}", a.svc);
+    let stopped = match docker.output(&["ps", "-q", "--filter", &filter])? {
+        None => false,
+        Some(ids) if ids.split_whitespace().next().is_none() => true,
+        Some(ids) => {
+            let mut args = vec!["stop"];
+            args.extend(ids.split_whitespace());
+            docker.cmd().args(&args).stdout(Stdio::null()).status()?.success()
+        }
+    };
+    if !stopped {
+        return Err(failed(format!("stopping {} to restore its data failed\n", a.svc)));
+    }
+    let manifest = fs::read_to_string(snap.join("manifest")).unwrap_or_default();
+    let mut items = 0usize;
+    for line in manifest.lines() {
+        let mut w = line.splitn(4, ' ');
+        let (kind, j, own, rest) =
+            (w.next(), w.next().unwrap_or(""), w.next().unwrap_or(""), w.next().unwrap_or(""));
+        let dst = match kind {
+            Some("absent") => {
+                let p = Path::new(rest);
+                let emptied = if fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
+                    empty(p)
+                } else {
+                    remove_file_if_any(p)
+                };
+                emptied.map_err(|e| failed(format!("homelab: {e}\n")))?;
+                continue;
+            }
+            Some("path") => rest,
+            Some("volume") => rest.split_once(' ').map_or("", |(_, mp)| mp),
+            _ => continue,
+        };
+        items += 1;
+        let dst_path = Path::new(dst);
+        let copy = snap.join(j);
+        let tgz = snap.join(format!("{j}.tgz"));
+        let copy_is_dir = fs::symlink_metadata(&copy).is_ok_and(|m| m.is_dir());
+        if copy_is_dir || tgz.is_file() {
+            let m = fs::symlink_metadata(dst_path);
+            if m.as_ref().is_ok_and(|m| m.file_type().is_symlink()) || m.is_ok_and(|m| !m.is_dir())
+            {
+                remove_file_if_any(dst_path).map_err(|e| failed(format!("homelab: {e}\n")))?;
+            }
+            if !dst_path.is_dir() {
+                fs::create_dir_all(dst_path).map_err(|e| failed(format!("homelab: {e}\n")))?;
+            }
+            if let Err(e) = empty(dst_path) {
+                return Err(failed(format!("homelab: {e}\nemptying {dst} failed\n")));
+            }
+            let filled = if copy.is_dir() {
+                Command::new("cp")
+                    .args(["-a", "--reflink=auto", "--"])
+                    .arg(copy.join("."))
+                    .arg(format!("{dst}/"))
+                    .stdin(Stdio::null())
+                    .status()?
+            } else {
+                Command::new("tar")
+                    .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", dst, "-xzpf"])
+                    .arg(&tgz)
+                    .stdin(Stdio::null())
+                    .status()?
+            };
+            if !filled.success() {
+                return Err(failed(String::new()));
+            }
+            let (owner, mode) = own.rsplit_once(':').unwrap_or((own, ""));
+            run_tool(Command::new("chown").args(["--", owner, dst]))
+                .map_err(|_| failed(String::new()))?;
+            let same = u32::from_str_radix(mode, 8).ok().is_some_and(|want| {
+                fs::metadata(dst_path).is_ok_and(|m| m.mode() & 0o7777 == want)
+            });
+            if !same {
+                run_tool(Command::new("chmod").args(["--", mode, dst]))
+                    .map_err(|_| failed(String::new()))?;
+            }
+        } else {
+            remove_all(dst_path).map_err(|e| failed(format!("homelab: {e}\n")))?;
+            let status = Command::new("cp")
+                .args(["-a", "--reflink=auto", "--"])
+                .arg(&copy)
+                .arg(dst)
+                .stdin(Stdio::null())
+                .status()?;
+            if !status.success() {
+                return Err(failed(String::new()));
+            }
+        }
+    }
+    let _ = syncfs(snap);
+    writeln!(out, "hl-data: restored {id} {items}")?;
+    Ok(())
+}
+
+/// `find DIR -mindepth 1 -delete`: the folder emptied, kept.
+fn empty(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir).map_err(at(dir))? {
+        remove_all(&e?.path())?;
+    }
+    Ok(())
+}
+
+/// `rm -f`: a file or link removed; none there is no error.
+fn remove_file_if_any(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).map_err(at(path)),
+        _ => Ok(()),
+    }
 }
 
 /// `[ -r PATH ]`.
