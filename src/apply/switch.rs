@@ -459,17 +459,7 @@ fn snapshot(a: &Args, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) ->
     }
     let mut stopped = false;
     if s.stop {
-        let ids = docker.output(&["ps", "-q", "--filter", &filter])?;
-        let ok = match ids {
-            None => false,
-            Some(ids) if ids.split_whitespace().next().is_none() => true,
-            Some(ids) => {
-                let mut args = vec!["stop"];
-                args.extend(ids.split_whitespace());
-                docker.cmd().args(&args).stdout(Stdio::null()).status()?.success()
-            }
-        };
-        if !ok {
+        if !stop_project(docker, &filter)? {
             return Err(refuse(format!("stopping {} for its snapshot failed\n", a.svc)));
         }
         stopped = true;
@@ -550,6 +540,20 @@ fn snapshot(a: &Args, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) ->
     Ok(())
 }
 
+/// `hl_stop_project`: the project's running containers (`filter`: its label) stopped; whether
+/// that went well.
+fn stop_project(docker: &Docker<'_>, filter: &str) -> io::Result<bool> {
+    Ok(match docker.output(&["ps", "-q", "--filter", filter])? {
+        None => false,
+        Some(ids) if ids.split_whitespace().next().is_none() => true,
+        Some(ids) => {
+            let mut args = vec!["stop"];
+            args.extend(ids.split_whitespace());
+            docker.cmd().args(&args).stdout(Stdio::null()).status()?.success()
+        }
+    })
+}
+
 /// A restore that failed (the project is stopped; the engine's rollback takes over).
 const RESTORE_FAILED: i32 = 72;
 
@@ -565,16 +569,7 @@ fn restore(a: &Args, snap: &Path, docker: &Docker<'_>, out: &mut dyn Write) -> R
         return Ok(());
     }
     let filter = format!("label=com.docker.compose.project={}", a.svc);
-    let stopped = match docker.output(&["ps", "-q", "--filter", &filter])? {
-        None => false,
-        Some(ids) if ids.split_whitespace().next().is_none() => true,
-        Some(ids) => {
-            let mut args = vec!["stop"];
-            args.extend(ids.split_whitespace());
-            docker.cmd().args(&args).stdout(Stdio::null()).status()?.success()
-        }
-    };
-    if !stopped {
+    if !stop_project(docker, &filter)? {
         return Err(failed(format!("stopping {} to restore its data failed\n", a.svc)));
     }
     let manifest = fs::read_to_string(snap.join("manifest")).unwrap_or_default();
