@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::native::{append_lines, at};
+use super::native::{append_lines, at, shell_status};
 
 /// How often the files are looked at (the script looks once a second, with a `sleep`).
 const POLL: Duration = Duration::from_millis(200);
@@ -67,10 +67,7 @@ pub fn watch(args: &[String], now: &dyn Fn() -> SystemTime) -> io::Result<()> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .status()?;
-    let code = {
-        use std::os::unix::process::ExitStatusExt;
-        status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-    };
+    let code = shell_status(status);
     // The previous release, verified by its own healthcheck (three tries, 2 s apart), before
     // the rollback is recorded as done: `rollback.health` says ok or failed.
     let live_path = Path::new(live);

@@ -65,6 +65,44 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// `sync -f PATH`: the file system holding it synced.
+pub(super) fn syncfs(path: &Path) -> io::Result<()> {
+    let f = fs::File::open(path).map_err(at(path))?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(at(path)(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A status as the shell reports it: a signal as 128 + its number.
+pub(super) fn shell_status(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// `docker compose` of the project `svc` in `dir`, as `compose_fn` runs it: the compose file
+/// and the host's override, the node's env file when there is one; in `dir` with `PWD` naming
+/// it, as the script's `cd` leaves it (Go's `os.Getwd` trusts a `PWD` that is the working
+/// folder, so for a live link Compose's project folder is the link, not its release).
+pub(super) fn compose_command(
+    docker: &Path,
+    svc: &str,
+    dir: &Path,
+    env_file: &str,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(docker);
+    cmd.args(["compose", "-p", svc, "-f", "docker-compose.yml"]);
+    if dir.join("docker-compose.override.yml").is_file() {
+        cmd.args(["-f", "docker-compose.override.yml"]);
+    }
+    if Path::new(env_file).is_file() {
+        cmd.args(["--env-file", env_file]);
+    }
+    cmd.current_dir(dir).env("PWD", dir);
+    cmd
+}
+
 /// The folder a path is in (`.` for a bare name), as `dirname`.
 pub(super) fn parent(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
@@ -183,12 +221,7 @@ pub(super) fn upload(
             f.set_permissions(fs::Permissions::from_mode(*mode & 0o7777)).map_err(at(&path))?;
         }
         // Every file of the release on disk before it is sealed: one sync of the file system.
-        let dir = fs::File::open(staging).map_err(at(staging))?;
-        // SAFETY: syncfs on a descriptor we own.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(at(staging)(io::Error::last_os_error()));
-        }
-        Ok(())
+        syncfs(Path::new(staging))
     })();
     if let Err(e) = written {
         let _ = remove_all(staging);
@@ -551,16 +584,8 @@ fn sets(line: &[u8], name: &[u8], to_something: bool) -> bool {
 /// `docker compose` for the release, as `compose_fn` runs it: the project named after the
 /// service, the compose file and the host's override, the node's env file when there is one.
 fn compose(v: &Validate<'_>, args: &[&str]) -> std::process::Command {
-    let release = Path::new(v.release);
-    let mut cmd = std::process::Command::new("docker");
-    cmd.args(["compose", "-p", v.svc, "-f", "docker-compose.yml"]);
-    if release.join("docker-compose.override.yml").is_file() {
-        cmd.args(["-f", "docker-compose.override.yml"]);
-    }
-    if Path::new(v.env_file).is_file() {
-        cmd.args(["--env-file", v.env_file]);
-    }
-    cmd.args(args).current_dir(release).env("DOCKER_HOST", v.docker_host);
+    let mut cmd = compose_command(Path::new("docker"), v.svc, Path::new(v.release), v.env_file);
+    cmd.args(args).env("DOCKER_HOST", v.docker_host);
     cmd
 }
 
@@ -600,10 +625,7 @@ fn logged(
     let said = redact(Path::new(v.env_file), &tail_lines(&fs::read(log).map_err(at(log))?, 20));
     Ok(Err(Validated::Refused(crate::transport::Output {
         // As the shell reports it: a signal as 128 + its number.
-        status: Some(status.code().unwrap_or_else(|| {
-            use std::os::unix::process::ExitStatusExt;
-            128 + status.signal().unwrap_or(0)
-        })),
+        status: Some(shell_status(status)),
         stdout: Vec::new(),
         stderr: said,
     })))

@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
-use super::native::{at, parent, private_log, redact, remove_all, sync_dir, tail_lines};
+use super::native::{
+    at, compose_command, parent, private_log, redact, remove_all, shell_status, sync_dir, syncfs,
+    tail_lines,
+};
 
 /// The step's name on `homelab node job`'s command line.
 pub const STEP: &str = "switch-and-up";
@@ -227,14 +230,7 @@ fn step(a: &Args, docker: &Docker<'_>, now: SystemTime, out: &mut dyn Write) -> 
             }
         }
         if mode != "-" {
-            // `chmod` itself, unless the folder already has that mode: GNU chmod keeps a
-            // folder's set-group-ID bit under a numeric mode, which a plain chmod(2) would not.
-            let same = u32::from_str_radix(mode, 8)
-                .ok()
-                .is_some_and(|want| fs::metadata(path).is_ok_and(|m| m.mode() & 0o7777 == want));
-            if !same {
-                run_tool(Command::new("chmod").args(["--", mode, f]))?;
-            }
+            chmod(mode, path)?;
         }
     }
     if let Some((lock, networks)) = &a.networks {
@@ -292,31 +288,15 @@ fn step(a: &Args, docker: &Docker<'_>, now: SystemTime, out: &mut dyn Write) -> 
     // its tag, which the failed release's build had taken.
     let log = Path::new(&a.log);
     let file = private_log(log)?;
-    let mut cmd = docker.cmd();
-    cmd.args(["compose", "-p", &a.svc, "-f", "docker-compose.yml"]);
-    if live.join("docker-compose.override.yml").is_file() {
-        cmd.args(["-f", "docker-compose.override.yml"]);
-    }
-    if Path::new(&a.env_file).is_file() {
-        cmd.args(["--env-file", &a.env_file]);
-    }
+    // In the live link, `PWD` naming it: Compose's project folder is the link.
+    let mut cmd = compose_command(docker.0, &a.svc, live, &a.env_file);
     cmd.args(["up", "-d", "--build", "--remove-orphans", "--force-recreate"]);
-    // In the live link, as the script's `cd` leaves it: `PWD` names the link, so Compose (Go's
-    // `os.Getwd` trusts a `PWD` that is the working folder) takes the link, not the release it
-    // points at, as the project's folder, for its relative paths and its labels.
-    cmd.current_dir(live).env("PWD", live);
-    let status = cmd.stdout(file.try_clone()?).stderr(file).status()?;
+    let status = cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).status()?;
     if status.success() {
         return Ok(());
     }
     let said = redact(Path::new(&a.env_file), &tail_lines(&fs::read(log).map_err(at(log))?, 20));
     Err(Exit(shell_status(status), String::from_utf8_lossy(&said).into_owned()))
-}
-
-/// A status as the shell reports it: a signal as 128 + its number.
-fn shell_status(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 /// `$(...)`'s text: trailing newlines dropped.
@@ -326,6 +306,18 @@ fn strip_newlines(text: &[u8]) -> &[u8] {
         t = rest;
     }
     t
+}
+
+/// `chmod -- MODE PATH`, unless the path already has that (octal) mode: GNU chmod keeps a
+/// folder's set-group-ID bit under a numeric mode, which a plain chmod(2) would not.
+fn chmod(mode: &str, path: &Path) -> Result<(), Exit> {
+    let same = u32::from_str_radix(mode, 8)
+        .ok()
+        .is_some_and(|want| fs::metadata(path).is_ok_and(|m| m.mode() & 0o7777 == want));
+    if same {
+        return Ok(());
+    }
+    run_tool(Command::new("chmod").args(["--", mode]).arg(path))
 }
 
 /// A tool the script runs under `set -e`: its failure ends the step with its status.
@@ -630,13 +622,7 @@ fn restore(a: &Args, snap: &Path, docker: &Docker<'_>, out: &mut dyn Write) -> R
             let (owner, mode) = own.rsplit_once(':').unwrap_or((own, ""));
             run_tool(Command::new("chown").args(["--", owner, dst]))
                 .map_err(|_| failed(String::new()))?;
-            let same = u32::from_str_radix(mode, 8).ok().is_some_and(|want| {
-                fs::metadata(dst_path).is_ok_and(|m| m.mode() & 0o7777 == want)
-            });
-            if !same {
-                run_tool(Command::new("chmod").args(["--", mode, dst]))
-                    .map_err(|_| failed(String::new()))?;
-            }
+            chmod(mode, dst_path).map_err(|_| failed(String::new()))?;
         } else {
             remove_all(dst_path).map_err(|e| failed(format!("homelab: {e}\n")))?;
             let status = Command::new("cp")
@@ -677,17 +663,6 @@ fn readable(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
     // SAFETY: a NUL-terminated path.
     unsafe { libc::access(c.as_ptr(), libc::R_OK) == 0 }
-}
-
-/// `sync -f PATH`: the file system holding it synced.
-fn syncfs(path: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = fs::File::open(path).map_err(at(path))?;
-    // SAFETY: a valid open descriptor.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// `homelab node job --dir DIR STEP -- ARGS`: the job wrapper (`remote`'s `JOB_WRAPPER`) around
