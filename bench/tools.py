@@ -206,9 +206,11 @@ class Ansible:
 
 
 class Homelab:
-    """`homelab plan --key K` (timed), `homelab approve` (untimed), `homelab apply` of the
-    approved plan (timed). Peak RSS of plan and apply via /usr/bin/time; round trips per node
-    from apply's JSON `node-done` events."""
+    """`homelab plan --key K` (timed; `fleet.close_masters` has closed the connections homelab
+    keeps between commands, so it connects cold as the floor does), `homelab approve` (untimed),
+    `homelab apply` of the approved plan (timed; it rides the connections the plan kept, as a
+    plan and its apply made in a row do). Peak RSS of plan and apply via /usr/bin/time; round
+    trips per node from apply's JSON `node-done` events."""
 
     name = "homelab"
 

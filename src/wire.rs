@@ -213,7 +213,26 @@ pub fn ask(
     node: &crate::model::Node,
     request: &Request,
 ) -> Result<Reply, Opened> {
-    let mut session = open(transport, node)?;
+    ask_on(Link::Shared, transport, node, request)
+}
+
+/// Which connection a session rides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The node's connection, shared by the command's sessions and kept for the next command.
+    Shared,
+    /// A new connection of its own ([`crate::transport::Transport::fresh_session`]).
+    Fresh,
+}
+
+/// [`ask`] over `link`.
+pub fn ask_on(
+    link: Link,
+    transport: &dyn crate::transport::Transport,
+    node: &crate::model::Node,
+    request: &Request,
+) -> Result<Reply, Opened> {
+    let mut session = open_on(link, transport, node)?;
     let sent = match session.input.as_mut() {
         Some(input) => send(input, request),
         None => Ok(()),
@@ -237,7 +256,20 @@ pub fn open(
     transport: &dyn crate::transport::Transport,
     node: &crate::model::Node,
 ) -> Result<crate::transport::Session, Opened> {
-    let mut session = match transport.session(node) {
+    open_on(Link::Shared, transport, node)
+}
+
+/// [`open`] over `link`.
+pub fn open_on(
+    link: Link,
+    transport: &dyn crate::transport::Transport,
+    node: &crate::model::Node,
+) -> Result<crate::transport::Session, Opened> {
+    let carried = match link {
+        Link::Shared => transport.session(node),
+        Link::Fresh => transport.fresh_session(node),
+    };
+    let mut session = match carried {
         Ok(Some(s)) => s,
         Ok(None) => return Err(Opened::Here),
         Err(e) => return Err(Opened::Unreachable(e.to_string())),

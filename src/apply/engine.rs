@@ -254,7 +254,8 @@ fn follow(
     }
 }
 
-/// The proof the dead-man waits for: a new session, then `confirm`.
+/// The proof the dead-man waits for: a session over a new connection (never the shared one),
+/// then `confirm`.
 fn confirm(
     node: &Node,
     id: &str,
@@ -263,7 +264,8 @@ fn confirm(
     trips: &AtomicUsize,
 ) -> Result<(), String> {
     trips.fetch_add(1, Ordering::Relaxed);
-    match wire::ask(transport, node, &Request::Confirm { plan: id.to_owned(), seq }) {
+    let request = Request::Confirm { plan: id.to_owned(), seq };
+    match wire::ask_on(wire::Link::Fresh, transport, node, &request) {
         Err(Opened::Here) => Ok(()),
         Err(
             Opened::NotInstalled(why)

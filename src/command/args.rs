@@ -24,6 +24,11 @@ pub struct Target {
     /// SSH: the private key to log in to nodes with (default: ssh's own).
     #[arg(long, value_name = "FILE", env = "HOMELAB_SSH_KEY")]
     pub ssh_key: Option<PathBuf>,
+    /// SSH: seconds a node's connection stays open after the command's last session, for the
+    /// next command to reuse (a plan, then its apply); 0 closes it with the command.
+    #[arg(long, value_name = "SECS", env = "HOMELAB_SSH_IDLE",
+          default_value_t = crate::transport::ssh::IDLE.as_secs())]
+    pub ssh_idle: u64,
     #[command(flatten)]
     pub controller: Controller,
 }

@@ -131,7 +131,10 @@ pub fn transport(repo: &Path, target: &Target) -> Box<dyn Transport + Send> {
         TransportKind::Ssh => {
             let known_hosts =
                 target.known_hosts.clone().unwrap_or_else(|| repo.join("inventory/known_hosts"));
-            Box::new(crate::transport::ssh::SshTransport::new(known_hosts, target.ssh_key.clone()))
+            let mut ssh =
+                crate::transport::ssh::SshTransport::new(known_hosts, target.ssh_key.clone());
+            ssh.idle = std::time::Duration::from_secs(target.ssh_idle);
+            Box::new(ssh)
         }
     }
 }

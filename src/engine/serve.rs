@@ -16,6 +16,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{trust, Folder};
@@ -90,11 +91,19 @@ pub fn serve(
                 Ok(run) => run,
                 Err(reason) => return wire::send(output, &Reply::Refused { reason }),
             };
-            // `settled` messages while the engine runs; the reader ends with the session.
+            // `settled` messages while the engine runs; the reader ends with the session. The
+            // controller keeps its side open until the run's last word: an end before it is a
+            // controller gone (killed, its link dropped), and this session ends with it rather
+            // than at its next write, so that the connection it rode (a master kept for an idle
+            // limit) is idle from then on. The engine goes on.
+            let gone = AtomicBool::new(false);
             std::thread::scope(|s| {
-                let folder = &folder;
-                s.spawn(move || settle(folder, input));
-                stream(folder, run, &loaded.id, output)
+                let (folder, gone) = (&folder, &gone);
+                s.spawn(move || {
+                    settle(folder, input);
+                    gone.store(true, Ordering::SeqCst);
+                });
+                stream(folder, run, &loaded.id, output, gone)
             })
         }
         Request::Attach { plan } => {
@@ -106,7 +115,7 @@ pub fn serve(
                         reason: format!("no engine ran plan `{}` on this node", plan_name(&plan)?),
                     },
                 ),
-                n => stream(&folder, n, &plan, output),
+                n => stream(&folder, n, &plan, output, &AtomicBool::new(false)),
             }
         }
         Request::Confirm { plan, seq } => {
@@ -264,8 +273,14 @@ fn start(folder: &Folder, root: &Path, id: &str, bundle: &wire::Bundle) -> Resul
 }
 
 /// Streams run `n`'s progress lines from the first until its `done` line; an engine that
-/// stopped before it is said as interrupted.
-fn stream(folder: &Folder, n: u64, id: &str, output: &mut dyn Write) -> Result<(), WireError> {
+/// stopped before it is said as interrupted. Ends quietly once `gone` is set (nobody listens).
+fn stream(
+    folder: &Folder,
+    n: u64,
+    id: &str,
+    output: &mut dyn Write,
+    gone: &AtomicBool,
+) -> Result<(), WireError> {
     let path = folder.run(n);
     let file = std::fs::File::open(&path)?;
     let mut lines = std::io::BufReader::new(file);
@@ -288,6 +303,9 @@ fn stream(folder: &Folder, n: u64, id: &str, output: &mut dyn Write) -> Result<(
             }
             quiet_and_stopped = 0;
             continue;
+        }
+        if gone.load(Ordering::SeqCst) {
+            return Ok(());
         }
         // Nothing new: an engine that has stopped writes nothing more (looked at twice, so a
         // last line written as it ended is not missed).

@@ -119,6 +119,12 @@ pub trait Transport: Sync {
     fn session(&self, _node: &Node) -> Result<Option<Session>, ExecError> {
         Ok(None)
     }
+
+    /// A [`Transport::session`] over a connection made for it alone, never one kept or shared:
+    /// what proves that the node still takes new connections.
+    fn fresh_session(&self, node: &Node) -> Result<Option<Session>, ExecError> {
+        self.session(node)
+    }
 }
 
 /// A running `homelab node serve` on a node, as a child process of this one (`ssh`): write

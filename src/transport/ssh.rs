@@ -1,10 +1,15 @@
-//! The SSH transport: the openssh crate over the system `ssh`, one multiplexed connection
-//! (ControlMaster) per node.
+//! The SSH transport: the system `ssh`, one connection per node shared by a command's
+//! sessions and kept for the next command.
 //!
-//! - The master is this process's child, in the foreground, and the kernel kills it when this
-//!   process ends (`PR_SET_PDEATHSIG`), however it ends: a controller killed with SIGKILL leaves
-//!   no ssh behind, nor a forwarded Docker socket (see [`spawn_tied`]). Masters are therefore
-//!   not kept warm for the next command; each command makes its own handshakes.
+//! - Sessions with a node's homelab (`node serve`) ride one master per node (`ControlMaster`),
+//!   in this user's own folder of control sockets, kept [`IDLE`] after its last session so that
+//!   a `plan` and the `apply` after it make one handshake per node between them. The ssh
+//!   clients are this process's children and die with it (`PR_SET_PDEATHSIG`); the master is a
+//!   daemon whose sessions end with them, so a killed controller leaves nothing past the idle
+//!   limit. The dead-man's confirmation is never a master's: a new connection of its own.
+//! - Connections for commands and the Docker API (the openssh crate: bootstrap, backups) have
+//!   a master of their own in the foreground, killed with this process (see [`spawn_tied`]):
+//!   a forwarded Docker socket would keep a daemon busy forever.
 //! - Host keys are checked strictly against `inventory/known_hosts` (or the file given).
 //! - Keepalives every 2 s, three missed ones drop the link: a dead LTE link is noticed in
 //!   about 6 s, and every remote step also has its own timeout.
@@ -32,7 +37,15 @@ pub struct SshTransport {
     /// Where control sockets and forwarded sockets live (short paths: unix sockets are limited
     /// to about 100 bytes).
     pub control_dir: PathBuf,
+    /// How long a node's session master stays up once its last session ended, for the next
+    /// command (a `plan`, then its `apply`) to ride; zero: none is kept, each session is its own
+    /// connection.
+    pub idle: Duration,
 }
+
+/// The default of [`SshTransport::idle`]: a plan, its approval and its apply made in a row ride
+/// one connection per node; a review that takes longer pays one more handshake.
+pub const IDLE: Duration = Duration::from_secs(60);
 
 impl SshTransport {
     pub fn new(known_hosts: PathBuf, identity: Option<PathBuf>) -> Self {
@@ -41,7 +54,121 @@ impl SshTransport {
             identity,
             connect_timeout: Duration::from_secs(20),
             control_dir: std::env::temp_dir(),
+            idle: IDLE,
         }
+    }
+
+    /// The control socket of `node`'s shared master, in this user's folder of them
+    /// (`<control_dir>/homelab-<uid>/`, mode 0700, made if missing): named by a digest of
+    /// what the connection was made with — user, address, port, key, and the known_hosts
+    /// file's content, so that a master checked against other host keys is never reused.
+    /// `None` (every session its own connection) when no master is kept ([`SshTransport::idle`]
+    /// zero) or the folder is not safely this user's alone.
+    fn shared_master(&self, node: &Node) -> Option<PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if self.idle.is_zero() {
+            return None;
+        }
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        let folder = self.control_dir.join(format!("homelab-{me}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&folder);
+        let meta = std::fs::symlink_metadata(&folder).ok()?;
+        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    folder = %folder.display(),
+                    "not this user's alone (a folder of mode 0700 owned by uid {me}): no ssh \
+                     connection is kept between commands"
+                )
+            });
+            return None;
+        }
+        let known_hosts = std::fs::read(&self.known_hosts).ok()?;
+        let mut what = Vec::new();
+        for part in [
+            node.ssh.user.as_bytes(),
+            node.ssh.address.as_bytes(),
+            node.ssh.port.to_string().as_bytes(),
+            self.identity.as_ref().map_or(&b""[..], |k| k.as_os_str().as_encoded_bytes()),
+            &known_hosts,
+        ] {
+            what.extend_from_slice(part);
+            what.push(0);
+        }
+        let digest = crate::digest::sha256_hex(&what);
+        Some(folder.join(&digest[..24]))
+    }
+
+    /// A session with `node`'s homelab: through the node's shared master (started by the
+    /// first, kept [`SshTransport::idle`] after the last) unless `fresh`, a connection of its
+    /// own.
+    fn open(&self, node: &Node, fresh: bool) -> Result<Option<super::Session>, ExecError> {
+        if !self.known_hosts.exists() {
+            return Err(ExecError::NoKnownHosts {
+                known_hosts: self.known_hosts.clone(),
+                port: node.ssh.port,
+                address: node.ssh.address.clone(),
+            });
+        }
+        let root = node.runtime_root.trim_end_matches('/');
+        let binary = format!("{root}/bin/homelab");
+        let line = quote::argv(&[binary.as_str(), "node", "serve", "--root", root])?;
+        let mut known_hosts = std::ffi::OsString::from("UserKnownHostsFile=");
+        known_hosts.push(&self.known_hosts);
+        let errors = tempfile::tempfile().map_err(|source| ExecError::Setup {
+            what: "create a file for ssh's errors",
+            source,
+        })?;
+        let stderr = errors.try_clone().map_err(|source| ExecError::Setup {
+            what: "create a file for ssh's errors",
+            source,
+        })?;
+        let mut cmd = std::process::Command::new("ssh");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .args(["-T", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-o", "LogLevel=ERROR", "-o", "ConnectionAttempts=1"])
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=2"])
+            .args(["-o", "ServerAliveCountMax=3"]);
+        match (fresh, self.shared_master(node)) {
+            // The master is a daemon (`ControlPersist`): this ssh forks it after the login and
+            // goes on as its first client. A fork does not inherit the parent-death signal, so
+            // the master outlives a killed controller, but only by the idle limit: its clients
+            // (tied to this process) die with the controller, and their sessions with them.
+            (false, Some(path)) => {
+                let mut control = std::ffi::OsString::from("ControlPath=");
+                control.push(&path);
+                cmd.args(["-o", "ControlMaster=auto", "-o"])
+                    .arg(control)
+                    .arg("-o")
+                    .arg(format!("ControlPersist={}s", self.idle.as_secs().max(1)));
+            }
+            _ => {
+                cmd.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
+            }
+        }
+        cmd.arg("-o")
+            .arg(format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)))
+            .arg("-p")
+            .arg(node.ssh.port.to_string())
+            .arg("-l")
+            .arg(&node.ssh.user)
+            .arg("-o")
+            .arg(known_hosts);
+        if let Some(key) = &self.identity {
+            cmd.arg("-i").arg(key);
+        }
+        cmd.arg("--").arg(&node.ssh.address).arg(line);
+        let label = format!("{}@{}:{}", node.ssh.user, node.ssh.address, node.ssh.port);
+        let turn = Handshakes::take();
+        let child =
+            spawn_tied(cmd).map_err(|source| ExecError::Setup { what: "start ssh", source })?;
+        let session = super::Session::new(child, errors, Some(Box::new(turn)), label)
+            .map_err(|source| ExecError::Setup { what: "start ssh", source })?;
+        Ok(Some(session))
     }
 }
 
@@ -83,66 +210,19 @@ impl Transport for SshTransport {
         Ok(Box::new(SshExec::connect(self, node)?))
     }
 
-    /// A plain `ssh` (no master: the session is the command's only connection) running
-    /// `<root>/bin/homelab node serve --root <root>`; with a deploy key restricted to that
-    /// command, the node runs it whatever is asked. Tied to this process like a master
-    /// ([`spawn_tied`]): a killed controller leaves no ssh behind, and the node's `serve` sees
-    /// its stdin end (the engine it started goes on).
+    /// `ssh` running `<root>/bin/homelab node serve --root <root>` through the node's shared
+    /// master (see [`SshTransport::open`]); with a deploy key restricted to that command, the
+    /// node runs it whatever is asked. The ssh is tied to this process like a master
+    /// ([`spawn_tied`]): a killed controller leaves no client behind, and the node's `serve`
+    /// sees its stdin end (the engine it started goes on).
     fn session(&self, node: &Node) -> Result<Option<super::Session>, ExecError> {
-        if !self.known_hosts.exists() {
-            return Err(ExecError::NoKnownHosts {
-                known_hosts: self.known_hosts.clone(),
-                port: node.ssh.port,
-                address: node.ssh.address.clone(),
-            });
-        }
-        let root = node.runtime_root.trim_end_matches('/');
-        let binary = format!("{root}/bin/homelab");
-        let line = quote::argv(&[binary.as_str(), "node", "serve", "--root", root])?;
-        let mut known_hosts = std::ffi::OsString::from("UserKnownHostsFile=");
-        known_hosts.push(&self.known_hosts);
-        let errors = tempfile::tempfile().map_err(|source| ExecError::Setup {
-            what: "create a file for ssh's errors",
-            source,
-        })?;
-        let stderr = errors.try_clone().map_err(|source| ExecError::Setup {
-            what: "create a file for ssh's errors",
-            source,
-        })?;
-        let mut cmd = std::process::Command::new("ssh");
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .args(["-T", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .args(["-o", "LogLevel=ERROR", "-o", "ConnectionAttempts=1"])
-            .args(["-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=2"])
-            .args([
-                "-o",
-                "ServerAliveCountMax=3",
-                "-o",
-                "ControlMaster=no",
-                "-o",
-                "ControlPath=none",
-            ])
-            .arg("-o")
-            .arg(format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)))
-            .arg("-p")
-            .arg(node.ssh.port.to_string())
-            .arg("-l")
-            .arg(&node.ssh.user)
-            .arg("-o")
-            .arg(known_hosts);
-        if let Some(key) = &self.identity {
-            cmd.arg("-i").arg(key);
-        }
-        cmd.arg("--").arg(&node.ssh.address).arg(line);
-        let label = format!("{}@{}:{}", node.ssh.user, node.ssh.address, node.ssh.port);
-        let turn = Handshakes::take();
-        let child =
-            spawn_tied(cmd).map_err(|source| ExecError::Setup { what: "start ssh", source })?;
-        let session = super::Session::new(child, errors, Some(Box::new(turn)), label)
-            .map_err(|source| ExecError::Setup { what: "start ssh", source })?;
-        Ok(Some(session))
+        self.open(node, false)
+    }
+
+    /// A session over a new connection of its own, never a master's: the proof that the node
+    /// still takes new connections after a deploy.
+    fn fresh_session(&self, node: &Node) -> Result<Option<super::Session>, ExecError> {
+        self.open(node, true)
     }
 }
 

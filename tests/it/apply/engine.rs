@@ -1,6 +1,7 @@
 //! The node's engine (issue 17): nodes bootstrapped with a deploy key restricted to
 //! `homelab node serve`, plans applied through it, and the node's own refusals of bad bundles.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -681,6 +682,96 @@ fn round_trips_through_the_engine_are_two_for_a_change() {
     let one = trips(&id);
     assert_eq!(one["alpha"], 2, "one change: {one:?}");
     assert_eq!(one.get("edge-a").copied().unwrap_or(0), 0, "{one:?}");
+}
+
+/// How many logins each of the lab's nodes has accepted so far (its sshd's log, `LogLevel
+/// VERBOSE`), by name.
+fn logins(site: &Site) -> BTreeMap<String, u64> {
+    NODES
+        .iter()
+        .map(|n| {
+            let log = fs::read_to_string(site.lab.node(n).dir.join("sshd.log")).unwrap_or_default();
+            (n.to_string(), log.matches("Accepted publickey").count() as u64)
+        })
+        .collect()
+}
+
+/// Per node, how many more of `after` than of `before`.
+fn more(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after.iter().map(|(n, a)| (n.clone(), a - before.get(n).copied().unwrap_or(0))).collect()
+}
+
+/// Issue 17 item 8: a plan and its apply made in a row ride one connection per node, the
+/// plan's, kept for the idle limit (`--ssh-idle`), and so does the next plan: the apply's only
+/// logins are the dead-man's confirmations, each over a connection of its own (a kept one
+/// would prove nothing about the node taking new ones). With `--ssh-idle 0` every session
+/// logs in: an apply's logins are its round trips.
+#[test]
+fn a_plan_and_its_apply_share_one_kept_connection_per_node_and_confirm_over_new_ones() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = site.key.to_str().unwrap().to_owned();
+    let run = |idle: &str, args: &[&str]| -> String {
+        let out = site
+            .command(args)
+            .env("TMPDIR", tmp.path())
+            .env("HOMELAB_SSH_IDLE", idle)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "homelab {args:?}:\n{said}{err}");
+        said
+    };
+    let plan = |idle: &str| -> String {
+        let said = run(idle, &["plan", "--key", &key]);
+        let id = said.lines().next().and_then(|l| l.strip_prefix("plan ")).expect("a plan id");
+        let id = id.trim().to_owned();
+        run(idle, &["approve", site.plan_path(&id).to_str().unwrap(), "--key", &key, "--yes"]);
+        id
+    };
+    // Per node, the round trips of an apply (`node-done` events) and its logins.
+    let apply = |idle: &str, id: &str| -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+        let before = logins(&site);
+        let said = run(idle, &["apply", "--format", "json", &site.approved(id)]);
+        let trips = said
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "node-done")
+            .map(|e| (e["node"].as_str().unwrap().to_owned(), e["round_trips"].as_u64().unwrap()))
+            .collect();
+        (trips, more(&before, &logins(&site)))
+    };
+    let each = |n: u64| -> BTreeMap<String, u64> {
+        NODES.iter().map(|node| (node.to_string(), n)).collect()
+    };
+
+    // Nothing kept: the plan logs in once per node, the apply once per round trip.
+    let before = logins(&site);
+    let id = plan("0");
+    assert_eq!(more(&before, &logins(&site)), each(1), "a plan logs in once per node");
+    let (trips, logged) = apply("0", &id);
+    assert!(trips.values().all(|t| *t >= 2), "a fresh apply deploys on every node: {trips:?}");
+    assert_eq!(logged, trips, "with nothing kept, each session logs in");
+
+    // Kept: the plan logs in, its apply rides that login and logs in only to confirm.
+    site.edit("services/cache/docker-compose.yml", |s| s.replace("\"8081\"]", "\"8082\"]"));
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker\n", "BROKER_USER: kept\n")
+    });
+    let before = logins(&site);
+    let id = plan("120");
+    assert_eq!(more(&before, &logins(&site)), each(1), "a plan logs in once per node");
+    let (trips, logged) = apply("120", &id);
+    let confirmations: BTreeMap<String, u64> =
+        trips.iter().map(|(n, t)| (n.clone(), t.saturating_sub(1))).collect();
+    assert!(trips["alpha"] >= 2 && trips["edge-a"] >= 2, "{trips:?}");
+    assert_eq!(logged, confirmations, "the apply's logins are its confirmations ({trips:?})");
+    // And the next plan rides the same connections.
+    let before = logins(&site);
+    run("120", &["plan", "--key", &key]);
+    assert_eq!(more(&before, &logins(&site)), each(0), "the next plan rides the kept ones");
 }
 
 /// Issue 20, item 1, both ways the node validates: with validate as a stage of its own (shell
