@@ -324,6 +324,10 @@ impl NodeExec for Batched<'_> {
     fn on_this_machine(&self) -> bool {
         self.exec.on_this_machine()
     }
+
+    fn proven(&self) -> Result<(), ExecError> {
+        self.exec.proven()
+    }
 }
 
 /// Sends the waiting commands, one batch per connection they go to (the run's own, or a fresh

@@ -85,7 +85,7 @@ pub fn here(
                 if done.load(Ordering::Relaxed) {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(Duration::from_millis(50));
             });
         }
         let outcome = NodeRun {

@@ -343,6 +343,8 @@ pub(super) struct Check<'a> {
     pub env_file: &'a str,
     /// `NAME=value` for the healthcheck's environment (`DOCKER_HOST`, `HOMELAB_*`).
     pub env: &'a [&'a str],
+    /// Waited for before a healthy service confirms its deploy (`NodeExec::proven`).
+    pub proven: &'a dyn Fn() -> io::Result<()>,
 }
 
 /// `HEALTHCHECK` in process, up to the stability window: the answer the script gives (its
@@ -390,6 +392,7 @@ pub(super) fn healthcheck(
     let Some(dm) = c.deadman.filter(|d| !d.is_empty() && Path::new(d).is_dir()) else {
         return Ok(answer(0, said));
     };
+    (c.proven)()?;
     let dm = Path::new(dm);
     match fs::create_dir(dm.join("decided")) {
         Ok(()) => {

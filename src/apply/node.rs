@@ -131,6 +131,10 @@ impl NodeExec for Counted {
         self.trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.run_native(work)
     }
+
+    fn proven(&self) -> Result<(), crate::transport::ExecError> {
+        self.inner.proven()
+    }
 }
 
 /// A connected node, and where things are on it.

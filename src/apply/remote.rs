@@ -1624,7 +1624,17 @@ pub fn healthcheck(
     let envf = layout.env_file(svc);
     // The window is watched on the node: one `docker inspect` a second, at most a few more.
     let budget = timeout + stable + stable / 2 + Duration::from_secs(10);
+    // Where the proof that the node takes new connections comes apart from this connection
+    // (a node's engine), why it did not come.
+    let unproven = std::cell::RefCell::new(None);
     let out = if exec.on_this_machine() {
+        let proven = || {
+            exec.proven().map_err(|e| {
+                let said = e.to_string();
+                *unproven.borrow_mut() = Some(e);
+                std::io::Error::other(said)
+            })
+        };
         let check = super::native::Check {
             live: &live,
             timeout: timeout.max(Duration::from_secs(1)),
@@ -1632,6 +1642,7 @@ pub fn healthcheck(
             deadman,
             env_file: &envf,
             env: &vars,
+            proven: &proven,
         };
         // The window, when there is one, by `STABLE`'s script: what broke, or nothing.
         let watch = || {
@@ -1651,9 +1662,15 @@ pub fn healthcheck(
                 }
             }
         };
-        here(exec, carry, || {
+        let out = here(exec, carry, || {
             super::native::healthcheck(&check, watch).map_err(failed("healthcheck"))
-        })?
+        });
+        if let Some(e) = unproven.take() {
+            return Err(StepError::Link {
+                reason: format!("no new connection to the node after the deploy: {e}"),
+            });
+        }
+        out?
     } else {
         let args =
             [live.as_str(), secs.as_str(), log, deadman.unwrap_or(""), &stable_secs, svc, &envf];

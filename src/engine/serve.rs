@@ -319,7 +319,9 @@ fn stream(
                 return wire::send(output, &Reply::Interrupted { reason });
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Each line waits for this turn, the one asking for the confirmation and the last
+        // among them (a `read` a turn): looked at often.
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

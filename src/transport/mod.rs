@@ -100,6 +100,13 @@ pub trait NodeExec: Send + Sync {
     fn on_this_machine(&self) -> bool {
         false
     }
+    /// Waits until what this connection stands for is proven, where that comes apart from
+    /// making it: a node's engine is handed a fresh connection as the controller's
+    /// confirmation, which may still be on its way while the engine checks the deploy. A
+    /// connection made anew is its own proof.
+    fn proven(&self) -> Result<(), ExecError> {
+        Ok(())
+    }
     /// Runs `work`, a step done in process where the node's root is on this machine, as one
     /// command of this connection: counted as one, and where the commands of a node's services
     /// travel together (`apply::batch`), taken with them (the records first, its batch's number

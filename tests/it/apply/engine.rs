@@ -544,6 +544,41 @@ fn an_engine_whose_deploy_cannot_be_confirmed_reports_the_nodes_own_rollback() {
     assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=broker".to_owned()));
 }
 
+/// Through the engine, a deploy is checked while its confirmation is on the way: new
+/// connections to the node are refused from the deploy on, so the controller's fresh one
+/// cannot come; the healthcheck runs all the same (its log appears while they are refused).
+/// Once they are taken again the confirmation comes, the deploy is confirmed only then, and
+/// the apply succeeds.
+#[test]
+fn an_engine_checks_a_deploy_while_its_confirmation_is_on_the_way() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let id = site.plan_and_approve();
+    assert_eq!(site.apply(&id, &[]).code, 0);
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker\n", "BROKER_USER: late\n")
+    });
+    let id = site.plan_and_approve();
+    let mut child = site.spawn_apply(&id, &["--confirm-timeout", "120", "--node", "edge-a"]);
+    let (seen, rest) = wait_for_line(&mut child, "[edge-a] broker deploy:");
+    site.lab.refuse_new("edge-a");
+    let health = site.root("edge-a").join(format!("logs/broker/healthcheck-{id}.log"));
+    let dm = site.root("edge-a").join(format!("state/deploy/{id}/jobs/broker/deadman"));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !health.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let checked_unconfirmed = health.exists() && !dm.join("decided").exists();
+    site.lab.accept_new("edge-a");
+    let (code, tail) = finish(child, rest);
+    let all = format!("{}{tail}", seen.join(""));
+    assert!(checked_unconfirmed, "the healthcheck waited for the confirmation:\n{all}");
+    assert_eq!(code, 0, "{all}");
+    assert!(all.contains("confirmed over a fresh connection"), "{all}");
+    assert!(dm.join("decided/confirmed").exists(), "confirmed once the confirmation came");
+    assert!(site.env_of("edge-a", "broker").contains(&"BROKER_USER=late".to_owned()));
+}
+
 /// New trust roots reach a node only inside a plan approved under the roots it holds: a plan
 /// approved by a key the node does not know yet is refused there with nothing written (the
 /// controller, reading the repository's new roots, let it through); approved by a key the node
