@@ -25,8 +25,12 @@ use crate::transport::local::LocalExec;
 use crate::transport::NodeExec;
 use crate::wire::{self, Hello, Reply, Request, WireError};
 
-/// How long reading a node's new events may take.
-const EVENTS_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long reading a node's new events may take: 120 s, or `HOMELAB_EVENTS_TIMEOUT` seconds
+/// in `serve`'s environment. A read that hangs (a hung disk) is answered as refused then.
+fn events_timeout() -> Duration {
+    let secs = std::env::var("HOMELAB_EVENTS_TIMEOUT").ok().and_then(|s| s.trim().parse().ok());
+    Duration::from_secs(secs.filter(|s| *s > 0).unwrap_or(120))
+}
 
 /// How long a new engine may take to begin its run before the session gives up on it.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,7 +146,8 @@ pub fn serve(
                     crate::world::pull::answer(Path::new(&events), node.as_str(), &cursors, budget);
                 let _ = tx.send(out);
             });
-            let reply = match rx.recv_timeout(EVENTS_TIMEOUT) {
+            let timeout = events_timeout();
+            let reply = match rx.recv_timeout(timeout) {
                 Ok(out) if out.success() => {
                     Reply::Events { base64: crate::digest::base64_encode(&out.stdout) }
                 }
@@ -150,7 +155,7 @@ pub fn serve(
                     reason: format!("cannot read its events: {}", out.stderr_text()),
                 },
                 Err(_) => Reply::Refused {
-                    reason: format!("cannot read its events: no answer within {EVENTS_TIMEOUT:?}"),
+                    reason: format!("cannot read its events: no answer within {timeout:?}"),
                 },
             };
             wire::send(output, &reply)

@@ -563,3 +563,71 @@ except EventError as e:
     assert_eq!(events.iter().filter(|e| e["data"]["v"] == hostile.as_str()).count(), 1);
     assert_eq!(events.iter().filter(|e| e["data"]["v"] == "$x").count(), 1);
 }
+
+/// One session with `homelab node serve --root ROOT` run here (as sshd runs it on a node):
+/// hello, `request`, and the one answer after the hellos.
+fn serve_once(
+    root: &std::path::Path,
+    env: &[(&str, &str)],
+    request: &homelab::wire::Request,
+) -> homelab::wire::Reply {
+    use homelab::wire::{self, Hello, Reply, Request};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_homelab"))
+        .args(["node", "serve", "--root"])
+        .arg(root)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    wire::send(&mut input, &Request::Hello(Hello::ours())).unwrap();
+    wire::send(&mut input, request).unwrap();
+    drop(input);
+    let mut output = child.stdout.take().unwrap();
+    let hello: Option<Reply> = wire::receive(&mut output).unwrap();
+    assert!(matches!(hello, Some(Reply::Hello(_))), "{hello:?}");
+    let reply: Reply = wire::receive(&mut output).unwrap().expect("an answer");
+    assert!(child.wait().unwrap().success());
+    reply
+}
+
+/// The observer's pull through a node's `serve` gives up on a read that hangs (an event file
+/// that is a link to a FIFO nobody writes: its `open` never returns, as on a hung disk) once
+/// `HOMELAB_EVENTS_TIMEOUT` has passed, saying so, and the session ends; once the file is an
+/// ordinary one again, the next pull reads it.
+#[test]
+fn a_pull_of_events_that_hangs_is_given_up_after_its_timeout_and_the_next_pull_reads() {
+    use homelab::wire::{Reply, Request};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let day = root.join("events/2026-12-06/alpha");
+    fs::create_dir_all(&day).unwrap();
+    let fifo = dir.path().join("hung");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink(&fifo, day.join("events.jsonl")).unwrap();
+    let pull =
+        Request::Events { node: "alpha".to_owned(), cursors: String::new(), budget: 1 << 20 };
+    let env = [("HOMELAB_EVENTS_TIMEOUT", "2")];
+    let started = std::time::Instant::now();
+    match serve_once(&root, &env, &pull) {
+        Reply::Refused { reason } => {
+            assert!(reason.contains("no answer within 2s"), "{reason}");
+        }
+        other => panic!("a hung read answered {other:?}"),
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "gave up before its time");
+
+    fs::remove_file(day.join("events.jsonl")).unwrap();
+    let line = "{\"type\":\"deploy_succeeded\"}\n";
+    fs::write(day.join("events.jsonl"), line).unwrap();
+    match serve_once(&root, &env, &pull) {
+        Reply::Events { base64 } => {
+            let bytes = homelab::digest::base64_decode(base64.as_bytes()).expect("base64");
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.contains("deploy_succeeded"), "{text}");
+        }
+        other => panic!("the next pull answered {other:?}"),
+    }
+}
