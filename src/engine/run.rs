@@ -218,7 +218,7 @@ impl Sink for FileSink {
 /// one is the fresh connection a deploy's confirmation needs: the engine asks the controller
 /// for it and goes on checking the deploy (the healthcheck, the stability window) while the
 /// `confirm` comes over a new session; the deploy is confirmed only once it has
-/// ([`Confirmation::proven`]).
+/// ([`NodeExec::proven`], [`confirmation`]).
 struct EngineTransport<'a> {
     root: String,
     docker_socket: String,
@@ -238,112 +238,44 @@ impl Transport for EngineTransport<'_> {
             return Ok(Box::new(exec));
         }
         self.sink.write(&Progress::AwaitConfirm { seq });
-        Ok(Box::new(Confirmation {
-            exec,
-            proof: self.folder.confirm(seq),
-            jobs: self.jobs.clone(),
-            asked: Instant::now(),
-            timeout: self.confirm_timeout,
-            outcome: Mutex::new(None),
-        }))
+        let (proof, jobs, timeout) =
+            (self.folder.confirm(seq), self.jobs.clone(), self.confirm_timeout);
+        let asked = Instant::now();
+        Ok(Box::new(exec.awaiting(move || confirmation(&proof, &jobs, asked, timeout))))
     }
 }
 
-/// A fresh connection as the engine has it: this node's commands, and the controller's
-/// confirmation asked for when it was made, which [`NodeExec::proven`] waits for.
-struct Confirmation {
-    exec: LocalExec,
-    /// Where `serve` puts the confirmation when it comes.
-    proof: PathBuf,
-    jobs: PathBuf,
+/// The controller's confirmation at `proof`, or the dead-man's decisions without it: it may
+/// come until `timeout` after it was `asked` for; after that the watchdogs under `jobs`
+/// decide, and roll back, and once they are done the healthcheck that waited reads their
+/// decision (the node's rollback) instead of confirming.
+fn confirmation(
+    proof: &Path,
+    jobs: &Path,
     asked: Instant,
     timeout: Duration,
-    /// The wait's outcome, once waited for: the services deployed together share it.
-    outcome: Mutex<Option<Result<(), String>>>,
-}
-
-impl Confirmation {
-    /// The confirmation, or the dead-man's decisions without it: it may come until `timeout`
-    /// after it was asked for; after that the watchdogs decide, and roll back, and once they
-    /// are done the healthcheck that asked reads their decision (the node's rollback) instead
-    /// of confirming.
-    fn wait(&self) -> Result<(), String> {
-        while self.asked.elapsed() < self.timeout {
-            if self.proof.exists() {
-                return Ok(());
-            }
-            // The apply waits on this (a `stat` a turn): looked at often.
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if self.proof.exists() {
+) -> Result<(), String> {
+    while asked.elapsed() < timeout {
+        if proof.exists() {
             return Ok(());
         }
-        let began = Instant::now();
-        while began.elapsed() < DECISION_WAIT {
-            if undecided(&self.jobs).is_empty() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(500));
+        // The apply waits on this (a `stat` a turn): looked at often.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if proof.exists() {
+        return Ok(());
+    }
+    let began = Instant::now();
+    while began.elapsed() < DECISION_WAIT {
+        if undecided(jobs).is_empty() {
+            return Ok(());
         }
-        Err(format!(
-            "no confirmation over a fresh connection within {:?}, and the node's dead-man has not decided: {}",
-            self.timeout,
-            undecided(&self.jobs).join(", ")
-        ))
+        std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-impl NodeExec for Confirmation {
-    fn run(
-        &self,
-        argv: &[&str],
-        stdin: &[u8],
-        timeout: Duration,
-    ) -> Result<crate::transport::Output, ExecError> {
-        self.exec.run(argv, stdin, timeout)
-    }
-
-    fn run_streaming(
-        &self,
-        argv: &[&str],
-        stdin: &[u8],
-        idle: Duration,
-    ) -> Result<crate::transport::Output, ExecError> {
-        self.exec.run_streaming(argv, stdin, idle)
-    }
-
-    fn containers(
-        &self,
-    ) -> Result<Vec<crate::transport::Container>, crate::transport::DockerError> {
-        self.exec.containers()
-    }
-
-    fn root(&self) -> &str {
-        self.exec.root()
-    }
-
-    fn docker_host(&self) -> String {
-        self.exec.docker_host()
-    }
-
-    fn on_this_machine(&self) -> bool {
-        self.exec.on_this_machine()
-    }
-
-    fn run_native(
-        &self,
-        work: &mut dyn FnMut() -> crate::transport::Output,
-    ) -> crate::transport::Output {
-        self.exec.run_native(work)
-    }
-
-    fn proven(&self) -> Result<(), ExecError> {
-        let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
-        let outcome = outcome.get_or_insert_with(|| self.wait());
-        outcome
-            .clone()
-            .map_err(|reason| ExecError::Unreachable { node: "the controller".to_owned(), reason })
-    }
+    Err(format!(
+        "the controller's confirmation did not come within {timeout:?}, and the node's dead-man has not decided: {}",
+        undecided(jobs).join(", ")
+    ))
 }
 
 /// The deploys under `jobs` whose dead-man watchdog still runs: waiting for its deadline, or

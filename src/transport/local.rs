@@ -54,13 +54,32 @@ pub struct LocalExec {
     /// Says it is not on this machine, so that what it runs goes through the scripts a remote
     /// node gets: the tests hold the in-process steps to them.
     as_remote: bool,
+    /// What [`NodeExec::proven`] waits for (see [`LocalExec::awaiting`]).
+    proof: Option<Proof>,
 }
+
+/// A wait for a proof that comes apart from the connection, run once: its outcome is shared
+/// by every later call.
+type Proof = (
+    Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    std::sync::Mutex<Option<Result<(), String>>>,
+);
 
 impl LocalExec {
     /// Commands on this machine for the node whose runtime root is `root`, its Docker Engine
     /// at `docker_socket` (the node's own engine, run on the node).
     pub fn new(root: String, docker_socket: String) -> LocalExec {
-        LocalExec { root, docker_socket, as_remote: false }
+        LocalExec { root, docker_socket, as_remote: false, proof: None }
+    }
+
+    /// These commands, standing for a connection whose proof comes apart from them (a node's
+    /// engine handed the controller's fresh connection): [`NodeExec::proven`] runs `wait` the
+    /// first time, and gives its outcome from then on (`Err`: why it did not come).
+    pub fn awaiting(
+        self,
+        wait: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) -> LocalExec {
+        LocalExec { proof: Some((Box::new(wait), std::sync::Mutex::new(None))), ..self }
     }
 
     /// A local node at `root` with the default Docker socket, for unit tests of what runs
@@ -71,6 +90,7 @@ impl LocalExec {
             root: root.to_owned(),
             docker_socket: "/var/run/docker.sock".to_owned(),
             as_remote: false,
+            proof: None,
         }
     }
 
@@ -113,6 +133,15 @@ impl NodeExec for LocalExec {
 
     fn on_this_machine(&self) -> bool {
         !self.as_remote
+    }
+
+    fn proven(&self) -> Result<(), ExecError> {
+        let Some((wait, outcome)) = &self.proof else { return Ok(()) };
+        let mut outcome = outcome.lock().unwrap_or_else(|e| e.into_inner());
+        let outcome = outcome.get_or_insert_with(|| wait().map_err(|e| e.to_string()));
+        outcome
+            .clone()
+            .map_err(|reason| ExecError::Unreachable { node: "the controller".to_owned(), reason })
     }
 }
 

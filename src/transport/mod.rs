@@ -71,6 +71,9 @@ pub enum ExecError {
         known_hosts.display()
     )]
     NoKnownHosts { known_hosts: std::path::PathBuf, port: u16, address: String },
+    /// What a connection stands for was not proven ([`NodeExec::proven`]): why.
+    #[error("{reason}")]
+    Unproven { reason: String },
     /// Setting up the local side of a connection (runtime, control folder, ssh config).
     #[error("cannot {what}: {source}")]
     Setup { what: &'static str, source: std::io::Error },

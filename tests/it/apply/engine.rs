@@ -507,6 +507,26 @@ fn an_engine_killed_at_each_step_boundary_converges_on_resume() {
     }
 }
 
+/// A first apply, then an apply of broker on edge-a with `BROKER_USER: <user>` and
+/// `--confirm-timeout <secs>`, started, and new connections to edge-a refused from its deploy
+/// on: the plan, the running apply, the lines it said so far and the rest of its stderr.
+fn deploying_broker_cut_off(
+    site: &Site,
+    user: &str,
+    secs: &str,
+) -> (String, Child, Vec<String>, BufReader<std::process::ChildStderr>) {
+    let id = site.plan_and_approve();
+    assert_eq!(site.apply(&id, &["--confirm-timeout", secs]).code, 0);
+    site.edit("services/broker/docker-compose.yml", |s| {
+        s.replace("BROKER_USER: broker\n", &format!("BROKER_USER: {user}\n"))
+    });
+    let id = site.plan_and_approve();
+    let mut child = site.spawn_apply(&id, &["--confirm-timeout", secs, "--node", "edge-a"]);
+    let (seen, rest) = wait_for_line(&mut child, "[edge-a] broker deploy:");
+    site.lab.refuse_new("edge-a");
+    (id, child, seen, rest)
+}
+
 /// Through the engine, a deploy that cuts the node off from new connections: the run's session
 /// stays, the fresh one for the confirmation is refused, the node's watchdog rolls back by
 /// itself and verifies the old version, and the engine, which owns that decision, reports it
@@ -515,15 +535,7 @@ fn an_engine_killed_at_each_step_boundary_converges_on_resume() {
 fn an_engine_whose_deploy_cannot_be_confirmed_reports_the_nodes_own_rollback() {
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let site = Site::new(Lab::start(&NODES)).with_engines();
-    let id = site.plan_and_approve();
-    assert_eq!(site.apply(&id, &["--confirm-timeout", "3"]).code, 0);
-    site.edit("services/broker/docker-compose.yml", |s| {
-        s.replace("BROKER_USER: broker\n", "BROKER_USER: cut-off\n")
-    });
-    let id = site.plan_and_approve();
-    let mut child = site.spawn_apply(&id, &["--confirm-timeout", "3", "--node", "edge-a"]);
-    let (seen, rest) = wait_for_line(&mut child, "[edge-a] broker deploy:");
-    site.lab.refuse_new("edge-a");
+    let (id, child, seen, rest) = deploying_broker_cut_off(&site, "cut-off", "3");
     let (code, tail) = finish(child, rest);
     site.lab.accept_new("edge-a");
     let all = format!("{}{tail}", seen.join(""));
@@ -553,15 +565,7 @@ fn an_engine_whose_deploy_cannot_be_confirmed_reports_the_nodes_own_rollback() {
 fn an_engine_checks_a_deploy_while_its_confirmation_is_on_the_way() {
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let site = Site::new(Lab::start(&NODES)).with_engines();
-    let id = site.plan_and_approve();
-    assert_eq!(site.apply(&id, &[]).code, 0);
-    site.edit("services/broker/docker-compose.yml", |s| {
-        s.replace("BROKER_USER: broker\n", "BROKER_USER: late\n")
-    });
-    let id = site.plan_and_approve();
-    let mut child = site.spawn_apply(&id, &["--confirm-timeout", "120", "--node", "edge-a"]);
-    let (seen, rest) = wait_for_line(&mut child, "[edge-a] broker deploy:");
-    site.lab.refuse_new("edge-a");
+    let (id, child, seen, rest) = deploying_broker_cut_off(&site, "late", "120");
     let health = site.root("edge-a").join(format!("logs/broker/healthcheck-{id}.log"));
     let dm = site.root("edge-a").join(format!("state/deploy/{id}/jobs/broker/deadman"));
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
