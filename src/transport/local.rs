@@ -138,10 +138,8 @@ impl NodeExec for LocalExec {
     fn proven(&self) -> Result<(), ExecError> {
         let Some((wait, outcome)) = &self.proof else { return Ok(()) };
         let mut outcome = outcome.lock().unwrap_or_else(|e| e.into_inner());
-        let outcome = outcome.get_or_insert_with(|| wait().map_err(|e| e.to_string()));
-        outcome
-            .clone()
-            .map_err(|reason| ExecError::Unreachable { node: "the controller".to_owned(), reason })
+        let outcome = outcome.get_or_insert_with(wait);
+        outcome.clone().map_err(|reason| ExecError::Unproven { reason })
     }
 }
 
