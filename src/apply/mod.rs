@@ -20,6 +20,7 @@
 mod batch;
 mod board;
 pub mod deadman;
+mod diagnose;
 pub mod engine;
 mod native;
 mod node;
@@ -30,6 +31,7 @@ pub(crate) mod restic;
 mod schedule;
 mod service;
 pub mod sink;
+mod stable;
 pub mod switch;
 
 use std::time::Duration;

@@ -647,9 +647,57 @@ fn wait_or_kill(
     Ok(status)
 }
 
+/// `cmd` run to its end or to `deadline`, with stdin empty, in a process group of its own: its
+/// status and its stdout (with its stderr, as `2>&1`, when `with_stderr`; else its stderr
+/// dropped); `None` when it did not end by the deadline (it and its group are killed).
+pub(super) fn captured(
+    mut cmd: std::process::Command,
+    with_stderr: bool,
+    deadline: std::time::Instant,
+) -> io::Result<Option<(std::process::ExitStatus, Vec<u8>)>> {
+    let (mut reader, writer) = pipe()?;
+    cmd.stdout(writer.try_clone()?);
+    if with_stderr {
+        cmd.stderr(writer);
+    } else {
+        cmd.stderr(std::process::Stdio::null());
+        drop(writer);
+    }
+    let mut child = spawn_grouped(&mut cmd)?;
+    // Our copies of the pipe's writing end go with the command: the reader sees its end when
+    // the child's do.
+    drop(cmd);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = reader.read_to_end(&mut out);
+        let _ = tx.send(out);
+    });
+    let Some(status) = wait_until(&mut child, deadline)? else {
+        signal_group(&child, libc::SIGKILL);
+        let _ = child.wait();
+        return Ok(None);
+    };
+    // A child of its own that still holds the pipe past the deadline counts as not done.
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    Ok(rx.recv_timeout(left).ok().map(|out| (status, out)))
+}
+
+/// A pipe (both ends closed on exec): its reading end, its writing end.
+fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) fills the two descriptors of the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two descriptors just made, owned by nothing else.
+    Ok(unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) })
+}
+
 /// `cmd` started with stdin empty, in a process group of its own (so that a timeout takes its
 /// children with it, as `timeout` and `transport::local` do).
-fn spawn_grouped(cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
+pub(super) fn spawn_grouped(cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdin(std::process::Stdio::null())
@@ -659,7 +707,7 @@ fn spawn_grouped(cmd: &mut std::process::Command) -> io::Result<std::process::Ch
 }
 
 /// The child's status once it ends, or `None` at `deadline` (it goes on).
-fn wait_until(
+pub(super) fn wait_until(
     child: &mut std::process::Child,
     deadline: std::time::Instant,
 ) -> io::Result<Option<std::process::ExitStatus>> {
@@ -675,7 +723,7 @@ fn wait_until(
 }
 
 /// `signal` to the process group of a child [`spawn_grouped`] started.
-fn signal_group(child: &std::process::Child, signal: i32) {
+pub(super) fn signal_group(child: &std::process::Child, signal: i32) {
     // SAFETY: kill(2) on the group of a child this module started; no memory is touched.
     unsafe { libc::kill(-(child.id() as i32), signal) };
 }

@@ -622,7 +622,7 @@ exit 0
 /// restart `no` or `on-failure` counts as done), its restart count unchanged since the first
 /// look, and not `unhealthy` where the compose file defines Docker's own healthcheck. Prints
 /// what broke and returns 1 at the first look that finds a problem.
-const STABLE: &str = r#"hl_stable() {
+pub(super) const STABLE: &str = r#"hl_stable() {
   svc=$1; n=$2
   ids=$(docker ps -aq --filter "label=com.docker.compose.project=$svc") || { echo "docker ps failed"; return 1; }
   [ -n "$ids" ] || { echo "the healthcheck passed, but project $svc has no container"; return 1; }
@@ -664,7 +664,7 @@ EOF
 /// (`decided/controller-rollback`), so the node's watchdog stands down for good; when the node
 /// had already decided and rolled back by itself, it exits 75 after printing the status. A
 /// rollback an earlier run of the apply decided keeps that run's incident log.
-const DIAGNOSE: &str = concat!(
+pub(super) const DIAGNOSE: &str = concat!(
     redact_fn!(),
     r#"set -u
 svc=$1; live=$2; out=$3; envf=$4; dm=${5:-}
@@ -1644,23 +1644,20 @@ pub fn healthcheck(
             env: &vars,
             proven: &proven,
         };
-        // The window, when there is one, by `STABLE`'s script: what broke, or nothing.
+        // The window, when there is one, watched here as `STABLE` watches it: what broke, or
+        // nothing.
+        let docker_host = exec.docker_host();
         let watch = || {
             if stable.is_zero() {
                 return None;
             }
-            let script = format!("{STABLE}hl_stable \"$1\" \"$2\"\n");
-            let none = Carry::default();
-            let args = [svc, stable_secs.as_str()];
-            // On this machine, not through `exec`: this runs inside the healthcheck's command.
-            let run = |argv: &[&str]| crate::transport::local::run_local(argv, b"", budget);
-            match run_sh(&none, &script, &args, &[&host], run) {
-                Ok(o) if o.success() => None,
-                Ok(o) => Some(o.stdout),
-                Err(e) => {
-                    Some(format!("the stability window could not be watched: {e}").into_bytes())
-                }
-            }
+            super::stable::watch(&super::stable::Window {
+                svc,
+                secs: stable.as_secs(),
+                docker: std::path::Path::new("docker"),
+                docker_host: &docker_host,
+                deadline: std::time::Instant::now() + stable + stable / 2 + Duration::from_secs(10),
+            })
         };
         let out = here(exec, carry, || {
             super::native::healthcheck(&check, watch).map_err(failed("healthcheck"))
@@ -1754,8 +1751,26 @@ pub fn diagnose(
     out: &str,
     deadman: Option<&str>,
 ) -> Result<Diagnosis, StepError> {
-    let args = [svc, &layout.live(svc), out, &layout.env_file(svc), deadman.unwrap_or("")];
-    let o = sh(exec, carry, DIAGNOSE, &args, b"", LONG, true)?;
+    let (live, envf) = (layout.live(svc), layout.env_file(svc));
+    let o = if exec.on_this_machine() {
+        let host = exec.docker_host();
+        here(exec, carry, || {
+            super::diagnose::diagnose(&super::diagnose::Diagnose {
+                svc,
+                live: &live,
+                out,
+                env_file: &envf,
+                deadman,
+                docker: std::path::Path::new("docker"),
+                docker_host: &host,
+                deadline: std::time::Instant::now() + LONG,
+            })
+            .map_err(failed("diagnose"))
+        })?
+    } else {
+        let args = [svc, &live, out, &envf, deadman.unwrap_or("")];
+        sh(exec, carry, DIAGNOSE, &args, b"", LONG, true)?
+    };
     if let Some(e) = records_refused(&o) {
         return Err(e);
     }

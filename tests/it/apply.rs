@@ -1461,11 +1461,13 @@ fn a_version_that_crashes_after_start_is_rolled_back_and_the_old_one_verified() 
 
 /// Issue 17: where the compose file defines Docker's own healthcheck, the stability window
 /// reads it too: a version whose contract healthcheck passes but that Docker finds `unhealthy`
-/// within the window is rolled back, and the summary names the container and why.
+/// within the window is rolled back, and the summary names the container and why. Through the
+/// node's engine, which watches the window and diagnoses in process (the crash test above
+/// takes the scripts' way).
 #[test]
 fn a_version_docker_calls_unhealthy_within_the_window_is_rolled_back() {
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let site = Site::new(Lab::start(&NODES));
+    let site = Site::new(Lab::start(&NODES)).with_engines();
     let id = site.plan_and_approve();
     let out = site.apply(&id, &["--node", "alpha"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
@@ -1483,6 +1485,15 @@ fn a_version_docker_calls_unhealthy_within_the_window_is_rolled_back() {
     assert_ne!(out.code, 0, "{all}");
     assert!(all.contains("web is unhealthy (its compose healthcheck)"), "{all}");
     assert!(all.contains("rolled back to") && all.contains(", healthy"), "{all}");
+    // The incident log the engine kept on the node (0600): Compose's own view of the version
+    // that failed, and its logs.
+    let incident = site.root("alpha").join(format!("logs/web/incident-{id}.log"));
+    let log = fs::read_to_string(&incident).unwrap();
+    assert!(log.starts_with("== docker compose ps\n") && log.contains("unhealthy"), "{log}");
+    assert!(log.contains("== docker compose logs (last 100 lines)\n"), "{log}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&incident).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
     let health = site.lab.docker("alpha", &["inspect", "-f", "{{.State.Health}}", "web"]);
     assert_eq!(
         String::from_utf8_lossy(&health.stdout).trim(),

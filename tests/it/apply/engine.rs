@@ -360,7 +360,7 @@ impl Site {
     /// `<root>/bin/homelab` and the trust roots (`homelab node pin`) — without the agents'
     /// image it also builds (the restricted-key test runs the whole bootstrap): applies go
     /// through the nodes' engines.
-    fn with_engines(self) -> Site {
+    pub(super) fn with_engines(self) -> Site {
         for node in NODES {
             let bin = self.root(node).join("bin");
             fs::create_dir_all(&bin).unwrap();
