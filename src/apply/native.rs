@@ -1573,7 +1573,8 @@ mod tests {
                     exec,
                     &Carry::default(),
                     dir.to_str().expect("utf-8"),
-                    script,
+                    // The tests' program is not homelab: the script runs.
+                    (script, "no step of this program"),
                     &["it's $(x)", marker.to_str().expect("utf-8")],
                     Duration::from_secs(20),
                     "a step",
@@ -1684,6 +1685,49 @@ mod tests {
             .collect()
     }
 
+    /// The trees of the script's root and the native one alike but for the moment of writing
+    /// (a watched set's `since`, an adopted folder's name); an archive compared by its list.
+    fn alike(roots: &[PathBuf; 2]) -> Tree {
+        let [a, b] = [0, 1].map(|i| {
+            tree(&roots[i])
+                .into_iter()
+                .map(|(k, (kind, mode, body))| {
+                    let k = match k.find("adopted-") {
+                        Some(at) => format!(
+                            "{}adopted-N{}",
+                            &k[..at],
+                            &k[at + 8..].trim_start_matches(|c: char| c.is_ascii_digit())
+                        ),
+                        None => k,
+                    };
+                    // An archive's bytes carry its files' times: its list is compared.
+                    let body = if k.ends_with(".tgz") {
+                        let o = std::process::Command::new("tar")
+                            .arg("-tzvf")
+                            .arg(roots[i].join(&k))
+                            .output()
+                            .expect("tar");
+                        let mut l: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .map(|l| {
+                                let w: Vec<&str> = l.split_whitespace().collect();
+                                format!("{} {} {}", w[0], w[2], w[5..].join(" "))
+                            })
+                            .collect();
+                        l.sort();
+                        l.join("\n")
+                    } else {
+                        body
+                    };
+                    (k, (kind, mode, stamp_masked(body, "\"since\":\"", "SINCE")))
+                })
+                .collect::<BTreeMap<_, _>>()
+        });
+        let differ = differing(&a, &b);
+        assert!(differ.is_empty(), "the script's tree, then the native one: {differ:?}");
+        a
+    }
+
     /// A `docker` for the deploy job's twins: it records `$PWD|ARGS` in `ROOT/docker.log` and
     /// answers as the files under `ROOT/docker/` say (volumes, running containers, networks
     /// that exist, networks whose creation fails, a failing `up`).
@@ -1703,9 +1747,128 @@ case "$1 $2" in
     case " $* " in *" up "*)
       if [ -e "$d/fail-up" ]; then i=0; while [ $i -lt 25 ]; do echo "line $i token=$(cat "$d/secret")"; i=$((i+1)); done; exit 3; fi
       echo started ;;
+    esac
+    case " $* " in *" down "*)
+      if [ -e "$d/fail-down" ]; then echo "removing network: token=$(cat "$d/secret") in use" >&2; exit 1; fi
+      echo "stopped" ;;
     esac ;;
 esac
 "#;
+
+    /// A service's removal done by this program (`switch::down`) leaves the node as the
+    /// `DOWN_AND_UNLINK` script leaves it, and answers as it does: a live release taken down
+    /// and unlinked; a snapshot first; a `down` that fails, its end redacted, the link kept;
+    /// nothing live but a dangling link; a created service rolled back (the snapshot put back
+    /// after the link is gone).
+    #[test]
+    fn a_removal_job_takes_down_and_unlinks_as_the_script_does() {
+        use super::super::switch;
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roots = [dir.path().join("script"), dir.path().join("native")];
+        for r in &roots {
+            let rs = r.to_str().expect("utf-8");
+            write(r, "bin/docker", &DOCKER.replace("__ROOT__", rs));
+            std::fs::set_permissions(r.join("bin/docker"), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            write(r, "docker/secret", "s3cr3t-value");
+            write(r, "config/web/.env", "TOKEN=s3cr3t-value\n");
+            write(r, "state/releases/web/p1/docker-compose.yml", "services: {}\n");
+            write(r, "state/releases/web/p1/docker-compose.override.yml", "services: {}\n");
+            write(r, "data/web/a.txt", "alpha");
+            write(r, "docker/volumes", "");
+            write(r, "docker/running", "");
+            std::fs::create_dir_all(r.join("state/services")).expect("mkdir");
+            symlink(r.join("state/releases/web/p1"), r.join("state/services/web")).expect("link");
+        }
+        let both = |data: &[&str]| {
+            let [script, native] = [0, 1].map(|i| {
+                let r = &roots[i];
+                let rs = r.to_str().expect("utf-8");
+                let mut a: Vec<String> = vec![
+                    "web".into(),
+                    format!("{rs}/state/services/web"),
+                    format!("{rs}/state/services"),
+                    format!("{rs}/config/web/.env"),
+                ];
+                a.extend(data.iter().map(|d| d.replace("ROOT", rs)));
+                let (code, out, err) = if i == 0 {
+                    let path = format!(
+                        "{}:{}",
+                        r.join("bin").display(),
+                        std::env::var("PATH").unwrap_or_default()
+                    );
+                    let o = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(remote::DOWN_AND_UNLINK)
+                        .arg("homelab")
+                        .args(&a)
+                        .env("PATH", path)
+                        .stdin(std::process::Stdio::null())
+                        .output()
+                        .expect("sh");
+                    (o.status.code().unwrap_or(-1), o.stdout, o.stderr)
+                } else {
+                    let docker = r.join("bin/docker");
+                    let (mut out, mut err) = (Vec::new(), Vec::new());
+                    let code = switch::down(&a, &switch::Docker(&docker), &mut out, &mut err);
+                    (code, out, err)
+                };
+                let text = |b: Vec<u8>| String::from_utf8_lossy(&b).replace(rs, "ROOT");
+                (code, text(out), text(err))
+            });
+            assert_eq!(script, native, "the script's answer, then the native one");
+            native
+        };
+        let snap = ["snap", "ROOT/state/snapshots/web/SNAP", "-", "0", "ROOT", "1", "data/web"];
+        // A snapshot, then `down` fails: the link stays, the end of what it said redacted.
+        for r in &roots {
+            write(r, "docker/fail-down", "");
+        }
+        let (code, out, err) = both(&snap);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(out.starts_with("hl-data: snapshot SNAP 1 "), "{out}");
+        assert_eq!(err, "removing network: token=[redacted] in use\n");
+        let t = alike(&roots);
+        assert_eq!(t["state/services/web"].2, "ROOT/state/releases/web/p1");
+        // Then it goes: taken down in the live release, unlinked; the snapshot kept.
+        for r in &roots {
+            std::fs::remove_file(r.join("docker/fail-down")).expect("rm");
+        }
+        let (code, out, err) = both(&snap);
+        assert_eq!((code, err.as_str()), (0, ""), "{out}");
+        assert!(out.starts_with("hl-data: snapshot SNAP 1 0"), "{out}");
+        let t = alike(&roots);
+        assert!(!t.contains_key("state/services/web"), "{t:?}");
+        assert!(t["docker.log"].2.contains(
+            "ROOT/state/services/web|compose -p web -f docker-compose.yml -f docker-compose.override.yml --env-file ROOT/config/web/.env down --remove-orphans"
+        ), "{t:?}");
+        // A created service rolled back: a dangling link only removed (no `down`), then the
+        // snapshot put back (the project stopped first).
+        for r in &roots {
+            write(r, "data/web/a.txt", "changed");
+            write(r, "data/web/new.txt", "new");
+            symlink(r.join("state/releases/web/gone"), r.join("state/services/web")).expect("ln");
+            std::fs::remove_file(r.join("docker.log")).expect("rm");
+        }
+        let restore = ["restore", "ROOT/state/snapshots/web/SNAP", "-", "0", "ROOT", "0"];
+        let (code, out, _) = both(&restore);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out, "hl-data: restored SNAP 1\n");
+        let t = alike(&roots);
+        assert_eq!(t["data/web/a.txt"].2, "alpha");
+        assert!(!t.contains_key("data/web/new.txt") && !t.contains_key("state/services/web"));
+        assert!(!t["docker.log"].2.contains(" down "), "{t:?}");
+        // Nothing there at all, no data: nothing to do, and it says nothing.
+        assert_eq!(both(&["-"]), (0, String::new(), String::new()));
+        // A live folder deployed by hand (not a link) is not removed: said as `rm` says it.
+        for r in &roots {
+            write(r, "state/services/web/docker-compose.yml", "services: {}\n");
+        }
+        let (code, _, err) = both(&["-"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("Is a directory"), "{err}");
+    }
 
     /// The deploy's job done by this program (`switch::run`) leaves the node as the
     /// `SWITCH_AND_UP` script leaves it, and answers as it does: a first deploy with folders,
@@ -1815,48 +1978,7 @@ esac
             };
             [script, native]
         };
-        // Trees alike but for the moment of writing (a watched set's `since`, an adopted
-        // folder's name).
-        let same = || {
-            let [a, b] = [0, 1].map(|i| {
-                tree(&roots[i])
-                    .into_iter()
-                    .map(|(k, (kind, mode, body))| {
-                        let k = match k.find("adopted-") {
-                            Some(at) => format!(
-                                "{}adopted-N{}",
-                                &k[..at],
-                                &k[at + 8..].trim_start_matches(|c: char| c.is_ascii_digit())
-                            ),
-                            None => k,
-                        };
-                        // An archive's bytes carry its files' times: its list is compared.
-                        let body = if k.ends_with(".tgz") {
-                            let o = std::process::Command::new("tar")
-                                .arg("-tzvf")
-                                .arg(roots[i].join(&k))
-                                .output()
-                                .expect("tar");
-                            let mut l: Vec<String> = String::from_utf8_lossy(&o.stdout)
-                                .lines()
-                                .map(|l| {
-                                    let w: Vec<&str> = l.split_whitespace().collect();
-                                    format!("{} {} {}", w[0], w[2], w[5..].join(" "))
-                                })
-                                .collect();
-                            l.sort();
-                            l.join("\n")
-                        } else {
-                            body
-                        };
-                        (k, (kind, mode, stamp_masked(body, "\"since\":\"", "SINCE")))
-                    })
-                    .collect::<BTreeMap<_, _>>()
-            });
-            let differ = differing(&a, &b);
-            assert!(differ.is_empty(), "the script's tree, then the native one: {differ:?}");
-            a
-        };
+        let same = || alike(&roots);
         let data = |mode: &str| {
             vec![
                 "snap".to_owned(),

@@ -563,7 +563,7 @@ logged compose up -d --build --remove-orphans --force-recreate
 /// Then the data arguments (`data_fns`): a delete snapshots the service's data before it
 /// goes down (the last snapshot is kept), the rollback of a first deploy restores what was
 /// there before it, after the project is down.
-const DOWN_AND_UNLINK: &str = concat!(
+pub(super) const DOWN_AND_UNLINK: &str = concat!(
     r#"set -eu
 svc=$1; live=$2; services=$3; envf=$4; shift 4
 "#,
@@ -1025,13 +1025,15 @@ fn ok(out: Output, step: &'static str) -> Result<Output, StepError> {
     }
 }
 
-/// Runs `script` as a detached job of the node in the folder `job` (see `JOB`).
+/// Runs `script` as a detached job of the node in the folder `job` (see `JOB`); where the
+/// node's root is on this machine, this program does it when it can (`homelab node job`,
+/// its step `native`, one process where the script starts a dozen).
 #[allow(clippy::too_many_arguments)] // as `sh`
 pub(super) fn job(
     exec: &dyn NodeExec,
     carry: &Carry,
     job: &str,
-    script: &str,
+    (script, native): (&str, &'static str),
     args: &[&str],
     timeout: Duration,
     step: &'static str,
@@ -1039,23 +1041,15 @@ pub(super) fn job(
     if exec.on_this_machine() {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let host = exec.docker_host();
-        return here(exec, carry, || ok(job_here(job, script, &args, timeout, &host)?, step));
+        let runner = match super::native::program() {
+            Some(program) => super::native::Runner::Program { program, step: native },
+            None => super::native::Runner::Script { wrapper: JOB_WRAPPER, script },
+        };
+        return here(exec, carry, || ok(run_job_here(runner, job, &args, timeout, &host)?, step));
     }
     let mut all = vec![job, script, "homelab"];
     all.extend(args);
     ok(sh(exec, carry, JOB, &all, b"", timeout, true)?, step)
-}
-
-/// [`job`] in process (`native::job`), inside the command that runs it.
-fn job_here(
-    dir: &str,
-    script: &str,
-    args: &[String],
-    timeout: Duration,
-    docker_host: &str,
-) -> Result<Output, StepError> {
-    let runner = super::native::Runner::Script { wrapper: JOB_WRAPPER, script };
-    run_job_here(runner, dir, args, timeout, docker_host)
 }
 
 fn run_job_here(
@@ -1573,7 +1567,8 @@ pub fn down_and_unlink(
     let mut args = vec![svc.to_owned(), layout.live(svc), layout.services(), layout.env_file(svc)];
     args.extend(data.args(layout));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = job(exec, carry, job_dir, DOWN_AND_UNLINK, &args, LONG, "docker compose down")?;
+    let steps = (DOWN_AND_UNLINK, super::switch::DOWN);
+    let out = job(exec, carry, job_dir, steps, &args, LONG, "docker compose down")?;
     Ok(DataSaid::read(&String::from_utf8_lossy(&out.stdout)))
 }
 

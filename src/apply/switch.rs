@@ -72,12 +72,9 @@ struct Args {
     watched: Vec<(String, String)>,
 }
 
-fn read_args(args: &[String]) -> Result<Args, String> {
-    let mut it = args.iter().cloned();
-    let mut next = |what: &str| it.next().ok_or_else(|| format!("missing argument: {what}"));
-    let [svc, release, live, services, data, logs, releases, env_file, log] =
-        ["service", "release", "live", "services", "data", "logs", "releases", "env file", "log"]
-            .map(&mut next);
+/// `hl_data`'s arguments: what is done with the service's data (`-`, `snap`, `restore` or
+/// `recover`, then the snapshot's).
+fn read_data(next: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<Data, String> {
     let count = |v: String| v.parse::<usize>().map_err(|_| format!("not a count: {v:?}"));
     let snapshot = |next: &mut dyn FnMut(&str) -> Result<String, String>| {
         let dir = next("snapshot")?;
@@ -89,16 +86,26 @@ fn read_args(args: &[String]) -> Result<Args, String> {
         let paths = (0..n).map(|_| next("path")).collect::<Result<_, _>>()?;
         Ok::<_, String>(Snapshot { dir, stop, min_free, data_root, paths })
     };
-    let before = match next("data mode")?.as_str() {
+    Ok(match next("data mode")?.as_str() {
         "-" => Data::Keep,
-        "snap" => Data::Snapshot(snapshot(&mut next)?),
-        "restore" => Data::Restore(snapshot(&mut next)?.dir),
+        "snap" => Data::Snapshot(snapshot(next)?),
+        "restore" => Data::Restore(snapshot(next)?.dir),
         "recover" => {
-            let s = snapshot(&mut next)?;
+            let s = snapshot(next)?;
             Data::Recover(s, next("snapshot to restore")?)
         }
         other => return Err(format!("no data mode {other:?}")),
-    };
+    })
+}
+
+fn read_args(args: &[String]) -> Result<Args, String> {
+    let mut it = args.iter().cloned();
+    let mut next = |what: &str| it.next().ok_or_else(|| format!("missing argument: {what}"));
+    let [svc, release, live, services, data, logs, releases, env_file, log] =
+        ["service", "release", "live", "services", "data", "logs", "releases", "env file", "log"]
+            .map(&mut next);
+    let count = |v: String| v.parse::<usize>().map_err(|_| format!("not a count: {v:?}"));
+    let before = read_data(&mut next)?;
     let k = count(next("folders").unwrap_or_else(|_| "0".to_owned()))?;
     let folders = (0..k)
         .map(|_| Ok((next("folder")?, next("owner")?, next("mode")?)))
@@ -191,8 +198,8 @@ pub fn run(
 fn step(a: &Args, docker: &Docker<'_>, now: SystemTime, out: &mut dyn Write) -> Result<(), Exit> {
     match &a.before {
         Data::Keep => {}
-        Data::Snapshot(s) => snapshot(a, s, docker, out)?,
-        Data::Restore(dir) => restore(a, Path::new(dir), docker, out)?,
+        Data::Snapshot(s) => snapshot(&a.svc, s, docker, out)?,
+        Data::Restore(dir) => restore(&a.svc, Path::new(dir), docker, out)?,
         Data::Recover(s, from) => {
             // Checked before anything stops; then the data it replaces is snapshotted (a
             // failed restore rolls back to it).
@@ -206,8 +213,8 @@ fn step(a: &Args, docker: &Docker<'_>, now: SystemTime, out: &mut dyn Write) -> 
                     ),
                 ));
             }
-            snapshot(a, s, docker, out)?;
-            if let Err(Exit(_, said)) = restore(a, from, docker, out) {
+            snapshot(&a.svc, s, docker, out)?;
+            if let Err(Exit(_, said)) = restore(&a.svc, from, docker, out) {
                 let id =
                     from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 return Err(Exit(
@@ -299,6 +306,75 @@ fn step(a: &Args, docker: &Docker<'_>, now: SystemTime, out: &mut dyn Write) -> 
     Err(Exit(shell_status(status), String::from_utf8_lossy(&said).into_owned()))
 }
 
+/// The step's name for taking a service away (`remote`'s `DOWN_AND_UNLINK`).
+pub const DOWN: &str = "down-and-unlink";
+
+/// `DOWN_AND_UNLINK`: a snapshot first when the data says so, the project taken down in its
+/// live release (`docker compose down --remove-orphans`, the end of what it said redacted on
+/// stderr when it fails), the live link removed and its folder synced, then the snapshot put
+/// back when the data says so (a created service rolled back). Its arguments: the service,
+/// the live link, the services folder, the env file, then `hl_data`'s. Its exit status, as
+/// the script's.
+pub fn down(args: &[String], docker: &Docker<'_>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let read = || {
+        let mut it = args.iter().cloned();
+        let mut next = |what: &str| it.next().ok_or_else(|| format!("missing argument: {what}"));
+        let [svc, live, services, env_file] =
+            ["service", "live", "services", "env file"].map(&mut next);
+        let data = if args.len() > 4 { read_data(&mut next)? } else { Data::Keep };
+        Ok::<_, String>((svc?, live?, services?, env_file?, data))
+    };
+    let (svc, live, services, env_file, data) = match read() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = writeln!(err, "homelab node job {DOWN}: {e}");
+            return 2;
+        }
+    };
+    let mut step = || -> Result<(), Exit> {
+        if let Data::Snapshot(s) = &data {
+            snapshot(&svc, s, docker, out)?;
+        }
+        let live_path = Path::new(&live);
+        // `[ -e "$live" ]`: through the link; a link to nothing is only removed.
+        if live_path.exists() {
+            if !live_path.is_dir() {
+                return Err(Exit(2, format!("cd: can't cd to {live}\n")));
+            }
+            let mut cmd = compose_command(docker.0, &svc, live_path, &env_file);
+            cmd.args(["down", "--remove-orphans"]);
+            let far = std::time::Instant::now() + std::time::Duration::from_secs(365 * 86400);
+            let (status, said) =
+                super::native::captured(cmd, true, far)?.ok_or_else(|| Exit(1, String::new()))?;
+            if !status.success() {
+                let mut said = strip_newlines(&said).to_vec();
+                said.push(b'\n');
+                let said = redact(Path::new(&env_file), &tail_lines(&said, 20));
+                return Err(Exit(1, String::from_utf8_lossy(&said).into_owned()));
+            }
+        }
+        match fs::symlink_metadata(live_path) {
+            Ok(m) if m.is_dir() => {
+                return Err(Exit(1, format!("rm: cannot remove '{live}': Is a directory\n")))
+            }
+            Ok(_) => fs::remove_file(live_path).map_err(at(live_path))?,
+            Err(_) => {}
+        }
+        let _ = sync_dir(Path::new(&services));
+        if let Data::Restore(dir) = &data {
+            restore(&svc, Path::new(dir), docker, out)?;
+        }
+        Ok(())
+    };
+    match step() {
+        Ok(()) => 0,
+        Err(Exit(code, message)) => {
+            let _ = err.write_all(message.as_bytes());
+            code
+        }
+    }
+}
+
 /// `$(...)`'s text: trailing newlines dropped.
 fn strip_newlines(text: &[u8]) -> &[u8] {
     let mut t = text;
@@ -372,7 +448,7 @@ fn df_kib(path: &Path) -> Option<(i64, i64)> {
 /// `hl_snapshot`: the service's data paths and its Compose volumes copied into a new
 /// snapshot folder, after checking the disk keeps `min_free`% free; the project stopped
 /// first when the contract says so. A complete snapshot of an earlier run is kept.
-fn snapshot(a: &Args, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) -> Result<(), Exit> {
+fn snapshot(svc: &str, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) -> Result<(), Exit> {
     const REFUSED: i32 = super::native::SNAPSHOT_REFUSED;
     let snap = Path::new(&s.dir);
     let id = snap.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -415,7 +491,7 @@ fn snapshot(a: &Args, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) ->
         need += k;
         what.push_str(&format!(", {p} {k} KiB"));
     }
-    let filter = format!("label=com.docker.compose.project={}", a.svc);
+    let filter = format!("label=com.docker.compose.project={}", svc);
     let Some(vols) = docker.output(&["volume", "ls", "-q", "--filter", &filter])? else {
         return Err(refuse("docker volume ls failed\n".to_owned()));
     };
@@ -452,7 +528,7 @@ fn snapshot(a: &Args, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) ->
     let mut stopped = false;
     if s.stop {
         if !stop_project(docker, &filter)? {
-            return Err(refuse(format!("stopping {} for its snapshot failed\n", a.svc)));
+            return Err(refuse(format!("stopping {} for its snapshot failed\n", svc)));
         }
         stopped = true;
     }
@@ -553,16 +629,16 @@ const RESTORE_FAILED: i32 = 72;
 /// was: a folder emptied and filled from its copy or archive, given its owner and mode; a
 /// file or link replaced; what was absent removed again. Nothing is done without a complete
 /// snapshot.
-fn restore(a: &Args, snap: &Path, docker: &Docker<'_>, out: &mut dyn Write) -> Result<(), Exit> {
+fn restore(svc: &str, snap: &Path, docker: &Docker<'_>, out: &mut dyn Write) -> Result<(), Exit> {
     let failed = |what: String| Exit(RESTORE_FAILED, what);
     let id = snap.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if !snap.join("complete").is_file() {
         writeln!(out, "hl-data: no snapshot")?;
         return Ok(());
     }
-    let filter = format!("label=com.docker.compose.project={}", a.svc);
+    let filter = format!("label=com.docker.compose.project={}", svc);
     if !stop_project(docker, &filter)? {
-        return Err(failed(format!("stopping {} to restore its data failed\n", a.svc)));
+        return Err(failed(format!("stopping {} to restore its data failed\n", svc)));
     }
     let manifest = fs::read_to_string(snap.join("manifest")).unwrap_or_default();
     let mut items = 0usize;
@@ -682,9 +758,11 @@ pub fn job_main(dir: &Path, step: &str, args: &[String], now: SystemTime) -> io:
         libc::dup2(out.as_raw_fd(), 1);
         libc::dup2(err.as_raw_fd(), 2);
     }
+    let docker = Docker(Path::new("docker"));
     let rc = if step == STEP {
-        let docker = Docker(Path::new("docker"));
         run(args, &docker, now, &mut io::stdout().lock(), &mut io::stderr().lock())
+    } else if step == DOWN {
+        down(args, &docker, &mut io::stdout().lock(), &mut io::stderr().lock())
     } else {
         eprintln!("homelab node job: no step {step:?}");
         2

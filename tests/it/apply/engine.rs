@@ -527,6 +527,58 @@ fn deploying_broker_cut_off(
     (id, child, seen, rest)
 }
 
+/// Through the engine (its removal job, `homelab node job down-and-unlink`): a service whose
+/// first deploy fails its healthcheck is taken down again by the rollback, no container and
+/// no live link left, the others untouched; once it works it is created; and a service the
+/// repository no longer places on the node is taken down there, its data and config kept in
+/// the plan's snapshot. Real Docker and Compose.
+#[test]
+fn an_engine_takes_down_a_created_service_that_fails_and_a_removed_one() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let good =
+        fs::read_to_string(site.repo.path().join("services/cache/docker-compose.yml")).unwrap();
+    site.edit("services/cache/docker-compose.yml", |s| {
+        s.replace(r#"command: ["httpd", "-f", "-p", "8081"]"#, r#"command: ["sh", "-c", "exit 3"]"#)
+    });
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &["--node", "alpha"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains("first deploy: taking it down"), "{all}");
+    let root = site.root("alpha");
+    assert_eq!(site.live(&root, "cache"), None, "no live link left");
+    let gone = site.lab.docker("alpha", &["inspect", "cache"]);
+    assert!(!gone.status.success(), "no container left: {:?}", gone.status);
+    assert!(site.running("alpha", "web"), "the other services are up");
+
+    fs::write(site.repo.path().join("services/cache/docker-compose.yml"), good).unwrap();
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(site.running("alpha", "cache"));
+    fs::create_dir_all(root.join("data/cache")).unwrap();
+    fs::write(root.join("data/cache/kept.txt"), "the cache's data\n").unwrap();
+
+    site.edit("hosts/alpha/services.yaml", |s| {
+        s.replace("  - name: cache\n    exposure: tailnet\n", "")
+    });
+    fs::remove_dir_all(site.repo.path().join("services/cache")).unwrap();
+    let id = site.plan_and_approve();
+    let out = site.apply(&id, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("cache complete: removed; its data is kept in snapshot"), "{all}");
+    assert_eq!(site.live(&root, "cache"), None);
+    assert!(!site.lab.docker("alpha", &["inspect", "cache"]).status.success());
+    let snap = root.join(format!("state/snapshots/cache/{id}"));
+    assert!(snap.join("complete").is_file(), "{}", snap.display());
+    let manifest = fs::read_to_string(snap.join("manifest")).unwrap();
+    assert!(manifest.contains("/data/cache"), "{manifest}");
+    assert!(site.running("alpha", "web"));
+    assert_eq!(site.detailed(), 0, "the node is at the plan's state");
+}
+
 /// Through the engine, a deploy that cuts the node off from new connections: the run's session
 /// stays, the fresh one for the confirmation is refused, the node's watchdog rolls back by
 /// itself and verifies the old version, and the engine, which owns that decision, reports it
