@@ -4,7 +4,8 @@
 //! second; after a failed `up` it stands down (the engine rolls back); after a good one it
 //! gives the confirmation its window; then whoever creates `decided/` first decides. When it
 //! decides, a deploy no longer live is `superseded`; else it rolls the service back by itself
-//! (the rollback script it was given, run by `sh`), checks the previous release with its own
+//! (the rollback script it was given, run by `sh`; the deploy's and the removal's own scripts
+//! it does in process, as their jobs do), checks the previous release with its own
 //! healthcheck, and appends the event line. The differential test in `native::tests` holds it
 //! to the script.
 
@@ -18,6 +19,48 @@ use super::native::{append_lines, at, shell_status};
 
 /// How often the files are looked at (the script looks once a second, with a `sleep`).
 const POLL: Duration = Duration::from_millis(200);
+
+/// A rollback step: its arguments, the log it writes to, the time; its exit status.
+type Step = fn(&[String], &fs::File, SystemTime) -> i32;
+
+/// The rollback this program does itself rather than by `sh -c SCRIPT`: the deploy job's
+/// (`SWITCH_AND_UP`, the previous release) or the removal's (`DOWN_AND_UNLINK`, a first
+/// deploy), when this process is the `homelab` program's own `node deadman` — detached, its
+/// output on `/dev/null`, so that from then on all of it, its children's included, goes to the
+/// rollback's log as the script's would.
+fn native_step(script: &str) -> Option<Step> {
+    use super::{remote, switch};
+    super::native::program()?;
+    fn to_log(log: &fs::File) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 of a descriptor we own onto this process's own stdout and stderr.
+        unsafe {
+            libc::dup2(log.as_raw_fd(), 1);
+            libc::dup2(log.as_raw_fd(), 2);
+        }
+    }
+    fn up(args: &[String], log: &fs::File, now: SystemTime) -> i32 {
+        to_log(log);
+        let docker = switch::Docker(Path::new("docker"));
+        let code = switch::run(args, &docker, now, &mut io::stdout(), &mut io::stderr());
+        let _ = io::Write::flush(&mut io::stdout());
+        code
+    }
+    fn down(args: &[String], log: &fs::File, _: SystemTime) -> i32 {
+        to_log(log);
+        let docker = switch::Docker(Path::new("docker"));
+        let code = switch::down(args, &docker, &mut io::stdout(), &mut io::stderr());
+        let _ = io::Write::flush(&mut io::stdout());
+        code
+    }
+    if script == remote::SWITCH_AND_UP {
+        Some(up)
+    } else if script == remote::DOWN_AND_UNLINK {
+        Some(down)
+    } else {
+        None
+    }
+}
 
 /// `WATCHDOG` with its arguments: the folder, the `up` job's folder, the window in seconds,
 /// the events' root, the node, the event line, the live link, the deploy's release, the
@@ -58,16 +101,21 @@ pub fn watch(args: &[String], now: &dyn Fn() -> SystemTime) -> io::Result<()> {
     }
     fs::write(decided.join("rolled-back"), b"").map_err(at(&decided))?;
     let log = fs::File::create(dm.join("rollback.log")).map_err(at(dm))?;
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg("homelab")
-        .args(rollback_args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .status()?;
-    let code = shell_status(status);
+    let code = match native_step(script) {
+        Some(step) => step(rollback_args, &log, now()),
+        None => {
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .arg("homelab")
+                .args(rollback_args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .status()?;
+            shell_status(status)
+        }
+    };
     // The previous release, verified by its own healthcheck (three tries, 2 s apart), before
     // the rollback is recorded as done: `rollback.health` says ok or failed.
     let live_path = Path::new(live);
