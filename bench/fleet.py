@@ -205,6 +205,29 @@ class Fleet:
             time.sleep(0.02)
         subprocess.run(["iptables", "-t", "mangle", "-A", *rule], check=True)
 
+    def handshake_cpu(self, node, kex=None, times=10):
+        """Milliseconds of CPU the `ssh` client spends on one cold `ssh node true` (median of
+        `times`), with OpenSSH's default key exchange or the one named: what a handshake costs
+        the controller, apart from the wire."""
+        argv = [*self.ssh_base(node), *(["-o", f"KexAlgorithms={kex}"] if kex else []),
+                "root@127.0.0.1", "true"]
+        spent = []
+        for _ in range(times):
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            if p.returncode != 0:
+                raise RuntimeError(f"`{' '.join(argv)}` exited {p.returncode}")
+            spent.append((ru.ru_utime + ru.ru_stime) * 1000)
+        return sorted(spent)[len(spent) // 2]
+
+    def kex(self, node):
+        """The key exchange a plain OpenSSH client and the node agree on."""
+        p = subprocess.run([*self.ssh_base(node), "-v", "root@127.0.0.1", "true"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+        said = [l for l in p.stderr.splitlines() if "kex: algorithm:" in l]
+        return said[0].split("kex: algorithm:")[1].strip() if said else "unknown"
+
     def measure_rtt(self, node):
         """Seconds of one `ssh true` on a fresh connection (the handshake is ~3 round trips)."""
         t = time.monotonic()

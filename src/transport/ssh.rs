@@ -176,8 +176,11 @@ impl SshTransport {
 /// past the connect timeout (2026-11-30, the benchmark's fifty sshd nodes sharing those cores);
 /// eight made a 20-node plan over 150 ms links wait three turns of ~2 s handshakes (3× the
 /// floor), sixteen two turns (4.9 s against the floor's 2.7 s, 2026-12-05). A handshake over a
-/// slow link mostly waits, so thirty-two: a homelab of up to 32 nodes connects in one turn.
-const HANDSHAKES_AT_ONCE: usize = 32;
+/// slow link mostly waits; with one connection per node (no longer four) fifty at once cost
+/// the CPU 50 × ~0.12 s, a third of the connect timeout, and thirty-two made a 50-node plan
+/// over 150 ms links take two turns (6.5 s against the floor's 4.8 s, 2026-12-06). So
+/// sixty-four: a homelab of up to 64 nodes connects in one turn.
+const HANDSHAKES_AT_ONCE: usize = 64;
 
 /// A turn to make a handshake (see [`HANDSHAKES_AT_ONCE`]), given back when dropped.
 struct Handshakes;
