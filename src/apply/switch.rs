@@ -546,25 +546,19 @@ fn snapshot(svc: &str, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) -
         let err_file = tmp.join("err");
         let is_dir = fs::symlink_metadata(src).is_ok_and(|m| m.is_dir());
         let copied = if is_dir {
-            let quiet = Command::new("cp")
-                .args(["-a", "--reflink=always", "--", src])
-                .arg(&to)
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?
-                .success();
+            // `cp --reflink=always` fails where the file system cannot clone: asked only when a
+            // clone of one of the folder's files could be made (or it holds none).
+            let quiet = may_clone(Path::new(src), &tmp)
+                && Command::new("cp")
+                    .args(["-a", "--reflink=always", "--", src])
+                    .arg(&to)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()?
+                    .success();
             quiet || {
                 let _ = remove_all(&to);
-                let tgz = tmp.join(format!("{j}.tgz"));
-                Command::new("tar")
-                    .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", src])
-                    .arg("-czpf")
-                    .arg(&tgz)
-                    .arg(".")
-                    .stdin(Stdio::null())
-                    .stderr(fs::File::create(&err_file)?)
-                    .status()?
-                    .success()
+                archive(Path::new(src), &tmp.join(format!("{j}.tgz")), &err_file)?
             }
         } else {
             Command::new("cp")
@@ -606,6 +600,79 @@ fn snapshot(svc: &str, s: &Snapshot, docker: &Docker<'_>, out: &mut dyn Write) -
     }
     writeln!(out, "hl-data: snapshot {id} {i} {need}")?;
     Ok(())
+}
+
+/// Whether `cp -a --reflink=always` of the folder `src` into `into`'s file system may work: a
+/// clone (`FICLONE`) of the first regular file found in it, made beside `into` and removed,
+/// succeeds; or it holds no regular file (cp then makes the folder's copy, which clones
+/// nothing); or the clone failed for another reason than the file system not cloning (cp is
+/// then asked, as ever).
+fn may_clone(src: &Path, into: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Some(file) = first_file(src) else { return true };
+    let Ok(from) = fs::File::open(&file) else { return true };
+    let probe = into.join(".clone-probe");
+    let Ok(to) = fs::File::create(&probe) else { return true };
+    // SAFETY: FICLONE between two descriptors we own.
+    let cloned = unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) } == 0;
+    let why = io::Error::last_os_error().raw_os_error();
+    drop(to);
+    let _ = fs::remove_file(&probe);
+    let cannot = [libc::EOPNOTSUPP, libc::EXDEV, libc::EINVAL, libc::ENOTTY, libc::ENOSYS];
+    cloned || !why.is_some_and(|e| cannot.contains(&e))
+}
+
+/// The first regular file under `dir` (depth first), if any.
+fn first_file(dir: &Path) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).ok()?.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_file() => return Some(e.path()),
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// `tar --xattrs --xattrs-include='*' --numeric-owner -C SRC -czpf TGZ .`, compressed here
+/// rather than by the `sh -c gzip` and `gzip` processes tar starts: GNU tar writes the archive
+/// (every kind of file, owners, modes, times, xattrs), this process gzips it. Whether it
+/// succeeded; tar's complaints (or the write's) in `err_file`.
+fn archive(src: &Path, tgz: &Path, err_file: &Path) -> io::Result<bool> {
+    use std::io::Read;
+    let mut child = Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C"])
+        .arg(src)
+        .args(["-cpf", "-", "."])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(err_file)?)
+        .spawn()?;
+    let mut stream = child.stdout.take().expect("piped");
+    let written = (|| {
+        let file = fs::File::create(tgz).map_err(at(tgz))?;
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            gz.write_all(&chunk[..n]).map_err(at(tgz))?;
+        }
+        gz.finish().map_err(at(tgz)).map(drop)
+    })();
+    // A write that failed leaves tar on a pipe nobody reads: it ends on SIGPIPE.
+    drop(stream);
+    let status = child.wait()?;
+    if let Err(e) = written {
+        fs::write(err_file, format!("{e}\n"))?;
+        return Ok(false);
+    }
+    Ok(status.success())
 }
 
 /// `hl_stop_project`: the project's running containers (`filter`: its label) stopped; whether
@@ -774,4 +841,30 @@ pub fn job_main(dir: &Path, step: &str, args: &[String], now: SystemTime) -> io:
         let _ = fs::File::open(f).and_then(|f| f.sync_all());
     }
     fs::rename(&rc_tmp, dir.join("rc")).map_err(at(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clone is tried where `cp --reflink=always` clones a file here, and for a folder that
+    /// holds no regular file (cp copies it, cloning nothing); the probe leaves nothing behind.
+    #[test]
+    fn a_reflink_copy_is_tried_only_where_the_file_system_clones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (src, into) = (dir.path().join("src"), dir.path().join("into"));
+        fs::create_dir_all(src.join("a/b")).expect("mkdir");
+        fs::create_dir_all(&into).expect("mkdir");
+        assert!(may_clone(&src, &into), "no regular file: cp is asked");
+        fs::write(src.join("a/b/data"), "data").expect("write");
+        let cp = Command::new("cp")
+            .args(["--reflink=always", "--"])
+            .arg(src.join("a/b/data"))
+            .arg(dir.path().join("copy"))
+            .stderr(Stdio::null())
+            .status()
+            .expect("cp");
+        assert_eq!(may_clone(&src, &into), cp.success());
+        assert_eq!(fs::read_dir(&into).expect("read_dir").count(), 0, "the probe is removed");
+    }
 }
