@@ -250,6 +250,17 @@ pub(super) fn unlock(lock: &str, holder_file: &str, holder: &[u8]) -> io::Result
     }
 }
 
+/// `BREAK_LOCK`: the node lock removed whoever holds it; what its holder file said (`{}` when
+/// it says nothing readable), or `None` when there was no lock.
+pub(super) fn break_lock(lock: &str, holder_file: &str) -> io::Result<Option<Vec<u8>>> {
+    if !Path::new(lock).is_dir() {
+        return Ok(None);
+    }
+    let holder = fs::read(holder_file).unwrap_or_else(|_| b"{}\n".to_vec());
+    remove_all(Path::new(lock))?;
+    Ok(Some(holder))
+}
+
 /// `FINISH`: the plan recorded as consumed (`consumed`: its path and record), the older
 /// releases of each `(releases, live)` pair pruned past `keep` (never the live one; `-` as
 /// the live link prunes snapshots the same way), the finished apply journals under `deploys`
@@ -1332,6 +1343,28 @@ mod tests {
         let out = t.each(|exec, l, _| remote::unlock(exec, l, holder).map_err(|e| e.to_string()));
         assert!(out.iter().all(Result::is_ok), "{out:?}");
         assert!(t.same().contains_key("state/lock/holder.json"));
+    }
+
+    #[test]
+    fn a_lock_is_broken_as_the_break_lock_script_breaks_it() {
+        let t = Twins::new();
+        let broken = || t.each(|exec, l, _| remote::break_lock(exec, l).map_err(|e| e.to_string()));
+        // No lock: nothing to break.
+        assert_eq!(broken(), [Ok(None), Ok(None)]);
+        // A lock and its holder: the holder said, the lock gone.
+        t.each(|_, _, root| {
+            write(root, "state/lock/holder.json", "{\"holder\": \"gone@elsewhere\"}\n")
+        });
+        let said = broken();
+        assert_eq!(said[0], said[1]);
+        assert_eq!(said[1], Ok(Some("{\"holder\": \"gone@elsewhere\"}".to_owned())));
+        assert!(!t.same().contains_key("state/lock"));
+        // A lock with no holder file (a crash between the two): `{}`, and gone.
+        t.each(|_, _, root| std::fs::create_dir_all(root.join("state/lock")).expect("mkdir"));
+        let said = broken();
+        assert_eq!(said[0], said[1]);
+        assert_eq!(said[1], Ok(Some("{}".to_owned())));
+        assert!(!t.same().contains_key("state/lock"));
     }
 
     #[test]

@@ -1946,6 +1946,13 @@ pub fn finish(
 /// or `None` when the node was not locked.
 pub fn break_lock(exec: &dyn NodeExec, layout: &Layout) -> Result<Option<String>, StepError> {
     let (l, h) = (layout.lock(), layout.lock_holder());
+    if exec.on_this_machine() {
+        let none = Carry::default();
+        let holder = here(exec, &none, || {
+            super::native::break_lock(&l, &h).map_err(failed("breaking the node lock"))
+        })?;
+        return Ok(holder.map(|h| String::from_utf8_lossy(&h).trim().to_owned()));
+    }
     let out = sh(exec, &Carry::default(), BREAK_LOCK, &[&l, &h], b"", SHORT, false)?;
     if out.status == Some(3) {
         return Ok(None);
