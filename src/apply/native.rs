@@ -662,17 +662,30 @@ fn wait_or_kill(
 /// status and its stdout (with its stderr, as `2>&1`, when `with_stderr`; else its stderr
 /// dropped); `None` when it did not end by the deadline (it and its group are killed).
 pub(super) fn captured(
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     with_stderr: bool,
+    deadline: std::time::Instant,
+) -> io::Result<Option<(std::process::ExitStatus, Vec<u8>)>> {
+    captured_with(cmd, Some(with_stderr), deadline)
+}
+
+/// [`captured`], its stderr as the command has it set when `with_stderr` is `None`.
+fn captured_with(
+    mut cmd: std::process::Command,
+    with_stderr: Option<bool>,
     deadline: std::time::Instant,
 ) -> io::Result<Option<(std::process::ExitStatus, Vec<u8>)>> {
     let (mut reader, writer) = pipe()?;
     cmd.stdout(writer.try_clone()?);
-    if with_stderr {
-        cmd.stderr(writer);
-    } else {
-        cmd.stderr(std::process::Stdio::null());
-        drop(writer);
+    match with_stderr {
+        Some(true) => {
+            cmd.stderr(writer);
+        }
+        Some(false) => {
+            cmd.stderr(std::process::Stdio::null());
+            drop(writer);
+        }
+        None => drop(writer),
     }
     let mut child = spawn_grouped(&mut cmd)?;
     // Our copies of the pipe's writing end go with the command: the reader sees its end when
@@ -704,6 +717,28 @@ fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
     }
     // SAFETY: two descriptors just made, owned by nothing else.
     Ok(unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) })
+}
+
+/// `cmd` run to its end or to `deadline` as [`captured`] runs it, its stdout and stderr kept
+/// apart: `None` when it did not end by the deadline.
+pub(super) fn output_until(
+    mut cmd: std::process::Command,
+    deadline: std::time::Instant,
+) -> io::Result<Option<crate::transport::Output>> {
+    let (mut err_reader, err_writer) = pipe()?;
+    cmd.stderr(err_writer);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reading = std::thread::spawn(move || {
+        let mut err = Vec::new();
+        let _ = err_reader.read_to_end(&mut err);
+        let _ = tx.send(err);
+    });
+    let out = captured_with(cmd, None, deadline);
+    drop(reading);
+    let Some((status, stdout)) = out? else { return Ok(None) };
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let Ok(stderr) = rx.recv_timeout(left) else { return Ok(None) };
+    Ok(Some(crate::transport::Output { status: Some(shell_status(status)), stdout, stderr }))
 }
 
 /// `cmd` started with stdin empty, in a process group of its own (so that a timeout takes its

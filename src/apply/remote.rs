@@ -960,6 +960,16 @@ fn here<T>(
     })
 }
 
+/// A step done in process (see [`here`]) that carries no records, for the modules beside this
+/// one; `step` names it in its error.
+pub(super) fn in_process<T>(
+    exec: &dyn NodeExec,
+    step: &'static str,
+    work: impl FnOnce() -> std::io::Result<T>,
+) -> Result<T, StepError> {
+    here(exec, &Carry::default(), || work().map_err(failed(step)))
+}
+
 /// An error of a step done in process.
 fn failed(step: &'static str) -> impl Fn(std::io::Error) -> StepError {
     move |e| StepError::Failed { step, status: None, stderr: e.to_string() }

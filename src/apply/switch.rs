@@ -427,7 +427,7 @@ fn disk_usage_kib(path: &Path) -> u64 {
 }
 
 /// `stat -c %u:%g:%a` (the path itself, not what a link points at).
-fn owner_and_mode(path: &Path) -> io::Result<String> {
+pub(super) fn owner_and_mode(path: &Path) -> io::Result<String> {
     let m = fs::symlink_metadata(path).map_err(at(path))?;
     Ok(format!("{}:{}:{:o}", m.uid(), m.gid(), m.mode() & 0o7777))
 }
@@ -801,7 +801,7 @@ fn remove_file_if_any(path: &Path) -> io::Result<()> {
 }
 
 /// `[ -r PATH ]`.
-fn readable(path: &Path) -> bool {
+pub(super) fn readable(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
     // SAFETY: a NUL-terminated path.
