@@ -1823,15 +1823,10 @@ case "$1 $2" in
 esac
 "#;
 
-    /// A service's removal done by this program (`switch::down`) leaves the node as the
-    /// `DOWN_AND_UNLINK` script leaves it, and answers as it does: a live release taken down
-    /// and unlinked; a snapshot first; a `down` that fails, its end redacted, the link kept;
-    /// nothing live but a dangling link; a created service rolled back (the snapshot put back
-    /// after the link is gone).
-    #[test]
-    fn a_removal_job_takes_down_and_unlinks_as_the_script_does() {
-        use super::super::switch;
-        use std::os::unix::fs::{symlink, PermissionsExt};
+    /// Twin roots (`script`, `native`) for a job's differential test, each with the recording
+    /// `docker` (`DOCKER`) in `bin/`, its secret, and web's env file holding it.
+    fn job_roots() -> (tempfile::TempDir, [PathBuf; 2]) {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let roots = [dir.path().join("script"), dir.path().join("native")];
         for r in &roots {
@@ -1841,6 +1836,59 @@ esac
                 .expect("chmod");
             write(r, "docker/secret", "s3cr3t-value");
             write(r, "config/web/.env", "TOKEN=s3cr3t-value\n");
+        }
+        (dir, roots)
+    }
+
+    /// A job's step on root `r`: `sh -c SCRIPT homelab ARGS` with the root's `bin/` first on
+    /// `PATH`, or this program's step (`native`, given the root's `docker`); (status, stdout,
+    /// stderr) with the root's path read as `ROOT`.
+    fn job_step(
+        r: &Path,
+        script: Option<&str>,
+        args: &[String],
+        native: impl FnOnce(&Path, &mut Vec<u8>, &mut Vec<u8>) -> i32,
+    ) -> (i32, String, String) {
+        let (code, out, err) = match script {
+            Some(script) => {
+                let path = format!(
+                    "{}:{}",
+                    r.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                );
+                let o = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(script)
+                    .arg("homelab")
+                    .args(args)
+                    .env("PATH", path)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .expect("sh");
+                (o.status.code().unwrap_or(-1), o.stdout, o.stderr)
+            }
+            None => {
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                let code = native(&r.join("bin/docker"), &mut out, &mut err);
+                (code, out, err)
+            }
+        };
+        let rs = r.to_str().expect("utf-8");
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).replace(rs, "ROOT");
+        (code, text(out), text(err))
+    }
+
+    /// A service's removal done by this program (`switch::down`) leaves the node as the
+    /// `DOWN_AND_UNLINK` script leaves it, and answers as it does: a live release taken down
+    /// and unlinked; a snapshot first; a `down` that fails, its end redacted, the link kept;
+    /// nothing live but a dangling link; a created service rolled back (the snapshot put back
+    /// after the link is gone).
+    #[test]
+    fn a_removal_job_takes_down_and_unlinks_as_the_script_does() {
+        use super::super::switch;
+        use std::os::unix::fs::symlink;
+        let (_dir, roots) = job_roots();
+        for r in &roots {
             write(r, "state/releases/web/p1/docker-compose.yml", "services: {}\n");
             write(r, "state/releases/web/p1/docker-compose.override.yml", "services: {}\n");
             write(r, "data/web/a.txt", "alpha");
@@ -1860,30 +1908,10 @@ esac
                     format!("{rs}/config/web/.env"),
                 ];
                 a.extend(data.iter().map(|d| d.replace("ROOT", rs)));
-                let (code, out, err) = if i == 0 {
-                    let path = format!(
-                        "{}:{}",
-                        r.join("bin").display(),
-                        std::env::var("PATH").unwrap_or_default()
-                    );
-                    let o = std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(remote::DOWN_AND_UNLINK)
-                        .arg("homelab")
-                        .args(&a)
-                        .env("PATH", path)
-                        .stdin(std::process::Stdio::null())
-                        .output()
-                        .expect("sh");
-                    (o.status.code().unwrap_or(-1), o.stdout, o.stderr)
-                } else {
-                    let docker = r.join("bin/docker");
-                    let (mut out, mut err) = (Vec::new(), Vec::new());
-                    let code = switch::down(&a, &switch::Docker(&docker), &mut out, &mut err);
-                    (code, out, err)
-                };
-                let text = |b: Vec<u8>| String::from_utf8_lossy(&b).replace(rs, "ROOT");
-                (code, text(out), text(err))
+                let script = (i == 0).then_some(remote::DOWN_AND_UNLINK);
+                job_step(r, script, &a, |docker, out, err| {
+                    switch::down(&a, &switch::Docker(docker), out, err)
+                })
             });
             assert_eq!(script, native, "the script's answer, then the native one");
             native
@@ -1948,15 +1976,8 @@ esac
     fn a_deploy_job_switches_and_starts_as_the_script_does() {
         use super::super::switch;
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let roots = [dir.path().join("script"), dir.path().join("native")];
+        let (_dir, roots) = job_roots();
         for r in &roots {
-            let rs = r.to_str().expect("utf-8");
-            write(r, "bin/docker", &DOCKER.replace("__ROOT__", rs));
-            std::fs::set_permissions(r.join("bin/docker"), std::fs::Permissions::from_mode(0o755))
-                .expect("chmod");
-            write(r, "docker/secret", "s3cr3t-value");
-            write(r, "config/web/.env", "TOKEN=s3cr3t-value\n");
             write(r, "state/releases/web/p1/docker-compose.yml", "services: {}\n");
             write(r, "state/releases/web/p2/docker-compose.yml", "services: {}\n");
             write(r, "state/releases/web/p2/docker-compose.override.yml", "services: {}\n");
@@ -2007,44 +2028,13 @@ esac
         let now = std::time::SystemTime::now();
         // Both ways, on each root; (status, stdout, stderr) with the root's path as ROOT.
         let both = |rel: &str, data: &[&str], nets: &[&str], watched: bool| {
-            let script = {
-                let r = &roots[0];
+            [Some(remote::SWITCH_AND_UP), None].map(|script| {
+                let r = &roots[usize::from(script.is_none())];
                 let a = args(r, rel, data, nets, watched);
-                let path = format!(
-                    "{}:{}",
-                    r.join("bin").display(),
-                    std::env::var("PATH").unwrap_or_default()
-                );
-                let o = std::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(remote::SWITCH_AND_UP)
-                    .arg("homelab")
-                    .args(&a)
-                    .env("PATH", path)
-                    .stdin(std::process::Stdio::null())
-                    .output()
-                    .expect("sh");
-                let rs = r.to_str().expect("utf-8");
-                (
-                    o.status.code().unwrap_or(-1),
-                    String::from_utf8_lossy(&o.stdout).replace(rs, "ROOT"),
-                    String::from_utf8_lossy(&o.stderr).replace(rs, "ROOT"),
-                )
-            };
-            let native = {
-                let r = &roots[1];
-                let a = args(r, rel, data, nets, watched);
-                let docker = r.join("bin/docker");
-                let (mut out, mut err) = (Vec::new(), Vec::new());
-                let code = switch::run(&a, &switch::Docker(&docker), now, &mut out, &mut err);
-                let rs = r.to_str().expect("utf-8");
-                (
-                    code,
-                    String::from_utf8_lossy(&out).replace(rs, "ROOT"),
-                    String::from_utf8_lossy(&err).replace(rs, "ROOT"),
-                )
-            };
-            [script, native]
+                job_step(r, script, &a, |docker, out, err| {
+                    switch::run(&a, &switch::Docker(docker), now, out, err)
+                })
+            })
         };
         let same = || alike(&roots);
         let data = |mode: &str| {
