@@ -579,6 +579,45 @@ fn an_engine_takes_down_a_created_service_that_fails_and_a_removed_one() {
     assert_eq!(site.detailed(), 0, "the node is at the plan's state");
 }
 
+/// Through the engine, a service's first deploy that cannot be confirmed (new connections to
+/// its node refused from the deploy on): the node's watchdog takes it down by itself (the
+/// removal's step, done in the watchdog's process), no container and no live link left, and
+/// the engine reports the node's own rollback; the services already there stay up.
+#[test]
+fn an_engine_whose_first_deploy_cannot_be_confirmed_is_taken_down_by_the_node() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new(Lab::start(&NODES)).with_engines();
+    let cache = site.repo.path().join("services/cache");
+    let aside = site.ctl.join("cache-aside");
+    copy_tree(&cache, &aside);
+    fs::remove_dir_all(&cache).unwrap();
+    let entry = "  - name: cache\n    exposure: tailnet\n";
+    site.edit("hosts/alpha/services.yaml", |s| s.replace(entry, ""));
+    let id = site.plan_and_approve();
+    assert_eq!(site.apply(&id, &["--confirm-timeout", "3"]).code, 0);
+
+    copy_tree(&aside, &cache);
+    site.edit("hosts/alpha/services.yaml", |s| format!("{s}{entry}"));
+    let id = site.plan_and_approve();
+    let mut child = site.spawn_apply(&id, &["--confirm-timeout", "3", "--node", "alpha"]);
+    let (seen, rest) = wait_for_line(&mut child, "[alpha] cache deploy:");
+    site.lab.refuse_new("alpha");
+    let (code, tail) = finish(child, rest);
+    site.lab.accept_new("alpha");
+    let all = format!("{}{tail}", seen.join(""));
+    assert_ne!(code, 0, "{all}");
+    assert!(all.contains("by itself"), "{all}");
+    let root = site.root("alpha");
+    let dm = root.join(format!("state/deploy/{id}/jobs/cache/deadman"));
+    assert!(dm.join("decided/rolled-back").exists(), "the node's one decision");
+    let rc = fs::read_to_string(dm.join("rollback.rc")).unwrap();
+    assert_eq!(rc.trim(), "0", "{}", fs::read_to_string(dm.join("rollback.log")).unwrap());
+    assert_eq!(site.live(&root, "cache"), None, "no live link left");
+    let gone = site.lab.docker("alpha", &["inspect", "cache"]);
+    assert!(!gone.status.success(), "no container left");
+    assert!(site.running("alpha", "web"));
+}
+
 /// Through the engine, a deploy that cuts the node off from new connections: the run's session
 /// stays, the fresh one for the confirmation is refused, the node's watchdog rolls back by
 /// itself and verifies the old version, and the engine, which owns that decision, reports it
