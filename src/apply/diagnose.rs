@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use super::native::{captured, private_log, redact, signal_group, spawn_grouped, wait_until};
+use super::native::{captured, private_log, redact, spawn_grouped, wait_or_kill};
 use crate::transport::Output;
 
 /// What `DIAGNOSE` is given, by name.
@@ -78,12 +78,10 @@ pub(super) fn diagnose(d: &Diagnose<'_>) -> io::Result<Output> {
 fn into(mut cmd: Command, log: &fs::File, deadline: Instant) -> io::Result<()> {
     cmd.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log.try_clone()?));
     let mut child = spawn_grouped(&mut cmd)?;
-    if wait_until(&mut child, deadline)?.is_none() {
-        signal_group(&child, libc::SIGKILL);
-        let _ = child.wait();
-        return Err(late("docker compose"));
+    match wait_or_kill(&mut child, deadline)? {
+        Some(_) => Ok(()),
+        None => Err(late("docker compose")),
     }
-    Ok(())
 }
 
 fn late(what: &str) -> io::Error {

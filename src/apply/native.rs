@@ -646,7 +646,7 @@ fn logged(
 }
 
 /// [`wait_until`], the group killed at the deadline.
-fn wait_or_kill(
+pub(super) fn wait_or_kill(
     child: &mut std::process::Child,
     deadline: std::time::Instant,
 ) -> io::Result<Option<std::process::ExitStatus>> {
@@ -697,11 +697,7 @@ fn captured_with(
         let _ = reader.read_to_end(&mut out);
         let _ = tx.send(out);
     });
-    let Some(status) = wait_until(&mut child, deadline)? else {
-        signal_group(&child, libc::SIGKILL);
-        let _ = child.wait();
-        return Ok(None);
-    };
+    let Some(status) = wait_or_kill(&mut child, deadline)? else { return Ok(None) };
     // A child of its own that still holds the pipe past the deadline counts as not done.
     let left = deadline.saturating_duration_since(std::time::Instant::now());
     Ok(rx.recv_timeout(left).ok().map(|out| (status, out)))
