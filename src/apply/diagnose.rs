@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use super::native::{captured, private_log, redact, spawn_grouped, wait_or_kill};
+use super::native::{captured, late, private_log, redact, spawn_grouped, wait_or_kill};
 use crate::transport::Output;
 
 /// What `DIAGNOSE` is given, by name.
@@ -82,10 +82,6 @@ fn into(mut cmd: Command, log: &fs::File, deadline: Instant) -> io::Result<()> {
         Some(_) => Ok(()),
         None => Err(late("docker compose")),
     }
-}
-
-fn late(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, format!("`{what}` did not end in time"))
 }
 
 /// `head -n N`: the first `n` lines, a last one without its newline kept as it is.

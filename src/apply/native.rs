@@ -65,6 +65,20 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// The text without its trailing newlines, as `$(...)` gives it.
+pub(super) fn strip_newlines(text: &[u8]) -> &[u8] {
+    let mut t = text;
+    while let [rest @ .., b'\n'] = t {
+        t = rest;
+    }
+    t
+}
+
+/// The error of a command given up at its deadline.
+pub(super) fn late(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("`{what}` did not end in time"))
+}
+
 /// `sync -f PATH`: the file system holding it synced.
 pub(super) fn syncfs(path: &Path) -> io::Result<()> {
     let f = fs::File::open(path).map_err(at(path))?;

@@ -230,10 +230,6 @@ fn restic(repo: &str, pwf: &str, options: &[&str]) -> Command {
     cmd
 }
 
-fn late(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, format!("{what} did not end in time"))
-}
-
 /// `SHOW` in process, with its arguments: restic's listing of the one snapshot on stdout, or
 /// the script's status and words.
 fn show(args: &[&str], deadline: Instant) -> io::Result<Output> {
@@ -245,8 +241,8 @@ fn show(args: &[&str], deadline: Instant) -> io::Result<Output> {
     }
     let mut cmd = restic(repo, pwf, options);
     cmd.args(["snapshots", "--json", id]);
-    let out =
-        super::native::output_until(cmd, deadline)?.ok_or_else(|| late("restic snapshots"))?;
+    let out = super::native::output_until(cmd, deadline)?
+        .ok_or_else(|| super::native::late("restic snapshots"))?;
     if out.success() {
         return Ok(answer(0, out.stdout, String::new()));
     }
@@ -289,7 +285,8 @@ fn fetch_here(args: &[&str], docker_host: &str, deadline: Instant) -> io::Result
     let restored = tmp.join("r");
     let mut cmd = restic(repo, pwf, options);
     cmd.args(["restore", id, "--target"]).arg(&restored);
-    let out = super::native::output_until(cmd, deadline)?.ok_or_else(|| late("restic restore"))?;
+    let out = super::native::output_until(cmd, deadline)?
+        .ok_or_else(|| super::native::late("restic restore"))?;
     if !out.success() {
         let said = String::from_utf8_lossy(&super::native::tail_lines(&out.stderr, 3)).into_owned();
         return gone(4, said);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::native::captured;
+use super::native::{captured, strip_newlines};
 
 /// `docker inspect`'s format: name, status, restart count, restart policy (`no` when none is
 /// set, as Docker takes an empty one), exit code, Docker's own health status or `none`.
@@ -86,11 +86,7 @@ fn looks(w: &Window<'_>) -> io::Result<Option<String>> {
 
 /// What `$(...)` makes of a command's output: its trailing newlines dropped.
 fn substituted(out: &[u8]) -> String {
-    let mut end = out.len();
-    while end > 0 && out[end - 1] == b'\n' {
-        end -= 1;
-    }
-    String::from_utf8_lossy(&out[..end]).into_owned()
+    String::from_utf8_lossy(strip_newlines(out)).into_owned()
 }
 
 /// The problems of one look (`now`) against the first (`first`), a line each, as the

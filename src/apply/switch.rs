@@ -22,8 +22,8 @@ use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
 use super::native::{
-    at, compose_command, parent, private_log, redact, remove_all, shell_status, sync_dir, syncfs,
-    tail_lines,
+    at, compose_command, parent, private_log, redact, remove_all, shell_status, strip_newlines,
+    sync_dir, syncfs, tail_lines,
 };
 
 /// The step's name on `homelab node job`'s command line.
@@ -373,15 +373,6 @@ pub fn down(args: &[String], docker: &Docker<'_>, out: &mut dyn Write, err: &mut
             code
         }
     }
-}
-
-/// `$(...)`'s text: trailing newlines dropped.
-fn strip_newlines(text: &[u8]) -> &[u8] {
-    let mut t = text;
-    while let [rest @ .., b'\n'] = t {
-        t = rest;
-    }
-    t
 }
 
 /// `chmod -- MODE PATH`, unless the path already has that (octal) mode: GNU chmod keeps a
