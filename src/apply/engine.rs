@@ -140,8 +140,23 @@ pub(super) fn remote(
             message,
         })
     };
+    let bundle = Bundle {
+        node: node.id.to_string(),
+        plan: signed.plan.clone(),
+        approved: signed.approved.clone(),
+        services: opts.services.clone(),
+        resume: opts.resume,
+        lock_wait_secs: opts.lock_wait.as_secs(),
+        confirm_timeout_secs: opts.confirm_timeout.map(|t| t.as_secs()),
+        holder: opts.holder.clone(),
+        in_run: in_run.iter().cloned().collect(),
+        finished_nodes: opts.finished_nodes.iter().cloned().collect(),
+        stage: opts.mode.only(),
+    };
     trips.fetch_add(1, Ordering::Relaxed);
-    let mut session = match wire::open(transport, node) {
+    // The bundle rides behind the hello (`wire::open_with`): one round trip less.
+    let apply = Request::Apply(bundle);
+    let mut session = match wire::open_with(wire::Link::Shared, transport, node, Some(&apply)) {
         Ok(s) => s,
         Err(Opened::Here) => {
             trips.fetch_sub(1, Ordering::Relaxed);
@@ -156,23 +171,7 @@ pub(super) fn remote(
         }
     };
     say("connect", format!("the node's engine answered (homelab {})", wire::VERSION));
-    let bundle = Bundle {
-        node: node.id.to_string(),
-        plan: signed.plan.clone(),
-        approved: signed.approved.clone(),
-        services: opts.services.clone(),
-        resume: opts.resume,
-        lock_wait_secs: opts.lock_wait.as_secs(),
-        confirm_timeout_secs: opts.confirm_timeout.map(|t| t.as_secs()),
-        holder: opts.holder.clone(),
-        in_run: in_run.iter().cloned().collect(),
-        finished_nodes: opts.finished_nodes.iter().cloned().collect(),
-        stage: opts.mode.only(),
-    };
     let input = Arc::new(Mutex::new(session.input.take()));
-    if send(&input, &Request::Apply(bundle)).is_err() {
-        return Ok(lost(&mut session, id));
-    }
     // The dependencies of this node's services on other nodes, told to the engine as they
     // settle. Each relay ends when its instance settles (the scheduler settles every instance
     // of the run when its node ends) or the session is gone.
