@@ -23,13 +23,86 @@ use crate::transport::{Container, Output};
 /// 2: a bundle may carry the one stage to run (`apply --stage`).
 /// 3: a refresh's answer travels as base64 (`Reply::Refreshed::base64`): it holds the files a
 /// node has as they are, and a file that is not UTF-8 came across altered as text.
-pub const PROTOCOL: u32 = 3;
+/// 4: a bundle's plan travels gzipped ([`Packed`]).
+pub const PROTOCOL: u32 = 4;
 
 /// This program's version, said in [`Hello`].
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The largest frame read: a bundle holds a plan of up to 64 MiB and its approvals.
 pub const MAX_FRAME: u32 = 80 << 20;
+
+/// A plan's text as a bundle carries it: gzipped, then base64 (a plan is text that repeats
+/// itself; a 113 KB plan of 6 nodes is ~15 KB on the wire). Every node receives the whole
+/// plan, whose signature covers all of it, on a link that often starts again from TCP's slow
+/// start (the plan's connection sat idle through the review): over a 150 ms link, each
+/// doubling of the congestion window a bigger bundle needs is 150 ms more. Compressed once per
+/// run however many nodes it goes to (clones share it); what is read back is the text,
+/// refused past 64 MiB.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    text: std::sync::Arc<str>,
+    wire: std::sync::Arc<std::sync::OnceLock<String>>,
+}
+
+/// The largest plan text a [`Packed`] unpacks to.
+const MAX_PLAN: u64 = 64 << 20;
+
+impl Packed {
+    pub fn new(text: String) -> Packed {
+        Packed { text: text.into(), wire: Default::default() }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<String> for Packed {
+    fn from(text: String) -> Packed {
+        Packed::new(text)
+    }
+}
+
+impl std::ops::Deref for Packed {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Serialize for Packed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wire = self.wire.get_or_init(|| {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            // Writing to a Vec cannot fail.
+            let _ = gz.write_all(self.text.as_bytes());
+            crate::digest::base64_encode(&gz.finish().unwrap_or_default())
+        });
+        s.serialize_str(wire)
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Packed, D::Error> {
+        use serde::de::Error;
+        use std::io::Read;
+        let wire = String::deserialize(d)?;
+        let gz = crate::digest::base64_decode(wire.as_bytes())
+            .ok_or_else(|| D::Error::custom("a packed plan that is not base64"))?;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .take(MAX_PLAN + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| D::Error::custom(format!("a packed plan that does not unpack: {e}")))?;
+        if text.len() as u64 > MAX_PLAN {
+            return Err(D::Error::custom(format!("a packed plan of more than {MAX_PLAN} bytes")));
+        }
+        let wire = std::sync::OnceLock::from(wire);
+        Ok(Packed { text: text.into(), wire: std::sync::Arc::new(wire) })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -103,7 +176,7 @@ pub struct Bundle {
     /// The node this part is for: the node refuses a bundle for another.
     pub node: String,
     /// `<id>.plan` as signed.
-    pub plan: String,
+    pub plan: Packed,
     /// `<id>.approved` as signed.
     pub approved: String,
     pub services: Option<Vec<ServiceName>>,
@@ -452,6 +525,19 @@ mod tests {
         }
     }
 
+    /// `n` letters that gzip cannot shrink much.
+    fn noise(n: usize) -> String {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect()
+    }
+
     /// A request sent behind the hello (`open_with`) to a node of another version, which
     /// answers the hello, reads nothing more and ends: the controller says both versions and
     /// the way out, not a broken pipe, even when the request is larger than the pipes between
@@ -467,10 +553,11 @@ mod tests {
         let mut hello = Vec::new();
         send(&mut hello, &Request::Hello(Hello::ours())).unwrap();
         let old = Shell(format!("head -c {} > /dev/null; cat '{}'", hello.len(), frame.display()));
-        // Sixteen times a pipe's buffer, as a big plan's bundle is.
+        // Sixteen times a pipe's buffer, as a big plan's bundle is (text that does not
+        // compress: a packed plan is smaller than its text).
         let big = Request::Apply(Bundle {
             node: "far-away".into(),
-            plan: "p".repeat(1 << 20),
+            plan: noise(1 << 20).into(),
             approved: String::new(),
             services: None,
             resume: false,
@@ -513,9 +600,42 @@ mod tests {
             matches!(receive::<Request>(&mut r).unwrap(), Some(Request::Hello(h)) if h.matches())
         );
         assert!(
-            matches!(receive::<Request>(&mut r).unwrap(), Some(Request::Apply(b)) if b.plan.len() == 1 << 20)
+            matches!(receive::<Request>(&mut r).unwrap(), Some(Request::Apply(b)) if b.plan.as_str() == noise(1 << 20))
         );
         assert!(r.is_empty());
+    }
+
+    /// A plan travels gzipped and comes back as its text, byte for byte; packed once however
+    /// many bundles carry it; what does not unpack, or unpacks past 64 MiB (a gzip bomb), is
+    /// an unreadable message, not a plan, and unpacking stops at the limit.
+    #[test]
+    fn a_packed_plan_unpacks_to_its_text_and_nothing_larger_than_a_plan() {
+        let text = format!("{}\n{}é\n", "homelab plan\n".repeat(5000), noise(10_000));
+        let packed = Packed::new(text.clone());
+        let one = serde_json::to_string(&packed).unwrap();
+        assert!(one.len() < text.len() / 2, "{} of {}", one.len(), text.len());
+        let copy = packed.clone();
+        assert!(std::sync::Arc::ptr_eq(&copy.wire, &packed.wire));
+        assert!(copy.wire.get().is_some(), "packed once, for every clone");
+        let back: Packed = serde_json::from_str(&one).unwrap();
+        assert_eq!(back.as_str(), text);
+        assert_eq!(serde_json::to_string(&back).unwrap(), one, "kept as it came");
+
+        let bomb = {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let zeros = vec![b' '; 1 << 20];
+            for _ in 0..65 {
+                gz.write_all(&zeros).unwrap();
+            }
+            crate::digest::base64_encode(&gz.finish().unwrap())
+        };
+        assert!(bomb.len() < 1 << 20);
+        let err = serde_json::from_str::<Packed>(&format!("\"{bomb}\"")).unwrap_err();
+        assert!(err.to_string().contains("more than 67108864 bytes"), "{err}");
+        for bad in ["\"not base64!\"", "\"aGVsbG8=\"", "12"] {
+            assert!(serde_json::from_str::<Packed>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

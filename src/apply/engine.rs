@@ -44,7 +44,8 @@ pub enum Progress {
 /// The signed texts an engine checks, for [`Options::signed`].
 #[derive(Debug, Clone)]
 pub struct Signed {
-    pub plan: String,
+    /// Packed once for every node's bundle.
+    pub plan: wire::Packed,
     pub approved: String,
 }
 

@@ -85,7 +85,9 @@ pub fn run(repo: &Path, args: &ApplyArgs<'_>, out: &mut dyn Write) -> Result<Rep
         keep_releases: lab.policy.keep_releases,
         // What each node's engine checks for itself: the files pre-flight just read.
         signed: Some(apply::engine::Signed {
-            plan: crate::plan::file::read_bounded(&loaded.path).map_err(policy::Refusal::from)?,
+            plan: crate::plan::file::read_bounded(&loaded.path)
+                .map_err(policy::Refusal::from)?
+                .into(),
             approved: crate::plan::file::read_bounded(args.approved)
                 .map_err(policy::Refusal::from)?,
         }),

@@ -144,7 +144,7 @@ fn sign(site: &Site, text: &str, namespace: &str) -> String {
 fn bundle_for(node: &str, plan: String, approved: String) -> Bundle {
     Bundle {
         node: node.to_owned(),
-        plan,
+        plan: plan.into(),
         approved,
         services: None,
         resume: false,
