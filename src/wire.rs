@@ -504,25 +504,8 @@ mod tests {
     }
 
     fn node() -> crate::model::Node {
-        crate::model::Node {
-            id: crate::model::NodeName::parse("far-away").unwrap(),
-            display_name: "FAR-AWAY".into(),
-            roles: Vec::new(),
-            site: String::new(),
-            uplink: String::new(),
-            offline_first: false,
-            ssh: crate::model::SshTarget { address: "x".into(), user: "u".into(), port: 22 },
-            lan_address: None,
-            runtime_root: "/opt/homelab".into(),
-            docker_socket: "/var/run/docker.sock".into(),
-            snapshot_min_free: crate::model::DEFAULT_SNAPSHOT_MIN_FREE,
-            backup: None,
-            capabilities: Default::default(),
-            services: Default::default(),
-            overrides: Default::default(),
-            runtime_files: Default::default(),
-            root_given: false,
-        }
+        let id = crate::model::NodeName::parse("far-away").unwrap();
+        crate::model::Node::bare(id, "/opt/homelab".into(), "/var/run/docker.sock".into())
     }
 
     /// `n` letters that gzip cannot shrink much.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{trust, Folder};
 use crate::apply::engine::Progress;
 use crate::apply::{self, Event, Mode, NodeOutcome, Options, Sink};
-use crate::model::{Instance, Node, SshTarget};
+use crate::model::{Instance, Node};
 use crate::node::Layout;
 use crate::transport::local::LocalExec;
 use crate::transport::{ExecError, NodeExec, Transport};
@@ -116,27 +116,7 @@ impl Ready {
                 0,
             );
         };
-        let node = Node {
-            id: roots.node.clone(),
-            display_name: roots.node.display_name(),
-            roles: Vec::new(),
-            site: String::new(),
-            uplink: String::new(),
-            offline_first: false,
-            ssh: SshTarget { address: "localhost".to_owned(), user: String::new(), port: 22 },
-            // What the node checks of its LAN address comes with each change (`Limits`).
-            lan_address: None,
-            runtime_root: layout.root().to_owned(),
-            docker_socket: super::docker_socket(),
-            snapshot_min_free: crate::model::DEFAULT_SNAPSHOT_MIN_FREE,
-            backup: None,
-            capabilities: Default::default(),
-            services: Default::default(),
-            overrides: Default::default(),
-            runtime_files: Default::default(),
-            // The node's own root: no `--root` stands in for it here.
-            root_given: false,
-        };
+        let node = Node::bare(roots.node.clone(), layout.root().to_owned(), super::docker_socket());
         let confirm_timeout = bundle.confirm_timeout_secs.map(Duration::from_secs);
         let opts = Options {
             nodes: None,

@@ -122,6 +122,34 @@ pub struct Node {
     pub runtime_files: BTreeMap<ServiceName, Vec<ServiceFile>>,
 }
 
+impl Node {
+    /// A node known by its id, runtime root and Docker socket alone, with no inventory: what a
+    /// node's own engine knows of itself (reached as `localhost`, no services, roles or LAN
+    /// address: what it checks of those comes with each change).
+    pub fn bare(id: NodeName, runtime_root: String, docker_socket: String) -> Node {
+        Node {
+            display_name: id.display_name(),
+            id,
+            roles: Vec::new(),
+            site: String::new(),
+            uplink: String::new(),
+            offline_first: false,
+            ssh: SshTarget { address: "localhost".to_owned(), user: String::new(), port: 22 },
+            lan_address: None,
+            runtime_root,
+            // The node's own root: no `--root` stands in for it.
+            root_given: false,
+            docker_socket,
+            snapshot_min_free: DEFAULT_SNAPSHOT_MIN_FREE,
+            backup: None,
+            capabilities: Default::default(),
+            services: Default::default(),
+            overrides: Default::default(),
+            runtime_files: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshTarget {
     pub address: String,
