@@ -305,7 +305,7 @@ pub fn ask_on(
     node: &crate::model::Node,
     request: &Request,
 ) -> Result<Reply, Opened> {
-    let mut session = open_with(link, transport, node, Some(request))?;
+    let mut session = open(link, transport, node, request)?;
     session.input = None;
     match receive::<Reply>(&mut session.output) {
         Ok(Some(reply)) => Ok(reply),
@@ -320,32 +320,16 @@ pub fn ask_on(
     }
 }
 
-/// A session with `node`'s homelab, past the hellos.
+/// A session with `node`'s homelab over `link`, past the hellos, with `first` sent right behind
+/// the controller's hello instead of after its answer: one round trip less a command (150 ms
+/// over a 150 ms link). A node of another version answers the hello and reads nothing more, so
+/// what it was sent unasked is never acted on; a `first` that could not be sent to a node that
+/// answered is a lost link.
 pub fn open(
-    transport: &dyn crate::transport::Transport,
-    node: &crate::model::Node,
-) -> Result<crate::transport::Session, Opened> {
-    open_on(Link::Shared, transport, node)
-}
-
-/// [`open`] over `link`.
-pub fn open_on(
     link: Link,
     transport: &dyn crate::transport::Transport,
     node: &crate::model::Node,
-) -> Result<crate::transport::Session, Opened> {
-    open_with(link, transport, node, None)
-}
-
-/// [`open_on`], with `first` sent right behind the hello instead of after its answer: one
-/// round trip less a command (150 ms over a 150 ms link). A node of another version answers
-/// the hello and reads nothing more, so what it was sent unasked is never acted on; a `first`
-/// that could not be sent to a node that answered is a lost link.
-pub fn open_with(
-    link: Link,
-    transport: &dyn crate::transport::Transport,
-    node: &crate::model::Node,
-    first: Option<&Request>,
+    first: &Request,
 ) -> Result<crate::transport::Session, Opened> {
     let carried = match link {
         Link::Shared => transport.session(node),
@@ -358,7 +342,7 @@ pub fn open_with(
     };
     let (hello, sent) = match session.input.as_mut() {
         Some(i) => match send(i, &Request::Hello(Hello::ours())) {
-            Ok(()) => (Ok(()), first.map_or(Ok(()), |r| send(i, r))),
+            Ok(()) => (Ok(()), send(i, first)),
             Err(e) => (Err(e), Ok(())),
         },
         None => (Ok(()), Ok(())),
@@ -521,7 +505,7 @@ mod tests {
             .collect()
     }
 
-    /// A request sent behind the hello (`open_with`) to a node of another version, which
+    /// A request sent behind the hello (`open`) to a node of another version, which
     /// answers the hello, reads nothing more and ends: the controller says both versions and
     /// the way out, not a broken pipe, even when the request is larger than the pipes between
     /// (a bundle of a big plan), and does not wait on it. A node with no homelab at all (sh's
@@ -551,8 +535,8 @@ mod tests {
             finished_nodes: Vec::new(),
             stage: None,
         });
-        for first in [None, Some(&big), Some(&Request::Refresh)] {
-            match open_with(Link::Shared, &old, &node(), first) {
+        for first in [&big, &Request::Refresh] {
+            match open(Link::Shared, &old, &node(), first) {
                 Err(Opened::Mismatch(said)) => {
                     assert!(said.contains("0.0.1-old") && said.contains(VERSION), "{said}");
                     assert!(said.contains("homelab bootstrap far-away"), "{said}");
@@ -562,18 +546,16 @@ mod tests {
             }
         }
         let none = Shell("exec /nonexistent/bin/homelab node serve".into());
-        for first in [None, Some(&Request::Refresh)] {
-            assert!(matches!(
-                open_with(Link::Shared, &none, &node(), first),
-                Err(Opened::NotInstalled(_))
-            ));
-        }
+        assert!(matches!(
+            open(Link::Shared, &none, &node(), &Request::Refresh),
+            Err(Opened::NotInstalled(_))
+        ));
         // The same version: the hello answered, then the request, whole, behind it.
         let ours = dir.path().join("ours");
         send(&mut std::fs::File::create(&ours).unwrap(), &Reply::Hello(Hello::ours())).unwrap();
         let got = dir.path().join("got");
         let same = Shell(format!("cat '{}'; cat > '{}'", ours.display(), got.display()));
-        let mut s = open_with(Link::Shared, &same, &node(), Some(&big)).unwrap();
+        let mut s = open(Link::Shared, &same, &node(), &big).unwrap();
         s.input = None;
         assert!(receive::<Reply>(&mut s.output).unwrap().is_none());
         let _ = s.ended();

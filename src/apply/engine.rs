@@ -155,9 +155,9 @@ pub(super) fn remote(
         stage: opts.mode.only(),
     };
     trips.fetch_add(1, Ordering::Relaxed);
-    // The bundle rides behind the hello (`wire::open_with`): one round trip less.
+    // The bundle rides behind the hello (`wire::open`): one round trip less.
     let apply = Request::Apply(bundle);
-    let mut session = match wire::open_with(wire::Link::Shared, transport, node, Some(&apply)) {
+    let mut session = match wire::open(wire::Link::Shared, transport, node, &apply) {
         Ok(s) => s,
         Err(Opened::Here) => {
             trips.fetch_sub(1, Ordering::Relaxed);
