@@ -904,27 +904,79 @@ pub(super) fn job(j: &Job<'_>) -> io::Result<Option<crate::transport::Output>> {
     }))
 }
 
+/// The file of a dead-man's folder that hands the watchdog's arguments (NUL-separated) to the
+/// deploy's job: see [`arm`] and [`take_watch`].
+pub(super) const HANDOVER: &str = "handover";
+
+/// The deploy job `job` (its folder), its step ended: the watchdog's arguments, if [`arm`]
+/// handed them to this job and this call took them (removed the file) before anyone else.
+pub(super) fn take_watch(job: &Path) -> Option<Vec<String>> {
+    let handover = job.parent()?.join("deadman").join(HANDOVER);
+    let text = fs::read_to_string(&handover).ok()?;
+    let args: Vec<String> = text.split('\0').map(str::to_owned).collect();
+    if args.first().map(Path::new) != Some(job) {
+        return None;
+    }
+    fs::remove_file(&handover).ok()?;
+    Some(args)
+}
+
 /// `ARM` in process: the deploy's dead-man watchdog (`WATCHDOG`, with `args`: `ARM`'s after
 /// the folder, without the count) started in its own session, once per deploy: a resumed
 /// deploy keeps the watchdog, or the decision, it finds.
+///
+/// Where this program runs the deploy's job (`homelab node job`) and that job has not ended,
+/// no process is started here: the watchdog's arguments are handed over in the folder
+/// ([`HANDOVER`]) and the job, once its `compose up` ended, forks into the watchdog (one
+/// process a deploy fewer, no second start of this program). Whichever takes the handover
+/// (removes the file: one can) watches: the job, or this call when the job ended meanwhile.
 pub(super) fn arm(watchdog: &str, dm: &str, args: &[String], docker_host: &str) -> io::Result<()> {
     let dir = Path::new(dm);
     if dir.join("decided").is_dir() || alive(pid_in(&dir.join("pid"))) {
         return Ok(());
     }
+    let up_rc = args.first().map(|job| Path::new(job).join("rc"));
+    let handed = program().is_some() && up_rc.as_ref().is_some_and(|rc| !rc.exists());
+    let handover = dir.join(HANDOVER);
+    let text = args.join("\0");
+    if handed && fs::read(&handover).is_ok_and(|t| t == text.as_bytes()) {
+        // Handed over already, by a run that died: the job takes it when its `up` ends.
+        return Ok(());
+    }
     remove_all(dir)?;
     fs::create_dir_all(dir).map_err(at(dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(at(dir))?;
+    if handed {
+        let tmp = dir.join(format!("{HANDOVER}.tmp"));
+        fs::write(&tmp, &text).map_err(at(&tmp))?;
+        fs::rename(&tmp, &handover).map_err(at(dir))?;
+        // A job that a run that died started may have ended (and looked) meanwhile.
+        if !up_rc.as_ref().is_some_and(|rc| rc.exists()) || fs::remove_file(&handover).is_err() {
+            return Ok(());
+        }
+    }
     let mut all: Vec<&str> = vec![dm];
     all.extend(args.iter().map(String::as_str));
+    spawn_watchdog(watchdog, &all, docker_host)
+}
+
+/// The watchdog (`WATCHDOG`'s arguments, its folder first) started in its own session by a
+/// deploy job that could not fork: as [`arm`] starts it.
+pub(super) fn start_watchdog(all: &[String]) -> io::Result<()> {
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    spawn_watchdog(super::remote::WATCHDOG, &all, &host)
+}
+
+fn spawn_watchdog(watchdog: &str, all: &[&str], docker_host: &str) -> io::Result<()> {
     // This program watches when it can (`homelab node deadman`, no `sleep` process a second).
     let cmd = match program() {
         Some(program) => {
             let mut cmd = std::process::Command::new(program);
-            cmd.args(["node", "deadman", "--"]).args(&all);
+            cmd.args(["node", "deadman", "--"]).args(all);
             cmd
         }
-        None => shell(watchdog, "homelab-deadman", &all),
+        None => shell(watchdog, "homelab-deadman", all),
     };
     reap(detached(cmd, docker_host)?);
     Ok(())
@@ -1136,6 +1188,29 @@ fn swap(s: &[u8], value: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(rest);
     out
+}
+
+#[cfg(test)]
+mod handover_tests {
+    use super::*;
+
+    /// The watchdog's arguments handed to a deploy's job are taken once, by that job only: a
+    /// second look (the arming run, or a job started again) finds nothing, and another job of
+    /// the service (its folder not the first argument) takes nothing.
+    #[test]
+    fn a_handed_over_watch_is_taken_once_and_only_by_its_own_job() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs = dir.path().join("jobs/web");
+        let (up, other, dm) = (jobs.join("up"), jobs.join("rollback"), jobs.join("deadman"));
+        fs::create_dir_all(&dm).expect("mkdir");
+        let args = [up.to_str().expect("utf-8"), "60", "a b", "it's $(x)\nline"];
+        fs::write(dm.join(HANDOVER), args.join("\0")).expect("write");
+        assert_eq!(take_watch(&other), None, "not the job it was handed to");
+        assert!(dm.join(HANDOVER).exists());
+        assert_eq!(take_watch(&up), Some(args.map(str::to_owned).to_vec()));
+        assert!(!dm.join(HANDOVER).exists(), "taken");
+        assert_eq!(take_watch(&up), None, "taken once");
+    }
 }
 
 #[cfg(test)]

@@ -664,10 +664,20 @@ fn an_engine_checks_a_deploy_while_its_confirmation_is_on_the_way() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let checked_unconfirmed = health.exists() && !dm.join("decided").exists();
+    // The watchdog waiting for this confirmation is the deploy's job itself, forked once its
+    // `compose up` ended (no second start of the program): its process carries the job's
+    // command line.
+    let pid = fs::read_to_string(dm.join("pid")).expect("the watchdog's pid");
+    let cmdline = fs::read(format!("/proc/{}/cmdline", pid.trim())).expect("the watchdog runs");
+    let watchdog: Vec<String> =
+        cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     site.lab.accept_new("edge-a");
     let (code, tail) = finish(child, rest);
     let all = format!("{}{tail}", seen.join(""));
     assert!(checked_unconfirmed, "the healthcheck waited for the confirmation:\n{all}");
+    let job = ["node", "job", "--dir"].map(str::to_owned);
+    assert_eq!(watchdog.get(1..4), Some(&job[..]), "{watchdog:?}");
+    assert!(watchdog.iter().any(|a| a.ends_with(&format!("{id}/jobs/broker/up"))), "{watchdog:?}");
     assert_eq!(code, 0, "{all}");
     assert!(all.contains("confirmed over a fresh connection"), "{all}");
     assert!(dm.join("decided/confirmed").exists(), "confirmed once the confirmation came");
