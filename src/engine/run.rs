@@ -1,6 +1,7 @@
-//! The node's engine: `homelab node engine --plan ID`, started detached by `serve` for a bundle
-//! it checked. It holds the plan's engine lock while it runs (one engine per plan), numbers
-//! its run, checks the bundle again against the trust roots, and runs the node's part
+//! The node's engine: the `serve` that checked a bundle, forked and detached
+//! ([`engine_checked`]), or `homelab node engine --plan ID`, which checks its folder's bundle
+//! against the trust roots first. It holds the plan's engine lock while it runs (one engine per
+//! plan), numbers its run, and runs the node's part
 //! (`apply::engine::here`) over the node's own commands. Every step, each request for a
 //! confirmation, and the end are lines of its run's progress file, which sessions stream.
 //!
@@ -28,8 +29,27 @@ use crate::wire::Bundle;
 /// Longest wait for the node's own watchdogs after no confirmation came.
 const DECISION_WAIT: Duration = Duration::from_secs(3600);
 
-/// Runs the engine for `plan` on the node whose runtime root is `root`.
+/// Runs the engine for `plan` on the node whose runtime root is `root`, its bundle read from
+/// the plan's engine folder and checked here.
 pub fn engine(root: &Path, plan: &str) -> Result<(), String> {
+    engine_with(root, plan, None)
+}
+
+/// A bundle `serve` checked against the node's roots, in the process the engine runs in.
+pub(super) struct Checked {
+    pub bundle: Bundle,
+    pub loaded: crate::plan::file::LoadedPlan,
+    pub roots: trust::Roots,
+}
+
+/// The engine in the process of the `serve` that checked its bundle (forked from it once the
+/// bundle checked out): the same run, the check not made twice.
+pub(super) fn engine_checked(root: &Path, checked: Checked) -> Result<(), String> {
+    let plan = checked.loaded.id.clone();
+    engine_with(root, &plan, Some(checked))
+}
+
+fn engine_with(root: &Path, plan: &str, checked: Option<Checked>) -> Result<(), String> {
     let layout = Layout::local(root);
     let folder = Folder::new(layout.engine(plan));
     let lock = std::fs::OpenOptions::new()
@@ -58,7 +78,11 @@ pub fn engine(root: &Path, plan: &str) -> Result<(), String> {
     crate::files::write_atomic(&folder.current(), format!("{n}\n").as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", folder.current().display()))?;
     let sink = FileSink { out: Mutex::new(progress) };
-    let outcome = match prepare(&layout, &folder) {
+    let ready = match checked {
+        Some(c) => take_roots(&layout, c),
+        None => prepare(&layout, &folder),
+    };
+    let outcome = match ready {
         Ok(ready) => ready.run(&layout, &folder, &sink),
         Err(reason) => (NodeOutcome::Refused { reason }, 0),
     };
@@ -75,7 +99,7 @@ struct Ready {
     rotated: Vec<String>,
 }
 
-/// The bundle, checked again here: the engine trusts no file it did not check itself.
+/// The folder's bundle, checked here: the engine trusts no file it did not check itself.
 fn prepare(layout: &Layout, folder: &Folder) -> Result<Ready, String> {
     let bytes = std::fs::read(folder.bundle())
         .map_err(|e| format!("cannot read {}: {e}", folder.bundle().display()))?;
@@ -83,7 +107,12 @@ fn prepare(layout: &Layout, folder: &Folder) -> Result<Ready, String> {
         .map_err(|e| format!("{}: unreadable: {e}", folder.bundle().display()))?;
     let roots = trust::load(layout)?;
     let loaded = trust::check(&roots, &bundle, layout, SystemTime::now())?;
-    // Approved under the roots the node holds: the plan's roots may now replace them.
+    take_roots(layout, Checked { bundle, loaded, roots })
+}
+
+/// Approved under the roots the node holds: the plan's roots may now replace them.
+fn take_roots(layout: &Layout, checked: Checked) -> Result<Ready, String> {
+    let Checked { bundle, loaded, roots } = checked;
     let rotated = trust::take_roots(layout, &loaded)?;
     Ok(Ready { bundle, loaded, roots, rotated })
 }

@@ -90,8 +90,9 @@ pub fn serve(
                 Ok(l) => l,
                 Err(reason) => return wire::send(output, &Reply::Refused { reason }),
             };
-            let folder = Folder::new(layout.engine(&loaded.id));
-            let run = match start(&folder, root, &loaded.id, &bundle) {
+            let id = loaded.id.clone();
+            let folder = Folder::new(layout.engine(&id));
+            let run = match start(&folder, root, super::run::Checked { bundle, loaded, roots }) {
                 Ok(run) => run,
                 Err(reason) => return wire::send(output, &Reply::Refused { reason }),
             };
@@ -107,7 +108,7 @@ pub fn serve(
                     settle(folder, input);
                     gone.store(true, Ordering::SeqCst);
                 });
-                stream(folder, run, &loaded.id, output, gone)
+                stream(folder, run, &id, output, gone)
             })
         }
         Request::Attach { plan } => {
@@ -218,8 +219,14 @@ fn plan_name(plan: &str) -> Result<String, WireError> {
 }
 
 /// The run to follow: the one of the engine already running the plan, else the one of an
-/// engine started now with the bundle.
-fn start(folder: &Folder, root: &Path, id: &str, bundle: &wire::Bundle) -> Result<u64, String> {
+/// engine started now with the bundle this session checked.
+///
+/// The engine is this process forked (no second start of the program, no second check of a
+/// bundle this very process checked), in a session of its own so that a dropped session's
+/// hangup does not reach it, its output in the folder's log. This process is single-threaded
+/// here: the session's threads start once the engine's run began.
+fn start(folder: &Folder, root: &Path, checked: super::run::Checked) -> Result<u64, String> {
+    use std::os::fd::AsRawFd;
     let failed =
         |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", folder.dir.display());
     super::private_dir(&folder.dir).map_err(|e| failed("create", e))?;
@@ -227,7 +234,7 @@ fn start(folder: &Folder, root: &Path, id: &str, bundle: &wire::Bundle) -> Resul
         return Ok(folder.latest());
     }
     let before = folder.latest();
-    let bytes = serde_json::to_vec(bundle).map_err(|e| e.to_string())?;
+    let bytes = serde_json::to_vec(&checked.bundle).map_err(|e| e.to_string())?;
     crate::files::write_atomic(&folder.bundle(), &bytes)
         .map_err(|e| failed("write the bundle in", e))?;
     let log = std::fs::OpenOptions::new()
@@ -235,45 +242,69 @@ fn start(folder: &Folder, root: &Path, id: &str, bundle: &wire::Bundle) -> Resul
         .append(true)
         .open(folder.log())
         .map_err(|e| failed("open the log in", e))?;
-    let err = log.try_clone().map_err(|e| failed("open the log in", e))?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(["node", "engine", "--plan", id, "--root"])
-        .arg(root)
-        .stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(err);
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe; the engine leaves the session's process group,
-        // so a dropped session's hangup does not reach it.
-        unsafe {
-            cmd.pre_exec(|| {
+    let null = std::fs::File::open("/dev/null").map_err(|e| failed("open /dev/null for", e))?;
+    // Whatever this session buffered is out before the fork, not written twice.
+    let _ = std::io::stdout().flush();
+    // SAFETY: one thread (see above); the child never returns from this block.
+    let child = match unsafe { libc::fork() } {
+        -1 => return Err(format!("cannot start the engine: {}", std::io::Error::last_os_error())),
+        0 => {
+            // SAFETY: plain system calls on this process's own descriptors.
+            unsafe {
                 libc::setsid();
-                Ok(())
-            });
+                libc::dup2(null.as_raw_fd(), 0);
+                libc::dup2(log.as_raw_fd(), 1);
+                libc::dup2(log.as_raw_fd(), 2);
+            }
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                super::run::engine_checked(root, checked)
+            }));
+            let code = match ran {
+                Ok(Ok(())) => 0,
+                Ok(Err(message)) => {
+                    eprintln!("error: {message}");
+                    1
+                }
+                Err(_) => 101,
+            };
+            let _ = std::io::stderr().flush();
+            std::process::exit(code);
         }
-    }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start the engine: {e}"))?;
+        pid => pid,
+    };
+    drop((checked, null, log));
     let began = Instant::now();
+    let ended = move |block: bool| {
+        let mut status = 0;
+        // SAFETY: waits for this process's own child.
+        let got =
+            unsafe { libc::waitpid(child, &mut status, if block { 0 } else { libc::WNOHANG }) };
+        (got == child).then_some(status)
+    };
     loop {
         let now = folder.latest();
         if now > before {
+            // Reaped whenever it ends, while this session still runs.
+            std::thread::spawn(move || ended(true));
             return Ok(now);
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = ended(false) {
             // Another session's engine took the plan first: follow it.
             if folder.latest() > before {
                 return Ok(folder.latest());
             }
             let said = std::fs::read_to_string(folder.log()).unwrap_or_default();
             let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_owned();
+            let status =
+                <std::process::ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(
+                    status,
+                );
             return Err(format!("the engine ended before its run began ({status}): {last}"));
         }
         if began.elapsed() > START_TIMEOUT {
             return Err(format!("the engine did not begin its run within {START_TIMEOUT:?}"));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

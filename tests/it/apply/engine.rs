@@ -671,6 +671,13 @@ fn an_engine_checks_a_deploy_while_its_confirmation_is_on_the_way() {
     let cmdline = fs::read(format!("/proc/{}/cmdline", pid.trim())).expect("the watchdog runs");
     let watchdog: Vec<String> =
         cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    // And the engine is the session's `serve` forked once it checked the bundle (no second
+    // start of the program, no second check).
+    let pid = site.root("edge-a").join(format!("state/deploy/{id}/engine/pid"));
+    let pid = fs::read_to_string(pid).expect("the engine's pid");
+    let cmdline = fs::read(format!("/proc/{}/cmdline", pid.trim())).expect("the engine runs");
+    let engine: Vec<String> =
+        cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     site.lab.accept_new("edge-a");
     let (code, tail) = finish(child, rest);
     let all = format!("{}{tail}", seen.join(""));
@@ -678,6 +685,7 @@ fn an_engine_checks_a_deploy_while_its_confirmation_is_on_the_way() {
     let job = ["node", "job", "--dir"].map(str::to_owned);
     assert_eq!(watchdog.get(1..4), Some(&job[..]), "{watchdog:?}");
     assert!(watchdog.iter().any(|a| a.ends_with(&format!("{id}/jobs/broker/up"))), "{watchdog:?}");
+    assert_eq!(engine.get(1..3), Some(&["node", "serve"].map(str::to_owned)[..]), "{engine:?}");
     assert_eq!(code, 0, "{all}");
     assert!(all.contains("confirmed over a fresh connection"), "{all}");
     assert!(dm.join("decided/confirmed").exists(), "confirmed once the confirmation came");
