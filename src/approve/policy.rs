@@ -281,7 +281,7 @@ impl PlanFacts for LoadedPlan {
         &self.signature
     }
     fn message(&self) -> Message<'_> {
-        Message::Bytes(self.body.as_bytes())
+        Message::Digests(&self.digests)
     }
     fn changes(&self) -> Vec<(NodeName, Vec<&'static str>)> {
         changed_nodes(&self.plan).map(|n| (n.clone(), kinds_on(&self.plan, n))).collect()

@@ -65,8 +65,9 @@ pub fn check(
             crate::http::bounded(&bundle.node)
         ));
     }
-    let loaded = file::from_text(&bundle.plan, Path::new("bundle"), false)
-        .map_err(|e| format!("the bundle's plan: {e}"))?;
+    let loaded =
+        file::from_text_with(&bundle.plan, Path::new("bundle"), false, file::Diffs::NotShown)
+            .map_err(|e| format!("the bundle's plan: {e}"))?;
     const PINNED: &str = "(this node's pinned trust roots: a new key reaches it in a plan approved under them, or by `homelab bootstrap NODE --replace-trust`)";
     policy::verify_planner(&loaded, &roots.signers, now)
         .map_err(|e| format!("the bundle's plan: {e} {PINNED}"))?;

@@ -95,6 +95,9 @@ pub struct LoadedPlan {
     pub body: String,
     pub signature: String,
     pub plan: Plan,
+    /// The signed bytes' SHA-256 (the id's) and SHA-512, hashed once for every signature
+    /// checked over them (the planner's and each approval's).
+    pub digests: crate::digest::Digests,
 }
 
 /// Reads a text file of at most `MAX_PLAN_BYTES` (plans and approvals).
@@ -226,7 +229,7 @@ pub fn summarize(path: &Path) -> Result<Summary, ReadError> {
     split_signed(&signature, &shown)?;
     let digests = digests.finish();
     // The plan's id, as `plan_id` says it: the SHA-256 of the signed bytes.
-    let id: String = digests.sha256.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let id = id_of(&digests.sha256);
     let stem = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".plan"));
     if stem != Some(id.as_str()) {
         return Err(ReadError::IdMismatch { path: path.to_path_buf(), id });
@@ -390,26 +393,46 @@ impl Scan {
 /// against; without, a plan that came over the wire, named `<id>.plan` after its id). Does not
 /// verify the signature.
 pub fn from_text(text: &str, path: &Path, named: bool) -> Result<LoadedPlan, ReadError> {
+    from_text_with(text, path, named, Diffs::Shown)
+}
+
+/// Whether a decoded plan carries what a reviewer is shown (its changes' unified diffs): a
+/// node that runs a plan shows nothing, and each node receives the whole plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diffs {
+    Shown,
+    NotShown,
+}
+
+/// [`from_text`], the diffs computed or not.
+pub fn from_text_with(
+    text: &str,
+    path: &Path,
+    named: bool,
+    diffs: Diffs,
+) -> Result<LoadedPlan, ReadError> {
     if text.len() as u64 > MAX_PLAN_BYTES {
         return Err(ReadError::TooLarge { path: path.to_path_buf(), size: text.len() as u64 });
     }
     let shown = path.display().to_string();
     check_version(text, &shown)?;
     let (body, signature) = split_signed(text, &shown)?;
-    let id = plan_id(body.as_bytes());
+    let digests = crate::digest::Digests::of(body.as_bytes());
+    let id = id_of(&digests.sha256);
     let path = if named { path.to_path_buf() } else { path.join(format!("{id}.plan")) };
     let path = path.as_path();
     let stem = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".plan"));
     if stem != Some(id.as_str()) {
         return Err(ReadError::IdMismatch { path: path.to_path_buf(), id });
     }
-    let plan = decode(body, &shown)?;
+    let plan = decode_with(body, &shown, diffs)?;
     Ok(LoadedPlan {
         path: path.to_path_buf(),
         id,
         body: body.to_owned(),
         signature: signature.to_owned(),
         plan,
+        digests,
     })
 }
 
@@ -420,8 +443,12 @@ pub fn join(body: &str, signature: &str) -> String {
 
 /// The id of a plan: the first 16 hex digits of the SHA-256 of its signed bytes.
 pub fn plan_id(signed: &[u8]) -> String {
-    let d = Sha256::digest(signed);
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    id_of(&Sha256::digest(signed))
+}
+
+/// [`plan_id`] of the signed bytes' SHA-256.
+fn id_of(sha256: &[u8]) -> String {
+    sha256.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Splits a plan file into its signed bytes and its armored signature, exactly as the README's
@@ -832,6 +859,10 @@ pub fn check_version(text: &str, file: &str) -> Result<(), PlanFileError> {
 
 /// Parses the signed bytes of a plan. `file` is the name shown in errors.
 pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
+    decode_with(body, file, Diffs::Shown)
+}
+
+fn decode_with(body: &str, file: &str, diffs: Diffs) -> Result<Plan, PlanFileError> {
     let mut p = Parser { file, lines: body.split('\n').collect(), at: 0 };
     if p.lines.last() == Some(&"") {
         p.lines.pop();
@@ -1402,8 +1433,10 @@ pub fn decode(body: &str, file: &str) -> Result<Plan, PlanFileError> {
                 });
             }
         }
-        for c in &mut n.changes {
-            c.diffs = super::diffs_of(c, &actual);
+        if diffs == Diffs::Shown {
+            for c in &mut n.changes {
+                c.diffs = super::diffs_of(c, &actual);
+            }
         }
     }
     if plan.summary() != summary {
@@ -1555,6 +1588,23 @@ mod tests {
         let text = encode(&plan);
         assert!(text.contains("\n|  end\n"), "content lines are readable: {text}");
         assert_eq!(decode(&text, "p").unwrap(), plan);
+    }
+
+    /// A node decodes the plan it runs without the reviewer's diffs, and nothing else of it
+    /// differs; an edited artifact is refused all the same.
+    #[test]
+    fn a_plan_decoded_for_a_node_lacks_only_the_diffs() {
+        let mut plan = sample();
+        let text = encode(&plan);
+        let bare = decode_with(&text, "p", Diffs::NotShown).unwrap();
+        assert!(bare.nodes.iter().flat_map(|n| &n.changes).all(|c| c.diffs.is_empty()));
+        for c in plan.nodes.iter_mut().flat_map(|n| &mut n.changes) {
+            c.diffs.clear();
+        }
+        assert_eq!(bare, plan);
+        let edited = text.replace("|exit 0", "|exit 1");
+        let e = decode_with(&edited, "p", Diffs::NotShown).unwrap_err();
+        assert!(e.message.contains("does not match its sha256"), "{e}");
     }
 
     #[test]
