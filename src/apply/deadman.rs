@@ -1,6 +1,6 @@
-//! A deploy's dead-man watchdog (`remote`'s `WATCHDOG`) done by this program: `homelab node
-//! deadman -- ARGS`, started in its own session when the deploy is armed, with the script's
-//! own arguments. It waits for the deploy's `compose up` job without a `sleep` process a
+//! A deploy's dead-man watchdog (`remote`'s `WATCHDOG`) done by this program: the deploy's
+//! job forked into it once its `compose up` ended ([`after_job`]), or `homelab node deadman --
+//! ARGS` started in its own session when the deploy is armed, with the script's own arguments. It waits for the deploy's `compose up` job without a `sleep` process a
 //! second; after a failed `up` it stands down (the engine rolls back); after a good one it
 //! gives the confirmation its window; then whoever creates `decided/` first decides. When it
 //! decides, a deploy no longer live is `superseded`; else it rolls the service back by itself
@@ -158,4 +158,56 @@ pub fn watch(args: &[String], now: &dyn Fn() -> SystemTime) -> io::Result<()> {
     let line = line.replacen("__TIME__", &stamp, 1);
     let file = Path::new(evroot).join(&stamp[..10]).join(node).join("events.jsonl");
     append_lines(&file, format!("{line}\n").as_bytes())
+}
+
+/// After a job's step ended (`homelab node job`, its `rc` written): a deploy's job that was
+/// handed its dead-man's arguments when the deploy was armed becomes that watchdog.
+pub fn after_job(job: &Path, step: &str) {
+    if step != super::switch::STEP {
+        return;
+    }
+    if let Some(args) = super::native::take_watch(job) {
+        become_watchdog(job, args);
+    }
+}
+
+/// The deploy's dead-man watchdog, handed to this job when the deploy was armed: a child of
+/// this process (a fork, no second start of the program) in a session of its own, its output
+/// on `/dev/null` as the armed watchdog's is, while this job ends as it always did.
+fn become_watchdog(job: &Path, args: Vec<String>) {
+    let Some(dm) = job.parent().map(|p| p.join("deadman")) else { return };
+    let mut all = vec![dm.to_string_lossy().into_owned()];
+    all.extend(args);
+    // SAFETY: this process is single-threaded here (the step's children were waited for), so
+    // the child may go on running Rust; it never returns from this function.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: plain system calls on this process's own descriptors.
+            unsafe {
+                libc::setsid();
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    for fd in 0..3 {
+                        libc::dup2(null, fd);
+                    }
+                }
+            }
+            let code = match watch(&all, &SystemTime::now) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            std::process::exit(code);
+        }
+        -1 => {
+            // No process to fork: the watchdog is started as the engine starts it.
+            let _ = super::native::start_watchdog(super::remote::WATCHDOG, &all);
+        }
+        child => {
+            // The watchdog's pid is in its folder before this job's end is seen.
+            let tmp = dm.join("pid.tmp");
+            if fs::write(&tmp, format!("{child}\n")).is_ok() {
+                let _ = fs::rename(&tmp, dm.join("pid"));
+            }
+        }
+    }
 }

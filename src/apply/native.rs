@@ -962,10 +962,10 @@ pub(super) fn arm(watchdog: &str, dm: &str, args: &[String], docker_host: &str) 
 
 /// The watchdog (`WATCHDOG`'s arguments, its folder first) started in its own session by a
 /// deploy job that could not fork: as [`arm`] starts it.
-pub(super) fn start_watchdog(all: &[String]) -> io::Result<()> {
+pub(super) fn start_watchdog(watchdog: &str, all: &[String]) -> io::Result<()> {
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let host = std::env::var("DOCKER_HOST").unwrap_or_default();
-    spawn_watchdog(super::remote::WATCHDOG, &all, &host)
+    spawn_watchdog(watchdog, &all, &host)
 }
 
 fn spawn_watchdog(watchdog: &str, all: &[&str], docker_host: &str) -> io::Result<()> {

@@ -831,54 +831,7 @@ pub fn job_main(dir: &Path, step: &str, args: &[String], now: SystemTime) -> io:
     for f in [&rc_tmp, &dir.join("out"), &dir.join("err")] {
         let _ = fs::File::open(f).and_then(|f| f.sync_all());
     }
-    fs::rename(&rc_tmp, dir.join("rc")).map_err(at(dir))?;
-    if step == STEP {
-        if let Some(args) = super::native::take_watch(dir) {
-            become_watchdog(dir, args);
-        }
-    }
-    Ok(())
-}
-
-/// The deploy's dead-man watchdog, handed to this job when the deploy was armed: a child of
-/// this process (a fork, no second start of the program) in a session of its own, its output
-/// on `/dev/null` as the armed watchdog's is, while this job ends as it always did.
-fn become_watchdog(job: &Path, args: Vec<String>) {
-    let Some(dm) = job.parent().map(|p| p.join("deadman")) else { return };
-    let mut all = vec![dm.to_string_lossy().into_owned()];
-    all.extend(args);
-    // SAFETY: this process is single-threaded here (the step's children were waited for), so
-    // the child may go on running Rust; it never returns from this function.
-    match unsafe { libc::fork() } {
-        0 => {
-            // SAFETY: plain system calls on this process's own descriptors.
-            unsafe {
-                libc::setsid();
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                if null >= 0 {
-                    for fd in 0..3 {
-                        libc::dup2(null, fd);
-                    }
-                }
-            }
-            let code = match super::deadman::watch(&all, &SystemTime::now) {
-                Ok(()) => 0,
-                Err(_) => 1,
-            };
-            std::process::exit(code);
-        }
-        -1 => {
-            // No process to fork: the watchdog is started as the engine starts it.
-            let _ = super::native::start_watchdog(&all);
-        }
-        child => {
-            // The watchdog's pid is in its folder before this job's end is seen.
-            let tmp = dm.join("pid.tmp");
-            if fs::write(&tmp, format!("{child}\n")).is_ok() {
-                let _ = fs::rename(&tmp, dm.join("pid"));
-            }
-        }
-    }
+    fs::rename(&rc_tmp, dir.join("rc")).map_err(at(dir))
 }
 
 #[cfg(test)]

@@ -80,6 +80,7 @@ pub fn run(repo: &std::path::Path, cmd: &NodeCommand) -> Result<Report, Error> {
             // job's `err` by now).
             crate::apply::switch::job_main(dir, step, args, now)
                 .map_err(|e| Error::Unsupported { message: format!("node job: {e}") })?;
+            crate::apply::deadman::after_job(dir, step);
             Ok(Report::Success)
         }
         NodeCommand::Deadman { args } => {
