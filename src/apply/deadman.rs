@@ -1,8 +1,9 @@
 //! A deploy's dead-man watchdog (`remote`'s `WATCHDOG`) done by this program: the deploy's
 //! job forked into it once its `compose up` ended ([`after_job`]), or `homelab node deadman --
-//! ARGS` started in its own session when the deploy is armed, with the script's own arguments. It waits for the deploy's `compose up` job without a `sleep` process a
-//! second; after a failed `up` it stands down (the engine rolls back); after a good one it
-//! gives the confirmation its window; then whoever creates `decided/` first decides. When it
+//! ARGS` started in its own session when the deploy is armed, with the script's own
+//! arguments. It waits for the deploy's `compose up` job without a `sleep` process a second;
+//! after a failed `up` it stands down (the engine rolls back); after a good one it gives the
+//! confirmation its window; then whoever creates `decided/` first decides. When it
 //! decides, a deploy no longer live is `superseded`; else it rolls the service back by itself
 //! (the rollback script it was given, run by `sh`; the deploy's and the removal's own scripts
 //! it does in process, as their jobs do), checks the previous release with its own
