@@ -80,6 +80,65 @@ impl Folder {
     }
 }
 
+/// Wakes a loop that waits for files in one folder: written, created, renamed into it or
+/// removed (inotify), or at the loop's own timeout. A loop looks at its files, then waits: a
+/// change made between the look and the wait is queued, so the wait returns at once.
+///
+/// Serve's stream of a run's lines and the engine's wait for a confirmation each used to look
+/// every 10 ms: a hundred wake-ups a second per node for the whole of an apply, on cores
+/// its children need. Where inotify cannot watch the folder, the wait is a 10 ms sleep.
+pub(crate) struct Changes {
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Changes {
+    /// Changes in `dir` from now on.
+    pub fn in_dir(dir: &Path) -> Changes {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return Changes { fd: None };
+        };
+        // SAFETY: inotify_init1 takes flags and returns a new descriptor or -1.
+        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if raw < 0 {
+            return Changes { fd: None };
+        }
+        // SAFETY: a descriptor just opened, owned by nothing else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let mask = libc::IN_MODIFY
+            | libc::IN_CLOSE_WRITE
+            | libc::IN_CREATE
+            | libc::IN_MOVED_TO
+            | libc::IN_DELETE
+            | libc::IN_ATTRIB;
+        // SAFETY: a watch on a NUL-terminated path, on the descriptor above.
+        let watch = unsafe { libc::inotify_add_watch(raw, path.as_ptr(), mask) };
+        Changes { fd: (watch >= 0).then_some(fd) }
+    }
+
+    /// Returns once something changed in the folder since the last wait, or after `timeout`.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = &self.fd else {
+            std::thread::sleep(timeout.min(std::time::Duration::from_millis(10)));
+            return;
+        };
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: poll(2) on one pollfd owned for the call.
+        if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+            // Interrupted, or unable to wait: the caller looks again, not at once.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            return;
+        }
+        // What the kernel queued is read and dropped: the caller looks at the files.
+        let mut buf = [0u8; 4096];
+        // SAFETY: read(2) into a buffer of this length; the descriptor is non-blocking.
+        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+}
+
 /// The node's Docker Engine socket: the path of a `unix://` `$DOCKER_HOST`, else the default.
 pub(crate) fn docker_socket() -> String {
     std::env::var("DOCKER_HOST")
@@ -99,4 +158,49 @@ pub(crate) fn hostname() -> String {
 pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A change made before the wait (between a loop's look and its wait) is not lost, a
+    /// change made during it ends it, and a wait with no change lasts its timeout; changes
+    /// elsewhere do not count.
+    #[test]
+    fn a_wait_ends_at_a_change_in_its_folder_and_only_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (watched, other) = (dir.path().join("engine"), dir.path().join("other"));
+        private_dir(&watched).expect("mkdir");
+        private_dir(&other).expect("mkdir");
+        let changes = Changes::in_dir(&watched);
+        assert!(changes.fd.is_some(), "inotify watches the folder");
+        let long = Duration::from_secs(60);
+        std::fs::write(watched.join("run-1.jsonl"), b"{}\n").expect("write");
+        let began = Instant::now();
+        changes.wait(long);
+        assert!(began.elapsed() < long / 2, "a change already made ends the wait at once");
+
+        let quiet = Duration::from_millis(200);
+        let began = Instant::now();
+        std::fs::write(other.join("x"), b"x").expect("write");
+        changes.wait(quiet);
+        assert!(began.elapsed() >= quiet, "a change elsewhere does not end the wait");
+
+        let appended = watched.join("run-1.jsonl");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut f = std::fs::OpenOptions::new().append(true).open(appended).expect("open");
+            std::io::Write::write_all(&mut f, b"{}\n").expect("append");
+        });
+        let began = Instant::now();
+        changes.wait(long);
+        assert!(began.elapsed() < long / 2, "a line appended during the wait ends it");
+        writer.join().expect("writer");
+        crate::files::write_atomic(&watched.join("confirm"), b"").expect("write");
+        let began = Instant::now();
+        changes.wait(long);
+        assert!(began.elapsed() < long / 2, "a file renamed into the folder ends the wait");
+    }
 }

@@ -264,12 +264,20 @@ fn confirmation(
     asked: Instant,
     timeout: Duration,
 ) -> Result<(), String> {
+    let changes = proof.parent().map(|dir| {
+        let _ = super::private_dir(dir);
+        super::Changes::in_dir(dir)
+    });
     while asked.elapsed() < timeout {
         if proof.exists() {
             return Ok(());
         }
-        // The apply waits on this (a `stat` a turn): looked at often.
-        std::thread::sleep(Duration::from_millis(10));
+        // Woken when the confirmation is handed in (the apply waits on it).
+        let left = timeout.saturating_sub(asked.elapsed());
+        match &changes {
+            Some(changes) => changes.wait(left.min(Duration::from_millis(500))),
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
     }
     if proof.exists() {
         return Ok(());

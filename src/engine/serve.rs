@@ -318,6 +318,7 @@ fn stream(
     gone: &AtomicBool,
 ) -> Result<(), WireError> {
     let path = folder.run(n);
+    let changes = super::Changes::in_dir(&folder.dir);
     let file = std::fs::File::open(&path)?;
     let mut lines = std::io::BufReader::new(file);
     let mut partial = String::new();
@@ -355,9 +356,9 @@ fn stream(
                 return wire::send(output, &Reply::Interrupted { reason });
             }
         }
-        // Each line waits for this turn, the one asking for the confirmation and the last
-        // among them (a `read` a turn): looked at often.
-        std::thread::sleep(Duration::from_millis(10));
+        // Woken by the engine's next line; the timeout bounds how late a stopped engine, or
+        // a controller gone, is seen.
+        changes.wait(Duration::from_millis(100));
     }
 }
 
