@@ -199,7 +199,7 @@ pub(super) fn append_lines(file: &Path, lines: &[u8]) -> io::Result<()> {
 }
 
 /// The upload half of `PREPARE`: the release's files written into a fresh staging folder
-/// (each with its mode, dated now), the file system synced once, the staging folder renamed
+/// (each with its mode, dated now), each file and folder synced, the staging folder renamed
 /// into place as the release, the service's jobs of this plan started over; where the live
 /// link pointed before. A name that would leave the staging folder is refused before anything
 /// is written (the plan's reader refuses them first).
@@ -220,10 +220,15 @@ pub(super) fn upload(
     remove_all(staging)?;
     fs::create_dir_all(staging).map_err(at(staging))?;
     let written = (|| {
+        let mut written = Vec::with_capacity(files.len());
+        let mut dirs = std::collections::BTreeSet::from([staging.to_path_buf()]);
         for (name, mode, bytes) in files {
             let path = staging.join(name);
             let dir = parent(&path);
             fs::create_dir_all(dir).map_err(at(dir))?;
+            dirs.extend(
+                dir.ancestors().take_while(|d| d.starts_with(staging)).map(Path::to_path_buf),
+            );
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -233,9 +238,16 @@ pub(super) fn upload(
             f.write_all(bytes).map_err(at(&path))?;
             // As tar, run by root, sets it: the mode the plan gives, whatever the umask.
             f.set_permissions(fs::Permissions::from_mode(*mode & 0o7777)).map_err(at(&path))?;
+            written.push((f, path));
         }
-        // Every file of the release on disk before it is sealed: one sync of the file system.
-        syncfs(Path::new(staging))
+        // Every file and folder of the release on disk before it is sealed. Each synced on
+        // its own, not the whole file system (`sync -f`): that waited for whatever else the
+        // node was writing (images being pulled, the other services' releases), 95 ms a
+        // sync on average with twenty nodes deploying on one disk, 360 ms at worst.
+        for (f, path) in written {
+            f.sync_all().map_err(at(&path))?;
+        }
+        dirs.iter().try_for_each(|d| sync_dir(d).map_err(at(d)))
     })();
     if let Err(e) = written {
         let _ = remove_all(staging);

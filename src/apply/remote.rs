@@ -318,9 +318,9 @@ while [ "$n" -gt 0 ]; do
     rm -rf -- "$staging"; exit 5
   fi
 done
-# Every file of the release on disk before it is sealed: one sync of the file system, not one
-# process per file.
-sync -f -- "$staging"
+# Every file and folder of the release on disk before it is sealed, each on its own: a sync of
+# the whole file system (`sync -f`) waits for whatever else the node is writing.
+find "$staging" -exec sync -- {} +
 rm -rf -- "$release"
 mv -- "$staging" "$release"
 sync -- "$(dirname -- "$release")"
@@ -427,7 +427,11 @@ hl_snapshot() {
   fi
   rm -f -- "$tmp/err"
   : > "$tmp/complete"
-  sync -f -- "$tmp"
+  # Each file and folder synced where they are files and folders, up to 512 of them; else
+  # (a larger copy, a link, a device) the file system.
+  if [ -z "$(find "$tmp" ! -type f ! -type d | head -c 1)" ] && [ "$(find "$tmp" | head -n 514 | wc -l)" -le 513 ]; then
+    find "$tmp" -exec sync -- {} +
+  else sync -f -- "$tmp"; fi
   mv -- "$tmp" "$snap"; sync -- "${snap%/*}"
   echo "hl-data: snapshot $id $i $need"
 }
