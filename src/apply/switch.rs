@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use super::native::{
     at, compose_command, parent, private_log, redact, remove_all, shell_status, strip_newlines,
-    sync_dir, syncfs, tail_lines,
+    sync_dir, syncfs, tail_lines, SYNC_ONE_BY_ONE,
 };
 
 /// The step's name on `homelab node job`'s command line.
@@ -630,10 +630,6 @@ fn one_by_one(tmp: &Path) -> io::Result<Option<(Vec<PathBuf>, Vec<PathBuf>)>> {
     }
     Ok(Some((files, dirs)))
 }
-
-/// The most files and folders a snapshot syncs one by one (a data folder of a few hundred
-/// files); past it, one sync of the file system costs less than a sync each.
-const SYNC_ONE_BY_ONE: usize = 512;
 
 /// Whether `cp -a --reflink=always` of the folder `src` into `into`'s file system may work: a
 /// clone (`FICLONE`) of the first regular file found in it, made beside `into` and removed,
