@@ -1,6 +1,8 @@
 //! Local files written so a crash never leaves half of one: the controller's records, plan
 //! files, approvals, rendered trees; and `Flock`, the exclusive lock that writers of a shared
-//! file (events, the apply journal) take. Owns nothing else; remote writes go through `apply`.
+//! file (events, the apply journal) take; and `wait_readable`, the one sleep on a descriptor
+//! (a pidfd, an inotify queue) that the node's waits share. Owns nothing else; remote writes
+//! go through `apply`.
 
 use std::fs;
 use std::io::{self, Write};
@@ -74,5 +76,20 @@ impl Drop for Flock<'_> {
         use std::os::fd::AsRawFd;
         // SAFETY: as above; unlocking a lock we hold cannot fail in a way we could act on.
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// Sleeps until `fd` is readable (a pidfd: its process ended; an inotify queue: a change) or
+/// `timeout` has passed. Interrupted, it returns early (the caller looks again); a `poll` that
+/// cannot wait sleeps up to 5 ms instead, so that the caller's loop never spins.
+pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // Rounded up, so that a wait never ends just short of a deadline and spins.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: poll(2) on one pollfd owned for the call.
+    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+        std::thread::sleep(timeout.min(std::time::Duration::from_millis(5)));
     }
 }

@@ -813,7 +813,7 @@ pub(super) fn wait_until(
             return Ok(None);
         }
         match &pidfd {
-            Some(fd) => wait_readable(fd, left),
+            Some(fd) => crate::files::wait_readable(std::os::fd::AsFd::as_fd(fd), left),
             None => std::thread::sleep(left.min(Duration::from_millis(5))),
         }
     }
@@ -827,21 +827,6 @@ fn pidfd_of(pid: u32) -> Option<std::os::fd::OwnedFd> {
     let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
     // SAFETY: a descriptor just opened, owned by nothing else.
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-/// Sleeps until `fd` is readable (a pidfd: its process ended) or `left` has passed; an
-/// interrupted or failed `poll` returns early (the caller looks again).
-fn wait_readable(fd: &std::os::fd::OwnedFd, left: std::time::Duration) {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // Rounded up, so that a wait never ends just short of the deadline and spins.
-    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    // SAFETY: poll(2) on one pollfd this function owns for the call.
-    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-        // A poll that cannot wait must not turn the caller's loop into a spin.
-        std::thread::sleep(left.min(std::time::Duration::from_millis(5)));
-    }
 }
 
 /// `signal` to the process group of a child [`spawn_grouped`] started.

@@ -119,19 +119,12 @@ impl Changes {
 
     /// Returns once something changed in the folder since the last wait, or after `timeout`.
     pub fn wait(&self, timeout: std::time::Duration) {
-        use std::os::fd::AsRawFd;
+        use std::os::fd::{AsFd, AsRawFd};
         let Some(fd) = &self.fd else {
             std::thread::sleep(timeout.min(std::time::Duration::from_millis(10)));
             return;
         };
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: poll(2) on one pollfd owned for the call.
-        if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
-            // Interrupted, or unable to wait: the caller looks again, not at once.
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            return;
-        }
+        crate::files::wait_readable(fd.as_fd(), timeout);
         // What the kernel queued is read and dropped: the caller looks at the files.
         let mut buf = [0u8; 4096];
         // SAFETY: read(2) into a buffer of this length; the descriptor is non-blocking.
